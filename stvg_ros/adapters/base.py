@@ -1,0 +1,173 @@
+"""The one small interface between the grounding algorithm and a model family.
+
+Everything that differs between Qwen2.5-VL, LLaVA-OneVision and LLaVA-NeXT-Video (frame
+preprocessing, where visual tokens sit in the prompt, chat template, rotary positions, answer
+token ids) lives behind :class:`ModelAdapter`.  The algorithm in ``stvg_ros.grounder`` only
+sees :class:`VisualTokens` and :class:`ForwardOutput` and never branches on model names.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+@dataclass
+class VisualTokens:
+    """A clip's visual tokens in the language model's embedding space, with their geometry.
+
+    ``slot`` is the token's time slot (one per input frame for most models; Qwen's temporal
+    patch of 2 makes one slot cover two frames), ``row``/``col`` its cell on the per-slot token
+    grid; tokens that belong to no cell (e.g. a newline token) have ``slot == row == col == -1``.
+    ``slot_frames[s]`` lists the input frame indices that slot ``s`` covers.  ``content_box``
+    is the region ``(x0, y0, x1, y1)`` of the *original* frame (in pixels) that the token grid
+    spans, so that grid cells map back to image pixels.
+    """
+
+    embeds: torch.Tensor  # (N, D), post-projector, the LM's dtype and device
+    slot: torch.Tensor  # (N,) long
+    row: torch.Tensor  # (N,) long
+    col: torch.Tensor  # (N,) long
+    grid: tuple[int, int]  # (rows, cols) of the per-slot token grid
+    slot_frames: list[list[int]]
+    image_size: tuple[int, int]  # (H, W) of the original frames
+    content_box: tuple[float, float, float, float]
+    extras: dict = field(default_factory=dict)  # adapter-private (e.g. grid_thw for rotary positions)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.embeds.shape[0])
+
+    @property
+    def num_slots(self) -> int:
+        return len(self.slot_frames)
+
+    @property
+    def num_frames(self) -> int:
+        return 1 + max(f for frames in self.slot_frames for f in frames)
+
+    def slot_of_frame(self) -> list[int]:
+        """Input frame index → the slot that carries it."""
+        out = [0] * self.num_frames
+        for s, frames in enumerate(self.slot_frames):
+            for f in frames:
+                out[f] = s
+        return out
+
+    def reversed_in_time(self) -> tuple["VisualTokens", torch.Tensor]:
+        """The same clip with its slots in reverse order (TAS's augmentation).
+
+        Returns the new tokens and ``perm`` such that ``new.embeds == old.embeds[perm]``.
+        Tokens keep their cell; slot ``s`` becomes ``S - 1 - s``; non-grid tokens stay where they
+        are relative to the end of the token block.  ``slot_frames`` is rewritten so that
+        ``new.slot_frames[S-1-s] == old.slot_frames[s]`` (the frames a slot shows do not change,
+        only their order in the sequence).
+        """
+        S = self.num_slots
+        order = []
+        for s in reversed(range(S)):
+            order.extend(torch.nonzero(self.slot == s).flatten().tolist())
+        order.extend(torch.nonzero(self.slot < 0).flatten().tolist())
+        perm = torch.tensor(order, dtype=torch.long, device=self.slot.device)
+        new_slot = self.slot[perm].clone()
+        grid_mask = new_slot >= 0
+        new_slot[grid_mask] = S - 1 - new_slot[grid_mask]
+        new = replace(
+            self,
+            embeds=self.embeds[perm],
+            slot=new_slot,
+            row=self.row[perm],
+            col=self.col[perm],
+            slot_frames=[list(self.slot_frames[S - 1 - s]) for s in range(S)],
+            extras=dict(self.extras),
+        )
+        return new, perm
+
+
+@dataclass
+class CaptureSpec:
+    """Which attention to capture during a forward pass.
+
+    ``layers``: decoder layer indices whose attention is averaged (None = all layers).
+    Rows captured are always the prompt's grounding-token candidates (see
+    :meth:`ModelAdapter.run`); columns are the visual tokens.
+    """
+
+    layers: Sequence[int] | None = None
+
+
+@dataclass
+class ForwardOutput:
+    """What one batched forward pass gives the algorithm.
+
+    ``yes_no_logits[b] = (logit_yes, logit_no)`` of the first answer token of prompt ``b``
+    (keeps the autograd graph when the call asked for gradients).  ``attention[b, k, n]`` is the
+    attention of prompt ``b``'s ``k``-th grounding-token candidate to visual token ``n``,
+    averaged over heads and the captured layers (float32; None when nothing was captured).
+    ``candidate_tokens[b]`` are those candidates' token strings and ``candidate_offsets[b]``
+    their positions counted from the prompt's end (-1 = last prompt token).
+    """
+
+    yes_no_logits: torch.Tensor  # (B, 2)
+    attention: torch.Tensor | None  # (B, K, N) float32
+    candidate_tokens: list[list[str]]
+    candidate_offsets: list[list[int]]
+
+
+class ModelAdapter(ABC):
+    """A multimodal LLM family, seen the way the grounding algorithm needs it."""
+
+    #: registry key, e.g. "qwen2_5_vl"; also the ``family`` argument of ``stvg_ros.testing.tiny_model``
+    family: str = ""
+    #: the official code's fixed grounding-token offset from the prompt's end for this template
+    default_grounding_offset: int = -1
+
+    model: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype
+
+    @classmethod
+    @abstractmethod
+    def from_pretrained(cls, path: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                        image_size: int | None = None) -> "ModelAdapter":
+        """Load model and tokenizer from a local directory (``local_files_only=True``), frozen, eval mode.
+
+        ``image_size`` overrides the adapter's default per-frame input resolution (pixels, square side
+        or the budget the family uses), None keeps the model's own default.
+        """
+
+    @abstractmethod
+    def encode_frames(self, frames: Sequence[np.ndarray]) -> VisualTokens:
+        """HxWx3 uint8 RGB frames (all of one size) → visual tokens, without torchvision."""
+
+    @abstractmethod
+    def run(self, visual: VisualTokens | Sequence[VisualTokens], questions: Sequence[str],
+            visual_delta: torch.Tensor | None = None, capture: CaptureSpec | None = None,
+            with_grad: bool = False) -> ForwardOutput:
+        """One batched forward pass of ``len(questions)`` prompts, each ``video + question``.
+
+        Each prompt is built in the model's own chat template with the video before the question
+        and the generation prompt appended, so that the last position predicts the first answer
+        token.  ``visual`` is one clip shared by all prompts, or one per prompt.  ``visual_delta``
+        (``(N, D)`` shared or ``(B, N, D)`` per prompt) is added to the visual embeddings (LRA's
+        latent prompts); gradients flow to it only when ``with_grad``.  ``capture=None`` captures no
+        attention (the fast path for LRA steps).
+        """
+
+    @abstractmethod
+    def generate_text(self, prompt: str, max_new_tokens: int = 64) -> str:
+        """Greedy text-only answer to a user message (used by DSTH to decompose queries)."""
+
+    @property
+    @abstractmethod
+    def answer_token_ids(self) -> tuple[int, int]:
+        """Token ids of "yes" and "no" as the first answer token, resolved from the tokenizer."""
+
+    @property
+    @abstractmethod
+    def num_layers(self) -> int:
+        """Decoder layers of the language model (for layer-range configuration)."""
