@@ -72,7 +72,8 @@ class GroundingConfig:
     found_threshold: float = 0.5
     """p(yes) / (p(yes) + p(no)) above which the target is judged present."""
     box_threshold: float = 0.5
-    """Proposal-free boxes: cells above this fraction of the frame's peak relevance form the box."""
+    """Proposal-free boxes: the peak's connected region of cells whose relevance is above
+    ``min + box_threshold * (peak - min)`` of their frame forms the box."""
 
     # --- runtime ----------------------------------------------------------------------------
     device: str = "auto"
@@ -81,6 +82,9 @@ class GroundingConfig:
     """'auto' (bfloat16 on GPU, float32 on CPU), 'float32', 'bfloat16' or 'float16'."""
     keep_relevance: bool = False
     """Keep the relevance maps in the result (for rendering and reports)."""
+    max_batch: int = 0
+    """Most prompts per forward pass (LRA steps and attention runs); 0 = all in one pass.
+    Lower it when GPU memory is short: results are the same, only slower."""
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -108,6 +112,17 @@ class GroundingConfig:
                 raise bad(name, getattr(self, name), f"choose one of {', '.join(allowed)}")
         if "{query}" not in self.question_template:
             raise bad("question_template", self.question_template, "it must contain the placeholder {query}")
+        if self.max_batch < 0:
+            raise bad("max_batch", self.max_batch, "use 0 (one pass for all prompts) or a positive batch size")
+        if self.relevance_eps <= 0:
+            raise bad("relevance_eps", self.relevance_eps, "use a small positive value (the paper uses 1e-4)")
+        if self.lra_lr <= 0:
+            raise bad("lra_lr", self.lra_lr, "use a positive learning rate (the paper uses 8.0)")
+        if self.decompose_max_new_tokens < 8:
+            raise bad("decompose_max_new_tokens", self.decompose_max_new_tokens,
+                      "use at least 8 tokens so the model can answer two lines")
+        if not self.caption_prompt.strip():
+            raise bad("caption_prompt", self.caption_prompt, "give a captioning prompt, e.g. 'Describe this video in details.'")
         if self.lra_steps < 0:
             raise bad("lra_steps", self.lra_steps, "use 0 or more steps")
         if not 0.0 <= self.lra_beta <= 1.0:

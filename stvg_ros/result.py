@@ -26,7 +26,8 @@ class SubQueries:
 
 @dataclass
 class RelevanceMaps:
-    """Relevance maps on the model's token grid, one per input frame (``(T, rows, cols)`` float32).
+    """Relevance maps on the model's token grid, one per frame the model saw (``GroundingResult.frame_stamps``),
+    ``(T, rows, cols)`` float32.  ``spatial`` is after TAS assembly when TAS is on.
 
     ``content_box`` is the region of the input frame the grid covers, in pixels, so a map can be
     upsampled onto the frame (see ``stvg_ros.render``).
@@ -67,6 +68,8 @@ class GroundingResult:
     relevance: Optional[RelevanceMaps] = None
     reason: str = ""
     """Why the result is degenerate, when it is (e.g. no proposal overlaps the sampled frames)."""
+    grounding_tokens: dict[str, str] = field(default_factory=dict)
+    """The grounding token each relevance map used ('spatial', 'temporal', 'tas' → token string)."""
 
     def to_dict(self) -> dict:
         """JSON-friendly view (no relevance maps)."""
@@ -85,4 +88,5 @@ class GroundingResult:
             "frame_scores": self.frame_scores,
             "timings": self.timings,
             "reason": self.reason,
+            "grounding_tokens": dict(self.grounding_tokens),
         }

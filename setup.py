@@ -1,0 +1,45 @@
+"""pip installs the ROS-free grounding core and its command-line tools.
+
+`pip install .` gives `import stvg_ros` (Grounder, metrics, datasets, ...) without ROS.  The ROS
+node, its messages and launch files are built with colcon (see README, "ROS 2 workspace").
+"""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+# Command-line tools: one "command = module:function" per line.  Add yours here.
+CONSOLE_SCRIPTS = [
+    "stvg-tiny-model = stvg_ros.testing:main",
+    "stvg-eval = stvg_ros.evaluate:main",
+    "stvg-make-bag = stvg_ros.bags:main",
+]
+
+
+def requirements() -> list[str]:
+    """Core requirements by name (pins live in requirements/core.txt; torch is installed apart)."""
+    names = []
+    for line in (HERE / "requirements" / "core.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            name = line.split("==")[0].split(">=")[0].strip()
+            if name != "pytest":
+                names.append(name)
+    return ["torch>=2.4"] + names
+
+
+setup(
+    name="stvg_ros",
+    version="0.1.0",
+    description="Zero-shot spatio-temporal video grounding with multimodal LLMs, for ROS 2",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["stvg_ros", "stvg_ros.*"], exclude=["stvg_ros.ros", "stvg_ros.ros.*"]),
+    include_package_data=False,
+    install_requires=requirements(),
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
+)

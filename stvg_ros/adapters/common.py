@@ -1,0 +1,429 @@
+"""What the three transformers families share: loading, prompts, the batched decoder pass.
+
+A family adapter only adds frame preprocessing (``encode_frames``) and, for Qwen, rotary
+positions (``_positions``).  Everything about prompts is read from the model's own chat
+template and tokenizer: the video placeholder, the grounding-token candidates (the question's
+last token to the end of the prompt), the official fixed grounding token (the first token of the
+template's generation prompt), and the yes/no answer ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..attention import capture_attention, use_capture_attention
+from .base import CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
+
+log = logging.getLogger(__name__)
+
+
+class AdapterError(ValueError):
+    """The model directory or a call's inputs cannot be used; the message says how to fix it."""
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise AdapterError(f"device={device!r} was requested but CUDA is not available: use device='cpu' or 'auto'")
+    return dev
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if dtype not in table:
+            raise AdapterError(f"unknown dtype {dtype!r}: use one of auto, {', '.join(table)}")
+        return table[dtype]
+    return dtype
+
+
+def read_processor_config(path: str | Path) -> dict:
+    """The saved preprocessing settings: video processor config over image processor config."""
+    merged: dict = {}
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        f = Path(path) / name
+        if f.is_file():
+            merged.update(json.loads(f.read_text()))
+    return merged
+
+
+def load_chat_template(tokenizer, path: str | Path) -> str:
+    """The tokenizer's chat template, else the processor's (``chat_template.jinja``/``.json``)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    p = Path(path)
+    if (p / "chat_template.jinja").is_file():
+        return (p / "chat_template.jinja").read_text()
+    if (p / "chat_template.json").is_file():
+        return json.loads((p / "chat_template.json").read_text())["chat_template"]
+    raise AdapterError(f"{path} has no chat template (tokenizer_config.json, chat_template.jinja or "
+                       "chat_template.json): copy the template file of the released model into the directory")
+
+
+def resize_rgb(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bicubic resize of an HxWx3 uint8 frame with PIL (what the HF processors use by default)."""
+    from PIL import Image
+
+    if frame.shape[0] == height and frame.shape[1] == width:
+        return frame
+    return np.asarray(Image.fromarray(frame).resize((width, height), resample=Image.BICUBIC))
+
+
+def normalise(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """(T, H, W, 3) uint8 → (T, 3, H, W) float32 scaled to [0, 1] and standardised per channel."""
+    x = frames.astype(np.float32) / 255.0
+    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def check_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """Validate frames and stack them to (T, H, W, 3) uint8."""
+    if isinstance(frames, np.ndarray) and frames.ndim == 4 and frames.shape[-1] == 3 and frames.dtype == np.uint8:
+        return frames
+    if len(frames) == 0:
+        raise AdapterError("encode_frames got no frames: pass at least one HxWx3 uint8 RGB frame")
+    arr = [np.asarray(f) for f in frames]
+    shape = arr[0].shape
+    for f in arr:
+        if f.ndim != 3 or f.shape[2] != 3:
+            raise AdapterError(f"frames must be HxWx3 RGB arrays, got shape {f.shape}")
+        if f.shape != shape:
+            raise AdapterError(f"all frames must have one size, got {shape} and {f.shape}: resize them first")
+    out = np.stack(arr)
+    if out.dtype != np.uint8:
+        raise AdapterError(f"frames must be uint8 RGB, got {out.dtype}: convert with frame.astype(np.uint8)")
+    return out
+
+
+@dataclass
+class PromptLayout:
+    """One tokenised prompt and where things are in it (indices into ``ids``, before expansion)."""
+
+    ids: list[int]
+    placeholder: int  # index of the video placeholder token
+    candidate_start: int  # index of the question's last token; candidates run to the end
+
+
+@dataclass
+class PreparedBatch:
+    """Decoder inputs for B prompts, right-padded, with the rows/columns to capture."""
+
+    embeds: torch.Tensor  # (B, L, D)
+    positions: torch.Tensor  # (B, L) or (3, B, L)
+    last: torch.Tensor  # (B,) index of each prompt's last real token
+    rows: torch.Tensor  # (B, K) candidate positions in the expanded sequence
+    cols: torch.Tensor  # (B, N) visual token positions
+    candidate_tokens: list[list[str]]
+    candidate_offsets: list[list[int]]
+    lengths: list[int]
+    prompt_ids: list[list[int]]  # expanded token ids (visual tokens as the placeholder id)
+
+
+class HFAdapter(ModelAdapter):
+    """Shared implementation over a transformers ``*ForConditionalGeneration`` model."""
+
+    model_class_name: str = ""
+    #: run prompts that share one clip on a KV cache of their common prefix (see ``_run_shared_prefix``)
+    use_prefix_cache: bool = True
+    #: the content part the chat template renders as the video placeholder
+    video_part = {"type": "video"}
+
+    def __init__(self, model, tokenizer, path: str, device: torch.device, dtype: torch.dtype,
+                 image_size: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.path = str(path)
+        self.device = device
+        self.dtype = dtype
+        self.image_size = image_size
+        self.processor_config = read_processor_config(path)
+        self.chat_template = load_chat_template(tokenizer, path)
+        self.video_token_id = self._video_token_id()
+        self._yes_no = self._resolve_answer_ids()
+        self._layout_cache: dict[str, PromptLayout] = {}
+        self.default_grounding_offset = self._derive_grounding_offset()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def _model_class(cls):
+        import transformers
+
+        return getattr(transformers, cls.model_class_name)
+
+    @classmethod
+    def from_pretrained(cls, path, device="cpu", dtype=None, image_size=None):
+        from transformers import AutoTokenizer
+
+        path = str(path)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        model = cls._model_class().from_pretrained(path, dtype=dt, attn_implementation="sdpa",
+                                                   local_files_only=True)
+        model.to(dev)
+        model.eval()
+        model.requires_grad_(False)
+        use_capture_attention(cls._language_model_of(model))
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return cls(model, tokenizer, path, dev, dt, image_size=image_size)
+
+    @staticmethod
+    def _language_model_of(model) -> torch.nn.Module:
+        return model.model.language_model
+
+    @property
+    def language_model(self) -> torch.nn.Module:
+        return self._language_model_of(self.model)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.language_model.config.num_hidden_layers)
+
+    def _video_token_id(self) -> int:
+        cfg = self.model.config
+        for name in ("video_token_id", "video_token_index"):
+            v = getattr(cfg, name, None)
+            if v is not None:
+                return int(v)
+        raise AdapterError(f"{self.path}: config.json names no video token id (video_token_id)")
+
+    # ------------------------------------------------------------------ prompts
+    def render(self, question: str, add_generation_prompt: bool = True) -> str:
+        messages = [{"role": "user", "content": [dict(self.video_part), {"type": "text", "text": question}]}]
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    def _encode(self, text: str):
+        bos = getattr(self.tokenizer, "bos_token", None)
+        add_special = not (bos and text.startswith(bos))
+        enc = self.tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
+        return enc["input_ids"], enc["offset_mapping"]
+
+    def layout(self, question: str) -> PromptLayout:
+        """Tokenise ``question`` in the chat template and locate the placeholder and candidates."""
+        question = question.strip()
+        if not question:
+            raise AdapterError("empty question: pass the text to ask about the video")
+        cached = self._layout_cache.get(question)
+        if cached is not None:
+            return cached
+        text = self.render(question)
+        ids, offsets = self._encode(text)
+        where = [i for i, t in enumerate(ids) if t == self.video_token_id]
+        if len(where) != 1:
+            raise AdapterError(f"the chat template of {self.path} rendered {len(where)} video placeholders "
+                               f"(token id {self.video_token_id}) for one video; expected exactly one")
+        q_start = text.rfind(question)
+        last_char = q_start + len(question) - 1
+        cand = next(i for i, (a, b) in enumerate(offsets) if a <= last_char < b or a > last_char)
+        lay = PromptLayout(ids=list(ids), placeholder=where[0], candidate_start=cand)
+        if len(self._layout_cache) > 512:
+            self._layout_cache.clear()
+        self._layout_cache[question] = lay
+        return lay
+
+    def _derive_grounding_offset(self) -> int:
+        """The official code's fixed token, found in this template: the generation prompt's first token.
+
+        (" ASSISTANT:"'s '▁A' in Vicuna templates = -5, ChatML's '<|im_start|>' of the assistant
+        turn = -3.)  The class default is kept when it agrees; a tokenizer that splits differently
+        gets the derived offset, so the fixed token is always the intended one.
+        """
+        probe = "Is there a person in this video?"
+        full = self.render(probe, add_generation_prompt=True)
+        head = self.render(probe, add_generation_prompt=False)
+        if not full.startswith(head) or full == head:
+            return type(self).default_grounding_offset
+        ids, offsets = self._encode(full)
+        start = len(head)
+        idx = next((i for i, (_, b) in enumerate(offsets) if b > start), None)
+        if idx is None:
+            return type(self).default_grounding_offset
+        derived = idx - len(ids)
+        if derived != type(self).default_grounding_offset:
+            log.info("%s: the generation prompt starts at offset %d (class default %d); using %d",
+                     self.path, derived, type(self).default_grounding_offset, derived)
+        return derived
+
+    def _resolve_answer_ids(self) -> tuple[int, int]:
+        tried = []
+        for yes, no in (("Yes", "No"), ("yes", "no")):
+            a = self.tokenizer.encode(yes, add_special_tokens=False)
+            b = self.tokenizer.encode(no, add_special_tokens=False)
+            tried.append(f"{yes!r}->{self.tokenizer.convert_ids_to_tokens(a)}, "
+                         f"{no!r}->{self.tokenizer.convert_ids_to_tokens(b)}")
+            if len(a) == 1 and len(b) == 1:
+                return int(a[0]), int(b[0])
+        raise AdapterError(f"the tokenizer of {self.path} has no single-token yes/no answer ({'; '.join(tried)}); "
+                           "the grounding needs a model whose vocabulary has them")
+
+    @property
+    def answer_token_ids(self) -> tuple[int, int]:
+        return self._yes_no
+
+    # ------------------------------------------------------------------ decoder inputs
+    def _positions(self, expanded_ids: list[int], placeholder: int, visual: VisualTokens) -> torch.Tensor:
+        """Rotary position ids of one prompt: plain 0..L-1 unless the family overrides (Qwen's 3-D)."""
+        return torch.arange(len(expanded_ids), device=self.device)
+
+    def prepare(self, visual: VisualTokens | Sequence[VisualTokens], questions: Sequence[str],
+                visual_delta: torch.Tensor | None = None) -> PreparedBatch:
+        """Embed B prompts with their visual tokens spliced in, right-padded (no attention mask needed:
+        with right padding and causal attention no real token ever sees a pad)."""
+        questions = list(questions)
+        B = len(questions)
+        if B == 0:
+            raise AdapterError("run() got no questions")
+        visuals = [visual] * B if isinstance(visual, VisualTokens) else list(visual)
+        if len(visuals) != B:
+            raise AdapterError(f"got {len(visuals)} visual clips for {B} questions: pass one clip or one per question")
+        n_vis = visuals[0].num_tokens
+        if any(v.num_tokens != n_vis for v in visuals):
+            raise AdapterError("all clips of one run() must have the same number of visual tokens "
+                               "(same frame count and size)")
+        if visual_delta is not None and visual_delta.shape[-2] != n_vis:
+            raise AdapterError(f"visual_delta has {visual_delta.shape[-2]} tokens, the clip has {n_vis}")
+        embed = self.model.get_input_embeddings()
+        layouts = [self.layout(q) for q in questions]
+        seqs, positions, rows, cols, lengths, cand_tok, cand_off, expanded = [], [], [], [], [], [], [], []
+        n_cand = min(len(lay.ids) - lay.candidate_start for lay in layouts)
+        for b, (lay, vis) in enumerate(zip(layouts, visuals)):
+            ids = torch.tensor(lay.ids, device=self.device)
+            ph = lay.placeholder
+            v = vis.embeds.to(self.device, self.dtype)
+            if visual_delta is not None:
+                d = visual_delta if visual_delta.dim() == 2 else visual_delta[b]
+                v = v + d.to(self.device, self.dtype)
+            seq = torch.cat([embed(ids[:ph]), v, embed(ids[ph + 1:])], dim=0)
+            exp_ids = lay.ids[:ph] + [self.video_token_id] * n_vis + lay.ids[ph + 1:]
+            seqs.append(seq)
+            expanded.append(exp_ids)
+            positions.append(self._positions(exp_ids, ph, vis))
+            lengths.append(seq.shape[0])
+            first = len(lay.ids) - n_cand
+            rows.append([i + n_vis - 1 for i in range(first, len(lay.ids))])
+            cols.append(list(range(ph, ph + n_vis)))
+            cand_tok.append(self.tokenizer.convert_ids_to_tokens(lay.ids[first:]))
+            cand_off.append([i - len(lay.ids) for i in range(first, len(lay.ids))])
+        L = max(lengths)
+        D = seqs[0].shape[-1]
+        embeds = seqs[0].new_zeros((B, L, D))
+        pos_shape = positions[0].shape[:-1]
+        pos = torch.zeros((*pos_shape, B, L), dtype=torch.long, device=self.device)
+        for b in range(B):
+            n = lengths[b]
+            embeds[b, :n] = seqs[b]
+            pos[..., b, :n] = positions[b]
+            if n < L:  # pads continue the positions (never attended by real tokens)
+                pos[..., b, n:] = positions[b][..., -1:] + torch.arange(1, L - n + 1, device=self.device)
+        return PreparedBatch(
+            embeds=embeds, positions=pos,
+            last=torch.tensor([n - 1 for n in lengths], device=self.device),
+            rows=torch.tensor(rows, device=self.device), cols=torch.tensor(cols, device=self.device),
+            candidate_tokens=cand_tok, candidate_offsets=cand_off, lengths=lengths, prompt_ids=expanded)
+
+    # ------------------------------------------------------------------ forward
+    def _decode(self, embeds, positions, past_key_values=None, use_cache=False):
+        return self.language_model(inputs_embeds=embeds, position_ids=positions, past_key_values=past_key_values,
+                                   use_cache=use_cache)
+
+    def _answer_logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        """(B, D) final hidden states → (B, 2) logits of yes/no (lm_head on the B rows only)."""
+        yes, no = self._yes_no
+        weight = self.model.get_output_embeddings().weight[[yes, no]]
+        bias = getattr(self.model.get_output_embeddings(), "bias", None)
+        out = hidden_last @ weight.T
+        if bias is not None:
+            out = out + bias[[yes, no]]
+        return out
+
+    def run(self, visual, questions, visual_delta=None, capture: CaptureSpec | None = None,
+            with_grad: bool = False) -> ForwardOutput:
+        batch = self.prepare(visual, questions, visual_delta)
+        B = len(batch.lengths)
+        layers = None if capture is None or capture.layers is None else list(capture.layers)
+        if layers is not None:
+            bad = [i for i in layers if not 0 <= int(i) < self.num_layers]
+            if bad:
+                raise AdapterError(f"capture layers {bad} out of range: the model has {self.num_layers} layers")
+        shared = isinstance(visual, VisualTokens) or all(v is visual[0] for v in visual)
+        grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
+        with grad_ctx:
+            if self.use_prefix_cache and not with_grad and visual_delta is None and shared and B > 1:
+                hidden_last, attn = self._run_shared_prefix(batch, capture, layers)
+            else:
+                hidden_last, attn = self._run_full(batch, capture, layers)
+            logits = self._answer_logits(hidden_last).float()
+        return ForwardOutput(yes_no_logits=logits, attention=attn, candidate_tokens=batch.candidate_tokens,
+                             candidate_offsets=batch.candidate_offsets)
+
+    def _run_full(self, batch: PreparedBatch, capture, layers):
+        ctx = capture_attention(batch.rows, batch.cols, layers) if capture is not None else _null_capture()
+        with ctx as cap:
+            out = self._decode(batch.embeds, batch.positions)
+        h = out.last_hidden_state
+        hidden_last = h[torch.arange(h.shape[0], device=h.device), batch.last]
+        attn = cap.result() if cap is not None else None
+        return hidden_last, attn
+
+    def _run_shared_prefix(self, batch: PreparedBatch, capture, layers):
+        """Encode the prompts' common prefix (system + video + ...) once into a KV cache, then run
+        the B question suffixes on it: the long visual block is processed once, not B times."""
+        ids = batch.prompt_ids
+        common = 0
+        shortest = min(len(x) for x in ids)
+        while common < shortest and all(x[common] == ids[0][common] for x in ids):
+            common += 1
+        first_row = int(batch.rows.min())
+        prefix = min(common, first_row)  # candidates must stay in the suffix to be captured
+        if prefix <= int(batch.cols.max()):
+            return self._run_full(batch, capture, layers)
+        B, L = batch.embeds.shape[:2]
+        out = self._decode(batch.embeds[:1, :prefix], batch.positions[..., :1, :prefix], use_cache=True)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(B)
+        rows = batch.rows - prefix
+        ctx = capture_attention(rows, batch.cols, layers) if capture is not None else _null_capture()
+        with ctx as cap:
+            out = self._decode(batch.embeds[:, prefix:], batch.positions[..., prefix:], past_key_values=cache,
+                               use_cache=True)
+        h = out.last_hidden_state
+        hidden_last = h[torch.arange(B, device=h.device), batch.last - prefix]
+        attn = cap.result() if cap is not None else None
+        return hidden_last, attn
+
+    # ------------------------------------------------------------------ text generation
+    def generate_text(self, prompt: str, max_new_tokens: int = 64) -> str:
+        messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        text = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
+                                                  add_generation_prompt=True)
+        ids, _ = self._encode(text)
+        input_ids = torch.tensor([ids], device=self.device)
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                      max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
+                                      pad_token_id=self.tokenizer.pad_token_id or 0)
+        return self.tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+class _null_capture:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

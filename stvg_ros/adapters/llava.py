@@ -1,0 +1,90 @@
+"""LLaVA-OneVision and LLaVA-NeXT-Video: a fixed-size vision tower per frame, pooled per frame.
+
+Frames are resized to the tower's square input (the whole frame, no crop, so every pixel of the
+camera image can be grounded; the HF processors of NeXT-Video center-crop instead) and encoded by
+the model's own ``get_video_features`` (tower → projector → the model's video pooling), so the
+token geometry is the one the model was trained with.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .base import VisualTokens
+from .common import AdapterError, HFAdapter, check_frames, normalise, resize_rgb
+
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class _LlavaVideoAdapter(HFAdapter):
+    default_mean = _CLIP_MEAN
+    default_std = _CLIP_STD
+    #: tokens after the frames' grids that belong to no cell (OneVision's newline)
+    trailing_tokens = 0
+
+    def _tower_side(self) -> int:
+        side = int(self.model.config.vision_config.image_size)
+        if self.image_size and int(self.image_size) != side:
+            raise AdapterError(f"image_size={self.image_size} is not supported by {self.path}: its vision tower "
+                               f"takes {side}x{side} frames; use image_size 0 (the default) or {side}")
+        return side
+
+    def pixel_values(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        arr = check_frames(frames)
+        side = self._tower_side()
+        resized = np.stack([resize_rgb(f, side, side) for f in arr])
+        cfg = self.processor_config
+        x = normalise(resized, cfg.get("image_mean", self.default_mean), cfg.get("image_std", self.default_std))
+        return torch.from_numpy(x)[None]  # (1, T, 3, S, S)
+
+    def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None) -> VisualTokens:
+        """``stamps`` is accepted for interface symmetry with Qwen and unused (no time positions)."""
+        frames = check_frames(frames)
+        T, H, W = frames.shape[:3]
+        pixels = self.pixel_values(frames)
+        cfg = self.model.config
+        with torch.no_grad():
+            out = self.model.model.get_video_features(
+                pixels.to(self.device, self.dtype), vision_feature_layer=cfg.vision_feature_layer,
+                vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+        feats = out.pooler_output if hasattr(out, "pooler_output") else out
+        feats = feats.reshape(-1, feats.shape[-1])
+        per_frame, rem = divmod(feats.shape[0] - self.trailing_tokens, T)
+        side = int(round(per_frame ** 0.5))
+        if rem or side * side != per_frame:
+            raise RuntimeError(f"{feats.shape[0]} video tokens for {T} frames do not form square per-frame grids")
+        n_grid = T * per_frame
+        idx = torch.arange(n_grid)
+        minus = torch.full((self.trailing_tokens,), -1, dtype=torch.long)
+        slot = torch.cat([idx // per_frame, minus])
+        row = torch.cat([(idx % per_frame) // side, minus])
+        col = torch.cat([idx % side, minus])
+        return VisualTokens(
+            embeds=feats.to(self.dtype), slot=slot.to(self.device), row=row.to(self.device), col=col.to(self.device),
+            grid=(side, side), slot_frames=[[t] for t in range(T)], image_size=(int(H), int(W)),
+            content_box=(0.0, 0.0, float(W), float(H)))
+
+
+class LlavaOnevisionAdapter(_LlavaVideoAdapter):
+    """LLaVA-OneVision: SigLIP tower, projector, bilinear pooling to ceil(P/2)², one newline token
+    appended after the video (slot = row = col = -1)."""
+
+    family = "llava_onevision"
+    model_class_name = "LlavaOnevisionForConditionalGeneration"
+    default_grounding_offset = -3  # ChatML: '<|im_start|>' of the assistant turn
+    default_mean = (0.5, 0.5, 0.5)
+    default_std = (0.5, 0.5, 0.5)
+    trailing_tokens = 1
+
+
+class LlavaNextVideoAdapter(_LlavaVideoAdapter):
+    """LLaVA-NeXT-Video: CLIP tower, the model's spatial pooler (``spatial_pool_stride``), projector;
+    frame-major tokens, no newline token (Vicuna-style "USER: ... ASSISTANT:" template)."""
+
+    family = "llava_next_video"
+    model_class_name = "LlavaNextVideoForConditionalGeneration"
+    default_grounding_offset = -5  # Vicuna: '▁A' of " ASSISTANT:"

@@ -1,0 +1,131 @@
+"""Qwen2.5-VL and Qwen2-VL: native-resolution patches, 2-frame temporal patches, 3-D rotary positions."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .base import VisualTokens
+from .common import HFAdapter, check_frames, normalise, resize_rgb
+
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class QwenVLAdapter(HFAdapter):
+    """Qwen2.5-VL (``Qwen2_5_VLForConditionalGeneration``).
+
+    Frames are resized (aspect kept, whole frame, no crop) to about ``image_size``² pixels with
+    sides a multiple of ``patch * merge`` (28), cut into patches exactly as the HF video processor
+    does (``temporal_patch_size`` = 2 frames per slot; an odd count repeats the last frame), and
+    encoded by the model's own ``get_video_features``.  One visual token per 2×2 merged patches,
+    slot-major, row-major; rotary positions come from the model's own ``get_rope_index``.
+    """
+
+    family = "qwen2_5_vl"
+    model_class_name = "Qwen2_5_VLForConditionalGeneration"
+    default_grounding_offset = -3  # ChatML: '<|im_start|>' of the assistant turn
+    #: paper setting for Qwen (20 frames at 224 px); capped by the processor's own max_pixels
+    default_image_size = 224
+
+    def _geometry(self):
+        cfg = self.processor_config
+        vcfg = self.model.config.vision_config
+        patch = int(cfg.get("patch_size", getattr(vcfg, "patch_size", 14)))
+        merge = int(cfg.get("merge_size", getattr(vcfg, "spatial_merge_size", 2)))
+        tpatch = int(cfg.get("temporal_patch_size", getattr(vcfg, "temporal_patch_size", 2)))
+        return patch, merge, tpatch
+
+    def _target_side(self) -> int:
+        if self.image_size:
+            return int(self.image_size)
+        cfg = self.processor_config
+        max_pixels = cfg.get("max_pixels") or (cfg.get("size") or {}).get("longest_edge")
+        side = self.default_image_size
+        if max_pixels:
+            side = min(side, int(math.sqrt(max_pixels)))
+        return side
+
+    def target_size(self, height: int, width: int) -> tuple[int, int]:
+        """Frame size fed to the tower: area ≈ side², aspect kept, sides multiples of patch*merge."""
+        patch, merge, _ = self._geometry()
+        f = patch * merge
+        side = self._target_side()
+        scale = side / math.sqrt(height * width)
+        h = max(f, int(round(height * scale / f)) * f)
+        w = max(f, int(round(width * scale / f)) * f)
+        return h, w
+
+    def pixel_values(self, frames: Sequence[np.ndarray]):
+        """Frames → (flattened patches, grid_thw, frames per slot), the processor's video layout."""
+        arr = check_frames(frames)
+        T, H, W, _ = arr.shape
+        patch, merge, tp = self._geometry()
+        h, w = self.target_size(H, W)
+        resized = np.stack([resize_rgb(f, h, w) for f in arr])
+        cfg = self.processor_config
+        x = normalise(resized, cfg.get("image_mean", _CLIP_MEAN), cfg.get("image_std", _CLIP_STD))
+        if T % tp:
+            x = np.concatenate([x, np.repeat(x[-1:], tp - T % tp, axis=0)], axis=0)
+        C = x.shape[1]
+        gt, gh, gw = x.shape[0] // tp, h // patch, w // patch
+        p = x.reshape(gt, tp, C, gh // merge, merge, patch, gw // merge, merge, patch)
+        p = p.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (t, bh, bw, mh, mw, C, tp, ph, pw)
+        flat = np.ascontiguousarray(p.reshape(gt * gh * gw, C * tp * patch * patch))
+        return torch.from_numpy(flat), torch.tensor([[gt, gh, gw]]), tp
+
+    def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None) -> VisualTokens:
+        """``stamps`` (optional, seconds) set the time spacing of Qwen2.5-VL's temporal rotary positions;
+        without them the HF processor's default of 2 frames per second is assumed."""
+        frames = check_frames(frames)
+        T, H, W = frames.shape[:3]
+        pixels, grid_thw, tp = self.pixel_values(frames)
+        _, merge, _ = self._geometry()
+        with torch.no_grad():
+            out = self.model.model.get_video_features(pixels.to(self.device, self.dtype), grid_thw.to(self.device))
+        feats = out.pooler_output if hasattr(out, "pooler_output") else out
+        if isinstance(feats, (tuple, list)):
+            feats = torch.cat(list(feats), dim=0)
+        gt, gh, gw = (int(v) for v in grid_thw[0])
+        rows, cols = gh // merge, gw // merge
+        n = gt * rows * cols
+        if feats.shape[0] != n:
+            raise RuntimeError(f"vision tower returned {feats.shape[0]} tokens, expected {n}")
+        idx = torch.arange(n)
+        slot_frames = [[f for f in range(s * tp, (s + 1) * tp) if f < T] for s in range(gt)]
+        if stamps is not None and len(stamps) == T and T > 1 and stamps[-1] > stamps[0]:
+            second_per_grid = tp * (float(stamps[-1]) - float(stamps[0])) / (T - 1)
+        else:
+            second_per_grid = tp / 2.0
+        return VisualTokens(
+            embeds=feats.to(self.dtype), slot=(idx // (rows * cols)).to(self.device),
+            row=((idx % (rows * cols)) // cols).to(self.device), col=(idx % cols).to(self.device),
+            grid=(rows, cols), slot_frames=slot_frames, image_size=(int(H), int(W)),
+            content_box=(0.0, 0.0, float(W), float(H)),
+            extras={"video_grid_thw": grid_thw, "second_per_grid_t": second_per_grid})
+
+    def _positions(self, expanded_ids, placeholder, visual):
+        """3-D rotary positions from the model's own ``get_rope_index`` (what its forward computes)."""
+        ids = torch.tensor([expanded_ids], device=self.device)
+        types = (ids == self.video_token_id).int() * 2  # 0 text, 2 video
+        fn = self.model.model.get_rope_index
+        kwargs = dict(input_ids=ids, video_grid_thw=visual.extras["video_grid_thw"].to(self.device))
+        params = inspect.signature(fn).parameters
+        if "mm_token_type_ids" in params:
+            kwargs["mm_token_type_ids"] = types
+        if "second_per_grid_ts" in params:
+            kwargs["second_per_grid_ts"] = torch.tensor([visual.extras.get("second_per_grid_t", 1.0)],
+                                                        device=self.device)
+        pos, _ = fn(**kwargs)
+        return pos[:, 0]  # (3, L)
+
+
+class Qwen2VLAdapter(QwenVLAdapter):
+    """Qwen2-VL (``Qwen2VLForConditionalGeneration``): same layout, no time-scaled positions."""
+
+    family = "qwen2_vl"
+    model_class_name = "Qwen2VLForConditionalGeneration"

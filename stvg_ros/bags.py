@@ -1,0 +1,506 @@
+"""rosbag2 files without ROS: write evaluation bags and read them back, with the ``rosbags`` library.
+
+A bag made here holds, with the video's own timing:
+
+* camera frames as ``sensor_msgs/msg/CompressedImage`` (JPEG/PNG) or ``sensor_msgs/msg/Image``
+  (``rgb8``) -- log time = header stamp = ``start_time + frame_index / fps``;
+* the query as ``stvg_ros/msg/GroundingQuery`` one frame period after the last frame (so a node
+  has the whole clip in its window when the question arrives);
+* the ground truth as ``stvg_ros/msg/Tube`` on a separate topic at the same time;
+* evaluation facts (dataset, query key, span counting, fps) in the bag's ``custom_data``.
+
+Such bags play with ``ros2 bag play`` as well as with ``stvg-play-bag`` (rclpy).  Every bag starts
+at the same ``start_time`` so that playing bags one after another makes the clock jump back, which
+resets the node's window between videos.
+
+The ``stvg_ros`` message definitions are read from the package's ``msg/*.msg`` files, so the
+bags carry the same definitions and hashes as the colcon-built interfaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .result import Box
+
+DEFAULT_START_TIME = 1000.0
+"""Seconds; the same for every bag (see module docstring). Non-zero: a zero stamp means 'unset'."""
+
+
+@dataclass
+class Topics:
+    image: str = "/camera/image_raw"
+    """Raw images go here, compressed ones to ``image + '/compressed'`` (image_transport naming)."""
+    query: str = "/stvg/query_request"
+    ground_truth: str = "/stvg/ground_truth"
+    tube: str = "/stvg/tube"
+    """Where the node answers (read by node-mode evaluation, not written into bags)."""
+
+    @property
+    def compressed(self) -> str:
+        return self.image.rstrip("/") + "/compressed"
+
+
+class BagError(RuntimeError):
+    """A bag cannot be written or read; the message says why and what to do."""
+
+
+# --- message types ------------------------------------------------------------------------------
+
+def find_msg_dir() -> Path:
+    """Where ``GroundingQuery.msg`` / ``Tube.msg`` live: ``$STVG_ROS_MSG_DIR``, the source tree, or
+    an installed ``share/stvg_ros/msg`` (ament prefixes, then this Python's prefix)."""
+    candidates = []
+    if os.environ.get("STVG_ROS_MSG_DIR"):
+        candidates.append(Path(os.environ["STVG_ROS_MSG_DIR"]))
+    candidates.append(Path(__file__).resolve().parent.parent / "msg")
+    candidates.append(Path(__file__).resolve().parent / "msg_definitions")
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            candidates.append(Path(prefix) / "share" / "stvg_ros" / "msg")
+    candidates.append(Path(sys.prefix) / "share" / "stvg_ros" / "msg")
+    for c in candidates:
+        if (c / "Tube.msg").is_file() and (c / "GroundingQuery.msg").is_file():
+            return c
+    raise BagError("cannot find the stvg_ros message definitions (msg/Tube.msg): run from the source tree, "
+                   "source the colcon install, or set STVG_ROS_MSG_DIR to the msg/ directory")
+
+
+_TYPESTORE = None
+
+
+def typestore():
+    """A rosbags typestore with the standard ROS 2 types plus ``stvg_ros/msg/*`` (cached)."""
+    global _TYPESTORE
+    if _TYPESTORE is None:
+        from rosbags.typesys import Stores, get_typestore, get_types_from_msg
+
+        store_name = "ROS2_KILTED" if hasattr(Stores, "ROS2_KILTED") else "LATEST"
+        store = get_typestore(getattr(Stores, store_name))
+        types = {}
+        for p in sorted(find_msg_dir().glob("*.msg")):
+            types.update(get_types_from_msg(p.read_text(), f"stvg_ros/msg/{p.stem}"))
+        store.register(types)
+        _TYPESTORE = store
+    return _TYPESTORE
+
+
+def _time(store, seconds: float):
+    ns = int(round(seconds * 1e9))
+    return store.types["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _header(store, seconds: float, frame_id: str):
+    return store.types["std_msgs/msg/Header"](stamp=_time(store, seconds), frame_id=frame_id)
+
+
+def stamp_seconds(t) -> float:
+    """``builtin_interfaces/Time`` → seconds."""
+    return t.sec + t.nanosec * 1e-9
+
+
+def stamp_ns(t) -> int:
+    return t.sec * 1_000_000_000 + t.nanosec
+
+
+# --- messages from Python values ----------------------------------------------------------------
+
+def image_message(store, frame: np.ndarray, stamp: float, frame_id: str = "camera", fmt: str = "jpeg",
+                  quality: int = 90):
+    """An RGB frame as ``CompressedImage`` (``fmt`` jpeg/png) or ``Image`` (``fmt='raw'``, rgb8)."""
+    frame = np.ascontiguousarray(frame, dtype=np.uint8)
+    header = _header(store, stamp, frame_id)
+    if fmt == "raw":
+        h, w = frame.shape[:2]
+        return store.types["sensor_msgs/msg/Image"](
+            header=header, height=h, width=w, encoding="rgb8", is_bigendian=0, step=w * 3,
+            data=frame.reshape(-1).copy())
+    import cv2
+
+    ext = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}.get(fmt)
+    if ext is None:
+        raise BagError(f"unknown image format {fmt!r}: use jpeg, png or raw")
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise BagError(f"OpenCV could not encode a frame as {fmt}")
+    return store.types["sensor_msgs/msg/CompressedImage"](
+        header=header, format="jpeg" if ext == ".jpg" else "png", data=buf.reshape(-1))
+
+
+def decode_image(msg) -> np.ndarray:
+    """``Image`` (rgb8/bgr8/rgba8/bgra8/mono8) or ``CompressedImage`` → HxWx3 uint8 RGB."""
+    import cv2
+
+    data = np.asarray(msg.data, dtype=np.uint8)
+    if hasattr(msg, "format"):
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise BagError(f"cannot decode a CompressedImage of format {msg.format!r}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    enc = msg.encoding.lower()
+    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1, "8uc3": 3}.get(enc)
+    if channels is None:
+        raise BagError(f"unsupported Image encoding {msg.encoding!r}: use rgb8, bgr8, rgba8, bgra8 or mono8")
+    rows = data[: msg.height * msg.step].reshape(msg.height, msg.step)[:, : msg.width * channels]
+    img = rows.reshape(msg.height, msg.width, channels)
+    if channels == 1:
+        return np.repeat(img, 3, axis=2)
+    if enc.startswith("bgr"):
+        img = img[..., 2::-1] if channels == 3 else img[..., [2, 1, 0]]
+    return np.ascontiguousarray(img[..., :3])
+
+
+def query_message(store, stamp: float, query_id: str, text: str, attribute: str = "", action: str = "",
+                  frame_id: str = ""):
+    zero = _time(store, 0.0)
+    return store.types["stvg_ros/msg/GroundingQuery"](
+        header=_header(store, stamp, frame_id), id=query_id, text=text, start=zero, end=zero,
+        attribute_query=attribute, action_query=action)
+
+
+def tube_message(store, stamp: float, query_id: str, text: str, boxes: Mapping[float, Box],
+                 span: Optional[tuple[float, float]] = None, frame_id: str = "camera", found: bool = True,
+                 score: float = 1.0, track_id: str = "", reason: str = ""):
+    """A ``Tube`` with one ``TubeBox`` (centre + size) per stamp in ``boxes``."""
+    TubeBox = store.types["stvg_ros/msg/TubeBox"]
+    tb = []
+    for t, (x0, y0, x1, y1) in sorted(boxes.items()):
+        tb.append(TubeBox(stamp=_time(store, t), center_x=(x0 + x1) / 2, center_y=(y0 + y1) / 2,
+                          size_x=x1 - x0, size_y=y1 - y0, score=1.0))
+    if span is None:
+        span = (min(boxes), max(boxes)) if boxes else (0.0, 0.0)
+    return store.types["stvg_ros/msg/Tube"](
+        header=_header(store, stamp, frame_id), query_id=query_id, query=text, found=found, p_yes=1.0 if found else 0.0,
+        score=score, start=_time(store, span[0]), end=_time(store, span[1]), boxes=tb, track_id=track_id,
+        attribute_query="", action_query="", sub_query_source="none", latency=0.0, processing_time=0.0, reason=reason)
+
+
+def tube_boxes(msg) -> dict[float, Box]:
+    """``Tube.boxes`` → ``{stamp_seconds: (x_min, y_min, x_max, y_max)}``."""
+    return {stamp_seconds(b.stamp): (b.center_x - b.size_x / 2, b.center_y - b.size_y / 2,
+                                     b.center_x + b.size_x / 2, b.center_y + b.size_y / 2) for b in msg.boxes}
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+@dataclass
+class QuerySpec:
+    """A query to put into a bag and, optionally, its ground-truth tube (stamps in seconds)."""
+
+    query_id: str
+    text: str
+    stamp: Optional[float] = None
+    """When the query is published; None = one frame period after the last frame."""
+    gt_boxes: Optional[dict[float, Box]] = None
+    gt_span: Optional[tuple[float, float]] = None
+    attribute: str = ""
+    action: str = ""
+
+
+def write_bag(path: str | Path, frames: Iterable[np.ndarray], stamps: Sequence[float],
+              queries: Sequence[QuerySpec] = (), storage: str = "sqlite3", image_format: str = "jpeg",
+              topics: Topics = Topics(), frame_id: str = "camera", metadata: Optional[dict] = None,
+              jpeg_quality: int = 90, overwrite: bool = False) -> Path:
+    """Write frames (an iterable, consumed lazily so long videos stream) with their stamps, then the
+    queries and ground-truth tubes.  ``storage``: ``sqlite3`` or ``mcap``."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    path = Path(path)
+    if path.exists():
+        if not overwrite:
+            raise BagError(f"{path} exists: choose another output path or pass overwrite=True (--overwrite)")
+        import shutil
+
+        shutil.rmtree(path)
+    plugins = {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}
+    if storage not in plugins:
+        raise BagError(f"unknown storage {storage!r}: use sqlite3 or mcap")
+    store = typestore()
+    stamps = list(stamps)
+    raw = image_format == "raw"
+    with Writer(path, version=9, storage_plugin=plugins[storage]) as writer:
+        img_conn = writer.add_connection(topics.image if raw else topics.compressed,
+                                         "sensor_msgs/msg/Image" if raw else "sensor_msgs/msg/CompressedImage",
+                                         typestore=store)
+        q_conn = writer.add_connection(topics.query, "stvg_ros/msg/GroundingQuery", typestore=store) if queries else None
+        gt_conn = (writer.add_connection(topics.ground_truth, "stvg_ros/msg/Tube", typestore=store)
+                   if any(q.gt_boxes is not None for q in queries) else None)
+        n = 0
+        for frame, stamp in zip(frames, stamps):
+            msg = image_message(store, frame, stamp, frame_id, image_format, jpeg_quality)
+            writer.write(img_conn, int(round(stamp * 1e9)), store.serialize_cdr(msg, msg.__msgtype__))
+            n += 1
+        if n == 0:
+            raise BagError("no frame to write: the video is empty or unreadable")
+        period = (stamps[n - 1] - stamps[0]) / (n - 1) if n > 1 else 0.1
+        default_q_stamp = stamps[n - 1] + period
+        for q in queries:
+            t = default_q_stamp if q.stamp is None else q.stamp
+            qm = query_message(store, t, q.query_id, q.text, q.attribute, q.action, frame_id)
+            writer.write(q_conn, int(round(t * 1e9)), store.serialize_cdr(qm, qm.__msgtype__))
+            if q.gt_boxes is not None:
+                gm = tube_message(store, t, q.query_id, q.text, q.gt_boxes, q.gt_span, frame_id)
+                writer.write(gt_conn, int(round(t * 1e9)), store.serialize_cdr(gm, gm.__msgtype__))
+        meta = dict(metadata or {})
+        meta.setdefault("frames", n)
+        writer.set_custom_data("stvg_ros", json.dumps(meta))
+    return path
+
+
+def video_stream(path: str | Path, offset: int = 0, count: Optional[int] = None,
+                 max_side: int = 0) -> Iterator[np.ndarray]:
+    """Frames ``offset .. offset+count-1`` of a video, decoded one at a time (RGB)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise BagError(f"cannot open video {path}: check the path and that OpenCV can decode its codec")
+    try:
+        pos = 0
+        while count is None or pos < offset + count:
+            ok = cap.grab()
+            if not ok:
+                break
+            if pos >= offset:
+                ok, bgr = cap.retrieve()
+                if not ok:
+                    break
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if max_side and max(rgb.shape[:2]) > max_side:
+                    s = max_side / max(rgb.shape[:2])
+                    rgb = cv2.resize(rgb, (round(rgb.shape[1] * s), round(rgb.shape[0] * s)),
+                                     interpolation=cv2.INTER_AREA)
+                yield rgb
+            pos += 1
+    finally:
+        cap.release()
+
+
+def make_bag_from_video(video: str | Path, out: str | Path, query: str = "", query_id: str = "q0",
+                        fps: float = 0.0, start_time: float = DEFAULT_START_TIME, **kwargs) -> Path:
+    """A bag of a whole video (timing from ``fps`` or the container) with an optional query."""
+    from .video import probe
+
+    n, file_fps, _ = probe(video)
+    fps = fps or file_fps
+    if fps <= 0:
+        raise BagError(f"{video}: unknown frame rate; pass fps (--fps)")
+    stamps = [start_time + i / fps for i in range(max(n, 1) + 10_000)]  # container counts may be short
+    queries = [QuerySpec(query_id, query)] if query else []
+    return write_bag(out, video_stream(video), stamps, queries, metadata={"fps": fps, "start_time": start_time},
+                     **kwargs)
+
+
+def make_bag_from_sample(sample, out: str | Path, start_time: float = DEFAULT_START_TIME,
+                         max_side: int = 0, **kwargs) -> Path:
+    """A bag of one benchmark query: every annotated frame of its video at the annotation's frame
+    rate, the query (with the sample's sub-queries when known) and its ground-truth tube."""
+    from .video import probe
+
+    if sample.video_path is None:
+        raise BagError(f"no video file found for {sample.key!r} ({sample.video}): pass the videos directory")
+    fps = sample.fps or probe(sample.video_path)[1]
+    if fps <= 0:
+        raise BagError(f"{sample.video_path}: unknown frame rate")
+    stamps = [start_time + i / fps for i in range(sample.num_frames)]
+    scale = 1.0
+    if max_side and max(sample.image_size) > max_side:
+        scale = max_side / max(sample.image_size)
+    gt = {start_time + f / fps: tuple(v * scale for v in b) for f, b in sample.gt_boxes.items()}
+    span_end = sample.gt_span[1] if sample.inclusive else sample.gt_span[1] - 1
+    sq = sample.sub_queries
+    q = QuerySpec(query_id=str(sample.key), text=sample.query, gt_boxes=gt,
+                  gt_span=(start_time + sample.gt_span[0] / fps, start_time + span_end / fps),
+                  attribute=sq.attribute if sq else "", action=sq.action if sq else "")
+    meta = {"dataset": sample.dataset, "key": sample.key, "video": sample.video, "fps": fps,
+            "start_time": start_time, "inclusive": sample.inclusive, "qtype": sample.qtype,
+            "num_frames": sample.num_frames, "gt_span": list(sample.gt_span), "scale": scale}
+    frames = video_stream(sample.video_path, sample.frame_offset, sample.num_frames, max_side)
+    return write_bag(out, frames, stamps, [q], metadata=meta, **kwargs)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+@dataclass
+class BagQuery:
+    query_id: str
+    text: str
+    stamp: float
+    attribute: str = ""
+    action: str = ""
+    gt_boxes: Optional[dict[float, Box]] = None
+    gt_span: Optional[tuple[float, float]] = None
+
+
+@dataclass
+class BagContents:
+    """What evaluation needs from a bag: image stamps (sorted), the chosen frames, the queries."""
+
+    path: Path
+    image_topic: str
+    stamps: list[float]
+    frames: dict[int, np.ndarray]
+    """Decoded frames by position in ``stamps`` (only those asked for)."""
+    queries: list[BagQuery]
+    metadata: dict = field(default_factory=dict)
+    frame_id: str = ""
+
+
+def iter_messages(path: str | Path, topics: Optional[Sequence[str]] = None):
+    """``(topic, msgtype, log_time_ns, message)`` for every message (deserialized), in log order."""
+    from rosbags.rosbag2 import Reader
+
+    store = typestore()
+    with Reader(path) as reader:
+        conns = [c for c in reader.connections if topics is None or c.topic in topics]
+        if not conns:
+            return
+        for conn, t, raw in reader.messages(connections=conns):
+            yield conn.topic, conn.msgtype, t, store.deserialize_cdr(raw, conn.msgtype)
+
+
+def read_bag(path: str | Path, frame_positions=None, image_topic: Optional[str] = None) -> BagContents:
+    """Read a bag into frames, queries and ground truth, without any ROS graph.
+
+    ``frame_positions``: which images to decode -- ``None`` for all, an int N for N frames sampled
+    uniformly (the paper's sampling), or a list of positions.  The image topic is the only
+    ``Image``/``CompressedImage`` topic unless ``image_topic`` names one.
+    """
+    from rosbags.rosbag2 import Reader
+
+    from .video import uniform_indices
+
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist")
+    store = typestore()
+    with Reader(path) as reader:
+        image_conns = [c for c in reader.connections
+                       if c.msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")]
+        if image_topic:
+            image_conns = [c for c in image_conns if c.topic == image_topic]
+        if len({c.topic for c in image_conns}) != 1:
+            found = sorted({c.topic for c in image_conns})
+            raise BagError(f"{path}: expected one image topic, found {found}: pick one with image_topic (--image-topic)")
+        topic = image_conns[0].topic
+        raw_meta = {}
+        custom = getattr(getattr(reader.storage, "metadata", None), "custom", None) or {}
+        try:
+            raw_meta = json.loads(custom.get("stvg_ros", "{}"))
+        except ValueError:
+            pass
+        # Pass 1: stamps only (log times; header stamps are read for the decoded frames).
+        log_times = [t for _, t, _ in reader.messages(connections=image_conns)]
+        n = len(log_times)
+        if frame_positions is None:
+            wanted = set(range(n))
+        elif isinstance(frame_positions, int):
+            wanted = set(uniform_indices(n, frame_positions)) if n else set()
+        else:
+            wanted = {int(p) for p in frame_positions}
+        frames: dict[int, np.ndarray] = {}
+        header_stamps = [t * 1e-9 for t in log_times]
+        frame_id = ""
+        for i, (conn, t, raw) in enumerate(reader.messages(connections=image_conns)):
+            if i in wanted:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+                header_stamps[i] = stamp_seconds(msg.header.stamp)
+                frame_id = msg.header.frame_id
+                frames[i] = decode_image(msg)
+        queries: dict[str, BagQuery] = {}
+        gts = {}
+        other = [c for c in reader.connections if c.msgtype in ("stvg_ros/msg/GroundingQuery", "stvg_ros/msg/Tube")]
+        for conn, t, raw in (reader.messages(connections=other) if other else ()):  # [] would mean "all"
+            msg = store.deserialize_cdr(raw, conn.msgtype)
+            if conn.msgtype == "stvg_ros/msg/GroundingQuery":
+                queries[msg.id] = BagQuery(msg.id, msg.text, stamp_seconds(msg.header.stamp),
+                                           msg.attribute_query, msg.action_query)
+            else:
+                gts[msg.query_id] = msg
+    for qid, g in gts.items():
+        q = queries.setdefault(qid, BagQuery(qid, g.query, stamp_seconds(g.header.stamp)))
+        q.gt_boxes = tube_boxes(g)
+        q.gt_span = (stamp_seconds(g.start), stamp_seconds(g.end))
+    order = np.argsort(header_stamps, kind="stable")
+    if np.any(order != np.arange(n)):  # keep positions in stamp order
+        remap = {int(old): new for new, old in enumerate(order)}
+        frames = {remap[i]: f for i, f in frames.items()}
+        header_stamps = [header_stamps[i] for i in order]
+    return BagContents(path=path, image_topic=topic, stamps=header_stamps, frames=frames,
+                       queries=sorted(queries.values(), key=lambda q: q.stamp), metadata=raw_meta,
+                       frame_id=frame_id)
+
+
+# --- command line: stvg-make-bag ----------------------------------------------------------------
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``stvg-make-bag``: a bag from a video (+ query), or one bag per benchmark query."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="stvg-make-bag", description="Write rosbag2 files for stvg_ros evaluation "
+                                 "(frames with the video's timing, the query, the ground-truth tube).")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--video", help="a video file")
+    src.add_argument("--dataset", help="hcstvg_v1, hcstvg_v2 or vidstg (with --annotations/--videos)")
+    ap.add_argument("--query", default="", help="with --video: the query to put in the bag")
+    ap.add_argument("--fps", type=float, default=0.0, help="with --video: override the container's frame rate")
+    ap.add_argument("--annotations", help="the dataset's {split}_proc.json")
+    ap.add_argument("--videos", help="the dataset's video directory")
+    ap.add_argument("--sub-queries", default="", help="sub-queries file to embed in the GroundingQuery")
+    ap.add_argument("--keys", nargs="*", default=None, help="only these query keys")
+    ap.add_argument("--limit", type=int, default=0, help="at most this many queries")
+    ap.add_argument("--output", "-o", required=True,
+                    help="the bag path (--video) or a directory receiving one bag per query (--dataset)")
+    ap.add_argument("--storage", choices=("sqlite3", "mcap"), default="mcap")
+    ap.add_argument("--image-format", choices=("jpeg", "png", "raw"), default="jpeg",
+                    help="CompressedImage jpeg/png or sensor_msgs/Image rgb8 (raw)")
+    ap.add_argument("--jpeg-quality", type=int, default=90)
+    ap.add_argument("--max-side", type=int, default=0, help="downscale frames to this longer side (0 = keep)")
+    ap.add_argument("--image-topic", default=Topics.image)
+    ap.add_argument("--query-topic", default=Topics.query)
+    ap.add_argument("--gt-topic", default=Topics.ground_truth)
+    ap.add_argument("--frame-id", default="camera")
+    ap.add_argument("--start-time", type=float, default=DEFAULT_START_TIME, help="stamp of the first frame (s)")
+    ap.add_argument("--overwrite", action="store_true")
+    a = ap.parse_args(argv)
+    topics = Topics(image=a.image_topic, query=a.query_topic, ground_truth=a.gt_topic)
+    common = dict(storage=a.storage, image_format=a.image_format, topics=topics, frame_id=a.frame_id,
+                  jpeg_quality=a.jpeg_quality, overwrite=a.overwrite)
+    try:
+        if a.video:
+            p = make_bag_from_video(a.video, a.output, a.query, fps=a.fps, start_time=a.start_time, **common)
+            print(p)
+            return 0
+        from tqdm import tqdm
+
+        from .datasets import load_dataset
+
+        if not a.annotations:
+            ap.error("--dataset needs --annotations")
+        samples = load_dataset(a.dataset, a.annotations, a.videos, a.sub_queries or None)
+        if a.keys:
+            samples = [s for s in samples if s.key in set(a.keys)]
+        if a.limit:
+            samples = samples[: a.limit]
+        out = Path(a.output)
+        out.mkdir(parents=True, exist_ok=True)
+        for s in tqdm(samples, desc="stvg-make-bag", unit="bag"):
+            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in s.key)
+            make_bag_from_sample(s, out / name, start_time=a.start_time, max_side=a.max_side, **common)
+        print(f"{len(samples)} bag(s) in {out}")
+        return 0
+    except (BagError, ValueError, OSError) as e:
+        print(f"stvg-make-bag: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+"""``stvg-eval``: run the grounding over a benchmark or a set of bags and report the paper's metrics.
+
+Two paths measure the same thing:
+
+* ``--mode core`` runs :class:`stvg_ros.Grounder` directly on the decoded frames (fast, no ROS);
+* ``--mode node`` plays each bag into a running ``stvg_node`` and scores the ``Tube`` it publishes,
+  so the deployed path is what gets measured (needs rclpy and the built messages).
+
+Output (in ``--output``): ``results[.shardIofN].jsonl`` with one JSON object per query (appended as
+it is computed, so an interrupted run resumes where it stopped), ``summary.json`` and
+``summary.md`` (the four metrics, counts, mean latency), optional ``vis/*.png``.  ``stvg-eval merge``
+joins the shards' results and writes the summary of all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from . import metrics
+from .config import ConfigError, GroundingConfig
+from .datasets import (Sample, Track, load_dataset, load_proposals, load_sub_queries, proposals_at_stamps,
+                       proposals_for_sample)
+from .result import Box, SubQueries
+from .video import Clip
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings (the ``eval:`` section of the YAML file; flags override them)."""
+
+    model: str = ""
+    """Local model directory for ``Grounder.from_pretrained`` (core mode)."""
+    dataset: str = ""
+    """hcstvg_v1, hcstvg_v2 or vidstg (with ``annotations`` and ``videos``)."""
+    annotations: str = ""
+    videos: str = ""
+    bags: list = field(default_factory=list)
+    """Bag paths (or directories holding bags) instead of a dataset."""
+    proposals: str = ""
+    """Proposals file (docs/evaluation.md); empty = the grounder's proposal-free boxes."""
+    sub_queries: str = ""
+    """Sub-queries file (the paper's GPT-4o decomposition); empty = the grounder decomposes."""
+    mode: str = "core"
+    protocol: str = "dense"
+    """'dense': official evaluators, every annotated frame (predicted boxes filled between the
+    sampled frames from the chosen proposal track, else interpolated); 'sampled': only the sampled
+    frames count (the paper code's per-clip score)."""
+    max_side: int = 0
+    """Downscale decoded frames to this longer side before grounding (0 = keep); boxes are scaled back."""
+    output: str = "stvg_eval"
+    limit: int = 0
+    shard: str = "0/1"
+    visualize: int = 0
+    """Write a PNG for the first N queries of this run (-1: all)."""
+    # node mode
+    node_namespace: str = "/stvg"
+    image_topic: str = ""
+    """Where frames are played in node mode; empty = ``<namespace>/image`` (compressed: ``/compressed``)."""
+    rate: float = 1.0
+    node_timeout: float = 60.0
+    """Seconds to wait for the node's Tube after a bag has been played."""
+
+    def validate(self) -> None:
+        if self.mode not in ("core", "node"):
+            raise ConfigError(f"invalid mode={self.mode!r}: choose core or node")
+        if self.protocol not in ("dense", "sampled"):
+            raise ConfigError(f"invalid protocol={self.protocol!r}: choose dense or sampled")
+        parse_shard(self.shard)
+        if not self.bags and not (self.dataset and self.annotations):
+            raise ConfigError("nothing to evaluate: give --dataset with --annotations (and --videos), or --bags")
+        if self.mode == "node" and not self.bags:
+            raise ConfigError("node mode plays bags: make them with stvg-make-bag and pass --bags")
+        if self.mode == "core" and not self.model:
+            raise ConfigError("core mode needs a model: pass --model /path/to/model (a local directory)")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+        if not 0 <= i < n:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"invalid shard {text!r}: use i/n with 0 <= i < n, e.g. 0/4") from None
+    return i, n
+
+
+def load_config(path: Optional[str]) -> tuple[GroundingConfig, EvalConfig]:
+    """Read ``{grounding: {GroundingConfig fields}, eval: {EvalConfig fields}}`` from YAML."""
+    if not path:
+        return GroundingConfig(), EvalConfig()
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    data = yaml.safe_load(p.read_text()) or {}
+    unknown = sorted(set(data) - {"grounding", "eval"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {unknown}: use 'grounding:' and 'eval:'")
+    gcfg = GroundingConfig.from_dict(data.get("grounding") or {})
+    ev = data.get("eval") or {}
+    names = {f.name for f in fields(EvalConfig)}
+    bad = sorted(set(ev) - names)
+    if bad:
+        raise ConfigError(f"{path}: unknown eval option(s) {bad}: valid options are {', '.join(sorted(names))}")
+    return gcfg, EvalConfig(**ev)
+
+
+# --- items: what one query needs, from a dataset or a bag ---------------------------------------
+
+@dataclass
+class Item:
+    key: str
+    query: str
+    gt_span: tuple[int, int]
+    gt_boxes: dict[int, Box]
+    inclusive: bool
+    num_frames: int
+    dataset: str
+    video: str
+    qtype: Optional[str] = None
+    sub_queries: Optional[SubQueries] = None
+    tracks: Optional[dict[str, Track]] = None
+    load: Optional[Callable[[int, int], Clip]] = None
+    """``load(num_frames, max_side)`` → the sampled clip."""
+    bag: Optional[str] = None
+    query_id: str = ""
+
+
+def dataset_items(samples: Sequence[Sample], proposals: Optional[dict]) -> list[Item]:
+    from .video import VideoError, load_clip
+
+    items = []
+    for s in samples:
+        def load(n, max_side, s=s):
+            if s.video_path is None:
+                raise VideoError(f"no video file for {s.video!r}: check --videos")
+            return load_clip(s.video_path, n, s.num_frames, s.fps or None, s.frame_offset, max_side)
+
+        items.append(Item(key=s.key, query=s.query, gt_span=s.gt_span, gt_boxes=s.gt_boxes, inclusive=s.inclusive,
+                          num_frames=s.num_frames, dataset=s.dataset, video=s.video, qtype=s.qtype,
+                          sub_queries=s.sub_queries,
+                          tracks=proposals_for_sample(proposals, s) if proposals else None, load=load))
+    return items
+
+
+def find_bags(paths: Sequence[str]) -> list[Path]:
+    """Bag directories (holding ``metadata.yaml``) or single ``.mcap``/``.db3`` files, sorted."""
+    out = []
+    for p in map(Path, paths):
+        if (p / "metadata.yaml").is_file() or p.suffix in (".mcap", ".db3"):
+            out.append(p)
+        elif p.is_dir():
+            out += sorted(d for d in p.iterdir() if (d / "metadata.yaml").is_file())
+        else:
+            raise ConfigError(f"{p} is neither a bag nor a directory of bags")
+    if not out:
+        raise ConfigError(f"no bag found in {list(paths)}")
+    return out
+
+
+def bag_items(paths: Sequence[Path], proposals: Optional[dict], sub_queries: Optional[dict]) -> list[Item]:
+    """One item per (bag, query with ground truth); annotation frames = image positions in the bag."""
+    from .bags import read_bag
+
+    items = []
+    for path in paths:
+        head = read_bag(path, frame_positions=[])
+        meta = head.metadata
+        stamps = np.asarray(head.stamps)
+        if len(stamps) == 0:
+            continue
+
+        def nearest(t: float) -> int:
+            return int(np.argmin(np.abs(stamps - t)))
+
+        inclusive = bool(meta.get("inclusive", True))
+        for q in head.queries:
+            if q.gt_boxes is None:
+                continue
+            gt_boxes = {nearest(t): b for t, b in q.gt_boxes.items()}
+            if meta.get("gt_span") and meta.get("num_frames") == len(stamps):
+                gt_span = tuple(int(v) for v in meta["gt_span"])
+            else:
+                end = nearest(q.gt_span[1])
+                gt_span = (nearest(q.gt_span[0]), end if inclusive else end + 1)
+            video = str(meta.get("video") or path.stem)
+            key = str(meta.get("key") or q.query_id) if len(head.queries) == 1 else f"{path.stem}:{q.query_id}"
+            sq = SubQueries(q.attribute, q.action, "caller") if q.attribute and q.action else None
+            if sq is None and sub_queries:
+                sq = sub_queries.get(key) or sub_queries.get(video)
+            tracks = None
+            if proposals:
+                tracks = proposals.get(key) or proposals.get(video) or proposals.get(path.stem)
+
+            def load(n, max_side, path=path):
+                return bag_clip(path, n, max_side)
+
+            items.append(Item(key=key, query=q.text, gt_span=gt_span, gt_boxes=gt_boxes, inclusive=inclusive,
+                              num_frames=len(stamps), dataset=str(meta.get("dataset", "bag")), video=video,
+                              qtype=meta.get("qtype"), sub_queries=sq, tracks=tracks, load=load, bag=str(path),
+                              query_id=q.query_id))
+    return items
+
+
+def bag_clip(path, n: int, max_side: int = 0) -> Clip:
+    """The paper's uniform sample of a bag's frames; frame indices are image positions."""
+    from .bags import read_bag
+
+    c = read_bag(path, frame_positions=n)
+    pos = sorted(c.frames)
+    frames = [c.frames[i] for i in pos]
+    scale = 1.0
+    if max_side and max(frames[0].shape[:2]) > max_side:
+        import cv2
+
+        scale = max_side / max(frames[0].shape[:2])
+        frames = [cv2.resize(f, (round(f.shape[1] * scale), round(f.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+                  for f in frames]
+    fps = float(c.metadata.get("fps") or (1.0 / np.median(np.diff(c.stamps)) if len(c.stamps) > 1 else 1.0))
+    return Clip(frames=frames, frame_indices=pos, stamps=[c.stamps[i] for i in pos], fps=fps,
+                size=frames[0].shape[:2], extra={"scale": scale, "all_stamps": c.stamps})
+
+
+# --- from a tube to scored frames ---------------------------------------------------------------
+
+def _interp(a: Box, b: Box, w: float) -> Box:
+    return tuple(float(x + (y - x) * w) for x, y in zip(a, b))
+
+
+def densify(sampled: dict[int, Box], first: int, last: int, track: Optional[Track] = None) -> dict[int, Box]:
+    """Boxes for every frame ``first..last``: the chosen proposal track's own box where it has one
+    (as the official code writes the track's full-rate boxes), else linear interpolation between
+    the predicted boxes of the sampled frames (held constant beyond the outermost ones)."""
+    out: dict[int, Box] = {}
+    keys = sorted(sampled)
+    if not keys:
+        return out
+    for f in range(first, last + 1):
+        if track is not None and f in track.boxes:
+            out[f] = tuple(track.boxes[f])
+            continue
+        i = int(np.searchsorted(keys, f))
+        if i < len(keys) and keys[i] == f:
+            out[f] = tuple(sampled[f])
+        elif i == 0:
+            out[f] = tuple(sampled[keys[0]])
+        elif i == len(keys):
+            out[f] = tuple(sampled[keys[-1]])
+        else:
+            a, b = keys[i - 1], keys[i]
+            out[f] = _interp(sampled[a], sampled[b], (f - a) / (b - a))
+    return out
+
+
+def score_tube(item: Item, clip_frames: Sequence[int], start_frame: Optional[int], end_frame: Optional[int],
+               sampled_boxes: dict[int, Box], track_id, protocol: str) -> dict:
+    """Per-query metrics of a tube given on the sampled frames (annotation frame indices).
+
+    The predicted span covers the sampled frames ``start_frame..end_frame``: inclusive counting
+    scores ``(start, end)``, exclusive counting ``(start, end + 1)``.
+    """
+    if start_frame is None or not sampled_boxes:
+        return {"pred_span": None, **metrics.score(None, item.gt_boxes, None, item.gt_span, item.inclusive)}
+    pred_span = (start_frame, end_frame if item.inclusive else end_frame + 1)
+    track = item.tracks.get(str(track_id)) if (item.tracks and track_id is not None) else None
+    # Boxes outside the predicted span only matter for gt_vIoU (the spatial-only score), which the
+    # official code computes with the chosen track on every ground-truth frame.
+    first = min(start_frame, min(item.gt_boxes, default=start_frame))
+    last = max(end_frame, max(item.gt_boxes, default=end_frame))
+    boxes = densify(sampled_boxes, first, last, track)
+    if protocol == "dense":
+        s = metrics.score(boxes, item.gt_boxes, pred_span, item.gt_span, item.inclusive)
+    else:
+        on_clip = {f: boxes[f] for f in clip_frames if f in boxes}
+        s = metrics.score(on_clip, item.gt_boxes, pred_span, item.gt_span, item.inclusive, frames=clip_frames)
+    return {"pred_span": list(pred_span), **s}
+
+
+def _base_record(item: Item) -> dict:
+    return {"key": item.key, "video": item.video, "dataset": item.dataset, "qtype": item.qtype, "query": item.query,
+            "inclusive": item.inclusive, "gt_span": list(item.gt_span), "bag": item.bag}
+
+
+def ground_item(grounder, item: Item, num_frames: int, ev: EvalConfig) -> tuple[dict, Any, Clip]:
+    """Core mode: decode the clip, run the grounder, score; returns (record, result, clip)."""
+    clip = item.load(num_frames, ev.max_side)
+    scale = float(clip.extra.get("scale", 1.0))
+    props = proposals_at_stamps(item.tracks, clip.frame_indices, clip.stamps, scale) if item.tracks else None
+    t0 = time.perf_counter()
+    res = grounder.ground(clip.frames, clip.stamps, item.query, proposals=props, sub_queries=item.sub_queries)
+    latency = time.perf_counter() - t0
+    sampled = {clip.frame_of_stamp(t): tuple(v / scale for v in b) for t, b in res.boxes.items()}
+    start = clip.frame_of_stamp(res.start) if res.boxes else None
+    end = clip.frame_of_stamp(res.end) if res.boxes else None
+    rec = _base_record(item)
+    rec.update(score_tube(item, clip.frame_indices, start, end, sampled, res.track_id, ev.protocol))
+    rec.update({
+        "found": bool(res.found), "p_yes": float(res.p_yes), "score": float(res.score),
+        "track_id": res.track_id if isinstance(res.track_id, (int, str, type(None))) else str(res.track_id),
+        "latency": latency, "timings": dict(res.timings), "reason": res.reason,
+        "sub_queries": {"attribute": res.sub_queries.attribute, "action": res.sub_queries.action,
+                        "source": res.sub_queries.source} if res.sub_queries else None,
+        "frame_indices": list(clip.frame_indices),
+        "pred_boxes": {str(f): [round(float(v), 2) for v in b] for f, b in sorted(sampled.items())},
+    })
+    return rec, res, clip
+
+
+# --- results files ------------------------------------------------------------------------------
+
+def results_path(out: Path, shard: tuple[int, int]) -> Path:
+    i, n = shard
+    return out / ("results.jsonl" if n == 1 else f"results.shard{i}of{n}.jsonl")
+
+
+def read_results(paths: Sequence[Path]) -> dict[str, dict]:
+    """Per-query records by key; a later line replaces an earlier one (a retried failure)."""
+    out: dict[str, dict] = {}
+    for p in paths:
+        if not p.is_file():
+            continue
+        for line in p.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interrupted run
+            out[rec["key"]] = rec
+    return out
+
+
+def write_summary(out: Path, records: Sequence[dict], title: str, extra: Optional[dict] = None) -> dict:
+    """``summary.json`` + ``summary.md`` from the per-query records (metrics in percent)."""
+    summary = metrics.summarize(records)
+    if extra:
+        summary["setup"] = extra
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    md = metrics.summary_markdown(summary, title)
+    (out / "summary.md").write_text(md)
+    return summary
+
+
+# --- visualisation ------------------------------------------------------------------------------
+
+def render_strip(clip: Clip, rec: dict, item: Item, result=None, max_frames: int = 10, height: int = 140) -> np.ndarray:
+    """A frame strip (ground truth green, prediction red) with span bars over the whole video:
+    ground truth (green) and prediction (red); relevance heatmaps when the result carries them.
+    Own drawing rather than ``stvg_ros.render``: a report needs the ground truth next to the tube."""
+    import cv2
+
+    scale = float(clip.extra.get("scale", 1.0))
+    pos = np.linspace(0, len(clip.frames) - 1, min(max_frames, len(clip.frames))).round().astype(int)
+    pred = {int(k): v for k, v in (rec.get("pred_boxes") or {}).items()}
+    tiles = []
+    rel = getattr(result, "relevance", None) if result is not None else None
+    for p in pos:
+        img = clip.frames[p].copy()
+        f = clip.frame_indices[p]
+        if rel is not None and getattr(rel, "spatial", None) is not None and p < len(rel.spatial):
+            heat = cv2.resize(np.asarray(rel.spatial[p], dtype=np.float32), (img.shape[1], img.shape[0]))
+            heat = (255 * (heat - heat.min()) / (np.ptp(heat) + 1e-8)).astype(np.uint8)
+            color = cv2.applyColorMap(heat, cv2.COLORMAP_JET)[..., ::-1]
+            img = cv2.addWeighted(img, 0.65, color, 0.35, 0)
+        if f in item.gt_boxes:
+            x0, y0, x1, y1 = (int(round(v * scale)) for v in item.gt_boxes[f])
+            cv2.rectangle(img, (x0, y0), (x1, y1), (0, 200, 0), 2)
+        if f in pred:
+            x0, y0, x1, y1 = (int(round(v * scale)) for v in pred[f])
+            cv2.rectangle(img, (x0, y0), (x1, y1), (230, 30, 30), 2)
+        s = height / img.shape[0]
+        img = cv2.resize(img, (max(1, round(img.shape[1] * s)), height))
+        cv2.putText(img, str(f), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(img)
+    strip = np.concatenate(tiles, axis=1)
+    w = strip.shape[1]
+    bars = np.full((34, w, 3), 255, np.uint8)
+    total = max(item.num_frames, 1)
+
+    def bar(span, y, color):
+        if span is None:
+            return
+        a, b = span
+        cv2.rectangle(bars, (int(w * a / total), y), (max(int(w * a / total) + 1, int(w * b / total)), y + 10), color, -1)
+
+    bar(item.gt_span, 4, (0, 170, 0))
+    bar(rec.get("pred_span"), 18, (220, 30, 30))
+    text = f"{item.key}  vIoU {100 * rec.get('viou', 0):.1f}  tIoU {100 * rec.get('tiou', 0):.1f}"
+    head = np.full((22, w, 3), 255, np.uint8)
+    cv2.putText(head, text[:200], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    q = np.full((22, w, 3), 255, np.uint8)
+    cv2.putText(q, item.query[:160], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (40, 40, 40), 1, cv2.LINE_AA)
+    return np.concatenate([head, q, strip, bars], axis=0)
+
+
+def save_png(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def _safe_name(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:120]
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+def collect_items(ev: EvalConfig) -> list[Item]:
+    proposals = load_proposals(ev.proposals) if ev.proposals else None
+    if ev.bags:
+        subq = load_sub_queries(ev.sub_queries) if ev.sub_queries else None
+        return bag_items(find_bags(ev.bags), proposals, subq)
+    samples = load_dataset(ev.dataset, ev.annotations, ev.videos or None, ev.sub_queries or None)
+    return dataset_items(samples, proposals)
+
+
+def select(items: list[Item], shard: tuple[int, int], limit: int) -> list[Item]:
+    """This shard's items (every n-th, so shards are balanced over the file order), then ``limit``."""
+    i, n = shard
+    mine = items[i::n]
+    return mine[:limit] if limit > 0 else mine
+
+
+def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = True) -> dict:
+    """Evaluate, appending to the results file (skipping queries already done), then summarize
+    this shard.  ``grounder`` may be passed in (tests, notebooks); else it is loaded from ``ev.model``."""
+    ev.validate()
+    shard = parse_shard(ev.shard)
+    out = Path(ev.output)
+    out.mkdir(parents=True, exist_ok=True)
+    items = select(collect_items(ev), shard, ev.limit)
+    rpath = results_path(out, shard)
+    done = {k for k, r in read_results([rpath]).items() if not r.get("error")}
+    todo = [it for it in items if it.key not in done]
+    from tqdm import tqdm
+
+    want_rel = ev.visualize != 0
+    if ev.mode == "core" and grounder is None:
+        from . import Grounder
+
+        cfg = gcfg.replace(keep_relevance=True) if want_rel else gcfg
+        grounder = Grounder.from_pretrained(ev.model, config=cfg)
+    player = None
+    if ev.mode == "node":
+        from .ros.eval_node_loop import NodeLoop
+
+        player = NodeLoop(ev)
+    n_vis = 0
+    if rpath.is_file() and rpath.stat().st_size:
+        with rpath.open("rb") as fh:
+            fh.seek(-1, 2)
+            cut = fh.read(1) != b"\n"
+        if cut:  # an interrupted run left half a line: end it so the next record stays whole
+            with rpath.open("a") as fh:
+                fh.write("\n")
+    try:
+        with rpath.open("a") as fh:
+            bar = tqdm(todo, desc=f"stvg-eval {ev.mode} [{shard[0]}/{shard[1]}]", unit="query", disable=not progress,
+                       initial=len(items) - len(todo), total=len(items))
+            for item in bar:
+                result, clip = None, None
+                try:
+                    if ev.mode == "core":
+                        rec, result, clip = ground_item(grounder, item, gcfg.num_frames, ev)
+                    else:
+                        rec = player.evaluate(item)
+                except Exception as e:  # one broken video must not stop a benchmark run
+                    rec = _base_record(item)
+                    rec.update({"pred_span": None, "tiou": 0.0, "viou": 0.0, "gt_viou": 0.0,
+                                "error": f"{type(e).__name__}: {e}"})
+                fh.write(json.dumps(rec) + "\n")
+                fh.flush()
+                if want_rel and (ev.visualize < 0 or n_vis < ev.visualize) and not rec.get("error"):
+                    try:
+                        if clip is None:
+                            clip = item.load(min(gcfg.num_frames, 10), ev.max_side)
+                        save_png(out / "vis" / f"{_safe_name(item.key)}.png", render_strip(clip, rec, item, result))
+                        n_vis += 1
+                    except Exception as e:  # a picture is never worth losing the run
+                        print(f"warning: no visualisation for {item.key}: {e}", file=sys.stderr)
+                bar.set_postfix(viou=f"{100 * rec['viou']:.1f}")
+    finally:
+        if player is not None:
+            player.close()
+    records = [r for k, r in read_results([rpath]).items() if k in {it.key for it in items}]
+    setup = {"mode": ev.mode, "protocol": ev.protocol, "model": ev.model, "dataset": ev.dataset or "bags",
+             "shard": ev.shard, "grounding": gcfg.to_dict()}
+    title = f"{ev.dataset or 'bags'} ({ev.mode}, {ev.protocol}, shard {ev.shard})"
+    summary_dir = out if shard[1] == 1 else out / f"shard{shard[0]}of{shard[1]}"
+    return write_summary(summary_dir, records, title, setup)
+
+
+def merge(out: str | Path, title: str = "") -> dict:
+    """Join every ``results*.jsonl`` in ``out`` and write the overall summary there."""
+    out = Path(out)
+    paths = sorted(out.glob("results*.jsonl"))
+    if not paths:
+        raise ConfigError(f"no results*.jsonl in {out}: run stvg-eval run --output {out} first")
+    records = list(read_results(paths).values())
+    return write_summary(out, records, title or f"{out.name} (merged {len(paths)} file(s))")
+
+
+# --- command line -------------------------------------------------------------------------------
+
+def _parse_set(pairs: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise ConfigError(f"invalid --set {p!r}: use --set name=value (a GroundingConfig field)")
+        k, v = p.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="stvg-eval", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="evaluate a dataset or bags")
+    r.add_argument("--config", help="YAML with 'grounding:' (GroundingConfig) and 'eval:' sections")
+    for f in fields(EvalConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "bags":
+            r.add_argument(flag, nargs="+", default=None, help="bag paths or directories of bags")
+        elif f.type in ("int", int):
+            r.add_argument(flag, type=int, default=None)
+        elif f.type in ("float", float):
+            r.add_argument(flag, type=float, default=None)
+        else:
+            r.add_argument(flag, default=None)
+    r.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (paper: 20)")
+    r.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="override GroundingConfig fields")
+    r.add_argument("--no-progress", action="store_true")
+    m = sub.add_parser("merge", help="join shard results and write the overall summary")
+    m.add_argument("output")
+    m.add_argument("--title", default="")
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "merge":
+            summary = merge(args.output, args.title)
+            print((Path(args.output) / "summary.md").read_text())
+            return 0
+        gcfg, ev = load_config(args.config)
+        for f in fields(EvalConfig):
+            v = getattr(args, f.name)
+            if v is not None:
+                setattr(ev, f.name, v)
+        overrides = _parse_set(args.set)
+        if args.num_frames is not None:
+            overrides["num_frames"] = args.num_frames
+        if args.device is not None:
+            overrides["device"] = args.device
+        if overrides:
+            gcfg = GroundingConfig.from_dict({**gcfg.to_dict(), **overrides})
+        summary = run(gcfg, ev, progress=not args.no_progress)
+    except ConfigError as e:
+        print(f"stvg-eval: {e}", file=sys.stderr)
+        return 2
+    shard = parse_shard(ev.shard)
+    where = Path(ev.output) if shard[1] == 1 else Path(ev.output) / f"shard{shard[0]}of{shard[1]}"
+    print((where / "summary.md").read_text())
+    if summary.get("failed"):
+        print(f"{summary['failed']} quer(y/ies) failed: see 'error' in {results_path(Path(ev.output), shard)}",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""The grounding pipeline: frames + query → tube, with a frozen multimodal LLM and no training.
+
+Stages (paper arXiv 2509.15178; timings per stage go into the result):
+
+1. *encode*: sample ``config.num_frames`` frames uniformly, encode their visual tokens once;
+   every later forward pass reuses them.
+2. *decompose* (DSTH): attribute and action sub-queries, from the caller, the model or rules.
+3. *lra*: latent prompts V_s (attribute), V_t (action) and, for TAS, V_s' on the time-reversed
+   clip, optimised together (one batched forward/backward pass per step).
+4. *attention*: one batched pass over the grounding prompts: the full query with V_s (spatial),
+   with V_t (temporal), on the reversed clip with V_s' (TAS), each with its caption prompt, and
+   the plain full question whose yes/no answer is the existence judgment.
+5. *select*: relevance maps (question / caption attention of the grounding token), track choice
+   (proposals or the attention-built track), time span, boxes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .adapters.base import CaptureSpec, ModelAdapter, VisualTokens
+from .config import ConfigError, GroundingConfig
+from .dsth import Decomposer
+from .lra import optimise_latent_prompts, yes_probability
+from .relevance import assemble_tas, grounding_attention, relative_attention, token_grid_maps, upsample_maps
+from .result import GroundingResult, Proposals, RelevanceMaps, SubQueries
+from .spatial import choose_track
+from .temporal import choose_span, fill_boxes, frame_scores
+
+log = logging.getLogger("stvg_ros.grounder")
+
+_ARTICLES = {"The": "the", "A": "a", "An": "an"}
+
+
+def format_question(template: str, query: str) -> str:
+    """``template`` with ``{query}``: trailing period and spaces stripped, a leading article lower-cased
+    ("The man walks." → "Is there the man walks in this video?", as the official code asks)."""
+    q = " ".join(query.split()).strip().rstrip(".").strip()
+    first, _, rest = q.partition(" ")
+    if first in _ARTICLES:
+        q = _ARTICLES[first] + (" " + rest if rest else "")
+    return template.format(query=q)
+
+
+def sample_indices(num_input: int, num_frames: int) -> list[int]:
+    """Uniformly spaced frame indices, first and last included (all frames when there are few)."""
+    if num_input <= num_frames:
+        return list(range(num_input))
+    return sorted(set(np.linspace(0, num_input - 1, num_frames).round().astype(int).tolist()))
+
+
+def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: str) -> None:
+    """Clear errors for what a caller can get wrong."""
+    if not isinstance(query, str) or not query.strip():
+        raise ValueError("query is empty: pass the text that describes the target, e.g. 'the man in red walks'")
+    if len(frames) == 0:
+        raise ValueError("no frames: pass at least one HxWx3 uint8 RGB frame")
+    if len(frames) != len(stamps):
+        raise ValueError(f"got {len(frames)} frames but {len(stamps)} stamps: pass one stamp (seconds) per frame")
+    shape = None
+    for i, f in enumerate(frames):
+        if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3:
+            got = getattr(f, "shape", type(f).__name__)
+            raise ValueError(f"frame {i} has shape {got}: frames must be HxWx3 RGB numpy arrays")
+        if f.dtype != np.uint8:
+            raise ValueError(f"frame {i} has dtype {f.dtype}: frames must be uint8 (0..255); "
+                             "convert with frame.astype(np.uint8) after scaling")
+        if shape is None:
+            shape = f.shape
+        elif f.shape != shape:
+            raise ValueError(f"frame {i} is {f.shape[1]}x{f.shape[0]} but frame 0 is {shape[1]}x{shape[0]}: "
+                             "resize all frames of a clip to one size")
+    s = np.asarray(stamps, dtype=np.float64)
+    if not np.all(np.isfinite(s)):
+        raise ValueError("stamps contain NaN or infinity: pass the frames' times in seconds")
+    if len(s) > 1 and np.any(np.diff(s) <= 0):
+        i = int(np.argmax(np.diff(s) <= 0))
+        raise ValueError(f"stamps must increase strictly: stamp {i + 1} ({s[i + 1]}) follows {s[i]}; "
+                         "sort the frames by time and drop duplicates")
+
+
+class Grounder:
+    """Zero-shot spatio-temporal video grounding with a multimodal LLM behind a :class:`ModelAdapter`.
+
+    ``progress``, when given, is called with each stage's name as it starts (encode, decompose,
+    lra, attention, select) so a caller can show progress; stages are also logged at DEBUG level.
+    """
+
+    def __init__(self, adapter: ModelAdapter, config: GroundingConfig | dict | str | Path | None = None,
+                 progress: Callable[[str], None] | None = None):
+        self.adapter = adapter
+        self.config = _as_config(config)
+        self.progress = progress
+        layers = self.config.layers
+        n = adapter.num_layers
+        if layers and layers[1] > n:
+            raise ConfigError(f"invalid layers={layers}: the model has {n} decoder layers; "
+                              f"use [first, last) with last <= {n}, or [] for all layers")
+        self.capture = CaptureSpec(layers=list(range(layers[0], layers[1])) if layers else None)
+        self.decomposer = Decomposer(adapter.generate_text, use_model=self.config.decomposer == "model",
+                                     max_new_tokens=self.config.decompose_max_new_tokens)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | None = None,
+                        config: GroundingConfig | dict | str | Path | None = None, dtype: str | None = None,
+                        progress: Callable[[str], None] | None = None) -> "Grounder":
+        """Load the model in a local ``directory`` (never the network) and build a grounder.
+
+        ``config``: a :class:`GroundingConfig`, a dict of its fields or a YAML path.  ``device`` and
+        ``dtype`` override the config's (``'auto'``: cuda with bfloat16 when available, else cpu
+        with float32).
+        """
+        from .adapters import load_adapter
+
+        cfg = _as_config(config)
+        if device is not None or dtype is not None:
+            cfg = cfg.replace(device=device or cfg.device, dtype=dtype or cfg.dtype)
+        dev = cfg.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"invalid device={dev!r}: no CUDA device is available here; use device='cpu' or 'auto'")
+        adapter = load_adapter(directory, device=dev, dtype=None if cfg.dtype == "auto" else cfg.dtype,
+                               image_size=cfg.image_size or None)
+        return cls(adapter, cfg, progress=progress)
+
+    # ------------------------------------------------------------------------------------------
+    def ground(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
+               proposals: Proposals | None = None,
+               sub_queries: SubQueries | tuple[str, str] | dict | None = None) -> GroundingResult:
+        """Ground ``query`` in the clip: the best tube, whatever the existence judgment.
+
+        ``frames``: HxWx3 uint8 RGB arrays of one size; ``stamps``: their times (seconds, strictly
+        increasing); ``proposals``: optional tracks {track id: {stamp: (x0, y0, x1, y1)}};
+        ``sub_queries``: optional (attribute, action) decomposition that skips DSTH's own.
+        """
+        cfg = self.config
+        check_inputs(frames, stamps, query)
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        all_stamps = [float(s) for s in stamps]
+        idx = sample_indices(len(frames), cfg.num_frames)
+        used = [frames[i] for i in idx]
+        used_stamps = [all_stamps[i] for i in idx]
+        H, W = used[0].shape[:2]
+
+        with self._stage("encode", timings), torch.no_grad():
+            visual = self.adapter.encode_frames(used)
+        if visual.num_tokens == 0:
+            raise RuntimeError("the adapter produced no visual tokens for these frames")
+
+        with self._stage("decompose", timings):
+            if sub_queries is not None:
+                subs = self.decomposer(query, sub_queries)
+            elif cfg.use_dsth:
+                subs = self.decomposer(query)
+            else:
+                q = " ".join(query.split()).strip().rstrip(".")
+                subs = SubQueries(attribute=q, action=q, source="none")
+
+        reversed_visual = visual.reversed_in_time()[0] if cfg.use_tas else None
+        full_q = format_question(cfg.question_template, query)
+
+        with self._stage("lra", timings):
+            v_s = v_t = v_r = None
+            lra_trace = None
+            if cfg.use_lra and cfg.lra_steps > 0:
+                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs)
+
+        with self._stage("attention", timings):
+            rows = self._attention_runs(visual, reversed_visual, full_q, v_s, v_t, v_r)
+
+        with self._stage("select", timings):
+            result = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
+                                  (H, W), proposals)
+        result.timings = timings
+        timings["total"] = time.perf_counter() - t_start
+        if lra_trace is not None:
+            log.debug("LRA losses per step %s, margins %s", lra_trace.losses, lra_trace.margins)
+        return result
+
+    # ------------------------------------------------------------------------------------------
+    def _stage(self, name: str, timings: dict):
+        grounder = self
+
+        class _Stage:
+            def __enter__(self):
+                if grounder.progress is not None:
+                    grounder.progress(name)
+                log.debug("stage %s", name)
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                device = getattr(grounder.adapter, "device", None)
+                if isinstance(device, torch.device) and device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - self.t
+                return False
+
+        return _Stage()
+
+    def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries):
+        """V_s, V_t (and V_s' on the reversed clip) in one batched optimisation; identical problems
+        (e.g. attribute == action without DSTH) are solved once."""
+        cfg = self.config
+        q_attr = format_question(cfg.question_template, subs.attribute)
+        q_act = format_question(cfg.question_template, subs.action)
+        problems: list[tuple[VisualTokens, str]] = []
+
+        def slot(vis, q):
+            for i, (v, qq) in enumerate(problems):
+                if v is vis and qq == q:
+                    return i
+            problems.append((vis, q))
+            return len(problems) - 1
+
+        i_s = slot(visual, q_attr)
+        i_t = slot(visual, q_act)
+        i_r = slot(reversed_visual, q_attr) if reversed_visual is not None else None
+        trace = optimise_latent_prompts(
+            self.adapter, [p[0] for p in problems], [p[1] for p in problems], steps=cfg.lra_steps, lr=cfg.lra_lr,
+            loss=cfg.lra_loss, beta=cfg.lra_beta, caption_prompt=cfg.caption_prompt, max_batch=cfg.max_batch)
+        d = trace.deltas
+        # V_t identical to V_s (attribute == action): None lets the temporal maps reuse the spatial run
+        return d[i_s], (d[i_t] if i_t != i_s else None), (d[i_r] if i_r is not None else None), trace
+
+    def _attention_runs(self, visual, reversed_visual, full_q, v_s, v_t, v_r) -> dict:
+        """All grounding prompts in as few forward passes as possible; returns tag → (out, row)."""
+        cfg = self.config
+        cap = cfg.caption_prompt
+        prompts: list[tuple[str, VisualTokens, str, torch.Tensor | None]] = [
+            ("spatial_q", visual, full_q, v_s), ("spatial_c", visual, cap, v_s)]
+        if v_t is not None:
+            prompts += [("temporal_q", visual, full_q, v_t), ("temporal_c", visual, cap, v_t)]
+        if reversed_visual is not None:
+            prompts += [("tas_q", reversed_visual, full_q, v_r), ("tas_c", reversed_visual, cap, v_r)]
+        if v_s is not None:  # with latent prompts the existence judgment needs its own plain question
+            prompts.append(("exist", visual, full_q, None))
+        any_delta = any(p[3] is not None for p in prompts)
+        if any_delta:
+            groups = [list(range(len(prompts)))]
+        else:  # no latent prompts: group by clip so the adapter can share the clip's prefix computation
+            groups = []
+            for vis in (visual, reversed_visual):
+                g = [i for i, p in enumerate(prompts) if p[1] is vis]
+                if g:
+                    groups.append(g)
+        size = cfg.max_batch or len(prompts)
+        rows = {}
+        for group in groups:
+            for start in range(0, len(group), size):
+                part = group[start:start + size]
+                vis = [prompts[i][1] for i in part]
+                shared = all(v is vis[0] for v in vis)
+                delta = None
+                if any(prompts[i][3] is not None for i in part):
+                    n, d = visual.embeds.shape
+                    delta = torch.stack([prompts[i][3] if prompts[i][3] is not None
+                                         else torch.zeros(n, d, device=visual.embeds.device) for i in part])
+                with torch.no_grad():
+                    out = self.adapter.run(vis[0] if shared else vis, [prompts[i][2] for i in part],
+                                           visual_delta=delta, capture=self.capture, with_grad=False)
+                for row, i in enumerate(part):
+                    rows[prompts[i][0]] = (out, row)
+        if "exist" not in rows:
+            rows["exist"] = rows["spatial_q"]
+        if "temporal_q" not in rows:
+            rows["temporal_q"], rows["temporal_c"] = rows["spatial_q"], rows["spatial_c"]
+        return rows
+
+    def _relevance(self, rows: dict, q_tag: str, c_tag: str, vis: VisualTokens, tokens: dict) -> np.ndarray:
+        """Grid relevance maps ``(T, rows, cols)`` of one question/caption pair (records the token used)."""
+        cfg = self.config
+        (q_out, q_row), (c_out, c_row) = rows[q_tag], rows[c_tag]
+        offset = cfg.grounding_token_offset or self.adapter.default_grounding_offset
+        qa, ca, token = grounding_attention(q_out, q_row, c_out, c_row, cfg.grounding_token, offset)
+        tokens[q_tag.rsplit("_", 1)[0]] = token
+        return token_grid_maps(relative_attention(qa, ca, cfg.relevance_eps), vis)
+
+    def _select(self, rows, visual, reversed_visual, query, subs, used_stamps, all_stamps, image_size,
+                proposals) -> GroundingResult:
+        cfg = self.config
+        T = len(used_stamps)
+        tokens: dict[str, str] = {}
+        spatial = self._relevance(rows, "spatial_q", "spatial_c", visual, tokens)[:T]
+        temporal = self._relevance(rows, "temporal_q", "temporal_c", visual, tokens)[:T]
+        if reversed_visual is not None:
+            spatial = assemble_tas(spatial, self._relevance(rows, "tas_q", "tas_c", reversed_visual, tokens)[:T])
+        exist_out, exist_row = rows["exist"]
+        p_yes = float(yes_probability(exist_out.yes_no_logits[exist_row:exist_row + 1].detach())[0])
+
+        gaps = np.diff(np.asarray(all_stamps)) if len(all_stamps) > 1 else np.array([1.0])
+        tolerance = float(min(1e-3, 0.5 * gaps.min()))
+        best, tracks, _, _, reason = choose_track(spatial, visual.grid, visual.content_box, image_size, used_stamps,
+                                                  proposals, cfg.box_threshold, tolerance)
+        t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
+        scores = frame_scores(t_maps, t_scale, best.boxes)
+        first, last = choose_span(scores, cfg.span_rule, cfg.span_topk_fraction, cfg.span_grow_fraction)
+        boxes = fill_boxes(best.boxes, used_stamps, first, last)
+        relevance = None
+        if cfg.keep_relevance:
+            relevance = RelevanceMaps(spatial=spatial.astype(np.float32), temporal=temporal.astype(np.float32),
+                                      content_box=tuple(float(v) for v in visual.content_box),
+                                      image_size=tuple(int(v) for v in image_size))
+        return GroundingResult(
+            query=query, found=p_yes >= cfg.found_threshold, score=float(best.score),
+            start=used_stamps[first], end=used_stamps[last],
+            boxes={used_stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), boxes)},
+            track_id=best.track_id, sub_queries=subs, p_yes=p_yes, frame_stamps=list(used_stamps),
+            frame_scores=[float(s) for s in scores], track_scores={t.track_id: float(t.score) for t in tracks},
+            relevance=relevance, reason=reason, grounding_tokens=tokens)
+
+
+def _as_config(config) -> GroundingConfig:
+    if config is None:
+        return GroundingConfig()
+    if isinstance(config, GroundingConfig):
+        return config
+    if isinstance(config, dict):
+        return GroundingConfig.from_dict(config)
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist: pass a YAML file, a dict or a GroundingConfig")
+        return GroundingConfig.from_yaml(path)
+    raise ConfigError(f"config of type {type(config).__name__}: pass a GroundingConfig, a dict or a YAML path")

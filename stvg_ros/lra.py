@@ -1,0 +1,127 @@
+"""LRA, logit-guided re-attention: latent visual prompts optimised at test time.
+
+A latent prompt ``V`` of the visual tokens' shape is added to the visual embeddings and moved by
+gradient steps so that the frozen model answers "yes" to a sub-query's existence question
+("Is there {attribute} in this video?").  Raising that answer re-weights the visual tokens the
+sub-query depends on, which then shows in the attention of the full query.  Several prompts
+(V_s for the attribute, V_t for the action, V_s' for the reversed clip of TAS) are independent
+problems; they are optimised together, one batched forward/backward pass per step.
+
+Losses (``config.lra_loss``):
+
+* ``'paper'``: ``L = -exp(p_yes - p_no)``.  ``p`` is the softmax over the two answer logits
+  (yes, no): the adapter returns only those two logits, and renormalising over them keeps the
+  loss about the yes/no decision rather than about probability mass the answer token puts on
+  unrelated words.  The update is a plain gradient step ``V <- V - lr * grad``.
+* ``'official'``: the official code's ``L = 1 - (m_sub - m_caption)`` with the margin
+  ``m = logit_yes - logit_no`` of the sub-query's question and of the caption prompt (both seeing
+  the same ``V``), gradient steps on ``V`` and an EMA ``V_in = beta * V_k + (1 - beta) * V_(k-1)``
+  that is what the model sees (and what is returned).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from .adapters.base import ModelAdapter, VisualTokens
+
+
+def yes_probability(yes_no_logits: torch.Tensor) -> torch.Tensor:
+    """``(B, 2)`` logits → ``p_yes`` of the two-way softmax, ``(B,)``."""
+    return torch.softmax(yes_no_logits.float(), dim=-1)[:, 0]
+
+
+def paper_loss(yes_no_logits: torch.Tensor) -> torch.Tensor:
+    """Per-prompt ``-exp(p_yes - p_no)`` (lower is better), ``(B,)``."""
+    p = torch.softmax(yes_no_logits.float(), dim=-1)
+    return -torch.exp(p[:, 0] - p[:, 1])
+
+
+def official_loss(sub_logits: torch.Tensor, caption_logits: torch.Tensor) -> torch.Tensor:
+    """Per-prompt ``1 - (margin_sub - margin_caption)``, ``(B,)``."""
+    sub = sub_logits.float()
+    cap = caption_logits.float()
+    return 1.0 - ((sub[:, 0] - sub[:, 1]) - (cap[:, 0] - cap[:, 1]))
+
+
+@dataclass
+class LRAResult:
+    """Optimised latent prompts and the optimisation's trace."""
+
+    deltas: torch.Tensor
+    """``(B, N, D)`` latent prompts, one per problem, in the order given (float32)."""
+    losses: list[list[float]] = field(default_factory=list)
+    """``losses[step][b]``: loss of problem ``b`` before step ``step``'s update."""
+    margins: list[list[float]] = field(default_factory=list)
+    """``margins[step][b]``: the sub-query's ``logit_yes - logit_no`` before that update."""
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    size = n if size <= 0 else size
+    return [slice(i, min(n, i + size)) for i in range(0, n, size)]
+
+
+def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualTokens], questions: Sequence[str],
+                            *, steps: int, lr: float, loss: str = "paper", beta: float = 0.5,
+                            caption_prompt: str = "Describe this video in details.",
+                            max_batch: int = 0) -> LRAResult:
+    """Optimise one latent prompt per ``(visual, question)`` problem, all problems batched.
+
+    Only the latent prompts receive gradients: the call runs under ``torch.enable_grad`` with the
+    model's parameters untouched (adapters load them frozen), and gradients are taken with
+    ``torch.autograd.grad`` on the prompts alone, so nothing accumulates in ``.grad`` of the model.
+    Problems may use different clips of the same token count (the original and the reversed one).
+    """
+    if len(visuals) != len(questions):
+        raise ValueError("give one visual clip per question")
+    if loss not in ("paper", "official"):
+        raise ValueError(f"unknown LRA loss {loss!r}: use 'paper' or 'official'")
+    B = len(questions)
+    N, D = visuals[0].embeds.shape
+    if any(v.embeds.shape != (N, D) for v in visuals):
+        raise ValueError("all clips of one LRA batch must have the same number of visual tokens")
+    device = visuals[0].embeds.device
+    V = torch.zeros(B, N, D, device=device, dtype=torch.float32)
+    V_prev = V
+    result = LRAResult(deltas=V)
+    for step in range(steps):
+        V_k = V.detach().requires_grad_(True)
+        if loss == "official" and step > 0:
+            V_in = beta * V_k + (1.0 - beta) * V_prev
+        else:  # first official step: V_k and V_(k-1) are the same tensor, so the EMA is V_k itself
+            V_in = V_k
+        grad = torch.zeros_like(V)
+        step_losses, step_margins = [0.0] * B, [0.0] * B
+        for part in _chunks(B, max_batch):
+            idx = list(range(B))[part]
+            n = len(idx)
+            with torch.enable_grad():
+                delta = V_in[part]
+                if loss == "paper":
+                    out = adapter.run([visuals[i] for i in idx], [questions[i] for i in idx],
+                                      visual_delta=delta, capture=None, with_grad=True)
+                    sub_logits = out.yes_no_logits
+                    per = paper_loss(sub_logits)
+                else:
+                    out = adapter.run([visuals[i] for i in idx] * 2,
+                                      [questions[i] for i in idx] + [caption_prompt] * n,
+                                      visual_delta=torch.cat([delta, delta], 0), capture=None, with_grad=True)
+                    sub_logits = out.yes_no_logits[:n]
+                    per = official_loss(sub_logits, out.yes_no_logits[n:])
+                (g,) = torch.autograd.grad(per.sum(), V_k)
+            grad += g.float()
+            margins = (sub_logits[:, 0] - sub_logits[:, 1]).detach().float().cpu().tolist()
+            for j, i in enumerate(idx):
+                step_losses[i] = float(per[j].detach())
+                step_margins[i] = margins[j]
+        result.losses.append(step_losses)
+        result.margins.append(step_margins)
+        V_prev = V
+        V = (V - lr * grad).detach()
+    if loss == "official" and steps > 0:
+        V = beta * V + (1.0 - beta) * V_prev
+    result.deltas = V.detach()
+    return result

@@ -1,0 +1,281 @@
+"""Object-track proposals: the paper's detector + tracker stage, and the interface every source shares.
+
+The grounding picks one of a clip's object tracks and the time span; the tracks come from a
+:class:`ProposalSource`.  Three sources feed the same interface:
+
+* :class:`~stvg_ros.proposals.live.LiveProposalStage` -- an open-vocabulary detector every N frames
+  plus a tracker, run as frames arrive (the node's background stage, also used offline);
+* :class:`ExternalTracks` -- detections pushed by someone else (the node's ``detections`` topic),
+  linked into tracks by our tracker when they carry no track id;
+* :class:`StaticTracks` -- tracks known in advance (a proposals JSON file, see ``docs/proposals.md``).
+
+A :class:`Track` keeps boxes only where they were observed (detection keyframes); :meth:`Track.at`
+evaluates it at any stamps (linear interpolation between observations, held for ``hold`` seconds
+beyond them), which is how a source answers for the frames the grounder samples.
+
+This module imports neither torch nor transformers; the detector is loaded on demand.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Hashable, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..result import Box, Proposals
+from .config import ProposalConfig, ProposalConfigError
+
+__all__ = [
+    "Track", "ProposalSource", "StaticTracks", "ExternalTracks", "ProposalConfig", "ProposalConfigError",
+    "Detections", "to_proposals", "subject_phrase",
+]
+
+
+@dataclass
+class Detections:
+    """One frame's detections: ``boxes`` (N, 4) xyxy pixels, ``scores`` (N,), ``labels`` (N strings),
+    ``track_ids`` (N strings, "" = unknown) when the detector tracks by itself."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: list[str] = field(default_factory=list)
+    track_ids: Optional[list[str]] = None
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
+        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
+        if len(self.scores) != len(self.boxes):
+            raise ValueError(f"{len(self.boxes)} boxes but {len(self.scores)} scores: give one score per box")
+        if not self.labels:
+            self.labels = [""] * len(self.boxes)
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
+
+    def subset(self, keep) -> "Detections":
+        idx = np.flatnonzero(np.asarray(keep)) if np.asarray(keep).dtype == bool else np.asarray(keep, int)
+        return Detections(self.boxes[idx], self.scores[idx], [self.labels[i] for i in idx],
+                          None if self.track_ids is None else [self.track_ids[i] for i in idx])
+
+
+@dataclass
+class Track:
+    """One object through time: boxes and scores where it was observed, keyed by stamp (seconds,
+    or frame index offline).  ``score`` is the mean observed detection score."""
+
+    id: Hashable
+    boxes: dict[float, Box] = field(default_factory=dict)
+    scores: dict[float, float] = field(default_factory=dict)
+    label: str = ""
+
+    @property
+    def score(self) -> float:
+        return float(np.mean(list(self.scores.values()))) if self.scores else 0.0
+
+    @property
+    def start(self) -> float:
+        return min(self.boxes)
+
+    @property
+    def end(self) -> float:
+        return max(self.boxes)
+
+    def observe(self, stamp: float, box: Sequence[float], score: float = 1.0) -> None:
+        self.boxes[float(stamp)] = tuple(float(v) for v in box)  # type: ignore[assignment]
+        self.scores[float(stamp)] = float(score)
+
+    def prune_before(self, stamp: float) -> None:
+        """Forget observations older than ``stamp`` (the live window slid past them)."""
+        for s in [s for s in self.boxes if s < stamp]:
+            del self.boxes[s]
+            self.scores.pop(s, None)
+
+    def at(self, stamps: Iterable[float], hold: float = 0.0, interpolate: bool = True) -> dict[float, Box]:
+        """Boxes at ``stamps``: exact observations, linear interpolation between two observations
+        (``interpolate=False``: the latest observation is held), and the first/last observation held
+        for up to ``hold`` before/after the track's span.  Stamps outside that get no box."""
+        if not self.boxes:
+            return {}
+        keys = sorted(self.boxes)
+        out: dict[float, Box] = {}
+        for s in stamps:
+            s = float(s)
+            i = bisect.bisect_left(keys, s)
+            if i < len(keys) and keys[i] == s:
+                out[s] = self.boxes[s]
+            elif i == 0:
+                if keys[0] - s <= hold:
+                    out[s] = self.boxes[keys[0]]
+            elif i == len(keys):
+                if s - keys[-1] <= hold:
+                    out[s] = self.boxes[keys[-1]]
+            else:
+                a, b = keys[i - 1], keys[i]
+                if not interpolate:
+                    out[s] = self.boxes[a]
+                    continue
+                w = (s - a) / (b - a)
+                ba, bb = self.boxes[a], self.boxes[b]
+                out[s] = tuple((1.0 - w) * p + w * q for p, q in zip(ba, bb))  # type: ignore[assignment]
+        return out
+
+    def sampled(self, stamps: Iterable[float], hold: float = 0.0, interpolate: bool = True) -> "Track":
+        """This track evaluated at ``stamps`` (observed scores kept where stamps coincide)."""
+        boxes = self.at(stamps, hold, interpolate)
+        scores = {s: self.scores.get(s, self.score) for s in boxes}
+        return Track(self.id, boxes, scores, self.label)
+
+
+def to_proposals(tracks: Iterable[Track]) -> Proposals:
+    """Tracks as the grounder's ``proposals`` argument (track id → stamp → box); empty tracks dropped."""
+    return {t.id: dict(t.boxes) for t in tracks if t.boxes}
+
+
+def subject_phrase(text: str, default_class: str = "person", synonyms: Optional[Mapping[str, str]] = None) -> str:
+    """The detector phrase for a query or attribute sub-query (see :mod:`stvg_ros.proposals.subject`)."""
+    from .subject import subject_phrase as _subject_phrase
+
+    return _subject_phrase(text, default_class=default_class, synonyms=synonyms)
+
+
+class ProposalSource(ABC):
+    """Where the grounder's candidate tracks come from.
+
+    ``tracks_for(stamps, phrase)`` returns the tracks of the object class ``phrase`` (a detector
+    phrase, e.g. from :func:`subject_phrase`) evaluated at exactly ``stamps`` (the frames given to
+    ``Grounder.ground``); a track with no box at any of those stamps is left out.  Sources that
+    cannot filter by class (precomputed tracks) ignore ``phrase``.
+    """
+
+    @abstractmethod
+    def tracks_for(self, stamps: Sequence[float], phrase: str = "") -> list[Track]:
+        """Tracks of ``phrase`` at ``stamps``, best first."""
+
+    def proposals_for(self, stamps: Sequence[float], phrase: str = "") -> Proposals:
+        """:meth:`tracks_for` in the form ``Grounder.ground(..., proposals=...)`` takes."""
+        return to_proposals(self.tracks_for(stamps, phrase))
+
+
+def _rank(tracks: Iterable[Track], max_tracks: int) -> list[Track]:
+    """Non-empty tracks, longest and most confident first, at most ``max_tracks`` (0 = all)."""
+    ranked = sorted((t for t in tracks if t.boxes), key=lambda t: (len(t.boxes), t.score), reverse=True)
+    return ranked[:max_tracks] if max_tracks > 0 else ranked
+
+
+def _label_matches(label: str, phrase: str, synonyms: Optional[Mapping[str, str]] = None) -> bool:
+    from .subject import canonical_class
+
+    if not phrase or not label:
+        return True
+    return canonical_class(label, synonyms) == canonical_class(phrase, synonyms)
+
+
+class StaticTracks(ProposalSource):
+    """Tracks known in advance (e.g. one video's entry of a proposals file, re-keyed to stamps).
+
+    ``phrase`` is ignored unless ``filter_by_label`` and the tracks carry labels: precomputed
+    proposals were made for the query's own subject already.
+    """
+
+    def __init__(self, tracks: Iterable[Track], hold: float = 0.0, interpolate: bool = True,
+                 max_tracks: int = 0, filter_by_label: bool = False):
+        self.tracks = list(tracks)
+        self.hold, self.interpolate, self.max_tracks = hold, interpolate, max_tracks
+        self.filter_by_label = filter_by_label
+
+    @classmethod
+    def from_frame_indexed(cls, tracks: Mapping[Hashable, Mapping[int, Box]] | Mapping[Hashable, object],
+                           stamp_of_frame, **kwargs) -> "StaticTracks":
+        """Tracks keyed by frame index (a proposals-file entry: ``{id: {frame: box}}`` or
+        ``stvg_ros.datasets.Track`` objects) → stamps with ``stamp_of_frame(index)`` (e.g. ``i / fps``)."""
+        out = []
+        for tid, t in tracks.items():
+            boxes = getattr(t, "boxes", t)
+            label = str(getattr(t, "label", "") or "")
+            score = float(getattr(t, "score", 1.0))
+            track = Track(tid, label=label)
+            for f, b in boxes.items():  # type: ignore[union-attr]
+                track.observe(stamp_of_frame(int(f)), b, score)
+            out.append(track)
+        return cls(out, **kwargs)
+
+    def tracks_for(self, stamps: Sequence[float], phrase: str = "") -> list[Track]:
+        chosen = [t for t in self.tracks if not self.filter_by_label or _label_matches(t.label, phrase)]
+        return _rank((t.sampled(stamps, self.hold, self.interpolate) for t in chosen), self.max_tracks)
+
+
+class ExternalTracks(ProposalSource):
+    """Detections from outside (the node's ``detections`` topic), kept for a sliding window.
+
+    Detections with a track id extend that track; those without are linked into tracks by our own
+    tracker (one per label).  ``tracks_for`` keeps tracks whose label matches the phrase's class
+    when any does, otherwise all of them.  Thread-safe: ``add`` may run on the executor thread.
+    """
+
+    def __init__(self, window_s: float = 30.0, hold: float = 0.5, max_tracks: int = 16,
+                 tracker: str = "bytetrack", synonyms: Optional[Mapping[str, str]] = None):
+        from .tracker import make_tracker
+
+        self.window_s, self.hold, self.max_tracks = window_s, hold, max_tracks
+        self.synonyms = synonyms
+        self._tracker_kind = tracker
+        self._make_tracker = make_tracker
+        self._tracks: dict[str, Track] = {}
+        self._trackers: dict[str, object] = {}
+        self._latest = -np.inf
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._tracks.clear()
+            self._trackers.clear()
+            self._latest = -np.inf
+
+    def add(self, stamp: float, detections: Detections) -> None:
+        stamp = float(stamp)
+        with self._lock:
+            if stamp < self._latest - 1e-9:  # the clock jumped back (a looping bag): start over
+                self._tracks.clear()
+                self._trackers.clear()
+            self._latest = max(stamp, self._latest) if np.isfinite(self._latest) else stamp
+            ids = detections.track_ids or [""] * len(detections)
+            untracked = [i for i, tid in enumerate(ids) if not tid]
+            for i, tid in enumerate(ids):
+                if tid:
+                    track = self._tracks.setdefault(f"ext:{tid}", Track(f"ext:{tid}", label=detections.labels[i]))
+                    track.observe(stamp, detections.boxes[i], float(detections.scores[i]))
+            by_label: dict[str, list[int]] = {}
+            for i in untracked:
+                by_label.setdefault(detections.labels[i], []).append(i)
+            for label, idx in by_label.items():
+                tracker = self._trackers.get(label)
+                if tracker is None:
+                    tracker = self._trackers[label] = self._make_tracker(self._tracker_kind, label=label)
+                tracker.update(stamp, detections.subset(idx))  # type: ignore[attr-defined]
+            self._prune_locked()
+
+    def _prune_locked(self) -> None:
+        start = self._latest - self.window_s
+        for key in list(self._tracks):
+            self._tracks[key].prune_before(start)
+            if not self._tracks[key].boxes:
+                del self._tracks[key]
+        for tracker in self._trackers.values():
+            tracker.prune_before(start)  # type: ignore[attr-defined]
+
+    def tracks_for(self, stamps: Sequence[float], phrase: str = "") -> list[Track]:
+        with self._lock:
+            tracks = list(self._tracks.values())
+            for label, tracker in self._trackers.items():
+                tracks.extend(tracker.tracks())  # type: ignore[attr-defined]
+            matching = [t for t in tracks if _label_matches(t.label, phrase, self.synonyms)]
+            chosen = matching if matching else tracks
+            return _rank((t.sampled(stamps, self.hold) for t in chosen), self.max_tracks)

@@ -1,0 +1,154 @@
+"""Spatial choice: which object track the query refers to.
+
+With proposals (object tracks from a detector + tracker, as the paper's Grounding DINO + SAM2),
+each track is scored by the maximum spatial relevance inside its boxes over the frames the model
+saw, and the best track wins (paper and official code).  Without proposals a track is cut from
+the relevance map itself: per frame, the connected region of the peak, boxes smoothed over time.
+That is our addition, so that a robot without a detector still gets an answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable, Sequence
+
+import numpy as np
+
+from .relevance import cell_box, upsample_maps
+from .result import Box, Proposals
+
+#: the track id of the proposal-free (attention-built) track
+ATTENTION_TRACK = "attention"
+
+
+@dataclass
+class Track:
+    """A track restricted to the sampled frames: ``boxes[i]`` for sampled frame ``i`` (None = no box)."""
+
+    track_id: Hashable
+    boxes: list[Box | None]
+    score: float = float("-inf")
+
+
+def match_stamps(frame_stamps: Sequence[float], track: dict[float, Box], tolerance: float) -> list[Box | None]:
+    """Boxes of ``track`` at the sampled stamps (nearest stamp within ``tolerance``)."""
+    if not track:
+        return [None] * len(frame_stamps)
+    keys = np.array(sorted(track), dtype=np.float64)
+    out: list[Box | None] = []
+    for s in frame_stamps:
+        j = int(np.searchsorted(keys, s))
+        best = None
+        for k in (j - 1, j):
+            if 0 <= k < len(keys) and abs(keys[k] - s) <= tolerance:
+                if best is None or abs(keys[k] - s) < abs(keys[best] - s):
+                    best = k
+        out.append(None if best is None else tuple(float(v) for v in track[float(keys[best])]))
+    return out
+
+
+def clip_box(box: Sequence[float], image_size: tuple[int, int]) -> Box:
+    """Box clipped to the image, with ``x_min <= x_max`` and ``y_min <= y_max``."""
+    H, W = image_size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    x0, x1 = sorted((min(max(x0, 0.0), W), min(max(x1, 0.0), W)))
+    y0, y1 = sorted((min(max(y0, 0.0), H), min(max(y1, 0.0), H)))
+    return (x0, y0, x1, y1)
+
+
+def max_in_box(image_map: np.ndarray, box: Box, scale: float) -> float:
+    """Maximum of an upsampled map (``map_xy = image_xy * scale``) inside a pixel box.
+
+    A box thinner than one map pixel still reads the pixel it falls in, so tiny objects score.
+    """
+    h, w = image_map.shape
+    x0, y0, x1, y1 = (v * scale for v in box)
+    c0 = min(max(int(np.floor(x0)), 0), w - 1)
+    r0 = min(max(int(np.floor(y0)), 0), h - 1)
+    c1 = min(max(int(np.ceil(x1)), c0 + 1), w)
+    r1 = min(max(int(np.ceil(y1)), r0 + 1), h)
+    return float(image_map[r0:r1, c0:c1].max())
+
+
+def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[Track]) -> None:
+    """Set each track's score: the maximum relevance inside its boxes over all frames (in place)."""
+    for track in tracks:
+        vals = [max_in_box(image_maps[i], b, scale) for i, b in enumerate(track.boxes) if b is not None]
+        track.score = max(vals) if vals else float("-inf")
+
+
+def tracks_from_proposals(proposals: Proposals, frame_stamps: Sequence[float], image_size: tuple[int, int],
+                          tolerance: float) -> list[Track]:
+    """Proposals restricted to the sampled frames; tracks with no box there are dropped."""
+    out = []
+    for track_id, boxes in proposals.items():
+        matched = match_stamps(frame_stamps, {float(k): v for k, v in boxes.items()}, tolerance)
+        matched = [None if b is None else clip_box(b, image_size) for b in matched]
+        if any(b is not None for b in matched):
+            out.append(Track(track_id=track_id, boxes=matched))
+    return out
+
+
+def peak_region_box(grid_map: np.ndarray, threshold: float) -> tuple[int, int, int, int]:
+    """Cells ``(row0, col0, row1, col1)`` (inclusive) of the peak's connected region.
+
+    The region: 4-connected cells whose value is at least ``min + threshold * (peak - min)``
+    and that connect to the peak cell.  Measured against the frame's range rather than the
+    raw peak because relevance ratios sit on a positive baseline (about 1 where question and
+    caption agree); a fraction of the raw peak would swallow that baseline.
+    """
+    import cv2
+
+    lo, hi = float(grid_map.min()), float(grid_map.max())
+    r, c = np.unravel_index(int(np.argmax(grid_map)), grid_map.shape)
+    if hi <= lo:
+        return 0, 0, grid_map.shape[0] - 1, grid_map.shape[1] - 1
+    mask = (grid_map >= lo + threshold * (hi - lo)).astype(np.uint8)
+    _, labels = cv2.connectedComponents(mask, connectivity=4)
+    rows, cols = np.nonzero(labels == labels[r, c])
+    return int(rows.min()), int(cols.min()), int(rows.max()), int(cols.max())
+
+
+def smooth_boxes(boxes: np.ndarray, window: int = 5) -> np.ndarray:
+    """Temporal median of box coordinates over a centred window (edge frames use what they have).
+
+    The median links per-frame peak regions into one track: a frame whose peak jumps to another
+    object for a moment is outvoted by its neighbours, while a real move of the target survives.
+    """
+    T = boxes.shape[0]
+    half = window // 2
+    out = np.empty_like(boxes)
+    for t in range(T):
+        out[t] = np.median(boxes[max(0, t - half): t + half + 1], axis=0)
+    return out
+
+
+def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
+                    image_size: tuple[int, int], threshold: float, window: int = 5) -> Track:
+    """The proposal-free track: per-frame peak region boxes, median-smoothed over time."""
+    raw = np.array([cell_box(*peak_region_box(m, threshold), grid, content_box) for m in grid_maps],
+                   dtype=np.float64)
+    smoothed = smooth_boxes(raw, window) if len(raw) > 2 else raw
+    return Track(track_id=ATTENTION_TRACK, boxes=[clip_box(b, image_size) for b in smoothed])
+
+
+def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
+                 image_size: tuple[int, int], frame_stamps: Sequence[float], proposals: Proposals | None,
+                 box_threshold: float, tolerance: float) -> tuple[Track, list[Track], np.ndarray, float, str]:
+    """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
+
+    Returns ``(best, all scored tracks, upsampled maps, their scale, reason)``; ``reason`` says
+    why the proposal-free path was taken although proposals were given (empty otherwise).
+    """
+    image_maps, scale = upsample_maps(grid_maps, content_box, image_size)
+    reason = ""
+    tracks: list[Track] = []
+    if proposals:
+        tracks = tracks_from_proposals(proposals, frame_stamps, image_size, tolerance)
+        if not tracks:
+            reason = "no proposal track has a box in the sampled frames; used the attention-built track"
+    if not tracks:
+        tracks = [attention_track(grid_maps, grid, content_box, image_size, box_threshold)]
+    score_tracks(image_maps, scale, tracks)
+    best = max(tracks, key=lambda t: t.score)
+    return best, tracks, image_maps, scale, reason

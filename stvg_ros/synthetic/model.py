@@ -1,0 +1,220 @@
+"""The small Qwen2.5-VL of the synthetic world: architecture, tokenizer, preprocessing, yes/no forward.
+
+Why a real Qwen2.5-VL (``Qwen2_5_VLForConditionalGeneration``) and not a custom net: the shipped
+checkpoint must load through the same adapter as a real model (``Grounder.from_pretrained``), so the
+grounding stays the paper's zero-shot method on an off-the-shelf architecture, only smaller.
+
+Training feeds the frames exactly as the adapter does at inference: one video, frames resized to
+``IMAGE_SIZE`` square, 14 px patches, temporal patch 2, 2×2 merge, CLIP mean/std normalisation, and
+the ChatML prompt ``<video> question`` with the generation prompt appended.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .generator import ACTIONS, COLOURS, SHAPES, SIZES
+
+IMAGE_SIZE = 112
+FPS = 5.0
+#: rotary time positions advance tokens_per_second × seconds per slot: 5 × 0.4 s = 2 per slot at the
+#: generator's 5 fps (an integer step, since Qwen truncates temporal positions to integers)
+TOKENS_PER_SECOND = 5
+PATCH = 14
+TEMPORAL_PATCH = 2
+MERGE = 2
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+#: every word the questions, sub-queries and the pipeline's prompts use
+WORDS = sorted(set(
+    list(COLOURS) + list(SHAPES) + list(SIZES)
+    + " ".join(ACTIONS).split()
+    + "Is there a the that shape in this video Describe details please describe yes no".split()
+))
+
+MODEL_DIMS = dict(
+    lm_hidden=128, lm_layers=3, lm_heads=4, lm_kv_heads=4, lm_intermediate=384,
+    vision_hidden=96, vision_depth=2, vision_heads=4, vision_intermediate=192,
+)
+
+
+def build_tokenizer():
+    """The ChatML word-level tokenizer of ``stvg_ros.testing`` (shared with the adapters' tests)."""
+    from stvg_ros.testing import build_tokenizer as _build
+
+    return _build(WORDS, "qwen2_5_vl")
+
+
+def build_model(seed: int = 0, dims: dict | None = None):
+    """A freshly initialised small Qwen2.5-VL and its tokenizer (deterministic by ``seed``)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    d = dict(MODEL_DIMS, **(dims or {}))
+    tok = build_tokenizer()
+    ids = tok.convert_tokens_to_ids
+    head_dim = d["lm_hidden"] // d["lm_heads"]
+    quarter = head_dim // 2
+    mrope = [quarter - 2 * (3 * quarter // 8), 3 * quarter // 8, 3 * quarter // 8]  # e.g. [4, 6, 6] for 32
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=len(tok), hidden_size=d["lm_hidden"], intermediate_size=d["lm_intermediate"],
+            num_hidden_layers=d["lm_layers"], num_attention_heads=d["lm_heads"],
+            num_key_value_heads=d["lm_kv_heads"], max_position_embeddings=1024, rms_norm_eps=1e-6,
+            tie_word_embeddings=False,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>")),
+        vision_config=dict(
+            depth=d["vision_depth"], hidden_size=d["vision_hidden"], intermediate_size=d["vision_intermediate"],
+            num_heads=d["vision_heads"], patch_size=PATCH, spatial_merge_size=MERGE,
+            temporal_patch_size=TEMPORAL_PATCH, window_size=IMAGE_SIZE, fullatt_block_indexes=[d["vision_depth"] - 1],
+            out_hidden_size=d["lm_hidden"], tokens_per_second=TOKENS_PER_SECOND),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    init_colour_patch_filters(model, seed)
+    return model, tok
+
+
+def init_colour_patch_filters(model, seed: int = 0) -> None:
+    """Initialise the patch embedding with fixed, sensible features instead of noise.
+
+    Initialisation, not supervision: the first channels are colour-opponent means over the whole
+    patch and over its four quadrants (where in the patch the colour sits), and frame differences
+    (what moved between the two frames of a temporal patch); the rest stay random.  A tiny tower
+    trained from scratch otherwise spends thousands of steps discovering that colour matters.
+    """
+    w = model.model.visual.patch_embed.proj.weight  # (hidden, 3, 2, P, P)
+    hidden = w.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    filters = []
+    opponents = [torch.tensor(v, dtype=torch.float32) for v in
+                 ([1, 0, 0], [0, 1, 0], [0, 0, 1], [1, -1, 0], [-0.5, -0.5, 1], [1, 1, 1])]
+    half = PATCH // 2
+    quadrants = [(slice(0, half), slice(0, half)), (slice(0, half), slice(half, PATCH)),
+                 (slice(half, PATCH), slice(0, half)), (slice(half, PATCH), slice(half, PATCH))]
+    for c in opponents:  # whole-patch colour, both frames
+        f = torch.zeros(3, 2, PATCH, PATCH)
+        f[:] = c.view(3, 1, 1, 1) / (2 * PATCH * PATCH) ** 0.5
+        filters.append(f)
+    for c in opponents[:5]:  # colour per quadrant
+        for ys, xs in quadrants:
+            f = torch.zeros(3, 2, PATCH, PATCH)
+            f[:, :, ys, xs] = c.view(3, 1, 1, 1) / (2 * half * half) ** 0.5
+            filters.append(f)
+    for c in opponents:  # temporal difference: second frame minus first
+        f = torch.zeros(3, 2, PATCH, PATCH)
+        f[:, 1] = c.view(3, 1, 1) / (2 * PATCH * PATCH) ** 0.5
+        f[:, 0] = -c.view(3, 1, 1) / (2 * PATCH * PATCH) ** 0.5
+        filters.append(f)
+    fixed = torch.stack(filters)[:hidden] * 4.0
+    with torch.no_grad():
+        rest = torch.randn((hidden - len(fixed),) + tuple(w.shape[1:]), generator=gen) / (w[0].numel() ** 0.5)
+        w.copy_(torch.cat([fixed, rest]) if len(fixed) < hidden else fixed)
+
+
+# --- preprocessing (the adapter's layout, numpy only) ------------------------------------------------
+def frames_to_pixels(frames: np.ndarray | Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(T, H, W, 3) uint8 RGB frames → Qwen's flattened patches and ``grid_thw`` (1, 3).
+
+    Frames are resized to ``IMAGE_SIZE`` when needed (OpenCV area/cubic), an odd count repeats the last
+    frame to fill the temporal patch, and patches are ordered as Qwen2-VL's processor orders them
+    (merge windows contiguous).
+    """
+    import cv2
+
+    arr = np.asarray(frames)
+    if arr.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE):
+        arr = np.stack([cv2.resize(f, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_CUBIC) for f in arr])
+    if len(arr) % TEMPORAL_PATCH:
+        arr = np.concatenate([arr, arr[-1:].repeat(TEMPORAL_PATCH - len(arr) % TEMPORAL_PATCH, 0)])
+    x = (arr.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD  # (T, H, W, C)
+    x = x.transpose(0, 3, 1, 2)  # (T, C, H, W)
+    t, c, h, w = x.shape
+    gt, gh, gw = t // TEMPORAL_PATCH, h // PATCH, w // PATCH
+    x = x.reshape(gt, TEMPORAL_PATCH, c, gh // MERGE, MERGE, PATCH, gw // MERGE, MERGE, PATCH)
+    x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    x = x.reshape(gt * gh * gw, c * TEMPORAL_PATCH * PATCH * PATCH)
+    return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor([[gt, gh, gw]])
+
+
+class PromptBuilder:
+    """Token ids of ``<video> question`` prompts in the ChatML template, video placeholder expanded."""
+
+    def __init__(self, tokenizer, num_visual_tokens: int):
+        self.tok = tokenizer
+        self.video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+        self.pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        self.num_visual_tokens = num_visual_tokens
+        self.yes_id, self.no_id = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "no"))
+        self._cache: dict[str, list[int]] = {}
+
+    def ids(self, question: str) -> list[int]:
+        if question not in self._cache:
+            messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+            text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = self.tok.encode(text, add_special_tokens=False)
+            unk = self.tok.convert_tokens_to_ids("<unk>")
+            if unk in ids:
+                raise ValueError(f"question {question!r} has words outside the synthetic vocabulary")
+            k = ids.index(self.video_id)
+            self._cache[question] = ids[:k] + [self.video_id] * self.num_visual_tokens + ids[k + 1:]
+        return self._cache[question]
+
+
+def yes_no_logits(model, prompts: PromptBuilder, pixels: torch.Tensor, grid: torch.Tensor,
+                  questions: Sequence[str], clip_of_question: Sequence[int],
+                  seconds_per_slot: float = TEMPORAL_PATCH / FPS) -> torch.Tensor:
+    """(B, 2) logits of "yes"/"no" as the first answer token, the vision tower run once per clip.
+
+    ``pixels``/``grid`` hold several clips (concatenated patches, one grid row per clip); question
+    ``b`` is asked about clip ``clip_of_question[b]``.  Prompts are right-padded, which leaves every
+    real token's causal attention unchanged, and the logits are read at each prompt's last token.
+    """
+    inner = model.model
+    feats = inner.get_video_features(pixels, grid, return_dict=True).pooler_output  # tuple per clip
+    seqs = [prompts.ids(q) for q in questions]
+    length = max(len(s) for s in seqs)
+    input_ids = torch.full((len(seqs), length), prompts.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), length), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        input_ids[b, :len(s)] = torch.tensor(s)
+        mask[b, :len(s)] = 1
+    embeds = inner.get_input_embeddings()(input_ids)
+    video_mask = input_ids == prompts.video_id
+    visual = torch.cat([feats[c] for c in clip_of_question]).to(embeds.dtype)
+    embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), visual)
+    grids = grid[list(clip_of_question)]
+    type_ids = video_mask.int() * 2
+    position_ids, _ = inner.get_rope_index(input_ids, type_ids, video_grid_thw=grids, attention_mask=mask,
+                                           second_per_grid_ts=torch.full((len(seqs),), seconds_per_slot))
+    out = inner.language_model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask)
+    last = mask.sum(1) - 1
+    hidden = out.last_hidden_state[torch.arange(len(seqs)), last]
+    w = model.lm_head.weight[[prompts.yes_id, prompts.no_id]]
+    return hidden @ w.T
+
+
+def save_model_dir(model, tokenizer, out: str | Path, extra: dict | None = None) -> Path:
+    """Write a directory that ``Grounder.from_pretrained`` loads: safetensors weights, tokenizer,
+    chat template and the preprocessor configs the adapter reads (112 px frames)."""
+    from stvg_ros.testing import _qwen_processor_config
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    proc = _qwen_processor_config(IMAGE_SIZE)
+    for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
+        (out / name).write_text(json.dumps(proc, indent=2) + "\n")
+    (out / "chat_template.jinja").write_text(tokenizer.chat_template)
+    if extra:
+        (out / "synthetic_training.json").write_text(json.dumps(extra, indent=2) + "\n")
+    return out

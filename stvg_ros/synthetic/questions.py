@@ -1,0 +1,95 @@
+"""Existence questions about a synthetic clip: the only training signal (never boxes or spans).
+
+Questions climb a ladder of rungs, each a kind of description:
+``colour`` ("a red shape"), ``shape`` ("a star"), ``look`` (colour + shape, sometimes size) and
+``action`` (shape or look + what it does, in the query and the sub-query forms the grounding asks).
+Negatives are hard: an existing object's description with one part changed so that nothing in
+the clip matches, so the answer cannot come from a single cue.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .generator import ACTION_VERB, ACTIONS, COLOURS, HELD_OUT, SHAPES, SIZES, describe, matches
+
+RUNGS = ("colour", "shape", "look", "action")
+_FIELDS = {
+    "colour": ("colour",),
+    "shape": ("shape",),
+    "look": ("colour", "shape"),
+    "action": ("shape", "action"),
+}
+_VALUES = {"size": list(SIZES), "colour": list(COLOURS), "shape": list(SHAPES), "action": list(ACTIONS)}
+
+
+def _fields(rung: str, rng: np.random.Generator) -> list[str]:
+    fields = list(_FIELDS[rung])
+    if rung == "look" and rng.random() < 0.5:
+        fields.append("size")
+    if rung == "action":
+        r = rng.random()
+        if r < 0.35:
+            fields += ["colour", "size"]  # the full referring query
+        elif r < 0.6:
+            fields.append("colour")
+    return fields
+
+
+def phrase(desc: dict, rng: np.random.Generator) -> str:
+    """The question for a description dict (size/colour/shape/action, missing = None)."""
+    if desc.get("action") and not desc.get("colour") and not desc.get("size") and rng.random() < 0.5:
+        body = f"the {desc['shape']} {ACTION_VERB[desc['action']]}"  # the action sub-query's form
+    else:
+        body = describe(desc.get("size"), desc.get("colour"), desc.get("shape"), desc.get("action"),
+                        article="the" if rng.random() < 0.5 else "a")
+    return f"Is there {body} in this video?"
+
+
+def _present(objects: list[dict], desc: dict) -> bool:
+    return any(matches(o, desc.get("size"), desc.get("colour"), desc.get("shape"), desc.get("action"))
+               for o in objects)
+
+
+def _allowed(desc: dict, split: str) -> bool:
+    return split == "test" or not desc.get("colour") or not desc.get("action") \
+        or (desc["colour"], desc["action"]) not in HELD_OUT
+
+
+def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.Generator,
+                  split: str = "train") -> str | None:
+    """A question of ``rung`` about a clip whose answer is ``answer`` (None if none can be made)."""
+    pool = [o for o in objects if rung != "action" or o["action"]]
+    if not pool:
+        return None
+    for _ in range(30):
+        obj = pool[int(rng.integers(len(pool)))]
+        fields = _fields(rung, rng)
+        desc = {f: obj[f] for f in fields}
+        if not answer:
+            change = fields[int(rng.integers(len(fields)))]
+            options = [v for v in _VALUES[change] if v != obj[change]]
+            desc[change] = options[int(rng.integers(len(options)))]
+        if desc.get("action") == "spins" and desc.get("shape") == "circle":
+            continue
+        if _present(objects, desc) != answer or not _allowed(desc, split):
+            continue
+        return phrase(desc, rng)
+    return None
+
+
+def clip_questions(objects: list[dict], rungs: list[str], per_answer: int, rng: np.random.Generator,
+                   split: str = "train") -> list[tuple[str, bool, str]]:
+    """Balanced questions for one clip: ``per_answer`` yes and as many no, (question, answer, rung)."""
+    out = []
+    for answer in (True, False):
+        made = 0
+        for _ in range(4 * per_answer):
+            rung = rungs[int(rng.integers(len(rungs)))]
+            q = make_question(objects, rung, answer, rng, split)
+            if q is not None:
+                out.append((q, answer, rung))
+                made += 1
+                if made == per_answer:
+                    break
+    return out

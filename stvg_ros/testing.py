@@ -1,0 +1,331 @@
+"""Tiny random models of every supported family, built offline, for tests and demos.
+
+``tiny_model(family, directory)`` writes a complete model directory (config, random weights,
+tokenizer with the family's real chat-template format, and the preprocessor configs the
+adapters read) with ``save_pretrained``, so that the user's loading path
+(``load_adapter`` / ``Grounder.from_pretrained``) is the path that tests exercise.
+
+``build_tokenizer(words, family)`` is reusable on its own: it builds a small word-level
+tokenizer with the layout of the family's real tokenizer (byte-level pieces with ``Ġ``/``Ċ`` for
+ChatML families, sentencepiece-style ``▁`` pieces for Vicuna-style LLaVA-NeXT-Video) that knows
+exactly ``words`` (plus the template's own words and single characters), e.g. to train a small
+model on a synthetic vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+#: families ``tiny_model`` can build (``qwen2_vl`` is Qwen2-VL, the others as named)
+TINY_FAMILIES = ("qwen2_5_vl", "qwen2_vl", "llava_onevision", "llava_next_video")
+
+#: words every tiny tokenizer knows (prompts used by the tests and the grounding defaults)
+DEFAULT_WORDS = (
+    "yes no Yes No Is is there There a an the The in this video Describe describe details detail please "
+    "red green blue yellow white black orange purple brown gray pink "
+    "ball box cube square circle disc triangle man woman person car dog cat bench chair table "
+    "small large big left right top bottom moving moves walks runs jumps sits stands takes step forward "
+    "and on to of with at from clothes coat shirt hat appears disappears Attribute Action Query "
+    "what where who when which object thing"
+).split()
+
+_CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+_QWEN_VISION_SPECIALS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+_LLAVA_SPECIALS = ["<image>", "<video>"]
+
+# Chat templates written to render exactly what each family's released template renders for a
+# user turn of [video, text] (the adapters only rely on the rendered text, never on these strings).
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + ' ' }}"
+    "{% if message['content'] is string %}{{ '\n' + message['content'] }}"
+    "{% else %}"
+    "{% for part in message['content'] if part['type'] == 'image' %}{{ '<image>' }}{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'video' %}{{ '<video>' }}{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'text' %}{{ '\n' + part['text'] }}{% endfor %}"
+    "{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+VICUNA_VIDEO_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] != 'system' %}{{ message['role'].upper() + ': ' }}{% endif %}"
+    "{% if message['content'] is string %}{{ message['content'] + ' ' }}"
+    "{% else %}"
+    "{% for part in message['content'] if part['type'] == 'image' %}{{ '<image>\n' }}{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'video' %}{{ '<video>\n' }}{% endfor %}"
+    "{% for part in message['content'] if part['type'] == 'text' %}{{ part['text'] + ' ' }}{% endfor %}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'ASSISTANT:' }}{% endif %}"
+)
+
+
+#: the three families of the public contract (``tiny_model``'s required families)
+CONTRACT_FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
+
+
+def random_frames(num_frames: int, height: int, width: int, seed: int = 0) -> list:
+    """Deterministic random HxWx3 uint8 RGB frames (test input with texture everywhere)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(num_frames)]
+
+
+def _family_style(family: str) -> str:
+    if family in ("qwen2_5_vl", "qwen2_vl", "llava_onevision", "chatml"):
+        return "chatml"
+    if family in ("llava_next_video", "vicuna"):
+        return "vicuna"
+    raise ValueError(f"unknown family {family!r}: choose one of {', '.join(TINY_FAMILIES)}")
+
+
+def build_tokenizer(words: Iterable[str], family: str):
+    """A small fast tokenizer that knows ``words``, laid out like ``family``'s real tokenizer.
+
+    ChatML families (qwen2_5_vl, qwen2_vl, llava_onevision): GPT-2 byte-level pre-tokenisation
+    (``Ġword`` after a space, ``Ċ`` for a newline), ``<|im_start|>``/``<|im_end|>`` specials, plus the
+    vision placeholders of the family.  Vicuna (llava_next_video): sentencepiece-style ``▁word``
+    pieces, ``<s>``/``</s>``, and " ASSISTANT:" split into Llama's pieces ``▁A SS IST ANT :``.
+    Every word gets a whole-word token in both its start-of-text and after-space forms; anything
+    else falls back to single characters or ``<unk>``.  Returns a ``PreTrainedTokenizerFast`` with
+    the family's chat template set.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    style = _family_style(family)
+    words = list(dict.fromkeys(list(DEFAULT_WORDS) + [w for w in words if w]))
+    chars = [chr(c) for c in range(33, 127)]
+    if style == "chatml":
+        specials = list(_CHATML_SPECIALS)
+        if family in ("qwen2_5_vl", "qwen2_vl"):
+            specials += _QWEN_VISION_SPECIALS
+        else:
+            specials += _LLAVA_SPECIALS
+        template_words = "system user assistant You are helpful".split()
+        byte_encoder = pre_tokenizers.ByteLevel.alphabet()
+        pieces = ["<unk>"] + specials + sorted(byte_encoder) + ["Ċ", "ĊĊ", "Ġ"]
+        for w in template_words + words:
+            pieces += [w, "Ġ" + w]
+        pieces += ["." + "Ċ", "Ġ?"]
+        pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        decoder = decoders.ByteLevel()
+        unk, bos, eos, pad = "<unk>", None, "<|im_end|>", "<|endoftext|>"
+        template = ONEVISION_CHAT_TEMPLATE if family == "llava_onevision" else QWEN_CHAT_TEMPLATE
+    else:
+        specials = ["<unk>", "<s>", "</s>", "<pad>"] + _LLAVA_SPECIALS
+        template_words = "USER SYSTEM".split()
+        pieces = list(specials) + chars + ["▁" + c for c in chars] + ["▁", "<0x0A>"]
+        for w in template_words + words:
+            pieces += [w, "▁" + w]
+        pieces += ["▁A", "SS", "IST", "ANT"]
+        # Metaspace marks spaces with '▁'; the Split reproduces Llama's pieces of " ASSISTANT:" and
+        # isolates punctuation and newlines the way sentencepiece's vocabulary does for these words.
+        pre = pre_tokenizers.Sequence([
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True),
+            pre_tokenizers.Split(Regex(r"▁A(?=SSISTANT)|SS(?=ISTANT)|IST(?=ANT)|ANT(?=:)|[\n]|[!-/:-@\[-`{-~]"),
+                                 behavior="isolated"),
+        ])
+        decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+        unk, bos, eos, pad = "<unk>", "<s>", "</s>", "<pad>"
+        template = VICUNA_VIDEO_CHAT_TEMPLATE
+    vocab: dict[str, int] = {}
+    for p in pieces:
+        vocab.setdefault(p, len(vocab))
+    if style == "vicuna":
+        vocab["\n"] = vocab.pop("<0x0A>")
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk))
+    tok.pre_tokenizer = pre
+    tok.decoder = decoder
+    tok.add_special_tokens([t for t in specials if t != "<unk>"] + ["<unk>"])
+    kwargs = dict(tokenizer_object=tok, unk_token=unk, eos_token=eos, pad_token=pad)
+    if bos:
+        kwargs["bos_token"] = bos
+    fast = PreTrainedTokenizerFast(**kwargs)
+    if style == "vicuna":
+        fast.add_bos_token = True
+    fast.chat_template = template
+    return fast
+
+
+def _lm_dims(vocab_size: int) -> dict:
+    return dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                rms_norm_eps=1e-6, tie_word_embeddings=False)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def tiny_model(family: str, directory: str, words: Iterable[str] = (), seed: int = 0, image_size: int = 112,
+               **lm_sizes) -> str:
+    """Build, save and return ``directory`` holding a tiny random model of ``family``.
+
+    Sizes: 2 decoder layers, hidden 64, 4 heads (2 key/value heads), a 2-layer vision tower with the
+    family's real patch geometry (14 px patches) on small frames (``image_size``, a multiple of 28)
+    so a test forward takes milliseconds.  Deterministic for a given ``seed``.  ``words`` extends
+    the tokenizer's vocabulary; ``lm_sizes`` overrides decoder sizes (e.g. ``hidden_size=128,
+    num_hidden_layers=4``) for a small model that is meant to be trained.
+    """
+    if image_size % 28:
+        raise ValueError(f"image_size={image_size} must be a multiple of 28 (patch 14 x merge/pool 2)")
+    import torch
+
+    if family not in TINY_FAMILIES:
+        raise ValueError(f"unknown family {family!r}: choose one of {', '.join(TINY_FAMILIES)}")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(words, family)
+    vocab_size = len(tokenizer)
+    ids = tokenizer.convert_tokens_to_ids
+    lm = dict(_lm_dims(vocab_size), **lm_sizes)
+    half = lm["hidden_size"] // lm["num_attention_heads"] // 2
+    mrope = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # Qwen's t/h/w split of the rotary dims
+    torch.manual_seed(seed)
+    if family == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+        config = Qwen2_5_VLConfig(
+            text_config=dict(lm, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                  "mrope_section": mrope},
+                             bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
+                             pad_token_id=ids("<|endoftext|>")),
+            vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
+                               spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                               fullatt_block_indexes=[1], out_hidden_size=lm["hidden_size"], tokens_per_second=2),
+            image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        )
+        model = Qwen2_5_VLForConditionalGeneration(config)
+        proc = _qwen_processor_config(image_size)
+    elif family == "qwen2_vl":
+        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+        config = Qwen2VLConfig(
+            text_config=dict(lm, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                                  "mrope_section": mrope},
+                             bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
+                             pad_token_id=ids("<|endoftext|>")),
+            vision_config=dict(depth=2, embed_dim=32, hidden_size=lm["hidden_size"], mlp_ratio=2, num_heads=2,
+                               patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+            image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+            vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        )
+        model = Qwen2VLForConditionalGeneration(config)
+        proc = _qwen_processor_config(image_size)
+    elif family == "llava_onevision":
+        from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+
+        config = LlavaOnevisionConfig(
+            text_config=dict(lm, model_type="qwen2", bos_token_id=ids("<|endoftext|>"),
+                             eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>")),
+            vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=14),
+            image_token_index=ids("<image>"), video_token_index=ids("<video>"),
+            vision_feature_select_strategy="full", vision_feature_layer=-1,
+            image_grid_pinpoints=[[image_size, image_size]],
+        )
+        model = LlavaOnevisionForConditionalGeneration(config)
+        proc = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                "size": {"height": image_size, "width": image_size}, "resample": 3, "rescale_factor": 1 / 255,
+                "do_normalize": True, "do_rescale": True, "do_resize": True, "do_convert_rgb": True}
+    else:  # llava_next_video
+        from transformers import LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
+
+        config = LlavaNextVideoConfig(
+            text_config=dict(lm, model_type="llama", bos_token_id=ids("<s>"), eos_token_id=ids("</s>"),
+                             pad_token_id=ids("<pad>")),
+            vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=image_size, patch_size=14,
+                               projection_dim=32),
+            image_token_index=ids("<image>"), video_token_index=ids("<video>"),
+            vision_feature_select_strategy="default", vision_feature_layer=-2,
+            spatial_pool_mode="average", spatial_pool_stride=2, image_grid_pinpoints=[[image_size, image_size]],
+        )
+        model = LlavaNextVideoForConditionalGeneration(config)
+        mean, std = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+        proc = {"image_mean": mean, "image_std": std, "size": {"shortest_edge": image_size},
+                "crop_size": {"height": image_size, "width": image_size}, "resample": 3, "rescale_factor": 1 / 255,
+                "do_normalize": True, "do_rescale": True, "do_resize": True, "do_center_crop": True,
+                "do_convert_rgb": True}
+    _randomise(model, seed)
+    model.eval()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    _write_json(out / "preprocessor_config.json", proc)
+    _write_json(out / "video_preprocessor_config.json", proc)
+    (out / "chat_template.jinja").write_text(tokenizer.chat_template)
+    return str(out)
+
+
+def _qwen_processor_config(side: int) -> dict:
+    return {"image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+            "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2,
+            "size": {"shortest_edge": 56 * 56, "longest_edge": side * side},
+            "min_pixels": 56 * 56, "max_pixels": side * side, "resample": 3, "rescale_factor": 1 / 255,
+            "do_normalize": True, "do_rescale": True, "do_resize": True, "do_convert_rgb": True}
+
+
+def _randomise(model, seed: int) -> None:
+    """Re-draw every weight with a fixed generator and a scale that keeps activations O(1).
+
+    The default init of some tiny towers gives near-constant features; a plain N(0, 0.2) draw makes
+    tokens differ, so geometry and attention tests see real signal.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim == 1 and ("norm" in name or "ln" in name or name.endswith("layernorm.weight")):
+                if name.endswith("weight"):
+                    p.fill_(1.0)
+                else:
+                    p.zero_()
+                continue
+            fan_in = p.shape[-1] if p.ndim > 1 else 1
+            std = 1.0 / max(fan_in, 1) ** 0.5 if p.ndim > 1 else 0.02
+            if p.ndim > 2:  # conv patch embeddings: fan-in over all but the output channel
+                std = 1.0 / max(p[0].numel(), 1) ** 0.5
+            if "embed_tokens" in name or "lm_head" in name:
+                std = 1.0
+            if "position_embedding" in name or "pos_embed" in name or name.endswith("image_newline"):
+                std = 0.5
+            p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+
+def main() -> None:  # pragma: no cover - convenience CLI
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Write a tiny random model of a family into a directory.")
+    ap.add_argument("family", choices=TINY_FAMILIES)
+    ap.add_argument("directory")
+    args = ap.parse_args()
+    print(tiny_model(args.family, os.path.abspath(args.directory)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

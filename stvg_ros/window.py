@@ -1,0 +1,317 @@
+"""The node's memory of the recent stream, as plain Python (no ROS) so it is testable alone.
+
+:class:`FrameWindow` holds the last ``duration`` seconds of camera frames, decimated to a target
+rate and downscaled at ingestion, so memory is bounded by ``max_frames x max_side^2 x 3`` bytes
+whatever the camera sends.  Time is the frames' own header stamps (integer nanoseconds, kept
+exactly so answers quote the stamps the camera published); a stamp that jumps backwards (a
+looping bag, a restarted driver) resets the window.
+
+:class:`DetectionBuffer` keeps external detections by stamp and turns the ones that belong to a
+set of window frames into the core's ``Proposals`` (linking untracked detections by overlap).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Hashable, Iterable, Optional, Sequence
+
+import numpy as np
+
+Box = tuple[float, float, float, float]
+
+NS = 1_000_000_000
+
+
+def to_seconds(stamp_ns: int) -> float:
+    return stamp_ns / NS
+
+
+def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """Shrink ``image`` so its longer side is at most ``max_side`` (0 = keep).
+
+    Returns the image and ``scale`` = source pixels per stored pixel (>= 1), so a box found on
+    the stored image maps back to the source by multiplying with ``scale``.
+    """
+    h, w = image.shape[:2]
+    longest = max(h, w)
+    if max_side <= 0 or longest <= max_side:
+        return image, 1.0
+    import cv2
+
+    scale = longest / max_side
+    size = (max(1, round(w / scale)), max(1, round(h / scale)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    # The exact per-axis factors differ from `scale` by rounding only; use the width's.
+    return small, w / size[0]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One frame kept in the window: RGB pixels (possibly downscaled) and where they came from."""
+
+    stamp_ns: int
+    image: np.ndarray  # HxWx3 uint8 RGB, stored size
+    scale: float  # source pixels per stored pixel
+    source_size: tuple[int, int]  # (H, W) of the image as published
+    frame_id: str = ""
+
+    @property
+    def stamp(self) -> float:
+        return to_seconds(self.stamp_ns)
+
+    def box_to_source(self, box: Box) -> Box:
+        """A box on the stored image → the same box in the published image's pixels, clipped."""
+        h, w = self.source_size
+        s = self.scale
+        x0, y0, x1, y1 = (float(v) * s for v in box)
+        return (min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h))
+
+    def box_from_source(self, box: Box) -> Box:
+        s = self.scale
+        return tuple(float(v) / s for v in box)  # type: ignore[return-value]
+
+
+class FrameWindow:
+    """Sliding window of recent frames; thread-safe (the executor adds, the worker reads).
+
+    ``offer(stamp_ns)`` decides *before decoding* whether a frame is wanted, so decimated frames
+    cost nothing; ``add`` stores a decoded frame.  Decimation keeps one frame per ``1/rate``
+    seconds on a fixed schedule (a 30 Hz camera at rate 10 keeps every third frame; 25 Hz gives
+    an average of 10), so the kept rate does not drift with jitter.
+    """
+
+    #: a stamp this much older than the newest frame means the clock jumped back: reset
+    JUMP_BACK_S = 0.5
+    #: slack when comparing a stamp with the decimation schedule (1 ms)
+    SLACK_NS = 1_000_000
+
+    def __init__(self, duration: float = 10.0, max_frames: int = 64, rate: float = 0.0, max_side: int = 0):
+        self.configure(duration, max_frames, rate, max_side)
+        self._frames: deque[Frame] = deque()
+        self._lock = threading.Lock()
+        self._next_due_ns: Optional[int] = None
+        self.resets = 0
+        self.decimated = 0
+        self.stale = 0
+
+    def configure(self, duration: float, max_frames: int, rate: float, max_side: int) -> None:
+        if duration <= 0:
+            raise ValueError(f"window duration {duration!r} s: use a positive number of seconds")
+        if max_frames < 1:
+            raise ValueError(f"window max_frames {max_frames!r}: keep at least 1 frame")
+        if rate < 0:
+            raise ValueError(f"window rate {rate!r} Hz: use 0 (keep every frame) or a positive rate")
+        if max_side < 0:
+            raise ValueError(f"window max_side {max_side!r}: use 0 (no downscaling) or a positive pixel size")
+        self.duration_ns = int(round(duration * NS))
+        self.max_frames = int(max_frames)
+        self.period_ns = int(round(NS / rate)) if rate > 0 else 0
+        self.max_side = int(max_side)
+
+    # ------------------------------------------------------------------------------------------
+    def offer(self, stamp_ns: int) -> str:
+        """Whether a frame with this stamp should be decoded and added.
+
+        Returns ``"keep"``, ``"reset"`` (keep, after the window was cleared because the clock
+        jumped back), ``"decimate"`` (skip: too soon for the target rate) or ``"stale"`` (skip:
+        not newer than the newest frame, e.g. a duplicate or a reordered message).
+        """
+        with self._lock:
+            outcome = "keep"
+            if self._frames:
+                newest = self._frames[-1].stamp_ns
+                if stamp_ns <= newest:
+                    if newest - stamp_ns > self.JUMP_BACK_S * NS:
+                        self._clear_locked()
+                        self.resets += 1
+                        outcome = "reset"
+                    else:
+                        self.stale += 1
+                        return "stale"
+            if outcome == "keep" and self.period_ns and self._next_due_ns is not None:
+                if stamp_ns < self._next_due_ns - self.SLACK_NS:
+                    self.decimated += 1
+                    return "decimate"
+            if self.period_ns:
+                due = self._next_due_ns
+                if due is None or outcome == "reset" or stamp_ns >= due + self.period_ns:
+                    due = stamp_ns  # (re)start the schedule at this frame after a gap or reset
+                self._next_due_ns = due + self.period_ns
+            return outcome
+
+    def add(self, stamp_ns: int, image: np.ndarray, source_size: Optional[tuple[int, int]] = None,
+            frame_id: str = "", already_scaled: float = 1.0) -> Frame:
+        """Store a decoded RGB frame (downscaled here to ``max_side``) and evict old ones."""
+        if source_size is None:
+            source_size = (int(image.shape[0]), int(image.shape[1]))
+        small, scale = downscale(image, self.max_side)
+        frame = Frame(stamp_ns, np.ascontiguousarray(small), scale * already_scaled, source_size, frame_id)
+        with self._lock:
+            if self._frames and stamp_ns <= self._frames[-1].stamp_ns:
+                # offer() said keep, but a newer frame raced in: drop this one quietly
+                self.stale += 1
+                return frame
+            self._frames.append(frame)
+            self._evict_locked(stamp_ns)
+        return frame
+
+    def _evict_locked(self, newest_ns: int) -> None:
+        oldest_allowed = newest_ns - self.duration_ns
+        while self._frames and (self._frames[0].stamp_ns < oldest_allowed or len(self._frames) > self.max_frames):
+            self._frames.popleft()
+
+    def _clear_locked(self) -> None:
+        self._frames.clear()
+        self._next_due_ns = None
+
+    def reset(self) -> None:
+        """Forget every frame (e.g. the ROS clock jumped back)."""
+        with self._lock:
+            if self._frames:
+                self.resets += 1
+            self._clear_locked()
+
+    # ------------------------------------------------------------------------------------------
+    def frames(self, start_ns: int = 0, end_ns: int = 0) -> list[Frame]:
+        """A snapshot of the frames with ``start_ns <= stamp <= end_ns`` (0 = unbounded)."""
+        with self._lock:
+            out = list(self._frames)
+        if start_ns:
+            out = [f for f in out if f.stamp_ns >= start_ns]
+        if end_ns:
+            out = [f for f in out if f.stamp_ns <= end_ns]
+        return out
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._frames)
+
+    @property
+    def span(self) -> float:
+        """Seconds between the oldest and the newest frame held."""
+        with self._lock:
+            if len(self._frames) < 2:
+                return 0.0
+            return to_seconds(self._frames[-1].stamp_ns - self._frames[0].stamp_ns)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(f.image.nbytes for f in self._frames)
+
+
+class RateMeter:
+    """Rate of events over the last ``horizon`` of them, from their stamps (works with sim time)."""
+
+    def __init__(self, horizon: int = 30):
+        self._stamps: deque[int] = deque(maxlen=horizon)
+
+    def tick(self, stamp_ns: int) -> None:
+        if self._stamps and stamp_ns < self._stamps[-1]:
+            self._stamps.clear()  # clock went back
+        self._stamps.append(stamp_ns)
+
+    @property
+    def rate(self) -> float:
+        if len(self._stamps) < 2 or self._stamps[-1] == self._stamps[0]:
+            return 0.0
+        return (len(self._stamps) - 1) * NS / (self._stamps[-1] - self._stamps[0])
+
+    def clear(self) -> None:
+        self._stamps.clear()
+
+
+def box_iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One external detection: pixel box (xyxy, in the published image's pixels)."""
+
+    box: Box
+    track_id: str = ""
+    label: str = ""
+    score: float = 1.0
+
+
+class DetectionBuffer:
+    """External detections by image stamp, bounded like the frame window.
+
+    Detections are matched to a window frame when their stamp is within ``tolerance_ns`` of the
+    frame's (detectors copy the image header, so normally exactly equal).
+    """
+
+    def __init__(self, max_stamps: int = 512, tolerance_ns: int = 1_000_000):
+        self._by_stamp: dict[int, list[Detection]] = {}
+        self._order: deque[int] = deque()
+        self._max = max_stamps
+        self.tolerance_ns = tolerance_ns
+        self._lock = threading.Lock()
+
+    def add(self, stamp_ns: int, detections: Sequence[Detection]) -> None:
+        with self._lock:
+            if self._order and stamp_ns < self._order[-1] - FrameWindow.JUMP_BACK_S * NS:
+                self._by_stamp.clear()
+                self._order.clear()
+            if stamp_ns not in self._by_stamp:
+                self._order.append(stamp_ns)
+            self._by_stamp[stamp_ns] = list(detections)
+            while len(self._order) > self._max:
+                self._by_stamp.pop(self._order.popleft(), None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._by_stamp.clear()
+            self._order.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._order)
+
+    def _lookup(self, stamp_ns: int) -> Optional[list[Detection]]:
+        if stamp_ns in self._by_stamp:
+            return self._by_stamp[stamp_ns]
+        best, best_dt = None, self.tolerance_ns + 1
+        for s in self._order:
+            dt = abs(s - stamp_ns)
+            if dt < best_dt:
+                best, best_dt = s, dt
+        return self._by_stamp[best] if best is not None else None
+
+    def proposals(self, frames: Iterable[Frame], link_iou: float = 0.3) -> dict[Hashable, dict[float, Box]]:
+        """Tracks over ``frames`` in the frames' *stored* pixels: track id → frame stamp (s) → box.
+
+        Detections that carry a track id keep it; the others are linked greedily frame to frame
+        by best IoU above ``link_iou`` (a new track starts otherwise).  Empty when no frame has
+        detections.
+        """
+        tracks: dict[Hashable, dict[float, Box]] = {}
+        last_box: dict[Hashable, Box] = {}
+        next_anon = 0
+        with self._lock:
+            per_frame = [(f, self._lookup(f.stamp_ns)) for f in frames]
+        for frame, dets in per_frame:
+            if not dets:
+                continue
+            taken: set = set()
+            for det in sorted(dets, key=lambda d: -d.score):
+                box = frame.box_from_source(det.box)
+                if det.track_id:
+                    tid: Hashable = det.track_id
+                else:
+                    candidates = [(box_iou(box, b), t) for t, b in last_box.items()
+                                  if t not in taken and isinstance(t, int)]
+                    score, tid = max(candidates, default=(0.0, None), key=lambda c: c[0])
+                    if tid is None or score < link_iou:
+                        tid, next_anon = next_anon, next_anon + 1
+                taken.add(tid)
+                tracks.setdefault(tid, {})[frame.stamp] = box
+                last_box[tid] = box
+        return tracks

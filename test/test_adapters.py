@@ -1,0 +1,237 @@
+"""Model adapters on tiny random models of every family: loading, geometry, prompts, gradients."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from stvg_ros.adapters import load_adapter
+from stvg_ros.adapters.base import CaptureSpec
+
+from stvg_ros.testing import CONTRACT_FAMILIES as FAMILIES, random_frames
+
+EXPECTED_CANDIDATES = {
+    "chatml": ["?", "<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ"],
+    "vicuna": ["?", "▁A", "SS", "IST", "ANT", ":"],
+}
+#: the official code's fixed grounding token for each template style
+EXPECTED_FIXED_TOKEN = {"chatml": "<|im_start|>", "vicuna": "▁A"}
+
+
+def style(family):
+    return "vicuna" if family == "llava_next_video" else "chatml"
+
+
+#: the contract's three families plus Qwen2-VL, which shares the Qwen adapter
+ADAPTER_FAMILIES = FAMILIES + ("qwen2_vl",)
+
+
+@pytest.fixture(scope="module", params=ADAPTER_FAMILIES)
+def family_adapter(request, tiny_model_dir):
+    return request.param, load_adapter(tiny_model_dir(request.param))
+
+
+# ---------------------------------------------------------------------------------------- loading
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_adapter(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_adapter(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ValueError, match="unsupported model_type 'bert'.*llava_next_video.*qwen2_5_vl"):
+        load_adapter(tmp_path)
+
+
+def test_loads_frozen_eval_on_cpu(family_adapter):
+    family, adapter = family_adapter
+    assert adapter.family == family
+    assert adapter.device.type == "cpu" and adapter.dtype == torch.float32
+    assert not adapter.model.training
+    assert all(not p.requires_grad for p in adapter.model.parameters())
+    assert adapter.num_layers == 2
+
+
+def test_auto_device_and_dtype(tiny_model_dir):
+    adapter = load_adapter(tiny_model_dir("qwen2_5_vl"), device="auto")
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert adapter.device.type == want
+    assert adapter.dtype == (torch.bfloat16 if want == "cuda" else torch.float32)
+
+
+# ---------------------------------------------------------------------------------------- prompts
+def test_candidates_and_fixed_token(family_adapter):
+    family, adapter = family_adapter
+    visual = adapter.encode_frames(random_frames(2, 64, 64))
+    out = adapter.run(visual, ["Is there a red ball in this video?", "Describe this video in details."])
+    want = EXPECTED_CANDIDATES[style(family)]
+    assert out.candidate_tokens[0] == want
+    assert out.candidate_tokens[1] == ["."] + want[1:]
+    assert out.candidate_offsets[0] == list(range(-len(want), 0))
+    fixed = out.candidate_offsets[0].index(adapter.default_grounding_offset)
+    assert out.candidate_tokens[0][fixed] == EXPECTED_FIXED_TOKEN[style(family)]
+    assert adapter.default_grounding_offset == type(adapter).default_grounding_offset
+    # the prompt is the model's own template, video before the question, generation prompt last
+    text = adapter.render("Is there a red ball in this video?")
+    assert text.index("Is there") > text.index("<video>" if "llava" in family else "<|video_pad|>")
+    assert text.endswith("ASSISTANT:" if style(family) == "vicuna" else "<|im_start|>assistant\n")
+
+
+def test_yes_no_ids(family_adapter):
+    _, adapter = family_adapter
+    yes, no = adapter.answer_token_ids
+    toks = adapter.tokenizer.convert_ids_to_tokens([yes, no])
+    assert [t.lstrip("▁Ġ") for t in toks] == ["Yes", "No"]
+
+
+def test_generate_text_is_greedy_and_text_only(family_adapter):
+    _, adapter = family_adapter
+    a = adapter.generate_text("Describe this video in details.", max_new_tokens=4)
+    b = adapter.generate_text("Describe this video in details.", max_new_tokens=4)
+    assert isinstance(a, str) and a == b
+
+
+# ---------------------------------------------------------------------------------------- geometry
+def _cell_box(adapter, frame_hw, row, col, grid):
+    """Pixel box of token cell (row, col) when the frame is fed at exactly the tower's input size."""
+    h, w = frame_hw
+    return (row * h // grid[0], (row + 1) * h // grid[0], col * w // grid[1], (col + 1) * w // grid[1])
+
+
+@pytest.mark.parametrize("k,row,col", [(0, 0, 0), (3, 2, 1), (2, 3, 3)])
+def test_perturbed_region_moves_its_own_token(family_adapter, k, row, col):
+    """Change frame k inside token cell (row, col): tokens of other slots do not change at all, and
+    within slot(k) the most-changed token is the one at (row, col)."""
+    _, adapter = family_adapter
+    frames = random_frames(4, 112, 112)  # the tiny towers' native size: no resampling blur
+    base = adapter.encode_frames(frames)
+    assert base.grid == (4, 4)
+    y0, y1, x0, x1 = _cell_box(adapter, (112, 112), row, col, base.grid)
+    changed = [f.copy() for f in frames]
+    changed[k][y0:y1, x0:x1] = 255 - changed[k][y0:y1, x0:x1]
+    pert = adapter.encode_frames(changed)
+    diff = (pert.embeds - base.embeds).norm(dim=-1)
+    slot = base.slot_of_frame()[k]
+    in_slot = base.slot == slot
+    assert diff[~in_slot].max() < 1e-5
+    target = torch.nonzero(in_slot & (base.row == row) & (base.col == col)).flatten()
+    assert len(target) == 1
+    assert int(diff.argmax()) == int(target[0])
+
+
+def test_token_tables_cover_every_cell(family_adapter):
+    family, adapter = family_adapter
+    visual = adapter.encode_frames(random_frames(5, 90, 120))
+    rows, cols = visual.grid
+    grid_tokens = visual.slot >= 0
+    assert visual.embeds.shape == (visual.num_tokens, adapter.language_model.config.hidden_size)
+    assert visual.num_frames == 5 and visual.image_size == (90, 120)
+    assert visual.content_box == (0.0, 0.0, 120.0, 90.0)
+    cells = {(int(s), int(r), int(c)) for s, r, c in zip(visual.slot[grid_tokens], visual.row[grid_tokens],
+                                                          visual.col[grid_tokens])}
+    assert len(cells) == int(grid_tokens.sum()) == visual.num_slots * rows * cols
+    if family.startswith("qwen"):
+        assert visual.slot_frames == [[0, 1], [2, 3], [4]]  # two frames per slot, odd count padded
+    else:
+        assert visual.slot_frames == [[t] for t in range(5)]
+    assert int((~grid_tokens).sum()) == (1 if family == "llava_onevision" else 0)
+    if family == "llava_onevision":
+        assert int(visual.slot[-1]) == -1  # the newline token closes the video
+
+
+def test_reversed_in_time_round_trip(family_adapter):
+    family, adapter = family_adapter
+    frames = random_frames(4, 112, 112)
+    visual = adapter.encode_frames(frames)
+    rev, perm = visual.reversed_in_time()
+    assert torch.equal(rev.embeds, visual.embeds[perm])
+    back, perm2 = rev.reversed_in_time()
+    assert torch.equal(back.embeds, visual.embeds)
+    assert torch.equal(back.slot, visual.slot) and torch.equal(back.row, visual.row)
+    assert back.slot_frames == visual.slot_frames
+    if not family.startswith("qwen"):
+        # per-frame towers: the reversed token block is exactly the encoding of the reversed clip
+        direct = adapter.encode_frames(frames[::-1])
+        torch.testing.assert_close(direct.embeds, rev.embeds)
+
+
+# ---------------------------------------------------------------------------------------- forward
+def test_batched_equals_single(family_adapter):
+    _, adapter = family_adapter
+    visual = adapter.encode_frames(random_frames(4, 80, 100))
+    questions = ["Is there a red ball in this video?", "Describe this video in details.",
+                 "Is there a small blue cube on the left in this video?"]
+    spec = CaptureSpec()
+    batched = adapter.run(visual, questions, capture=spec)
+    other = adapter.encode_frames(random_frames(4, 80, 100, seed=1))
+    per_prompt = adapter.run([visual, other, visual], questions, capture=spec)
+    for b, q in enumerate(questions):
+        single = adapter.run(visual, [q], capture=spec)
+        torch.testing.assert_close(batched.yes_no_logits[b], single.yes_no_logits[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(batched.attention[b], single.attention[0], atol=1e-6, rtol=1e-4)
+        assert batched.candidate_tokens[b] == single.candidate_tokens[0]
+    for b in (0, 2):
+        torch.testing.assert_close(per_prompt.yes_no_logits[b], batched.yes_no_logits[b], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(per_prompt.yes_no_logits[1], batched.yes_no_logits[1])
+
+
+def test_gradients_reach_visual_delta_only(family_adapter):
+    _, adapter = family_adapter
+    visual = adapter.encode_frames(random_frames(2, 64, 64))
+    delta = torch.zeros_like(visual.embeds, requires_grad=True)
+    out = adapter.run(visual, ["Is there a red ball in this video?"], visual_delta=delta, with_grad=True)
+    margin = out.yes_no_logits[0, 0] - out.yes_no_logits[0, 1]
+    margin.backward()
+    assert delta.grad is not None and delta.grad.abs().sum() > 0
+    assert all(p.grad is None for p in adapter.model.parameters())
+    # a step along the gradient raises the yes-no margin
+    with torch.no_grad():
+        stepped = adapter.run(visual, ["Is there a red ball in this video?"], visual_delta=delta.grad * 0.05)
+    assert (stepped.yes_no_logits[0, 0] - stepped.yes_no_logits[0, 1]) > margin.detach()
+    # without with_grad nothing is recorded
+    plain = adapter.run(visual, ["Is there a red ball in this video?"], visual_delta=delta)
+    assert not plain.yes_no_logits.requires_grad
+
+
+def test_per_prompt_visual_delta(family_adapter):
+    _, adapter = family_adapter
+    visual = adapter.encode_frames(random_frames(2, 64, 64))
+    q = "Is there a red ball in this video?"
+    delta = torch.randn(2, *visual.embeds.shape, generator=torch.Generator().manual_seed(0)) * 0.1
+    both = adapter.run(visual, [q, q], visual_delta=delta)
+    first = adapter.run(visual, [q], visual_delta=delta[0])
+    torch.testing.assert_close(both.yes_no_logits[0], first.yes_no_logits[0], atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(both.yes_no_logits[0], both.yes_no_logits[1])
+
+
+def test_frame_errors(family_adapter):
+    _, adapter = family_adapter
+    with pytest.raises(ValueError, match="no frames"):
+        adapter.encode_frames([])
+    with pytest.raises(ValueError, match="one size"):
+        adapter.encode_frames([np.zeros((64, 64, 3), np.uint8), np.zeros((32, 64, 3), np.uint8)])
+    with pytest.raises(ValueError, match="uint8"):
+        adapter.encode_frames([np.zeros((64, 64, 3), np.float32)])
+
+
+def test_matches_the_models_own_forward(family_adapter):
+    """Our spliced embeddings + positions give the logits of the HF model's own multimodal forward
+    (input ids with expanded video placeholders + pixel values): same geometry, same rotary positions."""
+    family, adapter = family_adapter
+    frames = random_frames(3, 90, 120)
+    visual = adapter.encode_frames(frames)
+    q = "Is there a red ball in this video?"
+    ours = adapter.run(visual, [q]).yes_no_logits[0]
+    ids = torch.tensor([adapter.prepare(visual, [q]).prompt_ids[0]])
+    if family.startswith("qwen"):
+        pixels, grid, _ = adapter.pixel_values(frames)
+        kwargs = dict(pixel_values_videos=pixels, video_grid_thw=grid,
+                      mm_token_type_ids=(ids == adapter.video_token_id).int() * 2)
+        if family == "qwen2_5_vl":
+            kwargs["second_per_grid_ts"] = torch.tensor([visual.extras["second_per_grid_t"]])
+    else:
+        kwargs = dict(pixel_values_videos=adapter.pixel_values(frames))
+    with torch.no_grad():
+        logits = adapter.model(input_ids=ids, **kwargs).logits[0, -1]
+    yes, no = adapter.answer_token_ids
+    torch.testing.assert_close(ours, torch.stack([logits[yes], logits[no]]).float(), atol=1e-4, rtol=1e-4)

@@ -1,0 +1,118 @@
+"""DSTH decomposition: rules, the model's answer and its validation, cache, caller sub-queries."""
+
+import pytest
+
+from fake_adapter import FakeAdapter, clip_with_square
+from stvg_ros.config import GroundingConfig
+from stvg_ros.dsth import Decomposer, decompose_by_rules, parse_model_answer, subject_head, validate_decomposition
+from stvg_ros.grounder import Grounder
+from stvg_ros.result import SubQueries
+
+
+@pytest.mark.parametrize("query, attribute, action", [
+    # the paper's example
+    ("The man in purple clothes takes a step forward and sits on the bench.",
+     "The man in purple clothes", "the man takes a step forward and sits on the bench"),
+    ("the woman who walks to the door", "the woman", "the woman walks to the door"),
+    ("a small blue star that jumps", "a small blue star", "a star jumps"),
+    ("The man in black is walking to the car", "The man in black", "the man is walking to the car"),
+    ("the man wearing a hat walks to the left", "the man wearing a hat", "the man walks to the left"),
+    ("a dog running on the grass", "a dog", "a dog running on the grass"),
+    ("the woman with glasses turns around, then leaves the room",
+     "the woman with glasses", "the woman turns around, then leaves the room"),
+])
+def test_rules_split_subject_phrase_and_verb_phrase(query, attribute, action):
+    sub = decompose_by_rules(query)
+    assert (sub.attribute, sub.action, sub.source) == (attribute, action, "rules")
+
+
+@pytest.mark.parametrize("query", ["the red ball", "What does the adult man in black hold?"])
+def test_rules_without_a_split_use_the_query_for_both(query):
+    sub = decompose_by_rules(query)
+    expected = query.rstrip("?").rstrip(".")
+    assert sub.attribute.rstrip("?") == expected and sub.action.rstrip("?") == expected
+
+
+def test_subject_head():
+    assert subject_head("The man in purple clothes takes a step") == "man"
+    assert subject_head("a small blue star that jumps") == "star"
+
+
+def test_parse_and_validate_model_answers():
+    q = "the tall woman in a red coat opens the door"
+    assert parse_model_answer("attribute: the tall woman in a red coat\naction: the woman opens the door.") == (
+        "the tall woman in a red coat", "the woman opens the door")
+    assert parse_model_answer("the woman opens the door") is None
+    assert validate_decomposition(q, "the tall woman in a red coat", "the woman opens the door") is None
+    assert "subject" in validate_decomposition(q, "the red coat", "the woman opens the door")
+    assert "example" in validate_decomposition(q, "the man in purple clothes", "the woman opens the door")
+    assert "empty" in validate_decomposition(q, "", "the woman opens the door")
+    assert validate_decomposition(q, "the tall woman in a red coat", "zebra giraffe elephant woman lion") is not None
+
+
+def test_model_answer_is_used_when_valid_and_cached():
+    adapter = FakeAdapter(text_answer="attribute: the man in a green shirt\naction: the man sits down")
+    dec = Decomposer(adapter.generate_text, max_new_tokens=32)
+    sub = dec("the man in a green shirt sits down")
+    assert (sub.attribute, sub.action, sub.source) == ("the man in a green shirt", "the man sits down", "model")
+    assert "the man in a green shirt sits down" in adapter.generate_calls[0]
+    again = dec("the man in a green shirt sits down.")  # same text up to the period: cache hit
+    assert again is sub and len(adapter.generate_calls) == 1
+
+
+@pytest.mark.parametrize("answer", [
+    "", "attribute: the man in purple clothes\naction: the man takes a step forward and sits on the bench",
+    "I cannot help with that.", "attribute: a cat\naction: a cat sleeps",
+])
+def test_unusable_model_answers_fall_back_to_rules(answer):
+    adapter = FakeAdapter(text_answer=answer)
+    dec = Decomposer(adapter.generate_text)
+    sub = dec("the woman in white walks to the car")
+    assert sub.source == "rules"
+    assert (sub.attribute, sub.action) == ("the woman in white", "the woman walks to the car")
+    assert dec.last_rejection
+
+
+def test_rules_only_mode_never_asks_the_model_and_cache_is_lru():
+    adapter = FakeAdapter(text_answer="attribute: x\naction: y")
+    dec = Decomposer(adapter.generate_text, use_model=False, cache_size=2)
+    for q in ("a red ball rolls", "a blue box falls", "a green cube jumps"):
+        dec(q)
+    assert adapter.generate_calls == []
+    assert list(dec._cache) == ["a blue box falls", "a green cube jumps"]
+
+
+def test_caller_sub_queries_in_every_form():
+    dec = Decomposer(None)
+    q = "the man in red runs"
+    for given in (("the man in red", "the man runs"), {"attribute": "the man in red", "action": "the man runs"},
+                  SubQueries("the man in red", "the man runs", "whatever")):
+        sub = dec(q, given)
+        assert (sub.attribute, sub.action, sub.source) == ("the man in red", "the man runs", "caller")
+    half = dec(q, ("the man in red", ""))
+    assert half.action == q and half.source == "caller"
+    with pytest.raises(ValueError, match="neither"):
+        dec(q, ("", " "))
+
+
+def test_grounder_uses_caller_sub_queries_for_the_latent_prompts():
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    adapter = FakeAdapter(text_answer="attribute: nonsense\naction: nonsense")
+    g = Grounder(adapter, GroundingConfig(num_frames=6))
+    result = g.ground(frames, stamps, "the red square moves", sub_queries=("the red square", "the square moves"))
+    assert result.sub_queries.source == "caller"
+    assert adapter.generate_calls == []
+    lra_questions = [c["questions"] for c in adapter.calls if c["with_grad"]][0]
+    assert "Is there the red square in this video?" in lra_questions
+    assert "Is there the square moves in this video?" in lra_questions
+
+
+def test_grounder_without_dsth_uses_the_query_for_both_and_solves_one_problem_per_clip():
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    adapter = FakeAdapter()
+    g = Grounder(adapter, GroundingConfig(num_frames=6, use_dsth=False, use_tas=False))
+    result = g.ground(frames, stamps, "the red square moves")
+    assert result.sub_queries.source == "none"
+    assert result.sub_queries.attribute == result.sub_queries.action == "the red square moves"
+    grad_calls = [c for c in adapter.calls if c["with_grad"]]
+    assert [c["batch"] for c in grad_calls] == [1]  # V_s == V_t: optimised once

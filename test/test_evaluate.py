@@ -1,0 +1,231 @@
+"""``stvg-eval`` end to end on a handful of queries with a tiny model (core mode), from a dataset
+and from bags: the report's numbers are the metrics of the per-query results."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from stvg_ros import bags, datasets, evaluate, metrics, video
+
+FPS = 5
+N_FRAMES = 15
+
+
+def _video(path, shift):
+    frames = []
+    for i in range(N_FRAMES):
+        f = np.full((48, 64, 3), 40, np.uint8)
+        x = 4 + 2 * i + shift
+        f[10:30, x:x + 12] = (220, 30, 30)
+        frames.append(f)
+    video.write_video(path, frames, FPS)
+
+
+@pytest.fixture(scope="module")
+def hcstvg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hc")
+    (root / "v1_video").mkdir()
+    anno, props, subq = {}, {}, {}
+    for k in range(3):
+        name = f"{k}_clip.avi"
+        _video(root / "v1_video" / name, shift=k)
+        st = 2 + k
+        n_box = 6 + k
+        anno[name] = {"img_size": [48, 64], "img_num": N_FRAMES, "st_frame": st,
+                      "bbox": [[4 + 2 * (st + i) + k, 10, 12, 20] for i in range(n_box)],
+                      "English": "the red box moves right.", "st_time": st / FPS, "ed_time": (st + n_box - 1) / FPS}
+        if k < 2:  # proposals for two videos: the true track and a distractor
+            props[name.split(".")[0]] = {
+                "1": {"label": "box", "score": 0.9,
+                      "boxes": {str(f): [4 + 2 * f + k, 10, 16 + 2 * f + k, 30] for f in range(N_FRAMES)}},
+                "2": {str(f): [40, 30, 60, 46] for f in range(0, N_FRAMES, 2)},
+            }
+    subq["0_clip.avi"] = {"decompose_attribute": ["the red box."], "decompose_action": ["the box moves right."]}
+    (root / "test_proc.json").write_text(json.dumps(anno))
+    (root / "props.json").write_text(json.dumps(props))
+    (root / "subq.json").write_text(json.dumps(subq))
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir):
+    return tiny_model_dir("qwen2_5_vl")
+
+
+def _config(tmp_path, root, model, **eval_extra):
+    cfg = {
+        "grounding": {"num_frames": 6, "device": "cpu", "decomposer": "rules", "lra_steps": 1},
+        "eval": {"model": str(model), "dataset": "hcstvg_v1", "annotations": str(root / "test_proc.json"),
+                 "videos": str(root), "proposals": str(root / "props.json"),
+                 "sub_queries": str(root / "subq.json"), **eval_extra},
+    }
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_core_mode_report_equals_per_query_metrics(tmp_path, hcstvg, model_dir):
+    out = tmp_path / "dense"
+    cfg = _config(tmp_path, hcstvg, model_dir)
+    assert evaluate.main(["run", "--config", str(cfg), "--output", str(out), "--visualize", "1", "--no-progress"]) == 0
+    recs = _records(out / "results.jsonl")
+    assert [r["key"] for r in recs] == ["0_clip.avi", "1_clip.avi", "2_clip.avi"]
+    assert not any(r.get("error") for r in recs)
+    summary = json.loads((out / "summary.json").read_text())
+    expected = metrics.summarize(recs)
+    for k in ("count", "m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "gt_vIoU", "mean_latency_s"):
+        assert summary[k] == pytest.approx(expected[k]), k
+    assert summary["count"] == 3 and summary["setup"]["grounding"]["num_frames"] == 6
+    md = (out / "summary.md").read_text()
+    assert "| all | 3 |" in md and f"{summary['m_vIoU']:.2f}" in md
+    # Per query: tIoU follows from the spans; the sampled frames are the paper's uniform sample.
+    samples = {s.key: s for s in datasets.load_hcstvg(hcstvg / "test_proc.json", hcstvg)}
+    for r in recs:
+        s = samples[r["key"]]
+        assert r["frame_indices"] == video.uniform_indices(N_FRAMES, 6)
+        assert r["gt_span"] == list(s.gt_span)
+        assert r["tiou"] == pytest.approx(metrics.tiou(tuple(r["pred_span"]), s.gt_span))
+        assert 0.0 <= r["viou"] <= 1.0 and 0.0 <= r["gt_viou"] <= 1.0
+        assert r["latency"] > 0 and r["sub_queries"]["attribute"]
+    sq = recs[0]["sub_queries"]  # the file's decomposition is used (the grounder may trim punctuation)
+    assert sq["source"] == "caller" and sq["attribute"].startswith("the red box")
+    assert sq["action"].startswith("the box moves right")
+    assert recs[0]["track_id"] in ("1", "2") and recs[2]["track_id"] not in ("1", "2")  # no proposals for clip 2
+    # With a proposal track chosen, the dense protocol scores the track's own boxes on every frame.
+    r0 = recs[0]
+    if r0["track_id"] == "1":
+        assert r0["gt_viou"] == pytest.approx(1.0)
+    assert len(list((out / "vis").glob("*.png"))) == 1
+
+    # Resumable: a second run computes nothing; a lost line is recomputed.
+    assert evaluate.main(["run", "--config", str(cfg), "--output", str(out), "--no-progress"]) == 0
+    assert len(_records(out / "results.jsonl")) == 3
+    lines = (out / "results.jsonl").read_text().splitlines()
+    (out / "results.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # cut mid-line
+    assert evaluate.main(["run", "--config", str(cfg), "--output", str(out), "--no-progress"]) == 0
+    again = evaluate.read_results([out / "results.jsonl"])
+    assert sorted(again) == sorted(r["key"] for r in recs)
+    assert again["2_clip.avi"]["viou"] == pytest.approx(recs[2]["viou"])  # deterministic recomputation
+
+    # Shards + merge give the single run's summary.
+    sh = tmp_path / "sharded"
+    for i in range(2):
+        assert evaluate.main(["run", "--config", str(cfg), "--output", str(sh), "--shard", f"{i}/2",
+                              "--no-progress"]) == 0
+    assert (sh / "results.shard0of2.jsonl").is_file() and (sh / "shard1of2" / "summary.json").is_file()
+    assert len(_records(sh / "results.shard0of2.jsonl")) == 2 and len(_records(sh / "results.shard1of2.jsonl")) == 1
+    assert evaluate.main(["merge", str(sh)]) == 0
+    merged = json.loads((sh / "summary.json").read_text())
+    assert merged["count"] == 3
+    for k in ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "gt_vIoU"):
+        assert merged[k] == pytest.approx(summary[k]), k
+
+
+def test_sampled_protocol_and_limit(tmp_path, hcstvg, model_dir):
+    out = tmp_path / "sampled"
+    cfg = _config(tmp_path, hcstvg, model_dir, protocol="sampled")
+    assert evaluate.main(["run", "--config", str(cfg), "--output", str(out), "--limit", "2", "--no-progress",
+                          "--set", "use_tas=false"]) == 0
+    recs = _records(out / "results.jsonl")
+    assert len(recs) == 2
+    samples = {s.key: s for s in datasets.load_hcstvg(hcstvg / "test_proc.json", hcstvg)}
+    for r in recs:
+        s = samples[r["key"]]
+        pred = {int(f): tuple(b) for f, b in r["pred_boxes"].items()}
+        # Recomputed from the stored tube, only the sampled frames count (vIoU only uses the frames
+        # inside the predicted span, which are exactly the stored boxes).
+        assert r["viou"] == pytest.approx(metrics.viou(pred, s.gt_boxes, tuple(r["pred_span"]), s.gt_span,
+                                                       inclusive=True, frames=r["frame_indices"]), abs=1e-4)
+        assert set(pred) == {f for f in r["frame_indices"] if r["pred_span"][0] <= f <= r["pred_span"][1]}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["m_vIoU"] == pytest.approx(metrics.summarize(recs)["m_vIoU"])
+    assert summary["setup"]["grounding"]["use_tas"] is False
+
+
+def test_bags_give_the_dataset_numbers(tmp_path, hcstvg, model_dir):
+    """The same queries through bags (frames, query and truth read back from the bag) score the same."""
+    samples = datasets.load_dataset("hcstvg_v1", hcstvg / "test_proc.json", hcstvg, hcstvg / "subq.json")
+    bag_dir = tmp_path / "bags"
+    for s in samples:
+        bags.make_bag_from_sample(s, bag_dir / s.key.replace(".", "_"), image_format="png", storage="mcap")
+    cfg = _config(tmp_path, hcstvg, model_dir)
+    ds_out, bag_out = tmp_path / "ds", tmp_path / "bagrun"
+    assert evaluate.main(["run", "--config", str(cfg), "--output", str(ds_out), "--no-progress",
+                          "--proposals", ""]) == 0
+    assert evaluate.main(["run", "--config", str(cfg), "--output", str(bag_out), "--no-progress",
+                          "--proposals", "", "--bags", str(bag_dir)]) == 0
+    a = evaluate.read_results([ds_out / "results.jsonl"])
+    b = evaluate.read_results([bag_out / "results.jsonl"])
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert b[k]["gt_span"] == a[k]["gt_span"] and b[k]["frame_indices"] == a[k]["frame_indices"]
+        assert b[k]["sub_queries"] == a[k]["sub_queries"]
+        for m in ("tiou", "viou", "gt_viou"):
+            assert b[k][m] == pytest.approx(a[k][m], abs=1e-6), (k, m)
+
+
+def test_vidstg_per_query_type(tmp_path, model_dir):
+    root = tmp_path / "vidstg"
+    (root / "videos" / "0001").mkdir(parents=True)
+    _video(root / "videos" / "0001" / "42.avi", 0)
+    box = {"xmin": 10, "ymin": 10, "xmax": 30, "ymax": 30}
+    anno = {str(i): {"vid": "0001/42.avi", "width": 64, "height": 48, "frame_count": N_FRAMES, "fps": FPS,
+                     "st_frame": 3, "ed_frame": 9, "target_bboxs": [box] * 7, "qtype": qt,
+                     "sentence": {"description": d, "type": "", "target_id": 0}, "target_category": "box"}
+            for i, (qt, d) in enumerate([("declar", "a red box moves."), ("inter", "what moves right?")])}
+    (root / "test_proc.json").write_text(json.dumps(anno))
+    gcfg = evaluate.GroundingConfig(num_frames=5, device="cpu", decomposer="rules", use_lra=False)
+    ev = evaluate.EvalConfig(model=str(model_dir), dataset="vidstg", annotations=str(root / "test_proc.json"),
+                             videos=str(root / "videos"), output=str(tmp_path / "out"))
+    summary = evaluate.run(gcfg, ev, progress=False)
+    recs = list(evaluate.read_results([tmp_path / "out" / "results.jsonl"]).values())
+    assert all(not r["inclusive"] for r in recs) and not any(r.get("error") for r in recs)
+    assert set(summary["per_qtype"]) == {"declar", "inter"}
+    for q, block in summary["per_qtype"].items():
+        expected = metrics.summarize([r for r in recs if r["qtype"] == q])
+        expected.pop("per_qtype")
+        assert block == pytest.approx(expected)
+    # Exclusive counting: the predicted span ends one past its last frame.
+    for r in recs:
+        assert r["pred_span"][1] > r["pred_span"][0]
+
+
+def test_failures_are_recorded_not_fatal(tmp_path, hcstvg, model_dir):
+    anno = json.loads((hcstvg / "test_proc.json").read_text())
+    anno["9_gone.avi"] = dict(anno["0_clip.avi"])
+    p = tmp_path / "with_missing.json"
+    p.write_text(json.dumps(anno))
+    gcfg = evaluate.GroundingConfig(num_frames=4, device="cpu", decomposer="rules", use_lra=False)
+    ev = evaluate.EvalConfig(model=str(model_dir), dataset="hcstvg_v1", annotations=str(p), videos=str(hcstvg),
+                             output=str(tmp_path / "o"), limit=0)
+    summary = evaluate.run(gcfg, ev, progress=False)
+    recs = evaluate.read_results([tmp_path / "o" / "results.jsonl"])
+    assert "no video file" in recs["9_gone.avi"]["error"] and recs["9_gone.avi"]["viou"] == 0.0
+    assert summary["count"] == 4 and summary["failed"] == 1
+
+
+def test_config_errors(tmp_path, capsys):
+    assert evaluate.main(["run", "--no-progress"]) == 2
+    assert "nothing to evaluate" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"eval": {"modle": "x"}}))
+    assert evaluate.main(["run", "--config", str(bad)]) == 2
+    assert "unknown eval option" in capsys.readouterr().err
+    assert evaluate.main(["run", "--dataset", "vidstg", "--annotations", "a.json", "--model", "m",
+                          "--shard", "2/2"]) == 2
+    assert "shard" in capsys.readouterr().err
+    assert evaluate.main(["merge", str(tmp_path)]) == 2
+
+
+def test_densify_uses_the_track_then_interpolates():
+    track = datasets.Track(boxes={3: (0, 0, 1, 1)})
+    out = evaluate.densify({2: (0, 0, 10, 10), 6: (4, 0, 14, 10)}, 1, 7, track)
+    assert out[1] == (0, 0, 10, 10) and out[7] == (4, 0, 14, 10)  # held beyond the sampled frames
+    assert out[3] == (0, 0, 1, 1)  # the track's own box
+    assert out[4] == pytest.approx((2, 0, 12, 10))  # interpolated
