@@ -15,6 +15,7 @@ CONSOLE_SCRIPTS = [
     "stvg-tiny-model = stvg_ros.testing:main",
     "stvg-eval = stvg_ros.evaluate:main",
     "stvg-make-bag = stvg_ros.bags:main",
+    "stvg-proposals = stvg_ros.proposals.cli:main",
 ]
 
 

@@ -66,7 +66,7 @@ def capture_attention(rows: torch.Tensor, cols: torch.Tensor,
         _active.reset(token)
 
 
-def _row_probabilities(module, query, key, attention_mask, scaling, rows, cols) -> torch.Tensor:
+def _row_probabilities(query, key, attention_mask, scaling, rows, cols) -> torch.Tensor:
     """Head-averaged softmax rows ``(B, K, N)`` for query ``rows`` restricted to key ``cols``.
 
     Full softmax over every key (so the numbers are the model's real attention weights), then the
@@ -117,7 +117,7 @@ def capture_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     if cap is not None and cap.wants(layer_idx):
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         with torch.no_grad():
-            cap.add(_row_probabilities(module, query.detach(), key.detach(), attention_mask, scale,
+            cap.add(_row_probabilities(query.detach(), key.detach(), attention_mask, scale,
                                        cap.rows, cap.cols), layer_idx)
     return out
 

@@ -315,10 +315,9 @@ def make_bag_from_sample(sample, out: str | Path, start_time: float = DEFAULT_ST
     if max_side and max(sample.image_size) > max_side:
         scale = max_side / max(sample.image_size)
     gt = {start_time + f / fps: tuple(v * scale for v in b) for f, b in sample.gt_boxes.items()}
-    span_end = sample.gt_span[1] if sample.inclusive else sample.gt_span[1] - 1
     sq = sample.sub_queries
     q = QuerySpec(query_id=str(sample.key), text=sample.query, gt_boxes=gt,
-                  gt_span=(start_time + sample.gt_span[0] / fps, start_time + span_end / fps),
+                  gt_span=(start_time + sample.gt_span[0] / fps, start_time + sample.gt_span[1] / fps),
                   attribute=sq.attribute if sq else "", action=sq.action if sq else "")
     meta = {"dataset": sample.dataset, "key": sample.key, "video": sample.video, "fps": fps,
             "start_time": start_time, "inclusive": sample.inclusive, "qtype": sample.qtype,

@@ -49,7 +49,8 @@ class GroundingConfig:
     # --- LRA --------------------------------------------------------------------------------
     use_lra: bool = True
     lra_loss: str = "paper"
-    """'paper': -exp(p_yes - p_no); 'official': 1 - (margin_sub - margin_caption) with EMA."""
+    """'paper': -exp(p_yes - p_no), p the softmax over the yes/no logits, plain gradient steps;
+    'official': 1 - (margin_sub - margin_caption), margin = logit_yes - logit_no, with the EMA below."""
     lra_steps: int = 1
     """Gradient steps per latent prompt (paper: 1; official code: 2)."""
     lra_lr: float = 8.0
@@ -62,9 +63,10 @@ class GroundingConfig:
 
     # --- time span --------------------------------------------------------------------------
     span_rule: str = "topk"
-    """'topk': the paper's top-K frames (made contiguous); 'grow': the official code's run grown from the peak."""
+    """'topk': the paper's top-K frames, made contiguous as the K-frame window with the largest total
+    score; 'grow': the official code's run grown from the peak towards the higher neighbour."""
     span_topk_fraction: float = 0.35
-    """K as a fraction of the frames (paper: 7 of 20)."""
+    """K as a fraction of the frames, rounded half up (paper: 7 of 20)."""
     span_grow_fraction: float = 0.55
     """Maximum run length as a fraction of the frames (official code: 11 of 20)."""
 

@@ -9,6 +9,7 @@ by query text, since a node is asked the same query again and again.
 from __future__ import annotations
 
 import re
+import threading
 from collections import OrderedDict
 from typing import Callable
 
@@ -207,15 +208,17 @@ class Decomposer:
         self.max_new_tokens = max_new_tokens
         self.cache_size = cache_size
         self._cache: OrderedDict[str, SubQueries] = OrderedDict()
+        self._lock = threading.Lock()  # a node may ground from a worker thread while another asks
         self.last_rejection: str | None = None
 
     def __call__(self, query: str, sub_queries: SubQueries | tuple[str, str] | dict | None = None) -> SubQueries:
         if sub_queries is not None:
             return self._from_caller(query, sub_queries)
         key = _clean(query)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         result = None
         self.last_rejection = None
         if self.use_model:
@@ -229,9 +232,10 @@ class Decomposer:
                     result = SubQueries(attribute=parsed[0], action=parsed[1], source="model")
         if result is None:
             result = decompose_by_rules(key)
-        self._cache[key] = result
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = result
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         return result
 
     @staticmethod

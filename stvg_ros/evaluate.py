@@ -190,8 +190,7 @@ def bag_items(paths: Sequence[Path], proposals: Optional[dict], sub_queries: Opt
             if meta.get("gt_span") and meta.get("num_frames") == len(stamps):
                 gt_span = tuple(int(v) for v in meta["gt_span"])
             else:
-                end = nearest(q.gt_span[1])
-                gt_span = (nearest(q.gt_span[0]), end if inclusive else end + 1)
+                gt_span = (nearest(q.gt_span[0]), nearest(q.gt_span[1]))  # (first, last) as the readers
             video = str(meta.get("video") or path.stem)
             key = str(meta.get("key") or q.query_id) if len(head.queries) == 1 else f"{path.stem}:{q.query_id}"
             sq = SubQueries(q.attribute, q.action, "caller") if q.attribute and q.action else None
@@ -265,12 +264,13 @@ def score_tube(item: Item, clip_frames: Sequence[int], start_frame: Optional[int
                sampled_boxes: dict[int, Box], track_id, protocol: str) -> dict:
     """Per-query metrics of a tube given on the sampled frames (annotation frame indices).
 
-    The predicted span covers the sampled frames ``start_frame..end_frame``: inclusive counting
-    scores ``(start, end)``, exclusive counting ``(start, end + 1)``.
+    The predicted span is ``(first, last)`` sampled frame of the tube for both benchmarks, as the
+    official code writes it (``sted = [frame_ids[start], frame_ids[end]]``); only the counting of
+    the ranges differs (``item.inclusive``), exactly as the ground truth's.
     """
     if start_frame is None or not sampled_boxes:
         return {"pred_span": None, **metrics.score(None, item.gt_boxes, None, item.gt_span, item.inclusive)}
-    pred_span = (start_frame, end_frame if item.inclusive else end_frame + 1)
+    pred_span = (start_frame, end_frame)
     track = item.tracks.get(str(track_id)) if (item.tracks and track_id is not None) else None
     # Boxes outside the predicted span only matter for gt_vIoU (the spatial-only score), which the
     # official code computes with the chosen track on every ground-truth frame.

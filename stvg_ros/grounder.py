@@ -12,12 +12,32 @@ Stages (paper arXiv 2509.15178; timings per stage go into the result):
    the plain full question whose yes/no answer is the existence judgment.
 5. *select*: relevance maps (question / caption attention of the grounding token), track choice
    (proposals or the attention-built track), time span, boxes.
+
+Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and why:
+
+* Spatial and temporal inference use the *full* query with V_s / V_t (as the paper says); the
+  official code asks the attribute / action sub-query itself at inference.
+* Grounding token: per prompt, the candidate with the highest peak attention to a visual token
+  (the paper's GTI); the official fixed index is ``grounding_token='fixed'``.  The caption prompt
+  uses the same token as its question so the ratio compares like with like.
+* LRA's default loss is the paper's (softmax over the yes/no logits only, since that is what a
+  forward pass returns cheaply); the official margin loss with EMA is ``lra_loss='official'``.
+  Yes/no token ids come from the tokenizer, never hard-coded.
+* TAS: V_s' starts from zero and is optimised on the reversed clip in the same batch as V_s and
+  V_t (one pass per step); maps are assembled by the mean of per-clip-normalised maps
+  (see :func:`stvg_ros.relevance.assemble_tas`; the paper gives no rule, the code has none).
+* Span: 'topk' is the paper's rule made contiguous (best K-frame window); 'grow' is the
+  official rule.  Gaps inside a track are scored with interpolated boxes (the official code
+  scores 0 there); boxes are filled for every frame of the span.
+* Proposal-free boxes (no detector) are our addition; the official code needs proposals.
+* Frames are sampled uniformly with rounding (the official code truncates), first and last kept.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,7 +51,7 @@ from .lra import optimise_latent_prompts, yes_probability
 from .relevance import assemble_tas, grounding_attention, relative_attention, token_grid_maps, upsample_maps
 from .result import GroundingResult, Proposals, RelevanceMaps, SubQueries
 from .spatial import choose_track
-from .temporal import choose_span, fill_boxes, frame_scores
+from .temporal import choose_span, fill_boxes, fill_interior, frame_scores
 
 log = logging.getLogger("stvg_ros.grounder")
 
@@ -186,24 +206,20 @@ class Grounder:
         return result
 
     # ------------------------------------------------------------------------------------------
+    @contextmanager
     def _stage(self, name: str, timings: dict):
-        grounder = self
-
-        class _Stage:
-            def __enter__(self):
-                if grounder.progress is not None:
-                    grounder.progress(name)
-                log.debug("stage %s", name)
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                device = getattr(grounder.adapter, "device", None)
-                if isinstance(device, torch.device) and device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                timings[name] = timings.get(name, 0.0) + time.perf_counter() - self.t
-                return False
-
-        return _Stage()
+        """Time a stage (GPU work included) and report it to the progress callback."""
+        if self.progress is not None:
+            self.progress(name)
+        log.debug("stage %s", name)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            device = getattr(self.adapter, "device", None)
+            if isinstance(device, torch.device) and device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
     def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries):
         """V_s, V_t (and V_s' on the reversed clip) in one batched optimisation; identical problems
@@ -300,7 +316,7 @@ class Grounder:
         best, tracks, _, _, reason = choose_track(spatial, visual.grid, visual.content_box, image_size, used_stamps,
                                                   proposals, cfg.box_threshold, tolerance)
         t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
-        scores = frame_scores(t_maps, t_scale, best.boxes)
+        scores = frame_scores(t_maps, t_scale, fill_interior(best.boxes, used_stamps))
         first, last = choose_span(scores, cfg.span_rule, cfg.span_topk_fraction, cfg.span_grow_fraction)
         boxes = fill_boxes(best.boxes, used_stamps, first, last)
         relevance = None

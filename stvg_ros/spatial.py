@@ -124,11 +124,24 @@ def smooth_boxes(boxes: np.ndarray, window: int = 5) -> np.ndarray:
 
 
 def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
-                    image_size: tuple[int, int], threshold: float, window: int = 5) -> Track:
-    """The proposal-free track: per-frame peak region boxes, median-smoothed over time."""
-    raw = np.array([cell_box(*peak_region_box(m, threshold), grid, content_box) for m in grid_maps],
-                   dtype=np.float64)
-    smoothed = smooth_boxes(raw, window) if len(raw) > 2 else raw
+                    image_size: tuple[int, int], threshold: float, window: int = 5,
+                    min_prominence: float = 0.25) -> Track:
+    """The proposal-free track: per-frame peak-region boxes, linked over time and median-smoothed.
+
+    Only frames whose map has a clear peak (range ``max - min`` at least ``min_prominence`` of
+    the clip's largest) place a box; the others (target absent, flat map) take the box of their
+    nearest confident neighbours (interpolated between them), so a flat frame does not vote for
+    a whole-frame box.  The median then removes one-frame jumps to another object.
+    """
+    from .temporal import fill_boxes
+
+    T = len(grid_maps)
+    prominence = grid_maps.reshape(T, -1).max(1) - grid_maps.reshape(T, -1).min(1)
+    confident = prominence >= min_prominence * prominence.max() if prominence.max() > 0 else np.ones(T, bool)
+    raw: list[Box | None] = [cell_box(*peak_region_box(m, threshold), grid, content_box) if ok else None
+                             for m, ok in zip(grid_maps, confident)]
+    filled = np.array(fill_boxes(raw, list(range(T)), 0, T - 1), dtype=np.float64)
+    smoothed = smooth_boxes(filled, window) if T > 2 else filled
     return Track(track_id=ATTENTION_TRACK, boxes=[clip_box(b, image_size) for b in smoothed])
 
 

@@ -1,8 +1,10 @@
 """Time span: when the query holds, from the temporal relevance inside the chosen track.
 
 Per frame the score is the maximum temporal relevance inside the track's box (the official code
-max-pools the upsampled map over the track's mask per frame); frames where the track has no box
-score 0, as the official code's empty masks do.  Two span rules, both always contiguous:
+max-pools the upsampled map over the track's mask per frame).  Frames before the track's first or
+after its last box score 0, as the official code's empty masks do; a gap *inside* the track (a
+detector miss) is scored with the box interpolated across it, where the official code scores 0 and
+so would cut the span at every missed detection.  Two span rules, both always contiguous:
 
 * ``'topk'`` (paper): K = round(fraction * T) frames (7 of 20).  The paper keeps the K best
   frames; a tube needs one contiguous span, so we take the contiguous window of exactly K frames
@@ -28,6 +30,15 @@ def frame_scores(image_maps: np.ndarray, scale: float, boxes: Sequence[Box | Non
     """Per-frame maximum of the (upsampled) temporal relevance inside the track's box; 0 without a box."""
     return np.array([0.0 if b is None else max_in_box(image_maps[i], b, scale) for i, b in enumerate(boxes)],
                     dtype=np.float64)
+
+
+def fill_interior(boxes: Sequence[Box | None], stamps: Sequence[float]) -> list[Box | None]:
+    """Boxes with the gaps between a track's first and last box interpolated; outside stays None."""
+    have = [i for i, b in enumerate(boxes) if b is not None]
+    if not have:
+        return list(boxes)
+    inner = fill_boxes(boxes, stamps, have[0], have[-1])
+    return [None] * have[0] + inner + [None] * (len(boxes) - 1 - have[-1])
 
 
 def span_length(fraction: float, num_frames: int) -> int:

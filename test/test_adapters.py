@@ -86,9 +86,27 @@ def test_yes_no_ids(family_adapter):
 
 def test_generate_text_is_greedy_and_text_only(family_adapter):
     _, adapter = family_adapter
-    a = adapter.generate_text("Describe this video in details.", max_new_tokens=4)
-    b = adapter.generate_text("Describe this video in details.", max_new_tokens=4)
-    assert isinstance(a, str) and a == b
+    prompt = "Describe this video in details."
+    a = adapter.generate_text(prompt, max_new_tokens=4)
+    assert isinstance(a, str) and a == adapter.generate_text(prompt, max_new_tokens=4)
+    # the first generated token is the argmax of a plain forward on the templated text prompt
+    text = adapter.tokenizer.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+                                                 chat_template=adapter.chat_template, tokenize=False,
+                                                 add_generation_prompt=True)
+    assert "<video>" not in text and "<|video_pad|>" not in text
+    ids, _ = adapter._encode(text)
+    with torch.no_grad():
+        first = int(adapter.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+    want = adapter.tokenizer.decode([first], skip_special_tokens=True).strip()
+    assert adapter.generate_text(prompt, max_new_tokens=1) == want
+
+
+def test_image_size_override(tiny_model_dir):
+    qwen = load_adapter(tiny_model_dir("qwen2_5_vl"), image_size=56)
+    assert qwen.encode_frames(random_frames(2, 112, 112)).grid == (2, 2)  # 56 px = 4 patches = 2 merged
+    assert load_adapter(tiny_model_dir("qwen2_5_vl")).encode_frames(random_frames(2, 90, 160)).grid == (3, 5)
+    with pytest.raises(ValueError, match="vision tower takes 112x112"):
+        load_adapter(tiny_model_dir("llava_next_video"), image_size=336)
 
 
 # ---------------------------------------------------------------------------------------- geometry

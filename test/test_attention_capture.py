@@ -12,9 +12,9 @@ from stvg_ros.testing import CONTRACT_FAMILIES as FAMILIES, random_frames
 QUESTIONS = ["Is there a red ball in this video?", "Describe this video in details."]
 
 
-def eager_reference(adapter, visual, questions, layers):
+def eager_reference(adapter, visual, questions, layers, visual_delta=None):
     """Same decoder inputs, eager attention with output_attentions, the same rows/columns averaged."""
-    batch = adapter.prepare(visual, questions)
+    batch = adapter.prepare(visual, questions, visual_delta)
     lm = adapter.language_model
     set_decoder_attention(lm, "eager")
     try:
@@ -50,6 +50,26 @@ def test_capture_matches_eager(adapter, layers, prefix_cache):
     torch.testing.assert_close(out.attention, ref, atol=1e-5, rtol=1e-4)
     # attention to the visual block is a real share of each row's mass, not all of it
     assert (out.attention.sum(-1) > 0.01).all() and (out.attention.sum(-1) < 1.0).all()
+
+
+def test_prefix_groups_match_eager(adapter):
+    """Prompts on two distinct prefixes (same clip, two different latent prompts) share KV caches per
+    prefix and still give the eager reference's attention and the full forward's logits."""
+    visual = adapter.encode_frames(random_frames(4, 96, 128))
+    gen = torch.Generator().manual_seed(0)
+    delta_a, delta_b = (torch.randn(visual.embeds.shape, generator=gen) * 0.2 for _ in range(2))
+    delta = torch.stack([delta_a, delta_a, delta_b])
+    questions = QUESTIONS + ["Is there a small blue cube in this video?"]
+    assert adapter._prefix_plan(adapter.prepare(visual, questions, delta))[1] == [0, 2]
+    ref, _ = eager_reference(adapter, visual, questions, None, delta)
+    grouped = adapter.run(visual, questions, visual_delta=delta, capture=CaptureSpec())
+    adapter.use_prefix_cache = False
+    try:
+        full = adapter.run(visual, questions, visual_delta=delta, capture=CaptureSpec())
+    finally:
+        adapter.use_prefix_cache = True
+    torch.testing.assert_close(grouped.attention, ref, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grouped.yes_no_logits, full.yes_no_logits, atol=1e-4, rtol=1e-4)
 
 
 def test_no_capture_changes_nothing(adapter):

@@ -29,8 +29,14 @@ def raw_bag(tmp_path):
 
 
 @pytest.fixture
-def ros_context():
+def ros_context(monkeypatch):
+    import os
+
     from rclpy.context import Context
+
+    # A private DDS domain: other test runs on this machine must not see our frames or /clock.
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
     ctx = Context()
     rclpy.init(context=ctx)

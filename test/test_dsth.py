@@ -116,3 +116,17 @@ def test_grounder_without_dsth_uses_the_query_for_both_and_solves_one_problem_pe
     assert result.sub_queries.attribute == result.sub_queries.action == "the red square moves"
     grad_calls = [c for c in adapter.calls if c["with_grad"]]
     assert [c["batch"] for c in grad_calls] == [1]  # V_s == V_t: optimised once
+
+
+def test_real_tiny_model_answer_is_checked_and_replaced_by_rules(tiny_model_dir):
+    """A random tiny model answers nonsense: the validation rejects it and the rules decide."""
+    from stvg_ros.adapters import load_adapter
+
+    adapter = load_adapter(tiny_model_dir("qwen2_5_vl"), device="cpu")
+    asked = []
+    dec = Decomposer(lambda p, n: asked.append(p) or adapter.generate_text(p, n), max_new_tokens=16)
+    sub = dec("The man in purple clothes takes a step forward and sits on the bench.")
+    assert len(asked) == 1 and "Description: The man in purple clothes" in asked[0]
+    assert sub.source == "rules" and dec.last_rejection
+    assert (sub.attribute, sub.action) == ("The man in purple clothes",
+                                           "the man takes a step forward and sits on the bench")

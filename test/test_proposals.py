@@ -25,7 +25,7 @@ def _objects(t: int):
     """Ground truth at frame t: (name, colour, xyxy box).  Two red balls cross paths; a blue box moves left."""
     return [
         ("ball_a", RED, (10 + 3 * t, 50, 30 + 3 * t, 70)),
-        ("ball_b", RED, (130 - 3 * t, 52, 150 - 3 * t, 72)),
+        ("ball_b", RED, (130 - 3 * t, 60, 150 - 3 * t, 80)),
         ("box", BLUE, (120 - t, 10, 150 - t, 30)),
     ]
 
@@ -220,7 +220,7 @@ def _check_tracks_follow_truth(tracks, stamps, names):
 @pytest.mark.parametrize("background", [True, False])
 def test_live_stage_serves_the_running_class_without_detecting_again(background):
     detector = ColourDetector()
-    cfg = ProposalConfig(default_class="ball", detect_every=5, window_s=10.0)
+    cfg = ProposalConfig(default_class="ball", detect_every=5, rate_hz=0, window_s=10.0, max_backlog=100)
     with LiveProposalStage(detector, cfg, background=background) as stage:
         stamps = _feed(stage, _clip(40))
         query_stamps = stamps[::2]  # what the grounder samples
@@ -239,7 +239,7 @@ def test_live_stage_serves_the_running_class_without_detecting_again(background)
 
 def test_live_stage_detects_a_new_phrase_once_and_caches_it():
     detector = ColourDetector()
-    cfg = ProposalConfig(default_class="ball", detect_every=5, window_s=10.0, max_phrases=2)
+    cfg = ProposalConfig(default_class="ball", detect_every=5, rate_hz=0, window_s=10.0, max_phrases=2)
     with LiveProposalStage(detector, cfg, background=False) as stage:
         stamps = _feed(stage, _clip(40))
         assert detector.calls == 8
@@ -261,11 +261,11 @@ def test_live_stage_detects_a_new_phrase_once_and_caches_it():
 
 def test_live_stage_window_rate_and_clock_jump():
     detector = ColourDetector()
-    cfg = ProposalConfig(default_class="ball", detect_every=2, rate_hz=15.0, window_s=0.5)
+    cfg = ProposalConfig(default_class="ball", rate_hz=7.5, window_s=0.5)
     with LiveProposalStage(detector, cfg, background=False) as stage:
-        stamps = _feed(stage, _clip(40))  # 30 fps in, 15 Hz taken, keyframe every 2nd taken: 7.5 Hz
+        stamps = _feed(stage, _clip(40))  # 30 fps in, keyframes at 7.5 Hz: every 4th frame
         stats = stage.stats()
-        assert stats["frames_in"] == 40 and stats["frames_taken"] == 20 and stats["keyframes"] == 10
+        assert stats["frames_in"] == 40 and stats["keyframes"] == 10 and detector.calls == 10
         assert stats["window_keyframes"] == 4  # 0.5 s at 7.5 Hz (+ the newest)
         tracks = stage.tracks_for(stamps, "ball")
         first_kept = min(min(t.boxes) for t in tracks)
@@ -277,7 +277,8 @@ def test_live_stage_window_rate_and_clock_jump():
 
 def test_live_stage_background_worker_skips_backlog_when_slow():
     detector = ColourDetector(delay_s=0.05)
-    cfg = ProposalConfig(default_class="ball", detect_every=1, max_backlog=2, batch_size=1, query_wait_s=5.0)
+    cfg = ProposalConfig(default_class="ball", rate_hz=0, detect_every=1, max_backlog=2, batch_size=1,
+                         query_wait_s=5.0)
     with LiveProposalStage(detector, cfg, background=True) as stage:
         stamps = _feed(stage, _clip(30))
         tracks = stage.tracks_for(stamps, "ball")  # waits for the worker to reach the newest keyframe
@@ -310,3 +311,14 @@ def test_static_tracks_from_a_proposals_file_entry():
     assert [t.id for t in tracks] == ["3"]
     assert tracks[0].boxes[0.5] == pytest.approx((5, 0, 15, 10))
     assert source.proposals_for([2.0]) == {"4": {2.0: (5.0, 5.0, 6.0, 6.0)}}
+
+
+def test_live_stage_ignores_late_frames_but_resets_on_a_real_jump_back():
+    cfg = ProposalConfig(default_class="ball", rate_hz=0, detect_every=1)
+    with LiveProposalStage(ColourDetector(), cfg, background=False) as stage:
+        frame = _clip(1)[0]
+        assert stage.add_frame(frame, 5.0) and stage.add_frame(frame, 5.1)
+        assert not stage.add_frame(frame, 5.05) and not stage.add_frame(frame, 5.1)  # late / duplicate
+        assert stage.stats()["window_keyframes"] == 2
+        assert stage.add_frame(frame, 2.0)  # more than JUMP_BACK_S back: a new recording
+        assert stage.stats()["window_keyframes"] == 1

@@ -136,7 +136,7 @@ class HFAdapter(ModelAdapter):
     """Shared implementation over a transformers ``*ForConditionalGeneration`` model."""
 
     model_class_name: str = ""
-    #: run prompts that share one clip on a KV cache of their common prefix (see ``_run_shared_prefix``)
+    #: run prompts that share a clip on a KV cache of their common prefix (see ``_run_on_prefixes``)
     use_prefix_cache: bool = True
     #: the content part the chat template renders as the video placeholder
     video_part = {"type": "video"}
@@ -358,11 +358,11 @@ class HFAdapter(ModelAdapter):
             bad = [i for i in layers if not 0 <= int(i) < self.num_layers]
             if bad:
                 raise AdapterError(f"capture layers {bad} out of range: the model has {self.num_layers} layers")
-        shared = isinstance(visual, VisualTokens) or all(v is visual[0] for v in visual)
         grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
         with grad_ctx:
-            if self.use_prefix_cache and not with_grad and visual_delta is None and shared and B > 1:
-                hidden_last, attn = self._run_shared_prefix(batch, capture, layers)
+            plan = self._prefix_plan(batch) if self.use_prefix_cache and not with_grad and B > 1 else None
+            if plan is not None:
+                hidden_last, attn = self._run_on_prefixes(batch, capture, layers, *plan)
             else:
                 hidden_last, attn = self._run_full(batch, capture, layers)
             logits = self._answer_logits(hidden_last).float()
@@ -378,29 +378,51 @@ class HFAdapter(ModelAdapter):
         attn = cap.result() if cap is not None else None
         return hidden_last, attn
 
-    def _run_shared_prefix(self, batch: PreparedBatch, capture, layers):
-        """Encode the prompts' common prefix (system + video + ...) once into a KV cache, then run
-        the B question suffixes on it: the long visual block is processed once, not B times."""
+    def _prefix_plan(self, batch: PreparedBatch):
+        """Find prompts whose inputs agree on a common prefix that holds the whole visual block.
+
+        Returns ``(P, representatives, group_of_row)`` when fewer distinct prefixes than prompts
+        exist (e.g. a question and the caption prompt on the same clip, with or without the same
+        latent prompt), else None.  Prefixes are compared on the actual input embeddings and
+        positions, so visual deltas are respected.
+        """
         ids = batch.prompt_ids
-        common = 0
-        shortest = min(len(x) for x in ids)
+        common, shortest = 0, min(len(x) for x in ids)
         while common < shortest and all(x[common] == ids[0][common] for x in ids):
             common += 1
-        first_row = int(batch.rows.min())
-        prefix = min(common, first_row)  # candidates must stay in the suffix to be captured
-        if prefix <= int(batch.cols.max()):
-            return self._run_full(batch, capture, layers)
-        B, L = batch.embeds.shape[:2]
-        out = self._decode(batch.embeds[:1, :prefix], batch.positions[..., :1, :prefix], use_cache=True)
+        P = min(common, int(batch.rows.min()))  # candidate rows must stay in the suffix to be captured
+        if P <= int(batch.cols.max()):
+            return None
+        reps: list[int] = []
+        group = []
+        for b in range(batch.embeds.shape[0]):
+            for g, r in enumerate(reps):
+                if torch.equal(batch.embeds[b, :P], batch.embeds[r, :P]) and torch.equal(
+                        batch.positions[..., b, :P], batch.positions[..., r, :P]):
+                    group.append(g)
+                    break
+            else:
+                group.append(len(reps))
+                reps.append(b)
+        if len(reps) == len(group):
+            return None
+        return P, reps, torch.tensor(group, device=self.device)
+
+    def _run_on_prefixes(self, batch: PreparedBatch, capture, layers, P: int, reps: list[int],
+                         group: torch.Tensor):
+        """Encode each distinct prefix (system + video + ...) once into a KV cache, then run all
+        question suffixes on it: the long visual block is processed once per clip, not per prompt."""
+        idx = torch.tensor(reps, device=self.device)
+        out = self._decode(batch.embeds[idx, :P], batch.positions[..., idx, :P], use_cache=True)
         cache = out.past_key_values
-        cache.batch_repeat_interleave(B)
-        rows = batch.rows - prefix
-        ctx = capture_attention(rows, batch.cols, layers) if capture is not None else _null_capture()
+        cache.reorder_cache(group)
+        B = batch.embeds.shape[0]
+        ctx = capture_attention(batch.rows - P, batch.cols, layers) if capture is not None else _null_capture()
         with ctx as cap:
-            out = self._decode(batch.embeds[:, prefix:], batch.positions[..., prefix:], past_key_values=cache,
+            out = self._decode(batch.embeds[:, P:], batch.positions[..., P:], past_key_values=cache,
                                use_cache=True)
         h = out.last_hidden_state
-        hidden_last = h[torch.arange(B, device=h.device), batch.last - prefix]
+        hidden_last = h[torch.arange(B, device=h.device), batch.last - P]
         attn = cap.result() if cap is not None else None
         return hidden_last, attn
 

@@ -26,6 +26,10 @@ class _LlavaVideoAdapter(HFAdapter):
     #: tokens after the frames' grids that belong to no cell (OneVision's newline)
     trailing_tokens = 0
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._tower_side()  # reject an unusable image_size at load time
+
     def _tower_side(self) -> int:
         side = int(self.model.config.vision_config.image_size)
         if self.image_size and int(self.image_size) != side:

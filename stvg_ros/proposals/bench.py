@@ -73,7 +73,7 @@ def benchmark(detector_dir: Optional[str] = None, kind: str = "grounding_dino", 
     return {
         "detector": detector.kind, "detector_path": detector_dir or f"tiny random {kind}",
         "device": str(detector.device), "frames": frames, "size": f"{size[1]}x{size[0]}",
-        "detect_every": cfg.detect_every, "load_s": round(load_s, 3),
+        "keyframes": stats["keyframes"], "load_s": round(load_s, 3),
         "detector_ms_per_keyframe": round(stats["detector_ms_per_keyframe"], 3),
         "tracker_ms_per_keyframe": round(stats["tracker_ms_per_keyframe"], 3),
         "stage_ms_per_frame": round(stats["stage_ms_per_frame"], 3),
@@ -91,13 +91,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--frames", type=int, default=30)
     p.add_argument("--size", default="640x480", help="WxH of the synthetic frames")
     p.add_argument("--fps", type=float, default=30.0)
-    p.add_argument("--detect-every", type=int, default=10)
+    p.add_argument("--detect-every", type=int, default=10, help="keyframe stride (used when --rate-hz is 0)")
+    p.add_argument("--rate-hz", type=float, default=3.0, help="detection keyframes per second (0: --detect-every)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="also write the numbers to this file")
     args = p.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     result = benchmark(args.detector, args.kind, args.frames, (h, w), args.fps,
-                       ProposalConfig(detect_every=args.detect_every), args.device)
+                       ProposalConfig(detect_every=args.detect_every, rate_hz=args.rate_hz), args.device)
     width = max(len(k) for k in result)
     for k, v in result.items():
         print(f"{k:<{width}}  {v}")

@@ -150,10 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-root", help="the dataset's video directory")
     p.add_argument("--image-topic", help="bag image topic when there are several")
     p.add_argument("--out", required=True, help="proposals JSON file to write")
-    p.add_argument("--detector", help="local detector directory (overrides proposals.detector_path)")
+    p.add_argument("--detector", help="local detector directory (overrides proposals_detector_path)")
     p.add_argument("--config", help="YAML with a proposals: section (or a ROS params file)")
     p.add_argument("--phrase", help="detector phrase for every video (default: each query's subject, "
-                                    "else proposals.default_class)")
+                                    "else proposals_default_class)")
     p.add_argument("--detect-every", type=int, help="detection keyframe stride (paper: 10)")
     p.add_argument("--box-threshold", type=float)
     p.add_argument("--text-threshold", type=float)

@@ -1,7 +1,7 @@
 """Knobs of the proposal stage (detector + tracker), with the paper's defaults.
 
-The node declares them as ``proposals.<field>`` parameters; YAML files may hold them under a
-``proposals:`` key.  Invalid values raise :class:`ProposalConfigError` naming the fix.
+The node declares them as ``proposals_<field>`` parameters (flat, like its other parameters);
+YAML files may hold them under a ``proposals:`` key.  Invalid values raise :class:`ProposalConfigError` naming the fix.
 """
 
 from __future__ import annotations
@@ -39,15 +39,19 @@ class ProposalConfig:
     nms_iou: float = 0.7
     """Overlapping boxes of one frame above this IoU are merged (1.0 disables)."""
     detect_every: int = 10
-    """Detection runs on every N-th frame taken by the stage (paper: 10)."""
-    rate_hz: float = 0.0
-    """Live: frames taken into the stage per second at most (0 = every frame given)."""
+    """Offline (and live with rate_hz=0): detection runs on every N-th frame (paper: 10)."""
+    rate_hz: float = 3.0
+    """Live: detection keyframes per second at most, whatever rate frames arrive at (3 Hz ~ the paper's
+    every 10th frame of 30 fps video); 0 = every ``detect_every``-th frame given."""
     batch_size: int = 4
     """Keyframes per detector forward pass when catching up (offline, new phrases)."""
     tracker: str = "bytetrack"
     """'bytetrack' (two-stage association with constant-velocity prediction) or 'iou' (one stage)."""
     match_iou: float = 0.3
     """Minimum IoU between a track's predicted box and a detection to link them."""
+    max_center_shift: float = 1.0
+    """Last-resort link of an unmatched track and detection whose centres are this many box sizes
+    apart at most (similar size); 0 disables it."""
     max_lost: int = 3
     """Keyframes a track may go undetected before it ends."""
     propagation: str = "interpolate"
@@ -69,7 +73,7 @@ class ProposalConfig:
     device: str = "auto"
     """'auto' (cuda when available), 'cuda', 'cuda:N' or 'cpu'."""
     dtype: str = "auto"
-    """'auto' (float16 on GPU, float32 on CPU), 'float32', 'bfloat16' or 'float16'."""
+    """'auto' (float32: Grounding DINO loses boxes in half precision), 'float32', 'bfloat16' or 'float16'."""
     synonyms: dict = field(default_factory=dict)
     """Extra head noun → detector class entries (added to the built-in map, e.g. {'guy': 'person'})."""
 
@@ -78,7 +82,7 @@ class ProposalConfig:
 
     def validate(self) -> None:
         def bad(name: str, value: Any, fix: str) -> ProposalConfigError:
-            return ProposalConfigError(f"invalid proposals.{name}={value!r}: {fix}")
+            return ProposalConfigError(f"invalid proposals_{name}={value!r}: {fix}")
 
         for name, allowed in (("detector_type", DETECTOR_TYPES), ("tracker", TRACKERS),
                               ("propagation", PROPAGATIONS), ("dtype", ("auto", "float32", "bfloat16", "float16"))):
@@ -93,7 +97,8 @@ class ProposalConfig:
         for name in ("detect_every", "batch_size", "max_backlog"):
             if getattr(self, name) < 1:
                 raise bad(name, getattr(self, name), "use 1 or more")
-        for name in ("rate_hz", "hold_keyframes", "max_lost", "max_tracks", "max_phrases", "query_wait_s"):
+        for name in ("rate_hz", "hold_keyframes", "max_center_shift", "max_lost", "max_tracks", "max_phrases",
+                     "query_wait_s"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "use 0 or more")
         if self.window_s <= 0:
@@ -104,7 +109,7 @@ class ProposalConfig:
             raise bad("device", self.device, "use auto, cpu, cuda or cuda:N")
         if self.enabled and not self.detector_path:
             raise bad("detector_path", self.detector_path,
-                      "set proposals.detector_path to a local detector directory, or proposals.enabled=false")
+                      "set proposals_detector_path to a local detector directory, or proposals_enabled=false")
         if not isinstance(self.synonyms, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.synonyms.items()):
             raise bad("synonyms", self.synonyms, "give a mapping of words to detector classes")
@@ -116,8 +121,9 @@ class ProposalConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ProposalConfig":
-        """Build from a mapping; keys may carry a ``proposals.`` prefix (ROS parameter names)."""
-        values = {k[len("proposals."):] if k.startswith("proposals.") else k: v for k, v in values.items()}
+        """Build from a mapping; keys may carry a ``proposals.`` or ``proposals_`` prefix (node parameters)."""
+        values = {k[len("proposals."):] if k.startswith(("proposals.", "proposals_")) else k: v
+                  for k, v in values.items()}
         unknown = sorted(set(values) - set(cls.field_names()))
         if unknown:
             raise ProposalConfigError(
@@ -145,13 +151,13 @@ class ProposalConfig:
                     v = dict(v or {})
             except (TypeError, ValueError):
                 raise ProposalConfigError(
-                    f"invalid proposals.{name}={v!r}: expected a value of type {type(default).__name__}") from None
+                    f"invalid proposals_{name}={v!r}: expected a value of type {type(default).__name__}") from None
             kwargs[name] = v
         return cls(**kwargs)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ProposalConfig":
-        """Fields under a top-level ``proposals:`` key, or ``proposals.*`` keys of a ROS params file."""
+        """Fields under a top-level ``proposals:`` key, or ``proposals_*`` keys of a ROS params file."""
         import yaml
 
         data = yaml.safe_load(Path(path).read_text()) or {}
@@ -163,7 +169,8 @@ class ProposalConfig:
                 nested = params.get("proposals")
                 if isinstance(nested, dict):
                     return cls.from_dict(nested)
-                return cls.from_dict({k: v for k, v in params.items() if k.startswith("proposals.")})
+                return cls.from_dict({k: v for k, v in params.items()
+                                      if k.startswith(("proposals.", "proposals_"))})
         return cls()
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ProposalConfigError(f"proposals.device={device!r} but no CUDA device is visible: use 'cpu' or 'auto'")
+        raise ProposalConfigError(f"proposals_device={device!r} but no CUDA device is visible: use 'cpu' or 'auto'")
     return torch.device(device)
 
 
@@ -47,7 +47,7 @@ def detector_type_of(path: str | Path) -> str:
     cfg_file = Path(path) / "config.json"
     if not cfg_file.is_file():
         raise ProposalConfigError(
-            f"proposals.detector_path={str(path)!r} has no config.json: point it at a local transformers "
+            f"proposals_detector_path={str(path)!r} has no config.json: point it at a local transformers "
             "checkpoint of Grounding DINO, MM-Grounding-DINO or OWLv2 (downloaded beforehand; nothing is fetched)")
     model_type = json.loads(cfg_file.read_text()).get("model_type", "")
     if model_type in _GROUNDING_DINO_TYPES:
@@ -56,7 +56,7 @@ def detector_type_of(path: str | Path) -> str:
         return "owlv2"
     raise ProposalConfigError(
         f"detector at {path} is a {model_type!r} model: use Grounding DINO, MM-Grounding-DINO or OWLv2 "
-        "(or set proposals.detector_type explicitly if the config is unusual)")
+        "(or set proposals_detector_type explicitly if the config is unusual)")
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -116,7 +116,7 @@ class ZeroShotDetector:
         path = Path(path or cfg.detector_path)
         if not path.is_dir():
             raise ProposalConfigError(
-                f"detector directory {str(path)!r} does not exist: set proposals.detector_path to a local "
+                f"detector directory {str(path)!r} does not exist: set proposals_detector_path (--detector) to a local "
                 "Grounding DINO / OWLv2 checkpoint (save_pretrained layout)")
         kind = detector_type_of(path) if cfg.detector_type == "auto" else cfg.detector_type
         device = resolve_device(cfg.device)
@@ -228,5 +228,5 @@ class ZeroShotDetector:
 def load_detector(config: ProposalConfig) -> ZeroShotDetector:
     """The detector ``config.detector_path`` names, with the config's thresholds and device."""
     if not config.detector_path:
-        raise ProposalConfigError("proposals.detector_path is empty: set it to a local detector directory")
+        raise ProposalConfigError("proposals_detector_path is empty: set it to a local detector directory")
     return ZeroShotDetector.from_pretrained(config.detector_path, config)

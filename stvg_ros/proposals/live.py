@@ -1,8 +1,8 @@
 """The live proposal stage: detection + tracking as frames arrive, so queries find tracks ready.
 
 The node calls :meth:`LiveProposalStage.add_frame` for every frame it keeps and
-:meth:`LiveProposalStage.tracks_for` when a query comes.  Every ``detect_every``-th frame taken
-(at most ``rate_hz`` frames per second are taken) is a *keyframe*: it is stored for the window and
+:meth:`LiveProposalStage.tracks_for` when a query comes.  At most ``rate_hz`` frames per second
+(or every ``detect_every``-th frame) become *keyframes*: each is stored for the window and
 a background thread runs the detector on it for the *running class* (``default_class``) and links
 the detections into tracks.  A query whose subject is the running class is then answered from
 those tracks without any detection; another subject runs the detector over the window's stored
@@ -43,7 +43,6 @@ class StageTimes:
     """Accumulated stage cost (seconds) and counts, for ms/frame reports."""
 
     frames_in: int = 0
-    frames_taken: int = 0
     keyframes: int = 0
     detector_frames: int = 0
     detector_s: float = 0.0
@@ -57,10 +56,10 @@ class StageTimes:
     def summary(self) -> dict:
         per = lambda s, n: 1000.0 * s / n if n else 0.0  # noqa: E731
         return {
-            "frames_in": self.frames_in, "frames_taken": self.frames_taken, "keyframes": self.keyframes,
+            "frames_in": self.frames_in, "keyframes": self.keyframes,
             "detector_ms_per_keyframe": per(self.detector_s, self.detector_frames),
             "tracker_ms_per_keyframe": per(self.tracker_s, self.tracker_updates),
-            "stage_ms_per_frame": per(self.detector_s + self.tracker_s, self.frames_taken),
+            "stage_ms_per_frame": per(self.detector_s + self.tracker_s, self.frames_in),
             "skipped_keyframes": self.skipped_keyframes, "stale_queries": self.stale_queries,
             "query_ms_mean": per(self.query_s, self.queries),
         }
@@ -75,6 +74,9 @@ class LiveProposalStage(ProposalSource):
     skips the oldest keyframes when it falls more than ``max_backlog`` behind.
     """
 
+    #: a stamp this much older than the newest one means the clock went back: start over
+    JUMP_BACK_S = 1.0
+
     def __init__(self, detector, config: Optional[ProposalConfig] = None, background: bool = True):
         self.config = config or ProposalConfig()
         self.detector = detector
@@ -85,10 +87,10 @@ class LiveProposalStage(ProposalSource):
         self._new_keyframe = threading.Condition(self._lock)
         self._progress = threading.Condition()
         self._keyframes: collections.deque[tuple[float, np.ndarray]] = collections.deque()
-        self._last_taken = -np.inf
+        self._last_key = -np.inf
         self._last_in = -np.inf
         self._generation = 0
-        self._taken_since_key = 0
+        self._since_key = 0
         self._running = self._new_phrase(self.running_class)
         self._cache: collections.OrderedDict[str, _PhraseTracks] = collections.OrderedDict()
         self._closed = False
@@ -118,8 +120,8 @@ class LiveProposalStage(ProposalSource):
         with self._lock:
             self._generation += 1
             self._keyframes.clear()
-            self._last_taken = self._last_in = -np.inf
-            self._taken_since_key = 0
+            self._last_key = self._last_in = -np.inf
+            self._since_key = 0
             pipes = [self._running, *self._cache.values()]
         for pipe in pipes:
             with pipe.lock:
@@ -145,25 +147,28 @@ class LiveProposalStage(ProposalSource):
     def add_frame(self, frame: np.ndarray, stamp: float) -> bool:
         """Offer one HxWx3 uint8 RGB frame; returns True when it became a keyframe.
 
-        Frames closer than ``1 / rate_hz`` to the last one taken are skipped; a stamp older than the
-        previous one resets the stage.  Only keyframes are stored (copied), so memory is bounded
-        by ``window_s`` whatever the camera rate.
+        A frame is a keyframe when ``1 / rate_hz`` seconds have passed since the last one (or, with
+        ``rate_hz = 0``, every ``detect_every``-th frame); a stamp more than ``JUMP_BACK_S`` older than
+        the newest resets the stage (a looping bag), a slightly older or equal one is ignored.  Only keyframes are stored (copied), so memory is bounded by ``window_s``
+        whatever the camera rate.
         """
         stamp = float(stamp)
         cfg = self.config
-        if stamp < self._last_in:
+        if stamp < self._last_in - self.JUMP_BACK_S:
             self.reset()
         with self._lock:
+            if stamp <= self._last_in:  # a duplicate or a frame that arrived late: not a new instant
+                return False
             self._last_in = stamp
             self.times.frames_in += 1
-            if cfg.rate_hz > 0 and stamp - self._last_taken < 1.0 / cfg.rate_hz - 1e-9:
-                return False
-            self._last_taken = stamp
-            self.times.frames_taken += 1
-            is_key = self._taken_since_key % cfg.detect_every == 0
-            self._taken_since_key += 1
+            if cfg.rate_hz > 0:
+                is_key = stamp - self._last_key >= 1.0 / cfg.rate_hz - 1e-6
+            else:
+                is_key = self._since_key % cfg.detect_every == 0
+                self._since_key += 1
             if not is_key:
                 return False
+            self._last_key = stamp
             self._keyframes.append((stamp, np.array(frame, dtype=np.uint8, copy=True)))
             self.times.keyframes += 1
             while self._keyframes and self._keyframes[0][0] < stamp - cfg.window_s:

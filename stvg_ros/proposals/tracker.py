@@ -7,7 +7,10 @@ compact ByteTrack-style tracker (Zhang et al., ECCV 2022): confident detections 
 to every live track, then the remaining recently seen tracks take the low-score detections (so an
 occluded, low-confidence object keeps its id), and only confident detections start tracks.  Motion
 is a constant-velocity prediction in box space per second, so keyframes may be irregular; matching
-is greedy on IoU (few objects per frame; Hungarian gains nothing measurable there).
+is greedy on IoU (few objects per frame; Hungarian gains nothing measurable there).  Because the
+paper detects only every 10th frame, a last stage links a still-unmatched confident detection to a
+still-unmatched track when their centres are close relative to the box size (fast objects leave
+their predicted box between keyframes before the velocity is known).
 """
 
 from __future__ import annotations
@@ -31,6 +34,20 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def center_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise centre distance of xyxy boxes in units of ``a``'s size (mean of width and height),
+    infinite where the areas differ by more than a factor 2 (another object, not a moved one)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    ca, cb = (a[:, :2] + a[:, 2:]) / 2, (b[:, :2] + b[:, 2:]) / 2
+    size = np.maximum((a[:, 2] - a[:, 0] + a[:, 3] - a[:, 1]) / 2, 1e-6)
+    dist = np.linalg.norm(ca[:, None] - cb[None], axis=-1) / size[:, None]
+    area_a = np.maximum((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), 1e-6)
+    area_b = np.maximum((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), 1e-6)
+    ratio = area_b[None, :] / area_a[:, None]
+    return np.where((ratio > 0.5) & (ratio < 2.0), dist, np.inf)
 
 
 def greedy_match(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
@@ -70,8 +87,10 @@ class ByteTracker:
     """
 
     def __init__(self, high: float = 0.4, low: float = 0.2, match_iou: float = 0.3, max_lost: int = 3,
-                 two_stage: bool = True, label: str = "", id_prefix: str = "", velocity_smoothing: float = 0.5):
+                 two_stage: bool = True, label: str = "", id_prefix: str = "", velocity_smoothing: float = 0.5,
+                 max_center_shift: float = 1.0):
         self.high, self.low, self.match_iou, self.max_lost = high, low, match_iou, max_lost
+        self.max_center_shift = max_center_shift
         self.two_stage, self.label, self.id_prefix = two_stage, label, id_prefix
         self.velocity_smoothing = velocity_smoothing
         self.reset()
@@ -105,6 +124,15 @@ class ByteTracker:
         if len(low) and recent:
             for r, c in greedy_match(iou_matrix(predicted[recent], boxes[low]), self.match_iou):
                 matched[recent[r]] = int(low[c])
+        # stage 3: sparse keyframes let fast objects move out of their predicted box; a confident
+        # detection of similar size whose centre is within max_center_shift box sizes still continues
+        rest = [i for i in range(len(self._live)) if i not in matched]
+        free = [int(d) for d in high if int(d) not in matched.values()]
+        if rest and free and self.max_center_shift > 0:
+            shift = center_shift(predicted[rest], boxes[free])
+            score = np.where(shift <= self.max_center_shift, 1.0 / (1.0 + shift), 0.0)
+            for r, c in greedy_match(score, 1.0 / (1.0 + self.max_center_shift)):
+                matched[rest[r]] = free[c]
         observed: list[Track] = []
         still_live: list[_Live] = []
         for i, live in enumerate(self._live):
@@ -158,4 +186,5 @@ def make_tracker(kind: str = "bytetrack", config: Optional[ProposalConfig] = Non
         raise ValueError(f"unknown tracker {kind!r}: choose bytetrack or iou")
     prefix = id_prefix if id_prefix is not None else (f"{label}#" if label else "")
     return ByteTracker(high=cfg.box_threshold, low=cfg.low_threshold, match_iou=cfg.match_iou,
-                       max_lost=cfg.max_lost, two_stage=kind == "bytetrack", label=label, id_prefix=prefix)
+                       max_lost=cfg.max_lost, two_stage=kind == "bytetrack", label=label, id_prefix=prefix,
+                       max_center_shift=cfg.max_center_shift)

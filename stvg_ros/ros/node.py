@@ -31,6 +31,7 @@ from std_msgs.msg import String
 
 from stvg_ros.config import ConfigError, GroundingConfig
 from stvg_ros.msg import Detections, GroundingQuery, Status, Tube
+from stvg_ros.proposals import subject_phrase
 from stvg_ros.result import SubQueries
 from stvg_ros.ros import params as P
 from stvg_ros.ros.convert import (FrameIndex, detections_from_msg, ns_to_stamp, stamp_to_ns,
@@ -41,6 +42,9 @@ from stvg_ros.window import DetectionBuffer, FrameWindow, RateMeter
 
 #: seconds between repeats of the same kind of warning
 THROTTLE_S = 2.0
+#: history of the query subscriptions: deep, so that a burst of queries is refused one by one with a
+#: reason instead of being overwritten silently in the DDS reader's history
+QUERY_DEPTH = 1000
 
 
 @dataclass
@@ -64,6 +68,7 @@ class StvgNode(LifecycleNode):
         self._meaningless = False
         self.window = FrameWindow()
         self.detections = DetectionBuffer()
+        self._proposals = None  # LiveProposalStage when proposals_enabled (detector + tracker in the background)
         self._rate_in = RateMeter()
         self._rate_kept = RateMeter()
         self._queue: "queue.Queue[Optional[PendingQuery]]" = queue.Queue(maxsize=1)
@@ -131,6 +136,7 @@ class StvgNode(LifecycleNode):
     def _on_set_parameters(self, changes) -> SetParametersResult:
         try:
             self._settings({c.name: c.value for c in changes})
+            P.proposal_config(self._node_values({c.name: c.value for c in changes}))
         except ConfigError as e:
             self.get_logger().warn(f"parameter change rejected: {e}")
             return SetParametersResult(successful=False, reason=str(e))
@@ -184,6 +190,20 @@ class StvgNode(LifecycleNode):
         self._configure_window(node, cfg)
         self.window.reset()
         self.detections.clear()
+        try:  # the live proposal stage (off by default): tracks are ready when a query comes
+            pcfg = P.proposal_config(self._node_values())
+            if pcfg.enabled:
+                from stvg_ros.proposals.live import LiveProposalStage
+
+                pcfg = pcfg.replace(window_s=max(pcfg.window_s, node["window_duration"]))
+                self._proposals = LiveProposalStage.from_config(pcfg)
+                log.info(f"proposals: {self._proposals.detector.kind} from {pcfg.detector_path}, running class "
+                         f"'{self._proposals.running_class}' at {pcfg.rate_hz} Hz")
+        except Exception as e:  # noqa: BLE001 - a bad detector path must leave the node alive
+            log.error(f"configure failed: proposal stage: {type(e).__name__}: {e}")
+            self._warn_state(f"proposal stage failed: {e}")
+            self._grounder = None
+            return TransitionCallbackReturn.FAILURE
         self._queue = queue.Queue(maxsize=node["query_queue_size"])
         tube_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         pub_events = PublisherEventCallbacks(incompatible_qos=self._incompatible_pub("tube"))
@@ -211,8 +231,9 @@ class StvgNode(LifecycleNode):
 
         self._subs = [
             self.create_subscription(Image, "image", self._on_image, qos, event_callbacks=events("image")),
-            self.create_subscription(String, "query", self._on_query_text, 10, event_callbacks=events("query")),
-            self.create_subscription(GroundingQuery, "query_request", self._on_query_request, 10,
+            self.create_subscription(String, "query", self._on_query_text, QUERY_DEPTH,
+                                     event_callbacks=events("query")),
+            self.create_subscription(GroundingQuery, "query_request", self._on_query_request, QUERY_DEPTH,
                                      event_callbacks=events("query_request")),
         ]
         if node["use_compressed"]:
@@ -267,6 +288,9 @@ class StvgNode(LifecycleNode):
         if self._status_timer is not None:
             self.destroy_timer(self._status_timer)
             self._status_timer = None
+        if self._proposals is not None:
+            self._proposals.close()
+            self._proposals = None
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
         self._pubs = {}
@@ -311,7 +335,10 @@ class StvgNode(LifecycleNode):
             self._warn(f"dropped a frame on {self.resolve_topic_name('image')}: {e}", "frame")
             return
         self._camera_frame_id = header.frame_id
-        self.window.add(stamp_ns, rgb, frame_id=header.frame_id)
+        frame = self.window.add(stamp_ns, rgb, frame_id=header.frame_id)
+        stage = self._proposals
+        if stage is not None:  # the stored (downscaled) image: boxes in the pixels the grounder sees
+            stage.add_frame(frame.image, frame.stamp)
         self._rate_kept.tick(stamp_ns)
 
     def _on_image(self, msg: Image) -> None:
@@ -338,6 +365,8 @@ class StvgNode(LifecycleNode):
                 self.get_logger().warn("the ROS clock jumped back (bag replay looped?): window reset")
             self.window.reset()
             self.detections.clear()
+            if self._proposals is not None:
+                self._proposals.reset()
 
     # -- queries --------------------------------------------------------------------------------
     def _new_id(self) -> str:
@@ -447,6 +476,11 @@ class StvgNode(LifecycleNode):
                                    f"wait for more frames or widen the range")
         index = FrameIndex(frames)
         proposals = self.detections.proposals(frames) if node["use_detections"] else None
+        stage = self._proposals
+        if not proposals and stage is not None:
+            subject = q.sub_queries.attribute if q.sub_queries else q.text
+            phrase = subject_phrase(subject, stage.config.default_class, stage.config.synonyms)
+            proposals = stage.proposals_for(index.stamps, phrase)
         result = grounder.ground([f.image for f in frames], index.stamps, q.text, proposals=proposals or None,
                                  sub_queries=q.sub_queries)
         latency = time.monotonic() - q.received

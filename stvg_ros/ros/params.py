@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional
 
 from stvg_ros.config import ConfigError, GroundingConfig
+from stvg_ros.proposals.config import ProposalConfig
 
 
 @dataclass(frozen=True)
@@ -72,11 +73,11 @@ NODE_PARAMS: list[NodeParam] = [
 NODE_PARAM_BY_NAME = {p.name: p for p in NODE_PARAMS}
 
 
-def _config_docs() -> dict[str, str]:
-    """Attribute docstrings of GroundingConfig (the string literal right after each field)."""
+def _config_docs(cls: type = GroundingConfig) -> dict[str, str]:
+    """Attribute docstrings of a config dataclass (the string literal right after each field)."""
     docs: dict[str, str] = {}
     try:
-        tree = ast.parse(inspect.getsource(GroundingConfig).lstrip())
+        tree = ast.parse(inspect.getsource(cls).lstrip())
     except (OSError, TypeError, SyntaxError):
         return docs
     body = tree.body[0].body  # type: ignore[attr-defined]
@@ -113,10 +114,29 @@ def grounding_params() -> list[NodeParam]:
     return out
 
 
+#: node parameters of the live proposal stage are ``proposals_<ProposalConfig field>``
+PROPOSAL_PREFIX = "proposals_"
+
+
+def proposal_params() -> list[NodeParam]:
+    """One parameter per ProposalConfig field (``synonyms``, a mapping, is not a ROS type), applied at
+    configure: they choose and load the detector."""
+    defaults = ProposalConfig()
+    docs = _config_docs(ProposalConfig)
+    return [NodeParam(PROPOSAL_PREFIX + f.name, getattr(defaults, f.name),
+                      docs.get(f.name) or f"ProposalConfig.{f.name}", live=False)
+            for f in fields(ProposalConfig) if f.name != "synonyms"]
+
+
+def proposal_config(values: dict[str, Any]) -> ProposalConfig:
+    """ProposalConfig from parameter values (other keys ignored); raises ConfigError naming the fix."""
+    return ProposalConfig.from_dict({k: v for k, v in values.items() if k.startswith(PROPOSAL_PREFIX)})
+
+
 def all_params() -> list[NodeParam]:
     clash = {p.name for p in NODE_PARAMS} & set(GroundingConfig.field_names())
     assert not clash, f"node parameters shadow grounding fields: {clash}"
-    return NODE_PARAMS + grounding_params()
+    return NODE_PARAMS + grounding_params() + proposal_params()
 
 
 def check_node_value(name: str, value: Any) -> Optional[str]:
@@ -138,7 +158,7 @@ def grounding_config(values: dict[str, Any]) -> GroundingConfig:
 
 
 __all__ = ["NodeParam", "NODE_PARAMS", "all_params", "grounding_params", "check_node_value",
-           "grounding_config", "ConfigError"]
+           "grounding_config", "ConfigError", "proposal_params", "proposal_config"]
 
 
 def _yaml_value(v: Any) -> str:
@@ -171,7 +191,8 @@ def params_yaml() -> str:
         "  ros__parameters:",
     ]
     sections = [("node: model, input, window, queries, outputs", NODE_PARAMS),
-                ("grounding (stvg_ros.config.GroundingConfig)", grounding_params())]
+                ("grounding (stvg_ros.config.GroundingConfig)", grounding_params()),
+                ("live proposals (ProposalConfig, docs/proposals.md)", proposal_params())]
     for title, plist in sections:
         lines += ["", f"    # --- {title} " + "-" * max(0, 80 - len(title) - 12)]
         for p in plist:

@@ -80,7 +80,33 @@ def build_model(seed: int = 0, dims: dict | None = None):
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     init_colour_patch_filters(model, seed)
+    init_recency_heads(model)
     return model, tok
+
+
+def init_recency_heads(model, heads: int = 1, strength: float = 25.0) -> None:
+    """Start one head per decoder layer as a "look at the last few tokens" head.
+
+    Initialisation, not supervision: the head's query and key get the same constant bias on
+    mid-frequency rotary dimensions, so q·k depends only on the distance (largest for the nearest
+    tokens, fading over about ten) and the words of the question reach the answer position from
+    the first step.  A random init leaves near-uniform attention, where the one word that matters
+    is diluted among ~190 tokens and training sits at chance.
+    """
+    cfg = model.config.text_config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    dims = [3, 4, 5, 6]  # rotary frequencies 0.18 .. 0.03 rad per token (theta 1e4, head_dim 32)
+    a = torch.zeros(head_dim)
+    for i in dims:
+        a[i] = a[i + head_dim // 2] = (strength / (2 * len(dims))) ** 0.5
+    with torch.no_grad():
+        for layer in model.model.language_model.layers:
+            att = layer.self_attn
+            for h in range(heads):
+                rows = slice(h * head_dim, (h + 1) * head_dim)
+                for proj in (att.q_proj, att.k_proj):
+                    proj.weight[rows] *= 0.1
+                    proj.bias[rows] = a
 
 
 def init_colour_patch_filters(model, seed: int = 0) -> None:
@@ -156,8 +182,10 @@ class PromptBuilder:
         self.yes_id, self.no_id = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "no"))
         self._cache: dict[str, list[int]] = {}
 
-    def ids(self, question: str) -> list[int]:
-        if question not in self._cache:
+    def ids(self, question: str, num_visual_tokens: int | None = None) -> list[int]:
+        n = num_visual_tokens or self.num_visual_tokens
+        key = (question, n)
+        if key not in self._cache:
             messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
             text = self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             ids = self.tok.encode(text, add_special_tokens=False)
@@ -165,22 +193,24 @@ class PromptBuilder:
             if unk in ids:
                 raise ValueError(f"question {question!r} has words outside the synthetic vocabulary")
             k = ids.index(self.video_id)
-            self._cache[question] = ids[:k] + [self.video_id] * self.num_visual_tokens + ids[k + 1:]
-        return self._cache[question]
+            self._cache[key] = ids[:k] + [self.video_id] * n + ids[k + 1:]
+        return self._cache[key]
 
 
 def yes_no_logits(model, prompts: PromptBuilder, pixels: torch.Tensor, grid: torch.Tensor,
                   questions: Sequence[str], clip_of_question: Sequence[int],
-                  seconds_per_slot: float = TEMPORAL_PATCH / FPS) -> torch.Tensor:
+                  seconds_per_slot: float = TEMPORAL_PATCH / FPS, tail: int = 1) -> torch.Tensor:
     """(B, 2) logits of "yes"/"no" as the first answer token, the vision tower run once per clip.
 
     ``pixels``/``grid`` hold several clips (concatenated patches, one grid row per clip); question
     ``b`` is asked about clip ``clip_of_question[b]``.  Prompts are right-padded, which leaves every
     real token's causal attention unchanged, and the logits are read at each prompt's last token.
+    ``tail > 1`` returns (B, tail, 2): the logits at the last ``tail`` tokens (training asks every
+    token from the question mark on for the answer; the grounding reads only the last).
     """
     inner = model.model
     feats = inner.get_video_features(pixels, grid, return_dict=True).pooler_output  # tuple per clip
-    seqs = [prompts.ids(q) for q in questions]
+    seqs = [prompts.ids(q, int(feats[c].shape[0])) for q, c in zip(questions, clip_of_question)]
     length = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), length), prompts.pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), length), dtype=torch.long)
@@ -196,9 +226,12 @@ def yes_no_logits(model, prompts: PromptBuilder, pixels: torch.Tensor, grid: tor
     position_ids, _ = inner.get_rope_index(input_ids, type_ids, video_grid_thw=grids, attention_mask=mask,
                                            second_per_grid_ts=torch.full((len(seqs),), seconds_per_slot))
     out = inner.language_model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask)
-    last = mask.sum(1) - 1
-    hidden = out.last_hidden_state[torch.arange(len(seqs)), last]
     w = model.lm_head.weight[[prompts.yes_id, prompts.no_id]]
+    last = mask.sum(1) - 1
+    if tail == 1:
+        return out.last_hidden_state[torch.arange(len(seqs)), last] @ w.T
+    idx = (last.unsqueeze(1) - torch.arange(tail - 1, -1, -1)).clamp(min=0)  # (B, tail), last column = last token
+    hidden = out.last_hidden_state[torch.arange(len(seqs)).unsqueeze(1), idx]
     return hidden @ w.T
 
 

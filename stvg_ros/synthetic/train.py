@@ -29,16 +29,27 @@ from .questions import RUNGS, clip_questions
 DISTRACTORS = {"colour": (0, 1), "shape": (1, 2), "look": (2, 3), "action": (2, 3)}
 
 
-def _batch(seeds, split, rungs, per_answer, rng):
+#: rungs whose questions are about looks only (no motion needed)
+STILL_RUNGS = ("colour", "shape", "look")
+
+
+def _batch(seeds, split, rungs, per_answer, rng, still_frames=4):
     """Clips (one rung each, drawn from ``rungs``) and their balanced yes/no questions."""
     pixels, grids, questions, labels, clips, qrungs = [], [], [], [], [], []
     for c, seed in enumerate(seeds):
         rung = rungs[int(rng.integers(len(rungs)))]
         frames, sample = generate_sample(int(seed), split, num_distractors=DISTRACTORS[rung])
+        objects = sample["objects"]
+        if rung in STILL_RUNGS and still_frames:
+            # questions about looks need no motion: a few frame pairs cost a fraction of the clip
+            starts = sorted(rng.choice(np.arange(0, len(frames) - 1, 2), size=still_frames // 2, replace=False))
+            keep = [t for a in starts for t in (a, a + 1)]
+            frames = frames[keep]
+            objects = [o for o in objects if set(o["visible"]) & set(keep)]
         px, grid = frames_to_pixels(frames)
         pixels.append(px)
         grids.append(grid)
-        for q, a, r in clip_questions(sample["objects"], [rung], per_answer, rng, split):
+        for q, a, r in clip_questions(objects, [rung], per_answer, rng, split):
             questions.append(q)
             labels.append(0 if a else 1)  # class 0 = "yes", 1 = "no"
             clips.append(c)
@@ -54,7 +65,7 @@ class ValSet:
         self.per_rung = {}
         for r in RUNGS:
             seeds = [int(s) for s in rng.integers(0, 10**6, size=clips)]
-            self.per_rung[r] = _batch(seeds, split, [r], 1, rng)
+            self.per_rung[r] = _batch(seeds, split, [r], 1, rng, still_frames=0)  # full clips
 
     @torch.no_grad()
     def evaluate(self, model, prompts, rungs=RUNGS) -> dict:
@@ -109,7 +120,7 @@ def draw_curve(log: list[dict], path: Path) -> None:
 def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_answer: int = 2,
           lr: float = 1.5e-3, vision_lr: float = 3e-3, advance_at: float = 0.85, eval_every: int = 100,
           val_clips: int = 48, threads: int = 2, start_rung: int = 0, init: str | None = None,
-          rungs: tuple[str, ...] = RUNGS, dims: dict | None = None) -> dict:
+          rungs: tuple[str, ...] = RUNGS, dims: dict | None = None, tail: int = 6) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``."""
     from tqdm import tqdm
 
@@ -153,8 +164,13 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         mix = [active[-1]] * max(1, len(active)) + active
         seeds = rng.integers(0, 2**31 - 1, size=clips_per_step)
         px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng)
-        logits = yes_no_logits(model, prompts, px, grid, qs, clips)
-        loss = torch.nn.functional.cross_entropy(logits, labels)
+        all_logits = yes_no_logits(model, prompts, px, grid, qs, clips, tail=tail)
+        if tail > 1:
+            loss = torch.nn.functional.cross_entropy(all_logits.reshape(-1, 2), labels.repeat_interleave(tail))
+            logits = all_logits[:, -1]
+        else:
+            logits = all_logits
+            loss = torch.nn.functional.cross_entropy(logits, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -207,12 +223,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--start-rung", type=int, default=0)
     p.add_argument("--rungs", default=",".join(RUNGS), help="comma-separated ladder")
+    p.add_argument("--tail", type=int, default=6,
+                   help="supervise the answer at the last N prompt tokens ('?' to the end: 6)")
     p.add_argument("--init", default=None, help="start from this model directory's weights")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     a = p.parse_args(argv)
     train(a.out, a.minutes, a.seed, clips_per_step=a.clips, lr=a.lr, vision_lr=a.vision_lr,
           eval_every=a.eval_every, threads=a.threads, start_rung=a.start_rung, init=a.init,
-          rungs=tuple(a.rungs.split(",")), dims=json.loads(a.dims) if a.dims else None)
+          rungs=tuple(a.rungs.split(",")), dims=json.loads(a.dims) if a.dims else None, tail=a.tail)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,158 @@
+"""Shared by the benchmark scripts: timing with warm-up and medians, peak memory, machine description, tables."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def synchronize(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now, from /proc (no psutil)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak memory while the ``with`` block runs.
+
+    GPU: ``torch.cuda.max_memory_allocated`` after a reset (exact, what the caching allocator handed out).
+    CPU: the process RSS sampled every ``interval`` s by a thread (a sampled peak: a spike shorter than
+    the interval can be missed; ``resource.getrusage``'s ru_maxrss cannot be reset between cases).
+    ``peak`` is the absolute peak, ``baseline`` what was in use at entry (weights and the like), so
+    ``peak - baseline`` is what the work itself needed.
+    """
+
+    def __init__(self, device: torch.device, interval: float = 0.002):
+        self.device = device
+        self.interval = interval
+        self.peak = 0
+        self.baseline = 0
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.baseline = torch.cuda.memory_allocated(self.device)
+        else:
+            self.baseline = rss_bytes()
+            self.peak = self.baseline
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, rss_bytes())
+        return False
+
+    @property
+    def extra(self) -> int:
+        return max(0, self.peak - self.baseline)
+
+
+def measure(fn: Callable[[], object], device: torch.device, warmup: int = 1, repeats: int = 3) -> dict:
+    """Run ``fn`` ``warmup`` times untimed, then ``repeats`` times timed (synchronised on GPU).
+
+    Returns median/min/all times, the peak memory over the timed runs, and the last return value.
+    """
+    for _ in range(warmup):
+        fn()
+        synchronize(device)
+    times = []
+    value = None
+    with PeakMemory(device) as mem:
+        for _ in range(repeats):
+            synchronize(device)
+            t = time.perf_counter()
+            value = fn()
+            synchronize(device)
+            times.append(time.perf_counter() - t)
+    return {"median_s": statistics.median(times), "min_s": min(times), "times_s": times,
+            "peak_bytes": mem.peak, "baseline_bytes": mem.baseline, "extra_bytes": mem.extra, "value": value}
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in [0, 100])."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100.0
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def machine() -> dict:
+    info = {"date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_memory_bytes"] = torch.cuda.get_device_properties(0).total_memory
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.1f}"
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    """A Markdown table (prints fine in a terminal too)."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells])
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(o):
+    if isinstance(o, (torch.device, torch.dtype, Path)):
+        return str(o)
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

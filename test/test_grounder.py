@@ -1,0 +1,194 @@
+"""The pipeline end to end: input checks, sampling, batching, the result contract, config, real tiny models."""
+
+import numpy as np
+import pytest
+import torch
+
+from fake_adapter import FakeAdapter, clip_with_square
+from stvg_ros import Grounder as LazyGrounder
+from stvg_ros.config import ConfigError, GroundingConfig
+from stvg_ros.grounder import Grounder, format_question, sample_indices
+from stvg_ros.result import GroundingResult
+
+STAGES = {"encode", "decompose", "lra", "attention", "select", "total"}
+
+
+def _check_contract(result: GroundingResult, stamps, image_size):
+    """The public contract: start/end are input stamps, one box per used stamp in the span, inside the image."""
+    H, W = image_size
+    assert result.start in stamps and result.end in stamps and result.start <= result.end
+    in_span = [s for s in result.frame_stamps if result.start <= s <= result.end]
+    assert sorted(result.boxes) == in_span and len(in_span) >= 1
+    for x0, y0, x1, y1 in result.boxes.values():
+        assert 0 <= x0 <= x1 <= W and 0 <= y0 <= y1 <= H
+    assert set(result.frame_stamps) <= set(stamps)
+    assert len(result.frame_scores) == len(result.frame_stamps)
+    assert STAGES <= set(result.timings)
+    assert isinstance(result.found, bool) and 0.0 <= result.p_yes <= 1.0
+    result.to_dict()
+
+
+def test_public_import():
+    assert LazyGrounder is Grounder
+
+
+def test_question_format():
+    assert format_question("Is there {query} in this video?", "The man walks.") == \
+        "Is there the man walks in this video?"
+    assert format_question("Is there {query} in this video?", "  a   red ball ") == "Is there a red ball in this video?"
+
+
+@pytest.mark.parametrize("frames, stamps, query, match", [
+    ([], [], "a ball", "no frames"),
+    ([np.zeros((4, 4, 3), np.uint8)] * 2, [0.0], "a ball", "2 frames but 1 stamps"),
+    ([np.zeros((4, 4), np.uint8)], [0.0], "a ball", "HxWx3"),
+    ([np.zeros((4, 4, 3), np.float32)], [0.0], "a ball", "uint8"),
+    ([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)], [0.0, 1.0], "a ball", "one size"),
+    ([np.zeros((4, 4, 3), np.uint8)] * 2, [1.0, 1.0], "a ball", "increase strictly"),
+    ([np.zeros((4, 4, 3), np.uint8)] * 2, [0.0, float("nan")], "a ball", "NaN"),
+    ([np.zeros((4, 4, 3), np.uint8)], [0.0], "  ", "query is empty"),
+])
+def test_bad_inputs_get_clear_errors(frames, stamps, query, match):
+    with pytest.raises(ValueError, match=match):
+        Grounder(FakeAdapter()).ground(frames, stamps, query)
+
+
+def test_uniform_sampling_keeps_first_and_last():
+    assert sample_indices(5, 20) == [0, 1, 2, 3, 4]
+    idx = sample_indices(100, 20)
+    assert len(idx) == 20 and idx[0] == 0 and idx[-1] == 99 and idx == sorted(set(idx))
+
+
+def test_end_to_end_with_proposals_picks_the_target_and_its_span():
+    frames, stamps, box = clip_with_square(num_frames=30, size=64, frames_on=range(12, 19), cell=(1, 2))
+    adapter = FakeAdapter()
+    encoded = []
+    orig_encode = adapter.encode_frames
+    adapter.encode_frames = lambda f: encoded.append(len(f)) or orig_encode(f)
+    target = {s: box for i, s in enumerate(stamps) if 10 <= i <= 20}  # track starts before the action
+    distractor = {s: (0.0, 48.0, 16.0, 64.0) for s in stamps}
+    cfg = GroundingConfig(num_frames=10, keep_relevance=True, decomposer="rules")
+    result = Grounder(adapter, cfg).ground(frames, stamps, "the red square moves", proposals={7: distractor, 3: target})
+    _check_contract(result, stamps, (64, 64))
+    assert encoded == [10]  # visual tokens encoded once for every sub-query
+    assert result.track_id == 3 and result.track_scores[3] > result.track_scores[7]
+    assert result.found and result.p_yes > 0.5
+    assert len(result.frame_stamps) == 10
+    on = [s for i, s in enumerate(stamps) if 12 <= i <= 18]
+    used_on = [s for s in result.frame_stamps if s in on]
+    assert all(result.start <= s <= result.end for s in used_on)
+    assert all(b == box for b in result.boxes.values())
+    # batching: one LRA pass (V_s, V_t, V_s reversed) and one attention pass for all grounding prompts
+    assert [(c["batch"], c["with_grad"], c["capture"]) for c in adapter.calls] == [(3, True, False), (7, False, True)]
+    assert result.relevance.spatial.shape == (10, 4, 4)
+
+
+def test_absent_target_is_not_found_but_still_gets_a_tube():
+    frames, stamps, _ = clip_with_square(num_frames=8, colour=(200, 50, 50))
+    result = Grounder(FakeAdapter(), GroundingConfig(num_frames=8)).ground(frames, stamps, "the green ball")
+    assert not result.found and result.p_yes < 0.5
+    _check_contract(result, stamps, (64, 64))
+
+
+def test_track_missing_frames_gets_interpolated_boxes():
+    frames, stamps, box = clip_with_square(num_frames=8, frames_on=range(8))
+    x0, y0, x1, y1 = box
+    track = {stamps[2]: box, stamps[5]: (x0 + 6, y0, x1 + 6, y1)}
+    cfg = GroundingConfig(num_frames=8, span_rule="grow", span_grow_fraction=1.0, use_lra=False)
+    result = Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square", proposals={"t": track})
+    _check_contract(result, stamps, (64, 64))
+    # frames 2..5 carry the (interpolated) box; frames outside the track score 0 and stop the run
+    assert (result.start, result.end) == (stamps[2], stamps[5])
+    assert result.boxes[stamps[3]] == pytest.approx((x0 + 2, y0, x1 + 2, y1))
+
+
+def test_without_lra_and_tas_only_attention_runs_happen():
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    adapter = FakeAdapter()
+    cfg = GroundingConfig(num_frames=6, use_lra=False, use_tas=False)
+    result = Grounder(adapter, cfg).ground(frames, stamps, "the red square")
+    assert [(c["batch"], c["with_grad"], c["delta"]) for c in adapter.calls] == [(2, False, None)]
+    _check_contract(result, stamps, (64, 64))
+
+
+def test_max_batch_gives_the_same_tube():
+    frames, stamps, _ = clip_with_square(num_frames=8)
+    ref = Grounder(FakeAdapter(), GroundingConfig(num_frames=8)).ground(frames, stamps, "the red square moves")
+    adapter = FakeAdapter()
+    small = Grounder(adapter, GroundingConfig(num_frames=8, max_batch=2)).ground(frames, stamps, "the red square moves")
+    assert max(c["batch"] for c in adapter.calls) == 2
+    assert (small.start, small.end, small.boxes, small.track_id) == (ref.start, ref.end, ref.boxes, ref.track_id)
+    assert small.p_yes == pytest.approx(ref.p_yes)
+
+
+def test_grounding_token_modes_and_progress():
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    seen = []
+    for mode, expected in (("auto", "assistant"), ("fixed", "assistant"), ("mean", "mean")):
+        cfg = GroundingConfig(num_frames=6, grounding_token=mode)
+        r = Grounder(FakeAdapter(), cfg, progress=seen.append).ground(frames, stamps, "the red square")
+        assert r.grounding_tokens["spatial"] == expected
+    assert seen[:5] == ["encode", "decompose", "lra", "attention", "select"]
+    cfg = GroundingConfig(num_frames=6, grounding_token="fixed", grounding_token_offset=-1)
+    assert Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square").grounding_tokens["spatial"] == "Ċ"
+    cfg = GroundingConfig(num_frames=6, grounding_token="fixed", grounding_token_offset=-9)
+    with pytest.raises(ConfigError, match="grounding_token_offset"):
+        Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square")
+
+
+def test_config_sources_and_validation(tmp_path):
+    assert Grounder(FakeAdapter(), {"num_frames": 6}).config.num_frames == 6
+    path = tmp_path / "g.yaml"
+    path.write_text("grounding:\n  num_frames: 12\n  span_rule: grow\n")
+    assert Grounder(FakeAdapter(), str(path)).config.span_rule == "grow"
+    with pytest.raises(ConfigError, match="does not exist"):
+        Grounder(FakeAdapter(), str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigError, match="4 decoder layers"):
+        Grounder(FakeAdapter(layers=4), {"layers": [2, 8]})
+    assert Grounder(FakeAdapter(layers=4), {"layers": [1, 3]}).capture.layers == [1, 2]
+    for bad, match in (({"span_rule": "hull"}, "span_rule"), ({"num_frames": 1}, "num_frames"),
+                       ({"lra_lr": 0}, "lra_lr"), ({"max_batch": -1}, "max_batch"), ({"nope": 1}, "unknown"),
+                       ({"use_tas": "yes"}, "use_tas"), ({"question_template": "Is there x?"}, "{query}"),
+                       ({"layers": [5, 2]}, "layers"), ({"relevance_eps": 0}, "relevance_eps")):
+        with pytest.raises(ConfigError, match=match):
+            GroundingConfig.from_dict(bad)
+
+
+def test_model_is_left_frozen_and_untouched():
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    adapter = FakeAdapter()
+    before = adapter.mix.detach().clone()
+    Grounder(adapter, GroundingConfig(num_frames=6, lra_steps=2)).ground(frames, stamps, "the red square")
+    assert adapter.mix.grad is None and torch.equal(adapter.mix, before)
+
+
+# ------------------------------------------------------------------------ real tiny models
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision", "llava_next_video"])
+def test_end_to_end_on_tiny_models(family, tiny_model_dir):
+    """The user's loading path (Grounder.from_pretrained on a saved model directory), full method."""
+    grounder = Grounder.from_pretrained(tiny_model_dir(family), device="cpu",
+                                        config={"num_frames": 6, "keep_relevance": True, "lra_steps": 2})
+    rng = np.random.default_rng(1)
+    H, W = 50, 70
+    frames = [rng.integers(0, 255, (H, W, 3), dtype=np.uint8) for _ in range(9)]
+    stamps = [100.0 + 0.25 * i for i in range(9)]
+    tracks = {"a": {s: (5.0, 5.0, 30.0, 40.0) for s in stamps[:6]}, "b": {s: (35.0, 10.0, 68.0, 48.0) for s in stamps}}
+    for proposals in (None, tracks):
+        result = grounder.ground(frames, stamps, "the red ball moves to the left", proposals=proposals)
+        _check_contract(result, stamps, (H, W))
+        assert len(result.frame_stamps) == 6
+        assert result.relevance.spatial.shape[0] == 6
+        assert np.isfinite(result.relevance.spatial).all() and np.isfinite(result.score)
+        assert result.track_id == ("attention" if proposals is None else result.track_id)
+        if proposals:
+            assert result.track_id in tracks and set(result.track_scores) == {"a", "b"}
+
+
+def test_tiny_model_single_frame_and_yaml_config(tiny_model_dir, tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("grounding:\n  num_frames: 4\n  use_tas: false\n  decomposer: rules\n")
+    grounder = Grounder.from_pretrained(tiny_model_dir("qwen2_5_vl"), config=str(path), device="cpu")
+    frame = np.random.default_rng(2).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    result = grounder.ground([frame], [3.5], "a red ball")
+    _check_contract(result, [3.5], (32, 32))
+    assert result.start == result.end == 3.5

@@ -1,0 +1,126 @@
+"""The synthetic STVG world: deterministic, its boxes are what it draws, its files read as HC-STVG v2."""
+
+import json
+
+import numpy as np
+import pytest
+
+from stvg_ros.synthetic.generator import (COLOURS, HELD_OUT, draw_object, generate_sample, write_split)
+from stvg_ros.synthetic.questions import RUNGS, clip_questions
+
+
+def test_same_seed_same_clip_and_different_seed_differs():
+    a_frames, a = generate_sample(3, "train")
+    b_frames, b = generate_sample(3, "train")
+    c_frames, c = generate_sample(4, "train")
+    assert np.array_equal(a_frames, b_frames)
+    assert a["query"] == b["query"] and a["boxes"] == b["boxes"] and a["tracks"] == b["tracks"]
+    assert not np.array_equal(a_frames, c_frames)
+    # splits draw from different streams even for the same seed
+    assert not np.array_equal(a_frames, generate_sample(3, "val")[0])
+
+
+def _colour_mask(frame, rgb):
+    return np.all(frame == np.array(rgb, np.uint8), axis=-1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_boxes_match_the_drawn_pixels(seed):
+    """Segment each object by its colour in the rendered frame and compare with its track's box.
+
+    Objects whose colour another object shares, or that another object overlaps in a frame, are
+    checked on their own rendering instead (the box covers the whole object, as annotators do).
+    """
+    frames, sample = generate_sample(seed, "test")
+    specs = sample["_specs"]
+    h, w = sample["image_size"]
+    checked = 0
+    for spec in specs:
+        track = sample["tracks"][spec.track_id]
+        same_colour = [o for o in specs if o is not spec and o.colour == spec.colour]
+        for t, box in track.items():
+            x0, y0, x1, y1 = box
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            alone = np.zeros((h, w, 3), np.uint8)
+            draw_object(alone, spec, t)
+            ys, xs = np.nonzero(alone.any(-1))
+            assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == box
+            if same_colour:
+                continue
+            mask = _colour_mask(frames[t], COLOURS[spec.colour])
+            if not mask.any():
+                continue
+            ys, xs = np.nonzero(mask)
+            seg = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            # pixels of the colour lie inside the box; without occlusion they span it exactly
+            assert x0 <= seg[0] and y0 <= seg[1] and seg[2] <= x1 and seg[3] <= y1
+            others = np.zeros((h, w), bool)
+            for o in specs:
+                if o is not spec:
+                    tmp = np.zeros((h, w, 3), np.uint8)
+                    draw_object(tmp, o, t)
+                    others |= tmp.any(-1)
+            if not others[y0:y1, x0:x1].any():
+                assert seg == box
+                checked += 1
+    assert checked > 0
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_sample_is_a_valid_stvg_query(seed):
+    frames, s = generate_sample(seed, "train")
+    assert frames.shape == (s["num_frames"], *s["image_size"], 3) and frames.dtype == np.uint8
+    # the action starts and stops inside the clip, and the tube has a box per frame of its span
+    assert 0 < s["st_frame"] <= s["ed_frame"] < s["num_frames"] - 1
+    assert sorted(s["boxes"]) == list(range(s["st_frame"], s["ed_frame"] + 1))
+    target = next(o for o in s["objects"] if o["track_id"] == s["target"])
+    assert s["query"] == f"the {target['size']} {target['colour']} {target['shape']} that {target['action']}"
+    assert s["attribute"] == f"the {target['size']} {target['colour']} {target['shape']}"
+    assert s["action"] == f"the {target['shape']} {target['action']}"
+    # the query is unique: no other object has the same look doing the same action
+    twins = [o for o in s["objects"] if o is not target and o["action"] == target["action"]
+             and (o["size"], o["colour"], o["shape"]) == (target["size"], target["colour"], target["shape"])]
+    assert not twins
+    # train never shows a held-out (colour, action) pair, on any object
+    assert all((o["colour"], o["action"]) not in HELD_OUT for o in s["objects"])
+
+
+def test_test_split_targets_are_unseen_combinations():
+    for seed in range(10):
+        _, s = generate_sample(seed, "test")
+        target = next(o for o in s["objects"] if o["track_id"] == s["target"])
+        assert (target["colour"], target["action"]) in HELD_OUT
+
+
+def test_questions_are_balanced_and_answers_true():
+    rng = np.random.default_rng(0)
+    for seed in range(20):
+        _, s = generate_sample(seed, "train")
+        qs = clip_questions(s["objects"], list(RUNGS), 2, rng)
+        answers = [a for _, a, _ in qs]
+        assert answers.count(True) == answers.count(False)
+        for q, a, _ in qs:
+            assert q.startswith("Is there ") and q.endswith(" in this video?")
+
+
+def test_written_split_reads_as_hcstvg_v2(tmp_path):
+    import cv2
+
+    out = write_split(tmp_path, "val", 3, first_seed=5)
+    ann = json.loads((out / "val_proc.json").read_text())
+    subq = json.loads((out / "val_subqueries.json").read_text())
+    props = json.loads((out / "val_proposals.json").read_text())
+    assert len(ann) == 3 and set(ann) == set(subq) == set(props)
+    for name, a in ann.items():
+        _, s = generate_sample(a["st_frame"] * 0 + int(name.split("_")[-1].split(".")[0]), "val")
+        assert a["img_size"] == [112, 112] and a["img_num"] == 20 and a["English"] == s["query"]
+        assert a["st_frame"] == s["st_frame"] and len(a["bbox"]) == s["ed_frame"] - s["st_frame"] + 1
+        x, y, w, h = a["bbox"][0]
+        assert (x, y, x + w, y + h) == s["boxes"][s["st_frame"]]
+        assert subq[name] == {"decompose_attribute": [s["attribute"]], "decompose_action": [s["action"]]}
+        assert props[name][str(s["target"])][str(s["st_frame"])] == list(s["boxes"][s["st_frame"]])
+        cap = cv2.VideoCapture(str(out / "v2_video" / name))
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        assert n == a["img_num"]
