@@ -114,6 +114,11 @@ class GroundingConfig:
                 raise bad(name, getattr(self, name), f"choose one of {', '.join(allowed)}")
         if "{query}" not in self.question_template:
             raise bad("question_template", self.question_template, "it must contain the placeholder {query}")
+        try:
+            self.question_template.format(query="x")
+        except (KeyError, IndexError, ValueError):
+            raise bad("question_template", self.question_template,
+                      "use {query} as its only placeholder (write other braces as {{ and }})") from None
         if self.max_batch < 0:
             raise bad("max_batch", self.max_batch, "use 0 (one pass for all prompts) or a positive batch size")
         if self.relevance_eps <= 0:

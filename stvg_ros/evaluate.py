@@ -18,9 +18,9 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -392,6 +392,7 @@ def render_strip(clip: Clip, rec: dict, item: Item, result=None, max_frames: int
         if span is None:
             return
         a, b = span
+        b = b + 1 if item.inclusive else b  # the bar covers the last frame when it counts
         cv2.rectangle(bars, (int(w * a / total), y), (max(int(w * a / total) + 1, int(w * b / total)), y + 10), color, -1)
 
     bar(item.gt_span, 4, (0, 170, 0))
@@ -494,7 +495,8 @@ def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = T
     finally:
         if player is not None:
             player.close()
-    records = [r for k, r in read_results([rpath]).items() if k in {it.key for it in items}]
+    keys = {it.key for it in items}
+    records = [r for k, r in read_results([rpath]).items() if k in keys]
     setup = {"mode": ev.mode, "protocol": ev.protocol, "model": ev.model, "dataset": ev.dataset or "bags",
              "shard": ev.shard, "grounding": gcfg.to_dict()}
     title = f"{ev.dataset or 'bags'} ({ev.mode}, {ev.protocol}, shard {ev.shard})"
@@ -526,6 +528,27 @@ def _parse_set(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+FLAG_HELP = {
+    "model": "local model directory (core mode)",
+    "dataset": "hcstvg_v1, hcstvg_v2 or vidstg",
+    "annotations": "the dataset's {split}_proc.json",
+    "videos": "the dataset's video directory",
+    "proposals": "proposals JSON (docs/evaluation.md); '' = proposal-free boxes",
+    "sub_queries": "sub-queries JSON (the paper's GPT-4o decomposition); '' = the grounder decomposes",
+    "mode": "core (Grounder directly) or node (play bags into a running stvg_node)",
+    "protocol": "dense (official evaluators: every annotated frame) or sampled (the sampled frames only)",
+    "max_side": "downscale decoded frames to this longer side (0 = keep)",
+    "output": "output directory (results*.jsonl, summary.md/json, vis/)",
+    "limit": "at most this many queries (per shard)",
+    "shard": "i/n: this run takes every n-th query from the i-th; join with 'stvg-eval merge'",
+    "visualize": "PNGs for the first N queries (-1: all)",
+    "node_namespace": "node mode: the node's namespace",
+    "image_topic": "node mode: where frames are played (default <namespace>/image)",
+    "rate": "node mode: playback speed factor",
+    "node_timeout": "node mode: seconds to wait for the node's Tube",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="stvg-eval", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -536,11 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "bags":
             r.add_argument(flag, nargs="+", default=None, help="bag paths or directories of bags")
         elif f.type in ("int", int):
-            r.add_argument(flag, type=int, default=None)
+            r.add_argument(flag, type=int, default=None, help=FLAG_HELP.get(f.name))
         elif f.type in ("float", float):
-            r.add_argument(flag, type=float, default=None)
+            r.add_argument(flag, type=float, default=None, help=FLAG_HELP.get(f.name))
         else:
-            r.add_argument(flag, default=None)
+            r.add_argument(flag, default=None, help=FLAG_HELP.get(f.name))
     r.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (paper: 20)")
     r.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="override GroundingConfig fields")

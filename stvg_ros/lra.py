@@ -95,7 +95,9 @@ def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualToken
             V_in = V_k
         grad = torch.zeros_like(V)
         step_losses, step_margins = [0.0] * B, [0.0] * B
-        for part in _chunks(B, max_batch):
+        # max_batch counts prompts: the official loss runs a caption prompt beside each problem
+        per_pass = max_batch if loss == "paper" or max_batch <= 0 else max(1, max_batch // 2)
+        for part in _chunks(B, per_pass):
             idx = list(range(B))[part]
             n = len(idx)
             with torch.enable_grad():

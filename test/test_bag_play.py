@@ -111,7 +111,8 @@ def test_play_timing_bytes_and_clock(raw_bag, ros_context, rate):
     arrivals = np.array([t for t, _ in got])
     # Recorded spacing divided by the rate, measured at the subscriber (loose: a shared CI machine).
     assert abs((arrivals[-1] - arrivals[0]) - expected) < 0.25
-    assert np.all(np.diff(arrivals) > 0.3 * (1 / FPS) / rate)
+    spacing = (1 / FPS) / rate
+    assert abs(float(np.median(np.diff(arrivals))) - spacing) < 0.5 * spacing  # median: robust to a starved CPU
     # /clock follows the bag's time: monotonic, from the first to the last stamp, published between messages.
     assert clocks and clocks == sorted(clocks)
     assert clocks[0] == round(stamps[0] * 1e9) and clocks[-1] == round(stamps[-1] * 1e9)
@@ -146,3 +147,19 @@ def test_bad_rate(raw_bag, ros_context):
             BagPlayer(node, raw_bag[0], rate=0)
     finally:
         node.destroy_node()
+
+
+def test_command_line(raw_bag, monkeypatch, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    r = subprocess.run([sys.executable, "-m", "stvg_ros.ros.bag_player", str(raw_bag[0]), "--rate", "8",
+                        "--delay", "0"], capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert r.returncode == 0, r.stderr
+    assert f"published {N} messages" in r.stdout + r.stderr
+    bad = subprocess.run([sys.executable, "-m", "stvg_ros.ros.bag_player", str(raw_bag[0]), "--rate", "0"],
+                         capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    assert bad.returncode == 2 and "rate" in bad.stderr

@@ -114,3 +114,28 @@ def test_bgr_and_mono_decoding():
     mono = Image(header=hdr, height=1, width=2, encoding="mono8", is_bigendian=0, step=2,
                  data=np.array([7, 9], np.uint8))
     assert bags.decode_image(mono)[0, 1].tolist() == [9, 9, 9]
+
+
+def _built_type_descriptions():
+    """``share/stvg_ros/msg/*.json`` of a colcon install (rosidl's type hashes), when there is one."""
+    import os
+    from pathlib import Path
+
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        d = Path(prefix) / "share" / "stvg_ros" / "msg"
+        if prefix and (d / "Tube.json").is_file():
+            return d
+    here = Path(__file__).resolve().parent.parent / ".ws" / "install" / "stvg_ros" / "share" / "stvg_ros" / "msg"
+    return here if (here / "Tube.json").is_file() else None
+
+
+@pytest.mark.skipif(_built_type_descriptions() is None,
+                    reason="no colcon-built stvg_ros (share/stvg_ros/msg/*.json) to compare the type hashes with")
+def test_bag_type_hashes_match_the_built_interfaces():
+    """Bags carry the same RIHS01 hashes as the colcon-built messages, so `ros2 bag play` and the
+    node accept them."""
+    d = _built_type_descriptions()
+    store = bags.typestore()
+    for name in ("GroundingQuery", "Tube", "TubeBox"):
+        hashes = {h["type_name"]: h["hash_string"] for h in json.loads((d / f"{name}.json").read_text())["type_hashes"]}
+        assert store.hash_rihs01(f"stvg_ros/msg/{name}") == hashes[f"stvg_ros/msg/{name}"], name

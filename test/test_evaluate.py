@@ -320,3 +320,29 @@ def test_set_overrides_reach_the_grounding_config():
         {"use_tas": False, "layers": [6, 26], "lra_lr": 4}
     with pytest.raises(evaluate.ConfigError, match="name=value"):
         evaluate._parse_set(["use_tas"])
+
+
+def test_bag_items_from_a_plain_bag(tmp_path):
+    """A bag written by hand (no dataset metadata): frames are image positions, spans from stamps."""
+    frames = [np.full((24, 32, 3), i, np.uint8) for i in range(10)]
+    stamps = [50.0 + i / 5 for i in range(10)]
+    gt = {stamps[f]: (1.0, 1.0, 5.0, 5.0) for f in range(2, 6)}
+    qs = [bags.QuerySpec("a", "the thing", gt_boxes=gt, gt_span=(stamps[2], stamps[5])),
+          bags.QuerySpec("b", "no truth here")]
+    path = bags.write_bag(tmp_path / "plain", frames, stamps, qs)
+    (item,) = evaluate.bag_items([path], None, None)  # only queries with ground truth are scored
+    assert item.key == "plain:a" and item.query == "the thing" and item.inclusive  # bag:query, several queries
+    assert item.gt_span == (2, 5) and sorted(item.gt_boxes) == [2, 3, 4, 5] and item.num_frames == 10
+    clip = item.load(4, 0)
+    assert clip.frame_indices == [0, 3, 6, 9] and clip.stamps == pytest.approx([stamps[i] for i in (0, 3, 6, 9)])
+    assert [int(f.mean()) for f in clip.frames] == [0, 3, 6, 9]
+
+
+def test_evaluation_core_imports_no_ros():
+    import subprocess
+    import sys
+
+    code = ("import sys, stvg_ros.evaluate, stvg_ros.bags, stvg_ros.datasets, stvg_ros.metrics, stvg_ros.video; "
+            "bad = [m for m in sys.modules if m.startswith(('rclpy', 'sensor_msgs', 'std_msgs', 'stvg_ros.msg', "
+            "'stvg_ros.ros'))]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -149,6 +149,7 @@ def test_config_sources_and_validation(tmp_path):
     for bad, match in (({"span_rule": "hull"}, "span_rule"), ({"num_frames": 1}, "num_frames"),
                        ({"lra_lr": 0}, "lra_lr"), ({"max_batch": -1}, "max_batch"), ({"nope": 1}, "unknown"),
                        ({"use_tas": "yes"}, "use_tas"), ({"question_template": "Is there x?"}, "{query}"),
+                       ({"question_template": "Is there {query} in {clip}?"}, "only placeholder"),
                        ({"layers": [5, 2]}, "layers"), ({"relevance_eps": 0}, "relevance_eps")):
         with pytest.raises(ConfigError, match=match):
             GroundingConfig.from_dict(bad)

@@ -160,3 +160,10 @@ def test_real_tiny_model_steps_raise_the_margin(family, loss, tiny_model_dir):
             assert np.all(np.diff(losses[:, b]) < 0), losses
             assert np.all(np.diff(margins[:, b]) > 0), margins
     assert all(p.grad is None for p in adapter.model.parameters())
+
+
+def test_max_batch_counts_the_official_caption_prompts():
+    adapter, visual = _setup()
+    qs = ["Is there red in this video?", "Is there blue in this video?"]
+    optimise_latent_prompts(adapter, [visual] * 2, qs, steps=1, lr=0.5, loss="official", max_batch=2)
+    assert [c["batch"] for c in adapter.calls] == [2, 2]

@@ -142,3 +142,42 @@ def test_our_post_processing_matches_transformers(tiny_dirs, kind):
     assert len(ref_boxes) > 0
     np.testing.assert_allclose(ours.boxes, ref_boxes, atol=1e-3)
     np.testing.assert_allclose(ours.scores, ref_scores, atol=1e-5)
+
+
+def test_offline_command_reads_a_bag_and_takes_the_phrase_from_its_query(tmp_path, tiny_dirs):
+    from stvg_ros.bags import QuerySpec, write_bag
+    from stvg_ros.datasets import load_proposals
+    from stvg_ros.proposals.cli import main
+
+    rng = np.random.default_rng(4)
+    frames = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(9)]
+    bag = write_bag(tmp_path / "run1", frames, [10.0 + i / 10 for i in range(9)],
+                    queries=[QuerySpec("q", "the red car moving left")])
+    out = tmp_path / "p.json"
+    assert main(["--detector", tiny_dirs["grounding_dino"], "--bag", str(bag), "--out", str(out),
+                 "--device", "cpu", "--detect-every", "4"]) == 0
+    tracks = load_proposals(out)["run1"]
+    assert tracks and {t.label for t in tracks.values()} == {"car"}
+    assert all(0 <= f < 9 for t in tracks.values() for f in t.boxes)
+
+
+def test_offline_command_over_an_hcstvg_style_dataset(tmp_path, tiny_dirs):
+    from stvg_ros.datasets import load_dataset, load_proposals, proposals_for_sample
+    from stvg_ros.proposals.cli import main
+    from stvg_ros.video import write_video
+
+    rng = np.random.default_rng(5)
+    (tmp_path / "v1_video").mkdir()
+    write_video(tmp_path / "v1_video" / "clip1.mp4",
+                [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(15)], fps=10)
+    anno = tmp_path / "test_proc.json"
+    anno.write_text(json.dumps({"clip1.mp4": {
+        "img_size": [48, 64], "img_num": 15, "st_frame": 3, "bbox": [[1, 2, 10, 10]] * 5,
+        "English": "The woman in red walks to the car.", "st_time": 0.3, "ed_time": 0.7}}))
+    out = tmp_path / "p.json"
+    assert main(["--detector", tiny_dirs["grounding_dino"], "--dataset", "hcstvg_v1", "--annotations", str(anno),
+                 "--video-root", str(tmp_path), "--out", str(out), "--device", "cpu", "--detect-every", "5"]) == 0
+    sample = load_dataset("hcstvg_v1", anno, tmp_path)[0]
+    tracks = proposals_for_sample(load_proposals(out), sample)
+    assert tracks and {t.label for t in tracks.values()} == {"person"}  # "woman" → person
+    assert all(0 <= f < 15 for t in tracks.values() for f in t.boxes)

@@ -138,3 +138,22 @@ def test_planted_pattern_comes_out_at_its_frame_and_pixels(use_tas, frames_per_s
     assert result.grounding_tokens["spatial"] == "assistant"  # the fake's sharp candidate
     if use_tas:
         assert "tas" in result.grounding_tokens
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision", "llava_next_video"])
+def test_real_adapter_geometry_round_trips_through_reversal(family, tiny_model_dir):
+    """With each real adapter's token layout (Qwen's two-frame slots, OneVision's newline token),
+    a value planted at frame k, cell (r, c) comes out there, also from the reversed sequence."""
+    from stvg_ros.adapters import load_adapter
+
+    adapter = load_adapter(tiny_model_dir(family), device="cpu")
+    frames = [np.random.default_rng(t).integers(0, 255, (48, 64, 3), dtype=np.uint8) for t in range(6)]
+    vis = adapter.encode_frames(frames)
+    rows, cols = vis.grid
+    k, r, c = 4, rows - 1, cols // 2
+    values = _planted_values(vis, k, r, c)
+    rev, perm = vis.reversed_in_time()
+    for maps in (token_grid_maps(values, vis), token_grid_maps(values[perm], rev)):
+        hot = {tuple(int(i) for i in idx) for idx in np.argwhere(maps == 5.0)}
+        same_slot = [f for f in range(6) if vis.slot_of_frame()[f] == vis.slot_of_frame()[k]]
+        assert hot == {(f, r, c) for f in same_slot}

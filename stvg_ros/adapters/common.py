@@ -9,6 +9,7 @@ template's generation prompt), and the yes/no answer ids.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from ..attention import capture_attention, use_capture_attention
+from ..checkpointing import checkpointed_layers, should_checkpoint
 from .base import CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,9 @@ class HFAdapter(ModelAdapter):
     model_class_name: str = ""
     #: run prompts that share a clip on a KV cache of their common prefix (see ``_run_on_prefixes``)
     use_prefix_cache: bool = True
+    #: LRA's backward pass: recompute decoder layers instead of keeping their activations
+    #: (True/False force it; None = auto: on a GPU when memory would run short, see stvg_ros.checkpointing)
+    activation_checkpointing: bool | None = None
     #: the content part the chat template renders as the video placeholder
     video_part = {"type": "video"}
 
@@ -364,7 +369,10 @@ class HFAdapter(ModelAdapter):
             if plan is not None:
                 hidden_last, attn = self._run_on_prefixes(batch, capture, layers, *plan)
             else:
-                hidden_last, attn = self._run_full(batch, capture, layers)
+                recompute = with_grad and should_checkpoint(self.activation_checkpointing, self.model, self.device,
+                                                            int(batch.embeds.shape[1]), B, self.dtype)
+                with checkpointed_layers(self.language_model) if recompute else contextlib.nullcontext():
+                    hidden_last, attn = self._run_full(batch, capture, layers)
             logits = self._answer_logits(hidden_last).float()
         return ForwardOutput(yes_no_logits=logits, attention=attn, candidate_tokens=batch.candidate_tokens,
                              candidate_offsets=batch.candidate_offsets)

@@ -120,7 +120,7 @@ def _bag_frames(path: Path, image_topic: Optional[str]):
             topics.add(topic)
             count += 1
         elif msgtype == "stvg_ros/msg/GroundingQuery":
-            texts.append(msg.attribute or msg.text)
+            texts.append(getattr(msg, "attribute_query", "") or msg.text)
         elif msgtype == "std_msgs/msg/String" and topic.endswith("query"):
             texts.append(msg.data)
     if len(topics) != 1:

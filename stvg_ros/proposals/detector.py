@@ -116,8 +116,8 @@ class ZeroShotDetector:
         path = Path(path or cfg.detector_path)
         if not path.is_dir():
             raise ProposalConfigError(
-                f"detector directory {str(path)!r} does not exist: set proposals_detector_path (--detector) to a local "
-                "Grounding DINO / OWLv2 checkpoint (save_pretrained layout)")
+                f"detector directory {str(path)!r} does not exist: set proposals_detector_path (--detector) to "
+                "a local Grounding DINO / OWLv2 checkpoint (save_pretrained layout)")
         kind = detector_type_of(path) if cfg.detector_type == "auto" else cfg.detector_type
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, device)

@@ -149,8 +149,8 @@ class LiveProposalStage(ProposalSource):
 
         A frame is a keyframe when ``1 / rate_hz`` seconds have passed since the last one (or, with
         ``rate_hz = 0``, every ``detect_every``-th frame); a stamp more than ``JUMP_BACK_S`` older than
-        the newest resets the stage (a looping bag), a slightly older or equal one is ignored.  Only keyframes are stored (copied), so memory is bounded by ``window_s``
-        whatever the camera rate.
+        the newest resets the stage (a looping bag), a slightly older or equal one is ignored.  Only
+        keyframes are stored (copied), so memory is bounded by ``window_s`` whatever the camera rate.
         """
         stamp = float(stamp)
         cfg = self.config

@@ -82,6 +82,7 @@ class StvgNode(LifecycleNode):
                               queries_rejected=0)
         self._last_latency = 0.0
         self._last_warning = ""
+        self._warned_at: dict[str, float] = {}
         self._next_query = 0
         self._camera_frame_id = ""
         self._active = False
@@ -138,7 +139,7 @@ class StvgNode(LifecycleNode):
             self._settings({c.name: c.value for c in changes})
             P.proposal_config(self._node_values({c.name: c.value for c in changes}))
         except ConfigError as e:
-            self.get_logger().warn(f"parameter change rejected: {e}")
+            self.get_logger().warning(f"parameter change rejected: {e}")
             return SetParametersResult(successful=False, reason=str(e))
         return SetParametersResult(successful=True)
 
@@ -175,7 +176,7 @@ class StvgNode(LifecycleNode):
 
             self._model_dir, self._meaningless = resolve_model(node["model_path"])
             if self._meaningless:
-                log.warn(MEANINGLESS_WARNING)
+                log.warning(MEANINGLESS_WARNING)
             from stvg_ros import Grounder
 
             t0 = time.monotonic()
@@ -304,10 +305,15 @@ class StvgNode(LifecycleNode):
 
     # -- input ----------------------------------------------------------------------------------
     def _warn(self, message: str, kind: str = "") -> None:
+        """Log a warning (at most one per THROTTLE_S per ``kind``) and keep it for the status."""
+        now = time.monotonic()
         with self._lock:
             self._last_warning = message
-        self.get_logger().warn(message, throttle_duration_sec=THROTTLE_S) if kind else \
-            self.get_logger().warn(message)
+            if kind:
+                if now - self._warned_at.get(kind, -1e9) < THROTTLE_S:
+                    return
+                self._warned_at[kind] = now
+        self.get_logger().warning(message)
 
     def _warn_state(self, message: str) -> None:
         with self._lock:
@@ -320,7 +326,7 @@ class StvgNode(LifecycleNode):
         self._rate_in.tick(stamp_ns)
         outcome = self.window.offer(stamp_ns)
         if outcome == "reset":
-            self.get_logger().warn(
+            self.get_logger().warning(
                 f"image stamps jumped back to {stamp_ns / 1e9:.3f} s (looping bag or restarted camera): "
                 f"window reset")
             self.detections.clear()
@@ -362,7 +368,7 @@ class StvgNode(LifecycleNode):
     def _on_time_jump(self, jump) -> None:
         if jump.clock_change or jump.delta.nanoseconds < 0:
             if len(self.window):
-                self.get_logger().warn("the ROS clock jumped back (bag replay looped?): window reset")
+                self.get_logger().warning("the ROS clock jumped back (bag replay looped?): window reset")
             self.window.reset()
             self.detections.clear()
             if self._proposals is not None:

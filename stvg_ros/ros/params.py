@@ -210,7 +210,9 @@ def yaml_documented_names(text: str) -> set[str]:
     """Parameter names present in a params YAML text, including commented-out ``# name: value`` lines."""
     import re
 
-    return set(re.findall(r"^\s{4}#?\s?([a-z_][a-z0-9_]*):\s", text, flags=re.M))
+    plain = re.findall(r"^ {4}([a-z_][a-z0-9_]*):\s", text, flags=re.M)
+    commented = re.findall(r"^ {4}# ([a-z_][a-z0-9_]*): .*\(default: ", text, flags=re.M)
+    return set(plain) | set(commented)
 
 
 if __name__ == "__main__":  # regenerate config/stvg.yaml: python -m stvg_ros.ros.params > config/stvg.yaml

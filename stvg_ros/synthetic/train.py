@@ -31,6 +31,9 @@ DISTRACTORS = {"colour": (0, 1), "shape": (1, 2), "look": (2, 3), "action": (2, 
 
 #: rungs whose questions are about looks only (no motion needed)
 STILL_RUNGS = ("colour", "shape", "look")
+#: frames shown on the still rungs: one temporal slot (16 visual tokens) first, the dense signal a
+#: from-scratch model needs to start; the action rung sees whole clips
+STILL_FRAMES = {"colour": 2, "shape": 2, "look": 4}
 
 
 def _batch(seeds, split, rungs, per_answer, rng, still_frames=4):
@@ -41,6 +44,7 @@ def _batch(seeds, split, rungs, per_answer, rng, still_frames=4):
         frames, sample = generate_sample(int(seed), split, num_distractors=DISTRACTORS[rung])
         objects = sample["objects"]
         if rung in STILL_RUNGS and still_frames:
+            still_frames = STILL_FRAMES.get(rung, still_frames)
             # questions about looks need no motion: a few frame pairs cost a fraction of the clip
             starts = sorted(rng.choice(np.arange(0, len(frames) - 1, 2), size=still_frames // 2, replace=False))
             keep = [t for a in starts for t in (a, a + 1)]
@@ -119,7 +123,7 @@ def draw_curve(log: list[dict], path: Path) -> None:
 
 def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_answer: int = 2,
           lr: float = 1.5e-3, vision_lr: float = 3e-3, advance_at: float = 0.85, eval_every: int = 100,
-          val_clips: int = 48, threads: int = 2, start_rung: int = 0, init: str | None = None,
+          val_clips: int = 32, threads: int = 2, start_rung: int = 0, init: str | None = None,
           rungs: tuple[str, ...] = RUNGS, dims: dict | None = None, tail: int = 6) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``."""
     from tqdm import tqdm

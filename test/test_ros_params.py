@@ -1,0 +1,133 @@
+"""config/stvg.yaml and launch/stvg.launch.xml agree with what the node really declares."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stvg_ros.config import GroundingConfig
+
+REPO = Path(__file__).resolve().parent.parent
+YAML = REPO / "config" / "stvg.yaml"
+LAUNCH = REPO / "launch" / "stvg.launch.xml"
+
+
+@pytest.fixture(scope="module")
+def declared():
+    """Parameter name → value, as declared by a real StvgNode (in-process, its own context)."""
+    from ros_harness import require_ros
+
+    require_ros()
+    import rclpy
+
+    from stvg_ros.ros.node import StvgNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=0)
+    node = StvgNode(context=ctx, start_parameter_services=False)
+    try:
+        names = [n for n in node._parameters if n not in ("use_sim_time", "start_type_description_service")]
+        yield node, {n: node.get_parameter(n).value for n in names}
+    finally:
+        node.destroy_node()
+        ctx.try_shutdown()
+
+
+def test_yaml_documents_exactly_the_declared_parameters(declared):
+    from stvg_ros.ros.params import yaml_documented_names
+
+    _, params = declared
+    text = YAML.read_text()
+    documented = yaml_documented_names(text)
+    fix = "regenerate it: python -m stvg_ros.ros.params > config/stvg.yaml"
+    assert documented == set(params), f"config/stvg.yaml is out of date ({fix}): " \
+                                      f"missing {set(params) - documented}, unknown {documented - set(params)}"
+    assert set(GroundingConfig.field_names()) <= set(params), "every grounding knob must be a parameter"
+    values = yaml.safe_load(text)["/**"]["ros__parameters"]
+    for name, value in values.items():
+        assert value == params[name], f"{name}: yaml says {value!r}, the node declares {params[name]!r}"
+    # every parameter has a comment right above it
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("    ") and ":" in line and not line.strip().startswith("#"):
+            assert lines[i - 1].strip().startswith("#"), f"no comment above {line.strip()}"
+
+
+def test_yaml_loads_as_a_grounding_config():
+    cfg = GroundingConfig.from_yaml(YAML)
+    assert cfg == GroundingConfig()
+
+
+def test_launch_file_args_and_params_match_the_node(declared):
+    _, params = declared
+    root = ET.parse(LAUNCH).getroot()
+    assert root.tag == "launch"
+    args = {a.get("name"): a.get("default") for a in root.findall("arg")}
+    assert set(args) == {"namespace", "image_topic", "model_path", "params_file", "device", "use_sim_time"}
+    assert all(a.get("description") for a in root.findall("arg"))
+    nodes = root.findall("node")
+    assert len(nodes) == 1
+    node = nodes[0]
+    assert (node.get("pkg"), node.get("exec")) == ("stvg_ros", "stvg_node")
+    set_params = [p for p in node.findall("param") if p.get("name")]
+    for p in set_params:
+        assert p.get("name") in params or p.get("name") == "use_sim_time", f"launch sets unknown {p.get('name')}"
+    assert any(p.get("from") == "$(var params_file)" for p in node.findall("param"))
+    assert args["params_file"].endswith("config/stvg.yaml")
+    assert args["device"] in ("auto", "cpu", "cuda")
+    remaps = {r.get("from") for r in node.findall("remap")}
+    assert remaps == {"image", "image/compressed"}
+    # every $(var x) used is declared
+    import re
+
+    used = set(re.findall(r"\$\(var (\w+)\)", LAUNCH.read_text()))
+    assert used <= set(args)
+    # and the launch's model_path default means 'the embedded default'
+    from stvg_ros.default_model import resolve_model
+
+    assert args["model_path"] in ("", "default")
+    assert callable(resolve_model)
+
+
+def test_invalid_values_are_rejected_naming_the_fix(declared):
+    from rclpy.parameter import Parameter
+
+    node, _ = declared
+    cases = [
+        (Parameter("num_frames", value=1), "at least 2"),
+        (Parameter("lra_loss", value="mine"), "paper"),
+        (Parameter("window_duration", value=-1.0), "positive"),
+        (Parameter("image_reliability", value="sometimes"), "best_effort"),
+        (Parameter("window_max_frames", value="many"), "expected a int"),
+        (Parameter("found_threshold", value=2.0), "(0, 1]"),
+    ]
+    for param, fix in cases:
+        result = node.set_parameters([param])[0]
+        assert not result.successful, param.name
+        assert param.name in result.reason and fix in result.reason, result.reason
+    # valid values pass, ints are accepted for floats, and the window follows at once
+    assert node.set_parameters([Parameter("window_duration", value=3)])[0].successful
+    assert node.window.duration_ns == 3_000_000_000
+    assert node.set_parameters([Parameter("window_rate", value=5.0)])[0].successful
+    assert node.window.period_ns == 200_000_000
+
+
+def test_package_xml_declares_what_the_ros_layer_imports():
+    import ast
+
+    root = ET.parse(REPO / "package.xml").getroot()
+    deps = {e.text for e in root if e.tag.endswith("depend")}
+    imported = set()
+    for path in (REPO / "stvg_ros" / "ros").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module.split(".")[0])
+            elif isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+    ros_pkgs = imported & {"rclpy", "std_msgs", "sensor_msgs", "builtin_interfaces", "lifecycle_msgs",
+                           "diagnostic_msgs", "rcl_interfaces", "rosgraph_msgs", "ament_index_python"}
+    missing = {p for p in ros_pkgs if p not in deps}
+    assert not missing, f"package.xml lacks {missing}"
