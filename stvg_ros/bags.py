@@ -307,7 +307,7 @@ def make_bag_from_sample(sample, out: str | Path, start_time: float = DEFAULT_ST
 
     if sample.video_path is None:
         raise BagError(f"no video file found for {sample.key!r} ({sample.video}): pass the videos directory")
-    fps = sample.fps or probe(sample.video_path)[1]
+    fps = sample.fps or probe(sample.video_path)[1] or sample.extra.get("fps_from_times", 0.0)
     if fps <= 0:
         raise BagError(f"{sample.video_path}: unknown frame rate")
     stamps = [start_time + i / fps for i in range(sample.num_frames)]

@@ -114,8 +114,9 @@ def load_hcstvg(anno_path: str | Path, video_root: str | Path | None = None, ver
     Videos are looked up under ``video_root``, ``video_root/v1_video`` or ``video_root/v2_video``.
     The tube runs from ``st_frame`` to ``st_frame + len(bbox) - 1`` (clipped to ``img_num - 1``);
     boxes are converted from [x, y, w, h] to xyxy clipped to the image, as the official loader.
-    ``fps``: the annotation gives none; when 0 it is derived from ``st_time``/``ed_time`` if
-    possible, else read from the video file when the clip is loaded.
+    ``fps``: the annotation gives none; when 0 the video file's rate is used when the clip is
+    loaded (``extra['fps_from_times']``, derived from ``st_time``/``ed_time``, is the fallback).
+    Stamps only order the frames for the grounder: scoring uses frame indices.
     """
     data = _load_json(anno_path, "HC-STVG annotation")
     root = Path(video_root) if video_root else None
@@ -138,18 +139,18 @@ def load_hcstvg(anno_path: str | Path, video_root: str | Path | None = None, ver
         boxes = {}
         for i, (x, y, bw, bh) in enumerate(bboxes[: ed - st + 1]):
             boxes[st + i] = clip_box((x, y, x + bw, y + bh), h, w)
-        video_fps = float(fps)
-        if not video_fps and a.get("ed_time") is not None and a.get("st_time") is not None:
+        extra = {k: a[k] for k in ("st_time", "ed_time") if k in a}
+        if a.get("ed_time") is not None and a.get("st_time") is not None:
             dt = float(a["ed_time"]) - float(a["st_time"])
             if dt > 0 and len(bboxes) > 1:
-                video_fps = (len(bboxes) - 1) / dt
+                extra["fps_from_times"] = (len(bboxes) - 1) / dt
         name = str(a.get("vid", key))
         stem = name.rsplit(".", 1)[0] if "." in name else name
         samples.append(Sample(
             key=str(key), video=name, query=str(query).strip(), gt_span=(st, ed), gt_boxes=boxes, num_frames=n,
-            fps=video_fps, image_size=(h, w), inclusive=True, dataset=f"hcstvg_{version}",
+            fps=float(fps), image_size=(h, w), inclusive=True, dataset=f"hcstvg_{version}",
             video_path=_find_video(root, [name, stem], ["", f"{version}_video", "v1_video", "v2_video", "videos"]),
-            extra={k: a[k] for k in ("st_time", "ed_time") if k in a},
+            extra=extra,
         ))
     return samples
 

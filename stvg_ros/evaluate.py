@@ -143,7 +143,8 @@ def dataset_items(samples: Sequence[Sample], proposals: Optional[dict]) -> list[
         def load(n, max_side, s=s):
             if s.video_path is None:
                 raise VideoError(f"no video file for {s.video!r}: check --videos")
-            return load_clip(s.video_path, n, s.num_frames, s.fps or None, s.frame_offset, max_side)
+            return load_clip(s.video_path, n, s.num_frames, s.fps or None, s.frame_offset, max_side,
+                             fallback_fps=s.extra.get("fps_from_times"))
 
         items.append(Item(key=s.key, query=s.query, gt_span=s.gt_span, gt_boxes=s.gt_boxes, inclusive=s.inclusive,
                           num_frames=s.num_frames, dataset=s.dataset, video=s.video, qtype=s.qtype,

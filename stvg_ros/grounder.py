@@ -171,7 +171,7 @@ class Grounder:
         H, W = used[0].shape[:2]
 
         with self._stage("encode", timings), torch.no_grad():
-            visual = self.adapter.encode_frames(used)
+            visual = self.adapter.encode_frames(used, stamps=used_stamps)
         if visual.num_tokens == 0:
             raise RuntimeError("the adapter produced no visual tokens for these frames")
 

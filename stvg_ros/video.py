@@ -113,16 +113,17 @@ def read_frames(path: str | Path, indices: Sequence[int], offset: int = 0) -> li
 
 
 def load_clip(path: str | Path, num_frames: int, total_frames: Optional[int] = None,
-              fps: Optional[float] = None, offset: int = 0, max_side: int = 0) -> Clip:
+              fps: Optional[float] = None, offset: int = 0, max_side: int = 0,
+              fallback_fps: Optional[float] = None) -> Clip:
     """Sample ``num_frames`` frames uniformly over the annotated video and decode them.
 
     ``total_frames`` / ``fps`` come from the annotation when it has them (its frame indices are the
-    reference), else from the container.  ``max_side`` > 0 downsizes frames whose longer side is
+    reference), else from the container, else ``fallback_fps``.  ``max_side`` > 0 downsizes frames whose longer side is
     larger (saves memory; boxes are then scaled by the caller -- see ``Clip.extra['scale']``).
     """
     n_file, fps_file, (h, w) = probe(path)
     total = int(total_frames or n_file)
-    fps = float(fps or fps_file or 0.0)
+    fps = float(fps or fps_file or fallback_fps or 0.0)
     if fps <= 0:
         raise VideoError(f"{path}: unknown frame rate; give the annotation's fps")
     indices = uniform_indices(total, num_frames)

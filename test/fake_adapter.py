@@ -53,7 +53,7 @@ class FakeAdapter(ModelAdapter):
         return cls()
 
     # ------------------------------------------------------------------ geometry
-    def encode_frames(self, frames: Sequence[np.ndarray]) -> VisualTokens:
+    def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None) -> VisualTokens:
         frames = np.stack(frames).astype(np.float32) / 255.0
         T, H, W, _ = frames.shape
         R, C = self.grid

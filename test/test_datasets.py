@@ -44,7 +44,8 @@ def test_hcstvg_reader(hcstvg):
     assert s1.gt_boxes[4] == (10.0, 5.0, 30.0, 35.0)  # [x, y, w, h] → xyxy
     assert s1.gt_boxes[9] == (50.0, 30.0, 64.0, 48.0)  # clipped to the image
     assert s1.image_size == (48, 64) and s1.num_frames == 25
-    assert s1.fps == pytest.approx(5.0)  # from st_time/ed_time over 6 frames
+    assert s1.fps == 0.0  # none in the file: the video's own rate is used when it is decoded
+    assert s1.extra["fps_from_times"] == pytest.approx(5.0)  # fallback, from st_time/ed_time over 6 frames
     assert s1.video_path == root / "v1_video" / "1_abc.avi"
     assert s2.video_path is None  # reported when the clip is loaded, not at reading time
 
@@ -138,7 +139,7 @@ def test_uniform_sampling_maps_to_annotation_frames(hcstvg):
     s1 = datasets.load_hcstvg(path, root)[0]
     assert video.uniform_indices(25, 20) == np.linspace(0, 24, 20, dtype=int).tolist()
     assert video.uniform_indices(5, 20) == [0, 1, 2, 3, 4]
-    clip = video.load_clip(s1.video_path, 6, s1.num_frames, s1.fps)
+    clip = video.load_clip(s1.video_path, 6, s1.num_frames, s1.fps or None)
     assert clip.frame_indices == [0, 4, 9, 14, 19, 24]
     assert clip.stamps == pytest.approx([i / 5 for i in clip.frame_indices])
     # Every decoded frame is the annotated frame with that index.

@@ -64,7 +64,7 @@ def test_end_to_end_with_proposals_picks_the_target_and_its_span():
     adapter = FakeAdapter()
     encoded = []
     orig_encode = adapter.encode_frames
-    adapter.encode_frames = lambda f: encoded.append(len(f)) or orig_encode(f)
+    adapter.encode_frames = lambda f, stamps=None: encoded.append(len(f)) or orig_encode(f, stamps)
     target = {s: box for i, s in enumerate(stamps) if 10 <= i <= 20}  # track starts before the action
     distractor = {s: (0.0, 48.0, 16.0, 64.0) for s in stamps}
     cfg = GroundingConfig(num_frames=10, keep_relevance=True, decomposer="rules")

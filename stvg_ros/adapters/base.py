@@ -141,8 +141,11 @@ class ModelAdapter(ABC):
         """
 
     @abstractmethod
-    def encode_frames(self, frames: Sequence[np.ndarray]) -> VisualTokens:
-        """HxWx3 uint8 RGB frames (all of one size) → visual tokens, without torchvision."""
+    def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None) -> VisualTokens:
+        """HxWx3 uint8 RGB frames (all of one size) → visual tokens, without torchvision.
+
+        ``stamps`` (seconds) let families with time-aware positions (Qwen2.5-VL) space them as the
+        frames really are; other families ignore them."""
 
     @abstractmethod
     def run(self, visual: VisualTokens | Sequence[VisualTokens], questions: Sequence[str],

@@ -29,6 +29,7 @@ from .questions import RUNGS, clip_questions
 DISTRACTORS = {"colour": (0, 1), "shape": (1, 2), "look": (2, 3), "action": (2, 3)}
 
 
+SECONDS_PER_SLOT = (0.4, 1.0)
 #: rungs whose questions are about looks only (no motion needed)
 STILL_RUNGS = ("colour", "shape", "look")
 #: frames shown on the still rungs: one temporal slot (16 visual tokens) first, the dense signal a
@@ -77,7 +78,7 @@ class ValSet:
         out = {}
         for r in rungs:
             px, grid, qs, labels, clips, _ = self.per_rung[r]
-            logits = yes_no_logits(model, prompts, px, grid, qs, clips)
+            logits = yes_no_logits(model, prompts, px, grid, qs, clips, seconds_per_slot=SECONDS_PER_SLOT[-1])
             pred = logits.argmax(-1)
             out[r] = {"acc": float((pred == labels).float().mean()), "pred_yes": float((pred == 0).float().mean())}
         model.train()
@@ -168,7 +169,10 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         mix = [active[-1]] * max(1, len(active)) + active
         seeds = rng.integers(0, 2**31 - 1, size=clips_per_step)
         px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng)
-        all_logits = yes_no_logits(model, prompts, px, grid, qs, clips, tail=tail)
+        # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
+        # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
+        seconds = float(rng.choice(SECONDS_PER_SLOT))
+        all_logits = yes_no_logits(model, prompts, px, grid, qs, clips, seconds_per_slot=seconds, tail=tail)
         if tail > 1:
             loss = torch.nn.functional.cross_entropy(all_logits.reshape(-1, 2), labels.repeat_interleave(tail))
             logits = all_logits[:, -1]

@@ -1,0 +1,55 @@
+"""The benchmark scripts run as plain commands in quick mode and produce their table and JSON (they must not rot).
+
+Only the output's shape is checked here; what the numbers mean is in bench/README.md, and the
+equality of our relevance maps with the reference path is tested for real in test_reference.py.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(script: str, *args: str, tmp_path: Path) -> tuple[str, dict]:
+    out = tmp_path / (Path(script).stem + ".json")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               STVG_ROS_CACHE=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--quick", "--json", str(out), *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_next_video"])
+def test_bench_grounding_quick(tmp_path, family):
+    stdout, data = _run("bench_grounding.py", "--model", f"tiny:{family}", tmp_path=tmp_path)
+    assert "| case" in stdout and "| floor" in stdout
+    cases = data["cases"]
+    assert set(cases) == {"floor", "plain", "lra", "tas", "full", "ref-plain", "ref-full"}
+    for m in cases.values():
+        assert m["median_s"] > 0 and m["peak_bytes"] > 0 and m["x_floor"] > 0
+    assert "x_ours" in cases["ref-full"]
+    assert cases["ref-full"]["maps_equal"] is True
+    assert data["visual_tokens"] > 0 and data["sequence_length"] > data["visual_tokens"]
+
+
+def test_bench_grounding_refuses_real_size_on_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_grounding.py"), "--model", "qwen2.5-vl-7b",
+                           "--device", "cpu", "--json", str(tmp_path / "x.json")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "--allow-cpu-large" in proc.stderr + proc.stdout
+
+
+def test_bench_node_quick(tmp_path):
+    stdout, data = _run("bench_node.py", tmp_path=tmp_path)
+    assert "| measurement" in stdout and "query latency" in stdout
+    assert len(data["ingest"]) == 2 and all(r["cpu_percent_of_one_core"] > 0 for r in data["ingest"])
+    assert all(w["bounded"] for w in data["window"])
+    q = data["queries"][0]
+    assert q["queries"] >= 1 and q["p95_s"] >= q["p50_s"] > 0
