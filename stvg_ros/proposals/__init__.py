@@ -18,7 +18,6 @@ This module imports neither torch nor transformers; the detector is loaded on de
 
 from __future__ import annotations
 
-import bisect
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -104,28 +103,18 @@ class Track:
         for up to ``hold`` before/after the track's span.  Stamps outside that get no box."""
         if not self.boxes:
             return {}
-        keys = sorted(self.boxes)
-        out: dict[float, Box] = {}
-        for s in stamps:
-            s = float(s)
-            i = bisect.bisect_left(keys, s)
-            if i < len(keys) and keys[i] == s:
-                out[s] = self.boxes[s]
-            elif i == 0:
-                if keys[0] - s <= hold:
-                    out[s] = self.boxes[keys[0]]
-            elif i == len(keys):
-                if s - keys[-1] <= hold:
-                    out[s] = self.boxes[keys[-1]]
-            else:
-                a, b = keys[i - 1], keys[i]
-                if not interpolate:
-                    out[s] = self.boxes[a]
-                    continue
-                w = (s - a) / (b - a)
-                ba, bb = self.boxes[a], self.boxes[b]
-                out[s] = tuple((1.0 - w) * p + w * q for p, q in zip(ba, bb))  # type: ignore[assignment]
-        return out
+        times = np.fromiter((float(s) for s in stamps), dtype=np.float64)
+        if times.size == 0:
+            return {}
+        keys = np.array(sorted(self.boxes), dtype=np.float64)
+        values = np.array([self.boxes[k] for k in keys], dtype=np.float64)  # (K, 4)
+        near = (times >= keys[0] - hold) & (times <= keys[-1] + hold)
+        times = times[near]
+        if interpolate:  # np.interp holds the end values outside [first, last]: the hold
+            coords = np.stack([np.interp(times, keys, values[:, j]) for j in range(4)], axis=1)
+        else:
+            coords = values[np.clip(np.searchsorted(keys, times, side="right") - 1, 0, len(keys) - 1)]
+        return {float(t): tuple(float(v) for v in c) for t, c in zip(times, coords)}  # type: ignore[misc]
 
     def sampled(self, stamps: Iterable[float], hold: float = 0.0, interpolate: bool = True) -> "Track":
         """This track evaluated at ``stamps`` (observed scores kept where stamps coincide)."""
