@@ -38,11 +38,16 @@ setup: $(STAMP) build
 
 $(STAMP): requirements/torch.txt requirements/core.txt requirements/ros.txt setup.py
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	# torch first, alone, from the pinned CPU wheel: nothing after it may pull another torch
-	$(VENV)/bin/pip install -q -r requirements/torch.txt
-	$(VENV)/bin/pip install -q -c requirements/torch.txt -r requirements/core.txt -r requirements/ros.txt
+	@echo "setup: installing torch (CPU) and the pinned requirements into $(VENV) (log: $(VENV)/setup.log)"
+	@# torch first, alone, from the pinned CPU wheel: nothing after it may pull another torch
+	@$(VENV)/bin/pip install -r requirements/torch.txt > $(VENV)/setup.log 2>&1 \
+		|| { tail -30 $(VENV)/setup.log; echo "setup: installing torch failed (full log: $(VENV)/setup.log)"; exit 1; }
+	@$(VENV)/bin/pip install -c requirements/torch.txt -r requirements/core.txt -r requirements/ros.txt \
+		>> $(VENV)/setup.log 2>&1 \
+		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install failed (full log: $(VENV)/setup.log)"; exit 1; }
 	bash scripts/fix_ros_wheels.sh $(VENV)
-	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	@$(VENV)/bin/pip install --no-deps --no-build-isolation -e . >> $(VENV)/setup.log 2>&1 \
+		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install -e . failed"; exit 1; }
 	@rm -f $(VENV)/.stvg-setup-*
 	@touch $@
 

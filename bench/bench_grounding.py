@@ -37,6 +37,10 @@ from model_configs import REAL_SIZES, build_real_size  # noqa: E402
 
 QUERY = "The man in purple clothes takes a step forward and sits on the bench."
 SUB_QUERIES = ("the man in purple clothes", "The man takes a step forward and sits on the bench")
+#: ``small:<family>``: a decoder big enough that compute, not Python overhead, dominates on a CPU
+#: (8 layers, hidden 512, GQA 8/2 heads, ~25 M decoder parameters; frames at 224 px)
+SMALL_LM = dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
+                num_key_value_heads=2)
 CASES = {"plain": dict(use_lra=False, use_tas=False), "lra": dict(use_lra=True, use_tas=False),
          "tas": dict(use_lra=False, use_tas=True), "full": dict(use_lra=True, use_tas=True)}
 
@@ -46,7 +50,7 @@ def parse_args(argv=None):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny:qwen2_5_vl",
                     help=f"a model directory, a real size with random weights ({', '.join(REAL_SIZES)}), "
-                         "or tiny:<family> (default tiny:qwen2_5_vl)")
+                         "tiny:<family> (default tiny:qwen2_5_vl) or small:<family> (a ~25 M decoder, for CPU runs)")
     ap.add_argument("--frames", type=int, default=20, help="frames per clip (paper: 20)")
     ap.add_argument("--frame-size", default="640x480", help="input frame WxH (camera resolution)")
     ap.add_argument("--image-size", type=int, default=0, help="per-frame model resolution, 0 = family default")
@@ -67,7 +71,7 @@ def parse_args(argv=None):
     ap.add_argument("--json", default="", help="write the results here (default bench/results/grounding-*.json)")
     args = ap.parse_args(argv)
     if args.quick:
-        if not args.model.startswith("tiny:"):
+        if not args.model.startswith(("tiny:", "small:")):
             ap.error("--quick runs on a tiny model: leave --model out or pass tiny:<family>")
         args.frames, args.frame_size, args.warmup, args.repeats = 4, "112x84", 0, 1
     return args
@@ -78,10 +82,12 @@ def load(args, device: torch.device, dtype):
     from stvg_ros.adapters.common import resolve_dtype
 
     dt = resolve_dtype(dtype, device)
-    if args.model.startswith("tiny:"):
+    if args.model.startswith(("tiny:", "small:")):
         from stvg_ros.testing import tiny_model
 
-        path = tiny_model(args.model.split(":", 1)[1], tempfile.mkdtemp(prefix="stvg-bench-"))
+        kind, family = args.model.split(":", 1)
+        sizes = SMALL_LM if kind == "small" else {}
+        path = tiny_model(family, tempfile.mkdtemp(prefix="stvg-bench-"), image_size=224 if sizes else 112, **sizes)
         return load_adapter(path, device=device, dtype=dt, image_size=args.image_size or None), args.model
     if args.model in REAL_SIZES:
         if device.type == "cpu" and not args.allow_cpu_large:
@@ -95,7 +101,7 @@ def load(args, device: torch.device, dtype):
             Path(args.model).name or args.model)
 
 
-def floor_fn(adapter, frames, question):
+def floor_fn(adapter, frames, stamps, question):
     """The floor: the vision tower over the clip + one decoder prefill with sdpa, head on the last row."""
     from stvg_ros.reference import decoder_attention
 
@@ -104,7 +110,7 @@ def floor_fn(adapter, frames, question):
 
     def run():
         with torch.no_grad(), decoder_attention(lm, "sdpa"):
-            visual = adapter.encode_frames(frames)
+            visual = adapter.encode_frames(frames, stamps=stamps)
             batch = adapter.prepare(visual, [question])
             out = lm(inputs_embeds=batch.embeds, position_ids=batch.positions, use_cache=False)
             return head(out.last_hidden_state[:, -1]).float(), batch.embeds.shape[1], visual.num_tokens
@@ -160,7 +166,7 @@ def main(argv=None) -> dict:
                      "map_tolerance": tolerance, "cases": {}}
     print(f"# {label} on {device} ({adapter.dtype}), {args.frames} frames of {w}x{h}", flush=True)
 
-    floor = measure(floor_fn(adapter, frames, format_question(GroundingConfig().question_template, QUERY)), device,
+    floor = measure(floor_fn(adapter, frames, stamps, format_question(GroundingConfig().question_template, QUERY)), device,
                     args.warmup, args.repeats)
     _, seq_len, n_visual = floor.pop("value")
     results.update(sequence_length=seq_len, visual_tokens=n_visual)

@@ -72,12 +72,15 @@ def parameter_count(name: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def _build(name: str, directory: str, dtype: torch.dtype):
+def _build(name: str, directory: str, dtype: torch.dtype, text_overrides: dict | None = None,
+           vision_overrides: dict | None = None):
     from stvg_ros.testing import build_tokenizer
 
     if name not in REAL_SIZES:
         raise ValueError(f"unknown model size {name!r}: choose one of {', '.join(REAL_SIZES)} or pass a model directory")
     family, text, vision, extra = REAL_SIZES[name]
+    text = dict(text, **(text_overrides or {}))
+    vision = dict(vision, **(vision_overrides or {}))
     tok = build_tokenizer([], family)
     ids = tok.convert_tokens_to_ids
     import transformers
@@ -121,14 +124,18 @@ def _build(name: str, directory: str, dtype: torch.dtype):
     return model, tok, family
 
 
-def build_real_size(name: str, device: torch.device, dtype: torch.dtype, directory: str | None = None):
-    """A frozen adapter around a random-weight model of the named real size, built directly on ``device``."""
+def build_real_size(name: str, device: torch.device, dtype: torch.dtype, directory: str | None = None,
+                    text_overrides: dict | None = None, vision_overrides: dict | None = None):
+    """A frozen adapter around a random-weight model of the named real size, built directly on ``device``.
+
+    ``text_overrides``/``vision_overrides`` change config values (e.g. fewer layers for a per-layer
+    measurement on a small machine)."""
     from stvg_ros.adapters import adapter_class
     from stvg_ros.attention import use_capture_attention
 
     directory = directory or tempfile.mkdtemp(prefix=f"stvg-{name}-")
     with torch.device(device):
-        model, tok, family = _build(name, directory, dtype)
+        model, tok, family = _build(name, directory, dtype, text_overrides, vision_overrides)
     model.to(device=device, dtype=dtype)
     model.eval()
     model.requires_grad_(False)

@@ -69,7 +69,7 @@ class ReferenceAdapter(ModelAdapter):
 
     # the clip is encoded once per video in the official code too
     def encode_frames(self, frames, stamps=None) -> VisualTokens:
-        return self.inner.encode_frames(frames)
+        return self.inner.encode_frames(frames, stamps=stamps)
 
     def generate_text(self, prompt: str, max_new_tokens: int = 64) -> str:
         return self.inner.generate_text(prompt, max_new_tokens=max_new_tokens)

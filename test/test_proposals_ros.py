@@ -6,6 +6,7 @@ the Tube's ``track_id`` names it (it is "" on the proposal-free path).
 
 from __future__ import annotations
 
+import ast
 import time
 
 import pytest
@@ -35,8 +36,9 @@ def _start(tiny_model_dir, tmp_path_factory, params):
 
 def test_node_grounds_on_live_proposals(tiny_model_dir, tmp_path_factory, detector_dir):
     require_ros()
-    from sensor_msgs.msg import Image
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image
 
     from stvg_ros.msg import GroundingQuery, Status, Tube
 
@@ -47,6 +49,7 @@ def test_node_grounds_on_live_proposals(tiny_model_dir, tmp_path_factory, detect
     try:
         tubes = client.collect(Tube, "tube", 50)
         status = client.collect(Status, "status", 10)
+        diagnostics = client.collect(DiagnosticArray, "/diagnostics", 50)
         cam = client.node.create_publisher(Image, "image", qos_profile_sensor_data)
         ask = client.node.create_publisher(GroundingQuery, "query_request", 10)
         wait_for(lambda: status and status[-1].state == "active", 120, "the node to become active", proc)
@@ -62,6 +65,18 @@ def test_node_grounds_on_live_proposals(tiny_model_dir, tmp_path_factory, detect
         assert tube.track_id != "", "the tube should come from one of the live tracks"
         assert tube.boxes
         assert "proposals: grounding_dino" in proc.log()
+
+        def stage_stats():
+            for array in reversed(diagnostics):
+                for st in array.status:
+                    if proc.namespace in st.name:
+                        return next((v.value for v in st.values if v.key == "proposals"), None)
+            return None
+
+        stats = wait_for(stage_stats, 10, "the stage's numbers on /diagnostics", proc)
+        numbers = ast.literal_eval(stats)
+        assert numbers["keyframes"] >= 6 and numbers["detector_ms_per_keyframe"] > 0  # every kept frame detected
+        assert numbers["last_error"] == ""
     finally:
         client.close()
         if proc.alive():

@@ -25,7 +25,8 @@ def adapter(request, tiny_model_dir):
 def _maps(adapter, config):
     frames = random_frames(4, 84, 112, seed=3)
     grounder = Grounder(adapter, dict(config, num_frames=4, keep_relevance=True, decomposer="rules"))
-    return grounder.ground(frames, [0.0, 0.5, 1.0, 1.5], QUERY, sub_queries=SUBS)
+    # 4 Hz stamps: not the 2 fps Qwen2.5-VL assumes without stamps, so time positions must be passed through
+    return grounder.ground(frames, [0.0, 0.25, 0.5, 0.75], QUERY, sub_queries=SUBS)
 
 
 def _assert_close(ours, ref):

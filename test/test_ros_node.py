@@ -53,6 +53,8 @@ def node(ros, tiny_model_dir, tmp_path_factory):
         "query_queue_size": 2,
         "status_rate": 10.0,
         "image_depth": 50,
+        "use_compressed": True,
+        "use_detections": True,
     }, tmp_path_factory.mktemp("node") / "stvg_node.log")
     client = Client(namespace=ns)
     client.tubes = client.collect(ros.Tube, "tube", 200)
@@ -219,6 +221,49 @@ def test_clock_jump_back_resets_the_window(ros, node):
     assert tube.reason == ""
     assert {stamp_to_ns(b.stamp) for b in tube.boxes} <= set(back)
     assert status.window_frames <= len(back)
+
+
+def test_compressed_frames_and_external_detections_as_proposals(ros, node):
+    """PNG frames on image/compressed plus tracked detections: the tube follows one of the tracks."""
+    import cv2
+    import numpy as np
+    from sensor_msgs.msg import CompressedImage
+
+    from stvg_ros.msg import Detection, Detections
+    from stvg_ros.ros.convert import ns_to_stamp, stamp_to_ns
+
+    proc, client = node
+    comp = client.node.create_publisher(CompressedImage, "image/compressed", ros.sensor_qos)
+    dets = client.node.create_publisher(Detections, "detections", 50)
+    wait_for(lambda: comp.get_subscription_count() and dets.get_subscription_count(), 20, "subscriptions", proc)
+    base = T0 + 2000 * DT  # after everything else in the window
+    stamps = [base + i * DT for i in range(6)]
+    tracks = {"ball": lambda i: (20 + 15 * i, 40, 20, 20), "crate": lambda i: (120, 80, 30, 24)}
+    for i, s in enumerate(stamps):
+        d = Detections()
+        d.header.stamp, d.header.frame_id = ns_to_stamp(s), "test_cam"
+        for tid, geo in tracks.items():
+            cx, cy, sx, sy = geo(i)
+            d.detections.append(Detection(track_id=tid, class_id="thing", score=0.9, center_x=float(cx),
+                                          center_y=float(cy), size_x=float(sx), size_y=float(sy)))
+        dets.publish(d)
+        img = np.full((H, W, 3), 60, np.uint8)
+        ok, png = cv2.imencode(".png", img)
+        msg = CompressedImage(format="png", data=png.tobytes())
+        msg.header.stamp, msg.header.frame_id = ns_to_stamp(s), "test_cam"
+        comp.publish(msg)
+        time.sleep(0.02)
+    # 200 s after the previous frames: the window now holds exactly the compressed ones
+    wait_for(lambda: (s := _latest_status(client)).window_frames == len(stamps) and
+             abs(s.window_span - 0.5) < 1e-3, 20, "the compressed frames", proc)
+    _ask(ros, client, "tracked", "the ball", start=ns_to_stamp(stamps[0]), end=ns_to_stamp(stamps[-1]))
+    tube = _answer(client, proc, "tracked")
+    assert tube.reason == "", tube.reason
+    assert tube.track_id in tracks, tube.track_id
+    geo = tracks[tube.track_id]
+    for b in tube.boxes:  # the chosen track's own boxes, back in camera pixels
+        i = stamps.index(stamp_to_ns(b.stamp))
+        assert (b.center_x, b.center_y, b.size_x, b.size_y) == pytest.approx(geo(i), abs=1.0)
 
 
 def test_clean_fast_shutdown(node):

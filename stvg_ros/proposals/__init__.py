@@ -119,7 +119,8 @@ class Track:
     def sampled(self, stamps: Iterable[float], hold: float = 0.0, interpolate: bool = True) -> "Track":
         """This track evaluated at ``stamps`` (observed scores kept where stamps coincide)."""
         boxes = self.at(stamps, hold, interpolate)
-        scores = {s: self.scores.get(s, self.score) for s in boxes}
+        mean = self.score
+        scores = {s: self.scores.get(s, mean) for s in boxes}
         return Track(self.id, boxes, scores, self.label)
 
 

@@ -3,8 +3,8 @@
 Grounding DINO (and MM-Grounding-DINO, which shares its processor) uses the processor's PIL
 image backend (``backend="pil"``), which needs no torchvision.  OWLv2's PIL backend resizes with
 scipy, which is not installed here, so its preprocessing (pad to a square, anti-aliasing blur,
-bilinear resize, CLIP normalisation -- the steps of transformers' OWLv2 image processor) is done
-in torch below.  Post-processing is ours for both, so that the paper's two thresholds mean what
+bilinear resize, CLIP normalisation -- the steps of transformers' torchvision-backed OWLv2 image
+processor) is done in torch below.  Post-processing is ours for both, so that the paper's two thresholds mean what
 they meant in Grounding DINO: a box is kept when its best token score passes ``box_threshold``
 and the phrase's own tokens pass ``text_threshold``.
 """

@@ -230,7 +230,8 @@ class LiveProposalStage(ProposalSource):
         stamps = [s for s, _ in self._keyframes]
         if len(stamps) < 2:
             return 0.0
-        return self.config.hold_keyframes * float(np.median(np.diff(stamps)))
+        gaps = sorted(b - a for a, b in zip(stamps, stamps[1:]))
+        return self.config.hold_keyframes * gaps[len(gaps) // 2]  # the median keyframe period
 
     def tracks_for(self, stamps: Sequence[float], phrase: str = "") -> list[Track]:
         """Tracks of ``phrase`` (default: the running class) evaluated at ``stamps``, best first.

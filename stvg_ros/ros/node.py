@@ -554,6 +554,9 @@ class StvgNode(LifecycleNode):
                 "model", "window_frames", "window_span", "input_rate", "kept_rate", "frames_received",
                 "frames_decimated", "frames_rejected", "window_resets", "queue_depth", "queries_received",
                 "queries_answered", "queries_rejected", "last_latency", "last_warning")]
+            stage = self._proposals
+            if stage is not None:  # the live proposal stage's cost and state (ms per keyframe, skips, phrases)
+                d.values.append(KeyValue(key="proposals", value=str(stage.stats())))
             if "diagnostics" in self._pubs:
                 self._pubs["diagnostics"].publish(DiagnosticArray(header=s.header, status=[d]))
         except Exception as e:  # noqa: BLE001

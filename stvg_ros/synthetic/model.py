@@ -81,7 +81,62 @@ def build_model(seed: int = 0, dims: dict | None = None):
     model = Qwen2_5_VLForConditionalGeneration(config)
     init_colour_patch_filters(model, seed)
     init_recency_heads(model)
+    init_colour_word_prior(model, tok)
     return model, tok
+
+
+@torch.no_grad()
+def init_colour_word_prior(model, tok, head: int = 1, strength: float = 1.5) -> None:
+    """Start colour words where the vision tower puts that colour, and one matching head on them.
+
+    A hand-set prior, disclosed in the model card (no box, span or answer is involved): each colour
+    word's embedding starts at the (background-centred) visual token the freshly initialised tower
+    gives a patch of that colour, and head ``head`` of every decoder layer starts as a similarity
+    head on those directions (query and key project onto them, on the slowest rotary dimensions so
+    that distance barely matters).  The word "red" then attends to red visual tokens from step 0,
+    which gives the answer a signal to learn from; shapes and actions are learned on top.
+    """
+    from .generator import COLOURS
+
+    inner = model.model
+    cfg = model.config.text_config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+
+    def visual_mean(rgb):  # RMS-normalised, as the decoder's first norm sees a visual token
+        frames = np.broadcast_to(np.array(rgb, np.uint8), (2, IMAGE_SIZE, IMAGE_SIZE, 3))
+        px, grid = frames_to_pixels(frames)
+        v = inner.get_video_features(px, grid, return_dict=True).pooler_output[0].mean(0)
+        return v / v.pow(2).mean().sqrt()
+
+    rng = np.random.default_rng(0)
+    backgrounds = torch.stack([visual_mean(rng.integers(20, 100, size=3)) for _ in range(8)])
+    b = backgrounds.mean(0)
+    b = b / b.norm()
+    names = list(COLOURS)
+    dirs = torch.stack([visual_mean(COLOURS[c]) for c in names])
+    dirs = dirs - (dirs @ b)[:, None] * b[None]  # blind to the background's direction
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)
+    # word directions: orthonormal and orthogonal to the visual colour directions, so that a colour
+    # word matches the visual tokens of its colour and not itself
+    gen = torch.Generator().manual_seed(1)
+    raw = torch.cat([dirs.T, torch.randn(cfg.hidden_size, len(names), generator=gen)], dim=1)
+    words = torch.linalg.qr(raw)[0][:, len(names):].T  # (n_colours, hidden)
+    emb = inner.get_input_embeddings().weight
+    scale = emb.std() * cfg.hidden_size ** 0.5
+    for name, w in zip(names, words):
+        for piece in (name, "Ġ" + name):
+            i = tok.convert_tokens_to_ids(piece)
+            emb[i] = w * scale + emb[i] * 0.1
+    slow = list(range(head_dim // 2 - len(names), head_dim // 2))  # the slowest rotary frequencies
+    for layer in inner.language_model.layers:
+        att = layer.self_attn
+        rows = slice(head * head_dim, (head + 1) * head_dim)
+        for proj in (att.q_proj, att.k_proj):
+            proj.weight[rows] *= 0.05
+            proj.bias[rows] = 0.0
+        for j, dim in enumerate(slow):
+            att.q_proj.weight[head * head_dim + dim] = strength * words[j]
+            att.k_proj.weight[head * head_dim + dim] = strength * dirs[j]
 
 
 def init_recency_heads(model, heads: int = 1, strength: float = 25.0) -> None:
