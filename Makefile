@@ -46,6 +46,7 @@ $(STAMP): requirements/torch.txt requirements/core.txt requirements/ros.txt setu
 		>> $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install failed (full log: $(VENV)/setup.log)"; exit 1; }
 	bash scripts/fix_ros_wheels.sh $(VENV)
+	@$(VENV)/bin/python -c "import setuptools" 2>/dev/null || $(VENV)/bin/pip install -q setuptools >> $(VENV)/setup.log 2>&1
 	@$(VENV)/bin/pip install --no-deps --no-build-isolation -e . >> $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install -e . failed"; exit 1; }
 	@rm -f $(VENV)/.stvg-setup-*

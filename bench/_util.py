@@ -26,12 +26,24 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``), so that RSS measured next starts from what
+    is really in use and not from an earlier case's high-water mark.  No-op where unavailable."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class PeakMemory:
     """Peak memory while the ``with`` block runs.
 
     GPU: ``torch.cuda.max_memory_allocated`` after a reset (exact, what the caching allocator handed out).
-    CPU: the process RSS sampled every ``interval`` s by a thread (a sampled peak: a spike shorter than
-    the interval can be missed; ``resource.getrusage``'s ru_maxrss cannot be reset between cases).
+    CPU: the process RSS sampled every ``interval`` s by a thread, after freed heap pages were returned to
+    the OS (a sampled peak: a spike shorter than the interval can be missed; ``resource.getrusage``'s
+    ru_maxrss cannot be reset between cases).  RSS includes Python, the libraries and the weights.
     ``peak`` is the absolute peak, ``baseline`` what was in use at entry (weights and the like), so
     ``peak - baseline`` is what the work itself needed.
     """
@@ -48,6 +60,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.baseline = torch.cuda.memory_allocated(self.device)
         else:
+            release_freed_memory()
             self.baseline = rss_bytes()
             self.peak = self.baseline
             self._stop = threading.Event()

@@ -64,6 +64,8 @@ def parse_args(argv=None):
     ap.add_argument("--reference-new-tokens", type=int, default=1,
                     help="tokens the reference generates per prompt (official code: 5, 10 in LRA steps); "
                          "1 = prefill only, the cheapest reference")
+    ap.add_argument("--checkpointing", choices=("auto", "on", "off"), default="auto",
+                    help="activation checkpointing in LRA's backward (auto: on a GPU when memory would run short)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--allow-cpu-large", action="store_true", help="run a real-size model on CPU anyway")
@@ -147,6 +149,7 @@ def main(argv=None) -> dict:
 
     device = resolve_device(args.device)
     adapter, label = load(args, device, args.dtype)
+    adapter.activation_checkpointing = {"auto": None, "on": True, "off": False}[args.checkpointing]
     w, h = (int(v) for v in args.frame_size.lower().split("x"))
     frames = random_frames(args.frames, h, w, seed=0)
     stamps = [i * 0.25 for i in range(args.frames)]
@@ -162,6 +165,7 @@ def main(argv=None) -> dict:
 
     results: dict = {"machine": machine(), "model": label, "device": str(device), "dtype": str(adapter.dtype),
                      "frames": args.frames, "frame_size": [w, h], "lra_steps": args.lra_steps,
+                     "checkpointing": args.checkpointing,
                      "repeats": args.repeats, "warmup": args.warmup, "reference_new_tokens": args.reference_new_tokens,
                      "map_tolerance": tolerance, "cases": {}}
     print(f"# {label} on {device} ({adapter.dtype}), {args.frames} frames of {w}x{h}", flush=True)

@@ -84,10 +84,12 @@ def unique_namespace() -> str:
 class NodeProcess:
     """The installed ``stvg_node`` executable in a subprocess, its output in a log file."""
 
-    def __init__(self, namespace: str, params: dict, log_path: Path):
+    def __init__(self, namespace: str, params: dict, log_path: Path, params_file: Optional[Path] = None):
         self.namespace = namespace
         self.log_path = log_path
         args = [str(INSTALL / "lib" / "stvg_ros" / "stvg_node"), "--ros-args", "-r", f"__ns:={namespace}"]
+        if params_file is not None:
+            args += ["--params-file", str(params_file)]
         for k, v in params.items():
             if isinstance(v, bool):
                 v = "true" if v else "false"

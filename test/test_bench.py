@@ -49,7 +49,7 @@ def test_bench_grounding_refuses_real_size_on_cpu(tmp_path):
 def test_bench_node_quick(tmp_path):
     stdout, data = _run("bench_node.py", tmp_path=tmp_path)
     assert "| measurement" in stdout and "query latency" in stdout
-    assert len(data["ingest"]) == 2 and all(r["cpu_percent_of_one_core"] > 0 for r in data["ingest"])
+    assert len(data["ingest"]) >= 2 and all(r["cpu_percent_of_one_core"] > 0 for r in data["ingest"])
     assert all(w["bounded"] for w in data["window"])
     q = data["queries"][0]
     assert q["queries"] >= 1 and q["p95_s"] >= q["p50_s"] > 0

@@ -32,7 +32,7 @@ def test_lifecycle_parameters_qos_and_sim_time(tiny_model_dir, tmp_path):
     ns = unique_namespace()
     proc = NodeProcess(ns, {
         "model_path": tiny_model_dir("qwen2_5_vl"), "device": "cpu", "autostart": False,
-        "image_reliability": "reliable", "window_rate": 0.0, "num_frames": 4, "status_rate": 10.0,
+        "image_reliability": "reliable", "image_depth": 20, "window_rate": 0.0, "num_frames": 4, "status_rate": 10.0,
         "use_sim_time": True,
     }, tmp_path / "node.log")
     client = Client(namespace=ns)
@@ -104,6 +104,7 @@ def test_lifecycle_parameters_qos_and_sim_time(tiny_model_dir, tmp_path):
         stamps = [SIM_T0 + i * NS // 10 for i in range(6)]
         for i, s in enumerate(stamps):
             cam.publish(image_msg(s, seed=i))
+            time.sleep(0.02)
         wait_for(lambda: status[-1].window_frames == len(stamps), 20, "frames in the window", proc)
         ask.publish(GroundingQuery(id="lc", text="the red square"))
         tube = wait_for(lambda: next((t for t in tubes if t.query_id == "lc"), None), 60, "the tube", proc)
@@ -131,13 +132,17 @@ def test_lifecycle_parameters_qos_and_sim_time(tiny_model_dir, tmp_path):
 
 
 def test_bad_model_path_fails_configure_but_node_lives(tmp_path):
+    """Also: the installed config/stvg.yaml is a valid params file for the node (-p overrides it)."""
     require_ros()
+    from ros_harness import INSTALL
     from lifecycle_msgs.msg import State, Transition
     from lifecycle_msgs.srv import ChangeState, GetState
 
     ns = unique_namespace()
-    proc = NodeProcess(ns, {"model_path": str(tmp_path / "no_such_model"), "status_rate": 0.0},
-                       tmp_path / "node.log")
+    params_file = INSTALL / "share" / "stvg_ros" / "config" / "stvg.yaml"
+    assert params_file.is_file()
+    proc = NodeProcess(ns, {"model_path": str(tmp_path / "no_such_model"), "status_rate": 0.0, "layers": "[6, 26]"},
+                       tmp_path / "node.log", params_file=params_file)
     client = Client(namespace=ns)
     try:
         node = f"{ns}/stvg_node"

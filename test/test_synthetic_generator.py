@@ -112,7 +112,7 @@ def test_written_split_reads_as_hcstvg_v2(tmp_path):
     props = json.loads((out / "val_proposals.json").read_text())
     assert len(ann) == 3 and set(ann) == set(subq) == set(props)
     for name, a in ann.items():
-        _, s = generate_sample(a["st_frame"] * 0 + int(name.split("_")[-1].split(".")[0]), "val")
+        _, s = generate_sample(int(name.split("_")[-1].split(".")[0]), "val")
         assert a["img_size"] == [112, 112] and a["img_num"] == 20 and a["English"] == s["query"]
         assert a["st_frame"] == s["st_frame"] and len(a["bbox"]) == s["ed_frame"] - s["st_frame"] + 1
         x, y, w, h = a["bbox"][0]
@@ -124,3 +124,21 @@ def test_written_split_reads_as_hcstvg_v2(tmp_path):
         while cap.read()[0]:
             n += 1
         assert n == a["img_num"]
+
+
+def test_written_split_loads_with_the_evaluation_readers(tmp_path):
+    from stvg_ros.datasets import load_hcstvg, load_proposals, load_sub_queries
+
+    out = write_split(tmp_path, "test", 2, first_seed=0)
+    samples = load_hcstvg(out / "test_proc.json", out, version="v2")
+    subq = load_sub_queries(out / "test_subqueries.json")
+    props = load_proposals(out / "test_proposals.json")
+    assert len(samples) == 2
+    for smp in samples:
+        _, s = generate_sample(int(smp.key.split("_")[-1].split(".")[0]), "test")
+        assert smp.gt_span == (s["st_frame"], s["ed_frame"])
+        assert smp.gt_boxes == {t: tuple(float(v) for v in b) for t, b in s["boxes"].items()}
+        assert smp.video_path is not None and smp.video_path.is_file()
+        assert smp.extra["fps_from_times"] == pytest.approx(s["fps"])
+        assert (subq[smp.key].attribute, subq[smp.key].action) == (s["attribute"], s["action"])
+        assert props[smp.video][str(s["target"])].boxes[s["st_frame"]] == tuple(s["boxes"][s["st_frame"]])

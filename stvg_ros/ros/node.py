@@ -21,8 +21,12 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
-from rclpy.event_handler import (PublisherEventCallbacks, SubscriptionEventCallbacks,
-                                 qos_policy_name_from_kind)
+try:
+    from rclpy.event_handler import (PublisherEventCallbacks, SubscriptionEventCallbacks,
+                                     qos_policy_name_from_kind)
+except ImportError:  # Humble
+    from rclpy.qos import qos_policy_name_from_kind
+    from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import (HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data)
 from rclpy.clock import JumpThreshold
@@ -87,7 +91,10 @@ class StvgNode(LifecycleNode):
         self._camera_frame_id = ""
         self._active = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.add_post_set_parameters_callback(self._after_set_parameters)
+        # Humble has no post-set callback: there the changes are applied from the validating callback
+        self._post_set = hasattr(self, "add_post_set_parameters_callback")
+        if self._post_set:
+            self.add_post_set_parameters_callback(self._after_set_parameters)
         try:  # a backwards jump of the ROS clock (looping bag with use_sim_time) resets the window
             self._jump_handle = self.get_clock().create_jump_handle(
                 JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
@@ -141,24 +148,38 @@ class StvgNode(LifecycleNode):
         except ConfigError as e:
             self.get_logger().warning(f"parameter change rejected: {e}")
             return SetParametersResult(successful=False, reason=str(e))
+        if not self._post_set:
+            self._after_set_parameters(changes, {c.name: c.value for c in changes})
         return SetParametersResult(successful=True)
 
-    def _after_set_parameters(self, changes) -> None:
-        node, cfg = self._settings()
+    def _after_set_parameters(self, changes, pending: Optional[dict] = None) -> None:
+        node, cfg = self._settings(pending)
         names = {c.name for c in changes}
         if names & {"window_duration", "window_max_frames", "window_rate", "ingest_max_side"}:
             self._configure_window(node, cfg)
-        if names & set(GroundingConfig.field_names()) and self._grounder is not None:
+        by_name = {p.name: p for p in P.all_params()}
+        if names & set(GroundingConfig.field_names()) and self._grounder is not None and self._config is not None:
+            # live knobs now; those that shape the loaded model keep their loaded value until configure
+            keep = {n: getattr(self._config, n) for n in GroundingConfig.field_names() if not by_name[n].live}
+            self._config = cfg.replace(**keep)
             if hasattr(self._grounder, "config"):
-                self._grounder.config = cfg
-            self._config = cfg
-        later = [n for n in names if not next(p for p in P.all_params() if p.name == n).live] \
-            if all(any(p.name == n for p in P.all_params()) for n in names) else []
+                self._grounder.config = self._config
+        later = [n for n in names if n in by_name and not by_name[n].live]
         if later:
             self.get_logger().info(f"{', '.join(sorted(later))} take effect at the next configure/activate")
 
+    def _model_side(self, cfg: GroundingConfig) -> int:
+        """The model's per-frame input size in pixels (frames are kept at twice that: sharp enough for
+        the model and the debug image, bounded whatever the camera sends)."""
+        adapter = getattr(self._grounder, "adapter", None)
+        for value in (cfg.image_size, getattr(adapter, "image_size", None),
+                      getattr(adapter, "default_image_size", None)):
+            if isinstance(value, int) and value > 0:
+                return value
+        return 336
+
     def _configure_window(self, node: dict, cfg: GroundingConfig) -> None:
-        side = node["ingest_max_side"] or 2 * (cfg.image_size or 336)
+        side = node["ingest_max_side"] or 2 * self._model_side(cfg)
         self.window.configure(node["window_duration"], node["window_max_frames"], node["window_rate"], side)
         self.detections.tolerance_ns = int(node["detection_tolerance"] * 1e9)
 

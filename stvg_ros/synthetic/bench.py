@@ -128,12 +128,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the table as JSON here")
+    p.add_argument("--card", action="store_true", help="write the table into the model's MODEL_CARD.md")
     a = p.parse_args(argv)
     if not (Path(a.model) / "config.json").is_file():
         raise SystemExit(f"no model in {a.model}: train one with "
                          "`python -m stvg_ros.synthetic.train --out models/stvg-synth-qwen` or pass --model")
     table = run(a.model, a.count, a.first_seed, a.threads)
-    print(markdown(table, a.count))
+    md = markdown(table, a.count)
+    print(md)
+    if a.card:
+        from .card import write_bench_section
+
+        write_bench_section(a.model, md, f"python -m stvg_ros.synthetic.bench --count {a.count}")
     if a.json:
         Path(a.json).write_text(json.dumps(table, indent=2))
 

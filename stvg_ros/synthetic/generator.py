@@ -426,8 +426,6 @@ def write_split(out_dir: str | Path, split: str, count: int, first_seed: int = 0
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    from tqdm import tqdm  # noqa: F401  (progress is cheap here; kept for symmetry with train)
-
     p = argparse.ArgumentParser(description="Write the synthetic STVG benchmark (HC-STVG v2 layout).")
     p.add_argument("--out", default="data/synthetic", help="output directory")
     p.add_argument("--train", type=int, default=0, help="train samples to write (training makes its own)")

@@ -51,8 +51,12 @@ def build_tokenizer():
     return _build(WORDS, "qwen2_5_vl")
 
 
-def build_model(seed: int = 0, dims: dict | None = None):
-    """A freshly initialised small Qwen2.5-VL and its tokenizer (deterministic by ``seed``)."""
+def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True):
+    """A freshly initialised small Qwen2.5-VL and its tokenizer (deterministic by ``seed``).
+
+    ``priors`` applies the three initialisations below (colour patch filters, recency heads, colour
+    word prior); without them the model is a plain random init (for ablations).
+    """
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     d = dict(MODEL_DIMS, **(dims or {}))
@@ -79,9 +83,10 @@ def build_model(seed: int = 0, dims: dict | None = None):
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
-    init_colour_patch_filters(model, seed)
-    init_recency_heads(model)
-    init_colour_word_prior(model, tok)
+    if priors:
+        init_colour_patch_filters(model, seed)
+        init_recency_heads(model)
+        init_colour_word_prior(model, tok)
     return model, tok
 
 
@@ -234,7 +239,12 @@ class PromptBuilder:
         self.video_id = tokenizer.convert_tokens_to_ids("<|video_pad|>")
         self.pad_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
         self.num_visual_tokens = num_visual_tokens
-        self.yes_id, self.no_id = (tokenizer.encode(w, add_special_tokens=False)[0] for w in ("yes", "no"))
+        # the answer tokens the adapters read ("Yes"/"No" first, as real Qwen models answer)
+        for yes, no in (("Yes", "No"), ("yes", "no")):
+            a, b = (tokenizer.encode(w, add_special_tokens=False) for w in (yes, no))
+            if len(a) == 1 and len(b) == 1:
+                self.yes_id, self.no_id = a[0], b[0]
+                break
         self._cache: dict[str, list[int]] = {}
 
     def ids(self, question: str, num_visual_tokens: int | None = None) -> list[int]:
@@ -265,7 +275,23 @@ def yes_no_logits(model, prompts: PromptBuilder, pixels: torch.Tensor, grid: tor
     """
     inner = model.model
     feats = inner.get_video_features(pixels, grid, return_dict=True).pooler_output  # tuple per clip
-    seqs = [prompts.ids(q, int(feats[c].shape[0])) for q, c in zip(questions, clip_of_question)]
+    w = model.lm_head.weight[[prompts.yes_id, prompts.no_id]]
+    # clips of different lengths run as separate decoder batches, so that short clips are not
+    # padded to the longest prompt of the step
+    groups: dict[int, list[int]] = {}
+    for b, c in enumerate(clip_of_question):
+        groups.setdefault(int(feats[c].shape[0]), []).append(b)
+    out = [None] * len(questions)
+    for members in groups.values():
+        logits = _decode_group(inner, prompts, feats, grid, [questions[b] for b in members],
+                               [clip_of_question[b] for b in members], seconds_per_slot, tail, w)
+        for row, b in enumerate(members):
+            out[b] = logits[row]
+    return torch.stack(out)
+
+
+def _decode_group(inner, prompts, feats, grid, questions, clips, seconds_per_slot, tail, w):
+    seqs = [prompts.ids(q, int(feats[c].shape[0])) for q, c in zip(questions, clips)]
     length = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), length), prompts.pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), length), dtype=torch.long)
@@ -274,14 +300,12 @@ def yes_no_logits(model, prompts: PromptBuilder, pixels: torch.Tensor, grid: tor
         mask[b, :len(s)] = 1
     embeds = inner.get_input_embeddings()(input_ids)
     video_mask = input_ids == prompts.video_id
-    visual = torch.cat([feats[c] for c in clip_of_question]).to(embeds.dtype)
+    visual = torch.cat([feats[c] for c in clips]).to(embeds.dtype)
     embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), visual)
-    grids = grid[list(clip_of_question)]
-    type_ids = video_mask.int() * 2
-    position_ids, _ = inner.get_rope_index(input_ids, type_ids, video_grid_thw=grids, attention_mask=mask,
+    position_ids, _ = inner.get_rope_index(input_ids, video_mask.int() * 2, video_grid_thw=grid[list(clips)],
+                                           attention_mask=mask,
                                            second_per_grid_ts=torch.full((len(seqs),), seconds_per_slot))
     out = inner.language_model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask)
-    w = model.lm_head.weight[[prompts.yes_id, prompts.no_id]]
     last = mask.sum(1) - 1
     if tail == 1:
         return out.last_hidden_state[torch.arange(len(seqs)), last] @ w.T
