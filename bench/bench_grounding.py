@@ -170,8 +170,8 @@ def main(argv=None) -> dict:
                      "map_tolerance": tolerance, "cases": {}}
     print(f"# {label} on {device} ({adapter.dtype}), {args.frames} frames of {w}x{h}", flush=True)
 
-    floor = measure(floor_fn(adapter, frames, stamps, format_question(GroundingConfig().question_template, QUERY)), device,
-                    args.warmup, args.repeats)
+    question = format_question(GroundingConfig().question_template, QUERY)
+    floor = measure(floor_fn(adapter, frames, stamps, question), device, args.warmup, args.repeats)
     _, seq_len, n_visual = floor.pop("value")
     results.update(sequence_length=seq_len, visual_tokens=n_visual)
     results["cases"]["floor"] = floor
@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
         results["cases"][case] = m
         print(f"{case}: {m['median_s']:.3f} s", flush=True)
     reference = ReferenceAdapter(adapter, new_tokens=args.reference_new_tokens)
-    for case in refs:
+    for case in refs:  # the reference is slow: at most 1 warm-up and 2 timed runs
         m = measure(grounding_fn(reference, frames, stamps, dict(base, **CASES[case])), device,
                     min(args.warmup, 1), max(1, min(args.repeats, 2)))
         ref_result = m.pop("value")
@@ -212,6 +212,9 @@ def main(argv=None) -> dict:
                  rows)
     print(text)
     results["table"] = text
+    import resource
+
+    results["process_max_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     out = args.json or str(Path(__file__).resolve().parent / "results" /
                            f"grounding-{label.split()[0].replace(':', '-').replace('/', '_')}-{device.type}.json")
     write_json(out, results)

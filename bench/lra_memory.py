@@ -6,12 +6,13 @@ reversed clip: ``--batch 3``) with gradients to the visual tokens, then the back
 
 * On a GPU with room for the model: builds the real-size model (random weights, bf16) and measures
   the step's peak ``torch.cuda.max_memory_allocated`` with activation checkpointing off and on.
-* Elsewhere (``--per-layer``, the default on CPU): builds the real-size decoder with ``--layers``
-  layers only (real hidden sizes, real token count, same dtype), counts the bytes autograd saves for
-  the backward pass (``stvg_ros.checkpointing.SavedTensorMeter``), and extrapolates to all layers:
-  ``saved(all) ~= saved(k layers) * L / k`` (an upper bound: the embedding and head part is counted
-  L/k times).  The prediction for the GPU is ``bf16 weights + saved activations`` plus one layer's
-  recomputation when checkpointing; the CUDA allocator's fragmentation and workspace are not in it.
+* Elsewhere (``--per-layer``, the default on CPU): builds the real-size decoder with ``k`` and ``k+1``
+  layers (``--layers k``; real hidden sizes, real token count, bf16), counts the bytes autograd saves
+  for the backward pass (``stvg_ros.checkpointing.SavedTensorMeter``), takes the difference as one
+  layer's share and the rest as the embedding/head part, and extrapolates to all L layers:
+  ``saved(all) = rest + L * per_layer``.  The prediction for the GPU is ``bf16 weights + saved
+  activations`` plus, with checkpointing, one layer's activations during its recomputation; the CUDA
+  allocator's fragmentation and workspaces and the backward's transient gradients are not in it.
 
 Example::
 
@@ -96,44 +97,63 @@ def main(argv=None) -> dict:
     params = parameter_count(args.model)
     weights_bf16 = 2 * params
     dtype = torch.bfloat16
-    if per_layer:
-        # real widths and token count; few decoder layers; a 1-2 layer tower (its cost is outside LRA's graph);
-        # a small vocabulary (the head runs on B rows only; the real tables are counted in weights_bf16)
-        vis_over = ({"depth": 1, "fullatt_block_indexes": [0]} if family == "qwen2_5_vl"
-                    else {"num_hidden_layers": 2})
-        adapter = build_real_size(args.model, device, dtype, text_overrides={"num_hidden_layers": args.layers,
-                                                                             "vocab_size": 4096},
-                                  vision_overrides=vis_over)
-    else:
-        adapter = build_real_size(args.model, device, dtype)
     frames = random_frames(args.frames, 480, 640, seed=0)
-    with torch.no_grad():
-        visual = adapter.encode_frames(frames, stamps=[i * 0.25 for i in range(args.frames)])
-    tokens = int(adapter.prepare(visual, QUESTIONS[:1]).embeds.shape[1])
-    print(f"# {args.model}: {params / 1e9:.2f} B parameters ({weights_bf16 / GIB:.1f} GiB in bf16), "
-          f"{visual.num_tokens} visual tokens, {tokens} tokens per prompt, batch {args.batch}", flush=True)
+    stamps = [i * 0.25 for i in range(args.frames)]
 
-    runs = [lra_step(adapter, visual, args.batch, ck, measure_saved=per_layer) for ck in (False, True)]
+    def setup(layers: int | None):
+        if layers is None:
+            adapter = build_real_size(args.model, device, dtype)
+        else:
+            # real widths and token count; `layers` decoder layers; a 1-2 layer tower (its cost is outside
+            # LRA's graph); a small vocabulary (the head runs on B rows only; the real tables are in weights_bf16)
+            vis_over = ({"depth": 1, "fullatt_block_indexes": [0]} if family == "qwen2_5_vl"
+                        else {"num_hidden_layers": 2})
+            adapter = build_real_size(args.model, device, dtype, vision_overrides=vis_over,
+                                      text_overrides={"num_hidden_layers": layers, "vocab_size": 4096})
+        with torch.no_grad():
+            visual = adapter.encode_frames(frames, stamps=stamps)
+        return adapter, visual
+
     result = {"machine": machine(), "model": args.model, "parameters": params, "frames": args.frames,
-              "visual_tokens": visual.num_tokens, "tokens_per_prompt": tokens, "batch": args.batch,
-              "mode": "per-layer extrapolation" if per_layer else "direct", "budget_gib": args.budget_gib,
-              "runs": runs}
+              "batch": args.batch, "budget_gib": args.budget_gib,
+              "mode": "per-layer extrapolation" if per_layer else "direct"}
     rows = []
-    for r in runs:
-        if per_layer:
-            scale = n_layers / args.layers
-            saved_all = r["saved_bytes"] * scale
-            # with checkpointing the backward recomputes one layer at a time: add one layer's activations
-            recompute = (runs[0]["saved_bytes"] / args.layers) if r["checkpointing"] else 0.0
+    if per_layer:
+        # two builds (k and k+1 layers) separate one layer's saved bytes from the embedding/head part
+        measured = {}
+        for k in (args.layers, args.layers + 1):
+            adapter, visual = setup(k)
+            measured[k] = [lra_step(adapter, visual, args.batch, ck, measure_saved=True) for ck in (False, True)]
+            del adapter
+        tokens = int(visual.num_tokens)
+        result["runs"] = {str(k): v for k, v in measured.items()}
+        for i, ck in enumerate((False, True)):
+            a, b = measured[args.layers][i]["saved_bytes"], measured[args.layers + 1][i]["saved_bytes"]
+            per = max(b - a, 0)
+            base = max(a - args.layers * per, 0)
+            saved_all = base + n_layers * per
+            # with checkpointing the backward recomputes one layer at a time: add one layer's full activations
+            full_layer = measured[args.layers + 1][0]["saved_bytes"] - measured[args.layers][0]["saved_bytes"]
+            recompute = max(full_layer, 0) if ck else 0
             predicted = weights_bf16 + saved_all + recompute
-            r.update(saved_all_layers_bytes=saved_all, predicted_peak_bytes=predicted)
-            rows.append([("on" if r["checkpointing"] else "off"), f"{r['saved_bytes'] / 2**20:.0f} MiB / {args.layers}",
+            result.setdefault("prediction", {})["on" if ck else "off"] = {
+                "per_layer_bytes": per, "base_bytes": base, "saved_all_layers_bytes": saved_all,
+                "recompute_bytes": recompute, "predicted_peak_bytes": predicted}
+            rows.append(["on" if ck else "off", f"{per / 2**20:.0f} MiB + {base / 2**20:.0f} MiB",
                          f"{saved_all / GIB:.2f}", f"{predicted / GIB:.1f}",
                          "yes" if predicted <= args.budget_gib * GIB else "NO"])
-        else:
-            rows.append([("on" if r["checkpointing"] else "off"), "", f"{r['step_extra_bytes'] / GIB:.2f}",
+    else:
+        adapter, visual = setup(None)
+        tokens = int(visual.num_tokens)
+        runs = [lra_step(adapter, visual, args.batch, ck, measure_saved=False) for ck in (False, True)]
+        result["runs"] = runs
+        for r in runs:
+            rows.append(["on" if r["checkpointing"] else "off", "", f"{r['step_extra_bytes'] / GIB:.2f}",
                          f"{r['peak_bytes'] / GIB:.1f}", "yes" if r["peak_bytes"] <= args.budget_gib * GIB else "NO"])
-    text_table = table(["checkpointing", "saved (measured layers)", "activations GiB", "peak GiB",
+    result["visual_tokens"] = tokens
+    print(f"# {args.model}: {params / 1e9:.2f} B parameters ({weights_bf16 / GIB:.1f} GiB in bf16), "
+          f"{tokens} visual tokens, batch {args.batch}", flush=True)
+    text_table = table(["checkpointing", "saved: per layer + rest", "activations GiB", "peak GiB",
                         f"fits {args.budget_gib:g} GiB"], rows)
     print(text_table)
     result["table"] = text_table

@@ -70,18 +70,18 @@ def _row_probabilities(query, key, attention_mask, scaling, rows, cols) -> torch
     """Head-averaged softmax rows ``(B, K, N)`` for query ``rows`` restricted to key ``cols``.
 
     Full softmax over every key (so the numbers are the model's real attention weights), then the
-    visual columns are gathered.  GQA: key heads are repeated to the query heads.
+    visual columns are gathered.  GQA: query head ``h`` reads key head ``h // n_rep``; the query rows of
+    a key head's group are stacked instead of repeating the keys, so no ``(B, H, Lk, D)`` copy is made.
     """
     B, H, Lq, D = query.shape
-    Lk = key.shape[2]
+    Hkv, Lk = key.shape[1], key.shape[2]
     K = rows.shape[1]
+    n_rep = H // Hkv
     rows = rows.to(query.device)
     q = torch.gather(query, 2, rows.view(B, 1, K, 1).expand(B, H, K, D)).float()
-    k = key.float()
-    n_rep = H // k.shape[1]
-    if n_rep > 1:
-        k = k.repeat_interleave(n_rep, dim=1)
-    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling  # (B, H, K, Lk)
+    q = q.reshape(B, Hkv, n_rep * K, D)  # head h = kv * n_rep + r → group kv, rows r*K .. r*K+K-1
+    scores = torch.matmul(q, key.float().transpose(-1, -2)) * scaling  # (B, Hkv, n_rep*K, Lk)
+    scores = scores.reshape(B, H, K, Lk)
     if attention_mask is not None:
         mask = attention_mask
         if mask.shape[2] == 1:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from stvg_ros.proposals import Detections, ExternalTracks, ProposalConfig, StaticTracks, Track, to_proposals
-from stvg_ros.proposals.config import ProposalConfigError
+from stvg_ros.config import ProposalConfigError
 from stvg_ros.proposals.live import LiveProposalStage
 from stvg_ros.proposals.subject import canonical_class, head_noun, subject_phrase
 from stvg_ros.proposals.tracker import ByteTracker, iou_matrix, make_tracker
@@ -184,7 +184,7 @@ def test_config_defaults_are_the_papers_and_bad_values_name_the_fix(tmp_path):
         ProposalConfig(enabled=True)
     with pytest.raises(ProposalConfigError, match="low_threshold"):
         ProposalConfig(box_threshold=0.3, low_threshold=0.35)
-    with pytest.raises(ProposalConfigError, match="unknown proposals option"):
+    with pytest.raises(ProposalConfigError, match="unknown option.*proposals_"):
         ProposalConfig.from_dict({"threshold": 0.5})
     assert ProposalConfig.from_dict({"proposals.detect_every": 5.0, "rate_hz": 3}).detect_every == 5
     params = tmp_path / "params.yaml"

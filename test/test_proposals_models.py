@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stvg_ros.proposals import ProposalConfig
-from stvg_ros.proposals.config import ProposalConfigError
+from stvg_ros.config import ProposalConfigError
 from stvg_ros.proposals.detector import ZeroShotDetector, detector_type_of, load_detector
 from stvg_ros.proposals.live import LiveProposalStage
 from stvg_ros.proposals.tiny import TINY_KINDS, tiny_detector

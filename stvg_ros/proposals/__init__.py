@@ -26,7 +26,7 @@ from typing import Hashable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..result import Box, Proposals
-from .config import ProposalConfig, ProposalConfigError
+from ..config import ProposalConfig, ProposalConfigError
 
 __all__ = [
     "Track", "ProposalSource", "StaticTracks", "ExternalTracks", "ProposalConfig", "ProposalConfigError",

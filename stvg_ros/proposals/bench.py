@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .config import ProposalConfig
+from ..config import ProposalConfig
 
 
 def synthetic_frames(n: int, size: tuple[int, int] = (480, 640), seed: int = 0) -> list[np.ndarray]:

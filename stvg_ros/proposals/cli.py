@@ -26,7 +26,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from . import Track
-from .config import ProposalConfig
+from ..config import ProposalConfig
 from .subject import subject_phrase
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from . import Detections
-from .config import ProposalConfig, ProposalConfigError
+from ..config import ProposalConfig, ProposalConfigError
 
 _GROUNDING_DINO_TYPES = ("grounding-dino", "mm-grounding-dino")
 _OWLV2_TYPES = ("owlv2",)

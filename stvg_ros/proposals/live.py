@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from . import Detections, ProposalSource, Track, _rank
-from .config import ProposalConfig
+from ..config import ProposalConfig
 from .subject import canonical_class
 from .tracker import ByteTracker, make_tracker
 

@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from . import Detections, Track
-from .config import ProposalConfig
+from ..config import ProposalConfig
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional
 
 from stvg_ros.config import ConfigError, GroundingConfig
-from stvg_ros.proposals.config import ProposalConfig
+from stvg_ros.config import ProposalConfig
 
 
 @dataclass(frozen=True)
