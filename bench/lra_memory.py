@@ -83,7 +83,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--per-layer", action="store_true", help="measure a few layers and extrapolate (default on CPU)")
     ap.add_argument("--layers", type=int, default=1, help="decoder layers built for --per-layer")
-    ap.add_argument("--budget-gib", type=float, default=24.0)
+    ap.add_argument("--budget-gib", type=float, default=23.5,
+                    help="usable memory: a 24 GiB card less ~0.5 GiB of CUDA context")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
 
