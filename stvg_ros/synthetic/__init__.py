@@ -1,0 +1,14 @@
+"""A synthetic STVG world: a procedural clip generator with exact tubes, a small Qwen2.5-VL trained on
+yes/no existence questions about it, and the paper's ablation benchmark in that world.
+
+- ``generator``: ``generate_sample(seed, split)`` → frames + annotation; ``write_split`` → HC-STVG v2 files.
+- ``questions``: the existence questions (the only training signal; never boxes or spans).
+- ``model``: architecture, tokenizer, preprocessing, the training forward; ``train``: the one command.
+- ``bench``: baselines and the grounding ablation on the test split; ``card``: the model card.
+
+Heavy imports (torch, transformers) happen in ``model``/``train``/``bench`` only.
+"""
+
+from .generator import generate_sample, write_split
+
+__all__ = ["generate_sample", "write_split"]

@@ -69,8 +69,11 @@ def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: b
 
 
 def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int = 1,
-        methods: dict[str, dict] | None = None, progress: bool = True) -> dict[str, dict]:
-    """Every row of the table on ``count`` test samples; returns row name → summary."""
+        methods: dict[str, dict] | None = None, progress: bool = True, split: str = "test",
+        overrides: dict | None = None) -> dict[str, dict]:
+    """Every row of the table on ``count`` samples of ``split``; returns row name → summary.
+
+    ``overrides``: GroundingConfig fields applied to every model row (choose them on ``val``)."""
     import torch
     from tqdm import tqdm
 
@@ -78,7 +81,7 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
 
     torch.set_num_threads(threads)
     methods = METHODS if methods is None else methods
-    samples = [generate_sample(first_seed + k, "test") for k in range(count)]
+    samples = [generate_sample(first_seed + k, split) for k in range(count)]
     rows: dict[str, list[dict]] = {}
     rng = np.random.default_rng(0)
     for frames, s in samples:
@@ -86,7 +89,8 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
             rows.setdefault(name, []).append(r)
     full_name = list(methods)[-1]
     for name, switches in methods.items():
-        cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"], device="cpu", decomposer="rules", **switches)
+        cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"], device="cpu", decomposer="rules",
+                              **dict(overrides or {}, **switches))
         grounder = Grounder.from_pretrained(str(model), config=cfg)
         it = tqdm(samples, desc=name, disable=not progress, mininterval=5)
         for frames, s in it:
@@ -111,9 +115,10 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
     return table
 
 
-def markdown(table: dict[str, dict], count: int) -> str:
+def markdown(table: dict[str, dict], count: int, split: str = "test") -> str:
     cols = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "track_acc", "found_rate")
-    lines = [f"Synthetic STVG test split ({count} queries, unseen attribute-action pairs), percent",
+    what = "unseen attribute-action pairs" if split == "test" else "seen attribute-action pairs"
+    lines = [f"Synthetic STVG {split} split ({count} queries, {what}), percent",
              "", "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, s in table.items():
         cells = [f"{s[c]:.1f}" if c in s else "–" for c in cols]
@@ -129,17 +134,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     p.add_argument("--card", action="store_true", help="write the table into the model's MODEL_CARD.md")
+    p.add_argument("--split", default="test", choices=("val", "test"), help="choose settings on val, report test")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="GroundingConfig overrides for every model row, e.g. layers=[1,3] (YAML values)")
     a = p.parse_args(argv)
     if not (Path(a.model) / "config.json").is_file():
         raise SystemExit(f"no model in {a.model}: train one with "
                          "`python -m stvg_ros.synthetic.train --out models/stvg-synth-qwen` or pass --model")
-    table = run(a.model, a.count, a.first_seed, a.threads)
-    md = markdown(table, a.count)
+    import yaml
+
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in a.set)}
+    table = run(a.model, a.count, a.first_seed, a.threads, split=a.split, overrides=overrides)
+    md = markdown(table, a.count, a.split)
+    if overrides:
+        md += "\n\nGroundingConfig overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     print(md)
     if a.card:
         from .card import write_bench_section
 
-        write_bench_section(a.model, md, f"python -m stvg_ros.synthetic.bench --count {a.count}")
+        sets = (" --set " + " ".join(a.set)) if a.set else ""
+        write_bench_section(a.model, md, f"python -m stvg_ros.synthetic.bench --count {a.count} --split {a.split}{sets}")
     if a.json:
         Path(a.json).write_text(json.dumps(table, indent=2))
 

@@ -86,8 +86,8 @@ the generation prompt); the grounding later reads only the last one.
   in the mix.  Reached rung: **{summary['reached_rung']}**.
 - Initialisation (no labels involved; disclosed because it matters): colour-opponent, quadrant and
   frame-difference filters in the patch embedding; one "recent tokens" head per decoder layer (constant
-  rotary query/key bias); colour words' embeddings placed opposite the visual directions of their colour
-  with one matching head per layer.  Without these and with a higher learning rate, from-scratch runs stayed
+  rotary query/key bias); colour words' embeddings start on directions that one head per layer maps
+  (query side) onto the visual direction of that colour (key side).  Without these and with a higher learning rate, from-scratch runs stayed
   at chance (see docs/synthetic.md).
 - Machine: {_machine()}.
 - Command: `python -m stvg_ros.synthetic.train --out models/stvg-synth-qwen --minutes {round(summary['minutes'])} --seed {summary['seed']}`
@@ -102,6 +102,10 @@ the generation prompt); the grounding later reads only the last one.
 {bench or _BENCH_START + chr(10) + "(run `python -m stvg_ros.synthetic.bench --card` to fill this section)" + chr(10) + _BENCH_END}
 
 ## Limits
+What it learned is colour (and a little shape/look); actions are at chance on validation.  The paper's
+grounding reads the attention of the template's special tokens, and in this model those tokens do not
+single out the target: the benchmark's model rows stay at or below the model-free baselines (track
+accuracy near chance).  Treat its tubes as a plumbing check, not as grounding.
 Answers about anything outside this world are meaningless.  Trained {summary['minutes']} minutes on a shared
 CPU: accuracies above are what it reached, not what the architecture can reach.
 """
@@ -131,6 +135,12 @@ def main(argv=None) -> None:
     summary = json.loads((out / "synthetic_training.json").read_text())
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     write_model_card(out, summary, summary.get("params", 0), size)
+    log_path = out / "training_log.jsonl"
+    if log_path.is_file():
+        from .train import draw_curve
+
+        draw_curve([json.loads(line) for line in log_path.read_text().splitlines() if line.strip()],
+                   out / "training_curve.png")
 
 
 if __name__ == "__main__":

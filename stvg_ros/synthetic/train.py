@@ -34,8 +34,8 @@ SECONDS_PER_SLOT = (0.4, 1.0)
 #: frames shown on the rungs about looks, (choices, probabilities): mostly one temporal slot (16
 #: visual tokens, the dense signal a from-scratch model needs to start), sometimes more up to the
 #: whole clip so that what is learned holds on 160 tokens; the action rung always sees whole clips
-STILL_FRAMES = {"colour": ((2, 4, 8, 20), (0.4, 0.2, 0.2, 0.2)),
-                "shape": ((2, 4, 8, 20), (0.4, 0.2, 0.2, 0.2)),
+STILL_FRAMES = {"colour": ((2, 4, 8, 20), (0.5, 0.25, 0.15, 0.1)),
+                "shape": ((2, 4, 8, 20), (0.5, 0.25, 0.15, 0.1)),
                 "look": ((4, 8, 20), (0.3, 0.3, 0.4))}
 
 
@@ -109,14 +109,19 @@ def draw_curve(log: list[dict], path: Path) -> None:
     colours = {"loss": (0, 0, 0), "colour": (0, 0, 220), "shape": (0, 160, 0), "look": (220, 0, 0),
                "action": (200, 0, 200)}
     train = [e for e in log if "loss" in e]
-    for a, b in zip(train, train[1:]):  # loss / ln 2 so that chance sits at 1.0
-        cv2.line(img, xy(a["step"], min(a["loss"] / math.log(2), 1.2) / 1.2, 0, 1),
-                 xy(b["step"], min(b["loss"] / math.log(2), 1.2) / 1.2, 0, 1), colours["loss"], 1)
+    smooth, pts = None, []
+    for e in train:  # smoothed loss / (1.2 ln 2): chance sits at 0.83 on this axis
+        smooth = e["loss"] if smooth is None else 0.97 * smooth + 0.03 * e["loss"]
+        pts.append(xy(e["step"], min(smooth / math.log(2), 1.2) / 1.2, 0, 1))
+    for a, b in zip(pts, pts[1:]):
+        cv2.line(img, a, b, colours["loss"], 1)
     val = [e for e in log if "val" in e]
     for r in RUNGS:
-        pts = [(e["step"], e["val"][r]["acc"]) for e in val if r in e["val"]]
-        for (s0, v0), (s1, v1) in zip(pts, pts[1:]):
-            cv2.line(img, xy(s0, v0, 0, 1), xy(s1, v1, 0, 1), colours[r], 2)
+        pts = [xy(e["step"], e["val"][r]["acc"], 0, 1) for e in val if r in e["val"]]
+        for a, b in zip(pts, pts[1:]):
+            cv2.line(img, a, b, colours[r], 2)
+        for a in pts:
+            cv2.circle(img, a, 3, colours[r], -1)
     for i, (name, c) in enumerate(colours.items()):
         label = "loss/ln2 (scaled)" if name == "loss" else f"val acc: {name}"
         cv2.putText(img, label, (pad + 10 + 160 * i, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.45, c, 1)
@@ -206,6 +211,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
                 rung_started = time.time() - t0
                 tqdm.write(f"-> rung {rungs[rung]}")
             draw_curve(log, out_dir / "training_curve.png")
+            save_model_dir(model, tok, out_dir)  # a usable checkpoint at every evaluation
     bar.close()
     final = {"val": val.evaluate(model, prompts, rungs)}
     test = ValSet("test", val_clips, seed + 1)
@@ -231,7 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="model directory to write")
     p.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (1 on a shared machine: with 2 threads and one core's worth of CPU, "
+                        "OpenMP barriers made steps 10x slower)")
     p.add_argument("--clips", type=int, default=8, help="clips per step (4 questions each)")
     p.add_argument("--lr", type=float, default=2e-4,
                    help="AdamW learning rate of the decoder and merger (higher rates erase the priors)")
