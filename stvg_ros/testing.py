@@ -204,20 +204,23 @@ def tiny_model(family: str, directory: str, words: Iterable[str] = (), seed: int
     lm = dict(_lm_dims(vocab_size), **lm_sizes)
     half = lm["hidden_size"] // lm["num_attention_heads"] // 2
     mrope = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # Qwen's t/h/w split of the rotary dims
+    # what Qwen2.5-VL and Qwen2-VL share: the ChatML language model with M-RoPE and the vision token ids
+    qwen_common = dict(
+        text_config=dict(lm, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+                         bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
+                         pad_token_id=ids("<|endoftext|>")),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+    )
     torch.manual_seed(seed)
     if family == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
         config = Qwen2_5_VLConfig(
-            text_config=dict(lm, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                  "mrope_section": mrope},
-                             bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
-                             pad_token_id=ids("<|endoftext|>")),
+            **qwen_common,
             vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
                                spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                                fullatt_block_indexes=[1], out_hidden_size=lm["hidden_size"], tokens_per_second=2),
-            image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
         )
         model = Qwen2_5_VLForConditionalGeneration(config)
         proc = _qwen_processor_config(image_size)
@@ -225,14 +228,9 @@ def tiny_model(family: str, directory: str, words: Iterable[str] = (), seed: int
         from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
         config = Qwen2VLConfig(
-            text_config=dict(lm, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                  "mrope_section": mrope},
-                             bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
-                             pad_token_id=ids("<|endoftext|>")),
+            **qwen_common,
             vision_config=dict(depth=2, embed_dim=32, hidden_size=lm["hidden_size"], mlp_ratio=2, num_heads=2,
                                patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
-            image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-            vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
         )
         model = Qwen2VLForConditionalGeneration(config)
         proc = _qwen_processor_config(image_size)
