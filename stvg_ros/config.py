@@ -86,6 +86,11 @@ class GroundingConfig:
     """'model': ask the loaded MLLM (few-shot, text only) with rule fallback; 'rules': rules only."""
     decompose_max_new_tokens: int = 48
 
+    inference_query: str = "full"
+    """What the spatial and temporal grounding prompts ask: 'full' = the whole query with V_s / V_t
+    (paper); 'sub' = the attribute sub-query (spatial, TAS) and the action sub-query (temporal), as the
+    official code does.  Without DSTH both are the full query."""
+
     # --- LRA --------------------------------------------------------------------------------
     use_lra: bool = True
     lra_loss: str = "paper"
@@ -147,6 +152,7 @@ class GroundingConfig:
             "decomposer": ("model", "rules"),
             "lra_loss": ("paper", "official"),
             "span_rule": ("topk", "grow"),
+            "inference_query": ("full", "sub"),
             "dtype": ("auto", "float32", "bfloat16", "float16"),
         }
         for name, allowed in choices.items():

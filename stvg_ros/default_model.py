@@ -1,19 +1,57 @@
 """Which model the node and the demo use when no ``model_path`` is given.
 
-Until a trained model ships with the package, the default is a tiny *random* model of the
-Qwen2.5-VL family built locally with :func:`stvg_ros.testing.tiny_model` (seconds, no download):
-the whole pipeline runs, but its answers are meaningless.  Callers must say so to the user when
-:func:`resolve_model` reports ``meaningless=True``.
+The default is the small Qwen2.5-VL trained on the package's synthetic world
+(``models/stvg-synth-qwen``, see docs/synthetic.md), found, in this order:
+
+1. next to the package source (``<repo>/models/stvg-synth-qwen``: a checkout, ``pip install -e`` or a
+   ``colcon build --symlink-install``, whose installed modules link back into the source tree);
+2. in the package's ament share directory (``share/stvg_ros/models/stvg-synth-qwen``: a plain
+   ``colcon build``), through ``ament_index_python`` or else the install prefix this module lies in;
+3. otherwise a tiny *random* model of the same family built locally with
+   :func:`stvg_ros.testing.tiny_model` (seconds, no download): the pipeline runs, its answers are
+   meaningless, and callers must say so (:data:`MEANINGLESS_WARNING`).
+
+The synthetic model is only meaningful inside its world: callers print :data:`SYNTHETIC_NOTE` for it.
+``STVG_ROS_DEFAULT_MODEL=tiny`` forces the random model (tests that need a model with no knowledge);
+``auto`` (or unset) is the order above.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple, Optional
 
-#: where a shipped model would live (a model directory loadable by Grounder.from_pretrained)
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / "default"
+SYNTHETIC_MODEL_NAME = "stvg-synth-qwen"
+#: the shipped model in a source tree (checkout, editable install, symlinked colcon install)
+REPO_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / SYNTHETIC_MODEL_NAME
 TINY_FAMILY = "qwen2_5_vl"
+#: environment variable choosing the default: 'auto' (the order above) or 'tiny' (the random model)
+DEFAULT_MODEL_ENV = "STVG_ROS_DEFAULT_MODEL"
+
+MEANINGLESS_WARNING = (
+    "No trained model is installed: using a tiny RANDOM model, so the tube's boxes and span are "
+    "MEANINGLESS (the pipeline runs end to end, nothing more). Set model_path to a real model "
+    "directory (see README, 'Pointing at a real model').")
+
+SYNTHETIC_NOTE = (
+    "Default model: the small synthetic-world model (models/stvg-synth-qwen). It was trained only on the "
+    "package's synthetic world (6 colours, 4 shapes, 2 sizes, 7 actions on 112 px clips); its answers about "
+    "anything else (real camera images, other words) are meaningless. Set model_path to a real model "
+    "directory for real scenes (see README, 'Pointing at a real model').")
+
+
+class ModelChoice(NamedTuple):
+    """What :func:`choose_model` picked: ``kind`` is 'explicit', 'synthetic' or 'tiny'."""
+
+    directory: str
+    kind: str
+    meaningless: bool
+
+    @property
+    def note(self) -> str:
+        """The one-line caveat a caller prints for a default model ('' for an explicit one)."""
+        return {"tiny": MEANINGLESS_WARNING, "synthetic": SYNTHETIC_NOTE}.get(self.kind, "")
 
 
 def cache_dir() -> Path:
@@ -22,20 +60,31 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def resolve_model(model_path: str = "") -> tuple[str, bool]:
-    """``(directory, meaningless)`` for ``model_path`` ('' or 'default' = the embedded default).
+def _share_model_dirs() -> list[Path]:
+    out = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
 
-    Raises FileNotFoundError with the fix when an explicit path does not exist.
-    """
-    if model_path and model_path != "default":
-        path = Path(model_path).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"model_path {model_path!r} is not a directory: give the local directory of a "
-                f"Qwen2.5-VL, LLaVA-OneVision or LLaVA-NeXT-Video checkpoint, or '' for the default model")
-        return str(path), False
-    if (SHIPPED_MODEL_DIR / "config.json").is_file():
-        return str(SHIPPED_MODEL_DIR), False
+        out.append(Path(get_package_share_directory("stvg_ros")) / "models" / SYNTHETIC_MODEL_NAME)
+    except Exception:  # noqa: BLE001 - not installed with ament, or the package is not on the index
+        pass
+    # a plain colcon build puts this module at <prefix>/lib/pythonX.Y/site-packages/stvg_ros/
+    here = Path(os.path.abspath(__file__))
+    if here.parents[1].name in ("site-packages", "dist-packages") and len(here.parents) > 4:
+        out.append(here.parents[4] / "share" / "stvg_ros" / "models" / SYNTHETIC_MODEL_NAME)
+    return out
+
+
+def shipped_model_dir() -> Optional[Path]:
+    """The shipped synthetic model's directory (source tree first, then the share directory), or None."""
+    for d in [REPO_MODEL_DIR] + _share_model_dirs():
+        if (d / "config.json").is_file():
+            return d
+    return None
+
+
+def tiny_model_dir() -> Path:
+    """The tiny random model in the cache, built on first use (atomic against concurrent builders)."""
     target = cache_dir() / f"tiny-{TINY_FAMILY}"
     if not (target / "config.json").is_file():
         from stvg_ros.testing import tiny_model
@@ -48,10 +97,34 @@ def resolve_model(model_path: str = "") -> tuple[str, bool]:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
-    return str(target), True
+    return target
 
 
-MEANINGLESS_WARNING = (
-    "No trained model is installed: using a tiny RANDOM model, so the tube's boxes and span are "
-    "MEANINGLESS (the pipeline runs end to end, nothing more). Set model_path to a real model "
-    "directory (see README, 'Pointing at a real model').")
+def choose_model(model_path: str = "") -> ModelChoice:
+    """The model for ``model_path`` ('' or 'default' = the default model, in the order above).
+
+    Raises FileNotFoundError with the fix when an explicit path does not exist, and ValueError for
+    an unknown ``STVG_ROS_DEFAULT_MODEL``.
+    """
+    if model_path and model_path != "default":
+        path = Path(model_path).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"model_path {model_path!r} is not a directory: give the local directory of a "
+                f"Qwen2.5-VL, LLaVA-OneVision or LLaVA-NeXT-Video checkpoint, or '' for the default model")
+        return ModelChoice(str(path), "explicit", False)
+    mode = (os.environ.get(DEFAULT_MODEL_ENV) or "auto").strip().lower()
+    if mode not in ("auto", "tiny"):
+        raise ValueError(f"{DEFAULT_MODEL_ENV}={mode!r}: use 'auto' (the shipped synthetic model, else the tiny "
+                         f"random one) or 'tiny' (always the tiny random model), or unset it")
+    if mode == "auto":
+        shipped = shipped_model_dir()
+        if shipped is not None:
+            return ModelChoice(str(shipped), "synthetic", False)
+    return ModelChoice(str(tiny_model_dir()), "tiny", True)
+
+
+def resolve_model(model_path: str = "") -> tuple[str, bool]:
+    """``(directory, meaningless)`` for ``model_path``: :func:`choose_model` without the kind."""
+    choice = choose_model(model_path)
+    return choice.directory, choice.meaningless

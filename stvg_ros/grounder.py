@@ -16,7 +16,7 @@ Stages (paper arXiv 2509.15178; timings per stage go into the result):
 Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and why:
 
 * Spatial and temporal inference use the *full* query with V_s / V_t (as the paper says); the
-  official code asks the attribute / action sub-query itself at inference.
+  official code asks the attribute / action sub-query itself at inference (``inference_query='sub'``).
 * Grounding token: per prompt, the candidate with the highest peak attention to a visual token
   (the paper's GTI); the official fixed index is ``grounding_token='fixed'``.  The caption prompt
   uses the same token as its question so the ratio compares like with like.
@@ -194,7 +194,12 @@ class Grounder:
                 v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs)
 
         with self._stage("attention", timings):
-            rows = self._attention_runs(visual, reversed_visual, full_q, v_s, v_t, v_r)
+            if cfg.inference_query == "sub":
+                q_s = format_question(cfg.question_template, subs.attribute)
+                q_t = format_question(cfg.question_template, subs.action)
+            else:
+                q_s = q_t = full_q
+            rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r)
 
         with self._stage("select", timings):
             result = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
@@ -246,17 +251,20 @@ class Grounder:
         # V_t identical to V_s (attribute == action): None lets the temporal maps reuse the spatial run
         return d[i_s], (d[i_t] if i_t != i_s else None), (d[i_r] if i_r is not None else None), trace
 
-    def _attention_runs(self, visual, reversed_visual, full_q, v_s, v_t, v_r) -> dict:
-        """All grounding prompts in as few forward passes as possible; returns tag → (out, row)."""
+    def _attention_runs(self, visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r) -> dict:
+        """All grounding prompts in as few forward passes as possible; returns tag → (out, row).
+
+        ``q_s`` / ``q_t``: the questions of the spatial (and TAS) / temporal prompts; ``full_q`` is
+        always the existence judgment's."""
         cfg = self.config
         cap = cfg.caption_prompt
         prompts: list[tuple[str, VisualTokens, str, torch.Tensor | None]] = [
-            ("spatial_q", visual, full_q, v_s), ("spatial_c", visual, cap, v_s)]
-        if v_t is not None:
-            prompts += [("temporal_q", visual, full_q, v_t), ("temporal_c", visual, cap, v_t)]
+            ("spatial_q", visual, q_s, v_s), ("spatial_c", visual, cap, v_s)]
+        if v_t is not None or q_t != q_s:
+            prompts += [("temporal_q", visual, q_t, v_t), ("temporal_c", visual, cap, v_t)]
         if reversed_visual is not None:
-            prompts += [("tas_q", reversed_visual, full_q, v_r), ("tas_c", reversed_visual, cap, v_r)]
-        if v_s is not None:  # with latent prompts the existence judgment needs its own plain question
+            prompts += [("tas_q", reversed_visual, q_s, v_r), ("tas_c", reversed_visual, cap, v_r)]
+        if v_s is not None or q_s != full_q:  # the existence judgment: the plain full question
             prompts.append(("exist", visual, full_q, None))
         any_delta = any(p[3] is not None for p in prompts)
         if any_delta:

@@ -233,6 +233,9 @@ class HFAdapter(ModelAdapter):
         q_start = text.rfind(question)
         last_char = q_start + len(question) - 1
         cand = next(i for i, (a, b) in enumerate(offsets) if a <= last_char < b or a > last_char)
+        # the grounding tokens must see the video: with a template that puts the question first,
+        # they start after the video block
+        cand = max(cand, where[0] + 1)
         lay = PromptLayout(ids=list(ids), placeholder=where[0], candidate_start=cand)
         if len(self._layout_cache) > 512:
             self._layout_cache.clear()

@@ -193,11 +193,12 @@ class StvgNode(LifecycleNode):
             self._warn_state(str(e))
             return TransitionCallbackReturn.FAILURE
         try:
-            from stvg_ros.default_model import MEANINGLESS_WARNING, resolve_model
+            from stvg_ros.default_model import choose_model
 
-            self._model_dir, self._meaningless = resolve_model(node["model_path"])
-            if self._meaningless:
-                log.warning(MEANINGLESS_WARNING)
+            choice = choose_model(node["model_path"])
+            self._model_dir, self._meaningless = choice.directory, choice.meaningless
+            if choice.note:  # a default model: random (meaningless) or synthetic-world only
+                log.warning(choice.note)
             from stvg_ros import Grounder
 
             t0 = time.monotonic()

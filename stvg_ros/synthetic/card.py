@@ -35,6 +35,28 @@ def _machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs (shared with other jobs), {platform.system()}"
 
 
+_MOTION = """  Motion prior: pairs of patch-merger units rectify the
+  patch embedding's signed frame differences into one "change" direction, and head 2 of layer 0 starts as
+  a match head from that direction to the verbs "moves", "jumps", "spins", "grows"."""
+
+
+def train_command(summary: dict) -> str:
+    """The one command that reproduces a training run from its summary."""
+    from .questions import RUNGS
+
+    cmd = (f"python -m stvg_ros.synthetic.train --out models/stvg-synth-qwen --minutes {round(summary['minutes'])} "
+           f"--seed {summary['seed']}")
+    if tuple(summary.get("rungs", RUNGS)) != tuple(RUNGS):
+        cmd += " --rungs " + ",".join(summary["rungs"])
+    if summary.get("vision_lr", 2e-4) != 2e-4:
+        cmd += f" --vision-lr {summary['vision_lr']:g}"
+    if summary.get("lr", 2e-4) != 2e-4:
+        cmd += f" --lr {summary['lr']:g}"
+    if summary.get("motion_prior") is False:
+        cmd += " --no-motion-prior"
+    return cmd
+
+
 def write_model_card(out_dir: str | Path, summary: dict, params: int, size_bytes: int) -> Path:
     """Write ``MODEL_CARD.md`` in ``out_dir`` from the training summary (keeps a benchmark section)."""
     out = Path(out_dir)
@@ -61,6 +83,10 @@ with a model that has learned something, on machines that cannot download real M
   160 visual tokens.
 - Decoder: {d['lm_layers']} layers, hidden {d['lm_hidden']}, {d['lm_heads']} heads, MLP {d['lm_intermediate']},
   3-D rotary positions (mrope), word-level ChatML tokenizer from `stvg_ros.testing.build_tokenizer`.
+- Prompt layout: the chat template (`chat_template.jinja`) puts the user's text *before* the video
+  ("question first"), so the question's words cannot see the frames and the only path from the pixels to
+  the answer is the answer positions' own attention to the visual tokens, which is what the paper's
+  grounding reads.  The adapter takes its grounding-token candidates after the video block.
 - Loads with `stvg_ros.Grounder.from_pretrained(<this directory>)` like any Qwen2.5-VL checkpoint.
 
 ## Data
@@ -73,8 +99,8 @@ or validation, on any object: {held}.
 Questions "Is there a/the … in this video?" on a ladder of rungs: colour ("a red shape"), shape ("a star"),
 look (colour + shape, sometimes size), action (shape or look + action, including the sub-query form "the
 star jumps").  Each clip gets as many yes as no questions; negatives change one part of a real object's
-description so that nothing matches.  The answer is supervised at the last 6 prompt tokens ('?' through
-the generation prompt); the grounding later reads only the last one.
+description so that nothing matches.  The answer is supervised at the last 6 prompt tokens (from the
+end of the video block through the generation prompt).
 
 ## Recipe
 - Seed {summary['seed']}, {summary['steps']} steps in {summary['minutes']} minutes, {summary['threads']} CPU threads,
@@ -86,11 +112,15 @@ the generation prompt); the grounding later reads only the last one.
   in the mix.  Reached rung: **{summary['reached_rung']}**.
 - Initialisation (no labels involved; disclosed because it matters): colour-opponent, quadrant and
   frame-difference filters in the patch embedding; one "recent tokens" head per decoder layer (constant
-  rotary query/key bias); colour words' embeddings start on directions that one head per layer maps
-  (query side) onto the visual direction of that colour (key side).  Without these and with a higher learning rate, from-scratch runs stayed
+  rotary query/key bias); colour words' embeddings start on their own orthogonal directions, head 1 of
+  layer 0 starts as a "match" head (a visual token attends to the question's word of its own colour and
+  writes a common "matched" direction) and head 1 of the later layers as a "collect" head (every position
+  attends to tokens carrying "matched").{_MOTION if summary.get('motion_prior', False) else ''}  This uses the
+  generator's colour table as a prior on what colour names mean; shapes, sizes, conjunctions and which
+  action is which are learned.  Without priors and with a higher learning rate, from-scratch runs stayed
   at chance (see docs/synthetic.md).
 - Machine: {_machine()}.
-- Command: `python -m stvg_ros.synthetic.train --out models/stvg-synth-qwen --minutes {round(summary['minutes'])} --seed {summary['seed']}`
+- Command: `{train_command(summary)}`
 
 ## Yes/no accuracy (balanced questions, whole 20-frame clips, per rung; share of "yes" predictions)
 {_acc_table(summary['final'])}
@@ -102,12 +132,10 @@ the generation prompt); the grounding later reads only the last one.
 {bench or _BENCH_START + chr(10) + "(run `python -m stvg_ros.synthetic.bench --card` to fill this section)" + chr(10) + _BENCH_END}
 
 ## Limits
-What it learned is colour (and a little shape/look); actions are at chance on validation.  The paper's
-grounding reads the attention of the template's special tokens, and in this model those tokens do not
-single out the target: the benchmark's model rows stay at or below the model-free baselines (track
-accuracy near chance).  Treat its tubes as a plumbing check, not as grounding.
-Answers about anything outside this world are meaningless.  Trained {summary['minutes']} minutes on a shared
-CPU: accuracies above are what it reached, not what the architecture can reach.
+Answers about anything outside this world (other words, real images) are meaningless; the tokenizer
+knows only this world's words.  Trained {summary['minutes']} minutes on a shared CPU: the accuracies above are
+what it reached, not what the architecture can reach.  See the benchmark section for what its grounding
+achieves and docs/synthetic.md for the runs that led here.
 """
     card.write_text(text)
     return card

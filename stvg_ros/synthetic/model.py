@@ -6,7 +6,8 @@ grounding stays the paper's zero-shot method on an off-the-shelf architecture, o
 
 Training feeds the frames exactly as the adapter does at inference: one video, frames resized to
 ``IMAGE_SIZE`` square, 14 px patches, temporal patch 2, 2×2 merge, CLIP mean/std normalisation, and
-the ChatML prompt ``<video> question`` with the generation prompt appended.
+the model's own chat template (``question <video>``, see ``QUESTION_FIRST_TEMPLATE``) with the
+generation prompt appended.
 """
 
 from __future__ import annotations
@@ -38,20 +39,44 @@ WORDS = sorted(set(
     + "Is there a the that shape in this video Describe details please describe yes no".split()
 ))
 
+#: the verbs of ``ACTIONS`` (their first words): what the motion prior links to change
+MOTION_VERBS = tuple(dict.fromkeys(a.split()[0] for a in ACTIONS))
+
 MODEL_DIMS = dict(
     lm_hidden=128, lm_layers=3, lm_heads=4, lm_kv_heads=4, lm_intermediate=384,
     vision_hidden=96, vision_depth=2, vision_heads=4, vision_intermediate=192,
 )
 
 
-def build_tokenizer():
-    """The ChatML word-level tokenizer of ``stvg_ros.testing`` (shared with the adapters' tests)."""
+#: the model's chat template: Qwen's ChatML, except that a user turn's text comes *before* its images
+#: and videos ("question first").  Why: with the video after the question, the only path from the
+#: pixels to the answer runs through the answer position's own attention to the visual tokens (the
+#: question's words cannot see the video), which is where the paper's grounding reads; with the video
+#: first, a small model answers through the question words' attention instead (docs/synthetic.md).
+QUESTION_FIRST_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+    "You are a helpful assistant.<|im_end|>\n{% endif %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% endif %}{% endfor %}{% for part in message['content'] %}{% if part['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif part['type'] == 'video' %}"
+    "<|vision_start|><|video_pad|><|vision_end|>{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tokenizer(question_first: bool = True):
+    """The ChatML word-level tokenizer of ``stvg_ros.testing``, with the question-first template."""
     from stvg_ros.testing import build_tokenizer as _build
 
-    return _build(WORDS, "qwen2_5_vl")
+    tok = _build(WORDS, "qwen2_5_vl")
+    if question_first:
+        tok.chat_template = QUESTION_FIRST_TEMPLATE
+    return tok
 
 
-def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True):
+def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, question_first: bool = True,
+                motion_prior: bool = True):
     """A freshly initialised small Qwen2.5-VL and its tokenizer (deterministic by ``seed``).
 
     ``priors`` applies the three initialisations below (colour patch filters, recency heads, colour
@@ -60,7 +85,7 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     d = dict(MODEL_DIMS, **(dims or {}))
-    tok = build_tokenizer()
+    tok = build_tokenizer(question_first)
     ids = tok.convert_tokens_to_ids
     head_dim = d["lm_hidden"] // d["lm_heads"]
     quarter = head_dim // 2
@@ -84,28 +109,26 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True):
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
     if priors:
-        init_colour_patch_filters(model, seed)
+        init_colour_patch_filters(model, seed, motion=question_first and motion_prior)
         init_recency_heads(model)
-        init_colour_word_prior(model, tok)
+        if question_first:
+            motion = init_motion_merger(model) if motion_prior else None
+            init_match_and_collect(model, tok, motion=motion)
+        else:
+            init_colour_word_prior(model, tok)
     return model, tok
 
 
 @torch.no_grad()
-def init_colour_word_prior(model, tok, head: int = 1, strength: float = 1.5) -> None:
-    """Start colour words where the vision tower puts that colour, and one matching head on them.
+def colour_directions(model, tok):
+    """(visual colour directions, colour word directions), both (n_colours, hidden), unit rows.
 
-    A hand-set prior, disclosed in the model card (no box, span or answer is involved): each colour
-    word's embedding starts at the (background-centred) visual token the freshly initialised tower
-    gives a patch of that colour, and head ``head`` of every decoder layer starts as a similarity
-    head on those directions (query and key project onto them, on the slowest rotary dimensions so
-    that distance barely matters).  The word "red" then attends to red visual tokens from step 0,
-    which gives the answer a signal to learn from; shapes and actions are learned on top.
+    The visual direction of a colour is the (background-centred) visual token the freshly
+    initialised tower gives a patch of that colour; word directions are orthonormal and orthogonal
+    to them, so a colour word is never mistaken for a visual token of its colour.
     """
-    from .generator import COLOURS
-
     inner = model.model
     cfg = model.config.text_config
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
 
     def visual_mean(rgb):  # RMS-normalised, as the decoder's first norm sees a visual token
         frames = np.broadcast_to(np.array(rgb, np.uint8), (2, IMAGE_SIZE, IMAGE_SIZE, 3))
@@ -117,23 +140,133 @@ def init_colour_word_prior(model, tok, head: int = 1, strength: float = 1.5) -> 
     backgrounds = torch.stack([visual_mean(rng.integers(20, 100, size=3)) for _ in range(8)])
     b = backgrounds.mean(0)
     b = b / b.norm()
-    names = list(COLOURS)
-    dirs = torch.stack([visual_mean(COLOURS[c]) for c in names])
+    dirs = torch.stack([visual_mean(COLOURS[c]) for c in COLOURS])
     dirs = dirs - (dirs @ b)[:, None] * b[None]  # blind to the background's direction
     dirs = dirs / dirs.norm(dim=1, keepdim=True)
-    # word directions: orthonormal and orthogonal to the visual colour directions, so that a colour
-    # word matches the visual tokens of its colour and not itself
     gen = torch.Generator().manual_seed(1)
-    raw = torch.cat([dirs.T, torch.randn(cfg.hidden_size, len(names), generator=gen)], dim=1)
-    words = torch.linalg.qr(raw)[0][:, len(names):].T  # (n_colours, hidden)
+    raw = torch.cat([dirs.T, torch.randn(cfg.hidden_size, 2 * len(COLOURS) + 1, generator=gen)], dim=1)
+    basis = torch.linalg.qr(raw)[0][:, len(COLOURS):].T
+    words, spare = basis[:len(COLOURS)], basis[len(COLOURS):]
     emb = inner.get_input_embeddings().weight
     scale = emb.std() * cfg.hidden_size ** 0.5
-    for name, w in zip(names, words):
+    for name, w in zip(COLOURS, words):
         for piece in (name, "Ġ" + name):
             i = tok.convert_tokens_to_ids(piece)
             emb[i] = w * scale + emb[i] * 0.1
-    slow = list(range(head_dim // 2 - len(names), head_dim // 2))  # the slowest rotary frequencies
-    for layer in inner.language_model.layers:
+    return dirs, words, spare
+
+
+@torch.no_grad()
+def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry: float = 1.0,
+                           collect: float = 6.0, motion: torch.Tensor | None = None,
+                           motion_head: int = 2) -> None:
+    """The question-first prior: visual tokens look up the colour words, the answer collects matches.
+
+    A hand-set initialisation, disclosed in the model card (no box, span or answer is involved):
+    - layer 0, head ``head`` ("match"): a visual token attends to the question's colour word of its
+      own colour (query = the token's visual colour direction, key = the word's direction) and writes
+      a common "matched" direction into its residual;
+    - later layers, head ``head`` ("collect"): every position attends to tokens that carry the
+      "matched" direction (constant query, key = that direction) and copies it.
+    - with ``motion`` (the merger's change direction, :func:`init_motion_merger`), layer 0's head
+      ``motion_head`` does the same for action verbs: a visual token that changes attends to the
+      question's verb ("moves", "jumps", "spins", "grows") and is marked "matched" too.
+    So "Is there a red shape?" starts with the answer position attending to red visual tokens, and
+    "... that jumps" to changing ones; shapes, conjunctions and which change is which are learned on top.
+    """
+    inner = model.model
+    cfg = model.config.text_config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    dirs, words, spare = colour_directions(model, tok)
+    matched = spare[0]  # the residual direction a matched visual token gets
+    rows = slice(head * head_dim, (head + 1) * head_dim)
+    slow = list(range(head_dim // 2 - len(COLOURS), head_dim // 2))  # the slowest rotary frequencies
+    e = torch.zeros(head_dim)
+    e[head_dim // 2 - 1] = 1.0
+    layers = inner.language_model.layers
+    for li, layer in enumerate(layers):
+        att = layer.self_attn
+        for proj in (att.q_proj, att.k_proj, att.v_proj):
+            proj.weight[rows] *= 0.05
+            proj.bias[rows] = 0.0
+        att.o_proj.weight[:, rows] *= 0.05
+        if li == 0:
+            for j, dim in enumerate(slow):
+                att.q_proj.weight[head * head_dim + dim] = match * dirs[j]
+                att.k_proj.weight[head * head_dim + dim] = match * words[j]
+            att.v_proj.weight[rows] += carry * e[:, None] * words.sum(0)[None, :]
+        else:
+            for dim in slow[-2:]:
+                att.q_proj.bias[head * head_dim + dim] = collect
+                att.k_proj.weight[head * head_dim + dim] = matched
+            att.v_proj.weight[rows] += carry * e[:, None] * matched[None, :]
+        att.o_proj.weight[:, rows] += carry * matched[:, None] * e[None, :]
+    if motion is None:
+        return
+    verbs = spare[1:1 + len(MOTION_VERBS)]
+    emb = inner.get_input_embeddings().weight
+    scale = emb.std() * cfg.hidden_size ** 0.5
+    for name, w in zip(MOTION_VERBS, verbs):
+        for piece in (name, "Ġ" + name):
+            i = tok.convert_tokens_to_ids(piece)
+            emb[i] = w * scale + emb[i] * 0.1
+    att = layers[0].self_attn
+    rows = slice(motion_head * head_dim, (motion_head + 1) * head_dim)
+    for proj in (att.q_proj, att.k_proj, att.v_proj):
+        proj.weight[rows] *= 0.05
+        proj.bias[rows] = 0.0
+    att.o_proj.weight[:, rows] *= 0.05
+    for dim in slow[-2:]:
+        att.q_proj.weight[motion_head * head_dim + dim] = match * motion
+        att.k_proj.weight[motion_head * head_dim + dim] = match * verbs.sum(0)
+    att.v_proj.weight[rows] += carry * e[:, None] * verbs.sum(0)[None, :]
+    att.o_proj.weight[:, rows] += carry * matched[:, None] * e[None, :]
+
+
+@torch.no_grad()
+def init_motion_merger(model, strength: float = 2.0) -> torch.Tensor:
+    """Let the patch merger report *how much* changed between the two frames of a temporal patch.
+
+    Initialisation, not supervision: the patch embedding's temporal-difference channels are signed
+    (an edge moving right is the opposite of one moving left), so no single direction of the fresh
+    tower separates moving from still patches (measured: AUC 0.51).  Pairs of merger units read
+    each difference channel with opposite signs, the GELU rectifies them, and the output layer writes
+    their sum on one direction of the decoder's space: a "motion" feature that is ~0 on still
+    content (the generator's backgrounds and resting objects do not change) and grows with change.
+    Returns that unit direction (hidden,).
+    """
+    merger = model.model.visual.merger
+    fc1, fc2 = merger.mlp[0], merger.mlp[2]
+    width = fc1.in_features // (MERGE * MERGE)  # channels per patch
+    gen = torch.Generator().manual_seed(2)
+    direction = torch.randn(fc2.out_features, generator=gen)
+    direction /= direction.norm()
+    row = 0
+    for patch in range(MERGE * MERGE):
+        for ch in DIFF_CHANNELS:
+            for sign in (1.0, -1.0):
+                fc1.weight[row] = 0.0
+                fc1.weight[row, patch * width + ch] = sign * strength
+                fc1.bias[row] = 0.0
+                fc2.weight[:, row] = direction * (strength / len(DIFF_CHANNELS))
+                row += 1
+    return direction
+
+
+@torch.no_grad()
+def init_colour_word_prior(model, tok, head: int = 1, strength: float = 1.5) -> None:
+    """The video-first prior (ablation; the shipped model is question-first): colour words look up the
+    visual tokens of their colour.
+
+    Head ``head`` of every decoder layer starts as a similarity head from the colour word directions
+    (query side) to the visual colour directions (key side), on the slowest rotary dimensions so that
+    distance barely matters; "red" then attends to red visual tokens from step 0.
+    """
+    cfg = model.config.text_config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    dirs, words, _ = colour_directions(model, tok)
+    slow = list(range(head_dim // 2 - len(COLOURS), head_dim // 2))  # the slowest rotary frequencies
+    for layer in model.model.language_model.layers:
         att = layer.self_attn
         rows = slice(head * head_dim, (head + 1) * head_dim)
         for proj in (att.q_proj, att.k_proj):
@@ -169,12 +302,17 @@ def init_recency_heads(model, heads: int = 1, strength: float = 25.0) -> None:
                     proj.bias[rows] = a
 
 
-def init_colour_patch_filters(model, seed: int = 0) -> None:
+#: patch-embedding channels that ``init_colour_patch_filters(motion=True)`` sets to temporal differences
+DIFF_CHANNELS = tuple(range(26, 44))
+
+
+def init_colour_patch_filters(model, seed: int = 0, motion: bool = True) -> None:
     """Initialise the patch embedding with fixed, sensible features instead of noise.
 
     Initialisation, not supervision: the first channels are colour-opponent means over the whole
     patch and over its four quadrants (where in the patch the colour sits), and frame differences
-    (what moved between the two frames of a temporal patch); the rest stay random.  A tiny tower
+    (what moved between the two frames of a temporal patch; also per quadrant with ``motion``, for the
+    motion prior); the rest stay random.  A tiny tower
     trained from scratch otherwise spends thousands of steps discovering that colour matters.
     """
     w = model.model.visual.patch_embed.proj.weight  # (hidden, 3, 2, P, P)
@@ -200,6 +338,12 @@ def init_colour_patch_filters(model, seed: int = 0) -> None:
         f[:, 1] = c.view(3, 1, 1) / (2 * PATCH * PATCH) ** 0.5
         f[:, 0] = -c.view(3, 1, 1) / (2 * PATCH * PATCH) ** 0.5
         filters.append(f)
+    for c in opponents[:3] if motion else ():  # temporal difference per quadrant (an edge moving inside the patch)
+        for ys, xs in quadrants:
+            f = torch.zeros(3, 2, PATCH, PATCH)
+            f[:, 1, ys, xs] = c.view(3, 1, 1) / (2 * half * half) ** 0.5
+            f[:, 0, ys, xs] = -c.view(3, 1, 1) / (2 * half * half) ** 0.5
+            filters.append(f)
     fixed = torch.stack(filters)[:hidden] * 4.0
     with torch.no_grad():
         rest = torch.randn((hidden - len(fixed),) + tuple(w.shape[1:]), generator=gen) / (w[0].numel() ** 0.5)
@@ -232,7 +376,7 @@ def frames_to_pixels(frames: np.ndarray | Sequence[np.ndarray]) -> tuple[torch.T
 
 
 class PromptBuilder:
-    """Token ids of ``<video> question`` prompts in the ChatML template, video placeholder expanded."""
+    """Token ids of prompts in the tokenizer's chat template, the video placeholder expanded."""
 
     def __init__(self, tokenizer, num_visual_tokens: int):
         self.tok = tokenizer

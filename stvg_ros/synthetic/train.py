@@ -132,14 +132,15 @@ def draw_curve(log: list[dict], path: Path) -> None:
 def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_answer: int = 2,
           lr: float = 2e-4, vision_lr: float = 2e-4, advance_at: float = 0.85, eval_every: int = 100,
           val_clips: int = 32, threads: int = 2, start_rung: int = 0, init: str | None = None,
-          rungs: tuple[str, ...] = RUNGS, dims: dict | None = None, tail: int = 6) -> dict:
+          rungs: tuple[str, ...] = RUNGS, dims: dict | None = None, tail: int = 6,
+          motion_prior: bool = True) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``."""
     from tqdm import tqdm
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model, tok = build_model(seed, dims)
+    model, tok = build_model(seed, dims, motion_prior=motion_prior)
     if init:
         from safetensors.torch import load_file
 
@@ -218,7 +219,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     final["test"] = test.evaluate(model, prompts, rungs)
     summary = {"steps": step, "minutes": round((time.time() - t0) / 60, 1), "seed": seed, "threads": threads,
                "clips_per_step": clips_per_step, "questions_per_clip": 2 * per_answer, "lr": lr,
-               "vision_lr": vision_lr, "final": final, "reached_rung": rungs[rung]}
+               "vision_lr": vision_lr, "final": final, "reached_rung": rungs[rung], "rungs": list(rungs),
+               "motion_prior": motion_prior}
     log.append({"step": step, "time": round(time.time() - t0, 1), "val": final["val"], "rung": rungs[rung]})
     draw_curve(log, out_dir / "training_curve.png")
     summary["params"] = sum(p.numel() for p in model.parameters())
@@ -242,19 +244,22 @@ def main(argv: list[str] | None = None) -> None:
                         "OpenMP barriers made steps 10x slower)")
     p.add_argument("--clips", type=int, default=8, help="clips per step (4 questions each)")
     p.add_argument("--lr", type=float, default=2e-4,
-                   help="AdamW learning rate of the decoder and merger (higher rates erase the priors)")
-    p.add_argument("--vision-lr", type=float, default=2e-4, help="learning rate of the vision tower")
+                   help="AdamW learning rate of the decoder (higher rates erase the priors)")
+    p.add_argument("--vision-lr", type=float, default=2e-4, help="learning rate of the vision tower and merger")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--start-rung", type=int, default=0)
     p.add_argument("--rungs", default=",".join(RUNGS), help="comma-separated ladder")
     p.add_argument("--tail", type=int, default=6,
-                   help="supervise the answer at the last N prompt tokens ('?' to the end: 6)")
+                   help="supervise the answer at the last N prompt tokens (the video's end to the prompt's end: 6)")
     p.add_argument("--init", default=None, help="start from this model directory's weights")
+    p.add_argument("--no-motion-prior", action="store_true",
+                   help="leave out the merger's change detector and the verb-matching head (ablation)")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     a = p.parse_args(argv)
     train(a.out, a.minutes, a.seed, clips_per_step=a.clips, lr=a.lr, vision_lr=a.vision_lr,
           eval_every=a.eval_every, threads=a.threads, start_rung=a.start_rung, init=a.init,
-          rungs=tuple(a.rungs.split(",")), dims=json.loads(a.dims) if a.dims else None, tail=a.tail)
+          rungs=tuple(a.rungs.split(",")), dims=json.loads(a.dims) if a.dims else None, tail=a.tail,
+          motion_prior=not a.no_motion_prior)
 
 
 if __name__ == "__main__":
