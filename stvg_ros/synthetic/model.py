@@ -119,6 +119,25 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, qu
     return model, tok
 
 
+def _place_words(model, tok, names, directions: torch.Tensor) -> None:
+    """Start each word (and its "Ġ"-prefixed piece) on its direction, at the embeddings' usual norm."""
+    cfg = model.config.text_config
+    emb = model.model.get_input_embeddings().weight
+    scale = emb.std() * cfg.hidden_size ** 0.5
+    for name, w in zip(names, directions):
+        for piece in (name, "Ġ" + name):
+            i = tok.convert_tokens_to_ids(piece)
+            emb[i] = w * scale + emb[i] * 0.1
+
+
+def _quiet_head(att, rows: slice) -> None:
+    """Shrink one head's random projections so that a hand-set circuit written on top dominates it."""
+    for proj in (att.q_proj, att.k_proj, att.v_proj):
+        proj.weight[rows] *= 0.05
+        proj.bias[rows] = 0.0
+    att.o_proj.weight[:, rows] *= 0.05
+
+
 @torch.no_grad()
 def colour_directions(model, tok):
     """(visual colour directions, colour word directions), both (n_colours, hidden), unit rows.
@@ -147,12 +166,7 @@ def colour_directions(model, tok):
     raw = torch.cat([dirs.T, torch.randn(cfg.hidden_size, 2 * len(COLOURS) + 1, generator=gen)], dim=1)
     basis = torch.linalg.qr(raw)[0][:, len(COLOURS):].T
     words, spare = basis[:len(COLOURS)], basis[len(COLOURS):]
-    emb = inner.get_input_embeddings().weight
-    scale = emb.std() * cfg.hidden_size ** 0.5
-    for name, w in zip(COLOURS, words):
-        for piece in (name, "Ġ" + name):
-            i = tok.convert_tokens_to_ids(piece)
-            emb[i] = w * scale + emb[i] * 0.1
+    _place_words(model, tok, COLOURS, words)
     return dirs, words, spare
 
 
@@ -186,10 +200,7 @@ def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry:
     layers = inner.language_model.layers
     for li, layer in enumerate(layers):
         att = layer.self_attn
-        for proj in (att.q_proj, att.k_proj, att.v_proj):
-            proj.weight[rows] *= 0.05
-            proj.bias[rows] = 0.0
-        att.o_proj.weight[:, rows] *= 0.05
+        _quiet_head(att, rows)
         if li == 0:
             for j, dim in enumerate(slow):
                 att.q_proj.weight[head * head_dim + dim] = match * dirs[j]
@@ -204,18 +215,10 @@ def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry:
     if motion is None:
         return
     verbs = spare[1:1 + len(MOTION_VERBS)]
-    emb = inner.get_input_embeddings().weight
-    scale = emb.std() * cfg.hidden_size ** 0.5
-    for name, w in zip(MOTION_VERBS, verbs):
-        for piece in (name, "Ġ" + name):
-            i = tok.convert_tokens_to_ids(piece)
-            emb[i] = w * scale + emb[i] * 0.1
+    _place_words(model, tok, MOTION_VERBS, verbs)
     att = layers[0].self_attn
     rows = slice(motion_head * head_dim, (motion_head + 1) * head_dim)
-    for proj in (att.q_proj, att.k_proj, att.v_proj):
-        proj.weight[rows] *= 0.05
-        proj.bias[rows] = 0.0
-    att.o_proj.weight[:, rows] *= 0.05
+    _quiet_head(att, rows)
     for dim in slow[-2:]:
         att.q_proj.weight[motion_head * head_dim + dim] = match * motion
         att.k_proj.weight[motion_head * head_dim + dim] = match * verbs.sum(0)
