@@ -260,8 +260,10 @@ class Grounder:
         cap = cfg.caption_prompt
         prompts: list[tuple[str, VisualTokens, str, torch.Tensor | None]] = [
             ("spatial_q", visual, q_s, v_s), ("spatial_c", visual, cap, v_s)]
-        if v_t is not None or q_t != q_s:
+        if v_t is not None:
             prompts += [("temporal_q", visual, q_t, v_t), ("temporal_c", visual, cap, v_t)]
+        elif q_t != q_s:  # a different question without a latent prompt: the caption run is spatial_c's
+            prompts.append(("temporal_q", visual, q_t, None))
         if reversed_visual is not None:
             prompts += [("tas_q", reversed_visual, q_s, v_r), ("tas_c", reversed_visual, cap, v_r)]
         if v_s is not None or q_s != full_q:  # the existence judgment: the plain full question
@@ -294,8 +296,8 @@ class Grounder:
                     rows[prompts[i][0]] = (out, row)
         if "exist" not in rows:
             rows["exist"] = rows["spatial_q"]
-        if "temporal_q" not in rows:
-            rows["temporal_q"], rows["temporal_c"] = rows["spatial_q"], rows["spatial_c"]
+        rows.setdefault("temporal_q", rows["spatial_q"])
+        rows.setdefault("temporal_c", rows["spatial_c"])
         return rows
 
     def _relevance(self, rows: dict, q_tag: str, c_tag: str, vis: VisualTokens, tokens: dict) -> np.ndarray:

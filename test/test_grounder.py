@@ -111,6 +111,22 @@ def test_without_lra_and_tas_only_attention_runs_happen():
     _check_contract(result, stamps, (64, 64))
 
 
+def test_sub_query_inference_asks_the_sub_queries_and_the_caption_once():
+    """inference_query='sub' (official code): spatial asks the attribute, temporal the action sub-query,
+    the existence judgment the full query; without latent prompts one caption run serves both."""
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    adapter = FakeAdapter()
+    cfg = GroundingConfig(num_frames=6, use_lra=False, use_tas=False, inference_query="sub")
+    result = Grounder(adapter, cfg).ground(frames, stamps, "the red square that moves",
+                                           sub_queries=("the red square", "the square moves"))
+    (call,) = adapter.calls
+    assert sorted(call["questions"]) == sorted([
+        format_question(cfg.question_template, "the red square"), cfg.caption_prompt,
+        format_question(cfg.question_template, "the square moves"),
+        format_question(cfg.question_template, "the red square that moves")])
+    _check_contract(result, stamps, (64, 64))
+
+
 def test_max_batch_gives_the_same_tube():
     frames, stamps, _ = clip_with_square(num_frames=8)
     ref = Grounder(FakeAdapter(), GroundingConfig(num_frames=8)).ground(frames, stamps, "the red square moves")
