@@ -180,6 +180,21 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def qwen_config_common(tokenizer, lm: dict) -> dict:
+    """What every Qwen2-VL / Qwen2.5-VL config built here shares: the ChatML language model ``lm`` (config
+    keys such as ``hidden_size``) with M-RoPE's t/h/w split of the rotary dims, and the vision token ids."""
+    ids = tokenizer.convert_tokens_to_ids
+    half = lm["hidden_size"] // lm["num_attention_heads"] // 2
+    mrope = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # e.g. [4, 6, 6] for head_dim 32
+    return dict(
+        text_config=dict(lm, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+                         bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
+                         pad_token_id=ids("<|endoftext|>")),
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+    )
+
+
 def tiny_model(family: str, directory: str, words: Iterable[str] = (), seed: int = 0, image_size: int = 112,
                **lm_sizes) -> str:
     """Build, save and return ``directory`` holding a tiny random model of ``family``.
@@ -202,16 +217,7 @@ def tiny_model(family: str, directory: str, words: Iterable[str] = (), seed: int
     vocab_size = len(tokenizer)
     ids = tokenizer.convert_tokens_to_ids
     lm = dict(_lm_dims(vocab_size), **lm_sizes)
-    half = lm["hidden_size"] // lm["num_attention_heads"] // 2
-    mrope = [half - 2 * (3 * half // 8), 3 * half // 8, 3 * half // 8]  # Qwen's t/h/w split of the rotary dims
-    # what Qwen2.5-VL and Qwen2-VL share: the ChatML language model with M-RoPE and the vision token ids
-    qwen_common = dict(
-        text_config=dict(lm, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
-                         bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
-                         pad_token_id=ids("<|endoftext|>")),
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
-    )
+    qwen_common = qwen_config_common(tokenizer, lm)
     torch.manual_seed(seed)
     if family == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration

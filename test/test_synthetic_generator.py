@@ -92,7 +92,29 @@ def test_test_split_targets_are_unseen_combinations():
         assert (target["colour"], target["action"]) in HELD_OUT
 
 
+def _question_descriptions() -> dict[str, dict]:
+    """Every question the ladder can ask → the description it names (parsed back by enumeration)."""
+    from itertools import product
+
+    from stvg_ros.synthetic.generator import ACTION_VERB, ACTIONS, SHAPES, SIZES, describe
+
+    out = {}
+    for size, colour, shape, action in product([None, *SIZES], [None, *COLOURS], [None, *SHAPES], [None, *ACTIONS]):
+        desc = dict(size=size, colour=colour, shape=shape, action=action)
+        bodies = [describe(size, colour, shape, action, article) for article in ("a", "the")]
+        if action and shape and not colour and not size:
+            bodies.append(f"the {shape} {ACTION_VERB[action]}")  # the action sub-query's form
+        for body in bodies:
+            out[f"Is there {body} in this video?"] = desc
+    return out
+
+
 def test_questions_are_balanced_and_answers_true():
+    """Each clip gets as many yes as no questions, and every answer is what the clip shows: the question,
+    parsed back into the description it names, matches one of the clip's objects exactly when it says yes."""
+    from stvg_ros.synthetic.generator import matches
+
+    described = _question_descriptions()
     rng = np.random.default_rng(0)
     for seed in range(20):
         _, s = generate_sample(seed, "train")
@@ -100,7 +122,8 @@ def test_questions_are_balanced_and_answers_true():
         answers = [a for _, a, _ in qs]
         assert answers.count(True) == answers.count(False)
         for q, a, _ in qs:
-            assert q.startswith("Is there ") and q.endswith(" in this video?")
+            d = described[q]
+            assert any(matches(o, d["size"], d["colour"], d["shape"], d["action"]) for o in s["objects"]) == a, q
 
 
 def test_written_split_reads_as_hcstvg_v2(tmp_path):
@@ -142,3 +165,24 @@ def test_written_split_loads_with_the_evaluation_readers(tmp_path):
         assert smp.extra["fps_from_times"] == pytest.approx(s["fps"])
         assert (subq[smp.key].attribute, subq[smp.key].action) == (s["attribute"], s["action"])
         assert props[smp.video][str(s["target"])].boxes[s["st_frame"]] == tuple(s["boxes"][s["st_frame"]])
+
+
+def test_action_questions_on_a_window_need_the_action_inside_it():
+    """On a window of the clip, an object whose action happens outside it is still there but does not
+    act: "the star that jumps" is a no there, and a yes on a window that shows the jump."""
+    from stvg_ros.synthetic.questions import action_window, make_question
+
+    star = dict(colour="red", shape="star", size="big", action="jumps", span=[2, 6], visible=list(range(20)))
+    circle = dict(colour="blue", shape="circle", size="small", action=None, span=None, visible=list(range(20)))
+    late = action_window(20, [star, circle], 8, 10)  # frames 10-17: the jump (2-6) is not shown
+    assert late[0]["action"] is None and late[0]["action_outside"] == "jumps" and late[1] == circle
+    assert star["action"] == "jumps"  # the clip's own objects are not changed
+    assert action_window(20, [star], 8, 6)[0]["action"] is None  # one frame of the action: not a slot
+    early = action_window(20, [star, circle], 8, 0)
+    assert early[0]["action"] == "jumps" and "action_outside" not in early[0]
+    rng = np.random.default_rng(0)
+    assert make_question(late, "action", True, rng) is None  # nothing acts in the window
+    said_no = {make_question(late, "action", False, rng) for _ in range(20)}
+    assert any(q and "star" in q and "jumps" in q for q in said_no)
+    said_yes = {make_question(early, "action", True, rng) for _ in range(20)}
+    assert all("star" in q and "jumps" in q for q in said_yes)

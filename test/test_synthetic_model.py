@@ -54,6 +54,18 @@ def test_train_command_writes_a_loadable_model(tmp_path):
     assert res.start in stamps and res.end in stamps and res.start <= res.end
 
 
+def test_action_windows_show_part_of_the_clip():
+    """With ``--action-windows``, action questions are asked about 6-10 frames of the clip (3-5 temporal
+    slots); without, about the whole clip (10 slots)."""
+    from stvg_ros.synthetic.train import _batch
+
+    seeds = np.arange(6)
+    _, grid, qs, labels, _, _ = _batch(seeds, "train", ["action"], 2, np.random.default_rng(0), window_share=1.0)
+    assert set(grid[:, 0].tolist()) <= {3, 4, 5} and len(qs) == len(labels) > 0
+    _, grid, _, _, _, _ = _batch(seeds, "train", ["action"], 2, np.random.default_rng(0))
+    assert set(grid[:, 0].tolist()) == {10}
+
+
 def test_bench_produces_the_table(random_model_dir):
     from stvg_ros.synthetic.bench import METHODS, markdown, run
 
@@ -116,18 +128,35 @@ def test_question_first_template_reads_grounding_tokens_after_the_video(random_m
     assert int(batch.rows.min()) > int(batch.cols.max())  # every candidate row sees every visual token
 
 
-def test_priors_at_initialisation_mark_colour_matches_and_change():
+def _touches_cell(objects: list[dict], sample: dict, slot: int, cell: int, acting_only: bool = False) -> bool:
+    """Does one of ``objects`` (acting then, with ``acting_only``) overlap a 28 px token cell in slot ``slot``?"""
+    x0, y0 = (cell % 4) * 28, (cell // 4) * 28
+    for o in objects:
+        for f in (2 * slot, 2 * slot + 1):
+            box = sample["tracks"][o["track_id"]].get(f)
+            if box is None or (acting_only and not (o["action"] and o["span"][0] <= f <= o["span"][1])):
+                continue
+            if min(box[2], x0 + 28) > max(box[0], x0) and min(box[3], y0 + 28) > max(box[1], y0):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("compact", [False, True], ids=["every-difference", "compact"])
+def test_priors_at_initialisation_mark_colour_matches_and_change(compact):
     """The disclosed priors do what their docstrings say before any training: the merger's change
-    direction separates changing from still visual tokens, and the collect head of layer 1 at the answer
-    position puts most attention on the visual tokens of the colour the question names."""
+    direction separates changing from still visual tokens; at the answer position, layer 1's colour
+    collect head puts its top attention on a visual token of the colour the question names, and its
+    separate motion collect head on an object that is acting when the question names an action."""
     from stvg_ros.synthetic.model import init_motion_merger
 
     torch.manual_seed(0)
-    model, tok = build_model(seed=0)
-    motion = init_motion_merger(model)  # idempotent: returns the same direction the build used
+    model, tok = build_model(seed=0, compact_motion=compact)
+    motion = init_motion_merger(model, compact=compact)  # idempotent: returns the same direction the build used
     inner = model.model
-    moving, still, on_colour = [], [], []
-    for seed in range(6):
+    inner.language_model.config._attn_implementation = "eager"
+    prompts = PromptBuilder(tok, 160)
+    moving, still, on_colour, on_action = [], [], [], []
+    for seed in range(8):
         frames, s = generate_sample(seed, "train")
         px, grid = frames_to_pixels(frames)
         with torch.no_grad():
@@ -142,29 +171,25 @@ def test_priors_at_initialisation_mark_colour_matches_and_change():
                 acting = o["action"] is not None and o["span"][0] <= 2 * t and 2 * t + 1 <= o["span"][1]
                 resting = o["action"] is None or 2 * t + 1 < o["span"][0] or 2 * t > o["span"][1]
                 (moving if acting else still if resting else []).append(float(proj[t, cell]))
-        # layer-1 head-1 attention of the last prompt token over the visual tokens
+
+        def top_cell(question: str, head: int) -> tuple[int, int]:
+            """(slot, cell) of the visual token that layer 1's ``head`` at the last prompt token attends to most."""
+            ids = torch.tensor([prompts.ids(question)])
+            vm = ids == prompts.video_id
+            embeds = inner.get_input_embeddings()(ids).masked_scatter(vm.unsqueeze(-1), tokens)
+            pos, _ = inner.get_rope_index(ids, vm.int() * 2, video_grid_thw=grid, attention_mask=torch.ones_like(ids),
+                                          second_per_grid_ts=torch.tensor([1.0]))
+            with torch.no_grad():
+                att = inner.language_model(inputs_embeds=embeds, position_ids=pos, output_attentions=True).attentions[1]
+            return divmod(int(att[0, head, -1, vm[0]].argmax()), 16)
+
         target = next(o for o in s["objects"] if o["track_id"] == s["target"])
-        prompts = PromptBuilder(tok, 160)
-        ids = torch.tensor([prompts.ids(f"Is there a {target['colour']} shape in this video?")])
-        vm = ids == prompts.video_id
-        embeds = inner.get_input_embeddings()(ids).masked_scatter(vm.unsqueeze(-1), tokens)
-        pos, _ = inner.get_rope_index(ids, vm.int() * 2, video_grid_thw=grid, attention_mask=torch.ones_like(ids),
-                                      second_per_grid_ts=torch.tensor([1.0]))
-        inner.language_model.config._attn_implementation = "eager"
-        with torch.no_grad():
-            att = inner.language_model(inputs_embeds=embeds, position_ids=pos, output_attentions=True).attentions[1]
-        row = att[0, 1, -1, vm[0]]
-        best = int(row.argmax())
-        t, cell = divmod(best, 16)
         same = [o for o in s["objects"] if o["colour"] == target["colour"]]
-        hit = False
-        for o in same:
-            box = s["tracks"][o["track_id"]].get(2 * t) or s["tracks"][o["track_id"]].get(2 * t + 1)
-            if box is not None:
-                x0, y0 = (cell % 4) * 28, (cell // 4) * 28
-                hit |= min(box[2], x0 + 28) > max(box[0], x0) and min(box[3], y0 + 28) > max(box[1], y0)
-        on_colour.append(hit)
+        on_colour.append(_touches_cell(same, s, *top_cell(f"Is there a {target['colour']} shape in this video?", 1)))
+        question = f"Is there the {target['shape']} {target['action']} in this video?"
+        on_action.append(_touches_cell(s["objects"], s, *top_cell(question, 2), acting_only=True))
     moving, still = np.array(moving), np.array(still)
     auc = float((moving[:, None] > still[None, :]).mean())
     assert auc > 0.8, auc
     assert np.mean(on_colour) >= 0.8, on_colour
+    assert np.mean(on_action) >= 0.8, on_action

@@ -37,7 +37,8 @@ def _machine() -> str:
 
 _MOTION = """  Motion prior: pairs of patch-merger units rectify the
   patch embedding's signed frame differences into one "change" direction, and head 2 of layer 0 starts as
-  a match head from that direction to the verbs "moves", "jumps", "spins", "grows"."""
+  a match head from that direction to the verbs "moves", "jumps", "spins", "grows", writing its own "moved"
+  direction that head 2 of the later layers collects (a pathway separate from colour's)."""
 
 
 def train_command(summary: dict) -> str:
@@ -54,6 +55,10 @@ def train_command(summary: dict) -> str:
         cmd += f" --lr {summary['lr']:g}"
     if summary.get("motion_prior") is False:
         cmd += " --no-motion-prior"
+    if summary.get("compact_motion"):
+        cmd += " --compact-motion"
+    if summary.get("action_windows"):
+        cmd += f" --action-windows {summary['action_windows']:g}"
     return cmd
 
 

@@ -76,7 +76,7 @@ def build_tokenizer(question_first: bool = True):
 
 
 def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, question_first: bool = True,
-                motion_prior: bool = True):
+                motion_prior: bool = True, compact_motion: bool = False):
     """A freshly initialised small Qwen2.5-VL and its tokenizer (deterministic by ``seed``).
 
     ``priors`` applies the three initialisations below (colour patch filters, recency heads, colour
@@ -84,27 +84,21 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, qu
     """
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    from stvg_ros.testing import qwen_config_common
+
     d = dict(MODEL_DIMS, **(dims or {}))
     tok = build_tokenizer(question_first)
-    ids = tok.convert_tokens_to_ids
-    head_dim = d["lm_hidden"] // d["lm_heads"]
-    quarter = head_dim // 2
-    mrope = [quarter - 2 * (3 * quarter // 8), 3 * quarter // 8, 3 * quarter // 8]  # e.g. [4, 6, 6] for 32
+    lm = dict(vocab_size=len(tok), hidden_size=d["lm_hidden"], intermediate_size=d["lm_intermediate"],
+              num_hidden_layers=d["lm_layers"], num_attention_heads=d["lm_heads"],
+              num_key_value_heads=d["lm_kv_heads"], max_position_embeddings=1024, rms_norm_eps=1e-6,
+              tie_word_embeddings=False)
     config = Qwen2_5_VLConfig(
-        text_config=dict(
-            vocab_size=len(tok), hidden_size=d["lm_hidden"], intermediate_size=d["lm_intermediate"],
-            num_hidden_layers=d["lm_layers"], num_attention_heads=d["lm_heads"],
-            num_key_value_heads=d["lm_kv_heads"], max_position_embeddings=1024, rms_norm_eps=1e-6,
-            tie_word_embeddings=False,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
-            bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>")),
+        **qwen_config_common(tok, lm),
         vision_config=dict(
             depth=d["vision_depth"], hidden_size=d["vision_hidden"], intermediate_size=d["vision_intermediate"],
             num_heads=d["vision_heads"], patch_size=PATCH, spatial_merge_size=MERGE,
             temporal_patch_size=TEMPORAL_PATCH, window_size=IMAGE_SIZE, fullatt_block_indexes=[d["vision_depth"] - 1],
             out_hidden_size=d["lm_hidden"], tokens_per_second=TOKENS_PER_SECOND),
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config)
@@ -112,7 +106,7 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, qu
         init_colour_patch_filters(model, seed, motion=question_first and motion_prior)
         init_recency_heads(model)
         if question_first:
-            motion = init_motion_merger(model) if motion_prior else None
+            motion = init_motion_merger(model, compact=compact_motion) if motion_prior else None
             init_match_and_collect(model, tok, motion=motion)
         else:
             init_colour_word_prior(model, tok)
@@ -170,72 +164,90 @@ def colour_directions(model, tok):
     return dirs, words, spare
 
 
+def _hand_head(att, head: int, head_dim: int, keys: list[tuple[int, torch.Tensor | float, torch.Tensor]],
+               reads: torch.Tensor, writes: torch.Tensor, carry: float) -> None:
+    """Set one head as a hand-made lookup on top of its quieted random weights.
+
+    ``keys``: (rotary dim, query, key) triples on the slowest rotary dimensions, where the query is a
+    residual direction (the query projection reads it) or a constant (a bias: every position asks the
+    same); the head then copies ``reads`` (a residual direction) from the positions it attends to and
+    writes it out as ``writes``.
+    """
+    rows = slice(head * head_dim, (head + 1) * head_dim)
+    _quiet_head(att, rows)
+    e = torch.zeros(head_dim)
+    e[head_dim // 2 - 1] = 1.0
+    for dim, query, key in keys:
+        if isinstance(query, torch.Tensor):
+            att.q_proj.weight[head * head_dim + dim] = query
+        else:
+            att.q_proj.bias[head * head_dim + dim] = query
+        att.k_proj.weight[head * head_dim + dim] = key
+    att.v_proj.weight[rows] += carry * e[:, None] * reads[None, :]
+    att.o_proj.weight[:, rows] += carry * writes[:, None] * e[None, :]
+
+
 @torch.no_grad()
 def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry: float = 1.0,
                            collect: float = 6.0, motion: torch.Tensor | None = None,
                            motion_head: int = 2) -> None:
-    """The question-first prior: visual tokens look up the colour words, the answer collects matches.
+    """The question-first prior: visual tokens look up the question's words, the answer collects matches.
 
     A hand-set initialisation, disclosed in the model card (no box, span or answer is involved):
     - layer 0, head ``head`` ("match"): a visual token attends to the question's colour word of its
       own colour (query = the token's visual colour direction, key = the word's direction) and writes
-      a common "matched" direction into its residual;
+      a "matched" direction into its residual;
     - later layers, head ``head`` ("collect"): every position attends to tokens that carry the
       "matched" direction (constant query, key = that direction) and copies it.
-    - with ``motion`` (the merger's change direction, :func:`init_motion_merger`), layer 0's head
-      ``motion_head`` does the same for action verbs: a visual token that changes attends to the
-      question's verb ("moves", "jumps", "spins", "grows") and is marked "matched" too.
+    - with ``motion`` (the merger's change direction, :func:`init_motion_merger`), head ``motion_head``
+      is a second, separate pathway of the same kind: at layer 0 a visual token that changes attends
+      to the question's verb ("moves", "jumps", "spins", "grows") and writes its own "moved"
+      direction, which head ``motion_head`` of the later layers collects.  Colour and change get
+      different directions and heads, so a verb in the question does not pull the colour pathway
+      towards every moving object (with one shared "matched" direction, run D, it did).
     So "Is there a red shape?" starts with the answer position attending to red visual tokens, and
     "... that jumps" to changing ones; shapes, conjunctions and which change is which are learned on top.
     """
-    inner = model.model
     cfg = model.config.text_config
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     dirs, words, spare = colour_directions(model, tok)
-    matched = spare[0]  # the residual direction a matched visual token gets
-    rows = slice(head * head_dim, (head + 1) * head_dim)
+    matched, moved = spare[0], spare[-1]  # the residual directions a matched visual token gets
     slow = list(range(head_dim // 2 - len(COLOURS), head_dim // 2))  # the slowest rotary frequencies
-    e = torch.zeros(head_dim)
-    e[head_dim // 2 - 1] = 1.0
-    layers = inner.language_model.layers
+    layers = model.model.language_model.layers
     for li, layer in enumerate(layers):
-        att = layer.self_attn
-        _quiet_head(att, rows)
         if li == 0:
-            for j, dim in enumerate(slow):
-                att.q_proj.weight[head * head_dim + dim] = match * dirs[j]
-                att.k_proj.weight[head * head_dim + dim] = match * words[j]
-            att.v_proj.weight[rows] += carry * e[:, None] * words.sum(0)[None, :]
+            keys = [(dim, match * dirs[j], match * words[j]) for j, dim in enumerate(slow)]
+            _hand_head(layer.self_attn, head, head_dim, keys, words.sum(0), matched, carry)
         else:
-            for dim in slow[-2:]:
-                att.q_proj.bias[head * head_dim + dim] = collect
-                att.k_proj.weight[head * head_dim + dim] = matched
-            att.v_proj.weight[rows] += carry * e[:, None] * matched[None, :]
-        att.o_proj.weight[:, rows] += carry * matched[:, None] * e[None, :]
+            _hand_head(layer.self_attn, head, head_dim, [(dim, collect, matched) for dim in slow[-2:]],
+                       matched, matched, carry)
     if motion is None:
         return
     verbs = spare[1:1 + len(MOTION_VERBS)]
+    assert len(spare) > len(MOTION_VERBS) + 1, "not enough spare directions for the motion pathway"
     _place_words(model, tok, MOTION_VERBS, verbs)
-    att = layers[0].self_attn
-    rows = slice(motion_head * head_dim, (motion_head + 1) * head_dim)
-    _quiet_head(att, rows)
-    for dim in slow[-2:]:
-        att.q_proj.weight[motion_head * head_dim + dim] = match * motion
-        att.k_proj.weight[motion_head * head_dim + dim] = match * verbs.sum(0)
-    att.v_proj.weight[rows] += carry * e[:, None] * verbs.sum(0)[None, :]
-    att.o_proj.weight[:, rows] += carry * matched[:, None] * e[None, :]
+    for li, layer in enumerate(layers):
+        if li == 0:
+            keys = [(dim, match * motion, match * verbs.sum(0)) for dim in slow[-2:]]
+            _hand_head(layer.self_attn, motion_head, head_dim, keys, verbs.sum(0), moved, carry)
+        else:
+            _hand_head(layer.self_attn, motion_head, head_dim, [(dim, collect, moved) for dim in slow[-2:]],
+                       moved, moved, carry)
 
 
 @torch.no_grad()
-def init_motion_merger(model, strength: float = 2.0) -> torch.Tensor:
+def init_motion_merger(model, strength: float = 2.0, compact: bool = False) -> torch.Tensor:
     """Let the patch merger report *how much* changed between the two frames of a temporal patch.
 
     Initialisation, not supervision: the patch embedding's temporal-difference channels are signed
     (an edge moving right is the opposite of one moving left), so no single direction of the fresh
     tower separates moving from still patches (measured: AUC 0.51).  Pairs of merger units read
-    each difference channel with opposite signs, the GELU rectifies them, and the output layer writes
-    their sum on one direction of the decoder's space: a "motion" feature that is ~0 on still
-    content (the generator's backgrounds and resting objects do not change) and grows with change.
+    a difference with opposite signs, the GELU rectifies them, and the output layer writes their sum
+    on one direction of the decoder's space: a "motion" feature that is ~0 on still content (the
+    generator's backgrounds and resting objects do not change) and grows with change.
+    Every difference channel of every merged patch gets a pair (144 of the merger's 384 units), or,
+    ``compact``, only the brightness change of each quadrant of each patch (R+G+B of the quadrant
+    differences: 32 units), which leaves the rest of the merger to colour and shape.
     Returns that unit direction (hidden,).
     """
     merger = model.model.visual.merger
@@ -244,14 +256,19 @@ def init_motion_merger(model, strength: float = 2.0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(2)
     direction = torch.randn(fc2.out_features, generator=gen)
     direction /= direction.norm()
+    if compact:  # channel groups: the R, G and B difference of each quadrant (init_colour_patch_filters)
+        reads = [[QUADRANT_DIFF_CHANNELS[c * 4 + q] for c in range(3)] for q in range(4)]
+    else:
+        reads = [[ch] for ch in DIFF_CHANNELS]
     row = 0
     for patch in range(MERGE * MERGE):
-        for ch in DIFF_CHANNELS:
+        for channels in reads:
             for sign in (1.0, -1.0):
                 fc1.weight[row] = 0.0
-                fc1.weight[row, patch * width + ch] = sign * strength
+                for ch in channels:
+                    fc1.weight[row, patch * width + ch] = sign * strength / len(channels) ** 0.5
                 fc1.bias[row] = 0.0
-                fc2.weight[:, row] = direction * (strength / len(DIFF_CHANNELS))
+                fc2.weight[:, row] = direction * (strength / len(reads))
                 row += 1
     return direction
 
@@ -307,6 +324,8 @@ def init_recency_heads(model, heads: int = 1, strength: float = 25.0) -> None:
 
 #: patch-embedding channels that ``init_colour_patch_filters(motion=True)`` sets to temporal differences
 DIFF_CHANNELS = tuple(range(26, 44))
+#: of those, the per-quadrant differences: R of quadrants 0-3, then G, then B
+QUADRANT_DIFF_CHANNELS = DIFF_CHANNELS[6:]
 
 
 def init_colour_patch_filters(model, seed: int = 0, motion: bool = True) -> None:

@@ -4,7 +4,9 @@ Questions climb a ladder of rungs, each a kind of description:
 ``colour`` ("a red shape"), ``shape`` ("a star"), ``look`` (colour + shape, sometimes size) and
 ``action`` (shape or look + what it does, in the query and the sub-query forms the grounding asks).
 Negatives are hard: an existing object's description with one part changed so that nothing in
-the clip matches, so the answer cannot come from a single cue.
+the clip matches, so the answer cannot come from a single cue.  Action questions are also asked
+about a window of the clip (:func:`action_window`): an action that happens outside the frames shown
+makes a no, so the answer needs *when* the named object acts, not only whether it ever does.
 """
 
 from __future__ import annotations
@@ -60,9 +62,20 @@ def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.G
                   split: str = "train") -> str | None:
     """A question of ``rung`` about a clip whose answer is ``answer`` (None if none can be made)."""
     pool = [o for o in objects if rung != "action" or o["action"]]
-    if not pool:
+    # on a window of the clip (``action_window``), an object whose action happens outside it is asked
+    # about with its real action and the answer is no: the action must be seen in the frames shown
+    lapsed = [o for o in objects if o.get("action_outside")] if rung == "action" and not answer else []
+    if not pool and not lapsed:
         return None
     for _ in range(30):
+        if lapsed and (not pool or rng.random() < 0.5):
+            obj = lapsed[int(rng.integers(len(lapsed)))]
+            fields = _fields(rung, rng)
+            desc = {f: obj[f] for f in fields}
+            desc["action"] = obj["action_outside"]
+            if _present(objects, desc) or not _allowed(desc, split):
+                continue
+            return phrase(desc, rng)
         obj = pool[int(rng.integers(len(pool)))]
         fields = _fields(rung, rng)
         desc = {f: obj[f] for f in fields}
@@ -76,6 +89,22 @@ def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.G
             continue
         return phrase(desc, rng)
     return None
+
+
+def action_window(num_frames: int, objects: list[dict], length: int, start: int) -> list[dict]:
+    """The objects as seen in frames ``start .. start+length-1`` of the clip: those visible there, with
+    their action kept only if at least one temporal slot (2 frames) of it falls inside, else moved to
+    ``action_outside`` (so "Is there the star that jumps?" is a no when the jump is not shown)."""
+    window = set(range(start, min(num_frames, start + length)))
+    out = []
+    for o in objects:
+        if not set(o["visible"]) & window:
+            continue
+        o = dict(o)
+        if o["action"] and len(set(range(o["span"][0], o["span"][1] + 1)) & window) < 2:
+            o["action_outside"], o["action"], o["span"] = o["action"], None, None
+        out.append(o)
+    return out
 
 
 def clip_questions(objects: list[dict], rungs: list[str], per_answer: int, rng: np.random.Generator,

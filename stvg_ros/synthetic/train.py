@@ -22,7 +22,7 @@ import torch
 
 from .generator import generate_sample
 from .model import PromptBuilder, build_model, frames_to_pixels, save_model_dir, yes_no_logits
-from .questions import RUNGS, clip_questions
+from .questions import RUNGS, action_window, clip_questions
 
 
 #: distractors per clip on each rung: the first rungs see emptier scenes
@@ -37,9 +37,11 @@ SECONDS_PER_SLOT = (0.4, 1.0)
 STILL_FRAMES = {"colour": ((2, 4, 8, 20), (0.5, 0.25, 0.15, 0.1)),
                 "shape": ((2, 4, 8, 20), (0.5, 0.25, 0.15, 0.1)),
                 "look": ((4, 8, 20), (0.3, 0.3, 0.4))}
+#: frames of the window an action question is asked about instead of the whole clip (``--action-windows``)
+WINDOW_FRAMES = (6, 8, 10)
 
 
-def _batch(seeds, split, rungs, per_answer, rng, still_frames=True):
+def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0):
     """Clips (one rung each, drawn from ``rungs``) and their balanced yes/no questions."""
     pixels, grids, questions, labels, clips, qrungs = [], [], [], [], [], []
     for c, seed in enumerate(seeds):
@@ -53,6 +55,12 @@ def _batch(seeds, split, rungs, per_answer, rng, still_frames=True):
             keep = [t for a in starts for t in (a, a + 1)]
             frames = frames[keep]
             objects = [o for o in objects if set(o["visible"]) & set(keep)]
+        if still_frames and rung == "action" and window_share > 0 and rng.random() < window_share:
+            # part of the clip: an action outside the frames shown is a "no" (questions.action_window)
+            length = int(rng.choice(WINDOW_FRAMES))
+            start = 2 * int(rng.integers(0, (len(frames) - length) // 2 + 1))
+            objects = action_window(len(frames), objects, length, start)
+            frames = frames[start:start + length]
         px, grid = frames_to_pixels(frames)
         pixels.append(px)
         grids.append(grid)
@@ -133,14 +141,14 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
           lr: float = 2e-4, vision_lr: float = 2e-4, advance_at: float = 0.85, eval_every: int = 100,
           val_clips: int = 32, threads: int = 2, start_rung: int = 0, init: str | None = None,
           rungs: tuple[str, ...] = RUNGS, dims: dict | None = None, tail: int = 6,
-          motion_prior: bool = True) -> dict:
+          motion_prior: bool = True, compact_motion: bool = False, action_windows: float = 0.0) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``."""
     from tqdm import tqdm
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model, tok = build_model(seed, dims, motion_prior=motion_prior)
+    model, tok = build_model(seed, dims, motion_prior=motion_prior, compact_motion=compact_motion)
     if init:
         from safetensors.torch import load_file
 
@@ -176,7 +184,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         # the current rung gets most questions, earlier rungs stay in the mix
         mix = [active[-1]] * max(1, len(active)) + active
         seeds = rng.integers(0, 2**31 - 1, size=clips_per_step)
-        px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng)
+        px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng, window_share=action_windows)
         # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
         # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
         seconds = float(rng.choice(SECONDS_PER_SLOT))
@@ -220,7 +228,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     summary = {"steps": step, "minutes": round((time.time() - t0) / 60, 1), "seed": seed, "threads": threads,
                "clips_per_step": clips_per_step, "questions_per_clip": 2 * per_answer, "lr": lr,
                "vision_lr": vision_lr, "final": final, "reached_rung": rungs[rung], "rungs": list(rungs),
-               "motion_prior": motion_prior}
+               "motion_prior": motion_prior, "compact_motion": compact_motion,
+               "action_windows": action_windows}
     log.append({"step": step, "time": round(time.time() - t0, 1), "val": final["val"], "rung": rungs[rung]})
     draw_curve(log, out_dir / "training_curve.png")
     summary["params"] = sum(p.numel() for p in model.parameters())
@@ -254,12 +263,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init", default=None, help="start from this model directory's weights")
     p.add_argument("--no-motion-prior", action="store_true",
                    help="leave out the merger's change detector and the verb-matching head (ablation)")
+    p.add_argument("--compact-motion", action="store_true",
+                   help="the motion prior's change detector reads brightness change per quadrant (32 merger "
+                        "units) instead of every difference channel (144)")
+    p.add_argument("--action-windows", type=float, default=0.0, metavar="SHARE",
+                   help="ask this share of action questions about a window of 6-10 frames, where an action "
+                        "outside the window makes a no (teaches when, still with yes/no answers only)")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     a = p.parse_args(argv)
     train(a.out, a.minutes, a.seed, clips_per_step=a.clips, lr=a.lr, vision_lr=a.vision_lr,
           eval_every=a.eval_every, threads=a.threads, start_rung=a.start_rung, init=a.init,
           rungs=tuple(a.rungs.split(",")), dims=json.loads(a.dims) if a.dims else None, tail=a.tail,
-          motion_prior=not a.no_motion_prior)
+          motion_prior=not a.no_motion_prior, compact_motion=a.compact_motion,
+          action_windows=a.action_windows)
 
 
 if __name__ == "__main__":
