@@ -214,25 +214,21 @@ def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry:
     matched, moved = spare[0], spare[-1]  # the residual directions a matched visual token gets
     slow = list(range(head_dim // 2 - len(COLOURS), head_dim // 2))  # the slowest rotary frequencies
     layers = model.model.language_model.layers
-    for li, layer in enumerate(layers):
-        if li == 0:
-            keys = [(dim, match * dirs[j], match * words[j]) for j, dim in enumerate(slow)]
-            _hand_head(layer.self_attn, head, head_dim, keys, words.sum(0), matched, carry)
-        else:
-            _hand_head(layer.self_attn, head, head_dim, [(dim, collect, matched) for dim in slow[-2:]],
-                       matched, matched, carry)
+
+    def pathway(h: int, match_keys: list, match_reads: torch.Tensor, marker: torch.Tensor) -> None:
+        """Head ``h``: at layer 0 a match head (``match_keys``) that writes ``marker``, later a collect head."""
+        _hand_head(layers[0].self_attn, h, head_dim, match_keys, match_reads, marker, carry)
+        for layer in layers[1:]:
+            collect_keys = [(dim, collect, marker) for dim in slow[-2:]]
+            _hand_head(layer.self_attn, h, head_dim, collect_keys, marker, marker, carry)
+
+    pathway(head, [(dim, match * dirs[j], match * words[j]) for j, dim in enumerate(slow)], words.sum(0), matched)
     if motion is None:
         return
-    verbs = spare[1:1 + len(MOTION_VERBS)]
     assert len(spare) > len(MOTION_VERBS) + 1, "not enough spare directions for the motion pathway"
+    verbs = spare[1:1 + len(MOTION_VERBS)]
     _place_words(model, tok, MOTION_VERBS, verbs)
-    for li, layer in enumerate(layers):
-        if li == 0:
-            keys = [(dim, match * motion, match * verbs.sum(0)) for dim in slow[-2:]]
-            _hand_head(layer.self_attn, motion_head, head_dim, keys, verbs.sum(0), moved, carry)
-        else:
-            _hand_head(layer.self_attn, motion_head, head_dim, [(dim, collect, moved) for dim in slow[-2:]],
-                       moved, moved, carry)
+    pathway(motion_head, [(dim, match * motion, match * verbs.sum(0)) for dim in slow[-2:]], verbs.sum(0), moved)
 
 
 @torch.no_grad()
