@@ -109,21 +109,26 @@ def _question_descriptions() -> dict[str, dict]:
     return out
 
 
-def test_questions_are_balanced_and_answers_true():
+@pytest.mark.parametrize("colour_action", [0.0, 0.8])
+def test_questions_are_balanced_and_answers_true(colour_action):
     """Each clip gets as many yes as no questions, and every answer is what the clip shows: the question,
-    parsed back into the description it names, matches one of the clip's objects exactly when it says yes."""
+    parsed back into the description it names, matches one of the clip's objects exactly when it says yes
+    (also when most action questions name colour and action only, ``--colour-action``)."""
     from stvg_ros.synthetic.generator import matches
 
     described = _question_descriptions()
     rng = np.random.default_rng(0)
+    shapeless = 0
     for seed in range(20):
         _, s = generate_sample(seed, "train")
-        qs = clip_questions(s["objects"], list(RUNGS), 2, rng)
+        qs = clip_questions(s["objects"], list(RUNGS), 2, rng, colour_action=colour_action)
+        shapeless += sum(r == "action" and described[q]["shape"] is None for q, _, r in qs)
         answers = [a for _, a, _ in qs]
         assert answers.count(True) == answers.count(False)
         for q, a, _ in qs:
             d = described[q]
             assert any(matches(o, d["size"], d["colour"], d["shape"], d["action"]) for o in s["objects"]) == a, q
+    assert (shapeless > 0) == (colour_action > 0)
 
 
 def test_written_split_reads_as_hcstvg_v2(tmp_path):

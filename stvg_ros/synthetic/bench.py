@@ -3,13 +3,18 @@
     python -m stvg_ros.synthetic.bench [--model models/stvg-synth-qwen] [--count 100]
 
 Rows: baselines that use no model (a random proposal, the largest proposal, a centred box — each
-over the whole clip), the trained model's grounding-token attention alone, +DSTH/LRA, +TAS, the
-full method, and two diagnostics of its span: its track with the whole clip as span ("full-clip
-span") and with a span of the same length centred in the clip ("centred span"), which says what the
+over the whole clip), the trained model's grounding-token attention alone, +DSTH (the sub-queries
+without latent prompts, so that the next row shows what LRA adds), +DSTH/LRA, +TAS, the full
+method, and two diagnostics of its span: its track with the whole clip as span ("full-clip span")
+and with a span of the same length centred in the clip ("centred span"), which says what the
 temporal relevance adds beyond the span rule's length.  ``track_acc`` is the share of queries whose
-chosen track is the target; ``frame_auc`` (on those queries) how well the temporal scores rank the
-target's action frames above its other frames (50 = no temporal knowledge).  Metrics
-are the HC-STVG ones from :mod:`stvg_ros.metrics` (inclusive spans, every frame counted), in percent.
+chosen track is the target (``track_acc_colour_shared``: on the queries where another track has the
+target's colour, so that colour alone cannot choose; about 50 for a model that knows only colour, see
+``--ceilings``); ``frame_track_acc`` the share of frames in which the target's box holds the highest
+spatial relevance (temporal consistency of the spatial map, TAS's aim); ``frame_auc`` (on the queries
+with the right track) how well the temporal scores rank the target's action frames above its other
+frames (50 = no temporal knowledge).  Metrics are the HC-STVG ones from :mod:`stvg_ros.metrics`
+(inclusive spans, every frame counted), in percent.
 Samples are generated in memory from fixed seeds, so the table is reproducible; nothing here is
 tuned on the test split.
 """
@@ -32,6 +37,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "stvg-synth-qwe
 #: GroundingConfig switches of each model row (the rest stays at the paper's defaults)
 METHODS = {
     "base (grounding-token attention)": dict(use_dsth=False, use_lra=False, use_tas=False),
+    # the decomposition alone: what LRA's latent prompts add on top of it is the next row's difference
+    # (with inference_query='full' the sub-queries only feed LRA, so this row equals the base row)
+    "+DSTH (no LRA)": dict(use_dsth=True, use_lra=False, use_tas=False),
     "+DSTH/LRA": dict(use_dsth=True, use_lra=True, use_tas=False),
     "+TAS": dict(use_dsth=False, use_lra=False, use_tas=True),
     "full method (DSTH/LRA + TAS)": dict(use_dsth=True, use_lra=True, use_tas=True),
@@ -73,6 +81,61 @@ def frame_auc(frame_scores, sample: dict) -> float | None:
     return float(((a > b) + 0.5 * (a == b)).mean())
 
 
+def frame_track_share(result, sample: dict) -> float | None:
+    """Share of the frames showing two or more tracks in which the target's box holds the highest spatial
+    relevance (None when there is no such frame): how consistently *over time* the spatial map singles out
+    the target, which is what TAS is meant to improve (the track choice itself takes one maximum over
+    all frames and hides it)."""
+    from stvg_ros.relevance import upsample_maps
+    from stvg_ros.spatial import max_in_box
+
+    rel = result.relevance
+    maps, scale = upsample_maps(rel.spatial, rel.content_box, rel.image_size)
+    hits = []
+    for frame_map, stamp in zip(maps, result.frame_stamps):
+        t = int(round(stamp * sample["fps"]))
+        scores = {tid: max_in_box(frame_map, track[t], scale) for tid, track in sample["tracks"].items() if t in track}
+        if len(scores) > 1:
+            hits.append(max(scores, key=scores.get) == sample["target"])
+    return float(np.mean(hits)) if hits else None
+
+
+#: what a track chooser may know of the target in :func:`choice_ceilings`, from least to most
+CHOICE_KNOWLEDGE = {
+    "colour": ("colour",),
+    "colour + size": ("colour", "size"),
+    "colour + shape": ("colour", "shape"),
+    "colour + action": ("colour", "action"),
+    "look (size, colour, shape)": ("size", "colour", "shape"),
+    "look + action": ("size", "colour", "shape", "action"),
+}
+
+
+def _target_object(sample: dict) -> dict:
+    return next(o for o in sample["objects"] if o["track_id"] == sample["target"])
+
+
+def _colour_shared(sample: dict) -> bool:
+    """Whether another track has the target's colour (then colour alone cannot choose it)."""
+    colour = _target_object(sample)["colour"]
+    return sum(o["colour"] == colour for o in sample["objects"]) > 1
+
+
+def choice_ceilings(samples: list[dict]) -> dict[str, float]:
+    """Expected track accuracy (percent) of a chooser that knows only some of the target's attributes
+    and picks uniformly among the tracks that share them: what a model that learned only colour can
+    reach at best, and what each further attribute would add.  Uses no model."""
+    out = {}
+    for name, keys in CHOICE_KNOWLEDGE.items():
+        hits = []
+        for s in samples:
+            target = _target_object(s)
+            same = [o for o in s["objects"] if all(o[k] == target[k] for k in keys)]
+            hits.append(1.0 / len(same))
+        out[name] = 100.0 * float(np.mean(hits))
+    return out
+
+
 def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: bool):
     """Run the grounder on one sample with its proposals; tube in frame indices."""
     fps = sample["fps"]
@@ -107,6 +170,7 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
     full_name = list(methods)[-1]
     for name, switches in methods.items():
         cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"], device="cpu", decomposer="rules",
+                              keep_relevance=True,
                               **dict(overrides or {}, **switches))
         grounder = Grounder.from_pretrained(str(model), config=cfg)
         it = tqdm(samples, desc=name, disable=not progress, mininterval=5)
@@ -117,6 +181,8 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
             rec["latency"] = time.perf_counter() - t0
             rec["found"] = bool(res.found)
             rec["track_correct"] = res.track_id == s["target"]
+            rec["colour_shared"] = _colour_shared(s)
+            rec["frame_track"] = frame_track_share(res, s)
             if rec["track_correct"]:  # the frame scores are the chosen track's
                 rec["frame_auc"] = frame_auc(res.frame_scores, s)
             rows.setdefault(name, []).append(rec)
@@ -136,6 +202,12 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
         summary = summarize(recs)
         if any("track_correct" in r for r in recs):
             summary["track_acc"] = 100.0 * np.mean([r["track_correct"] for r in recs])
+            shared = [r["track_correct"] for r in recs if r.get("colour_shared")]
+            if shared:
+                summary["track_acc_colour_shared"] = 100.0 * float(np.mean(shared))
+        shares = [r["frame_track"] for r in recs if r.get("frame_track") is not None]
+        if shares:
+            summary["frame_track_acc"] = 100.0 * float(np.mean(shares))
         aucs = [r["frame_auc"] for r in recs if r.get("frame_auc") is not None]
         if aucs:
             summary["frame_auc"] = 100.0 * float(np.mean(aucs))
@@ -144,7 +216,8 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
 
 
 def markdown(table: dict[str, dict], count: int, split: str = "test") -> str:
-    cols = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "track_acc", "frame_auc", "found_rate")
+    cols = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "track_acc", "track_acc_colour_shared",
+            "frame_track_acc", "frame_auc", "found_rate")
     what = "unseen attribute-action pairs" if split == "test" else "seen attribute-action pairs"
     lines = [f"Synthetic STVG {split} split ({count} queries, {what}), percent",
              "", "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -163,9 +236,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     p.add_argument("--card", action="store_true", help="write the table into the model's MODEL_CARD.md")
     p.add_argument("--split", default="test", choices=("val", "test"), help="choose settings on val, report test")
+    p.add_argument("--ceilings", action="store_true",
+                   help="only print the track-choice ceilings of choosers that know some attributes (no model)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="GroundingConfig overrides for every model row, e.g. layers=[1,3] (YAML values)")
     a = p.parse_args(argv)
+    if a.ceilings:
+        samples = [generate_sample(a.first_seed + k, a.split)[1] for k in range(a.count)]
+        print(f"Track accuracy (percent) of a chooser that knows only ... of the target, {a.split} split, "
+              f"{a.count} queries (uniform among the tracks that share it)")
+        for name, value in choice_ceilings(samples).items():
+            print(f"  {name:28s} {value:5.1f}")
+        return
     if not (Path(a.model) / "config.json").is_file():
         raise SystemExit(f"no model in {a.model}: train one with "
                          "`python -m stvg_ros.synthetic.train --out models/stvg-synth-qwen` or pass --model")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import textwrap
 from pathlib import Path
 
 from .generator import ACTIONS, COLOURS, HELD_OUT, SHAPES, SIZES
@@ -39,6 +40,29 @@ _MOTION = """  Motion prior: pairs of patch-merger units rectify the
   patch embedding's signed frame differences into one "change" direction, and head 2 of layer 0 starts as
   a match head from that direction to the verbs "moves", "jumps", "spins", "grows", writing its own "moved"
   direction that head 2 of the later layers collects (a pathway separate from colour's)."""
+_CONJUNCTIVE = """  Conjunctive motion collect: head 2 of the
+  later layers keys on "matched" *plus* "moved", so under "a red shape that jumps" it attends to tokens that
+  are red and changing; the marker and word directions are cleared from every other word and from the
+  merger's output, so that only a named colour or verb writes a marker."""
+_FROZEN = """  The motion prior's hand-set weights were held at
+  their initial values during training (`--freeze-motion`)."""
+
+
+def _signal(summary: dict) -> str:
+    """The training-signal paragraph for the rungs and question options this run used."""
+    rungs = summary.get("rungs", ["colour", "shape", "look", "action"])
+    kinds = {"colour": 'colour ("a red shape")', "shape": 'shape ("a star")',
+             "look": "look (colour + shape, sometimes size)",
+             "action": 'action (shape or look + action, including the sub-query form "the star jumps")'}
+    text = "Questions \"Is there a/the … in this video?\" on a ladder of rungs: " + ", ".join(kinds[r] for r in rungs) + "."
+    if summary.get("colour_action"):
+        text += (f"  {100 * summary['colour_action']:.0f} % of the action questions name colour and action only "
+                 "(\"a red shape that jumps\").")
+    if summary.get("action_windows"):
+        text += (f"  {100 * summary['action_windows']:.0f} % of the action rung's clips are cut to a window of "
+                 "6–10 frames, where an object whose action falls outside the window does not act (\"… that jumps\" "
+                 "is then a no): the answer depends on *when*, still with yes/no answers only.")
+    return textwrap.fill(text, 108)
 
 
 def train_command(summary: dict) -> str:
@@ -57,8 +81,14 @@ def train_command(summary: dict) -> str:
         cmd += " --no-motion-prior"
     if summary.get("compact_motion"):
         cmd += " --compact-motion"
+    if summary.get("conjunctive_motion"):
+        cmd += " --conjunctive-motion"
+    if summary.get("freeze_motion"):
+        cmd += " --freeze-motion"
     if summary.get("action_windows"):
         cmd += f" --action-windows {summary['action_windows']:g}"
+    if summary.get("colour_action"):
+        cmd += f" --colour-action {summary['colour_action']:g}"
     return cmd
 
 
@@ -101,28 +131,30 @@ times), varied dark backgrounds.  Test split: targets with (colour, action) pair
 or validation, on any object: {held}.
 
 ## Training signal (only yes/no; never boxes or time spans)
-Questions "Is there a/the … in this video?" on a ladder of rungs: colour ("a red shape"), shape ("a star"),
-look (colour + shape, sometimes size), action (shape or look + action, including the sub-query form "the
-star jumps").  Each clip gets as many yes as no questions; negatives change one part of a real object's
+{_signal(summary)}
+Each clip gets as many yes as no questions; negatives change one part of a real object's
 description so that nothing matches.  The answer is supervised at the last 6 prompt tokens (from the
 end of the video block through the generation prompt).
 
 ## Recipe
-- Seed {summary['seed']}, {summary['steps']} steps in {summary['minutes']} minutes, {summary['threads']} CPU threads,
+- Seed {summary['seed']}, {summary['steps']} steps in {summary['minutes']} minutes, {summary['threads']} CPU thread{'s' if summary['threads'] != 1 else ''},
   {summary['clips_per_step']} clips × {summary['questions_per_clip']} questions per step, AdamW
   (lr {summary['lr']}, vision {summary['vision_lr']}, betas 0.9/0.98, weight decay 0.01, warm-up 50 steps,
   cosine decay over the last quarter), gradient clipping 1.0.
-- Ladder: colour and shape rungs see one temporal slot (2 frames, 16 visual tokens), look 4 frames, action
-  whole clips; a rung is added when its accuracy reaches 0.85 or its time share is spent; earlier rungs stay
-  in the mix.  Reached rung: **{summary['reached_rung']}**.
+- Ladder ({' → '.join(summary.get('rungs', ['colour', 'shape', 'look', 'action']))}): colour and shape rungs see
+  mostly one temporal slot (2 frames, 16 visual tokens), look 4–20 frames, action whole clips (or windows);
+  a rung is added when its accuracy reaches 0.85 or its time share is spent; earlier rungs stay in the
+  mix.  Reached rung: **{summary['reached_rung']}**.
 - Initialisation (no labels involved; disclosed because it matters): colour-opponent, quadrant and
   frame-difference filters in the patch embedding; one "recent tokens" head per decoder layer (constant
   rotary query/key bias); colour words' embeddings start on their own orthogonal directions, head 1 of
   layer 0 starts as a "match" head (a visual token attends to the question's word of its own colour and
   writes a common "matched" direction) and head 1 of the later layers as a "collect" head (every position
-  attends to tokens carrying "matched").{_MOTION if summary.get('motion_prior', False) else ''}  This uses the
-  generator's colour table as a prior on what colour names mean; shapes, sizes, conjunctions and which
-  action is which are learned.  Without priors and with a higher learning rate, from-scratch runs stayed
+  attends to tokens carrying "matched").{_MOTION if summary.get('motion_prior', False) else ''}{
+  _CONJUNCTIVE if summary.get('conjunctive_motion') else ''}{_FROZEN if summary.get('freeze_motion') else ''}  This uses the
+  generator's colour table as a prior on what colour names mean{
+  " and that the verbs mean change" if summary.get('motion_prior', False) else ""}; shapes, sizes,
+  conjunctions and which action is which are learned.  Without priors and with a higher learning rate, from-scratch runs stayed
   at chance (see docs/synthetic.md).
 - Machine: {_machine()}.
 - Command: `{train_command(summary)}`

@@ -76,7 +76,7 @@ def build_tokenizer(question_first: bool = True):
 
 
 def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, question_first: bool = True,
-                motion_prior: bool = True, compact_motion: bool = False):
+                motion_prior: bool = True, compact_motion: bool = False, conjunctive_motion: bool = False):
     """A freshly initialised small Qwen2.5-VL and its tokenizer (deterministic by ``seed``).
 
     ``priors`` applies the three initialisations below (colour patch filters, recency heads, colour
@@ -107,7 +107,7 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, qu
         init_recency_heads(model)
         if question_first:
             motion = init_motion_merger(model, compact=compact_motion) if motion_prior else None
-            init_match_and_collect(model, tok, motion=motion)
+            init_match_and_collect(model, tok, motion=motion, conjunctive=conjunctive_motion)
         else:
             init_colour_word_prior(model, tok)
     return model, tok
@@ -190,7 +190,7 @@ def _hand_head(att, head: int, head_dim: int, keys: list[tuple[int, torch.Tensor
 @torch.no_grad()
 def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry: float = 1.0,
                            collect: float = 6.0, motion: torch.Tensor | None = None,
-                           motion_head: int = 2) -> None:
+                           motion_head: int = 2, conjunctive: bool = False) -> None:
     """The question-first prior: visual tokens look up the question's words, the answer collects matches.
 
     A hand-set initialisation, disclosed in the model card (no box, span or answer is involved):
@@ -205,6 +205,12 @@ def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry:
       direction, which head ``motion_head`` of the later layers collects.  Colour and change get
       different directions and heads, so a verb in the question does not pull the colour pathway
       towards every moving object (with one shared "matched" direction, run D, it did).
+    - ``conjunctive`` (with ``motion``): the motion collect heads key on "matched" *plus* "moved", so
+      under "a red shape that jumps" they attend to tokens that are red *and* changing (the attention
+      logits add, the weights multiply), and read both markers; and the marker and word directions are
+      first cleared from every other word's embedding and from the merger's output, so that only a
+      named colour or verb writes a marker (without that, a changing token's sharp query picked the
+      caption prompt's word with the largest random projection and marked itself "moved" anyway).
     So "Is there a red shape?" starts with the answer position attending to red visual tokens, and
     "... that jumps" to changing ones; shapes, conjunctions and which change is which are learned on top.
     """
@@ -215,12 +221,15 @@ def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry:
     slow = list(range(head_dim // 2 - len(COLOURS), head_dim // 2))  # the slowest rotary frequencies
     layers = model.model.language_model.layers
 
-    def pathway(h: int, match_keys: list, match_reads: torch.Tensor, marker: torch.Tensor) -> None:
-        """Head ``h``: at layer 0 a match head (``match_keys``) that writes ``marker``, later a collect head."""
+    def pathway(h: int, match_keys: list, match_reads: torch.Tensor, marker: torch.Tensor,
+                collected: torch.Tensor | None = None) -> None:
+        """Head ``h``: at layer 0 a match head (``match_keys``) that writes ``marker``, later a collect head
+        that attends to and reads ``collected`` (default: the marker) and writes the marker."""
+        collected = marker if collected is None else collected
         _hand_head(layers[0].self_attn, h, head_dim, match_keys, match_reads, marker, carry)
         for layer in layers[1:]:
-            collect_keys = [(dim, collect, marker) for dim in slow[-2:]]
-            _hand_head(layer.self_attn, h, head_dim, collect_keys, marker, marker, carry)
+            collect_keys = [(dim, collect, collected) for dim in slow[-2:]]
+            _hand_head(layer.self_attn, h, head_dim, collect_keys, collected, marker, carry)
 
     pathway(head, [(dim, match * dirs[j], match * words[j]) for j, dim in enumerate(slow)], words.sum(0), matched)
     if motion is None:
@@ -228,7 +237,25 @@ def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry:
     assert len(spare) > len(MOTION_VERBS) + 1, "not enough spare directions for the motion pathway"
     verbs = spare[1:1 + len(MOTION_VERBS)]
     _place_words(model, tok, MOTION_VERBS, verbs)
-    pathway(motion_head, [(dim, match * motion, match * verbs.sum(0)) for dim in slow[-2:]], verbs.sum(0), moved)
+    if conjunctive:
+        _clear_directions(model, tok, torch.cat([words, spare]), keep=list(COLOURS) + list(MOTION_VERBS))
+    pathway(motion_head, [(dim, match * motion, match * verbs.sum(0)) for dim in slow[-2:]], verbs.sum(0), moved,
+            collected=matched + moved if conjunctive else None)
+
+
+@torch.no_grad()
+def _clear_directions(model, tok, directions: torch.Tensor, keep: list[str]) -> None:
+    """Remove ``directions`` (rows) from every word embedding except ``keep`` (and their "Ġ" pieces) and
+    from the merger's output (its last layer's weight and bias), so that at initialisation only the
+    kept words carry them."""
+    basis = torch.linalg.qr(directions.T)[0]  # (hidden, k) orthonormal
+    emb = model.model.get_input_embeddings().weight
+    kept = {tok.convert_tokens_to_ids(p) for w in keep for p in (w, "Ġ" + w)}
+    rows = torch.tensor([i for i in range(emb.shape[0]) if i not in kept])
+    emb[rows] -= (emb[rows] @ basis) @ basis.T
+    out = model.model.visual.merger.mlp[2]
+    out.weight -= basis @ (basis.T @ out.weight)
+    out.bias -= basis @ (basis.T @ out.bias)
 
 
 @torch.no_grad()
@@ -316,6 +343,40 @@ def init_recency_heads(model, heads: int = 1, strength: float = 25.0) -> None:
                 for proj in (att.q_proj, att.k_proj):
                     proj.weight[rows] *= 0.1
                     proj.bias[rows] = a
+
+
+def motion_pathway_masks(model, tok, compact: bool, head: int = 2) -> dict[str, torch.Tensor]:
+    """Boolean masks (parameter name → mask of its shape) of every weight the motion prior sets by hand:
+    the patch embedding's temporal-difference filters and their ``ln_q`` gains, the merger's change
+    detector units (:func:`init_motion_merger`), head ``head`` of every decoder layer (the verb match
+    head and the "moved" collect heads) and the verbs' embeddings.
+
+    Why: on yes/no answers the pathway decays (runs E-F in docs/synthetic.md: an action question on a
+    whole clip is about an object that acts at *some* time, so "does it change" rarely decides an
+    answer), so ``train --freeze-motion`` holds these entries at their initial values.  Measured (runs J,
+    K, O): it does not keep the behaviour, because the residual stream the frozen heads read moves.
+    """
+    params = dict(model.named_parameters())
+    masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()}
+    vis = "model.visual."
+    masks[vis + "patch_embed.proj.weight"][list(DIFF_CHANNELS)] = True
+    masks[vis + "merger.ln_q.weight"][list(DIFF_CHANNELS)] = True
+    units = MERGE * MERGE * (4 if compact else len(DIFF_CHANNELS)) * 2  # pairs per merged patch
+    masks[vis + "merger.mlp.0.weight"][:units] = True
+    masks[vis + "merger.mlp.0.bias"][:units] = True
+    masks[vis + "merger.mlp.2.weight"][:, :units] = True
+    cfg = model.config.text_config
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    rows = slice(head * head_dim, (head + 1) * head_dim)
+    for i in range(cfg.num_hidden_layers):
+        att = f"model.language_model.layers.{i}.self_attn."
+        for proj in ("q_proj", "k_proj", "v_proj"):
+            masks[att + proj + ".weight"][rows] = True
+            masks[att + proj + ".bias"][rows] = True
+        masks[att + "o_proj.weight"][:, rows] = True
+    ids = [tok.convert_tokens_to_ids(piece) for verb in MOTION_VERBS for piece in (verb, "Ġ" + verb)]
+    masks["model.language_model.embed_tokens.weight"][ids] = True
+    return {n: m for n, m in masks.items() if m.any()}
 
 
 #: patch-embedding channels that ``init_colour_patch_filters(motion=True)`` sets to temporal differences

@@ -25,7 +25,11 @@ _FIELDS = {
 _VALUES = {"size": list(SIZES), "colour": list(COLOURS), "shape": list(SHAPES), "action": list(ACTIONS)}
 
 
-def _fields(rung: str, rng: np.random.Generator) -> list[str]:
+def _fields(rung: str, rng: np.random.Generator, colour_action: float = 0.0) -> list[str]:
+    """The parts of a description a question names; ``colour_action``: the share of action questions
+    that name colour and action only ("a red shape that jumps")."""
+    if rung == "action" and colour_action > 0 and rng.random() < colour_action:
+        return ["colour", "action"]
     fields = list(_FIELDS[rung])
     if rung == "look" and rng.random() < 0.5:
         fields.append("size")
@@ -59,8 +63,9 @@ def _allowed(desc: dict, split: str) -> bool:
 
 
 def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.Generator,
-                  split: str = "train") -> str | None:
-    """A question of ``rung`` about a clip whose answer is ``answer`` (None if none can be made)."""
+                  split: str = "train", colour_action: float = 0.0) -> str | None:
+    """A question of ``rung`` about a clip whose answer is ``answer`` (None if none can be made);
+    ``colour_action`` as in :func:`_fields`."""
     pool = [o for o in objects if rung != "action" or o["action"]]
     # on a window of the clip (``action_window``), an object whose action happens outside it is asked
     # about with its real action and the answer is no: the action must be seen in the frames shown
@@ -70,14 +75,14 @@ def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.G
     for _ in range(30):
         if lapsed and (not pool or rng.random() < 0.5):
             obj = lapsed[int(rng.integers(len(lapsed)))]
-            fields = _fields(rung, rng)
+            fields = _fields(rung, rng, colour_action)
             desc = {f: obj[f] for f in fields}
             desc["action"] = obj["action_outside"]
             if _present(objects, desc) or not _allowed(desc, split):
                 continue
             return phrase(desc, rng)
         obj = pool[int(rng.integers(len(pool)))]
-        fields = _fields(rung, rng)
+        fields = _fields(rung, rng, colour_action)
         desc = {f: obj[f] for f in fields}
         if not answer:
             change = fields[int(rng.integers(len(fields)))]
@@ -108,14 +113,15 @@ def action_window(num_frames: int, objects: list[dict], length: int, start: int)
 
 
 def clip_questions(objects: list[dict], rungs: list[str], per_answer: int, rng: np.random.Generator,
-                   split: str = "train") -> list[tuple[str, bool, str]]:
-    """Balanced questions for one clip: ``per_answer`` yes and as many no, (question, answer, rung)."""
+                   split: str = "train", colour_action: float = 0.0) -> list[tuple[str, bool, str]]:
+    """Balanced questions for one clip: ``per_answer`` yes and as many no, (question, answer, rung);
+    ``colour_action`` as in :func:`_fields`."""
     out = []
     for answer in (True, False):
         made = 0
         for _ in range(4 * per_answer):
             rung = rungs[int(rng.integers(len(rungs)))]
-            q = make_question(objects, rung, answer, rng, split)
+            q = make_question(objects, rung, answer, rng, split, colour_action)
             if q is not None:
                 out.append((q, answer, rung))
                 made += 1

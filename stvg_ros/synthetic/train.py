@@ -2,6 +2,10 @@
 
     python -m stvg_ros.synthetic.train --out models/stvg-synth-qwen --minutes 60 --seed 0
 
+The shipped model (run N in docs/synthetic.md) was trained with the options that docs/synthetic.md
+and its model card give: ``--minutes 50 --rungs colour,action --compact-motion --conjunctive-motion
+--action-windows 0.7 --colour-action 0.8``.
+
 Why a ladder: from scratch, a tiny multimodal model answering "is there a red star?" about small
 objects sits at chance for thousands of steps (see docs/synthetic.md).  Questions therefore climb
 rungs (colour → shape → colour+shape → actions over frames); a rung is added to the mix when the
@@ -21,7 +25,7 @@ import numpy as np
 import torch
 
 from .generator import generate_sample
-from .model import PromptBuilder, build_model, frames_to_pixels, save_model_dir, yes_no_logits
+from .model import PromptBuilder, build_model, frames_to_pixels, motion_pathway_masks, save_model_dir, yes_no_logits
 from .questions import RUNGS, action_window, clip_questions
 
 
@@ -41,7 +45,7 @@ STILL_FRAMES = {"colour": ((2, 4, 8, 20), (0.5, 0.25, 0.15, 0.1)),
 WINDOW_FRAMES = (6, 8, 10)
 
 
-def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0):
+def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0, colour_action=0.0):
     """Clips (one rung each, drawn from ``rungs``) and their balanced yes/no questions."""
     pixels, grids, questions, labels, clips, qrungs = [], [], [], [], [], []
     for c, seed in enumerate(seeds):
@@ -64,7 +68,7 @@ def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share
         px, grid = frames_to_pixels(frames)
         pixels.append(px)
         grids.append(grid)
-        for q, a, r in clip_questions(objects, [rung], per_answer, rng, split):
+        for q, a, r in clip_questions(objects, [rung], per_answer, rng, split, colour_action):
             questions.append(q)
             labels.append(0 if a else 1)  # class 0 = "yes", 1 = "no"
             clips.append(c)
@@ -141,19 +145,27 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
           lr: float = 2e-4, vision_lr: float = 2e-4, advance_at: float = 0.85, eval_every: int = 100,
           val_clips: int = 32, threads: int = 2, start_rung: int = 0, init: str | None = None,
           rungs: tuple[str, ...] = RUNGS, dims: dict | None = None, tail: int = 6,
-          motion_prior: bool = True, compact_motion: bool = False, action_windows: float = 0.0) -> dict:
+          motion_prior: bool = True, compact_motion: bool = False, action_windows: float = 0.0,
+          freeze_motion: bool = False, colour_action: float = 0.0, conjunctive_motion: bool = False) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``."""
     from tqdm import tqdm
 
+    if (freeze_motion or conjunctive_motion) and not motion_prior:
+        raise ValueError("--freeze-motion and --conjunctive-motion need the motion prior: drop --no-motion-prior")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model, tok = build_model(seed, dims, motion_prior=motion_prior, compact_motion=compact_motion)
+    model, tok = build_model(seed, dims, motion_prior=motion_prior, compact_motion=compact_motion,
+                             conjunctive_motion=conjunctive_motion)
     if init:
         from safetensors.torch import load_file
 
         model.load_state_dict(load_file(str(Path(init) / "model.safetensors")), strict=False)
     model.train()
+    params = dict(model.named_parameters())
+    # the hand-set motion pathway held at its initial values (motion_pathway_masks says why)
+    frozen = {n: (m, params[n].detach()[m].clone())
+              for n, m in motion_pathway_masks(model, tok, compact_motion).items()} if freeze_motion else {}
     prompts = PromptBuilder(tok, num_visual_tokens=160)
     vision = [p for n, p in model.named_parameters() if n.startswith("model.visual.")]
     other = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")]
@@ -184,7 +196,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         # the current rung gets most questions, earlier rungs stay in the mix
         mix = [active[-1]] * max(1, len(active)) + active
         seeds = rng.integers(0, 2**31 - 1, size=clips_per_step)
-        px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng, window_share=action_windows)
+        px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng, window_share=action_windows,
+                                                colour_action=colour_action)
         # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
         # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
         seconds = float(rng.choice(SECONDS_PER_SLOT))
@@ -199,6 +212,9 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        with torch.no_grad():
+            for n, (mask, value) in frozen.items():
+                params[n][mask] = value
         step += 1
         acc = float((logits.argmax(-1) == labels).float().mean())
         pred_yes = float((logits.argmax(-1) == 0).float().mean())
@@ -229,7 +245,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
                "clips_per_step": clips_per_step, "questions_per_clip": 2 * per_answer, "lr": lr,
                "vision_lr": vision_lr, "final": final, "reached_rung": rungs[rung], "rungs": list(rungs),
                "motion_prior": motion_prior, "compact_motion": compact_motion,
-               "action_windows": action_windows}
+               "action_windows": action_windows, "freeze_motion": freeze_motion,
+               "colour_action": colour_action, "conjunctive_motion": conjunctive_motion}
     log.append({"step": step, "time": round(time.time() - t0, 1), "val": final["val"], "rung": rungs[rung]})
     draw_curve(log, out_dir / "training_curve.png")
     summary["params"] = sum(p.numel() for p in model.parameters())
@@ -269,13 +286,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--action-windows", type=float, default=0.0, metavar="SHARE",
                    help="ask this share of action questions about a window of 6-10 frames, where an action "
                         "outside the window makes a no (teaches when, still with yes/no answers only)")
+    p.add_argument("--conjunctive-motion", action="store_true",
+                   help="the motion collect heads attend to tokens of the named colour *and* changing, and only "
+                        "named colours and verbs write the match markers (needs the motion prior)")
+    p.add_argument("--freeze-motion", action="store_true",
+                   help="hold the motion prior's hand-set weights at their initial values (needs the motion prior)")
+    p.add_argument("--colour-action", type=float, default=0.0, metavar="SHARE",
+                   help="this share of action questions names colour and action only ('a red shape that jumps'): "
+                        "a conjunction a model that knows colour can learn, and on action windows it needs *when*")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     a = p.parse_args(argv)
     train(a.out, a.minutes, a.seed, clips_per_step=a.clips, lr=a.lr, vision_lr=a.vision_lr,
           eval_every=a.eval_every, threads=a.threads, start_rung=a.start_rung, init=a.init,
           rungs=tuple(a.rungs.split(",")), dims=json.loads(a.dims) if a.dims else None, tail=a.tail,
           motion_prior=not a.no_motion_prior, compact_motion=a.compact_motion,
-          action_windows=a.action_windows)
+          action_windows=a.action_windows, freeze_motion=a.freeze_motion,
+          colour_action=a.colour_action, conjunctive_motion=a.conjunctive_motion)
 
 
 if __name__ == "__main__":
