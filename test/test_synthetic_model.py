@@ -212,6 +212,19 @@ def _touches_cell(objects: list[dict], sample: dict, slot: int, cell: int, actin
     return False
 
 
+def _layer1_attention(inner, prompts, tokens, grid, question: str, head: int) -> torch.Tensor:
+    """Attention of layer 1's ``head`` at the last prompt token to each visual token (``tokens`` = the
+    clip's merged visual features), for ``question`` (eager attention must be set on ``inner``)."""
+    ids = torch.tensor([prompts.ids(question)])
+    vm = ids == prompts.video_id
+    embeds = inner.get_input_embeddings()(ids).masked_scatter(vm.unsqueeze(-1), tokens)
+    pos, _ = inner.get_rope_index(ids, vm.int() * 2, video_grid_thw=grid, attention_mask=torch.ones_like(ids),
+                                  second_per_grid_ts=torch.tensor([1.0]))
+    with torch.no_grad():
+        att = inner.language_model(inputs_embeds=embeds, position_ids=pos, output_attentions=True).attentions[1]
+    return att[0, head, -1, vm[0]]
+
+
 def test_conjunctive_motion_prior_attends_to_the_named_colour_while_it_acts():
     """``conjunctive_motion``: at initialisation, under "a red shape that jumps", layer 1's motion collect
     head puts its top attention on an object of the named colour while it acts; and only a verb marks
@@ -224,14 +237,7 @@ def test_conjunctive_motion_prior_attends_to_the_named_colour_while_it_acts():
     prompts = PromptBuilder(tok, 160)
 
     def motion_head(question, tokens, grid):
-        ids = torch.tensor([prompts.ids(question)])
-        vm = ids == prompts.video_id
-        embeds = inner.get_input_embeddings()(ids).masked_scatter(vm.unsqueeze(-1), tokens)
-        pos, _ = inner.get_rope_index(ids, vm.int() * 2, video_grid_thw=grid, attention_mask=torch.ones_like(ids),
-                                      second_per_grid_ts=torch.tensor([1.0]))
-        with torch.no_grad():
-            att = inner.language_model(inputs_embeds=embeds, position_ids=pos, output_attentions=True).attentions[1]
-        return att[0, 2, -1, vm[0]]
+        return _layer1_attention(inner, prompts, tokens, grid, question, head=2)
 
     on_target, contrast = [], []
     for seed in range(8):
@@ -289,14 +295,7 @@ def test_priors_at_initialisation_mark_colour_matches_and_change(compact):
 
         def top_cell(question: str, head: int) -> tuple[int, int]:
             """(slot, cell) of the visual token that layer 1's ``head`` at the last prompt token attends to most."""
-            ids = torch.tensor([prompts.ids(question)])
-            vm = ids == prompts.video_id
-            embeds = inner.get_input_embeddings()(ids).masked_scatter(vm.unsqueeze(-1), tokens)
-            pos, _ = inner.get_rope_index(ids, vm.int() * 2, video_grid_thw=grid, attention_mask=torch.ones_like(ids),
-                                          second_per_grid_ts=torch.tensor([1.0]))
-            with torch.no_grad():
-                att = inner.language_model(inputs_embeds=embeds, position_ids=pos, output_attentions=True).attentions[1]
-            return divmod(int(att[0, head, -1, vm[0]].argmax()), 16)
+            return divmod(int(_layer1_attention(inner, prompts, tokens, grid, question, head).argmax()), 16)
 
         target = next(o for o in s["objects"] if o["track_id"] == s["target"])
         same = [o for o in s["objects"] if o["colour"] == target["colour"]]
