@@ -135,6 +135,20 @@ def test_frame_track_share_counts_the_frames_where_the_target_is_the_peak():
     assert steady >= 0.8 and 0.3 <= switching <= 0.7 and switching < steady, (steady, switching)
 
 
+def test_sub_query_kinds_name_the_target():
+    """The LRA diagnostic's sub-queries name the target's colour (and its action), as the model's yes/no
+    training questions do; the default is the dataset's decomposition; anything else is refused."""
+    from stvg_ros.synthetic.bench import sub_queries
+
+    _, s = generate_sample(5, "val")
+    target = next(o for o in s["objects"] if o["track_id"] == s["target"])
+    assert sub_queries(s) == (s["attribute"], s["action"])
+    attribute, action = sub_queries(s, "colour")
+    assert attribute == f"a {target['colour']} shape" and action == f"{attribute} that {target['action']}"
+    with pytest.raises(ValueError, match="sub-query kind"):
+        sub_queries(s, "shape")
+
+
 def test_choice_ceilings_rise_with_what_the_chooser_knows():
     from stvg_ros.synthetic.bench import choice_ceilings
     from stvg_ros.synthetic.generator import generate_sample

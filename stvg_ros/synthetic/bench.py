@@ -136,12 +136,29 @@ def choice_ceilings(samples: list[dict]) -> dict[str, float]:
     return out
 
 
-def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: bool):
+#: ``--sub-queries``: the dataset's decomposition, or sub-queries phrased the way the model's yes/no
+#: answers were trained (colour; colour + action), to tell whether LRA is limited by what its yes/no
+#: logits know (docs/synthetic.md, "LRA and TAS")
+SUB_QUERY_KINDS = ("dataset", "colour")
+
+
+def sub_queries(sample: dict, kind: str = "dataset") -> tuple[str, str]:
+    """(attribute, action) sub-queries of ``sample``: the dataset's ("the big purple triangle", "the
+    triangle grows"), or with ``kind='colour'`` ("a purple shape", "a purple shape that grows")."""
+    if kind == "dataset":
+        return sample["attribute"], sample["action"]
+    if kind != "colour":
+        raise ValueError(f"sub-query kind {kind!r}: use one of {SUB_QUERY_KINDS}")
+    target = _target_object(sample)
+    return f"a {target['colour']} shape", f"a {target['colour']} shape that {target['action']}"
+
+
+def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: bool, kind: str = "dataset"):
     """Run the grounder on one sample with its proposals; tube in frame indices."""
     fps = sample["fps"]
     stamps = [t / fps for t in range(len(frames))]
     proposals = {tid: {stamps[t]: b for t, b in tr.items()} for tid, tr in sample["tracks"].items()}
-    subs = (sample["attribute"], sample["action"]) if use_sub_queries else None
+    subs = sub_queries(sample, kind) if use_sub_queries else None
     res = grounder.ground(list(frames), stamps, sample["query"], proposals=proposals, sub_queries=subs)
     to_frame = {s: i for i, s in enumerate(stamps)}
     boxes = {to_frame[s]: b for s, b in res.boxes.items()}
@@ -150,10 +167,11 @@ def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: b
 
 def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int = 1,
         methods: dict[str, dict] | None = None, progress: bool = True, split: str = "test",
-        overrides: dict | None = None) -> dict[str, dict]:
+        overrides: dict | None = None, sub_query_kind: str = "dataset") -> dict[str, dict]:
     """Every row of the table on ``count`` samples of ``split``; returns row name → summary.
 
-    ``overrides``: GroundingConfig fields applied to every model row (choose them on ``val``)."""
+    ``overrides``: GroundingConfig fields applied to every model row (choose them on ``val``);
+    ``sub_query_kind``: see :data:`SUB_QUERY_KINDS`."""
     import torch
     from tqdm import tqdm
 
@@ -176,7 +194,7 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
         it = tqdm(samples, desc=name, disable=not progress, mininterval=5)
         for frames, s in it:
             t0 = time.perf_counter()
-            res, span, boxes = ground_sample(grounder, frames, s, use_sub_queries=switches.get("use_dsth", False))
+            res, span, boxes = ground_sample(grounder, frames, s, switches.get("use_dsth", False), sub_query_kind)
             rec = _tube_score(boxes, span, s)
             rec["latency"] = time.perf_counter() - t0
             rec["found"] = bool(res.found)
@@ -240,6 +258,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="only print the track-choice ceilings of choosers that know some attributes (no model)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="GroundingConfig overrides for every model row, e.g. layers=[1,3] (YAML values)")
+    p.add_argument("--sub-queries", default="dataset", choices=SUB_QUERY_KINDS,
+                   help="DSTH rows' sub-queries: the dataset's, or 'colour' ('a red shape', 'a red shape that "
+                        "jumps'), phrased as the model's yes/no training questions (an LRA diagnostic)")
     a = p.parse_args(argv)
     if a.ceilings:
         samples = [generate_sample(a.first_seed + k, a.split)[1] for k in range(a.count)]
@@ -254,15 +275,19 @@ def main(argv: list[str] | None = None) -> None:
     import yaml
 
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in a.set)}
-    table = run(a.model, a.count, a.first_seed, a.threads, split=a.split, overrides=overrides)
+    table = run(a.model, a.count, a.first_seed, a.threads, split=a.split, overrides=overrides,
+                sub_query_kind=a.sub_queries)
     md = markdown(table, a.count, a.split)
     if overrides:
         md += "\n\nGroundingConfig overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
+    if a.sub_queries != "dataset":
+        md += f"\n\nSub-queries: {a.sub_queries}"
     print(md)
     if a.card:
         from .card import write_bench_section
 
         sets = (" --set " + " ".join(a.set)) if a.set else ""
+        sets += f" --sub-queries {a.sub_queries}" if a.sub_queries != "dataset" else ""
         write_bench_section(a.model, md, f"python -m stvg_ros.synthetic.bench --count {a.count} --split {a.split}{sets}")
     if a.json:
         Path(a.json).write_text(json.dumps(table, indent=2))

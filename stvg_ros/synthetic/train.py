@@ -134,7 +134,9 @@ def draw_curve(log: list[dict], path: Path) -> None:
             cv2.line(img, a, b, colours[r], 2)
         for a in pts:
             cv2.circle(img, a, 3, colours[r], -1)
-    for i, (name, c) in enumerate(colours.items()):
+    shown = ["loss"] + [r for r in RUNGS if any(r in e["val"] for e in val)]  # the rungs this run had
+    for i, name in enumerate(shown):
+        c = colours[name]
         label = "loss/ln2 (scaled)" if name == "loss" else f"val acc: {name}"
         cv2.putText(img, label, (pad + 10 + 160 * i, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.45, c, 1)
     cv2.putText(img, f"step (max {smax})", (w // 2 - 40, h - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
