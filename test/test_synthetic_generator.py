@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from stvg_ros.synthetic.generator import (COLOURS, HELD_OUT, draw_object, generate_sample, write_split)
+from stvg_ros.synthetic.generator import (COLOURS, HELD_OUT, draw_object, generate_sample, target_object,
+                                          write_split)
 from stvg_ros.synthetic.questions import RUNGS, clip_questions
 
 
@@ -73,7 +74,7 @@ def test_sample_is_a_valid_stvg_query(seed):
     # the action starts and stops inside the clip, and the tube has a box per frame of its span
     assert 0 < s["st_frame"] <= s["ed_frame"] < s["num_frames"] - 1
     assert sorted(s["boxes"]) == list(range(s["st_frame"], s["ed_frame"] + 1))
-    target = next(o for o in s["objects"] if o["track_id"] == s["target"])
+    target = target_object(s)
     assert s["query"] == f"the {target['size']} {target['colour']} {target['shape']} that {target['action']}"
     assert s["attribute"] == f"the {target['size']} {target['colour']} {target['shape']}"
     assert s["action"] == f"the {target['shape']} {target['action']}"
@@ -88,7 +89,7 @@ def test_sample_is_a_valid_stvg_query(seed):
 def test_test_split_targets_are_unseen_combinations():
     for seed in range(10):
         _, s = generate_sample(seed, "test")
-        target = next(o for o in s["objects"] if o["track_id"] == s["target"])
+        target = target_object(s)
         assert (target["colour"], target["action"]) in HELD_OUT
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stvg_ros.synthetic.generator import generate_sample
+from stvg_ros.synthetic.generator import generate_sample, target_object
 from stvg_ros.synthetic.model import PromptBuilder, build_model, frames_to_pixels, save_model_dir, yes_no_logits
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "stvg-synth-qwen"
@@ -141,7 +141,7 @@ def test_sub_query_kinds_name_the_target():
     from stvg_ros.synthetic.bench import sub_queries
 
     _, s = generate_sample(5, "val")
-    target = next(o for o in s["objects"] if o["track_id"] == s["target"])
+    target = target_object(s)
     assert sub_queries(s) == (s["attribute"], s["action"])
     attribute, action = sub_queries(s, "colour")
     assert attribute == f"a {target['colour']} shape" and action == f"{attribute} that {target['action']}"
@@ -259,7 +259,7 @@ def test_conjunctive_motion_prior_attends_to_the_named_colour_while_it_acts():
         px, grid = frames_to_pixels(frames)
         with torch.no_grad():
             tokens = inner.get_video_features(px, grid, return_dict=True).pooler_output[0]
-        target = next(o for o in s["objects"] if o["track_id"] == s["target"])
+        target = target_object(s)
         att = motion_head(f"Is there a {target['colour']} shape that {target['action']} in this video?", tokens, grid)
         same = [o for o in s["objects"] if o["colour"] == target["colour"]]
         on_target.append(_touches_cell(same, s, *divmod(int(att.argmax()), 16), acting_only=True))
@@ -311,7 +311,7 @@ def test_priors_at_initialisation_mark_colour_matches_and_change(compact):
             """(slot, cell) of the visual token that layer 1's ``head`` at the last prompt token attends to most."""
             return divmod(int(_layer1_attention(inner, prompts, tokens, grid, question, head).argmax()), 16)
 
-        target = next(o for o in s["objects"] if o["track_id"] == s["target"])
+        target = target_object(s)
         same = [o for o in s["objects"] if o["colour"] == target["colour"]]
         on_colour.append(_touches_cell(same, s, *top_cell(f"Is there a {target['colour']} shape in this video?", 1)))
         question = f"Is there the {target['shape']} {target['action']} in this video?"

@@ -30,7 +30,7 @@ import numpy as np
 
 from stvg_ros.metrics import score, summarize
 
-from .generator import generate_sample
+from .generator import generate_sample, target_object
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "stvg-synth-qwen"
 
@@ -111,13 +111,9 @@ CHOICE_KNOWLEDGE = {
 }
 
 
-def _target_object(sample: dict) -> dict:
-    return next(o for o in sample["objects"] if o["track_id"] == sample["target"])
-
-
 def _colour_shared(sample: dict) -> bool:
     """Whether another track has the target's colour (then colour alone cannot choose it)."""
-    colour = _target_object(sample)["colour"]
+    colour = target_object(sample)["colour"]
     return sum(o["colour"] == colour for o in sample["objects"]) > 1
 
 
@@ -129,7 +125,7 @@ def choice_ceilings(samples: list[dict]) -> dict[str, float]:
     for name, keys in CHOICE_KNOWLEDGE.items():
         hits = []
         for s in samples:
-            target = _target_object(s)
+            target = target_object(s)
             same = [o for o in s["objects"] if all(o[k] == target[k] for k in keys)]
             hits.append(1.0 / len(same))
         out[name] = 100.0 * float(np.mean(hits))
@@ -149,7 +145,7 @@ def sub_queries(sample: dict, kind: str = "dataset") -> tuple[str, str]:
         return sample["attribute"], sample["action"]
     if kind != "colour":
         raise ValueError(f"sub-query kind {kind!r}: use one of {SUB_QUERY_KINDS}")
-    target = _target_object(sample)
+    target = target_object(sample)
     return f"a {target['colour']} shape", f"a {target['colour']} shape that {target['action']}"
 
 

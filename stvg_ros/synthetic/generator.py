@@ -364,6 +364,11 @@ def describe(size: str | None, colour: str | None, shape: str | None, action: st
     return phrase
 
 
+def target_object(sample: dict) -> dict:
+    """The target's entry in ``sample["objects"]`` (its attributes, action and span)."""
+    return next(o for o in sample["objects"] if o["track_id"] == sample["target"])
+
+
 def matches(obj: dict, size, colour, shape, action) -> bool:
     return ((size is None or obj["size"] == size) and (colour is None or obj["colour"] == colour)
             and (shape is None or obj["shape"] == shape) and (action is None or obj["action"] == action))

@@ -113,14 +113,18 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, qu
     return model, tok
 
 
+def _word_ids(tok, word: str) -> list[int]:
+    """Token ids of ``word`` alone and after a space (its "Ġ"-prefixed piece): the two forms it takes."""
+    return [tok.convert_tokens_to_ids(piece) for piece in (word, "Ġ" + word)]
+
+
 def _place_words(model, tok, names, directions: torch.Tensor) -> None:
     """Start each word (and its "Ġ"-prefixed piece) on its direction, at the embeddings' usual norm."""
     cfg = model.config.text_config
     emb = model.model.get_input_embeddings().weight
     scale = emb.std() * cfg.hidden_size ** 0.5
     for name, w in zip(names, directions):
-        for piece in (name, "Ġ" + name):
-            i = tok.convert_tokens_to_ids(piece)
+        for i in _word_ids(tok, name):
             emb[i] = w * scale + emb[i] * 0.1
 
 
@@ -250,7 +254,7 @@ def _clear_directions(model, tok, directions: torch.Tensor, keep: list[str]) -> 
     kept words carry them."""
     basis = torch.linalg.qr(directions.T)[0]  # (hidden, k) orthonormal
     emb = model.model.get_input_embeddings().weight
-    kept = {tok.convert_tokens_to_ids(p) for w in keep for p in (w, "Ġ" + w)}
+    kept = {i for w in keep for i in _word_ids(tok, w)}
     rows = torch.tensor([i for i in range(emb.shape[0]) if i not in kept])
     emb[rows] -= (emb[rows] @ basis) @ basis.T
     out = model.model.visual.merger.mlp[2]
@@ -374,7 +378,7 @@ def motion_pathway_masks(model, tok, compact: bool, head: int = 2) -> dict[str, 
             masks[att + proj + ".weight"][rows] = True
             masks[att + proj + ".bias"][rows] = True
         masks[att + "o_proj.weight"][:, rows] = True
-    ids = [tok.convert_tokens_to_ids(piece) for verb in MOTION_VERBS for piece in (verb, "Ġ" + verb)]
+    ids = [i for verb in MOTION_VERBS for i in _word_ids(tok, verb)]
     masks["model.language_model.embed_tokens.weight"][ids] = True
     return {n: m for n, m in masks.items() if m.any()}
 
