@@ -1,5 +1,6 @@
 """Playing a bag into a live rclpy graph: every message arrives, with its bytes, stamps, the
-recorded timing divided by the rate, and /clock following the bag's time."""
+recorded timing divided by the rate; /clock follows the bag's time when asked for (opt-in); the
+player waits for its subscribers instead of publishing into the void."""
 
 import threading
 import time
@@ -87,8 +88,9 @@ def test_play_timing_bytes_and_clock(raw_bag, ros_context, rate):
                                  QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
     stop, thread, ex = _spin_in_thread(sub_node, ros_context)
     try:
-        player = BagPlayer(pub_node, path, rate=rate, remap={"/camera/image_raw": "/test/image"})
-        assert _wait_for_match(pub_node, "/test/image") and _wait_for_match(pub_node, "/clock")
+        player = BagPlayer(pub_node, path, rate=rate, clock=True, remap={"/camera/image_raw": "/test/image"})
+        assert player.wait_for_subscribers(5.0) == []
+        assert _wait_for_match(pub_node, "/clock")
         t0 = time.monotonic()
         assert player.play() == N
         wall = time.monotonic() - t0
@@ -149,17 +151,130 @@ def test_bad_rate(raw_bag, ros_context):
         node.destroy_node()
 
 
-def test_command_line(raw_bag, monkeypatch, tmp_path):
+def test_clock_is_opt_in(raw_bag, ros_context):
+    from stvg_ros.ros.bag_player import BagPlayer
+
+    node = rclpy.create_node("test_no_clock", context=ros_context)
+    try:
+        player = BagPlayer(node, raw_bag[0], rate=8.0)
+        assert player.clock_pub is None and player.clock_period is None
+        assert "/clock" not in [name for name, _ in node.get_publisher_names_and_types_by_node(
+            "test_no_clock", "/")]
+    finally:
+        node.destroy_node()
+
+
+def test_waits_for_a_late_subscriber_and_loses_nothing(raw_bag, ros_context):
+    """The subscriber appears 0.7 s after the player is ready: playing starts only then, and every
+    message arrives (a fixed sleep lost the first frames when the subscriber was slower)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from stvg_ros.ros.bag_player import BagPlayer
+
+    path, frames, _ = raw_bag
+    pub_node = rclpy.create_node("test_late_player", context=ros_context)
+    sub_node = rclpy.create_node("test_late_sub", context=ros_context)
+    got = []
+    stop, thread, ex = _spin_in_thread(sub_node, ros_context)
+
+    def subscribe_later():
+        time.sleep(0.7)
+        sub_node.create_subscription(Image, "/late/image", got.append,
+                                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+
+    late = threading.Thread(target=subscribe_later)
+    try:
+        player = BagPlayer(pub_node, path, rate=4.0, remap={"/camera/image_raw": "/late/image"})
+        assert player.wait_for_subscribers(0.2) == ["/late/image"]  # nobody yet: named in the answer
+        with pytest.raises(ValueError, match="not played"):
+            player.unmatched(["/no/such/topic"])
+        t0 = time.monotonic()
+        late.start()
+        assert player.wait_for_subscribers(10.0) == []
+        assert time.monotonic() - t0 >= 0.6
+        assert player.play() == N
+        deadline = time.monotonic() + 3.0
+        while len(got) < N and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        late.join()
+        stop.set()
+        thread.join(2)
+        ex.shutdown()
+        sub_node.destroy_node()
+        pub_node.destroy_node()
+    assert [bytes(m.data) for m in got] == [f.tobytes() for f in frames]
+
+
+def test_split_ros_args():
+    from stvg_ros.ros.bag_player import split_ros_args
+
+    own, ros = split_ros_args(["bag", "--remap", "/a:=/b", "--ros-args", "-r", "__node:=p", "--", "--loop"])
+    assert own == ["bag", "--remap", "/a:=/b", "--loop"]
+    assert ros == ["--ros-args", "-r", "__node:=p", "--"]
+    assert split_ros_args(["bag"]) == (["bag"], [])
+
+
+def _cli(args, timeout=120):
     import os
     import subprocess
     import sys
 
+    return subprocess.run([sys.executable, "-m", "stvg_ros.ros.bag_player", *args], capture_output=True, text=True,
+                          timeout=timeout, env=os.environ.copy())
+
+
+def test_command_line(raw_bag, ros_context, monkeypatch):
+    """The CLI waits for the subscriber, plays every message, publishes no /clock unless --clock,
+    and rcl sees only ROS arguments (no 'deprecated' remap warning for our --remap)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+
+    sub_node = rclpy.create_node("test_cli_sub", context=ros_context)
+    got, clocks = [], []
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    sub_node.create_subscription(Image, "/cli/image", got.append, qos)
+    sub_node.create_subscription(Clock, "/clock", clocks.append, qos)
+    stop, thread, ex = _spin_in_thread(sub_node, ros_context)
+    try:
+        r = _cli([str(raw_bag[0]), "--rate", "8", "--remap", "/camera/image_raw:=/cli/image", "--wait-timeout", "20",
+                  "--ros-args", "-r", "__node:=cli_player"])
+        assert r.returncode == 0, r.stderr
+        out = r.stdout + r.stderr
+        assert f"published {N} messages" in out and "cli_player" in out
+        assert "deprecated" not in out and "no subscriber" not in out
+        deadline = time.monotonic() + 3.0
+        while len(got) < N and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(got) == N and not clocks
+        r = _cli([str(raw_bag[0]), "--rate", "8", "--remap", "/camera/image_raw:=/cli/image", "--clock"])
+        assert r.returncode == 0, r.stderr
+        deadline = time.monotonic() + 3.0
+        while not clocks and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert clocks, "--clock publishes /clock"
+    finally:
+        stop.set()
+        thread.join(2)
+        ex.shutdown()
+        sub_node.destroy_node()
+
+
+def test_command_line_without_subscriber_and_bad_input(raw_bag, monkeypatch):
+    import os
+
     monkeypatch.setenv("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    r = subprocess.run([sys.executable, "-m", "stvg_ros.ros.bag_player", str(raw_bag[0]), "--rate", "8",
-                        "--delay", "0"], capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    r = _cli([str(raw_bag[0]), "--rate", "8", "--remap", "/camera/image_raw:=/nobody/listens", "--wait-timeout", "0.3"])
     assert r.returncode == 0, r.stderr
-    assert f"published {N} messages" in r.stdout + r.stderr
-    bad = subprocess.run([sys.executable, "-m", "stvg_ros.ros.bag_player", str(raw_bag[0]), "--rate", "0"],
-                         capture_output=True, text=True, timeout=120, env=os.environ.copy())
+    out = r.stdout + r.stderr
+    assert "no subscriber on /nobody/listens after 0.3 s: playing anyway" in out
+    assert f"published {N} messages" in out
+    bad = _cli([str(raw_bag[0]), "--rate", "0"])
     assert bad.returncode == 2 and "rate" in bad.stderr
+    bad = _cli([str(raw_bag[0]), "--clock", "0"])
+    assert bad.returncode == 2 and "--clock" in bad.stderr
+    bad = _cli([str(raw_bag[0]), "--wait-for", "/not/in/bag"])
+    assert bad.returncode == 2 and "not played" in bad.stderr

@@ -1,9 +1,12 @@
 """Play a rosbag2 file into the live ROS graph with rclpy, for machines without the ``ros2`` CLI.
 
 Bags are read with ``rosbags`` (pure Python) and their serialized messages published as they are
-(no deserialization), keeping the recorded timing divided by ``rate``, optionally looping, and
-publishing ``/clock`` (``rosgraph_msgs/Clock``) from the bag's time so that nodes with
-``use_sim_time:=true`` follow the bag.  Where the CLI exists, ``ros2 bag play`` plays the same bags.
+(no deserialization), keeping the recorded timing divided by ``rate``, optionally looping, and,
+with ``--clock`` (opt-in, as ``ros2 bag play --clock``), publishing ``/clock``
+(``rosgraph_msgs/Clock``) from the bag's time so that nodes with ``use_sim_time:=true`` follow the
+bag.  Playing starts once every played topic has a subscriber (or after ``--wait-timeout``), so the
+first frames are not published into the void.  Where the CLI exists, ``ros2 bag play`` plays the
+same bags.
 
 Message classes are imported from their generated Python packages (``sensor_msgs.msg``,
 ``stvg_ros.msg``...): a topic whose type is not importable is skipped with a warning.
@@ -57,7 +60,7 @@ class BagPlayer:
     --clock``); ``on_message`` is called after each publish (tests, progress).
     """
 
-    def __init__(self, node, bag: str | Path, rate: float = 1.0, loop: bool = False, clock: bool = True,
+    def __init__(self, node, bag: str | Path, rate: float = 1.0, loop: bool = False, clock: bool = False,
                  clock_hz: float = 40.0, remap: Optional[dict[str, str]] = None,
                  topics: Optional[Sequence[str]] = None, depth: int = 100,
                  on_message: Optional[Callable[[BagMessage], None]] = None):
@@ -94,6 +97,35 @@ class BagPlayer:
                                                                                  reliability=ReliabilityPolicy.RELIABLE))
         self._stop = threading.Event()
         self.published = 0
+
+    def unmatched(self, topics: Optional[Sequence[str]] = None) -> list[str]:
+        """Published topic names without a subscriber, among ``topics`` (bag or remapped names;
+        default: every played topic)."""
+        pubs = {t: p for t, p in self.publishers.items() if p is not None}
+        if topics is not None:
+            unknown = [t for t in topics if t not in pubs and t not in {p.topic_name for p in pubs.values()}]
+            if unknown:
+                raise ValueError(f"not played from this bag: {', '.join(unknown)} (played: "
+                                 f"{', '.join(p.topic_name for p in pubs.values())})")
+            pubs = {t: p for t, p in pubs.items() if t in topics or p.topic_name in topics}
+        return [p.topic_name for p in pubs.values() if p.get_subscription_count() == 0]
+
+    def wait_for_subscribers(self, timeout: float, topics: Optional[Sequence[str]] = None,
+                             poll: float = 0.02, settle: float = 0.25) -> list[str]:
+        """Wait until each of ``topics`` (default: every played topic) has a matched subscriber, at
+        most ``timeout`` seconds; returns the topics still without one ([] = all matched).
+
+        A publisher sees the match before its subscriber has matched it back (until then the
+        subscriber drops the samples): ``settle`` seconds are waited after the last match."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            missing = self.unmatched(topics)
+            if not missing:
+                time.sleep(settle)
+                return missing
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return missing
+            time.sleep(poll)
 
     def _publish_clock(self, t_ns: int) -> None:
         if self.clock_pub is None:
@@ -152,26 +184,65 @@ def parse_remaps(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``stvg-play-bag BAG [--rate R] [--loop] [--no-clock] [--remap /a:=/b ...] [--topics ...]``."""
-    ap = argparse.ArgumentParser(prog="stvg-play-bag", description=__doc__.split("\n\n")[0])
+def split_ros_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the player's own arguments, the ``--ros-args ... [--]`` sections for ``rclpy.init``).
+
+    Only ROS arguments go to rcl: our ``--remap /a:=/b`` values would otherwise be read by rcl as
+    deprecated remapping rules (and warned about)."""
+    own, ros, in_ros = [], [], False
+    for a in argv:
+        if a == "--ros-args":
+            in_ros = True
+            ros.append(a)
+        elif a == "--" and in_ros:
+            in_ros = False
+            ros.append(a)
+        elif in_ros:
+            ros.append(a)
+        else:
+            own.append(a)
+    return own, ros
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="stvg-play-bag", description=__doc__.split("\n\n")[0],
+                                 epilog="ROS arguments go after --ros-args (e.g. --ros-args -r __node:=player).")
     ap.add_argument("bag")
     ap.add_argument("--rate", type=float, default=1.0, help="speed factor (2.0 = twice as fast)")
     ap.add_argument("--loop", action="store_true", help="start again at the end (until Ctrl-C)")
-    ap.add_argument("--no-clock", action="store_true", help="do not publish /clock")
-    ap.add_argument("--clock-hz", type=float, default=40.0, help="/clock rate between messages")
+    ap.add_argument("--clock", type=float, nargs="?", const=40.0, default=None, metavar="HZ",
+                    help="publish /clock from the bag's time, HZ times a second between messages (default 40) "
+                         "and at every message, as `ros2 bag play --clock` (for use_sim_time:=true)")
     ap.add_argument("--remap", nargs="*", default=[], metavar="FROM:=TO")
     ap.add_argument("--topics", nargs="*", default=None, help="only these topics")
-    ap.add_argument("--delay", type=float, default=0.5, help="seconds to wait for subscribers before playing")
-    a = ap.parse_args(argv)
+    ap.add_argument("--wait-for", nargs="*", default=None, metavar="TOPIC",
+                    help="topics (bag or remapped names) that must have a subscriber before playing; "
+                         "default: every played topic")
+    ap.add_argument("--wait-timeout", type=float, default=5.0, metavar="S",
+                    help="seconds to wait for those subscribers; then play anyway, with a warning (0: no wait)")
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``stvg-play-bag BAG [--rate R] [--loop] [--clock [HZ]] [--remap /a:=/b ...] [--topics ...]
+    [--wait-for ...] [--wait-timeout S] [--ros-args ...]``."""
+    own, ros_args = split_ros_args(list(sys.argv[1:] if argv is None else argv))
+    a = build_parser().parse_args(own)
+    if a.clock is not None and a.clock <= 0:
+        print(f"stvg-play-bag: invalid --clock {a.clock}: use a positive rate in Hz", file=sys.stderr)
+        return 2
     import rclpy
 
-    rclpy.init()
+    rclpy.init(args=["stvg-play-bag", *ros_args])
     node = rclpy.create_node("stvg_bag_player")
     try:
-        player = BagPlayer(node, a.bag, rate=a.rate, loop=a.loop, clock=not a.no_clock, clock_hz=a.clock_hz,
-                           remap=parse_remaps(a.remap), topics=a.topics)
-        time.sleep(max(0.0, a.delay))
+        player = BagPlayer(node, a.bag, rate=a.rate, loop=a.loop, clock=a.clock is not None,
+                           clock_hz=a.clock or 40.0, remap=parse_remaps(a.remap), topics=a.topics)
+        missing = player.wait_for_subscribers(a.wait_timeout, a.wait_for)
+        if missing and a.wait_timeout > 0:
+            node.get_logger().warning(
+                f"no subscriber on {', '.join(missing)} after {a.wait_timeout:g} s: playing anyway (start the "
+                f"subscribing node first, raise --wait-timeout, or choose the topics with --wait-for / --topics)")
         n = player.play()
         node.get_logger().info(f"published {n} messages from {a.bag}")
     except (ValueError, FileNotFoundError) as e:
