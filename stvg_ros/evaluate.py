@@ -4,7 +4,12 @@ Two paths measure the same thing:
 
 * ``--mode core`` runs :class:`stvg_ros.Grounder` directly on the decoded frames (fast, no ROS);
 * ``--mode node`` plays each bag into a running ``stvg_node`` and scores the ``Tube`` it publishes,
-  so the deployed path is what gets measured (needs rclpy and the built messages).
+  so the deployed path is what gets measured.  Its runner lives in the ROS layer
+  (``stvg_ros.ros.eval_node_loop``, command ``ros2 run stvg_ros stvg_eval``), which passes itself to
+  :func:`main`/:func:`run` as a runner: this module never imports ROS.
+
+A runner grounds one :class:`Item` and scores it (``evaluate(item) -> (record, result, clip)``,
+``close()``); :class:`CoreRunner` is the in-memory one.
 
 Output (in ``--output``): ``results[.shardIofN].jsonl`` with one JSON object per query (appended as
 it is computed, so an interrupted run resumes where it stopped), ``summary.json`` and
@@ -20,7 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -62,6 +67,7 @@ class EvalConfig:
     """Write a PNG for the first N queries of this run (-1: all)."""
     # node mode
     node_namespace: str = "/stvg"
+    node_name: str = "stvg_node"
     image_topic: str = ""
     """Where frames are played in node mode; empty = ``<namespace>/image`` (compressed: ``/compressed``)."""
     rate: float = 1.0
@@ -286,7 +292,7 @@ def score_tube(item: Item, clip_frames: Sequence[int], start_frame: Optional[int
     return {"pred_span": list(pred_span), **s}
 
 
-def _base_record(item: Item) -> dict:
+def base_record(item: Item) -> dict:
     return {"key": item.key, "video": item.video, "dataset": item.dataset, "qtype": item.qtype, "query": item.query,
             "inclusive": item.inclusive, "gt_span": list(item.gt_span), "bag": item.bag}
 
@@ -302,7 +308,7 @@ def ground_item(grounder, item: Item, num_frames: int, ev: EvalConfig) -> tuple[
     sampled = {clip.frame_of_stamp(t): tuple(v / scale for v in b) for t, b in res.boxes.items()}
     start = clip.frame_of_stamp(res.start) if res.boxes else None
     end = clip.frame_of_stamp(res.end) if res.boxes else None
-    rec = _base_record(item)
+    rec = base_record(item)
     rec.update(score_tube(item, clip.frame_indices, start, end, sampled, res.track_id, ev.protocol))
     rec.update({
         "found": bool(res.found), "p_yes": float(res.p_yes), "score": float(res.score),
@@ -314,6 +320,44 @@ def ground_item(grounder, item: Item, num_frames: int, ev: EvalConfig) -> tuple[
         "pred_boxes": {str(f): [round(float(v), 2) for v in b] for f, b in sorted(sampled.items())},
     })
     return rec, res, clip
+
+
+# --- runners: who grounds an item ---------------------------------------------------------------
+
+class Runner(Protocol):
+    """Grounds and scores one item; ``result`` and ``clip`` may be None (no visualisation then)."""
+
+    def evaluate(self, item: Item) -> tuple[dict, Any, Optional[Clip]]: ...
+
+    def close(self) -> None: ...
+
+
+#: what ``main``/``run`` call to build the runner of a mode: ``factory(gcfg, ev) -> Runner``
+RunnerFactory = Callable[[GroundingConfig, EvalConfig], Runner]
+
+
+class CoreRunner:
+    """Core mode: the grounder in this process, on the decoded clip."""
+
+    def __init__(self, gcfg: GroundingConfig, ev: EvalConfig, grounder=None):
+        if grounder is None:
+            from . import Grounder
+
+            cfg = gcfg.replace(keep_relevance=True) if ev.visualize != 0 else gcfg
+            grounder = Grounder.from_pretrained(ev.model, config=cfg)
+        self.grounder, self.num_frames, self.ev = grounder, gcfg.num_frames, ev
+
+    def evaluate(self, item: Item) -> tuple[dict, Any, Clip]:
+        return ground_item(self.grounder, item, self.num_frames, self.ev)
+
+    def close(self) -> None:
+        pass
+
+
+NODE_MODE_FIX = ("--mode node plays bags into a running stvg_node, and its runner is part of the ROS layer: "
+                 "run `ros2 run stvg_ros stvg_eval run --mode node ...` (or `python -m stvg_ros.ros.eval_node_loop "
+                 "run ...`) with the colcon-built package sourced. A `pip install .` has no ROS layer: build the "
+                 "package in a ROS 2 workspace (README, 'ROS 2 workspace')")
 
 
 # --- results files ------------------------------------------------------------------------------
@@ -435,10 +479,14 @@ def select(items: list[Item], shard: tuple[int, int], limit: int) -> list[Item]:
     return mine[:limit] if limit > 0 else mine
 
 
-def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = True) -> dict:
+def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = True,
+        runner: Optional[Runner] = None) -> dict:
     """Evaluate, appending to the results file (skipping queries already done), then summarize
-    this shard.  ``grounder`` may be passed in (tests, notebooks); else it is loaded from ``ev.model``."""
+    this shard.  ``runner`` grounds the items (default: a :class:`CoreRunner` in core mode, with
+    ``grounder`` if given, else loaded from ``ev.model``); node mode needs the ROS layer's runner."""
     ev.validate()
+    if runner is None and ev.mode == "node":
+        raise ConfigError(NODE_MODE_FIX)
     shard = parse_shard(ev.shard)
     out = Path(ev.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -449,16 +497,8 @@ def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = T
     from tqdm import tqdm
 
     want_rel = ev.visualize != 0
-    if ev.mode == "core" and grounder is None:
-        from . import Grounder
-
-        cfg = gcfg.replace(keep_relevance=True) if want_rel else gcfg
-        grounder = Grounder.from_pretrained(ev.model, config=cfg)
-    player = None
-    if ev.mode == "node":
-        from .ros.eval_node_loop import NodeLoop
-
-        player = NodeLoop(ev)
+    if runner is None:
+        runner = CoreRunner(gcfg, ev, grounder)
     n_vis = 0
     if rpath.is_file() and rpath.stat().st_size:
         with rpath.open("rb") as fh:
@@ -474,12 +514,9 @@ def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = T
             for item in bar:
                 result, clip = None, None
                 try:
-                    if ev.mode == "core":
-                        rec, result, clip = ground_item(grounder, item, gcfg.num_frames, ev)
-                    else:
-                        rec = player.evaluate(item)
+                    rec, result, clip = runner.evaluate(item)
                 except Exception as e:  # one broken video must not stop a benchmark run
-                    rec = _base_record(item)
+                    rec = base_record(item)
                     rec.update({"pred_span": None, "tiou": 0.0, "viou": 0.0, "gt_viou": 0.0,
                                 "error": f"{type(e).__name__}: {e}"})
                 fh.write(json.dumps(rec) + "\n")
@@ -494,8 +531,7 @@ def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = T
                         print(f"warning: no visualisation for {item.key}: {e}", file=sys.stderr)
                 bar.set_postfix(viou=f"{100 * rec['viou']:.1f}")
     finally:
-        if player is not None:
-            player.close()
+        runner.close()
     keys = {it.key for it in items}
     records = [r for k, r in read_results([rpath]).items() if k in keys]
     setup = {"mode": ev.mode, "protocol": ev.protocol, "model": ev.model, "dataset": ev.dataset or "bags",
@@ -544,6 +580,7 @@ FLAG_HELP = {
     "shard": "i/n: this run takes every n-th query from the i-th; join with 'stvg-eval merge'",
     "visualize": "PNGs for the first N queries (-1: all)",
     "node_namespace": "node mode: the node's namespace",
+    "node_name": "node mode: the node's name (its parameters are set to measure what core mode measures)",
     "image_topic": "node mode: where frames are played (default <namespace>/image)",
     "rate": "node mode: playback speed factor",
     "node_timeout": "node mode: seconds to wait for the node's Tube",
@@ -575,7 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, runners: Optional[dict[str, RunnerFactory]] = None) -> int:
+    """``stvg-eval run|merge ...``; ``runners`` maps a mode to its runner factory (the ROS layer's
+    ``stvg_eval`` passes ``{"node": ...}``; core mode needs none)."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "merge":
@@ -594,7 +633,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             overrides["device"] = args.device
         if overrides:
             gcfg = GroundingConfig.from_dict({**gcfg.to_dict(), **overrides})
-        summary = run(gcfg, ev, progress=not args.no_progress)
+        ev.validate()
+        factory = (runners or {}).get(ev.mode)
+        if factory is None and ev.mode == "node":
+            raise ConfigError(NODE_MODE_FIX)
+        runner = factory(gcfg, ev) if factory is not None else None
+        summary = run(gcfg, ev, progress=not args.no_progress, runner=runner)
     except ConfigError as e:
         print(f"stvg-eval: {e}", file=sys.stderr)
         return 2

@@ -245,39 +245,61 @@ def _built_messages_available():
     return True
 
 
+def test_node_mode_needs_the_ros_layers_runner(tmp_path, capsys):
+    """The core's stvg-eval has no node runner (it never imports ROS): it says where node mode lives."""
+    frames = [np.full((24, 32, 3), i, np.uint8) for i in range(4)]
+    gt = {50.0 + f / 5: (1.0, 1.0, 5.0, 5.0) for f in range(4)}
+    path = bags.write_bag(tmp_path / "b", frames, [50.0 + i / 5 for i in range(4)],
+                          [bags.QuerySpec("a", "the thing", gt_boxes=gt, gt_span=(50.0, 50.6))])
+    assert evaluate.main(["run", "--mode", "node", "--bags", str(path), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "ros2 run stvg_ros stvg_eval" in err and "pip install" in err
+    with pytest.raises(evaluate.ConfigError, match="stvg_eval"):
+        evaluate.run(evaluate.GroundingConfig(), evaluate.EvalConfig(mode="node", bags=[str(path)],
+                                                                     output=str(tmp_path / "o")))
+
+
 @pytest.mark.ros
 @pytest.mark.skipif(not _built_messages_available(),
                     reason="stvg_ros.msg is not importable: node mode needs the colcon-built package "
                            "(run the tests through `make test`, which puts the install space first)")
-def test_node_mode_end_to_end(tmp_path, hcstvg, model_dir, monkeypatch):
+def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, monkeypatch):
+    """The same bags through a node started with its defaults (window_rate 4, 20 frames, LRA on...)
+    and through core mode: the runner sets the node up as core mode, and every tube is the same."""
     import os
     import subprocess
     import sys
     import time
 
+    from stvg_ros.ros.eval_node_loop import NodeRunner
+
     # A private DDS domain: other test runs on this machine must not see our frames or /clock.
     domain = str(100 + os.getpid() % 100)
     monkeypatch.setenv("ROS_DOMAIN_ID", domain)
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    samples = datasets.load_dataset("hcstvg_v1", hcstvg / "test_proc.json", hcstvg)[:2]
+    samples = datasets.load_dataset("hcstvg_v1", hcstvg / "test_proc.json", hcstvg)
     bag_dir = tmp_path / "bags"
     for s in samples:
         bags.make_bag_from_sample(s, bag_dir / s.key.replace(".", "_"), image_format="raw", storage="mcap")
+    gcfg = evaluate.GroundingConfig(num_frames=6, decomposer="rules", lra_steps=1, device="cpu")
     log = open(tmp_path / "node.log", "w")
+    # Only what applies at configure is given at start-up: the runner sets the rest.
     node = subprocess.Popen(
         [sys.executable, "-m", "stvg_ros.ros.node", "--ros-args", "-r", "__ns:=/stvg",
-         "-p", f"model_path:={model_dir}", "-p", "use_sim_time:=true", "-p", "device:=cpu",
-         "-p", "num_frames:=6", "-p", "decomposer:=rules", "-p", "use_lra:=false",
-         "-p", "window_duration:=30.0", "-p", "window_rate:=0.0", "-p", "window_max_frames:=64",
+         "-p", f"model_path:={model_dir}", "-p", "device:=cpu", "-p", "decomposer:=rules",
          "-p", "image_reliability:=reliable", "-p", "image_depth:=50", "-p", "publish_debug_image:=false"],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), cwd=tmp_path)  # not the source tree
     try:
-        gcfg = evaluate.GroundingConfig(num_frames=6)
-        ev = evaluate.EvalConfig(mode="node", bags=[str(bag_dir)], output=str(tmp_path / "out"), rate=2.0,
+        ev = evaluate.EvalConfig(mode="node", bags=[str(bag_dir)], output=str(tmp_path / "node"), rate=2.0,
                                  node_timeout=90.0)
         t0 = time.monotonic()
-        summary = evaluate.run(gcfg, ev, progress=False)
+        runner = NodeRunner(gcfg, ev)
+        before = dict(runner._original)
+        summary = evaluate.run(gcfg, ev, progress=False, runner=runner)
         elapsed = time.monotonic() - t0
+        # a setting applied only at configure that differs is refused, naming the restart flag
+        with pytest.raises(evaluate.ConfigError, match="-p decomposer:=model"):
+            NodeRunner(gcfg.replace(decomposer="model"), ev)
     finally:
         node.terminate()
         try:
@@ -285,20 +307,29 @@ def test_node_mode_end_to_end(tmp_path, hcstvg, model_dir, monkeypatch):
         except subprocess.TimeoutExpired:
             node.kill()
         log.close()
-    recs = list(evaluate.read_results([tmp_path / "out" / "results.jsonl"]).values())
     node_log = (tmp_path / "node.log").read_text()[-3000:]
-    assert len(recs) == 2, node_log
-    assert not any(r.get("error") for r in recs), (recs, node_log)
-    for r in recs:
-        s = next(x for x in samples if x.key == r["key"])
-        assert r["gt_span"] == list(s.gt_span)
-        assert all(0 <= f < N_FRAMES for f in r["frame_indices"])  # the node's boxes sit on bag frames
-        assert r["tiou"] == pytest.approx(metrics.tiou(tuple(r["pred_span"]), s.gt_span))
-        assert r["latency"] > 0
-    expected = metrics.summarize(recs)
+    assert {"window_rate", "num_frames", "use_sim_time"} <= set(before), before  # it did reconfigure the node
+    assert before["window_rate"] == 4.0 and before["num_frames"] == 20
+    recs = evaluate.read_results([tmp_path / "node" / "results.jsonl"])
+    assert len(recs) == 3 and not any(r.get("error") for r in recs.values()), (recs, node_log)
+    expected = metrics.summarize(list(recs.values()))
     for k in ("count", "m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "gt_vIoU", "mean_latency_s"):
         assert summary[k] == pytest.approx(expected[k]), k
     assert elapsed < 180
+
+    core_ev = evaluate.EvalConfig(mode="core", model=str(model_dir), bags=[str(bag_dir)],
+                                  output=str(tmp_path / "core"))
+    evaluate.run(gcfg, core_ev, progress=False)
+    core = evaluate.read_results([tmp_path / "core" / "results.jsonl"])
+    assert set(core) == set(recs)
+    for key, c in core.items():
+        n = recs[key]
+        assert n["pred_span"] == c["pred_span"], key
+        assert n["found"] == c["found"] and n["p_yes"] == pytest.approx(c["p_yes"], abs=1e-5), key
+        assert set(n["pred_boxes"]) == set(c["pred_boxes"]), key  # the same sampled frames
+        for f, box in c["pred_boxes"].items():
+            assert n["pred_boxes"][f] == pytest.approx(box, abs=0.02), (key, f)  # float32 in the Tube
+        assert n["viou"] == pytest.approx(c["viou"], abs=1e-3) and n["tiou"] == pytest.approx(c["tiou"]), key
 
 
 def test_shipped_benchmark_configs_hold_the_paper_setting():

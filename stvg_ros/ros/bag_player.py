@@ -57,13 +57,15 @@ class BagPlayer:
 
     ``remap`` renames topics (``{"/camera/image_raw/compressed": "/stvg/image/compressed"}``);
     ``clock_hz`` is how often ``/clock`` is published between messages (as ``ros2 bag play
-    --clock``); ``on_message`` is called after each publish (tests, progress).
+    --clock``); ``positions`` keeps only those messages (indices in the time-ordered list of the
+    played topics' messages); ``on_message`` is called after each publish (tests, progress).
     """
 
     def __init__(self, node, bag: str | Path, rate: float = 1.0, loop: bool = False, clock: bool = False,
                  clock_hz: float = 40.0, remap: Optional[dict[str, str]] = None,
                  topics: Optional[Sequence[str]] = None, depth: int = 100,
-                 on_message: Optional[Callable[[BagMessage], None]] = None):
+                 on_message: Optional[Callable[[BagMessage], None]] = None,
+                 positions: Optional[Sequence[int]] = None):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
         if rate <= 0:
@@ -74,6 +76,9 @@ class BagPlayer:
         self.clock_period = 1.0 / clock_hz if clock and clock_hz > 0 else None
         self.on_message = on_message
         self.messages = load_messages(bag, topics)
+        if positions is not None:
+            keep = set(positions)
+            self.messages = [m for i, m in enumerate(self.messages) if i in keep]
         if not self.messages:
             raise ValueError(f"bag {bag} has no message on {topics or 'any topic'}")
         remap = remap or {}
