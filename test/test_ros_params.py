@@ -86,7 +86,7 @@ def test_launch_file_args_and_params_match_the_node(declared):
     import re
 
     used = set(re.findall(r"\$\(var (\w+)\)", LAUNCH.read_text()))
-    assert used <= set(args)
+    assert used <= set(args) | {let.get("name") for let in root.iter("let")}
     # and the launch's model_path default means 'the embedded default'
     from stvg_ros.default_model import resolve_model
 

@@ -75,7 +75,11 @@ class NodeRunner:
         self._thread.start()
         self._original: dict[str, Any] = {}  # parameters we changed → their value before
         self._current: dict[str, Any] = {}
+        self._state = ""
+        Status = message_class("stvg_ros/msg/Status")
+        self.node.create_subscription(Status, f"{self.ns}/status", self._on_status, 5)
         try:
+            self._wait_active(max(ev.node_timeout, service_timeout))
             self._configure_node()
         except BaseException:
             self.close()
@@ -83,18 +87,34 @@ class NodeRunner:
 
     # --- the node's parameters ---------------------------------------------------------------
 
+    def _on_status(self, msg) -> None:
+        with self._cv:
+            self._state = msg.state
+            self._cv.notify_all()
+
+    def _wait_active(self, timeout: float) -> None:
+        """Until the node says it is active (a node still loading its model answers no service)."""
+        with self._cv:
+            if not self._cv.wait_for(lambda: self._state == "active", timeout=timeout):
+                seen = f"it is {self._state!r}" if self._state else f"no status on {self.ns}/status"
+                raise ConfigError(f"{self.node_name} is not active after {timeout:g} s ({seen}): start stvg_node in "
+                                  f"namespace {self.ns or '/'} first (or pass --node-namespace / --node-name; "
+                                  f"status_rate must be > 0)")
+
     def _call(self, srv_type, service: str, request):
         cli = self.node.create_client(srv_type, f"{self.node_name}/{service}")
         try:
             if not cli.wait_for_service(timeout_sec=self.service_timeout):
                 raise ConfigError(f"no node {self.node_name} answers (service {service}): start stvg_node in "
                                   f"namespace {self.ns or '/'} first (or pass --node-namespace / --node-name)")
-            fut = cli.call_async(request)
-            done = threading.Event()
-            fut.add_done_callback(lambda _: done.set())
-            if not done.wait(self.service_timeout):
-                raise ConfigError(f"{self.node_name}/{service} did not answer within {self.service_timeout:g} s")
-            return fut.result()
+            for _ in range(3):  # a request sent before the server has matched the client back is lost: resend
+                fut = cli.call_async(request)
+                done = threading.Event()
+                fut.add_done_callback(lambda _: done.set())
+                if done.wait(self.service_timeout):
+                    return fut.result()
+                cli.remove_pending_request(fut)
+            raise ConfigError(f"{self.node_name}/{service} did not answer (3 tries of {self.service_timeout:g} s)")
         finally:
             self.node.destroy_client(cli)
 
