@@ -101,7 +101,7 @@ def test_invalid_values_are_rejected_naming_the_fix(declared):
         (Parameter("lra_loss", value="mine"), "paper"),
         (Parameter("window_duration", value=-1.0), "positive"),
         (Parameter("image_reliability", value="sometimes"), "best_effort"),
-        (Parameter("window_max_frames", value="many"), "expected a int"),
+        (Parameter("window_max_frames", value="many"), "expected a value of type int"),
         (Parameter("found_threshold", value=2.0), "(0, 1]"),
     ]
     for param, fix in cases:
