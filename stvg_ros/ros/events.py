@@ -91,9 +91,9 @@ def lost_message(topic: str, change: int, total: int) -> str:
 
 
 def subscribe(node, msg_type, topic: str, callback: Callable, qos: QoSProfile | int, role: str,
-              warn: Callable[[str, str], None], on_lost: Optional[Callable[[int, int], None]] = None):
+              warn: Callable[[str, str], None], on_lost: Optional[Callable[[int], None]] = None):
     """``node.create_subscription`` with the QoS-mismatch warning and, when ``on_lost`` is given and the
-    rmw supports it, the message-lost event (``on_lost(change, total)``).  Returns (subscription,
+    rmw supports it, the message-lost event (``on_lost(frames lost since the last event)``).  Returns (subscription,
     whether losses are reported)."""
     profile = qos if isinstance(qos, QoSProfile) else QoSProfile(depth=qos, reliability=ReliabilityPolicy.RELIABLE)
     name = node.resolve_topic_name(topic)
@@ -103,9 +103,9 @@ def subscribe(node, msg_type, topic: str, callback: Callable, qos: QoSProfile | 
         warn(incompatible_qos_message(name, role, "subscription", profile, policy), f"qos:{name}:{policy}")
 
     def lost(info) -> None:
-        change = int(getattr(info, "total_count_change", 0))
-        on_lost(change, int(getattr(info, "total_count", 0)))  # type: ignore[misc]
-        warn(lost_message(name, change, int(getattr(info, "total_count", 0))), f"lost:{name}")
+        change, total = int(getattr(info, "total_count_change", 0)), int(getattr(info, "total_count", 0))
+        on_lost(change)  # type: ignore[misc]
+        warn(lost_message(name, change, total), f"lost:{name}")
 
     if on_lost is not None:
         try:

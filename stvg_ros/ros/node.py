@@ -16,7 +16,7 @@ import time
 from typing import Any, Optional
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
@@ -31,6 +31,7 @@ from stvg_ros.ros import params as P
 from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, tube_from_answer
 from stvg_ros.ros.events import Throttle, publish_to, subscribe
 from stvg_ros.ros.image import check_compressed, check_image, decode_compressed, decode_image, encode_image
+from stvg_ros.ros.status import diagnostics, status_message
 from stvg_ros.service import ANSWERED, SHUTTING_DOWN, Answer, GroundingRequest, GroundingService
 
 #: history of the query subscriptions: deep, so that a burst of queries is refused one by one with a
@@ -297,42 +298,17 @@ class StvgNode(LifecycleNode):
 
     # -- status ---------------------------------------------------------------------------------
     def status(self) -> Status:
-        svc, c = self.service, self.service.counters()
-        st = Status()
-        st.header.stamp = self.get_clock().now().to_msg()
-        st.header.frame_id = self._camera_frame_id
-        st.state = "active" if self._active else ("inactive" if svc.grounder is not None else "unconfigured")
-        st.model = self._model["directory"] + {"tiny": " (random: meaningless)",
-                                               "synthetic": " (synthetic world only)"}.get(self._model["kind"], "")
-        st.device = str(getattr(getattr(svc.grounder, "adapter", None), "device", "") or "")
-        st.window_frames, st.window_capacity = len(svc.window), svc.window.max_frames
-        st.window_span, st.input_rate, st.kept_rate = svc.window.span, svc.rate_in.rate, svc.rate_kept.rate
-        for name, value in vars(c).items():
-            setattr(st, name, type(getattr(st, name))(value))
-        st.frame_loss_reported = self._loss_reported
-        st.last_frame_age = float(svc.frame_age())
-        st.queue_depth, st.queue_capacity = svc.queue_depth, svc.config.query_queue_size
-        return st
+        state = "active" if self._active else ("inactive" if self.service.grounder is not None else "unconfigured")
+        return status_message(self.service, state, self._model, self._loss_reported, self._camera_frame_id,
+                              self.get_clock().now().to_msg())
 
     def _publish_status(self) -> None:
         try:
             s = self.status()
             self._pubs["status"].publish(s)
-            problems = [] if s.state == "active" else [s.state]
-            problems += {"tiny": ["random model: answers are meaningless"],
-                         "synthetic": ["synthetic-world model: meaningless on real images"]}.get(self._model["kind"], [])
-            if self._active:
-                problems += self.service.problems(since=self._active_since)
-            d = DiagnosticStatus(name=f"{self.get_fully_qualified_name()}: grounding", hardware_id=s.device or "unknown",
-                                 level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK)
-            d.message = "; ".join(problems + [f"window {s.window_frames}/{s.window_capacity}, queue "
-                                              f"{s.queue_depth}/{s.queue_capacity}"])
-            d.values = [KeyValue(key=k, value=str(getattr(s, k))) for k in Status.get_fields_and_field_types()
-                        if k != "header"]
-            stage = self.service.stage
-            if stage is not None:  # the live proposal stage's cost and state (ms per keyframe, skips, phrases)
-                d.values.append(KeyValue(key="proposals", value=str(stage.stats())))
-            self._pubs["diagnostics"].publish(DiagnosticArray(header=s.header, status=[d]))
+            problems = self.service.problems(since=self._active_since) if self._active else []
+            self._pubs["diagnostics"].publish(diagnostics(f"{self.get_fully_qualified_name()}: grounding", s,
+                                                          self._model["kind"], problems, self.service.stage))
         except Exception as e:  # noqa: BLE001
             self.get_logger().debug(f"status not published: {e}")
 
