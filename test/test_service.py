@@ -428,3 +428,15 @@ def test_problems_report_missing_frames_and_losses():
     assert svc.counters().frames_lost == 7 and svc.problems() == ["frames lost in transport"]
     now[0] = 1020.0
     assert svc.problems() == ["no frame for 14 s"]
+
+
+def test_detections_far_from_every_frame_are_not_used():
+    g = ScriptedGrounder()
+    svc = GroundingService(ServingConfig(window_rate=0.0, min_frames=1, detection_tolerance=0.001))
+    svc.start(g, external_detections=True)
+    feed(svc, [T0])
+    svc.add_detections(T0 + 50_000_000, Detections([[0, 0, 5, 5]], [0.9], ["a"], ["far"]))  # 50 ms off
+    answers = Answers()
+    svc.submit(GroundingRequest("q", "the a"), answers)
+    assert answers.wait("q").status == ANSWERED and g.calls[0]["proposals"] is None
+    svc.stop()
