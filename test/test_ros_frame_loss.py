@@ -15,6 +15,7 @@ pytestmark = pytest.mark.ros
 SECONDS, RATE = 3, 30
 
 
+@pytest.mark.slow  # ~21 s on 2 cores: node start-up, a real 3 s HD stream (~250 MB through DDS), accounting
 def test_best_effort_hd_losses_are_counted(tiny_model_dir, tmp_path):
     require_ros()
     import numpy as np
