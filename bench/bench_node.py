@@ -42,11 +42,14 @@ NS = 1_000_000_000
 
 
 def node_defaults() -> dict:
-    """The node's window parameters (``stvg_ros.ros.params``, ROS-free) and its ingest side rule."""
-    from stvg_ros.ros.params import NODE_PARAM_BY_NAME as P
+    """The node's window parameters (``stvg_ros.config.ServingConfig``) and its ingest side rule."""
+    from dataclasses import asdict
 
-    d = {k: P[k].default for k in ("window_duration", "window_max_frames", "window_rate", "ingest_max_side")}
-    # node.py: ingest_max_side 0 = auto = twice the model's per-frame size (336 px unless configured)
+    from stvg_ros.config import ServingConfig
+
+    d = {k: v for k, v in asdict(ServingConfig()).items()
+         if k in ("window_duration", "window_max_frames", "window_rate", "ingest_max_side")}
+    # GroundingService.configure: ingest_max_side 0 = auto = twice the model's per-frame size (336 px unless known)
     d["max_side"] = d["ingest_max_side"] or 2 * 336
     return d
 
@@ -81,7 +84,7 @@ def ingest(window, msg) -> None:
     from stvg_ros.ros.image import decode_image
 
     stamp_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
-    if window.offer(stamp_ns) in ("keep", "reset"):
+    if window.offer(stamp_ns) == "keep":
         window.add(stamp_ns, decode_image(msg), frame_id=msg.header.frame_id)
 
 
@@ -203,7 +206,7 @@ def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomp
     for topic, msgtype, _, msg in iter_messages(bag):
         if msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
             stamp_ns = int(msg.header.stamp.sec) * NS + int(msg.header.stamp.nanosec)
-            if window.offer(stamp_ns) in ("keep", "reset"):
+            if window.offer(stamp_ns) == "keep":
                 rgb = decode_image(msg) if msgtype.endswith("/Image") else decode_compressed(msg)
                 window.add(stamp_ns, rgb)
         elif msgtype == "stvg_ros/msg/GroundingQuery" and len(window) >= 2:

@@ -221,6 +221,66 @@ class GroundingConfig:
 
 
 # ==============================================================================================
+# The grounding service (stvg_ros.service): window, admission and queue of a live stream.  The node
+# declares one parameter per field (same name).
+# ==============================================================================================
+
+
+@dataclass
+class ServingConfig:
+    window_duration: float = 10.0
+    """Seconds of stream kept in the sliding window."""
+    window_max_frames: int = 64
+    """Most frames kept in the window (memory bound)."""
+    window_rate: float = 4.0
+    """Frames per second kept after decimation (0 = keep every frame). Offline evaluation (core mode)
+    gives the grounder every frame of a clip: set 0 to see what it sees."""
+    ingest_max_side: int = 0
+    """Longest side in pixels frames are downscaled to on arrival (0 = auto: what the model needs).
+    Boxes are reported in the camera's pixels regardless."""
+    min_frames: int = 2
+    """Frames the window (or the requested time range) must hold when a query arrives."""
+    query_queue_size: int = 4
+    """Pending queries kept; more are answered found=false."""
+    max_query_length: int = 1000
+    """Longest query text accepted, in characters."""
+    detection_tolerance: float = 0.001
+    """External detections: seconds a track's first/last detection is held beyond its stamp (a
+    detection this close to a frame's stamp still gives that frame a box)."""
+    frame_timeout: float = 5.0
+    """Seconds without any frame after which the health check warns (0 = never)."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(name: str, fix: str) -> ConfigError:
+            return ConfigError(f"invalid {name}={getattr(self, name)!r}: {fix}")
+
+        for name in ("window_duration", "window_max_frames", "query_queue_size", "max_query_length"):
+            if getattr(self, name) <= 0:
+                raise bad(name, "use a positive number")
+        for name in ("window_rate", "ingest_max_side", "detection_tolerance", "frame_timeout"):
+            if getattr(self, name) < 0:
+                raise bad(name, "use 0 or a positive number")
+        if self.min_frames < 1:
+            raise bad("min_frames", "use 1 or more")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "ServingConfig":
+        """From a mapping (other keys ignored: a node's whole parameter set may be passed)."""
+        names = set(cls.field_names())
+        return cls(**_coerce(cls, {k: v for k, v in values.items() if k in names}, ConfigError))
+
+    def replace(self, **changes: Any) -> "ServingConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# ==============================================================================================
 # The proposal stage (detector + tracker, issue "Proposals on board"): the node declares these as
 # ``proposals_<field>`` parameters; YAML files may hold them under a ``proposals:`` key.
 # ==============================================================================================

@@ -49,7 +49,7 @@ from .config import ConfigError, GroundingConfig
 from .dsth import Decomposer
 from .lra import optimise_latent_prompts, yes_probability
 from .relevance import assemble_tas, grounding_attention, relative_attention, token_grid_maps, upsample_maps
-from .result import GroundingResult, Proposals, RelevanceMaps, SubQueries
+from .result import Cancelled, GroundingResult, Proposals, RelevanceMaps, SubQueries
 from .spatial import choose_track
 from .temporal import choose_span, fill_boxes, fill_interior, frame_scores
 
@@ -105,11 +105,15 @@ def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: s
                          "sort the frames by time and drop duplicates")
 
 
+#: the stages of :meth:`Grounder.ground`, in order (progress callbacks receive these names)
+STAGES = ("encode", "decompose", "lra", "attention", "select")
+
+
 class Grounder:
     """Zero-shot spatio-temporal video grounding with a multimodal LLM behind a :class:`ModelAdapter`.
 
-    ``progress``, when given, is called with each stage's name as it starts (encode, decompose,
-    lra, attention, select) so a caller can show progress; stages are also logged at DEBUG level.
+    ``progress``, when given, is called with each stage's name as it starts (:data:`STAGES`) so a
+    caller can show progress; stages are also logged at DEBUG level.
     """
 
     def __init__(self, adapter: ModelAdapter, config: GroundingConfig | dict | str | Path | None = None,
@@ -153,12 +157,16 @@ class Grounder:
     # ------------------------------------------------------------------------------------------
     def ground(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
                proposals: Proposals | None = None,
-               sub_queries: SubQueries | tuple[str, str] | dict | None = None) -> GroundingResult:
+               sub_queries: SubQueries | tuple[str, str] | dict | None = None,
+               checkpoint: Callable[[str], None] | None = None) -> GroundingResult:
         """Ground ``query`` in the clip: the best tube, whatever the existence judgment.
 
         ``frames``: HxWx3 uint8 RGB arrays of one size; ``stamps``: their times (seconds, strictly
         increasing); ``proposals``: optional tracks {track id: {stamp: (x0, y0, x1, y1)}};
         ``sub_queries``: optional (attribute, action) decomposition that skips DSTH's own.
+        ``checkpoint(stage)``: called before each stage and before each LRA step (stage 'lra'); it
+        may raise (e.g. :class:`Cancelled`) to stop the grounding there, so a caller that shuts down
+        never waits for a whole LRA run.  It does not change the result.
         """
         cfg = self.config
         check_inputs(frames, stamps, query)
@@ -170,12 +178,12 @@ class Grounder:
         used_stamps = [all_stamps[i] for i in idx]
         H, W = used[0].shape[:2]
 
-        with self._stage("encode", timings), torch.no_grad():
+        with self._stage("encode", timings, checkpoint), torch.no_grad():
             visual = self.adapter.encode_frames(used, stamps=used_stamps)
         if visual.num_tokens == 0:
             raise RuntimeError("the adapter produced no visual tokens for these frames")
 
-        with self._stage("decompose", timings):
+        with self._stage("decompose", timings, checkpoint):
             if sub_queries is not None:
                 subs = self.decomposer(query, sub_queries)
             elif cfg.use_dsth:
@@ -187,13 +195,13 @@ class Grounder:
         reversed_visual = visual.reversed_in_time()[0] if cfg.use_tas else None
         full_q = format_question(cfg.question_template, query)
 
-        with self._stage("lra", timings):
+        with self._stage("lra", timings, checkpoint):
             v_s = v_t = v_r = None
             lra_trace = None
             if cfg.use_lra and cfg.lra_steps > 0:
-                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs)
+                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs, checkpoint)
 
-        with self._stage("attention", timings):
+        with self._stage("attention", timings, checkpoint):
             if cfg.inference_query == "sub":
                 q_s = format_question(cfg.question_template, subs.attribute)
                 q_t = format_question(cfg.question_template, subs.action)
@@ -201,7 +209,7 @@ class Grounder:
                 q_s = q_t = full_q
             rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r)
 
-        with self._stage("select", timings):
+        with self._stage("select", timings, checkpoint):
             result = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
                                   (H, W), proposals)
         result.timings = timings
@@ -212,8 +220,10 @@ class Grounder:
 
     # ------------------------------------------------------------------------------------------
     @contextmanager
-    def _stage(self, name: str, timings: dict):
-        """Time a stage (GPU work included) and report it to the progress callback."""
+    def _stage(self, name: str, timings: dict, checkpoint: Callable[[str], None] | None = None):
+        """Time a stage (GPU work included) and report it to the progress and checkpoint callbacks."""
+        if checkpoint is not None:
+            checkpoint(name)
         if self.progress is not None:
             self.progress(name)
         log.debug("stage %s", name)
@@ -226,7 +236,8 @@ class Grounder:
                 torch.cuda.synchronize(device)
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-    def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries):
+    def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries,
+                  checkpoint: Callable[[str], None] | None = None):
         """V_s, V_t (and V_s' on the reversed clip) in one batched optimisation; identical problems
         (e.g. attribute == action without DSTH) are solved once."""
         cfg = self.config
@@ -246,7 +257,8 @@ class Grounder:
         i_r = slot(reversed_visual, q_attr) if reversed_visual is not None else None
         trace = optimise_latent_prompts(
             self.adapter, [p[0] for p in problems], [p[1] for p in problems], steps=cfg.lra_steps, lr=cfg.lra_lr,
-            loss=cfg.lra_loss, beta=cfg.lra_beta, caption_prompt=cfg.caption_prompt, max_batch=cfg.max_batch)
+            loss=cfg.lra_loss, beta=cfg.lra_beta, caption_prompt=cfg.caption_prompt, max_batch=cfg.max_batch,
+            before_step=None if checkpoint is None else (lambda step: checkpoint("lra")))
         d = trace.deltas
         # V_t identical to V_s (attribute == action): None lets the temporal maps reuse the spatial run
         return d[i_s], (d[i_t] if i_t != i_s else None), (d[i_r] if i_r is not None else None), trace

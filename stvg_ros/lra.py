@@ -22,7 +22,7 @@ Losses (``config.lra_loss``):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -67,8 +67,11 @@ def _chunks(n: int, size: int) -> list[slice]:
 def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualTokens], questions: Sequence[str],
                             *, steps: int, lr: float, loss: str = "paper", beta: float = 0.5,
                             caption_prompt: str = "Describe this video in details.",
-                            max_batch: int = 0) -> LRAResult:
+                            max_batch: int = 0, before_step: Optional[Callable[[int], None]] = None) -> LRAResult:
     """Optimise one latent prompt per ``(visual, question)`` problem, all problems batched.
+
+    ``before_step(step)``, when given, is called before each step; it may raise to stop the
+    optimisation there (a cancelled query need not wait for the remaining steps).
 
     Only the latent prompts receive gradients: the call runs under ``torch.enable_grad`` with the
     model's parameters untouched (adapters load them frozen), and gradients are taken with
@@ -88,6 +91,8 @@ def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualToken
     V_prev = V
     result = LRAResult(deltas=V)
     for step in range(steps):
+        if before_step is not None:
+            before_step(step)
         V_k = V.detach().requires_grad_(True)
         if loss == "official" and step > 0:
             V_in = beta * V_k + (1.0 - beta) * V_prev

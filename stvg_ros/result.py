@@ -90,3 +90,8 @@ class GroundingResult:
             "reason": self.reason,
             "grounding_tokens": dict(self.grounding_tokens),
         }
+
+
+class Cancelled(Exception):
+    """Raised by a ``Grounder.ground(checkpoint=...)`` callback to stop a grounding between stages
+    (or LRA steps); the message says why (e.g. "the node is shutting down")."""

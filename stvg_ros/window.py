@@ -1,13 +1,11 @@
-"""The node's memory of the recent stream, as plain Python (no ROS) so it is testable alone.
+"""The memory of the recent stream, as plain Python (no ROS) so it is testable alone.
 
 :class:`FrameWindow` holds the last ``duration`` seconds of camera frames, decimated to a target
 rate and downscaled at ingestion, so memory is bounded by ``max_frames x max_side^2 x 3`` bytes
 whatever the camera sends.  Time is the frames' own header stamps (integer nanoseconds, kept
-exactly so answers quote the stamps the camera published); a stamp that jumps backwards (a
-looping bag, a restarted driver) resets the window.
-
-:class:`DetectionBuffer` keeps external detections by stamp and turns the ones that belong to a
-set of window frames into the core's ``Proposals`` (linking untracked detections by overlap).
+exactly so answers quote the stamps the camera published).  What a backwards jump of the stamps
+means (a looping bag, a restarted driver) is decided by its owner,
+:class:`stvg_ros.service.GroundingService`, which then calls :meth:`FrameWindow.reset`.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Hashable, Iterable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -49,13 +47,17 @@ def downscale(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame kept in the window: RGB pixels (possibly downscaled) and where they came from."""
+    """One frame kept in the window: RGB pixels (possibly downscaled) and where they came from.
+
+    ``seq`` numbers the frames a window stored (1, 2, ...; never reused, not even after a reset),
+    so caches can key on it; ``stamp_ns`` is the camera's stamp."""
 
     stamp_ns: int
     image: np.ndarray  # HxWx3 uint8 RGB, stored size
     scale: float  # source pixels per stored pixel
     source_size: tuple[int, int]  # (H, W) of the image as published
     frame_id: str = ""
+    seq: int = 0
 
     @property
     def stamp(self) -> float:
@@ -82,8 +84,6 @@ class FrameWindow:
     an average of 10), so the kept rate does not drift with jitter.
     """
 
-    #: a stamp this much older than the newest frame means the clock jumped back: reset
-    JUMP_BACK_S = 0.5
     #: slack when comparing a stamp with the decimation schedule (1 ms)
     SLACK_NS = 1_000_000
 
@@ -92,6 +92,7 @@ class FrameWindow:
         self._frames: deque[Frame] = deque()
         self._lock = threading.Lock()
         self._next_due_ns: Optional[int] = None
+        self._seq = 0
         self.resets = 0
         self.decimated = 0
         self.stale = 0
@@ -114,32 +115,22 @@ class FrameWindow:
     def offer(self, stamp_ns: int) -> str:
         """Whether a frame with this stamp should be decoded and added.
 
-        Returns ``"keep"``, ``"reset"`` (keep, after the window was cleared because the clock
-        jumped back), ``"decimate"`` (skip: too soon for the target rate) or ``"stale"`` (skip:
-        not newer than the newest frame, e.g. a duplicate or a reordered message).
+        Returns ``"keep"``, ``"decimate"`` (skip: too soon for the target rate) or ``"stale"``
+        (skip: not newer than the newest frame, e.g. a duplicate or a reordered message).
         """
         with self._lock:
-            outcome = "keep"
-            if self._frames:
-                newest = self._frames[-1].stamp_ns
-                if stamp_ns <= newest:
-                    if newest - stamp_ns > self.JUMP_BACK_S * NS:
-                        self._clear_locked()
-                        self.resets += 1
-                        outcome = "reset"
-                    else:
-                        self.stale += 1
-                        return "stale"
-            if outcome == "keep" and self.period_ns and self._next_due_ns is not None:
-                if stamp_ns < self._next_due_ns - self.SLACK_NS:
-                    self.decimated += 1
-                    return "decimate"
+            if self._frames and stamp_ns <= self._frames[-1].stamp_ns:
+                self.stale += 1
+                return "stale"
+            if self.period_ns and self._next_due_ns is not None and stamp_ns < self._next_due_ns - self.SLACK_NS:
+                self.decimated += 1
+                return "decimate"
             if self.period_ns:
                 due = self._next_due_ns
-                if due is None or outcome == "reset" or stamp_ns >= due + self.period_ns:
+                if due is None or stamp_ns >= due + self.period_ns:
                     due = stamp_ns  # (re)start the schedule at this frame after a gap or reset
                 self._next_due_ns = due + self.period_ns
-            return outcome
+            return "keep"
 
     def add(self, stamp_ns: int, image: np.ndarray, source_size: Optional[tuple[int, int]] = None,
             frame_id: str = "", already_scaled: float = 1.0) -> Frame:
@@ -147,8 +138,10 @@ class FrameWindow:
         if source_size is None:
             source_size = (int(image.shape[0]), int(image.shape[1]))
         small, scale = downscale(image, self.max_side)
-        frame = Frame(stamp_ns, np.ascontiguousarray(small), scale * already_scaled, source_size, frame_id)
         with self._lock:
+            self._seq += 1
+            frame = Frame(stamp_ns, np.ascontiguousarray(small), scale * already_scaled, source_size, frame_id,
+                          self._seq)
             if self._frames and stamp_ns <= self._frames[-1].stamp_ns:
                 # offer() said keep, but a newer frame raced in: drop this one quietly
                 self.stale += 1
@@ -167,7 +160,7 @@ class FrameWindow:
         self._next_due_ns = None
 
     def reset(self) -> None:
-        """Forget every frame (e.g. the ROS clock jumped back)."""
+        """Forget every frame (the stream's time jumped back); counted in ``resets`` when any was held."""
         with self._lock:
             if self._frames:
                 self.resets += 1
@@ -187,6 +180,11 @@ class FrameWindow:
     def __len__(self) -> int:
         with self._lock:
             return len(self._frames)
+
+    @property
+    def newest(self) -> Optional[Frame]:
+        with self._lock:
+            return self._frames[-1] if self._frames else None
 
     @property
     def span(self) -> float:
@@ -221,97 +219,3 @@ class RateMeter:
 
     def clear(self) -> None:
         self._stamps.clear()
-
-
-def box_iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One external detection: pixel box (xyxy, in the published image's pixels)."""
-
-    box: Box
-    track_id: str = ""
-    label: str = ""
-    score: float = 1.0
-
-
-class DetectionBuffer:
-    """External detections by image stamp, bounded like the frame window.
-
-    Detections are matched to a window frame when their stamp is within ``tolerance_ns`` of the
-    frame's (detectors copy the image header, so normally exactly equal).
-    """
-
-    def __init__(self, max_stamps: int = 512, tolerance_ns: int = 1_000_000):
-        self._by_stamp: dict[int, list[Detection]] = {}
-        self._order: deque[int] = deque()
-        self._max = max_stamps
-        self.tolerance_ns = tolerance_ns
-        self._lock = threading.Lock()
-
-    def add(self, stamp_ns: int, detections: Sequence[Detection]) -> None:
-        with self._lock:
-            if self._order and stamp_ns < self._order[-1] - FrameWindow.JUMP_BACK_S * NS:
-                self._by_stamp.clear()
-                self._order.clear()
-            if stamp_ns not in self._by_stamp:
-                self._order.append(stamp_ns)
-            self._by_stamp[stamp_ns] = list(detections)
-            while len(self._order) > self._max:
-                self._by_stamp.pop(self._order.popleft(), None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._by_stamp.clear()
-            self._order.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._order)
-
-    def _lookup(self, stamp_ns: int) -> Optional[list[Detection]]:
-        if stamp_ns in self._by_stamp:
-            return self._by_stamp[stamp_ns]
-        best, best_dt = None, self.tolerance_ns + 1
-        for s in self._order:
-            dt = abs(s - stamp_ns)
-            if dt < best_dt:
-                best, best_dt = s, dt
-        return self._by_stamp[best] if best is not None else None
-
-    def proposals(self, frames: Iterable[Frame], link_iou: float = 0.3) -> dict[Hashable, dict[float, Box]]:
-        """Tracks over ``frames`` in the frames' *stored* pixels: track id → frame stamp (s) → box.
-
-        Detections that carry a track id keep it; the others are linked greedily frame to frame
-        by best IoU above ``link_iou`` (a new track starts otherwise).  Empty when no frame has
-        detections.
-        """
-        tracks: dict[Hashable, dict[float, Box]] = {}
-        last_box: dict[Hashable, Box] = {}
-        next_anon = 0
-        with self._lock:
-            per_frame = [(f, self._lookup(f.stamp_ns)) for f in frames]
-        for frame, dets in per_frame:
-            if not dets:
-                continue
-            taken: set = set()
-            for det in sorted(dets, key=lambda d: -d.score):
-                box = frame.box_from_source(det.box)
-                if det.track_id:
-                    tid: Hashable = det.track_id
-                else:
-                    candidates = [(box_iou(box, b), t) for t, b in last_box.items()
-                                  if t not in taken and isinstance(t, int)]
-                    score, tid = max(candidates, default=(0.0, None), key=lambda c: c[0])
-                    if tid is None or score < link_iou:
-                        tid, next_anon = next_anon, next_anon + 1
-                taken.add(tid)
-                tracks.setdefault(tid, {})[frame.stamp] = box
-                last_box[tid] = box
-        return tracks

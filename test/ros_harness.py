@@ -110,11 +110,11 @@ class NodeProcess:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 10.0) -> tuple[int, float]:
-        """SIGINT, then wait; returns (exit code, seconds to exit).  Kills after ``timeout``."""
+    def stop(self, timeout: float = 10.0, sig: int = signal.SIGINT) -> tuple[int, float]:
+        """``sig`` (SIGINT), then wait; returns (exit code, seconds to exit).  Kills after ``timeout``."""
         t0 = time.monotonic()
         if self.alive():
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

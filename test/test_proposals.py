@@ -270,7 +270,8 @@ def test_live_stage_window_rate_and_clock_jump():
         tracks = stage.tracks_for(stamps, "ball")
         first_kept = min(min(t.boxes) for t in tracks)
         assert first_kept >= stamps[-1] - 0.5 - 0.14  # older observations pruned (one hold period)
-        stage.add_frame(_clip(1)[0], 0.0)  # a looping bag: time jumps back
+        stage.reset()  # a looping bag: time jumps back (the owner, GroundingService, detects it)
+        stage.add_frame(_clip(1)[0], 0.0)
         assert stage.stats()["window_keyframes"] == 1
         assert all(min(t.boxes) == 0.0 for t in stage.tracks_for([0.0], "ball"))
 
@@ -298,7 +299,7 @@ def test_external_tracks_keep_given_ids_and_link_the_rest():
         ext.add(s, Detections([a, b], [0.9, 0.9], ["person", "person"], ["7", "9"]))
         ext.add(s, Detections([c], [0.8], ["car"]))  # no id: our tracker links it
     people = ext.tracks_for([t / 30.0 for t in range(0, 20, 2)], "man")
-    assert sorted(t.id for t in people) == ["ext:7", "ext:9"]
+    assert sorted(t.id for t in people) == ["7", "9"]  # the caller's ids, as given
     cars = ext.tracks_for([0.0, 2 / 30.0], "car")
     assert len(cars) == 1 and cars[0].label == "car" and len(cars[0].boxes) == 2
     assert len(ext.tracks_for([0.0], "giraffe")) == 3  # no label matches: all tracks
@@ -313,12 +314,14 @@ def test_static_tracks_from_a_proposals_file_entry():
     assert source.proposals_for([2.0]) == {"4": {2.0: (5.0, 5.0, 6.0, 6.0)}}
 
 
-def test_live_stage_ignores_late_frames_but_resets_on_a_real_jump_back():
+def test_live_stage_ignores_late_frames_and_starts_over_after_reset():
     cfg = ProposalConfig(default_class="ball", rate_hz=0, detect_every=1)
     with LiveProposalStage(ColourDetector(), cfg, background=False) as stage:
         frame = _clip(1)[0]
         assert stage.add_frame(frame, 5.0) and stage.add_frame(frame, 5.1)
         assert not stage.add_frame(frame, 5.05) and not stage.add_frame(frame, 5.1)  # late / duplicate
         assert stage.stats()["window_keyframes"] == 2
-        assert stage.add_frame(frame, 2.0)  # more than JUMP_BACK_S back: a new recording
+        assert not stage.add_frame(frame, 2.0)  # a jump back is the owner's to detect...
+        stage.reset()  # ...which resets the stage (GroundingService does, test_service.py)
+        assert stage.add_frame(frame, 2.0)
         assert stage.stats()["window_keyframes"] == 1

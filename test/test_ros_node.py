@@ -129,7 +129,7 @@ def test_tube_stamps_are_published_frame_stamps(ros, node):
         assert -1e-6 <= b.center_x - b.size_x / 2 and b.center_x + b.size_x / 2 <= W + 1e-6
         assert -1e-6 <= b.center_y - b.size_y / 2 and b.center_y + b.size_y / 2 <= H + 1e-6
     assert tube.sub_query_source in ("model", "rules", "caller", "none")
-    assert tube.latency > 0 and tube.processing_time > 0
+    assert tube.latency > 0 and tube.processing_time > 0 and 0 <= tube.queue_time < tube.latency
     assert max(b.size_x for b in tube.boxes) > 0
 
 
@@ -161,6 +161,7 @@ def test_plain_string_query_from_the_cli(ros, node):
     (dict(encoding="weird16"), "unsupported encoding"),
     (dict(step=10), "step"),
     (dict(truncate=True), "truncated"),
+    (dict(header=(100, 100)), "the header does not describe the data"),  # a 100x100 header over 160x120 data
 ])
 def test_bad_frames_are_dropped_and_reported(ros, node, change, reason):
     proc, client = node
@@ -172,6 +173,9 @@ def test_bad_frames_are_dropped_and_reported(ros, node, change, reason):
         msg.step = change["step"]
     if change.get("truncate"):
         msg.data = bytes(msg.data)[: len(msg.data) // 2]
+    if "header" in change:
+        msg.width, msg.height = change["header"]
+        msg.step = msg.width * 3
     client.cam.publish(msg)
     status = wait_for(lambda: (s := _latest_status(client)).frames_rejected > before.frames_rejected and s, 20,
                       "the bad frame to be counted", proc)
@@ -202,7 +206,12 @@ def test_query_flood_gets_one_answer_each(ros, node):
     served = [t for t in answers.values() if t.reason == ""]
     assert full, "a flood larger than the queue must be refused in part"
     assert served, "the queue must still serve some queries"
+    assert max(t.queue_time for t in served) > 0  # those that waited say so
     assert all(t.query_id in ids for t in full)
+    # every query received is counted, and is exactly one of answered, rejected, cancelled, failed
+    s = wait_for(lambda: (s := _latest_status(client)).queue_depth == 0 and s, 20, "an idle queue", proc)
+    assert s.queries_received == s.queries_answered + s.queries_rejected + s.queries_cancelled + s.queries_failed
+    assert s.queries_received >= len(ids) + 6  # the flood, and the bad requests before it
     assert proc.alive()
 
 

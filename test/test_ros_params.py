@@ -103,7 +103,7 @@ def test_invalid_values_are_rejected_naming_the_fix(declared):
         (Parameter("lra_loss", value="mine"), "paper"),
         (Parameter("window_duration", value=-1.0), "positive"),
         (Parameter("image_reliability", value="sometimes"), "best_effort"),
-        (Parameter("window_max_frames", value="many"), "expected a int"),
+        (Parameter("window_max_frames", value="many"), "expected a value of type int"),
         (Parameter("found_threshold", value=2.0), "(0, 1]"),
     ]
     for param, fix in cases:
@@ -156,3 +156,24 @@ def test_package_xml_declares_what_the_code_imports():
     missing = sorted(m for m in third_party if ROSDEP_KEYS.get(m, m) not in deps)
     assert not missing, f"package.xml lacks exec_depend entries for {missing} (add the rosdep key; " \
                         f"for a pip-only package use python3-<name>-pip, and map it in ROSDEP_KEYS here)"
+
+
+def test_node_settings_type_every_parameter_without_ros():
+    """NodeSettings (read once per configure or change) covers every declared parameter, typed."""
+    from dataclasses import fields
+
+    from stvg_ros.config import ConfigError, ProposalConfig, ServingConfig
+    from stvg_ros.ros.params import NODE_PARAMS, NodeSettings, all_params
+
+    defaults = {p.name: p.default for p in all_params()}
+    s = NodeSettings.from_values(defaults)
+    own = {f.name for f in fields(NodeSettings)} - {"serving", "grounding", "proposals"}
+    assert own == {p.name for p in NODE_PARAMS}
+    assert s.serving == ServingConfig() and s.grounding == GroundingConfig() and s.proposals == ProposalConfig()
+    s = NodeSettings.from_values({**defaults, "window_rate": 0, "status_rate": 2, "debug_heatmap": True})
+    assert s.serving.window_rate == 0.0 and isinstance(s.serving.window_rate, float) and s.status_rate == 2.0
+    assert s.grounding.keep_relevance  # the heatmap needs the relevance maps
+    for name, value, fix in [("frame_timeout", -1.0, "0 or a positive"), ("min_frames", 0, "1 or more"),
+                             ("image_depth", 0, "positive"), ("query_queue_size", 2.5, "type int")]:
+        with pytest.raises(ConfigError, match=fix):
+            NodeSettings.from_values({**defaults, name: value})

@@ -1,18 +1,18 @@
-"""The node's sliding window, rate meter and detection buffer, without ROS."""
+"""The sliding window and the rate meter, without ROS (time jumps and external detections: test_service.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from stvg_ros.window import NS, Detection, DetectionBuffer, FrameWindow, RateMeter, downscale
+from stvg_ros.window import NS, FrameWindow, RateMeter, downscale
 
 
 def feed(window: FrameWindow, stamps_ns, size=(48, 64)):
     kept = []
     for s in stamps_ns:
         outcome = window.offer(s)
-        if outcome in ("keep", "reset"):
+        if outcome == "keep":
             window.add(s, np.zeros(size + (3,), np.uint8))
             kept.append(s)
     return kept
@@ -77,24 +77,28 @@ def test_downscale_and_boxes_map_back_to_camera_pixels():
     assert same is img and s1 == 1.0
 
 
-def test_backwards_jump_resets_and_small_reorders_are_dropped():
+def test_reset_clears_and_reorders_are_dropped_as_stale():
     w = FrameWindow(duration=100, max_frames=100, rate=0)
     stamps = camera(10, 3, t0=100.0)
     feed(w, stamps)
     assert w.offer(stamps[-1]) == "stale"  # duplicate
     assert w.offer(stamps[-2]) == "stale"  # reordered by 0.1 s
-    assert len(w) == len(stamps)
+    assert w.offer(stamps[0] - 50 * NS) == "stale"  # a jump back is the owner's to detect (GroundingService)
+    assert len(w) == len(stamps) and w.stale == 3
+    w.reset()  # ...which resets the window
     back = camera(10, 1, t0=50.0)  # looping bag
-    assert w.offer(back[0]) == "reset"
+    assert w.offer(back[0]) == "keep"
     w.add(back[0], np.zeros((4, 4, 3), np.uint8))
     assert [f.stamp_ns for f in w.frames()] == [back[0]] and w.resets == 1
     feed(w, back[1:])
     assert [f.stamp_ns for f in w.frames()] == back
+    assert [f.seq for f in w.frames()] == list(range(len(stamps) + 1, len(stamps) + 1 + len(back)))  # never reused
 
 
 def test_decimation_restarts_after_a_reset_and_a_gap():
     w = FrameWindow(duration=100, max_frames=100, rate=2)
     feed(w, camera(10, 2, t0=100.0))
+    w.reset()
     after = feed(w, camera(10, 2, t0=10.0))  # jump back: schedule restarts at the new first frame
     assert after[0] == int(10.0 * NS) and len(after) == 4
     gap = feed(w, camera(10, 1, t0=60.0))  # 48 s gap forward: no burst, first frame kept at once
@@ -126,35 +130,3 @@ def test_rate_meter_follows_stamps():
     assert m.rate == pytest.approx(20, rel=1e-6)
     m.tick(0)  # clock went back
     assert m.rate == 0.0
-
-
-def test_detections_become_proposals_in_stored_pixels():
-    w = FrameWindow(duration=10, max_frames=10, max_side=100)  # 200x100 frames stored at half size
-    stamps = [NS + i * NS // 10 for i in range(4)]
-    for s in stamps:
-        w.offer(s)
-        w.add(s, np.zeros((100, 200, 3), np.uint8))
-    frames = w.frames()
-    buf = DetectionBuffer(tolerance_ns=1_000_000)
-    for i, s in enumerate(stamps):
-        dets = [Detection((10 + 10 * i, 10, 50 + 10 * i, 50), label="ball", score=0.9),  # moving, no id
-                Detection((150, 60, 190, 90), label="box", score=0.8)]  # still, no id
-        if i != 2:
-            dets.append(Detection((0, 0, 20, 20), track_id="person-7", score=0.5))
-        buf.add(s + (500_000 if i == 1 else 0), dets)  # 0.5 ms late: still associated
-    tracks = buf.proposals(frames)
-    assert len(tracks) == 3
-    assert set(tracks["person-7"]) == {frames[i].stamp for i in (0, 1, 3)}
-    assert tracks["person-7"][frames[0].stamp] == pytest.approx((0, 0, 10, 10))
-    moving = next(t for k, t in tracks.items() if k != "person-7" and t[frames[0].stamp][0] < 20)
-    assert len(moving) == 4  # linked across frames by overlap
-    assert moving[frames[3].stamp] == pytest.approx((20, 5, 40, 25))
-
-
-def test_detections_far_from_any_frame_are_not_used():
-    w = FrameWindow(duration=10, max_frames=10)
-    w.offer(NS)
-    w.add(NS, np.zeros((10, 10, 3), np.uint8))
-    buf = DetectionBuffer(tolerance_ns=1_000_000)
-    buf.add(NS + 50_000_000, [Detection((0, 0, 5, 5), "a")])
-    assert buf.proposals(w.frames()) == {}

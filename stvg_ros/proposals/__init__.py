@@ -205,9 +205,14 @@ class StaticTracks(ProposalSource):
 class ExternalTracks(ProposalSource):
     """Detections from outside (the node's ``detections`` topic), kept for a sliding window.
 
-    Detections with a track id extend that track; those without are linked into tracks by our own
-    tracker (one per label).  ``tracks_for`` keeps tracks whose label matches the phrase's class
-    when any does, otherwise all of them.  Thread-safe: ``add`` may run on the executor thread.
+    Detections with a track id extend that track (the id is kept as given, so answers name the
+    caller's own track); those without are linked into tracks by our own tracker (one per label,
+    ids ``label#N``).  ``tracks_for`` keeps tracks whose label matches the phrase's class when any
+    does, otherwise all of them.  Boxes stay in the pixels they were given in.
+
+    Time only moves forward here: an untracked detection not newer than the last one of its label
+    is dropped (the tracker links in time order); a backwards jump of the stream is its owner's to detect,
+    which calls :meth:`reset`.  Thread-safe: ``add`` may run on the executor thread.
     """
 
     def __init__(self, window_s: float = 30.0, hold: float = 0.5, max_tracks: int = 16,
@@ -220,32 +225,40 @@ class ExternalTracks(ProposalSource):
         self._make_tracker = make_tracker
         self._tracks: dict[str, Track] = {}
         self._trackers: dict[str, object] = {}
+        self._tracked_upto: dict[str, float] = {}
         self._latest = -np.inf
         self._lock = threading.Lock()
 
     def reset(self) -> None:
+        """Forget every detection and track (the stream's time jumped back)."""
         with self._lock:
             self._tracks.clear()
             self._trackers.clear()
+            self._tracked_upto.clear()
             self._latest = -np.inf
+
+    def __len__(self) -> int:
+        """Tracks held (given ids and our own)."""
+        with self._lock:
+            return len(self._tracks) + sum(len(t.tracks()) for t in self._trackers.values())  # type: ignore
 
     def add(self, stamp: float, detections: Detections) -> None:
         stamp = float(stamp)
         with self._lock:
-            if stamp < self._latest - 1e-9:  # the clock jumped back (a looping bag): start over
-                self._tracks.clear()
-                self._trackers.clear()
-            self._latest = max(stamp, self._latest) if np.isfinite(self._latest) else stamp
+            self._latest = max(stamp, self._latest)
             ids = detections.track_ids or [""] * len(detections)
-            untracked = [i for i, tid in enumerate(ids) if not tid]
             for i, tid in enumerate(ids):
                 if tid:
-                    track = self._tracks.setdefault(f"ext:{tid}", Track(f"ext:{tid}", label=detections.labels[i]))
+                    track = self._tracks.setdefault(tid, Track(tid, label=detections.labels[i]))
                     track.observe(stamp, detections.boxes[i], float(detections.scores[i]))
             by_label: dict[str, list[int]] = {}
-            for i in untracked:
-                by_label.setdefault(detections.labels[i], []).append(i)
+            for i, tid in enumerate(ids):
+                if not tid:
+                    by_label.setdefault(detections.labels[i], []).append(i)
             for label, idx in by_label.items():
+                if stamp <= self._tracked_upto.get(label, -np.inf):
+                    continue  # late for our tracker, which links in time order
+                self._tracked_upto[label] = stamp
                 tracker = self._trackers.get(label)
                 if tracker is None:
                     tracker = self._trackers[label] = self._make_tracker(self._tracker_kind, label=label)

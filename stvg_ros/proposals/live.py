@@ -74,9 +74,6 @@ class LiveProposalStage(ProposalSource):
     skips the oldest keyframes when it falls more than ``max_backlog`` behind.
     """
 
-    #: a stamp this much older than the newest one means the clock went back: start over
-    JUMP_BACK_S = 1.0
-
     def __init__(self, detector, config: Optional[ProposalConfig] = None, background: bool = True):
         self.config = config or ProposalConfig()
         self.detector = detector
@@ -128,13 +125,14 @@ class LiveProposalStage(ProposalSource):
                 pipe.tracker.reset()
                 pipe.last_stamp = -np.inf
 
-    def close(self) -> None:
-        """Stop the worker thread (idempotent)."""
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the worker thread (idempotent); waits at most ``timeout`` s for a detection in flight
+        (the thread is a daemon: a shutting-down process need not wait for it)."""
         with self._lock:
             self._closed = True
             self._new_keyframe.notify_all()
         if self._worker is not None:
-            self._worker.join(timeout=5.0)
+            self._worker.join(timeout=timeout)
             self._worker = None
 
     def __enter__(self) -> "LiveProposalStage":
@@ -148,14 +146,13 @@ class LiveProposalStage(ProposalSource):
         """Offer one HxWx3 uint8 RGB frame; returns True when it became a keyframe.
 
         A frame is a keyframe when ``1 / rate_hz`` seconds have passed since the last one (or, with
-        ``rate_hz = 0``, every ``detect_every``-th frame); a stamp more than ``JUMP_BACK_S`` older than
-        the newest resets the stage (a looping bag), a slightly older or equal one is ignored.  Only
+        ``rate_hz = 0``, every ``detect_every``-th frame); a frame not newer than the newest is ignored.
+        When the stream's time jumps back (a looping bag) the owner calls :meth:`reset` first (the
+        node's :class:`~stvg_ros.service.GroundingService` does).  Only
         keyframes are stored (copied), so memory is bounded by ``window_s`` whatever the camera rate.
         """
         stamp = float(stamp)
         cfg = self.config
-        if stamp < self._last_in - self.JUMP_BACK_S:
-            self.reset()
         with self._lock:
             if stamp <= self._last_in:  # a duplicate or a frame that arrived late: not a new instant
                 return False

@@ -1,15 +1,18 @@
-"""Between ROS messages and the core's plain types: stamps, boxes, tubes, detections."""
+"""Between ROS messages and the core's plain types: stamps, boxes, requests, answers, detections."""
 
 from __future__ import annotations
 
 import bisect
 from typing import Optional, Sequence
 
+import numpy as np
 from builtin_interfaces.msg import Time
 
 from stvg_ros.msg import Tube, TubeBox
+from stvg_ros.proposals import Detections
 from stvg_ros.result import GroundingResult
-from stvg_ros.window import NS, Detection, Frame
+from stvg_ros.service import Answer, GroundingRequest
+from stvg_ros.window import NS, Frame
 
 Box = tuple[float, float, float, float]
 
@@ -32,15 +35,31 @@ def xyxy(cx: float, cy: float, sx: float, sy: float) -> Box:
     return cx - sx / 2.0, cy - sy / 2.0, cx + sx / 2.0, cy + sy / 2.0
 
 
-def detections_from_msg(msg) -> list[Detection]:
+def detections_from_msg(msg) -> Detections:
     """stvg_ros/Detections → core detections (boxes stay in the published image's pixels)."""
-    out = []
-    for d in msg.detections:
-        if not (d.size_x > 0 and d.size_y > 0):
-            continue
-        out.append(Detection(xyxy(d.center_x, d.center_y, d.size_x, d.size_y), str(d.track_id),
-                             str(d.class_id), float(d.score)))
-    return out
+    kept = [d for d in msg.detections if d.size_x > 0 and d.size_y > 0]
+    boxes = np.array([xyxy(d.center_x, d.center_y, d.size_x, d.size_y) for d in kept], np.float32).reshape(-1, 4)
+    return Detections(boxes, np.array([d.score for d in kept], np.float32), [str(d.class_id) for d in kept],
+                      [str(d.track_id) for d in kept])
+
+
+def request_from_msg(msg, query_id: str) -> GroundingRequest:
+    """stvg_ros/GroundingQuery → a core request (``query_id`` when the message has none)."""
+    return GroundingRequest(msg.id or query_id, msg.text, stamp_to_ns(msg.start), stamp_to_ns(msg.end),
+                            msg.attribute_query, msg.action_query)
+
+
+def tube_from_answer(answer: Answer, frame_id: str = "") -> Tube:
+    """The service's answer → Tube (``frame_id``: the camera's, for an answer without frames)."""
+    r = answer.request
+    if answer.result is not None:
+        tube = tube_from_result(answer.result, FrameIndex(answer.frames), r.query_id, r.text, answer.latency)
+    else:
+        newest = answer.newest
+        tube = tube_message(r.query_id, r.text, answer.reason, newest.frame_id if newest else frame_id,
+                            newest.stamp_ns if newest else 0, answer.latency)
+    tube.queue_time = float(answer.queue_time)
+    return tube
 
 
 class FrameIndex:

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = 0
     finally:
         executor.shutdown(timeout_sec=2.0)
-        node._teardown()
+        node.shutdown()
         node.destroy_node()
         client.destroy_node()
         rclpy.try_shutdown()

@@ -51,42 +51,77 @@ MAX_IMAGE_BYTES = 256 * 1024 * 1024
 
 
 def supported_encodings() -> list[str]:
+    return sorted(_table_once())
+
+
+def _table_once() -> dict:
     global _ENCODINGS
     if _ENCODINGS is None:
         _ENCODINGS = _table()
-    return sorted(_ENCODINGS)
+    return _ENCODINGS
+
+
+def _data(msg):
+    return memoryview(msg.data).cast("B") if not isinstance(msg.data, (bytes, bytearray)) else msg.data
+
+
+def check_image(msg) -> str:
+    """What is wrong with a ``sensor_msgs/Image``'s header against its data ("" = consistent).
+
+    Cheap (no decoding), so it runs on every frame, decimated ones included: the encoding is known,
+    the size positive, ``step`` holds a row, and ``len(data)`` is what ``step x height`` says (the
+    last row's padding may be missing)."""
+    encodings = _table_once()
+    enc = str(msg.encoding).strip().lower()
+    if enc not in encodings:
+        return f"unsupported encoding {msg.encoding!r}: publish one of {', '.join(sorted(encodings))}"
+    channels, dtype, _ = encodings[enc]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        return f"empty image ({width}x{height})"
+    row_bytes = width * channels * np.dtype(dtype).itemsize
+    if step < row_bytes:
+        return f"step {step} is smaller than width x bytes per pixel = {row_bytes} for {width} px of {msg.encoding}"
+    if step * height > MAX_IMAGE_BYTES:
+        return f"image of {step * height} bytes exceeds the {MAX_IMAGE_BYTES} byte limit"
+    size = len(_data(msg))
+    needed = step * (height - 1) + row_bytes
+    if size < needed:
+        return f"data holds {size} bytes but {height} rows of step {step} need {needed} (truncated message?)"
+    if size > step * height:
+        return (f"data holds {size} bytes but the header says {width}x{height} {msg.encoding} with step {step} "
+                f"= {step * height} bytes: the header does not describe the data (fix the publisher's "
+                f"width/height/step)")
+    return ""
+
+
+def check_compressed(msg) -> str:
+    """What is wrong with a ``sensor_msgs/CompressedImage`` before decoding ("" = nothing seen)."""
+    size = len(_data(msg))
+    if size == 0:
+        return "compressed image with no data"
+    if size > MAX_IMAGE_BYTES:
+        return f"compressed image of {size} bytes exceeds the {MAX_IMAGE_BYTES} byte limit"
+    return ""
 
 
 def decode_image(msg) -> np.ndarray:
     """A ``sensor_msgs/Image`` → HxWx3 uint8 RGB (16-bit data is scaled to 8 bits).
 
-    Raises :class:`ImageError` naming the problem (unknown encoding, bad step, short data).
+    Raises :class:`ImageError` naming the problem (see :func:`check_image`).
     """
-    global _ENCODINGS
-    if _ENCODINGS is None:
-        _ENCODINGS = _table()
+    problem = check_image(msg)
+    if problem:
+        raise ImageError(problem)
     import cv2
 
     enc = str(msg.encoding).strip().lower()
-    if enc not in _ENCODINGS:
-        raise ImageError(f"unsupported encoding {msg.encoding!r}: publish one of "
-                         f"{', '.join(sorted(_ENCODINGS))}")
-    channels, dtype, conversion = _ENCODINGS[enc]
+    channels, dtype, conversion = _table_once()[enc]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ImageError(f"empty image ({width}x{height})")
     itemsize = np.dtype(dtype).itemsize
     row_bytes = width * channels * itemsize
-    if step < row_bytes:
-        raise ImageError(f"step {step} is smaller than width x bytes per pixel = {row_bytes} "
-                         f"for {width} px of {msg.encoding}")
-    if step * height > MAX_IMAGE_BYTES:
-        raise ImageError(f"image of {step * height} bytes exceeds the {MAX_IMAGE_BYTES} byte limit")
-    data = memoryview(msg.data).cast("B") if not isinstance(msg.data, (bytes, bytearray)) else msg.data
+    data = _data(msg)
     needed = step * (height - 1) + row_bytes
-    if len(data) < needed:
-        raise ImageError(f"data holds {len(data)} bytes but {height} rows of step {step} need {needed} "
-                         f"(truncated message?)")
     buf = np.frombuffer(data, dtype=np.uint8, count=step * height if len(data) >= step * height else needed)
     if len(buf) < step * height:  # last row without its padding
         buf = np.concatenate([buf, np.zeros(step * height - len(buf), np.uint8)])
@@ -112,12 +147,10 @@ def decode_compressed(msg) -> np.ndarray:
     """A ``sensor_msgs/CompressedImage`` (jpeg/png) → HxWx3 uint8 RGB."""
     import cv2
 
-    data = np.frombuffer(memoryview(msg.data).cast("B") if not isinstance(msg.data, (bytes, bytearray))
-                         else msg.data, dtype=np.uint8)
-    if data.size == 0:
-        raise ImageError("compressed image with no data")
-    if data.size > MAX_IMAGE_BYTES:
-        raise ImageError(f"compressed image of {data.size} bytes exceeds the {MAX_IMAGE_BYTES} byte limit")
+    problem = check_compressed(msg)
+    if problem:
+        raise ImageError(problem)
+    data = np.frombuffer(_data(msg), dtype=np.uint8)
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ImageError(f"cannot decode compressed image (format {msg.format!r}): publish jpeg or png")

@@ -1,8 +1,10 @@
-"""The node's parameters: its own (model, window, QoS, topics) plus one per GroundingConfig field.
+"""The node's parameters: its own (model, QoS, subscriptions, outputs), then one per field of
+:class:`~stvg_ros.config.ServingConfig` (window, admission), of
+:class:`~stvg_ros.config.GroundingConfig` (same names) and of ``ProposalConfig`` (``proposals_*``).
 
 Kept free of rclpy so that the list, defaults and validation are testable without ROS and so
-that ``config/stvg.yaml`` can be checked against it.  Every grounding knob is a parameter of the
-same name as the :class:`~stvg_ros.config.GroundingConfig` field.
+that ``config/stvg.yaml`` can be checked against it.  :class:`NodeSettings` is all of them,
+typed and validated, read once per configure or parameter change.
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ import inspect
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Optional
 
-from stvg_ros.config import ConfigError, GroundingConfig
-from stvg_ros.config import ProposalConfig
+from stvg_ros.config import ConfigError, GroundingConfig, ProposalConfig, ServingConfig
 
 
 @dataclass(frozen=True)
@@ -50,20 +51,6 @@ NODE_PARAMS: list[NodeParam] = [
               live=False),
     NodeParam("use_detections", False,
               "Subscribe to detections (stvg_ros/Detections) and use them as proposals.", live=False),
-    NodeParam("detection_tolerance", 0.001,
-              "Seconds between a detection's stamp and a frame's stamp that still associate them.",
-              _non_negative),
-    NodeParam("window_duration", 10.0, "Seconds of stream kept in the sliding window.", _positive),
-    NodeParam("window_max_frames", 64, "Most frames kept in the window (memory bound).", _positive),
-    NodeParam("window_rate", 4.0, "Frames per second kept after decimation (0 = keep every frame).",
-              _non_negative),
-    NodeParam("ingest_max_side", 0,
-              "Longest side in pixels frames are downscaled to on arrival (0 = auto: what the model "
-              "needs). Boxes are reported in the camera's pixels regardless.", _non_negative),
-    NodeParam("min_frames", 2, "Frames the window must hold before a query is served.",
-              lambda v: None if v >= 1 else "use 1 or more"),
-    NodeParam("query_queue_size", 4, "Pending queries kept; more are answered found=false.", _positive),
-    NodeParam("max_query_length", 1000, "Longest query text accepted, in characters.", _positive),
     NodeParam("publish_debug_image", True, "Publish debug_image (the tube drawn on the frames)."),
     NodeParam("debug_heatmap", False, "Overlay the relevance heatmap on the debug image."),
     NodeParam("status_rate", 1.0, "Hz of the status and /diagnostics messages (0 = off).",
@@ -114,6 +101,14 @@ def grounding_params() -> list[NodeParam]:
     return out
 
 
+def serving_params() -> list[NodeParam]:
+    """One parameter per ServingConfig field (all take effect at once)."""
+    defaults = ServingConfig()
+    docs = _config_docs(ServingConfig)
+    return [NodeParam(f.name, getattr(defaults, f.name), docs.get(f.name) or f"ServingConfig.{f.name}")
+            for f in fields(ServingConfig)]
+
+
 #: node parameters of the live proposal stage are ``proposals_<ProposalConfig field>``
 PROPOSAL_PREFIX = "proposals_"
 
@@ -134,9 +129,56 @@ def proposal_config(values: dict[str, Any]) -> ProposalConfig:
 
 
 def all_params() -> list[NodeParam]:
-    clash = {p.name for p in NODE_PARAMS} & set(GroundingConfig.field_names())
-    assert not clash, f"node parameters shadow grounding fields: {clash}"
-    return NODE_PARAMS + grounding_params() + proposal_params()
+    own = {p.name for p in NODE_PARAMS}
+    clash = (own | set(ServingConfig.field_names())) & set(GroundingConfig.field_names()) | \
+        own & set(ServingConfig.field_names())
+    assert not clash, f"node parameters shadow config fields: {clash}"
+    return NODE_PARAMS + serving_params() + grounding_params() + proposal_params()
+
+
+def _coerce_node_value(name: str, value: Any) -> Any:
+    """A node parameter's value with its default's type (ints accepted for floats), or ConfigError."""
+    d = NODE_PARAM_BY_NAME[name].default
+    ok = (isinstance(value, bool) if isinstance(d, bool) else
+          isinstance(value, int) and not isinstance(value, bool) if isinstance(d, int) else
+          isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(d, float) else
+          isinstance(value, str))
+    if not ok:
+        raise ConfigError(f"invalid {name}={value!r}: expected a value of type {type(d).__name__}, like {d!r}")
+    value = float(value) if isinstance(d, float) else value
+    problem = check_node_value(name, value)
+    if problem:
+        raise ConfigError(problem)
+    return value
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Every parameter of the node, typed and validated (the node reads it once per configure or
+    parameter change).  The node's own parameters are fields here; the rest are config objects."""
+
+    model_path: str
+    autostart: bool
+    image_reliability: str
+    image_depth: int
+    use_compressed: bool
+    use_detections: bool
+    publish_debug_image: bool
+    debug_heatmap: bool
+    status_rate: float
+    serving: ServingConfig
+    grounding: GroundingConfig
+    proposals: ProposalConfig
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> "NodeSettings":
+        """From parameter name → value (every declared parameter); ConfigError names the fix."""
+        own = {p.name: _coerce_node_value(p.name, values[p.name]) for p in NODE_PARAMS}
+        grounding = grounding_config(values)
+        if own["debug_heatmap"] and not grounding.keep_relevance:  # the heatmap needs the maps
+            grounding = grounding.replace(keep_relevance=True)
+        return cls(**own, serving=ServingConfig.from_dict(values), grounding=grounding,
+                   proposals=proposal_config(values))
 
 
 def check_node_value(name: str, value: Any) -> Optional[str]:
@@ -157,8 +199,8 @@ def grounding_config(values: dict[str, Any]) -> GroundingConfig:
     return GroundingConfig.from_dict(picked)
 
 
-__all__ = ["NodeParam", "NODE_PARAMS", "all_params", "grounding_params", "check_node_value",
-           "grounding_config", "ConfigError", "proposal_params", "proposal_config"]
+__all__ = ["NodeParam", "NODE_PARAMS", "NodeSettings", "all_params", "serving_params", "grounding_params",
+           "check_node_value", "grounding_config", "ConfigError", "proposal_params", "proposal_config"]
 
 
 def _yaml_value(v: Any) -> str:
@@ -190,7 +232,8 @@ def params_yaml() -> str:
         "/**:",
         "  ros__parameters:",
     ]
-    sections = [("node: model, input, window, queries, outputs", NODE_PARAMS),
+    sections = [("node: model, input, outputs", NODE_PARAMS),
+                ("serving: window, queries (stvg_ros.config.ServingConfig)", serving_params()),
                 ("grounding (stvg_ros.config.GroundingConfig)", grounding_params()),
                 ("live proposals (ProposalConfig, docs/proposals.md)", proposal_params())]
     for title, plist in sections:

@@ -1,0 +1,560 @@
+"""The grounding service: a live stream's window, its proposals, and the queries asked about it.
+
+One :class:`GroundingService` is what the ROS node serves (and what an action server or standing
+queries build on): it owns the frame window, the proposal source (external detections, the live
+detector stage, or none), the admission rules, the query queue and the worker thread that runs
+the grounder, the counters, and the one rule for time jumps (:meth:`GroundingService.reset`).
+It imports no ROS module, so all of it is tested without DDS (``test/test_service.py``).
+
+Guarantees:
+
+* A query is grounded on the frames that were in the window *when it arrived* (or on its time
+  range at that moment), however long it waits in the queue.
+* Every :meth:`~GroundingService.submit` yields exactly one :class:`Answer` through its
+  ``on_done``: grounded, rejected (with the reason and the fix), cancelled, failed, or stopped
+  ("the node is shutting down").
+* :meth:`~GroundingService.stop` answers the queued and the in-flight queries and returns within
+  its timeout: the grounding is stopped between stages and LRA steps, not awaited.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .config import ServingConfig
+from .proposals import Detections, ExternalTracks, subject_phrase
+from .result import Cancelled, GroundingResult, SubQueries
+from .window import NS, Frame, FrameWindow, RateMeter
+
+#: The one rule for time jumps: an input stamp (frame or detections) this much older than the
+#: newest seen means the stream's time went back (a looping bag, a restarted driver): reset.
+#: Smaller reorders are late messages and are dropped as stale.
+JUMP_BACK_S = 0.5
+
+SHUTTING_DOWN = "the node is shutting down"
+
+#: Answer.status values
+ANSWERED, REJECTED, CANCELLED, FAILED = "answered", "rejected", "cancelled", "failed"
+
+
+@dataclass(frozen=True)
+class GroundingRequest:
+    """One question about the stream: ``start_ns``/``end_ns`` bound the frames (0 = unbounded);
+    ``attribute_query``/``action_query`` are optional DSTH sub-queries (both or neither)."""
+
+    query_id: str
+    text: str
+    start_ns: int = 0
+    end_ns: int = 0
+    attribute_query: str = ""
+    action_query: str = ""
+
+    @property
+    def sub_queries(self) -> Optional[SubQueries]:
+        a, b = self.attribute_query.strip(), self.action_query.strip()
+        return SubQueries(a, b, "caller") if a and b else None
+
+
+@dataclass
+class Answer:
+    """The one answer to a request.  ``result`` and ``frames`` (the snapshot it was grounded on, in
+    time order) are set when ``status == 'answered'``; ``newest`` is the newest window frame when
+    the answer was made (for the header of an empty answer); times are seconds."""
+
+    request: GroundingRequest
+    status: str
+    reason: str = ""
+    result: Optional[GroundingResult] = None
+    frames: Sequence[Frame] = ()
+    newest: Optional[Frame] = None
+    queue_time: float = 0.0
+    latency: float = 0.0
+
+
+@dataclass
+class Counters:
+    """What the service has seen since it was made (frames and queries), for status reports."""
+
+    frames_received: int = 0
+    frames_decimated: int = 0
+    frames_stale: int = 0
+    frames_rejected: int = 0
+    frames_lost: int = 0
+    window_resets: int = 0
+    queries_received: int = 0
+    queries_answered: int = 0
+    queries_rejected: int = 0
+    queries_cancelled: int = 0
+    queries_failed: int = 0
+    last_latency: float = 0.0
+    last_queue_time: float = 0.0
+    last_warning: str = ""
+
+
+ProgressCallback = Callable[[str, float], None]
+
+
+class _Job:
+    """A queued or running request with its snapshot; answered exactly once."""
+
+    def __init__(self, request: GroundingRequest, frames: list[Frame], arrived: float,
+                 on_done: Callable[[Answer], None], on_progress: Optional[ProgressCallback]):
+        self.request, self.frames, self.arrived = request, frames, arrived
+        self.on_done, self.on_progress = on_done, on_progress
+        self.stage = "queued"
+        self.started: Optional[float] = None
+        self.cancel_reason: Optional[str] = None
+        self.answered = threading.Event()
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """True once: the caller then delivers the answer."""
+        with self._lock:
+            if self.answered.is_set():
+                return False
+            self.answered.set()
+            return True
+
+
+class QueryHandle:
+    """What :meth:`GroundingService.submit` returns: the request's id, its stage, and ``cancel``."""
+
+    def __init__(self, service: "GroundingService", job: _Job):
+        self._service, self._job = service, job
+
+    @property
+    def query_id(self) -> str:
+        return self._job.request.query_id
+
+    @property
+    def stage(self) -> str:
+        """'queued', a grounding stage (encode, decompose, lra, attention, select) or 'done'."""
+        return "done" if self._job.answered.is_set() else self._job.stage
+
+    @property
+    def done(self) -> bool:
+        return self._job.answered.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self._job.answered.wait(timeout)
+
+    def cancel(self, reason: str = "cancelled by the caller") -> bool:
+        """Cancel while queued (answered at once) or between grounding stages; False when already done."""
+        return self._service._cancel(self._job, reason)
+
+
+class GroundingService:
+    """Frames in, questions in, one answer per question out (see the module docstring).
+
+    ``warn(message, key)`` receives every problem worth telling a user (rejected frames and
+    queries, resets, failures); ``key`` groups repeats so the caller can throttle them.  ``clock``
+    (monotonic seconds) times queues and latencies.  Thread-safe: frames and queries may come from
+    one thread while the worker grounds on its own.
+    """
+
+    def __init__(self, config: Optional[ServingConfig] = None, *,
+                 warn: Optional[Callable[[str, str], None]] = None, clock: Callable[[], float] = time.monotonic):
+        self.config = config or ServingConfig()
+        self.window = FrameWindow()
+        self.rate_in, self.rate_kept = RateMeter(), RateMeter()
+        self.grounder: Any = None
+        self.external: Optional[ExternalTracks] = None
+        self.stage: Any = None  # a LiveProposalStage (detector + tracker in the background)
+        self._warn_cb = warn
+        self._clock = clock
+        self._lock = threading.Lock()  # counters, newest stamp, the queue (through _wake)
+        self._wake = threading.Condition(self._lock)
+        self._jobs: deque[_Job] = deque()
+        self._current: Optional[_Job] = None
+        self._worker: Optional[threading.Thread] = None
+        self._stopping = False
+        self._stop_reason = SHUTTING_DOWN
+        self._generation = 0  # a worker serves while its generation is current (start() begins a new one)
+        self.input_name = "the image topic"  # named in answers to queries that find no frames
+        self._newest_ns: Optional[int] = None
+        self._last_frame_at: Optional[float] = None
+        self._last_lost_at: Optional[float] = None
+        self._counters = Counters()
+        self._model_side = 0
+        self.configure(self.config)
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def configure(self, config: ServingConfig, model_side: Optional[int] = None) -> None:
+        """Apply serving settings (any time): window bounds, queue size, admission limits.
+        ``model_side``: the model's input size; frames are kept at twice that (``ingest_max_side=0``)."""
+        self.config = config
+        if model_side is not None:
+            self._model_side = model_side
+        side = config.ingest_max_side or 2 * (self._model_side or 336)
+        self.window.configure(config.window_duration, config.window_max_frames, config.window_rate, side)
+        if self.external is not None:
+            self.external.hold = config.detection_tolerance
+            self.external.window_s = max(config.window_duration, 1.0)
+
+    def start(self, grounder: Any, *, external_detections: bool = False, stage: Any = None,
+              synonyms: Optional[dict] = None) -> None:
+        """Serve with ``grounder`` (anything with ``ground(frames, stamps, text, proposals, sub_queries,
+        checkpoint)``); proposals from external detections (``add_detections``), a live stage, or none."""
+        self.stop(timeout=0.5)
+        self.grounder, self.stage = grounder, stage
+        self.external = ExternalTracks(window_s=max(self.config.window_duration, 1.0),
+                                       hold=self.config.detection_tolerance, max_tracks=0,
+                                       synonyms=synonyms) if external_detections else None
+        self.reset()
+        with self._lock:
+            self._stopping = False
+            self._generation += 1
+            generation = self._generation
+        self._worker = threading.Thread(target=self._serve, args=(generation,), name="stvg_grounding", daemon=True)
+        self._worker.start()
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and self._worker.is_alive() and not self._stopping
+
+    def stop(self, reason: str = SHUTTING_DOWN, timeout: float = 1.0) -> None:
+        """Answer every queued and the in-flight query with ``reason``, stop the worker and the live
+        stage; returns within about ``timeout`` s whatever the grounder is doing."""
+        with self._lock:
+            self._stopping, self._stop_reason = True, reason
+            pending, current = list(self._jobs), self._current
+            self._jobs.clear()
+            if current is not None:
+                current.cancel_reason = reason
+            self._wake.notify_all()
+        for job in pending:
+            self._finish(job, CANCELLED, reason)
+        deadline = time.monotonic() + timeout
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        if current is not None:  # still in one stage (a long forward pass): answer it from here
+            self._finish(current, CANCELLED, reason)
+        self._worker = None
+        stage, self.stage = self.stage, None
+        if stage is not None:
+            stage.close(timeout=max(0.05, deadline - time.monotonic()))
+        self.grounder = None
+
+    def cancel_all(self, reason: str) -> None:
+        """Cancel the queued queries (answered at once) and the running one (at its next stage)."""
+        with self._lock:
+            pending, current = list(self._jobs), self._current
+            self._jobs.clear()
+            if current is not None:
+                current.cancel_reason = reason
+        for job in pending:
+            self._finish(job, CANCELLED, reason)
+
+    # -- time --------------------------------------------------------------------------------------
+    def reset(self, reason: str = "") -> None:
+        """Forget the stream (frames, tracks, rates): its time jumped back.  Queued queries keep
+        their snapshots.  The one place every kind of time jump ends up (counted in
+        ``window_resets`` when frames were held); ``reason`` is reported when given."""
+        with self._lock:
+            self._newest_ns = None
+        self.window.reset()
+        if self.external is not None:
+            self.external.reset()
+        if self.stage is not None:
+            self.stage.reset()
+        self.rate_in.clear()
+        self.rate_kept.clear()
+        if reason:
+            self._warn(f"{reason}: window reset", "reset")
+
+    def _observe(self, stamp_ns: int, what: str) -> None:
+        """Apply the time-jump rule to an input stamp."""
+        with self._lock:
+            newest = self._newest_ns
+            jumped = newest is not None and stamp_ns < newest - int(JUMP_BACK_S * NS)
+            if not jumped:
+                self._newest_ns = stamp_ns if newest is None else max(newest, stamp_ns)
+        if jumped:
+            self.reset(f"{what} stamps jumped back to {stamp_ns / NS:.3f} s (looping bag or restarted camera)")
+            with self._lock:
+                self._newest_ns = stamp_ns
+
+    # -- input -------------------------------------------------------------------------------------
+    def ingest(self, stamp_ns: int, decode: Callable[[], np.ndarray], frame_id: str = "", problem: str = "",
+               source: str = "image") -> str:
+        """Offer one frame: 'keep', 'decimate', 'stale' or 'rejected'.
+
+        ``problem``: what a cheap header check found wrong ("" = nothing), so malformed frames are
+        counted and reported even when decimation would have skipped them; ``decode()`` is only
+        called for frames the window keeps (ValueError/TypeError = undecodable, reported)."""
+        now = self._clock()
+        with self._lock:
+            self._counters.frames_received += 1
+            self._last_frame_at = now
+        if problem:
+            return self._reject_frame(f"dropped a frame on {source}: {problem}")
+        self.rate_in.tick(stamp_ns)
+        self._observe(stamp_ns, "image")
+        outcome = self.window.offer(stamp_ns)
+        if outcome != "keep":
+            return outcome
+        try:
+            rgb = decode()
+        except (ValueError, TypeError) as e:
+            return self._reject_frame(f"dropped a frame on {source}: {e}")
+        frame = self.window.add(stamp_ns, rgb, frame_id=frame_id)
+        stage = self.stage
+        if stage is not None:  # the stored (downscaled) image: boxes in the pixels the grounder sees
+            stage.add_frame(frame.image, frame.stamp)
+        self.rate_kept.tick(stamp_ns)
+        return "keep"
+
+    def _reject_frame(self, message: str) -> str:
+        with self._lock:
+            self._counters.frames_rejected += 1
+        self._warn(message, "frame")
+        return "rejected"
+
+    def count_lost(self, n: int) -> None:
+        """Frames the transport lost before they reached us (reported by the middleware)."""
+        if n > 0:
+            with self._lock:
+                self._counters.frames_lost += int(n)
+                self._last_lost_at = self._clock()
+
+    def add_detections(self, stamp_ns: int, detections: Detections) -> None:
+        """External detections of the image stamped ``stamp_ns`` (boxes in the published pixels)."""
+        if self.external is None:
+            return
+        self._observe(stamp_ns, "detection")
+        self.external.add(stamp_ns / NS, detections)
+
+    # -- queries -----------------------------------------------------------------------------------
+    def submit(self, request: GroundingRequest, on_done: Callable[[Answer], None],
+               on_progress: Optional[ProgressCallback] = None) -> QueryHandle:
+        """Admit ``request`` (its snapshot taken now) or answer it at once with the reason; every
+        call leads to exactly one ``on_done(answer)``, on this thread (rejected) or the worker's.
+        ``on_progress(stage, seconds since arrival)``: 'queued', then the grounding stages."""
+        arrived = self._clock()
+        with self._lock:
+            self._counters.queries_received += 1
+        text = " ".join(request.text.split())
+        if len(text) > self.config.max_query_length:
+            shown = text[:80] + "..."
+        else:
+            shown = text
+        job = _Job(GroundingRequest(request.query_id, shown, request.start_ns, request.end_ns,
+                                    request.attribute_query, request.action_query), [], arrived, on_done, on_progress)
+        handle = QueryHandle(self, job)
+        reason = self._admission_problem(request, text)
+        if not reason:
+            job.frames, reason = self._snapshot(request)
+        if not reason:
+            with self._lock:
+                if self._stopping:
+                    reason = self._stop_reason
+                elif len(self._jobs) >= self.config.query_queue_size:
+                    reason = (f"query queue full ({len(self._jobs)} pending): wait for answers or raise "
+                              f"query_queue_size")
+                else:
+                    self._jobs.append(job)
+                    self._wake.notify_all()
+        if reason:
+            self._finish(job, REJECTED, reason)
+        else:
+            self._progress(job, "queued")
+        return handle
+
+    def _admission_problem(self, r: GroundingRequest, text: str) -> str:
+        """Why ``r`` cannot be served, naming the fix ("" when it can)."""
+        limit = self.config.max_query_length
+        if not text:
+            return "empty query text: say what to look for, e.g. 'the person in a red coat'"
+        if len(text) > limit:
+            return f"query of {len(text)} characters is longer than max_query_length={limit}: shorten it or " \
+                   f"raise the parameter"
+        if bool(r.attribute_query.strip()) != bool(r.action_query.strip()):
+            return "give both attribute_query and action_query, or neither"
+        if r.end_ns and r.start_ns > r.end_ns:
+            return "the time range's start is after its end: swap them or set 0"
+        if self._stopping:
+            return self._stop_reason
+        if self.grounder is None:
+            return "no model loaded: configure the node first"
+        return ""
+
+    def _snapshot(self, r: GroundingRequest) -> tuple[list[Frame], str]:
+        """The frames the request will be grounded on (in its range, of the newest size), or why none."""
+        held = len(self.window)
+        if held == 0:
+            return [], f"no frames in the window yet: is a camera publishing on {self.input_name}?"
+        frames = self.window.frames(r.start_ns, r.end_ns)
+        ranged = bool(r.start_ns or r.end_ns)
+        where = "in the requested time range" if ranged else "in the window"
+        same = [f for f in frames if f.image.shape == frames[-1].image.shape] if frames else []
+        need = self.config.min_frames
+        if len(same) >= need:
+            return same, ""
+        size = f" of the newest size {same[-1].source_size[1]}x{same[-1].source_size[0]} (the camera changed " \
+               f"resolution)" if len(same) < len(frames) else ""
+        return [], (f"{len(same)} frame(s){size} {where}, {need} needed (min_frames): wait for more frames"
+                    + (" or widen the range" if ranged else ""))
+
+    def _cancel(self, job: _Job, reason: str) -> bool:
+        with self._lock:
+            if job in self._jobs:
+                self._jobs.remove(job)
+                queued = True
+            elif job is self._current and not job.answered.is_set():
+                job.cancel_reason = reason
+                return True
+            else:
+                return False
+        if queued:
+            return self._finish(job, CANCELLED, reason)
+        return False
+
+    # -- the worker ---------------------------------------------------------------------------------
+    def _serve(self, generation: int) -> None:
+        while True:
+            with self._lock:
+                while not self._jobs and not self._stopping and generation == self._generation:
+                    self._wake.wait()
+                if self._stopping or generation != self._generation:
+                    return
+                job = self._current = self._jobs.popleft()
+            try:
+                self._ground(job)
+            finally:
+                with self._lock:
+                    self._current = None
+
+    def _checkpoint(self, job: _Job) -> Callable[[str], None]:
+        def check(stage: str) -> None:
+            if job.cancel_reason is not None:
+                raise Cancelled(job.cancel_reason)
+            if stage != job.stage:
+                self._progress(job, stage)
+        return check
+
+    def _ground(self, job: _Job) -> None:
+        grounder, r = self.grounder, job.request
+        job.started = self._clock()
+        check = self._checkpoint(job)
+        try:
+            check("queued")
+            if grounder is None:
+                raise Cancelled("no model loaded: configure the node first")
+            frames = job.frames
+            stamps = [f.stamp for f in frames]
+            subs = r.sub_queries
+            proposals = self._proposals(frames, subs.attribute if subs else r.text)
+            result = grounder.ground([f.image for f in frames], stamps, r.text, proposals=proposals or None,
+                                     sub_queries=subs, checkpoint=check)
+        except Cancelled as e:
+            self._finish(job, CANCELLED, str(e))
+        except Exception as e:  # noqa: BLE001 - report and keep serving
+            self._finish(job, FAILED, f"grounding failed: {type(e).__name__}: {e}")
+        else:
+            self._finish(job, ANSWERED, "", result)
+
+    def phrase(self, text: str) -> str:
+        """The detector phrase of a query's subject (the live stage's class and synonyms apply)."""
+        cfg = getattr(self.stage, "config", None)
+        return subject_phrase(text, getattr(cfg, "default_class", "person"),
+                              getattr(cfg, "synonyms", None) or getattr(self.external, "synonyms", None))
+
+    def _proposals(self, frames: Sequence[Frame], subject: str) -> dict:
+        """Tracks over the snapshot in the stored pixels: external detections first, else the live stage."""
+        stamps = [f.stamp for f in frames]
+        out: dict = {}
+        if self.external is not None:
+            by_stamp = {f.stamp: f for f in frames}
+            for track in self.external.tracks_for(stamps, self.phrase(subject)):
+                out[track.id] = {s: by_stamp[s].box_from_source(b) for s, b in track.boxes.items() if s in by_stamp}
+        if not out and self.stage is not None:
+            out = self.stage.proposals_for(stamps, self.phrase(subject))
+        return {k: v for k, v in out.items() if v}
+
+    # -- answers -------------------------------------------------------------------------------------
+    def _progress(self, job: _Job, stage: str) -> None:
+        job.stage = stage
+        if job.on_progress is not None:
+            try:
+                job.on_progress(stage, self._clock() - job.arrived)
+            except Exception as e:  # noqa: BLE001 - a broken feedback channel must not lose the answer
+                self._warn(f"progress report failed for query {job.request.query_id}: {e}", "progress")
+
+    def _finish(self, job: _Job, status: str, reason: str, result: Optional[GroundingResult] = None) -> bool:
+        if not job.claim():
+            return False
+        now = self._clock()
+        started = job.started if job.started is not None else now
+        answer = Answer(job.request, status, reason, result, job.frames if result is not None else (),
+                        self.window.newest, started - job.arrived, now - job.arrived)
+        with self._lock:
+            c = self._counters
+            if status == ANSWERED:
+                c.queries_answered += 1
+                c.last_latency, c.last_queue_time = answer.latency, answer.queue_time
+            elif status == REJECTED:
+                c.queries_rejected += 1
+            elif status == CANCELLED:
+                c.queries_cancelled += 1
+            else:
+                c.queries_failed += 1
+        if status != ANSWERED:
+            self._warn(f"query {job.request.query_id} not served: {reason}", "query")
+        try:
+            job.on_done(answer)
+        except Exception as e:  # noqa: BLE001
+            self._warn(f"answer to query {job.request.query_id} not delivered: {type(e).__name__}: {e}", "answer")
+        return True
+
+    # -- status --------------------------------------------------------------------------------------
+    def _warn(self, message: str, key: str) -> None:
+        self.note(message)
+        if self._warn_cb is not None:
+            self._warn_cb(message, key)
+
+    def note(self, message: str) -> None:
+        """Keep ``message`` as the last warning (reported by the owner already)."""
+        with self._lock:
+            self._counters.last_warning = message
+
+    def counters(self) -> Counters:
+        """A consistent snapshot of the counters."""
+        with self._lock:
+            c = Counters(**vars(self._counters))
+        c.frames_decimated, c.frames_stale, c.window_resets = self.window.decimated, self.window.stale, \
+            self.window.resets
+        return c
+
+    @property
+    def queue_depth(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
+    def frame_age(self) -> float:
+        """Seconds since the last frame arrived (-1 before the first)."""
+        at = self._last_frame_at
+        return -1.0 if at is None else self._clock() - at
+
+    def problems(self, since: Optional[float] = None) -> list[str]:
+        """What a health report should warn about now: no frames for ``frame_timeout`` s (measured
+        from ``since``, e.g. activation, before the first frame), frames lost in the last 10 s."""
+        out = []
+        timeout = self.config.frame_timeout
+        now = self._clock()
+        last = self._last_frame_at if self._last_frame_at is not None else since
+        if timeout > 0 and last is not None and now - last > timeout:
+            out.append(f"no frame for {now - last:.0f} s")
+        if self._last_lost_at is not None and now - self._last_lost_at < 10.0:
+            out.append("frames lost in transport")
+        return out
+
+
+__all__ = ["GroundingService", "GroundingRequest", "Answer", "QueryHandle", "Counters", "JUMP_BACK_S",
+           "SHUTTING_DOWN", "ANSWERED", "REJECTED", "CANCELLED", "FAILED", "ServingConfig"]
