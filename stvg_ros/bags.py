@@ -166,6 +166,21 @@ def query_message(store, stamp: float, query_id: str, text: str, attribute: str 
         attribute_query=attribute, action_query=action)
 
 
+_PLAIN_DEFAULTS = {"str": "", "bool": False, "float": 0.0, "int": 0}
+
+
+def _message(store, msgtype: str, **fields):
+    """A rosbags message of ``msgtype`` with the plain fields not given set to zero/empty, so a field
+    added to ``msg/`` later does not break writers of older code paths."""
+    import dataclasses
+
+    cls = store.types[msgtype]
+    for f in dataclasses.fields(cls):
+        if f.name not in fields and str(f.type) in _PLAIN_DEFAULTS:
+            fields[f.name] = _PLAIN_DEFAULTS[str(f.type)]
+    return cls(**fields)
+
+
 def tube_message(store, stamp: float, query_id: str, text: str, boxes: Mapping[float, Box],
                  span: Optional[tuple[float, float]] = None, frame_id: str = "camera", found: bool = True,
                  score: float = 1.0, track_id: str = "", reason: str = ""):
@@ -177,8 +192,8 @@ def tube_message(store, stamp: float, query_id: str, text: str, boxes: Mapping[f
                           size_x=x1 - x0, size_y=y1 - y0, score=1.0))
     if span is None:
         span = (min(boxes), max(boxes)) if boxes else (0.0, 0.0)
-    return store.types["stvg_ros/msg/Tube"](
-        header=_header(store, stamp, frame_id), query_id=query_id, query=text, found=found, p_yes=1.0 if found else 0.0,
+    return _message(
+        store, "stvg_ros/msg/Tube", header=_header(store, stamp, frame_id), query_id=query_id, query=text, found=found, p_yes=1.0 if found else 0.0,
         score=score, start=_time(store, span[0]), end=_time(store, span[1]), boxes=tb, track_id=track_id,
         attribute_query="", action_query="", sub_query_source="none", latency=0.0, processing_time=0.0, reason=reason)
 
