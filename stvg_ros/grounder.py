@@ -53,7 +53,8 @@ from .adapters.base import AdapterOptions, CaptureSpec, ModelAdapter, VisualToke
 from .config import ConfigError, GroundingConfig
 from .dsth import Decomposer
 from .lra import optimise_latent_prompts, yes_probability
-from .relevance import assemble_tas, grounding_attention, relative_attention, token_grid_maps, upsample_maps
+from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
+                        upsample_maps)
 from .result import GroundingResult, Proposals, RelevanceMaps, SubQueries
 from .spatial import choose_track
 from .temporal import choose_span, fill_boxes, fill_interior, frame_scores
@@ -337,9 +338,7 @@ class Grounder:
         grid = vis.slot >= 0  # GTI's peak over grid tokens only (not e.g. OneVision's newline), as the official code
         qa, ca, token = grounding_attention(q_out, q_row, c_out, c_row, cfg.grounding_token, offset, grid_mask=grid)
         tokens[q_tag.rsplit("_", 1)[0]] = token
-        eps = cfg.relevance_eps
-        if cfg.relevance_eps_tokens:
-            eps *= cfg.relevance_eps_tokens / max(1, int(grid.sum()))
+        eps = scaled_eps(cfg.relevance_eps, cfg.relevance_eps_tokens, int(grid.sum()))
         return token_grid_maps(relative_attention(qa, ca, eps), vis)
 
     def _select(self, rows, visual, reversed_visual, query, subs, used_stamps, all_stamps, image_size,

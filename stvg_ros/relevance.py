@@ -83,6 +83,18 @@ def grounding_attention(q_out: ForwardOutput, q_row: int, c_out: ForwardOutput, 
     return qa[kq], ca[kc], q_tok[kq]
 
 
+def scaled_eps(eps: float, reference_tokens: int, num_grid_tokens: int) -> float:
+    """``eps`` given for ``reference_tokens`` visual tokens, at ``num_grid_tokens`` of them.
+
+    Attention to the visual block spreads over its tokens, so the mean per-token attention falls as
+    1/N: scaling eps by ``reference_tokens / N`` keeps it the same fraction of that mean at any frame
+    size or pooling.  ``reference_tokens`` 0 = no scaling.
+    """
+    if not reference_tokens:
+        return float(eps)
+    return float(eps) * reference_tokens / max(1, int(num_grid_tokens))
+
+
 def relative_attention(question_attn: torch.Tensor, caption_attn: torch.Tensor, eps: float) -> torch.Tensor:
     """The paper's relative attention ``A_q / (A_caption + eps)`` (elementwise)."""
     return question_attn.float() / (caption_attn.float() + eps)

@@ -69,7 +69,7 @@ class QwenVLAdapter(HFAdapter):
         patch, merge, _ = self._geometry()
         f = patch * merge
         if self.options.frame_resize == "processor":
-            from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
 
             lo, hi = self._processor_pixels()
             return smart_resize(height, width, factor=f, min_pixels=lo, max_pixels=hi)
