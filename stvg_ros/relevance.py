@@ -92,7 +92,7 @@ def scaled_eps(eps: float, reference_tokens: int, num_grid_tokens: int) -> float
     """
     if not reference_tokens:
         return float(eps)
-    return float(eps) * reference_tokens / max(1, int(num_grid_tokens))
+    return float(eps) * (reference_tokens / max(1, int(num_grid_tokens)))
 
 
 def relative_attention(question_attn: torch.Tensor, caption_attn: torch.Tensor, eps: float) -> torch.Tensor:
