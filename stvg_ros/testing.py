@@ -208,7 +208,7 @@ def tiny_model(family: str, directory: str, words: Iterable[str] = (), seed: int
     """Build, save and return ``directory`` holding a tiny random model of ``family``.
 
     Sizes: 2 decoder layers, hidden 64, 4 heads (2 key/value heads), a 2-layer vision tower with the
-    family's real patch geometry (14 px patches) on small frames (``image_size``, a multiple of 28)
+    family's real patch geometry (14 px patches) on small frames (``image_size``; Qwen: a multiple of 28)
     so a test forward takes milliseconds.  Deterministic for a given ``seed``.  ``words`` extends
     the tokenizer's vocabulary; ``lm_sizes`` overrides decoder sizes (e.g. ``hidden_size=128,
     num_hidden_layers=4``) for a small model that is meant to be trained.  ``tokenizer``,
@@ -217,9 +217,10 @@ def tiny_model(family: str, directory: str, words: Iterable[str] = (), seed: int
     """
     if family not in TINY_FAMILIES:
         raise ValueError(f"unknown family {family!r}: choose one of {', '.join(TINY_FAMILIES)}")
-    step = 28 if family.startswith("qwen") else 14
-    if image_size % step:
-        raise ValueError(f"image_size={image_size} must be a multiple of {step} (patch 14{' x merge 2' * (step == 28)})")
+    if family.startswith("qwen") and image_size % 28:
+        raise ValueError(f"image_size={image_size} must be a multiple of 28 (patch 14 x merge 2)")
+    if image_size < 28:
+        raise ValueError(f"image_size={image_size}: use at least 28 px (2x2 patches of 14)")
     import torch
 
     out = Path(directory)
