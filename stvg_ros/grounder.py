@@ -147,8 +147,7 @@ class Grounder:
         self.progress = progress
         cfg = self.config
         self.capture = CaptureSpec(layers=resolve_layers(cfg.layers, adapter.num_layers))
-        adapter.configure(AdapterOptions(visual_tokens=cfg.visual_tokens, answer_tokens=cfg.answer_tokens,
-                                         prompt_style=cfg.prompt_style, frame_resize=cfg.frame_resize))
+        self._sync_adapter()
         self.decomposer = Decomposer(adapter.generate_text, use_model=self.config.decomposer == "model",
                                      max_new_tokens=self.config.decompose_max_new_tokens)
 
@@ -188,6 +187,7 @@ class Grounder:
         """
         cfg = self.config
         check_inputs(frames, stamps, query)
+        self._sync_adapter()
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         all_stamps = [float(s) for s in stamps]
@@ -238,6 +238,14 @@ class Grounder:
         return result
 
     # ------------------------------------------------------------------------------------------
+    def _sync_adapter(self) -> None:
+        """Give the adapter the config's model-side options (again when the config was replaced live)."""
+        cfg = self.config
+        options = AdapterOptions(visual_tokens=cfg.visual_tokens, answer_tokens=cfg.answer_tokens,
+                                 prompt_style=cfg.prompt_style, frame_resize=cfg.frame_resize)
+        if getattr(self.adapter, "options", None) != options:
+            self.adapter.configure(options)
+
     def _question(self, text: str) -> str:
         return format_question(self.config.question_template, text, self.config.query_format)
 

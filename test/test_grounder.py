@@ -83,6 +83,12 @@ def test_grounder_configures_the_adapter():
                        "frame_resize": "processor"})
     assert (adapter.options.visual_tokens, adapter.options.answer_tokens, adapter.options.prompt_style,
             adapter.options.frame_resize) == ("paper", "official", "official", "processor")
+    # a config replaced live (the node's parameter updates) reaches the adapter at the next query
+    grounder = Grounder(adapter, {"num_frames": 6})
+    grounder.config = grounder.config.replace(answer_tokens="Yes,No")
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    grounder.ground(frames, stamps, "the red square")
+    assert adapter.options.answer_tokens == "Yes,No"
     for bad in ({"visual_tokens": "few"}, {"answer_tokens": "yes"}, {"prompt_style": "chat"},
                 {"query_format": "upper"}, {"relevance_eps_tokens": -1}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
