@@ -103,10 +103,12 @@ class GroundingConfig:
     relevance_eps: float = 1e-4
     """Added to the caption prompt's attention before dividing (paper: 1e-4), at ``relevance_eps_tokens``
     visual tokens."""
-    relevance_eps_tokens: int = 720
+    relevance_eps_tokens: int = 0
     """Visual token count at which ``relevance_eps`` applies as given; at N grid tokens the grounder uses
     ``relevance_eps * relevance_eps_tokens / N``, so eps stays the same fraction of the mean per-token
-    attention at any frame size or pooling (720 = the paper's 20 frames x 36 tokens); 0 = no scaling."""
+    attention at any frame size or pooling (720 = the paper's 20 frames x 36 tokens; e.g. 0.25x eps at
+    LLaVA-NeXT-Video's 2,880 tokens); 0 = no scaling (the default: the shipped model's settings were
+    chosen on validation with eps as given)."""
 
     # --- DSTH -------------------------------------------------------------------------------
     use_dsth: bool = True
