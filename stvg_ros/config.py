@@ -91,7 +91,8 @@ class GroundingConfig:
     'article': a leading article lower-cased; 'lower': the whole sentence lower-cased (the official
     HC-STVG loader); 'words': lower-cased words with punctuation dropped (the official VidSTG loader)."""
     caption_prompt: str = "Describe this video in details."
-    """The caption prompt whose attention divides the question's (paper; official code: 'please describe this video')."""
+    """The caption prompt whose attention divides the question's (paper; official code:
+    'please describe this video')."""
     prompt_style: str = "template"
     """'template': prompts in the model's own chat template; 'official': the official code's conversation
     (LLaVA-NeXT-Video: the vicuna_v1 system prompt; LLaVA-OneVision: qwen_1_5's; Qwen: its own template)."""

@@ -38,7 +38,8 @@ def test_question_format():
     assert format_question("Is there {query} in this video?", "  a   red ball ") == "Is there a red ball in this video?"
     # the official loaders: HC-STVG lower-cases the sentence, VidSTG also drops punctuation
     t = "Is there {query} in this video?"
-    assert format_question(t, "The man in Red walks to Anna.", "lower") == "Is there the man in red walks to anna in this video?"
+    assert format_question(t, "The man in Red walks to Anna.", "lower") == \
+        "Is there the man in red walks to anna in this video?"
     assert format_question(t, "There is a child's toy, red.", "words") == \
         "Is there there is a child s toy red in this video?"
 
