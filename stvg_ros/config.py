@@ -63,11 +63,22 @@ class GroundingConfig:
     num_frames: int = 20
     """Frames sampled uniformly from the clip given to ``ground`` (paper: 20)."""
     image_size: int = 0
-    """Per-frame input resolution in pixels; 0 = the model family's default (LLaVA: 336, Qwen: 224)."""
+    """Per-frame input resolution in pixels; 0 = the model family's default (LLaVA: the vision tower's
+    input, 336 for NeXT-Video and 384 for OneVision; Qwen: an area of 224², aspect kept)."""
+    frame_resize: str = "fixed"
+    """'fixed': frames resized to ``image_size`` as above; 'processor': to the size the model's own
+    processor would pick (Qwen: smart_resize within its min/max pixels, 640x480 → 644x476, 6x more
+    tokens than 224); LLaVA towers take one square size either way."""
+    visual_tokens: str = "model"
+    """'model': visual tokens as transformers computes them (LLaVA-NeXT-Video 144 per frame,
+    LLaVA-OneVision 196 per frame + 1 newline); 'paper': the official code's pooling (both 36 per frame,
+    6x6; OneVision keeps its newline).  Qwen: the same either way.  See docs/evaluation.md for the cost."""
 
     # --- attention and grounding tokens ------------------------------------------------------
     layers: list[int] = field(default_factory=list)
-    """Decoder layers [first, last) whose attention is averaged; empty = all (paper). Official code: [6, 26]."""
+    """Decoder layers [first, last) whose attention is averaged, as a Python slice of the model's layers
+    (negative = counted from the end); empty = all (paper). Official code: [-26, -6] (layers 6-25 of a
+    32-layer model, 2-21 of a 28-layer one)."""
     grounding_token: str = "auto"
     """'auto': per sample the candidate with the highest visual activation (paper's GTI);
     'fixed': the token at ``grounding_token_offset`` (official code); 'mean': average of all
@@ -75,9 +86,30 @@ class GroundingConfig:
     grounding_token_offset: int = 0
     """With grounding_token='fixed': offset from the prompt's end (-1 = last); 0 = the adapter's default."""
     question_template: str = "Is there {query} in this video?"
+    query_format: str = "article"
+    """How the query is written into ``{query}`` (trailing period and extra spaces dropped in every case):
+    'article': a leading article lower-cased; 'lower': the whole sentence lower-cased (the official
+    HC-STVG loader); 'words': lower-cased words with punctuation dropped (the official VidSTG loader)."""
     caption_prompt: str = "Describe this video in details."
+    """The caption prompt whose attention divides the question's (paper; official code:
+    'please describe this video')."""
+    prompt_style: str = "template"
+    """'template': prompts in the model's own chat template; 'official': the official code's conversation
+    (LLaVA-NeXT-Video: the vicuna_v1 system prompt; LLaVA-OneVision: qwen_1_5's; Qwen: its own template)."""
+    answer_tokens: str = "auto"
+    """The yes/no answer ids read by the existence judgment and LRA: 'auto' = 'Yes'/'No' as the tokenizer
+    encodes them (lowercase if those are not single tokens); 'official' = the vocabulary pieces 'yes'/'no'
+    (the official code's ids, e.g. 9693/2152 on Qwen2 vocabularies); or two pieces 'YES,NO' as written in
+    the vocabulary."""
     relevance_eps: float = 1e-4
-    """Added to the caption prompt's attention before dividing (paper: 1e-4)."""
+    """Added to the caption prompt's attention before dividing (paper: 1e-4), at ``relevance_eps_tokens``
+    visual tokens."""
+    relevance_eps_tokens: int = 0
+    """Visual token count at which ``relevance_eps`` applies as given; at N grid tokens the grounder uses
+    ``relevance_eps * relevance_eps_tokens / N``, so eps stays the same fraction of the mean per-token
+    attention at any frame size or pooling (720 = the paper's 20 frames x 36 tokens; e.g. 0.25x eps at
+    LLaVA-NeXT-Video's 2,880 tokens); 0 = no scaling (the default: the shipped model's settings were
+    chosen on validation with eps as given)."""
 
     # --- DSTH -------------------------------------------------------------------------------
     use_dsth: bool = True
@@ -145,14 +177,28 @@ class GroundingConfig:
             raise bad("num_frames", self.num_frames, "use at least 2 frames (the paper uses 20)")
         if self.image_size < 0:
             raise bad("image_size", self.image_size, "use 0 for the model's default or a positive pixel size")
-        if self.layers and (len(self.layers) != 2 or self.layers[0] < 0 or self.layers[1] <= self.layers[0]):
-            raise bad("layers", self.layers, "give [first, last) with 0 <= first < last, or [] for all layers")
+        if self.layers:
+            first, last = (self.layers + [0, 0])[:2]
+            if len(self.layers) != 2 or ((first < 0) == (last < 0) and last <= first) or (first < 0 <= last == 0):
+                raise bad("layers", self.layers, "give [first, last) as a slice of the decoder layers, e.g. [6, 26] "
+                          "or [-26, -6] (negative = from the end), first before last, or [] for all layers")
+        if self.relevance_eps_tokens < 0:
+            raise bad("relevance_eps_tokens", self.relevance_eps_tokens,
+                      "use 0 (no scaling) or the visual token count relevance_eps is meant for (paper: 720)")
+        answer = self.answer_tokens
+        if answer not in ("auto", "official") and (answer.count(",") != 1 or not all(
+                p.strip() for p in answer.split(","))):
+            raise bad("answer_tokens", answer, "use auto, official or two vocabulary pieces 'YES,NO'")
         choices = {
             "grounding_token": ("auto", "fixed", "mean"),
             "decomposer": ("model", "rules"),
             "lra_loss": ("paper", "official"),
             "span_rule": ("topk", "grow"),
             "inference_query": ("full", "sub"),
+            "visual_tokens": ("model", "paper"),
+            "prompt_style": ("template", "official"),
+            "frame_resize": ("fixed", "processor"),
+            "query_format": ("article", "lower", "words"),
             "dtype": ("auto", "float32", "bfloat16", "float16"),
         }
         for name, allowed in choices.items():

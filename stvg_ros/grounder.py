@@ -22,8 +22,12 @@ Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and 
   uses the same token as its question so the ratio compares like with like.
 * LRA's default loss is the paper's (softmax over the yes/no logits only, since that is what a
   forward pass returns cheaply); the official margin loss with EMA is ``lra_loss='official'``.
-  Yes/no token ids come from the tokenizer, never hard-coded.
-* TAS: V_s' starts from zero and is optimised on the reversed clip in the same batch as V_s and
+  Yes/no token ids come from the tokenizer, never hard-coded (``answer_tokens``; 'official' = the
+  code's lowercase pieces).
+* Prompts: the model's own chat template and the paper's caption prompt by default;
+  ``prompt_style='official'``, ``query_format`` and ``caption_prompt`` give the official code's.
+* TAS: the reversed clip is what the model sees for ``frames[::-1]`` (re-encoded for Qwen's 2-frame
+  slots).  V_s' starts from zero and is optimised on the reversed clip in the same batch as V_s and
   V_t (one pass per step); maps are assembled by the mean of per-clip-normalised maps
   (see :func:`stvg_ros.relevance.assemble_tas`; the paper gives no rule, the code has none).
 * Span: 'topk' is the paper's rule made contiguous (best K-frame window); 'grow' is the
@@ -36,6 +40,7 @@ Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,11 +49,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .adapters.base import CaptureSpec, ModelAdapter, VisualTokens
+from .adapters.base import AdapterOptions, CaptureSpec, ModelAdapter, VisualTokens
 from .config import ConfigError, GroundingConfig
 from .dsth import Decomposer
 from .lra import optimise_latent_prompts, yes_probability
-from .relevance import assemble_tas, grounding_attention, relative_attention, token_grid_maps, upsample_maps
+from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
+                        upsample_maps)
 from .result import Cancelled, GroundingResult, Proposals, RelevanceMaps, SubQueries
 from .spatial import choose_track
 from .temporal import choose_span, fill_boxes, fill_interior, frame_scores
@@ -56,16 +62,38 @@ from .temporal import choose_span, fill_boxes, fill_interior, frame_scores
 log = logging.getLogger("stvg_ros.grounder")
 
 _ARTICLES = {"The": "the", "A": "a", "An": "an"}
+_WORDS = re.compile(r"(\W+)")
 
 
-def format_question(template: str, query: str) -> str:
-    """``template`` with ``{query}``: trailing period and spaces stripped, a leading article lower-cased
-    ("The man walks." → "Is there the man walks in this video?", as the official code asks)."""
+def format_question(template: str, query: str, query_format: str = "article") -> str:
+    """``template`` with ``{query}``: trailing period and extra spaces dropped, then per ``query_format``
+    'article': a leading article lower-cased ("The man walks." → "Is there the man walks in this video?");
+    'lower': the whole sentence lower-cased (the official HC-STVG loader); 'words': lower-cased words
+    with punctuation dropped ("The man's hat, red." → "the man s hat red"; the official VidSTG loader)."""
     q = " ".join(query.split()).strip().rstrip(".").strip()
-    first, _, rest = q.partition(" ")
-    if first in _ARTICLES:
-        q = _ARTICLES[first] + (" " + rest if rest else "")
+    if query_format == "lower":
+        q = q.lower()
+    elif query_format == "words":
+        q = " ".join(w.lower() for w in _WORDS.split(q) if re.search(r"[A-Za-z]", w))
+    else:
+        first, _, rest = q.partition(" ")
+        if first in _ARTICLES:
+            q = _ARTICLES[first] + (" " + rest if rest else "")
     return template.format(query=q)
+
+
+def resolve_layers(layers: Sequence[int], num_layers: int) -> list[int] | None:
+    """``[first, last)`` as a Python slice of ``num_layers`` decoder layers (negative = from the end) →
+    the layer indices; [] → None (all layers).  An empty or out-of-range slice raises, naming the depth."""
+    if not layers:
+        return None
+    first, last = int(layers[0]), int(layers[1])
+    out = list(range(num_layers))[first:last]
+    if not out or not -num_layers <= first <= num_layers or not -num_layers <= last <= num_layers:
+        raise ConfigError(f"invalid layers={list(layers)}: the model has {num_layers} decoder layers; give a slice "
+                          f"[first, last) within them (0 <= first < last <= {num_layers}, or negative from the end, "
+                          f"e.g. [-{min(26, num_layers)}, -{min(6, num_layers - 1)}]), or [] for all layers")
+    return out
 
 
 def sample_indices(num_input: int, num_frames: int) -> list[int]:
@@ -121,12 +149,9 @@ class Grounder:
         self.adapter = adapter
         self.config = _as_config(config)
         self.progress = progress
-        layers = self.config.layers
-        n = adapter.num_layers
-        if layers and layers[1] > n:
-            raise ConfigError(f"invalid layers={layers}: the model has {n} decoder layers; "
-                              f"use [first, last) with last <= {n}, or [] for all layers")
-        self.capture = CaptureSpec(layers=list(range(layers[0], layers[1])) if layers else None)
+        cfg = self.config
+        self.capture = CaptureSpec(layers=resolve_layers(cfg.layers, adapter.num_layers))
+        self._sync_adapter()
         self.decomposer = Decomposer(adapter.generate_text, use_model=self.config.decomposer == "model",
                                      max_new_tokens=self.config.decompose_max_new_tokens)
 
@@ -170,6 +195,7 @@ class Grounder:
         """
         cfg = self.config
         check_inputs(frames, stamps, query)
+        self._sync_adapter()
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         all_stamps = [float(s) for s in stamps]
@@ -180,6 +206,8 @@ class Grounder:
 
         with self._stage("encode", timings, checkpoint), torch.no_grad():
             visual = self.adapter.encode_frames(used, stamps=used_stamps)
+            # TAS: the clip as the model sees frames[::-1] (re-encoded where slots span several frames)
+            reversed_visual = self.adapter.encode_reversed(used, used_stamps, visual) if cfg.use_tas else None
         if visual.num_tokens == 0:
             raise RuntimeError("the adapter produced no visual tokens for these frames")
 
@@ -192,8 +220,7 @@ class Grounder:
                 q = " ".join(query.split()).strip().rstrip(".")
                 subs = SubQueries(attribute=q, action=q, source="none")
 
-        reversed_visual = visual.reversed_in_time()[0] if cfg.use_tas else None
-        full_q = format_question(cfg.question_template, query)
+        full_q = self._question(query)
 
         with self._stage("lra", timings, checkpoint):
             v_s = v_t = v_r = None
@@ -203,8 +230,8 @@ class Grounder:
 
         with self._stage("attention", timings, checkpoint):
             if cfg.inference_query == "sub":
-                q_s = format_question(cfg.question_template, subs.attribute)
-                q_t = format_question(cfg.question_template, subs.action)
+                q_s = self._question(subs.attribute)
+                q_t = self._question(subs.action)
             else:
                 q_s = q_t = full_q
             rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r)
@@ -219,6 +246,17 @@ class Grounder:
         return result
 
     # ------------------------------------------------------------------------------------------
+    def _sync_adapter(self) -> None:
+        """Give the adapter the config's model-side options (again when the config was replaced live)."""
+        cfg = self.config
+        options = AdapterOptions(visual_tokens=cfg.visual_tokens, answer_tokens=cfg.answer_tokens,
+                                 prompt_style=cfg.prompt_style, frame_resize=cfg.frame_resize)
+        if getattr(self.adapter, "options", None) != options:
+            self.adapter.configure(options)
+
+    def _question(self, text: str) -> str:
+        return format_question(self.config.question_template, text, self.config.query_format)
+
     @contextmanager
     def _stage(self, name: str, timings: dict, checkpoint: Callable[[str], None] | None = None):
         """Time a stage (GPU work included) and report it to the progress and checkpoint callbacks."""
@@ -241,8 +279,8 @@ class Grounder:
         """V_s, V_t (and V_s' on the reversed clip) in one batched optimisation; identical problems
         (e.g. attribute == action without DSTH) are solved once."""
         cfg = self.config
-        q_attr = format_question(cfg.question_template, subs.attribute)
-        q_act = format_question(cfg.question_template, subs.action)
+        q_attr = self._question(subs.attribute)
+        q_act = self._question(subs.action)
         problems: list[tuple[VisualTokens, str]] = []
 
         def slot(vis, q):
@@ -317,9 +355,11 @@ class Grounder:
         cfg = self.config
         (q_out, q_row), (c_out, c_row) = rows[q_tag], rows[c_tag]
         offset = cfg.grounding_token_offset or self.adapter.default_grounding_offset
-        qa, ca, token = grounding_attention(q_out, q_row, c_out, c_row, cfg.grounding_token, offset)
+        grid = vis.slot >= 0  # GTI's peak over grid tokens only (not e.g. OneVision's newline), as the official code
+        qa, ca, token = grounding_attention(q_out, q_row, c_out, c_row, cfg.grounding_token, offset, grid_mask=grid)
         tokens[q_tag.rsplit("_", 1)[0]] = token
-        return token_grid_maps(relative_attention(qa, ca, cfg.relevance_eps), vis)
+        eps = scaled_eps(cfg.relevance_eps, cfg.relevance_eps_tokens, int(grid.sum()))
+        return token_grid_maps(relative_attention(qa, ca, eps), vis)
 
     def _select(self, rows, visual, reversed_visual, query, subs, used_stamps, all_stamps, image_size,
                 proposals) -> GroundingResult:

@@ -67,6 +67,11 @@ class ReferenceAdapter(ModelAdapter):
 
         return cls(load_adapter(path, device=device, dtype=dtype, image_size=image_size))
 
+    def configure(self, options) -> None:
+        self.options = options
+        self.inner.configure(options)
+        self.default_grounding_offset = self.inner.default_grounding_offset
+
     # the clip is encoded once per video in the official code too
     def encode_frames(self, frames, stamps=None) -> VisualTokens:
         return self.inner.encode_frames(frames, stamps=stamps)

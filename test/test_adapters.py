@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from stvg_ros.adapters import load_adapter
-from stvg_ros.adapters.base import CaptureSpec
+from stvg_ros.adapters.base import AdapterOptions, CaptureSpec
+from stvg_ros.relevance import token_grid_maps
 
 from stvg_ros.testing import CONTRACT_FAMILIES as FAMILIES, random_frames
 
@@ -167,10 +168,116 @@ def test_reversed_in_time_round_trip(family_adapter):
     assert torch.equal(back.embeds, visual.embeds)
     assert torch.equal(back.slot, visual.slot) and torch.equal(back.row, visual.row)
     assert back.slot_frames == visual.slot_frames
-    if not family.startswith("qwen"):
-        # per-frame towers: the reversed token block is exactly the encoding of the reversed clip
-        direct = adapter.encode_frames(frames[::-1])
-        torch.testing.assert_close(direct.embeds, rev.embeds)
+
+
+@pytest.mark.parametrize("T", [4, 5])
+def test_tas_clip_is_what_the_model_sees_for_reversed_frames(family_adapter, T):
+    """TAS's reversed clip equals the encoding of frames[::-1] on every family (Qwen re-forms its
+    2-frame slots), its slots name the original frames, and reversing it again gives the clip back."""
+    family, adapter = family_adapter
+    frames = random_frames(T, 112, 112, seed=3)
+    stamps = [0.5 * t for t in range(T)]
+    visual = adapter.encode_frames(frames, stamps=stamps)
+    rev = adapter.encode_reversed(frames, stamps, visual)
+    direct = adapter.encode_frames(frames[::-1], stamps=stamps)
+    torch.testing.assert_close(rev.embeds, direct.embeds, atol=1e-6, rtol=0)
+    if family.startswith("qwen"):
+        assert rev.slot_frames == ([[3, 2], [1, 0]] if T == 4 else [[4, 3], [2, 1], [0]])
+        assert rev.extras["second_per_grid_t"] == pytest.approx(visual.extras["second_per_grid_t"])
+        # reordering slots is not enough: time runs forward inside each 2-frame patch
+        assert not torch.allclose(visual.reversed_in_time()[0].embeds, direct.embeds, atol=1e-3)
+    else:
+        assert rev.slot_frames == [[t] for t in reversed(range(T))]
+    # per original frame, a value planted on the reversed clip's token lands on that frame
+    values = torch.arange(rev.num_tokens, dtype=torch.float32)
+    maps = token_grid_maps(values, rev)
+    for s, fr in enumerate(rev.slot_frames):
+        first = int(torch.nonzero(rev.slot == s)[0])
+        for f in fr:
+            assert maps[f, 0, 0] == values[first]
+    again = adapter.encode_reversed(frames[::-1], stamps, rev)
+    torch.testing.assert_close(again.embeds, visual.embeds, atol=1e-6, rtol=0)
+
+
+def test_paper_visual_tokens(tiny_model_dir):
+    """visual_tokens='paper': the official pooling of the *projected* grid (NeXT-Video 4x4 average,
+    OneVision stride-5 bilinear + its newline); Qwen's tokens do not change."""
+    import torch.nn.functional as F
+
+    frames = random_frames(3, 112, 112)
+    for family, mode in (("llava_next_video", "average"), ("llava_onevision", "bilinear")):
+        adapter = load_adapter(tiny_model_dir(family))
+        model_tokens = adapter.encode_frames(frames)
+        adapter.configure(AdapterOptions(visual_tokens="paper"))
+        paper = adapter.encode_frames(frames)
+        assert model_tokens.grid == (4, 4) and paper.grid == (2, 2)  # 8x8 patches: stride 2 / stride 4 or 5
+        inner, cfg = adapter.model.model, adapter.model.config
+        with torch.no_grad():
+            hidden = inner.vision_tower(adapter.pixel_values(frames)[0], output_hidden_states=True).hidden_states
+            feats = hidden[cfg.vision_feature_layer]
+            feats = feats[:, 1:] if cfg.vision_feature_select_strategy == "default" else feats
+            grid = inner.multi_modal_projector(feats).view(3, 8, 8, -1).permute(0, 3, 1, 2)
+            pooled = F.avg_pool2d(grid, 4) if mode == "average" else F.interpolate(grid, size=[2, 2], mode="bilinear")
+        want = pooled.permute(0, 2, 3, 1).reshape(12, -1)
+        if family == "llava_onevision":
+            want = torch.cat([want, inner.image_newline[None]])
+            assert int(paper.slot[-1]) == -1
+        torch.testing.assert_close(paper.embeds, want)
+    qwen = load_adapter(tiny_model_dir("qwen2_5_vl"))
+    base = qwen.encode_frames(frames)
+    qwen.configure(AdapterOptions(visual_tokens="paper"))
+    assert torch.equal(qwen.encode_frames(frames).embeds, base.embeds)
+
+
+def test_answer_tokens_option(tiny_model_dir):
+    adapter = load_adapter(tiny_model_dir("llava_onevision"))
+    vocab = adapter.tokenizer.get_vocab()
+    assert adapter.answer_token_ids == (vocab["Yes"], vocab["No"])
+    adapter.configure(AdapterOptions(answer_tokens="official"))
+    assert adapter.answer_token_ids == (vocab["yes"], vocab["no"])
+    adapter.configure(AdapterOptions(answer_tokens="Ġyes,Ġno"))
+    assert adapter.answer_token_ids == (vocab["Ġyes"], vocab["Ġno"])
+    # the logits every consumer reads (existence judgment, LRA) are the lm head's at those ids
+    visual = adapter.encode_frames(random_frames(2, 64, 64))
+    q = "Is there a red ball in this video?"
+    ids = torch.tensor([adapter.prepare(visual, [q]).prompt_ids[0]])
+    with torch.no_grad():
+        full = adapter.model(input_ids=ids, pixel_values_videos=adapter.pixel_values(random_frames(2, 64, 64))).logits
+    torch.testing.assert_close(adapter.run(visual, [q]).yes_no_logits[0],
+                               full[0, -1, [vocab["Ġyes"], vocab["Ġno"]]], atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="no piece"):
+        adapter.configure(AdapterOptions(answer_tokens="oui,non"))
+
+
+def test_official_prompt_style(tiny_model_dir):
+    q = "Is there a red ball in this video?"
+    nv = load_adapter(tiny_model_dir("llava_next_video"))
+    nv.configure(AdapterOptions(prompt_style="official"))
+    assert nv.render(q) == ("A chat between a curious user and an artificial intelligence assistant. The assistant "
+                            "gives helpful, detailed, and polite answers to the user's questions. USER: <video>\n"
+                            f"{q} ASSISTANT:")
+    ov = load_adapter(tiny_model_dir("llava_onevision"))
+    ov.configure(AdapterOptions(prompt_style="official"))
+    assert ov.render(q) == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<video>\n"
+                            f"{q}<|im_end|>\n<|im_start|>assistant\n")
+    for adapter, fam in ((nv, "llava_next_video"), (ov, "llava_onevision")):
+        out = adapter.run(adapter.encode_frames(random_frames(2, 64, 64)), [q])
+        assert out.candidate_tokens[0] == EXPECTED_CANDIDATES[style(fam)]
+        assert adapter.default_grounding_offset == type(adapter).default_grounding_offset
+    qwen = load_adapter(tiny_model_dir("qwen2_5_vl"))
+    plain = qwen.render(q)
+    qwen.configure(AdapterOptions(prompt_style="official"))
+    assert qwen.render(q) == plain  # no official Qwen driver: its own template
+
+
+def test_processor_frame_resize(tiny_model_dir):
+    qwen = load_adapter(tiny_model_dir("qwen2_5_vl"))
+    assert qwen.target_size(224, 448) == (84, 168)  # an area of about 112², aspect kept, sides rounded
+    qwen.configure(AdapterOptions(frame_resize="processor"))
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
+
+    # the processor floors to stay within its max_pixels (112² here)
+    assert qwen.target_size(224, 448) == smart_resize(224, 448, 28, 56 * 56, 112 * 112) == (56, 140)
 
 
 # ---------------------------------------------------------------------------------------- forward

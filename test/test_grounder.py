@@ -36,6 +36,64 @@ def test_question_format():
     assert format_question("Is there {query} in this video?", "The man walks.") == \
         "Is there the man walks in this video?"
     assert format_question("Is there {query} in this video?", "  a   red ball ") == "Is there a red ball in this video?"
+    # the official loaders: HC-STVG lower-cases the sentence, VidSTG also drops punctuation
+    t = "Is there {query} in this video?"
+    assert format_question(t, "The man in Red walks to Anna.", "lower") == \
+        "Is there the man in red walks to anna in this video?"
+    assert format_question(t, "There is a child's toy, red.", "words") == \
+        "Is there there is a child s toy red in this video?"
+
+
+@pytest.mark.parametrize("layers, depth, want", [
+    ([-26, -6], 32, list(range(6, 26))), ([-26, -6], 28, list(range(2, 22))), ([-26, -6], 36, list(range(10, 30))),
+    ([6, 26], 28, list(range(6, 26))), ([2, -1], 4, [2]), ([], 28, None)])
+def test_layer_slices_follow_the_models_depth(layers, depth, want):
+    assert Grounder(FakeAdapter(layers=depth), {"layers": layers}).capture.layers == want
+
+
+def test_layer_slice_errors_name_the_depth():
+    with pytest.raises(ConfigError, match="has 4 decoder layers"):
+        Grounder(FakeAdapter(layers=4), {"layers": [-26, -6]})
+    with pytest.raises(ConfigError, match="has 4 decoder layers"):
+        Grounder(FakeAdapter(layers=4), {"layers": [3, -2]})
+    for bad in ([-6, 0], [-6, -26], [3], [0, 0]):
+        with pytest.raises(ConfigError, match="layers"):
+            GroundingConfig(layers=bad)
+
+
+def test_relevance_eps_is_scaled_by_the_token_count():
+    """eps given at relevance_eps_tokens tokens: at N grid tokens the ratio uses eps * tokens / N."""
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    n_grid = 6 * 16  # FakeAdapter: 4x4 cells per frame (+ one non-grid token, not counted)
+    base = dict(num_frames=6, keep_relevance=True, use_lra=False, use_tas=False, decomposer="rules")
+
+    def spatial(**kw):
+        return Grounder(FakeAdapter(), dict(base, **kw)).ground(frames, stamps, "the red square").relevance.spatial
+
+    np.testing.assert_allclose(spatial(relevance_eps=0.01, relevance_eps_tokens=n_grid),
+                               spatial(relevance_eps=0.01, relevance_eps_tokens=0))
+    np.testing.assert_allclose(spatial(relevance_eps=0.01, relevance_eps_tokens=2 * n_grid),
+                               spatial(relevance_eps=0.02, relevance_eps_tokens=0))
+    assert not np.allclose(spatial(relevance_eps=0.01, relevance_eps_tokens=0),
+                           spatial(relevance_eps=0.02, relevance_eps_tokens=0))
+
+
+def test_grounder_configures_the_adapter():
+    adapter = FakeAdapter()
+    Grounder(adapter, {"visual_tokens": "paper", "answer_tokens": "official", "prompt_style": "official",
+                       "frame_resize": "processor"})
+    assert (adapter.options.visual_tokens, adapter.options.answer_tokens, adapter.options.prompt_style,
+            adapter.options.frame_resize) == ("paper", "official", "official", "processor")
+    # a config replaced live (the node's parameter updates) reaches the adapter at the next query
+    grounder = Grounder(adapter, {"num_frames": 6})
+    grounder.config = grounder.config.replace(answer_tokens="Yes,No")
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    grounder.ground(frames, stamps, "the red square")
+    assert adapter.options.answer_tokens == "Yes,No"
+    for bad in ({"visual_tokens": "few"}, {"answer_tokens": "yes"}, {"prompt_style": "chat"},
+                {"query_format": "upper"}, {"relevance_eps_tokens": -1}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            GroundingConfig.from_dict(bad)
 
 
 @pytest.mark.parametrize("frames, stamps, query, match", [

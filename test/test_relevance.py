@@ -9,7 +9,7 @@ from stvg_ros.adapters.base import ForwardOutput
 from stvg_ros.config import ConfigError, GroundingConfig
 from stvg_ros.grounder import Grounder
 from stvg_ros.relevance import (assemble_tas, cell_box, grounding_attention, normalise_per_clip,
-                                relative_attention, token_grid_maps, upsample_maps)
+                                relative_attention, scaled_eps, token_grid_maps, upsample_maps)
 
 
 def _visual(T=5, grid=(3, 4), frames_per_slot=1):
@@ -72,6 +72,24 @@ def test_auto_picks_highest_peak_and_uses_same_token_for_caption():
     assert token == "Ċ"
     torch.testing.assert_close(qa, q[2])
     torch.testing.assert_close(ca, c[2])
+
+
+def test_auto_peak_ignores_non_grid_tokens():
+    """A candidate whose peak is on a non-grid token (OneVision's newline) does not win GTI."""
+    q = torch.full((3, 5), 0.05)
+    q[0, 4] = 0.9  # token 4 is the newline
+    q[2, 1] = 0.4  # the highest peak on a grid token
+    out = _out(torch.stack([q, q]))
+    grid = torch.tensor([True, True, True, True, False])
+    assert grounding_attention(out, 0, out, 1, "auto", 0)[2] == "<|im_end|>"
+    _, _, token = grounding_attention(out, 0, out, 1, "auto", 0, grid_mask=grid)
+    assert token == "Ċ"
+
+
+def test_eps_scaling():
+    assert scaled_eps(1e-4, 720, 720) == 1e-4
+    assert scaled_eps(1e-4, 720, 2880) == pytest.approx(2.5e-5)
+    assert scaled_eps(1e-4, 0, 2880) == 1e-4
 
 
 def test_fixed_and_mean_modes():
@@ -153,7 +171,14 @@ def test_real_adapter_geometry_round_trips_through_reversal(family, tiny_model_d
     k, r, c = 4, rows - 1, cols // 2
     values = _planted_values(vis, k, r, c)
     rev, perm = vis.reversed_in_time()
+    tas = adapter.encode_reversed(frames, None, vis)  # TAS's clip: re-encoded where slots span frames
+    tas_values = torch.ones(tas.num_tokens)
+    tas_values[(tas.slot == tas.slot_of_frame()[k]) & (tas.row == r) & (tas.col == c)] = 5.0
     for maps in (token_grid_maps(values, vis), token_grid_maps(values[perm], rev)):
         hot = {tuple(int(i) for i in idx) for idx in np.argwhere(maps == 5.0)}
         same_slot = [f for f in range(6) if vis.slot_of_frame()[f] == vis.slot_of_frame()[k]]
         assert hot == {(f, r, c) for f in same_slot}
+    maps = token_grid_maps(tas_values, tas)
+    hot = {tuple(int(i) for i in idx) for idx in np.argwhere(maps == 5.0)}
+    assert hot == {(f, r, c) for f in range(6) if tas.slot_of_frame()[f] == tas.slot_of_frame()[k]}
+    assert (k, r, c) in hot

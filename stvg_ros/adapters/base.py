@@ -59,7 +59,10 @@ class VisualTokens:
         return out
 
     def reversed_in_time(self) -> tuple["VisualTokens", torch.Tensor]:
-        """The same clip with its slots in reverse order (TAS's augmentation).
+        """The same clip with its slots in reverse order.
+
+        This is what the model would see for ``frames[::-1]`` only when every slot holds one frame;
+        TAS goes through :meth:`ModelAdapter.encode_reversed`, which re-encodes otherwise.
 
         Returns the new tokens and ``perm`` such that ``new.embeds == old.embeds[perm]``.
         Tokens keep their cell; slot ``s`` becomes ``S - 1 - s``; non-grid tokens stay where they
@@ -86,6 +89,40 @@ class VisualTokens:
             extras=dict(self.extras),
         )
         return new, perm
+
+
+#: ``AdapterOptions`` field → the values it takes (GroundingConfig validates against this table too)
+ADAPTER_OPTION_CHOICES = {
+    "visual_tokens": ("model", "paper"),
+    "prompt_style": ("template", "official"),
+    "frame_resize": ("fixed", "processor"),
+}
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    """How a family turns frames and questions into decoder inputs (``GroundingConfig`` fields of the same names).
+
+    ``visual_tokens``: 'model' = the family's visual tokens as transformers computes them; 'paper' =
+    the official code's per-family setting (e.g. fewer, more pooled tokens per frame).
+    ``answer_tokens``: which vocabulary entries are the yes/no answer: 'auto' (capitalised answer words
+    as the tokenizer encodes them, lowercase as a fallback), 'official' (the vocabulary pieces ``yes`` /
+    ``no``, the official code's ids) or two pieces ``"YES,NO"`` written as in the vocabulary.
+    ``prompt_style``: 'template' = the model's own chat template; 'official' = the official code's
+    conversation (its system prompt and layout) where the family has one.
+    ``frame_resize``: 'fixed' = the adapter's own frame size (``image_size``); 'processor' = the size the
+    model's own processor would choose.
+    """
+
+    visual_tokens: str = "model"
+    answer_tokens: str = "auto"
+    prompt_style: str = "template"
+    frame_resize: str = "fixed"
+
+    def __post_init__(self) -> None:
+        for name, allowed in ADAPTER_OPTION_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"invalid {name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
 
 
 @dataclass
@@ -129,6 +166,11 @@ class ModelAdapter(ABC):
     model: torch.nn.Module
     device: torch.device
     dtype: torch.dtype
+    options: AdapterOptions = AdapterOptions()
+
+    def configure(self, options: AdapterOptions) -> None:
+        """Apply ``options`` to later calls (clips encoded before keep their tokens)."""
+        self.options = options
 
     @classmethod
     @abstractmethod
@@ -146,6 +188,23 @@ class ModelAdapter(ABC):
 
         ``stamps`` (seconds) let families with time-aware positions (Qwen2.5-VL) space them as the
         frames really are; other families ignore them."""
+
+    def encode_reversed(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None,
+                        visual: VisualTokens | None = None) -> VisualTokens:
+        """The clip in reverse time order exactly as the model sees ``frames[::-1]`` (TAS's augmentation).
+
+        ``slot_frames`` keep naming the *original* frame indices, so maps of the reversed clip come out
+        in the original frame order.  ``visual`` (this clip's encoding) lets encoders that see one frame
+        per slot reorder its tokens instead of re-encoding (per-frame towers give identical tokens for a
+        frame wherever it sits); encoders whose slots span several frames (Qwen's 2-frame temporal
+        patches) re-encode, because reversal re-forms the pairs and reverses time inside each.
+        """
+        if visual is not None and all(len(f) == 1 for f in visual.slot_frames):
+            return visual.reversed_in_time()[0]
+        T = len(frames)
+        rev_stamps = None if stamps is None else [-float(s) for s in reversed(list(stamps))]
+        rev = self.encode_frames(list(frames)[::-1], stamps=rev_stamps)
+        return replace(rev, slot_frames=[[T - 1 - f for f in fr] for fr in rev.slot_frames])
 
     @abstractmethod
     def run(self, visual: VisualTokens | Sequence[VisualTokens], questions: Sequence[str],
@@ -168,7 +227,7 @@ class ModelAdapter(ABC):
     @property
     @abstractmethod
     def answer_token_ids(self) -> tuple[int, int]:
-        """Token ids of "yes" and "no" as the first answer token, resolved from the tokenizer."""
+        """Ids of the yes and no answers (first answer token), resolved per ``options.answer_tokens``."""
 
     @property
     @abstractmethod

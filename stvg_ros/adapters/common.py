@@ -21,7 +21,7 @@ import torch
 
 from ..attention import capture_attention, use_capture_attention
 from ..checkpointing import checkpointed_layers, should_checkpoint
-from .base import CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
+from .base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,10 @@ class HFAdapter(ModelAdapter):
     activation_checkpointing: bool | None = None
     #: the content part the chat template renders as the video placeholder
     video_part = {"type": "video"}
+    #: the official code's conversation for this family (``prompt_style='official'``): the user turn with
+    #: ``{video}`` (the placeholder token) and ``{question}``, and the generation prompt; None = the family
+    #: has no official driver and its own chat template is used
+    official_conversation: tuple[str, str] | None = None
 
     def __init__(self, model, tokenizer, path: str, device: torch.device, dtype: torch.dtype,
                  image_size: int | None = None):
@@ -157,8 +161,17 @@ class HFAdapter(ModelAdapter):
         self.processor_config = read_processor_config(path)
         self.chat_template = load_chat_template(tokenizer, path)
         self.video_token_id = self._video_token_id()
-        self._yes_no = self._resolve_answer_ids()
+        self.options = AdapterOptions()
+        self._apply_options()
+
+    def configure(self, options: AdapterOptions) -> None:
+        """Apply ``options``: answer ids, prompts and the fixed grounding token are resolved again."""
+        self.options = options
+        self._apply_options()
+
+    def _apply_options(self) -> None:
         self._layout_cache: dict[str, PromptLayout] = {}
+        self._yes_no = self._resolve_answer_ids()
         self.default_grounding_offset = self._derive_grounding_offset()
 
     # ------------------------------------------------------------------ loading
@@ -206,6 +219,13 @@ class HFAdapter(ModelAdapter):
 
     # ------------------------------------------------------------------ prompts
     def render(self, question: str, add_generation_prompt: bool = True) -> str:
+        """The prompt text of ``video + question``: the model's chat template, or with
+        ``prompt_style='official'`` the official code's conversation where the family has one."""
+        if self.options.prompt_style == "official" and self.official_conversation is not None:
+            turn, generation = self.official_conversation
+            video = self.tokenizer.convert_ids_to_tokens(self.video_token_id)
+            text = turn.format(video=video, question=question)
+            return text + generation if add_generation_prompt else text
         messages = [{"role": "user", "content": [dict(self.video_part), {"type": "text", "text": question}]}]
         return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
                                                   add_generation_prompt=add_generation_prompt)
@@ -266,6 +286,17 @@ class HFAdapter(ModelAdapter):
         return derived
 
     def _resolve_answer_ids(self) -> tuple[int, int]:
+        """The yes/no ids ``options.answer_tokens`` names (see :class:`AdapterOptions`)."""
+        spec = self.options.answer_tokens
+        if spec != "auto":
+            pieces = ("yes", "no") if spec == "official" else tuple(p.strip() for p in spec.split(","))
+            vocab = self.tokenizer.get_vocab()
+            missing = [p for p in pieces if p not in vocab]
+            if len(pieces) != 2 or missing:
+                raise AdapterError(f"answer_tokens={spec!r}: the vocabulary of {self.path} has no piece(s) {missing}; "
+                                   "write two vocabulary pieces as 'YES,NO' (e.g. 'Yes,No', or '▁Yes,▁No' for "
+                                   "sentencepiece vocabularies), or use 'auto' / 'official'")
+            return int(vocab[pieces[0]]), int(vocab[pieces[1]])
         tried = []
         for yes, no in (("Yes", "No"), ("yes", "no")):
             a = self.tokenizer.encode(yes, add_special_tokens=False)

@@ -1,13 +1,18 @@
 """LLaVA-OneVision and LLaVA-NeXT-Video: a fixed-size vision tower per frame, pooled per frame.
 
 Frames are resized to the tower's square input (the whole frame, no crop, so every pixel of the
-camera image can be grounded; the HF processors of NeXT-Video center-crop instead) and encoded by
-the model's own ``get_video_features`` (tower → projector → the model's video pooling), so the
-token geometry is the one the model was trained with.
+camera image can be grounded, as the official code feeds them; the HF processors of NeXT-Video
+center-crop instead).  ``visual_tokens='model'`` encodes them with the model's own
+``get_video_features`` (transformers' pooling: NeXT-Video pools 2x2 *before* the projector, 144
+tokens per 336 px frame; OneVision interpolates to ceil(27/2)² = 196 per 384 px frame, then one
+newline token).  ``visual_tokens='paper'`` is the official code's setting: tower → projector → pooling
+of the projected grid (NeXT-Video: 4x4 average, 6x6 = 36 per frame; OneVision: bilinear to
+ceil(27/5)² = 6x6 = 36 per frame, then the one newline token).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -25,6 +30,8 @@ class _LlavaVideoAdapter(HFAdapter):
     default_std = _CLIP_STD
     #: tokens after the frames' grids that belong to no cell (OneVision's newline)
     trailing_tokens = 0
+    #: the official code's pooling of the projected per-frame grid (``visual_tokens='paper'``): mode, stride
+    paper_pooling: tuple[str, int] = ("average", 4)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -52,10 +59,13 @@ class _LlavaVideoAdapter(HFAdapter):
         pixels = self.pixel_values(frames)
         cfg = self.model.config
         with torch.no_grad():
-            out = self.model.model.get_video_features(
-                pixels.to(self.device, self.dtype), vision_feature_layer=cfg.vision_feature_layer,
-                vision_feature_select_strategy=cfg.vision_feature_select_strategy)
-        feats = out.pooler_output if hasattr(out, "pooler_output") else out
+            if self.options.visual_tokens == "paper":
+                feats = self._paper_features(pixels.to(self.device, self.dtype))
+            else:
+                out = self.model.model.get_video_features(
+                    pixels.to(self.device, self.dtype), vision_feature_layer=cfg.vision_feature_layer,
+                    vision_feature_select_strategy=cfg.vision_feature_select_strategy)
+                feats = out.pooler_output if hasattr(out, "pooler_output") else out
         feats = feats.reshape(-1, feats.shape[-1])
         per_frame, rem = divmod(feats.shape[0] - self.trailing_tokens, T)
         side = int(round(per_frame ** 0.5))
@@ -72,6 +82,37 @@ class _LlavaVideoAdapter(HFAdapter):
             grid=(side, side), slot_frames=[[t] for t in range(T)], image_size=(int(H), int(W)),
             content_box=(0.0, 0.0, float(W), float(H)))
 
+    def _paper_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The official code's video tokens: the model's tower and feature layer, its projector, then
+        :attr:`paper_pooling` on each frame's projected grid (the official ``get_2dPool``), then the
+        trailing newline token(s) of the family."""
+        import torch.nn.functional as F
+
+        cfg = self.model.config
+        inner = self.model.model
+        frames = pixels.flatten(0, 1)
+        out = inner.vision_tower(frames, output_hidden_states=True, return_dict=True)
+        layer = cfg.vision_feature_layer
+        if isinstance(layer, int):
+            feats = out.hidden_states[layer]
+        else:
+            feats = torch.cat([out.hidden_states[i] for i in layer], dim=-1)
+        if cfg.vision_feature_select_strategy == "default":
+            feats = feats[:, 1:]
+        feats = inner.multi_modal_projector(feats)
+        T, P, D = feats.shape
+        side = math.isqrt(P)
+        grid = feats.view(T, side, side, D).permute(0, 3, 1, 2)
+        mode, stride = self.paper_pooling
+        if mode == "average":
+            grid = F.avg_pool2d(grid, stride)
+        else:
+            grid = F.interpolate(grid, size=[math.ceil(side / stride)] * 2, mode="bilinear")
+        feats = grid.permute(0, 2, 3, 1).reshape(-1, D)
+        if self.trailing_tokens:
+            feats = torch.cat([feats, inner.image_newline[None].to(feats.dtype).expand(self.trailing_tokens, D)])
+        return feats
+
 
 class LlavaOnevisionAdapter(_LlavaVideoAdapter):
     """LLaVA-OneVision: SigLIP tower, projector, bilinear pooling to ceil(P/2)², one newline token
@@ -83,6 +124,11 @@ class LlavaOnevisionAdapter(_LlavaVideoAdapter):
     default_mean = (0.5, 0.5, 0.5)
     default_std = (0.5, 0.5, 0.5)
     trailing_tokens = 1
+    paper_pooling = ("bilinear", 5)
+    #: the official code's ``qwen_1_5`` conversation (its system prompt; the video on its own line)
+    official_conversation = (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{video}\n{question}<|im_end|>\n",
+        "<|im_start|>assistant\n")
 
 
 class LlavaNextVideoAdapter(_LlavaVideoAdapter):
@@ -92,3 +138,9 @@ class LlavaNextVideoAdapter(_LlavaVideoAdapter):
     family = "llava_next_video"
     model_class_name = "LlavaNextVideoForConditionalGeneration"
     default_grounding_offset = -5  # Vicuna: '▁A' of " ASSISTANT:"
+    paper_pooling = ("average", 4)
+    #: the official code's ``vicuna_v1`` conversation (its system prompt)
+    official_conversation = (
+        "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the user's questions. USER: {video}\n{question} ",
+        "ASSISTANT:")

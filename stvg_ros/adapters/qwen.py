@@ -20,10 +20,15 @@ class QwenVLAdapter(HFAdapter):
     """Qwen2.5-VL (``Qwen2_5_VLForConditionalGeneration``).
 
     Frames are resized (aspect kept, whole frame, no crop) to about ``image_size``² pixels with
-    sides a multiple of ``patch * merge`` (28), cut into patches exactly as the HF video processor
-    does (``temporal_patch_size`` = 2 frames per slot; an odd count repeats the last frame), and
-    encoded by the model's own ``get_video_features``.  One visual token per 2×2 merged patches,
-    slot-major, row-major; rotary positions come from the model's own ``get_rope_index``.
+    sides a multiple of ``patch * merge`` (28) — the paper's 224 by default, e.g. 640x480 → 252x196,
+    63 tokens per 2-frame slot — or, with ``frame_resize='processor'``, to the size the model's own
+    processor picks (``smart_resize`` between its min/max pixels: 640x480 → 644x476, 391 tokens per
+    slot).  They are cut into patches exactly as the HF video processor does
+    (``temporal_patch_size`` = 2 frames per slot; an odd count repeats the last frame) and encoded by
+    the model's own ``get_video_features``.  One visual token per 2×2 merged patches, slot-major,
+    row-major; rotary positions come from the model's own ``get_rope_index``.  ``visual_tokens`` has
+    no effect here (the paper's Qwen setting is the frame size); the official code has no Qwen driver,
+    so ``prompt_style='official'`` keeps Qwen's own chat template (with its default system prompt).
     """
 
     family = "qwen2_5_vl"
@@ -50,10 +55,24 @@ class QwenVLAdapter(HFAdapter):
             side = min(side, int(math.sqrt(max_pixels)))
         return side
 
+    def _processor_pixels(self) -> tuple[int, int]:
+        """(min_pixels, max_pixels) of the saved processor config (the video processor's defaults if unset)."""
+        cfg = self.processor_config
+        size = cfg.get("size") or {}
+        lo = cfg.get("min_pixels") or size.get("shortest_edge") or 128 * 28 * 28
+        hi = cfg.get("max_pixels") or size.get("longest_edge") or 768 * 28 * 28
+        return int(lo), int(hi)
+
     def target_size(self, height: int, width: int) -> tuple[int, int]:
-        """Frame size fed to the tower: area ≈ side², aspect kept, sides multiples of patch*merge."""
+        """Frame size fed to the tower: area ≈ side², aspect kept, sides multiples of patch*merge
+        (``frame_resize='processor'``: the processor's own ``smart_resize``)."""
         patch, merge, _ = self._geometry()
         f = patch * merge
+        if self.options.frame_resize == "processor":
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
+
+            lo, hi = self._processor_pixels()
+            return smart_resize(height, width, factor=f, min_pixels=lo, max_pixels=hi)
         side = self._target_side()
         scale = side / math.sqrt(height * width)
         h = max(f, int(round(height * scale / f)) * f)
