@@ -296,13 +296,13 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         return hard.expect("step", hard.expect("first_step"))
 
     def eval_rung_cost() -> float:
-        """One rung's evaluation; before one was measured, from a step: forward only, half the questions
-        per clip, whole clips (about twice a training clip's tokens), so about half a step per step's clips."""
-        return hard.expect("eval_rung", 0.5 * step_cost() * val_clips / clips_per_step)
+        """One rung's evaluation; before one was measured (the first step only), a step per step's clips:
+        forward only and half the questions per clip, but whole clips (about twice a training clip's tokens)."""
+        return hard.expect("eval_rung", step_cost() * val_clips / clips_per_step)
 
     def final_cost() -> float:
         """Expected seconds of the final evaluation (val and test, every rung), the test set and the files."""
-        return 2 * eval_rung_cost() * len(rungs) + hard.expect("save", 1.0) + hard.expect("valset") + 1.0
+        return 2 * eval_rung_cost() * len(rungs) + hard.expect("save", 2.0) + hard.expect("valset") + 1.0
 
     bar = tqdm(total=int(budget), unit="s", desc="train", mininterval=5)
     while True:
@@ -312,10 +312,12 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         horizon = budget
         if hard is not None:
             horizon = max(1e-3, min(budget, elapsed + hard.left() - final_cost()))
-            due = (time.time() - last_eval >= eval_seconds) if eval_seconds else (step + 1) % eval_every == 0
+            # with a hard limit the first evaluation follows the first step: its cost, and the checkpoint's,
+            # are then measured, not guessed, long before the final evaluation has to fit
+            due = step == 0 or ((time.time() - last_eval >= eval_seconds) if eval_seconds else (step + 1) % eval_every == 0)
             need = step_cost() + final_cost()
             if due:
-                need += eval_rung_cost() * len(rungs[: rung + 2]) + hard.expect("save", 1.0)
+                need += eval_rung_cost() * len(rungs[: rung + 2]) + hard.expect("save", 2.0)
             if not hard.fits(need):
                 stopped_by = "max_minutes"
                 break
@@ -366,7 +368,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         bar.update(int(time.time() - t0) - bar.n)
         bar.set_postfix(step=step, rung=rungs[rung], loss=f"{ema[0]:.3f}", acc=f"{ema[1]:.2f}", yes=f"{pred_yes:.2f}",
                         refresh=False)
-        if (time.time() - last_eval >= eval_seconds) if eval_seconds else step % eval_every == 0:
+        if (hard is not None and step == 1) or (
+                (time.time() - last_eval >= eval_seconds) if eval_seconds else step % eval_every == 0):
             t_eval = time.time()
             if val is None:
                 val = pending["val"].result()
