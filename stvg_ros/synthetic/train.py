@@ -159,8 +159,18 @@ class BatchStream(torch.utils.data.IterableDataset):
             yield px, grid, qs, labels, clips, float(rng.choice(SECONDS_PER_SLOT))
 
 
+def _evaluation_set(pending: dict, split: str, clips: int, seed: int) -> "ValSet":
+    """The evaluation set a background process built, or built here if that process failed."""
+    try:
+        return pending[split].result()
+    except Exception as e:  # noqa: BLE001 - the same set, made in this process
+        print(f"building the {split} set in the background failed ({type(e).__name__}: {e}); building it here")
+        return ValSet(split, clips, seed)
+
+
 def _data_loader(stream: BatchStream, workers: int, pin: bool):
-    return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=4,
+    # a whole-clip batch of 48 is ~144 MB of float32 patches: 2 per worker in flight bounds the shared memory
+    return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=2,
                                             persistent_workers=True, pin_memory=pin))
 
 
@@ -288,6 +298,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     step = 0
     ema = None
     stopped_by = "minutes"
+    data_error = None
     last_eval = t0
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +338,17 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         decay = 1.0 if frac < 0.75 else 0.5 * (1 + math.cos(math.pi * (frac - 0.75) / 0.25))
         for g, base in zip(opt.param_groups, base_lrs):
             g["lr"] = base * warm * max(decay, 0.05)
-        if stream is None:
+        batch = None
+        if stream is not None:
+            try:
+                batch = next(stream)
+            except Exception as e:  # noqa: BLE001 - e.g. no shared memory for the workers: go on without them
+                data_error = f"{type(e).__name__}: {str(e)[:300]}"
+                tqdm.write(f"data workers failed ({data_error}); making batches in this process from now on")
+                stream = None
+        if batch is not None:
+            px, grid, qs, labels, clips, seconds = batch
+        else:
             active = list(rungs[: rung + 1])
             # the current rung gets most questions, earlier rungs stay in the mix
             mix = [active[-1]] * max(1, len(active)) + active
@@ -338,8 +359,6 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
             # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
             # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
             seconds = float(rng.choice(SECONDS_PER_SLOT))
-        else:
-            px, grid, qs, labels, clips, seconds = next(stream)
         if dev.type != "cpu":
             px, grid, labels = (px.to(dev, non_blocking=True), grid.to(dev, non_blocking=True),
                                 labels.to(dev, non_blocking=True))
@@ -372,7 +391,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
                 (time.time() - last_eval >= eval_seconds) if eval_seconds else step % eval_every == 0):
             t_eval = time.time()
             if val is None:
-                val = pending["val"].result()
+                val = _evaluation_set(pending, "val", val_clips, seed)
             evaluated = rungs[: rung + 2]
             res = val.evaluate(model, prompts, evaluated)
             if hard is not None:
@@ -398,9 +417,9 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     bar.close()
     train_s = time.time() - t0
     if val is None:
-        val = pending["val"].result()
+        val = _evaluation_set(pending, "val", val_clips, seed)
     final = {"val": val.evaluate(model, prompts, rungs)}
-    test = ValSet("test", val_clips, seed + 1) if pending is None else pending["test"].result()
+    test = ValSet("test", val_clips, seed + 1) if pending is None else _evaluation_set(pending, "test", val_clips, seed + 1)
     final["test"] = test.evaluate(model, prompts, rungs)
     summary = {"steps": step, "minutes": round((time.time() - t0) / 60, 1), "seed": seed, "threads": threads,
                "clips_per_step": clips_per_step, "questions_per_clip": 2 * per_answer, "lr": lr,
@@ -412,6 +431,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     summary.update(recipe=recipe, device=str(dev), dims=dict(MODEL_DIMS, **(dims or {})), workers=workers,
                    val_clips=val_clips, still_frames=still, train_minutes=round(train_s / 60, 2),
                    clips_seen=step * clips_per_step, stopped_by=stopped_by)
+    if data_error:
+        summary["data_workers_error"] = data_error
     if dev.type == "cuda":
         summary["gpu"] = torch.cuda.get_device_name(dev)
     if hard is not None:
