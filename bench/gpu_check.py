@@ -270,6 +270,18 @@ def child(a) -> None:
             return m
 
         run_case(case, work, budget, estimate(case), cases, save)
+    if device.type == "cuda":
+        out["process_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+    out["status"] = "done"
+    out["budget"] = budget.summary()
+    save()
+    rosfree = sorted(m for m in ("rclpy", "rosbags", "sensor_msgs") if m in sys.modules)
+    if rosfree:
+        print(f"  warning: ROS modules imported: {rosfree}", flush=True)
+
+
+def add_ratios(cases: dict) -> None:
+    """``x_floor``, ``peak_x_floor`` and (references) ``x_ours`` of every finished case, from its median."""
     f = cases.get("floor", {})
     for case, m in cases.items():
         if m.get("status") != "ok" or "median_s" not in m or f.get("status") != "ok":
@@ -279,14 +291,6 @@ def child(a) -> None:
         mine = cases.get(case[4:]) if case.startswith("ref-") else None
         if mine and mine.get("status") == "ok":
             m["x_ours"] = m["median_s"] / mine["median_s"]
-    if device.type == "cuda":
-        out["process_max_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
-    out["status"] = "done"
-    out["budget"] = budget.summary()
-    save()
-    rosfree = sorted(m for m in ("rclpy", "rosbags", "sensor_msgs") if m in sys.modules)
-    if rosfree:
-        print(f"  warning: ROS modules imported: {rosfree}", flush=True)
 
 
 # --- the parent: children one after another, then the tables ---------------------------------------------
@@ -333,8 +337,7 @@ def parent(a) -> dict:
             rec["status"] = "killed at its deadline"
         elif rc != 0 and rec.get("status") != "error":
             rec["status"] = f"crashed (exit {rc})"
-        for case, m in rec.get("cases", {}).items():
-            m.pop("traceback", None) if m.get("status") == "ok" else None
+        add_ratios(rec.setdefault("cases", {}))  # also for a child killed before its end
         result["models"][name] = rec
         print(f"== {name}: {rec['status']} in {rec['child_wall_s']:.0f} s", flush=True)
     result["wall_s"] = round(budget.elapsed(), 2)

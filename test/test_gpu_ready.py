@@ -101,28 +101,27 @@ def test_run_case_records_errors_and_skips_and_goes_on():
 
 
 # --- the three commands' dry runs -----------------------------------------------------------------------
-@pytest.mark.slow  # two child processes that each import torch and transformers, and one waits to be killed
+@pytest.mark.slow  # a child process that imports torch and transformers, then hangs until it is killed (~40 s)
 def test_gpu_check_dry_run_is_fail_soft_per_case_and_per_model(tmp_path):
-    """One case raises, one runs out of memory, the second model hangs: the rest is measured, the
-    hanging child is killed at its deadline with its finished cases kept, and both files are written."""
-    fault = "tiny:qwen2_5_vl:tas:raise,tiny:qwen2_5_vl:lra-step-on:oom,tiny:llava_onevision:plain:hang"
+    """One case raises, one runs out of memory, the last one hangs: the others are measured, the hanging
+    child is killed at its deadline with its finished cases kept, and both files are written."""
+    fault = "tiny:qwen2_5_vl:tas:raise,tiny:qwen2_5_vl:lra-step-on:oom,tiny:qwen2_5_vl:ref-full-2:hang"
     proc = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--dry-run", "--out", str(tmp_path),
-                           "--budget", "90", "--grace", "2"], cwd=ROOT, capture_output=True, text=True, timeout=200,
-                          env=_env(tmp_path, STVG_GPU_CHECK_FAULT=fault))
+                           "--models", "tiny:qwen2_5_vl", "--budget", "40", "--grace", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=200, env=_env(tmp_path, STVG_GPU_CHECK_FAULT=fault))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     md = (tmp_path / "gpu_check.md").read_text()
     assert "DRY RUN" in md and "| floor" in md and "Targets of issue 5" in md
-    assert data["wall_s"] <= 90 + 2 + 5
-    qwen, ov = data["models"]["tiny:qwen2_5_vl"], data["models"]["tiny:llava_onevision"]
-    assert qwen["status"] == "done"
+    assert data["wall_s"] <= 40 + 1 + 5
+    qwen = data["models"]["tiny:qwen2_5_vl"]
+    assert qwen["status"] == "killed at its deadline", qwen.get("status")
     assert qwen["cases"]["tas"]["status"] == "error" and "injected" in qwen["cases"]["tas"]["error"]
     assert "OutOfMemoryError" in qwen["cases"]["lra-step-on"]["error"]
     for case in ("floor", "plain", "full-1", "full-2", "lra-step-off", "ref-plain"):
         assert qwen["cases"][case]["status"] == "ok", case
+    assert "ref-full-2" not in qwen["cases"]  # in flight when the child was killed
     assert qwen["cases"]["full-2"]["x_floor"] > 0 and qwen["cases"]["ref-plain"]["maps_equal"] is True
-    assert ov["status"] == "killed at its deadline"
-    assert ov["cases"].get("floor", {}).get("status") == "ok" and "plain" not in ov["cases"]
 
 
 def test_train_gpu_recipe_dry_run_keeps_its_time_limit(tmp_path):
