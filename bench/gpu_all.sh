@@ -9,7 +9,7 @@
 # OUT ends up with at most 7 files, each under 16 MiB ($OUT-style): summary.md, gpu_check.json, gpu_check.md,
 # synthetic_training.json, model.tar.gz (split into model.tar.gz.part-* if it would exceed 15 MiB),
 # logs.tar.gz.  Needs only the core: torch, transformers, numpy, OpenCV, Pillow, PyYAML, tqdm, safetensors,
-# tokenizers (no ROS, no rosbags).  --dry-run: the same steps on CPU with tiny models, about a minute.
+# tokenizers (no ROS, no rosbags).  --dry-run: the same steps on CPU with tiny models, 1-2 minutes.
 set -uo pipefail
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
