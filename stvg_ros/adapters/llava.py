@@ -25,6 +25,13 @@ _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+def _square_grids(tokens: int, num_frames: int) -> bool:
+    """Whether ``tokens`` split into ``num_frames`` equal square grids."""
+    per_frame, rem = divmod(tokens, num_frames)
+    side = int(round(per_frame ** 0.5)) if per_frame > 0 else 0
+    return rem == 0 and side > 0 and side * side == per_frame
+
+
 class _LlavaVideoAdapter(HFAdapter):
     default_mean = _CLIP_MEAN
     default_std = _CLIP_STD
@@ -43,6 +50,10 @@ class _LlavaVideoAdapter(HFAdapter):
             raise AdapterError(f"image_size={self.image_size} is not supported by {self.path}: its vision tower "
                                f"takes {side}x{side} frames; use image_size 0 (the default) or {side}")
         return side
+
+    def _with_trailing_tokens(self, feats: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The video's tokens including those after the grids (none here; OneVision overrides)."""
+        return feats
 
     def pixel_values(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
         arr = check_frames(frames)
@@ -66,6 +77,9 @@ class _LlavaVideoAdapter(HFAdapter):
                     pixels.to(self.device, self.dtype), vision_feature_layer=cfg.vision_feature_layer,
                     vision_feature_select_strategy=cfg.vision_feature_select_strategy)
                 feats = out.pooler_output if hasattr(out, "pooler_output") else out
+                if isinstance(feats, (tuple, list)):  # transformers 5.17 (the GPU image's): one tensor per video
+                    feats = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats])
+                feats = self._with_trailing_tokens(feats.reshape(-1, feats.shape[-1]), T)
         feats = feats.reshape(-1, feats.shape[-1])
         per_frame, rem = divmod(feats.shape[0] - self.trailing_tokens, T)
         side = int(round(per_frame ** 0.5))
@@ -129,6 +143,13 @@ class LlavaOnevisionAdapter(_LlavaVideoAdapter):
     official_conversation = (
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{video}\n{question}<|im_end|>\n",
         "<|im_start|>assistant\n")
+
+    def _with_trailing_tokens(self, feats: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Append the newline when ``get_video_features`` left it out: transformers 5.17 (the GPU image's)
+        appends it in the model's forward, later releases in ``get_video_features``."""
+        if not _square_grids(feats.shape[0] - 1, num_frames) and _square_grids(feats.shape[0], num_frames):
+            feats = torch.cat([feats, self.model.model.image_newline[None].to(feats)])
+        return feats
 
 
 class LlavaNextVideoAdapter(_LlavaVideoAdapter):

@@ -69,6 +69,10 @@ def train_command(summary: dict) -> str:
     """The one command that reproduces a training run from its summary."""
     from .questions import RUNGS
 
+    if summary.get("recipe") == "gpu":  # the recipe sets every other option (train.GPU_RECIPE)
+        return (f"python -m stvg_ros.synthetic.train --recipe gpu --device {summary.get('device', 'cuda')} "
+                f"--out models/stvg-synth-qwen "
+                f"--seed {summary['seed']} --max-minutes {summary.get('max_minutes', 6):g}")
     cmd = (f"python -m stvg_ros.synthetic.train --out models/stvg-synth-qwen --minutes {round(summary['minutes'])} "
            f"--seed {summary['seed']}")
     if tuple(summary.get("rungs", RUNGS)) != tuple(RUNGS):
@@ -102,11 +106,15 @@ def write_model_card(out_dir: str | Path, summary: dict, params: int, size_bytes
         if _BENCH_START in text:
             bench = text[text.index(_BENCH_START):text.index(_BENCH_END) + len(_BENCH_END)]
     held = ", ".join(f"{c} {a}" for c, a in sorted(HELD_OUT))
-    d = MODEL_DIMS
+    d = dict(MODEL_DIMS, **summary.get("dims", {}))
+    gpu = summary.get("gpu")
+    where = f"on one GPU ({gpu})" if gpu else "on CPU"
+    compute = (f"one {gpu}, {summary.get('workers', 0)} data worker processes" if gpu else
+               f"{summary['threads']} CPU thread{'s' if summary['threads'] != 1 else ''}")
     text = f"""# stvg-synth-qwen: a small Qwen2.5-VL trained on the synthetic STVG world
 
 A `Qwen2_5_VLForConditionalGeneration` ({params / 1e6:.2f} M parameters, {size_bytes / 1e6:.1f} MB of
-safetensors) trained from scratch, on CPU, to answer yes/no existence questions about procedurally
+safetensors) trained from scratch, {where}, to answer yes/no existence questions about procedurally
 generated clips (`stvg_ros.synthetic`).  It exists so that the package's demo and tests ground queries
 with a model that has learned something, on machines that cannot download real MLLM weights.  It is
 **not** a general video model: it knows {len(COLOURS)} colours, {len(SHAPES)} shapes, {len(SIZES)} sizes and
@@ -137,12 +145,12 @@ description so that nothing matches.  The answer is supervised at the last 6 pro
 end of the video block through the generation prompt).
 
 ## Recipe
-- Seed {summary['seed']}, {summary['steps']} steps in {summary['minutes']} minutes, {summary['threads']} CPU thread{'s' if summary['threads'] != 1 else ''},
+- Seed {summary['seed']}, {summary['steps']} steps in {summary['minutes']} minutes, {compute},
   {summary['clips_per_step']} clips × {summary['questions_per_clip']} questions per step, AdamW
   (lr {summary['lr']}, vision {summary['vision_lr']}, betas 0.9/0.98, weight decay 0.01, warm-up 50 steps,
   cosine decay over the last quarter), gradient clipping 1.0.
 - Ladder ({' → '.join(summary.get('rungs', ['colour', 'shape', 'look', 'action']))}): colour and shape rungs see
-  mostly one temporal slot (2 frames, 16 visual tokens), look 4–20 frames, action whole clips (or windows);
+  {"2–20 frames, whole clips 40 % of the time" if summary.get('still_frames') == 'gpu' else "mostly one temporal slot (2 frames, 16 visual tokens)"}, look 4–20 frames, action whole clips (or windows);
   a rung is added when its accuracy reaches 0.85 or its time share is spent; earlier rungs stay in the
   mix.  Reached rung: **{summary['reached_rung']}**.
 - Initialisation (no labels involved; disclosed because it matters): colour-opponent, quadrant and
@@ -156,7 +164,7 @@ end of the video block through the generation prompt).
   " and that the verbs mean change" if summary.get('motion_prior', False) else ""}; shapes, sizes,
   conjunctions and which action is which are learned.  Without priors and with a higher learning rate, from-scratch runs stayed
   at chance (see docs/synthetic.md).
-- Machine: {_machine()}.
+- Machine: {_machine()}{"; GPU: " + gpu if gpu else ""}.
 - Command: `{train_command(summary)}`
 
 ## Yes/no accuracy (balanced questions, whole 20-frame clips, per rung; share of "yes" predictions)
@@ -170,7 +178,7 @@ end of the video block through the generation prompt).
 
 ## Limits
 Answers about anything outside this world (other words, real images) are meaningless; the tokenizer
-knows only this world's words.  Trained {summary['minutes']} minutes on a shared CPU: the accuracies above are
+knows only this world's words.  Trained {summary['minutes']} minutes {"on " + gpu if gpu else "on a shared CPU"}: the accuracies above are
 what it reached, not what the architecture can reach.  See the benchmark section for what its grounding
 achieves and docs/synthetic.md for the runs that led here.
 """

@@ -525,19 +525,23 @@ def _decode_group(inner, prompts, feats, grid, questions, clips, seconds_per_slo
     for b, s in enumerate(seqs):
         input_ids[b, :len(s)] = torch.tensor(s)
         mask[b, :len(s)] = 1
+    device = w.device  # built on the CPU, moved once (training on a GPU)
+    input_ids, mask = input_ids.to(device), mask.to(device)
     embeds = inner.get_input_embeddings()(input_ids)
     video_mask = input_ids == prompts.video_id
     visual = torch.cat([feats[c] for c in clips]).to(embeds.dtype)
     embeds = embeds.masked_scatter(video_mask.unsqueeze(-1), visual)
     position_ids, _ = inner.get_rope_index(input_ids, video_mask.int() * 2, video_grid_thw=grid[list(clips)],
                                            attention_mask=mask,
-                                           second_per_grid_ts=torch.full((len(seqs),), seconds_per_slot))
+                                           second_per_grid_ts=torch.full((len(seqs),), seconds_per_slot,
+                                                                         device=device))
     out = inner.language_model(inputs_embeds=embeds, position_ids=position_ids, attention_mask=mask)
     last = mask.sum(1) - 1
+    rows = torch.arange(len(seqs), device=device)
     if tail == 1:
-        return out.last_hidden_state[torch.arange(len(seqs)), last] @ w.T
-    idx = (last.unsqueeze(1) - torch.arange(tail - 1, -1, -1)).clamp(min=0)  # (B, tail), last column = last token
-    hidden = out.last_hidden_state[torch.arange(len(seqs)).unsqueeze(1), idx]
+        return out.last_hidden_state[rows, last] @ w.T
+    idx = (last.unsqueeze(1) - torch.arange(tail - 1, -1, -1, device=device)).clamp(min=0)  # (B, tail), last = last token
+    hidden = out.last_hidden_state[rows.unsqueeze(1), idx]
     return hidden @ w.T
 
 
