@@ -141,14 +141,13 @@ class Grounder:
         with float32).
         """
         from .adapters import load_adapter
+        from .devices import resolve_device
 
         cfg = _as_config(config)
         if device is not None or dtype is not None:
             cfg = cfg.replace(device=device or cfg.device, dtype=dtype or cfg.dtype)
-        from .devices import resolve_device
-
-        adapter = load_adapter(directory, device=resolve_device(cfg.device), dtype=None if cfg.dtype == "auto" else cfg.dtype,
-                               image_size=cfg.image_size or None)
+        adapter = load_adapter(directory, device=resolve_device(cfg.device),
+                               dtype=None if cfg.dtype == "auto" else cfg.dtype, image_size=cfg.image_size or None)
         return cls(adapter, cfg, progress=progress)
 
     # ------------------------------------------------------------------------------------------
