@@ -141,7 +141,7 @@ def map_difference(ours, ref) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from stvg_ros.adapters.common import resolve_device
+    from stvg_ros.devices import resolve_device
     from stvg_ros.config import GroundingConfig
     from stvg_ros.grounder import format_question
     from stvg_ros.reference import ReferenceAdapter

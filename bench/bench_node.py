@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The node's own overhead: frame ingestion CPU, window memory at any resolution, query latency on a replayed bag.
 
-Three measurements, each on the node's own code paths (``stvg_ros.ros.image`` decoding, the
+Three measurements, each on the node's own code paths (``stvg_ros.image_messages`` decoding, the
 ``stvg_ros.window.FrameWindow`` the node keeps, ``Grounder.ground`` as the node's worker calls it),
 without a ROS graph, so it runs anywhere:
 
@@ -81,7 +81,7 @@ def bgr8_message(bgr: np.ndarray, stamp_ns: int):
 
 def ingest(window, msg) -> None:
     """The node's ``_ingest`` for one Image message, without ROS: offer, decode, add."""
-    from stvg_ros.ros.image import decode_image
+    from stvg_ros.image_messages import decode_image
 
     stamp_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
     if window.offer(stamp_ns) == "keep":
@@ -193,7 +193,7 @@ def write_stream_bag(path: Path, seconds: float, width: int, height: int, query_
 def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomposer: str, config: dict) -> dict:
     from stvg_ros.bags import iter_messages
     from stvg_ros.grounder import Grounder
-    from stvg_ros.ros.image import decode_compressed, decode_image
+    from stvg_ros.image_messages import decode_compressed, decode_image
     from stvg_ros.window import FrameWindow
 
     cfg = dict(config, num_frames=num_frames, decomposer=decomposer, device="cpu")

@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
 
-    from stvg_ros.adapters.common import resolve_device
+    from stvg_ros.devices import resolve_device
     from stvg_ros.testing import random_frames
 
     device = resolve_device(args.device)

@@ -28,7 +28,10 @@ from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
+from .image_messages import ImageError, decode_message
 from .result import Box
+from .tube_messages import make_tube, stamp_to_ns, time_message, tube_boxes
+from .window import NS
 
 DEFAULT_START_TIME = 1000.0
 """Seconds; the same for every bag (see module docstring). Non-zero: a zero stamp means 'unset'."""
@@ -93,8 +96,7 @@ def typestore():
 
 
 def _time(store, seconds: float):
-    ns = int(round(seconds * 1e9))
-    return store.types["builtin_interfaces/msg/Time"](sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+    return time_message(store.types.__getitem__, int(round(seconds * NS)))
 
 
 def _header(store, seconds: float, frame_id: str):
@@ -103,11 +105,7 @@ def _header(store, seconds: float, frame_id: str):
 
 def stamp_seconds(t) -> float:
     """``builtin_interfaces/Time`` → seconds."""
-    return t.sec + t.nanosec * 1e-9
-
-
-def stamp_ns(t) -> int:
-    return t.sec * 1_000_000_000 + t.nanosec
+    return stamp_to_ns(t) / NS
 
 
 # --- messages from Python values ----------------------------------------------------------------
@@ -135,29 +133,6 @@ def image_message(store, frame: np.ndarray, stamp: float, frame_id: str = "camer
         header=header, format="jpeg" if ext == ".jpg" else "png", data=buf.reshape(-1))
 
 
-def decode_image(msg) -> np.ndarray:
-    """``Image`` (rgb8/bgr8/rgba8/bgra8/mono8) or ``CompressedImage`` → HxWx3 uint8 RGB."""
-    import cv2
-
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if hasattr(msg, "format"):
-        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise BagError(f"cannot decode a CompressedImage of format {msg.format!r}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    enc = msg.encoding.lower()
-    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8uc1": 1, "8uc3": 3}.get(enc)
-    if channels is None:
-        raise BagError(f"unsupported Image encoding {msg.encoding!r}: use rgb8, bgr8, rgba8, bgra8 or mono8")
-    rows = data[: msg.height * msg.step].reshape(msg.height, msg.step)[:, : msg.width * channels]
-    img = rows.reshape(msg.height, msg.width, channels)
-    if channels == 1:
-        return np.repeat(img, 3, axis=2)
-    if enc.startswith("bgr"):
-        img = img[..., 2::-1] if channels == 3 else img[..., [2, 1, 0]]
-    return np.ascontiguousarray(img[..., :3])
-
-
 def query_message(store, stamp: float, query_id: str, text: str, attribute: str = "", action: str = "",
                   frame_id: str = ""):
     zero = _time(store, 0.0)
@@ -166,42 +141,14 @@ def query_message(store, stamp: float, query_id: str, text: str, attribute: str 
         attribute_query=attribute, action_query=action)
 
 
-_PLAIN_DEFAULTS = {"str": "", "bool": False, "float": 0.0, "int": 0}
-
-
-def _message(store, msgtype: str, **fields):
-    """A rosbags message of ``msgtype`` with the plain fields not given set to zero/empty, so a field
-    added to ``msg/`` later does not break writers of older code paths."""
-    import dataclasses
-
-    cls = store.types[msgtype]
-    for f in dataclasses.fields(cls):
-        if f.name not in fields and str(f.type) in _PLAIN_DEFAULTS:
-            fields[f.name] = _PLAIN_DEFAULTS[str(f.type)]
-    return cls(**fields)
-
-
-def tube_message(store, stamp: float, query_id: str, text: str, boxes: Mapping[float, Box],
-                 span: Optional[tuple[float, float]] = None, frame_id: str = "camera", found: bool = True,
-                 score: float = 1.0, track_id: str = "", reason: str = ""):
-    """A ``Tube`` with one ``TubeBox`` (centre + size) per stamp in ``boxes``."""
-    TubeBox = store.types["stvg_ros/msg/TubeBox"]
-    tb = []
-    for t, (x0, y0, x1, y1) in sorted(boxes.items()):
-        tb.append(TubeBox(stamp=_time(store, t), center_x=(x0 + x1) / 2, center_y=(y0 + y1) / 2,
-                          size_x=x1 - x0, size_y=y1 - y0, score=1.0))
+def ground_truth_message(store, stamp: float, query_id: str, text: str, boxes: Mapping[float, Box],
+                         span: Optional[tuple[float, float]] = None, frame_id: str = "camera"):
+    """The ground truth as a ``Tube`` (found, scores 1) with one box per stamp (seconds) in ``boxes``."""
     if span is None:
         span = (min(boxes), max(boxes)) if boxes else (0.0, 0.0)
-    return _message(
-        store, "stvg_ros/msg/Tube", header=_header(store, stamp, frame_id), query_id=query_id, query=text, found=found, p_yes=1.0 if found else 0.0,
-        score=score, start=_time(store, span[0]), end=_time(store, span[1]), boxes=tb, track_id=track_id,
-        attribute_query="", action_query="", sub_query_source="none", latency=0.0, processing_time=0.0, reason=reason)
-
-
-def tube_boxes(msg) -> dict[float, Box]:
-    """``Tube.boxes`` → ``{stamp_seconds: (x_min, y_min, x_max, y_max)}``."""
-    return {stamp_seconds(b.stamp): (b.center_x - b.size_x / 2, b.center_y - b.size_y / 2,
-                                     b.center_x + b.size_x / 2, b.center_y + b.size_y / 2) for b in msg.boxes}
+    return make_tube(store.types.__getitem__, query_id, text, frame_id=frame_id, stamp_ns=round(stamp * NS),
+                     found=True, p_yes=1.0, score=1.0, start_ns=round(span[0] * NS), end_ns=round(span[1] * NS),
+                     boxes=[(round(t * NS), b, 1.0) for t, b in sorted(boxes.items())], sub_query_source="none")
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -262,7 +209,7 @@ def write_bag(path: str | Path, frames: Iterable[np.ndarray], stamps: Sequence[f
             qm = query_message(store, t, q.query_id, q.text, q.attribute, q.action, frame_id)
             writer.write(q_conn, int(round(t * 1e9)), store.serialize_cdr(qm, qm.__msgtype__))
             if q.gt_boxes is not None:
-                gm = tube_message(store, t, q.query_id, q.text, q.gt_boxes, q.gt_span, frame_id)
+                gm = ground_truth_message(store, t, q.query_id, q.text, q.gt_boxes, q.gt_span, frame_id)
                 writer.write(gt_conn, int(round(t * 1e9)), store.serialize_cdr(gm, gm.__msgtype__))
         meta = dict(metadata or {})
         meta.setdefault("frames", n)
@@ -428,7 +375,10 @@ def read_bag(path: str | Path, frame_positions=None, image_topic: Optional[str] 
                 msg = store.deserialize_cdr(raw, conn.msgtype)
                 header_stamps[i] = stamp_seconds(msg.header.stamp)
                 frame_id = msg.header.frame_id
-                frames[i] = decode_image(msg)
+                try:
+                    frames[i] = decode_message(msg)
+                except ImageError as e:
+                    raise BagError(f"{path}: image {i} on {topic} cannot be decoded: {e}") from None
         queries: dict[str, BagQuery] = {}
         gts = {}
         other = [c for c in reader.connections if c.msgtype in ("stvg_ros/msg/GroundingQuery", "stvg_ros/msg/Tube")]
@@ -441,7 +391,7 @@ def read_bag(path: str | Path, frame_positions=None, image_topic: Optional[str] 
                 gts[msg.query_id] = msg
     for qid, g in gts.items():
         q = queries.setdefault(qid, BagQuery(qid, g.query, stamp_seconds(g.header.stamp)))
-        q.gt_boxes = tube_boxes(g)
+        q.gt_boxes = {ns / NS: b for ns, b in tube_boxes(g).items()}
         q.gt_span = (stamp_seconds(g.start), stamp_seconds(g.end))
     order = np.argsort(header_stamps, kind="stable")
     if np.any(order != np.arange(n)):  # keep positions in stamp order

@@ -33,7 +33,7 @@ from . import metrics
 from .config import ConfigError, GroundingConfig
 from .datasets import (Sample, Track, load_dataset, load_proposals, load_sub_queries, proposals_at_stamps,
                        proposals_for_sample)
-from .result import Box, SubQueries
+from .result import Box, GroundingResult, SubQueries
 from .video import Clip
 
 
@@ -399,62 +399,35 @@ def write_summary(out: Path, records: Sequence[dict], title: str, extra: Optiona
 
 # --- visualisation ------------------------------------------------------------------------------
 
-def render_strip(clip: Clip, rec: dict, item: Item, result=None, max_frames: int = 10, height: int = 140) -> np.ndarray:
-    """A frame strip (ground truth green, prediction red) with span bars over the whole video:
-    ground truth (green) and prediction (red); relevance heatmaps when the result carries them.
-    Own drawing rather than ``stvg_ros.render``: a report needs the ground truth next to the tube."""
-    import cv2
+def report_image(clip: Clip, rec: dict, item: Item, result=None, max_frames: int = 10,
+                 height: int = 140) -> np.ndarray:
+    """The query's picture (:func:`stvg_ros.render.render_tube`, its colours) with the ground truth,
+    both spans and the scores; the prediction is ``result`` (core mode) or the record's boxes and
+    span (node mode), drawn on ``clip``'s frames."""
+    from .render import render_tube
 
     scale = float(clip.extra.get("scale", 1.0))
-    pos = np.linspace(0, len(clip.frames) - 1, min(max_frames, len(clip.frames))).round().astype(int)
-    pred = {int(k): v for k, v in (rec.get("pred_boxes") or {}).items()}
-    tiles = []
-    rel = getattr(result, "relevance", None) if result is not None else None
-    for p in pos:
-        img = clip.frames[p].copy()
-        f = clip.frame_indices[p]
-        if rel is not None and getattr(rel, "spatial", None) is not None and p < len(rel.spatial):
-            heat = cv2.resize(np.asarray(rel.spatial[p], dtype=np.float32), (img.shape[1], img.shape[0]))
-            heat = (255 * (heat - heat.min()) / (np.ptp(heat) + 1e-8)).astype(np.uint8)
-            color = cv2.applyColorMap(heat, cv2.COLORMAP_JET)[..., ::-1]
-            img = cv2.addWeighted(img, 0.65, color, 0.35, 0)
-        if f in item.gt_boxes:
-            x0, y0, x1, y1 = (int(round(v * scale)) for v in item.gt_boxes[f])
-            cv2.rectangle(img, (x0, y0), (x1, y1), (0, 200, 0), 2)
-        if f in pred:
-            x0, y0, x1, y1 = (int(round(v * scale)) for v in pred[f])
-            cv2.rectangle(img, (x0, y0), (x1, y1), (230, 30, 30), 2)
-        s = height / img.shape[0]
-        img = cv2.resize(img, (max(1, round(img.shape[1] * s)), height))
-        cv2.putText(img, str(f), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(img)
-    strip = np.concatenate(tiles, axis=1)
-    w = strip.shape[1]
-    bars = np.full((34, w, 3), 255, np.uint8)
-    total = max(item.num_frames, 1)
 
-    def bar(span, y, color):
-        if span is None:
-            return
-        a, b = span
-        b = b + 1 if item.inclusive else b  # the bar covers the last frame when it counts
-        cv2.rectangle(bars, (int(w * a / total), y), (max(int(w * a / total) + 1, int(w * b / total)), y + 10), color, -1)
+    def stamp(frame: float) -> float:  # annotation frame index → the clip's time axis
+        return float(np.interp(frame, clip.frame_indices, clip.stamps))
 
-    bar(item.gt_span, 4, (0, 170, 0))
-    bar(rec.get("pred_span"), 18, (220, 30, 30))
-    text = f"{item.key}  vIoU {100 * rec.get('viou', 0):.1f}  tIoU {100 * rec.get('tiou', 0):.1f}"
-    head = np.full((22, w, 3), 255, np.uint8)
-    cv2.putText(head, text[:200], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    q = np.full((22, w, 3), 255, np.uint8)
-    cv2.putText(q, item.query[:160], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (40, 40, 40), 1, cv2.LINE_AA)
-    return np.concatenate([head, q, strip, bars], axis=0)
+    def span_stamps(span) -> tuple[float, float]:  # frame span, counted as the benchmark counts it
+        return stamp(span[0]), stamp(span[1] if item.inclusive else span[1] - 1)
 
-
-def save_png(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if result is None:
+        pred_span = rec.get("pred_span")
+        start, end = span_stamps(pred_span) if pred_span else (float("nan"), float("nan"))
+        sq = rec.get("sub_queries") or {}
+        result = GroundingResult(
+            query=item.query, found=bool(rec.get("found")), score=float(rec.get("score", 0.0)), start=start, end=end,
+            boxes={stamp(int(f)): tuple(v * scale for v in b) for f, b in (rec.get("pred_boxes") or {}).items()},
+            track_id=rec.get("track_id"), p_yes=float(rec.get("p_yes", 0.0)),
+            sub_queries=SubQueries(sq.get("attribute", ""), sq.get("action", ""), sq.get("source", "none")))
+    gt = {s: tuple(v * scale for v in item.gt_boxes[f])
+          for f, s in zip(clip.frame_indices, clip.stamps) if f in item.gt_boxes}
+    title = f"{item.key}  vIoU {100 * rec.get('viou', 0):.1f}  tIoU {100 * rec.get('tiou', 0):.1f}"
+    return render_tube(clip.frames, clip.stamps, result, gt=gt, gt_span=span_stamps(item.gt_span),
+                       max_frames=max_frames, height=height, title=title)
 
 
 def _safe_name(key: str) -> str:
@@ -523,12 +496,15 @@ def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = T
                 fh.flush()
                 if want_rel and (ev.visualize < 0 or n_vis < ev.visualize) and not rec.get("error"):
                     try:
+                        from .render import save_png
+
                         if clip is None:
                             clip = item.load(min(gcfg.num_frames, 10), ev.max_side)
-                        save_png(out / "vis" / f"{_safe_name(item.key)}.png", render_strip(clip, rec, item, result))
+                        save_png(out / "vis" / f"{_safe_name(item.key)}.png", report_image(clip, rec, item, result))
                         n_vis += 1
                     except Exception as e:  # a picture is never worth losing the run
-                        print(f"warning: no visualisation for {item.key}: {e}", file=sys.stderr)
+                        print(f"warning: no picture for {item.key} ({type(e).__name__}: {e}); its record is kept",
+                              file=sys.stderr)
                 bar.set_postfix(viou=f"{100 * rec['viou']:.1f}")
     finally:
         runner.close()

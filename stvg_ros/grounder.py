@@ -166,17 +166,13 @@ class Grounder:
         with float32).
         """
         from .adapters import load_adapter
+        from .devices import resolve_device
 
         cfg = _as_config(config)
         if device is not None or dtype is not None:
             cfg = cfg.replace(device=device or cfg.device, dtype=dtype or cfg.dtype)
-        dev = cfg.device
-        if dev == "auto":
-            dev = "cuda" if torch.cuda.is_available() else "cpu"
-        if dev.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"invalid device={dev!r}: no CUDA device is available here; use device='cpu' or 'auto'")
-        adapter = load_adapter(directory, device=dev, dtype=None if cfg.dtype == "auto" else cfg.dtype,
-                               image_size=cfg.image_size or None)
+        adapter = load_adapter(directory, device=resolve_device(cfg.device),
+                               dtype=None if cfg.dtype == "auto" else cfg.dtype, image_size=cfg.image_size or None)
         return cls(adapter, cfg, progress=progress)
 
     # ------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from stvg_ros import bags, datasets, video
+from stvg_ros.image_messages import ImageError, decode_message
+from stvg_ros.tube_messages import stamp_to_ns
 
 
 def _frames(n, h=12, w=16, seed=0):
@@ -28,7 +30,7 @@ def test_round_trip_raw_bytes_and_stamps(tmp_path, storage):
     for (t, m), f, s in zip(images, frames, stamps):
         assert m.encoding == "rgb8" and m.step == 16 * 3
         assert bytes(m.data) == f.tobytes()  # bytes equal
-        assert bags.stamp_ns(m.header.stamp) == t == round(s * 1e9)  # header stamp = log time = video time
+        assert stamp_to_ns(m.header.stamp) == t == round(s * 1e9)  # header stamp = log time = video time
     contents = bags.read_bag(path)
     assert [round(s * 1e9) for s in contents.stamps] == [round(s * 1e9) for s in stamps]
     assert all(np.array_equal(contents.frames[i], f) for i, f in enumerate(frames))
@@ -99,8 +101,8 @@ def test_errors(tmp_path):
     msg = bags.typestore().types["sensor_msgs/msg/Image"](
         header=bags._header(bags.typestore(), 0.0, ""), height=1, width=1, encoding="32FC1", is_bigendian=0,
         step=4, data=np.zeros(4, np.uint8))
-    with pytest.raises(bags.BagError, match="encoding"):
-        bags.decode_image(msg)
+    with pytest.raises(ImageError, match="encoding"):
+        decode_message(msg)
 
 
 def test_bgr_and_mono_decoding():
@@ -110,10 +112,10 @@ def test_bgr_and_mono_decoding():
     Image = store.types["sensor_msgs/msg/Image"]
     bgr = Image(header=hdr, height=1, width=2, encoding="bgr8", is_bigendian=0, step=8,  # padded rows
                 data=np.concatenate([rgb[..., ::-1].reshape(-1), [0, 0]]).astype(np.uint8))
-    assert np.array_equal(bags.decode_image(bgr), rgb)
+    assert np.array_equal(decode_message(bgr), rgb)
     mono = Image(header=hdr, height=1, width=2, encoding="mono8", is_bigendian=0, step=2,
                  data=np.array([7, 9], np.uint8))
-    assert bags.decode_image(mono)[0, 1].tolist() == [9, 9, 9]
+    assert decode_message(mono)[0, 1].tolist() == [9, 9, 9]
 
 
 def _built_type_descriptions():

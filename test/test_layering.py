@@ -1,5 +1,6 @@
-"""The core never imports the ROS layer: a static walk over every import of every core module,
-inside functions too (run-time imports count), relative imports resolved."""
+"""The ROS boundary is drawn by imports, both ways: the core never imports the ROS layer, and the
+ROS layer (``stvg_ros/ros/``) holds only modules that do import ROS.  A static walk over every
+import of every module, inside functions too (run-time imports count), relative imports resolved."""
 
 from __future__ import annotations
 
@@ -50,6 +51,21 @@ def test_no_core_module_imports_ros():
         if hits:
             bad[str(path.relative_to(PKG.parent))] = hits
     assert not bad, f"core modules importing the ROS layer or ROS packages: {bad}"
+
+
+def ros_layer_modules() -> list[Path]:
+    return [p for p in (PKG / "ros").rglob("*.py") if p.name != "__init__.py"]
+
+
+def test_every_ros_layer_module_imports_ros():
+    """A module of ``stvg_ros/ros/`` imports rclpy or a message package itself (not through another
+    module of the layer); one that does not belongs in the core, where both sides can use it."""
+    ros_packages = tuple(r for r in ROS_ONLY if r != "stvg_ros.ros")
+    assert ros_layer_modules(), "no ROS layer found"
+    ros_free = sorted(str(p.relative_to(PKG.parent)) for p in ros_layer_modules()
+                      if not any(m == r or m.startswith(r + ".") for m in imports_of(p) for r in ros_packages))
+    assert not ros_free, (f"{ros_free} import neither rclpy nor a message package (stvg_ros.msg, sensor_msgs, ...): "
+                          f"git mv them into stvg_ros/ (the core) and update their imports")
 
 
 def test_the_walk_sees_relative_and_function_level_imports(tmp_path):

@@ -1,11 +1,12 @@
 """Rendering a tube: the boxes, the span bars and the heatmap land where they should; PNG round trip."""
 
 import numpy as np
+import pytest
 
 from fake_adapter import FakeAdapter, clip_with_square
 from stvg_ros.config import GroundingConfig
 from stvg_ros.grounder import Grounder
-from stvg_ros.render import GT, OUT_OF_SPAN, PRED, SPAN, render_tube, save_png
+from stvg_ros.render import GT, GT_SPAN, OUT_OF_SPAN, PRED, SPAN, render_tube, save_png
 from stvg_ros.result import GroundingResult, SubQueries
 
 
@@ -64,3 +65,52 @@ def test_heatmap_is_hot_where_the_target_is_and_png_round_trip(tmp_path):
     np.testing.assert_array_equal(back, img)
     # max_frames limits the strip
     assert render_tube(frames, stamps, result, max_frames=3, heatmap=False, height=96).shape[1] == 3 * 96 + 2 * 4
+
+
+def test_ground_truth_span_gets_its_own_bar_and_timeline_row():
+    frames = [np.full((100, 200, 3), 255, np.uint8) for _ in range(4)]
+    stamps = [0.0, 1.0, 2.0, 3.0]
+    result = _result(stamps, 1.0, 2.0, (20.0, 10.0, 100.0, 90.0))
+    plain = render_tube(frames, stamps, result, heatmap=False, height=100)
+    img = render_tube(frames, stamps, result, gt_span=(2.0, 3.0), heatmap=False, height=100, title="key 7")
+    assert img.shape[1] == plain.shape[1] and img.shape[0] > plain.shape[0]
+    tile_w = 200
+    top = next(y for y in range(img.shape[0]) if np.all(img[y, :tile_w] == OUT_OF_SPAN))  # first tile's span bar
+    gt_bar = img[top + 10:top + 16]
+    assert np.all(gt_bar[:, :tile_w] == OUT_OF_SPAN) and np.all(gt_bar[:, tile_w + 4:2 * tile_w + 4] == OUT_OF_SPAN)
+    assert np.all(gt_bar[:, 2 * (tile_w + 4):3 * (tile_w + 4) - 4] == GT_SPAN)
+    timeline = img[-8:]
+    assert _has(timeline[:, -tile_w:], GT_SPAN, tol=3) and not _has(timeline[:, :tile_w], GT_SPAN, tol=3)
+
+
+def test_what_cannot_be_drawn_raises_with_the_fix():
+    stamps = [0.0, 1.0]
+    result = _result(stamps, 0.0, 1.0, (1.0, 1.0, 5.0, 5.0))
+    with pytest.raises(ValueError, match="no frames"):
+        render_tube([], [], result)
+    with pytest.raises(ValueError, match="HxWx3"):
+        render_tube([np.zeros((10, 10), np.uint8)] * 2, stamps, result)
+    with pytest.raises(ValueError, match="one stamp per frame"):
+        render_tube([np.zeros((10, 10, 3), np.uint8)] * 2, [0.0], result)
+
+
+def test_the_evaluation_picture_is_the_same_renderer_in_node_mode():
+    """``stvg-eval``'s PNG without a result (node mode): the record's boxes in green, the ground truth
+    in red, both drawn on the frames of the clip."""
+    from stvg_ros.evaluate import Item, report_image
+    from stvg_ros.video import Clip
+
+    frames = [np.full((100, 100, 3), 255, np.uint8) for _ in range(4)]
+    clip = Clip(frames=frames, frame_indices=[0, 10, 20, 30], stamps=[0.0, 1.0, 2.0, 3.0], fps=10.0, size=(100, 100))
+    item = Item(key="v1", query="the dog", gt_span=(10, 20), gt_boxes={10: (60.0, 60.0, 90.0, 90.0)}, inclusive=True,
+                num_frames=31, dataset="unit", video="v")
+    rec = {"pred_span": [10, 20], "pred_boxes": {"10": [5.0, 5.0, 40.0, 40.0], "20": [5.0, 5.0, 40.0, 40.0]},
+           "found": True, "p_yes": 0.8, "score": 0.5, "track_id": None, "viou": 0.1, "tiou": 1.0}
+    img = report_image(clip, rec, item, max_frames=4, height=100)
+    top = next(y for y in range(img.shape[0]) if np.all(img[y, :100] == OUT_OF_SPAN))
+    tiles = [img[top - 100:top, i * 104:i * 104 + 100] for i in range(4)]
+    assert _has(tiles[1][:50, :50], PRED) and not _has(tiles[1][:50, :50], GT)  # prediction, green
+    assert _has(tiles[1][55:, 55:], GT) and not _has(tiles[0], GT)  # ground truth, red, where annotated
+    assert not _has(tiles[0], PRED) and not _has(tiles[3], PRED)  # outside the predicted span: no box
+    assert np.all(img[top:top + 10, 104:204] == SPAN) and np.all(img[top + 10:top + 16, 104:204] == GT_SPAN)
+    assert np.all(img[top + 10:top + 16, 312:412] == OUT_OF_SPAN)

@@ -37,12 +37,12 @@ def declared():
 
 
 def test_yaml_documents_exactly_the_declared_parameters(declared):
-    from stvg_ros.ros.params import yaml_documented_names
+    from stvg_ros.node_params import yaml_documented_names
 
     _, params = declared
     text = YAML.read_text()
     documented = yaml_documented_names(text)
-    fix = "regenerate it: python -m stvg_ros.ros.params > config/stvg.yaml"
+    fix = "regenerate it: python -m stvg_ros.node_params > config/stvg.yaml"
     assert documented == set(params), f"config/stvg.yaml is out of date ({fix}): " \
                                       f"missing {set(params) - documented}, unknown {documented - set(params)}"
     assert set(GroundingConfig.field_names()) <= set(params), "every grounding knob must be a parameter"
@@ -163,7 +163,7 @@ def test_node_settings_type_every_parameter_without_ros():
     from dataclasses import fields
 
     from stvg_ros.config import ConfigError, ProposalConfig, ServingConfig
-    from stvg_ros.ros.params import NODE_PARAMS, NodeSettings, all_params
+    from stvg_ros.node_params import NODE_PARAMS, NodeSettings, all_params
 
     defaults = {p.name: p.default for p in all_params()}
     s = NodeSettings.from_values(defaults)

@@ -21,6 +21,7 @@ import torch
 
 from ..attention import capture_attention, use_capture_attention
 from ..checkpointing import checkpointed_layers, should_checkpoint
+from ..devices import resolve_device
 from .base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
 
 log = logging.getLogger(__name__)
@@ -28,17 +29,6 @@ log = logging.getLogger(__name__)
 
 class AdapterError(ValueError):
     """The model directory or a call's inputs cannot be used; the message says how to fix it."""
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AdapterError(f"device={device!r} was requested but CUDA is not available: use device='cpu' or 'auto'")
-    return dev
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:

@@ -109,7 +109,8 @@ def _keyframes_from_video(path: Path, num_frames: int, offset: int, every: int) 
 
 def _bag_frames(path: Path, image_topic: Optional[str]):
     """(frame count, query texts, keyframe iterator factory) of a bag's image topic."""
-    from ..bags import decode_image, iter_messages
+    from ..bags import iter_messages
+    from ..image_messages import decode_message
 
     image_types = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
     topics: set[str] = set()
@@ -131,7 +132,7 @@ def _bag_frames(path: Path, image_topic: Optional[str]):
         i = 0
         for _, _, _, msg in iter_messages(path, [topic]):
             if i % every == 0:
-                yield i, decode_image(msg)
+                yield i, decode_message(msg)
             i += 1
 
     return count, texts, keyframes

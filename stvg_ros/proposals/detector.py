@@ -23,17 +23,10 @@ import torch.nn.functional as F
 
 from . import Detections
 from ..config import ProposalConfig, ProposalConfigError
+from ..devices import resolve_device
 
 _GROUNDING_DINO_TYPES = ("grounding-dino", "mm-grounding-dino")
 _OWLV2_TYPES = ("owlv2",)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ProposalConfigError(f"proposals_device={device!r} but no CUDA device is visible: use 'cpu' or 'auto'")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -119,7 +112,7 @@ class ZeroShotDetector:
                 f"detector directory {str(path)!r} does not exist: set proposals_detector_path (--detector) to "
                 "a local Grounding DINO / OWLv2 checkpoint (save_pretrained layout)")
         kind = detector_type_of(path) if cfg.detector_type == "auto" else cfg.detector_type
-        device = resolve_device(cfg.device)
+        device = resolve_device(cfg.device, "proposals_device", ProposalConfigError)
         dtype = resolve_dtype(cfg.dtype, device)
         processor = AutoProcessor.from_pretrained(str(path), local_files_only=True, backend="pil")
         model = AutoModelForZeroShotObjectDetection.from_pretrained(str(path), local_files_only=True, dtype=dtype)

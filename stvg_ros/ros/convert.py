@@ -1,4 +1,8 @@
-"""Between ROS messages and the core's plain types: stamps, boxes, requests, answers, detections."""
+"""Between ROS messages and the core's plain types: stamps, requests, answers, detections.
+
+The message-free parts (a Tube's fields, centre/corner boxes) live in the core
+(:mod:`stvg_ros.tube_messages`, :mod:`stvg_ros.boxes`), shared with the bags; this module gives
+them the built ``stvg_ros.msg`` classes."""
 
 from __future__ import annotations
 
@@ -7,38 +11,31 @@ from typing import Optional, Sequence
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from std_msgs.msg import Header
 
+from stvg_ros.boxes import from_centre_size
 from stvg_ros.msg import Tube, TubeBox
 from stvg_ros.proposals import Detections
 from stvg_ros.result import GroundingResult
 from stvg_ros.service import Answer, GroundingRequest
-from stvg_ros.window import NS, Frame
+from stvg_ros.tube_messages import make_tube, stamp_to_ns, time_message
+from stvg_ros.window import Frame
 
-Box = tuple[float, float, float, float]
-
-
-def stamp_to_ns(stamp) -> int:
-    return int(stamp.sec) * NS + int(stamp.nanosec)
+_CLASSES = {"stvg_ros/msg/Tube": Tube, "stvg_ros/msg/TubeBox": TubeBox, "std_msgs/msg/Header": Header,
+            "builtin_interfaces/msg/Time": Time}
+#: the built message classes by type name, for :func:`stvg_ros.tube_messages.make_tube`
+ROS_TYPES = _CLASSES.__getitem__
 
 
 def ns_to_stamp(ns: int) -> Time:
-    ns = max(0, int(ns))
-    return Time(sec=ns // NS, nanosec=ns % NS)
-
-
-def centre_size(box: Box) -> tuple[float, float, float, float]:
-    x0, y0, x1, y1 = box
-    return (x0 + x1) / 2.0, (y0 + y1) / 2.0, max(0.0, x1 - x0), max(0.0, y1 - y0)
-
-
-def xyxy(cx: float, cy: float, sx: float, sy: float) -> Box:
-    return cx - sx / 2.0, cy - sy / 2.0, cx + sx / 2.0, cy + sy / 2.0
+    return time_message(ROS_TYPES, ns)
 
 
 def detections_from_msg(msg) -> Detections:
     """stvg_ros/Detections → core detections (boxes stay in the published image's pixels)."""
     kept = [d for d in msg.detections if d.size_x > 0 and d.size_y > 0]
-    boxes = np.array([xyxy(d.center_x, d.center_y, d.size_x, d.size_y) for d in kept], np.float32).reshape(-1, 4)
+    boxes = np.array([from_centre_size(d.center_x, d.center_y, d.size_x, d.size_y) for d in kept],
+                     np.float32).reshape(-1, 4)
     return Detections(boxes, np.array([d.score for d in kept], np.float32), [str(d.class_id) for d in kept],
                       [str(d.track_id) for d in kept])
 
@@ -56,8 +53,9 @@ def tube_from_answer(answer: Answer, frame_id: str = "") -> Tube:
         tube = tube_from_result(answer.result, FrameIndex(answer.frames), r.query_id, r.text, answer.latency)
     else:
         newest = answer.newest
-        tube = tube_message(r.query_id, r.text, answer.reason, newest.frame_id if newest else frame_id,
-                            newest.stamp_ns if newest else 0, answer.latency)
+        tube = make_tube(ROS_TYPES, r.query_id, r.text, reason=answer.reason,
+                         frame_id=newest.frame_id if newest else frame_id, stamp_ns=newest.stamp_ns if newest else 0,
+                         latency=answer.latency)
     tube.queue_time = float(answer.queue_time)
     return tube
 
@@ -86,55 +84,29 @@ def _nearest_score(stamp: float, stamps: Sequence[float], scores: Sequence[float
     return float(scores[j])
 
 
-def tube_message(query_id: str, text: str, reason: str = "", frame_id: str = "", newest_ns: int = 0,
-                 latency: float = 0.0) -> Tube:
-    """An empty Tube (found=false) carrying ``reason``: the answer to a query that was not served."""
-    tube = Tube()
-    tube.header.frame_id = frame_id
-    tube.header.stamp = ns_to_stamp(newest_ns)
-    tube.query_id = query_id
-    tube.query = text
-    tube.found = False
-    tube.reason = reason
-    tube.latency = float(latency)
-    return tube
-
-
 def tube_from_result(result: GroundingResult, index: FrameIndex, query_id: str, text: str,
                      latency: float) -> Tube:
     """The core's result → Tube, with boxes scaled back to the camera's pixels and exact stamps."""
     newest = index.frames[-1]
-    tube = tube_message(query_id, text, result.reason, newest.frame_id, newest.stamp_ns, latency)
-    tube.found = bool(result.found)
-    tube.p_yes = float(result.p_yes)
-    tube.score = float(result.score)
     boxes = sorted(result.boxes.items())
-    if boxes:
-        tube.start = ns_to_stamp(index.frame(boxes[0][0]).stamp_ns)
-        tube.end = ns_to_stamp(index.frame(boxes[-1][0]).stamp_ns)
-    else:
-        tube.start = ns_to_stamp(index.frame(result.start).stamp_ns)
-        tube.end = ns_to_stamp(index.frame(result.end).stamp_ns)
-    seen = set()
+    first, last = (boxes[0][0], boxes[-1][0]) if boxes else (result.start, result.end)
+    in_source, seen = [], set()
     for stamp, box in boxes:
         frame = index.frame(stamp)
         if frame.stamp_ns in seen:
             continue
         seen.add(frame.stamp_ns)
-        cx, cy, sx, sy = centre_size(frame.box_to_source(box))
-        tube.boxes.append(TubeBox(stamp=ns_to_stamp(frame.stamp_ns), center_x=cx, center_y=cy, size_x=sx,
-                                  size_y=sy, score=_nearest_score(stamp, result.frame_stamps, result.frame_scores)))
-    tube.track_id = "" if result.track_id is None else str(result.track_id)
+        in_source.append((frame.stamp_ns, frame.box_to_source(box),
+                          _nearest_score(stamp, result.frame_stamps, result.frame_scores)))
     sq = result.sub_queries
-    if sq is not None:
-        tube.attribute_query, tube.action_query, tube.sub_query_source = sq.attribute, sq.action, sq.source
-    tube.processing_time = float(result.timings.get("total", 0.0)) if result.timings else 0.0
-    return tube
-
-
-def boxes_in_source(tube: Tube) -> dict[int, Box]:
-    """A Tube's boxes as stamp (ns) → xyxy in the camera's pixels (for drawing and tests)."""
-    return {stamp_to_ns(b.stamp): xyxy(b.center_x, b.center_y, b.size_x, b.size_y) for b in tube.boxes}
+    return make_tube(
+        ROS_TYPES, query_id, text, frame_id=newest.frame_id, stamp_ns=newest.stamp_ns, found=result.found,
+        p_yes=result.p_yes, score=result.score, start_ns=index.frame(first).stamp_ns,
+        end_ns=index.frame(last).stamp_ns, boxes=in_source,
+        track_id="" if result.track_id is None else str(result.track_id),
+        attribute_query=sq.attribute if sq is not None else "", action_query=sq.action if sq is not None else "",
+        sub_query_source=sq.source if sq is not None else "", latency=latency,
+        processing_time=float(result.timings.get("total", 0.0)) if result.timings else 0.0, reason=result.reason)
 
 
 def optional_ns(stamp) -> Optional[int]:

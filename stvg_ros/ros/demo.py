@@ -3,7 +3,8 @@
 One process holds the node under test (``StvgNode``, exactly as ``stvg_node`` runs it) and a
 small client node that plays the clip as ``sensor_msgs/Image`` and sends a ``GroundingQuery``.
 Topics live in a private namespace so concurrent runs do not talk to each other.  The annotated
-image written is the node's own ``debug_image``.  When ``clip.json`` carries the ground truth
+image written is the node's own ``debug_image`` (drawn by :mod:`stvg_ros.render`; none is drawn
+instead when it does not come).  When ``clip.json`` carries the ground truth
 (``truth``: inclusive frame span and boxes), the tube is scored with :mod:`stvg_ros.metrics`
 (HC-STVG convention) and ``vIoU vs ground truth: X.XXX  (tIoU Y.YYY)`` is printed.
 """
@@ -18,9 +19,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO_DATA = Path(__file__).resolve().parents[2] / "data" / "demo"
+#: seconds the demo waits for the node's debug image once the tube is in
+DEBUG_IMAGE_WAIT_S = 10.0
 
 
 def _find_clip(path: str) -> Path:
@@ -45,12 +46,12 @@ def score_against_truth(tube, truth: dict, stamps: list[float]) -> tuple[float, 
     The tube's stamped boxes and span are mapped back to clip frame indices through the clip's stamps.
     """
     from stvg_ros import metrics
-    from stvg_ros.ros.convert import boxes_in_source, stamp_to_ns
+    from stvg_ros.tube_messages import stamp_to_ns, tube_boxes
     from stvg_ros.window import NS
 
     gt_span = (int(truth["start_frame"]), int(truth["end_frame"]))
     gt_boxes = {int(k): tuple(v) for k, v in truth["boxes"].items()}
-    boxes = boxes_in_source(tube)
+    boxes = tube_boxes(tube)
     if not boxes:  # nothing to score: a miss, as in the benchmarks
         return 0.0, 0.0
     pred = metrics.frame_boxes_from_stamps({ns / NS: b for ns, b in boxes.items()}, stamps=stamps)
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     from stvg_ros.default_model import choose_model
     from stvg_ros.msg import GroundingQuery, Tube
     from stvg_ros.ros.convert import ns_to_stamp, stamp_to_ns
-    from stvg_ros.ros.image import encode_image
+    from stvg_ros.image_messages import decode_image, encode_image
+    from stvg_ros.render import save_png
     from stvg_ros.ros.node import StvgNode
     from stvg_ros.window import NS
 
@@ -110,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ])
     client = rclpy.create_node("stvg_demo_client", namespace=ns)
     got: dict = {}
-    done = threading.Event()
+    done, drawn = threading.Event(), threading.Event()
     client.create_subscription(Tube, "tube", lambda m: (got.setdefault("tube", m), done.set()), 10)
-    client.create_subscription(Image, "debug_image", lambda m: got.setdefault("debug", m), 2)
+    client.create_subscription(Image, "debug_image", lambda m: (got.setdefault("debug", m), drawn.set()), 2)
     cam = client.create_publisher(Image, "image", QoSProfile(depth=len(frames) + 4,
                                                               reliability=ReliabilityPolicy.RELIABLE))
     ask = client.create_publisher(GroundingQuery, "query_request", 10)
@@ -157,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stvg_demo: no answer within {args.timeout:.0f} s", file=sys.stderr)
             return 1
         tube = got["tube"]
-        time.sleep(0.5)  # the debug image follows the tube
         print(f"\nTube for query {tube.query_id!r}: {tube.query!r}  (answered in {time.monotonic() - t1:.1f} s)")
         print(f"  frame_id={tube.header.frame_id}  found={tube.found}  p_yes={tube.p_yes:.3f}  "
               f"score={tube.score:.3f}  track={tube.track_id or '(from attention)'}")
@@ -172,24 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         if "truth" in meta and not args.query:
             v, t = score_against_truth(tube, meta["truth"], meta["stamps"])
             print(f"\nvIoU vs ground truth: {v:.3f}  (tIoU {t:.3f})")
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if "debug" in got:
-            m = got["debug"]
-            rgb = np.frombuffer(bytes(m.data), np.uint8).reshape(m.height, m.width, 3)
-        else:  # no debug image came: draw the tube on the clip ourselves
-            from stvg_ros.ros.convert import boxes_in_source
-
-            boxes = boxes_in_source(tube)
-            tiles = []
-            for img, ns_ in zip(frames, stamps_ns):
-                t = img.copy()
-                if ns_ in boxes:
-                    x0, y0, x1, y1 = (int(round(v)) for v in boxes[ns_])
-                    cv2.rectangle(t, (x0, y0), (x1, y1), (0, 255, 0), 2)
-                tiles.append(t)
-            rgb = np.hstack(tiles[:: max(1, len(tiles) // 6)])
-        cv2.imwrite(str(out), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        if not drawn.wait(DEBUG_IMAGE_WAIT_S):  # the debug image follows the tube
+            print(f"stvg_demo: no debug_image from the node within {DEBUG_IMAGE_WAIT_S:g} s after the tube (its log "
+                  f"above says why): {args.out} not written", file=sys.stderr)
+            return 1
+        rgb = decode_image(got["debug"])
+        out = save_png(args.out, rgb)
         print(f"\nstvg_demo: wrote {out} ({rgb.shape[1]}x{rgb.shape[0]})")
         if meaningless:
             print("stvg_demo: REMINDER: the default model is random; the tube above is meaningless.")

@@ -30,6 +30,8 @@ import numpy as np
 
 from ..config import ConfigError, GroundingConfig
 from ..evaluate import base_record, score_tube
+from ..tube_messages import stamp_to_ns, tube_boxes
+from ..window import NS
 from .bag_player import BagPlayer, message_class
 
 #: grounding fields that do not change what is computed (only where)
@@ -148,7 +150,7 @@ class NodeRunner:
 
     def _configure_node(self) -> None:
         """Check the configure-time settings, set the live ones that change what the grounder sees."""
-        from .params import grounding_params
+        from ..node_params import grounding_params
 
         live = {p.name: p.live for p in grounding_params()}
         names = ["use_sim_time", "image_reliability", "use_detections", "proposals_enabled", "window_rate",
@@ -285,16 +287,12 @@ def score_node_tube(item, tube, bag_stamps, wall: float, protocol: str) -> dict:
     """A node's ``Tube`` → the per-query record (frames = image positions in the bag)."""
     stamps = np.asarray(bag_stamps)
 
-    def pos(t: float) -> int:
-        return int(np.argmin(np.abs(stamps - t)))
+    def pos(ns: int) -> int:
+        return int(np.argmin(np.abs(stamps - ns / NS)))
 
-    def secs(t) -> float:
-        return t.sec + t.nanosec * 1e-9
-
-    boxes = {pos(secs(b.stamp)): (b.center_x - b.size_x / 2, b.center_y - b.size_y / 2,
-                                  b.center_x + b.size_x / 2, b.center_y + b.size_y / 2) for b in tube.boxes}
-    start = pos(secs(tube.start)) if boxes else None
-    end = pos(secs(tube.end)) if boxes else None
+    boxes = {pos(ns): b for ns, b in tube_boxes(tube).items()}
+    start = pos(stamp_to_ns(tube.start)) if boxes else None
+    end = pos(stamp_to_ns(tube.end)) if boxes else None
     rec = base_record(item)
     rec.update(score_tube(item, sorted(boxes), start, end, boxes, tube.track_id or None, protocol))
     rec.update({

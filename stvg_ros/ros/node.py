@@ -2,7 +2,7 @@
 
 ROS plumbing around :class:`stvg_ros.service.GroundingService`, which owns the window, the
 proposals, the query queue and the worker (and all their rules).  Here: parameters → a typed
-:class:`~stvg_ros.ros.params.NodeSettings`, messages ↔ core types, publishers and subscriptions,
+:class:`~stvg_ros.node_params.NodeSettings`, messages ↔ core types, publishers and subscriptions,
 the lifecycle, status and diagnostics, and middleware events (:mod:`stvg_ros.ros.events`).
 """
 
@@ -25,12 +25,12 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
+from stvg_ros import node_params as P
 from stvg_ros.config import ConfigError
+from stvg_ros.image_messages import check_compressed, check_image, decode_compressed, decode_image, encode_image
 from stvg_ros.msg import Detections, GroundingQuery, Status, Tube
-from stvg_ros.ros import params as P
 from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, tube_from_answer
 from stvg_ros.ros.events import Throttle, publish_to, subscribe
-from stvg_ros.ros.image import check_compressed, check_image, decode_compressed, decode_image, encode_image
 from stvg_ros.ros.status import diagnostics, status_message
 from stvg_ros.service import ANSWERED, SHUTTING_DOWN, Answer, GroundingRequest, GroundingService
 
@@ -289,10 +289,17 @@ class StvgNode(LifecycleNode):
             + (" [random model: meaningless]" if self._model["kind"] == "tiny" else ""))
         debug, s = self._pubs.get("debug_image"), self.settings
         if s is not None and s.publish_debug_image and debug is not None and debug.get_subscription_count() > 0:
-            from stvg_ros.ros.debug import draw_strip
+            from stvg_ros.render import render_tube
 
+            try:
+                picture = render_tube([f.image for f in answer.frames], [f.stamp for f in answer.frames], result,
+                                      heatmap=s.debug_heatmap)
+            except Exception as e:  # noqa: BLE001 - the Tube is out; a picture that fails is reported, not replaced
+                self.get_logger().error(f"query {r.query_id}: no debug_image, drawing it failed: "
+                                        f"{type(e).__name__}: {e}")
+                return
             msg = Image()
-            encode_image(draw_strip(answer.frames, result, r.text, heatmap=s.debug_heatmap), msg)
+            encode_image(picture, msg)
             msg.header = tube.header
             debug.publish(msg)
 

@@ -1,4 +1,5 @@
-"""sensor_msgs/Image and CompressedImage → RGB uint8 arrays, without cv_bridge.
+"""sensor_msgs/Image and CompressedImage ↔ RGB uint8 arrays, without cv_bridge: the one decoder
+of the node (live topics) and of bags (``stvg_ros.bags``, ``stvg-proposals``).
 
 Works on any object with the messages' fields (rclpy messages, rosbags messages), and checks
 every field against the data, because a malformed frame must be reported and dropped, never
@@ -155,6 +156,11 @@ def decode_compressed(msg) -> np.ndarray:
     if bgr is None:
         raise ImageError(f"cannot decode compressed image (format {msg.format!r}): publish jpeg or png")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def decode_message(msg) -> np.ndarray:
+    """An ``Image`` or a ``CompressedImage`` (the one with a ``format`` field) → HxWx3 uint8 RGB."""
+    return decode_compressed(msg) if hasattr(msg, "format") else decode_image(msg)
 
 
 def encode_image(rgb: np.ndarray, msg) -> None:

@@ -1,4 +1,4 @@
-"""Image decoding for the node (sensor_msgs/Image fields → RGB), checked without ROS."""
+"""Image decoding for the node and bags (sensor_msgs/Image fields → RGB), checked without ROS."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from stvg_ros.ros.image import ImageError, decode_compressed, decode_image, encode_image, supported_encodings
+from stvg_ros.image_messages import ImageError, decode_compressed, decode_image, encode_image, supported_encodings
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)

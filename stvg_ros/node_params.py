@@ -2,9 +2,11 @@
 :class:`~stvg_ros.config.ServingConfig` (window, admission), of
 :class:`~stvg_ros.config.GroundingConfig` (same names) and of ``ProposalConfig`` (``proposals_*``).
 
-Kept free of rclpy so that the list, defaults and validation are testable without ROS and so
-that ``config/stvg.yaml`` can be checked against it.  :class:`NodeSettings` is all of them,
-typed and validated, read once per configure or parameter change.
+Free of rclpy (so in the core, not in ``stvg_ros.ros``): the list, defaults and validation are
+testable without ROS, and ``config/stvg.yaml`` is generated from it
+(``python -m stvg_ros.node_params > config/stvg.yaml``) and checked against it.
+:class:`NodeSettings` is all of them, typed and validated, read once per configure or parameter
+change.
 """
 
 from __future__ import annotations
@@ -258,5 +260,5 @@ def yaml_documented_names(text: str) -> set[str]:
     return set(plain) | set(commented)
 
 
-if __name__ == "__main__":  # regenerate config/stvg.yaml: python -m stvg_ros.ros.params > config/stvg.yaml
+if __name__ == "__main__":  # regenerate config/stvg.yaml: python -m stvg_ros.node_params > config/stvg.yaml
     print(params_yaml(), end="")
