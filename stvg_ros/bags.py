@@ -178,9 +178,10 @@ def tube_message(store, stamp: float, query_id: str, text: str, boxes: Mapping[f
     if span is None:
         span = (min(boxes), max(boxes)) if boxes else (0.0, 0.0)
     return store.types["stvg_ros/msg/Tube"](
-        header=_header(store, stamp, frame_id), query_id=query_id, query=text, found=found, p_yes=1.0 if found else 0.0,
-        score=score, start=_time(store, span[0]), end=_time(store, span[1]), boxes=tb, track_id=track_id,
-        attribute_query="", action_query="", sub_query_source="none", latency=0.0, processing_time=0.0, reason=reason)
+        header=_header(store, stamp, frame_id), query_id=query_id, query=text, event="", found=found,
+        p_yes=1.0 if found else 0.0, score=score, start=_time(store, span[0]), end=_time(store, span[1]), boxes=tb,
+        track_id=track_id, attribute_query="", action_query="", sub_query_source="none", latency=0.0,
+        processing_time=0.0, queue_time=0.0, reason=reason)
 
 
 def tube_boxes(msg) -> dict[float, Box]:

@@ -12,6 +12,7 @@ from stvg_ros.msg import Tube, TubeBox
 from stvg_ros.proposals import Detections
 from stvg_ros.result import GroundingResult
 from stvg_ros.service import Answer, GroundingRequest
+from stvg_ros.standing import StandingRequest
 from stvg_ros.window import NS, Frame
 
 Box = tuple[float, float, float, float]
@@ -49,8 +50,15 @@ def request_from_msg(msg, query_id: str) -> GroundingRequest:
                             msg.attribute_query, msg.action_query)
 
 
+def standing_request_from_msg(msg) -> StandingRequest:
+    """stvg_ros/StandingQuery → a core standing request."""
+    return StandingRequest(msg.id, msg.text, msg.attribute_query, msg.action_query, float(msg.period),
+                           int(msg.every_n_frames), float(msg.window), bool(msg.cheap_first))
+
+
 def tube_from_answer(answer: Answer, frame_id: str = "") -> Tube:
-    """The service's answer → Tube (``frame_id``: the camera's, for an answer without frames)."""
+    """The service's answer → Tube (``frame_id``: the camera's, for an answer without frames); a
+    standing query's event says why it was published (``event``, and what moved in ``reason``)."""
     r = answer.request
     if answer.result is not None:
         tube = tube_from_result(answer.result, FrameIndex(answer.frames), r.query_id, r.text, answer.latency)
@@ -59,6 +67,9 @@ def tube_from_answer(answer: Answer, frame_id: str = "") -> Tube:
         tube = tube_message(r.query_id, r.text, answer.reason, newest.frame_id if newest else frame_id,
                             newest.stamp_ns if newest else 0, answer.latency)
     tube.queue_time = float(answer.queue_time)
+    tube.event = answer.event
+    if answer.event and answer.result is not None and answer.reason:
+        tube.reason = "; ".join(r for r in (answer.reason, tube.reason) if r)
     return tube
 
 
