@@ -21,7 +21,7 @@ one-shot queries' wait.
 # --- room for the per-frame visual-feature / prefix caches (issue 20, part 2): N different one-shot
 # queries over the replayed stream, first vs later query times, hit rates, peak memory. Not here yet.
 
-    .venv/bin/python bench/bench_stream.py            # ~2-4 min on 2 busy cores
+    .venv/bin/python bench/bench_stream.py            # a few minutes on 2 busy cores
     .venv/bin/python bench/bench_stream.py --quick    # CI, < 20 s
 """
 
