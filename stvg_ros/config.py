@@ -295,6 +295,29 @@ class ServingConfig:
     detection this close to a frame's stamp still gives that frame a box)."""
     frame_timeout: float = 5.0
     """Seconds without any frame after which the health check warns (0 = never)."""
+    max_standing_queries: int = 4
+    """Standing queries (re-evaluated as the window slides) registered at once at most; more are
+    refused (0 = standing queries off)."""
+    standing_duty_budget: float = 0.5
+    """Largest share of the grounding worker's time spent on standing evaluations (one-shot queries
+    always go first, and a standing evaluation yields to one between stages)."""
+    standing_period: float = 2.0
+    """Seconds of stream time between a standing query's evaluations when it sets neither period
+    nor every_n_frames."""
+    standing_found_on: float = 0.6
+    """Standing queries: p_yes at or above which an absent target counts as appeared."""
+    standing_found_off: float = 0.4
+    """Standing queries: p_yes below which a present target counts as gone (hysteresis)."""
+    standing_confirm: int = 1
+    """Standing queries: consecutive evaluations past a threshold needed before found flips."""
+    standing_move_iou: float = 0.5
+    """Standing queries: a present target's newest box overlapping the last reported one less than
+    this (IoU) is reported as moved."""
+    standing_move_s: float = 1.0
+    """Standing queries: seconds by which the span's start must move to be reported as moved."""
+    standing_refresh_every: int = 4
+    """Cheap-first standing queries: while the target is present, the full grounding runs every N-th
+    evaluation to follow it (0 = only on appearance)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -311,6 +334,21 @@ class ServingConfig:
                 raise bad(name, "use 0 or a positive number")
         if self.min_frames < 1:
             raise bad("min_frames", "use 1 or more")
+        if self.max_standing_queries < 0 or self.standing_refresh_every < 0 or self.standing_move_s < 0:
+            name = next(n for n in ("max_standing_queries", "standing_refresh_every", "standing_move_s")
+                        if getattr(self, n) < 0)
+            raise bad(name, "use 0 or a positive number")
+        if not 0.0 < self.standing_duty_budget <= 1.0:
+            raise bad("standing_duty_budget", "use a share of the worker's time in (0, 1], e.g. 0.5")
+        if self.standing_period <= 0:
+            raise bad("standing_period", "use a positive number of seconds")
+        if self.standing_confirm < 1:
+            raise bad("standing_confirm", "use 1 or more evaluations")
+        for name in ("standing_found_on", "standing_found_off", "standing_move_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise bad(name, "use a value in [0, 1]")
+        if self.standing_found_off > self.standing_found_on:
+            raise bad("standing_found_off", f"use a value at most standing_found_on={self.standing_found_on}")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -241,6 +241,21 @@ class Grounder:
             log.debug("LRA losses per step %s, margins %s", lra_trace.losses, lra_trace.margins)
         return result
 
+    def existence(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
+                  checkpoint: Callable[[str], None] | None = None) -> float:
+        """The existence judgment of :meth:`ground` alone: p(yes) / (p(yes) + p(no)) of the plain
+        question on the same sampled frames (one forward pass, no attention captured), the cheap
+        check of a standing query.  ``checkpoint`` sees the stages 'encode' and 'exist'."""
+        cfg = self.config
+        check_inputs(frames, stamps, query)
+        idx = sample_indices(len(frames), cfg.num_frames)
+        timings: dict[str, float] = {}
+        with self._stage("encode", timings, checkpoint), torch.no_grad():
+            visual = self.adapter.encode_frames([frames[i] for i in idx], stamps=[float(stamps[i]) for i in idx])
+        with self._stage("exist", timings, checkpoint), torch.no_grad():
+            out = self.adapter.run(visual, [format_question(cfg.question_template, query)], capture=None)
+        return float(yes_probability(out.yes_no_logits.detach())[0])
+
     # ------------------------------------------------------------------------------------------
     def _sync_adapter(self) -> None:
         """Give the adapter the config's model-side options (again when the config was replaced live)."""

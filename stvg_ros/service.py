@@ -5,6 +5,8 @@ queries build on): it owns the frame window, the proposal source (external detec
 detector stage, or none), the admission rules, the query queue and the worker thread that runs
 the grounder, the counters, and the one rule for time jumps (:meth:`GroundingService.reset`).
 It imports no ROS module, so all of it is tested without DDS (``test/test_service.py``).
+Standing queries (:meth:`GroundingService.register`, rules in :mod:`stvg_ros.standing`) are
+evaluated by the same worker when no one-shot query waits, within a duty budget.
 
 Guarantees:
 
@@ -15,10 +17,13 @@ Guarantees:
   ("the node is shutting down").
 * :meth:`~GroundingService.stop` answers the queued and the in-flight queries and returns within
   its timeout: the grounding is stopped between stages and LRA steps, not awaited.
+* Every :meth:`~GroundingService.register` leads to events and then exactly one final ``ended``
+  event (its refusal, cancel, replacement, or the stop), none after it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -30,6 +35,8 @@ import numpy as np
 from .config import ServingConfig
 from .proposals import Detections, ExternalTracks, subject_phrase
 from .result import Cancelled, GroundingResult, SubQueries
+from .standing import (APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest,
+                       StandingScheduler)
 from .window import NS, Frame, FrameWindow, RateMeter
 
 #: The one rule for time jumps: an input stamp (frame or detections) this much older than the
@@ -65,7 +72,9 @@ class GroundingRequest:
 class Answer:
     """The one answer to a request.  ``result`` and ``frames`` (the snapshot it was grounded on, in
     time order) are set when ``status == 'answered'``; ``newest`` is the newest window frame when
-    the answer was made (for the header of an empty answer); times are seconds."""
+    the answer was made (for the header of an empty answer); times are seconds.  ``event``: for a
+    standing query, why this answer is published (appeared, moved, disappeared, ended); "" for a
+    one-shot query."""
 
     request: GroundingRequest
     status: str
@@ -75,6 +84,7 @@ class Answer:
     newest: Optional[Frame] = None
     queue_time: float = 0.0
     latency: float = 0.0
+    event: str = ""
 
 
 @dataclass
@@ -95,6 +105,11 @@ class Counters:
     last_latency: float = 0.0
     last_queue_time: float = 0.0
     last_warning: str = ""
+    standing_registered: int = 0
+    standing_refused: int = 0
+    standing_evaluations: int = 0
+    standing_events: int = 0
+    standing_preempted: int = 0
 
 
 ProgressCallback = Callable[[str, float], None]
@@ -108,6 +123,7 @@ class _Job:
         self.request, self.frames, self.arrived = request, frames, arrived
         self.on_done, self.on_progress = on_done, on_progress
         self.stage = "queued"
+        self.standing: Optional[StandingQuery] = None  # set for a standing query's evaluation
         self.started: Optional[float] = None
         self.cancel_reason: Optional[str] = None
         self.answered = threading.Event()
@@ -182,6 +198,7 @@ class GroundingService:
         self._last_lost_at: Optional[float] = None
         self._counters = Counters()
         self._model_side = 0
+        self._standing = StandingScheduler(self.config, clock())
         self.configure(self.config)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -189,6 +206,7 @@ class GroundingService:
         """Apply serving settings (any time): window bounds, queue size, admission limits.
         ``model_side``: the model's input size; frames are kept at twice that (``ingest_max_side=0``)."""
         self.config = config
+        self._standing.configure(config)
         if model_side is not None:
             self._model_side = model_side
         side = config.ingest_max_side or 2 * (self._model_side or 336)
@@ -230,6 +248,7 @@ class GroundingService:
             self._wake.notify_all()
         for job in pending:
             self._finish(job, CANCELLED, reason)
+        self._end_standing(reason)
         deadline = time.monotonic() + timeout
         worker = self._worker
         if worker is not None:
@@ -243,7 +262,8 @@ class GroundingService:
         self.grounder = None
 
     def cancel_all(self, reason: str) -> None:
-        """Cancel the queued queries (answered at once) and the running one (at its next stage)."""
+        """Cancel the queued queries (answered at once), the running one (at its next stage) and the
+        standing queries (ended)."""
         with self._lock:
             pending, current = list(self._jobs), self._current
             self._jobs.clear()
@@ -251,6 +271,7 @@ class GroundingService:
                 current.cancel_reason = reason
         for job in pending:
             self._finish(job, CANCELLED, reason)
+        self._end_standing(reason)
 
     # -- time --------------------------------------------------------------------------------------
     def reset(self, reason: str = "") -> None:
@@ -259,6 +280,7 @@ class GroundingService:
         ``window_resets`` when frames were held); ``reason`` is reported when given."""
         with self._lock:
             self._newest_ns = None
+            self._standing.reset()
         self.window.reset()
         if self.external is not None:
             self.external.reset()
@@ -309,6 +331,9 @@ class GroundingService:
         if stage is not None:  # the stored (downscaled) image: boxes in the pixels the grounder sees
             stage.add_frame(frame.image, frame.stamp)
         self.rate_kept.tick(stamp_ns)
+        with self._lock:
+            if self._standing.on_frame(stamp_ns, now):
+                self._wake.notify_all()
         return "keep"
 
     def _reject_frame(self, message: str) -> str:
@@ -418,15 +443,27 @@ class GroundingService:
 
     # -- the worker ---------------------------------------------------------------------------------
     def _serve(self, generation: int) -> None:
+        """One-shot queries first; else a due standing query when the duty budget allows."""
         while True:
             with self._lock:
-                while not self._jobs and not self._stopping and generation == self._generation:
-                    self._wake.wait()
-                if self._stopping or generation != self._generation:
-                    return
-                job = self._current = self._jobs.popleft()
+                job = None
+                while job is None:
+                    if self._stopping or generation != self._generation:
+                        return
+                    if self._jobs:
+                        job = self._jobs.popleft()
+                        break
+                    sq, wait = self._standing.next_due(self._clock())
+                    if sq is not None:
+                        job = self._standing_job(sq)
+                    else:
+                        self._wake.wait(wait)
+                self._current = job
             try:
-                self._ground(job)
+                if job.standing is not None:
+                    self._evaluate(job)
+                else:
+                    self._ground(job)
             finally:
                 with self._lock:
                     self._current = None
@@ -447,18 +484,184 @@ class GroundingService:
             check("queued")
             if grounder is None:
                 raise Cancelled("no model loaded: configure the node first")
-            frames = job.frames
-            stamps = [f.stamp for f in frames]
-            subs = r.sub_queries
-            proposals = self._proposals(frames, subs.attribute if subs else r.text)
-            result = grounder.ground([f.image for f in frames], stamps, r.text, proposals=proposals or None,
-                                     sub_queries=subs, checkpoint=check)
+            result = self._grounding(grounder, r, job.frames, check)
         except Cancelled as e:
             self._finish(job, CANCELLED, str(e))
         except Exception as e:  # noqa: BLE001 - report and keep serving
             self._finish(job, FAILED, f"grounding failed: {type(e).__name__}: {e}")
         else:
             self._finish(job, ANSWERED, "", result)
+
+    def _grounding(self, grounder: Any, r: GroundingRequest, frames: Sequence[Frame],
+                   check: Callable[[str], None]) -> GroundingResult:
+        subs = r.sub_queries
+        proposals = self._proposals(frames, subs.attribute if subs else r.text)
+        return grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
+                               proposals=proposals or None, sub_queries=subs, checkpoint=check)
+
+    # -- standing queries ----------------------------------------------------------------------------
+    def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:
+        """Register a standing query (see :mod:`stvg_ros.standing`); True when registered.  Its events
+        (``Answer.event``) and finally one ``ended`` go to ``on_event`` (from the worker, or from this
+        thread for a refusal, which is its ``ended``).  An id already registered is replaced."""
+        text = " ".join(request.text.split())
+        shown = text if len(text) <= self.config.max_query_length else text[:80] + "..."
+        with self._lock:
+            sq = self._standing.make(dataclasses.replace(request, text=shown), on_event)
+        one_shot = GroundingRequest(request.query_id, request.text, 0, 0, request.attribute_query,
+                                    request.action_query)
+        reason, old = request.problem() or self._admission_problem(one_shot, text), None
+        if not reason:
+            with self._lock:
+                reason = self._stop_reason if self._stopping else ""
+                if not reason:
+                    reason, old = self._standing.add(sq, self._clock())
+                    self._cancel_evaluation(old, "replaced by a new registration with the same id")
+                    self._wake.notify_all()
+        with self._lock:
+            if reason:
+                self._counters.standing_refused += 1
+            else:
+                self._counters.standing_registered += 1
+        if reason:
+            self._warn(f"standing query {request.query_id} refused: {reason}", "query")
+            sq.deliver(self._ended(sq, REJECTED, reason), final=True)
+            return False
+        if old is not None:
+            old.deliver(self._ended(old, CANCELLED, "replaced by a new registration with the same id"), final=True)
+        return True
+
+    def cancel_standing(self, query_id: str, reason: str = "cancelled by the client") -> bool:
+        """End the standing query ``query_id`` (its ``ended`` event says ``reason``); False when none has it."""
+        with self._lock:
+            sq = self._standing.remove(query_id)
+            self._cancel_evaluation(sq, reason)
+        if sq is None:
+            self._warn(f"no standing query {query_id!r} to cancel", "query")
+            return False
+        return sq.deliver(self._ended(sq, CANCELLED, reason), final=True)
+
+    def standing(self) -> list[dict]:
+        """What each standing query costs and says (``StandingQuery.info``), in registration order."""
+        with self._lock:
+            return [sq.info() for sq in self._standing.queries.values()]
+
+    def standing_duty(self) -> float:
+        """Share of the worker's recent time spent on standing evaluations (see ``standing_duty_budget``)."""
+        with self._lock:
+            return self._standing.duty(self._clock())
+
+    def _cancel_evaluation(self, sq: Optional[StandingQuery], reason: str) -> None:
+        current = self._current  # (under the lock)
+        if sq is not None and current is not None and current.standing is sq:
+            current.cancel_reason = reason
+
+    def _end_standing(self, reason: str) -> None:
+        with self._lock:
+            ended = self._standing.clear()
+        for sq in ended:
+            sq.deliver(self._ended(sq, CANCELLED, reason), final=True)
+
+    def _ended(self, sq: StandingQuery, status: str, reason: str) -> Answer:
+        r = sq.request
+        return Answer(GroundingRequest(r.query_id, r.text), status, reason, newest=self.window.newest, event=ENDED)
+
+    def _standing_job(self, sq: StandingQuery) -> Optional[_Job]:
+        """The evaluation of ``sq`` on the freshest frames (under the lock), or None when too few."""
+        r, newest = sq.request, self.window.newest
+        start = newest.stamp_ns - int(r.window * NS) if newest is not None and r.window > 0 else 0
+        request = GroundingRequest(r.query_id, r.text, start, 0, r.attribute_query, r.action_query)
+        frames, problem = self._snapshot(request)
+        if problem:
+            self._standing.skipped(sq)
+            return None
+        self._standing.started(sq, frames[-1].stamp_ns)
+        job = _Job(request, frames, self._clock(), lambda answer: None, None)
+        job.standing = sq
+        return job
+
+    def _evaluate(self, job: _Job) -> None:
+        """One evaluation of a standing query: the existence probability (cheap first) or the full
+        grounding, the hysteresis, and the event when the answer changed.  Stops between stages for
+        a one-shot query (preempted: due again) or a cancel."""
+        sq, grounder, r, frames = job.standing, self.grounder, job.request, job.frames
+        assert sq is not None
+        job.started = t0 = self._clock()
+
+        def check(stage: str) -> None:
+            if job.cancel_reason is not None:
+                raise Cancelled(job.cancel_reason)
+            if self._jobs:
+                raise Cancelled(PREEMPTED)
+            job.stage = stage
+
+        saved = sq.tracker.state()
+        preempted, full = False, False
+        try:
+            check("queued")
+            if grounder is None:
+                raise Cancelled("no model loaded")
+            cheap = sq.request.cheap_first and hasattr(grounder, "existence")
+            result = None
+            if cheap:
+                p_yes = float(grounder.existence([f.image for f in frames], [f.stamp for f in frames], r.text,
+                                                 checkpoint=check))
+            else:
+                result = self._grounding(grounder, r, frames, check)
+                p_yes, full = float(result.p_yes), True
+            flipped = sq.tracker.observe(p_yes)
+            if cheap and sq.needs_full(flipped):
+                result, full = self._grounding(grounder, r, frames, check), True
+        except Cancelled as e:
+            sq.tracker.restore(saved)
+            preempted = str(e) == PREEMPTED
+        except Exception as e:  # noqa: BLE001 - report; end the query after MAX_FAILURES in a row
+            sq.tracker.restore(saved)
+            sq.failures_in_row += 1
+            problem = f"standing query {r.query_id}: evaluation failed: {type(e).__name__}: {e}"
+            self._warn(problem, "query")
+            if sq.failures_in_row >= MAX_FAILURES:
+                with self._lock:
+                    if self._standing.queries.get(r.query_id) is sq:
+                        self._standing.remove(r.query_id)
+                sq.deliver(self._ended(sq, FAILED, f"{MAX_FAILURES} evaluations in a row failed: {e}"), final=True)
+        else:
+            sq.failures_in_row = 0
+            self._report(sq, job, p_yes, flipped, result if full else None, self._clock() - t0)
+        with self._lock:
+            self._standing.finished(sq, self._clock() - t0, self._clock(), preempted)
+            self._counters.standing_preempted += int(preempted)
+
+    def _report(self, sq: StandingQuery, job: _Job, p_yes: float, flipped: bool, result: Optional[GroundingResult],
+                cost: float) -> None:
+        """Count an evaluation and deliver its event, if the answer changed in a way that matters."""
+        frames, tracker = job.frames, sq.tracker
+        sq.evaluations, sq.p_yes = sq.evaluations + 1, p_yes
+        if result is not None:
+            sq.full_evaluations, sq.since_full, sq.last_full = sq.full_evaluations + 1, 0, (result, frames)
+        elif tracker.found:
+            sq.since_full += 1
+        event, detail = "", ""
+        if flipped:
+            event = APPEARED if tracker.found else DISAPPEARED
+        elif tracker.found and result is not None:
+            detail = tracker.moved(result, frames[0].stamp)
+            event = MOVED if detail else ""
+        with self._lock:
+            self._counters.standing_evaluations += 1
+        if not event:
+            return
+        shown, shown_frames = (result, frames) if result is not None else (sq.last_full or (None, ()))
+        if shown is not None:
+            if event != DISAPPEARED:
+                tracker.report(shown)
+            shown = dataclasses.replace(shown, found=tracker.found, p_yes=p_yes)
+        answer = Answer(job.request, ANSWERED, detail, shown, shown_frames if shown is not None else (),
+                        self.window.newest, 0.0, cost, event=event)
+        if sq.deliver(answer):
+            sq.events += 1
+            with self._lock:
+                self._counters.standing_events += 1
 
     def phrase(self, text: str) -> str:
         """The detector phrase of a query's subject (the live stage's class and synonyms apply)."""
@@ -490,6 +693,8 @@ class GroundingService:
     def _finish(self, job: _Job, status: str, reason: str, result: Optional[GroundingResult] = None) -> bool:
         if not job.claim():
             return False
+        if job.standing is not None:  # a standing evaluation: its events are delivered by _evaluate
+            return True
         now = self._clock()
         started = job.started if job.started is not None else now
         answer = Answer(job.request, status, reason, result, job.frames if result is not None else (),
@@ -557,4 +762,4 @@ class GroundingService:
 
 
 __all__ = ["GroundingService", "GroundingRequest", "Answer", "QueryHandle", "Counters", "JUMP_BACK_S",
-           "SHUTTING_DOWN", "ANSWERED", "REJECTED", "CANCELLED", "FAILED", "ServingConfig"]
+           "SHUTTING_DOWN", "ANSWERED", "REJECTED", "CANCELLED", "FAILED", "ServingConfig", "StandingRequest"]

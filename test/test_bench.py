@@ -53,3 +53,14 @@ def test_bench_node_quick(tmp_path):
     assert all(w["bounded"] for w in data["window"])
     q = data["queries"][0]
     assert q["queries"] >= 1 and q["p95_s"] >= q["p50_s"] > 0
+
+
+def test_bench_stream_quick(tmp_path):
+    stdout, data = _run("bench_stream.py", tmp_path=tmp_path)
+    assert "| mode" in stdout and "cheap-first" in stdout and "| duty budget" in stdout
+    modes = data["standing"]["modes"]
+    assert set(modes) == {"full", "cheap-first"}
+    assert modes["cheap-first"]["full"] < modes["cheap-first"]["evaluations"] == modes["full"]["evaluations"] > 0
+    assert 0 < modes["cheap-first"]["cost_ratio"] < 1 and modes["full"]["cost_ratio"] == 1.0
+    assert all(0 <= d["duty"] <= 1 and d["evaluations"] > 0 for d in data["duty"])
+

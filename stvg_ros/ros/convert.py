@@ -18,8 +18,9 @@ from stvg_ros.msg import Tube, TubeBox
 from stvg_ros.proposals import Detections
 from stvg_ros.result import GroundingResult
 from stvg_ros.service import Answer, GroundingRequest
+from stvg_ros.standing import StandingRequest
 from stvg_ros.tube_messages import make_tube, stamp_to_ns, time_message
-from stvg_ros.window import Frame
+from stvg_ros.window import NS, Frame
 
 _CLASSES = {"stvg_ros/msg/Tube": Tube, "stvg_ros/msg/TubeBox": TubeBox, "std_msgs/msg/Header": Header,
             "builtin_interfaces/msg/Time": Time}
@@ -46,8 +47,15 @@ def request_from_msg(msg, query_id: str) -> GroundingRequest:
                             msg.attribute_query, msg.action_query)
 
 
+def standing_request_from_msg(msg) -> StandingRequest:
+    """stvg_ros/StandingQuery → a core standing request."""
+    return StandingRequest(msg.id, msg.text, msg.attribute_query, msg.action_query, float(msg.period),
+                           int(msg.every_n_frames), float(msg.window), bool(msg.cheap_first))
+
+
 def tube_from_answer(answer: Answer, frame_id: str = "") -> Tube:
-    """The service's answer → Tube (``frame_id``: the camera's, for an answer without frames)."""
+    """The service's answer → Tube (``frame_id``: the camera's, for an answer without frames); a
+    standing query's event says why it was published (``event``, and what moved in ``reason``)."""
     r = answer.request
     if answer.result is not None:
         tube = tube_from_result(answer.result, FrameIndex(answer.frames), r.query_id, r.text, answer.latency)
@@ -57,6 +65,9 @@ def tube_from_answer(answer: Answer, frame_id: str = "") -> Tube:
                          frame_id=newest.frame_id if newest else frame_id, stamp_ns=newest.stamp_ns if newest else 0,
                          latency=answer.latency)
     tube.queue_time = float(answer.queue_time)
+    tube.event = answer.event
+    if answer.event and answer.result is not None and answer.reason:
+        tube.reason = "; ".join(r for r in (answer.reason, tube.reason) if r)
     return tube
 
 

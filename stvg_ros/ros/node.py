@@ -28,8 +28,9 @@ from std_msgs.msg import String
 from stvg_ros import node_params as P
 from stvg_ros.config import ConfigError
 from stvg_ros.image_messages import check_compressed, check_image, decode_compressed, decode_image, encode_image
-from stvg_ros.msg import Detections, GroundingQuery, Status, Tube
-from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, tube_from_answer
+from stvg_ros.msg import Detections, GroundingQuery, StandingQuery, Status, Tube
+from stvg_ros.ros.convert import (detections_from_msg, request_from_msg, stamp_to_ns, standing_request_from_msg,
+                                  tube_from_answer)
 from stvg_ros.ros.events import Throttle, publish_to, subscribe
 from stvg_ros.ros.status import diagnostics, status_message
 from stvg_ros.service import ANSWERED, SHUTTING_DOWN, Answer, GroundingRequest, GroundingService
@@ -42,9 +43,9 @@ STOP_TIMEOUT_S, ACK_TIMEOUT_S = 1.0, 0.3
 
 
 class StvgNode(LifecycleNode):
-    """The grounding service on topics: ``image`` (+ ``image/compressed``, ``detections``) and
-    ``query``/``query_request`` in; ``tube`` (one per query), ``debug_image``, ``status`` and
-    ``/diagnostics`` out.  configure loads the model and starts the worker, activate subscribes,
+    """The grounding service on topics: ``image`` (+ ``image/compressed``, ``detections``),
+    ``query``/``query_request`` and ``standing_query`` in; ``tube`` (one per query),
+    ``standing_tube`` (standing queries' events), ``debug_image``, ``status`` and ``/diagnostics`` out.  configure loads the model and starts the worker, activate subscribes,
     deactivate unsubscribes and cancels pending queries, cleanup frees the model."""
 
     def __init__(self, node_name: str = "stvg_node", **kwargs: Any):
@@ -148,6 +149,7 @@ class StvgNode(LifecycleNode):
         self.service.input_name = self.resolve_topic_name("image")
         tube_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
         self._pubs = {"tube": publish_to(self, Tube, "tube", tube_qos, self._warn),
+                      "standing_tube": publish_to(self, Tube, "standing_tube", tube_qos, self._warn),
                       "debug_image": publish_to(self, Image, "debug_image", 2, self._warn),
                       "status": publish_to(self, Status, "status", 5, self._warn),
                       "diagnostics": publish_to(self, DiagnosticArray, "/diagnostics", 5, self._warn)}
@@ -166,6 +168,8 @@ class StvgNode(LifecycleNode):
         self._subs = [image,
                       subscribe(self, String, "query", self._on_query_text, QUERY_DEPTH, "input", self._warn)[0],
                       subscribe(self, GroundingQuery, "query_request", self._on_query_request, QUERY_DEPTH,
+                                "input", self._warn)[0],
+                      subscribe(self, StandingQuery, "standing_query", self._on_standing_query, QUERY_DEPTH,
                                 "input", self._warn)[0]]
         if s.use_compressed:
             self._subs.append(subscribe(self, CompressedImage, "image/compressed", self._on_compressed, qos,
@@ -214,12 +218,12 @@ class StvgNode(LifecycleNode):
         if self._status_timer is not None:
             self.destroy_timer(self._status_timer)
             self._status_timer = None
-        tube = self._pubs.get("tube")
-        if tube is not None and hasattr(tube, "wait_for_all_acked"):
-            try:  # the last answers reach their subscribers before the publisher goes
-                tube.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
-            except Exception:  # noqa: BLE001
-                pass
+        for tube in (self._pubs.get("tube"), self._pubs.get("standing_tube")):
+            if tube is not None and hasattr(tube, "wait_for_all_acked"):
+                try:  # the last answers reach their subscribers before the publisher goes
+                    tube.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S / 2))
+                except Exception:  # noqa: BLE001
+                    pass
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
         self._pubs = {}
@@ -271,20 +275,28 @@ class StvgNode(LifecycleNode):
     def _on_query_request(self, msg: GroundingQuery) -> None:
         self.service.submit(request_from_msg(msg, "" if msg.id else self._new_id()), self._on_answer)
 
+    def _on_standing_query(self, msg: StandingQuery) -> None:
+        if msg.cancel:
+            self.service.cancel_standing(msg.id)
+        else:
+            self.service.register(standing_request_from_msg(msg), self._on_answer)
+
     def _on_answer(self, answer: Answer) -> None:
-        """Publish the one Tube of a query (worker thread, or the caller's for rejections)."""
+        """Publish the one Tube of a query, or a standing query's event (worker thread, or the
+        caller's for rejections)."""
         tube = tube_from_answer(answer, self._camera_frame_id)
-        pub = self._pubs.get("tube")
+        pub = self._pubs.get("standing_tube" if answer.event else "tube")
         if pub is not None:
             try:
                 pub.publish(tube)
             except Exception as e:  # noqa: BLE001 - publisher destroyed during shutdown
                 self.get_logger().debug(f"tube not published: {e}")
-        if answer.status != ANSWERED:
-            return
         r, result = answer.request, answer.result
+        if answer.status != ANSWERED or result is None:
+            return
+        what = f"standing query {r.query_id} {answer.event}" if answer.event else f"query {r.query_id}"
         self.get_logger().info(
-            f"query {r.query_id} '{r.text[:60]}': found={tube.found} p_yes={tube.p_yes:.2f} span {result.start:.2f}-"
+            f"{what} '{r.text[:60]}': found={tube.found} p_yes={tube.p_yes:.2f} span {result.start:.2f}-"
             f"{result.end:.2f} s, {len(tube.boxes)} boxes, {answer.latency:.2f} s ({answer.queue_time:.2f} queued)"
             + (" [random model: meaningless]" if self._model["kind"] == "tiny" else ""))
         debug, s = self._pubs.get("debug_image"), self.settings

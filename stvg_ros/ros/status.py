@@ -6,7 +6,7 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
-from stvg_ros.msg import Status
+from stvg_ros.msg import StandingQueryStatus, Status
 
 #: what the status says about a default model (default_model.ModelChoice.kind), and the warning
 MODEL_NOTES = {"tiny": (" (random: meaningless)", "random model: answers are meaningless"),
@@ -28,6 +28,14 @@ def status_message(service, state: str, model: dict, loss_reported: bool, frame_
     s.frame_loss_reported = loss_reported
     s.last_frame_age = float(service.frame_age())
     s.queue_depth, s.queue_capacity = service.queue_depth, service.config.query_queue_size
+    for info in service.standing():
+        q = StandingQueryStatus(id=info["query_id"])
+        for name, value in info.items():
+            if name != "query_id":
+                setattr(q, name, type(getattr(q, name))(value))
+        s.standing.append(q)
+    s.standing_count, s.standing_capacity = len(s.standing), service.config.max_standing_queries
+    s.standing_duty, s.standing_duty_budget = service.standing_duty(), service.config.standing_duty_budget
     return s
 
 
@@ -39,7 +47,10 @@ def diagnostics(name: str, s: Status, model_kind: str, problems: list[str], stag
                          level=DiagnosticStatus.WARN if problems else DiagnosticStatus.OK)
     d.message = "; ".join(problems + [f"window {s.window_frames}/{s.window_capacity}, queue "
                                       f"{s.queue_depth}/{s.queue_capacity}"])
-    d.values = [KeyValue(key=k, value=str(getattr(s, k))) for k in Status.get_fields_and_field_types() if k != "header"]
+    d.values = [KeyValue(key=k, value=str(getattr(s, k))) for k in Status.get_fields_and_field_types()
+                if k not in ("header", "standing")]
+    d.values += [KeyValue(key=f"standing {q.id}", value=f"{q.evaluations} evaluations, {q.mean_cost:.3f} s each, "
+                                                       f"found={q.found}") for q in s.standing]
     if stage is not None:  # the live proposal stage's cost and state (ms per keyframe, skips, phrases)
         d.values.append(KeyValue(key="proposals", value=str(stage.stats())))
     return DiagnosticArray(header=s.header, status=[d])

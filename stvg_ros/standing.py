@@ -1,0 +1,303 @@
+"""Standing queries: questions the service re-asks as the window slides, reporting only changes.
+
+A client registers a :class:`StandingRequest` (:meth:`stvg_ros.service.GroundingService.register`).
+The service re-evaluates it on the freshest window every ``period`` seconds of stream time or every
+``every_n_frames`` kept frames, when its worker has no one-shot query to serve and the duty budget
+allows (:class:`StandingScheduler`), and reports an event only when the answer changes in a way a
+user cares about (:class:`ChangeTracker`): the target *appeared*, its span or track *moved*, it
+*disappeared*.  ``found`` has hysteresis: two thresholds on p_yes and a number of consecutive
+evaluations past them.  With ``cheap_first`` an evaluation is the existence probability alone (one
+forward pass), and the full grounding runs only when it is needed (on appearance, and every
+``standing_refresh_every``-th evaluation while the target is present, to follow it).
+
+Every registration ends with exactly one *ended* event (refused, cancelled, replaced, failed, or the
+service stopped); none comes after it.  Plain logic without threads or clocks of its own: the
+service holds the lock, runs the evaluations and passes the time in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+from .config import ServingConfig
+from .window import NS
+
+#: events of a standing query (the Tube's ``event``); one-shot answers have ""
+APPEARED, MOVED, DISAPPEARED, ENDED = "appeared", "moved", "disappeared", "ended"
+EVENTS = (APPEARED, MOVED, DISAPPEARED, ENDED)
+
+#: the reason a standing evaluation stops for a one-shot query (it runs again later)
+PREEMPTED = "preempted by a one-shot query"
+#: consecutive failed evaluations after which a standing query is ended
+MAX_FAILURES = 3
+#: seconds of worker time over which the duty used is reported
+DUTY_HORIZON_S = 30.0
+
+
+@dataclass(frozen=True)
+class StandingRequest:
+    """A question to keep asking.  ``period`` (seconds of stream time) and ``every_n_frames`` (kept
+    frames) say how often, whichever comes first; both 0 = ``standing_period``.  ``window``: seconds
+    of the newest frames evaluated (0 = the whole window).  ``cheap_first``: the existence
+    probability each time, the full grounding only when needed."""
+
+    query_id: str
+    text: str
+    attribute_query: str = ""
+    action_query: str = ""
+    period: float = 0.0
+    every_n_frames: int = 0
+    window: float = 0.0
+    cheap_first: bool = False
+
+    def problem(self) -> str:
+        """What is wrong with the schedule, naming the fix ("" = nothing)."""
+        if not self.query_id.strip():
+            return "a standing query needs an id (to cancel it and to match its events)"
+        for name in ("period", "window"):
+            if getattr(self, name) < 0:
+                return f"{name}={getattr(self, name)} is negative: use 0 (the default) or a positive number of seconds"
+        if self.every_n_frames < 0:
+            return f"every_n_frames={self.every_n_frames} is negative: use 0 (off) or a positive frame count"
+        return ""
+
+
+@dataclass(frozen=True)
+class StandingRules:
+    """When ``found`` flips and what counts as a move (from :class:`ServingConfig`'s ``standing_*``)."""
+
+    found_on: float = 0.6
+    found_off: float = 0.4
+    confirm: int = 1
+    move_iou: float = 0.5
+    move_s: float = 1.0
+    refresh_every: int = 4
+
+    @classmethod
+    def from_config(cls, c: ServingConfig) -> "StandingRules":
+        return cls(c.standing_found_on, c.standing_found_off, c.standing_confirm, c.standing_move_iou,
+                   c.standing_move_s, c.standing_refresh_every)
+
+
+def iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class ChangeTracker:
+    """Hysteresis on ``found`` and change detection against the last tube reported."""
+
+    def __init__(self, rules: StandingRules):
+        self.rules = rules
+        self.found = False
+        self._streak = 0
+        self.reported: Optional[tuple[float, Any, Optional[tuple]]] = None  # start, track id, newest box
+
+    def observe(self, p_yes: float) -> bool:
+        """One evaluation's p_yes; True when ``found`` flips: p_yes at or above ``found_on`` (while
+        absent) or below ``found_off`` (while present) for ``confirm`` evaluations in a row."""
+        r = self.rules
+        against = p_yes < r.found_off if self.found else p_yes >= r.found_on
+        self._streak = self._streak + 1 if against else 0
+        if self._streak < r.confirm:
+            return False
+        self.found, self._streak = not self.found, 0
+        return True
+
+    def state(self) -> tuple[bool, int]:
+        return self.found, self._streak
+
+    def restore(self, state: tuple[bool, int]) -> None:
+        """Undo :meth:`observe` of an evaluation that did not complete."""
+        self.found, self._streak = state
+
+    def moved(self, result, oldest: float) -> str:
+        """Why ``result``'s tube differs from the last one reported ("" = it does not, in a way that
+        matters): another track, the newest box moved (IoU below ``move_iou``), or the span's start
+        moved by more than ``move_s`` while the old start is still in the window (``oldest``: the
+        evaluated frames' first stamp, so the window sliding past a start is no move)."""
+        if self.reported is None:
+            return "first tube"
+        start, track, box = self.reported
+        if track is not None and result.track_id is not None and result.track_id != track:
+            return f"track changed from {track} to {result.track_id}"
+        new_box = _newest_box(result)
+        if box is not None and new_box is not None:
+            overlap = iou(box, new_box)
+            if overlap < self.rules.move_iou:
+                return f"box moved (IoU {overlap:.2f} with the last reported, below {self.rules.move_iou})"
+        if start >= oldest and abs(result.start - start) > self.rules.move_s:
+            return f"span start moved by {result.start - start:+.2f} s"
+        return ""
+
+    def report(self, result) -> None:
+        """``result`` was reported: later changes are measured against it."""
+        self.reported = (result.start, result.track_id, _newest_box(result))
+
+
+def _newest_box(result) -> Optional[tuple]:
+    return result.boxes[max(result.boxes)] if result.boxes else None
+
+
+class StandingQuery:
+    """One registered standing query: its request, change tracker, schedule and cost."""
+
+    def __init__(self, request: StandingRequest, on_event: Callable, rules: StandingRules, period_ns: int,
+                 every_n: int):
+        self.request, self.on_event = request, on_event
+        self.tracker = ChangeTracker(rules)
+        self.period_ns, self.every_n = period_ns, every_n
+        self.last_stamp_ns: Optional[int] = None  # newest frame of the last evaluation (None: due at the next frame)
+        self.frames_since = 0
+        self.due_since: Optional[float] = None  # when it became due (None: not due)
+        self.evaluations = self.full_evaluations = self.events = self.preempted = 0
+        self.failures_in_row = 0
+        self.since_full = 0
+        self.cost = 0.0
+        self.p_yes = 0.0
+        self.last_full: Optional[tuple[Any, list]] = None  # (result, frames) of the last full grounding
+        self._ended = False
+        self._lock = threading.Lock()
+
+    @property
+    def query_id(self) -> str:
+        return self.request.query_id
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def needs_full(self, flipped: bool) -> bool:
+        """Cheap-first: whether this evaluation also runs the full grounding (on appearance, and
+        every ``refresh_every``-th evaluation while present)."""
+        if not self.tracker.found:
+            return False
+        every = self.tracker.rules.refresh_every
+        return flipped or (every > 0 and self.since_full + 1 >= every)
+
+    def deliver(self, answer, final: bool = False) -> bool:
+        """Hand ``answer`` to the client unless the query has ended (``final``: this is its end)."""
+        with self._lock:
+            if self._ended:
+                return False
+            self._ended = final
+            self.on_event(answer)
+            return True
+
+    def info(self) -> dict:
+        r = self.request
+        return dict(query_id=r.query_id, text=r.text, period=self.period_ns / NS, every_n_frames=self.every_n,
+                    window=r.window, cheap_first=r.cheap_first, evaluations=self.evaluations,
+                    full_evaluations=self.full_evaluations, events=self.events,
+                    mean_cost=self.cost / self.evaluations if self.evaluations else 0.0,
+                    found=self.tracker.found, p_yes=self.p_yes)
+
+
+class StandingScheduler:
+    """The registered standing queries, which is due, and the duty budget.  Not thread-safe: the
+    service calls it under its lock.  Times (``now``) are the service clock's seconds."""
+
+    def __init__(self, config: ServingConfig, now: float = 0.0):
+        self.configure(config)
+        self.queries: dict[str, StandingQuery] = {}
+        self._not_before = 0.0
+        self._busy: deque[tuple[float, float]] = deque()  # (end, seconds) of recent evaluations
+        self._since = now
+
+    def configure(self, config: ServingConfig) -> None:
+        self.config = config
+        self.rules = StandingRules.from_config(config)
+
+    # -- registry ----------------------------------------------------------------------------
+    def make(self, request: StandingRequest, on_event: Callable) -> StandingQuery:
+        period, every = request.period, request.every_n_frames
+        if period <= 0 and every <= 0:
+            period = self.config.standing_period
+        return StandingQuery(request, on_event, self.rules, int(round(period * NS)), every)
+
+    def add(self, sq: StandingQuery, now: float) -> tuple[str, Optional[StandingQuery]]:
+        """Register ``sq`` (due at once): ("", the query it replaced, if one had its id) or (why not, None)."""
+        old = self.queries.get(sq.query_id)
+        cap = self.config.max_standing_queries
+        if old is None and len(self.queries) >= cap:
+            return (f"{len(self.queries)} standing queries registered, max_standing_queries={cap}: cancel one "
+                    f"by its id or raise max_standing_queries" if cap else
+                    "standing queries are off (max_standing_queries=0): raise max_standing_queries"), None
+        self.queries[sq.query_id] = sq
+        sq.due_since = now
+        return "", old
+
+    def remove(self, query_id: str) -> Optional[StandingQuery]:
+        return self.queries.pop(query_id, None)
+
+    def clear(self) -> list[StandingQuery]:
+        out, self.queries = list(self.queries.values()), {}
+        return out
+
+    def reset(self) -> None:
+        """The stream restarted: every query is due at its next frame (trackers keep their state)."""
+        for sq in self.queries.values():
+            sq.last_stamp_ns, sq.frames_since = None, 0
+
+    # -- schedule ----------------------------------------------------------------------------
+    def on_frame(self, stamp_ns: int, now: float) -> bool:
+        """A frame was kept; True when a query became due."""
+        woke = False
+        for sq in self.queries.values():
+            sq.frames_since += 1
+            if sq.due_since is not None:
+                continue
+            last = sq.last_stamp_ns
+            if last is None or (sq.every_n and sq.frames_since >= sq.every_n) or \
+                    (sq.period_ns and stamp_ns - last >= sq.period_ns - 1_000_000):
+                sq.due_since, woke = now, True
+        return woke
+
+    def next_due(self, now: float) -> tuple[Optional[StandingQuery], Optional[float]]:
+        """The query to evaluate now (the longest due), or (None, seconds until the budget allows one;
+        None when none is due)."""
+        due = [sq for sq in self.queries.values() if sq.due_since is not None]
+        if not due:
+            return None, None
+        if now < self._not_before:
+            return None, self._not_before - now
+        return min(due, key=lambda sq: sq.due_since), None
+
+    def started(self, sq: StandingQuery, newest_ns: int) -> None:
+        sq.last_stamp_ns, sq.frames_since, sq.due_since = newest_ns, 0, None
+
+    def skipped(self, sq: StandingQuery) -> None:
+        """No evaluation possible now (too few frames): try again at the next frame."""
+        sq.last_stamp_ns, sq.due_since = None, None
+
+    def finished(self, sq: StandingQuery, seconds: float, now: float, preempted: bool = False) -> None:
+        """An evaluation of ``sq`` took ``seconds`` of worker time.  The next may start only after
+        ``seconds * (1 / budget - 1)`` more, so that standing evaluations use at most the budget's
+        share of the worker; a preempted one is due again at once (its time still counts)."""
+        sq.cost += seconds
+        budget = self.config.standing_duty_budget
+        self._not_before = now + seconds * (1.0 / budget - 1.0)
+        self._busy.append((now, seconds))
+        if preempted:
+            sq.preempted += 1
+            sq.due_since = now
+
+    def duty(self, now: float) -> float:
+        """Share of the last DUTY_HORIZON_S seconds (or since the scheduler was made) spent on standing
+        evaluations."""
+        start = now - DUTY_HORIZON_S
+        while self._busy and self._busy[0][0] < start:
+            self._busy.popleft()
+        busy = sum(min(s, end - start) for end, s in self._busy)
+        span = min(DUTY_HORIZON_S, now - self._since)
+        return min(1.0, busy / span) if span > 0 else 0.0
+
+
+__all__ = ["StandingRequest", "StandingRules", "StandingQuery", "StandingScheduler", "ChangeTracker", "EVENTS",
+           "APPEARED", "MOVED", "DISAPPEARED", "ENDED", "PREEMPTED", "MAX_FAILURES", "iou"]

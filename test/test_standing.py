@@ -1,0 +1,376 @@
+"""Standing queries without DDS: hysteresis, change detection, schedule, duty budget, cap, cancel, the
+one-ended guarantee, preemption by one-shot queries and shutdown (stvg_ros.standing + the service)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from stvg_ros.config import ConfigError, ServingConfig
+from stvg_ros.result import GroundingResult, SubQueries
+from stvg_ros.service import ANSWERED, CANCELLED, FAILED, REJECTED, SHUTTING_DOWN, GroundingRequest, GroundingService
+from stvg_ros.standing import (APPEARED, DISAPPEARED, ENDED, MOVED, ChangeTracker, StandingRequest, StandingRules,
+                               StandingScheduler)
+from stvg_ros.window import NS
+
+T0 = 100 * NS
+DT = NS // 10
+
+
+def result(start=0.0, end=1.0, box=(0, 0, 10, 10), track=None, p_yes=0.9):
+    return GroundingResult(query="q", found=True, score=1.0, start=start, end=end, boxes={end: box}, track_id=track,
+                           sub_queries=SubQueries("q", "q"), p_yes=p_yes)
+
+
+# --- hysteresis and change detection ---------------------------------------------------------------
+
+def test_found_has_two_thresholds_and_a_confirmation_count():
+    t = ChangeTracker(StandingRules(found_on=0.6, found_off=0.4, confirm=2))
+    flips = [t.observe(p) for p in (0.7, 0.3, 0.7, 0.7, 0.5, 0.45, 0.3, 0.5, 0.3, 0.3)]
+    # 0.7 once is not enough; a dip resets the count; two in a row flip; between the thresholds
+    # (0.45, 0.5) nothing changes; two below 0.4 in a row flip back
+    assert flips == [False, False, False, True, False, False, False, False, False, True]
+    assert not t.found
+    single = ChangeTracker(StandingRules(found_on=0.6, found_off=0.4, confirm=1))
+    assert [single.observe(p) for p in (0.59, 0.6, 0.41, 0.39)] == [False, True, False, True]
+
+
+def test_moves_that_matter():
+    t = ChangeTracker(StandingRules(move_iou=0.5, move_s=1.0))
+    assert t.moved(result(), oldest=0.0) == "first tube"
+    t.report(result(start=5.0, end=8.0, box=(0, 0, 10, 10), track=None))
+    assert t.moved(result(start=5.5, end=9.0, box=(1, 0, 11, 10)), oldest=2.0) == ""  # the span grew, box shifted 1 px
+    assert "box moved (IoU 0.00" in t.moved(result(start=5.0, end=9.0, box=(20, 0, 30, 10)), oldest=2.0)
+    assert "span start moved by +2.00 s" in t.moved(result(start=7.0, end=9.0), oldest=2.0)
+    # the window slid past the reported start: a later start is the window's, not a move
+    assert t.moved(result(start=7.0, end=12.0), oldest=7.0) == ""
+    t.report(result(start=5.0, end=8.0, track="a"))
+    assert "track changed from a to b" in t.moved(result(start=5.0, end=8.0, track="b"), oldest=2.0)
+
+
+# --- schedule and budget (pure, with explicit times) -------------------------------------------------
+
+def _sched(**cfg) -> StandingScheduler:
+    return StandingScheduler(ServingConfig(**cfg), now=0.0)
+
+
+def test_due_by_stream_period_or_by_new_frames():
+    s = _sched(standing_period=2.0)
+    by_time = s.make(StandingRequest("t", "x"), lambda a: None)  # neither given: the default period
+    by_frames = s.make(StandingRequest("f", "x", every_n_frames=3), lambda a: None)
+    assert (by_time.period_ns, by_frames.period_ns, by_frames.every_n) == (2 * NS, 0, 3)
+    for sq in (by_time, by_frames):
+        assert s.add(sq, now=0.0) == ("", None)
+        assert sq.due_since == 0.0  # due at once
+        s.started(sq, T0)
+    due = []
+    for i in range(1, 31):  # 10 Hz for 3 s
+        s.on_frame(T0 + i * DT, now=float(i))
+        for sq in (by_time, by_frames):
+            if sq.due_since is not None:
+                due.append((sq.query_id, i))
+                s.started(sq, T0 + i * DT)
+    assert [i for q, i in due if q == "t"] == [20]  # 2 s of stream time
+    assert [i for q, i in due if q == "f"] == [3, 6, 9, 12, 15, 18, 21, 24, 27, 30]
+
+
+def test_duty_budget_spaces_evaluations_and_the_longest_due_goes_first():
+    s = _sched(standing_duty_budget=0.25)
+    a, b = (s.make(StandingRequest(q, "x", every_n_frames=1), lambda ans: None) for q in "ab")
+    s.add(a, now=0.0)
+    s.add(b, now=0.5)
+    assert s.next_due(1.0) == (a, None)  # a has waited longest
+    s.started(a, T0)
+    s.finished(a, 1.0, now=2.0)  # 1 s of work at budget 0.25: the next may start 3 s later
+    assert s.next_due(2.0) == (None, pytest.approx(3.0))
+    assert s.next_due(4.9)[0] is None and s.next_due(5.0) == (b, None)
+    assert s.duty(5.0) == pytest.approx(1.0 / 5.0)
+    s.started(b, T0)
+    s.finished(b, 0.5, now=5.5, preempted=True)  # preempted: due again, its time counted
+    assert b.due_since == 5.5 and b.preempted == 1 and s.duty(5.5) == pytest.approx(1.5 / 5.5)
+    assert s.duty(100.0) == 0.0  # nothing in the last 30 s
+    assert a.info()["mean_cost"] == 0.0 and a.cost == 1.0  # cost counts; mean over completed evaluations
+
+
+def test_cap_refusal_and_replacement_and_reset():
+    s = _sched(max_standing_queries=2)
+    first = s.make(StandingRequest("a", "x"), lambda ans: None)
+    s.add(first, 0.0)
+    s.add(s.make(StandingRequest("b", "x"), lambda ans: None), 0.0)
+    reason, _ = s.add(s.make(StandingRequest("c", "x"), lambda ans: None), 0.0)
+    assert "2 standing queries registered, max_standing_queries=2: cancel one" in reason
+    again = s.make(StandingRequest("a", "y"), lambda ans: None)
+    assert s.add(again, 0.0) == ("", first)  # same id: replaces, within the cap
+    s.started(again, T0)
+    s.reset()
+    assert again.last_stamp_ns is None and s.on_frame(T0 - 50 * NS, 1.0)  # due at the first frame after a jump
+    assert "standing queries are off" in _sched(max_standing_queries=0).add(first, 0.0)[0]
+
+
+@pytest.mark.parametrize("change, fix", [(dict(standing_duty_budget=0.0), "(0, 1]"),
+                                         (dict(standing_found_on=0.3, standing_found_off=0.5), "at most"),
+                                         (dict(standing_confirm=0), "1 or more"),
+                                         (dict(standing_period=0.0), "positive")])
+def test_config_errors_name_the_fix(change, fix):
+    with pytest.raises(ConfigError, match=fix.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
+        ServingConfig(**change)
+
+
+# --- the service: a grounder whose answers follow a script of the stream ---------------------------
+
+class StreamGrounder:
+    """p_yes and the box follow ``script(newest stamp in s) -> (p_yes, box x)``; ``existence`` is the
+    cheap check.  ``hold`` keeps an evaluation inside a stage (checkpoints every 10 ms)."""
+
+    def __init__(self, script, cost: float = 0.0):
+        self.script, self.cost = script, cost
+        self.grounds, self.exists = 0, 0
+        self.hold = threading.Event()
+        self.entered = threading.Event()
+        self.fail = False
+        self.lock = threading.Lock()
+
+    def _stages(self, names, checkpoint):
+        for stage in names:
+            if checkpoint is not None:
+                checkpoint(stage)
+            if self.hold.is_set():
+                self.entered.set()
+                while self.hold.is_set():
+                    if checkpoint is not None:
+                        checkpoint(stage)
+                    time.sleep(0.01)
+            if self.cost:
+                time.sleep(self.cost / len(names))
+        if self.fail:
+            raise RuntimeError("out of memory")
+
+    def ground(self, frames, stamps, query, proposals=None, sub_queries=None, checkpoint=None):
+        self._stages(("encode", "decompose", "lra", "attention", "select"), checkpoint)
+        with self.lock:
+            self.grounds += 1
+        p, x = self.script(stamps[-1])
+        return GroundingResult(query=query, found=p >= 0.5, score=1.0, start=stamps[0], end=stamps[-1],
+                               boxes={s: (x, 0.0, x + 4.0, 4.0) for s in stamps}, track_id=None,
+                               sub_queries=sub_queries or SubQueries(query, query, "none"), p_yes=p)
+
+    def existence(self, frames, stamps, query, checkpoint=None):
+        self._stages(("encode", "exist"), checkpoint)
+        with self.lock:
+            self.exists += 1
+        return self.script(stamps[-1])[0]
+
+
+class Events:
+    def __init__(self):
+        self.items, self.lock = [], threading.Lock()
+
+    def __call__(self, answer):
+        with self.lock:
+            self.items.append(answer)
+
+    def kinds(self):
+        return [a.event for a in self.items]
+
+
+def service(grounder, **cfg) -> GroundingService:
+    config = ServingConfig(**{"window_rate": 0.0, "window_duration": 100.0, "standing_found_on": 0.6,
+                              "standing_found_off": 0.4, "standing_duty_budget": 1.0, **cfg})
+    svc = GroundingService(config)
+    svc.start(grounder)
+    return svc
+
+
+def frame(svc, i):
+    return svc.ingest(T0 + i * DT, lambda: np.zeros((8, 8, 3), np.uint8), "cam")
+
+
+def evaluations(svc, qid):
+    return next((s["evaluations"] for s in svc.standing() if s["query_id"] == qid), -1)
+
+
+def replay(svc, qid, n, first=0, per_eval=1, timeout=10.0):
+    """Feed frames one by one, waiting after each for the evaluation it makes due (lockstep)."""
+    for i in range(first, first + n):
+        before = evaluations(svc, qid)
+        frame(svc, i)
+        if (i + 1) % per_eval == 0:
+            deadline = time.monotonic() + timeout
+            while evaluations(svc, qid) == before and time.monotonic() < deadline:
+                time.sleep(0.002)
+
+
+def appears(i_on, i_off, x_of=lambda i: 0.0):
+    """The target is present for frames [i_on, i_off)."""
+    def script(stamp):
+        i = round((stamp - T0 / NS) * 10)
+        return (0.9 if i_on <= i < i_off else 0.1), x_of(i)
+    return script
+
+
+@pytest.mark.parametrize("cheap_first", [False, True])
+def test_events_on_appearance_move_and_disappearance_only(cheap_first):
+    g = StreamGrounder(appears(10, 30, x_of=lambda i: 0.0 if i < 20 else 40.0))
+    svc = service(g, min_frames=2, standing_refresh_every=2)
+    events = Events()
+    assert svc.register(StandingRequest("s", "the red square", every_n_frames=1, cheap_first=cheap_first), events)
+    frame(svc, 0)
+    replay(svc, "s", 39, first=1)
+    kinds = events.kinds()
+    assert kinds == [APPEARED, MOVED, DISAPPEARED], kinds
+    appeared, moved, gone = events.items
+    assert appeared.result.found and appeared.status == ANSWERED and appeared.frames[-1].stamp_ns == T0 + 10 * DT
+    assert "box moved" in moved.reason and moved.frames[-1].stamp_ns in {T0 + i * DT for i in range(20, 22)}
+    assert not gone.result.found and gone.result.p_yes == pytest.approx(0.1)
+    info = svc.standing()[0]
+    assert info["evaluations"] == 39 and info["events"] == 3 and not info["found"]
+    if cheap_first:  # existence every time; full only on appearance and every 2nd evaluation while present
+        assert g.exists == 39 and 10 <= g.grounds <= 12 and info["full_evaluations"] == g.grounds
+    else:
+        assert g.grounds == 39 and g.exists == 0
+    assert svc.cancel_standing("s") and events.kinds()[-1] == ENDED and events.items[-1].status == CANCELLED
+    assert events.items[-1].reason == "cancelled by the client" and svc.standing() == []
+    replay(svc, "s", 5, first=40, timeout=0.05)
+    assert len(events.items) == 4  # nothing after ended
+    c = svc.counters()
+    assert (c.standing_registered, c.standing_events, c.standing_evaluations) == (1, 3, 39)
+    assert c.queries_received == 0  # standing evaluations are not one-shot queries
+    svc.stop()
+
+
+def test_refusals_are_the_one_ended_event():
+    svc = service(StreamGrounder(appears(0, 0)), max_standing_queries=1)
+    events = Events()
+    assert not svc.register(StandingRequest("e", "  "), events)
+    assert not svc.register(StandingRequest("n", "x", period=-1.0), events)
+    assert svc.register(StandingRequest("a", "the red square"), events)
+    assert not svc.register(StandingRequest("b", "the red square"), events)
+    refused = [a for a in events.items if a.event == ENDED]
+    assert [a.request.query_id for a in refused] == ["e", "n", "b"]
+    assert all(a.status == REJECTED for a in refused)
+    assert "empty query text" in refused[0].reason and "period=-1.0 is negative" in refused[1].reason
+    assert "max_standing_queries=1" in refused[2].reason
+    assert not svc.cancel_standing("nope")
+    assert svc.counters().standing_refused == 3 and svc.counters().standing_registered == 1
+    # the same id again replaces it: the old one ends, the new one runs
+    assert svc.register(StandingRequest("a", "the blue circle"), events)
+    assert events.items[-1].event == ENDED and "replaced" in events.items[-1].reason
+    assert [s["text"] for s in svc.standing()] == ["the blue circle"]
+    svc.stop()
+    assert events.items[-1].event == ENDED and events.items[-1].reason == SHUTTING_DOWN
+    assert sum(a.event == ENDED for a in events.items) == 5  # one per registration
+
+
+def test_one_shot_queries_go_first_and_preempt_a_standing_evaluation():
+    g = StreamGrounder(appears(0, 100))
+    svc = service(g)
+    events, answers = Events(), Events()
+    for i in range(5):
+        frame(svc, i)
+    g.hold.set()
+    svc.register(StandingRequest("s", "the red square", every_n_frames=1), events)
+    assert g.entered.wait(5)  # the standing evaluation is inside a stage
+    svc.submit(GroundingRequest("q", "the red square"), answers)
+    g.hold.clear()
+    deadline = time.monotonic() + 5
+    while not answers.items and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert answers.items[0].status == ANSWERED
+    c = svc.counters()
+    assert c.standing_preempted == 1 and g.grounds >= 1
+    replay(svc, "s", 1, first=5)  # the preempted evaluation runs again
+    assert events.kinds() == [APPEARED] and evaluations(svc, "s") >= 1
+    svc.stop()
+
+
+def test_the_budget_bounds_the_share_of_worker_time():
+    g = StreamGrounder(appears(0, 0), cost=0.02)
+    svc = service(g, standing_duty_budget=0.25)
+    events = Events()
+    svc.register(StandingRequest("s", "the red square", every_n_frames=1), events)
+    t0 = time.monotonic()
+    i = 0
+    while time.monotonic() - t0 < 1.0:  # frames at ~200 Hz, each making the query due
+        frame(svc, i)
+        i += 1
+        time.sleep(0.005)
+    elapsed = time.monotonic() - t0
+    info = svc.standing()[0]
+    busy = info["mean_cost"] * info["evaluations"]
+    assert info["evaluations"] >= 3
+    assert busy / elapsed < 0.25 + 0.1, (busy, elapsed)  # unbounded, it would be ~1.0
+    assert 0.05 < svc.standing_duty() < 0.35
+    svc.stop()
+
+
+def test_stop_ends_standing_queries_fast_with_an_evaluation_in_flight():
+    g = StreamGrounder(appears(0, 100))
+    svc = service(g)
+    events = Events()
+    for i in range(3):
+        frame(svc, i)
+    g.hold.set()
+    svc.register(StandingRequest("s", "the red square"), events)
+    assert g.entered.wait(5)
+    t0 = time.monotonic()
+    svc.stop(timeout=0.5)
+    assert time.monotonic() - t0 < 1.0
+    g.hold.clear()
+    time.sleep(0.1)
+    assert events.kinds() == [ENDED] and events.items[0].reason == SHUTTING_DOWN
+
+
+def test_repeated_failures_end_the_query():
+    g = StreamGrounder(appears(0, 100))
+    g.fail = True
+    svc = service(g)
+    events = Events()
+    svc.register(StandingRequest("s", "the red square", every_n_frames=1), events)
+    for i in range(6):
+        frame(svc, i)
+        time.sleep(0.05)
+    assert events.kinds() == [ENDED] and events.items[0].status == FAILED
+    assert "3 evaluations in a row failed: out of memory" in events.items[0].reason and svc.standing() == []
+    svc.stop()
+
+
+def test_time_window_of_a_standing_query():
+    seen = []
+    g = StreamGrounder(lambda stamp: (0.1, 0.0))
+    real = g.ground
+
+    def ground(frames, stamps, *a, **k):
+        seen.append(list(stamps))
+        return real(frames, stamps, *a, **k)
+
+    g.ground = ground
+    svc = service(g)
+    for i in range(20):
+        frame(svc, i)
+    svc.register(StandingRequest("w", "x", window=0.5), Events())
+    deadline = time.monotonic() + 5
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert seen[0] == [(T0 + i * DT) / NS for i in range(14, 20)]  # the newest 0.5 s
+    svc.stop()
+
+
+def test_existence_is_the_judgment_of_ground():
+    from fake_adapter import FakeAdapter, clip_with_square
+
+    from stvg_ros import Grounder
+    from stvg_ros.config import GroundingConfig
+
+    frames, st, _ = clip_with_square(num_frames=8)
+    for cfg in (dict(num_frames=6, lra_steps=1), dict(num_frames=6, use_lra=False, use_tas=False)):
+        adapter = FakeAdapter()
+        grounder = Grounder(adapter, GroundingConfig(**cfg))
+        full = grounder.ground(frames, st, "the red square")
+        adapter.calls.clear()
+        seen: list[str] = []
+        p = grounder.existence(frames, st, "the red square", checkpoint=seen.append)
+        assert p == pytest.approx(full.p_yes, abs=1e-6)
+        assert seen == ["encode", "exist"] and len(adapter.calls) == 1 and not adapter.calls[0]["with_grad"]
