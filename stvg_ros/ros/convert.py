@@ -20,7 +20,7 @@ from stvg_ros.result import GroundingResult
 from stvg_ros.service import Answer, GroundingRequest
 from stvg_ros.standing import StandingRequest
 from stvg_ros.tube_messages import make_tube, stamp_to_ns, time_message
-from stvg_ros.window import NS, Frame
+from stvg_ros.window import Frame
 
 _CLASSES = {"stvg_ros/msg/Tube": Tube, "stvg_ros/msg/TubeBox": TubeBox, "std_msgs/msg/Header": Header,
             "builtin_interfaces/msg/Time": Time}
