@@ -154,3 +154,25 @@ def test_package_xml_declares_what_the_code_imports():
     missing = sorted(m for m in third_party if ROSDEP_KEYS.get(m, m) not in deps)
     assert not missing, f"package.xml lacks exec_depend entries for {missing} (add the rosdep key; " \
                         f"for a pip-only package use python3-<name>-pip, and map it in ROSDEP_KEYS here)"
+
+
+def test_image_reliability_accepts_names_and_the_qos_enum_integers():
+    """yolo_ros-style launch files pass ReliabilityPolicy values (ints); the names still work."""
+    from stvg_ros.ros.params import check_node_value, reliability_name
+
+    for value, name in [("best_effort", "best_effort"), ("reliable", "reliable"), (2, "best_effort"), (1, "reliable")]:
+        assert check_node_value("image_reliability", value) is None, value
+        assert reliability_name(value) == name
+    for value, words in [("sometimes", "best_effort"), (0, "SYSTEM_DEFAULT"), (4, "BEST_AVAILABLE"), (7, "use 1"),
+                         (True, "best_effort")]:
+        problem = check_node_value("image_reliability", value)
+        assert problem and "image_reliability" in problem and words in problem, (value, problem)
+
+
+def test_image_reliability_integers_are_rclpys_enum():
+    pytest.importorskip("rclpy", reason="rclpy is not installed: run `make setup`")
+    from rclpy.qos import ReliabilityPolicy
+
+    from stvg_ros.ros.params import RELIABILITY_VALUES
+
+    assert {k: ReliabilityPolicy(k).name.lower() for k in RELIABILITY_VALUES} == RELIABILITY_VALUES
