@@ -89,7 +89,8 @@ def test_colcon_test_runs_the_pytest_suite(workspace):
     ws, colcon, env = workspace
     env = dict(env, PYTEST_ADDOPTS=COLCON_TEST_SELECTION)
     proc = subprocess.run([str(colcon), "test", "--packages-select", "stvg_ros", "--return-code-on-test-failure",
-                           "--event-handlers", "console_direct-"], cwd=ws, env=env, capture_output=True, text=True, timeout=600)
+                           "--event-handlers", "console_direct-"],
+                          cwd=ws, env=env, capture_output=True, text=True, timeout=600)
     log = ws / "build" / "stvg_ros" / "ament_cmake_pytest" / "stvg_ros_pytest.txt"
     output = log.read_text(errors="replace") if log.is_file() else proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]

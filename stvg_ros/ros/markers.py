@@ -124,16 +124,12 @@ def tube_detections(tube, whole_tube: bool = False):
         d.header.frame_id = tube.header.frame_id
         d.header.stamp = b.stamp
         d.id = tube.query_id
-        centre = d.bbox.center
-        if hasattr(centre, "position"):  # vision_msgs >= 4 (Humble on): Pose2D.position
-            centre.position.x, centre.position.y = float(b.center_x), float(b.center_y)
-        else:  # vision_msgs 2-3: Pose2D.x / .y
-            centre.x, centre.y = float(b.center_x), float(b.center_y)
+        # vision_msgs 4 (Humble, Jazzy, Kilted): bbox.center is a vision_msgs/Pose2D with .position
+        d.bbox.center.position.x, d.bbox.center.position.y = float(b.center_x), float(b.center_y)
         d.bbox.size_x, d.bbox.size_y = float(b.size_x), float(b.size_y)
         h = ObjectHypothesisWithPose()
-        hyp = h.hypothesis if hasattr(h, "hypothesis") else h  # vision_msgs >= 4 nests it
-        hyp.class_id = tube.query
-        hyp.score = float(tube.p_yes)
+        h.hypothesis.class_id = tube.query
+        h.hypothesis.score = float(tube.p_yes)
         d.results.append(h)
         out.detections.append(d)
     if boxes:
