@@ -56,7 +56,7 @@ help:
 	@echo "make test-jazzy - the ROS tests on ROS 2 Jazzy (second venv .venv-jazzy, workspace .ws-jazzy)"
 	@echo "make setup  - only the set-up: .venv with ROS 2 Kilted wheels + torch CPU, colcon build into .ws/"
 	@echo "              (DISTRO=jazzy: .venv-jazzy with the Jazzy wheels, .ws-jazzy/)"
-	@echo "make clean  - remove the colcon workspace (.ws) and out/"
+	@echo "make clean  - remove the colcon workspaces (.ws, .ws-jazzy) and out/"
 
 setup: $(STAMP) build
 
