@@ -272,6 +272,12 @@ def test_node_mode_end_to_end(tmp_path, hcstvg, model_dir, monkeypatch):
          "-p", "image_reliability:=reliable", "-p", "image_depth:=50", "-p", "publish_debug_image:=false"],
         stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy(), cwd=tmp_path)  # not the source tree
     try:
+        # the loop waits 10 s for the node's image subscription; a loaded CI machine needs longer to
+        # start the node (13-19 s measured with 7 jobs on 2 cores), so wait for its "active" line first
+        deadline = time.monotonic() + 120
+        while "active:" not in (tmp_path / "node.log").read_text() and node.poll() is None:
+            assert time.monotonic() < deadline, (tmp_path / "node.log").read_text()[-3000:]
+            time.sleep(0.1)
         gcfg = evaluate.GroundingConfig(num_frames=6)
         ev = evaluate.EvalConfig(mode="node", bags=[str(bag_dir)], output=str(tmp_path / "out"), rate=2.0,
                                  node_timeout=90.0)
