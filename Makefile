@@ -1,48 +1,72 @@
 # Two commands on a fresh machine: `make demo` and `make test`.  Both run `make setup` first,
-# which is idempotent: the venv is (re)installed only when a requirements file changes (stamp
-# keyed on their hash), the colcon build is incremental.
+# which is idempotent: the venv is (re)installed only when one of its requirements files changes
+# (stamp keyed on their hash), the colcon build is incremental.
+#
+# One venv and one colcon workspace per ROS 2 distribution, chosen by DISTRO: kilted (default:
+# .venv, .ws, requirements/ros.txt) or jazzy (.venv-jazzy, .ws-jazzy, requirements/jazzy.txt).
+# `make test-jazzy` is `make DISTRO=jazzy test` with the ROS tests selected.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3.11
-VENV   := .venv
-WS     := .ws
+PYVER  := $(patsubst python%,%,$(notdir $(PYTHON)))
+DISTRO ?= kilted
+ifeq ($(DISTRO),kilted)
+VENV    := .venv
+WS      := .ws
+ROS_REQ := requirements/ros.txt
+else ifeq ($(DISTRO),jazzy)
+VENV    := .venv-jazzy
+WS      := .ws-jazzy
+ROS_REQ := requirements/jazzy.txt
+else
+$(error DISTRO=$(DISTRO): choose kilted or jazzy)
+endif
 ROOT   := $(abspath .)
 VPY    := $(ROOT)/$(VENV)/bin/python
-REQ_HASH := $(shell cat requirements/*.txt setup.py 2>/dev/null | sha256sum | cut -c1-16)
+# Each venv's stamp hashes only the files installed into it, so changing one distribution's
+# requirements never reinstalls the other's venv.
+REQ_FILES := requirements/torch.txt requirements/core.txt $(ROS_REQ) requirements/test.txt setup.py
+REQ_HASH := $(shell cat $(REQ_FILES) 2>/dev/null | sha256sum | cut -c1-16)
 STAMP  := $(VENV)/.stvg-setup-$(REQ_HASH)
 INSTALL := $(ROOT)/$(WS)/install/stvg_ros
 PYTEST_ARGS ?=
+# What `make test-jazzy` runs when PYTEST_ARGS is not given: the ROS tests (DDS, colcon build and
+# test, messages) on Jazzy's rclpy.  The core is ROS-free and is covered by `make test`.
+JAZZY_PYTEST_ARGS ?= -m ros
 # CMake refuses to export include paths inside the source tree, and the venv (with NumPy's
 # headers, which rosidl's Python type support exports) lives in it: build against a link to
 # NumPy's include directory from outside the tree.
-NUMPY_LINK := $(HOME)/.cache/stvg_ros/numpy-include-$(shell echo $(ROOT) | sha256sum | cut -c1-12)
+NUMPY_LINK := $(HOME)/.cache/stvg_ros/numpy-include-$(shell echo $(ROOT)/$(VENV) | sha256sum | cut -c1-12)
 
 # The venv is the ROS 2 underlay (Kilted from PyPI wheels); the colcon install space overlays it.
 ROS_ENV := PATH="$(ROOT)/$(VENV)/bin:$$PATH" \
 	CMAKE_PREFIX_PATH="$(ROOT)/$(VENV)" \
 	AMENT_PREFIX_PATH="$(INSTALL):$(ROOT)/$(VENV)" \
-	PYTHONPATH="$(INSTALL)/lib/python3.11/site-packages$${PYTHONPATH:+:$$PYTHONPATH}" \
+	PYTHONPATH="$(INSTALL)/lib/python$(PYVER)/site-packages$${PYTHONPATH:+:$$PYTHONPATH}" \
 	LD_LIBRARY_PATH="$(INSTALL)/lib$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" \
+	STVG_ROS_INSTALL="$(INSTALL)" \
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 
-.PHONY: help setup build test demo clean
+.PHONY: help setup build test test-jazzy demo clean
 
 help:
 	@echo "make demo   - set up (first time: a few minutes) and run the node on the bundled clip"
 	@echo "make test   - set up and run the whole test suite (core and ROS)"
+	@echo "make test-jazzy - the ROS tests on ROS 2 Jazzy (second venv .venv-jazzy, workspace .ws-jazzy)"
 	@echo "make setup  - only the set-up: .venv with ROS 2 Kilted wheels + torch CPU, colcon build into .ws/"
-	@echo "make clean  - remove the colcon workspace (.ws) and out/"
+	@echo "              (DISTRO=jazzy: .venv-jazzy with the Jazzy wheels, .ws-jazzy/)"
+	@echo "make clean  - remove the colcon workspaces (.ws, .ws-jazzy) and out/"
 
 setup: $(STAMP) build
 
-$(STAMP): requirements/torch.txt requirements/core.txt requirements/ros.txt requirements/test.txt setup.py
+$(STAMP): $(REQ_FILES)
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@echo "setup: installing torch (CPU) and the pinned requirements into $(VENV) (log: $(VENV)/setup.log)"
+	@echo "setup: installing torch (CPU) and the pinned requirements ($(DISTRO)) into $(VENV) (log: $(VENV)/setup.log)"
 	@# torch first, alone, from the pinned CPU wheel: nothing after it may pull another torch
 	@$(VENV)/bin/pip install -r requirements/torch.txt > $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: installing torch failed (full log: $(VENV)/setup.log)"; exit 1; }
-	@$(VENV)/bin/pip install -c requirements/torch.txt -r requirements/core.txt -r requirements/ros.txt \
+	@$(VENV)/bin/pip install -c requirements/torch.txt -r requirements/core.txt -r $(ROS_REQ) \
 		>> $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install failed (full log: $(VENV)/setup.log)"; exit 1; }
 	@# test-only data packages: their files are read, the packages never imported (see requirements/test.txt)
@@ -67,8 +91,11 @@ test: setup
 	@$(ROS_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5): check PYTEST_ARGS"; rc=0; fi; exit $$rc
 
+test-jazzy:
+	@$(MAKE) --no-print-directory DISTRO=jazzy test PYTEST_ARGS="$(or $(PYTEST_ARGS),$(JAZZY_PYTEST_ARGS))"
+
 demo: setup
 	@$(ROS_ENV) $(INSTALL)/lib/stvg_ros/stvg_demo --out out/demo.png
 
 clean:
-	rm -rf $(WS) out
+	rm -rf .ws .ws-jazzy out

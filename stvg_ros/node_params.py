@@ -36,8 +36,24 @@ def _non_negative(v):
     return None if v >= 0 else "use 0 or a positive number"
 
 
-def _choice(*allowed):
-    return lambda v: None if v in allowed else f"choose one of {', '.join(allowed)}"
+#: rclpy.qos.ReliabilityPolicy values (rmw's enum) that yolo_ros-style launch files pass as integers
+RELIABILITY_VALUES = {1: "reliable", 2: "best_effort"}
+
+
+def reliability_name(value: Any) -> str:
+    """``image_reliability`` as its name: the strings as given, the integer enum values mapped
+    (1 reliable, 2 best_effort); call after the check passed."""
+    return RELIABILITY_VALUES[value] if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+def _reliability(v):
+    if isinstance(v, int) and not isinstance(v, bool):
+        if v in RELIABILITY_VALUES:
+            return None
+        return ("use 1 (ReliabilityPolicy.RELIABLE) or 2 (BEST_EFFORT), or the names reliable / best_effort; "
+                "0 (SYSTEM_DEFAULT) and 4 (BEST_AVAILABLE) are not accepted: the first depends on the rmw, "
+                "the second does not exist on Humble, and either would hide which policy the camera must match")
+    return None if v in RELIABILITY_VALUES.values() else "choose one of best_effort, reliable (or 2, 1)"
 
 
 NODE_PARAMS: list[NodeParam] = [
@@ -46,8 +62,9 @@ NODE_PARAMS: list[NodeParam] = [
     NodeParam("autostart", True, "Configure and activate at start-up (no lifecycle manager needed).",
               live=False),
     NodeParam("image_reliability", "best_effort",
-              "QoS reliability of the image subscriptions (best_effort = sensor data, or reliable).",
-              _choice("best_effort", "reliable"), live=False),
+              "QoS reliability of the image subscriptions (best_effort = sensor data, or reliable; the "
+              "ReliabilityPolicy integers 2 and 1 are accepted too).",
+              _reliability, live=False),
     NodeParam("image_depth", 5, "QoS history depth of the image subscriptions.", _positive, live=False),
     NodeParam("use_compressed", False, "Also subscribe to image/compressed (sensor_msgs/CompressedImage).",
               live=False),
@@ -201,8 +218,9 @@ def grounding_config(values: dict[str, Any]) -> GroundingConfig:
     return GroundingConfig.from_dict(picked)
 
 
-__all__ = ["NodeParam", "NODE_PARAMS", "NodeSettings", "all_params", "serving_params", "grounding_params",
-           "check_node_value", "grounding_config", "ConfigError", "proposal_params", "proposal_config"]
+__all__ = ["NodeParam", "NODE_PARAMS", "NodeSettings", "all_params", "reliability_name", "serving_params",
+           "grounding_params", "check_node_value", "grounding_config", "ConfigError", "proposal_params",
+           "proposal_config"]
 
 
 def _yaml_value(v: Any) -> str:

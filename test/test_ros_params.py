@@ -177,3 +177,25 @@ def test_node_settings_type_every_parameter_without_ros():
                              ("image_depth", 0, "positive"), ("query_queue_size", 2.5, "type int")]:
         with pytest.raises(ConfigError, match=fix):
             NodeSettings.from_values({**defaults, name: value})
+
+
+def test_image_reliability_accepts_names_and_the_qos_enum_integers():
+    """yolo_ros-style launch files pass ReliabilityPolicy values (ints); the names still work."""
+    from stvg_ros.node_params import check_node_value, reliability_name
+
+    for value, name in [("best_effort", "best_effort"), ("reliable", "reliable"), (2, "best_effort"), (1, "reliable")]:
+        assert check_node_value("image_reliability", value) is None, value
+        assert reliability_name(value) == name
+    for value, words in [("sometimes", "best_effort"), (0, "SYSTEM_DEFAULT"), (4, "BEST_AVAILABLE"), (7, "use 1"),
+                         (True, "best_effort")]:
+        problem = check_node_value("image_reliability", value)
+        assert problem and "image_reliability" in problem and words in problem, (value, problem)
+
+
+def test_image_reliability_integers_are_rclpys_enum():
+    pytest.importorskip("rclpy", reason="rclpy is not installed: run `make setup`")
+    from rclpy.qos import ReliabilityPolicy
+
+    from stvg_ros.node_params import RELIABILITY_VALUES
+
+    assert {k: ReliabilityPolicy(k).name.lower() for k in RELIABILITY_VALUES} == RELIABILITY_VALUES
