@@ -58,6 +58,21 @@ def score_against_truth(tube, truth: dict, stamps: list[float]) -> tuple[float, 
     return metrics.viou(pred, gt_boxes, span, gt_span, inclusive=True), metrics.tiou(span, gt_span)
 
 
+def box_fit(tube, truth: dict, stamps: list[float]) -> float | None:
+    """Mean IoU of the tube's boxes with the true boxes on the frames both cover (None when none): how
+    well the boxes fit the target, apart from the span."""
+    from stvg_ros import metrics
+    from stvg_ros.ros.convert import boxes_in_source
+    from stvg_ros.window import NS
+
+    pred = metrics.frame_boxes_from_stamps({ns / NS: b for ns, b in boxes_in_source(tube).items()}, stamps=stamps)
+    gt = {int(k): tuple(v) for k, v in truth["boxes"].items()}
+    both = sorted(set(pred) & set(gt))
+    if not both:
+        return None
+    return float(np.mean([metrics.box_iou(pred[f], gt[f]) for f in both]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="stvg_demo", description=__doc__.splitlines()[0])
     ap.add_argument("--clip", default="", help="clip directory with clip.json (default: the bundled one)")
@@ -172,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         if "truth" in meta and not args.query:
             v, t = score_against_truth(tube, meta["truth"], meta["stamps"])
             print(f"\nvIoU vs ground truth: {v:.3f}  (tIoU {t:.3f})")
+            fit = box_fit(tube, meta["truth"], meta["stamps"])
+            if fit is not None:
+                print(f"box IoU vs ground truth on the tube's frames inside the true span: mean {fit:.3f}")
+            print(f"existence: found={tube.found} (the clip does show the queried object)")
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         if "debug" in got:
