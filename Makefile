@@ -36,7 +36,7 @@ help:
 
 setup: $(STAMP) build
 
-$(STAMP): requirements/torch.txt requirements/core.txt requirements/ros.txt setup.py
+$(STAMP): requirements/torch.txt requirements/core.txt requirements/ros.txt requirements/test.txt setup.py
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "setup: installing torch (CPU) and the pinned requirements into $(VENV) (log: $(VENV)/setup.log)"
 	@# torch first, alone, from the pinned CPU wheel: nothing after it may pull another torch
@@ -45,6 +45,9 @@ $(STAMP): requirements/torch.txt requirements/core.txt requirements/ros.txt setu
 	@$(VENV)/bin/pip install -c requirements/torch.txt -r requirements/core.txt -r requirements/ros.txt \
 		>> $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install failed (full log: $(VENV)/setup.log)"; exit 1; }
+	@# test data (photographs in scikit-image's wheel): files only, so without its dependencies
+	@$(VENV)/bin/pip install --no-deps -r requirements/test.txt >> $(VENV)/setup.log 2>&1 \
+		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install -r requirements/test.txt failed"; exit 1; }
 	bash scripts/fix_ros_wheels.sh $(VENV)
 	@$(VENV)/bin/python -c "import setuptools" 2>/dev/null || $(VENV)/bin/pip install -q setuptools >> $(VENV)/setup.log 2>&1
 	@$(VENV)/bin/pip install --no-deps --no-build-isolation -e . >> $(VENV)/setup.log 2>&1 \
