@@ -151,8 +151,16 @@ class GroundingConfig:
     found_threshold: float = 0.5
     """p(yes) / (p(yes) + p(no)) above which the target is judged present."""
     box_threshold: float = 0.5
-    """Proposal-free boxes: the peak's connected region of cells whose relevance is above
-    ``min + box_threshold * (peak - min)`` of their frame forms the box."""
+    """Proposal-free boxes: cells whose relevance is above ``seed - box_threshold * (seed - min)`` of their
+    frame and connect to a seed (a relevance peak) form the seed region the segmentation starts from."""
+    box_method: str = "auto"
+    """Proposal-free boxes: how a seed region becomes an object box. 'auto': region growing on colour when
+    it finds one clean region, else GrabCut; 'grabcut'; 'flood' (region growing only); 'cells': the seed's
+    token cells themselves (no segmentation, the coarse boxes of earlier versions)."""
+    box_seeds: int = 2
+    """Proposal-free boxes: relevance peaks per frame that seed a candidate box (linked over time into tracks)."""
+    use_model_defaults: bool = True
+    """Apply the model directory's grounding_defaults.json to the fields left at their defaults here."""
 
     # --- runtime ----------------------------------------------------------------------------
     device: str = "auto"
@@ -199,6 +207,7 @@ class GroundingConfig:
             "prompt_style": ("template", "official"),
             "frame_resize": ("fixed", "processor"),
             "query_format": ("article", "lower", "words"),
+            "box_method": ("auto", "grabcut", "flood", "cells"),
             "dtype": ("auto", "float32", "bfloat16", "float16"),
         }
         for name, allowed in choices.items():
@@ -211,6 +220,8 @@ class GroundingConfig:
         except (KeyError, IndexError, ValueError):
             raise bad("question_template", self.question_template,
                       "use {query} as its only placeholder (write other braces as {{ and }})") from None
+        if self.box_seeds < 1:
+            raise bad("box_seeds", self.box_seeds, "use 1 or more relevance peaks per frame")
         if self.max_batch < 0:
             raise bad("max_batch", self.max_batch, "use 0 (one pass for all prompts) or a positive batch size")
         if self.relevance_eps <= 0:
@@ -362,6 +373,59 @@ class ServingConfig:
 
     def replace(self, **changes: Any) -> "ServingConfig":
         return dataclasses.replace(self, **changes)
+
+
+# ==============================================================================================
+# A model directory's own grounding defaults (what a checkpoint needs: found threshold, layers, ...)
+# ==============================================================================================
+
+#: the file beside the weights that holds the GroundingConfig values a checkpoint needs
+MODEL_DEFAULTS_FILE = "grounding_defaults.json"
+
+
+def load_model_defaults(directory: str | Path) -> dict[str, Any]:
+    """The GroundingConfig values of ``directory``'s :data:`MODEL_DEFAULTS_FILE` ({} when there is none).
+
+    The file is a JSON object of GroundingConfig fields; keys starting with '_' are comments (e.g.
+    ``_about``: how the values were chosen).  Unknown fields or wrong types raise :class:`ConfigError`
+    naming the file."""
+    import json
+
+    path = Path(directory) / MODEL_DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}): fix or delete it") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object of GroundingConfig fields")
+    values = {k: v for k, v in data.items() if not k.startswith("_")}
+    try:
+        return _coerce(GroundingConfig, values, ConfigError)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def explicit_fields(config: GroundingConfig) -> set[str]:
+    """Fields ``config`` sets to something other than GroundingConfig's default: the caller's choices.
+
+    A value equal to the default cannot be told from an unset one (the node passes every parameter),
+    so a caller who wants the class default over a model's sets ``use_model_defaults=False``."""
+    base = GroundingConfig()
+    return {f.name for f in fields(GroundingConfig) if getattr(config, f.name) != getattr(base, f.name)}
+
+
+def apply_model_defaults(config: GroundingConfig, defaults: dict[str, Any]) -> tuple[GroundingConfig, dict[str, Any]]:
+    """``config`` with ``defaults`` (a model's) applied UNDER it: fields the caller set explicitly win.
+
+    Returns ``(config, the defaults actually applied)``; nothing is applied when
+    ``config.use_model_defaults`` is false."""
+    if not defaults or not config.use_model_defaults:
+        return config, {}
+    mine = explicit_fields(config)
+    applied = {k: v for k, v in defaults.items() if k not in mine and getattr(config, k) != v}
+    return (config.replace(**applied) if applied else config), applied
 
 
 # ==============================================================================================

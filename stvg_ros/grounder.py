@@ -33,7 +33,8 @@ Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and 
 * Span: 'topk' is the paper's rule made contiguous (best K-frame window); 'grow' is the
   official rule.  Gaps inside a track are scored with interpolated boxes (the official code
   scores 0 there); boxes are filled for every frame of the span.
-* Proposal-free boxes (no detector) are our addition; the official code needs proposals.
+* Proposal-free boxes (no detector) are our addition; the official code needs proposals: segments of
+  the frames seeded by the relevance peaks, linked over time (:mod:`stvg_ros.spatial`).
 * Frames are sampled uniformly with rounding (the official code truncates), first and last kept.
 """
 
@@ -50,7 +51,7 @@ import numpy as np
 import torch
 
 from .adapters.base import AdapterOptions, CaptureSpec, ModelAdapter, VisualTokens
-from .config import ConfigError, GroundingConfig
+from .config import MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults
 from .dsth import Decomposer
 from .lra import optimise_latent_prompts, yes_probability
 from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
@@ -145,15 +146,31 @@ class Grounder:
     """
 
     def __init__(self, adapter: ModelAdapter, config: GroundingConfig | dict | str | Path | None = None,
-                 progress: Callable[[str], None] | None = None):
+                 progress: Callable[[str], None] | None = None, model_defaults: dict | None = None):
         self.adapter = adapter
-        self.config = _as_config(config)
+        self.model_defaults: dict = dict(model_defaults or {})
+        """The model directory's grounding defaults (``grounding_defaults.json``), applied under every
+        config this grounder is given (see :attr:`config`)."""
+        self.applied_defaults: dict = {}
+        """The model defaults that the current config took (fields the caller left at their defaults)."""
         self.progress = progress
-        cfg = self.config
-        self.capture = CaptureSpec(layers=resolve_layers(cfg.layers, adapter.num_layers))
+        self.config = _as_config(config)
+
+    @property
+    def config(self) -> GroundingConfig:
+        """The grounding settings; assigning a new config re-applies :attr:`model_defaults` under it
+        (so a caller that sets its own config, e.g. a node's live parameter change, keeps the model's
+        defaults for the fields it leaves at GroundingConfig's defaults)."""
+        return self._config
+
+    @config.setter
+    def config(self, value: GroundingConfig) -> None:
+        cfg, applied = apply_model_defaults(_as_config(value), self.model_defaults)
+        capture = CaptureSpec(layers=resolve_layers(cfg.layers, self.adapter.num_layers))  # raises naming the depth
+        self._config, self.applied_defaults, self.capture = cfg, applied, capture
         self._sync_adapter()
-        self.decomposer = Decomposer(adapter.generate_text, use_model=self.config.decomposer == "model",
-                                     max_new_tokens=self.config.decompose_max_new_tokens)
+        self.decomposer = Decomposer(self.adapter.generate_text, use_model=cfg.decomposer == "model",
+                                     max_new_tokens=cfg.decompose_max_new_tokens)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | None = None,
@@ -163,17 +180,26 @@ class Grounder:
 
         ``config``: a :class:`GroundingConfig`, a dict of its fields or a YAML path.  ``device`` and
         ``dtype`` override the config's (``'auto'``: cuda with bfloat16 when available, else cpu
-        with float32).
+        with float32).  The directory's ``grounding_defaults.json`` (the values this checkpoint
+        needs, e.g. its ``found_threshold``) applies under ``config``: fields ``config`` sets to
+        non-default values win; ``use_model_defaults=False`` ignores the file.  What was applied is
+        :attr:`applied_defaults` (log it).
         """
         from .adapters import load_adapter
         from .devices import resolve_device
 
-        cfg = _as_config(config)
+        defaults = load_model_defaults(directory)
+        mine = _as_config(config)
         if device is not None or dtype is not None:
-            cfg = cfg.replace(device=device or cfg.device, dtype=dtype or cfg.dtype)
+            mine = mine.replace(device=device or mine.device, dtype=dtype or mine.dtype)
+        cfg, _ = apply_model_defaults(mine, defaults)  # what loading needs (image_size, device, dtype)
         adapter = load_adapter(directory, device=resolve_device(cfg.device),
                                dtype=None if cfg.dtype == "auto" else cfg.dtype, image_size=cfg.image_size or None)
-        return cls(adapter, cfg, progress=progress)
+        grounder = cls(adapter, mine, progress=progress, model_defaults=defaults)
+        if grounder.applied_defaults:
+            log.info("model defaults from %s: %s", Path(directory) / MODEL_DEFAULTS_FILE,
+                     ", ".join(f"{k}={v}" for k, v in sorted(grounder.applied_defaults.items())))
+        return grounder
 
     # ------------------------------------------------------------------------------------------
     def ground(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
@@ -234,7 +260,7 @@ class Grounder:
 
         with self._stage("select", timings, checkpoint):
             result = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
-                                  (H, W), proposals)
+                                  (H, W), proposals, used)
         result.timings = timings
         timings["total"] = time.perf_counter() - t_start
         if lra_trace is not None:
@@ -373,7 +399,7 @@ class Grounder:
         return token_grid_maps(relative_attention(qa, ca, eps), vis)
 
     def _select(self, rows, visual, reversed_visual, query, subs, used_stamps, all_stamps, image_size,
-                proposals) -> GroundingResult:
+                proposals, frames=None) -> GroundingResult:
         cfg = self.config
         T = len(used_stamps)
         tokens: dict[str, str] = {}
@@ -387,7 +413,8 @@ class Grounder:
         gaps = np.diff(np.asarray(all_stamps)) if len(all_stamps) > 1 else np.array([1.0])
         tolerance = float(min(1e-3, 0.5 * gaps.min()))
         best, tracks, _, _, reason = choose_track(spatial, visual.grid, visual.content_box, image_size, used_stamps,
-                                                  proposals, cfg.box_threshold, tolerance)
+                                                  proposals, cfg.box_threshold, tolerance, frames=frames,
+                                                  box_method=cfg.box_method, box_seeds=cfg.box_seeds)
         t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
         scores = frame_scores(t_maps, t_scale, fill_interior(best.boxes, used_stamps))
         first, last = choose_span(scores, cfg.span_rule, cfg.span_topk_fraction, cfg.span_grow_fraction)

@@ -2,9 +2,12 @@
 
 With proposals (object tracks from a detector + tracker, as the paper's Grounding DINO + SAM2),
 each track is scored by the maximum spatial relevance inside its boxes over the frames the model
-saw, and the best track wins (paper and official code).  Without proposals a track is cut from
-the relevance map itself: per frame, the connected region of the peak, boxes smoothed over time.
-That is our addition, so that a robot without a detector still gets an answer.
+saw, and the best track wins (paper and official code).  Without proposals the candidate tracks
+are made from the frames themselves (our addition, so that a robot without a detector still gets
+an answer): each frame's strongest relevance peaks seed a segmentation of the image
+(:mod:`stvg_ros.regions`), the segments' boxes are linked over time by the package's tracker, and
+the tracks are scored like proposals.  Without frames (or ``box_method='cells'``) the track is cut
+from the relevance map alone: per frame, the peak's connected cells, smoothed over time.
 """
 
 from __future__ import annotations
@@ -145,11 +148,41 @@ def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: S
     return Track(track_id=ATTENTION_TRACK, boxes=[clip_box(b, image_size) for b in smoothed])
 
 
+def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tuple[int, int],
+                   content_box: Sequence[float], image_size: tuple[int, int], box_threshold: float,
+                   method: str = "auto", seeds: int = 2, min_fraction: float = 0.3) -> list[Track]:
+    """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
+    local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
+    the IoU tracker (one stage, centre-shift fallback for fast movers)."""
+    from .proposals import Detections
+    from .proposals.tracker import ByteTracker
+    from .regions import frame_candidates
+
+    full, _ = upsample_maps(grid_maps, content_box, image_size, max_side=None)
+    tracker = ByteTracker(high=0.0, low=0.0, match_iou=0.3, max_lost=3, two_stage=False, max_center_shift=1.0)
+    T = len(grid_maps)
+    for t in range(T):
+        cands = frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds, min_fraction,
+                                 box_threshold)
+        boxes = np.array([b for b, _ in cands], np.float32).reshape(-1, 4)
+        tracker.update(t, Detections(boxes, np.array([v for _, v in cands], np.float32)))
+    out = []
+    for k, tr in enumerate(tracker.tracks()):
+        boxes = [tr.boxes.get(float(i)) for i in range(T)]
+        out.append(Track(track_id=f"{ATTENTION_TRACK}:{k + 1}",
+                         boxes=[None if b is None else clip_box(b, image_size) for b in boxes]))
+    return out
+
+
 def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
                  image_size: tuple[int, int], frame_stamps: Sequence[float], proposals: Proposals | None,
-                 box_threshold: float, tolerance: float) -> tuple[Track, list[Track], np.ndarray, float, str]:
+                 box_threshold: float, tolerance: float, frames: Sequence[np.ndarray] | None = None,
+                 box_method: str = "cells", box_seeds: int = 2) -> tuple[Track, list[Track], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
+    Without usable proposals: with ``frames`` (the sampled frames) and a segmenting ``box_method``,
+    the tracks of :func:`segment_tracks`; otherwise (or when segmentation finds nothing) the
+    relevance-only :func:`attention_track`.
     Returns ``(best, all scored tracks, upsampled maps, their scale, reason)``; ``reason`` says
     why the proposal-free path was taken although proposals were given (empty otherwise).
     """
@@ -160,6 +193,9 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
         tracks = tracks_from_proposals(proposals, frame_stamps, image_size, tolerance)
         if not tracks:
             reason = "no proposal track has a box in the sampled frames; used the attention-built track"
+    if not tracks and frames is not None and box_method != "cells":
+        tracks = segment_tracks(frames, grid_maps, grid, content_box, image_size, box_threshold, box_method,
+                                box_seeds)
     if not tracks:
         tracks = [attention_track(grid_maps, grid, content_box, image_size, box_threshold)]
     score_tracks(image_maps, scale, tracks)

@@ -254,7 +254,8 @@ def test_end_to_end_on_tiny_models(family, tiny_model_dir):
         assert len(result.frame_stamps) == 6
         assert result.relevance.spatial.shape[0] == 6
         assert np.isfinite(result.relevance.spatial).all() and np.isfinite(result.score)
-        assert result.track_id == ("attention" if proposals is None else result.track_id)
+        if proposals is None:  # a proposal-free track: segments of the frames seeded by the relevance
+            assert str(result.track_id).startswith("attention")
         if proposals:
             assert result.track_id in tracks and set(result.track_scores) == {"a", "b"}
 

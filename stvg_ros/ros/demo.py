@@ -59,6 +59,21 @@ def score_against_truth(tube, truth: dict, stamps: list[float]) -> tuple[float, 
     return metrics.viou(pred, gt_boxes, span, gt_span, inclusive=True), metrics.tiou(span, gt_span)
 
 
+def box_fit(tube, truth: dict, stamps: list[float]) -> float | None:
+    """Mean IoU of the tube's boxes with the true boxes on the frames both cover (None when none): how
+    well the boxes fit the target, apart from the span."""
+    from stvg_ros import metrics
+    from stvg_ros.tube_messages import tube_boxes
+    from stvg_ros.window import NS
+
+    pred = metrics.frame_boxes_from_stamps({ns / NS: b for ns, b in tube_boxes(tube).items()}, stamps=stamps)
+    gt = {int(k): tuple(v) for k, v in truth["boxes"].items()}
+    both = sorted(set(pred) & set(gt))
+    if not both:
+        return None
+    return sum(metrics.box_iou(pred[f], gt[f]) for f in both) / len(both)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="stvg_demo", description=__doc__.splitlines()[0])
     ap.add_argument("--clip", default="", help="clip directory with clip.json (default: the bundled one)")
@@ -173,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         if "truth" in meta and not args.query:
             v, t = score_against_truth(tube, meta["truth"], meta["stamps"])
             print(f"\nvIoU vs ground truth: {v:.3f}  (tIoU {t:.3f})")
+            fit = box_fit(tube, meta["truth"], meta["stamps"])
+            if fit is not None:
+                print(f"box IoU vs ground truth on the tube's frames inside the true span: mean {fit:.3f}")
+            print(f"existence: found={tube.found} (the clip does show the queried object)")
         if not drawn.wait(DEBUG_IMAGE_WAIT_S):  # the debug image follows the tube
             print(f"stvg_demo: no debug_image from the node within {DEBUG_IMAGE_WAIT_S:g} s after the tube (its log "
                   f"above says why): {args.out} not written", file=sys.stderr)

@@ -123,7 +123,8 @@ class StvgNode(LifecycleNode):
                 log.warning(choice.note)
             t0 = time.monotonic()
             grounder = Grounder.from_pretrained(choice.directory, device=s.grounding.device, config=s.grounding)
-            log.info(f"loaded model {choice.directory} on {grounder.adapter.device} in {time.monotonic() - t0:.1f} s")
+            log.info(f"loaded model {choice.directory} on {grounder.adapter.device} in {time.monotonic() - t0:.1f} s"
+                     + "".join(f"; model defaults: {k}={v}" for k, v in sorted(grounder.applied_defaults.items())))
         except Exception as e:  # noqa: BLE001 - any configure failure must leave the node alive
             problem = str(e) if isinstance(e, ConfigError) else f"cannot load the model: {type(e).__name__}: {e}"
             log.error(f"configure failed: {problem}")

@@ -30,7 +30,7 @@ import numpy as np
 
 from stvg_ros.metrics import score, summarize
 
-from .generator import generate_sample, target_object
+from .generator import ACTION_VERB, ACTIONS, COLOURS, SHAPES, generate_sample, target_object
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "stvg-synth-qwen"
 
@@ -44,6 +44,27 @@ METHODS = {
     "+TAS": dict(use_dsth=False, use_lra=False, use_tas=True),
     "full method (DSTH/LRA + TAS)": dict(use_dsth=True, use_lra=True, use_tas=True),
 }
+FULL_METHOD = "full method (DSTH/LRA + TAS)"
+
+#: the full method without proposals (``with_proposals=False``): what a detector-less node and the demo do
+PROPOSAL_FREE = {
+    "full method, no proposals: token cells": dict(use_dsth=True, use_lra=True, use_tas=True, box_method="cells"),
+    "full method, no proposals: segmented boxes": dict(use_dsth=True, use_lra=True, use_tas=True,
+                                                       box_method="auto"),
+}
+
+
+def right_object_ious(boxes: dict[int, tuple], sample: dict) -> list[float]:
+    """IoU with the target's box on the tube's frames whose box overlaps the target most of all objects
+    (the frames where the right object is chosen): how well the boxes fit, apart from the choice."""
+    from stvg_ros.regions import _iou
+
+    out = []
+    for t, b in boxes.items():
+        ov = {tid: _iou(b, tr[t]) for tid, tr in sample["tracks"].items() if t in tr}
+        if ov and max(ov, key=ov.get) == sample["target"] and ov[sample["target"]] > 0:
+            out.append(ov[sample["target"]])
+    return out
 
 
 def _tube_score(boxes: dict[int, tuple], span: tuple[int, int], sample: dict) -> dict:
@@ -149,11 +170,73 @@ def sub_queries(sample: dict, kind: str = "dataset") -> tuple[str, str]:
     return f"a {target['colour']} shape", f"a {target['colour']} shape that {target['action']}"
 
 
-def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: bool, kind: str = "dataset"):
-    """Run the grounder on one sample with its proposals; tube in frame indices."""
+#: kinds of absent query in the found/absent table: the referring query with one part swapped for a
+#: value that no object of the clip has
+ABSENT_KINDS = ("colour", "shape", "action")
+
+
+def absent_queries(sample: dict) -> dict[str, str]:
+    """The sample's query with its colour, shape or action replaced by one that no object in the clip has
+    (a kind is left out when every value occurs): what ``found`` must reject."""
+    t = target_object(sample)
+    objs = sample["objects"]
+    out = {}
+    for kind, values in (("colour", COLOURS), ("shape", SHAPES), ("action", ACTIONS)):
+        used = {o[kind] for o in objs}
+        free = [v for v in values if v not in used and not (kind == "shape" and v == "circle" and t["action"] == "spins")]
+        if not free:
+            continue
+        v = free[sample["seed"] % len(free)]
+        parts = {"size": t["size"], "colour": t["colour"], "shape": t["shape"], "action": t["action"], kind: v}
+        out[kind] = f"the {parts['size']} {parts['colour']} {parts['shape']} that {ACTION_VERB[parts['action']]}"
+    return out
+
+
+def found_table(grounder, samples: list[tuple[np.ndarray, dict]], thresholds=None) -> dict:
+    """p_yes of the present query and of each absent kind per sample, and the found rates at the
+    grounder's ``found_threshold``: ``{"threshold", "present": rate, kind: rejected rate, "auc": {kind: AUC},
+    "p_yes": {"present": [...], kind: [...]}}`` (rates and AUC in percent)."""
+    p = {"present": []} | {k: [] for k in ABSENT_KINDS}
+    for frames, s in samples:
+        stamps = [t / s["fps"] for t in range(len(frames))]
+        queries = {"present": s["query"], **absent_queries(s)}
+        for kind, q in queries.items():
+            p[kind].append(float(grounder.ground(list(frames), stamps, q).p_yes))
+    return found_rates(p, grounder.config.found_threshold)
+
+
+def found_rates(p_yes: dict[str, list[float]], threshold: float) -> dict:
+    """Found rate of the present queries and rejection rate of each absent kind at ``threshold``, with AUC."""
+    present = np.array(p_yes["present"])
+    out = {"threshold": threshold, "present": 100.0 * float(np.mean(present >= threshold)), "auc": {},
+           "p_yes": p_yes}
+    for kind in ABSENT_KINDS:
+        a = np.array(p_yes.get(kind, []))
+        if a.size:
+            out[kind] = 100.0 * float(np.mean(a < threshold))
+            out["auc"][kind] = 100.0 * float(((present[:, None] > a[None]) + 0.5 * (present[:, None] == a[None])).mean())
+    return out
+
+
+def choose_found_threshold(p_yes: dict[str, list[float]]) -> float:
+    """The threshold (a p_yes value seen, rounded to 0.01) maximising the mean of the present found rate
+    and the mean absent rejection rate over the kinds: choose it on VALIDATION."""
+    cands = sorted({round(v, 2) for vs in p_yes.values() for v in vs if 0.0 < round(v, 2) <= 1.0})
+
+    def balanced(t):
+        r = found_rates(p_yes, t)
+        return 0.5 * r["present"] + 0.5 * float(np.mean([r[k] for k in ABSENT_KINDS if k in r]))
+    return max(cands, key=lambda t: (balanced(t), -abs(t - 0.5)))
+
+
+def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: bool, kind: str = "dataset",
+                  with_proposals: bool = True):
+    """Run the grounder on one sample, with its proposals unless ``with_proposals`` is false; tube in
+    frame indices."""
     fps = sample["fps"]
     stamps = [t / fps for t in range(len(frames))]
-    proposals = {tid: {stamps[t]: b for t, b in tr.items()} for tid, tr in sample["tracks"].items()}
+    proposals = {tid: {stamps[t]: b for t, b in tr.items()} for tid, tr in sample["tracks"].items()} \
+        if with_proposals else None
     subs = sub_queries(sample, kind) if use_sub_queries else None
     res = grounder.ground(list(frames), stamps, sample["query"], proposals=proposals, sub_queries=subs)
     to_frame = {s: i for i, s in enumerate(stamps)}
@@ -174,27 +257,32 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
     from stvg_ros import Grounder, GroundingConfig
 
     torch.set_num_threads(threads)
-    methods = METHODS if methods is None else methods
+    methods = dict(METHODS, **PROPOSAL_FREE) if methods is None else methods
     samples = [generate_sample(first_seed + k, split) for k in range(count)]
     rows: dict[str, list[dict]] = {}
     rng = np.random.default_rng(0)
     for frames, s in samples:
         for name, r in baselines(s, rng).items():
             rows.setdefault(name, []).append(r)
-    full_name = list(methods)[-1]
+    full_name = FULL_METHOD if FULL_METHOD in methods else list(methods)[-1]
     for name, switches in methods.items():
         cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"], device="cpu", decomposer="rules",
                               keep_relevance=True,
                               **dict(overrides or {}, **switches))
         grounder = Grounder.from_pretrained(str(model), config=cfg)
+        with_proposals = name not in PROPOSAL_FREE
         it = tqdm(samples, desc=name, disable=not progress, mininterval=5)
         for frames, s in it:
             t0 = time.perf_counter()
-            res, span, boxes = ground_sample(grounder, frames, s, switches.get("use_dsth", False), sub_query_kind)
+            res, span, boxes = ground_sample(grounder, frames, s, switches.get("use_dsth", False), sub_query_kind,
+                                             with_proposals=with_proposals)
             rec = _tube_score(boxes, span, s)
+            if not with_proposals:
+                rec["box_ious"] = right_object_ious(boxes, s)
+                rec["select_s"] = res.timings.get("select", 0.0)
             rec["latency"] = time.perf_counter() - t0
             rec["found"] = bool(res.found)
-            rec["track_correct"] = res.track_id == s["target"]
+            rec["track_correct"] = res.track_id == s["target"] if with_proposals else None
             rec["colour_shared"] = _colour_shared(s)
             rec["frame_track"] = frame_track_share(res, s)
             if rec["track_correct"]:  # the frame scores are the chosen track's
@@ -214,7 +302,14 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
     table = {}
     for name, recs in rows.items():
         summary = summarize(recs)
-        if any("track_correct" in r for r in recs):
+        ious = [v for r in recs for v in r.get("box_ious", [])]
+        if any("box_ious" in r for r in recs):
+            summary["box_iou_median"] = 100.0 * float(np.median(ious)) if ious else 0.0
+            summary["select_ms_per_frame"] = 1000.0 * float(np.mean([r["select_s"] for r in recs])) / \
+                samples[0][1]["num_frames"]
+        lo, hi = bootstrap_ci([r["viou"] for r in recs])
+        summary["m_vIoU_ci"] = (100.0 * lo, 100.0 * hi)
+        if any(r.get("track_correct") is not None for r in recs):
             summary["track_acc"] = 100.0 * np.mean([r["track_correct"] for r in recs])
             shared = [r["track_correct"] for r in recs if r.get("colour_shared")]
             if shared:
@@ -229,16 +324,60 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
     return table
 
 
+def bootstrap_ci(values, rounds: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (queries resampled with replacement)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return (float("nan"), float("nan"))
+    means = v[np.random.default_rng(seed).integers(0, v.size, (rounds, v.size))].mean(1)
+    return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
+
+
+def found_markdown(found: dict, count: int, split: str) -> str:
+    """The found/absent table: present targets found, absent queries rejected per kind, AUC of p_yes."""
+    kinds = [k for k in ABSENT_KINDS if k in found]
+    lines = [f"Existence judgment, {split} split ({count} clips; found_threshold {found['threshold']:g}), percent", "",
+             "| query | judged | rate | AUC of p_yes vs present |", "|---|---|---|---|",
+             f"| present target | found | {found['present']:.1f} | – |"]
+    for k in kinds:
+        lines.append(f"| absent {k} | rejected | {found[k]:.1f} | {found['auc'][k]:.1f} |")
+    return "\n".join(lines)
+
+
 def markdown(table: dict[str, dict], count: int, split: str = "test") -> str:
-    cols = ("m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "track_acc", "track_acc_colour_shared",
-            "frame_track_acc", "frame_auc", "found_rate")
+    cols = ("m_tIoU", "m_vIoU", "m_vIoU 95% CI", "vIoU@0.3", "vIoU@0.5", "box_iou_median", "track_acc",
+            "track_acc_colour_shared", "frame_track_acc", "frame_auc", "found_rate")
     what = "unseen attribute-action pairs" if split == "test" else "seen attribute-action pairs"
     lines = [f"Synthetic STVG {split} split ({count} queries, {what}), percent",
              "", "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, s in table.items():
-        cells = [f"{s[c]:.1f}" if c in s else "–" for c in cols]
+        cells = [(f"[{s['m_vIoU_ci'][0]:.1f}, {s['m_vIoU_ci'][1]:.1f}]" if "m_vIoU_ci" in s else "–")
+                 if c == "m_vIoU 95% CI" else (f"{s[c]:.1f}" if c in s else "–") for c in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def found_report(model: str | Path, count: int, first_seed: int, split: str, threads: int = 1,
+                 overrides: dict | None = None) -> str:
+    """The found/absent table at the model's found_threshold (its grounding_defaults.json, else the
+    config's); on the val split also the threshold that balances found and rejected rates."""
+    import torch
+
+    from stvg_ros import Grounder, GroundingConfig
+
+    torch.set_num_threads(threads)
+    samples = [generate_sample(first_seed + k, split) for k in range(count)]
+    # the existence judgment asks the plain full question, whatever DSTH/LRA/TAS do: the cheapest row
+    cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"], device="cpu", decomposer="rules",
+                          **dict(overrides or {}, use_dsth=False, use_lra=False, use_tas=False, box_method="cells"))
+    grounder = Grounder.from_pretrained(str(model), config=cfg)
+    found = found_table(grounder, samples)
+    text = found_markdown(found, count, split)
+    if split == "val":
+        best = choose_found_threshold(found["p_yes"])
+        text += "\n\n" + found_markdown(found_rates(found["p_yes"], best), count, split)
+        text += f"\n\nfound_threshold balancing found and rejected rates on val: {best:g}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -257,7 +396,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sub-queries", default="dataset", choices=SUB_QUERY_KINDS,
                    help="DSTH rows' sub-queries: the dataset's, or 'colour' ('a red shape', 'a red shape that "
                         "jumps'), phrased as the model's yes/no training questions (an LRA diagnostic)")
+    p.add_argument("--found-only", action="store_true",
+                   help="only the found/absent table (present query and absent colour / shape / action queries); "
+                        "on --split val it also prints the found_threshold that balances them (for grounding_defaults.json)")
     a = p.parse_args(argv)
+    if a.found_only:
+        print(found_report(a.model, a.count, a.first_seed, a.split, a.threads))
+        return
     if a.ceilings:
         samples = [generate_sample(a.first_seed + k, a.split)[1] for k in range(a.count)]
         print(f"Track accuracy (percent) of a chooser that knows only ... of the target, {a.split} split, "
@@ -274,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     table = run(a.model, a.count, a.first_seed, a.threads, split=a.split, overrides=overrides,
                 sub_query_kind=a.sub_queries)
     md = markdown(table, a.count, a.split)
+    md += "\n\n" + found_report(a.model, a.count, a.first_seed, a.split, a.threads, overrides)
     if overrides:
         md += "\n\nGroundingConfig overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     if a.sub_queries != "dataset":

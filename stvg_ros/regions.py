@@ -1,0 +1,215 @@
+"""Object boxes from the relevance map without a detector: segmentation seeded by relevance peaks.
+
+A multimodal LLM's token grid is coarse (Qwen2.5-VL: one token per 28x28 pixels), so the peak
+cell says *where* the target is, not how far it extends.  The image says that: the object is the
+region around the peak that differs from its surroundings.  For each sampled frame the strongest
+local maxima of the relevance map seed a segmentation of the pixels around them (GrabCut: colour
+models of object and background, initialised from the relevance, refined by a graph cut); each
+segment gives a box, the boxes are linked over time into tracks by the package's tracker, and the
+tracks are then chosen among exactly as detector proposals are (:mod:`stvg_ros.spatial`).
+
+Nothing here knows the synthetic world: no palette, background or shape; only colour statistics
+and the relevance map.  OpenCV only, no weights.  How the method was chosen: docs/proposals.md,
+"Proposal-free boxes".
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .result import Box
+
+#: seed methods :func:`segment_box` knows
+SEGMENT_METHODS = ("auto", "grabcut", "flood", "cells")
+
+
+def relevance_seeds(grid_map: np.ndarray, max_seeds: int, min_fraction: float) -> list[tuple[int, int, float]]:
+    """Local maxima ``(row, col, value)`` of a grid map (8-neighbourhood), best first.
+
+    Only maxima at least ``min + min_fraction * (max - min)`` of the frame count; at most ``max_seeds``.
+    """
+    import cv2
+
+    m = grid_map.astype(np.float32)
+    lo, hi = float(m.min()), float(m.max())
+    if hi <= lo:
+        return []
+    dil = cv2.dilate(m, np.ones((3, 3), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    rows, cols = np.nonzero((m >= dil) & (m >= lo + min_fraction * (hi - lo)))
+    order = np.argsort(-m[rows, cols], kind="stable")
+    return [(int(rows[i]), int(cols[i]), float(m[rows[i], cols[i]])) for i in order[:max_seeds]]
+
+
+def seed_region(grid_map: np.ndarray, row: int, col: int, threshold: float) -> tuple[int, int, int, int]:
+    """Cells ``(row0, col0, row1, col1)`` (inclusive) of the seed's connected region above
+    ``value(seed) - threshold * (value(seed) - min)`` (4-connected)."""
+    import cv2
+
+    lo, v = float(grid_map.min()), float(grid_map[row, col])
+    mask = (grid_map >= v - threshold * (v - lo)).astype(np.uint8)
+    _, labels = cv2.connectedComponents(mask, connectivity=4)
+    rr, cc = np.nonzero(labels == labels[row, col])
+    return int(rr.min()), int(cc.min()), int(rr.max()), int(cc.max())
+
+
+def _cells_to_pixels(cells: tuple[int, int, int, int], grid: tuple[int, int], content_box: Sequence[float]) -> Box:
+    rows, cols = grid
+    x0, y0, x1, y1 = (float(v) for v in content_box)
+    cw, ch = (x1 - x0) / cols, (y1 - y0) / rows
+    r0, c0, r1, c1 = cells
+    return (x0 + c0 * cw, y0 + r0 * ch, x0 + (c1 + 1) * cw, y0 + (r1 + 1) * ch)
+
+
+def _roi(rect: Box, margin: float, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    H, W = size
+    x0, y0, x1, y1 = rect
+    return (max(0, int(np.floor(x0 - margin))), max(0, int(np.floor(y0 - margin))),
+            min(W, int(np.ceil(x1 + margin))), min(H, int(np.ceil(y1 + margin))))
+
+
+def _component_box(fg: np.ndarray, weight: np.ndarray, offset: tuple[int, int]) -> Box | None:
+    """Box of the foreground component holding the most ``weight`` (relevance), in image pixels."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return None
+    mass = np.bincount(labels.ravel(), weights=weight.ravel(), minlength=n)[1:]
+    k = int(np.argmax(mass)) + 1
+    x, y, w, h = (int(v) for v in stats[k, :4])
+    ox, oy = offset
+    return (float(ox + x), float(oy + y), float(ox + x + w), float(oy + y + h))
+
+
+def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, iterations: int = 4,
+                expand: float = 0.75, work_side: int = 96, min_fill: float = 0.15, core: float = 0.95) -> Box | None:
+    """GrabCut seeded by the relevance: the object may extend well beyond the seed cells.
+
+    The ROI is ``rect`` (the seed's cells) grown by ``expand`` times its size on each side (at least
+    ``margin`` pixels), worked on at most ``work_side`` pixels for speed.  Inside ``rect`` pixels whose
+    ``prior`` (the relevance upsampled to the image, 0..1) is at least half start as probable object and
+    those at its peak as object; the rest of the ROI starts as probable background and the ROI's
+    outer edge as background.  The graph cut then grows or shrinks the object along colour edges;
+    the foreground component holding the most relevance gives the box."""
+    import cv2
+
+    H, W = image.shape[:2]
+    x0, y0, x1, y1 = rect
+    grow = max(margin, expand * max(x1 - x0, y1 - y0))
+    ax0, ay0, ax1, ay1 = _roi(rect, grow, (H, W))
+    if ax1 - ax0 < 4 or ay1 - ay0 < 4:
+        return None
+    s = min(1.0, work_side / max(ax1 - ax0, ay1 - ay0))
+    w, h = max(4, int(round((ax1 - ax0) * s))), max(4, int(round((ay1 - ay0) * s)))
+    roi = cv2.resize(np.ascontiguousarray(image[ay0:ay1, ax0:ax1, ::-1]), (w, h), interpolation=cv2.INTER_AREA)
+    pri = cv2.resize(prior[ay0:ay1, ax0:ax1].astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+    inside = np.zeros((h, w), bool)
+    ix0, iy0 = int(np.floor((x0 - ax0) * s)), int(np.floor((y0 - ay0) * s))
+    ix1, iy1 = int(np.ceil((x1 - ax0) * s)), int(np.ceil((y1 - ay0) * s))
+    inside[max(iy0, 0):max(iy1, 0), max(ix0, 0):max(ix1, 0)] = True
+    peak = float(pri[inside].max()) if inside.any() else 0.0
+    if peak <= 0:
+        return None
+    mask[inside & (pri >= 0.5 * peak)] = cv2.GC_PR_FGD
+    if core < 1.0:
+        mask[inside & (pri >= core * peak)] = cv2.GC_FGD
+    edge = np.zeros((h, w), bool)  # the ROI's outer edge (where it is not the image's edge)
+    edge[0, :], edge[-1, :] = ay0 > 0, ay1 < H
+    edge[:, 0] |= ax0 > 0
+    edge[:, -1] |= ax1 < W
+    mask[edge & ~inside] = cv2.GC_BGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means on OpenCV's global RNG: same input, same box
+    try:
+        cv2.grabCut(roi, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:  # a degenerate ROI (e.g. one colour): no segment
+        return None
+    fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+    box = _component_box(fg, pri + 1e-3, (0, 0))
+    seeded = inside & (pri >= 0.5 * peak)
+    ys, xs = np.nonzero(seeded)
+    seed_area = float((xs.max() + 1 - xs.min()) * (ys.max() + 1 - ys.min()))
+    if box is None or (box[2] - box[0]) * (box[3] - box[1]) < min_fill * seed_area:
+        # the cut kept only a sliver (texture the colour models could not separate): the relevance's own extent
+        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+    bx0, by0, bx1, by1 = box
+    return (ax0 + bx0 / s, ay0 + by0 / s, ax0 + bx1 / s, ay0 + by1 / s)
+
+
+def flood_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, tolerance: float = 0.35,
+              clean_only: bool = False, min_fill: float = 0.15) -> Box | None:
+    """Region growing: from the pixel of ``rect`` most unlike the ROI's edge (the background's
+    colours), grow over pixels whose Lab colour is within ``tolerance`` of the seed-to-background
+    contrast."""
+    import cv2
+
+    H, W = image.shape[:2]
+    ax0, ay0, ax1, ay1 = _roi(rect, margin, (H, W))
+    if ax1 - ax0 < 4 or ay1 - ay0 < 4:
+        return None
+    lab = cv2.cvtColor(np.ascontiguousarray(image[ay0:ay1, ax0:ax1]), cv2.COLOR_RGB2LAB).astype(np.float32)
+    edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    bg = np.median(edge, axis=0)
+    x0, y0, x1, y1 = (int(round(v)) for v in rect)
+    inner = lab[max(y0 - ay0, 0):max(y1 - ay0, 1), max(x0 - ax0, 0):max(x1 - ax0, 1)]
+    dist = np.linalg.norm(inner - bg, axis=-1)
+    r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    contrast = float(dist[r, c])
+    if contrast < 8.0:  # nothing stands out of the background here
+        return None
+    seed = lab[max(y0 - ay0, 0) + r, max(x0 - ax0, 0) + c]
+    near = np.linalg.norm(lab - seed, axis=-1) <= tolerance * contrast
+    n, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=8)
+    k = labels[max(y0 - ay0, 0) + r, max(x0 - ax0, 0) + c]
+    ys, xs = np.nonzero(labels == k)
+    if clean_only:  # only a region of one colour that ends inside the ROI and fills a fair part of the seed
+        touches = ys.min() == 0 or xs.min() == 0 or ys.max() == lab.shape[0] - 1 or xs.max() == lab.shape[1] - 1
+        area = float((xs.max() + 1 - xs.min()) * (ys.max() + 1 - ys.min()))
+        if touches or area < min_fill * max(1.0, (x1 - x0) * (y1 - y0)):
+            return None
+    return (float(ax0 + xs.min()), float(ay0 + ys.min()), float(ax0 + xs.max() + 1), float(ay0 + ys.max() + 1))
+
+
+def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, **options) -> Box | None:
+    """The object box around a seed ``rect`` (pixels) by ``method`` (see :data:`SEGMENT_METHODS`)."""
+    if method == "auto":
+        box = flood_box(image, prior, rect, margin, tolerance=0.15, clean_only=True, min_fill=0.3)
+        return box if box is not None else grabcut_box(image, prior, rect, margin, **options)
+    if method == "grabcut":
+        return grabcut_box(image, prior, rect, margin, **options)
+    if method == "flood":
+        return flood_box(image, prior, rect, margin)
+    if method == "cells":
+        return rect
+    raise ValueError(f"unknown segmentation method {method!r}: choose one of {', '.join(SEGMENT_METHODS)}")
+
+
+def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndarray, grid: tuple[int, int],
+                     content_box: Sequence[float], method: str, max_seeds: int, min_fraction: float,
+                     region_threshold: float) -> list[tuple[Box, float]]:
+    """Boxes ``(box, seed value)`` of one frame: one segment per relevance seed, duplicates dropped."""
+    rows, cols = grid
+    cell = min((content_box[2] - content_box[0]) / cols, (content_box[3] - content_box[1]) / rows)
+    lo, hi = float(image_map.min()), float(image_map.max())
+    prior = (image_map - lo) / (hi - lo) if hi > lo else np.zeros_like(image_map)
+    out: list[tuple[Box, float]] = []
+    for r, c, v in relevance_seeds(grid_map, max_seeds, min_fraction):
+        rect = _cells_to_pixels(seed_region(grid_map, r, c, region_threshold), grid, content_box)
+        box = segment_box(method, image, prior, rect, margin=0.5 * cell)
+        if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            continue
+        if any(_iou(box, b) > 0.7 for b, _ in out):
+            continue
+        out.append((box, v))
+    return out
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
