@@ -97,3 +97,34 @@ def test_cache_option_in_config(tiny_model_dir):
 
     with pytest.raises(ConfigError, match="feature_cache_mb"):
         GroundingConfig(feature_cache_mb=-1)
+
+
+def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
+    """The service grounds with the window's seq as frame keys and drops cached frames the window let go."""
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.service import GroundingRequest, GroundingService
+
+    grounder = Grounder(load_adapter(tiny_model_dir("llava_next_video")),
+                        dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False))
+    service = GroundingService(ServingConfig(window_duration=100.0, window_max_frames=4, min_frames=2))
+    service.start(grounder)
+    try:
+        frames = random_frames(8, 48, 64, seed=1)
+        answers = []
+        for i, f in enumerate(frames[:4]):
+            service.ingest((i + 1) * 10**9, lambda f=f: f)
+        service.submit(GroundingRequest("q1", "the red ball"), answers.append).wait(60)
+        seqs = {f.seq for f in service.window.frames()}
+        stats = service.cache_stats()
+        assert stats["entries"] > 0 and stats["misses"] > 0
+        for i, f in enumerate(frames[4:6]):
+            service.ingest((i + 5) * 10**9, lambda f=f: f)
+        live = {f.seq for f in service.window.frames()}
+        assert live != seqs
+        held = {k[0] for (kind, k) in grounder.feature_cache._entries if kind in ("pixels", "visual")}
+        assert held <= live  # the two frames that left took their entries with them
+        service.submit(GroundingRequest("q2", "the red ball"), answers.append).wait(60)
+        assert [a.status for a in answers] == ["answered", "answered"]
+        assert service.cache_stats()["hits"] > stats["hits"]
+    finally:
+        service.stop()

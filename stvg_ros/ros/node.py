@@ -315,7 +315,8 @@ class StvgNode(LifecycleNode):
             self._pubs["status"].publish(s)
             problems = self.service.problems(since=self._active_since) if self._active else []
             self._pubs["diagnostics"].publish(diagnostics(f"{self.get_fully_qualified_name()}: grounding", s,
-                                                          self._model["kind"], problems, self.service.stage))
+                                                          self._model["kind"], problems, self.service.stage,
+                                                          cache=self.service.cache_stats()))
         except Exception as e:  # noqa: BLE001
             self.get_logger().debug(f"status not published: {e}")
 
