@@ -53,3 +53,15 @@ def test_bench_node_quick(tmp_path):
     assert all(w["bounded"] for w in data["window"])
     q = data["queries"][0]
     assert q["queries"] >= 1 and q["p95_s"] >= q["p50_s"] > 0
+
+
+def test_bench_stream_quick(tmp_path):
+    stdout, data = _run("bench_stream.py", tmp_path=tmp_path)
+    assert "| model" in stdout and "later on/off" in stdout
+    for model in data["models"].values():
+        assert model["peak_rss_bytes"] > 0
+        for name in ("plain", "full"):
+            run = model[name]
+            assert run["results_equal"] is True
+            assert run["cached"]["first_s"] > 0 and run["uncached"]["later_median_s"] > 0
+            assert run["cache"]["entries"] > 0 and run["cache"]["bytes"] <= run["cache"]["max_bytes"]
