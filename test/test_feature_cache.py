@@ -128,3 +128,14 @@ def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
         assert service.cache_stats()["hits"] > stats["hits"]
     finally:
         service.stop()
+
+
+def test_input_side_is_what_the_tower_is_fed(adapter):
+    """The node keeps frames at twice ``input_side``: Qwen's frame budget side, LLaVA's tower side."""
+    side = adapter.input_side
+    frames = random_frames(2, side * 2, side * 2)
+    if adapter.family == "qwen2_5_vl":
+        assert side == adapter._target_side() and adapter.target_size(2 * side, 2 * side)[0] <= side + 28
+    else:
+        assert side == adapter.model.config.vision_config.image_size
+    assert adapter.encode_frames(frames).num_tokens > 0

@@ -51,6 +51,11 @@ class _LlavaVideoAdapter(HFAdapter):
                                f"takes {side}x{side} frames; use image_size 0 (the default) or {side}")
         return side
 
+    @property
+    def input_side(self) -> int:
+        """The per-frame side (pixels) the tower is fed: the node keeps frames at twice it."""
+        return self._tower_side()
+
     def _with_trailing_tokens(self, feats: torch.Tensor, num_frames: int) -> torch.Tensor:
         """The video's tokens including those after the grids (none here; OneVision overrides)."""
         return feats

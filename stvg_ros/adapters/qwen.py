@@ -55,6 +55,13 @@ class QwenVLAdapter(HFAdapter):
             side = min(side, int(math.sqrt(max_pixels)))
         return side
 
+    @property
+    def input_side(self) -> int:
+        """The per-frame side (pixels, square-equivalent) the tower is fed: the node keeps frames at twice it."""
+        if self.options.frame_resize == "processor":
+            return int(math.sqrt(self._processor_pixels()[1]))
+        return self._target_side()
+
     def _processor_pixels(self) -> tuple[int, int]:
         """(min_pixels, max_pixels) of the saved processor config (the video processor's defaults if unset)."""
         cfg = self.processor_config

@@ -141,7 +141,7 @@ class StvgNode(LifecycleNode):
                 log.error(f"configure failed: proposal stage: {type(e).__name__}: {e}")
                 self.service.note(f"proposal stage failed: {e}")
                 return TransitionCallbackReturn.FAILURE
-        side = s.grounding.image_size or getattr(grounder.adapter, "image_size", None) or 0
+        side = s.grounding.image_size or getattr(grounder.adapter, "input_side", None) or 0
         self.service.configure(s.serving, model_side=side if isinstance(side, int) else 0)
         self.service.start(grounder, external_detections=s.use_detections, stage=stage,
                            synonyms=s.proposals.synonyms)
