@@ -49,8 +49,9 @@ def node_defaults() -> dict:
 
     d = {k: v for k, v in asdict(ServingConfig()).items()
          if k in ("window_duration", "window_max_frames", "window_rate", "ingest_max_side")}
-    # GroundingService.configure: ingest_max_side 0 = auto = twice the model's per-frame size (336 px unless known)
-    d["max_side"] = d["ingest_max_side"] or 2 * 336
+    # GroundingService.configure: ingest_max_side 0 = auto = twice the model's per-frame size, which the node
+    # reads from the adapter (``input_side``): 224 for Qwen2.5-VL (the shipped model), 384 / 336 for LLaVA
+    d["max_side"] = d["ingest_max_side"] or 2 * 224
     return d
 
 

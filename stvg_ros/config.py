@@ -172,6 +172,10 @@ class GroundingConfig:
     max_batch: int = 0
     """Most prompts per forward pass (LRA steps and attention runs); 0 = all in one pass.
     Lower it when GPU memory is short: results are the same, only slower."""
+    feature_cache_mb: float = 256.0
+    """Memory (MiB) for frames' preprocessed pixels and visual tokens kept between queries about a
+    stream (``stvg_ros.feature_cache``; used when the caller names its frames, as the node does);
+    results are identical with or without it.  0 = off."""
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -222,6 +226,8 @@ class GroundingConfig:
                       "use {query} as its only placeholder (write other braces as {{ and }})") from None
         if self.box_seeds < 1:
             raise bad("box_seeds", self.box_seeds, "use 1 or more relevance peaks per frame")
+        if not self.feature_cache_mb >= 0:
+            raise bad("feature_cache_mb", self.feature_cache_mb, "use 0 (no cache) or a positive size in MiB")
         if self.max_batch < 0:
             raise bad("max_batch", self.max_batch, "use 0 (one pass for all prompts) or a positive batch size")
         if self.relevance_eps <= 0:

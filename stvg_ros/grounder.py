@@ -53,6 +53,7 @@ import torch
 from .adapters.base import AdapterOptions, CaptureSpec, ModelAdapter, VisualTokens
 from .config import MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults
 from .dsth import Decomposer
+from .feature_cache import CacheStats, FeatureCache
 from .lra import optimise_latent_prompts, yes_probability
 from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
                         upsample_maps)
@@ -205,7 +206,8 @@ class Grounder:
     def ground(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
                proposals: Proposals | None = None,
                sub_queries: SubQueries | tuple[str, str] | dict | None = None,
-               checkpoint: Callable[[str], None] | None = None) -> GroundingResult:
+               checkpoint: Callable[[str], None] | None = None,
+               frame_keys: Sequence | None = None) -> GroundingResult:
         """Ground ``query`` in the clip: the best tube, whatever the existence judgment.
 
         ``frames``: HxWx3 uint8 RGB arrays of one size; ``stamps``: their times (seconds, strictly
@@ -214,6 +216,9 @@ class Grounder:
         ``checkpoint(stage)``: called before each stage and before each LRA step (stage 'lra'); it
         may raise (e.g. :class:`Cancelled`) to stop the grounding there, so a caller that shuts down
         never waits for a whole LRA run.  It does not change the result.
+        ``frame_keys``: one identity per frame (e.g. the window's ``seq``; the same key must always mean
+        the same pixels) so that frames' preprocessing and visual tokens computed for an earlier query
+        are reused (``config.feature_cache_mb``); the result is the same without them.
         """
         cfg = self.config
         check_inputs(frames, stamps, query)
@@ -225,11 +230,18 @@ class Grounder:
         used = [frames[i] for i in idx]
         used_stamps = [all_stamps[i] for i in idx]
         H, W = used[0].shape[:2]
+        keyed = {}
+        if frame_keys is not None:
+            if len(frame_keys) != len(frames):
+                raise ValueError(f"got {len(frame_keys)} frame keys for {len(frames)} frames: pass one per frame")
+            if getattr(self.adapter, "supports_frame_keys", False) and self.feature_cache.enabled:
+                keyed = {"keys": [frame_keys[i] for i in idx]}
 
         with self._stage("encode", timings, checkpoint), torch.no_grad():
-            visual = self.adapter.encode_frames(used, stamps=used_stamps)
+            visual = self.adapter.encode_frames(used, stamps=used_stamps, **keyed)
             # TAS: the clip as the model sees frames[::-1] (re-encoded where slots span several frames)
-            reversed_visual = self.adapter.encode_reversed(used, used_stamps, visual) if cfg.use_tas else None
+            reversed_visual = self.adapter.encode_reversed(used, used_stamps, visual, **keyed) if cfg.use_tas \
+                else None
         if visual.num_tokens == 0:
             raise RuntimeError("the adapter produced no visual tokens for these frames")
 
@@ -283,9 +295,23 @@ class Grounder:
         return float(yes_probability(out.yes_no_logits.detach())[0])
 
     # ------------------------------------------------------------------------------------------
+    def forget_frames(self, live_keys) -> int:
+        """Drop cached work of frames whose keys are not in ``live_keys`` (the window let them go)."""
+        return self.feature_cache.retain(live_keys)
+
+    def cache_stats(self) -> CacheStats:
+        """Entries, bytes, hits and misses of the per-frame cache (for status reports)."""
+        return self.feature_cache.stats()
+
     def _sync_adapter(self) -> None:
         """Give the adapter the config's model-side options (again when the config was replaced live)."""
         cfg = self.config
+        limit = int(cfg.feature_cache_mb * 2**20)
+        if self.feature_cache.max_bytes != limit:
+            self.feature_cache.max_bytes = limit
+            self.feature_cache.clear()
+        if getattr(self.adapter, "supports_frame_keys", False):
+            self.adapter.feature_cache = self.feature_cache
         options = AdapterOptions(visual_tokens=cfg.visual_tokens, answer_tokens=cfg.answer_tokens,
                                  prompt_style=cfg.prompt_style, frame_resize=cfg.frame_resize)
         if getattr(self.adapter, "options", None) != options:

@@ -327,6 +327,9 @@ class GroundingService:
         except (ValueError, TypeError) as e:
             return self._reject_frame(f"dropped a frame on {source}: {e}")
         frame = self.window.add(stamp_ns, rgb, frame_id=frame_id)
+        forget = getattr(self.grounder, "forget_frames", None)
+        if forget is not None:  # cached work of frames the window let go goes with them
+            forget({f.seq for f in self.window.frames()})
         stage = self.stage
         if stage is not None:  # the stored (downscaled) image: boxes in the pixels the grounder sees
             stage.add_frame(frame.image, frame.stamp)
@@ -496,8 +499,10 @@ class GroundingService:
                    check: Callable[[str], None]) -> GroundingResult:
         subs = r.sub_queries
         proposals = self._proposals(frames, subs.attribute if subs else r.text)
+        # frame keys let a caching grounder reuse each kept frame's features (evicted with the frame)
+        keyed = {"frame_keys": [f.seq for f in frames]} if hasattr(grounder, "forget_frames") else {}
         return grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
-                               proposals=proposals or None, sub_queries=subs, checkpoint=check)
+                               proposals=proposals or None, sub_queries=subs, checkpoint=check, **keyed)
 
     # -- standing queries ----------------------------------------------------------------------------
     def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:
@@ -736,6 +741,11 @@ class GroundingService:
         c.frames_decimated, c.frames_stale, c.window_resets = self.window.decimated, self.window.stale, \
             self.window.resets
         return c
+
+    def cache_stats(self) -> Optional[dict]:
+        """The grounder's per-frame cache (entries, bytes, max_bytes, hits, misses, ...), None without one."""
+        stats = getattr(self.grounder, "cache_stats", None)
+        return stats().as_dict() if stats is not None else None
 
     @property
     def queue_depth(self) -> int:

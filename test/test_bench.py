@@ -64,3 +64,15 @@ def test_bench_stream_quick(tmp_path):
     assert 0 < modes["cheap-first"]["cost_ratio"] < 1 and modes["full"]["cost_ratio"] == 1.0
     assert all(0 <= d["duty"] <= 1 and d["evaluations"] > 0 for d in data["duty"])
 
+
+
+def test_bench_feature_cache_quick(tmp_path):
+    stdout, data = _run("bench_feature_cache.py", tmp_path=tmp_path)
+    assert "| model" in stdout and "later on/off" in stdout
+    for model in data["models"].values():
+        assert model["peak_rss_bytes"] > 0
+        for name in ("plain", "full"):
+            run = model[name]
+            assert run["results_equal"] is True
+            assert run["cached"]["first_s"] > 0 and run["uncached"]["later_median_s"] > 0
+            assert run["cache"]["entries"] > 0 and run["cache"]["bytes"] <= run["cache"]["max_bytes"]

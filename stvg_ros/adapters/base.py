@@ -167,6 +167,11 @@ class ModelAdapter(ABC):
     device: torch.device
     dtype: torch.dtype
     options: AdapterOptions = AdapterOptions()
+    #: per-frame preprocessing and visual features reused across clips (``stvg_ros.feature_cache``);
+    #: adapters that support it set it from the grounder, None = encode every clip from scratch
+    feature_cache = None
+    #: whether ``encode_frames`` takes ``keys`` (frame identities) to use :attr:`feature_cache`
+    supports_frame_keys: bool = False
 
     def configure(self, options: AdapterOptions) -> None:
         """Apply ``options`` to later calls (clips encoded before keep their tokens)."""
@@ -190,20 +195,24 @@ class ModelAdapter(ABC):
         frames really are; other families ignore them."""
 
     def encode_reversed(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None,
-                        visual: VisualTokens | None = None) -> VisualTokens:
+                        visual: VisualTokens | None = None, keys: Sequence | None = None) -> VisualTokens:
         """The clip in reverse time order exactly as the model sees ``frames[::-1]`` (TAS's augmentation).
 
         ``slot_frames`` keep naming the *original* frame indices, so maps of the reversed clip come out
         in the original frame order.  ``visual`` (this clip's encoding) lets encoders that see one frame
         per slot reorder its tokens instead of re-encoding (per-frame towers give identical tokens for a
         frame wherever it sits); encoders whose slots span several frames (Qwen's 2-frame temporal
-        patches) re-encode, because reversal re-forms the pairs and reverses time inside each.
+        patches) re-encode, because reversal re-forms the pairs and reverses time inside each
+        (``keys``, the frames' identities, let that re-encode use the feature cache).
         """
         if visual is not None and all(len(f) == 1 for f in visual.slot_frames):
             return visual.reversed_in_time()[0]
         T = len(frames)
         rev_stamps = None if stamps is None else [-float(s) for s in reversed(list(stamps))]
-        rev = self.encode_frames(list(frames)[::-1], stamps=rev_stamps)
+        if keys is not None and self.supports_frame_keys:
+            rev = self.encode_frames(list(frames)[::-1], stamps=rev_stamps, keys=list(keys)[::-1])
+        else:
+            rev = self.encode_frames(list(frames)[::-1], stamps=rev_stamps)
         return replace(rev, slot_frames=[[T - 1 - f for f in fr] for fr in rev.slot_frames])
 
     @abstractmethod

@@ -139,6 +139,7 @@ class HFAdapter(ModelAdapter):
     #: ``{video}`` (the placeholder token) and ``{question}``, and the generation prompt; None = the family
     #: has no official driver and its own chat template is used
     official_conversation: tuple[str, str] | None = None
+    supports_frame_keys = True
 
     def __init__(self, model, tokenizer, path: str, device: torch.device, dtype: torch.dtype,
                  image_size: int | None = None):
@@ -163,6 +164,23 @@ class HFAdapter(ModelAdapter):
         self._layout_cache: dict[str, PromptLayout] = {}
         self._yes_no = self._resolve_answer_ids()
         self.default_grounding_offset = self._derive_grounding_offset()
+
+    # ------------------------------------------------------------------ per-frame cache
+    def _cached_pixels(self, frames: np.ndarray, keys: Sequence, setting, preprocess) -> np.ndarray:
+        """``preprocess`` (uint8 frames → per-frame float arrays) with each frame's result cached under its
+        key and ``setting``: resize and normalise run once per kept frame (elementwise per frame, so a
+        cached frame is what a whole-clip call would compute)."""
+        cache = self.feature_cache
+        if len(keys) != len(frames):
+            raise AdapterError(f"got {len(keys)} frame keys for {len(frames)} frames: pass one key per frame")
+        got = [cache.get("pixels", (k, setting)) for k in keys]
+        missing = [i for i, v in enumerate(got) if v is None]
+        if missing:
+            done = preprocess(frames[missing])
+            for j, i in enumerate(missing):
+                got[i] = done[j].copy()
+                cache.put("pixels", (keys[i], setting), got[i], frames=(keys[i],))
+        return np.stack(got)
 
     # ------------------------------------------------------------------ loading
     @classmethod

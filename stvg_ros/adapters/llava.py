@@ -51,23 +51,27 @@ class _LlavaVideoAdapter(HFAdapter):
                                f"takes {side}x{side} frames; use image_size 0 (the default) or {side}")
         return side
 
+    @property
+    def input_side(self) -> int:
+        """The per-frame side (pixels) the tower is fed: the node keeps frames at twice it."""
+        return self._tower_side()
+
     def _with_trailing_tokens(self, feats: torch.Tensor, num_frames: int) -> torch.Tensor:
         """The video's tokens including those after the grids (none here; OneVision overrides)."""
         return feats
 
-    def pixel_values(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
-        arr = check_frames(frames)
+    def _normalised(self, arr: np.ndarray) -> np.ndarray:
+        """(T, H, W, 3) uint8 → (T, 3, S, S) float32 at the tower's side (per frame, so cacheable)."""
         side = self._tower_side()
         resized = np.stack([resize_rgb(f, side, side) for f in arr])
         cfg = self.processor_config
-        x = normalise(resized, cfg.get("image_mean", self.default_mean), cfg.get("image_std", self.default_std))
-        return torch.from_numpy(x)[None]  # (1, T, 3, S, S)
+        return normalise(resized, cfg.get("image_mean", self.default_mean), cfg.get("image_std", self.default_std))
 
-    def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None) -> VisualTokens:
-        """``stamps`` is accepted for interface symmetry with Qwen and unused (no time positions)."""
-        frames = check_frames(frames)
-        T, H, W = frames.shape[:3]
-        pixels = self.pixel_values(frames)
+    def pixel_values(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(self._normalised(check_frames(frames)))[None]  # (1, T, 3, S, S)
+
+    def _features(self, pixels: torch.Tensor, T: int) -> torch.Tensor:
+        """(1, T, 3, S, S) → the video's tokens ``(T * per_frame + trailing_tokens, D)``."""
         cfg = self.model.config
         with torch.no_grad():
             if self.options.visual_tokens == "paper":
@@ -80,6 +84,43 @@ class _LlavaVideoAdapter(HFAdapter):
                 if isinstance(feats, (tuple, list)):  # transformers 5.17 (the GPU image's): one tensor per video
                     feats = torch.cat([f.reshape(-1, f.shape[-1]) for f in feats])
                 feats = self._with_trailing_tokens(feats.reshape(-1, feats.shape[-1]), T)
+        return feats.reshape(-1, feats.shape[-1])
+
+    def _cached_features(self, frames: np.ndarray, keys: Sequence) -> torch.Tensor:
+        """The clip's tokens from per-frame cache entries: the tower, projector and pooling see one
+        frame at a time, so a frame's tokens are the same wherever it sits in a clip; the trailing
+        token(s) are the model's constant (OneVision's newline), cached once per setting."""
+        cache = self.feature_cache
+        T, H, W = frames.shape[:3]
+        setting = (self.options, (H, W))
+        x = self._cached_pixels(frames, keys, setting, self._normalised)
+        got = [cache.get("visual", (k, setting)) for k in keys]
+        trailing = cache.get("visual-trailing", setting) if self.trailing_tokens else None
+        missing = [i for i, v in enumerate(got) if v is None]
+        if missing or (self.trailing_tokens and trailing is None):
+            todo = missing or [0]
+            feats = self._features(torch.from_numpy(x[todo])[None], len(todo))
+            n = self.trailing_tokens
+            grid, trailing = (feats[:-n], feats[-n:]) if n else (feats, None)
+            if n:
+                trailing = trailing.clone()
+                cache.put("visual-trailing", setting, trailing)
+            for i, chunk in zip(todo, grid.chunk(len(todo))):
+                if got[i] is None:
+                    got[i] = chunk = chunk.clone()  # its own storage: the byte count is what it holds
+                    cache.put("visual", (keys[i], setting), chunk, frames=(keys[i],))
+        return torch.cat(got + ([trailing] if self.trailing_tokens else []))
+
+    def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None,
+                      keys: Sequence | None = None) -> VisualTokens:
+        """``stamps`` is accepted for interface symmetry with Qwen and unused (no time positions);
+        ``keys``: the frames' identities, to reuse cached frames (``stvg_ros.feature_cache``)."""
+        frames = check_frames(frames)
+        T, H, W = frames.shape[:3]
+        if keys is not None and self.feature_cache is not None and self.feature_cache.enabled:
+            feats = self._cached_features(frames, keys)
+        else:
+            feats = self._features(self.pixel_values(frames), T)
         feats = feats.reshape(-1, feats.shape[-1])
         per_frame, rem = divmod(feats.shape[0] - self.trailing_tokens, T)
         side = int(round(per_frame ** 0.5))

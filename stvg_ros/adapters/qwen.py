@@ -55,6 +55,13 @@ class QwenVLAdapter(HFAdapter):
             side = min(side, int(math.sqrt(max_pixels)))
         return side
 
+    @property
+    def input_side(self) -> int:
+        """The per-frame side (pixels, square-equivalent) the tower is fed: the node keeps frames at twice it."""
+        if self.options.frame_resize == "processor":
+            return int(math.sqrt(self._processor_pixels()[1]))
+        return self._target_side()
+
     def _processor_pixels(self) -> tuple[int, int]:
         """(min_pixels, max_pixels) of the saved processor config (the video processor's defaults if unset)."""
         cfg = self.processor_config
@@ -79,36 +86,81 @@ class QwenVLAdapter(HFAdapter):
         w = max(f, int(round(width * scale / f)) * f)
         return h, w
 
-    def pixel_values(self, frames: Sequence[np.ndarray]):
-        """Frames → (flattened patches, grid_thw, frames per slot), the processor's video layout."""
-        arr = check_frames(frames)
-        T, H, W, _ = arr.shape
-        patch, merge, tp = self._geometry()
-        h, w = self.target_size(H, W)
+    def _normalised(self, arr: np.ndarray, h: int, w: int) -> np.ndarray:
+        """(T, H, W, 3) uint8 → (T, 3, h, w) float32, resized and standardised (per frame, so cacheable)."""
         resized = np.stack([resize_rgb(f, h, w) for f in arr])
         cfg = self.processor_config
-        x = normalise(resized, cfg.get("image_mean", _CLIP_MEAN), cfg.get("image_std", _CLIP_STD))
-        if T % tp:
-            x = np.concatenate([x, np.repeat(x[-1:], tp - T % tp, axis=0)], axis=0)
+        return normalise(resized, cfg.get("image_mean", _CLIP_MEAN), cfg.get("image_std", _CLIP_STD))
+
+    def _patches(self, x: np.ndarray, h: int, w: int):
+        """(T, 3, h, w) normalised frames → (flattened patches, grid_thw), the processor's video layout
+        (``temporal_patch_size`` frames per slot; an odd count repeats the last frame)."""
+        patch, merge, tp = self._geometry()
+        if x.shape[0] % tp:
+            x = np.concatenate([x, np.repeat(x[-1:], tp - x.shape[0] % tp, axis=0)], axis=0)
         C = x.shape[1]
         gt, gh, gw = x.shape[0] // tp, h // patch, w // patch
         p = x.reshape(gt, tp, C, gh // merge, merge, patch, gw // merge, merge, patch)
         p = p.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)  # (t, bh, bw, mh, mw, C, tp, ph, pw)
         flat = np.ascontiguousarray(p.reshape(gt * gh * gw, C * tp * patch * patch))
-        return torch.from_numpy(flat), torch.tensor([[gt, gh, gw]]), tp
+        return torch.from_numpy(flat), torch.tensor([[gt, gh, gw]])
 
-    def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None) -> VisualTokens:
-        """``stamps`` (optional, seconds) set the time spacing of Qwen2.5-VL's temporal rotary positions;
-        without them the HF processor's default of 2 frames per second is assumed."""
-        frames = check_frames(frames)
-        T, H, W = frames.shape[:3]
-        pixels, grid_thw, tp = self.pixel_values(frames)
-        _, merge, _ = self._geometry()
+    def pixel_values(self, frames: Sequence[np.ndarray]):
+        """Frames → (flattened patches, grid_thw, frames per slot), the processor's video layout."""
+        arr = check_frames(frames)
+        _, H, W, _ = arr.shape
+        h, w = self.target_size(H, W)
+        pixels, grid_thw = self._patches(self._normalised(arr, h, w), h, w)
+        return pixels, grid_thw, self._geometry()[2]
+
+    def _tower(self, pixels: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             out = self.model.model.get_video_features(pixels.to(self.device, self.dtype), grid_thw.to(self.device))
         feats = out.pooler_output if hasattr(out, "pooler_output") else out
         if isinstance(feats, (tuple, list)):
             feats = torch.cat(list(feats), dim=0)
+        return feats
+
+    def _cached_features(self, frames: np.ndarray, keys: Sequence) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clip's tokens from per-slot cache entries: a slot's tokens depend on its own
+        ``temporal_patch_size`` frames only (window and full attention of the tower stay within a
+        slot), so a slot keyed by its frames' identities is reused wherever it sits in a clip."""
+        cache = self.feature_cache
+        T, H, W = frames.shape[:3]
+        patch, merge, tp = self._geometry()
+        h, w = self.target_size(H, W)
+        setting = (self.options, (H, W), (h, w))
+        x = self._cached_pixels(frames, keys, setting, lambda a: self._normalised(a, h, w))
+        keys = list(keys)
+        if T % tp:
+            x = np.concatenate([x, np.repeat(x[-1:], tp - T % tp, axis=0)], axis=0)
+            keys += [keys[-1]] * (tp - T % tp)
+        slots = [tuple(keys[s * tp:(s + 1) * tp]) for s in range(len(keys) // tp)]
+        got = [cache.get("visual", (k, setting)) for k in slots]
+        missing = [s for s, v in enumerate(got) if v is None]
+        if missing:
+            sel = np.concatenate([x[s * tp:(s + 1) * tp] for s in missing])
+            pixels, grid = self._patches(sel, h, w)
+            feats = self._tower(pixels, grid)
+            for j, chunk in zip(missing, feats.chunk(len(missing))):
+                got[j] = chunk = chunk.clone()  # its own storage: the cache's byte count is what it holds
+                cache.put("visual", (slots[j], setting), chunk, frames=slots[j])
+        gh, gw = h // patch, w // patch
+        return torch.cat(got), torch.tensor([[len(slots), gh, gw]])
+
+    def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None,
+                      keys: Sequence | None = None) -> VisualTokens:
+        """``stamps`` (optional, seconds) set the time spacing of Qwen2.5-VL's temporal rotary positions;
+        without them the HF processor's default of 2 frames per second is assumed.  ``keys``: the
+        frames' identities, to reuse cached slots (see :class:`stvg_ros.feature_cache.FeatureCache`)."""
+        frames = check_frames(frames)
+        T, H, W = frames.shape[:3]
+        _, merge, tp = self._geometry()
+        if keys is not None and self.feature_cache is not None and self.feature_cache.enabled:
+            feats, grid_thw = self._cached_features(frames, keys)
+        else:
+            pixels, grid_thw, tp = self.pixel_values(frames)
+            feats = self._tower(pixels, grid_thw)
         gt, gh, gw = (int(v) for v in grid_thw[0])
         rows, cols = gh // merge, gw // merge
         n = gt * rows * cols

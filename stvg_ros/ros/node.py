@@ -143,7 +143,7 @@ class StvgNode(LifecycleNode):
                 log.error(f"configure failed: proposal stage: {type(e).__name__}: {e}")
                 self.service.note(f"proposal stage failed: {e}")
                 return TransitionCallbackReturn.FAILURE
-        side = s.grounding.image_size or getattr(grounder.adapter, "image_size", None) or 0
+        side = s.grounding.image_size or getattr(grounder.adapter, "input_side", None) or 0
         self.service.configure(s.serving, model_side=side if isinstance(side, int) else 0)
         self.service.start(grounder, external_detections=s.use_detections, stage=stage,
                            synonyms=s.proposals.synonyms)
@@ -328,7 +328,8 @@ class StvgNode(LifecycleNode):
             self._pubs["status"].publish(s)
             problems = self.service.problems(since=self._active_since) if self._active else []
             self._pubs["diagnostics"].publish(diagnostics(f"{self.get_fully_qualified_name()}: grounding", s,
-                                                          self._model["kind"], problems, self.service.stage))
+                                                          self._model["kind"], problems, self.service.stage,
+                                                          cache=self.service.cache_stats()))
         except Exception as e:  # noqa: BLE001
             self.get_logger().debug(f"status not published: {e}")
 

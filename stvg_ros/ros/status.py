@@ -39,7 +39,8 @@ def status_message(service, state: str, model: dict, loss_reported: bool, frame_
     return s
 
 
-def diagnostics(name: str, s: Status, model_kind: str, problems: list[str], stage: Any = None) -> DiagnosticArray:
+def diagnostics(name: str, s: Status, model_kind: str, problems: list[str], stage: Any = None,
+                cache: Any = None) -> DiagnosticArray:
     """WARN when not active, with a meaningless default model, or with the service's ``problems``."""
     problems = ([] if s.state == "active" else [s.state]) + \
         ([MODEL_NOTES[model_kind][1]] if model_kind in MODEL_NOTES else []) + list(problems)
@@ -53,4 +54,7 @@ def diagnostics(name: str, s: Status, model_kind: str, problems: list[str], stag
                                                        f"found={q.found}") for q in s.standing]
     if stage is not None:  # the live proposal stage's cost and state (ms per keyframe, skips, phrases)
         d.values.append(KeyValue(key="proposals", value=str(stage.stats())))
+    if cache:  # the per-frame feature cache: entries, bytes (of max_bytes), hits, misses
+        d.values += [KeyValue(key=f"feature_cache_{k}", value=str(cache[k]))
+                     for k in ("entries", "bytes", "max_bytes", "hits", "misses", "hit_rate")]
     return DiagnosticArray(header=s.header, status=[d])

@@ -1,0 +1,131 @@
+"""What a sliding window has already computed: per-frame preprocessing and visual features.
+
+A stream is asked about the same frames again and again (several questions about the same few
+seconds, and every window overlaps the last), so a frame's preprocessed pixels and its visual
+tokens are computed once and reused while the frame stays in the window.  Entries are keyed by
+the frame's identity (the window's ``seq``, never reused) together with everything that changes
+the values (input size, model-side size, adapter options), so a hit returns exactly what a fresh
+computation would: the adapters encode in *units* whose tokens do not depend on the rest of the
+clip (one frame for the LLaVA families, one 2-frame temporal slot for Qwen2.5-VL).
+
+Bounded: entries are evicted least-recently-used past ``max_bytes``, and with their frames when
+the window drops them (:meth:`FeatureCache.retain`).  Thread-safe (the service's ingest thread
+evicts while its worker grounds).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Hashable, Iterable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class CacheStats:
+    """A snapshot of a cache: what it holds and how often it answered (per kind of entry)."""
+
+    entries: int = 0
+    bytes: int = 0
+    max_bytes: int = 0
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    by_kind: dict = field(default_factory=dict)  # kind -> {"hits": n, "misses": n}
+
+    @property
+    def hit_rate(self) -> float:
+        n = self.hits + self.misses
+        return self.hits / n if n else 0.0
+
+    def as_dict(self) -> dict:
+        return {"entries": self.entries, "bytes": self.bytes, "max_bytes": self.max_bytes, "hits": self.hits,
+                "misses": self.misses, "evictions": self.evictions, "hit_rate": round(self.hit_rate, 4),
+                "by_kind": {k: dict(v) for k, v in self.by_kind.items()}}
+
+
+def nbytes(value: Any) -> int:
+    """Bytes held by a cached value (tensors, arrays, and tuples/lists of them)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, (tuple, list)):
+        return sum(nbytes(v) for v in value)
+    return 0
+
+
+class FeatureCache:
+    """A bounded LRU map ``(kind, key) -> value``, each entry tagged with the frames it depends on.
+
+    ``max_bytes`` 0 disables it (every ``get`` misses, nothing is stored)."""
+
+    def __init__(self, max_bytes: int = 256 * 2**20):
+        self.max_bytes = int(max_bytes)
+        self._entries: OrderedDict[tuple, tuple[Any, int, frozenset]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self._hits: dict[str, int] = {}
+        self._misses: dict[str, int] = {}
+        self._evictions = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def get(self, kind: str, key: Hashable) -> Any:
+        """The stored value or None (counted as a hit or a miss of ``kind``)."""
+        with self._lock:
+            entry = self._entries.get((kind, key))
+            if entry is None:
+                self._misses[kind] = self._misses.get(kind, 0) + 1
+                return None
+            self._entries.move_to_end((kind, key))
+            self._hits[kind] = self._hits.get(kind, 0) + 1
+            return entry[0]
+
+    def put(self, kind: str, key: Hashable, value: Any, frames: Iterable[Hashable] = ()) -> None:
+        """Store ``value``; ``frames``: the frame identities it depends on (evicted with any of them)."""
+        if not self.enabled:
+            return
+        size = nbytes(value)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop((kind, key), None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._entries[(kind, key)] = (value, size, frozenset(frames))
+            self._bytes += size
+            while self._bytes > self.max_bytes and self._entries:
+                _, (_, s, _) = self._entries.popitem(last=False)
+                self._bytes -= s
+                self._evictions += 1
+
+    def retain(self, live_frames: Iterable[Hashable]) -> int:
+        """Drop every entry that depends on a frame not in ``live_frames`` (frames the window let go);
+        returns how many were dropped.  Entries that depend on no frame are kept."""
+        live = set(live_frames)
+        with self._lock:
+            gone = [k for k, (_, _, fr) in self._entries.items() if fr and not fr <= live]
+            for k in gone:
+                self._bytes -= self._entries.pop(k)[1]
+            self._evictions += len(gone)
+        return len(gone)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def stats(self) -> CacheStats:
+        with self._lock:
+            kinds = sorted(set(self._hits) | set(self._misses))
+            return CacheStats(entries=len(self._entries), bytes=self._bytes, max_bytes=self.max_bytes,
+                              hits=sum(self._hits.values()), misses=sum(self._misses.values()),
+                              evictions=self._evictions,
+                              by_kind={k: {"hits": self._hits.get(k, 0), "misses": self._misses.get(k, 0)}
+                                       for k in kinds})

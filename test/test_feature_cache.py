@@ -1,0 +1,141 @@
+"""The per-frame cache of a sliding window is exact, bounded and evicted with its frames, per family."""
+
+import numpy as np
+import pytest
+import torch
+
+from stvg_ros.adapters import load_adapter
+from stvg_ros.feature_cache import FeatureCache
+from stvg_ros.grounder import Grounder
+from stvg_ros.testing import random_frames
+
+FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def adapter(request, tiny_model_dir):
+    return load_adapter(tiny_model_dir(request.param))
+
+
+def _same_tokens(a, b):
+    assert torch.equal(a.embeds, b.embeds)
+    for name in ("slot", "row", "col"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert (a.grid, a.slot_frames, a.image_size, a.content_box) == (b.grid, b.slot_frames, b.image_size, b.content_box)
+    assert set(a.extras) == set(b.extras)
+    for k in a.extras:
+        va, vb = a.extras[k], b.extras[k]
+        assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb
+
+
+def test_cached_encode_is_bit_identical(adapter):
+    """Frames encoded in one clip, reused at other positions of another clip (odd length: Qwen repeats the
+    last frame into its own slot), give exactly the tokens of a fresh whole-clip encode."""
+    frames = random_frames(9, 60, 80, seed=3)
+    adapter.feature_cache = cache = FeatureCache(64 * 2**20)
+    try:
+        adapter.encode_frames(frames[:6], keys=list(range(6)))
+        first = cache.stats()
+        clip, keys = frames[2:9], list(range(2, 9))  # 4 cached frames (2 cached Qwen pairs) + 3 new
+        cached = adapter.encode_frames(clip, keys=keys)
+        again = cache.stats()
+        adapter.feature_cache = None
+        _same_tokens(cached, adapter.encode_frames(clip))
+        assert again.by_kind["pixels"]["hits"] - first.by_kind["pixels"]["hits"] == 4
+        assert again.by_kind["visual"]["hits"] > first.by_kind["visual"]["hits"]
+        # the reversed clip of TAS, also through the cache
+        adapter.feature_cache = cache
+        rev = adapter.encode_reversed(clip, None, cached, keys=keys)
+        adapter.feature_cache = None
+        _same_tokens(rev, adapter.encode_reversed(clip, None, adapter.encode_frames(clip)))
+    finally:
+        adapter.feature_cache = None
+
+
+def _ground(grounder, frames, stamps, keys, query):
+    return grounder.ground(frames, stamps, query, frame_keys=keys)
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["plain", "full"])
+def test_grounding_over_a_sliding_window_is_unchanged(adapter, full):
+    """Queries over overlapping windows: relevance maps, p_yes and tubes equal with and without the cache."""
+    cfg = dict(num_frames=6, use_lra=full, lra_steps=1, use_tas=full, use_dsth=False, keep_relevance=True)
+    cached = Grounder(adapter, cfg)
+    fresh = Grounder(adapter, dict(cfg, feature_cache_mb=0))
+    stream = random_frames(14, 56, 72, seed=5)
+    stamps = [0.5 * i for i in range(14)]
+    for start, query in ((0, "the red ball"), (3, "a person walks"), (3, "the red ball"), (6, "a dog")):
+        window = slice(start, start + 8)
+        a = _ground(cached, stream[window], stamps[window], list(range(14))[window], query)
+        b = fresh.ground(stream[window], stamps[window], query)
+        assert a.p_yes == b.p_yes
+        np.testing.assert_array_equal(a.relevance.spatial, b.relevance.spatial)
+        np.testing.assert_array_equal(a.relevance.temporal, b.relevance.temporal)
+        assert (a.start, a.end, a.boxes, a.found, a.track_id) == (b.start, b.end, b.boxes, b.found, b.track_id)
+    stats = cached.cache_stats()
+    assert stats.hits > 0 and stats.entries > 0 and 0 < stats.bytes <= stats.max_bytes
+    assert fresh.cache_stats().entries == 0
+
+
+def test_eviction_and_bound():
+    cache = FeatureCache(max_bytes=3 * 400 + 40)
+    for k in range(5):
+        cache.put("pixels", (k, "s"), np.zeros(100, np.float32), frames=(k,))  # 400 bytes each
+    s = cache.stats()
+    assert s.entries == 3 and s.bytes == 1200 and s.evictions == 2 and s.max_bytes == 1240  # least recently used went first
+    assert cache.get("pixels", (0, "s")) is None and cache.get("pixels", (4, "s")) is not None
+    cache.put("visual", ((3, 4), "s"), torch.zeros(10), frames=(3, 4))
+    assert cache.retain({4}) == 3  # frames 2 and 3 left the window: their entries and the pair's go
+    assert cache.stats().entries == 1
+    off = FeatureCache(0)
+    off.put("pixels", 1, np.zeros(4))
+    assert off.stats().entries == 0
+
+
+def test_cache_option_in_config(tiny_model_dir):
+    from stvg_ros.config import ConfigError, GroundingConfig
+
+    with pytest.raises(ConfigError, match="feature_cache_mb"):
+        GroundingConfig(feature_cache_mb=-1)
+
+
+def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
+    """The service grounds with the window's seq as frame keys and drops cached frames the window let go."""
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.service import GroundingRequest, GroundingService
+
+    grounder = Grounder(load_adapter(tiny_model_dir("llava_next_video")),
+                        dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False))
+    service = GroundingService(ServingConfig(window_duration=100.0, window_max_frames=4, min_frames=2))
+    service.start(grounder)
+    try:
+        frames = random_frames(8, 48, 64, seed=1)
+        answers = []
+        for i, f in enumerate(frames[:4]):
+            service.ingest((i + 1) * 10**9, lambda f=f: f)
+        service.submit(GroundingRequest("q1", "the red ball"), answers.append).wait(60)
+        seqs = {f.seq for f in service.window.frames()}
+        stats = service.cache_stats()
+        assert stats["entries"] > 0 and stats["misses"] > 0
+        for i, f in enumerate(frames[4:6]):
+            service.ingest((i + 5) * 10**9, lambda f=f: f)
+        live = {f.seq for f in service.window.frames()}
+        assert live != seqs
+        held = {k[0] for (kind, k) in grounder.feature_cache._entries if kind in ("pixels", "visual")}
+        assert held <= live  # the two frames that left took their entries with them
+        service.submit(GroundingRequest("q2", "the red ball"), answers.append).wait(60)
+        assert [a.status for a in answers] == ["answered", "answered"]
+        assert service.cache_stats()["hits"] > stats["hits"]
+    finally:
+        service.stop()
+
+
+def test_input_side_is_what_the_tower_is_fed(adapter):
+    """The node keeps frames at twice ``input_side``: Qwen's frame budget side, LLaVA's tower side."""
+    side = adapter.input_side
+    frames = random_frames(2, side * 2, side * 2)
+    if adapter.family == "qwen2_5_vl":
+        assert side == adapter._target_side() and adapter.target_size(2 * side, 2 * side)[0] <= side + 28
+    else:
+        assert side == adapter.model.config.vision_config.image_size
+    assert adapter.encode_frames(frames).num_tokens > 0
