@@ -155,6 +155,7 @@ class Grounder:
         self.applied_defaults: dict = {}
         """The model defaults that the current config took (fields the caller left at their defaults)."""
         self.progress = progress
+        self.feature_cache = FeatureCache()  # sized from the config by the setter below (_sync_adapter)
         self.config = _as_config(config)
 
     @property

@@ -21,7 +21,7 @@ from geometry_msgs.msg import Point
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import ImageMarker
 
-from stvg_ros.ros.convert import xyxy
+from stvg_ros.boxes import from_centre_size
 
 try:  # optional: not on PyPI, present in ROS installs that have vision_msgs
     from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
@@ -45,7 +45,7 @@ def _color(rgba: Sequence[float]) -> ColorRGBA:
 
 
 def _corners(box) -> list[Point]:
-    x0, y0, x1, y1 = xyxy(box.center_x, box.center_y, box.size_x, box.size_y)
+    x0, y0, x1, y1 = (float(v) for v in from_centre_size(box.center_x, box.center_y, box.size_x, box.size_y))
     return [Point(x=x0, y=y0), Point(x=x1, y=y0), Point(x=x1, y=y1), Point(x=x0, y=y1)]
 
 
