@@ -26,6 +26,7 @@ class NodeParam:
     description: str
     check: Optional[Callable[[Any], Optional[str]]] = None  # returns the fix when invalid
     live: bool = True  # takes effect without reconfiguring
+    also: tuple = ()  # further accepted value types besides the default's (checked by ``check``)
 
 
 def _positive(v):
@@ -64,7 +65,7 @@ NODE_PARAMS: list[NodeParam] = [
     NodeParam("image_reliability", "best_effort",
               "QoS reliability of the image subscriptions (best_effort = sensor data, or reliable; the "
               "ReliabilityPolicy integers 2 and 1 are accepted too).",
-              _reliability, live=False),
+              _reliability, live=False, also=(int,)),
     NodeParam("image_depth", 5, "QoS history depth of the image subscriptions.", _positive, live=False),
     NodeParam("use_compressed", False, "Also subscribe to image/compressed (sensor_msgs/CompressedImage).",
               live=False),
@@ -74,6 +75,12 @@ NODE_PARAMS: list[NodeParam] = [
     NodeParam("debug_heatmap", False, "Overlay the relevance heatmap on the debug image."),
     NodeParam("status_rate", 1.0, "Hz of the status and /diagnostics messages (0 = off).",
               _non_negative, live=False),
+    NodeParam("publish_markers", True,
+              "After each Tube publish tube_markers (visualization_msgs/ImageMarker, drawn by Foxglove's "
+              "Image panel on the camera image) and, where vision_msgs is installed, detections_2d "
+              "(vision_msgs/Detection2DArray)."),
+    NodeParam("markers_whole_tube", False,
+              "tube_markers and detections_2d carry every box of the tube, not only the newest one."),
 ]
 
 NODE_PARAM_BY_NAME = {p.name: p for p in NODE_PARAMS}
@@ -157,11 +164,13 @@ def all_params() -> list[NodeParam]:
 
 def _coerce_node_value(name: str, value: Any) -> Any:
     """A node parameter's value with its default's type (ints accepted for floats), or ConfigError."""
-    d = NODE_PARAM_BY_NAME[name].default
+    p = NODE_PARAM_BY_NAME[name]
+    d = p.default
     ok = (isinstance(value, bool) if isinstance(d, bool) else
           isinstance(value, int) and not isinstance(value, bool) if isinstance(d, int) else
           isinstance(value, (int, float)) and not isinstance(value, bool) if isinstance(d, float) else
           isinstance(value, str))
+    ok = ok or any(isinstance(value, t) and not isinstance(value, bool) for t in p.also)
     if not ok:
         raise ConfigError(f"invalid {name}={value!r}: expected a value of type {type(d).__name__}, like {d!r}")
     value = float(value) if isinstance(d, float) else value
@@ -178,13 +187,15 @@ class NodeSettings:
 
     model_path: str
     autostart: bool
-    image_reliability: str
+    image_reliability: str  # the name: the integers 1/2 are mapped
     image_depth: int
     use_compressed: bool
     use_detections: bool
     publish_debug_image: bool
     debug_heatmap: bool
     status_rate: float
+    publish_markers: bool
+    markers_whole_tube: bool
     serving: ServingConfig
     grounding: GroundingConfig
     proposals: ProposalConfig
@@ -193,6 +204,7 @@ class NodeSettings:
     def from_values(cls, values: dict[str, Any]) -> "NodeSettings":
         """From parameter name → value (every declared parameter); ConfigError names the fix."""
         own = {p.name: _coerce_node_value(p.name, values[p.name]) for p in NODE_PARAMS}
+        own["image_reliability"] = reliability_name(own["image_reliability"])  # 1/2 → reliable/best_effort
         grounding = grounding_config(values)
         if own["debug_heatmap"] and not grounding.keep_relevance:  # the heatmap needs the maps
             grounding = grounding.replace(keep_relevance=True)

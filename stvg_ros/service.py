@@ -261,9 +261,11 @@ class GroundingService:
             stage.close(timeout=max(0.05, deadline - time.monotonic()))
         self.grounder = None
 
-    def cancel_all(self, reason: str) -> None:
+    def cancel_all(self, reason: str, timeout: Optional[float] = None) -> None:
         """Cancel the queued queries (answered at once), the running one (at its next stage) and the
-        standing queries (ended)."""
+        standing queries (ended).  With ``timeout``, the running query is answered before this returns:
+        at its next stage, or from here after ``timeout`` s (the worker's late result is then dropped),
+        so that a caller about to silence its outputs delivers every answer first."""
         with self._lock:
             pending, current = list(self._jobs), self._current
             self._jobs.clear()
@@ -272,6 +274,9 @@ class GroundingService:
         for job in pending:
             self._finish(job, CANCELLED, reason)
         self._end_standing(reason)
+        if timeout is not None and current is not None and current.standing is None:
+            if not current.answered.wait(timeout):
+                self._finish(current, CANCELLED, reason)
 
     # -- time --------------------------------------------------------------------------------------
     def reset(self, reason: str = "") -> None:

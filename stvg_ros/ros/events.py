@@ -117,8 +117,10 @@ def subscribe(node, msg_type, topic: str, callback: Callable, qos: QoSProfile | 
     return node.create_subscription(msg_type, topic, callback, profile, event_callbacks=events), False
 
 
-def publish_to(node, msg_type, topic: str, qos: QoSProfile | int, warn: Callable[[str, str], None]):
-    """``node.create_publisher`` with the QoS-mismatch warning for its subscribers."""
+def publish_to(node, msg_type, topic: str, qos: QoSProfile | int, warn: Callable[[str, str], None],
+               lifecycle: bool = False):
+    """``node.create_publisher`` with the QoS-mismatch warning for its subscribers; with ``lifecycle``
+    a lifecycle publisher (silent while the node is inactive) where rclpy has them."""
     profile = qos if isinstance(qos, QoSProfile) else QoSProfile(depth=qos, reliability=ReliabilityPolicy.RELIABLE)
     name = node.resolve_topic_name(topic)
 
@@ -126,5 +128,6 @@ def publish_to(node, msg_type, topic: str, qos: QoSProfile | int, warn: Callable
         policy = policy_name(info.last_policy_kind)
         warn(incompatible_qos_message(name, "output", "publisher", profile, policy), f"qos:{name}:{policy}")
 
-    return node.create_publisher(msg_type, topic, profile,
-                                 event_callbacks=PublisherEventCallbacks(incompatible_qos=incompatible))
+    create = getattr(node, "create_lifecycle_publisher", None) if lifecycle else None
+    return (create or node.create_publisher)(msg_type, topic, profile,
+                                             event_callbacks=PublisherEventCallbacks(incompatible_qos=incompatible))

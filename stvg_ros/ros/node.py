@@ -16,7 +16,6 @@ import time
 from typing import Any, Optional
 
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
@@ -27,13 +26,14 @@ from std_msgs.msg import String
 
 from stvg_ros import node_params as P
 from stvg_ros.config import ConfigError
-from stvg_ros.image_messages import check_compressed, check_image, decode_compressed, decode_image, encode_image
+from stvg_ros.image_messages import check_compressed, check_image, decode_compressed, decode_image
 from stvg_ros.msg import Detections, GroundingQuery, StandingQuery, Status, Tube
-from stvg_ros.ros.convert import (detections_from_msg, request_from_msg, stamp_to_ns, standing_request_from_msg,
-                                  tube_from_answer)
-from stvg_ros.ros.events import Throttle, publish_to, subscribe
+from stvg_ros.ros.action_server import GroundActionServer, refusal_reason
+from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, standing_request_from_msg
+from stvg_ros.ros.events import Throttle, subscribe
+from stvg_ros.ros.outputs import create_outputs, destroy_outputs, publish_answer
 from stvg_ros.ros.status import diagnostics, status_message
-from stvg_ros.service import ANSWERED, SHUTTING_DOWN, Answer, GroundingRequest, GroundingService
+from stvg_ros.service import SHUTTING_DOWN, Answer, GroundingRequest, GroundingService
 
 #: history of the query subscriptions: deep, so that a burst of queries is refused one by one with a
 #: reason instead of being overwritten silently in the DDS reader's history
@@ -45,8 +45,10 @@ STOP_TIMEOUT_S, ACK_TIMEOUT_S = 1.0, 0.3
 class StvgNode(LifecycleNode):
     """The grounding service on topics: ``image`` (+ ``image/compressed``, ``detections``),
     ``query``/``query_request`` and ``standing_query`` in; ``tube`` (one per query),
-    ``standing_tube`` (standing queries' events), ``debug_image``, ``status`` and ``/diagnostics`` out.  configure loads the model and starts the worker, activate subscribes,
-    deactivate unsubscribes and cancels pending queries, cleanup frees the model."""
+    ``standing_tube`` (standing queries' events), ``tube_markers``, ``debug_image``, ``status`` and
+    ``/diagnostics`` out; and the ``ground`` action (:mod:`stvg_ros.ros.action_server`).  configure
+    loads the model and starts the worker, activate subscribes, deactivate unsubscribes and answers
+    pending queries and goals, cleanup frees the model."""
 
     def __init__(self, node_name: str = "stvg_node", **kwargs: Any):
         super().__init__(node_name, **kwargs)
@@ -66,6 +68,9 @@ class StvgNode(LifecycleNode):
         self._active = False
         self._active_since: Optional[float] = None
         self._loss_reported = False
+        self.actions = GroundActionServer(self, self.service.submit, self._on_answer,
+                                          lambda: refusal_reason(self._state(), self.get_fully_qualified_name()),
+                                          self._new_id)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Humble has no post-set callback: there the changes are applied from the validating callback
         self._post_set = hasattr(self, "add_post_set_parameters_callback")
@@ -148,12 +153,7 @@ class StvgNode(LifecycleNode):
         self.service.start(grounder, external_detections=s.use_detections, stage=stage,
                            synonyms=s.proposals.synonyms)
         self.service.input_name = self.resolve_topic_name("image")
-        tube_qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        self._pubs = {"tube": publish_to(self, Tube, "tube", tube_qos, self._warn),
-                      "standing_tube": publish_to(self, Tube, "standing_tube", tube_qos, self._warn),
-                      "debug_image": publish_to(self, Image, "debug_image", 2, self._warn),
-                      "status": publish_to(self, Status, "status", 5, self._warn),
-                      "diagnostics": publish_to(self, DiagnosticArray, "/diagnostics", 5, self._warn)}
+        self._pubs = create_outputs(self, self._warn)
         if s.status_rate > 0:
             self._status_timer = self.create_timer(1.0 / s.status_rate, self._publish_status)
         return TransitionCallbackReturn.SUCCESS
@@ -165,6 +165,7 @@ class StvgNode(LifecycleNode):
                                       else ReliabilityPolicy.RELIABLE),
                          durability=qos_profile_sensor_data.durability)
         lost = self.service.count_lost
+        super().on_activate(state)  # the lifecycle publishers speak before the first query can come
         image, self._loss_reported = subscribe(self, Image, "image", self._on_image, qos, "image", self._warn, lost)
         self._subs = [image,
                       subscribe(self, String, "query", self._on_query_text, QUERY_DEPTH, "input", self._warn)[0],
@@ -193,8 +194,9 @@ class StvgNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._unsubscribe()
-        self.service.cancel_all("the node was deactivated")
-        return TransitionCallbackReturn.SUCCESS
+        # every answer (the running query's too) goes out before the lifecycle publishers fall silent
+        self.service.cancel_all("the node was deactivated", timeout=STOP_TIMEOUT_S)
+        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._teardown("the node was cleaned up")
@@ -219,14 +221,7 @@ class StvgNode(LifecycleNode):
         if self._status_timer is not None:
             self.destroy_timer(self._status_timer)
             self._status_timer = None
-        for tube in (self._pubs.get("tube"), self._pubs.get("standing_tube")):
-            if tube is not None and hasattr(tube, "wait_for_all_acked"):
-                try:  # the last answers reach their subscribers before the publisher goes
-                    tube.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S / 2))
-                except Exception:  # noqa: BLE001
-                    pass
-        for pub in self._pubs.values():
-            self.destroy_publisher(pub)
+        destroy_outputs(self, self._pubs, ACK_TIMEOUT_S / 2)  # the last answers reach their subscribers first
         self._pubs = {}
         self.service.reset()
         gc.collect()
@@ -282,43 +277,17 @@ class StvgNode(LifecycleNode):
         else:
             self.service.register(standing_request_from_msg(msg), self._on_answer)
 
-    def _on_answer(self, answer: Answer) -> None:
-        """Publish the one Tube of a query, or a standing query's event (worker thread, or the
-        caller's for rejections)."""
-        tube = tube_from_answer(answer, self._camera_frame_id)
-        pub = self._pubs.get("standing_tube" if answer.event else "tube")
-        if pub is not None:
-            try:
-                pub.publish(tube)
-            except Exception as e:  # noqa: BLE001 - publisher destroyed during shutdown
-                self.get_logger().debug(f"tube not published: {e}")
-        r, result = answer.request, answer.result
-        if answer.status != ANSWERED or result is None:
-            return
-        what = f"standing query {r.query_id} {answer.event}" if answer.event else f"query {r.query_id}"
-        self.get_logger().info(
-            f"{what} '{r.text[:60]}': found={tube.found} p_yes={tube.p_yes:.2f} span {result.start:.2f}-"
-            f"{result.end:.2f} s, {len(tube.boxes)} boxes, {answer.latency:.2f} s ({answer.queue_time:.2f} queued)"
-            + (" [random model: meaningless]" if self._model["kind"] == "tiny" else ""))
-        debug, s = self._pubs.get("debug_image"), self.settings
-        if s is not None and s.publish_debug_image and debug is not None and debug.get_subscription_count() > 0:
-            from stvg_ros.render import render_tube
-
-            try:
-                picture = render_tube([f.image for f in answer.frames], [f.stamp for f in answer.frames], result,
-                                      heatmap=s.debug_heatmap)
-            except Exception as e:  # noqa: BLE001 - the Tube is out; a picture that fails is reported, not replaced
-                self.get_logger().error(f"query {r.query_id}: no debug_image, drawing it failed: "
-                                        f"{type(e).__name__}: {e}")
-                return
-            msg = Image()
-            encode_image(picture, msg)
-            msg.header = tube.header
-            debug.publish(msg)
+    def _on_answer(self, answer: Answer) -> Tube:
+        """Publish the one Tube of a query (topic or action goal), or a standing query's event (worker
+        thread, or the caller's for rejections); the action's result is this Tube."""
+        return publish_answer(self, self._pubs, answer, self._camera_frame_id, self.settings, self._model["kind"])
 
     # -- status ---------------------------------------------------------------------------------
+    def _state(self) -> str:
+        return "active" if self._active else ("inactive" if self.service.grounder is not None else "unconfigured")
+
     def status(self) -> Status:
-        state = "active" if self._active else ("inactive" if self.service.grounder is not None else "unconfigured")
+        state = self._state()
         return status_message(self.service, state, self._model, self._loss_reported, self._camera_frame_id,
                               self.get_clock().now().to_msg())
 
@@ -366,6 +335,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         t0 = time.monotonic()
         try:
             node.shutdown()
+            flush = time.monotonic() + ACK_TIMEOUT_S  # the action results are sent by executor tasks
+            while node.actions.pending() and time.monotonic() < flush:
+                executor.spin_once(timeout_sec=0.01)
+            for _ in range(5):
+                executor.spin_once(timeout_sec=0.01)
+            node.actions.destroy()
             node.get_logger().info(f"stopped in {time.monotonic() - t0:.2f} s")
         except Exception as e:  # noqa: BLE001
             print(f"stvg_node: error during shutdown: {e}", file=sys.stderr)
