@@ -192,6 +192,20 @@ def test_image_reliability_accepts_names_and_the_qos_enum_integers():
         assert problem and "image_reliability" in problem and words in problem, (value, problem)
 
 
+def test_node_settings_take_the_reliability_integers_as_names():
+    """The node's type coercion lets 1/2 through for image_reliability (only there) and maps them."""
+    from stvg_ros.config import ConfigError
+    from stvg_ros.node_params import NodeSettings, all_params
+
+    defaults = {p.name: p.default for p in all_params()}
+    for value, name in [(1, "reliable"), (2, "best_effort"), ("reliable", "reliable")]:
+        assert NodeSettings.from_values({**defaults, "image_reliability": value}).image_reliability == name
+    for name, value, words in [("image_reliability", 0, "SYSTEM_DEFAULT"), ("image_reliability", True, "type str"),
+                               ("model_path", 3, "type str")]:
+        with pytest.raises(ConfigError, match=words):
+            NodeSettings.from_values({**defaults, name: value})
+
+
 def test_image_reliability_integers_are_rclpys_enum():
     pytest.importorskip("rclpy", reason="rclpy is not installed: run `make setup`")
     from rclpy.qos import ReliabilityPolicy
