@@ -14,8 +14,9 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from .boxes import Box, clip_box, fill_boxes
 from .relevance import cell_box, upsample_maps
-from .result import Box, Proposals
+from .result import Proposals
 
 #: the track id of the proposal-free (attention-built) track
 ATTENTION_TRACK = "attention"
@@ -45,15 +46,6 @@ def match_stamps(frame_stamps: Sequence[float], track: dict[float, Box], toleran
                     best = k
         out.append(None if best is None else tuple(float(v) for v in track[float(keys[best])]))
     return out
-
-
-def clip_box(box: Sequence[float], image_size: tuple[int, int]) -> Box:
-    """Box clipped to the image, with ``x_min <= x_max`` and ``y_min <= y_max``."""
-    H, W = image_size
-    x0, y0, x1, y1 = (float(v) for v in box)
-    x0, x1 = sorted((min(max(x0, 0.0), W), min(max(x1, 0.0), W)))
-    y0, y1 = sorted((min(max(y0, 0.0), H), min(max(y1, 0.0), H)))
-    return (x0, y0, x1, y1)
 
 
 def max_in_box(image_map: np.ndarray, box: Box, scale: float) -> float:
@@ -133,8 +125,6 @@ def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: S
     nearest confident neighbours (interpolated between them), so a flat frame does not vote for
     a whole-frame box.  The median then removes one-frame jumps to another object.
     """
-    from .temporal import fill_boxes
-
     T = len(grid_maps)
     prominence = grid_maps.reshape(T, -1).max(1) - grid_maps.reshape(T, -1).min(1)
     confident = prominence >= min_prominence * prominence.max() if prominence.max() > 0 else np.ones(T, bool)
