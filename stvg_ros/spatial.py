@@ -23,8 +23,9 @@ ATTENTION_TRACK = "attention"
 
 
 @dataclass
-class Track:
-    """A track restricted to the sampled frames: ``boxes[i]`` for sampled frame ``i`` (None = no box)."""
+class SampledTrack:
+    """A proposal restricted to the frames the model saw: ``boxes[i]`` for sampled frame ``i`` (None = no box),
+    with its relevance score (a :class:`stvg_ros.proposals.Track` is the source's whole track)."""
 
     track_id: Hashable
     boxes: list[Box | None]
@@ -62,7 +63,7 @@ def max_in_box(image_map: np.ndarray, box: Box, scale: float) -> float:
     return float(image_map[r0:r1, c0:c1].max())
 
 
-def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[Track]) -> None:
+def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[SampledTrack]) -> None:
     """Set each track's score: the maximum relevance inside its boxes over all frames (in place)."""
     for track in tracks:
         vals = [max_in_box(image_maps[i], b, scale) for i, b in enumerate(track.boxes) if b is not None]
@@ -70,14 +71,14 @@ def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[Track]) -> N
 
 
 def tracks_from_proposals(proposals: Proposals, frame_stamps: Sequence[float], image_size: tuple[int, int],
-                          tolerance: float) -> list[Track]:
+                          tolerance: float) -> list[SampledTrack]:
     """Proposals restricted to the sampled frames; tracks with no box there are dropped."""
     out = []
     for track_id, boxes in proposals.items():
         matched = match_stamps(frame_stamps, {float(k): v for k, v in boxes.items()}, tolerance)
         matched = [None if b is None else clip_box(b, image_size) for b in matched]
         if any(b is not None for b in matched):
-            out.append(Track(track_id=track_id, boxes=matched))
+            out.append(SampledTrack(track_id=track_id, boxes=matched))
     return out
 
 
@@ -117,7 +118,7 @@ def smooth_boxes(boxes: np.ndarray, window: int = 5) -> np.ndarray:
 
 def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
                     image_size: tuple[int, int], threshold: float, window: int = 5,
-                    min_prominence: float = 0.25) -> Track:
+                    min_prominence: float = 0.25) -> SampledTrack:
     """The proposal-free track: per-frame peak-region boxes, linked over time and median-smoothed.
 
     Only frames whose map has a clear peak (range ``max - min`` at least ``min_prominence`` of
@@ -132,12 +133,13 @@ def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: S
                              for m, ok in zip(grid_maps, confident)]
     filled = np.array(fill_boxes(raw, list(range(T)), 0, T - 1), dtype=np.float64)
     smoothed = smooth_boxes(filled, window) if T > 2 else filled
-    return Track(track_id=ATTENTION_TRACK, boxes=[clip_box(b, image_size) for b in smoothed])
+    return SampledTrack(track_id=ATTENTION_TRACK, boxes=[clip_box(b, image_size) for b in smoothed])
 
 
 def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
                  image_size: tuple[int, int], frame_stamps: Sequence[float], proposals: Proposals | None,
-                 box_threshold: float, tolerance: float) -> tuple[Track, list[Track], np.ndarray, float, str]:
+                 box_threshold: float, tolerance: float
+                 ) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
     Returns ``(best, all scored tracks, upsampled maps, their scale, reason)``; ``reason`` says
@@ -145,7 +147,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
     """
     image_maps, scale = upsample_maps(grid_maps, content_box, image_size)
     reason = ""
-    tracks: list[Track] = []
+    tracks: list[SampledTrack] = []
     if proposals:
         tracks = tracks_from_proposals(proposals, frame_stamps, image_size, tolerance)
         if not tracks:
