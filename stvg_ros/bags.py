@@ -29,7 +29,7 @@ from typing import Iterable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from .image_messages import ImageError, decode_message
-from .result import Box
+from .boxes import Box
 from .tube_messages import make_tube, stamp_to_ns, time_message, tube_boxes
 from .window import NS
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
-from .result import Box, Proposals, SubQueries
+from .boxes import Box, clip_box
+from .result import Proposals, SubQueries
 
 
 class DatasetError(ValueError):
@@ -101,12 +102,6 @@ def _find_video(root: Optional[Path], names: Iterable[str], subdirs: Iterable[st
     return None
 
 
-def clip_box(box, h: int, w: int) -> Box:
-    """Clip an xyxy box to the image."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return (min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w), min(max(y1, 0.0), h))
-
-
 def load_hcstvg(anno_path: str | Path, video_root: str | Path | None = None, version: str = "v1",
                 fps: float = 0.0) -> list[Sample]:
     """HC-STVG v1 or v2 ``{split}_proc.json``.
@@ -138,7 +133,7 @@ def load_hcstvg(anno_path: str | Path, video_root: str | Path | None = None, ver
         ed = min(st + len(bboxes) - 1, n - 1)
         boxes = {}
         for i, (x, y, bw, bh) in enumerate(bboxes[: ed - st + 1]):
-            boxes[st + i] = clip_box((x, y, x + bw, y + bh), h, w)
+            boxes[st + i] = clip_box((x, y, x + bw, y + bh), (h, w))
         extra = {k: a[k] for k in ("st_time", "ed_time") if k in a}
         if a.get("ed_time") is not None and a.get("st_time") is not None:
             dt = float(a["ed_time"]) - float(a["st_time"])
@@ -189,7 +184,7 @@ def load_vidstg(anno_path: str | Path, video_root: str | Path | None = None,
         last = None
         for i, b in enumerate(raw_boxes[: ed - st + 1]):
             if b:  # official data has {} for frames where the target is unlabelled: hold the previous box
-                last = clip_box((b["xmin"], b["ymin"], b["xmax"], b["ymax"]), h, w)
+                last = clip_box((b["xmin"], b["ymin"], b["xmax"], b["ymax"]), (h, w))
             if last is not None:
                 boxes[st + i] = last
         begin = int(a.get("used_segment", {}).get("begin_fid", 0)) if segment_offset else 0

@@ -33,7 +33,8 @@ from . import metrics
 from .config import ConfigError, GroundingConfig
 from .datasets import (Sample, Track, load_dataset, load_proposals, load_sub_queries, proposals_at_stamps,
                        proposals_for_sample)
-from .result import Box, GroundingResult, SubQueries
+from .boxes import Box
+from .result import GroundingResult, SubQueries
 from .video import Clip
 
 

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from .adapters.base import AdapterOptions, CaptureSpec, ModelAdapter, VisualTokens
+from .boxes import fill_boxes, fill_interior
 from .config import MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults
 from .dsth import Decomposer
 from .feature_cache import CacheStats, FeatureCache
@@ -59,7 +60,7 @@ from .relevance import (assemble_tas, grounding_attention, relative_attention, s
                         upsample_maps)
 from .result import Cancelled, GroundingResult, Proposals, RelevanceMaps, SubQueries
 from .spatial import choose_track
-from .temporal import choose_span, fill_boxes, fill_interior, frame_scores
+from .temporal import choose_span, frame_scores
 
 log = logging.getLogger("stvg_ros.grounder")
 

@@ -27,21 +27,11 @@ import math
 from bisect import bisect_left
 from typing import Iterable, Mapping, Optional, Sequence
 
-Box = Sequence[float]
+from .boxes import Box, box_iou
+
 Span = tuple[int, int]
 
 THRESHOLDS = (0.3, 0.5)
-
-
-def box_iou(a: Box, b: Box) -> float:
-    """IoU of two xyxy boxes, areas without ``+1`` (as ``np_box_iou`` in the official code)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def _valid(span) -> bool:

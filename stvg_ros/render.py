@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from .relevance import upsample_maps
-from .result import Box, GroundingResult
+from .boxes import Box
+from .result import GroundingResult
 
 PRED = (40, 220, 40)
 GT = (230, 40, 40)

@@ -7,8 +7,8 @@ from typing import Hashable, Optional
 
 import numpy as np
 
-#: A pixel box ``(x_min, y_min, x_max, y_max)`` in the input frame's coordinates.
-Box = tuple[float, float, float, float]
+from .boxes import Box
+
 
 #: Object tracks offered as proposals: track id → frame stamp (seconds, an element of the
 #: ``stamps`` given to ``ground``) → box.  A track may miss frames.

@@ -17,16 +17,18 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
+from .boxes import Box, clip_box, fill_boxes
 from .relevance import cell_box, upsample_maps
-from .result import Box, Proposals
+from .result import Proposals
 
 #: the track id of the proposal-free (attention-built) track
 ATTENTION_TRACK = "attention"
 
 
 @dataclass
-class Track:
-    """A track restricted to the sampled frames: ``boxes[i]`` for sampled frame ``i`` (None = no box)."""
+class SampledTrack:
+    """A proposal restricted to the frames the model saw: ``boxes[i]`` for sampled frame ``i`` (None = no box),
+    with its relevance score (a :class:`stvg_ros.proposals.Track` is the source's whole track)."""
 
     track_id: Hashable
     boxes: list[Box | None]
@@ -50,15 +52,6 @@ def match_stamps(frame_stamps: Sequence[float], track: dict[float, Box], toleran
     return out
 
 
-def clip_box(box: Sequence[float], image_size: tuple[int, int]) -> Box:
-    """Box clipped to the image, with ``x_min <= x_max`` and ``y_min <= y_max``."""
-    H, W = image_size
-    x0, y0, x1, y1 = (float(v) for v in box)
-    x0, x1 = sorted((min(max(x0, 0.0), W), min(max(x1, 0.0), W)))
-    y0, y1 = sorted((min(max(y0, 0.0), H), min(max(y1, 0.0), H)))
-    return (x0, y0, x1, y1)
-
-
 def max_in_box(image_map: np.ndarray, box: Box, scale: float) -> float:
     """Maximum of an upsampled map (``map_xy = image_xy * scale``) inside a pixel box.
 
@@ -73,7 +66,7 @@ def max_in_box(image_map: np.ndarray, box: Box, scale: float) -> float:
     return float(image_map[r0:r1, c0:c1].max())
 
 
-def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[Track]) -> None:
+def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[SampledTrack]) -> None:
     """Set each track's score: the maximum relevance inside its boxes over all frames (in place)."""
     for track in tracks:
         vals = [max_in_box(image_maps[i], b, scale) for i, b in enumerate(track.boxes) if b is not None]
@@ -81,14 +74,14 @@ def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[Track]) -> N
 
 
 def tracks_from_proposals(proposals: Proposals, frame_stamps: Sequence[float], image_size: tuple[int, int],
-                          tolerance: float) -> list[Track]:
+                          tolerance: float) -> list[SampledTrack]:
     """Proposals restricted to the sampled frames; tracks with no box there are dropped."""
     out = []
     for track_id, boxes in proposals.items():
         matched = match_stamps(frame_stamps, {float(k): v for k, v in boxes.items()}, tolerance)
         matched = [None if b is None else clip_box(b, image_size) for b in matched]
         if any(b is not None for b in matched):
-            out.append(Track(track_id=track_id, boxes=matched))
+            out.append(SampledTrack(track_id=track_id, boxes=matched))
     return out
 
 
@@ -128,7 +121,7 @@ def smooth_boxes(boxes: np.ndarray, window: int = 5) -> np.ndarray:
 
 def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
                     image_size: tuple[int, int], threshold: float, window: int = 5,
-                    min_prominence: float = 0.25) -> Track:
+                    min_prominence: float = 0.25) -> SampledTrack:
     """The proposal-free track: per-frame peak-region boxes, linked over time and median-smoothed.
 
     Only frames whose map has a clear peak (range ``max - min`` at least ``min_prominence`` of
@@ -136,8 +129,6 @@ def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: S
     nearest confident neighbours (interpolated between them), so a flat frame does not vote for
     a whole-frame box.  The median then removes one-frame jumps to another object.
     """
-    from .temporal import fill_boxes
-
     T = len(grid_maps)
     prominence = grid_maps.reshape(T, -1).max(1) - grid_maps.reshape(T, -1).min(1)
     confident = prominence >= min_prominence * prominence.max() if prominence.max() > 0 else np.ones(T, bool)
@@ -145,12 +136,12 @@ def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: S
                              for m, ok in zip(grid_maps, confident)]
     filled = np.array(fill_boxes(raw, list(range(T)), 0, T - 1), dtype=np.float64)
     smoothed = smooth_boxes(filled, window) if T > 2 else filled
-    return Track(track_id=ATTENTION_TRACK, boxes=[clip_box(b, image_size) for b in smoothed])
+    return SampledTrack(track_id=ATTENTION_TRACK, boxes=[clip_box(b, image_size) for b in smoothed])
 
 
 def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tuple[int, int],
                    content_box: Sequence[float], image_size: tuple[int, int], box_threshold: float,
-                   method: str = "auto", seeds: int = 2, min_fraction: float = 0.3) -> list[Track]:
+                   method: str = "auto", seeds: int = 2, min_fraction: float = 0.3) -> list[SampledTrack]:
     """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
     local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
     the IoU tracker (one stage, centre-shift fallback for fast movers)."""
@@ -169,15 +160,15 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
     out = []
     for k, tr in enumerate(tracker.tracks()):
         boxes = [tr.boxes.get(float(i)) for i in range(T)]
-        out.append(Track(track_id=f"{ATTENTION_TRACK}:{k + 1}",
-                         boxes=[None if b is None else clip_box(b, image_size) for b in boxes]))
+        out.append(SampledTrack(track_id=f"{ATTENTION_TRACK}:{k + 1}",
+                                 boxes=[None if b is None else clip_box(b, image_size) for b in boxes]))
     return out
 
 
 def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
                  image_size: tuple[int, int], frame_stamps: Sequence[float], proposals: Proposals | None,
                  box_threshold: float, tolerance: float, frames: Sequence[np.ndarray] | None = None,
-                 box_method: str = "cells", box_seeds: int = 2) -> tuple[Track, list[Track], np.ndarray, float, str]:
+                 box_method: str = "cells", box_seeds: int = 2) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
     Without usable proposals: with ``frames`` (the sampled frames) and a segmenting ``box_method``,
@@ -188,7 +179,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
     """
     image_maps, scale = upsample_maps(grid_maps, content_box, image_size)
     reason = ""
-    tracks: list[Track] = []
+    tracks: list[SampledTrack] = []
     if proposals:
         tracks = tracks_from_proposals(proposals, frame_stamps, image_size, tolerance)
         if not tracks:

@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from .boxes import box_iou
 from .config import ServingConfig
 from .window import NS
 
@@ -82,14 +83,6 @@ class StandingRules:
                    c.standing_move_s, c.standing_refresh_every)
 
 
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 class ChangeTracker:
     """Hysteresis on ``found`` and change detection against the last tube reported."""
 
@@ -129,7 +122,7 @@ class ChangeTracker:
             return f"track changed from {track} to {result.track_id}"
         new_box = _newest_box(result)
         if box is not None and new_box is not None:
-            overlap = iou(box, new_box)
+            overlap = box_iou(box, new_box)
             if overlap < self.rules.move_iou:
                 return f"box moved (IoU {overlap:.2f} with the last reported, below {self.rules.move_iou})"
         if start >= oldest and abs(result.start - start) > self.rules.move_s:
@@ -300,4 +293,4 @@ class StandingScheduler:
 
 
 __all__ = ["StandingRequest", "StandingRules", "StandingQuery", "StandingScheduler", "ChangeTracker", "EVENTS",
-           "APPEARED", "MOVED", "DISAPPEARED", "ENDED", "PREEMPTED", "MAX_FAILURES", "iou"]
+           "APPEARED", "MOVED", "DISAPPEARED", "ENDED", "PREEMPTED", "MAX_FAILURES"]

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .result import Box
+from .boxes import Box
 from .spatial import max_in_box
 
 
@@ -30,15 +30,6 @@ def frame_scores(image_maps: np.ndarray, scale: float, boxes: Sequence[Box | Non
     """Per-frame maximum of the (upsampled) temporal relevance inside the track's box; 0 without a box."""
     return np.array([0.0 if b is None else max_in_box(image_maps[i], b, scale) for i, b in enumerate(boxes)],
                     dtype=np.float64)
-
-
-def fill_interior(boxes: Sequence[Box | None], stamps: Sequence[float]) -> list[Box | None]:
-    """Boxes with the gaps between a track's first and last box interpolated; outside stays None."""
-    have = [i for i, b in enumerate(boxes) if b is not None]
-    if not have:
-        return list(boxes)
-    inner = fill_boxes(boxes, stamps, have[0], have[-1])
-    return [None] * have[0] + inner + [None] * (len(boxes) - 1 - have[-1])
 
 
 def span_length(fraction: float, num_frames: int) -> int:
@@ -80,24 +71,3 @@ def choose_span(scores: Sequence[float], rule: str, topk_fraction: float, grow_f
         return span_grow(scores, grow_fraction)
     raise ValueError(f"unknown span rule {rule!r}: use 'topk' or 'grow'")
 
-
-def fill_boxes(boxes: Sequence[Box | None], stamps: Sequence[float], first: int, last: int) -> list[Box]:
-    """Boxes for frames ``first..last``: the track's own, else interpolated in time between its
-    nearest boxes before and after, else the nearest one held (a track may miss frames)."""
-    have = [i for i, b in enumerate(boxes) if b is not None]
-    if not have:
-        raise ValueError("the track has no box in any frame")
-    out = []
-    for i in range(first, last + 1):
-        if boxes[i] is not None:
-            out.append(tuple(boxes[i]))
-            continue
-        before = [j for j in have if j < i]
-        after = [j for j in have if j > i]
-        if before and after:
-            a, b = before[-1], after[0]
-            w = (stamps[i] - stamps[a]) / (stamps[b] - stamps[a]) if stamps[b] != stamps[a] else 0.5
-            out.append(tuple(float((1 - w) * pa + w * pb) for pa, pb in zip(boxes[a], boxes[b])))
-        else:
-            out.append(tuple(boxes[before[-1] if before else after[0]]))
-    return out

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from .boxes import from_centre_size, to_centre_size
-from .result import Box
+from .boxes import Box, from_centre_size, to_centre_size
 from .window import NS
 
 #: message type name (``pkg/msg/Name``) → its class

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-Box = tuple[float, float, float, float]
+from .boxes import Box
 
 NS = 1_000_000_000
 

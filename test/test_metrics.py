@@ -5,15 +5,7 @@ import math
 import pytest
 
 from stvg_ros import metrics
-from stvg_ros.metrics import box_iou, summarize, tiou, viou
-
-
-def test_box_iou_without_plus_one():
-    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
-    # overlap 5x10 = 50, union 100 + 100 - 50 = 150
-    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
-    assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0  # touching edges: no area
-    assert box_iou((0, 0, 0, 0), (0, 0, 0, 0)) == 0.0  # degenerate boxes do not divide by zero
+from stvg_ros.metrics import summarize, tiou, viou
 
 
 def test_tiou_uses_end_minus_start():

@@ -3,7 +3,7 @@
 import numpy as np
 
 from stvg_ros.relevance import upsample_maps
-from stvg_ros.spatial import (ATTENTION_TRACK, attention_track, choose_track, clip_box, match_stamps,
+from stvg_ros.spatial import (ATTENTION_TRACK, attention_track, choose_track, match_stamps,
                               max_in_box, peak_region_box, smooth_boxes)
 
 GRID = (4, 4)
@@ -78,7 +78,6 @@ def test_attention_track_follows_the_peak_and_stays_in_the_image():
     assert track.boxes[3:] == [(40.0, 20.0, 60.0, 40.0)] * 3
     flat = attention_track(np.ones((3, *GRID)), GRID, CONTENT, SIZE, 0.5)
     assert flat.boxes == [(0.0, 0.0, 80.0, 80.0)] * 3
-    assert clip_box((-5, 10, 200, 5), SIZE) == (0.0, 5.0, 80.0, 10.0)
 
 
 def test_max_in_box_reads_tiny_boxes():

@@ -1,10 +1,9 @@
-"""Time span rules on hand-made curves, frame scores, boxes for every frame of the span."""
+"""Time span rules on hand-made curves and frame scores (boxes over the span: test_boxes.py)."""
 
 import numpy as np
 import pytest
 
-from stvg_ros.temporal import (choose_span, fill_boxes, fill_interior, frame_scores, span_grow, span_length,
-                               span_topk)
+from stvg_ros.temporal import choose_span, frame_scores, span_grow, span_length, span_topk
 
 
 def test_span_lengths_match_the_paper_and_the_official_code():
@@ -54,21 +53,3 @@ def test_frame_scores_are_max_inside_the_box_and_zero_without_one():
     maps[2, 0, 0] = 9.0
     boxes = [(2, 1, 5, 4), (0, 0, 5, 5), None]
     np.testing.assert_allclose(frame_scores(maps, 1.0, boxes), [5.0, 0.0, 0.0])
-
-
-def test_fill_boxes_interpolates_and_holds():
-    boxes = [None, (0, 0, 10, 10), None, None, (30, 0, 40, 10), None]
-    stamps = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
-    out = fill_boxes(boxes, stamps, 0, 5)
-    assert out[0] == (0, 0, 10, 10)  # held from the first box
-    assert out[2] == pytest.approx((10, 0, 20, 10)) and out[3] == pytest.approx((20, 0, 30, 10))
-    assert out[5] == (30, 0, 40, 10)
-    assert len(fill_boxes(boxes, stamps, 2, 3)) == 2
-
-
-def test_fill_interior_bridges_gaps_but_not_the_ends():
-    boxes = [None, (0, 0, 10, 10), None, (20, 0, 30, 10), None]
-    out = fill_interior(boxes, [0.0, 1.0, 2.0, 3.0, 4.0])
-    assert out[0] is None and out[4] is None
-    assert out[2] == pytest.approx((10, 0, 20, 10))
-    assert fill_interior([None, None], [0.0, 1.0]) == [None, None]

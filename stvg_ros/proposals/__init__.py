@@ -25,7 +25,8 @@ from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..result import Box, Proposals
+from ..boxes import Box
+from ..result import Proposals
 from ..config import ProposalConfig, ProposalConfigError
 
 __all__ = [

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .card import draw_curve, write_model_card
 from .generator import generate_sample
 from .model import (MODEL_DIMS, PromptBuilder, build_model, frames_to_pixels, motion_pathway_masks, save_model_dir,
                     yes_no_logits)
@@ -172,50 +173,6 @@ def _data_loader(stream: BatchStream, workers: int, pin: bool):
     # a whole-clip batch of 48 is ~144 MB of float32 patches: 2 per worker in flight bounds the shared memory
     return iter(torch.utils.data.DataLoader(stream, batch_size=None, num_workers=workers, prefetch_factor=2,
                                             persistent_workers=True, pin_memory=pin))
-
-
-def draw_curve(log: list[dict], path: Path) -> None:
-    """Training curve PNG (loss, train accuracy, validation accuracy per rung) drawn with OpenCV."""
-    import cv2
-
-    w, h, pad = 900, 420, 50
-    img = np.full((h, w, 3), 255, np.uint8)
-    steps = [e["step"] for e in log if "loss" in e]
-    if not steps:
-        return
-    smax = max(steps[-1], 1)
-
-    def xy(step, value, lo, hi):
-        return int(pad + (w - 2 * pad) * step / smax), int(h - pad - (h - 2 * pad) * (value - lo) / (hi - lo))
-
-    cv2.rectangle(img, (pad, pad), (w - pad, h - pad), (0, 0, 0), 1)
-    for v in (0.5, 0.75, 1.0):
-        y = xy(0, v, 0, 1)[1]
-        cv2.line(img, (pad, y), (w - pad, y), (220, 220, 220), 1)
-        cv2.putText(img, f"{v:.2f}", (5, y + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-    colours = {"loss": (0, 0, 0), "colour": (0, 0, 220), "shape": (0, 160, 0), "look": (220, 0, 0),
-               "action": (200, 0, 200)}
-    train = [e for e in log if "loss" in e]
-    smooth, pts = None, []
-    for e in train:  # smoothed loss / (1.2 ln 2): chance sits at 0.83 on this axis
-        smooth = e["loss"] if smooth is None else 0.97 * smooth + 0.03 * e["loss"]
-        pts.append(xy(e["step"], min(smooth / math.log(2), 1.2) / 1.2, 0, 1))
-    for a, b in zip(pts, pts[1:]):
-        cv2.line(img, a, b, colours["loss"], 1)
-    val = [e for e in log if "val" in e]
-    for r in RUNGS:
-        pts = [xy(e["step"], e["val"][r]["acc"], 0, 1) for e in val if r in e["val"]]
-        for a, b in zip(pts, pts[1:]):
-            cv2.line(img, a, b, colours[r], 2)
-        for a in pts:
-            cv2.circle(img, a, 3, colours[r], -1)
-    shown = ["loss"] + [r for r in RUNGS if any(r in e["val"] for e in val)]  # the rungs this run had
-    for i, name in enumerate(shown):
-        c = colours[name]
-        label = "loss/ln2 (scaled)" if name == "loss" else f"val acc: {name}"
-        cv2.putText(img, label, (pad + 10 + 160 * i, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.45, c, 1)
-    cv2.putText(img, f"step (max {smax})", (w // 2 - 40, h - 15), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    cv2.imwrite(str(path), img)
 
 
 def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_answer: int = 2,
@@ -444,7 +401,6 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         summary["budget"] = hard.summary()  # before the last files: their cost was reserved
         summary["wall_minutes"] = round(hard.elapsed() / 60, 2)
     save_model_dir(model, tok, out_dir, extra=summary)
-    from .card import write_model_card
 
     write_model_card(out_dir, summary, summary["params"],
                      sum(f.stat().st_size for f in out_dir.glob("*.safetensors")))
