@@ -442,6 +442,9 @@ def apply_model_defaults(config: GroundingConfig, defaults: dict[str, Any]) -> t
 DETECTOR_TYPES = ("auto", "grounding_dino", "owlv2")
 TRACKERS = ("bytetrack", "iou")
 PROPAGATIONS = ("interpolate", "hold")
+#: where the live stage's tracks come from: a transformers detector, moving blobs, OpenCV's HOG people detector
+PROPOSAL_SOURCES = ("detector", "motion", "hog")
+MOTION_METHODS = ("mog2", "knn")
 
 
 class ProposalConfigError(ConfigError):
@@ -452,6 +455,11 @@ class ProposalConfigError(ConfigError):
 class ProposalConfig:
     enabled: bool = False
     """Run the live stage in the node (off: external detections or the proposal-free path)."""
+    source: str = "detector"
+    """What makes the live stage's tracks: 'detector' (the zero-shot detector at ``detector_path``),
+    'motion' (moving blobs of a still camera: background subtraction + tracker; any subject; no weights)
+    or 'hog' (OpenCV's HOG people detector, only for person subjects; no weights; needs OpenCV's
+    contrib build)."""
     detector_path: str = ""
     """Local directory of a transformers zero-shot detector (Grounding DINO, MM-Grounding-DINO, OWLv2)."""
     detector_type: str = "auto"
@@ -502,6 +510,23 @@ class ProposalConfig:
     """'auto' (float32: Grounding DINO loses boxes in half precision), 'float32', 'bfloat16' or 'float16'."""
     synonyms: dict = field(default_factory=dict)
     """Extra head noun → detector class entries (added to the built-in map, e.g. {'guy': 'person'})."""
+    motion_method: str = "mog2"
+    """source=motion: OpenCV background subtractor, 'mog2' (Gaussian mixture) or 'knn'."""
+    motion_history: int = 100
+    """source=motion: frames the background model remembers (an object still for about this long fades in)."""
+    motion_threshold: float = 0.0
+    """source=motion: foreground distance threshold (MOG2 varThreshold, KNN dist2Threshold); 0 = OpenCV's
+    default for the method (16 / 400)."""
+    motion_min_area: float = 0.001
+    """source=motion: smallest blob kept, as a fraction of the frame area (noise and specks dropped)."""
+    motion_kernel: int = 3
+    """source=motion: pixels of the morphological open (specks) and close (holes) on the mask; 0 disables."""
+    motion_shadows: bool = True
+    """source=motion: mark shadows (darker copies of the background) and leave them out of the blobs."""
+    hog_scale: float = 1.05
+    """source=hog: image pyramid step of the sliding 64x128 window (smaller: slower, finds more sizes)."""
+    hog_upscale: float = 1.0
+    """source=hog: frames are enlarged by this factor first (the window needs people >= ~100 px tall)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -510,7 +535,8 @@ class ProposalConfig:
         def bad(name: str, value: Any, fix: str) -> ProposalConfigError:
             return ProposalConfigError(f"invalid proposals_{name}={value!r}: {fix}")
 
-        for name, allowed in (("detector_type", DETECTOR_TYPES), ("tracker", TRACKERS),
+        for name, allowed in (("source", PROPOSAL_SOURCES), ("motion_method", MOTION_METHODS),
+                              ("detector_type", DETECTOR_TYPES), ("tracker", TRACKERS),
                               ("propagation", PROPAGATIONS), ("dtype", ("auto", "float32", "bfloat16", "float16"))):
             if getattr(self, name) not in allowed:
                 raise bad(name, getattr(self, name), f"choose one of {', '.join(allowed)}")
@@ -533,9 +559,21 @@ class ProposalConfig:
             raise bad("default_class", self.default_class, "name an object class, e.g. 'person'")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise bad("device", self.device, "use auto, cpu, cuda or cuda:N")
-        if self.enabled and not self.detector_path:
+        if self.motion_history < 1:
+            raise bad("motion_history", self.motion_history, "use 1 or more frames")
+        for name in ("motion_threshold", "motion_kernel"):
+            if getattr(self, name) < 0:
+                raise bad(name, getattr(self, name), "use 0 or more")
+        if not 0.0 <= self.motion_min_area < 1.0:
+            raise bad("motion_min_area", self.motion_min_area, "use a fraction of the frame area in [0, 1)")
+        if self.hog_scale <= 1.0:
+            raise bad("hog_scale", self.hog_scale, "use a pyramid step above 1, e.g. 1.05")
+        if self.hog_upscale <= 0:
+            raise bad("hog_upscale", self.hog_upscale, "use a positive factor, e.g. 1 or 2")
+        if self.enabled and self.source == "detector" and not self.detector_path:
             raise bad("detector_path", self.detector_path,
-                      "set proposals_detector_path to a local detector directory, or proposals_enabled=false")
+                      "set proposals_detector_path to a local detector directory, choose proposals_source=motion "
+                      "or hog (no weights), or proposals_enabled=false")
         if not isinstance(self.synonyms, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.synonyms.items()):
             raise bad("synonyms", self.synonyms, "give a mapping of words to detector classes")

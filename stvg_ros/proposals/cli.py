@@ -13,6 +13,8 @@ reader that samples any frame finds it.  Frame indices are annotation frame indi
     stvg-proposals --detector /models/grounding-dino-tiny --videos clips/ --out proposals.json
     stvg-proposals --detector DIR --dataset hcstvg_v1 --annotations test_proc.json --video-root v1_video --out p.json
     stvg-proposals --detector DIR --bag run.bag --out p.json
+    stvg-proposals --source motion --videos clips/ --out p.json     # still camera: moving blobs, no weights
+    stvg-proposals --source hog --videos clips/ --out p.json        # OpenCV's HOG people detector, no weights
 """
 
 from __future__ import annotations
@@ -151,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-root", help="the dataset's video directory")
     p.add_argument("--image-topic", help="bag image topic when there are several")
     p.add_argument("--out", required=True, help="proposals JSON file to write")
+    p.add_argument("--source", choices=("detector", "motion", "hog"),
+                   help="detector (a local checkpoint, --detector), motion (moving blobs of a still camera, any "
+                        "subject) or hog (OpenCV's people detector, person subjects only); no weights for the last two")
     p.add_argument("--detector", help="local detector directory (overrides proposals_detector_path)")
     p.add_argument("--config", help="YAML with a proposals: section (or a ROS params file)")
     p.add_argument("--phrase", help="detector phrase for every video (default: each query's subject, "
@@ -168,21 +173,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     config = ProposalConfig.from_yaml(args.config) if args.config else ProposalConfig()
     overrides = {k: v for k, v in {
-        "detector_path": args.detector, "detect_every": args.detect_every, "box_threshold": args.box_threshold,
+        "source": args.source, "detector_path": args.detector, "detect_every": args.detect_every, "box_threshold": args.box_threshold,
         "text_threshold": args.text_threshold, "tracker": args.tracker, "device": args.device}.items() if v is not None}
     if "box_threshold" in overrides:
         overrides["low_threshold"] = min(config.low_threshold, overrides["box_threshold"])
     config = config.replace(**overrides)
     config.validate()
-    if not config.detector_path:
-        raise SystemExit("no detector: pass --detector DIR (a local Grounding DINO / OWLv2 checkpoint)")
+    if config.source == "detector" and not config.detector_path:
+        raise SystemExit("no detector: pass --detector DIR (a local Grounding DINO / OWLv2 checkpoint), "
+                         "or --source motion / hog (no weights)")
 
     from tqdm import tqdm
 
     from ..datasets import save_proposals
-    from .detector import load_detector
 
-    detector = load_detector(config)
+    detector = _load_source(config)
     out: dict[str, dict] = {}
     t0 = time.perf_counter()
     if args.bag:
@@ -192,7 +197,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             phrases = [args.phrase] if args.phrase else (
                 sorted({subject_phrase(t, config.default_class, config.synonyms) for t in texts})
                 or [config.default_class])
-            out[key] = _propose_phrases(lambda: keyframes(config.detect_every), detector, config, phrases, count)
+            every = 1 if config.source == "motion" else config.detect_every
+            out[key] = _propose_phrases(lambda: keyframes(every), detector, config, phrases, count)
     else:
         if args.videos:
             jobs = list(_video_jobs(Path(args.videos)))
@@ -204,7 +210,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for key, path, count, offset, phrases in tqdm(jobs, desc="videos", unit="video"):
             phrases = [args.phrase] if args.phrase else (phrases or [config.default_class])
             out[key] = _propose_phrases(
-                lambda p=path, n=count, o=offset: _keyframes_from_video(p, n, o, config.detect_every),
+                lambda p=path, n=count, o=offset: _keyframes_from_video(
+                    p, n, o, 1 if config.source == "motion" else config.detect_every),
                 detector, config, phrases, count)
     save_proposals(args.out, out)
     seconds = time.perf_counter() - t0
@@ -214,8 +221,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+class _MotionSource:
+    """``--source motion`` in the shape the loop expects: whole clips, not per-phrase keyframes."""
+
+    kind = "motion"
+
+    def __init__(self, config: ProposalConfig):
+        self.config, self.calls, self.seconds = config, 0, 0.0
+
+
+def _load_source(config: ProposalConfig):
+    if config.source == "motion":
+        return _MotionSource(config)
+    if config.source == "hog":
+        from .hog import HogPeopleDetector
+
+        return HogPeopleDetector(config)
+    from .detector import load_detector
+
+    return load_detector(config)
+
+
+def propose_motion(frames: Iterable[tuple[int, np.ndarray]], config: ProposalConfig, num_frames: int) -> list[Track]:
+    """Moving-object tracks from every ``(frame index, frame)`` of a still camera's clip, with a box on
+    every frame of each track's span (held ``hold_keyframes * detect_every`` frames at the ends)."""
+    from .motion import MotionTracks
+
+    source = MotionTracks(config.replace(window_s=float("inf"), rate_hz=0.0))
+    for index, frame in frames:
+        source.add_frame(frame, index)
+    hold = config.hold_keyframes * config.detect_every
+    interpolate = config.propagation == "interpolate"
+    return [t.sampled(range(num_frames), hold, interpolate) for t in source.tracker.tracks() if t.boxes]
+
+
 def _propose_phrases(keyframes, detector, config: ProposalConfig, phrases: list[str], num_frames: int) -> dict:
-    """Tracks of every phrase of one video; ids are prefixed by the phrase when there are several."""
+    """Tracks of every phrase of one video; ids are prefixed by the phrase when there are several
+    (motion: one set of tracks, whatever the phrases)."""
+    if isinstance(detector, _MotionSource):
+        t0 = time.perf_counter()
+        tracks = propose_motion(keyframes(), config, num_frames)
+        detector.calls += num_frames
+        detector.seconds += time.perf_counter() - t0
+        return _to_file_tracks(tracks)
     tracks: list[Track] = []
     for phrase in phrases:
         prefix = f"{phrase}#" if len(phrases) > 1 else ""

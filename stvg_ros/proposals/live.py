@@ -98,10 +98,22 @@ class LiveProposalStage(ProposalSource):
 
     @classmethod
     def from_config(cls, config: ProposalConfig, background: bool = True) -> "LiveProposalStage":
-        """Load the detector ``config.detector_path`` names and start the stage."""
+        """Start the stage with the detector ``config.source`` names: the zero-shot detector at
+        ``config.detector_path``, or (``source: hog``) OpenCV's HOG people detector."""
+        if config.source == "hog":
+            from .hog import HogPeopleDetector
+
+            return cls(HogPeopleDetector(config), config, background=background)
         from .detector import load_detector
 
         return cls(load_detector(config), config, background=background)
+
+    @property
+    def description(self) -> str:
+        """What runs, for the node's log."""
+        where = f" from {self.config.detector_path}" if self.config.source == "detector" else ""
+        return (f"{getattr(self.detector, 'kind', type(self.detector).__name__)}{where}, running class "
+                f"'{self.running_class}' at {self.config.rate_hz} Hz")
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -286,3 +298,13 @@ class LiveProposalStage(ProposalSource):
             out["cached_phrases"] = list(self._cache)
             out["last_error"] = getattr(self, "last_error", "")
             return out
+
+
+def proposal_stage(config: ProposalConfig, background: bool = True):
+    """The node's live proposal source for ``config.source``: a :class:`LiveProposalStage` (detector,
+    hog) or :class:`~stvg_ros.proposals.motion.MotionTracks` (motion); both take ``add_frame``."""
+    if config.source == "motion":
+        from .motion import MotionTracks
+
+        return MotionTracks(config)
+    return LiveProposalStage.from_config(config, background=background)

@@ -138,12 +138,11 @@ class StvgNode(LifecycleNode):
         stage = None
         if s.proposals.enabled:  # the live proposal stage: tracks are ready when a query comes
             try:
-                from stvg_ros.proposals.live import LiveProposalStage
+                from stvg_ros.proposals.live import proposal_stage
 
                 pcfg = s.proposals.replace(window_s=max(s.proposals.window_s, s.serving.window_duration))
-                stage = LiveProposalStage.from_config(pcfg)
-                log.info(f"proposals: {stage.detector.kind} from {pcfg.detector_path}, running class "
-                         f"'{stage.running_class}' at {pcfg.rate_hz} Hz")
+                stage = proposal_stage(pcfg)
+                log.info(f"proposals ({pcfg.source}): {stage.description}")
             except Exception as e:  # noqa: BLE001 - a bad detector path must leave the node alive
                 log.error(f"configure failed: proposal stage: {type(e).__name__}: {e}")
                 self.service.note(f"proposal stage failed: {e}")

@@ -229,13 +229,28 @@ def choose_found_threshold(p_yes: dict[str, list[float]]) -> float:
     return max(cands, key=lambda t: (balanced(t), -abs(t - 0.5)))
 
 
+#: ``--proposals motion``: moving-blob tracks (no weights) instead of the generator's; settings chosen on
+#: the val split (docs/proposals.md, "Motion"): KNN, no morphology (112 px noiseless frames), 3 frames held
+MOTION_BENCH = dict(source="motion", motion_method="knn", motion_kernel=0, hold_keyframes=3.0, detect_every=1)
+
+
+def motion_proposals(frames: np.ndarray) -> dict:
+    """Moving-object tracks of a clip (frame index → box), as the generator's ``tracks``."""
+    from stvg_ros.proposals import ProposalConfig
+    from stvg_ros.proposals.cli import propose_motion
+
+    tracks = propose_motion(enumerate(frames), ProposalConfig(**MOTION_BENCH), len(frames))
+    return {t.id: {int(f): b for f, b in t.boxes.items()} for t in tracks}
+
+
 def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: bool, kind: str = "dataset",
-                  with_proposals: bool = True):
-    """Run the grounder on one sample, with its proposals unless ``with_proposals`` is false; tube in
-    frame indices."""
+                  with_proposals: bool = True, tracks: dict | None = None):
+    """Run the grounder on one sample, with its proposals (``tracks``, default the generator's) unless
+    ``with_proposals`` is false; tube in frame indices."""
     fps = sample["fps"]
     stamps = [t / fps for t in range(len(frames))]
-    proposals = {tid: {stamps[t]: b for t, b in tr.items()} for tid, tr in sample["tracks"].items()} \
+    tracks = sample["tracks"] if tracks is None else tracks
+    proposals = {tid: {stamps[t]: b for t, b in tr.items()} for tid, tr in tracks.items()} \
         if with_proposals else None
     subs = sub_queries(sample, kind) if use_sub_queries else None
     res = grounder.ground(list(frames), stamps, sample["query"], proposals=proposals, sub_queries=subs)
@@ -246,11 +261,13 @@ def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: b
 
 def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int = 1,
         methods: dict[str, dict] | None = None, progress: bool = True, split: str = "test",
-        overrides: dict | None = None, sub_query_kind: str = "dataset") -> dict[str, dict]:
+        overrides: dict | None = None, sub_query_kind: str = "dataset",
+        proposals: str = "generator") -> dict[str, dict]:
     """Every row of the table on ``count`` samples of ``split``; returns row name → summary.
 
     ``overrides``: GroundingConfig fields applied to every model row (choose them on ``val``);
-    ``sub_query_kind``: see :data:`SUB_QUERY_KINDS`."""
+    ``sub_query_kind``: see :data:`SUB_QUERY_KINDS`; ``proposals``: 'generator' (the world's exact tracks)
+    or 'motion' (:func:`motion_proposals`; rows then report box IoU, not track accuracy)."""
     import torch
     from tqdm import tqdm
 
@@ -265,6 +282,9 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
         for name, r in baselines(s, rng).items():
             rows.setdefault(name, []).append(r)
     full_name = FULL_METHOD if FULL_METHOD in methods else list(methods)[-1]
+    if proposals not in ("generator", "motion"):
+        raise ValueError(f"proposals={proposals!r}: use 'generator' or 'motion'")
+    motion = {s["seed"]: motion_proposals(frames) for frames, s in samples} if proposals == "motion" else None
     for name, switches in methods.items():
         cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"], device="cpu", decomposer="rules",
                               keep_relevance=True,
@@ -274,21 +294,22 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
         it = tqdm(samples, desc=name, disable=not progress, mininterval=5)
         for frames, s in it:
             t0 = time.perf_counter()
+            tracks = motion[s["seed"]] if motion is not None else None
             res, span, boxes = ground_sample(grounder, frames, s, switches.get("use_dsth", False), sub_query_kind,
-                                             with_proposals=with_proposals)
+                                             with_proposals=with_proposals, tracks=tracks)
             rec = _tube_score(boxes, span, s)
-            if not with_proposals:
+            if not with_proposals or motion is not None:
                 rec["box_ious"] = right_object_ious(boxes, s)
                 rec["select_s"] = res.timings.get("select", 0.0)
             rec["latency"] = time.perf_counter() - t0
             rec["found"] = bool(res.found)
-            rec["track_correct"] = res.track_id == s["target"] if with_proposals else None
+            rec["track_correct"] = res.track_id == s["target"] if with_proposals and motion is None else None
             rec["colour_shared"] = _colour_shared(s)
             rec["frame_track"] = frame_track_share(res, s)
             if rec["track_correct"]:  # the frame scores are the chosen track's
                 rec["frame_auc"] = frame_auc(res.frame_scores, s)
             rows.setdefault(name, []).append(rec)
-            if name == full_name:  # the chosen track with the whole clip: what the span choice adds
+            if name == full_name and motion is None:  # the chosen track with the whole clip: what the span choice adds
                 full_boxes = {t: b for t, b in s["tracks"][res.track_id].items()} if res.track_id in s["tracks"] \
                     else boxes
                 rows.setdefault("full method's track, full-clip span", []).append(
@@ -396,6 +417,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--sub-queries", default="dataset", choices=SUB_QUERY_KINDS,
                    help="DSTH rows' sub-queries: the dataset's, or 'colour' ('a red shape', 'a red shape that "
                         "jumps'), phrased as the model's yes/no training questions (an LRA diagnostic)")
+    p.add_argument("--proposals", default="generator", choices=("generator", "motion"),
+                   help="the proposal rows' tracks: the generator's exact ones, or moving-blob tracks (no weights)")
+    p.add_argument("--methods", nargs="*", default=None, metavar="ROW",
+                   help="only these model rows (names as in the table; default all)")
     p.add_argument("--found-only", action="store_true",
                    help="only the found/absent table (present query and absent colour / shape / action queries); "
                         "on --split val it also prints the found_threshold that balances them (for grounding_defaults.json)")
@@ -416,14 +441,18 @@ def main(argv: list[str] | None = None) -> None:
     import yaml
 
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in a.set)}
-    table = run(a.model, a.count, a.first_seed, a.threads, split=a.split, overrides=overrides,
-                sub_query_kind=a.sub_queries)
+    rows = dict(METHODS, **PROPOSAL_FREE)
+    methods = {k: rows[k] for k in a.methods} if a.methods else None
+    table = run(a.model, a.count, a.first_seed, a.threads, methods=methods, split=a.split, overrides=overrides,
+                sub_query_kind=a.sub_queries, proposals=a.proposals)
     md = markdown(table, a.count, a.split)
     md += "\n\n" + found_report(a.model, a.count, a.first_seed, a.split, a.threads, overrides)
     if overrides:
         md += "\n\nGroundingConfig overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     if a.sub_queries != "dataset":
         md += f"\n\nSub-queries: {a.sub_queries}"
+    if a.proposals != "generator":
+        md += f"\n\nProposals: {a.proposals} ({MOTION_BENCH})"
     print(md)
     if a.card:
         from .card import write_bench_section
