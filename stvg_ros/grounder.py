@@ -171,8 +171,12 @@ class Grounder:
         capture = CaptureSpec(layers=resolve_layers(cfg.layers, self.adapter.num_layers))  # raises naming the depth
         self._config, self.applied_defaults, self.capture = cfg, applied, capture
         self._sync_adapter()
-        self.decomposer = Decomposer(self.adapter.generate_text, use_model=cfg.decomposer == "model",
-                                     max_new_tokens=cfg.decompose_max_new_tokens)
+        old = getattr(self, "decomposer", None)
+        if old is None or (old.use_model, old.max_new_tokens) != (cfg.decomposer == "model",
+                                                                  cfg.decompose_max_new_tokens):
+            # a replaced config with the same DSTH settings keeps the decompositions cached by text
+            self.decomposer = Decomposer(self.adapter.generate_text, use_model=cfg.decomposer == "model",
+                                         max_new_tokens=cfg.decompose_max_new_tokens)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | None = None,
