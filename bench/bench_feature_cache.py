@@ -7,7 +7,9 @@ same adapter, with the per-frame feature cache (``GroundingConfig.feature_cache_
 by their stream index as the node keys them by ``seq``) and without it, queries interleaved so
 both see the same machine load.  Reported per run: the first query's time, the median of the later
 ones, their ratio, the later queries' median against the uncached run's, the encode stage's share,
-cache hit rates, and peak RSS.  Results are checked equal (p_yes, span, boxes) with and without the
+cache hit rates, and peak RSS.  Configs with LRA also run with ``reuse_passes`` off (the zero-latent
+prefix of LRA's first step and the existence question computed apart, as before it was shared):
+"reuse on/off" is the median per-query ratio.  Results are checked equal (p_yes, span, boxes) with and without the
 cache.
 
 Examples::
@@ -58,6 +60,9 @@ def parse_args(argv=None):
     ap.add_argument("--lra-steps", type=int, default=1)
     ap.add_argument("--decomposer", default="rules", help="GroundingConfig.decomposer (rules or model)")
     ap.add_argument("--allow-cpu-large", action="store_true")
+    ap.add_argument("--dsth-probe", action="store_true",
+                    help="also ask each model to decompose the queries (DSTH by the model): how many answers are "
+                         "usable and what they cost (chooses a model directory's 'decomposer' default)")
     ap.add_argument("--quick", action="store_true", help="CI mode: tiny model, small window, 3 queries")
     ap.add_argument("--json", default="", help="default bench/results/feature-cache-<date>.json")
     args = ap.parse_args(argv)
@@ -105,6 +110,8 @@ def run_model(name: str, args) -> dict:
     for cname in args.configs.split(","):
         base = dict(CONFIGS[cname], num_frames=args.frames, lra_steps=args.lra_steps, decomposer=args.decomposer)
         runs = {"cached": Grounder(adapter, base), "uncached": Grounder(adapter, dict(base, feature_cache_mb=0))}
+        if base.get("use_lra"):  # the same, passes computed alone (reuse_passes off): what sharing saves
+            runs["no_reuse"] = Grounder(adapter, dict(base, reuse_passes=False))
         times = {k: [] for k in runs}
         encode = {k: [] for k in runs}
         same = True
@@ -119,6 +126,9 @@ def run_model(name: str, args) -> dict:
                 encode[k].append(results[k].timings["encode"])
             a, b = results["cached"], results["uncached"]
             same &= (a.p_yes, a.start, a.end, a.boxes) == (b.p_yes, b.start, b.end, b.boxes)
+            if "no_reuse" in results:  # shared passes: float32 rounding of other batch shapes only
+                c = results["no_reuse"]
+                same &= abs(a.p_yes - c.p_yes) < 1e-4 and (a.start, a.end, a.found) == (c.start, c.end, c.found)
         row = {}
         for k in runs:
             t = times[k]
@@ -130,10 +140,30 @@ def run_model(name: str, args) -> dict:
         stats = runs["cached"].cache_stats().as_dict()
         row["cache"] = stats
         row["later_cached_over_uncached"] = row["cached"]["later_median_s"] / row["uncached"]["later_median_s"]
+        if "no_reuse" in runs:
+            row["per_query_over_no_reuse"] = statistics.median(
+                a / b for a, b in zip(times["cached"], times["no_reuse"]))
         row["results_equal"] = bool(same)
         out[cname] = row
+    if args.dsth_probe:
+        out["dsth_probe"] = dsth_probe(adapter)
     out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return out
+
+
+PROBE_EXTRA = ["the red circle moves to the left", "a blue square that grows", "the green triangle spins",
+               "a small yellow ball rolls right", "the purple star bounces"]
+
+
+def dsth_probe(adapter) -> dict:
+    """The model's few-shot decompositions of the benchmark's and some synthetic-world queries."""
+    from stvg_ros.dsth import Decomposer
+
+    dec = Decomposer(adapter.generate_text, use_model=True)
+    queries = QUERIES + PROBE_EXTRA
+    t0 = time.perf_counter()
+    accepted = sum(dec(q).source == "model" for q in queries)
+    return {"queries": len(queries), "accepted": accepted, "s_per_query": (time.perf_counter() - t0) / len(queries)}
 
 
 def main(argv=None) -> int:
@@ -144,7 +174,7 @@ def main(argv=None) -> int:
     for name in args.models.split(","):
         res = data["models"][name] = run_model(name, args)
         for cname, r in res.items():
-            if cname == "peak_rss_bytes":
+            if cname in ("peak_rss_bytes", "dsth_probe"):
                 continue
             c, u, s = r["cached"], r["uncached"], r["cache"]
             vis = s["by_kind"].get("visual", {"hits": 0, "misses": 0})
@@ -153,17 +183,22 @@ def main(argv=None) -> int:
             rows.append([name, cname, f"{u['first_s']:.3f}", f"{u['later_median_s']:.3f}",
                          f"{c['first_s']:.3f}", f"{c['later_median_s']:.3f}", f"{c['later_over_first']:.2f}",
                          f"{r['later_cached_over_uncached']:.2f}",
+                         f"{r['per_query_over_no_reuse']:.2f}" if "per_query_over_no_reuse" in r else "-",
                          f"{u['encode_later_median_s']:.3f} -> {c['encode_later_median_s']:.3f}",
                          f"{rate(pix):.0%}", f"{rate(vis):.0%}", f"{s['bytes'] / 2**20:.1f}",
                          f"{res['peak_rss_bytes'] / 2**20:.0f}", r["results_equal"]])
     print(table(["model", "config", "first (off)", "later (off)", "first (on)", "later (on)", "later/first (on)",
-                 "later on/off", "encode later off->on", "pixel hits", "visual hits", "cache MiB", "peak RSS MiB",
+                 "later on/off", "reuse on/off", "encode later off->on", "pixel hits", "visual hits", "cache MiB", "peak RSS MiB",
                  "equal"], rows))
     path = args.json or str(ROOT / "bench" / "results" / f"feature-cache-{time.strftime('%Y%m%d-%H%M')}.json")
     write_json(path, data)
+    for name, res in data["models"].items():
+        if "dsth_probe" in res:
+            p = res["dsth_probe"]
+            print(f"DSTH by {name}: {p['accepted']} of {p['queries']} answers usable, {p['s_per_query']:.3f} s each")
     print(f"wrote {path}")
     return 0 if all(r["results_equal"] for m in data["models"].values() for k, r in m.items()
-                    if k != "peak_rss_bytes") else 1
+                    if k not in ("peak_rss_bytes", "dsth_probe")) else 1
 
 
 if __name__ == "__main__":

@@ -172,6 +172,10 @@ class GroundingConfig:
     max_batch: int = 0
     """Most prompts per forward pass (LRA steps and attention runs); 0 = all in one pass.
     Lower it when GPU memory is short: results are the same, only slower."""
+    reuse_passes: bool = True
+    """Compute once what several stages share: LRA's first step runs each clip's zero-latent prefix once for
+    all its problems and answers the existence question on it.  Results agree within float32 rounding
+    (other batch shapes); False computes every pass on its own (for checks and benchmarks)."""
     feature_cache_mb: float = 256.0
     """Memory (MiB) for frames' preprocessed pixels and visual tokens kept between queries about a
     stream (``stvg_ros.feature_cache``; used when the caller names its frames, as the node does);

@@ -50,7 +50,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .adapters.base import AdapterOptions, CaptureSpec, ModelAdapter, VisualTokens
+from .adapters.base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
 from .boxes import fill_boxes, fill_interior
 from .config import MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults
 from .dsth import Decomposer
@@ -172,8 +172,12 @@ class Grounder:
         capture = CaptureSpec(layers=resolve_layers(cfg.layers, self.adapter.num_layers))  # raises naming the depth
         self._config, self.applied_defaults, self.capture = cfg, applied, capture
         self._sync_adapter()
-        self.decomposer = Decomposer(self.adapter.generate_text, use_model=cfg.decomposer == "model",
-                                     max_new_tokens=cfg.decompose_max_new_tokens)
+        old = getattr(self, "decomposer", None)
+        if old is None or (old.use_model, old.max_new_tokens) != (cfg.decomposer == "model",
+                                                                  cfg.decompose_max_new_tokens):
+            # a replaced config with the same DSTH settings keeps the decompositions cached by text
+            self.decomposer = Decomposer(self.adapter.generate_text, use_model=cfg.decomposer == "model",
+                                         max_new_tokens=cfg.decompose_max_new_tokens)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | None = None,
@@ -262,7 +266,13 @@ class Grounder:
             v_s = v_t = v_r = None
             lra_trace = None
             if cfg.use_lra and cfg.lra_steps > 0:
-                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs, checkpoint)
+                # the existence question has no latent prompt: it runs on LRA's zero-latent first step
+                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs, checkpoint,
+                                                          also_ask=[(visual, full_q)] if cfg.reuse_passes else ())
+            exist = None
+            if lra_trace is not None and lra_trace.zero_logits is not None:
+                exist = ForwardOutput(yes_no_logits=lra_trace.zero_logits, attention=None, candidate_tokens=[],
+                                      candidate_offsets=[])
 
         with self._stage("attention", timings, checkpoint):
             if cfg.inference_query == "sub":
@@ -270,7 +280,7 @@ class Grounder:
                 q_t = self._question(subs.action)
             else:
                 q_s = q_t = full_q
-            rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r)
+            rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist)
 
         with self._stage("select", timings, checkpoint):
             result = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
@@ -340,9 +350,10 @@ class Grounder:
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
     def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries,
-                  checkpoint: Callable[[str], None] | None = None):
+                  checkpoint: Callable[[str], None] | None = None, also_ask=()):
         """V_s, V_t (and V_s' on the reversed clip) in one batched optimisation; identical problems
-        (e.g. attribute == action without DSTH) are solved once."""
+        (e.g. attribute == action without DSTH) are solved once.  ``also_ask``: prompts without a latent
+        prompt answered on the first step's shared prefixes (``LRAResult.zero_logits``)."""
         cfg = self.config
         q_attr = self._question(subs.attribute)
         q_act = self._question(subs.action)
@@ -361,16 +372,17 @@ class Grounder:
         trace = optimise_latent_prompts(
             self.adapter, [p[0] for p in problems], [p[1] for p in problems], steps=cfg.lra_steps, lr=cfg.lra_lr,
             loss=cfg.lra_loss, beta=cfg.lra_beta, caption_prompt=cfg.caption_prompt, max_batch=cfg.max_batch,
-            before_step=None if checkpoint is None else (lambda step: checkpoint("lra")))
+            before_step=None if checkpoint is None else (lambda step: checkpoint("lra")),
+            also_ask=also_ask, share_first_step=cfg.reuse_passes)
         d = trace.deltas
         # V_t identical to V_s (attribute == action): None lets the temporal maps reuse the spatial run
         return d[i_s], (d[i_t] if i_t != i_s else None), (d[i_r] if i_r is not None else None), trace
 
-    def _attention_runs(self, visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r) -> dict:
+    def _attention_runs(self, visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist=None) -> dict:
         """All grounding prompts in as few forward passes as possible; returns tag → (out, row).
 
         ``q_s`` / ``q_t``: the questions of the spatial (and TAS) / temporal prompts; ``full_q`` is
-        always the existence judgment's."""
+        always the existence judgment's; ``exist``: its answer when already computed (LRA's first step)."""
         cfg = self.config
         cap = cfg.caption_prompt
         prompts: list[tuple[str, VisualTokens, str, torch.Tensor | None]] = [
@@ -381,7 +393,7 @@ class Grounder:
             prompts.append(("temporal_q", visual, q_t, None))
         if reversed_visual is not None:
             prompts += [("tas_q", reversed_visual, q_s, v_r), ("tas_c", reversed_visual, cap, v_r)]
-        if v_s is not None or q_s != full_q:  # the existence judgment: the plain full question
+        if exist is None and (v_s is not None or q_s != full_q):  # the existence judgment: the plain full question
             prompts.append(("exist", visual, full_q, None))
         any_delta = any(p[3] is not None for p in prompts)
         if any_delta:
@@ -409,7 +421,9 @@ class Grounder:
                                            visual_delta=delta, capture=self.capture, with_grad=False)
                 for row, i in enumerate(part):
                     rows[prompts[i][0]] = (out, row)
-        if "exist" not in rows:
+        if exist is not None:
+            rows["exist"] = (exist, 0)
+        elif "exist" not in rows:
             rows["exist"] = rows["spatial_q"]
         rows.setdefault("temporal_q", rows["spatial_q"])
         rows.setdefault("temporal_c", rows["spatial_c"])

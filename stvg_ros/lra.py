@@ -57,6 +57,9 @@ class LRAResult:
     """``losses[step][b]``: loss of problem ``b`` before step ``step``'s update."""
     margins: list[list[float]] = field(default_factory=list)
     """``margins[step][b]``: the sub-query's ``logit_yes - logit_no`` before that update."""
+    zero_logits: Optional[torch.Tensor] = None
+    """``(E, 2)`` yes/no logits of the ``also_ask`` prompts with no latent prompt, computed in the first step
+    on the prefixes it shares with them (None when that step did not run them)."""
 
 
 def _chunks(n: int, size: int) -> list[slice]:
@@ -64,11 +67,56 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
+def _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_batch, also_ask):
+    """LRA's first step with each clip's zero-latent prefix computed once (see ``share_first_step``):
+    ``(losses, sub-query logits, gradients (B, N, D), also_ask logits)``, or None where nothing is shared
+    or the adapter cannot."""
+    if not getattr(adapter, "supports_shared_prefix_grad", False):
+        return None
+    B = len(questions)
+    prompt_vis = list(visuals) + (list(visuals) if loss == "official" else []) + [v for v, _ in also_ask]
+    prompt_q = list(questions) + ([caption_prompt] * B if loss == "official" else []) + [q for _, q in also_ask]
+    if max_batch > 0 and len(prompt_q) > max_batch:
+        return None
+    clips: list[VisualTokens] = []
+    clip_of = []
+    for v in prompt_vis:
+        c = next((i for i, u in enumerate(clips) if u is v), None)
+        if c is None:
+            c = len(clips)
+            clips.append(v)
+        clip_of.append(c)
+    if len(clips) == len(prompt_q):
+        return None  # every prompt on its own clip: nothing to share
+    N, D = visuals[0].embeds.shape
+    leaves = [torch.zeros(N, D, device=visuals[0].embeds.device, dtype=torch.float32, requires_grad=True)
+              for _ in clips]
+    with torch.enable_grad():
+        out = adapter.run(prompt_vis, prompt_q, visual_delta=torch.stack([leaves[c] for c in clip_of]),
+                          capture=None, with_grad=True, share_prefix=True)
+        logits = out.yes_no_logits
+        sub_logits = logits[:B]
+        per = paper_loss(sub_logits) if loss == "paper" else official_loss(sub_logits, logits[B:2 * B])
+        # one backward per problem: problems on a clip share its leaf, so their gradients are taken apart
+        grads = [torch.autograd.grad(per[i], leaves[clip_of[i]], retain_graph=i < B - 1)[0].float()
+                 for i in range(B)]
+    extra = logits[len(prompt_q) - len(also_ask):].detach() if also_ask else None
+    return per.detach(), sub_logits.detach(), torch.stack(grads), extra
+
+
 def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualTokens], questions: Sequence[str],
                             *, steps: int, lr: float, loss: str = "paper", beta: float = 0.5,
                             caption_prompt: str = "Describe this video in details.",
-                            max_batch: int = 0, before_step: Optional[Callable[[int], None]] = None) -> LRAResult:
+                            max_batch: int = 0, before_step: Optional[Callable[[int], None]] = None,
+                            also_ask: Sequence[tuple[VisualTokens, str]] = (), share_first_step: bool = True
+                            ) -> LRAResult:
     """Optimise one latent prompt per ``(visual, question)`` problem, all problems batched.
+
+    ``share_first_step``: every latent prompt is zero before the first update, so problems on the same clip
+    see the same clip prefix (system prompt + visual tokens); with an adapter that can
+    (``supports_shared_prefix_grad``) it is computed once per clip, and the ``also_ask`` prompts (e.g. the
+    existence question, which has no latent prompt) run on it too (:attr:`LRAResult.zero_logits`).  The
+    result agrees with the unshared computation within float32 rounding (other batch shapes).
 
     ``before_step(step)``, when given, is called before each step; it may raise to stop the
     optimisation there (a cancelled query need not wait for the remaining steps).
@@ -102,7 +150,13 @@ def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualToken
         step_losses, step_margins = [0.0] * B, [0.0] * B
         # max_batch counts prompts: the official loss runs a caption prompt beside each problem
         per_pass = max_batch if loss == "paper" or max_batch <= 0 else max(1, max_batch // 2)
-        for part in _chunks(B, per_pass):
+        shared = _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_batch, also_ask) \
+            if step == 0 and share_first_step else None
+        if shared is not None:
+            per, sub_logits, grad, result.zero_logits = shared
+            margins = (sub_logits[:, 0] - sub_logits[:, 1]).float().cpu().tolist()
+            step_losses, step_margins = [float(v) for v in per], margins
+        for part in _chunks(B, per_pass) if shared is None else ():
             idx = list(range(B))[part]
             n = len(idx)
             with torch.enable_grad():

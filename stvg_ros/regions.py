@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .result import Box
+from .boxes import Box
 
 #: seed methods :func:`segment_box` knows
 SEGMENT_METHODS = ("auto", "grabcut", "flood", "cells")

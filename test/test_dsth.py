@@ -130,3 +130,40 @@ def test_real_tiny_model_answer_is_checked_and_replaced_by_rules(tiny_model_dir)
     assert sub.source == "rules" and dec.last_rejection
     assert (sub.attribute, sub.action) == ("The man in purple clothes",
                                            "the man takes a step forward and sits on the bench")
+
+
+def test_shipped_model_decomposes_by_rules_and_replaced_configs_keep_the_cache():
+    """The shipped model's few-shot answers are never usable (bench_feature_cache.py --dsth-probe), so its
+    directory's defaults choose the rules; a config replaced with the same DSTH settings keeps the cache."""
+    from pathlib import Path
+
+    from stvg_ros.config import load_model_defaults
+    from stvg_ros.grounder import Grounder
+
+    shipped = Path(__file__).resolve().parent.parent / "models" / "stvg-synth-qwen"
+    assert load_model_defaults(shipped)["decomposer"] == "rules"
+
+    class Adapter:  # the grounder's config setter needs only these
+        num_layers = 2
+        supports_frame_keys = False
+        options = None
+        calls = []
+
+        def configure(self, options):
+            self.options = options
+
+        def generate_text(self, prompt, max_new_tokens=64):
+            self.calls.append(prompt)
+            return "no idea"
+
+    adapter = Adapter()
+    assert Grounder(adapter, None, model_defaults=load_model_defaults(shipped)).config.decomposer == "rules"
+    # 'model' is GroundingConfig's default, so a caller who wants it here turns the model's defaults off
+    g = Grounder(adapter, dict(use_model_defaults=False), model_defaults=load_model_defaults(shipped))
+    assert g.config.decomposer == "model"
+    g.decomposer("the man walks")
+    g.config = g.config.replace(found_threshold=0.3)
+    g.decomposer("the man walks")
+    assert len(adapter.calls) == 1  # cached by text across the config change
+    g.config = g.config.replace(decomposer="rules")
+    assert g.decomposer("a dog runs").source == "rules" and len(adapter.calls) == 1

@@ -396,8 +396,14 @@ class HFAdapter(ModelAdapter):
             out = out + bias[[yes, no]]
         return out
 
+    #: ``run(..., share_prefix=True)`` computes shared prefixes under gradients too (LRA's first step)
+    supports_shared_prefix_grad = True
+
     def run(self, visual, questions, visual_delta=None, capture: CaptureSpec | None = None,
-            with_grad: bool = False) -> ForwardOutput:
+            with_grad: bool = False, share_prefix: bool = False) -> ForwardOutput:
+        """See :meth:`ModelAdapter.run`.  ``share_prefix``: prompts whose inputs agree on a prefix that holds
+        the whole visual block run on one computation of it even when ``with_grad`` (LRA's first step, where
+        every latent prompt is zero: the gradient reaches each clip's latent prompt through its one prefix)."""
         batch = self.prepare(visual, questions, visual_delta)
         B = len(batch.lengths)
         layers = None if capture is None or capture.layers is None else list(capture.layers)
@@ -407,12 +413,14 @@ class HFAdapter(ModelAdapter):
                 raise AdapterError(f"capture layers {bad} out of range: the model has {self.num_layers} layers")
         grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
         with grad_ctx:
-            plan = self._prefix_plan(batch) if self.use_prefix_cache and not with_grad and B > 1 else None
+            recompute = with_grad and should_checkpoint(self.activation_checkpointing, self.model, self.device,
+                                                        int(batch.embeds.shape[1]), B, self.dtype)
+            # under gradients only when asked and memory allows keeping every activation
+            plan = self._prefix_plan(batch) if self.use_prefix_cache and B > 1 and (
+                not with_grad or (share_prefix and not recompute)) else None
             if plan is not None:
                 hidden_last, attn = self._run_on_prefixes(batch, capture, layers, *plan)
             else:
-                recompute = with_grad and should_checkpoint(self.activation_checkpointing, self.model, self.device,
-                                                            int(batch.embeds.shape[1]), B, self.dtype)
                 with checkpointed_layers(self.language_model) if recompute else contextlib.nullcontext():
                     hidden_last, attn = self._run_full(batch, capture, layers)
             logits = self._answer_logits(hidden_last).float()

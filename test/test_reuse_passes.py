@@ -1,0 +1,72 @@
+"""Passes shared between stages (``GroundingConfig.reuse_passes``) give the results of computing each alone.
+
+LRA's first step runs each clip's zero-latent prefix once for all its problems and answers the existence
+question on it.  Other batch shapes change float32 rounding only: maps and p_yes agree to 1e-5 and the
+tubes are the same.
+"""
+
+import numpy as np
+import pytest
+
+from stvg_ros.adapters import load_adapter
+from stvg_ros.grounder import Grounder
+from stvg_ros.testing import random_frames
+
+FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def adapter(request, tiny_model_dir):
+    return load_adapter(tiny_model_dir(request.param))
+
+
+def _count_decoded_rows(adapter):
+    """Wrap the adapter's decoder call to record (batch, tokens) of every pass."""
+    calls = []
+    inner = adapter._decode
+
+    def decode(embeds, positions, past_key_values=None, use_cache=False):
+        calls.append((int(embeds.shape[0]), int(embeds.shape[1]), past_key_values is None))
+        return inner(embeds, positions, past_key_values=past_key_values, use_cache=use_cache)
+
+    adapter._decode = decode
+    return calls
+
+
+@pytest.mark.parametrize("extra", [dict(use_dsth=True, decomposer="rules"), dict(use_dsth=False),
+                                   dict(lra_loss="official", lra_steps=2)], ids=["dsth", "no-dsth", "official"])
+def test_shared_first_step_matches_separate_passes(adapter, extra):
+    frames = random_frames(8, 56, 72, seed=5)
+    stamps = [0.5 * i for i in range(8)]
+    query = "the man in red walks to the door"
+    cfg = dict(dict(num_frames=6, use_lra=True, lra_steps=1, use_tas=True, keep_relevance=True), **extra)
+    results, passes = {}, {}
+    for reuse in (True, False):
+        calls = _count_decoded_rows(adapter)
+        try:
+            results[reuse] = Grounder(adapter, dict(cfg, reuse_passes=reuse)).ground(frames, stamps, query)
+        finally:
+            del adapter._decode
+        passes[reuse] = calls
+    a, b = results[True], results[False]
+    assert a.p_yes == pytest.approx(b.p_yes, abs=1e-5)
+    np.testing.assert_allclose(a.relevance.spatial, b.relevance.spatial, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(a.relevance.temporal, b.relevance.temporal, rtol=0, atol=1e-5)
+    assert (a.start, a.end, a.found, a.track_id) == (b.start, b.end, b.found, b.track_id)
+    assert a.boxes.keys() == b.boxes.keys()
+    for s in a.boxes:
+        np.testing.assert_allclose(a.boxes[s], b.boxes[s], atol=1e-3)
+    # what was shared: prefixes (passes that start from no cache) hold fewer rows in total
+    prefix_rows = {k: sum(bs for bs, _, fresh in v if fresh) for k, v in passes.items()}
+    assert prefix_rows[True] < prefix_rows[False], passes
+
+
+def test_off_without_lra_changes_nothing(adapter):
+    """Without LRA there is no first step to share: the passes are the same with the switch on or off."""
+    frames = random_frames(6, 56, 72, seed=2)
+    stamps = [0.5 * i for i in range(6)]
+    cfg = dict(num_frames=6, use_lra=False, use_tas=True, use_dsth=False, keep_relevance=True)
+    a = Grounder(adapter, cfg).ground(frames, stamps, "a dog")
+    b = Grounder(adapter, dict(cfg, reuse_passes=False)).ground(frames, stamps, "a dog")
+    assert a.p_yes == b.p_yes
+    np.testing.assert_array_equal(a.relevance.spatial, b.relevance.spatial)
