@@ -666,8 +666,10 @@ class GroundingService:
             if event != DISAPPEARED:
                 tracker.report(shown)
             shown = dataclasses.replace(shown, found=tracker.found, p_yes=p_yes)
+        # stamped with the newest frame this evaluation saw (a disappearance shows the last full answer's
+        # boxes, where the target was last seen, but is noticed now)
         answer = Answer(job.request, ANSWERED, detail, shown, shown_frames if shown is not None else (),
-                        self.window.newest, 0.0, cost, event=event)
+                        frames[-1] if frames else self.window.newest, 0.0, cost, event=event)
         if sq.deliver(answer):
             sq.events += 1
             with self._lock:

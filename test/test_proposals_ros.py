@@ -64,7 +64,7 @@ def test_node_grounds_on_live_proposals(tiny_model_dir, tmp_path_factory, detect
         assert tube.reason == "", tube.reason
         assert tube.track_id != "", "the tube should come from one of the live tracks"
         assert tube.boxes
-        assert "proposals: grounding_dino" in proc.log()
+        assert "proposals (detector): grounding_dino" in proc.log()
 
         def stage_stats():
             for array in reversed(diagnostics):

@@ -66,6 +66,8 @@ def tube_from_answer(answer: Answer, frame_id: str = "") -> Tube:
                          latency=answer.latency)
     tube.queue_time = float(answer.queue_time)
     tube.event = answer.event
+    if answer.event and answer.newest is not None:  # an event is stamped when it was noticed
+        tube.header.stamp = time_message(ROS_TYPES, answer.newest.stamp_ns)
     if answer.event and answer.result is not None and answer.reason:
         tube.reason = "; ".join(r for r in (answer.reason, tube.reason) if r)
     return tube
