@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from stvg_ros.proposals import Detections, ExternalTracks, ProposalConfig, StaticTracks, Track, to_proposals
+from stvg_ros.proposals import ExternalTracks, ProposalConfig, StaticTracks, to_proposals
+from stvg_ros.proposals.tracks import Detections, Track
 from stvg_ros.config import ProposalConfigError
 from stvg_ros.proposals.live import LiveProposalStage
 from stvg_ros.proposals.subject import canonical_class, head_noun, subject_phrase

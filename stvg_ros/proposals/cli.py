@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from . import Track
+from .tracks import Track
 from ..config import ProposalConfig
 from .subject import subject_phrase
 
