@@ -208,7 +208,7 @@ def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry:
       to the question's verb ("moves", "jumps", "spins", "grows") and writes its own "moved"
       direction, which head ``motion_head`` of the later layers collects.  Colour and change get
       different directions and heads, so a verb in the question does not pull the colour pathway
-      towards every moving object (with one shared "matched" direction, run D, it did).
+      towards every moving object (a shared "matched" direction did; docs/synthetic.md).
     - ``conjunctive`` (with ``motion``): the motion collect heads key on "matched" *plus* "moved", so
       under "a red shape that jumps" they attend to tokens that are red *and* changing (the attention
       logits add, the weights multiply), and read both markers; and the marker and word directions are
@@ -355,10 +355,10 @@ def motion_pathway_masks(model, tok, compact: bool, head: int = 2) -> dict[str, 
     detector units (:func:`init_motion_merger`), head ``head`` of every decoder layer (the verb match
     head and the "moved" collect heads) and the verbs' embeddings.
 
-    Why: on yes/no answers the pathway decays (runs E-F in docs/synthetic.md: an action question on a
-    whole clip is about an object that acts at *some* time, so "does it change" rarely decides an
-    answer), so ``train --freeze-motion`` holds these entries at their initial values.  Measured (runs J,
-    K, O): it does not keep the behaviour, because the residual stream the frozen heads read moves.
+    Why: on yes/no answers the pathway decays (an action question on a whole clip is about an object
+    that acts at *some* time, so "does it change" rarely decides an answer), so ``train --freeze-motion``
+    holds these entries at their initial values.  That does not keep the behaviour, because the residual
+    stream the frozen heads read moves (the measurements: docs/synthetic.md).
     """
     params = dict(model.named_parameters())
     masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()}
