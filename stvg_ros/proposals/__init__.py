@@ -84,34 +84,49 @@ class StaticTracks(ProposalSource):
     """Tracks known in advance (e.g. one video's entry of a proposals file, re-keyed to stamps).
 
     ``phrase`` is ignored unless ``filter_by_label`` and the tracks carry labels: precomputed
-    proposals were made for the query's own subject already.
+    proposals were made for the query's own subject already.  ``exact``: a track answers only for
+    stamps it observed (no interpolation, no hold), for tracks that already hold a box on every
+    frame of their span (a proposals file's, see ``stvg-proposals``).
     """
 
     def __init__(self, tracks: Iterable[Track], hold: float = 0.0, interpolate: bool = True,
-                 max_tracks: int = 0, filter_by_label: bool = False):
+                 max_tracks: int = 0, filter_by_label: bool = False, exact: bool = False):
         self.tracks = list(tracks)
         self.hold, self.interpolate, self.max_tracks = hold, interpolate, max_tracks
-        self.filter_by_label = filter_by_label
+        self.filter_by_label, self.exact = filter_by_label, exact
 
     @classmethod
     def from_frame_indexed(cls, tracks: Mapping[Hashable, Mapping[int, Box]] | Mapping[Hashable, object],
-                           stamp_of_frame, **kwargs) -> "StaticTracks":
-        """Tracks keyed by frame index (a proposals-file entry: ``{id: {frame: box}}`` or
-        ``stvg_ros.datasets.Track`` objects) → stamps with ``stamp_of_frame(index)`` (e.g. ``i / fps``)."""
+                           stamp_of_frame, scale: float = 1.0, **kwargs) -> "StaticTracks":
+        """Tracks keyed by frame index (a proposals-file entry: ``{id: {frame: box}}`` or frame-keyed
+        :class:`Track` objects, as ``stvg_ros.datasets.load_proposals`` reads them) → stamps with
+        ``stamp_of_frame(index)`` (e.g. ``i / fps``), or a mapping frame → stamp (frames it lacks are
+        left out, e.g. those a clip did not sample); boxes multiplied by ``scale`` (decoded size /
+        annotated size)."""
+        lookup = stamp_of_frame.get if isinstance(stamp_of_frame, Mapping) else stamp_of_frame
         out = []
         for tid, t in tracks.items():
             boxes = getattr(t, "boxes", t)
             label = str(getattr(t, "label", "") or "")
+            scores = getattr(t, "scores", None)
             score = float(getattr(t, "score", 1.0))
             track = Track(tid, label=label)
             for f, b in boxes.items():  # type: ignore[union-attr]
-                track.observe(stamp_of_frame(int(f)), b, score)
+                stamp = lookup(int(f))
+                if stamp is not None:
+                    track.observe(stamp, [v * scale for v in b], scores.get(f, score) if scores else score)
             out.append(track)
         return cls(out, **kwargs)
 
     def tracks_for(self, stamps: Sequence[float], phrase: str = "") -> list[Track]:
         chosen = [t for t in self.tracks if not self.filter_by_label or _label_matches(t.label, phrase)]
-        return _rank((t.sampled(stamps, self.hold, self.interpolate) for t in chosen), self.max_tracks)
+        if self.exact:
+            wanted = [float(s) for s in stamps]
+            sampled = (Track(t.id, {s: t.boxes[s] for s in wanted if s in t.boxes},
+                             {s: t.scores.get(s, t.score) for s in wanted if s in t.boxes}, t.label) for t in chosen)
+        else:
+            sampled = (t.sampled(stamps, self.hold, self.interpolate) for t in chosen)
+        return _rank(sampled, self.max_tracks)
 
 
 class ExternalTracks(ProposalSource):
