@@ -77,7 +77,7 @@ def load(name: str, args):
 
     if name.startswith(("tiny:", "small:")):
         from bench_grounding import SMALL_LM
-        from stvg_ros.testing import tiny_model
+        from stvg_ros.tiny_models import tiny_model
 
         kind, family = name.split(":", 1)
         sizes = SMALL_LM if kind == "small" else {}
@@ -93,7 +93,7 @@ def load(name: str, args):
 
 
 def stream_frames(n: int, size: str):
-    from stvg_ros.testing import random_frames
+    from stvg_ros.tiny_models import random_frames
 
     w, h = (int(v) for v in size.split("x"))
     return random_frames(n, h, w, seed=7)

@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
 
     from stvg_ros.devices import resolve_device
-    from stvg_ros.testing import random_frames
+    from stvg_ros.tiny_models import random_frames
 
     device = resolve_device(args.device)
     per_layer = args.per_layer or device.type != "cuda"

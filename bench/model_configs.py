@@ -6,7 +6,7 @@ one.  The shapes below are the decoder and vision-tower values of the public mod
 ``config.json`` (Qwen/Qwen2.5-VL-3B-Instruct, Qwen/Qwen2.5-VL-7B-Instruct,
 llava-hf/llava-onevision-qwen2-0.5b-ov-hf, llava-hf/llava-onevision-qwen2-7b-ov-hf,
 llava-hf/LLaVA-NeXT-Video-7B-hf).  The tokenizer is a small one from
-:func:`stvg_ros.testing.build_tokenizer` with the family's template; the embedding table and the
+:func:`stvg_ros.tiny_models.build_tokenizer` with the family's template; the embedding table and the
 LM head keep the real vocabulary size, so their memory and the head's cost are real.
 """
 
@@ -74,7 +74,7 @@ def parameter_count(name: str) -> int:
 
 def _build(name: str, directory: str, dtype: torch.dtype, text_overrides: dict | None = None,
            vision_overrides: dict | None = None):
-    from stvg_ros.testing import build_tokenizer
+    from stvg_ros.tiny_models import build_tokenizer
 
     if name not in REAL_SIZES:
         raise ValueError(f"unknown model size {name!r}: choose one of {', '.join(REAL_SIZES)} or pass a model directory")

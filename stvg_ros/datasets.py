@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
 from .boxes import Box, clip_box
-from .result import Proposals, SubQueries
+from .proposals.tracks import Track
+from .result import SubQueries
 
 
 class DatasetError(ValueError):
@@ -59,15 +60,6 @@ class Sample:
     category: Optional[str] = None
     sub_queries: Optional[SubQueries] = None
     extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class Track:
-    """A proposal track in annotation frame indices."""
-
-    boxes: dict[int, Box]
-    label: str = ""
-    score: float = 1.0
 
 
 def _load_json(path: str | Path, what: str):
@@ -275,7 +267,8 @@ def _parse_box(box, where: str) -> Box:
 
 def load_proposals(path: str | Path) -> dict[str, dict[str, Track]]:
     """Read a proposals file: ``{video: {track_id: {frame_index: box}}}`` or with track objects
-    ``{"label", "score", "boxes"}``; frame indices are annotation frame indices of the video."""
+    ``{"label", "score", "boxes"}``; frame indices are annotation frame indices of the video, and
+    each :class:`~stvg_ros.proposals.tracks.Track` is keyed by them (int; every box with the track's score)."""
     data = _load_json(path, "proposals")
     if not isinstance(data, dict):
         raise DatasetError(f"proposals file {path} must map video keys to tracks")
@@ -300,16 +293,22 @@ def load_proposals(path: str | Path) -> dict[str, dict[str, Track]]:
                     raise DatasetError(f"{where}: frame keys must be integer annotation frame indices, "
                                        f"got {f!r}") from None
                 parsed_boxes[frame] = _parse_box(b, where)
-            parsed[str(tid)] = Track(boxes=parsed_boxes, label=label, score=score_)
+            parsed[str(tid)] = Track(str(tid), parsed_boxes, {f: score_ for f in parsed_boxes}, label)
         out[str(video)] = parsed
     return out
+
+
+def _file_score(track: Track) -> float:
+    """A file track's one score: the score every box carries, else their mean."""
+    values = set(track.scores.values())
+    return float(values.pop()) if len(values) == 1 else float(track.score)
 
 
 def save_proposals(path: str | Path, proposals: Mapping[str, Mapping[str, Track]]) -> Path:
     """Write proposals in the documented format (track objects with label, score and boxes)."""
     path = Path(path)
     data = {
-        str(v): {str(tid): {"label": t.label, "score": float(t.score),
+        str(v): {str(tid): {"label": t.label, "score": _file_score(t),
                             "boxes": {str(f): [float(x) for x in b] for f, b in sorted(t.boxes.items())}}
                  for tid, t in tracks.items()}
         for v, tracks in proposals.items()
@@ -321,15 +320,3 @@ def save_proposals(path: str | Path, proposals: Mapping[str, Mapping[str, Track]
 def proposals_for_sample(table: Mapping[str, Mapping[str, Track]], sample: Sample) -> Optional[dict[str, Track]]:
     """The sample's tracks from a loaded proposals table (by query key, video name or stem)."""
     return _lookup(table, sample)
-
-
-def proposals_at_stamps(tracks: Mapping[str, Track], frame_indices: list[int], stamps: list[float],
-                        scale: float = 1.0) -> Proposals:
-    """Re-key tracks from annotation frame indices to the stamps of the sampled frames, the form
-    ``Grounder.ground`` takes; tracks with no box on any sampled frame are dropped."""
-    out: Proposals = {}
-    for tid, t in tracks.items():
-        boxes = {s: tuple(v * scale for v in t.boxes[f]) for f, s in zip(frame_indices, stamps) if f in t.boxes}
-        if boxes:
-            out[tid] = boxes
-    return out

@@ -8,7 +8,7 @@ The default is the small Qwen2.5-VL trained on the package's synthetic world
 2. in the package's ament share directory (``share/stvg_ros/models/stvg-synth-qwen``: a plain
    ``colcon build``), through ``ament_index_python`` or else the install prefix this module lies in;
 3. otherwise a tiny *random* model of the same family built locally with
-   :func:`stvg_ros.testing.tiny_model` (seconds, no download): the pipeline runs, its answers are
+   :func:`stvg_ros.tiny_models.tiny_model` (seconds, no download): the pipeline runs, its answers are
    meaningless, and callers must say so (:data:`MEANINGLESS_WARNING`).
 
 The synthetic model is only meaningful inside its world: callers print :data:`SYNTHETIC_NOTE` for it.
@@ -87,7 +87,7 @@ def tiny_model_dir() -> Path:
     """The tiny random model in the cache, built on first use (atomic against concurrent builders)."""
     target = cache_dir() / f"tiny-{TINY_FAMILY}"
     if not (target / "config.json").is_file():
-        from stvg_ros.testing import tiny_model
+        from stvg_ros.tiny_models import tiny_model
 
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         tiny_model(TINY_FAMILY, str(tmp))

@@ -31,9 +31,10 @@ import numpy as np
 
 from . import metrics
 from .config import ConfigError, GroundingConfig
-from .datasets import (Sample, Track, load_dataset, load_proposals, load_sub_queries, proposals_at_stamps,
-                       proposals_for_sample)
+from .datasets import Sample, load_dataset, load_proposals, load_sub_queries, proposals_for_sample
 from .boxes import Box
+from .proposals import StaticTracks
+from .proposals.tracks import Track
 from .result import GroundingResult, SubQueries
 from .video import Clip
 
@@ -298,11 +299,23 @@ def base_record(item: Item) -> dict:
             "inclusive": item.inclusive, "gt_span": list(item.gt_span), "bag": item.bag}
 
 
+def clip_proposals(tracks: dict[str, Track], clip: Clip, scale: float = 1.0):
+    """An item's proposal tracks (annotation frame indices) on the clip's sampled frames, in the form
+    ``Grounder.ground`` takes: a :class:`~stvg_ros.proposals.StaticTracks` source re-keyed to the
+    clip's stamps, boxes scaled to the decoded frames, each track's own box on a sampled frame only
+    (``exact``; proposals files hold a box on every frame of a track's span); tracks with no box on
+    any sampled frame are left out.  The file's order is kept: the grounder breaks score ties by it."""
+    source = StaticTracks.from_frame_indexed(tracks, dict(zip(clip.frame_indices, clip.stamps)), scale=scale,
+                                             exact=True)
+    found = source.proposals_for(clip.stamps)
+    return {tid: found[tid] for tid in tracks if tid in found}
+
+
 def ground_item(grounder, item: Item, num_frames: int, ev: EvalConfig) -> tuple[dict, Any, Clip]:
     """Core mode: decode the clip, run the grounder, score; returns (record, result, clip)."""
     clip = item.load(num_frames, ev.max_side)
     scale = float(clip.extra.get("scale", 1.0))
-    props = proposals_at_stamps(item.tracks, clip.frame_indices, clip.stamps, scale) if item.tracks else None
+    props = clip_proposals(item.tracks, clip, scale) if item.tracks else None
     t0 = time.perf_counter()
     res = grounder.ground(clip.frames, clip.stamps, item.query, proposals=props, sub_queries=item.sub_queries)
     latency = time.perf_counter() - t0

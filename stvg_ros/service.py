@@ -33,7 +33,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .config import ServingConfig
-from .proposals import Detections, ExternalTracks, subject_phrase
+from .proposals import ExternalTracks, subject_phrase
+from .proposals.tracks import Detections
 from .result import Cancelled, GroundingResult, SubQueries
 from .standing import (APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest,
                        StandingScheduler)

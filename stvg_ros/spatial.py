@@ -28,7 +28,7 @@ ATTENTION_TRACK = "attention"
 @dataclass
 class SampledTrack:
     """A proposal restricted to the frames the model saw: ``boxes[i]`` for sampled frame ``i`` (None = no box),
-    with its relevance score (a :class:`stvg_ros.proposals.Track` is the source's whole track)."""
+    with its relevance score (a :class:`stvg_ros.proposals.tracks.Track` is the source's whole track)."""
 
     track_id: Hashable
     boxes: list[Box | None]
@@ -145,7 +145,7 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
     """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
     local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
     the IoU tracker (one stage, centre-shift fallback for fast movers)."""
-    from .proposals import Detections
+    from .proposals.tracks import Detections
     from .proposals.tracker import ByteTracker
     from .regions import frame_candidates
 

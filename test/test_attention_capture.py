@@ -7,7 +7,7 @@ from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.base import CaptureSpec
 from stvg_ros.attention import CAPTURE_ATTENTION, set_decoder_attention
 
-from stvg_ros.testing import CONTRACT_FAMILIES as FAMILIES, random_frames
+from stvg_ros.tiny_models import CONTRACT_FAMILIES as FAMILIES, random_frames
 
 QUESTIONS = ["Is there a red ball in this video?", "Describe this video in details."]
 

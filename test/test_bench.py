@@ -1,7 +1,7 @@
 """The benchmark scripts run as plain commands in quick mode and produce their table and JSON (they must not rot).
 
 Only the output's shape is checked here; what the numbers mean is in bench/README.md, and the
-equality of our relevance maps with the reference path is tested for real in test_reference.py.
+equality of our relevance maps with the official path is tested for real in test_official_path.py.
 """
 
 import json

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from stvg_ros import datasets, video
+from stvg_ros import datasets, evaluate, video
 from stvg_ros.datasets import DatasetError
 
 
@@ -119,7 +119,9 @@ def test_proposals_both_track_forms(tmp_path):
     sample = datasets.Sample(key="1_abc.avi", video="1_abc.avi", query="q", gt_span=(0, 1), gt_boxes={},
                              num_frames=25, fps=5, image_size=(48, 64), inclusive=True, dataset="hcstvg_v1")
     mine = datasets.proposals_for_sample(table, sample)
-    props = datasets.proposals_at_stamps(mine, [0, 12, 24], [0.0, 2.4, 4.8], scale=0.5)
+    clip = video.Clip(frames=[], frame_indices=[0, 12, 24], stamps=[0.0, 2.4, 4.8], fps=5.0)
+    props = evaluate.clip_proposals(mine, clip, scale=0.5)
+    assert list(props) == ["0", "7"]  # the file's order
     assert props == {"0": {0.0: (0.0, 0.0, 5.0, 5.0), 2.4: (0.5, 0.5, 5.5, 5.5)},
                      "7": {2.4: (2.5, 2.5, 4.5, 4.5), 4.8: (0.5, 1.0, 1.5, 2.0)}}
     # Round trip through the writer.

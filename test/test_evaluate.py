@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from stvg_ros import bags, datasets, evaluate, metrics, video
+from stvg_ros.proposals.tracks import Track
 
 FPS = 5
 N_FRAMES = 15
@@ -227,7 +228,7 @@ def test_config_errors(tmp_path, capsys):
 
 
 def test_densify_uses_the_track_then_interpolates():
-    track = datasets.Track(boxes={3: (0, 0, 1, 1)})
+    track = Track("t", boxes={3: (0, 0, 1, 1)})
     out = evaluate.densify({2: (0, 0, 10, 10), 6: (4, 0, 14, 10)}, 1, 7, track)
     assert out[1] == (0, 0, 10, 10) and out[7] == (4, 0, 14, 10)  # held beyond the sampled frames
     assert out[3] == (0, 0, 1, 1)  # the track's own box

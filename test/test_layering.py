@@ -88,10 +88,7 @@ def test_the_walk_sees_relative_and_function_level_imports(tmp_path):
 
 
 #: circles known and due to be broken, each with its fix (an entry here that no longer is a circle fails).
-#: ``proposals`` <-> ``proposals.tracker``: the tracker builds the package's ``Track``/``Detections`` and
-#: ``ExternalTracks`` (in the package) builds a tracker; fix by moving ``Detections``/``Track`` into
-#: their own module of ``proposals/`` (waits for issue 15, which is editing ``proposals/``).
-KNOWN_CIRCLES = {frozenset({"stvg_ros.proposals", "stvg_ros.proposals.tracker"})}
+KNOWN_CIRCLES: set[frozenset[str]] = set()
 
 
 def import_graph(root: Path = PKG) -> dict[str, set[str]]:

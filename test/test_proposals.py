@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from stvg_ros.proposals import Detections, ExternalTracks, ProposalConfig, StaticTracks, Track, to_proposals
+from stvg_ros.proposals import ExternalTracks, ProposalConfig, StaticTracks, to_proposals
+from stvg_ros.proposals.tracks import Detections, Track
 from stvg_ros.config import ProposalConfigError
 from stvg_ros.proposals.live import LiveProposalStage
 from stvg_ros.proposals.subject import canonical_class, head_noun, subject_phrase
@@ -312,6 +313,10 @@ def test_static_tracks_from_a_proposals_file_entry():
     assert [t.id for t in tracks] == ["3"]
     assert tracks[0].boxes[0.5] == pytest.approx((5, 0, 15, 10))
     assert source.proposals_for([2.0]) == {"4": {2.0: (5.0, 5.0, 6.0, 6.0)}}
+    # exact: only observed stamps (no box between keyframes 0 and 10); a frame -> stamp mapping
+    # leaves out frames it lacks; boxes scaled.
+    exact = StaticTracks.from_frame_indexed(entry, {0: 0.0, 5: 0.5, 20: 2.0}, scale=0.5, exact=True)
+    assert exact.proposals_for([0.0, 0.5, 2.0]) == {"3": {0.0: (0.0, 0.0, 5.0, 5.0)}, "4": {2.0: (2.5, 2.5, 3.0, 3.0)}}
 
 
 def test_live_stage_ignores_late_frames_and_starts_over_after_reset():

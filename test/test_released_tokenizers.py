@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from stvg_ros import testing
+from stvg_ros import tiny_models
 from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.base import AdapterOptions
 from stvg_ros.grounder import Grounder
 
 try:
-    testing.qwen_tiktoken_path()
+    tiny_models.qwen_tiktoken_path()
 except ImportError as exc:  # pragma: no cover - depends on the test requirements
     pytest.skip(f"{exc} (requirements/test.txt)", allow_module_level=True)
 
@@ -31,7 +31,7 @@ def released_dir(tmp_path_factory):
 
     def get(family):
         if family not in cache:
-            cache[family] = testing.released_model(family, str(tmp_path_factory.mktemp(f"released-{family}")))
+            cache[family] = tiny_models.released_model(family, str(tmp_path_factory.mktemp(f"released-{family}")))
         return cache[family]
 
     return get
@@ -64,7 +64,7 @@ def _frames(n, h=480, w=640, seed=0):
 
 # ------------------------------------------------------------------------------- the vocabulary
 def test_real_qwen2_vocabulary():
-    tok = testing.released_tokenizer("qwen2_5_vl")
+    tok = tiny_models.released_tokenizer("qwen2_5_vl")
     assert len(tok) == 151665
     ids = tok.convert_tokens_to_ids
     assert [ids(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -75,7 +75,7 @@ def test_real_qwen2_vocabulary():
                                                                                              [2152]]
     assert enc("?\n") == ["?Ċ"]  # a BPE merge across the question's end and a newline
     assert enc(" video?") == ["Ġvideo", "?"]
-    ov = testing.released_tokenizer("llava_onevision")
+    ov = tiny_models.released_tokenizer("llava_onevision")
     assert len(ov) == 151648 and ov.convert_tokens_to_ids(["<image>", "<video>"]) == [151646, 151647]
 
 
@@ -140,7 +140,7 @@ def test_qwen_224_path_through_from_pretrained(released_dir, adapter_of):
 def test_onevision_templates(adapter_of, variant):
     adapter = adapter_of("llava_onevision")
     assert adapter.model.config.text_config.vocab_size == 152128 and adapter.video_token_id == 151647
-    adapter.chat_template = testing.RELEASED_CHAT_TEMPLATES[variant]
+    adapter.chat_template = tiny_models.RELEASED_CHAT_TEMPLATES[variant]
     adapter.configure(AdapterOptions())
     newline = "\n" if variant == "llava_onevision" else ""
     assert adapter.render(Q) == f"<|im_start|>user <video>\n{Q}<|im_end|>{newline}<|im_start|>assistant\n"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stvg_ros.config import ServingConfig
-from stvg_ros.proposals import Detections
+from stvg_ros.proposals.tracks import Detections
 from stvg_ros.result import GroundingResult, SubQueries
 from stvg_ros.service import (ANSWERED, CANCELLED, FAILED, JUMP_BACK_S, REJECTED, SHUTTING_DOWN, GroundingRequest,
                               GroundingService)

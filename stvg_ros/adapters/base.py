@@ -158,7 +158,7 @@ class ForwardOutput:
 class ModelAdapter(ABC):
     """A multimodal LLM family, seen the way the grounding algorithm needs it."""
 
-    #: registry key, e.g. "qwen2_5_vl"; also the ``family`` argument of ``stvg_ros.testing.tiny_model``
+    #: registry key, e.g. "qwen2_5_vl"; also the ``family`` argument of ``stvg_ros.tiny_models.tiny_model``
     family: str = ""
     #: the official code's fixed grounding-token offset from the prompt's end for this template
     default_grounding_offset: int = -1

@@ -9,7 +9,7 @@ The grounding picks one of a clip's object tracks and the time span; the tracks 
   linked into tracks by our tracker when they carry no track id;
 * :class:`StaticTracks` -- tracks known in advance (a proposals JSON file, see ``docs/proposals.md``).
 
-A :class:`Track` keeps boxes only where they were observed (detection keyframes); :meth:`Track.at`
+A :class:`~stvg_ros.proposals.tracks.Track` keeps boxes only where they were observed (detection keyframes); :meth:`Track.at`
 evaluates it at any stamps (linear interpolation between observations, held for ``hold`` seconds
 beyond them), which is how a source answers for the frames the grounder samples.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -28,101 +27,13 @@ import numpy as np
 from ..boxes import Box
 from ..result import Proposals
 from ..config import ProposalConfig, ProposalConfigError
+from .tracker import make_tracker
+from .tracks import Detections, Track
 
 __all__ = [
     "Track", "ProposalSource", "StaticTracks", "ExternalTracks", "ProposalConfig", "ProposalConfigError",
     "Detections", "to_proposals", "subject_phrase",
 ]
-
-
-@dataclass
-class Detections:
-    """One frame's detections: ``boxes`` (N, 4) xyxy pixels, ``scores`` (N,), ``labels`` (N strings),
-    ``track_ids`` (N strings, "" = unknown) when the detector tracks by itself."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    labels: list[str] = field(default_factory=list)
-    track_ids: Optional[list[str]] = None
-
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
-        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
-        if len(self.scores) != len(self.boxes):
-            raise ValueError(f"{len(self.boxes)} boxes but {len(self.scores)} scores: give one score per box")
-        if not self.labels:
-            self.labels = [""] * len(self.boxes)
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    @classmethod
-    def empty(cls) -> "Detections":
-        return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
-
-    def subset(self, keep) -> "Detections":
-        idx = np.flatnonzero(np.asarray(keep)) if np.asarray(keep).dtype == bool else np.asarray(keep, int)
-        return Detections(self.boxes[idx], self.scores[idx], [self.labels[i] for i in idx],
-                          None if self.track_ids is None else [self.track_ids[i] for i in idx])
-
-
-@dataclass
-class Track:
-    """One object through time: boxes and scores where it was observed, keyed by stamp (seconds,
-    or frame index offline).  ``score`` is the mean observed detection score."""
-
-    id: Hashable
-    boxes: dict[float, Box] = field(default_factory=dict)
-    scores: dict[float, float] = field(default_factory=dict)
-    label: str = ""
-
-    @property
-    def score(self) -> float:
-        return float(np.mean(list(self.scores.values()))) if self.scores else 0.0
-
-    @property
-    def start(self) -> float:
-        return min(self.boxes)
-
-    @property
-    def end(self) -> float:
-        return max(self.boxes)
-
-    def observe(self, stamp: float, box: Sequence[float], score: float = 1.0) -> None:
-        self.boxes[float(stamp)] = tuple(float(v) for v in box)  # type: ignore[assignment]
-        self.scores[float(stamp)] = float(score)
-
-    def prune_before(self, stamp: float) -> None:
-        """Forget observations older than ``stamp`` (the live window slid past them)."""
-        for s in [s for s in self.boxes if s < stamp]:
-            del self.boxes[s]
-            self.scores.pop(s, None)
-
-    def at(self, stamps: Iterable[float], hold: float = 0.0, interpolate: bool = True) -> dict[float, Box]:
-        """Boxes at ``stamps``: exact observations, linear interpolation between two observations
-        (``interpolate=False``: the latest observation is held), and the first/last observation held
-        for up to ``hold`` before/after the track's span.  Stamps outside that get no box."""
-        if not self.boxes:
-            return {}
-        times = np.fromiter((float(s) for s in stamps), dtype=np.float64)
-        if times.size == 0:
-            return {}
-        keys = np.array(sorted(self.boxes), dtype=np.float64)
-        values = np.array([self.boxes[k] for k in keys], dtype=np.float64)  # (K, 4)
-        near = (times >= keys[0] - hold) & (times <= keys[-1] + hold)
-        times = times[near]
-        if interpolate:  # np.interp holds the end values outside [first, last]: the hold
-            coords = np.stack([np.interp(times, keys, values[:, j]) for j in range(4)], axis=1)
-        else:
-            coords = values[np.clip(np.searchsorted(keys, times, side="right") - 1, 0, len(keys) - 1)]
-        return {float(t): tuple(float(v) for v in c) for t, c in zip(times, coords)}  # type: ignore[misc]
-
-    def sampled(self, stamps: Iterable[float], hold: float = 0.0, interpolate: bool = True) -> "Track":
-        """This track evaluated at ``stamps`` (observed scores kept where stamps coincide)."""
-        boxes = self.at(stamps, hold, interpolate)
-        mean = self.score
-        scores = {s: self.scores.get(s, mean) for s in boxes}
-        return Track(self.id, boxes, scores, self.label)
 
 
 def to_proposals(tracks: Iterable[Track]) -> Proposals:
@@ -173,34 +84,49 @@ class StaticTracks(ProposalSource):
     """Tracks known in advance (e.g. one video's entry of a proposals file, re-keyed to stamps).
 
     ``phrase`` is ignored unless ``filter_by_label`` and the tracks carry labels: precomputed
-    proposals were made for the query's own subject already.
+    proposals were made for the query's own subject already.  ``exact``: a track answers only for
+    stamps it observed (no interpolation, no hold), for tracks that already hold a box on every
+    frame of their span (a proposals file's, see ``stvg-proposals``).
     """
 
     def __init__(self, tracks: Iterable[Track], hold: float = 0.0, interpolate: bool = True,
-                 max_tracks: int = 0, filter_by_label: bool = False):
+                 max_tracks: int = 0, filter_by_label: bool = False, exact: bool = False):
         self.tracks = list(tracks)
         self.hold, self.interpolate, self.max_tracks = hold, interpolate, max_tracks
-        self.filter_by_label = filter_by_label
+        self.filter_by_label, self.exact = filter_by_label, exact
 
     @classmethod
     def from_frame_indexed(cls, tracks: Mapping[Hashable, Mapping[int, Box]] | Mapping[Hashable, object],
-                           stamp_of_frame, **kwargs) -> "StaticTracks":
-        """Tracks keyed by frame index (a proposals-file entry: ``{id: {frame: box}}`` or
-        ``stvg_ros.datasets.Track`` objects) → stamps with ``stamp_of_frame(index)`` (e.g. ``i / fps``)."""
+                           stamp_of_frame, scale: float = 1.0, **kwargs) -> "StaticTracks":
+        """Tracks keyed by frame index (a proposals-file entry: ``{id: {frame: box}}`` or frame-keyed
+        :class:`Track` objects, as ``stvg_ros.datasets.load_proposals`` reads them) → stamps with
+        ``stamp_of_frame(index)`` (e.g. ``i / fps``), or a mapping frame → stamp (frames it lacks are
+        left out, e.g. those a clip did not sample); boxes multiplied by ``scale`` (decoded size /
+        annotated size)."""
+        lookup = stamp_of_frame.get if isinstance(stamp_of_frame, Mapping) else stamp_of_frame
         out = []
         for tid, t in tracks.items():
             boxes = getattr(t, "boxes", t)
             label = str(getattr(t, "label", "") or "")
+            scores = getattr(t, "scores", None)
             score = float(getattr(t, "score", 1.0))
             track = Track(tid, label=label)
             for f, b in boxes.items():  # type: ignore[union-attr]
-                track.observe(stamp_of_frame(int(f)), b, score)
+                stamp = lookup(int(f))
+                if stamp is not None:
+                    track.observe(stamp, [v * scale for v in b], scores.get(f, score) if scores else score)
             out.append(track)
         return cls(out, **kwargs)
 
     def tracks_for(self, stamps: Sequence[float], phrase: str = "") -> list[Track]:
         chosen = [t for t in self.tracks if not self.filter_by_label or _label_matches(t.label, phrase)]
-        return _rank((t.sampled(stamps, self.hold, self.interpolate) for t in chosen), self.max_tracks)
+        if self.exact:
+            wanted = [float(s) for s in stamps]
+            sampled = (Track(t.id, {s: t.boxes[s] for s in wanted if s in t.boxes},
+                             {s: t.scores.get(s, t.score) for s in wanted if s in t.boxes}, t.label) for t in chosen)
+        else:
+            sampled = (t.sampled(stamps, self.hold, self.interpolate) for t in chosen)
+        return _rank(sampled, self.max_tracks)
 
 
 class ExternalTracks(ProposalSource):
@@ -218,8 +144,6 @@ class ExternalTracks(ProposalSource):
 
     def __init__(self, window_s: float = 30.0, hold: float = 0.5, max_tracks: int = 16,
                  tracker: str = "bytetrack", synonyms: Optional[Mapping[str, str]] = None):
-        from .tracker import make_tracker
-
         self.window_s, self.hold, self.max_tracks = window_s, hold, max_tracks
         self.synonyms = synonyms
         self._tracker_kind = tracker

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from . import Track
+from .tracks import Track
 from ..config import ProposalConfig
 from .subject import subject_phrase
 
@@ -62,11 +62,15 @@ def propose(keyframes: Iterable[tuple[int, np.ndarray]], detector, config: Propo
     return [t.sampled(frames, hold, interpolate) for t in tracker.tracks() if t.boxes]
 
 
-def _to_file_tracks(tracks: Sequence[Track]) -> dict:
-    from ..datasets import Track as FileTrack
-
-    return {str(t.id): FileTrack(boxes={int(f): tuple(round(v, 1) for v in b) for f, b in t.boxes.items()},
-                                 label=t.label, score=round(t.score, 4)) for t in tracks if t.boxes}
+def _to_file_tracks(tracks: Sequence[Track]) -> dict[str, Track]:
+    """Tracks as a proposals file holds them: boxes rounded to 0.1 px, one score (the mean, 4 digits)."""
+    out = {}
+    for t in tracks:
+        if t.boxes:
+            score = round(t.score, 4)
+            out[str(t.id)] = Track(str(t.id), {int(f): tuple(round(v, 1) for v in b) for f, b in t.boxes.items()},
+                                   {int(f): score for f in t.boxes}, t.label)
+    return out
 
 
 # --- inputs -------------------------------------------------------------------------------------

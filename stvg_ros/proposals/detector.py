@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import Detections
+from .tracks import Detections
 from ..config import ProposalConfig, ProposalConfigError
 from ..devices import resolve_device
 

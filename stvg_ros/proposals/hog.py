@@ -21,7 +21,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from . import Detections
+from .tracks import Detections
 from ..config import ProposalConfig, ProposalConfigError
 from .subject import canonical_class
 

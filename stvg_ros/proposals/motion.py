@@ -22,7 +22,8 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from . import Detections, ProposalSource, Track, _rank
+from . import ProposalSource, _rank
+from .tracks import Detections, Track
 from ..config import ProposalConfig
 from .tracker import make_tracker
 

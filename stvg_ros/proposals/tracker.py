@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import Detections, Track
+from .tracks import Detections, Track
 from ..config import ProposalConfig
 
 

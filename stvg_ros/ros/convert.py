@@ -15,7 +15,7 @@ from std_msgs.msg import Header
 
 from stvg_ros.boxes import from_centre_size
 from stvg_ros.msg import Tube, TubeBox
-from stvg_ros.proposals import Detections
+from stvg_ros.proposals.tracks import Detections
 from stvg_ros.result import GroundingResult
 from stvg_ros.service import Answer, GroundingRequest
 from stvg_ros.standing import StandingRequest

@@ -66,8 +66,8 @@ QUESTION_FIRST_TEMPLATE = (
 
 
 def build_tokenizer(question_first: bool = True):
-    """The ChatML word-level tokenizer of ``stvg_ros.testing``, with the question-first template."""
-    from stvg_ros.testing import build_tokenizer as _build
+    """The ChatML word-level tokenizer of ``stvg_ros.tiny_models``, with the question-first template."""
+    from stvg_ros.tiny_models import build_tokenizer as _build
 
     tok = _build(WORDS, "qwen2_5_vl")
     if question_first:
@@ -84,7 +84,7 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, qu
     """
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from stvg_ros.testing import qwen_config_common
+    from stvg_ros.tiny_models import qwen_config_common
 
     d = dict(MODEL_DIMS, **(dims or {}))
     tok = build_tokenizer(question_first)
@@ -208,7 +208,7 @@ def init_match_and_collect(model, tok, head: int = 1, match: float = 1.5, carry:
       to the question's verb ("moves", "jumps", "spins", "grows") and writes its own "moved"
       direction, which head ``motion_head`` of the later layers collects.  Colour and change get
       different directions and heads, so a verb in the question does not pull the colour pathway
-      towards every moving object (with one shared "matched" direction, run D, it did).
+      towards every moving object (a shared "matched" direction did; docs/synthetic.md).
     - ``conjunctive`` (with ``motion``): the motion collect heads key on "matched" *plus* "moved", so
       under "a red shape that jumps" they attend to tokens that are red *and* changing (the attention
       logits add, the weights multiply), and read both markers; and the marker and word directions are
@@ -355,10 +355,10 @@ def motion_pathway_masks(model, tok, compact: bool, head: int = 2) -> dict[str, 
     detector units (:func:`init_motion_merger`), head ``head`` of every decoder layer (the verb match
     head and the "moved" collect heads) and the verbs' embeddings.
 
-    Why: on yes/no answers the pathway decays (runs E-F in docs/synthetic.md: an action question on a
-    whole clip is about an object that acts at *some* time, so "does it change" rarely decides an
-    answer), so ``train --freeze-motion`` holds these entries at their initial values.  Measured (runs J,
-    K, O): it does not keep the behaviour, because the residual stream the frozen heads read moves.
+    Why: on yes/no answers the pathway decays (an action question on a whole clip is about an object
+    that acts at *some* time, so "does it change" rarely decides an answer), so ``train --freeze-motion``
+    holds these entries at their initial values.  That does not keep the behaviour, because the residual
+    stream the frozen heads read moves (the measurements: docs/synthetic.md).
     """
     params = dict(model.named_parameters())
     masks = {n: torch.zeros_like(p, dtype=torch.bool) for n, p in params.items()}
@@ -548,7 +548,7 @@ def _decode_group(inner, prompts, feats, grid, questions, clips, seconds_per_slo
 def save_model_dir(model, tokenizer, out: str | Path, extra: dict | None = None) -> Path:
     """Write a directory that ``Grounder.from_pretrained`` loads: safetensors weights, tokenizer,
     chat template and the preprocessor configs the adapter reads (112 px frames)."""
-    from stvg_ros.testing import _qwen_processor_config
+    from stvg_ros.tiny_models import _qwen_processor_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@
     python -m stvg_ros.synthetic.train --recipe gpu --device cuda --out DIR                 # GPU, <= 6 min
     python -m stvg_ros.synthetic.train --recipe gpu --dry-run --out DIR                     # its code on CPU
 
-The shipped model (run N in docs/synthetic.md) was trained with the options that docs/synthetic.md
-and its model card give: ``--minutes 50 --rungs colour,action --compact-motion --conjunctive-motion
+The shipped model was trained with the options that its model card gives (docs/synthetic.md records
+how they were chosen): ``--minutes 50 --rungs colour,action --compact-motion --conjunctive-motion
 --action-windows 0.7 --colour-action 0.8``.
 
 Why a ladder: from scratch, a tiny multimodal model answering "is there a red star?" about small
@@ -59,7 +59,7 @@ STILL_FRAMES_GPU = {"colour": ((2, 4, 8, 20), (0.25, 0.15, 0.2, 0.4)),
 GPU_DIMS = dict(lm_hidden=192, lm_layers=5, lm_heads=6, lm_kv_heads=6, lm_intermediate=384,
                 vision_hidden=160, vision_depth=4, vision_heads=5, vision_intermediate=320)
 #: ``--recipe gpu``: every rung (colour → shape → look → action), 48 clips × 4 questions per step, the
-#: shipped model's motion options (run N), colour-action questions at 0.5 so that half the action
+#: shipped model's motion options, colour-action questions at 0.5 so that half the action
 #: questions still need the shape, 64 validation clips per rung, evaluations every 40 s, at most 6 minutes
 GPU_RECIPE = dict(dims=GPU_DIMS, clips_per_step=48, rungs=("colour", "shape", "look", "action"), lr=2e-4,
                   vision_lr=3e-4, compact_motion=True, conjunctive_motion=True, action_windows=0.7,

@@ -1,4 +1,5 @@
-"""Tiny random models of every supported family, built offline, for tests and demos.
+"""Tiny random models of every supported family, built offline: the default model when no checkpoint is
+configured (so the package needs it at run time), and the models tests, benchmarks and demos use.
 
 ``tiny_model(family, directory)`` writes a complete model directory (config, random weights,
 tokenizer with the family's real chat-template format, and the preprocessor configs the
