@@ -52,7 +52,7 @@ def detector_type_of(path: str | Path) -> str:
         "(or set proposals_detector_type explicitly if the config is unusual)")
 
 
-def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def pairwise_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Pairwise IoU of xyxy boxes (N, 4) × (M, 4)."""
     area_a = (a[:, 2] - a[:, 0]).clamp(min=0) * (a[:, 3] - a[:, 1]).clamp(min=0)
     area_b = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
@@ -67,7 +67,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
     if iou >= 1.0 or len(boxes) <= 1:
         return torch.argsort(scores, descending=True)
     order = torch.argsort(scores, descending=True)
-    overlaps = box_iou(boxes[order], boxes[order])
+    overlaps = pairwise_iou(boxes[order], boxes[order])
     keep: list[int] = []
     suppressed = torch.zeros(len(order), dtype=torch.bool)
     for i in range(len(order)):
