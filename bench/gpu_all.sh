@@ -25,13 +25,7 @@ while [ $# -gt 0 ]; do
     *) echo "gpu_all.sh: unknown option $1" >&2; usage ;;
   esac
 done
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-py="${PYTHON:-}"
-if [ -z "$py" ]; then
-  if [ -x "$root/.venv/bin/python" ]; then py="$root/.venv/bin/python"; else py=python3; fi
-fi
-cd "$root"
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 mkdir -p "$out"
 work="$(mktemp -d "${TMPDIR:-/tmp}/stvg-gpu-all.XXXXXX")"
 mkdir -p "$work/logs"

@@ -120,22 +120,23 @@ def timed_runs(fn, device, budget, warmup: int, repeats: int) -> dict:
     warm_times = []
     value = None
     per_run = 0.0  # on the budget's clock (the reported times are perf_counter's)
-    for _ in range(warmup):
+
+    def run_once(into: list) -> None:
+        """One synchronised run of ``fn``: its time into ``into``, the longest run so far into per_run."""
+        nonlocal value, per_run
         synchronize(device)
         t, c = time.perf_counter(), budget.clock()
         value = fn()
         synchronize(device)
-        warm_times.append(time.perf_counter() - t)
+        into.append(time.perf_counter() - t)
         per_run = max(per_run, budget.clock() - c)
+
+    for _ in range(warmup):
+        run_once(warm_times)
     times = []
     with PeakMemory(device) as mem:
         while len(times) < repeats and (not times and not warm_times or budget.fits(per_run)):
-            synchronize(device)
-            t, c = time.perf_counter(), budget.clock()
-            value = fn()
-            synchronize(device)
-            times.append(time.perf_counter() - t)
-            per_run = max(per_run, budget.clock() - c)
+            run_once(times)
     runs = times or warm_times
     import statistics
 

@@ -5,11 +5,5 @@
 # ROS-free: only the core (PYTHONPATH=the repository) and torch/transformers/numpy/OpenCV are needed.
 # The interpreter: $PYTHON, else the repository's .venv if it works, else python3.
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-py="${PYTHON:-}"
-if [ -z "$py" ]; then
-  if [ -x "$root/.venv/bin/python" ]; then py="$root/.venv/bin/python"; else py=python3; fi
-fi
-cd "$root"
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 exec "$py" bench/gpu_check.py "$@"
