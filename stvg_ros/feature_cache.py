@@ -47,6 +47,18 @@ class CacheStats:
                 "by_kind": {k: dict(v) for k, v in self.by_kind.items()}}
 
 
+@dataclass(frozen=True)
+class ClipKey:
+    """The identity of an encoded clip (``VisualTokens.extras['clip_key']``): its frames' keys in clip
+    order, everything else that shaped its tokens and positions (adapter options, sizes, time
+    spacing), and whether it is the time-reversed view.  Passes over a clip's tokens that do not depend
+    on the query (the clip prefix, the caption prompt) are cached under it."""
+
+    frames: tuple
+    setting: tuple
+    reversed: bool = False
+
+
 def nbytes(value: Any) -> int:
     """Bytes held by a cached value (tensors, arrays, and tuples/lists of them)."""
     if isinstance(value, torch.Tensor):

@@ -236,12 +236,7 @@ class Grounder:
         used = [frames[i] for i in idx]
         used_stamps = [all_stamps[i] for i in idx]
         H, W = used[0].shape[:2]
-        keyed = {}
-        if frame_keys is not None:
-            if len(frame_keys) != len(frames):
-                raise ValueError(f"got {len(frame_keys)} frame keys for {len(frames)} frames: pass one per frame")
-            if getattr(self.adapter, "supports_frame_keys", False) and self.feature_cache.enabled:
-                keyed = {"keys": [frame_keys[i] for i in idx]}
+        keyed = self._keyed(frame_keys, len(frames), idx)
 
         with self._stage("encode", timings, checkpoint), torch.no_grad():
             visual = self.adapter.encode_frames(used, stamps=used_stamps, **keyed)
@@ -292,16 +287,20 @@ class Grounder:
         return result
 
     def existence(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
-                  checkpoint: Callable[[str], None] | None = None) -> float:
+                  checkpoint: Callable[[str], None] | None = None, frame_keys: Sequence | None = None) -> float:
         """The existence judgment of :meth:`ground` alone: p(yes) / (p(yes) + p(no)) of the plain
         question on the same sampled frames (one forward pass, no attention captured), the cheap
-        check of a standing query.  ``checkpoint`` sees the stages 'encode' and 'exist'."""
+        check of a standing query.  ``checkpoint`` sees the stages 'encode' and 'exist';
+        ``frame_keys`` as in :meth:`ground` (a grounding that follows on the same frames reuses the
+        frames' tokens and the clip prefix)."""
         cfg = self.config
         check_inputs(frames, stamps, query)
+        self._sync_adapter()
         idx = sample_indices(len(frames), cfg.num_frames)
         timings: dict[str, float] = {}
         with self._stage("encode", timings, checkpoint), torch.no_grad():
-            visual = self.adapter.encode_frames([frames[i] for i in idx], stamps=[float(stamps[i]) for i in idx])
+            visual = self.adapter.encode_frames([frames[i] for i in idx], stamps=[float(stamps[i]) for i in idx],
+                                                **self._keyed(frame_keys, len(frames), idx))
         with self._stage("exist", timings, checkpoint), torch.no_grad():
             out = self.adapter.run(visual, [format_question(cfg.question_template, query)], capture=None)
         return float(yes_probability(out.yes_no_logits.detach())[0])
@@ -328,6 +327,16 @@ class Grounder:
                                  prompt_style=cfg.prompt_style, frame_resize=cfg.frame_resize)
         if getattr(self.adapter, "options", None) != options:
             self.adapter.configure(options)
+
+    def _keyed(self, frame_keys: Sequence | None, n: int, idx: Sequence[int]) -> dict:
+        """``encode_frames``' ``keys`` argument for the sampled frames ``idx`` (none without a cache)."""
+        if frame_keys is None:
+            return {}
+        if len(frame_keys) != n:
+            raise ValueError(f"got {len(frame_keys)} frame keys for {n} frames: pass one per frame")
+        if getattr(self.adapter, "supports_frame_keys", False) and self.feature_cache.enabled:
+            return {"keys": [frame_keys[i] for i in idx]}
+        return {}
 
     def _question(self, text: str) -> str:
         return format_question(self.config.question_template, text, self.config.query_format)
@@ -398,12 +407,14 @@ class Grounder:
         any_delta = any(p[3] is not None for p in prompts)
         if any_delta:
             groups = [list(range(len(prompts)))]
-        else:  # no latent prompts: group by clip so the adapter can share the clip's prefix computation
+        else:  # no latent prompts: one call per clip for the caption prompt, which no query changes (the
+            # adapter keeps its answer while the sampled frames stay), and one for the questions
             groups = []
             for vis in (visual, reversed_visual):
-                g = [i for i, p in enumerate(prompts) if p[1] is vis]
-                if g:
-                    groups.append(g)
+                for caption in (True, False):
+                    g = [i for i, p in enumerate(prompts) if p[1] is vis and (p[2] == cap) == caption]
+                    if g:
+                        groups.append(g)
         size = cfg.max_batch or len(prompts)
         rows = {}
         for group in groups:

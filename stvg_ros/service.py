@@ -615,8 +615,9 @@ class GroundingService:
             cheap = sq.request.cheap_first and hasattr(grounder, "existence")
             result = None
             if cheap:
+                keyed = {"frame_keys": [f.seq for f in frames]} if hasattr(grounder, "forget_frames") else {}
                 p_yes = float(grounder.existence([f.image for f in frames], [f.stamp for f in frames], r.text,
-                                                 checkpoint=check))
+                                                 checkpoint=check, **keyed))
             else:
                 result = self._grounding(grounder, r, frames, check)
                 p_yes, full = float(result.p_yes), True

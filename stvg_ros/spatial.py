@@ -12,6 +12,7 @@ from the relevance map alone: per frame, the peak's connected cells, smoothed ov
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Hashable, Sequence
 
@@ -139,6 +140,23 @@ def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: S
     return SampledTrack(track_id=ATTENTION_TRACK, boxes=[clip_box(b, image_size) for b in smoothed])
 
 
+#: threads that segment frames in parallel (0 = one per CPU core, at most 8; 1 = in the calling thread)
+SEGMENT_THREADS = 0
+_POOL = None
+
+
+def _segment_pool():
+    global _POOL
+    n = SEGMENT_THREADS or min(8, os.cpu_count() or 1)
+    if n <= 1:
+        return None
+    if _POOL is None or _POOL._max_workers != n:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="stvg-segment")
+    return _POOL
+
+
 def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tuple[int, int],
                    content_box: Sequence[float], image_size: tuple[int, int], box_threshold: float,
                    method: str = "auto", seeds: int = 2, min_fraction: float = 0.3) -> list[SampledTrack]:
@@ -152,9 +170,15 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
     full, _ = upsample_maps(grid_maps, content_box, image_size, max_side=None)
     tracker = ByteTracker(high=0.0, low=0.0, match_iou=0.3, max_lost=3, two_stage=False, max_center_shift=1.0)
     T = len(grid_maps)
-    for t in range(T):
-        cands = frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds, min_fraction,
-                                 box_threshold)
+
+    def candidates(t):
+        return frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds, min_fraction,
+                                box_threshold)
+
+    # frames are segmented independently (OpenCV releases the GIL, and seeds its RNG per thread): in parallel
+    pool = _segment_pool() if T > 1 else None
+    per_frame = list(pool.map(candidates, range(T))) if pool is not None else [candidates(t) for t in range(T)]
+    for t, cands in enumerate(per_frame):
         boxes = np.array([b for b, _ in cands], np.float32).reshape(-1, 4)
         tracker.update(t, Detections(boxes, np.array([v for _, v in cands], np.float32)))
     out = []

@@ -129,6 +129,18 @@ def test_choose_track_without_proposals_segments_the_frames():
     cells, *_ = choose_track(maps, grids, content, (112, 112), list(range(T)), None, 0.5, 1e-3,
                              frames=list(frames[:T]), box_method="cells")
     assert cells.track_id == ATTENTION_TRACK  # the relevance-only track of earlier versions
+    # frames segmented in parallel threads give exactly the boxes of one thread (GrabCut's RNG is per thread)
+    import stvg_ros.spatial as spatial
+
+    noisy = maps + np.random.default_rng(0).random(maps.shape) * 0.5  # several seeds per frame: GrabCut runs
+    runs = []
+    for threads in (1, 4):
+        spatial.SEGMENT_THREADS = threads
+        try:
+            runs.append(spatial.segment_tracks(list(frames[:T]), noisy, grids, content, (112, 112), 0.5, "grabcut"))
+        finally:
+            spatial.SEGMENT_THREADS = 0
+    assert [(t.track_id, t.boxes) for t in runs[0]] == [(t.track_id, t.boxes) for t in runs[1]]
 
 
 # --- a model directory's grounding defaults -------------------------------------------------------

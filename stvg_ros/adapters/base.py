@@ -206,7 +206,10 @@ class ModelAdapter(ABC):
         (``keys``, the frames' identities, let that re-encode use the feature cache).
         """
         if visual is not None and all(len(f) == 1 for f in visual.slot_frames):
-            return visual.reversed_in_time()[0]
+            rev = visual.reversed_in_time()[0]
+            if "clip_key" in visual.extras:  # the same frames in another order: another clip
+                rev.extras["clip_key"] = replace(visual.extras["clip_key"], reversed=True)
+            return rev
         T = len(frames)
         rev_stamps = None if stamps is None else [-float(s) for s in reversed(list(stamps))]
         if keys is not None and self.supports_frame_keys:

@@ -10,6 +10,7 @@ template's generation prompt), and the yes/no answer ids.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -107,6 +108,7 @@ class PromptLayout:
     ids: list[int]
     placeholder: int  # index of the video placeholder token
     candidate_start: int  # index of the question's last token; candidates run to the end
+    question_start: int  # index of the question's first token: what comes before it is the clip prefix
 
 
 @dataclass
@@ -122,6 +124,7 @@ class PreparedBatch:
     candidate_offsets: list[list[int]]
     lengths: list[int]
     prompt_ids: list[list[int]]  # expanded token ids (visual tokens as the placeholder id)
+    question_starts: list[int]  # where each question's first token sits in the expanded sequence
 
 
 class HFAdapter(ModelAdapter):
@@ -264,7 +267,8 @@ class HFAdapter(ModelAdapter):
         # the grounding tokens must see the video: with a template that puts the question first,
         # they start after the video block
         cand = max(cand, where[0] + 1)
-        lay = PromptLayout(ids=list(ids), placeholder=where[0], candidate_start=cand)
+        first = next(i for i, (a, b) in enumerate(offsets) if b > q_start)
+        lay = PromptLayout(ids=list(ids), placeholder=where[0], candidate_start=cand, question_start=min(first, cand))
         if len(self._layout_cache) > 512:
             self._layout_cache.clear()
         self._layout_cache[question] = lay
@@ -344,7 +348,7 @@ class HFAdapter(ModelAdapter):
             raise AdapterError(f"visual_delta has {visual_delta.shape[-2]} tokens, the clip has {n_vis}")
         embed = self.model.get_input_embeddings()
         layouts = [self.layout(q) for q in questions]
-        seqs, positions, rows, cols, lengths, cand_tok, cand_off, expanded = [], [], [], [], [], [], [], []
+        seqs, positions, rows, cols, lengths, cand_tok, cand_off, expanded, starts = [], [], [], [], [], [], [], [], []
         n_cand = min(len(lay.ids) - lay.candidate_start for lay in layouts)
         for b, (lay, vis) in enumerate(zip(layouts, visuals)):
             ids = torch.tensor(lay.ids, device=self.device)
@@ -361,6 +365,7 @@ class HFAdapter(ModelAdapter):
             lengths.append(seq.shape[0])
             first = len(lay.ids) - n_cand
             rows.append([i + n_vis - 1 for i in range(first, len(lay.ids))])
+            starts.append(lay.question_start + (n_vis - 1 if lay.question_start > ph else 0))
             cols.append(list(range(ph, ph + n_vis)))
             cand_tok.append(self.tokenizer.convert_ids_to_tokens(lay.ids[first:]))
             cand_off.append([i - len(lay.ids) for i in range(first, len(lay.ids))])
@@ -379,7 +384,8 @@ class HFAdapter(ModelAdapter):
             embeds=embeds, positions=pos,
             last=torch.tensor([n - 1 for n in lengths], device=self.device),
             rows=torch.tensor(rows, device=self.device), cols=torch.tensor(cols, device=self.device),
-            candidate_tokens=cand_tok, candidate_offsets=cand_off, lengths=lengths, prompt_ids=expanded)
+            candidate_tokens=cand_tok, candidate_offsets=cand_off, lengths=lengths, prompt_ids=expanded,
+            question_starts=starts)
 
     # ------------------------------------------------------------------ forward
     def _decode(self, embeds, positions, past_key_values=None, use_cache=False):
@@ -411,6 +417,10 @@ class HFAdapter(ModelAdapter):
             bad = [i for i in layers if not 0 <= int(i) < self.num_layers]
             if bad:
                 raise AdapterError(f"capture layers {bad} out of range: the model has {self.num_layers} layers")
+        if visual_delta is None and not with_grad and isinstance(visual, VisualTokens) and self.use_prefix_cache:
+            P = self._clip_prefix_length(batch)
+            if P:  # one clip, no latent prompt: its prefix (and this whole call) may be cached
+                return self._run_on_clip(batch, visual.extras.get("clip_key"), list(questions), capture, layers, P)
         grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
         with grad_ctx:
             recompute = with_grad and should_checkpoint(self.activation_checkpointing, self.model, self.device,
@@ -435,6 +445,54 @@ class HFAdapter(ModelAdapter):
         hidden_last = h[torch.arange(h.shape[0], device=h.device), batch.last]
         attn = cap.result() if cap is not None else None
         return hidden_last, attn
+
+    def _clip_prefix_length(self, batch: PreparedBatch) -> int:
+        """Length of the *clip prefix* of a batch on one clip: everything before the first question token
+        (system turn, video block, fixed template text), the same for every question; 0 when the template
+        puts text of the question before the video or the prompts disagree before their questions."""
+        P = min(batch.question_starts)
+        if P <= int(batch.cols.max()) or P > int(batch.rows.min()):
+            return 0
+        head = batch.prompt_ids[0][:P]
+        return P if all(ids[:P] == head for ids in batch.prompt_ids) else 0
+
+    def _run_on_clip(self, batch: PreparedBatch, key, questions: list[str], capture, layers, P: int
+                     ) -> ForwardOutput:
+        """``run`` of prompts on one clip without latent prompts: the clip prefix is decoded once into a KV
+        cache (alone, so its values never depend on the batch), the questions run on it.
+
+        With a ``key`` (:class:`stvg_ros.feature_cache.ClipKey`, set by keyed encodes) the prefix and the whole
+        call's output are kept in :attr:`feature_cache` and evicted with the clip's frames: a later call on the
+        same sampled frames skips the prefix, and a call it has seen (the caption prompt, which no query
+        changes) costs nothing.  Hits return exactly what the computation gives, since the computation of a
+        call never depends on what is cached."""
+        cache = self.feature_cache if key is not None and self.feature_cache is not None else None
+        call = (key, tuple(questions), None if capture is None else tuple(layers) if layers is not None else "all")
+        if cache is not None:
+            done = cache.get("answers", call)
+            if done is not None:
+                return ForwardOutput(yes_no_logits=done[0], attention=done[1], candidate_tokens=done[2],
+                                     candidate_offsets=done[3])
+        head = (key, tuple(batch.prompt_ids[0][:P]))
+        kv = cache.get("prefix", head) if cache is not None else None
+        with torch.no_grad():
+            if kv is None:
+                out = self._decode(batch.embeds[:1, :P], batch.positions[..., :1, :P], use_cache=True)
+                kv = out.past_key_values
+                if cache is not None and hasattr(kv, "layers"):
+                    cache.put("prefix", head, (kv, [t for layer in kv.layers for t in (layer.keys, layer.values)]),
+                              frames=key.frames)
+            else:
+                kv = kv[0]
+            B = batch.embeds.shape[0]
+            group = torch.zeros(B, dtype=torch.long, device=self.device)
+            hidden_last, attn = self._run_on_prefixes(batch, capture, layers, P, None, group, prefix_cache=kv)
+            logits = self._answer_logits(hidden_last).float()
+        if cache is not None:
+            cache.put("answers", call, (logits, attn, batch.candidate_tokens, batch.candidate_offsets),
+                      frames=key.frames)
+        return ForwardOutput(yes_no_logits=logits, attention=attn, candidate_tokens=batch.candidate_tokens,
+                             candidate_offsets=batch.candidate_offsets)
 
     def _prefix_plan(self, batch: PreparedBatch):
         """Find prompts whose inputs agree on a common prefix that holds the whole visual block.
@@ -466,13 +524,17 @@ class HFAdapter(ModelAdapter):
             return None
         return P, reps, torch.tensor(group, device=self.device)
 
-    def _run_on_prefixes(self, batch: PreparedBatch, capture, layers, P: int, reps: list[int],
-                         group: torch.Tensor):
+    def _run_on_prefixes(self, batch: PreparedBatch, capture, layers, P: int, reps: list[int] | None,
+                         group: torch.Tensor, prefix_cache=None):
         """Encode each distinct prefix (system + video + ...) once into a KV cache, then run all
-        question suffixes on it: the long visual block is processed once per clip, not per prompt."""
-        idx = torch.tensor(reps, device=self.device)
-        out = self._decode(batch.embeds[idx, :P], batch.positions[..., idx, :P], use_cache=True)
-        cache = out.past_key_values
+        question suffixes on it: the long visual block is processed once per clip, not per prompt.
+        ``prefix_cache``: the prefixes' KV cache computed before (``reps`` unused); it is not modified."""
+        if prefix_cache is None:
+            idx = torch.tensor(reps, device=self.device)
+            out = self._decode(batch.embeds[idx, :P], batch.positions[..., idx, :P], use_cache=True)
+            cache = out.past_key_values
+        else:
+            cache = _fork_cache(prefix_cache)
         cache.reorder_cache(group)
         B = batch.embeds.shape[0]
         ctx = capture_attention(batch.rows - P, batch.cols, layers) if capture is not None else _null_capture()
@@ -499,6 +561,14 @@ class HFAdapter(ModelAdapter):
                                       max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                       pad_token_id=self.tokenizer.pad_token_id or 0)
         return self.tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def _fork_cache(cache):
+    """A KV cache that shares ``cache``'s tensors: decoding on it (which replaces, never writes into, a
+    layer's tensors) leaves ``cache`` as it was, so one cached prefix serves many calls."""
+    new = copy.copy(cache)
+    new.layers = [copy.copy(layer) for layer in cache.layers]
+    return new
 
 
 class _null_capture:

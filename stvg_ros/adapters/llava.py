@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..feature_cache import ClipKey
 from .base import VisualTokens
 from .common import AdapterError, HFAdapter, check_frames, normalise, resize_rgb
 
@@ -117,7 +118,8 @@ class _LlavaVideoAdapter(HFAdapter):
         ``keys``: the frames' identities, to reuse cached frames (``stvg_ros.feature_cache``)."""
         frames = check_frames(frames)
         T, H, W = frames.shape[:3]
-        if keys is not None and self.feature_cache is not None and self.feature_cache.enabled:
+        keyed = keys is not None and self.feature_cache is not None and self.feature_cache.enabled
+        if keyed:
             feats = self._cached_features(frames, keys)
         else:
             feats = self._features(self.pixel_values(frames), T)
@@ -135,7 +137,8 @@ class _LlavaVideoAdapter(HFAdapter):
         return VisualTokens(
             embeds=feats.to(self.dtype), slot=slot.to(self.device), row=row.to(self.device), col=col.to(self.device),
             grid=(side, side), slot_frames=[[t] for t in range(T)], image_size=(int(H), int(W)),
-            content_box=(0.0, 0.0, float(W), float(H)))
+            content_box=(0.0, 0.0, float(W), float(H)),
+            extras={"clip_key": ClipKey(tuple(keys), (self.options, (H, W)))} if keyed else {})
 
     def _paper_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """The official code's video tokens: the model's tower and feature layer, its projector, then

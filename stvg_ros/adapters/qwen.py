@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..feature_cache import ClipKey
 from .base import VisualTokens
 from .common import HFAdapter, check_frames, normalise, resize_rgb
 
@@ -156,7 +157,8 @@ class QwenVLAdapter(HFAdapter):
         frames = check_frames(frames)
         T, H, W = frames.shape[:3]
         _, merge, tp = self._geometry()
-        if keys is not None and self.feature_cache is not None and self.feature_cache.enabled:
+        keyed = keys is not None and self.feature_cache is not None and self.feature_cache.enabled
+        if keyed:
             feats, grid_thw = self._cached_features(frames, keys)
         else:
             pixels, grid_thw, tp = self.pixel_values(frames)
@@ -177,7 +179,9 @@ class QwenVLAdapter(HFAdapter):
             row=((idx % (rows * cols)) // cols).to(self.device), col=(idx % cols).to(self.device),
             grid=(rows, cols), slot_frames=slot_frames, image_size=(int(H), int(W)),
             content_box=(0.0, 0.0, float(W), float(H)),
-            extras={"video_grid_thw": grid_thw, "second_per_grid_t": second_per_grid})
+            extras={"video_grid_thw": grid_thw, "second_per_grid_t": second_per_grid,
+                    **({"clip_key": ClipKey(tuple(keys), (self.options, (H, W), self.target_size(H, W),
+                                                          second_per_grid))} if keyed else {})})
 
     def _positions(self, expanded_ids, placeholder, visual):
         """3-D rotary positions from the model's own ``get_rope_index`` (what its forward computes)."""
