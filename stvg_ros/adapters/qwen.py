@@ -179,6 +179,12 @@ class QwenVLAdapter(HFAdapter):
             content_box=(0.0, 0.0, float(W), float(H)),
             extras={"video_grid_thw": grid_thw, "second_per_grid_t": second_per_grid})
 
+    def encode_units(self, count: int) -> list[list[int]]:
+        """Consecutive ``temporal_patch_size`` frames (2): one cached slot each; an odd clip's last frame
+        is a unit alone (its slot repeats it)."""
+        tp = self._geometry()[2]
+        return [list(range(i, min(i + tp, count))) for i in range(0, count, tp)]
+
     def _positions(self, expanded_ids, placeholder, visual):
         """3-D rotary positions from the model's own ``get_rope_index`` (what its forward computes)."""
         ids = torch.tensor([expanded_ids], device=self.device)
