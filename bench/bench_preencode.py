@@ -19,7 +19,7 @@ on the machine cancels out):
 Examples::
 
     python bench/bench_preencode.py --quick                                      # CI: tiny models, seconds
-    nice -n 10 env OMP_NUM_THREADS=1 python bench/bench_preencode.py             # tiny:llava_onevision, small:qwen2_5_vl
+    nice -n 10 env OMP_NUM_THREADS=1 python bench/bench_preencode.py     # tiny:llava_onevision, small:qwen2_5_vl
 """
 
 from __future__ import annotations

@@ -208,3 +208,40 @@ def test_units_cover_the_sampled_clip(adapter):
     idx = sample_indices(11, 5)
     units = adapter.encode_units(len(idx))
     assert sorted(i for u in units for i in u) == list(range(len(idx)))
+
+
+def test_bench_preencode_quick(tmp_path):
+    """The benchmark runs in quick mode, its answers equal with and without pre-encode (figures: bench/)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "preencode.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_preencode.py"), "--quick", "--json", str(out)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "on/off" in proc.stdout and "pre-encoded units used" in proc.stdout
+    for model in json.loads(out.read_text())["models"].values():
+        for run in model.values():
+            first = run["first_query"]
+            assert first["results_equal"] is True and first["query_visual_misses"] == 0
+            assert 0 < run["speculative"]["stream_prefetched_used"] <= run["speculative"]["stream_prefetched_units"]
+
+
+@pytest.mark.ros
+def test_diagnostics_report_what_was_pre_encoded_and_used():
+    from ros_harness import require_ros
+
+    require_ros()
+    from stvg_ros.msg import Status
+    from stvg_ros.ros.status import diagnostics
+
+    cache = dict(FeatureCache(1000).stats().as_dict(), prefetched={"visual": 6}, prefetch_hits={"visual": 4})
+    status = diagnostics("stvg", Status(state="active"), "", [], cache=cache).status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["feature_cache_prefetched"] == "{'visual': 6}"
+    assert values["feature_cache_prefetch_hits"] == "{'visual': 4}"
