@@ -339,6 +339,11 @@ class ServingConfig:
     standing_refresh_every: int = 4
     """Cheap-first standing queries: while the target is present, the full grounding runs every N-th
     evaluation to follow it (0 = only on appearance)."""
+    preencode_when_idle: bool = False
+    """Encode kept frames' visual features while the grounding worker is idle (no query queued or
+    running, no standing evaluation due), one frame (a Qwen frame pair) at a time, so the next query
+    finds them cached (feature_cache_mb); a query waits for one such unit at most. Off by default: it
+    keeps the device busy while nobody asks (every kept frame is encoded)."""
 
     def __post_init__(self) -> None:
         self.validate()

@@ -11,12 +11,17 @@ clip (one frame for the LLaVA families, one 2-frame temporal slot for Qwen2.5-VL
 Bounded: entries are evicted least-recently-used past ``max_bytes``, and with their frames when
 the window drops them (:meth:`FeatureCache.retain`).  Thread-safe (the service's ingest thread
 evicts while its worker grounds).
+
+Entries may be computed ahead of the first query (:meth:`FeatureCache.prefetching`, the service's
+pre-encode when idle): such lookups are not counted as hits or misses, and the entries they store are
+counted as prefetched, then as prefetch hits when a later lookup uses them.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Iterable
 
@@ -35,6 +40,8 @@ class CacheStats:
     misses: int = 0
     evictions: int = 0
     by_kind: dict = field(default_factory=dict)  # kind -> {"hits": n, "misses": n}
+    prefetched: dict = field(default_factory=dict)  # kind -> entries stored ahead of a query
+    prefetch_hits: dict = field(default_factory=dict)  # kind -> of those, how many a later lookup used
 
     @property
     def hit_rate(self) -> float:
@@ -44,7 +51,8 @@ class CacheStats:
     def as_dict(self) -> dict:
         return {"entries": self.entries, "bytes": self.bytes, "max_bytes": self.max_bytes, "hits": self.hits,
                 "misses": self.misses, "evictions": self.evictions, "hit_rate": round(self.hit_rate, 4),
-                "by_kind": {k: dict(v) for k, v in self.by_kind.items()}}
+                "by_kind": {k: dict(v) for k, v in self.by_kind.items()},
+                "prefetched": dict(self.prefetched), "prefetch_hits": dict(self.prefetch_hits)}
 
 
 @dataclass(frozen=True)
@@ -83,20 +91,40 @@ class FeatureCache:
         self._hits: dict[str, int] = {}
         self._misses: dict[str, int] = {}
         self._evictions = 0
+        self._local = threading.local()  # .prefetching: this thread computes ahead of a query
+        self._unused: set[tuple] = set()  # prefetched entries no query has used yet
+        self._prefetched: dict[str, int] = {}
+        self._prefetch_hits: dict[str, int] = {}
 
     @property
     def enabled(self) -> bool:
         return self.max_bytes > 0
 
+    @contextmanager
+    def prefetching(self):
+        """Within this block (on this thread), lookups are not counted and stored entries count as
+        prefetched: work done ahead of a query does not make the hit rate look better than it is."""
+        self._local.prefetching = True
+        try:
+            yield self
+        finally:
+            self._local.prefetching = False
+
     def get(self, kind: str, key: Hashable) -> Any:
-        """The stored value or None (counted as a hit or a miss of ``kind``)."""
+        """The stored value or None (counted as a hit or a miss of ``kind``, outside :meth:`prefetching`)."""
+        ahead = getattr(self._local, "prefetching", False)
         with self._lock:
             entry = self._entries.get((kind, key))
             if entry is None:
-                self._misses[kind] = self._misses.get(kind, 0) + 1
+                if not ahead:
+                    self._misses[kind] = self._misses.get(kind, 0) + 1
                 return None
             self._entries.move_to_end((kind, key))
-            self._hits[kind] = self._hits.get(kind, 0) + 1
+            if not ahead:
+                self._hits[kind] = self._hits.get(kind, 0) + 1
+                if (kind, key) in self._unused:
+                    self._unused.discard((kind, key))
+                    self._prefetch_hits[kind] = self._prefetch_hits.get(kind, 0) + 1
             return entry[0]
 
     def put(self, kind: str, key: Hashable, value: Any, frames: Iterable[Hashable] = ()) -> None:
@@ -112,10 +140,17 @@ class FeatureCache:
                 self._bytes -= old[1]
             self._entries[(kind, key)] = (value, size, frozenset(frames))
             self._bytes += size
+            if getattr(self._local, "prefetching", False):
+                if old is None:
+                    self._unused.add((kind, key))
+                    self._prefetched[kind] = self._prefetched.get(kind, 0) + 1
+            else:
+                self._unused.discard((kind, key))
             while self._bytes > self.max_bytes and self._entries:
-                _, (_, s, _) = self._entries.popitem(last=False)
+                gone, (_, s, _) = self._entries.popitem(last=False)
                 self._bytes -= s
                 self._evictions += 1
+                self._unused.discard(gone)
 
     def retain(self, live_frames: Iterable[Hashable]) -> int:
         """Drop every entry that depends on a frame not in ``live_frames`` (frames the window let go);
@@ -125,6 +160,7 @@ class FeatureCache:
             gone = [k for k, (_, _, fr) in self._entries.items() if fr and not fr <= live]
             for k in gone:
                 self._bytes -= self._entries.pop(k)[1]
+                self._unused.discard(k)
             self._evictions += len(gone)
         return len(gone)
 
@@ -132,6 +168,7 @@ class FeatureCache:
         with self._lock:
             self._entries.clear()
             self._bytes = 0
+            self._unused.clear()
 
     def stats(self) -> CacheStats:
         with self._lock:
@@ -140,4 +177,5 @@ class FeatureCache:
                               hits=sum(self._hits.values()), misses=sum(self._misses.values()),
                               evictions=self._evictions,
                               by_kind={k: {"hits": self._hits.get(k, 0), "misses": self._misses.get(k, 0)}
-                                       for k in kinds})
+                                       for k in kinds},
+                              prefetched=dict(self._prefetched), prefetch_hits=dict(self._prefetch_hits))

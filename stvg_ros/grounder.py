@@ -314,6 +314,44 @@ class Grounder:
         """Entries, bytes, hits and misses of the per-frame cache (for status reports)."""
         return self.feature_cache.stats()
 
+    def prefetch(self, frames: Sequence[np.ndarray], frame_keys: Sequence,
+                 should_stop: Callable[[], bool] | None = None) -> int:
+        """Encode into the feature cache, one unit (:meth:`ModelAdapter.encode_units`) at a time, what
+        :meth:`ground` with these ``frame_keys`` would encode, so that a later query finds it there (same
+        keys, same settings: a hit is exact).  Where every unit is one frame, its tokens ignore the rest of
+        the clip, so every frame is encoded (those a query would sample now first, then the newest first);
+        where units span frames (Qwen's pairs), only the units of the clip a query would sample now (and
+        its reversed clip with TAS) — speculative: a window that slides re-pairs the frames.
+        ``should_stop()`` is asked before each unit (a query waits for one unit at most).  Returns the
+        units computed (0 without a cache or frame-key support)."""
+        if len(frame_keys) != len(frames):
+            raise ValueError(f"got {len(frame_keys)} frame keys for {len(frames)} frames: pass one per frame")
+        self._sync_adapter()
+        cache = self.feature_cache
+        if not frames or not getattr(self.adapter, "supports_frame_keys", False) or not cache.enabled:
+            return 0
+        idx = sample_indices(len(frames), self.config.num_frames)
+        units = self.adapter.encode_units(len(idx))
+        if all(len(u) == 1 for u in units):
+            sampled = set(idx)
+            plan = [[i] for i in idx] + [[i] for i in reversed(range(len(frames))) if i not in sampled]
+        else:
+            plan = [[idx[j] for j in u] for u in units]
+            if self.config.use_tas:  # encode_reversed re-encodes frames[::-1], re-paired
+                back = idx[::-1]
+                plan += [[back[j] for j in u] for u in units]
+        before = cache.stats().prefetched.get("visual", 0)
+        with cache.prefetching(), torch.no_grad():
+            for unit in plan:
+                if should_stop is not None and should_stop():
+                    break
+                held = cache.stats().bytes
+                self.adapter.encode_frames([frames[i] for i in unit], keys=[frame_keys[i] for i in unit])
+                now = cache.stats().bytes
+                if now + (now - held) > cache.max_bytes:  # one more unit would evict what a query may use
+                    break
+        return cache.stats().prefetched.get("visual", 0) - before
+
     def _sync_adapter(self) -> None:
         """Give the adapter the config's model-side options (again when the config was replaced live)."""
         cfg = self.config

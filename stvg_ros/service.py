@@ -6,7 +6,10 @@ detector stage, or none), the admission rules, the query queue and the worker th
 the grounder, the counters, and the one rule for time jumps (:meth:`GroundingService.reset`).
 It imports no ROS module, so all of it is tested without DDS (``test/test_service.py``).
 Standing queries (:meth:`GroundingService.register`, rules in :mod:`stvg_ros.standing`) are
-evaluated by the same worker when no one-shot query waits, within a duty budget.
+evaluated by the same worker when no one-shot query waits, within a duty budget.  With
+``preencode_when_idle`` the worker, when it has nothing else to do, encodes the kept frames' visual
+features ahead of the first query (:meth:`Grounder.prefetch`), one unit at a time, yielding to any
+query or due standing evaluation between units.
 
 Guarantees:
 
@@ -199,6 +202,7 @@ class GroundingService:
         self._last_lost_at: Optional[float] = None
         self._counters = Counters()
         self._model_side = 0
+        self._preencode_due = False  # kept frames may be uncached: the idle worker pre-encodes them
         self._standing = StandingScheduler(self.config, clock())
         self.configure(self.config)
 
@@ -208,6 +212,10 @@ class GroundingService:
         ``model_side``: the model's input size; frames are kept at twice that (``ingest_max_side=0``)."""
         self.config = config
         self._standing.configure(config)
+        if config.preencode_when_idle:
+            with self._lock:
+                self._preencode_due = True
+                self._wake.notify_all()
         if model_side is not None:
             self._model_side = model_side
         side = config.ingest_max_side or 2 * (self._model_side or 336)
@@ -343,6 +351,9 @@ class GroundingService:
         with self._lock:
             if self._standing.on_frame(stamp_ns, now):
                 self._wake.notify_all()
+            if self.config.preencode_when_idle:
+                self._preencode_due = True
+                self._wake.notify_all()
         return "keep"
 
     def _reject_frame(self, message: str) -> str:
@@ -455,8 +466,8 @@ class GroundingService:
         """One-shot queries first; else a due standing query when the duty budget allows."""
         while True:
             with self._lock:
-                job = None
-                while job is None:
+                job, preencode = None, False
+                while job is None and not preencode:
                     if self._stopping or generation != self._generation:
                         return
                     if self._jobs:
@@ -465,9 +476,14 @@ class GroundingService:
                     sq, wait = self._standing.next_due(self._clock())
                     if sq is not None:
                         job = self._standing_job(sq)
+                    elif self._preencode_due and self.config.preencode_when_idle:
+                        self._preencode_due, preencode = False, True
                     else:
                         self._wake.wait(wait)
                 self._current = job
+            if preencode:
+                self._preencode(generation)
+                continue
             try:
                 if job.standing is not None:
                     self._evaluate(job)
@@ -476,6 +492,40 @@ class GroundingService:
             finally:
                 with self._lock:
                     self._current = None
+
+    def _preencode(self, generation: int) -> None:
+        """The idle worker's lowest-priority work: the window's frames into the grounder's feature cache,
+        one unit at a time, stopping before the next unit as soon as a query is queued, a standing
+        evaluation is due (and allowed by its budget), or the service stops.  Not a query: no counter,
+        no duty time; what it stored and how much of it later queries used is in :meth:`cache_stats`."""
+        grounder = self.grounder
+        prefetch = getattr(grounder, "prefetch", None)
+        if prefetch is None:
+            return
+        frames, problem = self._snapshot(GroundingRequest("", "pre-encode"))
+        if problem:
+            return
+        stopped = []
+
+        def should_stop() -> bool:
+            with self._lock:
+                stop = bool(self._jobs) or self._stopping or generation != self._generation or \
+                    not self.config.preencode_when_idle or self._standing.next_due(self._clock())[0] is not None
+            if stop:
+                stopped.append(True)
+            return stop
+
+        try:
+            prefetch([f.image for f in frames], [f.seq for f in frames], should_stop=should_stop)
+        except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
+            self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
+            return
+        forget = getattr(grounder, "forget_frames", None)
+        if forget is not None:  # frames the window let go while they were being encoded
+            forget({f.seq for f in self.window.frames()})
+        if stopped:
+            with self._lock:
+                self._preencode_due = True  # resume after what stopped it
 
     def _checkpoint(self, job: _Job) -> Callable[[str], None]:
         def check(stage: str) -> None:

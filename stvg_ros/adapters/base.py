@@ -173,6 +173,13 @@ class ModelAdapter(ABC):
     #: whether ``encode_frames`` takes ``keys`` (frame identities) to use :attr:`feature_cache`
     supports_frame_keys: bool = False
 
+    def encode_units(self, count: int) -> list[list[int]]:
+        """The frame indices of a ``count``-frame clip grouped into the units the encoder computes
+        independently of the rest of the clip (what :attr:`feature_cache` keeps one entry for): one frame
+        each here; families whose slots span several frames override (Qwen's 2-frame temporal patches).
+        Encoding a unit's frames alone, with their keys, stores exactly what encoding the clip would."""
+        return [[i] for i in range(count)]
+
     def configure(self, options: AdapterOptions) -> None:
         """Apply ``options`` to later calls (clips encoded before keep their tokens)."""
         self.options = options

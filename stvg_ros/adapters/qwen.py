@@ -183,6 +183,12 @@ class QwenVLAdapter(HFAdapter):
                     **({"clip_key": ClipKey(tuple(keys), (self.options, (H, W), self.target_size(H, W),
                                                           second_per_grid))} if keyed else {})})
 
+    def encode_units(self, count: int) -> list[list[int]]:
+        """Consecutive ``temporal_patch_size`` frames (2): one cached slot each; an odd clip's last frame
+        is a unit alone (its slot repeats it)."""
+        tp = self._geometry()[2]
+        return [list(range(i, min(i + tp, count))) for i in range(0, count, tp)]
+
     def _positions(self, expanded_ids, placeholder, visual):
         """3-D rotary positions from the model's own ``get_rope_index`` (what its forward computes)."""
         ids = torch.tensor([expanded_ids], device=self.device)

@@ -57,4 +57,7 @@ def diagnostics(name: str, s: Status, model_kind: str, problems: list[str], stag
     if cache:  # the per-frame feature cache: entries, bytes (of max_bytes), hits, misses
         d.values += [KeyValue(key=f"feature_cache_{k}", value=str(cache[k]))
                      for k in ("entries", "bytes", "max_bytes", "hits", "misses", "hit_rate")]
+        # pre-encoded when idle (preencode_when_idle), per kind, and how many of those a query then used
+        d.values += [KeyValue(key=f"feature_cache_{k}", value=str(cache[k]))
+                     for k in ("prefetched", "prefetch_hits") if k in cache]
     return DiagnosticArray(header=s.header, status=[d])

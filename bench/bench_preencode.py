@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Pre-encode when idle (``preencode_when_idle``): what it saves the first query, and what it costs.
+
+Three figures per model and config, measured on one adapter in one run (ratios, so that other load
+on the machine cancels out):
+
+* **first query after idle**: a window of ``--window`` frames (``--frames`` sampled), asked once with
+  an empty cache (off) and once after :meth:`Grounder.prefetch` ran on the same window (on, what the
+  idle worker would have done); runs interleaved, ``--repeats`` times with new frame keys.  Also the
+  prefetch's own time (device time spent while nobody asked) and that the answers are equal.
+* **idle work per kept frame**: the window slides one frame, the prefetch runs again: the device time
+  the service spends per kept frame when nobody asks (times ``window_rate`` = its duty while idle).
+* **speculative hits** (units that span frames, i.e. Qwen's pairs; per-frame families are shown too):
+  the window pre-encoded at stream frame t, the query arriving ``k`` kept frames later (the pre-encode
+  had not caught up): the share of the query's visual units found cached, for k in ``--lags``; and on
+  a stream pre-encoded after every frame with a query every ``--slide`` frames, the share of all
+  pre-encoded units a query ever used.
+
+Examples::
+
+    python bench/bench_preencode.py --quick                                      # CI: tiny models, seconds
+    nice -n 10 env OMP_NUM_THREADS=1 python bench/bench_preencode.py     # tiny:llava_onevision, small:qwen2_5_vl
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from _util import machine, table, write_json  # noqa: E402
+
+QUERIES = ["the man in purple clothes sits on the bench", "a dog runs to the left", "the red car stops",
+           "a woman in a white coat opens the door"]
+CONFIGS = {"plain": dict(use_lra=False, use_tas=False, use_dsth=False),
+           "full": dict(use_lra=True, use_tas=True, use_dsth=False)}
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="tiny:llava_onevision,small:qwen2_5_vl",
+                    help="comma list of tiny:<family> / small:<family> (random weights, built here)")
+    ap.add_argument("--configs", default="plain,full", help=f"comma list of {', '.join(CONFIGS)}")
+    ap.add_argument("--window", type=int, default=40, help="frames in the window (10 s at 4 Hz)")
+    ap.add_argument("--frames", type=int, default=16, help="frames sampled per query (num_frames)")
+    ap.add_argument("--lra-steps", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="first-query timings per case (median)")
+    ap.add_argument("--lags", default="1,2,4,8", help="kept frames between the pre-encode and the query")
+    ap.add_argument("--slide", type=int, default=8, help="kept frames between queries (2 s at 4 Hz)")
+    ap.add_argument("--stream-queries", type=int, default=6, help="queries on the pre-encoded stream")
+    ap.add_argument("--json", default="", help="where to write the JSON (default bench/results/preencode-*.json)")
+    ap.add_argument("--quick", action="store_true", help="tiny models, few frames (CI)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.models, args.configs = "tiny:llava_onevision,tiny:qwen2_5_vl", "plain,full"
+        args.window, args.frames, args.lra_steps, args.repeats = 8, 4, 1, 1
+        args.lags, args.slide, args.stream_queries = "1,2", 2, 2
+    return args
+
+
+def load(name: str):
+    from bench_grounding import SMALL_LM
+    from stvg_ros.adapters import load_adapter
+    from stvg_ros.tiny_models import tiny_model
+
+    kind, _, family = name.partition(":")
+    if kind not in ("tiny", "small") or not family:
+        raise SystemExit(f"--models: {name!r} is not tiny:<family> or small:<family>")
+    sizes = SMALL_LM if kind == "small" else {}
+    path = tiny_model(family, tempfile.mkdtemp(prefix="stvg-bench-"), image_size=224 if sizes else 112, **sizes)
+    return load_adapter(path, device="cpu", dtype=torch.float32)
+
+
+def frames_for(adapter, n: int):
+    """Frames as the node keeps them: twice the model's input side (4:3)."""
+    from stvg_ros.tiny_models import random_frames
+
+    w = 2 * adapter.input_side
+    return random_frames(n, w * 3 // 4, w, seed=7)
+
+
+def visual_counts(grounder) -> tuple[int, int]:
+    v = grounder.cache_stats().by_kind.get("visual", {"hits": 0, "misses": 0})
+    return v["hits"], v["misses"]
+
+
+def first_query(adapter, cfg: dict, frames, args) -> dict:
+    from stvg_ros.grounder import Grounder
+
+    stamps = [0.25 * i for i in range(args.window)]
+    Grounder(adapter, cfg).ground(frames[:args.window], stamps, QUERIES[0])  # warm-up (not timed)
+    off_t, on_t, pre_t, enc_off, enc_on, same = [], [], [], [], [], True
+    for r in range(args.repeats):
+        keys = [(r, i) for i in range(args.window)]  # new frames each repeat: nothing carried over
+        query = QUERIES[r % len(QUERIES)]
+        off, on = Grounder(adapter, cfg), Grounder(adapter, cfg)
+        t0 = time.perf_counter()
+        on.prefetch(frames[:args.window], keys)
+        pre_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        a = off.ground(frames[:args.window], stamps, query, frame_keys=keys)
+        off_t.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        b = on.ground(frames[:args.window], stamps, query, frame_keys=keys)
+        on_t.append(time.perf_counter() - t0)
+        enc_off.append(a.timings["encode"])
+        enc_on.append(b.timings["encode"])
+        same &= (a.p_yes, a.start, a.end, a.boxes, a.track_id) == (b.p_yes, b.start, b.end, b.boxes, b.track_id)
+        hits, misses = visual_counts(on)
+    # the idle work per kept frame: the window slides by one, the prefetch runs again
+    slide = Grounder(adapter, cfg)
+    keys = list(range(args.window + 1))
+    slide.prefetch(frames[:args.window], keys[:args.window])
+    t0 = time.perf_counter()
+    units = slide.prefetch(frames[1:args.window + 1], keys[1:])
+    per_frame = time.perf_counter() - t0
+    med = statistics.median
+    return {"off_s": med(off_t), "on_s": med(on_t), "on_over_off": med(o / f for o, f in zip(on_t, off_t)),
+            "encode_off_s": med(enc_off), "encode_on_s": med(enc_on), "prefetch_s": med(pre_t),
+            "prefetch_over_off_query": med(p / f for p, f in zip(pre_t, off_t)),
+            "query_visual_hits": hits, "query_visual_misses": misses,
+            "idle_work_per_kept_frame_s": per_frame, "units_per_kept_frame": units, "results_equal": bool(same)}
+
+
+def speculative(adapter, cfg: dict, frames, args) -> dict:
+    """Share of a query's visual units pre-encoded ``k`` frames before it arrived; and on a stream
+    pre-encoded after every kept frame, the share of pre-encoded units later used."""
+    from stvg_ros.grounder import Grounder
+
+    W = args.window
+    stamps = [0.25 * i for i in range(len(frames))]
+    lags = {}
+    for k in (int(v) for v in args.lags.split(",")):
+        g = Grounder(adapter, cfg)
+        keys = list(range(W + k))
+        g.prefetch(frames[:W], keys[:W])
+        g.ground(frames[k:W + k], stamps[k:W + k], QUERIES[0], frame_keys=keys[k:])
+        hits, misses = visual_counts(g)
+        lags[k] = hits / max(1, hits + misses)
+    g = Grounder(adapter, cfg)
+    n = W + args.slide * args.stream_queries
+    used = []
+    for t in range(W, n + 1):  # frame t-1 just arrived: the idle worker pre-encodes the window
+        window = slice(t - W, t)
+        g.prefetch(frames[window], list(range(n))[window])
+        if (t - W) % args.slide == args.slide - 1:  # a query arrives before the next frame
+            g.ground(frames[window], stamps[window], QUERIES[len(used) % len(QUERIES)],
+                     frame_keys=list(range(n))[window])
+            used.append(visual_counts(g))
+    s = g.cache_stats()
+    hits, misses = used[-1] if used else (0, 0)
+    return {"query_hit_rate_by_lag": lags, "stream_query_hit_rate": hits / max(1, hits + misses),
+            "stream_prefetched_units": s.prefetched.get("visual", 0),
+            "stream_prefetched_used": s.prefetch_hits.get("visual", 0),
+            "stream_used_share": s.prefetch_hits.get("visual", 0) / max(1, s.prefetched.get("visual", 0)),
+            "stream_queries": len(used)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    data = {"machine": machine(), "args": vars(args), "models": {}}
+    rows, spec_rows = [], []
+    for name in args.models.split(","):
+        adapter = load(name)
+        frames = frames_for(adapter, args.window + max(args.slide * args.stream_queries,
+                                                       max(int(v) for v in args.lags.split(","))) + 1)
+        res = data["models"][name] = {}
+        for cname in args.configs.split(","):
+            cfg = dict(CONFIGS[cname], num_frames=args.frames, lra_steps=args.lra_steps)
+            r = res[cname] = {"first_query": first_query(adapter, cfg, frames, args),
+                              "speculative": speculative(adapter, cfg, frames, args)}
+            f, s = r["first_query"], r["speculative"]
+            rows.append([name, cname, f"{f['off_s']:.3f}", f"{f['on_s']:.3f}", f"{f['on_over_off']:.2f}",
+                         f"{f['encode_off_s']:.3f} -> {f['encode_on_s']:.3f}", f"{f['prefetch_s']:.3f}",
+                         f"{f['idle_work_per_kept_frame_s']:.3f} ({f['units_per_kept_frame']})", f["results_equal"]])
+            spec_rows.append([name, cname, " ".join(f"{k}:{v:.0%}" for k, v in s["query_hit_rate_by_lag"].items()),
+                              f"{s['stream_query_hit_rate']:.0%}",
+                              f"{s['stream_prefetched_used']}/{s['stream_prefetched_units']} "
+                              f"({s['stream_used_share']:.0%})"])
+    print(table(["model", "config", "first query off (s)", "on (s)", "on/off", "encode off -> on (s)",
+                 "prefetch (s, idle)", "idle work per kept frame (s, units)", "equal"], rows))
+    print()
+    print(table(["model", "config", "query units cached, pre-encoded k frames before", "stream: query hits",
+                 "stream: pre-encoded units used"], spec_rows))
+    path = args.json or str(ROOT / "bench" / "results" / f"preencode-{time.strftime('%Y%m%d-%H%M')}.json")
+    write_json(path, data)
+    print(f"wrote {path}")
+    return 0 if all(r["first_query"]["results_equal"] for m in data["models"].values() for r in m.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

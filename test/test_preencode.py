@@ -1,0 +1,247 @@
+"""Pre-encode when idle: frames encoded ahead of a query are exactly what the query would compute,
+the work yields to queries between units, and it leaves with the frames."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from stvg_ros.adapters import load_adapter
+from stvg_ros.config import ServingConfig
+from stvg_ros.feature_cache import FeatureCache
+from stvg_ros.grounder import Grounder, sample_indices
+from stvg_ros.service import GroundingRequest, GroundingService
+from stvg_ros.tiny_models import random_frames
+
+FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
+NS = 10**9
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def adapter(request, tiny_model_dir):
+    return load_adapter(tiny_model_dir(request.param))
+
+
+def _same(a, b):
+    assert a.p_yes == b.p_yes
+    np.testing.assert_array_equal(a.relevance.spatial, b.relevance.spatial)
+    np.testing.assert_array_equal(a.relevance.temporal, b.relevance.temporal)
+    assert (a.start, a.end, a.boxes, a.found, a.track_id) == (b.start, b.end, b.boxes, b.found, b.track_id)
+
+
+def _until(predicate, timeout=60.0):
+    """Poll (not a timing assertion: the generous deadline only stops a hung test)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_prefetch_counts_apart_and_its_hits_once():
+    cache = FeatureCache(10_000)
+    with cache.prefetching():
+        assert cache.get("visual", 1) is None
+        cache.put("visual", 1, np.zeros(10, np.float32), frames=(1,))
+        cache.put("visual", 2, np.zeros(10, np.float32), frames=(2,))
+        assert cache.get("visual", 1) is not None
+    s = cache.stats()
+    assert (s.hits, s.misses, s.prefetched, s.prefetch_hits) == (0, 0, {"visual": 2}, {})
+    cache.get("visual", 1)
+    cache.get("visual", 1)
+    s = cache.stats()
+    assert (s.hits, s.prefetch_hits) == (2, {"visual": 1})  # a prefetched entry counts as used once
+    cache.retain({1})  # entry 2 left with its frame, never used
+    cache.get("visual", 2)
+    assert cache.stats().prefetch_hits == {"visual": 1} and cache.stats().as_dict()["prefetched"] == {"visual": 2}
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["plain", "full"])
+def test_a_query_after_prefetch_hits_every_unit_and_is_unchanged(adapter, full):
+    """prefetch() then ground(): every visual lookup of the query hits, and maps, p_yes and the tube are
+    those of a grounder without any cache (TAS included: Qwen's reversed pairs are pre-encoded too)."""
+    cfg = dict(num_frames=5, use_lra=full, lra_steps=1, use_tas=full, use_dsth=False, keep_relevance=True)
+    warm, fresh = Grounder(adapter, cfg), Grounder(adapter, dict(cfg, feature_cache_mb=0))
+    frames, stamps, keys = random_frames(9, 56, 72, seed=7), [0.5 * i for i in range(9)], list(range(100, 109))
+    units = warm.prefetch(frames, keys)
+    per_frame = all(len(u) == 1 for u in adapter.encode_units(5))
+    assert units == (9 if per_frame else 3 * (2 if full else 1))  # every frame / the sampled clip's pairs
+    assert warm.cache_stats().misses == 0 and warm.prefetch(frames, keys) == 0  # uncounted; nothing twice
+    a = warm.ground(frames, stamps, "the red ball", frame_keys=keys)
+    s = warm.cache_stats()
+    assert s.by_kind["visual"]["misses"] == 0 and s.by_kind["visual"]["hits"] > 0
+    assert s.prefetch_hits["visual"] == (5 if per_frame else units)
+    _same(a, fresh.ground(frames, stamps, "the red ball"))
+    assert fresh.prefetch(frames, keys) == 0  # no cache, nothing to do
+
+
+def test_prefetch_stops_before_the_next_unit(adapter):
+    g = Grounder(adapter, dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False))
+    frames = random_frames(6, 48, 64, seed=2)
+    asked = []
+    assert g.prefetch(frames, list(range(6)), should_stop=lambda: asked.append(1) or len(asked) > 1) == 1
+    assert g.prefetch(frames, list(range(6)), should_stop=lambda: True) == 0
+
+
+def _service(grounder, **cfg) -> GroundingService:
+    service = GroundingService(ServingConfig(window_rate=0.0, window_duration=100.0, **cfg))
+    service.start(grounder)
+    return service
+
+
+def _feed(service, frames, first=1):
+    for i, f in enumerate(frames):
+        service.ingest((first + i) * NS, lambda f=f: f)
+
+
+def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_dir):
+    """Frames arrive, the idle worker encodes them; the query then computes no visual token, answers
+    exactly as a service without pre-encode, and the window's evictions take pre-encoded frames along."""
+    adapter = load_adapter(tiny_model_dir("llava_onevision"))
+    cfg = dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False, keep_relevance=True)
+    on, off = Grounder(adapter, cfg), Grounder(adapter, cfg)
+    with_pre = _service(on, preencode_when_idle=True, window_max_frames=6)
+    without = _service(off, window_max_frames=6)
+    frames = random_frames(8, 48, 64, seed=4)
+    try:
+        for service in (with_pre, without):
+            _feed(service, frames[:6])
+        _until(lambda: with_pre.cache_stats()["prefetched"].get("visual", 0) == 6)
+        assert without.cache_stats()["entries"] == 0  # off by default: nothing computed before a query
+        assert with_pre.counters().queries_received == 0  # not a query
+        answers = {}
+        for name, service in (("on", with_pre), ("off", without)):
+            service.submit(GroundingRequest("q", "the red ball"), lambda a, n=name: answers.__setitem__(n, a)).wait(60)
+        assert answers["on"].status == answers["off"].status == "answered"
+        _same(answers["on"].result, answers["off"].result)
+        s = with_pre.cache_stats()
+        assert s["by_kind"]["visual"] == {"hits": 4, "misses": 0} and s["prefetch_hits"]["visual"] == 4
+        _feed(with_pre, frames[6:], first=7)  # two frames leave the window, two new ones are pre-encoded
+        _until(lambda: with_pre.cache_stats()["prefetched"].get("visual", 0) == 8)
+        live = {f.seq for f in with_pre.window.frames()}
+        held = {k[0] for (kind, k) in on.feature_cache._entries if kind in ("pixels", "visual")}
+        assert held == live
+    finally:
+        with_pre.stop()
+        without.stop()
+
+
+class UnitGrounder:
+    """Pre-encodes in units that wait for ``go`` (no model): shows when the service stops between them."""
+
+    def __init__(self, units=5):
+        self.units, self.done, self.calls = units, [], []
+        self.go, self.entered = threading.Event(), threading.Event()
+        self.stopped_at = None
+
+    def prefetch(self, frames, frame_keys, should_stop=None):
+        for u in range(len(self.done), self.units):  # what earlier passes did stays done
+            if should_stop():
+                self.stopped_at = len(self.done)
+                return len(self.done)
+            self.entered.set()
+            self.go.wait(30)
+            self.done.append(u)
+        return self.units
+
+    def ground(self, frames, stamps, query, proposals=None, sub_queries=None, checkpoint=None):
+        from stvg_ros.result import GroundingResult, SubQueries
+
+        self.calls.append(len(self.done))  # units finished when the query started
+        return GroundingResult(query=query, found=True, score=1.0, start=stamps[0], end=stamps[-1],
+                               boxes={s: (0.0, 0.0, 1.0, 1.0) for s in stamps}, track_id=None,
+                               sub_queries=SubQueries(query, query, "none"), p_yes=0.9)
+
+
+def test_a_query_interrupts_pre_encoding_after_one_unit_and_it_resumes_after():
+    g = UnitGrounder()
+    service = _service(g, preencode_when_idle=True)
+    try:
+        _feed(service, random_frames(3, 24, 32))
+        assert g.entered.wait(30)  # inside the first unit
+        answers = []
+        handle = service.submit(GroundingRequest("q", "the red ball"), answers.append)
+        g.go.set()  # the unit in flight finishes; none starts before the query
+        assert handle.wait(30) and answers[0].status == "answered"
+        assert g.calls == [1] and g.stopped_at == 1
+        _until(lambda: len(g.done) == g.units)  # resumed once the worker was idle again
+        c = service.counters()
+        assert (c.queries_received, c.queries_answered) == (1, 1)
+    finally:
+        service.stop()
+
+
+def test_a_due_standing_evaluation_and_stop_interrupt_pre_encoding_too():
+    from stvg_ros.standing import StandingRequest
+
+    g = UnitGrounder()
+    service = _service(g, preencode_when_idle=True)
+    try:
+        _feed(service, random_frames(3, 24, 32))
+        assert g.entered.wait(30)
+        events = []
+        assert service.register(StandingRequest("s", "the red ball", period=1.0, cheap_first=False), events.append)
+        g.go.set()
+        _until(lambda: g.calls)  # the standing evaluation ran after the unit in flight
+        assert g.calls[0] == 1
+    finally:
+        service.stop()
+    assert g.stopped_at is not None
+
+
+def test_off_by_default_and_without_prefetch_support():
+    assert ServingConfig().preencode_when_idle is False
+    g = UnitGrounder()
+    service = _service(g)
+    try:
+        _feed(service, random_frames(3, 24, 32))
+        answers = []
+        service.submit(GroundingRequest("q", "x"), answers.append).wait(30)
+        assert answers[0].status == "answered" and not g.entered.is_set()
+    finally:
+        service.stop()
+
+
+def test_units_cover_the_sampled_clip(adapter):
+    idx = sample_indices(11, 5)
+    units = adapter.encode_units(len(idx))
+    assert sorted(i for u in units for i in u) == list(range(len(idx)))
+
+
+def test_bench_preencode_quick(tmp_path):
+    """The benchmark runs in quick mode, its answers equal with and without pre-encode (figures: bench/)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "preencode.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_preencode.py"), "--quick", "--json", str(out)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "on/off" in proc.stdout and "pre-encoded units used" in proc.stdout
+    for model in json.loads(out.read_text())["models"].values():
+        for run in model.values():
+            first = run["first_query"]
+            assert first["results_equal"] is True and first["query_visual_misses"] == 0
+            assert 0 < run["speculative"]["stream_prefetched_used"] <= run["speculative"]["stream_prefetched_units"]
+
+
+@pytest.mark.ros
+def test_diagnostics_report_what_was_pre_encoded_and_used():
+    from ros_harness import require_ros
+
+    require_ros()
+    from stvg_ros.msg import Status
+    from stvg_ros.ros.status import diagnostics
+
+    cache = dict(FeatureCache(1000).stats().as_dict(), prefetched={"visual": 6}, prefetch_hits={"visual": 4})
+    status = diagnostics("stvg", Status(state="active"), "", [], cache=cache).status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["feature_cache_prefetched"] == "{'visual': 6}"
+    assert values["feature_cache_prefetch_hits"] == "{'visual': 4}"
