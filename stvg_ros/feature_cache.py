@@ -83,6 +83,10 @@ class FeatureCache:
 
     ``max_bytes`` 0 disables it (every ``get`` misses, nothing is stored)."""
 
+    #: kinds that may hold at most this share of ``max_bytes``: a clip prefix's KV cache (large, and useful only
+    #: while the sampled frames stay) must not push out the per-frame entries every slide of the window reuses
+    SHARES = {"prefix": 0.5}
+
     def __init__(self, max_bytes: int = 256 * 2**20):
         self.max_bytes = int(max_bytes)
         self._entries: OrderedDict[tuple, tuple[Any, int, frozenset]] = OrderedDict()
@@ -132,12 +136,24 @@ class FeatureCache:
         if not self.enabled:
             return
         size = nbytes(value)
-        if size > self.max_bytes:
+        cap = self.max_bytes * self.SHARES.get(kind, 1.0)
+        if size > cap:
             return
         with self._lock:
             old = self._entries.pop((kind, key), None)
             if old is not None:
                 self._bytes -= old[1]
+            if kind in self.SHARES:  # a bounded kind makes room among its own entries first
+                mine = [(k, e[1]) for k, e in self._entries.items() if k[0] == kind]
+                held = sum(b for _, b in mine)
+                for k, b in mine:
+                    if held + size <= cap:
+                        break
+                    del self._entries[k]
+                    self._bytes -= b
+                    held -= b
+                    self._evictions += 1
+                    self._unused.discard(k)
             self._entries[(kind, key)] = (value, size, frozenset(frames))
             self._bytes += size
             if getattr(self._local, "prefetching", False):

@@ -114,6 +114,15 @@ def test_eviction_and_bound():
     cache.put("visual", ((3, 4), "s"), torch.zeros(10), frames=(3, 4))
     assert cache.retain({4}) == 3  # frames 2 and 3 left the window: their entries and the pair's go
     assert cache.stats().entries == 1
+    # clip prefixes hold at most half the budget: a new one replaces the oldest prefix, not per-frame entries
+    shared = FeatureCache(max_bytes=1000)
+    shared.put("visual", "v", np.zeros(100, np.float32))  # 400 bytes
+    shared.put("prefix", "p1", np.zeros(100, np.float32))
+    shared.put("prefix", "p2", np.zeros(100, np.float32))
+    assert shared.get("visual", "v") is not None and shared.get("prefix", "p1") is None
+    assert shared.get("prefix", "p2") is not None and shared.stats().bytes == 800
+    shared.put("prefix", "big", np.zeros(200, np.float32))  # 800 bytes: more than its share, not kept
+    assert shared.get("prefix", "big") is None
     off = FeatureCache(0)
     off.put("pixels", 1, np.zeros(4))
     assert off.stats().entries == 0
