@@ -106,15 +106,57 @@ def check_compressed(msg) -> str:
     return ""
 
 
-def decode_image(msg) -> np.ndarray:
+def decode_image(msg, max_side: int = 0) -> np.ndarray:
     """A ``sensor_msgs/Image`` → HxWx3 uint8 RGB (16-bit data is scaled to 8 bits).
 
-    Raises :class:`ImageError` naming the problem (see :func:`check_image`).
+    ``max_side`` > 0: shrunk as :func:`stvg_ros.window.downscale` does (longer side at most
+    ``max_side``), before the colour conversion where that is a per-pixel channel shuffle (bgr8,
+    mono8), so it runs on the small image.  Raises :class:`ImageError` naming the problem
+    (see :func:`check_image`).
     """
+    return _decode_image(msg, max_side)[0]
+
+
+def decode_compressed(msg, max_side: int = 0) -> np.ndarray:
+    """A ``sensor_msgs/CompressedImage`` (jpeg/png) → HxWx3 uint8 RGB.
+
+    ``max_side`` > 0: shrunk as :func:`stvg_ros.window.downscale` does; a JPEG is decoded at 1/2, 1/4
+    or 1/8 scale (libjpeg's DCT scaling) where that still leaves at least twice the stored size, which
+    roughly halves the decode."""
+    return _decode_compressed(msg, max_side)[0]
+
+
+def decode_message(msg, max_side: int = 0) -> np.ndarray:
+    """An ``Image`` or a ``CompressedImage`` (the one with a ``format`` field) → HxWx3 uint8 RGB."""
+    return decode_for_window(msg, max_side)[0]
+
+
+def decode_for_window(msg, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """``(rgb, (H, W) as published)``: the frame the window stores (longer side at most ``max_side``,
+    0 = full size), decoded as cheaply as that allows; the node's ingestion calls it for kept frames."""
+    return _decode_compressed(msg, max_side) if hasattr(msg, "format") else _decode_image(msg, max_side)
+
+
+#: conversions to RGB that act on each pixel alone and keep 1 or 3 channels: they commute with a resize
+_PER_PIXEL = None
+
+
+def _per_pixel() -> set:
+    global _PER_PIXEL
+    if _PER_PIXEL is None:
+        import cv2
+
+        _PER_PIXEL = {None, cv2.COLOR_BGR2RGB, cv2.COLOR_GRAY2RGB}
+    return _PER_PIXEL
+
+
+def _decode_image(msg, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
     problem = check_image(msg)
     if problem:
         raise ImageError(problem)
     import cv2
+
+    from .window import downscale
 
     enc = str(msg.encoding).strip().lower()
     channels, dtype, conversion = _table_once()[enc]
@@ -140,27 +182,81 @@ def decode_image(msg) -> np.ndarray:
     else:
         pixels = pixels.reshape(height, width, channels)
     pixels = np.ascontiguousarray(pixels)
-    rgb = pixels if conversion is None else cv2.cvtColor(pixels, conversion)
-    return np.ascontiguousarray(rgb)
+    if conversion in _per_pixel():  # shrink first: the conversion then touches the small image only
+        pixels = downscale(pixels, max_side)[0]
+        rgb = pixels if conversion is None else cv2.cvtColor(pixels, conversion)
+    else:
+        rgb = downscale(cv2.cvtColor(pixels, conversion), max_side)[0]
+    return np.ascontiguousarray(rgb), (height, width)
 
 
-def decode_compressed(msg) -> np.ndarray:
-    """A ``sensor_msgs/CompressedImage`` (jpeg/png) → HxWx3 uint8 RGB."""
+def _decode_compressed(msg, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
     import cv2
+
+    from .window import downscale, stored_size
 
     problem = check_compressed(msg)
     if problem:
         raise ImageError(problem)
     data = np.frombuffer(_data(msg), dtype=np.uint8)
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    bgr, source = None, None
+    header = jpeg_size(data) if max_side > 0 else None
+    if header is not None:
+        size = stored_size(*header, max_side)
+        factor = 1
+        while size is not None and factor < 8 and max(header) >= 2 * factor * 2 * max(size):
+            factor *= 2
+        if factor > 1:
+            bgr = cv2.imdecode(data, getattr(cv2, f"IMREAD_REDUCED_COLOR_{factor}"))
+            if bgr is not None:  # libjpeg rounds the scaled size up; EXIF orientation may swap the axes
+                expect = (-(-header[0] // factor), -(-header[1] // factor))
+                if bgr.shape[:2] == expect:
+                    source = header
+                elif bgr.shape[:2] == expect[::-1]:
+                    source = header[::-1]
+                else:
+                    bgr = None
     if bgr is None:
-        raise ImageError(f"cannot decode compressed image (format {msg.format!r}): publish jpeg or png")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ImageError(f"cannot decode compressed image (format {msg.format!r}): publish jpeg or png")
+        source = bgr.shape[:2]
+    small = downscale(bgr, max_side, source)[0]
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB), (int(source[0]), int(source[1]))
 
 
-def decode_message(msg) -> np.ndarray:
-    """An ``Image`` or a ``CompressedImage`` (the one with a ``format`` field) → HxWx3 uint8 RGB."""
-    return decode_compressed(msg) if hasattr(msg, "format") else decode_image(msg)
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic): they carry the size
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def jpeg_size(data) -> "tuple[int, int] | None":
+    """``(H, W)`` from a JPEG's start-of-frame header without decoding, or None (not a JPEG, or no
+    readable header: the caller decodes in full, which reports a broken file)."""
+    b = bytes(data[:2])
+    if b != b"\xff\xd8":
+        return None
+    n, i = len(data), 2
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = int(data[i + 1])
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        length = (int(data[i + 2]) << 8) | int(data[i + 3])
+        if marker in _SOF:
+            if i + 9 > n or length < 7:
+                return None
+            h = (int(data[i + 5]) << 8) | int(data[i + 6])
+            w = (int(data[i + 7]) << 8) | int(data[i + 8])
+            return (h, w) if h > 0 and w > 0 else None
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image / start of scan before any frame header
+            return None
+        i += 2 + length
+    return None
 
 
 def encode_image(rgb: np.ndarray, msg) -> None:

@@ -26,7 +26,7 @@ from std_msgs.msg import String
 
 from stvg_ros import node_params as P
 from stvg_ros.config import ConfigError
-from stvg_ros.image_messages import check_compressed, check_image, decode_compressed, decode_image
+from stvg_ros.image_messages import check_compressed, check_image, decode_for_window
 from stvg_ros.msg import Detections, GroundingQuery, StandingQuery, Status, Tube
 from stvg_ros.ros.action_server import GroundActionServer, refusal_reason
 from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, standing_request_from_msg
@@ -243,10 +243,11 @@ class StvgNode(LifecycleNode):
             self._warn(f"dropped a frame on {topic}: unexpected {type(e).__name__}: {e}", "frame")
 
     def _on_image(self, msg: Image) -> None:
-        self._ingest(msg, check_image(msg), lambda: decode_image(msg), "image")
+        self._ingest(msg, check_image(msg), lambda: decode_for_window(msg, self.service.window.max_side), "image")
 
     def _on_compressed(self, msg: CompressedImage) -> None:
-        self._ingest(msg, check_compressed(msg), lambda: decode_compressed(msg), "image/compressed")
+        self._ingest(msg, check_compressed(msg), lambda: decode_for_window(msg, self.service.window.max_side),
+                     "image/compressed")
 
     def _on_detections(self, msg: Detections) -> None:
         try:
