@@ -203,8 +203,39 @@ def bench_ingest_1080p(frames: int, side: int, defaults: dict, pool_rgb: list, r
             row[label] = {"cpu_s": c, "cpu_percent_of_one_core": 100.0 * c / (frames / 30.0),
                           "cpu_ms_per_kept_frame": 1000.0 * c / max(1, len(a))}
         row["after_over_before"] = row["after"]["cpu_s"] / row["before"]["cpu_s"]
+        rclpy_cpu = _rclpy_ingest_cpu(pool, frames, side, defaults)
+        if rclpy_cpu is not None:  # + deserialize_message, which rclpy runs for every frame, decimated or not
+            row["rclpy_after"] = {"cpu_s": rclpy_cpu, "cpu_percent_of_one_core": 100.0 * rclpy_cpu / (frames / 30.0)}
         out[fmt] = row
     return out
+
+
+def _rclpy_ingest_cpu(pool: list, frames: int, side: int, defaults: dict) -> float | None:
+    """CPU seconds of today's path starting from serialized CDR (None without rclpy / sensor_msgs)."""
+    try:
+        from rclpy.serialization import deserialize_message, serialize_message
+        from sensor_msgs.msg import CompressedImage, Image
+    except ImportError:
+        return None
+    from stvg_ros.window import FrameWindow
+
+    blobs, kind = [], None
+    for m in pool:
+        if hasattr(m, "format"):
+            kind, r = CompressedImage, CompressedImage()
+            r.format, r.data = m.format, m.data
+        else:
+            kind, r = Image, Image()
+            r.height, r.width, r.encoding, r.step, r.data = m.height, m.width, m.encoding, m.step, m.data
+        blobs.append(serialize_message(r))
+    window = FrameWindow(defaults["window_duration"], defaults["window_max_frames"], defaults["window_rate"], side)
+    cpu0 = time.process_time()
+    for i in range(frames):
+        msg = deserialize_message(blobs[i % len(blobs)], kind)
+        stamp = (i + 1) * (NS // 30)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp // NS, stamp % NS
+        ingest(window, msg)
+    return time.process_time() - cpu0
 
 
 def bench_ingest(frames: int, width: int, height: int, rate: float, defaults: dict) -> dict:
@@ -412,6 +443,10 @@ def main(argv=None) -> dict:
                          f"of one core ({x['before']['cpu_ms_per_kept_frame']:.1f} → "
                          f"{x['after']['cpu_ms_per_kept_frame']:.1f} ms/kept frame, x{x['after_over_before']:.2f}; "
                          f"mean |diff| {x['mean_abs_diff']:.2f}, max {x['max_abs_diff']})"])
+            if "rclpy_after" in x:
+                rows.append([f"ingest 1920x1080 {fmt} @30 Hz, window_rate {r['window_rate']:g}, side {r['side']} "
+                             f"(rclpy deserialize + today's node path)",
+                             f"{x['rclpy_after']['cpu_percent_of_one_core']:.1f} % of one core"])
     for r in results["window"]:
         rows.append([f"window at 3840x2160, window_rate {r['window_rate']:g}",
                      f"peak {mib(r['peak_window_bytes'])} MiB <= bound {mib(r['bound_bytes'])} MiB: "
