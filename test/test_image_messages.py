@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stvg_ros.image_messages import (ImageError, decode_compressed, decode_for_window, decode_image, encode_image,
-                                    jpeg_size, supported_encodings)
+from stvg_ros.image_messages import (ImageError, check_image, decode_compressed, decode_for_window, decode_image,
+                                    encode_image, jpeg_size, supported_encodings)
 from stvg_ros.window import downscale
 
 RNG = np.random.default_rng(0)
@@ -191,3 +191,33 @@ def test_malformed_compressed_data_raises_image_error_with_a_target_side():
         m = msg(RGB, "bgr8")
         m.data = m.data[:-20]
         decode_for_window(m, 4)
+
+
+def test_serialized_images_are_read_in_place_like_rclpy_deserializes_them():
+    """The node subscribes raw: ``image_from_cdr`` / ``compressed_from_cdr`` must read what rclpy serialized."""
+    serialization = pytest.importorskip("rclpy.serialization", reason="rclpy gives the reference serializer")
+    sensor = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs gives the message types")
+    from stvg_ros.image_messages import compressed_from_cdr, image_from_cdr
+
+    bgr = np.ascontiguousarray(RGB[..., ::-1])
+    for frame_id, pad in (("", 0), ("camera_optical_frame", 3)):  # string lengths move the later alignment
+        m = sensor.Image()
+        m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id = 1_700_000_000, 123_456_789, frame_id
+        raw = msg(bgr, "bgr8", pad)
+        m.height, m.width, m.encoding, m.step, m.data = raw.height, raw.width, "bgr8", raw.step, raw.data
+        got = image_from_cdr(serialization.serialize_message(m))
+        assert (got.header.stamp.sec, got.header.stamp.nanosec, got.header.frame_id) == (1_700_000_000, 123_456_789,
+                                                                                        frame_id)
+        assert (got.height, got.width, got.encoding, got.step, got.is_bigendian) == (6, 5, "bgr8", 15 + pad, 0)
+        assert bytes(got.data) == raw.data and check_image(got) == ""
+        out = decode_image(got)
+        assert np.array_equal(out, RGB) and out.flags.writeable  # a copy the frame owns, not the message's bytes
+    c = sensor.CompressedImage()
+    c.header.frame_id, c.format = "cam", "jpeg"
+    c.data = _jpeg(_photo(64, 48)).data
+    got = compressed_from_cdr(serialization.serialize_message(c))
+    assert got.header.frame_id == "cam" and got.format == "jpeg" and bytes(got.data) == bytes(c.data)
+    assert np.array_equal(decode_compressed(got), decode_compressed(c))
+    for bad in (b"", b"\x00\x01\x00\x00\x05", b"\x00\x99\x00\x00" + bytes(40)):
+        with pytest.raises(ImageError, match="CDR|truncated"):
+            image_from_cdr(bad)
