@@ -9,8 +9,14 @@ without a ROS graph, so it runs anywhere:
    add), CPU time by ``time.process_time`` (all threads of the process) over N frames, as a percentage
    of one core: ``cpu_seconds / stream_seconds * 100``.  Measured with the node's defaults (window
    rate 4 Hz: decimated frames are not decoded) and with every frame kept (rate 0, the worst case);
-   then again starting from serialized bytes through rclpy's ``deserialize_message`` (what the
-   executor does per message before the callback), when rclpy is importable.
+   then again starting from serialized bytes, read in place as the node's raw image subscription does
+   (``image_from_cdr``), when rclpy is importable.
+   ``ingest_1080p``: 1920x1080 photographs (scikit-image's, upscaled) at 30 Hz as ``bgr8`` and as JPEG
+   ``CompressedImage``, at the ingest side the node gives each model family, through today's path
+   (``decode_for_window``: reduced-scale JPEG decode, shrink before colour conversion, 2x pre-halving)
+   and through the previous one (full decode, full-size colour conversion, one ``INTER_AREA`` resize),
+   interleaved in one run, with the mean absolute pixel difference between the two paths' kept frames;
+   and both from serialized CDR (before: rclpy's ``deserialize_message`` of every frame, after: the raw read).
 2. ``window``: 4K frames (3840x2160) fed for longer than the window; the window's bytes stay below
    ``max_frames x max_side^2 x 3`` whatever the input size.
 3. ``queries``: a bag (written here with jpeg frames at 30 Hz, or ``--bag``) replayed message by message
@@ -41,18 +47,43 @@ from _util import machine, mib, percentile, rss_bytes, table, write_json  # noqa
 NS = 1_000_000_000
 
 
-def node_defaults() -> dict:
-    """The node's window parameters (``stvg_ros.config.ServingConfig``) and its ingest side rule."""
+def node_defaults(model_side: int) -> dict:
+    """The node's window parameters (``stvg_ros.config.ServingConfig``) and the ingest side it keeps frames
+    at for a model whose adapter reports ``input_side`` = ``model_side`` (``GroundingService.configure``)."""
     from dataclasses import asdict
 
     from stvg_ros.config import ServingConfig
 
     d = {k: v for k, v in asdict(ServingConfig()).items()
          if k in ("window_duration", "window_max_frames", "window_rate", "ingest_max_side")}
-    # GroundingService.configure: ingest_max_side 0 = auto = twice the model's per-frame size, which the node
-    # reads from the adapter (``input_side``): 224 for Qwen2.5-VL (the shipped model), 384 / 336 for LLaVA
-    d["max_side"] = d["ingest_max_side"] or 2 * 224
+    d["model_side"] = model_side
+    d["max_side"] = ingest_side(model_side)
     return d
+
+
+def ingest_side(model_side: int) -> int:
+    """The window's ``max_side`` the node sets for this model side, computed by the node's own code."""
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.service import GroundingService
+
+    service = GroundingService(ServingConfig())
+    service.configure(service.config, model_side=model_side)
+    return service.window.max_side
+
+
+def model_side(model: str, config: dict) -> int:
+    """What the node reads at configure (``ros/node.py``): ``image_size`` or the adapter's ``input_side``."""
+    from stvg_ros.grounder import Grounder
+
+    grounder = Grounder.from_pretrained(model, config=dict(config, device="cpu"))
+    side = grounder.config.image_size or getattr(grounder.adapter, "input_side", None) or 0
+    return side if isinstance(side, int) else 0
+
+
+#: per-frame input sides of the real checkpoints (no weights here): Qwen2.5-VL at the paper's 224 px
+#: (``QwenVLAdapter.default_image_size``; its processor's max_pixels does not cap it), the CLIP-336 tower
+#: of LLaVA-NeXT-Video-7B and the SigLIP-384 tower of LLaVA-OneVision (``vision_config.image_size``)
+FAMILY_SIDES = {"qwen2_5_vl": 224, "llava_next_video": 336, "llava_onevision": 384}
 
 
 def scene(i: int, width: int, height: int) -> np.ndarray:
@@ -81,12 +112,140 @@ def bgr8_message(bgr: np.ndarray, stamp_ns: int):
 
 
 def ingest(window, msg) -> None:
-    """The node's ``_ingest`` for one Image message, without ROS: offer, decode, add."""
-    from stvg_ros.image_messages import decode_image
+    """The node's ``_ingest`` for one Image / CompressedImage message, without ROS: offer, decode, add."""
+    from stvg_ros.image_messages import decode_for_window
 
     stamp_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
     if window.offer(stamp_ns) == "keep":
-        window.add(stamp_ns, decode_image(msg), frame_id=msg.header.frame_id)
+        rgb, source_size = decode_for_window(msg, window.max_side)
+        window.add(stamp_ns, rgb, source_size, frame_id=msg.header.frame_id)
+
+
+def ingest_before(window, msg) -> None:
+    """The same as the node did before the reduced decode: full-size decode and colour conversion, then one
+    ``INTER_AREA`` resize to the stored size (kept here only to measure against)."""
+    import cv2
+
+    from stvg_ros.image_messages import decode_message
+    from stvg_ros.window import stored_size
+
+    stamp_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
+    if window.offer(stamp_ns) == "keep":
+        rgb = decode_message(msg)
+        size = stored_size(rgb.shape[0], rgb.shape[1], window.max_side)
+        small = rgb if size is None else cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        window.add(stamp_ns, small, rgb.shape[:2], frame_id=msg.header.frame_id)
+
+
+def photographs(width: int, height: int) -> tuple[list[np.ndarray], str]:
+    """RGB photographs upscaled (bicubic) to ``width x height``: scikit-image's sample images, read as files
+    (importing skimage is not needed), else the synthetic scene; and where they came from."""
+    import importlib.util
+
+    import cv2
+
+    spec = importlib.util.find_spec("skimage")
+    names = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
+    out = []
+    if spec is not None and spec.submodule_search_locations:
+        data = Path(list(spec.submodule_search_locations)[0]) / "data"
+        for name in names:
+            bgr = cv2.imread(str(data / name), cv2.IMREAD_COLOR)
+            if bgr is not None:
+                out.append(cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_CUBIC),
+                                        cv2.COLOR_BGR2RGB))
+    if out:
+        return out, f"{len(out)} scikit-image photographs upscaled to {width}x{height}"
+    return [scene(i * 50, width, height) for i in range(4)], "synthetic scenes (scikit-image not installed)"
+
+
+def jpeg_message(rgb: np.ndarray, stamp_ns: int, quality: int = 90):
+    """A sensor_msgs/CompressedImage-shaped object holding ``rgb`` as JPEG."""
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=stamp_ns // NS, nanosec=stamp_ns % NS),
+                                                  frame_id="camera"),
+                           format="jpeg", data=data.tobytes())
+
+
+def bench_ingest_1080p(frames: int, side: int, defaults: dict, pool_rgb: list, rounds: int = 3) -> dict:
+    """1080p30 bgr8 and JPEG at ingest side ``side``: CPU share of today's and the previous path, interleaved
+    (``rounds`` alternations, the minimum per path, so a neighbour's load spike hits both alike), and the
+    mean absolute difference of their kept frames (grey levels of 255)."""
+    from stvg_ros.window import FrameWindow
+
+    period_ns = NS // 30
+    pools = {"bgr8": [bgr8_message(np.ascontiguousarray(p[..., ::-1]), 0) for p in pool_rgb],
+             "jpeg": [jpeg_message(p, 0) for p in pool_rgb]}
+    out = {"side": side, "frames": frames, "window_rate": defaults["window_rate"]}
+    for fmt, pool in pools.items():
+        cpu = {"after": [], "before": []}
+        kept = {}
+        for _ in range(rounds):
+            for label, path in (("after", ingest), ("before", ingest_before)):
+                window = FrameWindow(defaults["window_duration"], defaults["window_max_frames"],
+                                     defaults["window_rate"], side)
+                for i in range(3):  # warm-up
+                    path(FrameWindow(1.0, 4, 0, side), _restamp(pool[i % len(pool)], i * period_ns))
+                cpu0 = time.process_time()
+                for i in range(frames):
+                    path(window, _restamp(pool[i % len(pool)], (i + 1) * period_ns))
+                cpu[label].append(time.process_time() - cpu0)
+                kept[label] = window.frames()
+        a, b = kept["after"], kept["before"]
+        n_kept = frames - window.decimated - window.stale  # kept over the run (the window holds the last 10 s)
+        assert [f.image.shape for f in a] == [f.image.shape for f in b] and [f.scale for f in a] == [f.scale for f in b]
+        diff = [np.abs(x.image.astype(np.int16) - y.image.astype(np.int16)) for x, y in zip(a, b)]
+        row = {"kept": n_kept, "stored_shape": list(a[-1].image.shape),
+               "mean_abs_diff": float(np.mean([d.mean() for d in diff])), "max_abs_diff": int(max(d.max() for d in diff))}
+        for label in ("before", "after"):
+            c = min(cpu[label])
+            row[label] = {"cpu_s": c, "cpu_percent_of_one_core": 100.0 * c / (frames / 30.0),
+                          "cpu_ms_per_kept_frame": 1000.0 * c / max(1, n_kept)}
+        row["after_over_before"] = row["after"]["cpu_s"] / row["before"]["cpu_s"]
+        serialized = _serialized_ingest_cpu(pool, frames, side, defaults)
+        if serialized is not None:  # from the bytes the middleware hands over, every frame decimated or not
+            row["serialized"] = {k: {"cpu_s": v, "cpu_percent_of_one_core": 100.0 * v / (frames / 30.0)}
+                                 for k, v in serialized.items()}
+        out[fmt] = row
+    return out
+
+
+def _serialized_ingest_cpu(pool: list, frames: int, side: int, defaults: dict) -> dict | None:
+    """CPU seconds from serialized CDR: ``before`` = rclpy's ``deserialize_message`` (what a typed subscription
+    runs for every message) + the previous path; ``after`` = the node's raw subscription (``image_from_cdr`` /
+    ``compressed_from_cdr``) + today's.  None without rclpy / sensor_msgs."""
+    try:
+        from rclpy.serialization import deserialize_message, serialize_message
+        from sensor_msgs.msg import CompressedImage, Image
+    except ImportError:
+        return None
+    from stvg_ros.image_messages import compressed_from_cdr, image_from_cdr
+    from stvg_ros.window import FrameWindow
+
+    blobs, kind = [], None
+    for m in pool:
+        if hasattr(m, "format"):
+            kind, read, r = CompressedImage, compressed_from_cdr, CompressedImage()
+            r.format, r.data = m.format, m.data
+        else:
+            kind, read, r = Image, image_from_cdr, Image()
+            r.height, r.width, r.encoding, r.step, r.data = m.height, m.width, m.encoding, m.step, m.data
+        blobs.append(serialize_message(r))
+    out = {}
+    for label, parse, path in (("before", lambda b: deserialize_message(b, kind), ingest_before),
+                               ("after", read, ingest)):
+        window = FrameWindow(defaults["window_duration"], defaults["window_max_frames"], defaults["window_rate"], side)
+        cpu0 = time.process_time()
+        for i in range(frames):
+            msg = parse(blobs[i % len(blobs)])
+            stamp = (i + 1) * (NS // 30)  # the pool repeats: stamp each message as the camera would
+            msg.header.stamp.sec, msg.header.stamp.nanosec = stamp // NS, stamp % NS
+            path(window, msg)
+        out[label] = time.process_time() - cpu0
+    return out
 
 
 def bench_ingest(frames: int, width: int, height: int, rate: float, defaults: dict) -> dict:
@@ -112,18 +271,20 @@ def bench_ingest(frames: int, width: int, height: int, rate: float, defaults: di
 
 
 def bench_ingest_rclpy(frames: int, width: int, height: int, rate: float, defaults: dict) -> dict | None:
-    """The same, starting from serialized CDR bytes: rclpy's ``deserialize_message`` into a real
-    ``sensor_msgs/Image`` (what the executor does for every message, decimated or not) + the node's path.
+    """The same, starting from serialized CDR bytes (rclpy's ``serialize_message`` of a real
+    ``sensor_msgs/Image``), read as the node's raw subscription does (``image_from_cdr``, every message,
+    decimated or not) + the node's path.
 
     Middleware transport (DDS) is not included.  None when rclpy or sensor_msgs are not importable.
     """
     try:
-        from rclpy.serialization import deserialize_message, serialize_message
+        from rclpy.serialization import serialize_message
         from sensor_msgs.msg import Image
     except ImportError:
         return None
     import cv2
 
+    from stvg_ros.image_messages import image_from_cdr
     from stvg_ros.window import FrameWindow
 
     period_ns = NS // 30
@@ -137,7 +298,7 @@ def bench_ingest_rclpy(frames: int, width: int, height: int, rate: float, defaul
     blobs = [serialize_message(m) for m in raw]
     cpu0 = time.process_time()
     for i in range(frames):
-        msg = deserialize_message(blobs[i % len(blobs)], Image)
+        msg = image_from_cdr(blobs[i % len(blobs)])
         stamp = (i + 1) * period_ns  # the pool repeats: stamp each message as the camera would
         msg.header.stamp.sec, msg.header.stamp.nanosec = stamp // NS, stamp % NS
         ingest(window, msg)
@@ -148,10 +309,10 @@ def bench_ingest_rclpy(frames: int, width: int, height: int, rate: float, defaul
 
 
 def _restamp(msg, stamp_ns: int):
-    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=stamp_ns // NS, nanosec=stamp_ns % NS),
-                                                  frame_id=msg.header.frame_id),
-                           height=msg.height, width=msg.width, encoding=msg.encoding, is_bigendian=0, step=msg.step,
-                           data=msg.data)
+    """A shallow copy of an Image- or CompressedImage-shaped message with another stamp (same data object)."""
+    header = SimpleNamespace(stamp=SimpleNamespace(sec=stamp_ns // NS, nanosec=stamp_ns % NS),
+                             frame_id=msg.header.frame_id)
+    return SimpleNamespace(**dict(vars(msg), header=header))
 
 
 def bench_window(frames: int, width: int, height: int, rate: float, defaults: dict) -> dict:
@@ -194,7 +355,6 @@ def write_stream_bag(path: Path, seconds: float, width: int, height: int, query_
 def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomposer: str, config: dict) -> dict:
     from stvg_ros.bags import iter_messages
     from stvg_ros.grounder import Grounder
-    from stvg_ros.image_messages import decode_compressed, decode_image
     from stvg_ros.window import FrameWindow
 
     cfg = dict(config, num_frames=num_frames, decomposer=decomposer, device="cpu")
@@ -206,10 +366,7 @@ def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomp
     latencies, stages, frames_used = [], [], []
     for topic, msgtype, _, msg in iter_messages(bag):
         if msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
-            stamp_ns = int(msg.header.stamp.sec) * NS + int(msg.header.stamp.nanosec)
-            if window.offer(stamp_ns) == "keep":
-                rgb = decode_image(msg) if msgtype.endswith("/Image") else decode_compressed(msg)
-                window.add(stamp_ns, rgb)
+            ingest(window, msg)
         elif msgtype == "stvg_ros/msg/GroundingQuery" and len(window) >= 2:
             held = window.frames()
             t = time.perf_counter()
@@ -241,9 +398,22 @@ def main(argv=None) -> dict:
 
     from stvg_ros.default_model import MEANINGLESS_WARNING, resolve_model
 
-    defaults = node_defaults()
+    model, meaningless = resolve_model(args.model)
+    if meaningless:
+        print(f"note: {MEANINGLESS_WARNING}", flush=True)
+    defaults = node_defaults(model_side(model, {}))
     results: dict = {"machine": machine(), "node_defaults": defaults}
-    print(f"# node overhead, window defaults {defaults}", flush=True)
+    print(f"# node overhead, window defaults {defaults} ({model})", flush=True)
+
+    pool, pool_source = photographs(1920, 1080)
+    sides = {f"{Path(model).name} (this run's model)": defaults["max_side"]}
+    if not args.quick:
+        sides.update({f"{family} (real checkpoints)": ingest_side(s) for family, s in FAMILY_SIDES.items()})
+    results["ingest_1080p"] = {"frames": pool_source, "runs": []}
+    for label, side in sides.items():
+        r = bench_ingest_1080p(args.frames, side, defaults, pool, rounds=1 if args.quick else 3)
+        r["label"] = label
+        results["ingest_1080p"]["runs"].append(r)
 
     results["ingest"] = [bench_ingest(args.frames, 640, 480, defaults["window_rate"], defaults),
                          bench_ingest(args.frames, 640, 480, 0.0, defaults)]
@@ -257,9 +427,6 @@ def main(argv=None) -> dict:
                          bench_window(args.frames // 3 if args.quick else args.frames, 3840, 2160,
                                       defaults["window_rate"], defaults)]
 
-    model, meaningless = resolve_model(args.model)
-    if meaningless:
-        print(f"note: {MEANINGLESS_WARNING}", flush=True)
     with tempfile.TemporaryDirectory(prefix="stvg-bench-node-") as tmp:
         bag = Path(args.bag) if args.bag else Path(tmp) / "stream"
         if not args.bag:
@@ -276,9 +443,24 @@ def main(argv=None) -> dict:
 
     rows = []
     for r in results["ingest"]:
-        via = " (rclpy deserialize + node path)" if r.get("path") == "rclpy" else " (node path)"
+        via = " (serialized CDR + node path)" if r.get("path") == "rclpy" else " (node path)"
         rows.append([f"ingest 640x480 bgr8 @30 Hz, window_rate {r['window_rate']:g}{via}",
                      f"{r['cpu_percent_of_one_core']:.2f} % of one core ({r['cpu_ms_per_frame']:.3f} ms CPU/frame)"])
+    for r in results["ingest_1080p"]["runs"]:
+        for fmt in ("bgr8", "jpeg"):
+            x = r[fmt]
+            rows.append([f"ingest 1920x1080 {fmt} @30 Hz, window_rate {r['window_rate']:g}, side {r['side']} "
+                         f"({r['label']})",
+                         f"{x['before']['cpu_percent_of_one_core']:.1f} % → {x['after']['cpu_percent_of_one_core']:.1f} % "
+                         f"of one core ({x['before']['cpu_ms_per_kept_frame']:.1f} → "
+                         f"{x['after']['cpu_ms_per_kept_frame']:.1f} ms/kept frame, x{x['after_over_before']:.2f}; "
+                         f"mean |diff| {x['mean_abs_diff']:.2f}, max {x['max_abs_diff']})"])
+            if "serialized" in x:
+                y = x["serialized"]
+                rows.append([f"ingest 1920x1080 {fmt} @30 Hz, window_rate {r['window_rate']:g}, side {r['side']} "
+                             f"(from serialized CDR: rclpy deserialize → raw read)",
+                             f"{y['before']['cpu_percent_of_one_core']:.1f} % → {y['after']['cpu_percent_of_one_core']:.1f} "
+                             f"% of one core (x{y['after']['cpu_s'] / y['before']['cpu_s']:.2f})"])
     for r in results["window"]:
         rows.append([f"window at 3840x2160, window_rate {r['window_rate']:g}",
                      f"peak {mib(r['peak_window_bytes'])} MiB <= bound {mib(r['bound_bytes'])} MiB: "
@@ -288,6 +470,8 @@ def main(argv=None) -> dict:
                      f"p50 {q['p50_s']:.3f} s, p95 {q['p95_s']:.3f} s over {q['queries']} queries"])
     text = table(["measurement", "result"], rows)
     print(text)
+    print(f"1080p rows: {pool_source}; before → after = the previous path (full decode, one INTER_AREA) → today's "
+          f"(decode_for_window), interleaved in this run; diff = their kept frames, grey levels of 255")
     results["table"] = text
     out = args.json or str(Path(__file__).resolve().parent / "results" / "node.json")
     write_json(out, results)

@@ -324,7 +324,9 @@ class GroundingService:
 
         ``problem``: what a cheap header check found wrong ("" = nothing), so malformed frames are
         counted and reported even when decimation would have skipped them; ``decode()`` is only
-        called for frames the window keeps (ValueError/TypeError = undecodable, reported)."""
+        called for frames the window keeps (ValueError/TypeError = undecodable, reported).  It returns
+        the RGB frame, or ``(rgb, (H, W) as published)`` when it already shrank it toward
+        ``window.max_side`` (``image_messages.decode_for_window``, which decodes a JPEG at reduced scale)."""
         now = self._clock()
         with self._lock:
             self._counters.frames_received += 1
@@ -340,7 +342,8 @@ class GroundingService:
             rgb = decode()
         except (ValueError, TypeError) as e:
             return self._reject_frame(f"dropped a frame on {source}: {e}")
-        frame = self.window.add(stamp_ns, rgb, frame_id=frame_id)
+        rgb, source_size = rgb if isinstance(rgb, tuple) else (rgb, None)
+        frame = self.window.add(stamp_ns, rgb, source_size, frame_id=frame_id)
         forget = getattr(self.grounder, "forget_frames", None)
         if forget is not None:  # cached work of frames the window let go goes with them
             forget({f.seq for f in self.window.frames()})

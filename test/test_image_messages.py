@@ -8,7 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stvg_ros.image_messages import ImageError, decode_compressed, decode_image, encode_image, supported_encodings
+from stvg_ros.image_messages import (ImageError, check_image, decode_compressed, decode_for_window, decode_image,
+                                    encode_image, jpeg_size, supported_encodings)
+from stvg_ros.window import downscale
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
@@ -94,3 +96,128 @@ def test_encode_round_trip():
     assert (m.encoding, m.step, m.height, m.width) == ("rgb8", 15, 6, 5)
     assert np.array_equal(decode_image(m), RGB)
     assert "bgr8" in supported_encodings()
+
+
+# -- decoding straight to the window's size (decode_for_window / max_side) -------------------------------------
+
+def _photo(width: int, height: int) -> np.ndarray:
+    """A photograph-like RGB frame: scikit-image's astronaut upscaled when installed, else smooth shading with
+    hard-edged shapes (both have the edges and gradients where resampling paths differ)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is not None and spec.submodule_search_locations:
+        bgr = cv2.imread(str(Path(list(spec.submodule_search_locations)[0]) / "data" / "astronaut.png"))
+        if bgr is not None:
+            return cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.dstack([(x / width * 255), (y / height * 255), ((x + y) % 97) * 2.6]).astype(np.uint8)
+    for i in range(12):
+        cv2.circle(img, (int(width * (i + 0.5) / 12), height // 2), height // 9, (255, 20 * i, 0), -1)
+    return img
+
+
+def _jpeg(rgb: np.ndarray, *flags) -> SimpleNamespace:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90, *flags])
+    assert ok
+    return SimpleNamespace(format="jpeg", data=data.tobytes())
+
+
+def _area(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def test_jpeg_decoded_at_reduced_scale_is_the_stored_size_and_close_to_full_decode():
+    rgb = _photo(1920, 1080)
+    m = _jpeg(rgb)
+    small, source = decode_for_window(m, 448)
+    assert source == (1080, 1920) and small.shape == (252, 448, 3) and small.dtype == np.uint8
+    reference = _area(decode_compressed(m), (448, 252))  # the full decode + one INTER_AREA resize
+    assert np.abs(small.astype(int) - reference).mean() < 1.0  # ~0.4 grey levels on photographs
+    assert np.array_equal(decode_compressed(m, 448), small)
+
+
+@pytest.mark.parametrize("shape", [(1001, 667), (668, 1000), (2160, 3840)])
+def test_jpeg_reduced_decode_of_any_size_gives_the_full_paths_size(shape):
+    rgb = _photo(shape[1], shape[0])
+    m = _jpeg(rgb, cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    assert jpeg_size(np.frombuffer(m.data, np.uint8)) == shape
+    small, source = decode_for_window(m, 100)
+    expected, _ = downscale(decode_compressed(m), 100)
+    assert source == shape and small.shape == expected.shape
+    assert np.abs(small.astype(int) - expected).mean() < 1.5
+
+
+def test_png_and_small_images_decode_as_before():
+    rgb = _photo(301, 203)  # odd sizes: one INTER_AREA resize, on BGR before the conversion (exact)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    m = SimpleNamespace(format="png", data=png.tobytes())
+    small, source = decode_for_window(m, 100)
+    assert source == (203, 301) and np.array_equal(small, _area(rgb, (100, 67)))
+    for side in (0, 301, 1000):  # no shrink needed: the full decode, untouched
+        same, source = decode_for_window(m, side)
+        assert source == (203, 301) and np.array_equal(same, rgb)
+    tiny = _jpeg(RGB)
+    assert np.array_equal(decode_compressed(tiny, 64), decode_compressed(tiny))
+
+
+def test_raw_frames_shrink_before_the_colour_conversion():
+    rgb = _photo(1920, 1080)
+    bgr = msg(np.ascontiguousarray(rgb[..., ::-1]), "bgr8")
+    small, source = decode_for_window(bgr, 448)
+    assert source == (1080, 1920) and small.shape == (252, 448, 3)
+    # 1080p → 448 halves first (INTER_AREA's 2x2 mean), then one INTER_AREA: close to one direct resize
+    assert np.abs(small.astype(int) - _area(rgb, (448, 252))).mean() < 1.0
+    odd = rgb[:1001, :1501]  # odd sizes: one direct INTER_AREA, the conversion after it: exact
+    for enc, pixels in (("bgr8", odd[..., ::-1]), ("rgb8", odd)):
+        out = decode_image(msg(np.ascontiguousarray(pixels), enc, pad=2), 300)
+        assert np.array_equal(out, _area(np.ascontiguousarray(odd), (300, 200)))
+    gray = np.ascontiguousarray(odd[..., 1])
+    assert np.array_equal(decode_image(msg(gray, "mono8"), 300), np.dstack([_area(gray, (300, 200))] * 3))
+    bayer = RNG.integers(0, 256, (64, 80), dtype=np.uint8)  # not per pixel: converted first, then shrunk
+    assert np.array_equal(decode_image(msg(bayer, "bayer_rggb8"), 40),
+                          _area(cv2.cvtColor(bayer, cv2.COLOR_BayerRGGB2RGB), (40, 32)))
+
+
+def test_malformed_compressed_data_raises_image_error_with_a_target_side():
+    for data in (b"not a jpeg", b"\xff\xd8" + b"\x00" * 64, b"\xff\xd8\xff\xc0\x00\x11\x08\x04\x38\x07\x80" + b"\x00" * 8):
+        with pytest.raises(ImageError, match="cannot decode compressed image"):
+            decode_for_window(SimpleNamespace(format="jpeg", data=data), 448)
+    with pytest.raises(ImageError, match="no data"):
+        decode_compressed(SimpleNamespace(format="jpeg", data=b""), 448)
+    assert jpeg_size(np.frombuffer(b"\xff\xd8\xff\xd9", np.uint8)) is None
+    with pytest.raises(ImageError, match="truncated"):
+        m = msg(RGB, "bgr8")
+        m.data = m.data[:-20]
+        decode_for_window(m, 4)
+
+
+def test_serialized_images_are_read_in_place_like_rclpy_deserializes_them():
+    """The node subscribes raw: ``image_from_cdr`` / ``compressed_from_cdr`` must read what rclpy serialized."""
+    serialization = pytest.importorskip("rclpy.serialization", reason="rclpy gives the reference serializer")
+    sensor = pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs gives the message types")
+    from stvg_ros.image_messages import compressed_from_cdr, image_from_cdr
+
+    bgr = np.ascontiguousarray(RGB[..., ::-1])
+    for frame_id, pad in (("", 0), ("camera_optical_frame", 3)):  # string lengths move the later alignment
+        m = sensor.Image()
+        m.header.stamp.sec, m.header.stamp.nanosec, m.header.frame_id = 1_700_000_000, 123_456_789, frame_id
+        raw = msg(bgr, "bgr8", pad)
+        m.height, m.width, m.encoding, m.step, m.data = raw.height, raw.width, "bgr8", raw.step, raw.data
+        got = image_from_cdr(serialization.serialize_message(m))
+        assert (got.header.stamp.sec, got.header.stamp.nanosec, got.header.frame_id) == (1_700_000_000, 123_456_789,
+                                                                                        frame_id)
+        assert (got.height, got.width, got.encoding, got.step, got.is_bigendian) == (6, 5, "bgr8", 15 + pad, 0)
+        assert bytes(got.data) == raw.data and check_image(got) == ""
+        out = decode_image(got)
+        assert np.array_equal(out, RGB) and out.flags.writeable  # a copy the frame owns, not the message's bytes
+    c = sensor.CompressedImage()
+    c.header.frame_id, c.format = "cam", "jpeg"
+    c.data = _jpeg(_photo(64, 48)).data
+    got = compressed_from_cdr(serialization.serialize_message(c))
+    assert got.header.frame_id == "cam" and got.format == "jpeg" and bytes(got.data) == bytes(c.data)
+    assert np.array_equal(decode_compressed(got), decode_compressed(c))
+    for bad in (b"", b"\x00\x01\x00\x00\x05", b"\x00\x99\x00\x00" + bytes(40)):
+        with pytest.raises(ImageError, match="CDR|truncated"):
+            image_from_cdr(bad)

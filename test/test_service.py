@@ -440,3 +440,20 @@ def test_detections_far_from_every_frame_are_not_used():
     svc.submit(GroundingRequest("q", "the a"), answers)
     assert answers.wait("q").status == ANSWERED and g.calls[0]["proposals"] is None
     svc.stop()
+
+
+def test_frames_decoded_for_the_window_keep_the_published_size():
+    """The node's decode (``image_messages.decode_for_window``) returns (rgb already shrunk, published (H, W)):
+    the stored frame maps boxes back to the published pixels."""
+    import cv2
+
+    from stvg_ros.image_messages import decode_for_window
+
+    svc = GroundingService(ServingConfig(window_rate=0.0, ingest_max_side=100))
+    rgb = np.random.default_rng(2).integers(0, 256, (400, 800, 3), dtype=np.uint8)
+    ok, jpg = cv2.imencode(".jpg", rgb)
+    msg = type("CompressedImage", (), {"format": "jpeg", "data": jpg.tobytes()})()
+    assert svc.ingest(T0, lambda: decode_for_window(msg, svc.window.max_side)) == "keep"
+    frame = svc.window.newest
+    assert frame.image.shape == (50, 100, 3) and frame.source_size == (400, 800) and frame.scale == pytest.approx(8)
+    assert frame.box_to_source((0, 0, 100, 50)) == pytest.approx((0, 0, 800, 400))

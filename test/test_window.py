@@ -130,3 +130,20 @@ def test_rate_meter_follows_stamps():
     assert m.rate == pytest.approx(20, rel=1e-6)
     m.tick(0)  # clock went back
     assert m.rate == 0.0
+
+
+def test_reduced_decodes_are_stored_like_full_ones():
+    """A frame the decoder already shrank (``source_size`` given) gets the full path's size, scale and box mapping."""
+    import cv2
+
+    full = np.random.default_rng(1).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    w = FrameWindow(duration=10, max_frames=4, max_side=448)
+    a = w.add(NS, full)
+    half = cv2.resize(full, (960, 540), interpolation=cv2.INTER_AREA)  # e.g. a JPEG decoded at 1/2 scale
+    b = w.add(2 * NS, half, source_size=(1080, 1920))
+    assert a.image.shape == b.image.shape == (252, 448, 3) and a.scale == b.scale == pytest.approx(1920 / 448)
+    assert a.source_size == b.source_size == (1080, 1920)
+    assert np.array_equal(a.image, b.image)  # 1080p halves first (INTER_AREA 2x2 mean) on the full path too
+    small = w.add(3 * NS, a.image, source_size=(1080, 1920))  # already at the stored size: kept as is
+    assert small.image is not None and np.array_equal(small.image, a.image) and small.scale == a.scale
+    assert small.box_to_source((0, 0, 448, 252)) == pytest.approx((0, 0, 1920, 1080))

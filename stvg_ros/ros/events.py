@@ -91,10 +91,10 @@ def lost_message(topic: str, change: int, total: int) -> str:
 
 
 def subscribe(node, msg_type, topic: str, callback: Callable, qos: QoSProfile | int, role: str,
-              warn: Callable[[str, str], None], on_lost: Optional[Callable[[int], None]] = None):
+              warn: Callable[[str, str], None], on_lost: Optional[Callable[[int], None]] = None, raw: bool = False):
     """``node.create_subscription`` with the QoS-mismatch warning and, when ``on_lost`` is given and the
-    rmw supports it, the message-lost event (``on_lost(frames lost since the last event)``).  Returns (subscription,
-    whether losses are reported)."""
+    rmw supports it, the message-lost event (``on_lost(frames lost since the last event)``); ``raw``: the
+    callback gets the serialized bytes.  Returns (subscription, whether losses are reported)."""
     profile = qos if isinstance(qos, QoSProfile) else QoSProfile(depth=qos, reliability=ReliabilityPolicy.RELIABLE)
     name = node.resolve_topic_name(topic)
 
@@ -110,11 +110,12 @@ def subscribe(node, msg_type, topic: str, callback: Callable, qos: QoSProfile | 
     if on_lost is not None:
         try:
             events = SubscriptionEventCallbacks(incompatible_qos=incompatible, message_lost=lost)
-            return node.create_subscription(msg_type, topic, callback, profile, event_callbacks=events), True
+            return node.create_subscription(msg_type, topic, callback, profile, event_callbacks=events,
+                                            raw=raw), True
         except (UnsupportedEventTypeError, TypeError):  # this rmw (or an old rclpy) cannot report losses
             pass
     events = SubscriptionEventCallbacks(incompatible_qos=incompatible)
-    return node.create_subscription(msg_type, topic, callback, profile, event_callbacks=events), False
+    return node.create_subscription(msg_type, topic, callback, profile, event_callbacks=events, raw=raw), False
 
 
 def publish_to(node, msg_type, topic: str, qos: QoSProfile | int, warn: Callable[[str, str], None],

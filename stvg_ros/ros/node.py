@@ -21,12 +21,14 @@ from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from stvg_ros import node_params as P
 from stvg_ros.config import ConfigError
-from stvg_ros.image_messages import check_compressed, check_image, decode_compressed, decode_image
+from stvg_ros.image_messages import (ImageError, check_compressed, check_image, compressed_from_cdr, decode_for_window,
+                                     image_from_cdr)
 from stvg_ros.msg import Detections, GroundingQuery, StandingQuery, Status, Tube
 from stvg_ros.ros.action_server import GroundActionServer, refusal_reason
 from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, standing_request_from_msg
@@ -165,7 +167,9 @@ class StvgNode(LifecycleNode):
                          durability=qos_profile_sensor_data.durability)
         lost = self.service.count_lost
         super().on_activate(state)  # the lifecycle publishers speak before the first query can come
-        image, self._loss_reported = subscribe(self, Image, "image", self._on_image, qos, "image", self._warn, lost)
+        # raw: frames arrive serialized and only their header is read until the window keeps one (see _on_image)
+        image, self._loss_reported = subscribe(self, Image, "image", self._on_image, qos, "image", self._warn, lost,
+                                               raw=True)
         self._subs = [image,
                       subscribe(self, String, "query", self._on_query_text, QUERY_DEPTH, "input", self._warn)[0],
                       subscribe(self, GroundingQuery, "query_request", self._on_query_request, QUERY_DEPTH,
@@ -174,7 +178,7 @@ class StvgNode(LifecycleNode):
                                 "input", self._warn)[0]]
         if s.use_compressed:
             self._subs.append(subscribe(self, CompressedImage, "image/compressed", self._on_compressed, qos,
-                                        "image", self._warn, lost)[0])
+                                        "image", self._warn, lost, raw=True)[0])
         if s.use_detections:
             self._subs.append(subscribe(self, Detections, "detections", self._on_detections, 10, "input",
                                         self._warn)[0])
@@ -242,11 +246,24 @@ class StvgNode(LifecycleNode):
         except Exception as e:  # noqa: BLE001 - never die on a frame
             self._warn(f"dropped a frame on {topic}: unexpected {type(e).__name__}: {e}", "frame")
 
-    def _on_image(self, msg: Image) -> None:
-        self._ingest(msg, check_image(msg), lambda: decode_image(msg), "image")
+    def _on_image(self, data: bytes) -> None:
+        """A serialized Image: its fields read in place (``image_from_cdr``), the pixels decoded only when the
+        window keeps the frame; rclpy's deserialization would copy every frame, decimated or not."""
+        self._on_serialized(data, image_from_cdr, Image, check_image, "image")
 
-    def _on_compressed(self, msg: CompressedImage) -> None:
-        self._ingest(msg, check_compressed(msg), lambda: decode_compressed(msg), "image/compressed")
+    def _on_compressed(self, data: bytes) -> None:
+        self._on_serialized(data, compressed_from_cdr, CompressedImage, check_compressed, "image/compressed")
+
+    def _on_serialized(self, data, read, msg_type, check, topic: str) -> None:
+        try:
+            try:
+                msg = read(data)
+            except ImageError:  # an encapsulation the reader does not know: rclpy's own deserialization
+                msg = deserialize_message(data, msg_type)
+        except Exception as e:  # noqa: BLE001 - never die on a frame
+            self._warn(f"dropped a frame on {topic}: cannot read the message: {type(e).__name__}: {e}", "frame")
+            return
+        self._ingest(msg, check(msg), lambda: decode_for_window(msg, self.service.window.max_side), topic)
 
     def _on_detections(self, msg: Detections) -> None:
         try:
