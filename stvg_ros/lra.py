@@ -70,38 +70,56 @@ def _chunks(n: int, size: int) -> list[slice]:
 def _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_batch, also_ask):
     """LRA's first step with each clip's zero-latent prefix computed once (see ``share_first_step``):
     ``(losses, sub-query logits, gradients (B, N, D), also_ask logits)``, or None where nothing is shared
-    or the adapter cannot."""
+    or the adapter cannot.
+
+    One forward pass per clip (its problems' questions, one caption prompt for the official loss, the
+    ``also_ask`` prompts on it), on one zero leaf; each problem's gradient is a backward pass through its
+    own clip's graph only, so sharing a prefix costs no backward work beyond the unshared step's."""
     if not getattr(adapter, "supports_shared_prefix_grad", False):
         return None
     B = len(questions)
-    prompt_vis = list(visuals) + (list(visuals) if loss == "official" else []) + [v for v, _ in also_ask]
-    prompt_q = list(questions) + ([caption_prompt] * B if loss == "official" else []) + [q for _, q in also_ask]
-    if max_batch > 0 and len(prompt_q) > max_batch:
-        return None
     clips: list[VisualTokens] = []
-    clip_of = []
-    for v in prompt_vis:
-        c = next((i for i, u in enumerate(clips) if u is v), None)
-        if c is None:
-            c = len(clips)
+    for v in list(visuals) + [v for v, _ in also_ask]:
+        if not any(u is v for u in clips):
             clips.append(v)
-        clip_of.append(c)
-    if len(clips) == len(prompt_q):
+    if len(clips) == B + len(also_ask):
         return None  # every prompt on its own clip: nothing to share
     N, D = visuals[0].embeds.shape
-    leaves = [torch.zeros(N, D, device=visuals[0].embeds.device, dtype=torch.float32, requires_grad=True)
-              for _ in clips]
-    with torch.enable_grad():
-        out = adapter.run(prompt_vis, prompt_q, visual_delta=torch.stack([leaves[c] for c in clip_of]),
-                          capture=None, with_grad=True, share_prefix=True)
-        logits = out.yes_no_logits
-        sub_logits = logits[:B]
-        per = paper_loss(sub_logits) if loss == "paper" else official_loss(sub_logits, logits[B:2 * B])
-        # one backward per problem: problems on a clip share its leaf, so their gradients are taken apart
-        grads = [torch.autograd.grad(per[i], leaves[clip_of[i]], retain_graph=i < B - 1)[0].float()
-                 for i in range(B)]
-    extra = logits[len(prompt_q) - len(also_ask):].detach() if also_ask else None
-    return per.detach(), sub_logits.detach(), torch.stack(grads), extra
+    per = torch.zeros(B)
+    sub_logits = torch.zeros(B, 2)
+    grads = torch.zeros(B, N, D, device=visuals[0].embeds.device)
+    extra = torch.zeros(len(also_ask), 2) if also_ask else None
+    plans = []
+    for clip in clips:
+        mine = [i for i in range(B) if visuals[i] is clip]
+        asks = [j for j, (v, _) in enumerate(also_ask) if v is clip]
+        prompts = [questions[i] for i in mine] + ([caption_prompt] if loss == "official" and mine else []) \
+            + [also_ask[j][1] for j in asks]
+        if max_batch > 0 and len(prompts) > max_batch:
+            return None
+        plans.append((clip, mine, asks, prompts))
+    for clip, mine, asks, prompts in plans:
+        leaf = torch.zeros(N, D, device=clip.embeds.device, dtype=torch.float32, requires_grad=True)
+        with torch.enable_grad():
+            out = adapter.run(clip, prompts, visual_delta=leaf.unsqueeze(0).expand(len(prompts), N, D),
+                              capture=None, with_grad=len(mine) > 0, share_prefix=True)
+            logits = out.yes_no_logits
+            k = len(mine)
+            mine_logits = logits[:k]
+            if k:
+                if loss == "paper":
+                    losses = paper_loss(mine_logits)
+                else:
+                    losses = official_loss(mine_logits, logits[k:k + 1].expand(k, 2))
+                for n, i in enumerate(mine):
+                    grads[i] = torch.autograd.grad(losses[n], leaf, retain_graph=n < k - 1)[0].float()
+                    per[i] = float(losses[n].detach())
+                    sub_logits[i] = mine_logits[n].detach().float().cpu()
+        if asks:
+            first = k + (1 if loss == "official" and k else 0)
+            for n, j in enumerate(asks):
+                extra[j] = logits[first + n].detach().float().cpu()
+    return per, sub_logits, grads, extra
 
 
 def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualTokens], questions: Sequence[str],
