@@ -120,6 +120,27 @@ def timed(fn):
     return value, time.process_time() - c, time.perf_counter() - w
 
 
+POST_STAGES = ("decompose", "select")  # CPU work on the maps and the text, no model pass
+
+
+class StageClock:
+    """CPU seconds per grounding stage, from ``Grounder.ground``'s ``checkpoint`` callback (called before
+    each stage and each LRA step): a stage lasts until the next call, the last one until :meth:`stop`."""
+
+    def __init__(self):
+        self.marks: list[tuple[str, float]] = []
+
+    def __call__(self, stage: str) -> None:
+        self.marks.append((stage, time.process_time()))
+
+    def stop(self) -> dict:
+        end = time.process_time()
+        out: dict[str, float] = {}
+        for (name, t), (_, t_next) in zip(self.marks, self.marks[1:] + [("", end)]):
+            out[name] = out.get(name, 0.0) + t_next - t
+        return out
+
+
 def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
     """One config in one scenario: the runs interleaved query by query on the same adapter."""
     from stvg_ros.grounder import Grounder
@@ -140,12 +161,12 @@ def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
         results = {}
         order = names[q % len(names):] + names[:q % len(names)]  # rotated: no run always goes first
         for k in order:
-            g = runs[k]
+            g, clock = runs[k], StageClock()
             results[k], c, t = timed(lambda: g.ground(frames[w], stamps[w], QUERIES[q % len(QUERIES)],
-                                                      frame_keys=keys[w]))
+                                                      frame_keys=keys[w], checkpoint=clock))
             cpu[k].append(c)
             wall[k].append(t)
-            stages[k].append(results[k].timings)
+            stages[k].append(clock.stop())
         if q == 0:
             after_first = kind_counts(runs["on"].cache_stats().as_dict())
         a, b = results["on"], results["off"]
@@ -158,9 +179,12 @@ def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
         t, st = cpu[k], stages[k]
         later = statistics.median(t[1:]) if len(t) > 1 else t[0]
         rest = st[1:] or st
+        model = [x - sum(d.get(n, 0.0) for n in POST_STAGES) for x, d in zip(t, st)]  # the model's passes
+        model_later = statistics.median(model[1:]) if len(t) > 1 else model[0]
         row["runs"][k] = {"first_s": t[0], "later_median_s": later, "later_over_first": later / t[0],
                           "median_s": statistics.median(t), "cpu_s": t, "wall_s": wall[k],
-                          "stages_first_s": st[0],  # wall seconds per stage (Grounder timings)
+                          "model_cpu_s": model, "model_later_over_first": model_later / model[0],
+                          "stages_first_s": st[0],  # CPU seconds per stage
                           "stages_later_median_s": {n: statistics.median(x.get(n, 0.0) for x in rest) for n in st[0]},
                           "encode_first_s": st[0]["encode"],
                           "encode_later_median_s": statistics.median(x["encode"] for x in rest)}
@@ -169,8 +193,10 @@ def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
     row["later_hit_rates"] = later_hit_rates(after_first, kind_counts(stats))
     row["later_on_over_off"] = row["runs"]["on"]["later_median_s"] / row["runs"]["off"]["later_median_s"]
     for k in ("off", "today"):
-        if k in runs:  # per query, interleaved: the median of the paired ratios
+        if k in runs:  # per query, interleaved: the median of the paired ratios (whole query; model passes)
             row[f"on_over_{k}"] = statistics.median(a / b for a, b in zip(cpu["on"], cpu[k]))
+            row[f"model_on_over_{k}"] = statistics.median(
+                a / b for a, b in zip(row["runs"]["on"]["model_cpu_s"], row["runs"][k]["model_cpu_s"]))
     row["results_equal"] = bool(exact)
     row["results_close_to_today"] = bool(close)
     return row
@@ -310,7 +336,7 @@ def run_model(name: str, args) -> dict:
             u = unit_costs(adapter, frames, args)
             k, p = args.lra_steps, problems(args)
             post = {c: sum(statistics.median(x["runs"]["off"]["stages_later_median_s"].get(n, 0.0)
-                                             for x in out["configs"][c].values()) for n in ("decompose", "select"))
+                                             for x in out["configs"][c].values()) for n in POST_STAGES)
                     for c in out["configs"]}
             out["cost_model"] = {"units_s": u, "lra_steps": k, "problems": p, "post_s": post,
                                  "predicted_s": {c: predict(u, c, k, p, post[c]) for c in out["configs"]}}
@@ -353,9 +379,11 @@ def oneshot_section(args) -> dict:
             for sname, r in scen.items():
                 on, off = r["runs"]["on"], r["runs"]["off"]
                 rows.append([name, cname, sname, f"{on['first_s']:.3f}", f"{on['later_median_s']:.3f}",
-                             f"{on['later_over_first']:.2f}", f"{off['later_over_first']:.2f}",
-                             f"{r['on_over_off']:.2f}",
-                             f"{r['on_over_today']:.2f}" if "on_over_today" in r else "-",
+                             f"{on['later_over_first']:.2f} ({on['model_later_over_first']:.2f})",
+                             f"{off['later_over_first']:.2f} ({off['model_later_over_first']:.2f})",
+                             f"{r['on_over_off']:.2f} ({r['model_on_over_off']:.2f})",
+                             f"{r['on_over_today']:.2f} ({r['model_on_over_today']:.2f})" if "on_over_today" in r
+                             else "-",
                              f"{off['encode_later_median_s']:.3f} -> {on['encode_later_median_s']:.3f}",
                              rates(r["later_hit_rates"]), f"{r['cache']['bytes'] / 2**20:.1f}",
                              f"{res['peak_rss_bytes'] / 2**20:.0f}",
@@ -381,7 +409,8 @@ def oneshot_section(args) -> dict:
             standing_rows.append([name] + [f"{sc[m]['mean_cost']:.3f} ({sc[m]['full_evaluations']}/"
                                            f"{sc[m]['evaluations']} full)" for m in ("full", "cheap-first")])
     print("\n## One-shot queries over a replayed stream (CPU s; on = caches + shared passes, off = no feature "
-          "cache, today = off + reuse_passes off)\n")
+          "cache, today = off + reuse_passes off; ratios: whole query (model passes only, without decompose "
+          "and select))\n")
     print(table(["model", "config", "scenario", "first (on)", "later (on)", "later/first (on)", "later/first (off)",
                  "on/off", "on/today", "encode later off -> on", "later-query hit rates", "cache MiB",
                  "peak RSS MiB", "equal"], rows))
@@ -574,12 +603,14 @@ def targets(oneshot: dict) -> list[dict]:
         return oneshot.get(model, {}).get("configs", {}).get(cname, {}).get(name)
 
     r = scen("small:qwen2_5_vl", "no-lra", "same")
-    out.append(dict(target="small:qwen2_5_vl: median later no-LRA query <= 0.5x the first (same frames)",
-                    measured=None if r is None else r["runs"]["on"]["later_over_first"], goal=0.5, op="<="))
+    for part, key in (("query", "later_over_first"), ("model passes", "model_later_over_first")):
+        out.append(dict(target=f"small:qwen2_5_vl: median later no-LRA {part} <= 0.5x the first (same frames)",
+                        measured=None if r is None else r["runs"]["on"][key], goal=0.5, op="<="))
     full = oneshot.get("small:qwen2_5_vl", {}).get("configs", {}).get("full") or {"same": None}
     for sname, r in full.items():
-        out.append(dict(target=f"small:qwen2_5_vl: full method per query >= 15 % cheaper than today ({sname})",
-                        measured=None if r is None else r["on_over_today"], goal=0.85, op="<="))
+        for part, key in (("query", "on_over_today"), ("model passes", "model_on_over_today")):
+            out.append(dict(target=f"small:qwen2_5_vl: full method per {part} >= 15 % cheaper than today ({sname})",
+                            measured=None if r is None else r[key], goal=0.85, op="<="))
     per_frame = [m for m in oneshot if m in REAL_SIZES and REAL_SIZES[m][0] in PER_FRAME_FAMILIES]
     for m in per_frame or ["llava-onevision-0.5b"]:
         for cname in (oneshot.get(m, {}).get("configs") or {"plain": None}):
