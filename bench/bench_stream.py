@@ -210,10 +210,8 @@ def unit_costs(adapter, frames, args) -> dict:
     E (encode), E_r (the reversed clip's encode, TAS), F (one no-grad prefill of system + video +
     question), A (the plain config's attention run: question + caption prompt on one prefix, attention
     captured) and L (one LRA problem's step: forward with gradients + backward)."""
-    from stvg_ros.grounder import Grounder, format_question
+    from stvg_ros.grounder import Grounder, format_question, sample_indices
     from stvg_ros.lra import optimise_latent_prompts
-
-    from stvg_ros.grounder import sample_indices
 
     # the adapter is already configured by the groundings before (same options); frames passed without
     # keys are never looked up in a cache
@@ -332,9 +330,9 @@ def run_model(name: str, args) -> dict:
 
         spare = frames[n_total:]
         first = CONFIGS[args.configs.split(",")[0]]
-        Grounder(adapter, dict(first, num_frames=args.frames, lra_steps=1, decomposer=args.decomposer,
-                               feature_cache_mb=0, **args.grounding)).ground(spare, [i / STREAM_FPS for i in range(len(spare))],
-                                                           QUERIES[-1])
+        warm = Grounder(adapter, dict(first, num_frames=args.frames, lra_steps=1, decomposer=args.decomposer,
+                                      feature_cache_mb=0, **args.grounding))
+        warm.ground(spare, [i / STREAM_FPS for i in range(len(spare))], QUERIES[-1])
         for cname in args.configs.split(","):
             out["configs"][cname] = {s: run_config(adapter, frames, cname, slide, args)
                                      for s, slide in scenarios.items()}
@@ -622,7 +620,8 @@ def targets(oneshot: dict) -> list[dict]:
     for m in per_frame or ["llava-onevision-0.5b"]:
         for cname in (oneshot.get(m, {}).get("configs") or {"plain": None}):
             r = scen(m, cname, "same")
-            enc = None if r is None else r["runs"]["on"]["encode_later_median_s"] / r["runs"]["off"]["encode_later_median_s"]
+            enc = None if r is None else \
+                r["runs"]["on"]["encode_later_median_s"] / r["runs"]["off"]["encode_later_median_s"]
             out.append(dict(target=f"{m} ({cname}): later queries skip the vision tower (same frames): "
                                    "encode later on/off ~ 0", measured=enc, goal=0.05, op="<="))
             vis = None if r is None else r["later_hit_rates"].get("visual")
@@ -633,7 +632,8 @@ def targets(oneshot: dict) -> list[dict]:
         t["passed"] = None if v is None else (v <= t["goal"] if t["op"] == "<=" else v >= t["goal"])
     print("\n## Targets (issue 20)\n")
     print(table(["target", "goal", "measured", "pass"],
-                [[t["target"], f"{t['op']} {t['goal']:g}", "not run" if t["measured"] is None else f"{t['measured']:.3f}",
+                [[t["target"], f"{t['op']} {t['goal']:g}",
+                  "not run" if t["measured"] is None else f"{t['measured']:.3f}",
                   {None: "-", True: "yes", False: "no"}[t["passed"]]] for t in out]))
     return out
 
