@@ -133,8 +133,9 @@ def test_real_tiny_model_answer_is_checked_and_replaced_by_rules(tiny_model_dir)
 
 
 def test_shipped_model_decomposes_by_rules_and_replaced_configs_keep_the_cache():
-    """The shipped model's few-shot answers are never usable (bench_feature_cache.py --dsth-probe), so its
-    directory's defaults choose the rules; a config replaced with the same DSTH settings keeps the cache."""
+    """The shipped model's few-shot answers are never usable (``bench_stream.py --sections oneshot
+    --dsth-probe``), so its directory's defaults choose the rules; a config replaced with the same DSTH
+    settings keeps the cache."""
     from pathlib import Path
 
     from stvg_ros.config import load_model_defaults
