@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -455,21 +455,23 @@ class Grounder:
                         groups.append(g)
         size = cfg.max_batch or len(prompts)
         rows = {}
-        for group in groups:
-            for start in range(0, len(group), size):
-                part = group[start:start + size]
-                vis = [prompts[i][1] for i in part]
-                shared = all(v is vis[0] for v in vis)
-                delta = None
-                if any(prompts[i][3] is not None for i in part):
-                    n, d = visual.embeds.shape
-                    delta = torch.stack([prompts[i][3] if prompts[i][3] is not None
-                                         else torch.zeros(n, d, device=visual.embeds.device) for i in part])
-                with torch.no_grad():
-                    out = self.adapter.run(vis[0] if shared else vis, [prompts[i][2] for i in part],
-                                           visual_delta=delta, capture=self.capture, with_grad=False)
-                for row, i in enumerate(part):
-                    rows[prompts[i][0]] = (out, row)
+        scope = getattr(self.adapter, "shared_prefixes", nullcontext)
+        with scope():  # the caption call and the questions' call on one clip decode its prefix once
+            for group in groups:
+                for start in range(0, len(group), size):
+                    part = group[start:start + size]
+                    vis = [prompts[i][1] for i in part]
+                    shared = all(v is vis[0] for v in vis)
+                    delta = None
+                    if any(prompts[i][3] is not None for i in part):
+                        n, d = visual.embeds.shape
+                        delta = torch.stack([prompts[i][3] if prompts[i][3] is not None
+                                             else torch.zeros(n, d, device=visual.embeds.device) for i in part])
+                    with torch.no_grad():
+                        out = self.adapter.run(vis[0] if shared else vis, [prompts[i][2] for i in part],
+                                               visual_delta=delta, capture=self.capture, with_grad=False)
+                    for row, i in enumerate(part):
+                        rows[prompts[i][0]] = (out, row)
         if exist is not None:
             rows["exist"] = (exist, 0)
         elif "exist" not in rows:

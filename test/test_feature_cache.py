@@ -104,6 +104,23 @@ def test_passes_on_unchanged_frames_are_reused_exactly(adapter):
     assert not [k for (kind, k) in cached.feature_cache._entries if kind == "prefix" and 100 in k[0].frames]
 
 
+def test_a_query_decodes_each_clip_prefix_once_without_a_cache(adapter, monkeypatch):
+    """Unkeyed frames (no cache): the caption call and the questions' call on a clip still share one prefix."""
+    prefixes = []
+    decode = adapter._decode
+
+    def counting(embeds, positions, past_key_values=None, use_cache=False):
+        if past_key_values is None:
+            prefixes.append(embeds.shape[1])
+        return decode(embeds, positions, past_key_values=past_key_values, use_cache=use_cache)
+
+    monkeypatch.setattr(adapter, "_decode", counting)
+    g = Grounder(adapter, dict(num_frames=4, use_lra=False, use_tas=True, use_dsth=True, decomposer="rules",
+                               feature_cache_mb=0))
+    g.ground(random_frames(4, 56, 72, seed=2), [0.5 * i for i in range(4)], "the man in red walks to the door")
+    assert len(prefixes) == 2  # the clip and its time-reversed view, once each
+
+
 def test_eviction_and_bound():
     cache = FeatureCache(max_bytes=3 * 400 + 40)
     for k in range(5):

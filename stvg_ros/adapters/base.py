@@ -8,6 +8,7 @@ sees :class:`VisualTokens` and :class:`ForwardOutput` and never branches on mode
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -238,6 +239,11 @@ class ModelAdapter(ABC):
         latent prompts); gradients flow to it only when ``with_grad``.  ``capture=None`` captures no
         attention (the fast path for LRA steps).
         """
+
+    def shared_prefixes(self):
+        """A context in which several ``run`` calls on one clip may share its prefix computation (adapters
+        that can override it; the default shares nothing)."""
+        return contextlib.nullcontext()
 
     @abstractmethod
     def generate_text(self, prompt: str, max_new_tokens: int = 64) -> str:

@@ -420,7 +420,7 @@ class HFAdapter(ModelAdapter):
         if visual_delta is None and not with_grad and isinstance(visual, VisualTokens) and self.use_prefix_cache:
             P = self._clip_prefix_length(batch)
             if P:  # one clip, no latent prompt: its prefix (and this whole call) may be cached
-                return self._run_on_clip(batch, visual.extras.get("clip_key"), list(questions), capture, layers, P)
+                return self._run_on_clip(batch, visual, list(questions), capture, layers, P)
         grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
         with grad_ctx:
             recompute = with_grad and should_checkpoint(self.activation_checkpointing, self.model, self.device,
@@ -456,8 +456,18 @@ class HFAdapter(ModelAdapter):
         head = batch.prompt_ids[0][:P]
         return P if all(ids[:P] == head for ids in batch.prompt_ids) else 0
 
-    def _run_on_clip(self, batch: PreparedBatch, key, questions: list[str], capture, layers, P: int
-                     ) -> ForwardOutput:
+    @contextlib.contextmanager
+    def shared_prefixes(self):
+        """Within it, calls on one clip (e.g. the caption prompt's and the questions') decode its prefix once
+        even when the clip has no key for the feature cache; nothing is kept after it."""
+        outer, self._scoped_prefixes = getattr(self, "_scoped_prefixes", None), {}
+        try:
+            yield
+        finally:
+            self._scoped_prefixes = outer
+
+    def _run_on_clip(self, batch: PreparedBatch, visual: VisualTokens, questions: list[str], capture, layers,
+                     P: int) -> ForwardOutput:
         """``run`` of prompts on one clip without latent prompts: the clip prefix is decoded once into a KV
         cache (alone, so its values never depend on the batch), the questions run on it.
 
@@ -466,6 +476,7 @@ class HFAdapter(ModelAdapter):
         same sampled frames skips the prefix, and a call it has seen (the caption prompt, which no query
         changes) costs nothing.  Hits return exactly what the computation gives, since the computation of a
         call never depends on what is cached."""
+        key = visual.extras.get("clip_key")
         cache = self.feature_cache if key is not None and self.feature_cache is not None else None
         call = (key, tuple(questions), None if capture is None else tuple(layers) if layers is not None else "all")
         if cache is not None:
@@ -474,16 +485,21 @@ class HFAdapter(ModelAdapter):
                 return ForwardOutput(yes_no_logits=done[0], attention=done[1], candidate_tokens=done[2],
                                      candidate_offsets=done[3])
         head = (key, tuple(batch.prompt_ids[0][:P]))
-        kv = cache.get("prefix", head) if cache is not None else None
+        scoped = getattr(self, "_scoped_prefixes", None) if cache is None else None
+        if scoped is not None:
+            kv = scoped.get((id(visual), head[1]))
+        else:
+            kv = cache.get("prefix", head) if cache is not None else None
+            kv = None if kv is None else kv[0]
         with torch.no_grad():
             if kv is None:
                 out = self._decode(batch.embeds[:1, :P], batch.positions[..., :1, :P], use_cache=True)
                 kv = out.past_key_values
-                if cache is not None and hasattr(kv, "layers"):
+                if scoped is not None:
+                    scoped[(id(visual), head[1])] = kv
+                elif cache is not None and hasattr(kv, "layers"):
                     cache.put("prefix", head, (kv, [t for layer in kv.layers for t in (layer.keys, layer.values)]),
                               frames=key.frames)
-            else:
-                kv = kv[0]
             B = batch.embeds.shape[0]
             group = torch.zeros(B, dtype=torch.long, device=self.device)
             hidden_last, attn = self._run_on_prefixes(batch, capture, layers, P, None, group, prefix_cache=kv)
