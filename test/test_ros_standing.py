@@ -104,8 +104,12 @@ def test_appearance_mid_stream_is_reported_once_and_cancel_ends_it(node):
     assert not gone.found and gone.p_yes < 0.5 and stamp_to_ns(gone.header.stamp) > newest
     assert gone.boxes  # where it was last seen
     assert not any(t.query_id == "star" for t in client.tubes), "standing events never go to `tube`"
-    s = client.status[-1]
-    (info,) = [q for q in s.standing if q.id == "star"]
+    def reported(s):  # a Status published after the last event (status comes on its own timer)
+        return next((q for q in s.standing if q.id == "star" and q.events == len(events)), None)
+
+    s = wait_for(lambda: next((s for s in reversed(client.status) if reported(s)), None), 10,
+                 "a Status with every event", proc)
+    info = reported(s)
     assert info.cheap_first and info.evaluations >= 10 and 1 <= info.full_evaluations < info.evaluations
     assert info.events == len(events) and info.mean_cost > 0 and not info.found
     assert s.standing_evaluations >= info.evaluations and s.standing_events == len(events)
