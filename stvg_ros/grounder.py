@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -324,8 +324,7 @@ class Grounder:
         its reversed clip with TAS) — speculative: a window that slides re-pairs the frames.
         ``should_stop()`` is asked before each unit (a query waits for one unit at most).  Returns the
         units computed (0 without a cache or frame-key support)."""
-        if len(frame_keys) != len(frames):
-            raise ValueError(f"got {len(frame_keys)} frame keys for {len(frames)} frames: pass one per frame")
+        _check_keys(frame_keys, len(frames))
         self._sync_adapter()
         cache = self.feature_cache
         if not frames or not getattr(self.adapter, "supports_frame_keys", False) or not cache.enabled:
@@ -370,8 +369,7 @@ class Grounder:
         """``encode_frames``' ``keys`` argument for the sampled frames ``idx`` (none without a cache)."""
         if frame_keys is None:
             return {}
-        if len(frame_keys) != n:
-            raise ValueError(f"got {len(frame_keys)} frame keys for {n} frames: pass one per frame")
+        _check_keys(frame_keys, n)
         if getattr(self.adapter, "supports_frame_keys", False) and self.feature_cache.enabled:
             return {"keys": [frame_keys[i] for i in idx]}
         return {}
@@ -455,8 +453,7 @@ class Grounder:
                         groups.append(g)
         size = cfg.max_batch or len(prompts)
         rows = {}
-        scope = getattr(self.adapter, "shared_prefixes", nullcontext)
-        with scope():  # the caption call and the questions' call on one clip decode its prefix once
+        with self.adapter.shared_prefixes():  # a clip's caption call and questions' call share its prefix
             for group in groups:
                 for start in range(0, len(group), size):
                     part = group[start:start + size]
@@ -524,6 +521,11 @@ class Grounder:
             track_id=best.track_id, sub_queries=subs, p_yes=p_yes, frame_stamps=list(used_stamps),
             frame_scores=[float(s) for s in scores], track_scores={t.track_id: float(t.score) for t in tracks},
             relevance=relevance, reason=reason, grounding_tokens=tokens)
+
+
+def _check_keys(frame_keys: Sequence, n: int) -> None:
+    if len(frame_keys) != n:
+        raise ValueError(f"got {len(frame_keys)} frame keys for {n} frames: pass one per frame")
 
 
 def _as_config(config) -> GroundingConfig:

@@ -169,6 +169,12 @@ class QueryHandle:
         return self._service._cancel(self._job, reason)
 
 
+def _frame_keys(grounder: Any, frames: Sequence[Frame]) -> dict:
+    """``frame_keys`` for a grounder that caches per frame (one that can ``forget_frames``): the window's
+    ``seq``, never reused, so each kept frame's cached work is found again and evicted with the frame."""
+    return {"frame_keys": [f.seq for f in frames]} if hasattr(grounder, "forget_frames") else {}
+
+
 class GroundingService:
     """Frames in, questions in, one answer per question out (see the module docstring).
 
@@ -558,10 +564,9 @@ class GroundingService:
                    check: Callable[[str], None]) -> GroundingResult:
         subs = r.sub_queries
         proposals = self._proposals(frames, subs.attribute if subs else r.text)
-        # frame keys let a caching grounder reuse each kept frame's features (evicted with the frame)
-        keyed = {"frame_keys": [f.seq for f in frames]} if hasattr(grounder, "forget_frames") else {}
         return grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
-                               proposals=proposals or None, sub_queries=subs, checkpoint=check, **keyed)
+                               proposals=proposals or None, sub_queries=subs, checkpoint=check,
+                               **_frame_keys(grounder, frames))
 
     # -- standing queries ----------------------------------------------------------------------------
     def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:
@@ -668,9 +673,8 @@ class GroundingService:
             cheap = sq.request.cheap_first and hasattr(grounder, "existence")
             result = None
             if cheap:
-                keyed = {"frame_keys": [f.seq for f in frames]} if hasattr(grounder, "forget_frames") else {}
                 p_yes = float(grounder.existence([f.image for f in frames], [f.stamp for f in frames], r.text,
-                                                 checkpoint=check, **keyed))
+                                                 checkpoint=check, **_frame_keys(grounder, frames)))
             else:
                 result = self._grounding(grounder, r, frames, check)
                 p_yes, full = float(result.p_yes), True

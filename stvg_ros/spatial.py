@@ -142,19 +142,18 @@ def attention_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: S
 
 #: threads that segment frames in parallel (0 = one per CPU core, at most 8; 1 = in the calling thread)
 SEGMENT_THREADS = 0
-_POOL = None
+_POOLS: dict = {}  # threads -> the pool of that size
 
 
 def _segment_pool():
-    global _POOL
     n = SEGMENT_THREADS or min(8, os.cpu_count() or 1)
     if n <= 1:
         return None
-    if _POOL is None or _POOL._max_workers != n:
+    if n not in _POOLS:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="stvg-segment")
-    return _POOL
+        _POOLS[n] = ThreadPoolExecutor(max_workers=n, thread_name_prefix="stvg-segment")
+    return _POOLS[n]
 
 
 def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tuple[int, int],
