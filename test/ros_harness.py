@@ -181,6 +181,13 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, node: O
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
 
 
+def wait_ready(status: list, publishers, node: NodeProcess, active_timeout: float = 120.0,
+               what: str = "the node's subscriptions") -> None:
+    """Wait until the node reports ``active`` on ``status`` and subscribes to each of ``publishers``."""
+    wait_for(lambda: status and status[-1].state == "active", active_timeout, "the node to become active", node)
+    wait_for(lambda: all(p.get_subscription_count() > 0 for p in publishers), 20, what, node)
+
+
 def image_msg(stamp_ns: int, width: int = 64, height: int = 48, frame_id: str = "test_cam", seed: int = 0,
               encoding: str = "rgb8"):
     """A sensor_msgs/Image with a moving bright square (deterministic)."""

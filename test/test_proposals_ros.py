@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for
+from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for, wait_ready
 
 pytestmark = pytest.mark.ros
 
@@ -52,9 +52,7 @@ def test_node_grounds_on_live_proposals(tiny_model_dir, tmp_path_factory, detect
         diagnostics = client.collect(DiagnosticArray, "/diagnostics", 50)
         cam = client.node.create_publisher(Image, "image", qos_profile_sensor_data)
         ask = client.node.create_publisher(GroundingQuery, "query_request", 10)
-        wait_for(lambda: status and status[-1].state == "active", 120, "the node to become active", proc)
-        wait_for(lambda: cam.get_subscription_count() > 0 and ask.get_subscription_count() > 0, 20,
-                 "the node's subscriptions", proc)
+        wait_ready(status, (cam, ask), proc)
         for i in range(8):
             cam.publish(image_msg(T0 + i * DT, 96, 72, seed=i))
             time.sleep(0.02)

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for
+from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for, wait_ready
 
 pytestmark = pytest.mark.ros
 
@@ -42,10 +42,7 @@ def node(tmp_path_factory):
         client.ask = client.node.create_publisher(GroundingQuery, "query_request", 10)
         client.action = ActionClient(client.node, Ground, "ground")
         cam = client.node.create_publisher(Image, "image", qos_profile_sensor_data)
-        wait_for(lambda: client.status and client.status[-1].state == "active", 120, "the node to become active",
-                 proc)
-        wait_for(lambda: cam.get_subscription_count() and client.ask.get_subscription_count(), 20, "subscriptions",
-                 proc)
+        wait_ready(client.status, (cam, client.ask), proc, what="subscriptions")
         assert client.action.wait_for_server(timeout_sec=20), "the ground action server was not discovered"
         for i in range(24):
             cam.publish(image_msg(T0 + i * DT, 112, 112, seed=i))

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for
+from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for, wait_ready
 
 pytestmark = pytest.mark.ros
 
@@ -31,8 +31,7 @@ def test_best_effort_hd_losses_are_counted(tiny_model_dir, tmp_path):
     try:
         status = client.collect(Status, "status", 10)
         cam = client.node.create_publisher(Image, "image", qos_profile_sensor_data)
-        wait_for(lambda: status and status[-1].state == "active", 120, "the node to become active", proc)
-        wait_for(lambda: cam.get_subscription_count(), 20, "the image subscription", proc)
+        wait_ready(status, (cam,), proc, what="the image subscription")
         assert status[-1].frame_loss_reported, "Fast DDS reports message_lost: the node must subscribe to it"
         msg = Image()
         msg.height, msg.width, msg.encoding, msg.step = 720, 1280, "bgr8", 1280 * 3

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ros_harness import (Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for)
+from ros_harness import (Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for, wait_ready)
 
 pytestmark = pytest.mark.ros
 
@@ -63,10 +63,7 @@ def node(ros, tiny_model_dir, tmp_path_factory):
     client.text = client.node.create_publisher(ros.String, "query", 10)
     client.request = client.node.create_publisher(ros.GroundingQuery, "query_request", 100)
     try:
-        wait_for(lambda: client.status and client.status[-1].state == "active", 90, "the node to become active",
-                 proc)
-        wait_for(lambda: client.cam.get_subscription_count() > 0 and client.request.get_subscription_count() > 0,
-                 20, "the node's subscriptions", proc)
+        wait_ready(client.status, (client.cam, client.request), proc, active_timeout=90)
         yield proc, client
     finally:
         client.close()

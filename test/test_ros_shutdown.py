@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for
+from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for, wait_ready
 
 pytestmark = pytest.mark.ros
 
@@ -36,8 +36,7 @@ def test_a_signal_mid_query_answers_it_and_exits_fast(sig, tmp_path):
         status = client.collect(Status, "status", 10)
         cam = client.node.create_publisher(Image, "image", qos_profile_sensor_data)
         ask = client.node.create_publisher(GroundingQuery, "query_request", 10)
-        wait_for(lambda: status and status[-1].state == "active", 120, "the node to become active", proc)
-        wait_for(lambda: cam.get_subscription_count() and ask.get_subscription_count(), 20, "subscriptions", proc)
+        wait_ready(status, (cam, ask), proc, what="subscriptions")
         for i in range(24):
             cam.publish(image_msg(1_000_000_000_000 + i * 100_000_000, 112, 112, seed=i))
             time.sleep(0.01)

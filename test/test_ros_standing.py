@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for
+from ros_harness import Client, NodeProcess, image_msg, require_ros, unique_namespace, wait_for, wait_ready
 
 pytestmark = pytest.mark.ros
 
@@ -58,9 +58,7 @@ def node(tmp_path_factory):
     client.request = client.node.create_publisher(GroundingQuery, "query_request", 10)
     client.StandingQuery, client.GroundingQuery = StandingQuery, GroundingQuery
     try:
-        wait_for(lambda: client.status and client.status[-1].state == "active", 90, "the node to become active", proc)
-        wait_for(lambda: client.cam.get_subscription_count() > 0 and client.standing.get_subscription_count() > 0,
-                 20, "the node's subscriptions", proc)
+        wait_ready(client.status, (client.cam, client.standing), proc, active_timeout=90)
         yield proc, client
     finally:
         client.close()
