@@ -26,10 +26,12 @@ def test_a_signal_mid_query_answers_it_and_exits_fast(sig, tmp_path):
 
     from stvg_ros.msg import GroundingQuery, Status, Tube
 
-    # the shipped default model (model_path unset), 20 frames, LRA on with 8 steps: a grounding of
-    # 1-3 s on CPU, so the query is reliably in flight when the signal comes
+    # the shipped default model (model_path unset), 20 frames, LRA on with 128 steps: a grounding of
+    # several seconds on CPU, so the query is reliably in flight when the signal comes and the answer
+    # can only be the shutdown's (with 8 steps the window's caches made it 0.5 s on CI: it finished
+    # between the signal and the stop's cancel)
     proc = NodeProcess(unique_namespace(), {"device": "cpu", "window_rate": 0.0, "status_rate": 20.0,
-                                            "image_depth": 50, "lra_steps": 8}, tmp_path / "node.log")
+                                            "image_depth": 50, "lra_steps": 128}, tmp_path / "node.log")
     client = Client(namespace=proc.namespace)
     try:
         tubes = client.collect(Tube, "tube", 10)
