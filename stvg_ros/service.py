@@ -131,14 +131,17 @@ class _Job:
         self.started: Optional[float] = None
         self.cancel_reason: Optional[str] = None
         self.answered = threading.Event()
+        """Set once the answer was delivered (``on_done`` returned): a caller about to silence its outputs
+        waits for this, not for the claim, or it would drop an answer being published."""
+        self.claimed = False
         self._lock = threading.Lock()
 
     def claim(self) -> bool:
         """True once: the caller then delivers the answer."""
         with self._lock:
-            if self.answered.is_set():
+            if self.claimed:
                 return False
-            self.answered.set()
+            self.claimed = True
             return True
 
 
@@ -269,7 +272,7 @@ class GroundingService:
         if worker is not None:
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
         if current is not None:  # still in one stage (a long forward pass): answer it from here
-            self._finish(current, CANCELLED, reason)
+            self._answer_now(current, reason, max(0.05, deadline - time.monotonic()))
         self._worker = None
         stage, self.stage = self.stage, None
         if stage is not None:
@@ -291,7 +294,13 @@ class GroundingService:
         self._end_standing(reason)
         if timeout is not None and current is not None and current.standing is None:
             if not current.answered.wait(timeout):
-                self._finish(current, CANCELLED, reason)
+                self._answer_now(current, reason, timeout)
+
+    def _answer_now(self, job: _Job, reason: str, grace: float) -> None:
+        """Answer ``job`` from this thread, unless the worker already claimed it: then wait (at most
+        ``grace`` s) until the worker's answer is delivered."""
+        if not self._finish(job, CANCELLED, reason):
+            job.answered.wait(grace)
 
     # -- time --------------------------------------------------------------------------------------
     def reset(self, reason: str = "") -> None:
@@ -461,7 +470,7 @@ class GroundingService:
             if job in self._jobs:
                 self._jobs.remove(job)
                 queued = True
-            elif job is self._current and not job.answered.is_set():
+            elif job is self._current and not job.claimed:
                 job.cancel_reason = reason
                 return True
             else:
@@ -764,8 +773,15 @@ class GroundingService:
     def _finish(self, job: _Job, status: str, reason: str, result: Optional[GroundingResult] = None) -> bool:
         if not job.claim():
             return False
+        try:
+            self._deliver(job, status, reason, result)
+        finally:
+            job.answered.set()
+        return True
+
+    def _deliver(self, job: _Job, status: str, reason: str, result: Optional[GroundingResult]) -> None:
         if job.standing is not None:  # a standing evaluation: its events are delivered by _evaluate
-            return True
+            return
         now = self._clock()
         started = job.started if job.started is not None else now
         answer = Answer(job.request, status, reason, result, job.frames if result is not None else (),
@@ -787,7 +803,6 @@ class GroundingService:
             job.on_done(answer)
         except Exception as e:  # noqa: BLE001
             self._warn(f"answer to query {job.request.query_id} not delivered: {type(e).__name__}: {e}", "answer")
-        return True
 
     # -- status --------------------------------------------------------------------------------------
     def _warn(self, message: str, key: str) -> None:

@@ -30,9 +30,10 @@ def node(tmp_path_factory):
     from stvg_ros.action import Ground
     from stvg_ros.msg import GroundingQuery, Status, Tube
 
-    # LRA with 8 steps: a grounding of 1-3 s on CPU, so a second request is reliably queued behind it
+    # LRA with 64 steps: a grounding of seconds on CPU (8 steps took 0.5 s on CI), so a second request is
+    # reliably queued behind it and a deactivate or a signal reliably lands mid-grounding
     proc = NodeProcess(unique_namespace(), {"device": "cpu", "window_rate": 0.0, "status_rate": 20.0,
-                                            "image_depth": 50, "lra_steps": 8, "query_queue_size": 4},
+                                            "image_depth": 50, "lra_steps": 64, "query_queue_size": 4},
                        tmp_path_factory.mktemp("action") / "node.log")
     client = Client(namespace=proc.namespace)
     try:

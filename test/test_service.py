@@ -357,6 +357,25 @@ def test_shutdown_answers_in_flight_and_queued_queries_and_returns_fast(check_ev
     assert svc.counters().queries_cancelled == 2 and svc.counters().queries_received == 3
 
 
+def test_cancel_all_returns_only_after_the_running_answer_was_delivered():
+    """A deactivating node silences its publishers right after cancel_all: the worker's answer, claimed
+    at the checkpoint and still being published, must be out before cancel_all returns (it was lost)."""
+    g = ScriptedGrounder(hold_stage="lra")
+    svc, _ = make(g)
+    feed(svc, stamps(5))
+    delivered = threading.Event()
+
+    def slow_publish(answer):
+        time.sleep(0.3)  # the worker inside on_done: building and publishing the Tube and its markers
+        delivered.set()
+
+    svc.submit(GroundingRequest("flight", "the man"), slow_publish)
+    assert g.entered.wait(5)
+    svc.cancel_all("the node was deactivated", timeout=2.0)
+    assert delivered.is_set(), "cancel_all returned while the answer was still being published"
+    svc.stop()
+
+
 def test_restart_after_stop_serves_again_with_one_worker():
     def workers():
         return {t for t in threading.enumerate() if t.name == "stvg_grounding" and t.is_alive()}
