@@ -12,7 +12,8 @@ Three sections (``--sections``, default all), one JSON, one printed table per se
   queries interleaved (order rotated) after an untimed warm-up, so they see the same load.  Reported:
   first query, median of the later ones, their ratio, on/off and on/today per query, the encode stage,
   the cache's hit rate of the later queries for every kind of entry it has, cache and peak memory,
-  and whether results are equal (``on`` vs ``off`` exactly; ``today`` within float32 rounding).
+  and whether results are equal (``on`` vs ``off`` exactly; ``today``'s spans and p_yes within float32
+  rounding; its boxes are GrabCut's with 4 iterations, the default before issue 20).
   Per model also: the **cost model**'s unit costs measured in the same run and its prediction per
   config next to the measured cost (bench/README.md), and one standing query over the same stream
   through the real ``GroundingService`` (full and cheap-first): its cost per evaluation.
@@ -66,9 +67,11 @@ QUERIES = ["the man in red walks to the door", "a dog runs across the yard", "th
            "a person carries a box"]
 CONFIGS = {"plain": dict(use_lra=False, use_tas=False), "no-lra": dict(use_lra=False, use_tas=True),
            "full": dict(use_lra=True, use_tas=True)}
-#: GroundingConfig overrides per run.  ``today``: everything issue 20 added switched off (add a new
-#: cache's switch here if it gets one of its own; caches kept in the feature cache go with ``off``).
-RUNS = {"on": {}, "off": dict(feature_cache_mb=0), "today": dict(feature_cache_mb=0, reuse_passes=False)}
+#: GroundingConfig overrides per run.  ``today``: everything issue 20 added switched off, GrabCut's 4
+#: iterations included (add a new cache's switch here if it gets one of its own; caches kept in the
+#: feature cache go with ``off``).
+RUNS = {"on": {}, "off": dict(feature_cache_mb=0),
+        "today": dict(feature_cache_mb=0, reuse_passes=False, box_grabcut_iterations=4)}
 STREAM_FPS = 2.0  # the node's window keeps 4 Hz by default; any rate: only the frames' identity matters here
 
 

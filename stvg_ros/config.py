@@ -159,6 +159,10 @@ class GroundingConfig:
     token cells themselves (no segmentation, the coarse boxes of earlier versions)."""
     box_seeds: int = 2
     """Proposal-free boxes: relevance peaks per frame that seed a candidate box (linked over time into tracks)."""
+    box_grabcut_iterations: int = 2
+    """Proposal-free boxes: GrabCut's iterations per seed.  It runs on every sampled frame at every query, the
+    largest CPU cost of a query whose passes are cached; 2 fit as well as 4 on the synthetic val split and the
+    photo boxes at ~60 % of the cost (docs/proposals.md)."""
     use_model_defaults: bool = True
     """Apply the model directory's grounding_defaults.json to the fields left at their defaults here."""
 
@@ -231,6 +235,8 @@ class GroundingConfig:
                       "use {query} as its only placeholder (write other braces as {{ and }})") from None
         if self.box_seeds < 1:
             raise bad("box_seeds", self.box_seeds, "use 1 or more relevance peaks per frame")
+        if self.box_grabcut_iterations < 1:
+            raise bad("box_grabcut_iterations", self.box_grabcut_iterations, "use 1 or more GrabCut iterations")
         if not self.feature_cache_mb >= 0:
             raise bad("feature_cache_mb", self.feature_cache_mb, "use 0 (no cache) or a positive size in MiB")
         if self.max_batch < 0:

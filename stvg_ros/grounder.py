@@ -504,7 +504,8 @@ class Grounder:
         tolerance = float(min(1e-3, 0.5 * gaps.min()))
         best, tracks, _, _, reason = choose_track(spatial, visual.grid, visual.content_box, image_size, used_stamps,
                                                   proposals, cfg.box_threshold, tolerance, frames=frames,
-                                                  box_method=cfg.box_method, box_seeds=cfg.box_seeds)
+                                                  box_method=cfg.box_method, box_seeds=cfg.box_seeds,
+                                                  box_iterations=cfg.box_grabcut_iterations)
         t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
         scores = frame_scores(t_maps, t_scale, fill_interior(best.boxes, used_stamps))
         first, last = choose_span(scores, cfg.span_rule, cfg.span_topk_fraction, cfg.span_grow_fraction)

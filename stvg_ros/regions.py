@@ -20,6 +20,10 @@ from typing import Sequence
 import numpy as np
 
 from .boxes import Box
+from .config import GroundingConfig
+
+#: GrabCut's iterations unless a caller says (the config's default: one place)
+GRABCUT_ITERATIONS = GroundingConfig.box_grabcut_iterations
 
 #: seed methods :func:`segment_box` knows
 SEGMENT_METHODS = ("auto", "grabcut", "flood", "cells")
@@ -83,7 +87,7 @@ def _component_box(fg: np.ndarray, weight: np.ndarray, offset: tuple[int, int]) 
     return (float(ox + x), float(oy + y), float(ox + x + w), float(oy + y + h))
 
 
-def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, iterations: int = 4,
+def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, iterations: int = GRABCUT_ITERATIONS,
                 expand: float = 0.75, work_side: int = 96, min_fill: float = 0.15, core: float = 0.95) -> Box | None:
     """GrabCut seeded by the relevance: the object may extend well beyond the seed cells.
 
@@ -189,8 +193,9 @@ def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, ma
 
 def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndarray, grid: tuple[int, int],
                      content_box: Sequence[float], method: str, max_seeds: int, min_fraction: float,
-                     region_threshold: float) -> list[tuple[Box, float]]:
-    """Boxes ``(box, seed value)`` of one frame: one segment per relevance seed, duplicates dropped."""
+                     region_threshold: float, iterations: int = GRABCUT_ITERATIONS) -> list[tuple[Box, float]]:
+    """Boxes ``(box, seed value)`` of one frame: one segment per relevance seed, duplicates dropped
+    (``iterations``: GrabCut's, where the method runs it)."""
     rows, cols = grid
     cell = min((content_box[2] - content_box[0]) / cols, (content_box[3] - content_box[1]) / rows)
     lo, hi = float(image_map.min()), float(image_map.max())
@@ -198,7 +203,7 @@ def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndar
     out: list[tuple[Box, float]] = []
     for r, c, v in relevance_seeds(grid_map, max_seeds, min_fraction):
         rect = _cells_to_pixels(seed_region(grid_map, r, c, region_threshold), grid, content_box)
-        box = segment_box(method, image, prior, rect, margin=0.5 * cell)
+        box = segment_box(method, image, prior, rect, margin=0.5 * cell, iterations=iterations)
         if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
             continue
         if any(_iou(box, b) > 0.7 for b, _ in out):

@@ -19,6 +19,7 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from .boxes import Box, clip_box, fill_boxes
+from .regions import GRABCUT_ITERATIONS
 from .relevance import cell_box, upsample_maps
 from .result import Proposals
 
@@ -158,7 +159,8 @@ def _segment_pool():
 
 def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tuple[int, int],
                    content_box: Sequence[float], image_size: tuple[int, int], box_threshold: float,
-                   method: str = "auto", seeds: int = 2, min_fraction: float = 0.3) -> list[SampledTrack]:
+                   method: str = "auto", seeds: int = 2, min_fraction: float = 0.3,
+                   iterations: int = GRABCUT_ITERATIONS) -> list[SampledTrack]:
     """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
     local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
     the IoU tracker (one stage, centre-shift fallback for fast movers)."""
@@ -172,7 +174,7 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
 
     def candidates(t):
         return frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds, min_fraction,
-                                box_threshold)
+                                box_threshold, iterations=iterations)
 
     # frames are segmented independently (OpenCV releases the GIL, and seeds its RNG per thread): in parallel
     pool = _segment_pool() if T > 1 else None
@@ -191,7 +193,8 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
 def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
                  image_size: tuple[int, int], frame_stamps: Sequence[float], proposals: Proposals | None,
                  box_threshold: float, tolerance: float, frames: Sequence[np.ndarray] | None = None,
-                 box_method: str = "cells", box_seeds: int = 2) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
+                 box_method: str = "cells", box_seeds: int = 2,
+                 box_iterations: int = GRABCUT_ITERATIONS) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
     Without usable proposals: with ``frames`` (the sampled frames) and a segmenting ``box_method``,
@@ -209,7 +212,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
             reason = "no proposal track has a box in the sampled frames; used the attention-built track"
     if not tracks and frames is not None and box_method != "cells":
         tracks = segment_tracks(frames, grid_maps, grid, content_box, image_size, box_threshold, box_method,
-                                box_seeds)
+                                box_seeds, iterations=box_iterations)
     if not tracks:
         tracks = [attention_track(grid_maps, grid, content_box, image_size, box_threshold)]
     score_tracks(image_maps, scale, tracks)

@@ -198,3 +198,25 @@ def test_shipped_model_finds_present_targets_and_rejects_absent_colours():
         absent.append(g.ground(list(frames), stamps, absent_queries(s)["colour"]).found)
     assert sum(present) >= 7, present
     assert sum(absent) <= 1, absent
+
+
+def test_box_grabcut_iterations_reach_grabcut(monkeypatch):
+    """The config's GrabCut iterations are the ones every proposal-free box of a grounding runs with."""
+    from fake_adapter import FakeAdapter, clip_with_square
+
+    seen = []
+    real = cv2.grabCut
+
+    def spy(img, mask, rect, bgd, fgd, iterations, mode):
+        seen.append(iterations)
+        return real(img, mask, rect, bgd, fgd, iterations, mode)
+
+    monkeypatch.setattr(cv2, "grabCut", spy)
+    frames, stamps, _ = clip_with_square(num_frames=6)
+    for iterations in (GroundingConfig.box_grabcut_iterations, 3):
+        seen.clear()
+        Grounder(FakeAdapter(), GroundingConfig(num_frames=6, use_lra=False, box_method="grabcut",
+                                                box_grabcut_iterations=iterations)).ground(frames, stamps, "the red square")
+        assert seen and set(seen) == {iterations}
+    with pytest.raises(ConfigError, match="box_grabcut_iterations"):
+        GroundingConfig(box_grabcut_iterations=0)
