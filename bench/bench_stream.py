@@ -4,8 +4,9 @@
 Three sections (``--sections``, default all), one JSON, one printed table per section:
 
 * **oneshot**: N different queries over a replayed stream (``--window`` frames, ``--frames`` sampled per
-  query, random texture).  Two scenarios: the window slides by ``--slide`` frames between queries, and
-  ``same`` (slide 0: several questions about the same few seconds, so the sampled frames are unchanged).
+  query, pans across photographs or random texture: ``--stream``).  Two scenarios: the window slides by
+  ``--slide`` frames between queries, and ``same`` (slide 0: several questions about the same few
+  seconds, so the sampled frames are unchanged).
   Each model and config runs as ``on`` (every cache and shared pass at its default), ``off``
   (``feature_cache_mb=0``: nothing kept between queries) and, with LRA, ``today`` (``off`` plus
   ``reuse_passes=False``: every pass computed on its own, as before issue 20), all on the same adapter,
@@ -96,10 +97,49 @@ def load(name: str, args):
     return load_adapter(str(ROOT / name) if (ROOT / name).is_dir() else name, device="cpu", dtype=torch.float32)
 
 
-def random_stream(n: int, size: str):
-    from stvg_ros.tiny_models import random_frames
+PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "rocket.jpg")
+SHOT_FRAMES = 20  # frames per shot of the photo stream
+
+
+def photo_dir() -> Path | None:
+    """scikit-image's bundled photographs (requirements/test.txt), found without importing skimage."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    d = Path(list(spec.submodule_search_locations)[0]) / "data" if spec and spec.submodule_search_locations else None
+    return d if d is not None and all((d / p).is_file() for p in PHOTOS) else None
+
+
+def photo_stream(n: int, size: str, root: Path) -> list:
+    """A camera-like stream: shots of SHOT_FRAMES frames, each a slow pan (3 px a frame) across one of the
+    photographs scaled to 1.5x the frame height, the next photo at each cut."""
+    import cv2
 
     w, h = (int(v) for v in size.split("x"))
+    frames = []
+    for i in range(n):
+        image = cv2.cvtColor(cv2.imread(str(root / PHOTOS[(i // SHOT_FRAMES) % len(PHOTOS)])), cv2.COLOR_BGR2RGB)
+        s = max(1.5 * h / image.shape[0], (w + 3 * SHOT_FRAMES) / image.shape[1])
+        image = cv2.resize(image, (round(image.shape[1] * s), round(image.shape[0] * s)), interpolation=cv2.INTER_AREA)
+        x, y = 3 * (i % SHOT_FRAMES), (image.shape[0] - h) // 2
+        frames.append(np.ascontiguousarray(image[y:y + h, x:x + w]))
+    return frames
+
+
+def stream_frames(n: int, args) -> list:
+    """The stream's frames: photographs (the default where scikit-image's files are installed; a camera's
+    content, for the segmentation the select stage runs) or random texture (``--stream noise``:
+    GrabCut's worst case, every pixel an edge)."""
+    from stvg_ros.tiny_models import random_frames
+
+    root = photo_dir() if args.stream == "photos" else None
+    if args.stream == "photos" and root is None:
+        print("bench_stream: scikit-image's photographs are not installed (pip install --no-deps -r "
+              "requirements/test.txt): random-texture frames instead", file=sys.stderr)
+        args.stream = "noise"
+    if args.stream == "photos":
+        return photo_stream(n, args.frame_size, root)
+    w, h = (int(v) for v in args.frame_size.split("x"))
     return random_frames(n, h, w, seed=7)
 
 
@@ -322,7 +362,7 @@ def run_model(name: str, args) -> dict:
     adapter = load(name, args)
     scenarios = {f"slide {args.slide}": args.slide, "same": 0} if args.slide else {"same": 0}
     n_total = args.window + max(args.slide * (args.queries - 1), max(1, args.slide) * (args.standing_evals - 1))
-    frames = random_stream(n_total + args.window, args.frame_size)
+    frames = stream_frames(n_total + args.window, args)
     out = {"configs": {}}
     with PeakMemory(torch.device("cpu"), interval=0.02) as mem:
         # untimed warm-up (lazy initialisation) on frames no query uses
@@ -412,9 +452,9 @@ def oneshot_section(args) -> dict:
             sc = res["standing_cost"]
             standing_rows.append([name] + [f"{sc[m]['mean_cost']:.3f} ({sc[m]['full_evaluations']}/"
                                            f"{sc[m]['evaluations']} full)" for m in ("full", "cheap-first")])
-    print("\n## One-shot queries over a replayed stream (CPU s; on = caches + shared passes, off = no feature "
-          "cache, today = off + reuse_passes off; ratios: whole query (model passes only, without decompose "
-          "and select))\n")
+    print(f"\n## One-shot queries over a replayed stream of {args.stream} {args.frame_size} (CPU s; on = caches + "
+          "shared passes, off = no feature cache, today = off + reuse_passes off; ratios: whole query (model "
+          "passes only, without decompose and select))\n")
     print(table(["model", "config", "scenario", "first (on)", "later (on)", "later/first (on)", "later/first (off)",
                  "on/off", "on/today", "encode later off -> on", "later-query hit rates", "cache MiB",
                  "peak RSS MiB", "equal"], rows))
@@ -656,6 +696,9 @@ def parse_args(argv=None):
     g.add_argument("--slide", type=int, default=4, help="new frames between queries in the sliding scenario "
                                                         "(the 'same' scenario, slide 0, always runs; 0 = only it)")
     g.add_argument("--frame-size", default="320x240", help="stored frame WxH")
+    g.add_argument("--stream", default="photos", choices=("photos", "noise"),
+                   help="the stream's content: pans across photographs (default; random texture where they are "
+                        "not installed) or random texture (GrabCut's worst case)")
     g.add_argument("--lra-steps", type=int, default=1)
     g.add_argument("--decomposer", default="rules", help="GroundingConfig.decomposer (rules or model)")
     g.add_argument("--box-method", default="", help="GroundingConfig.box_method ('' = its default; --quick: "
