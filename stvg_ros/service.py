@@ -49,6 +49,8 @@ from .window import NS, Frame, FrameWindow, RateMeter
 JUMP_BACK_S = 0.5
 
 SHUTTING_DOWN = "the node is shutting down"
+#: how long a stop waits for an answer the worker is already publishing (claimed, on_done running)
+DELIVERY_GRACE_S = 0.3
 
 #: Answer.status values
 ANSWERED, REJECTED, CANCELLED, FAILED = "answered", "rejected", "cancelled", "failed"
@@ -272,7 +274,7 @@ class GroundingService:
         if worker is not None:
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
         if current is not None:  # still in one stage (a long forward pass): answer it from here
-            self._answer_now(current, reason, max(0.05, deadline - time.monotonic()))
+            self._answer_now(current, reason, max(DELIVERY_GRACE_S, deadline - time.monotonic()))
         self._worker = None
         stage, self.stage = self.stage, None
         if stage is not None:
