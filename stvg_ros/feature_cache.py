@@ -149,11 +149,8 @@ class FeatureCache:
                 for k, b in mine:
                     if held + size <= cap:
                         break
-                    del self._entries[k]
-                    self._bytes -= b
+                    self._evict(k)
                     held -= b
-                    self._evictions += 1
-                    self._unused.discard(k)
             self._entries[(kind, key)] = (value, size, frozenset(frames))
             self._bytes += size
             if getattr(self._local, "prefetching", False):
@@ -163,10 +160,7 @@ class FeatureCache:
             else:
                 self._unused.discard((kind, key))
             while self._bytes > self.max_bytes and self._entries:
-                gone, (_, s, _) = self._entries.popitem(last=False)
-                self._bytes -= s
-                self._evictions += 1
-                self._unused.discard(gone)
+                self._evict(next(iter(self._entries)))  # least recently used
 
     def retain(self, live_frames: Iterable[Hashable]) -> int:
         """Drop every entry that depends on a frame not in ``live_frames`` (frames the window let go);
@@ -175,10 +169,14 @@ class FeatureCache:
         with self._lock:
             gone = [k for k, (_, _, fr) in self._entries.items() if fr and not fr <= live]
             for k in gone:
-                self._bytes -= self._entries.pop(k)[1]
-                self._unused.discard(k)
-            self._evictions += len(gone)
+                self._evict(k)
         return len(gone)
+
+    def _evict(self, key: tuple) -> None:
+        """Drop one entry (the lock held): its bytes, its prefetch mark, counted as an eviction."""
+        self._bytes -= self._entries.pop(key)[1]
+        self._unused.discard(key)
+        self._evictions += 1
 
     def clear(self) -> None:
         with self._lock:

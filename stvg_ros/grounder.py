@@ -327,7 +327,7 @@ class Grounder:
         _check_keys(frame_keys, len(frames))
         self._sync_adapter()
         cache = self.feature_cache
-        if not frames or not getattr(self.adapter, "supports_frame_keys", False) or not cache.enabled:
+        if not frames or not self._caches_frames():
             return 0
         idx = sample_indices(len(frames), self.config.num_frames)
         units = self.adapter.encode_units(len(idx))
@@ -370,9 +370,11 @@ class Grounder:
         if frame_keys is None:
             return {}
         _check_keys(frame_keys, n)
-        if getattr(self.adapter, "supports_frame_keys", False) and self.feature_cache.enabled:
-            return {"keys": [frame_keys[i] for i in idx]}
-        return {}
+        return {"keys": [frame_keys[i] for i in idx]} if self._caches_frames() else {}
+
+    def _caches_frames(self) -> bool:
+        """Whether encodes given frame keys reuse per-frame work (the adapter takes keys, the cache is on)."""
+        return bool(getattr(self.adapter, "supports_frame_keys", False)) and self.feature_cache.enabled
 
     def _question(self, text: str) -> str:
         return format_question(self.config.question_template, text, self.config.query_format)

@@ -169,6 +169,10 @@ class HFAdapter(ModelAdapter):
         self.default_grounding_offset = self._derive_grounding_offset()
 
     # ------------------------------------------------------------------ per-frame cache
+    def _uses_feature_cache(self, keys: Sequence | None) -> bool:
+        """Whether an encode given ``keys`` goes through :attr:`feature_cache` (and its clip gets a ClipKey)."""
+        return keys is not None and self.feature_cache is not None and self.feature_cache.enabled
+
     def _cached_pixels(self, frames: np.ndarray, keys: Sequence, setting, preprocess) -> np.ndarray:
         """``preprocess`` (uint8 frames → per-frame float arrays) with each frame's result cached under its
         key and ``setting``: resize and normalise run once per kept frame (elementwise per frame, so a

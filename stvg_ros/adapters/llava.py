@@ -118,7 +118,7 @@ class _LlavaVideoAdapter(HFAdapter):
         ``keys``: the frames' identities, to reuse cached frames (``stvg_ros.feature_cache``)."""
         frames = check_frames(frames)
         T, H, W = frames.shape[:3]
-        keyed = keys is not None and self.feature_cache is not None and self.feature_cache.enabled
+        keyed = self._uses_feature_cache(keys)
         if keyed:
             feats = self._cached_features(frames, keys)
         else:

@@ -157,7 +157,7 @@ class QwenVLAdapter(HFAdapter):
         frames = check_frames(frames)
         T, H, W = frames.shape[:3]
         _, merge, tp = self._geometry()
-        keyed = keys is not None and self.feature_cache is not None and self.feature_cache.enabled
+        keyed = self._uses_feature_cache(keys)
         if keyed:
             feats, grid_thw = self._cached_features(frames, keys)
         else:
