@@ -140,15 +140,14 @@ def ingest_before(window, msg) -> None:
 def photographs(width: int, height: int) -> tuple[list[np.ndarray], str]:
     """RGB photographs upscaled (bicubic) to ``width x height``: scikit-image's sample images, read as files
     (importing skimage is not needed), else the synthetic scene; and where they came from."""
-    import importlib.util
-
     import cv2
 
-    spec = importlib.util.find_spec("skimage")
+    from stvg_ros.tiny_models import photo_dir
+
     names = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
     out = []
-    if spec is not None and spec.submodule_search_locations:
-        data = Path(list(spec.submodule_search_locations)[0]) / "data"
+    data = photo_dir()
+    if data is not None:
         for name in names:
             bgr = cv2.imread(str(data / name), cv2.IMREAD_COLOR)
             if bgr is not None:

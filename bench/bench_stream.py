@@ -101,15 +101,6 @@ PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "
 SHOT_FRAMES = 20  # frames per shot of the photo stream
 
 
-def photo_dir() -> Path | None:
-    """scikit-image's bundled photographs (requirements/test.txt), found without importing skimage."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("skimage")
-    d = Path(list(spec.submodule_search_locations)[0]) / "data" if spec and spec.submodule_search_locations else None
-    return d if d is not None and all((d / p).is_file() for p in PHOTOS) else None
-
-
 def photo_stream(n: int, size: str, root: Path) -> list:
     """A camera-like stream: shots of SHOT_FRAMES frames, each a slow pan (3 px a frame) across one of the
     photographs scaled to 1.5x the frame height, the next photo at each cut."""
@@ -130,9 +121,9 @@ def stream_frames(n: int, args) -> list:
     """The stream's frames: photographs (the default where scikit-image's files are installed; a camera's
     content, for the segmentation the select stage runs) or random texture (``--stream noise``:
     GrabCut's worst case, every pixel an edge)."""
-    from stvg_ros.tiny_models import random_frames
+    from stvg_ros.tiny_models import photo_dir, random_frames
 
-    root = photo_dir() if args.stream == "photos" else None
+    root = photo_dir(*PHOTOS) if args.stream == "photos" else None
     if args.stream == "photos" and root is None:
         print("bench_stream: scikit-image's photographs are not installed (pip install --no-deps -r "
               "requirements/test.txt): random-texture frames instead", file=sys.stderr)

@@ -93,6 +93,19 @@ VICUNA_VIDEO_CHAT_TEMPLATE = (
 CONTRACT_FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
 
 
+def photo_dir(*names: str):
+    """The directory of scikit-image's bundled photographs (``skimage/data``; requirements/test.txt), found
+    without importing skimage (it needs scipy); None when it is not installed or lacks one of ``names``."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    d = Path(list(spec.submodule_search_locations)[0]) / "data"
+    return d if d.is_dir() and all((d / n).is_file() for n in names) else None
+
+
 def random_frames(num_frames: int, height: int, width: int, seed: int = 0) -> list:
     """Deterministic random HxWx3 uint8 RGB frames (test input with texture everywhere)."""
     import numpy as np

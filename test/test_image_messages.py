@@ -103,12 +103,11 @@ def test_encode_round_trip():
 def _photo(width: int, height: int) -> np.ndarray:
     """A photograph-like RGB frame: scikit-image's astronaut upscaled when installed, else smooth shading with
     hard-edged shapes (both have the edges and gradients where resampling paths differ)."""
-    import importlib.util
-    from pathlib import Path
+    from stvg_ros.tiny_models import photo_dir
 
-    spec = importlib.util.find_spec("skimage")
-    if spec is not None and spec.submodule_search_locations:
-        bgr = cv2.imread(str(Path(list(spec.submodule_search_locations)[0]) / "data" / "astronaut.png"))
+    data = photo_dir("astronaut.png")
+    if data is not None:
+        bgr = cv2.imread(str(data / "astronaut.png"))
         if bgr is not None:
             return cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -3,7 +3,6 @@ existence judgment on present and absent queries."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from stvg_ros.regions import _iou, frame_candidates, relevance_seeds
 from stvg_ros.relevance import upsample_maps
 from stvg_ros.spatial import ATTENTION_TRACK, choose_track
 from stvg_ros.synthetic.generator import generate_sample
+from stvg_ros.tiny_models import photo_dir
 
 DATA = Path(__file__).parent / "data"
 CELL = 28  # Qwen2.5-VL's token cell in pixels
@@ -56,11 +56,7 @@ def _box_from_peak(image, box, method="auto", planted=planted_map):
 
 
 def _skimage_data() -> Path | None:
-    spec = importlib.util.find_spec("skimage")  # finds the files without importing skimage (it needs scipy)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    d = Path(list(spec.submodule_search_locations)[0]) / "data"
-    return d if (d / "astronaut.png").is_file() else None
+    return photo_dir("astronaut.png")
 
 
 def test_seeds_are_local_maxima_best_first():
