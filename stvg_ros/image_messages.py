@@ -8,6 +8,8 @@ crash the node.  Imports no ROS module.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 
@@ -313,8 +315,6 @@ class _CdrReader:
         return self._take(self.u32())
 
     def header(self):
-        from types import SimpleNamespace
-
         sec, nanosec = self.i32(), self.u32()
         return SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec), frame_id=self.string())
 
@@ -322,8 +322,6 @@ class _CdrReader:
 def image_from_cdr(data):
     """Serialized ``sensor_msgs/Image`` (CDR) → an object with its fields; ``data`` is a view, not a copy.
     Raises :class:`ImageError` when the bytes are not one."""
-    from types import SimpleNamespace
-
     r = _CdrReader(data)
     header = r.header()
     height, width, encoding = r.u32(), r.u32(), r.string()
@@ -334,8 +332,6 @@ def image_from_cdr(data):
 
 def compressed_from_cdr(data):
     """Serialized ``sensor_msgs/CompressedImage`` (CDR) → an object with its fields (``data`` a view)."""
-    from types import SimpleNamespace
-
     r = _CdrReader(data)
     header = r.header()
     return SimpleNamespace(header=header, format=r.string(), data=r.blob())
