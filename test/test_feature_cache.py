@@ -121,6 +121,25 @@ def test_a_query_decodes_each_clip_prefix_once_without_a_cache(adapter, monkeypa
     assert len(prefixes) == 2  # the clip and its time-reversed view, once each
 
 
+def test_a_shared_prefix_is_never_taken_by_another_clip(adapter):
+    """Within one ``shared_prefixes`` scope a clip's prefix is found by the clip's identity; a clip encoded after
+    an earlier one was freed may get the freed object's ``id``, and must still get its own prefix (the entry
+    keeps its clip alive).  Found by bench_stream: the full method without the cache differed from with it."""
+    clips = [random_frames(4, 56, 72, seed=s) for s in (11, 12)]
+    alone = [adapter.run(adapter.encode_frames(c), ["Is there a red square?"]).yes_no_logits for c in clips]
+    with adapter.shared_prefixes():
+        first = adapter.encode_frames(clips[0])
+        adapter.run(first, ["Is there a red square?"])
+        stale = id(first)
+        del first
+        for _ in range(20):  # CPython hands a freed object's address to the next one of its size: often at once
+            second = adapter.encode_frames(clips[1])
+            if id(second) == stale:
+                break
+        got = adapter.run(second, ["Is there a red square?"]).yes_no_logits
+    assert torch.equal(got, alone[1]) and not torch.equal(alone[0], alone[1])
+
+
 def test_eviction_and_bound():
     cache = FeatureCache(max_bytes=3 * 400 + 40)
     for k in range(5):

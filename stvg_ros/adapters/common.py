@@ -490,8 +490,8 @@ class HFAdapter(ModelAdapter):
                                      candidate_offsets=done[3])
         head = (key, tuple(batch.prompt_ids[0][:P]))
         scoped = getattr(self, "_scoped_prefixes", None) if cache is None else None
-        if scoped is not None:
-            kv = scoped.get((id(visual), head[1]))
+        if scoped is not None:  # the entry holds ``visual`` itself: no other clip can take its id within the scope
+            kv = scoped.get((id(visual), head[1]), (None, None))[1]
         else:
             kv = cache.get("prefix", head) if cache is not None else None
             kv = None if kv is None else kv[0]
@@ -500,7 +500,7 @@ class HFAdapter(ModelAdapter):
                 out = self._decode(batch.embeds[:1, :P], batch.positions[..., :1, :P], use_cache=True)
                 kv = out.past_key_values
                 if scoped is not None:
-                    scoped[(id(visual), head[1])] = kv
+                    scoped[(id(visual), head[1])] = (visual, kv)
                 elif cache is not None and hasattr(kv, "layers"):
                     cache.put("prefix", head, (kv, [t for layer in kv.layers for t in (layer.keys, layer.values)]),
                               frames=key.frames)
