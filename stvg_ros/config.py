@@ -163,6 +163,10 @@ class GroundingConfig:
     """Proposal-free boxes: GrabCut's iterations per seed.  It runs on every sampled frame at every query, the
     largest CPU cost of a query whose passes are cached; 2 fit as well as 4 on the synthetic val split and the
     photo boxes at ~60 % of the cost (docs/proposals.md)."""
+    box_grabcut_chain: int = 4
+    """Proposal-free boxes: consecutive sampled frames whose GrabCuts carry their colour models from frame to
+    frame: the first cut of a run starts from k-means and runs ``box_grabcut_iterations``, the next ones run one
+    graph cut with the previous frame's models (about a third of the CPU; docs/proposals.md).  1: every cut cold."""
     use_model_defaults: bool = True
     """Apply the model directory's grounding_defaults.json to the fields left at their defaults here."""
 
@@ -237,6 +241,9 @@ class GroundingConfig:
             raise bad("box_seeds", self.box_seeds, "use 1 or more relevance peaks per frame")
         if self.box_grabcut_iterations < 1:
             raise bad("box_grabcut_iterations", self.box_grabcut_iterations, "use 1 or more GrabCut iterations")
+        if self.box_grabcut_chain < 1:
+            raise bad("box_grabcut_chain", self.box_grabcut_chain,
+                      "use 1 (every frame's GrabCut cold) or more frames per chain of warm-started cuts")
         if not self.feature_cache_mb >= 0:
             raise bad("feature_cache_mb", self.feature_cache_mb, "use 0 (no cache) or a positive size in MiB")
         if self.max_batch < 0:

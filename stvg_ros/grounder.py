@@ -507,7 +507,8 @@ class Grounder:
         best, tracks, _, _, reason = choose_track(spatial, visual.grid, visual.content_box, image_size, used_stamps,
                                                   proposals, cfg.box_threshold, tolerance, frames=frames,
                                                   box_method=cfg.box_method, box_seeds=cfg.box_seeds,
-                                                  box_iterations=cfg.box_grabcut_iterations)
+                                                  box_iterations=cfg.box_grabcut_iterations,
+                                                  box_chain=cfg.box_grabcut_chain)
         t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
         scores = frame_scores(t_maps, t_scale, fill_interior(best.boxes, used_stamps))
         first, last = choose_span(scores, cfg.span_rule, cfg.span_topk_fraction, cfg.span_grow_fraction)

@@ -24,6 +24,8 @@ from .config import GroundingConfig
 
 #: GrabCut's iterations unless a caller says (the config's default: one place)
 GRABCUT_ITERATIONS = GroundingConfig.box_grabcut_iterations
+#: consecutive frames whose cuts carry their colour models (:class:`ColourChain`) unless a caller says
+GRABCUT_CHAIN = GroundingConfig.box_grabcut_chain
 
 #: seed methods :func:`segment_box` knows
 SEGMENT_METHODS = ("auto", "grabcut", "flood", "cells")
@@ -87,8 +89,45 @@ def _component_box(fg: np.ndarray, weight: np.ndarray, offset: tuple[int, int]) 
     return (float(ox + x), float(oy + y), float(ox + x + w), float(oy + y + h))
 
 
+class ColourChain:
+    """GrabCut's colour models carried from one frame's cuts to the next frame's.
+
+    A cold cut starts its two colour models (object, background: 5 Gaussians each) from k-means on
+    the ROI's pixels, then runs ``iterations`` rounds of re-learning and graph cut.  On the next frame
+    of a video the same object has nearly the same colours, so a seed whose region overlaps a cut on
+    the previous frame takes that cut's models as they are and runs one graph cut with them (no
+    k-means, no re-learning: about a third of a cold cut's CPU; fits as well on panned photographs,
+    docs/proposals.md).  A chain is one run of consecutive frames segmented in order; chains are
+    independent, so the boxes do not depend on how many threads segment them."""
+
+    #: seed regions overlapping at least this much (IoU) on consecutive frames are taken for the same object
+    MATCH_IOU = 0.3
+
+    def __init__(self):
+        self._previous: list[tuple[Box, np.ndarray, np.ndarray]] = []
+        self._current: list[tuple[Box, np.ndarray, np.ndarray]] = []
+
+    def start(self, rect: Box) -> tuple[np.ndarray, np.ndarray] | None:
+        """Copies of the models of the previous frame's cut whose seed region best overlaps ``rect``
+        (``None``: cut cold)."""
+        best, found = self.MATCH_IOU, None
+        for r, bgd, fgd in self._previous:
+            v = _iou(r, rect)
+            if v >= best:
+                best, found = v, (bgd.copy(), fgd.copy())
+        return found
+
+    def keep(self, rect: Box, bgd: np.ndarray, fgd: np.ndarray) -> None:
+        """The models a cut of this frame ended with, for the next frame."""
+        self._current.append((rect, bgd, fgd))
+
+    def next_frame(self) -> None:
+        self._previous, self._current = self._current, []
+
+
 def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, iterations: int = GRABCUT_ITERATIONS,
-                expand: float = 0.75, work_side: int = 96, min_fill: float = 0.15, core: float = 0.95) -> Box | None:
+                expand: float = 0.75, work_side: int = 96, min_fill: float = 0.15, core: float = 0.95,
+                chain: ColourChain | None = None) -> Box | None:
     """GrabCut seeded by the relevance: the object may extend well beyond the seed cells.
 
     The ROI is ``rect`` (the seed's cells) grown by ``expand`` times its size on each side (at least
@@ -96,7 +135,8 @@ def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, 
     ``prior`` (the relevance upsampled to the image, 0..1) is at least half start as probable object and
     those at its peak as object; the rest of the ROI starts as probable background and the ROI's
     outer edge as background.  The graph cut then grows or shrinks the object along colour edges;
-    the foreground component holding the most relevance gives the box."""
+    the foreground component holding the most relevance gives the box.  With ``chain`` the cut may
+    start from the previous frame's colour models (:class:`ColourChain`) and leaves its own there."""
     import cv2
 
     H, W = image.shape[:2]
@@ -125,19 +165,38 @@ def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, 
     edge[:, 0] |= ax0 > 0
     edge[:, -1] |= ax1 < W
     mask[edge & ~inside] = cv2.GC_BGD
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)  # GrabCut seeds its colour models with k-means on OpenCV's global RNG: same input, same box
-    try:
-        cv2.grabCut(roi, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    except cv2.error:  # a degenerate ROI (e.g. one colour): no segment
-        return None
-    fg = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-    box = _component_box(fg, pri + 1e-3, (0, 0))
     seeded = inside & (pri >= 0.5 * peak)
     ys, xs = np.nonzero(seeded)
     seed_area = float((xs.max() + 1 - xs.min()) * (ys.max() + 1 - ys.min()))
-    if box is None or (box[2] - box[0]) * (box[3] - box[1]) < min_fill * seed_area:
-        # the cut kept only a sliver (texture the colour models could not separate): the relevance's own extent
+
+    def cut(start):
+        """The cut's box in ROI pixels (``None``: only a sliver, or nothing) and the models it used."""
+        trimap = mask.copy()
+        try:
+            if start is not None:  # one graph cut with the previous frame's models: no k-means, no re-learning
+                bgd, fgd = start
+                cv2.grabCut(roi, trimap, None, bgd, fgd, 1, cv2.GC_EVAL_FREEZE_MODEL)
+            else:
+                bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+                cv2.setRNGSeed(0)  # k-means on OpenCV's global RNG (per thread): same input, same box
+                cv2.grabCut(roi, trimap, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        except cv2.error:  # a degenerate ROI (e.g. one colour): no segment
+            return None, None
+        fg = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
+        got = _component_box(fg, pri + 1e-3, (0, 0))
+        if got is None or (got[2] - got[0]) * (got[3] - got[1]) < min_fill * seed_area:
+            got = None  # the cut kept only a sliver (texture the colour models could not separate)
+        return got, (bgd, fgd)
+
+    start = chain.start(rect) if chain is not None else None
+    box, models = cut(start)
+    if box is None and start is not None:  # the carried models did not fit this frame (e.g. a scene cut): cold
+        box, models = cut(None)
+    if models is None:
+        return None
+    if chain is not None:
+        chain.keep(rect, *models)
+    if box is None:  # the relevance's own extent
         box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
     bx0, by0, bx1, by1 = box
     return (ax0 + bx0 / s, ay0 + by0 / s, ax0 + bx1 / s, ay0 + by1 / s)
@@ -159,13 +218,12 @@ def flood_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, to
     bg = np.median(edge, axis=0)
     x0, y0, x1, y1 = (int(round(v)) for v in rect)
     inner = lab[max(y0 - ay0, 0):max(y1 - ay0, 1), max(x0 - ax0, 0):max(x1 - ax0, 1)]
-    dist = np.linalg.norm(inner - bg, axis=-1)
-    r, c = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    contrast = float(dist[r, c])
+    r, c = np.unravel_index(int(np.argmax(_squared_distance(inner, bg))), inner.shape[:2])
+    contrast = float(np.sqrt(_squared_distance(inner[r, c], bg)))
     if contrast < 8.0:  # nothing stands out of the background here
         return None
     seed = lab[max(y0 - ay0, 0) + r, max(x0 - ax0, 0) + c]
-    near = np.linalg.norm(lab - seed, axis=-1) <= tolerance * contrast
+    near = _squared_distance(lab, seed) <= (tolerance * contrast) ** 2
     n, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=8)
     k = labels[max(y0 - ay0, 0) + r, max(x0 - ax0, 0) + c]
     ys, xs = np.nonzero(labels == k)
@@ -175,6 +233,13 @@ def flood_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, to
         if touches or area < min_fill * max(1.0, (x1 - x0) * (y1 - y0)):
             return None
     return (float(ax0 + xs.min()), float(ay0 + ys.min()), float(ax0 + xs.max() + 1), float(ay0 + ys.max() + 1))
+
+
+def _squared_distance(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance of each pixel's colour (last axis) to ``colour``: comparisons on it need
+    no square root (flood_box runs on every seed, at every query)."""
+    d = pixels - colour
+    return np.einsum("...k,...k->...", d, d)
 
 
 def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, **options) -> Box | None:
@@ -193,9 +258,11 @@ def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, ma
 
 def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndarray, grid: tuple[int, int],
                      content_box: Sequence[float], method: str, max_seeds: int, min_fraction: float,
-                     region_threshold: float, iterations: int = GRABCUT_ITERATIONS) -> list[tuple[Box, float]]:
+                     region_threshold: float, iterations: int = GRABCUT_ITERATIONS,
+                     chain: ColourChain | None = None) -> list[tuple[Box, float]]:
     """Boxes ``(box, seed value)`` of one frame: one segment per relevance seed, duplicates dropped
-    (``iterations``: GrabCut's, where the method runs it)."""
+    (``iterations``: GrabCut's, where the method runs it; ``chain``: the colour models carried from the
+    previous frame of the same chain, advanced to this frame's)."""
     rows, cols = grid
     cell = min((content_box[2] - content_box[0]) / cols, (content_box[3] - content_box[1]) / rows)
     lo, hi = float(image_map.min()), float(image_map.max())
@@ -203,12 +270,14 @@ def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndar
     out: list[tuple[Box, float]] = []
     for r, c, v in relevance_seeds(grid_map, max_seeds, min_fraction):
         rect = _cells_to_pixels(seed_region(grid_map, r, c, region_threshold), grid, content_box)
-        box = segment_box(method, image, prior, rect, margin=0.5 * cell, iterations=iterations)
+        box = segment_box(method, image, prior, rect, margin=0.5 * cell, iterations=iterations, chain=chain)
         if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
             continue
         if any(_iou(box, b) > 0.7 for b, _ in out):
             continue
         out.append((box, v))
+    if chain is not None:
+        chain.next_frame()
     return out
 
 

@@ -19,7 +19,7 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from .boxes import Box, clip_box, fill_boxes
-from .regions import GRABCUT_ITERATIONS
+from .regions import GRABCUT_CHAIN, GRABCUT_ITERATIONS
 from .relevance import cell_box, upsample_maps
 from .result import Proposals
 
@@ -160,25 +160,30 @@ def _segment_pool():
 def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tuple[int, int],
                    content_box: Sequence[float], image_size: tuple[int, int], box_threshold: float,
                    method: str = "auto", seeds: int = 2, min_fraction: float = 0.3,
-                   iterations: int = GRABCUT_ITERATIONS) -> list[SampledTrack]:
+                   iterations: int = GRABCUT_ITERATIONS, chain: int = GRABCUT_CHAIN) -> list[SampledTrack]:
     """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
     local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
-    the IoU tracker (one stage, centre-shift fallback for fast movers)."""
+    the IoU tracker (one stage, centre-shift fallback for fast movers).  Runs of ``chain`` consecutive
+    frames carry GrabCut's colour models from frame to frame (:class:`~stvg_ros.regions.ColourChain`;
+    1 = every cut cold)."""
     from .proposals.tracks import Detections
     from .proposals.tracker import ByteTracker
-    from .regions import frame_candidates
+    from .regions import ColourChain, frame_candidates
 
     full, _ = upsample_maps(grid_maps, content_box, image_size, max_side=None)
     tracker = ByteTracker(high=0.0, low=0.0, match_iou=0.3, max_lost=3, two_stage=False, max_center_shift=1.0)
     T = len(grid_maps)
 
-    def candidates(t):
-        return frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds, min_fraction,
-                                box_threshold, iterations=iterations)
+    def candidates(ts):
+        models = ColourChain() if len(ts) > 1 else None
+        return [frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds, min_fraction,
+                                 box_threshold, iterations=iterations, chain=models) for t in ts]
 
-    # frames are segmented independently (OpenCV releases the GIL, and seeds its RNG per thread): in parallel
-    pool = _segment_pool() if T > 1 else None
-    per_frame = list(pool.map(candidates, range(T))) if pool is not None else [candidates(t) for t in range(T)]
+    # chains are segmented independently (OpenCV releases the GIL, and seeds its RNG per thread): in parallel;
+    # fixed-length chains, so the boxes are the same whatever the number of threads
+    chains = [range(t, min(t + max(1, chain), T)) for t in range(0, T, max(1, chain))]
+    pool = _segment_pool() if len(chains) > 1 else None
+    per_frame = [c for cs in (pool.map(candidates, chains) if pool is not None else map(candidates, chains)) for c in cs]
     for t, cands in enumerate(per_frame):
         boxes = np.array([b for b, _ in cands], np.float32).reshape(-1, 4)
         tracker.update(t, Detections(boxes, np.array([v for _, v in cands], np.float32)))
@@ -194,7 +199,8 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
                  image_size: tuple[int, int], frame_stamps: Sequence[float], proposals: Proposals | None,
                  box_threshold: float, tolerance: float, frames: Sequence[np.ndarray] | None = None,
                  box_method: str = "cells", box_seeds: int = 2,
-                 box_iterations: int = GRABCUT_ITERATIONS) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
+                 box_iterations: int = GRABCUT_ITERATIONS,
+                 box_chain: int = GRABCUT_CHAIN) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
     Without usable proposals: with ``frames`` (the sampled frames) and a segmenting ``box_method``,
@@ -212,7 +218,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
             reason = "no proposal track has a box in the sampled frames; used the attention-built track"
     if not tracks and frames is not None and box_method != "cells":
         tracks = segment_tracks(frames, grid_maps, grid, content_box, image_size, box_threshold, box_method,
-                                box_seeds, iterations=box_iterations)
+                                box_seeds, iterations=box_iterations, chain=box_chain)
     if not tracks:
         tracks = [attention_track(grid_maps, grid, content_box, image_size, box_threshold)]
     score_tracks(image_maps, scale, tracks)

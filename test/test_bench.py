@@ -85,3 +85,18 @@ def test_bench_stream_quick(tmp_path):
     assert modes["full"]["mean_cost"] > 0
     assert all(0 <= d["duty"] <= 1 and d["evaluations"] > 0 for d in data["duty"])
     assert data["targets"] and all({"target", "goal", "measured", "passed"} <= set(t) for t in data["targets"])
+
+
+def test_bench_photo_pans_runs(tmp_path):
+    """The panning-photo check of carried GrabCut colour models (docs/proposals.md) prints both kinds of cut."""
+    from stvg_ros.tiny_models import photo_dir
+
+    if photo_dir("astronaut.png") is None:
+        pytest.skip("scikit-image is not installed: `pip install --no-deps -r requirements/test.txt`")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_photo_pans.py"), "--steps", "8", "--frames", "3"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 8 |")]
+    assert [r.split("|")[2].strip() for r in rows] == ["cold", "chain"], proc.stdout
+    assert "carried" in rows[1] and "carried" not in rows[0]

@@ -196,23 +196,74 @@ def test_shipped_model_finds_present_targets_and_rejects_absent_colours():
     assert sum(absent) <= 1, absent
 
 
-def test_box_grabcut_iterations_reach_grabcut(monkeypatch):
-    """The config's GrabCut iterations are the ones every proposal-free box of a grounding runs with."""
-    from fake_adapter import FakeAdapter, clip_with_square
-
+def _spy_grabcut(monkeypatch) -> list[tuple[int, int]]:
+    """Every GrabCut call's ``(mode, iterations)``."""
     seen = []
     real = cv2.grabCut
 
     def spy(img, mask, rect, bgd, fgd, iterations, mode):
-        seen.append(iterations)
+        seen.append((mode, iterations))
         return real(img, mask, rect, bgd, fgd, iterations, mode)
 
     monkeypatch.setattr(cv2, "grabCut", spy)
+    return seen
+
+
+def test_box_grabcut_iterations_and_chain_reach_grabcut(monkeypatch):
+    """The config's GrabCut iterations are the ones every cold cut (k-means) of a grounding runs with; a cut that
+    starts from the previous frame's colour models runs one graph cut with them as they are; with
+    ``box_grabcut_chain: 1`` every cut is cold, with the default the first frame of each chain only."""
+    from fake_adapter import FakeAdapter, clip_with_square
+
+    seen = _spy_grabcut(monkeypatch)
     frames, stamps, _ = clip_with_square(num_frames=6)
+    cold, warm = cv2.GC_INIT_WITH_MASK, cv2.GC_EVAL_FREEZE_MODEL
     for iterations in (GroundingConfig.box_grabcut_iterations, 3):
-        seen.clear()
-        Grounder(FakeAdapter(), GroundingConfig(num_frames=6, use_lra=False, box_method="grabcut",
-                                                box_grabcut_iterations=iterations)).ground(frames, stamps, "the red square")
-        assert seen and set(seen) == {iterations}
-    with pytest.raises(ConfigError, match="box_grabcut_iterations"):
-        GroundingConfig(box_grabcut_iterations=0)
+        for chain in (1, GroundingConfig.box_grabcut_chain):
+            seen.clear()
+            Grounder(FakeAdapter(), GroundingConfig(num_frames=6, use_lra=False, box_method="grabcut",
+                                                    box_grabcut_iterations=iterations, box_grabcut_chain=chain)
+                     ).ground(frames, stamps, "the red square")
+            assert seen and {it for mode, it in seen if mode == cold} == {iterations}
+            if chain == 1:
+                assert {mode for mode, _ in seen} == {cold}
+            else:  # the square moves slowly: its seed region overlaps the previous frame's, so the cut is warm
+                assert {it for mode, it in seen if mode == warm} == {1}
+                assert 0 < sum(mode == cold for mode, _ in seen) < len(seen)
+    for field in ("box_grabcut_iterations", "box_grabcut_chain"):
+        with pytest.raises(ConfigError, match=field):
+            GroundingConfig(**{field: 0})
+
+
+def test_colour_chain_fits_a_panning_camera_as_well_as_cold_cuts(monkeypatch):
+    """Real photographs, the camera panning 8 px a frame over 6 frames, a relevance peak planted on a clean object
+    each frame: cuts that start from the previous frame's colour models (one graph cut, no k-means, no
+    re-learning) fit the object on every frame and about as well as cold cuts (docs/proposals.md has the
+    figures on all 14 hand boxes)."""
+    from stvg_ros.regions import ColourChain
+
+    root = _skimage_data()
+    if root is None:
+        pytest.skip("scikit-image is not installed: `pip install --no-deps -r requirements/test.txt` "
+                    "(only its bundled photographs are read)")
+    spec = json.loads((DATA / "photo_boxes.json").read_text())
+    seen = _spy_grabcut(monkeypatch)
+    step, n = 8, 6
+    for name, obj in (("astronaut.png", "head"), ("chelsea.png", "left eye"), ("coffee.png", "cup")):
+        image = cv2.cvtColor(cv2.imread(str(root / name)), cv2.COLOR_BGR2RGB)
+        box = spec["boxes"][name][obj]
+        width = image.shape[1] - n * step
+        ious = {"cold": [], "chain": []}
+        for mode, chain in (("cold", None), ("chain", ColourChain())):
+            seen.clear()
+            for t in range(n):
+                frame = np.ascontiguousarray(image[:, t * step:t * step + width])
+                moved = (box[0] - t * step, box[1], box[2] - t * step, box[3])
+                grid_map, grid, content = planted_map(frame.shape[:2], moved)
+                full, _ = upsample_maps(grid_map[None], content, frame.shape[:2], max_side=None)
+                cands = frame_candidates(frame, grid_map, full[0], grid, content, "grabcut", 1, 0.3, 0.5, chain=chain)
+                ious[mode].append(_iou(cands[0][0], moved) if cands else 0.0)
+            if chain is not None:  # frames after the first started from the previous frame's models
+                assert [m for m, _ in seen] == [cv2.GC_INIT_WITH_MASK] + [cv2.GC_EVAL_FREEZE_MODEL] * (n - 1)
+        assert min(ious["chain"]) >= 0.5, (name, obj, ious)
+        assert np.mean(ious["chain"]) >= np.mean(ious["cold"]) - 0.05, (name, obj, ious)
