@@ -97,7 +97,8 @@ class ColourChain:
     of a video the same object has nearly the same colours, so a seed whose region overlaps a cut on
     the previous frame takes that cut's models as they are and runs one graph cut with them (no
     k-means, no re-learning: about a third of a cold cut's CPU; fits as well on panned photographs,
-    docs/proposals.md).  A chain is one run of consecutive frames segmented in order; chains are
+    docs/proposals.md).  Only cuts that kept a segment pass their models on (on texture the colour
+    models cannot separate, every cut stays cold instead of trying the carried models first).  A chain is one run of consecutive frames segmented in order; chains are
     independent, so the boxes do not depend on how many threads segment them."""
 
     #: seed regions overlapping at least this much (IoU) on consecutive frames are taken for the same object
@@ -194,7 +195,7 @@ def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, 
         box, models = cut(None)
     if models is None:
         return None
-    if chain is not None:
+    if chain is not None and box is not None:  # models that segmented nothing are not worth carrying
         chain.keep(rect, *models)
     if box is None:  # the relevance's own extent
         box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
