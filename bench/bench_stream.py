@@ -13,8 +13,9 @@ Three sections (``--sections``, default all), one JSON, one printed table per se
   queries interleaved (order rotated) after an untimed warm-up, so they see the same load.  Reported:
   first query, median of the later ones, their ratio, on/off and on/today per query, the encode stage,
   the cache's hit rate of the later queries for every kind of entry it has, cache and peak memory,
-  and whether results are equal (``on`` vs ``off`` exactly; ``today``'s spans and p_yes within float32
-  rounding; its boxes are GrabCut's with 4 iterations, the default before issue 20).
+  and whether results are equal (``on`` vs ``off`` exactly; ``today``'s p_yes within float32 rounding
+  and the same found: its boxes are GrabCut's with 4 iterations and every cut cold, the defaults before
+  issue 20, so the track chosen among them, and the span that follows it, may differ).
   Per model also: the **cost model**'s unit costs measured in the same run and its prediction per
   config next to the measured cost (bench/README.md), and one standing query over the same stream
   through the real ``GroundingService`` (full and cheap-first): its cost per evaluation.
@@ -69,10 +70,10 @@ QUERIES = ["the man in red walks to the door", "a dog runs across the yard", "th
 CONFIGS = {"plain": dict(use_lra=False, use_tas=False), "no-lra": dict(use_lra=False, use_tas=True),
            "full": dict(use_lra=True, use_tas=True)}
 #: GroundingConfig overrides per run.  ``today``: everything issue 20 added switched off, GrabCut's 4
-#: iterations included (add a new cache's switch here if it gets one of its own; caches kept in the
-#: feature cache go with ``off``).
+#: iterations and every cut cold included (add a new cache's switch here if it gets one of its own; caches
+#: kept in the feature cache go with ``off``).
 RUNS = {"on": {}, "off": dict(feature_cache_mb=0),
-        "today": dict(feature_cache_mb=0, reuse_passes=False, box_grabcut_iterations=4)}
+        "today": dict(feature_cache_mb=0, reuse_passes=False, box_grabcut_iterations=4, box_grabcut_chain=1)}
 STREAM_FPS = 2.0  # the node's window keeps 4 Hz by default; any rate: only the frames' identity matters here
 
 
@@ -206,9 +207,9 @@ def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
             after_first = kind_counts(runs["on"].cache_stats().as_dict())
         a, b = results["on"], results["off"]
         exact &= (a.p_yes, a.start, a.end, a.boxes) == (b.p_yes, b.start, b.end, b.boxes)
-        if "today" in results:  # unshared passes: float32 rounding of other batch shapes only
-            c = results["today"]
-            close &= abs(a.p_yes - c.p_yes) < 1e-4 and (a.start, a.end, a.found) == (c.start, c.end, c.found)
+        if "today" in results:  # unshared passes: float32 rounding of other batch shapes only (its boxes,
+            c = results["today"]  # segmented with other settings, and so its span may differ)
+            close &= abs(a.p_yes - c.p_yes) < 1e-4 and a.found == c.found
     row = {"runs": {}}
     for k in runs:
         t, st = cpu[k], stages[k]
