@@ -98,8 +98,9 @@ class ColourChain:
     the previous frame takes that cut's models as they are and runs one graph cut with them (no
     k-means, no re-learning: about a third of a cold cut's CPU; fits as well on panned photographs,
     docs/proposals.md).  Only cuts that kept a segment pass their models on (on texture the colour
-    models cannot separate, every cut stays cold instead of trying the carried models first).  A chain is one run of consecutive frames segmented in order; chains are
-    independent, so the boxes do not depend on how many threads segment them."""
+    models cannot separate, every cut stays cold instead of trying the carried models first).  A
+    chain is one run of consecutive frames segmented in order; chains are independent, so the boxes
+    do not depend on how many threads segment them."""
 
     #: seed regions overlapping at least this much (IoU) on consecutive frames are taken for the same object
     MATCH_IOU = 0.3
