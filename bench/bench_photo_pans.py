@@ -2,7 +2,7 @@
 
 Each hand-boxed object of scikit-image's bundled photographs (test/data/photo_boxes.json) is followed over
 ``--frames`` frames while the camera pans ``step`` px a frame; each frame gets a relevance peak planted on
-the object (test_regions.planted_map: a Gaussian bump on a 28 px token grid) and one seed.  Cold: every
+the object (test_regions.pan_ious, planted_map: a Gaussian bump on a 28 px token grid) and one seed.  Cold: every
 frame's cut starts from k-means (``box_grabcut_iterations``); chain: runs of ``--chain`` frames
 (``box_grabcut_chain``) whose later cuts take the previous frame's models (``ColourChain``).  Prints, per
 pan step, the mean box IoU over the frames after the first, the share of those boxes with IoU >= 0.5, the
@@ -24,17 +24,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "test"))  # the planted relevance peak the photo tests use
+sys.path.insert(0, str(ROOT / "test"))  # the photo tests' pan: a relevance peak planted on each frame
 
 
 def main(argv=None) -> int:
     import cv2
 
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.regions import ColourChain, _iou, frame_candidates
-    from stvg_ros.relevance import upsample_maps
     from stvg_ros.tiny_models import photo_dir
-    from test_regions import DATA, planted_map
+    from test_regions import DATA, pan_ious
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, nargs="+", default=[3, 8, 16], help="pan, pixels per frame")
@@ -68,19 +66,9 @@ def main(argv=None) -> int:
             per_object = []
             for name, objects in spec["boxes"].items():
                 image = cv2.cvtColor(cv2.imread(str(root / name)), cv2.COLOR_BGR2RGB)
-                width = image.shape[1] - args.frames * step
                 for box in objects.values():
-                    chain, ious = None, []
-                    for t in range(args.frames):
-                        if mode == "chain" and t % args.chain == 0:
-                            chain = ColourChain()
-                        frame = np.ascontiguousarray(image[:, t * step:t * step + width])
-                        moved = (box[0] - t * step, box[1], box[2] - t * step, box[3])
-                        grid_map, grid, content = planted_map(frame.shape[:2], moved)
-                        full, _ = upsample_maps(grid_map[None], content, frame.shape[:2], max_side=None)
-                        cands = frame_candidates(frame, grid_map, full[0], grid, content, args.method, 1, 0.3, 0.5,
-                                                 chain=chain)
-                        ious.append(_iou(cands[0][0], moved) if cands else 0.0)
+                    ious = pan_ious(image, box, step, args.frames, args.method,
+                                    chain_frames=args.chain if mode == "chain" else 0)
                     per_object.append(ious[1:])
             a = np.array(per_object)
             cost = ", ".join(f"{kinds.get(k, k)} {1000 * np.mean(v):.1f} ({len(v)})" for k, v in sorted(calls.items()))

@@ -116,8 +116,8 @@ class ColourChain:
         for r, bgd, fgd in self._previous:
             v = _iou(r, rect)
             if v >= best:
-                best, found = v, (bgd.copy(), fgd.copy())
-        return found
+                best, found = v, (bgd, fgd)
+        return None if found is None else (found[0].copy(), found[1].copy())
 
     def keep(self, rect: Box, bgd: np.ndarray, fgd: np.ndarray) -> None:
         """The models a cut of this frame ended with, for the next frame."""

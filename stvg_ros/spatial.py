@@ -181,7 +181,8 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
 
     # chains are segmented independently (OpenCV releases the GIL, and seeds its RNG per thread): in parallel;
     # fixed-length chains, so the boxes are the same whatever the number of threads
-    chains = [range(t, min(t + max(1, chain), T)) for t in range(0, T, max(1, chain))]
+    run = max(1, chain)
+    chains = [range(t, min(t + run, T)) for t in range(0, T, run)]
     pool = _segment_pool() if len(chains) > 1 else None
     per_frame = [c for cs in (pool.map(candidates, chains) if pool is not None else map(candidates, chains)) for c in cs]
     for t, cands in enumerate(per_frame):

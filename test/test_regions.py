@@ -48,11 +48,29 @@ def cell_peak_map(size: tuple[int, int], box, cell: int = CELL):
     return m, (rows, cols), (0.0, 0.0, float(cols * cell), float(rows * cell))
 
 
-def _box_from_peak(image, box, method="auto", planted=planted_map):
+def _box_from_peak(image, box, method="auto", planted=planted_map, chain=None):
     grid_map, grid, content = planted(image.shape[:2], box)
     full, _ = upsample_maps(grid_map[None], content, image.shape[:2], max_side=None)
-    cands = frame_candidates(image, grid_map, full[0], grid, content, method, 1, 0.3, 0.5)
+    cands = frame_candidates(image, grid_map, full[0], grid, content, method, 1, 0.3, 0.5, chain=chain)
     return cands[0][0] if cands else None
+
+
+def pan_ious(image, box, step: int, frames: int, method: str = "auto", chain_frames: int = 0) -> list[float]:
+    """Box IoU per frame while the camera pans ``step`` px a frame across ``image`` (a ``frames``-frame
+    crop sliding right), a peak planted on the moving ``box`` each frame; ``chain_frames``: frames per
+    :class:`~stvg_ros.regions.ColourChain` (0: every cut cold).  bench/bench_photo_pans.py uses it too."""
+    from stvg_ros.regions import ColourChain
+
+    width = image.shape[1] - frames * step
+    chain, out = None, []
+    for t in range(frames):
+        if chain_frames and t % chain_frames == 0:
+            chain = ColourChain()
+        frame = np.ascontiguousarray(image[:, t * step:t * step + width])
+        moved = (box[0] - t * step, box[1], box[2] - t * step, box[3])
+        got = _box_from_peak(frame, moved, method, chain=chain)
+        out.append(0.0 if got is None else _iou(got, moved))
+    return out
 
 
 def _skimage_data() -> Path | None:
@@ -240,8 +258,6 @@ def test_colour_chain_fits_a_panning_camera_as_well_as_cold_cuts(monkeypatch):
     each frame: cuts that start from the previous frame's colour models (one graph cut, no k-means, no
     re-learning) fit the object on every frame and about as well as cold cuts (docs/proposals.md has the
     figures on all 14 hand boxes)."""
-    from stvg_ros.regions import ColourChain
-
     root = _skimage_data()
     if root is None:
         pytest.skip("scikit-image is not installed: `pip install --no-deps -r requirements/test.txt` "
@@ -252,18 +268,10 @@ def test_colour_chain_fits_a_panning_camera_as_well_as_cold_cuts(monkeypatch):
     for name, obj in (("astronaut.png", "head"), ("chelsea.png", "left eye"), ("coffee.png", "cup")):
         image = cv2.cvtColor(cv2.imread(str(root / name)), cv2.COLOR_BGR2RGB)
         box = spec["boxes"][name][obj]
-        width = image.shape[1] - n * step
-        ious = {"cold": [], "chain": []}
-        for mode, chain in (("cold", None), ("chain", ColourChain())):
-            seen.clear()
-            for t in range(n):
-                frame = np.ascontiguousarray(image[:, t * step:t * step + width])
-                moved = (box[0] - t * step, box[1], box[2] - t * step, box[3])
-                grid_map, grid, content = planted_map(frame.shape[:2], moved)
-                full, _ = upsample_maps(grid_map[None], content, frame.shape[:2], max_side=None)
-                cands = frame_candidates(frame, grid_map, full[0], grid, content, "grabcut", 1, 0.3, 0.5, chain=chain)
-                ious[mode].append(_iou(cands[0][0], moved) if cands else 0.0)
-            if chain is not None:  # frames after the first started from the previous frame's models
-                assert [m for m, _ in seen] == [cv2.GC_INIT_WITH_MASK] + [cv2.GC_EVAL_FREEZE_MODEL] * (n - 1)
+        ious = {"cold": pan_ious(image, box, step, n, "grabcut")}
+        seen.clear()
+        ious["chain"] = pan_ious(image, box, step, n, "grabcut", chain_frames=n)
+        # frames after the first started from the previous frame's models
+        assert [m for m, _ in seen] == [cv2.GC_INIT_WITH_MASK] + [cv2.GC_EVAL_FREEZE_MODEL] * (n - 1)
         assert min(ious["chain"]) >= 0.5, (name, obj, ious)
         assert np.mean(ious["chain"]) >= np.mean(ious["cold"]) - 0.05, (name, obj, ious)
