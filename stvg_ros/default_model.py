@@ -26,6 +26,9 @@ SYNTHETIC_MODEL_NAME = "stvg-synth-qwen"
 #: the shipped model in a source tree (checkout, editable install, symlinked colcon install)
 REPO_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / SYNTHETIC_MODEL_NAME
 TINY_FAMILY = "qwen2_5_vl"
+#: part of the cached tiny model's name: raised whenever :func:`stvg_ros.tiny_models.tiny_model` builds
+#: different weights, so a cache built by an older version is never used (2: the output head scaled by fan-in)
+TINY_BUILD = 2
 #: environment variable choosing the default: 'auto' (the order above) or 'tiny' (the random model)
 DEFAULT_MODEL_ENV = "STVG_ROS_DEFAULT_MODEL"
 
@@ -85,7 +88,7 @@ def shipped_model_dir() -> Optional[Path]:
 
 def tiny_model_dir() -> Path:
     """The tiny random model in the cache, built on first use (atomic against concurrent builders)."""
-    target = cache_dir() / f"tiny-{TINY_FAMILY}"
+    target = cache_dir() / f"tiny-{TINY_FAMILY}-v{TINY_BUILD}"
     if not (target / "config.json").is_file():
         from stvg_ros.tiny_models import tiny_model
 

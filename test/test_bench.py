@@ -73,6 +73,8 @@ def test_bench_stream_quick(tmp_path):
                 if scenario == "same":  # unchanged frames: every later lookup of a frame hits
                     assert run["later_hit_rates"]["pixels"] == run["later_hit_rates"]["visual"] == 1.0
             assert "on_over_today" in model["configs"]["full"]["same"]
+        # the full method is measured with latent prompts that really move the visual tokens
+        assert model["lra_latent"]["tokens_changed"] > 0.5 and model["lra_latent"]["rms_ratio"] > 0
         units = model["cost_model"]["units_s"]
         assert all(units[k] > 0 for k in ("E", "F", "A", "L"))
         assert all(p["on"] > 0 for p in model["cost_model"]["predicted_s"].values())
