@@ -70,3 +70,22 @@ def test_off_without_lra_changes_nothing(adapter):
     b = Grounder(adapter, dict(cfg, reuse_passes=False)).ground(frames, stamps, "a dog")
     assert a.p_yes == b.p_yes
     np.testing.assert_array_equal(a.relevance.spatial, b.relevance.spatial)
+
+
+def test_lra_moves_every_visual_token_of_a_random_model(adapter):
+    """The tests and benchmarks above measure latent-prompted passes only if LRA's latent prompts really
+    change the visual tokens: prompts share a prefix when their embeddings are bitwise equal, so latent
+    prompts that round away (a random model with a saturated yes/no answer has vanishing gradients) would
+    let every latent-prompted prefix collapse into the plain one."""
+    from stvg_ros.grounder import format_question
+    from stvg_ros.lra import optimise_latent_prompts, yes_probability
+
+    frames = random_frames(6, 56, 72, seed=3)
+    visual = adapter.encode_frames(frames, stamps=[0.5 * i for i in range(6)])
+    cfg = Grounder(adapter, dict(num_frames=6)).config
+    question = format_question(cfg.question_template, "the man in red walks to the door")
+    p_yes = float(yes_probability(adapter.run(visual, [question]).yes_no_logits)[0])
+    assert 1e-3 < p_yes < 1 - 1e-3, p_yes
+    delta = optimise_latent_prompts(adapter, [visual], [question], steps=1, lr=cfg.lra_lr).deltas[0]
+    tokens = visual.embeds.float()
+    assert bool(((tokens + delta) != tokens).all())
