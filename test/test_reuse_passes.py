@@ -7,6 +7,7 @@ tubes are the same.
 
 import numpy as np
 import pytest
+import torch
 
 from stvg_ros.adapters import load_adapter
 from stvg_ros.grounder import Grounder
@@ -89,3 +90,39 @@ def test_lra_moves_every_visual_token_of_a_random_model(adapter):
     delta = optimise_latent_prompts(adapter, [visual], [question], steps=1, lr=cfg.lra_lr).deltas[0]
     tokens = visual.embeds.float()
     assert bool(((tokens + delta) != tokens).all())
+
+
+def test_first_step_is_shared_only_where_the_prefix_is(adapter):
+    """A clip prefix exists only when the template puts the video before the question.  The shipped model's
+    template asks first, so its prompts have no common prefix: there LRA's first step runs unshared (one
+    batched backward pass, as without ``reuse_passes``) instead of one backward pass per problem through
+    a graph that shares nothing, which cost it twice as much; the existence question then runs with the
+    attention prompts."""
+    from pathlib import Path
+
+    from stvg_ros.lra import optimise_latent_prompts
+
+    shipped = load_adapter(str(Path(__file__).resolve().parents[1] / "models" / "stvg-synth-qwen"))
+    questions = ["Is there a red circle in this video?", "Is there something moving left in this video?"]
+    exist = "Is there a red circle moving left in this video?"
+    for model, shares in ((adapter, True), (shipped, False)):
+        frames = random_frames(6, 56, 72, seed=4)
+        visual = model.encode_frames(frames, stamps=[0.5 * i for i in range(6)])
+        assert model.shares_prefix_under_grad(visual, questions + [exist]) is shares
+        backward = []
+        inner = torch.autograd.grad
+
+        def counted(*a, **k):
+            backward.append(1)
+            return inner(*a, **k)
+
+        torch.autograd.grad = counted
+        try:
+            trace = optimise_latent_prompts(model, [visual, visual], questions, steps=1, lr=8.0,
+                                            also_ask=[(visual, exist)])
+        finally:
+            torch.autograd.grad = inner
+        assert len(backward) == (2 if shares else 1)
+        assert (trace.zero_logits is not None) is shares
+        plain = optimise_latent_prompts(model, [visual, visual], questions, steps=1, lr=8.0, share_first_step=False)
+        torch.testing.assert_close(trace.deltas, plain.deltas, rtol=1e-4, atol=1e-7)

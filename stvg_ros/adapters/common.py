@@ -406,8 +406,18 @@ class HFAdapter(ModelAdapter):
             out = out + bias[[yes, no]]
         return out
 
-    #: ``run(..., share_prefix=True)`` computes shared prefixes under gradients too (LRA's first step)
-    supports_shared_prefix_grad = True
+    def shares_prefix_under_grad(self, visual: VisualTokens, questions: Sequence[str]) -> bool:
+        """Whether ``run(visual, questions, with_grad=True, share_prefix=True)`` decodes the clip's prefix once
+        for all the prompts (LRA's first step): the template puts the whole video before the questions and
+        memory needs no checkpointing.  Otherwise that call runs every prompt in full, and one backward
+        pass per problem through it would cost more than the step it was meant to share."""
+        if not self.use_prefix_cache or len(questions) < 2:
+            return False
+        batch = self.prepare(visual, questions)
+        if should_checkpoint(self.activation_checkpointing, self.model, self.device, int(batch.embeds.shape[1]),
+                             len(questions), self.dtype):
+            return False
+        return self._prefix_plan(batch) is not None
 
     def run(self, visual, questions, visual_delta=None, capture: CaptureSpec | None = None,
             with_grad: bool = False, share_prefix: bool = False) -> ForwardOutput:
