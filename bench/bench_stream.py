@@ -269,6 +269,8 @@ def unit_costs(adapter, frames, args) -> dict:
     out["L"] = med(lambda: optimise_latent_prompts(adapter, [visual], [q], steps=1, lr=cfg.lra_lr,
                                                    share_first_step=False))
     out["visual_tokens"] = int(visual.num_tokens)
+    # whether LRA's first step can share the clip prefix here (the template puts the video first)
+    out["shares_prefix"] = bool(getattr(adapter, "shares_prefix_under_grad", lambda *a: False)(visual, [q, q]))
     return out
 
 
@@ -316,8 +318,9 @@ def predict(u: dict, cname: str, k: int, p: int, post: dict) -> dict:
     # attention runs: one prefix (question + caption) per latent prompt, and the existence question
     today = E + k * p * u["L"] + p * u["A"] + u["F"]
     # shared step 0 (lra._shared_first_step): one grad prefix per clip instead of one per problem (each
-    # problem's backward runs through its own clip's graph), and the existence question answered on it
-    on = today - (p - clips) * u["F"] - u["F"]
+    # problem's backward runs through its own clip's graph), and the existence question answered on it;
+    # nothing is shared where the template asks before the video (no clip prefix)
+    on = today - (p - clips) * u["F"] - u["F"] if u.get("shares_prefix", True) else today
     return {"today": today + post["today"], "on": on + post["on"]}
 
 
@@ -469,7 +472,9 @@ def oneshot_section(args) -> dict:
                                   f"{cm['post_s'][cname]['on'] / floor:.2f}"])
             cost_rows.append([name, f"units (s): E {u['E']:.3f}, E_r {u['E_r']:.3f}, F {u['F']:.3f}, "
                                     f"A {u['A']:.3f}, L {u['L']:.3f}; floor E+F {floor:.3f}; "
-                                    f"k={cm['lra_steps']}, P={cm['problems']}", "", "", "", "", "", "", ""])
+                                    f"k={cm['lra_steps']}, P={cm['problems']}; clip prefix "
+                                    f"{'shared' if u.get('shares_prefix', True) else 'none (question first)'}",
+                              "", "", "", "", "", "", ""])
         if "standing_cost" in res:
             sc = res["standing_cost"]
             standing_rows.append([name] + [f"{sc[m]['mean_cost']:.3f} ({sc[m]['full_evaluations']}/"
