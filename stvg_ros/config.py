@@ -182,8 +182,10 @@ class GroundingConfig:
     Lower it when GPU memory is short: results are the same, only slower."""
     reuse_passes: bool = True
     """Compute once what several stages share: LRA's first step runs each clip's zero-latent prefix once for
-    all its problems and answers the existence question on it.  Results agree within float32 rounding
-    (other batch shapes); False computes every pass on its own (for checks and benchmarks)."""
+    all its problems and answers the existence question on it (where the model's template puts the video
+    before the question; otherwise there is no clip prefix and the step runs as without it).  Results agree
+    within float32 rounding (other batch shapes); False computes every pass on its own (for checks and
+    benchmarks)."""
     feature_cache_mb: float = 256.0
     """Memory (MiB) for what queries about a stream share (``stvg_ros.feature_cache``; used when the caller
     names its frames, as the node does): frames' preprocessed pixels and visual tokens, and, while the
