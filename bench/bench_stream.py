@@ -270,7 +270,8 @@ def unit_costs(adapter, frames, args) -> dict:
                                                    share_first_step=False))
     out["visual_tokens"] = int(visual.num_tokens)
     # whether LRA's first step can share the clip prefix here (the template puts the video first)
-    out["shares_prefix"] = bool(getattr(adapter, "shares_prefix_under_grad", lambda *a: False)(visual, [q, q]))
+    q2 = format_question(cfg.question_template, QUERIES[1])  # two different questions: identical ones share all
+    out["shares_prefix"] = bool(getattr(adapter, "shares_prefix_under_grad", lambda *a: False)(visual, [q, q2]))
     return out
 
 
