@@ -240,28 +240,36 @@ def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
 
 # --- the cost model's unit costs, measured on this model in this run ------------------------------------
 
-def unit_costs(adapter, frames, args) -> dict:
-    """Seconds (CPU) of the passes the cost model counts, on one window without any cache:
+def probe_clip(adapter, frames, args):
+    """The first window's sampled frames encoded once, for the measurements outside the timed queries:
+    ``(grounder, frames, stamps, visual tokens, question)``.  The adapter is already configured by the
+    groundings before (same options); frames passed without keys are never looked up in a cache."""
+    from stvg_ros.grounder import Grounder, format_question, sample_indices
+
+    g = Grounder(adapter, dict(CONFIGS["plain"], num_frames=args.frames, decomposer="rules", feature_cache_mb=0))
+    used = [frames[i] for i in sample_indices(args.window, g.config.num_frames)]
+    stamps = [i / STREAM_FPS for i in range(len(used))]
+    with torch.no_grad():
+        visual = adapter.encode_frames(used, stamps=stamps)
+    return g, used, stamps, visual, format_question(g.config.question_template, QUERIES[0])
+
+
+def unit_costs(adapter, probe, args) -> dict:
+    """Seconds (CPU) of the passes the cost model counts, on ``probe`` (:func:`probe_clip`), without any cache:
     E (encode), E_r (the reversed clip's encode, TAS), F (one no-grad prefill of system + video +
     question), A (the plain config's attention run: question + caption prompt on one prefix, attention
     captured) and L (one LRA problem's step: forward with gradients + backward)."""
-    from stvg_ros.grounder import Grounder, format_question, sample_indices
+    from stvg_ros.grounder import format_question
     from stvg_ros.lra import optimise_latent_prompts
 
-    # the adapter is already configured by the groundings before (same options); frames passed without
-    # keys are never looked up in a cache
-    g = Grounder(adapter, dict(CONFIGS["plain"], num_frames=args.frames, decomposer="rules", feature_cache_mb=0))
+    g, used, stamps, visual, q = probe
     cfg = g.config
-    used = [frames[i] for i in sample_indices(args.window, cfg.num_frames)]
-    stamps = [i / STREAM_FPS for i in range(len(used))]
-    q = format_question(cfg.question_template, QUERIES[0])
     reps = 1 if args.quick else args.unit_repeats
 
     def med(fn):
         return statistics.median(timed(fn)[1] for _ in range(reps))
 
     with torch.no_grad():
-        visual = adapter.encode_frames(used, stamps=stamps)
         out = {"E": med(lambda: adapter.encode_frames(used, stamps=stamps)),
                "E_r": med(lambda: adapter.encode_reversed(used, stamps, visual)),
                "F": med(lambda: adapter.run(visual, [q], capture=None)),
@@ -271,28 +279,23 @@ def unit_costs(adapter, frames, args) -> dict:
     out["visual_tokens"] = int(visual.num_tokens)
     # whether LRA's first step can share the clip prefix here (the template puts the video first)
     q2 = format_question(cfg.question_template, QUERIES[1])  # two different questions: identical ones share all
-    out["shares_prefix"] = bool(getattr(adapter, "shares_prefix_under_grad", lambda *a: False)(visual, [q, q2]))
+    out["shares_prefix"] = adapter.shares_prefix_under_grad(visual, [q, q2])
     return out
 
 
-def latent_effect(adapter, frames, args) -> dict:
+def latent_effect(adapter, probe) -> dict:
     """How far one LRA step moves the visual tokens on this model: ``rms(V) / rms(tokens)`` and the share of
     token entries that change.  The full method's cost depends on it: latent prompts that leave the tokens
     bitwise unchanged (a random model whose yes/no answer is saturated) let every latent-prompted prefix
     collapse into the plain one, so such a run does not measure the full method.  The shipped, trained model
     gives ratios of 0.005-0.04 at the paper's learning rate."""
-    from stvg_ros.grounder import Grounder, format_question, sample_indices
     from stvg_ros.lra import optimise_latent_prompts
 
-    cfg = Grounder(adapter, dict(CONFIGS["full"], num_frames=args.frames, decomposer="rules")).config
-    used = [frames[i] for i in sample_indices(args.window, cfg.num_frames)]
-    with torch.no_grad():
-        visual = adapter.encode_frames(used, stamps=[i / STREAM_FPS for i in range(len(used))])
-    q = format_question(cfg.question_template, QUERIES[0])
-    delta = optimise_latent_prompts(adapter, [visual], [q], steps=1, lr=cfg.lra_lr).deltas[0]
+    g, _, _, visual, q = probe
+    delta = optimise_latent_prompts(adapter, [visual], [q], steps=1, lr=g.config.lra_lr).deltas[0]
     tokens = visual.embeds.float()
     rms = lambda x: float(x.float().pow(2).mean().sqrt())  # noqa: E731
-    return {"lr": cfg.lra_lr, "rms_ratio": rms(delta) / rms(tokens),
+    return {"lr": g.config.lra_lr, "rms_ratio": rms(delta) / rms(tokens),
             "tokens_changed": float(((tokens + delta) != tokens).float().mean())}
 
 
@@ -394,10 +397,11 @@ def run_model(name: str, args) -> dict:
         for cname in args.configs.split(","):
             out["configs"][cname] = {s: run_config(adapter, frames, cname, slide, args)
                                      for s, slide in scenarios.items()}
+        probe = probe_clip(adapter, frames, args)
         if any(CONFIGS[c]["use_lra"] for c in args.configs.split(",")):
-            out["lra_latent"] = latent_effect(adapter, frames, args)
+            out["lra_latent"] = latent_effect(adapter, probe)
         if args.cost_model:
-            u = unit_costs(adapter, frames, args)
+            u = unit_costs(adapter, probe, args)
             k, p = args.lra_steps, problems(args)
 
             def post_of(c, kind):  # the 'off' run segments with the 'on' settings; 'today' with its own

@@ -75,9 +75,6 @@ def _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_ba
     One forward pass per clip (its problems' questions, one caption prompt for the official loss, the
     ``also_ask`` prompts on it), on one zero leaf; each problem's gradient is a backward pass through its
     own clip's graph only, so sharing a prefix costs no backward work beyond the unshared step's."""
-    shares = getattr(adapter, "shares_prefix_under_grad", None)
-    if shares is None:
-        return None
     B = len(questions)
     clips: list[VisualTokens] = []
     for v in list(visuals) + [v for v, _ in also_ask]:
@@ -98,7 +95,7 @@ def _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_ba
             + [also_ask[j][1] for j in asks]
         if max_batch > 0 and len(prompts) > max_batch:
             return None
-        if len(prompts) > 1 and not shares(clip, prompts):
+        if len(prompts) > 1 and not adapter.shares_prefix_under_grad(clip, prompts):
             return None  # e.g. a template that puts the question before the video: nothing to share
         plans.append((clip, mine, asks, prompts))
     for clip, mine, asks, prompts in plans:
@@ -134,7 +131,7 @@ def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualToken
     """Optimise one latent prompt per ``(visual, question)`` problem, all problems batched.
 
     ``share_first_step``: every latent prompt is zero before the first update, so problems on the same clip
-    see the same clip prefix (system prompt + visual tokens); with an adapter that can
+    see the same clip prefix (system prompt + visual tokens); where the adapter shares it
     (``shares_prefix_under_grad``) it is computed once per clip, and the ``also_ask`` prompts (e.g. the
     existence question, which has no latent prompt) run on it too (:attr:`LRAResult.zero_logits`).  The
     result agrees with the unshared computation within float32 rounding (other batch shapes).

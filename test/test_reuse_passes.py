@@ -92,17 +92,22 @@ def test_lra_moves_every_visual_token_of_a_random_model(adapter):
     assert bool(((tokens + delta) != tokens).all())
 
 
-def test_first_step_is_shared_only_where_the_prefix_is(adapter):
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped model, whose template asks before the video."""
+    from pathlib import Path
+
+    return load_adapter(str(Path(__file__).resolve().parents[1] / "models" / "stvg-synth-qwen"))
+
+
+def test_first_step_is_shared_only_where_the_prefix_is(adapter, shipped):
     """A clip prefix exists only when the template puts the video before the question.  The shipped model's
     template asks first, so its prompts have no common prefix: there LRA's first step runs unshared (one
     batched backward pass, as without ``reuse_passes``) instead of one backward pass per problem through
     a graph that shares nothing, which cost it twice as much; the existence question then runs with the
     attention prompts."""
-    from pathlib import Path
-
     from stvg_ros.lra import optimise_latent_prompts
 
-    shipped = load_adapter(str(Path(__file__).resolve().parents[1] / "models" / "stvg-synth-qwen"))
     questions = ["Is there a red circle in this video?", "Is there something moving left in this video?"]
     exist = "Is there a red circle moving left in this video?"
     for model, shares in ((adapter, True), (shipped, False)):

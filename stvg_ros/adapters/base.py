@@ -240,6 +240,11 @@ class ModelAdapter(ABC):
         attention (the fast path for LRA steps).
         """
 
+    def shares_prefix_under_grad(self, visual: VisualTokens, questions: Sequence[str]) -> bool:
+        """Whether ``run(visual, questions, with_grad=True, share_prefix=True)`` computes the clip's prefix once
+        for all the prompts (LRA's first step shares it only then; the default shares nothing)."""
+        return False
+
     def shared_prefixes(self):
         """A context in which several ``run`` calls on one clip may share its prefix computation (adapters
         that can override it; the default shares nothing)."""

@@ -411,13 +411,21 @@ class HFAdapter(ModelAdapter):
         for all the prompts (LRA's first step): the template puts the whole video before the questions and
         memory needs no checkpointing.  Otherwise that call runs every prompt in full, and one backward
         pass per problem through it would cost more than the step it was meant to share."""
-        if not self.use_prefix_cache or len(questions) < 2:
-            return False
         batch = self.prepare(visual, questions)
-        if should_checkpoint(self.activation_checkpointing, self.model, self.device, int(batch.embeds.shape[1]),
-                             len(questions), self.dtype):
-            return False
-        return self._prefix_plan(batch) is not None
+        plan = self._shared_plan(batch, with_grad=True, share_prefix=True, recompute=self._recomputes(batch))
+        return plan is not None
+
+    def _recomputes(self, batch: PreparedBatch) -> bool:
+        """Whether a pass with gradients over ``batch`` recomputes the decoder layers (activation checkpointing)."""
+        return should_checkpoint(self.activation_checkpointing, self.model, self.device, int(batch.embeds.shape[1]),
+                                 len(batch.lengths), self.dtype)
+
+    def _shared_plan(self, batch: PreparedBatch, with_grad: bool, share_prefix: bool, recompute: bool):
+        """The prefix plan ``run`` decodes ``batch`` with (see :meth:`_prefix_plan`), or None: under gradients only
+        when asked and memory allows keeping every activation."""
+        if not self.use_prefix_cache or len(batch.lengths) < 2 or (with_grad and (not share_prefix or recompute)):
+            return None
+        return self._prefix_plan(batch)
 
     def run(self, visual, questions, visual_delta=None, capture: CaptureSpec | None = None,
             with_grad: bool = False, share_prefix: bool = False) -> ForwardOutput:
@@ -425,7 +433,6 @@ class HFAdapter(ModelAdapter):
         the whole visual block run on one computation of it even when ``with_grad`` (LRA's first step, where
         every latent prompt is zero: the gradient reaches each clip's latent prompt through its one prefix)."""
         batch = self.prepare(visual, questions, visual_delta)
-        B = len(batch.lengths)
         layers = None if capture is None or capture.layers is None else list(capture.layers)
         if layers is not None:
             bad = [i for i in layers if not 0 <= int(i) < self.num_layers]
@@ -437,11 +444,8 @@ class HFAdapter(ModelAdapter):
                 return self._run_on_clip(batch, visual, list(questions), capture, layers, P)
         grad_ctx = torch.enable_grad() if with_grad else torch.no_grad()
         with grad_ctx:
-            recompute = with_grad and should_checkpoint(self.activation_checkpointing, self.model, self.device,
-                                                        int(batch.embeds.shape[1]), B, self.dtype)
-            # under gradients only when asked and memory allows keeping every activation
-            plan = self._prefix_plan(batch) if self.use_prefix_cache and B > 1 and (
-                not with_grad or (share_prefix and not recompute)) else None
+            recompute = with_grad and self._recomputes(batch)
+            plan = self._shared_plan(batch, with_grad, share_prefix, recompute)
             if plan is not None:
                 hidden_last, attn = self._run_on_prefixes(batch, capture, layers, *plan)
             else:
