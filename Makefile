@@ -48,11 +48,12 @@ ROS_ENV := PATH="$(ROOT)/$(VENV)/bin:$$PATH" \
 	STVG_ROS_INSTALL="$(INSTALL)" \
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 
-.PHONY: help setup build test test-jazzy demo clean
+.PHONY: help setup build test test-fast test-jazzy demo clean
 
 help:
 	@echo "make demo   - set up (first time: a few minutes) and run the node on the bundled clip"
 	@echo "make test   - set up and run the whole test suite (core and ROS)"
+	@echo "make test-fast - the unit tier only (no model, no ROS; about a minute of CPU; test/conftest.py tiers)"
 	@echo "make test-jazzy - the ROS tests on ROS 2 Jazzy (second venv .venv-jazzy, workspace .ws-jazzy)"
 	@echo "make setup  - only the set-up: .venv with ROS 2 Kilted wheels + torch CPU, colcon build into .ws/"
 	@echo "              (DISTRO=jazzy: .venv-jazzy with the Jazzy wheels, .ws-jazzy/)"
@@ -90,6 +91,10 @@ build: $(STAMP)
 test: setup
 	@$(ROS_ENV) $(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5): check PYTEST_ARGS"; rc=0; fi; exit $$rc
+
+# The unit tier (markers unit/model/ros, given to every test by test/conftest.py): no colcon build needed.
+test-fast: $(STAMP)
+	@$(ROS_ENV) $(VENV)/bin/pytest -m "unit and not slow" $(PYTEST_ARGS)
 
 test-jazzy:
 	@$(MAKE) --no-print-directory DISTRO=jazzy test PYTEST_ARGS="$(or $(PYTEST_ARGS),$(JAZZY_PYTEST_ARGS))"

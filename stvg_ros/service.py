@@ -55,6 +55,9 @@ DELIVERY_GRACE_S = 0.3
 #: Answer.status values
 ANSWERED, REJECTED, CANCELLED, FAILED = "answered", "rejected", "cancelled", "failed"
 
+#: what the worker's :meth:`GroundingService._take` returns besides a job
+_PREENCODE, _STOPPED = "preencode", object()
+
 
 @dataclass(frozen=True)
 class GroundingRequest:
@@ -236,9 +239,11 @@ class GroundingService:
             self.external.window_s = max(config.window_duration, 1.0)
 
     def start(self, grounder: Any, *, external_detections: bool = False, stage: Any = None,
-              synonyms: Optional[dict] = None) -> None:
+              synonyms: Optional[dict] = None, threaded: bool = True) -> None:
         """Serve with ``grounder`` (anything with ``ground(frames, stamps, text, proposals, sub_queries,
-        checkpoint)``); proposals from external detections (``add_detections``), a live stage, or none."""
+        checkpoint)``); proposals from external detections (``add_detections``), a live stage, or none.
+        ``threaded=False``: no worker thread; the caller does the work with :meth:`run_pending` (tests and
+        single-threaded hosts: deterministic, no waiting)."""
         self.stop(timeout=0.5)
         self.grounder, self.stage = grounder, stage
         self.external = ExternalTracks(window_s=max(self.config.window_duration, 1.0),
@@ -249,12 +254,31 @@ class GroundingService:
             self._stopping = False
             self._generation += 1
             generation = self._generation
+        if not threaded:
+            return
         self._worker = threading.Thread(target=self._serve, args=(generation,), name="stvg_grounding", daemon=True)
         self._worker.start()
 
     @property
     def running(self) -> bool:
-        return self._worker is not None and self._worker.is_alive() and not self._stopping
+        if self._worker is None:  # started with threaded=False: serving while a grounder is set
+            return self.grounder is not None and not self._stopping
+        return self._worker.is_alive() and not self._stopping
+
+    def run_pending(self) -> int:
+        """Do, on this thread, the work the worker would do now (queued queries, due standing evaluations,
+        idle pre-encoding) until none is left; returns how many pieces were done.  For a service started
+        with ``threaded=False``; time is the service's ``clock``, so a test steps it without sleeping."""
+        if self._worker is not None:
+            raise RuntimeError("a worker thread serves this service: start it with threaded=False to step it")
+        done = 0
+        while True:
+            with self._lock:
+                work = self._take(self._generation)
+            if not isinstance(work, (_Job, str)):
+                return done
+            self._do(work, self._generation)
+            done += 1
 
     def stop(self, reason: str = SHUTTING_DOWN, timeout: float = 1.0) -> None:
         """Answer every queued and the in-flight query with ``reason``, stop the worker and the live
@@ -483,35 +507,51 @@ class GroundingService:
 
     # -- the worker ---------------------------------------------------------------------------------
     def _serve(self, generation: int) -> None:
-        """One-shot queries first; else a due standing query when the duty budget allows."""
+        """The worker thread: take the next piece of work (:meth:`_take`) or wait for one."""
         while True:
             with self._lock:
-                job, preencode = None, False
-                while job is None and not preencode:
-                    if self._stopping or generation != self._generation:
-                        return
-                    if self._jobs:
-                        job = self._jobs.popleft()
-                        break
-                    sq, wait = self._standing.next_due(self._clock())
-                    if sq is not None:
-                        job = self._standing_job(sq)
-                    elif self._preencode_due and self.config.preencode_when_idle:
-                        self._preencode_due, preencode = False, True
-                    else:
-                        self._wake.wait(wait)
-                self._current = job
-            if preencode:
-                self._preencode(generation)
-                continue
-            try:
-                if job.standing is not None:
-                    self._evaluate(job)
-                else:
-                    self._ground(job)
-            finally:
-                with self._lock:
-                    self._current = None
+                work = self._take(generation)
+                while work is None or isinstance(work, float):  # idle: until woken or a standing query is due
+                    self._wake.wait(work)
+                    work = self._take(generation)
+            if not isinstance(work, (_Job, str)):
+                return
+            self._do(work, generation)
+
+    def _take(self, generation: int):
+        """(lock held) The next piece of work: a one-shot query first, else a due standing evaluation when
+        the duty budget allows, else ``PREENCODE`` when idle; when there is none, how long until a standing
+        query may be due (seconds, or None: until woken), or ``STOPPED``."""
+        while True:
+            if self._stopping or generation != self._generation:
+                return _STOPPED
+            if self._jobs:
+                job = self._jobs.popleft()
+            else:
+                sq, wait = self._standing.next_due(self._clock())
+                if sq is None:
+                    if self._preencode_due and self.config.preencode_when_idle:
+                        self._preencode_due = False
+                        return _PREENCODE
+                    return None if wait is None else float(wait)
+                job = self._standing_job(sq)
+                if job is None:  # too few frames: skipped, look again
+                    continue
+            self._current = job
+            return job
+
+    def _do(self, work, generation: int) -> None:
+        if work == _PREENCODE:
+            self._preencode(generation)
+            return
+        try:
+            if work.standing is not None:
+                self._evaluate(work)
+            else:
+                self._ground(work)
+        finally:
+            with self._lock:
+                self._current = None
 
     def _preencode(self, generation: int) -> None:
         """The idle worker's lowest-priority work: the window's frames into the grounder's feature cache,

@@ -41,10 +41,9 @@ class ScriptedGrounder:
             if stage == self.hold_stage:
                 self.entered.set()
                 deadline = time.monotonic() + self.hold_s
-                while not self.release.is_set() and time.monotonic() < deadline:
+                while not self.release.wait(self.check_every or 0.01) and time.monotonic() < deadline:
                     if checkpoint is not None and self.check_every:
                         checkpoint(stage)
-                    time.sleep(0.01)
         if self.fail:
             raise RuntimeError("out of memory")
         return GroundingResult(query=query, found=True, score=1.0, start=stamps[0], end=stamps[-1],
@@ -54,31 +53,37 @@ class ScriptedGrounder:
 
 class Answers:
     def __init__(self):
-        self.items, self.lock, self.event = [], threading.Lock(), threading.Event()
+        self.items, self.changed = [], threading.Condition()
 
     def __call__(self, answer):
-        with self.lock:
+        with self.changed:
             self.items.append(answer)
-        self.event.set()
+            self.changed.notify_all()
 
     def of(self, qid):
         return [a for a in self.items if a.request.query_id == qid]
 
     def wait(self, qid, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.of(qid)
-            if got:
-                return got[0]
-            time.sleep(0.005)
-        raise AssertionError(f"no answer to {qid}")
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.of(qid), timeout):
+                raise AssertionError(f"no answer to {qid}")
+            return self.of(qid)[0]
 
 
-def make(grounder=None, **config) -> tuple[GroundingService, list]:
+class Clock:
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(grounder=None, threaded=True, clock=time.monotonic, **config) -> tuple[GroundingService, list]:
+    """A started service; ``threaded=False``: no worker thread, the test steps it with ``run_pending``."""
     warnings: list = []
     cfg = ServingConfig(**{"window_rate": 0.0, "window_duration": 100.0, **config})
-    svc = GroundingService(cfg, warn=lambda m, k: warnings.append((k, m)))
-    svc.start(grounder or ScriptedGrounder())
+    svc = GroundingService(cfg, warn=lambda m, k: warnings.append((k, m)), clock=clock)
+    svc.start(grounder or ScriptedGrounder(), threaded=threaded)
     return svc, warnings
 
 
@@ -165,24 +170,22 @@ def test_queue_full_is_refused_and_the_rest_served_in_order():
 # --- snapshot at arrival ------------------------------------------------------------------------
 
 def test_a_waiting_query_is_grounded_on_the_frames_present_at_its_arrival():
-    g = ScriptedGrounder(hold_stage="encode")
-    svc, _ = make(g, window_max_frames=10)
+    g, clock = ScriptedGrounder(), Clock()
+    svc, _ = make(g, threaded=False, clock=clock, window_max_frames=10)
     first = stamps(10)
     feed(svc, first)
     answers = Answers()
-    svc.submit(GroundingRequest("busy", "the man"), answers)
-    assert g.entered.wait(5)
-    svc.submit(GroundingRequest("waits", "the woman"), answers)  # queued behind "busy"
+    svc.submit(GroundingRequest("waits", "the woman"), answers)
     later = stamps(10, T0 + 10 * DT)
     feed(svc, later)  # the window slides past every frame "waits" was asked about
-    assert [f.stamp_ns for f in svc.window.frames()] == later
-    time.sleep(0.05)
-    g.release.set()
-    a = answers.wait("waits")
+    assert [f.stamp_ns for f in svc.window.frames()] == later and not answers.items
+    clock.now += 0.05
+    assert svc.run_pending() == 1
+    (a,) = answers.items
     assert a.status == ANSWERED
     assert [f.stamp_ns for f in a.frames] == first
-    assert g.calls[1]["stamps"] == [s / NS for s in first]
-    assert a.queue_time >= 0.05 and a.latency >= a.queue_time
+    assert g.calls[0]["stamps"] == [s / NS for s in first]
+    assert a.queue_time == pytest.approx(0.05) and a.latency == pytest.approx(0.05)
     svc.stop()
 
 
@@ -342,6 +345,7 @@ def test_shutdown_answers_in_flight_and_queued_queries_and_returns_fast(check_ev
     svc.submit(GroundingRequest("flight", "the man"), answers)
     assert g.entered.wait(5)
     svc.submit(GroundingRequest("queued", "the man"), answers)
+    worker = svc._worker
     t0 = time.monotonic()
     svc.stop(timeout=0.5)
     took = time.monotonic() - t0
@@ -352,7 +356,8 @@ def test_shutdown_answers_in_flight_and_queued_queries_and_returns_fast(check_ev
     svc.submit(GroundingRequest("after", "the man"), answers)
     assert answers.wait("after").reason == SHUTTING_DOWN
     g.release.set()
-    time.sleep(0.1)
+    worker.join(5)  # the abandoned grounding ends
+    assert not worker.is_alive()
     assert len(answers.items) == 3  # the worker's late result is not a second answer
     assert svc.counters().queries_cancelled == 2 and svc.counters().queries_received == 3
 
@@ -363,16 +368,17 @@ def test_cancel_all_returns_only_after_the_running_answer_was_delivered():
     g = ScriptedGrounder(hold_stage="lra")
     svc, _ = make(g)
     feed(svc, stamps(5))
-    delivered = threading.Event()
+    publishing, returned, early = threading.Event(), threading.Event(), []
 
-    def slow_publish(answer):
-        time.sleep(0.3)  # the worker inside on_done: building and publishing the Tube and its markers
-        delivered.set()
+    def slow_publish(answer):  # the worker inside on_done: building and publishing the Tube and its markers
+        publishing.set()
+        early.append(returned.wait(0.3))  # cancel_all must still be waiting for this answer
 
     svc.submit(GroundingRequest("flight", "the man"), slow_publish)
     assert g.entered.wait(5)
     svc.cancel_all("the node was deactivated", timeout=2.0)
-    assert delivered.is_set(), "cancel_all returned while the answer was still being published"
+    returned.set()
+    assert publishing.is_set() and early == [False], "cancel_all returned while the answer was still being published"
     svc.stop()
 
 

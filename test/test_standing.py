@@ -121,30 +121,50 @@ def test_config_errors_name_the_fix(change, fix):
 
 # --- the service: a grounder whose answers follow a script of the stream ---------------------------
 
+class Clock:
+    """The service's clock, moved by the test (and by a grounder's simulated cost): no sleeping."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class StreamGrounder:
     """p_yes and the box follow ``script(newest stamp in s) -> (p_yes, box x)``; ``existence`` is the
-    cheap check.  ``hold`` keeps an evaluation inside a stage (checkpoints every 10 ms)."""
+    cheap check.  ``cost``: seconds of ``clock`` each call takes.  ``on_stage(stage)`` runs after each
+    stage's checkpoint (e.g. a query arriving mid-evaluation).  ``hold()`` keeps an evaluation inside a
+    stage until ``release`` is set (checkpoints every 10 ms; for the tests of the worker thread)."""
 
-    def __init__(self, script, cost: float = 0.0):
-        self.script, self.cost = script, cost
+    def __init__(self, script, cost: float = 0.0, clock: "Clock | None" = None):
+        self.script, self.cost, self.clock = script, cost, clock
         self.grounds, self.exists = 0, 0
-        self.hold = threading.Event()
+        self.held = False
+        self.release = threading.Event()
         self.entered = threading.Event()
+        self.on_stage = None
         self.fail = False
         self.lock = threading.Lock()
+
+    def hold(self):
+        self.held = True
+        self.release.clear()
 
     def _stages(self, names, checkpoint):
         for stage in names:
             if checkpoint is not None:
                 checkpoint(stage)
-            if self.hold.is_set():
+            if self.on_stage is not None:
+                self.on_stage(stage)
+            if self.held:
                 self.entered.set()
-                while self.hold.is_set():
+                while not self.release.wait(0.01):
                     if checkpoint is not None:
                         checkpoint(stage)
-                    time.sleep(0.01)
+                self.held = False
             if self.cost:
-                time.sleep(self.cost / len(names))
+                self.clock.now += self.cost / len(names)
         if self.fail:
             raise RuntimeError("out of memory")
 
@@ -176,11 +196,12 @@ class Events:
         return [a.event for a in self.items]
 
 
-def service(grounder, **cfg) -> GroundingService:
+def service(grounder, threaded=False, clock=None, **cfg) -> GroundingService:
+    """A service with no worker thread (the test steps it with ``run_pending``) unless ``threaded``."""
     config = ServingConfig(**{"window_rate": 0.0, "window_duration": 100.0, "standing_found_on": 0.6,
                               "standing_found_off": 0.4, "standing_duty_budget": 1.0, **cfg})
-    svc = GroundingService(config)
-    svc.start(grounder)
+    svc = GroundingService(config, clock=clock or Clock())
+    svc.start(grounder, threaded=threaded)
     return svc
 
 
@@ -192,15 +213,11 @@ def evaluations(svc, qid):
     return next((s["evaluations"] for s in svc.standing() if s["query_id"] == qid), -1)
 
 
-def replay(svc, qid, n, first=0, per_eval=1, timeout=10.0):
-    """Feed frames one by one, waiting after each for the evaluation it makes due (lockstep)."""
+def replay(svc, n, first=0):
+    """Feed frames one by one, doing after each the work it makes due (lockstep)."""
     for i in range(first, first + n):
-        before = evaluations(svc, qid)
         frame(svc, i)
-        if (i + 1) % per_eval == 0:
-            deadline = time.monotonic() + timeout
-            while evaluations(svc, qid) == before and time.monotonic() < deadline:
-                time.sleep(0.002)
+        svc.run_pending()
 
 
 def appears(i_on, i_off, x_of=lambda i: 0.0):
@@ -218,7 +235,7 @@ def test_events_on_appearance_move_and_disappearance_only(cheap_first):
     events = Events()
     assert svc.register(StandingRequest("s", "the red square", every_n_frames=1, cheap_first=cheap_first), events)
     frame(svc, 0)
-    replay(svc, "s", 39, first=1)
+    replay(svc, 39, first=1)
     kinds = events.kinds()
     assert kinds == [APPEARED, MOVED, DISAPPEARED], kinds
     appeared, moved, gone = events.items
@@ -233,7 +250,7 @@ def test_events_on_appearance_move_and_disappearance_only(cheap_first):
         assert g.grounds == 39 and g.exists == 0
     assert svc.cancel_standing("s") and events.kinds()[-1] == ENDED and events.items[-1].status == CANCELLED
     assert events.items[-1].reason == "cancelled by the client" and svc.standing() == []
-    replay(svc, "s", 5, first=40, timeout=0.05)
+    replay(svc, 5, first=40)
     assert len(events.items) == 4  # nothing after ended
     c = svc.counters()
     assert (c.standing_registered, c.standing_events, c.standing_evaluations) == (1, 3, 39)
@@ -270,56 +287,63 @@ def test_one_shot_queries_go_first_and_preempt_a_standing_evaluation():
     events, answers = Events(), Events()
     for i in range(5):
         frame(svc, i)
-    g.hold.set()
+    order = []
+
+    def query_arrives(stage):  # inside the standing evaluation's first stage, a one-shot query arrives
+        order.append(stage)
+        if stage == "encode" and len(order) == 1:
+            svc.submit(GroundingRequest("q", "the red square"), answers)
+
+    g.on_stage = query_arrives
     svc.register(StandingRequest("s", "the red square", every_n_frames=1), events)
-    assert g.entered.wait(5)  # the standing evaluation is inside a stage
-    svc.submit(GroundingRequest("q", "the red square"), answers)
-    g.hold.clear()
-    deadline = time.monotonic() + 5
-    while not answers.items and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert answers.items[0].status == ANSWERED
+    svc.run_pending()
+    assert order[:6] == ["encode", "encode", "decompose", "lra", "attention", "select"]  # preempted, q ran
+    assert answers.items[0].status == ANSWERED and g.grounds == 2
     c = svc.counters()
-    assert c.standing_preempted == 1 and g.grounds >= 1
-    replay(svc, "s", 1, first=5)  # the preempted evaluation runs again
-    assert events.kinds() == [APPEARED] and evaluations(svc, "s") >= 1
+    assert c.standing_preempted == 1 and c.standing_evaluations == 1  # the preempted evaluation ran again
+    assert events.kinds() == [APPEARED] and evaluations(svc, "s") == 1
     svc.stop()
 
 
 def test_the_budget_bounds_the_share_of_worker_time():
-    g = StreamGrounder(appears(0, 0), cost=0.02)
-    svc = service(g, standing_duty_budget=0.25)
+    clock = Clock()
+    g = StreamGrounder(appears(0, 0), cost=0.02, clock=clock)
+    svc = service(g, clock=clock, standing_duty_budget=0.25)
     events = Events()
     svc.register(StandingRequest("s", "the red square", every_n_frames=1), events)
-    t0 = time.monotonic()
+    t0 = clock.now
     i = 0
-    while time.monotonic() - t0 < 1.0:  # frames at ~200 Hz, each making the query due
+    while clock.now - t0 < 1.0:  # frames at 200 Hz, each making the query due
         frame(svc, i)
+        svc.run_pending()
         i += 1
-        time.sleep(0.005)
-    elapsed = time.monotonic() - t0
+        clock.now += 0.005
+    elapsed = clock.now - t0
     info = svc.standing()[0]
     busy = info["mean_cost"] * info["evaluations"]
-    assert info["evaluations"] >= 3
-    assert busy / elapsed < 0.25 + 0.1, (busy, elapsed)  # unbounded, it would be ~1.0
-    assert 0.05 < svc.standing_duty() < 0.35
+    assert busy == pytest.approx(0.02 * info["evaluations"])
+    assert info["evaluations"] >= 10
+    assert 0.2 < busy / elapsed <= 0.25 + 0.02, (busy, elapsed)  # unbounded, it would be ~0.8
+    assert 0.2 < svc.standing_duty() <= 0.27
     svc.stop()
 
 
 def test_stop_ends_standing_queries_fast_with_an_evaluation_in_flight():
     g = StreamGrounder(appears(0, 100))
-    svc = service(g)
+    svc = service(g, threaded=True)
     events = Events()
     for i in range(3):
         frame(svc, i)
-    g.hold.set()
+    g.hold()
     svc.register(StandingRequest("s", "the red square"), events)
     assert g.entered.wait(5)
+    worker = svc._worker
     t0 = time.monotonic()
     svc.stop(timeout=0.5)
     assert time.monotonic() - t0 < 1.0
-    g.hold.clear()
-    time.sleep(0.1)
+    g.release.set()
+    worker.join(5)  # the abandoned evaluation ends: it must not add an event after ``ended``
+    assert not worker.is_alive()
     assert events.kinds() == [ENDED] and events.items[0].reason == SHUTTING_DOWN
 
 
@@ -331,7 +355,8 @@ def test_repeated_failures_end_the_query():
     svc.register(StandingRequest("s", "the red square", every_n_frames=1), events)
     for i in range(6):
         frame(svc, i)
-        time.sleep(0.05)
+        svc.run_pending()
+    assert g.grounds == 0 and svc.counters().standing_evaluations == 0
     assert events.kinds() == [ENDED] and events.items[0].status == FAILED
     assert "3 evaluations in a row failed: out of memory" in events.items[0].reason and svc.standing() == []
     svc.stop()
@@ -351,9 +376,7 @@ def test_time_window_of_a_standing_query():
     for i in range(20):
         frame(svc, i)
     svc.register(StandingRequest("w", "x", window=0.5), Events())
-    deadline = time.monotonic() + 5
-    while not seen and time.monotonic() < deadline:
-        time.sleep(0.005)
+    svc.run_pending()
     assert seen[0] == [(T0 + i * DT) / NS for i in range(14, 20)]  # the newest 0.5 s
     svc.stop()
 
