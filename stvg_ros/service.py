@@ -27,6 +27,7 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from collections import deque
@@ -35,6 +36,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from .camera_tube import CameraTube, camera_tube, empty_tube
 from .config import ServingConfig
 from .proposals import ExternalTracks, subject_phrase
 from .proposals.tracks import Detections
@@ -79,11 +81,12 @@ class GroundingRequest:
 
 @dataclass
 class Answer:
-    """The one answer to a request.  ``result`` and ``frames`` (the snapshot it was grounded on, in
-    time order) are set when ``status == 'answered'``; ``newest`` is the newest window frame when
-    the answer was made (for the header of an empty answer); times are seconds.  ``event``: for a
-    standing query, why this answer is published (appeared, moved, disappeared, ended); "" for a
-    one-shot query."""
+    """The one answer to a request; :attr:`tube` is it in the camera's terms (what a caller uses).
+    ``result`` and ``frames`` (the snapshot it was grounded on, in time order: the window's copies, so
+    ``result``'s boxes are in their stored pixels and keyed by float seconds) are set when ``status ==
+    'answered'``; ``newest`` is the newest window frame when the answer was made (for the header of an
+    empty answer); times are seconds.  ``event``: for a standing query, why this answer is published
+    (appeared, moved, disappeared, ended); "" for a one-shot query."""
 
     request: GroundingRequest
     status: str
@@ -94,6 +97,21 @@ class Answer:
     queue_time: float = 0.0
     latency: float = 0.0
     event: str = ""
+
+    @property
+    def tube(self) -> CameraTube:
+        """This answer as the camera sees it: the input frames' nanosecond stamps, boxes in the source
+        image's pixels, the frame id (what the node publishes, field for field)."""
+        r = self.request
+        common: dict = dict(latency=float(self.latency), queue_time=float(self.queue_time), event=self.event)
+        if self.result is None or not self.frames:
+            return empty_tube(r.query_id, r.text, self.newest, reason=self.reason, **common)
+        tube = camera_tube(self.result, self.frames, r.query_id, r.text, **common)
+        if self.event and self.newest is not None:  # an event is stamped when it was noticed
+            tube = dataclasses.replace(tube, stamp_ns=self.newest.stamp_ns)
+        if self.event and self.reason:  # what moved
+            tube = dataclasses.replace(tube, reason="; ".join(x for x in (self.reason, tube.reason) if x))
+        return tube
 
 
 @dataclass
@@ -177,10 +195,8 @@ class QueryHandle:
         return self._service._cancel(self._job, reason)
 
 
-def _frame_keys(grounder: Any, frames: Sequence[Frame]) -> dict:
-    """``frame_keys`` for a grounder that caches per frame (one that can ``forget_frames``): the window's
-    ``seq``, never reused, so each kept frame's cached work is found again and evicted with the frame."""
-    return {"frame_keys": [f.seq for f in frames]} if hasattr(grounder, "forget_frames") else {}
+#: numbers the services' streams in this process, so that frame keys are unique across services
+_STREAMS = itertools.count(1)
 
 
 class GroundingService:
@@ -218,6 +234,7 @@ class GroundingService:
         self._model_side = 0
         self._preencode_due = False  # kept frames may be uncached: the idle worker pre-encodes them
         self._standing = StandingScheduler(self.config, clock())
+        self._stream = next(_STREAMS)
         self.configure(self.config)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -387,7 +404,7 @@ class GroundingService:
         frame = self.window.add(stamp_ns, rgb, source_size, frame_id=frame_id)
         forget = getattr(self.grounder, "forget_frames", None)
         if forget is not None:  # cached work of frames the window let go goes with them
-            forget({f.seq for f in self.window.frames()})
+            forget(set(self._keys(self.window.frames())))
         stage = self.stage
         if stage is not None:  # the stored (downscaled) image: boxes in the pixels the grounder sees
             stage.add_frame(frame.image, frame.stamp)
@@ -576,13 +593,13 @@ class GroundingService:
             return stop
 
         try:
-            prefetch([f.image for f in frames], [f.seq for f in frames], should_stop=should_stop)
+            prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop)
         except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
             self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
             return
         forget = getattr(grounder, "forget_frames", None)
         if forget is not None:  # frames the window let go while they were being encoded
-            forget({f.seq for f in self.window.frames()})
+            forget(set(self._keys(self.window.frames())))
         if stopped:
             with self._lock:
                 self._preencode_due = True  # resume after what stopped it
@@ -617,7 +634,17 @@ class GroundingService:
         proposals = self._proposals(frames, subs.attribute if subs else r.text)
         return grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
                                proposals=proposals or None, sub_queries=subs, checkpoint=check,
-                               **_frame_keys(grounder, frames))
+                               **self._frame_keys(grounder, frames))
+
+    def _keys(self, frames: Sequence[Frame]) -> list:
+        """The frames' identities for the grounder's per-frame cache: (this service's stream, the window's
+        ``seq``), never reused in the process (another service's window numbers its frames from 1 too), so
+        each kept frame's cached work is found again, evicted with the frame, and never another's."""
+        return [(self._stream, f.seq) for f in frames]
+
+    def _frame_keys(self, grounder: Any, frames: Sequence[Frame]) -> dict:
+        """``frame_keys`` for a grounder that caches per frame (one that can ``forget_frames``)."""
+        return {"frame_keys": self._keys(frames)} if hasattr(grounder, "forget_frames") else {}
 
     # -- standing queries ----------------------------------------------------------------------------
     def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:
@@ -725,7 +752,7 @@ class GroundingService:
             result = None
             if cheap:
                 p_yes = float(grounder.existence([f.image for f in frames], [f.stamp for f in frames], r.text,
-                                                 checkpoint=check, **_frame_keys(grounder, frames)))
+                                                 checkpoint=check, **self._frame_keys(grounder, frames)))
             else:
                 result = self._grounding(grounder, r, frames, check)
                 p_yes, full = float(result.p_yes), True

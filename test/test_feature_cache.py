@@ -172,7 +172,8 @@ def test_cache_option_in_config(tiny_model_dir):
 
 
 def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
-    """The service grounds with the window's seq as frame keys and drops cached frames the window let go."""
+    """The service grounds with (its stream, the window's seq) as frame keys and drops cached frames the window
+    let go."""
     from stvg_ros.config import ServingConfig
     from stvg_ros.service import GroundingRequest, GroundingService
 
@@ -186,12 +187,12 @@ def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
         for i, f in enumerate(frames[:4]):
             service.ingest((i + 1) * 10**9, lambda f=f: f)
         service.submit(GroundingRequest("q1", "the red ball"), answers.append).wait(60)
-        seqs = {f.seq for f in service.window.frames()}
+        seqs = set(service._keys(service.window.frames()))
         stats = service.cache_stats()
         assert stats["entries"] > 0 and stats["misses"] > 0
         for i, f in enumerate(frames[4:6]):
             service.ingest((i + 5) * 10**9, lambda f=f: f)
-        live = {f.seq for f in service.window.frames()}
+        live = set(service._keys(service.window.frames()))
         assert live != seqs
         held = {k[0] for (kind, k) in grounder.feature_cache._entries if kind in ("pixels", "visual")}
         assert held <= live  # the two frames that left took their entries with them
@@ -200,6 +201,35 @@ def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
         assert service.cache_stats()["hits"] > stats["hits"]
     finally:
         service.stop()
+
+
+def test_one_grounder_shared_by_two_services_never_reads_the_others_frames(tiny_model_dir):
+    """Issue 27: a second service's window numbers its frames from 1 again, as the first's did; with one
+    Grounder (and so one feature cache) behind both, the second must not be answered from the first's frames:
+    no hit on a frame it never encoded, and the answer a grounder without a cache gives."""
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.service import GroundingRequest, GroundingService
+
+    adapter = load_adapter(tiny_model_dir("llava_next_video"))
+    cfg = dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False)
+    shared = Grounder(adapter, cfg)
+    answers, stats = [], []
+    for seed in (1, 2):  # two streams, different pixels, the same stamps
+        service = GroundingService(ServingConfig(window_duration=100.0, window_max_frames=4, min_frames=2))
+        service.start(shared, threaded=False)
+        for i, f in enumerate(random_frames(4, 48, 64, seed=seed)):
+            service.ingest((i + 1) * 10**9, lambda f=f: f)
+        before = shared.cache_stats().by_kind.get("visual", {}).get("hits", 0)
+        service.submit(GroundingRequest("q", "the red ball"), answers.append)
+        service.run_pending()
+        stats.append(shared.cache_stats().by_kind.get("visual", {}).get("hits", 0) - before)
+        service.stop()
+    assert [a.status for a in answers] == ["answered", "answered"]
+    assert stats == [0, 0]  # the second stream's frames were never encoded before
+    second = answers[1]
+    fresh = Grounder(adapter, dict(cfg, feature_cache_mb=0)).ground(
+        [f.image for f in second.frames], [f.stamp for f in second.frames], "the red ball")
+    assert second.result.p_yes == fresh.p_yes and second.result.boxes == fresh.boxes
 
 
 def test_input_side_is_what_the_tower_is_fed(adapter):

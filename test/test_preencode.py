@@ -120,7 +120,7 @@ def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_di
         assert s["by_kind"]["visual"] == {"hits": 4, "misses": 0} and s["prefetch_hits"]["visual"] == 4
         _feed(with_pre, frames[6:], first=7)  # two frames leave the window, two new ones are pre-encoded
         _until(lambda: with_pre.cache_stats()["prefetched"].get("visual", 0) == 8)
-        live = {f.seq for f in with_pre.window.frames()}
+        live = set(with_pre._keys(with_pre.window.frames()))  # (its stream, the window's seq)
         held = {k[0] for (kind, k) in on.feature_cache._entries if kind in ("pixels", "visual")}
         assert held == live
     finally:

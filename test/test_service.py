@@ -482,3 +482,39 @@ def test_frames_decoded_for_the_window_keep_the_published_size():
     frame = svc.window.newest
     assert frame.image.shape == (50, 100, 3) and frame.source_size == (400, 800) and frame.scale == pytest.approx(8)
     assert frame.box_to_source((0, 0, 100, 50)) == pytest.approx((0, 0, 800, 400))
+
+
+# --- answers in the camera's terms -------------------------------------------------------------------
+
+def test_a_python_caller_gets_the_answer_in_the_cameras_terms():
+    """Frames downscaled at ingest (800x400 kept at 100x50) and stamps that float seconds cannot hold
+    exactly: the answer's tube has the input stamps (ns, exact), boxes in the published pixels, the frame id;
+    the grounder saw the stored frames."""
+    g = ScriptedGrounder()  # a box (0, 0, 1, 1) in the pixels it is given, at every stamp
+    svc, _ = make(g, threaded=False, ingest_max_side=100)
+    st = [1_700_000_000_123_456_789 + i * 33_333_333 for i in range(5)]
+    for s in st:
+        assert svc.ingest(s, lambda: np.zeros((400, 800, 3), np.uint8), "camera_optical") == "keep"
+    answers = Answers()
+    svc.submit(GroundingRequest("q", "the man"), answers)
+    svc.run_pending()
+    (a,) = answers.items
+    assert a.result.boxes[g.calls[0]["stamps"][0]] == (0.0, 0.0, 1.0, 1.0)  # the grounder's pixels
+    t = a.tube
+    assert (t.query_id, t.text, t.frame_id, t.stamp_ns, t.found) == ("q", "the man", "camera_optical", st[-1], True)
+    assert (t.start_ns, t.end_ns) == (st[0], st[-1]) and [ns for ns, _, _ in t.boxes] == st
+    assert all(b == pytest.approx((0.0, 0.0, 8.0, 8.0)) for b in t.boxes_by_stamp.values())
+    assert t.latency == a.latency and t.event == "" and t.reason == ""
+    svc.stop()
+
+
+def test_an_answer_without_a_result_is_stamped_with_the_newest_frame():
+    svc, _ = make(threaded=False, min_frames=3)
+    st = [1_700_000_000_123_456_789, 1_700_000_000_156_790_122]
+    feed(svc, st, frame_id="cam")
+    answers = Answers()
+    svc.submit(GroundingRequest("few", "the man"), answers)
+    t = answers.items[0].tube
+    assert (t.frame_id, t.stamp_ns, t.found, t.boxes) == ("cam", st[-1], False, ())
+    assert "min_frames" in t.reason
+    svc.stop()

@@ -242,6 +242,8 @@ def test_events_on_appearance_move_and_disappearance_only(cheap_first):
     assert appeared.result.found and appeared.status == ANSWERED and appeared.frames[-1].stamp_ns == T0 + 10 * DT
     assert "box moved" in moved.reason and moved.frames[-1].stamp_ns in {T0 + i * DT for i in range(20, 22)}
     assert not gone.result.found and gone.result.p_yes == pytest.approx(0.1)
+    assert (appeared.tube.event, appeared.tube.stamp_ns, appeared.tube.found) == (APPEARED, T0 + 10 * DT, True)
+    assert gone.tube.stamp_ns == gone.newest.stamp_ns and not gone.tube.found  # noticed now, last seen boxes
     info = svc.standing()[0]
     assert info["evaluations"] == 39 and info["events"] == 3 and not info["found"]
     if cheap_first:  # existence every time; full only on appearance and every 2nd evaluation while present
