@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from .config import ServingConfig
 from .proposals import ExternalTracks, subject_phrase
 from .proposals.tracks import Detections
 from .result import Cancelled, GroundingResult, SubQueries
+from .seams import GroundingModel, ProposalStage
 from .standing import (APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest,
                        StandingScheduler)
 from .window import NS, Frame, FrameWindow, RateMeter
@@ -213,9 +214,9 @@ class GroundingService:
         self.config = config or ServingConfig()
         self.window = FrameWindow()
         self.rate_in, self.rate_kept = RateMeter(), RateMeter()
-        self.grounder: Any = None
+        self.grounder: Optional[GroundingModel] = None
         self.external: Optional[ExternalTracks] = None
-        self.stage: Any = None  # a LiveProposalStage (detector + tracker in the background)
+        self.stage: Optional[ProposalStage] = None  # e.g. a LiveProposalStage (detector + tracker in the background)
         self._warn_cb = warn
         self._clock = clock
         self._lock = threading.Lock()  # counters, newest stamp, the queue (through _wake)
@@ -255,10 +256,11 @@ class GroundingService:
             self.external.hold = config.detection_tolerance
             self.external.window_s = max(config.window_duration, 1.0)
 
-    def start(self, grounder: Any, *, external_detections: bool = False, stage: Any = None,
-              synonyms: Optional[dict] = None, threaded: bool = True) -> None:
-        """Serve with ``grounder`` (anything with ``ground(frames, stamps, text, proposals, sub_queries,
-        checkpoint)``); proposals from external detections (``add_detections``), a live stage, or none.
+    def start(self, grounder: GroundingModel, *, external_detections: bool = False,
+              stage: Optional[ProposalStage] = None, synonyms: Optional[dict] = None, threaded: bool = True) -> None:
+        """Serve with ``grounder`` (what :class:`stvg_ros.seams.GroundingModel` declares, e.g. a
+        :class:`~stvg_ros.grounder.Grounder`); proposals from external detections (``add_detections``), a
+        live stage (:class:`stvg_ros.seams.ProposalStage`), or none.
         ``threaded=False``: no worker thread; the caller does the work with :meth:`run_pending` (tests and
         single-threaded hosts: deterministic, no waiting)."""
         self.stop(timeout=0.5)
@@ -402,9 +404,9 @@ class GroundingService:
             return self._reject_frame(f"dropped a frame on {source}: {e}")
         rgb, source_size = rgb if isinstance(rgb, tuple) else (rgb, None)
         frame = self.window.add(stamp_ns, rgb, source_size, frame_id=frame_id)
-        forget = getattr(self.grounder, "forget_frames", None)
-        if forget is not None:  # cached work of frames the window let go goes with them
-            forget(set(self._keys(self.window.frames())))
+        grounder = self.grounder
+        if grounder is not None:  # cached work of frames the window let go goes with them
+            grounder.forget_frames(set(self._keys(self.window.frames())))
         stage = self.stage
         if stage is not None:  # the stored (downscaled) image: boxes in the pixels the grounder sees
             stage.add_frame(frame.image, frame.stamp)
@@ -576,8 +578,7 @@ class GroundingService:
         evaluation is due (and allowed by its budget), or the service stops.  Not a query: no counter,
         no duty time; what it stored and how much of it later queries used is in :meth:`cache_stats`."""
         grounder = self.grounder
-        prefetch = getattr(grounder, "prefetch", None)
-        if prefetch is None:
+        if grounder is None:
             return
         frames, problem = self._snapshot(GroundingRequest("", "pre-encode"))
         if problem:
@@ -593,13 +594,12 @@ class GroundingService:
             return stop
 
         try:
-            prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop)
+            grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop)
         except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
             self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
             return
-        forget = getattr(grounder, "forget_frames", None)
-        if forget is not None:  # frames the window let go while they were being encoded
-            forget(set(self._keys(self.window.frames())))
+        # frames the window let go while they were being encoded
+        grounder.forget_frames(set(self._keys(self.window.frames())))
         if stopped:
             with self._lock:
                 self._preencode_due = True  # resume after what stopped it
@@ -628,23 +628,19 @@ class GroundingService:
         else:
             self._finish(job, ANSWERED, "", result)
 
-    def _grounding(self, grounder: Any, r: GroundingRequest, frames: Sequence[Frame],
+    def _grounding(self, grounder: GroundingModel, r: GroundingRequest, frames: Sequence[Frame],
                    check: Callable[[str], None]) -> GroundingResult:
         subs = r.sub_queries
         proposals = self._proposals(frames, subs.attribute if subs else r.text)
         return grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
                                proposals=proposals or None, sub_queries=subs, checkpoint=check,
-                               **self._frame_keys(grounder, frames))
+                               frame_keys=self._keys(frames))
 
     def _keys(self, frames: Sequence[Frame]) -> list:
         """The frames' identities for the grounder's per-frame cache: (this service's stream, the window's
         ``seq``), never reused in the process (another service's window numbers its frames from 1 too), so
         each kept frame's cached work is found again, evicted with the frame, and never another's."""
         return [(self._stream, f.seq) for f in frames]
-
-    def _frame_keys(self, grounder: Any, frames: Sequence[Frame]) -> dict:
-        """``frame_keys`` for a grounder that caches per frame (one that can ``forget_frames``)."""
-        return {"frame_keys": self._keys(frames)} if hasattr(grounder, "forget_frames") else {}
 
     # -- standing queries ----------------------------------------------------------------------------
     def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:
@@ -748,11 +744,11 @@ class GroundingService:
             check("queued")
             if grounder is None:
                 raise Cancelled("no model loaded")
-            cheap = sq.request.cheap_first and hasattr(grounder, "existence")
+            cheap = sq.request.cheap_first
             result = None
             if cheap:
                 p_yes = float(grounder.existence([f.image for f in frames], [f.stamp for f in frames], r.text,
-                                                 checkpoint=check, **self._frame_keys(grounder, frames)))
+                                                 checkpoint=check, frame_keys=self._keys(frames)))
             else:
                 result = self._grounding(grounder, r, frames, check)
                 p_yes, full = float(result.p_yes), True
@@ -814,9 +810,10 @@ class GroundingService:
 
     def phrase(self, text: str) -> str:
         """The detector phrase of a query's subject (the live stage's class and synonyms apply)."""
-        cfg = getattr(self.stage, "config", None)
-        return subject_phrase(text, getattr(cfg, "default_class", "person"),
-                              getattr(cfg, "synonyms", None) or getattr(self.external, "synonyms", None))
+        cfg = self.stage.config if self.stage is not None else None
+        external = self.external.synonyms if self.external is not None else None
+        return subject_phrase(text, cfg.default_class if cfg is not None else "person",
+                              (cfg.synonyms if cfg is not None else None) or external)
 
     def _proposals(self, frames: Sequence[Frame], subject: str) -> dict:
         """Tracks over the snapshot in the stored pixels: external detections first, else the live stage."""
@@ -894,8 +891,8 @@ class GroundingService:
 
     def cache_stats(self) -> Optional[dict]:
         """The grounder's per-frame cache (entries, bytes, max_bytes, hits, misses, ...), None without one."""
-        stats = getattr(self.grounder, "cache_stats", None)
-        return stats().as_dict() if stats is not None else None
+        grounder = self.grounder
+        return grounder.cache_stats().as_dict() if grounder is not None else None
 
     @property
     def queue_depth(self) -> int:

@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from fake_grounder import FakeGrounder
+
 from stvg_ros.adapters import load_adapter
 from stvg_ros.config import ServingConfig
 from stvg_ros.feature_cache import FeatureCache
@@ -128,12 +130,14 @@ def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_di
         without.stop()
 
 
-class UnitGrounder:
-    """Pre-encodes in units that wait for ``go`` (no model): shows when the service stops between them."""
+class UnitGrounder(FakeGrounder):
+    """The tests' fake grounder, pre-encoding in units that wait for ``go``: shows when the service stops
+    between them."""
 
     def __init__(self, units=5):
-        self.units, self.done, self.calls = units, [], []
-        self.go, self.entered = threading.Event(), threading.Event()
+        super().__init__()
+        self.units, self.done, self.started_with = units, [], []
+        self.go = threading.Event()
         self.stopped_at = None
 
     def prefetch(self, frames, frame_keys, should_stop=None):
@@ -146,13 +150,9 @@ class UnitGrounder:
             self.done.append(u)
         return self.units
 
-    def ground(self, frames, stamps, query, proposals=None, sub_queries=None, checkpoint=None):
-        from stvg_ros.result import GroundingResult, SubQueries
-
-        self.calls.append(len(self.done))  # units finished when the query started
-        return GroundingResult(query=query, found=True, score=1.0, start=stamps[0], end=stamps[-1],
-                               boxes={s: (0.0, 0.0, 1.0, 1.0) for s in stamps}, track_id=None,
-                               sub_queries=SubQueries(query, query, "none"), p_yes=0.9)
+    def ground(self, frames, stamps, query, **kw):
+        self.started_with.append(len(self.done))  # units finished when the query started
+        return super().ground(frames, stamps, query, **kw)
 
 
 def test_a_query_interrupts_pre_encoding_after_one_unit_and_it_resumes_after():
@@ -165,7 +165,7 @@ def test_a_query_interrupts_pre_encoding_after_one_unit_and_it_resumes_after():
         handle = service.submit(GroundingRequest("q", "the red ball"), answers.append)
         g.go.set()  # the unit in flight finishes; none starts before the query
         assert handle.wait(30) and answers[0].status == "answered"
-        assert g.calls == [1] and g.stopped_at == 1
+        assert g.started_with == [1] and g.stopped_at == 1
         _until(lambda: len(g.done) == g.units)  # resumed once the worker was idle again
         c = service.counters()
         assert (c.queries_received, c.queries_answered) == (1, 1)
@@ -184,8 +184,8 @@ def test_a_due_standing_evaluation_and_stop_interrupt_pre_encoding_too():
         events = []
         assert service.register(StandingRequest("s", "the red ball", period=1.0, cheap_first=False), events.append)
         g.go.set()
-        _until(lambda: g.calls)  # the standing evaluation ran after the unit in flight
-        assert g.calls[0] == 1
+        _until(lambda: g.started_with)  # the standing evaluation ran after the unit in flight
+        assert g.started_with[0] == 1
     finally:
         service.stop()
     assert g.stopped_at is not None

@@ -1,7 +1,7 @@
 """The grounding service without ROS: admission, snapshot at arrival, time jumps, cancel, shutdown, counters.
 
-Most tests use :class:`ScriptedGrounder` (no model: it records what it was given and can be held
-inside a stage); the checkpoint tests run the real :class:`~stvg_ros.Grounder` on the fake adapter.
+Most tests use the tests' one fake grounder (``fake_grounder.FakeGrounder``: no model, it records what
+it was given and can be held inside a stage); the checkpoint tests run the real :class:`~stvg_ros.Grounder` on the fake adapter.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from stvg_ros.config import ServingConfig
+from fake_grounder import Clock, FakeGrounder
+
+from stvg_ros.config import ProposalConfig, ServingConfig
 from stvg_ros.proposals.tracks import Detections
 from stvg_ros.result import GroundingResult, SubQueries
 from stvg_ros.service import (ANSWERED, CANCELLED, FAILED, JUMP_BACK_S, REJECTED, SHUTTING_DOWN, GroundingRequest,
@@ -21,34 +23,6 @@ from stvg_ros.window import NS
 
 T0 = 100 * NS
 DT = NS // 10
-
-
-class ScriptedGrounder:
-    """Records each call; with ``hold`` set it waits inside ``hold_stage`` until released (calling the
-    checkpoint every 10 ms, as a grounding between LRA steps would)."""
-
-    def __init__(self, hold_stage: str = "", hold_s: float = 30.0, fail: bool = False, check_every: float = 0.01):
-        self.calls: list[dict] = []
-        self.hold_stage, self.hold_s, self.fail, self.check_every = hold_stage, hold_s, fail, check_every
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def ground(self, frames, stamps, query, proposals=None, sub_queries=None, checkpoint=None):
-        self.calls.append(dict(stamps=list(stamps), query=query, proposals=proposals, sub_queries=sub_queries))
-        for stage in ("encode", "decompose", "lra", "attention", "select"):
-            if checkpoint is not None:
-                checkpoint(stage)
-            if stage == self.hold_stage:
-                self.entered.set()
-                deadline = time.monotonic() + self.hold_s
-                while not self.release.wait(self.check_every or 0.01) and time.monotonic() < deadline:
-                    if checkpoint is not None and self.check_every:
-                        checkpoint(stage)
-        if self.fail:
-            raise RuntimeError("out of memory")
-        return GroundingResult(query=query, found=True, score=1.0, start=stamps[0], end=stamps[-1],
-                               boxes={s: (0.0, 0.0, 1.0, 1.0) for s in stamps}, track_id=None,
-                               sub_queries=sub_queries or SubQueries(query, query, "none"))
 
 
 class Answers:
@@ -70,20 +44,12 @@ class Answers:
             return self.of(qid)[0]
 
 
-class Clock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def make(grounder=None, threaded=True, clock=time.monotonic, **config) -> tuple[GroundingService, list]:
     """A started service; ``threaded=False``: no worker thread, the test steps it with ``run_pending``."""
     warnings: list = []
     cfg = ServingConfig(**{"window_rate": 0.0, "window_duration": 100.0, **config})
     svc = GroundingService(cfg, warn=lambda m, k: warnings.append((k, m)), clock=clock)
-    svc.start(grounder or ScriptedGrounder(), threaded=threaded)
+    svc.start(grounder or FakeGrounder(), threaded=threaded)
     return svc, warnings
 
 
@@ -126,7 +92,7 @@ def test_no_frames_no_model_and_too_few_frames():
     svc = GroundingService(ServingConfig(window_rate=0.0, min_frames=3))
     svc.submit(GroundingRequest("nomodel", "the man"), answers)
     assert "no model loaded" in answers.wait("nomodel").reason
-    svc.start(ScriptedGrounder())
+    svc.start(FakeGrounder())
     svc.input_name = "/cam/image"
     svc.submit(GroundingRequest("empty", "the man"), answers)
     assert "no frames in the window yet" in answers.wait("empty").reason and "/cam/image" in answers.wait("empty").reason
@@ -149,7 +115,8 @@ def test_a_resolution_change_says_so_instead_of_miscounting():
 
 
 def test_queue_full_is_refused_and_the_rest_served_in_order():
-    g = ScriptedGrounder(hold_stage="encode")
+    g = FakeGrounder()
+    g.hold("encode")
     svc, _ = make(g, query_queue_size=2)
     feed(svc, stamps(5))
     answers = Answers()
@@ -170,7 +137,7 @@ def test_queue_full_is_refused_and_the_rest_served_in_order():
 # --- snapshot at arrival ------------------------------------------------------------------------
 
 def test_a_waiting_query_is_grounded_on_the_frames_present_at_its_arrival():
-    g, clock = ScriptedGrounder(), Clock()
+    g, clock = FakeGrounder(), Clock()
     svc, _ = make(g, threaded=False, clock=clock, window_max_frames=10)
     first = stamps(10)
     feed(svc, first)
@@ -228,7 +195,7 @@ def test_a_malformed_frame_is_rejected_even_when_decimation_would_skip_it():
 
 def test_one_rule_for_time_jumps_resets_window_tracks_and_rates():
     svc, warnings = make()
-    svc.start(ScriptedGrounder(), external_detections=True)
+    svc.start(FakeGrounder(), external_detections=True)
     feed(svc, stamps(10))
     svc.add_detections(T0 + 9 * DT, Detections([[0, 0, 4, 4]], [0.9], ["thing"], ["7"]))
     assert len(svc.external) == 1
@@ -248,8 +215,12 @@ def test_one_rule_for_time_jumps_resets_window_tracks_and_rates():
 
 
 def test_reset_resets_the_live_stage_too():
-    class Stage:
+    class Stage:  # a ProposalStage that proposes nothing
         resets, frames = 0, []
+        config = ProposalConfig()
+
+        def proposals_for(self, stamps, phrase=""):
+            return {}
 
         def reset(self):
             Stage.resets += 1
@@ -261,7 +232,7 @@ def test_reset_resets_the_live_stage_too():
             pass
 
     svc = GroundingService(ServingConfig(window_rate=0.0))
-    svc.start(ScriptedGrounder(), stage=Stage())
+    svc.start(FakeGrounder(), stage=Stage())
     before = Stage.resets
     feed(svc, stamps(3))
     svc.reset("the ROS clock jumped back")
@@ -271,7 +242,7 @@ def test_reset_resets_the_live_stage_too():
 
 
 def test_external_detections_become_proposals_in_stored_pixels():
-    g = ScriptedGrounder()
+    g = FakeGrounder()
     svc = GroundingService(ServingConfig(window_rate=0.0, ingest_max_side=100, detection_tolerance=0.001))
     svc.start(g, external_detections=True)
     st = stamps(4)
@@ -299,7 +270,8 @@ def test_external_detections_become_proposals_in_stored_pixels():
 # --- cancel, failure, shutdown -------------------------------------------------------------------
 
 def test_cancel_while_queued_and_between_stages():
-    g = ScriptedGrounder(hold_stage="lra")
+    g = FakeGrounder()
+    g.hold("lra")
     svc, _ = make(g)
     feed(svc, stamps(5))
     answers, stages = Answers(), []
@@ -320,7 +292,8 @@ def test_cancel_while_queued_and_between_stages():
 
 
 def test_a_grounding_error_is_answered_and_the_worker_keeps_serving():
-    g = ScriptedGrounder(fail=True)
+    g = FakeGrounder()
+    g.fail = True
     svc, _ = make(g)
     feed(svc, stamps(5))
     answers = Answers()
@@ -338,7 +311,8 @@ def test_a_grounding_error_is_answered_and_the_worker_keeps_serving():
 def test_shutdown_answers_in_flight_and_queued_queries_and_returns_fast(check_every):
     """check_every=0: the grounder never reaches a checkpoint (one long forward pass): stop() answers
     for it after its timeout instead of waiting."""
-    g = ScriptedGrounder(hold_stage="lra", check_every=check_every)
+    g = FakeGrounder()
+    g.hold("lra", check_every=check_every)
     svc, _ = make(g)
     feed(svc, stamps(5))
     answers = Answers()
@@ -365,7 +339,8 @@ def test_shutdown_answers_in_flight_and_queued_queries_and_returns_fast(check_ev
 def test_cancel_all_returns_only_after_the_running_answer_was_delivered():
     """A deactivating node silences its publishers right after cancel_all: the worker's answer, claimed
     at the checkpoint and still being published, must be out before cancel_all returns (it was lost)."""
-    g = ScriptedGrounder(hold_stage="lra")
+    g = FakeGrounder()
+    g.hold("lra")
     svc, _ = make(g)
     feed(svc, stamps(5))
     publishing, returned, early = threading.Event(), threading.Event(), []
@@ -390,7 +365,7 @@ def test_restart_after_stop_serves_again_with_one_worker():
     svc, _ = make()
     feed(svc, stamps(5))
     svc.stop()
-    svc.start(ScriptedGrounder())
+    svc.start(FakeGrounder())
     feed(svc, stamps(3, T0 + NS))
     answers = Answers()
     for i in range(3):
@@ -456,7 +431,7 @@ def test_problems_report_missing_frames_and_losses():
 
 
 def test_detections_far_from_every_frame_are_not_used():
-    g = ScriptedGrounder()
+    g = FakeGrounder()
     svc = GroundingService(ServingConfig(window_rate=0.0, min_frames=1, detection_tolerance=0.001))
     svc.start(g, external_detections=True)
     feed(svc, [T0])
@@ -490,7 +465,7 @@ def test_a_python_caller_gets_the_answer_in_the_cameras_terms():
     """Frames downscaled at ingest (800x400 kept at 100x50) and stamps that float seconds cannot hold
     exactly: the answer's tube has the input stamps (ns, exact), boxes in the published pixels, the frame id;
     the grounder saw the stored frames."""
-    g = ScriptedGrounder()  # a box (0, 0, 1, 1) in the pixels it is given, at every stamp
+    g = FakeGrounder()  # a box (0, 0, 1, 1) in the pixels it is given, at every stamp
     svc, _ = make(g, threaded=False, ingest_max_side=100)
     st = [1_700_000_000_123_456_789 + i * 33_333_333 for i in range(5)]
     for s in st:
@@ -500,6 +475,7 @@ def test_a_python_caller_gets_the_answer_in_the_cameras_terms():
     svc.run_pending()
     (a,) = answers.items
     assert a.result.boxes[g.calls[0]["stamps"][0]] == (0.0, 0.0, 1.0, 1.0)  # the grounder's pixels
+    assert g.calls[0]["frame_keys"] == svc._keys(a.frames)
     t = a.tube
     assert (t.query_id, t.text, t.frame_id, t.stamp_ns, t.found) == ("q", "the man", "camera_optical", st[-1], True)
     assert (t.start_ns, t.end_ns) == (st[0], st[-1]) and [ns for ns, _, _ in t.boxes] == st

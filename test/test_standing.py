@@ -9,6 +9,8 @@ import time
 import numpy as np
 import pytest
 
+from fake_grounder import Clock, FakeGrounder
+
 from stvg_ros.config import ConfigError, ServingConfig
 from stvg_ros.result import GroundingResult, SubQueries
 from stvg_ros.service import ANSWERED, CANCELLED, FAILED, REJECTED, SHUTTING_DOWN, GroundingRequest, GroundingService
@@ -119,70 +121,7 @@ def test_config_errors_name_the_fix(change, fix):
         ServingConfig(**change)
 
 
-# --- the service: a grounder whose answers follow a script of the stream ---------------------------
-
-class Clock:
-    """The service's clock, moved by the test (and by a grounder's simulated cost): no sleeping."""
-
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class StreamGrounder:
-    """p_yes and the box follow ``script(newest stamp in s) -> (p_yes, box x)``; ``existence`` is the
-    cheap check.  ``cost``: seconds of ``clock`` each call takes.  ``on_stage(stage)`` runs after each
-    stage's checkpoint (e.g. a query arriving mid-evaluation).  ``hold()`` keeps an evaluation inside a
-    stage until ``release`` is set (checkpoints every 10 ms; for the tests of the worker thread)."""
-
-    def __init__(self, script, cost: float = 0.0, clock: "Clock | None" = None):
-        self.script, self.cost, self.clock = script, cost, clock
-        self.grounds, self.exists = 0, 0
-        self.held = False
-        self.release = threading.Event()
-        self.entered = threading.Event()
-        self.on_stage = None
-        self.fail = False
-        self.lock = threading.Lock()
-
-    def hold(self):
-        self.held = True
-        self.release.clear()
-
-    def _stages(self, names, checkpoint):
-        for stage in names:
-            if checkpoint is not None:
-                checkpoint(stage)
-            if self.on_stage is not None:
-                self.on_stage(stage)
-            if self.held:
-                self.entered.set()
-                while not self.release.wait(0.01):
-                    if checkpoint is not None:
-                        checkpoint(stage)
-                self.held = False
-            if self.cost:
-                self.clock.now += self.cost / len(names)
-        if self.fail:
-            raise RuntimeError("out of memory")
-
-    def ground(self, frames, stamps, query, proposals=None, sub_queries=None, checkpoint=None):
-        self._stages(("encode", "decompose", "lra", "attention", "select"), checkpoint)
-        with self.lock:
-            self.grounds += 1
-        p, x = self.script(stamps[-1])
-        return GroundingResult(query=query, found=p >= 0.5, score=1.0, start=stamps[0], end=stamps[-1],
-                               boxes={s: (x, 0.0, x + 4.0, 4.0) for s in stamps}, track_id=None,
-                               sub_queries=sub_queries or SubQueries(query, query, "none"), p_yes=p)
-
-    def existence(self, frames, stamps, query, checkpoint=None):
-        self._stages(("encode", "exist"), checkpoint)
-        with self.lock:
-            self.exists += 1
-        return self.script(stamps[-1])[0]
-
+# --- the service: the fake grounder's answers follow a script of the stream ---------------------------
 
 class Events:
     def __init__(self):
@@ -224,13 +163,14 @@ def appears(i_on, i_off, x_of=lambda i: 0.0):
     """The target is present for frames [i_on, i_off)."""
     def script(stamp):
         i = round((stamp - T0 / NS) * 10)
-        return (0.9 if i_on <= i < i_off else 0.1), x_of(i)
+        x = x_of(i)
+        return (0.9 if i_on <= i < i_off else 0.1), (x, 0.0, x + 4.0, 4.0)
     return script
 
 
 @pytest.mark.parametrize("cheap_first", [False, True])
 def test_events_on_appearance_move_and_disappearance_only(cheap_first):
-    g = StreamGrounder(appears(10, 30, x_of=lambda i: 0.0 if i < 20 else 40.0))
+    g = FakeGrounder(appears(10, 30, x_of=lambda i: 0.0 if i < 20 else 40.0))
     svc = service(g, min_frames=2, standing_refresh_every=2)
     events = Events()
     assert svc.register(StandingRequest("s", "the red square", every_n_frames=1, cheap_first=cheap_first), events)
@@ -261,7 +201,7 @@ def test_events_on_appearance_move_and_disappearance_only(cheap_first):
 
 
 def test_refusals_are_the_one_ended_event():
-    svc = service(StreamGrounder(appears(0, 0)), max_standing_queries=1)
+    svc = service(FakeGrounder(appears(0, 0)), max_standing_queries=1)
     events = Events()
     assert not svc.register(StandingRequest("e", "  "), events)
     assert not svc.register(StandingRequest("n", "x", period=-1.0), events)
@@ -284,7 +224,7 @@ def test_refusals_are_the_one_ended_event():
 
 
 def test_one_shot_queries_go_first_and_preempt_a_standing_evaluation():
-    g = StreamGrounder(appears(0, 100))
+    g = FakeGrounder(appears(0, 100))
     svc = service(g)
     events, answers = Events(), Events()
     for i in range(5):
@@ -309,7 +249,7 @@ def test_one_shot_queries_go_first_and_preempt_a_standing_evaluation():
 
 def test_the_budget_bounds_the_share_of_worker_time():
     clock = Clock()
-    g = StreamGrounder(appears(0, 0), cost=0.02, clock=clock)
+    g = FakeGrounder(appears(0, 0), cost=0.02, clock=clock)
     svc = service(g, clock=clock, standing_duty_budget=0.25)
     events = Events()
     svc.register(StandingRequest("s", "the red square", every_n_frames=1), events)
@@ -331,7 +271,7 @@ def test_the_budget_bounds_the_share_of_worker_time():
 
 
 def test_stop_ends_standing_queries_fast_with_an_evaluation_in_flight():
-    g = StreamGrounder(appears(0, 100))
+    g = FakeGrounder(appears(0, 100))
     svc = service(g, threaded=True)
     events = Events()
     for i in range(3):
@@ -350,7 +290,7 @@ def test_stop_ends_standing_queries_fast_with_an_evaluation_in_flight():
 
 
 def test_repeated_failures_end_the_query():
-    g = StreamGrounder(appears(0, 100))
+    g = FakeGrounder(appears(0, 100))
     g.fail = True
     svc = service(g)
     events = Events()
@@ -365,21 +305,13 @@ def test_repeated_failures_end_the_query():
 
 
 def test_time_window_of_a_standing_query():
-    seen = []
-    g = StreamGrounder(lambda stamp: (0.1, 0.0))
-    real = g.ground
-
-    def ground(frames, stamps, *a, **k):
-        seen.append(list(stamps))
-        return real(frames, stamps, *a, **k)
-
-    g.ground = ground
+    g = FakeGrounder(lambda stamp: (0.1, (0.0, 0.0, 4.0, 4.0)))
     svc = service(g)
     for i in range(20):
         frame(svc, i)
     svc.register(StandingRequest("w", "x", window=0.5), Events())
     svc.run_pending()
-    assert seen[0] == [(T0 + i * DT) / NS for i in range(14, 20)]  # the newest 0.5 s
+    assert g.calls[0]["stamps"] == [(T0 + i * DT) / NS for i in range(14, 20)]  # the newest 0.5 s
     svc.stop()
 
 
