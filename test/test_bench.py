@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.model  # each runs a benchmark script on tiny models in a child process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

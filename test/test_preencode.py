@@ -210,6 +210,7 @@ def test_units_cover_the_sampled_clip(adapter):
     assert sorted(i for u in units for i in u) == list(range(len(idx)))
 
 
+@pytest.mark.model  # the benchmark on tiny models in a child process
 def test_bench_preencode_quick(tmp_path):
     """The benchmark runs in quick mode, its answers equal with and without pre-encode (figures: bench/)."""
     import json
