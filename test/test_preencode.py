@@ -3,9 +3,6 @@ the work yields to queries between units, and it leaves with the frames."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
 
@@ -32,14 +29,6 @@ def _same(a, b):
     np.testing.assert_array_equal(a.relevance.spatial, b.relevance.spatial)
     np.testing.assert_array_equal(a.relevance.temporal, b.relevance.temporal)
     assert (a.start, a.end, a.boxes, a.found, a.track_id) == (b.start, b.end, b.boxes, b.found, b.track_id)
-
-
-def _until(predicate, timeout=60.0):
-    """Poll (not a timing assertion: the generous deadline only stops a hung test)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def test_prefetch_counts_apart_and_its_hits_once():
@@ -88,8 +77,9 @@ def test_prefetch_stops_before_the_next_unit(adapter):
 
 
 def _service(grounder, **cfg) -> GroundingService:
+    """A service without a worker thread: the test does its work with ``run_pending`` (no waiting)."""
     service = GroundingService(ServingConfig(window_rate=0.0, window_duration=100.0, **cfg))
-    service.start(grounder)
+    service.start(grounder, threaded=False)
     return service
 
 
@@ -110,18 +100,21 @@ def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_di
     try:
         for service in (with_pre, without):
             _feed(service, frames[:6])
-        _until(lambda: with_pre.cache_stats()["prefetched"].get("visual", 0) == 6)
+            service.run_pending()
+        assert with_pre.cache_stats()["prefetched"].get("visual", 0) == 6
         assert without.cache_stats()["entries"] == 0  # off by default: nothing computed before a query
         assert with_pre.counters().queries_received == 0  # not a query
         answers = {}
         for name, service in (("on", with_pre), ("off", without)):
-            service.submit(GroundingRequest("q", "the red ball"), lambda a, n=name: answers.__setitem__(n, a)).wait(60)
+            service.submit(GroundingRequest("q", "the red ball"), lambda a, n=name: answers.__setitem__(n, a))
+            assert service.run_pending() == 1
         assert answers["on"].status == answers["off"].status == "answered"
         _same(answers["on"].result, answers["off"].result)
         s = with_pre.cache_stats()
         assert s["by_kind"]["visual"] == {"hits": 4, "misses": 0} and s["prefetch_hits"]["visual"] == 4
         _feed(with_pre, frames[6:], first=7)  # two frames leave the window, two new ones are pre-encoded
-        _until(lambda: with_pre.cache_stats()["prefetched"].get("visual", 0) == 8)
+        with_pre.run_pending()
+        assert with_pre.cache_stats()["prefetched"].get("visual", 0) == 8
         live = set(with_pre._keys(with_pre.window.frames()))  # (its stream, the window's seq)
         held = {k[0] for (kind, k) in on.feature_cache._entries if kind in ("pixels", "visual")}
         assert held == live
@@ -131,13 +124,13 @@ def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_di
 
 
 class UnitGrounder(FakeGrounder):
-    """The tests' fake grounder, pre-encoding in units that wait for ``go``: shows when the service stops
-    between them."""
+    """The tests' fake grounder, pre-encoding in units; ``on_unit(u)`` runs inside unit ``u`` (e.g. a query
+    arrives): shows when the service stops between units."""
 
     def __init__(self, units=5):
         super().__init__()
         self.units, self.done, self.started_with = units, [], []
-        self.go = threading.Event()
+        self.on_unit = None
         self.stopped_at = None
 
     def prefetch(self, frames, frame_keys, should_stop=None):
@@ -146,7 +139,8 @@ class UnitGrounder(FakeGrounder):
                 self.stopped_at = len(self.done)
                 return len(self.done)
             self.entered.set()
-            self.go.wait(30)
+            if self.on_unit is not None:
+                self.on_unit(u)
             self.done.append(u)
         return self.units
 
@@ -158,19 +152,16 @@ class UnitGrounder(FakeGrounder):
 def test_a_query_interrupts_pre_encoding_after_one_unit_and_it_resumes_after():
     g = UnitGrounder()
     service = _service(g, preencode_when_idle=True)
-    try:
-        _feed(service, random_frames(3, 24, 32))
-        assert g.entered.wait(30)  # inside the first unit
-        answers = []
-        handle = service.submit(GroundingRequest("q", "the red ball"), answers.append)
-        g.go.set()  # the unit in flight finishes; none starts before the query
-        assert handle.wait(30) and answers[0].status == "answered"
-        assert g.started_with == [1] and g.stopped_at == 1
-        _until(lambda: len(g.done) == g.units)  # resumed once the worker was idle again
-        c = service.counters()
-        assert (c.queries_received, c.queries_answered) == (1, 1)
-    finally:
-        service.stop()
+    answers = []
+    g.on_unit = lambda u: u == 0 and service.submit(GroundingRequest("q", "the red ball"), answers.append)
+    _feed(service, random_frames(3, 24, 32))
+    service.run_pending()
+    assert answers[0].status == "answered"
+    assert g.started_with == [1] and g.stopped_at == 1  # the unit in flight finished; none started before the query
+    assert len(g.done) == g.units  # resumed once the worker was idle again
+    c = service.counters()
+    assert (c.queries_received, c.queries_answered) == (1, 1)
+    service.stop()
 
 
 def test_a_due_standing_evaluation_and_stop_interrupt_pre_encoding_too():
@@ -178,30 +169,32 @@ def test_a_due_standing_evaluation_and_stop_interrupt_pre_encoding_too():
 
     g = UnitGrounder()
     service = _service(g, preencode_when_idle=True)
-    try:
-        _feed(service, random_frames(3, 24, 32))
-        assert g.entered.wait(30)
-        events = []
-        assert service.register(StandingRequest("s", "the red ball", period=1.0, cheap_first=False), events.append)
-        g.go.set()
-        _until(lambda: g.started_with)  # the standing evaluation ran after the unit in flight
-        assert g.started_with[0] == 1
-    finally:
-        service.stop()
-    assert g.stopped_at is not None
+    events = []
+    g.on_unit = lambda u: u == 0 and service.register(
+        StandingRequest("s", "the red ball", period=1.0, cheap_first=False), events.append)
+    _feed(service, random_frames(3, 24, 32))
+    service.run_pending()
+    assert g.started_with[0] == 1 and g.stopped_at == 1  # the standing evaluation ran after the unit in flight
+    service.stop()
+
+    g = UnitGrounder()
+    service = _service(g, preencode_when_idle=True)
+    g.on_unit = lambda u: u == 1 and service.stop()
+    _feed(service, random_frames(3, 24, 32))
+    assert service.run_pending() == 1  # the pre-encoding, stopped after its second unit; nothing after it
+    assert g.stopped_at == 2 and g.done == [0, 1]
 
 
-def test_off_by_default_and_without_prefetch_support():
+def test_off_by_default():
     assert ServingConfig().preencode_when_idle is False
     g = UnitGrounder()
     service = _service(g)
-    try:
-        _feed(service, random_frames(3, 24, 32))
-        answers = []
-        service.submit(GroundingRequest("q", "x"), answers.append).wait(30)
-        assert answers[0].status == "answered" and not g.entered.is_set()
-    finally:
-        service.stop()
+    _feed(service, random_frames(3, 24, 32))
+    answers = []
+    service.submit(GroundingRequest("q", "x"), answers.append)
+    service.run_pending()
+    assert answers[0].status == "answered" and not g.entered.is_set()
+    service.stop()
 
 
 def test_units_cover_the_sampled_clip(adapter):
