@@ -306,9 +306,10 @@ class Grounder:
         return float(yes_probability(out.yes_no_logits.detach())[0])
 
     # ------------------------------------------------------------------------------------------
-    def forget_frames(self, live_keys) -> int:
-        """Drop cached work of frames whose keys are not in ``live_keys`` (the window let them go)."""
-        return self.feature_cache.retain(live_keys)
+    def forget_frames(self, gone_keys) -> int:
+        """Drop cached work of the frames ``gone_keys`` (the window let them go); other frames' stays, so
+        services sharing this grounder keep theirs.  Returns the entries dropped."""
+        return self.feature_cache.forget(gone_keys)
 
     def cache_stats(self) -> CacheStats:
         """Entries, bytes, hits and misses of the per-frame cache (for status reports)."""

@@ -37,8 +37,9 @@ class GroundingModel(Protocol):
                  should_stop: Optional[Callable[[], bool]] = None) -> int:
         """Encode ahead of a query, one unit at a time while ``should_stop()`` is false; units computed."""
 
-    def forget_frames(self, live_keys: Iterable[Hashable]) -> int:
-        """Drop cached work of frames whose keys are not in ``live_keys``; entries dropped."""
+    def forget_frames(self, gone_keys: Iterable[Hashable]) -> int:
+        """Drop cached work of the frames ``gone_keys`` (the window let them go), keeping every other
+        frame's (another service's too); entries dropped."""
 
     def cache_stats(self):
         """A :class:`stvg_ros.feature_cache.CacheStats` of the per-frame cache (for status reports)."""

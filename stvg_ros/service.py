@@ -236,6 +236,7 @@ class GroundingService:
         self._preencode_due = False  # kept frames may be uncached: the idle worker pre-encodes them
         self._standing = StandingScheduler(self.config, clock())
         self._stream = next(_STREAMS)
+        self._held: set = set()  # frame keys live at the last look (see _forget_gone)
         self.configure(self.config)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -406,7 +407,7 @@ class GroundingService:
         frame = self.window.add(stamp_ns, rgb, source_size, frame_id=frame_id)
         grounder = self.grounder
         if grounder is not None:  # cached work of frames the window let go goes with them
-            grounder.forget_frames(set(self._keys(self.window.frames())))
+            self._forget_gone(grounder)
         stage = self.stage
         if stage is not None:  # the stored (downscaled) image: boxes in the pixels the grounder sees
             stage.add_frame(frame.image, frame.stamp)
@@ -598,8 +599,7 @@ class GroundingService:
         except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
             self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
             return
-        # frames the window let go while they were being encoded
-        grounder.forget_frames(set(self._keys(self.window.frames())))
+        self._forget_gone(grounder, also=self._keys(frames))  # frames the window let go while being encoded
         if stopped:
             with self._lock:
                 self._preencode_due = True  # resume after what stopped it
@@ -641,6 +641,16 @@ class GroundingService:
         ``seq``), never reused in the process (another service's window numbers its frames from 1 too), so
         each kept frame's cached work is found again, evicted with the frame, and never another's."""
         return [(self._stream, f.seq) for f in frames]
+
+    def _forget_gone(self, grounder: GroundingModel, also: Sequence = ()) -> None:
+        """Tell ``grounder`` which of this stream's frames (those it was last told of, and ``also``) the window
+        let go, so their cached work goes; another service's frames in a shared grounder are not touched."""
+        live = set(self._keys(self.window.frames()))
+        with self._lock:
+            gone = (self._held | set(also)) - live
+            self._held = live
+        if gone:
+            grounder.forget_frames(gone)
 
     # -- standing queries ----------------------------------------------------------------------------
     def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:

@@ -84,8 +84,8 @@ class FakeGrounder:
     def prefetch(self, frames, frame_keys, should_stop=None) -> int:
         return 0  # no cache
 
-    def forget_frames(self, live_keys) -> int:
-        self.forgotten.append(set(live_keys))
+    def forget_frames(self, gone_keys) -> int:
+        self.forgotten.append(set(gone_keys))
         return 0
 
     def cache_stats(self) -> CacheStats:

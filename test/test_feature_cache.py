@@ -100,7 +100,7 @@ def test_passes_on_unchanged_frames_are_reused_exactly(adapter):
     # a new frame in the sample: the prefixes are decoded again, and the old clip's go with its frame
     cached.ground(list(frames[1:]) + [frames[0]], stamps, "a dog runs across the yard", frame_keys=keys[1:] + [106])
     assert cached.cache_stats().by_kind["prefix"]["misses"] == 4
-    cached.forget_frames(keys[1:] + [106])
+    cached.forget_frames([keys[0]])  # frame 100 left the window
     assert not [k for (kind, k) in cached.feature_cache._entries if kind == "prefix" and 100 in k[0].frames]
 
 
@@ -148,7 +148,7 @@ def test_eviction_and_bound():
     assert s.entries == 3 and s.bytes == 1200 and s.evictions == 2 and s.max_bytes == 1240  # least recently used went first
     assert cache.get("pixels", (0, "s")) is None and cache.get("pixels", (4, "s")) is not None
     cache.put("visual", ((3, 4), "s"), torch.zeros(10), frames=(3, 4))
-    assert cache.retain({4}) == 3  # frames 2 and 3 left the window: their entries and the pair's go
+    assert cache.forget({2, 3}) == 3  # frames 2 and 3 left the window: their entries and the pair's go
     assert cache.stats().entries == 1
     # clip prefixes hold at most half the budget: a new one replaces the oldest prefix, not per-frame entries
     shared = FeatureCache(max_bytes=1000)
@@ -230,6 +230,39 @@ def test_one_grounder_shared_by_two_services_never_reads_the_others_frames(tiny_
     fresh = Grounder(adapter, dict(cfg, feature_cache_mb=0)).ground(
         [f.image for f in second.frames], [f.stamp for f in second.frames], "the red ball")
     assert second.result.p_yes == fresh.p_yes and second.result.boxes == fresh.boxes
+
+
+def test_two_services_sharing_a_grounder_keep_each_others_cached_frames(tiny_model_dir):
+    """Two cameras served by one Grounder at once: a frame arriving at one service evicts only the frames its own
+    window let go, so the other's next query still finds its frames' features."""
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.service import GroundingRequest, GroundingService
+
+    shared = Grounder(load_adapter(tiny_model_dir("llava_next_video")),
+                      dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False))
+    services = [GroundingService(ServingConfig(window_duration=100.0, window_max_frames=4, min_frames=2))
+                for _ in range(2)]
+    answers = []
+
+    def ask(service):
+        before = shared.cache_stats().by_kind.get("visual", {}).get("hits", 0)
+        service.submit(GroundingRequest("q", "the red ball"), answers.append)
+        service.run_pending()
+        return shared.cache_stats().by_kind.get("visual", {}).get("hits", 0) - before
+
+    for service in services:
+        service.start(shared, threaded=False)
+    a, b = services
+    for i, f in enumerate(random_frames(4, 48, 64, seed=1)):
+        a.ingest((i + 1) * 10**9, lambda f=f: f)
+    assert ask(a) == 0
+    for i, f in enumerate(random_frames(6, 48, 64, seed=2)):  # b's window slides: 2 of its own frames leave
+        b.ingest((i + 1) * 10**9, lambda f=f: f)
+    assert ask(b) == 0
+    assert ask(a) == 4  # every frame a samples is still cached
+    assert [x.status for x in answers] == ["answered"] * 3
+    for service in services:
+        service.stop()
 
 
 def test_input_side_is_what_the_tower_is_fed(adapter):

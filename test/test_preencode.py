@@ -44,7 +44,7 @@ def test_prefetch_counts_apart_and_its_hits_once():
     cache.get("visual", 1)
     s = cache.stats()
     assert (s.hits, s.prefetch_hits) == (2, {"visual": 1})  # a prefetched entry counts as used once
-    cache.retain({1})  # entry 2 left with its frame, never used
+    cache.forget({2})  # entry 2 left with its frame, never used
     cache.get("visual", 2)
     assert cache.stats().prefetch_hits == {"visual": 1} and cache.stats().as_dict()["prefetched"] == {"visual": 2}
 

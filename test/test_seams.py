@@ -82,7 +82,7 @@ def test_a_changed_signature_is_caught():
         def prefetch(self, frames, frame_keys, should_stop):  # now required
             ...
 
-        def forget_frames(self, live_keys, now):  # an extra required one
+        def forget_frames(self, gone_keys, now):  # an extra required one
             ...
 
     problems = _mismatch(GroundingModel, Drifted)
