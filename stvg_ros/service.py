@@ -4,7 +4,10 @@ One :class:`GroundingService` is what the ROS node serves (and what an action se
 queries build on): it owns the frame window, the proposal source (external detections, the live
 detector stage, or none), the admission rules, the query queue and the worker thread that runs
 the grounder, the counters, and the one rule for time jumps (:meth:`GroundingService.reset`).
-It imports no ROS module, so all of it is tested without DDS (``test/test_service.py``).
+It imports no ROS module, so all of it is tested without DDS (``test/test_service.py``); started with
+``threaded=False`` it runs no thread and :meth:`GroundingService.run_pending` does the worker's work on
+the caller's thread (deterministic tests, with a test ``clock``).  Its parts are typed by
+:mod:`stvg_ros.seams`; every :class:`Answer` carries its tube in the camera's terms (:attr:`Answer.tube`).
 Standing queries (:meth:`GroundingService.register`, rules in :mod:`stvg_ros.standing`) are
 evaluated by the same worker when no one-shot query waits, within a duty budget.  With
 ``preencode_when_idle`` the worker, when it has nothing else to do, encodes the kept frames' visual
