@@ -34,7 +34,7 @@ def tiny_model_dir(tmp_path_factory):
 TIERS = ("ros", "model", "unit")
 _ROS_WORDS = ("require_ros", "ros_harness", "rclpy", "stvg_ros.ros", "stvg_ros.msg")
 _MODEL_WORDS = ("tiny_model", "load_adapter", "from_pretrained", "default_model", "load_default_grounder",
-                "synthetic.train")
+                "synthetic.train", "tiny_detector")
 
 
 def _sources(item) -> str:
