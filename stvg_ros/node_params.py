@@ -81,6 +81,9 @@ NODE_PARAMS: list[NodeParam] = [
               "(vision_msgs/Detection2DArray)."),
     NodeParam("markers_whole_tube", False,
               "tube_markers and detections_2d carry every box of the tube, not only the newest one."),
+    NodeParam("action_result_timeout", 300,
+              "Seconds the ground action keeps a finished goal's result for its client to fetch (read at "
+              "start-up; rclpy's default is 10).", _positive, live=False),
 ]
 
 NODE_PARAM_BY_NAME = {p.name: p for p in NODE_PARAMS}
@@ -196,6 +199,7 @@ class NodeSettings:
     status_rate: float
     publish_markers: bool
     markers_whole_tube: bool
+    action_result_timeout: int
     serving: ServingConfig
     grounding: GroundingConfig
     proposals: ProposalConfig
