@@ -66,7 +66,9 @@ NODE_PARAMS: list[NodeParam] = [
               "QoS reliability of the image subscriptions (best_effort = sensor data, or reliable; the "
               "ReliabilityPolicy integers 2 and 1 are accepted too).",
               _reliability, live=False, also=(int,)),
-    NodeParam("image_depth", 5, "QoS history depth of the image subscriptions.", _positive, live=False),
+    NodeParam("image_depth", 20, "QoS history depth of the image subscriptions (frames held while the node is "
+              "busy: 5 lost 6-8 % of a replayed 768x576 bag under load, bench/bench_bag_replay.py).",
+              _positive, live=False),
     NodeParam("use_compressed", False, "Also subscribe to image/compressed (sensor_msgs/CompressedImage).",
               live=False),
     NodeParam("use_detections", False,
