@@ -114,3 +114,42 @@ def test_result_retrievable_after_rclpy_default_timeout(node):
     again = _done(handle.get_result_async(), 20)
     assert again.status == GoalStatus.STATUS_SUCCEEDED, "the result expired (STATUS_UNKNOWN = 0)"
     assert again.result.tube.query_id == "kept" and again.result.tube.boxes == first.result.tube.boxes
+
+
+def _sourced(command: str, timeout: float = 120.0):
+    """``command`` in a shell set up as README says for a venv user (the venv, then the overlay)."""
+    import subprocess
+    import sys
+
+    from ros_harness import INSTALL, node_env
+
+    setup = INSTALL.parent / "setup.bash"
+    script = f"source {Path(sys.prefix) / 'bin' / 'activate'} && source {setup} && {command}"
+    return subprocess.run(["bash", "-c", script], env=node_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_executables_on_path_after_the_documented_source_lines():
+    require_ros()
+    out = _sourced("for e in stvg_node stvg_query stvg_play_bag stvg_eval stvg_demo; do command -v $e; done")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len(out.stdout.split()) == 5, out.stdout
+
+
+def test_stvg_query_prints_the_tube(node):
+    """The venv user's way to ask (no ros2 CLI): ``stvg_query TEXT --wait`` prints the Tube, exit 0;
+    without --wait the query goes to ``query_request`` and its Tube comes on ``tube``."""
+    from stvg_ros.msg import Tube
+
+    proc, client = node
+    tubes = client.collect(Tube, "tube", 10)
+    out = _sourced(f"stvg_query 'the man in a dark coat' --wait --id cli1 --namespace {proc.namespace}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Tube 'cli1': 'the man in a dark coat'" in out.stdout and "found=" in out.stdout
+    assert "t=" in out.stdout, "the boxes are printed"
+    assert "select" in out.stderr, "the stages are shown as they pass"
+    sent = _sourced(f"stvg_query 'the man in a dark coat' --id cli2 --namespace {proc.namespace}")
+    assert sent.returncode == 0, sent.stderr
+    assert f"the Tube comes on {proc.namespace}/tube" in sent.stderr
+    wait_for(lambda: any(t.query_id == "cli2" for t in tubes), 60, "cli2's Tube on tube", proc)
+    nobody = _sourced("stvg_query 'x' --wait --timeout 2 --namespace /nobody_here")
+    assert nobody.returncode == 1 and "no ground action server at /nobody_here/ground" in nobody.stderr
