@@ -50,7 +50,8 @@ def test_status_and_diagnostics_on_wall_time_in_every_state(tmp_path):
     assert model is not None, "the shipped synthetic model is part of the package"
     proc = NodeProcess(unique_namespace(), {"model_path": str(model), "device": "cpu", "autostart": False,
                                             "use_sim_time": True, "status_rate": 5.0, "frame_timeout": 1.5,
-                                            "image_reliability": "reliable", "window_rate": 0.0},
+                                            "image_reliability": "reliable", "window_rate": 0.0,
+                                            "use_compressed": True},
                        tmp_path / "node.log")
     client = Client(namespace=proc.namespace)
     stop = threading.Event()
@@ -83,6 +84,9 @@ def test_status_and_diagnostics_on_wall_time_in_every_state(tmp_path):
         late = wait_for(lambda: diag[-1].level == DiagnosticStatus.WARN and diag[-1], 10,
                         "the frame_timeout warning without /clock", proc)
         assert "no frame for" in late.message
+        # the log: the active line names every image topic; no weight-loading progress bar
+        assert f"active: listening on {proc.namespace}/image and {proc.namespace}/image/compressed" in proc.log()
+        assert "Loading weights" not in proc.log() and "it/s]" not in proc.log()
     finally:
         stop.set()
         client.close()
