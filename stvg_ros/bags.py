@@ -405,6 +405,17 @@ def read_bag(path: str | Path, frame_positions=None, image_topic: Optional[str] 
 
 # --- command line: stvg-make-bag ----------------------------------------------------------------
 
+#: video file extensions dropped from a sample key to name its bag (a bag is a directory, not a video)
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+
+
+def bag_name(key: str) -> str:
+    """The bag directory name for a dataset sample key: the key without a video extension (HC-STVG keys
+    are file names such as ``12_abc.mp4``), characters other than letters, digits, ``-_.`` as ``_``."""
+    stem = key[: -len(key.rsplit(".", 1)[-1]) - 1] if key.lower().endswith(VIDEO_SUFFIXES) else key
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``stvg-make-bag``: a bag from a video (+ query), or one bag per benchmark query."""
     import argparse
@@ -457,7 +468,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out = Path(a.output)
         out.mkdir(parents=True, exist_ok=True)
         for s in tqdm(samples, desc="stvg-make-bag", unit="bag"):
-            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in s.key)
+            name = bag_name(s.key)
             make_bag_from_sample(s, out / name, start_time=a.start_time, max_side=a.max_side, **common)
         print(f"{len(samples)} bag(s) in {out}")
         return 0

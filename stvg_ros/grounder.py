@@ -279,7 +279,7 @@ class Grounder:
 
         with self._stage("select", timings, checkpoint):
             result = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
-                                  (H, W), proposals, used)
+                                  (H, W), proposals, used, checkpoint)
         result.timings = timings
         timings["total"] = time.perf_counter() - t_start
         if lra_trace is not None:
@@ -492,7 +492,7 @@ class Grounder:
         return token_grid_maps(relative_attention(qa, ca, eps), vis)
 
     def _select(self, rows, visual, reversed_visual, query, subs, used_stamps, all_stamps, image_size,
-                proposals, frames=None) -> GroundingResult:
+                proposals, frames=None, checkpoint: Callable[[str], None] | None = None) -> GroundingResult:
         cfg = self.config
         T = len(used_stamps)
         tokens: dict[str, str] = {}
@@ -509,7 +509,8 @@ class Grounder:
                                                   proposals, cfg.box_threshold, tolerance, frames=frames,
                                                   box_method=cfg.box_method, box_seeds=cfg.box_seeds,
                                                   box_iterations=cfg.box_grabcut_iterations,
-                                                  box_chain=cfg.box_grabcut_chain)
+                                                  box_chain=cfg.box_grabcut_chain,
+                                                  check=(lambda: checkpoint("select")) if checkpoint else None)
         t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
         scores = frame_scores(t_maps, t_scale, fill_interior(best.boxes, used_stamps))
         first, last = choose_span(scores, cfg.span_rule, cfg.span_topk_fraction, cfg.span_grow_fraction)

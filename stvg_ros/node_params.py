@@ -66,7 +66,9 @@ NODE_PARAMS: list[NodeParam] = [
               "QoS reliability of the image subscriptions (best_effort = sensor data, or reliable; the "
               "ReliabilityPolicy integers 2 and 1 are accepted too).",
               _reliability, live=False, also=(int,)),
-    NodeParam("image_depth", 5, "QoS history depth of the image subscriptions.", _positive, live=False),
+    NodeParam("image_depth", 20, "QoS history depth of the image subscriptions (frames held while the node is "
+              "busy: 5 lost 6-8 % of a replayed 768x576 bag under load, bench/bench_bag_replay.py).",
+              _positive, live=False),
     NodeParam("use_compressed", False, "Also subscribe to image/compressed (sensor_msgs/CompressedImage).",
               live=False),
     NodeParam("use_detections", False,
@@ -81,6 +83,9 @@ NODE_PARAMS: list[NodeParam] = [
               "(vision_msgs/Detection2DArray)."),
     NodeParam("markers_whole_tube", False,
               "tube_markers and detections_2d carry every box of the tube, not only the newest one."),
+    NodeParam("action_result_timeout", 300,
+              "Seconds the ground action keeps a finished goal's result for its client to fetch (read at "
+              "start-up; rclpy's default is 10).", _positive, live=False),
 ]
 
 NODE_PARAM_BY_NAME = {p.name: p for p in NODE_PARAMS}
@@ -196,6 +201,7 @@ class NodeSettings:
     status_rate: float
     publish_markers: bool
     markers_whole_tube: bool
+    action_result_timeout: int
     serving: ServingConfig
     grounding: GroundingConfig
     proposals: ProposalConfig

@@ -629,7 +629,16 @@ class GroundingService:
         except Exception as e:  # noqa: BLE001 - report and keep serving
             self._finish(job, FAILED, f"grounding failed: {type(e).__name__}: {e}")
         else:
-            self._finish(job, ANSWERED, "", result)
+            with self._lock:  # a cancel accepted (by _cancel, under this lock) until the claim is honoured
+                late = job.cancel_reason
+                claimed = late is None and job.claim()
+            if late is not None:
+                self._finish(job, CANCELLED, late)
+            elif claimed:
+                try:
+                    self._deliver(job, ANSWERED, "", result)
+                finally:
+                    job.answered.set()
 
     def _grounding(self, grounder: GroundingModel, r: GroundingRequest, frames: Sequence[Frame],
                    check: Callable[[str], None]) -> GroundingResult:

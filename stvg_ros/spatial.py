@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
@@ -160,12 +160,14 @@ def _segment_pool():
 def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tuple[int, int],
                    content_box: Sequence[float], image_size: tuple[int, int], box_threshold: float,
                    method: str = "auto", seeds: int = 2, min_fraction: float = 0.3,
-                   iterations: int = GRABCUT_ITERATIONS, chain: int = GRABCUT_CHAIN) -> list[SampledTrack]:
+                   iterations: int = GRABCUT_ITERATIONS, chain: int = GRABCUT_CHAIN,
+                   check: Callable[[], None] | None = None) -> list[SampledTrack]:
     """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
     local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
     the IoU tracker (one stage, centre-shift fallback for fast movers).  Runs of ``chain`` consecutive
     frames carry GrabCut's colour models from frame to frame (:class:`~stvg_ros.regions.ColourChain`;
-    1 = every cut cold)."""
+    1 = every cut cold).  ``check()`` is called before each frame's segmentation and may raise (a
+    cancel) to stop there: segmentation is most of a grounding's CPU time."""
     from .proposals.tracks import Detections
     from .proposals.tracker import ByteTracker
     from .regions import ColourChain, frame_candidates
@@ -176,8 +178,13 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
 
     def candidates(ts):
         models = ColourChain() if len(ts) > 1 else None
-        return [frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds, min_fraction,
-                                 box_threshold, iterations=iterations, chain=models) for t in ts]
+        out = []
+        for t in ts:
+            if check is not None:
+                check()
+            out.append(frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds,
+                                        min_fraction, box_threshold, iterations=iterations, chain=models))
+        return out
 
     # chains are segmented independently (OpenCV releases the GIL, and seeds its RNG per thread): in parallel;
     # fixed-length chains, so the boxes are the same whatever the number of threads
@@ -201,7 +208,8 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
                  box_threshold: float, tolerance: float, frames: Sequence[np.ndarray] | None = None,
                  box_method: str = "cells", box_seeds: int = 2,
                  box_iterations: int = GRABCUT_ITERATIONS,
-                 box_chain: int = GRABCUT_CHAIN) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
+                 box_chain: int = GRABCUT_CHAIN, check: Callable[[], None] | None = None,
+                 ) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
     Without usable proposals: with ``frames`` (the sampled frames) and a segmenting ``box_method``,
@@ -209,6 +217,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
     relevance-only :func:`attention_track`.
     Returns ``(best, all scored tracks, upsampled maps, their scale, reason)``; ``reason`` says
     why the proposal-free path was taken although proposals were given (empty otherwise).
+    ``check``: see :func:`segment_tracks`.
     """
     image_maps, scale = upsample_maps(grid_maps, content_box, image_size)
     reason = ""
@@ -219,7 +228,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
             reason = "no proposal track has a box in the sampled frames; used the attention-built track"
     if not tracks and frames is not None and box_method != "cells":
         tracks = segment_tracks(frames, grid_maps, grid, content_box, image_size, box_threshold, box_method,
-                                box_seeds, iterations=box_iterations, chain=box_chain)
+                                box_seeds, iterations=box_iterations, chain=box_chain, check=check)
     if not tracks:
         tracks = [attention_track(grid_maps, grid, content_box, image_size, box_threshold)]
     score_tracks(image_maps, scale, tracks)

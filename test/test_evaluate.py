@@ -214,6 +214,31 @@ def test_failures_are_recorded_not_fatal(tmp_path, hcstvg, model_dir):
     assert summary["count"] == 4 and summary["failed"] == 1
 
 
+def test_failed_queries_make_the_command_exit_1_with_a_summary(tmp_path, hcstvg, model_dir, capsys):
+    anno = json.loads((hcstvg / "test_proc.json").read_text())
+    anno = {k + "_gone.avi": v for k, v in list(anno.items())[:2]}  # every video missing: every query fails
+    p = tmp_path / "missing.json"
+    p.write_text(json.dumps(anno))
+    rc = evaluate.main(["run", "--model", str(model_dir), "--dataset", "hcstvg_v1", "--annotations", str(p),
+                        "--videos", str(hcstvg), "--output", str(tmp_path / "o"), "--num-frames", "4",
+                        "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "2 of 2 queries failed (exit code 1)" in err and "1 x " in err and "no video file" in err
+
+
+def test_core_mode_without_model_uses_the_default_model(tmp_path, hcstvg, capsys):
+    from stvg_ros.default_model import choose_model
+
+    rc = evaluate.main(["run", "--dataset", "hcstvg_v1", "--annotations", str(hcstvg / "test_proc.json"),
+                        "--videos", str(hcstvg), "--output", str(tmp_path / "o"), "--num-frames", "4",
+                        "--device", "cpu", "--limit", "1", "--set", "use_lra=false", "decomposer=rules",
+                        "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"no --model: using the default model {choose_model('').directory}" in err
+
+
 def test_config_errors(tmp_path, capsys):
     assert evaluate.main(["run", "--no-progress"]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err

@@ -389,8 +389,49 @@ def test_grounder_checkpoint_sees_every_stage_and_lra_step_and_changes_nothing()
     plain = grounder.ground(frames, st, "the red square")
     seen: list[str] = []
     hooked = grounder.ground(frames, st, "the red square", checkpoint=seen.append)
-    assert seen == ["encode", "decompose", "lra", "lra", "lra", "lra", "attention", "select"]
+    # select: once as the stage starts, then before each sampled frame's segmentation (box_method auto)
+    assert seen == ["encode", "decompose", "lra", "lra", "lra", "lra", "attention"] + ["select"] * (1 + 6)
     assert (hooked.start, hooked.end, hooked.p_yes, hooked.boxes) == (plain.start, plain.end, plain.p_yes, plain.boxes)
+
+
+def test_grounder_stops_between_frames_of_select():
+    """A cancel during the segmentation of ``select`` (most of a grounding's CPU time on CPU) stops it at
+    the next frame instead of finishing the stage."""
+    from fake_adapter import FakeAdapter, clip_with_square
+
+    from stvg_ros import Grounder
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.result import Cancelled
+
+    frames, st, _ = clip_with_square(num_frames=8)
+    grounder = Grounder(FakeAdapter(), GroundingConfig(num_frames=8, lra_steps=0, box_method="grabcut",
+                                                       box_grabcut_chain=8))  # one chain: frames in order
+    seen: list[str] = []
+
+    def check(stage: str) -> None:
+        seen.append(stage)
+        if seen.count("select") == 3:  # the stage's start, the first frame, then cancel before the second
+            raise Cancelled("cancelled in select")
+
+    with pytest.raises(Cancelled, match="in select"):
+        grounder.ground(frames, st, "the red square", checkpoint=check)
+    assert seen.count("select") == 3
+
+
+def test_cancel_accepted_after_the_last_checkpoint_is_honoured():
+    """A cancel the service accepts while the grounder runs past its last checkpoint ends the query
+    cancelled, not answered (the action server has told its client the cancel was accepted)."""
+    grounder = ScriptedGrounder(hold_stage="select", check_every=0)  # no checkpoint while held
+    svc, _ = make(grounder)
+    feed(svc, stamps(8))
+    answers = Answers()
+    handle = svc.submit(GroundingRequest("q", "x"), answers)
+    assert grounder.entered.wait(5)
+    assert handle.cancel("by the test"), "the running query's cancel is accepted"
+    grounder.release.set()
+    a = answers.wait("q")
+    assert a.status == CANCELLED and a.reason == "by the test"
+    svc.stop()
 
 
 def test_grounder_stops_between_lra_steps():

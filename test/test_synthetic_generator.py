@@ -192,3 +192,17 @@ def test_action_questions_on_a_window_need_the_action_inside_it():
     assert any(q and "star" in q and "jumps" in q for q in said_no)
     said_yes = {make_question(early, "action", True, rng) for _ in range(20)}
     assert all("star" in q and "jumps" in q for q in said_yes)
+
+
+def test_readme_generator_command_prints_no_runtime_warning(tmp_path):
+    """``python -m stvg_ros.synthetic.generator`` (README) without runpy's 'found in sys.modules' warning."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "stvg_ros.synthetic.generator",
+                          "--help"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 0 and "RuntimeWarning" not in out.stderr, out.stderr

@@ -4,21 +4,21 @@ debug image, log line).
 The answer topics are lifecycle publishers (``create_lifecycle_publisher``; a plain publisher where
 an rclpy lacks it): silent while the node is inactive, so the node activates them before it
 subscribes and deactivates them only after the last answers are out. ``status`` and
-``/diagnostics`` stay plain publishers: they report the node's state, inactive included.
+``/diagnostics`` are plain publishers kept for the node's life (:class:`stvg_ros.ros.status.Monitor`):
+they report the node's state in every lifecycle state.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import ImageMarker
 
 from stvg_ros.image_messages import encode_image
-from stvg_ros.msg import Status, Tube
+from stvg_ros.msg import Tube
 from stvg_ros.ros.convert import tube_from_answer
 from stvg_ros.ros.events import publish_to
 from stvg_ros.ros.markers import tube_detections, tube_markers, vision_msgs_available
@@ -29,14 +29,12 @@ ANSWER_TOPICS = ("tube", "standing_tube", "tube_markers", "detections_2d", "debu
 
 
 def create_outputs(node, warn: Callable[[str, str], None]) -> dict[str, Any]:
-    """Every publisher of the node by topic (``detections_2d`` only where vision_msgs is importable)."""
+    """The answer publishers by topic (``detections_2d`` only where vision_msgs is importable)."""
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
     pubs = {"tube": publish_to(node, Tube, "tube", reliable, warn, lifecycle=True),
             "standing_tube": publish_to(node, Tube, "standing_tube", reliable, warn, lifecycle=True),
             "tube_markers": publish_to(node, ImageMarker, "tube_markers", 10, warn, lifecycle=True),
-            "debug_image": publish_to(node, Image, "debug_image", 2, warn, lifecycle=True),
-            "status": publish_to(node, Status, "status", 5, warn),
-            "diagnostics": publish_to(node, DiagnosticArray, "/diagnostics", 5, warn)}
+            "debug_image": publish_to(node, Image, "debug_image", 2, warn, lifecycle=True)}
     if vision_msgs_available():  # pragma: no cover - no registry carries vision_msgs
         from vision_msgs.msg import Detection2DArray
 
