@@ -313,11 +313,14 @@ class GroundingConfig:
 class ServingConfig:
     window_duration: float = 10.0
     """Seconds of stream kept in the sliding window."""
-    window_max_frames: int = 64
-    """Most frames kept in the window (memory bound)."""
-    window_rate: float = 4.0
-    """Frames per second kept after decimation (0 = keep every frame). Offline evaluation (core mode)
-    gives the grounder every frame of a clip: set 0 to see what it sees."""
+    window_max_frames: int = 300
+    """Most frames kept in the window (memory bound: this many frames at the ingest size; 300 holds
+    10 s of a 30 Hz camera). More frames within window_duration are thinned evenly in time (older
+    history first), so the window keeps its span."""
+    window_rate: float = 0.0
+    """Frames per second kept after decimation (0 = keep every frame: the grounder then samples
+    from a query's frames what core mode samples from the same stream; any decimation shifts that
+    sample and costs accuracy, see docs/evaluation.md)."""
     ingest_max_side: int = 0
     """Longest side in pixels frames are downscaled to on arrival (0 = auto: what the model needs).
     Boxes are reported in the camera's pixels regardless."""

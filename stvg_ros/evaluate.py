@@ -220,10 +220,14 @@ def bag_items(paths: Sequence[Path], proposals: Optional[dict], sub_queries: Opt
 
 
 def bag_clip(path, n: int, max_side: int = 0) -> Clip:
-    """The paper's uniform sample of a bag's frames; frame indices are image positions."""
+    """The grounder's sample of a bag's frames (uniform in time, :func:`stvg_ros.grounder.sample_indices`):
+    what a node that keeps every frame grounds on, so node mode and core mode see the same frames; frame
+    indices are image positions."""
     from .bags import read_bag
+    from .grounder import sample_indices
 
-    c = read_bag(path, frame_positions=n)
+    stamps = read_bag(path, frame_positions=[]).stamps
+    c = read_bag(path, frame_positions=sample_indices(len(stamps), n, stamps))
     pos = sorted(c.frames)
     frames = [c.frames[i] for i in pos]
     scale = 1.0

@@ -99,11 +99,22 @@ def resolve_layers(layers: Sequence[int], num_layers: int) -> list[int] | None:
     return out
 
 
-def sample_indices(num_input: int, num_frames: int) -> list[int]:
-    """Uniformly spaced frame indices, first and last included (all frames when there are few)."""
+def sample_indices(num_input: int, num_frames: int, stamps: Sequence[float] | None = None) -> list[int]:
+    """Frame indices uniform in time, first and last included (all frames when there are few).
+
+    With ``stamps`` each of ``num_frames`` evenly spaced times gets the frame nearest to it, so a thinned
+    or irregular stream (a live window) is sampled at the times core mode samples an evenly spaced one;
+    on evenly spaced stamps this is the uniform index sample (without stamps) exactly."""
     if num_input <= num_frames:
         return list(range(num_input))
-    return sorted(set(np.linspace(0, num_input - 1, num_frames).round().astype(int).tolist()))
+    if stamps is None:
+        pos = np.linspace(0, num_input - 1, num_frames)
+    else:
+        s = np.asarray(stamps, dtype=np.float64)
+        # the fractional index of each target time: rounding it picks the nearer neighbour in time
+        pos = np.interp(np.linspace(s[0], s[-1], num_frames), s, np.arange(num_input, dtype=np.float64))
+        pos = pos.round(6)  # float noise of evenly spaced stamps must not flip a rounding
+    return sorted(set(pos.round().astype(int).tolist()))
 
 
 def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: str) -> None:
@@ -232,7 +243,7 @@ class Grounder:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         all_stamps = [float(s) for s in stamps]
-        idx = sample_indices(len(frames), cfg.num_frames)
+        idx = sample_indices(len(frames), cfg.num_frames, stamps)
         used = [frames[i] for i in idx]
         used_stamps = [all_stamps[i] for i in idx]
         H, W = used[0].shape[:2]
@@ -296,7 +307,7 @@ class Grounder:
         cfg = self.config
         check_inputs(frames, stamps, query)
         self._sync_adapter()
-        idx = sample_indices(len(frames), cfg.num_frames)
+        idx = sample_indices(len(frames), cfg.num_frames, stamps)
         timings: dict[str, float] = {}
         with self._stage("encode", timings, checkpoint), torch.no_grad():
             visual = self.adapter.encode_frames([frames[i] for i in idx], stamps=[float(stamps[i]) for i in idx],

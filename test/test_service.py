@@ -166,7 +166,7 @@ def test_queue_full_is_refused_and_the_rest_served_in_order():
 
 def test_a_waiting_query_is_grounded_on_the_frames_present_at_its_arrival():
     g = ScriptedGrounder(hold_stage="encode")
-    svc, _ = make(g, window_max_frames=10)
+    svc, _ = make(g, window_duration=0.95)  # 10 frames at 10 Hz
     first = stamps(10)
     feed(svc, first)
     answers = Answers()
