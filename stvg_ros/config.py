@@ -146,6 +146,12 @@ class GroundingConfig:
     """K as a fraction of the frames, rounded half up (paper: 7 of 20)."""
     span_grow_fraction: float = 0.55
     """Maximum run length as a fraction of the frames (official code: 11 of 20)."""
+    tube_frames: str = "refine"
+    """When ground() is given more frames than num_frames (a live window at camera rate): 'sampled' =
+    span ends and boxes on the sampled frames only (the paper's); 'all' = a box on every given frame of
+    the span; 'refine' = 'all', and the span is chosen on the temporal scores of the sampled frames and
+    of a second pass (same prompt and latent prompt, num_frames frames) on the frames halfway between
+    them, so its ends move in half steps (docs/synthetic.md, "Long windows")."""
 
     # --- existence and proposal-free boxes ---------------------------------------------------
     found_threshold: float = 0.5
@@ -221,6 +227,7 @@ class GroundingConfig:
             "decomposer": ("model", "rules"),
             "lra_loss": ("paper", "official"),
             "span_rule": ("topk", "grow"),
+            "tube_frames": ("sampled", "all", "refine"),
             "inference_query": ("full", "sub"),
             "visual_tokens": ("model", "paper"),
             "prompt_style": ("template", "official"),
