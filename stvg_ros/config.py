@@ -146,6 +146,12 @@ class GroundingConfig:
     """K as a fraction of the frames, rounded half up (paper: 7 of 20)."""
     span_grow_fraction: float = 0.55
     """Maximum run length as a fraction of the frames (official code: 11 of 20)."""
+    tube_frames: str = "refine"
+    """When ground() is given more frames than num_frames (a live window at camera rate): 'sampled' =
+    span ends and boxes on the sampled frames only (the paper's); 'all' = a box on every given frame of
+    the span; 'refine' = 'all', and the span is chosen on the temporal scores of the sampled frames and
+    of a second pass (same prompt and latent prompt, num_frames frames) on the frames halfway between
+    them, so its ends move in half steps (docs/synthetic.md, "Long windows")."""
 
     # --- existence and proposal-free boxes ---------------------------------------------------
     found_threshold: float = 0.5
@@ -221,6 +227,7 @@ class GroundingConfig:
             "decomposer": ("model", "rules"),
             "lra_loss": ("paper", "official"),
             "span_rule": ("topk", "grow"),
+            "tube_frames": ("sampled", "all", "refine"),
             "inference_query": ("full", "sub"),
             "visual_tokens": ("model", "paper"),
             "prompt_style": ("template", "official"),
@@ -313,11 +320,14 @@ class GroundingConfig:
 class ServingConfig:
     window_duration: float = 10.0
     """Seconds of stream kept in the sliding window."""
-    window_max_frames: int = 64
-    """Most frames kept in the window (memory bound)."""
-    window_rate: float = 4.0
-    """Frames per second kept after decimation (0 = keep every frame). Offline evaluation (core mode)
-    gives the grounder every frame of a clip: set 0 to see what it sees."""
+    window_max_frames: int = 300
+    """Most frames kept in the window (memory bound: this many frames at the ingest size; 300 holds
+    10 s of a 30 Hz camera). More frames within window_duration are thinned evenly in time (older
+    history first), so the window keeps its span."""
+    window_rate: float = 0.0
+    """Frames per second kept after decimation (0 = keep every frame: the grounder then samples
+    from a query's frames what core mode samples from the same stream; any decimation shifts that
+    sample and costs accuracy, see docs/evaluation.md)."""
     ingest_max_side: int = 0
     """Longest side in pixels frames are downscaled to on arrival (0 = auto: what the model needs).
     Boxes are reported in the camera's pixels regardless."""

@@ -59,7 +59,7 @@ from .lra import optimise_latent_prompts, yes_probability
 from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
                         upsample_maps)
 from .result import Cancelled, GroundingResult, Proposals, RelevanceMaps, SubQueries
-from .spatial import choose_track
+from .spatial import choose_track, tracks_from_proposals
 from .temporal import choose_span, frame_scores
 
 log = logging.getLogger("stvg_ros.grounder")
@@ -99,11 +99,22 @@ def resolve_layers(layers: Sequence[int], num_layers: int) -> list[int] | None:
     return out
 
 
-def sample_indices(num_input: int, num_frames: int) -> list[int]:
-    """Uniformly spaced frame indices, first and last included (all frames when there are few)."""
+def sample_indices(num_input: int, num_frames: int, stamps: Sequence[float] | None = None) -> list[int]:
+    """Frame indices uniform in time, first and last included (all frames when there are few).
+
+    With ``stamps`` each of ``num_frames`` evenly spaced times gets the frame nearest to it, so a thinned
+    or irregular stream (a live window) is sampled at the times core mode samples an evenly spaced one;
+    on evenly spaced stamps this is the uniform index sample (without stamps) exactly."""
     if num_input <= num_frames:
         return list(range(num_input))
-    return sorted(set(np.linspace(0, num_input - 1, num_frames).round().astype(int).tolist()))
+    if stamps is None:
+        pos = np.linspace(0, num_input - 1, num_frames)
+    else:
+        s = np.asarray(stamps, dtype=np.float64)
+        # the fractional index of each target time: rounding it picks the nearer neighbour in time
+        pos = np.interp(np.linspace(s[0], s[-1], num_frames), s, np.arange(num_input, dtype=np.float64))
+        pos = pos.round(6)  # float noise of evenly spaced stamps must not flip a rounding
+    return sorted(set(pos.round().astype(int).tolist()))
 
 
 def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: str) -> None:
@@ -232,7 +243,7 @@ class Grounder:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         all_stamps = [float(s) for s in stamps]
-        idx = sample_indices(len(frames), cfg.num_frames)
+        idx = sample_indices(len(frames), cfg.num_frames, stamps)
         used = [frames[i] for i in idx]
         used_stamps = [all_stamps[i] for i in idx]
         H, W = used[0].shape[:2]
@@ -278,8 +289,13 @@ class Grounder:
             rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist)
 
         with self._stage("select", timings, checkpoint):
-            result = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
-                                  (H, W), proposals, used, checkpoint)
+            result, track = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
+                                         (H, W), proposals, used, checkpoint)
+            if cfg.tube_frames != "sampled" and len(frames) > len(idx):
+                t_dense = time.perf_counter()
+                self._dense_tube(result, track, frames, all_stamps, idx, frame_keys, proposals, (H, W),
+                                 (q_t, v_t if v_t is not None else v_s))
+                timings["dense_tube"] = time.perf_counter() - t_dense  # part of 'select'
         result.timings = timings
         timings["total"] = time.perf_counter() - t_start
         if lra_trace is not None:
@@ -296,7 +312,7 @@ class Grounder:
         cfg = self.config
         check_inputs(frames, stamps, query)
         self._sync_adapter()
-        idx = sample_indices(len(frames), cfg.num_frames)
+        idx = sample_indices(len(frames), cfg.num_frames, stamps)
         timings: dict[str, float] = {}
         with self._stage("encode", timings, checkpoint), torch.no_grad():
             visual = self.adapter.encode_frames([frames[i] for i in idx], stamps=[float(stamps[i]) for i in idx],
@@ -492,7 +508,7 @@ class Grounder:
         return token_grid_maps(relative_attention(qa, ca, eps), vis)
 
     def _select(self, rows, visual, reversed_visual, query, subs, used_stamps, all_stamps, image_size,
-                proposals, frames=None, checkpoint: Callable[[str], None] | None = None) -> GroundingResult:
+                proposals, frames=None, checkpoint: Callable[[str], None] | None = None):
         cfg = self.config
         T = len(used_stamps)
         tokens: dict[str, str] = {}
@@ -520,13 +536,75 @@ class Grounder:
             relevance = RelevanceMaps(spatial=spatial.astype(np.float32), temporal=temporal.astype(np.float32),
                                       content_box=tuple(float(v) for v in visual.content_box),
                                       image_size=tuple(int(v) for v in image_size))
-        return GroundingResult(
+        result = GroundingResult(
             query=query, found=p_yes >= cfg.found_threshold, score=float(best.score),
             start=used_stamps[first], end=used_stamps[last],
             boxes={used_stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), boxes)},
             track_id=best.track_id, sub_queries=subs, p_yes=p_yes, frame_stamps=list(used_stamps),
             frame_scores=[float(s) for s in scores], track_scores={t.track_id: float(t.score) for t in tracks},
             relevance=relevance, reason=reason, grounding_tokens=tokens)
+        return result, best
+
+    def _dense_tube(self, result: GroundingResult, track, frames, stamps: list[float], idx: list[int], frame_keys,
+                    proposals, image_size, temporal_prompt) -> None:
+        """The tube on every given frame (``config.tube_frames``), in place: a box on each frame of the span
+        (the chosen proposal's own box there, else interpolated), and with 'refine' the span chosen on the
+        first pass's temporal scores merged with a second pass's on the frames halfway (in time) between the
+        sampled ones.  The second pass shows the model ``len(idx)`` frames (the first pass's count, so the
+        temporal latent prompt's token layout fits) with the temporal prompt and its caption, reusing
+        cached frame features; it is skipped where the window is too sparse for distinct halfway frames.
+        ``frame_stamps``/``frame_scores``/relevance stay the first pass's."""
+        cfg = self.config
+        n = len(stamps)
+        gaps = np.diff(np.asarray(stamps))
+        tolerance = float(min(1e-3, 0.5 * gaps.min()))
+        boxes = [None] * n  # the chosen track on every given frame
+        if proposals and track.track_id in proposals:
+            got = tracks_from_proposals({track.track_id: proposals[track.track_id]}, stamps, image_size, tolerance)
+            boxes = got[0].boxes if got else boxes
+        if not any(b is not None for b in boxes):  # the attention-built track: its sampled boxes, interpolated
+            for j, i in enumerate(idx):
+                boxes[i] = track.boxes[j]
+        if not any(b is not None for b in boxes):
+            return
+        pos = {s: i for i, s in enumerate(stamps)}
+        first, last = pos[result.start], pos[result.end]
+        if cfg.tube_frames == "refine":
+            span = self._refined_span(result, frames, stamps, idx, frame_keys, image_size, temporal_prompt,
+                                      fill_interior(boxes, stamps))
+            first, last = span or (first, last)
+        filled = fill_boxes(boxes, stamps, first, last)
+        result.start, result.end = stamps[first], stamps[last]
+        result.boxes = {stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), filled)}
+
+    def _refined_span(self, result, frames, stamps, idx, frame_keys, image_size, temporal_prompt,
+                      boxes) -> tuple[int, int] | None:
+        """Inclusive given-frame indices of the span on both passes' scores (None: no distinct halfway frames)."""
+        cfg = self.config
+        s = np.asarray(stamps, dtype=np.float64)
+        mids = (s[idx[:-1]] + s[idx[1:]]) / 2
+        halfway = np.interp(mids, s, np.arange(len(s), dtype=np.float64)).round(6).round().astype(int).tolist()
+        idx2 = halfway + [idx[-1]]  # the first pass's frame count, strictly increasing, first pass's last frame
+        if any(b <= a for a, b in zip(idx2, idx2[1:])) or not set(halfway) - set(idx):
+            return None
+        question, delta = temporal_prompt
+        with torch.no_grad():
+            visual = self.adapter.encode_frames([frames[i] for i in idx2], stamps=[stamps[i] for i in idx2],
+                                                **self._keyed(frame_keys, len(frames), idx2))
+            d = None if delta is None else torch.stack([delta, delta])
+            out = self.adapter.run(visual, [question, cfg.caption_prompt], visual_delta=d, capture=self.capture,
+                                   with_grad=False)
+        rows = {"temporal_q": (out, 0), "temporal_c": (out, 1)}
+        maps = self._relevance(rows, "temporal_q", "temporal_c", visual, {})[:len(idx2)]
+        t_maps, t_scale = upsample_maps(maps, visual.content_box, image_size)
+        second = frame_scores(t_maps, t_scale, [boxes[i] for i in idx2])
+        merged: dict[int, list[float]] = {}
+        for i, v in list(zip(idx, result.frame_scores)) + list(zip(idx2, second)):
+            merged.setdefault(i, []).append(float(v))
+        grid = sorted(merged)
+        first, last = choose_span([float(np.mean(merged[i])) for i in grid], cfg.span_rule, cfg.span_topk_fraction,
+                                  cfg.span_grow_fraction)
+        return grid[first], grid[last]
 
 
 def _check_keys(frame_keys: Sequence, n: int) -> None:

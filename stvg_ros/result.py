@@ -43,7 +43,8 @@ class RelevanceMaps:
 class GroundingResult:
     """The best tube for a query, always filled, whatever the existence judgment.
 
-    ``boxes`` has one entry per stamp in ``[start, end]`` (stamps of the frames that were used).
+    ``boxes`` has one entry per stamp in ``[start, end]``: of every given frame when ground() was given
+    more frames than it samples (``GroundingConfig.tube_frames``, default), else of the frames used.
     ``found`` is the model's yes/no judgment that the queried thing is in the clip and ``score``
     the chosen track's spatial score; ``p_yes`` the probability behind ``found``.
     """

@@ -138,7 +138,7 @@ def test_queue_full_is_refused_and_the_rest_served_in_order():
 
 def test_a_waiting_query_is_grounded_on_the_frames_present_at_its_arrival():
     g, clock = FakeGrounder(), Clock()
-    svc, _ = make(g, threaded=False, clock=clock, window_max_frames=10)
+    svc, _ = make(g, threaded=False, clock=clock, window_duration=0.95)  # 10 frames at 10 Hz
     first = stamps(10)
     feed(svc, first)
     answers = Answers()
