@@ -308,15 +308,18 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
 
     rules = StandingRules(found_on=found_on, found_off=found_off, confirm=confirm)
     hits = spans = false = events = streams = false_streams = 0
+    lags = []
     for t in traces:
         if not t.window_p:
             continue
         streams += 1
         tracker, hit_spans, f = ChangeTracker(rules), set(), 0
-        for p, span in zip(t.window_p, t.window_span):
+        for i, (p, span) in enumerate(zip(t.window_p, t.window_span)):
             if tracker.observe(p) and tracker.found:
                 events += 1
                 if span >= 0:
+                    if span not in hit_spans:  # evaluations since the span's first window
+                        lags.append(i - t.window_span.index(span))
                     hit_spans.add(span)
                 else:
                     f += 1
@@ -326,7 +329,8 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
         false_streams += f > 0
     return dict(found_on=found_on, found_off=found_off, confirm=confirm, found=rate(hits, spans),
                 false=false, streams=streams, false_per_stream=false / streams if streams else None,
-                false_streams=rate(false_streams, streams), false_share=rate(false, events))
+                false_streams=rate(false_streams, streams), false_share=rate(false, events),
+                lag=float(np.mean(lags)) if lags else None)
 
 
 def standing_grid(traces: Sequence[Trace], ons: Optional[Sequence[float]] = None,
@@ -445,7 +449,8 @@ def report(traces: Sequence[Trace], found_threshold: Optional[float], standing: 
         lines.append(f"  standing {s['found_on']:g}/{s['found_off']:g} confirm {s['confirm']}: appearances found "
                      f"{fmt(s['found'])}; false appearances {s['false']} on {s['streams']} streams "
                      f"({s['false_per_stream']:.2f} per stream; streams with one: {fmt(s['false_streams'])}; "
-                     f"share of appearance events: {fmt(s['false_share'])})")
+                     f"share of appearance events: {fmt(s['false_share'])}); mean lag "
+                     + ("-" if s["lag"] is None else f"{s['lag']:.1f}") + " evaluations after a span's first window")
     return "\n".join(lines) or "  (nothing to report: no labelled queries of that kind)"
 
 

@@ -42,6 +42,7 @@ def test_standing_rates_count_hits_per_span_and_false_appearances():
     # appeared at window 1 (no span: false), at 4 (span 0: hit), at 7 (span 1: hit)
     assert (r["found"]["k"], r["found"]["n"], r["false"], r["streams"]) == (2, 2, 1, 1)
     assert r["false_share"]["k"] == 1 and r["false_share"]["n"] == 3
+    assert r["lag"] == 0.5  # span 0 found one evaluation after its first window, span 1 at once
     r = standing_rates([t], 0.75, 0.4)  # only 0.8 and 0.9 reach it: span 0 found, no false
     assert (r["found"]["k"], r["false"]) == (1, 0)
     r = standing_rates([t], 0.6, 0.4, confirm=2)  # two windows in a row: only 0.8, 0.9
