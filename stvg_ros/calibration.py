@@ -90,7 +90,10 @@ class Trace:
     spans: int = 0
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)  # p_yes to 4 decimals: a trace file small enough to keep beside the results
+        d["window_p"] = [round(p, 4) for p in self.window_p]
+        d["clip_p"] = None if self.clip_p is None else round(self.clip_p, 4)
+        return d
 
 
 # --- sources -------------------------------------------------------------------------------------------
@@ -433,7 +436,7 @@ def _traces_io(path: Optional[str], compute: Callable[[], list[Trace]]) -> list[
     traces = compute()
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps([t.to_dict() for t in traces]))
+        Path(path).write_text(json.dumps([t.to_dict() for t in traces], separators=(",", ":")))
     return traces
 
 

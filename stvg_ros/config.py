@@ -456,13 +456,12 @@ def load_model_serving_defaults(directory: str | Path) -> dict[str, Any]:
 
 
 def apply_model_serving_defaults(config: ServingConfig, defaults: dict[str, Any]) -> tuple[ServingConfig, dict]:
-    """``config`` with a model's standing thresholds applied under it: fields left at ServingConfig's
-    defaults take the model's (found_on/found_off only as a pair, so the hysteresis stays ordered)."""
+    """``config`` with a model's calibrated standing hysteresis applied under it: as a whole (on, off and
+    confirm were chosen together), and only when ``config`` leaves all three at ServingConfig's defaults."""
     base = ServingConfig()
-    mine = {k for k in MODEL_SERVING_FIELDS if getattr(config, k) != getattr(base, k)}
-    if mine & {"standing_found_on", "standing_found_off"}:
-        mine |= {"standing_found_on", "standing_found_off"}
-    applied = {k: v for k, v in defaults.items() if k not in mine and getattr(config, k) != v}
+    if any(getattr(config, k) != getattr(base, k) for k in MODEL_SERVING_FIELDS):
+        return config, {}
+    applied = {k: v for k, v in defaults.items() if getattr(config, k) != v}
     return (config.replace(**applied) if applied else config), applied
 
 

@@ -154,17 +154,21 @@ def test_the_command_writes_the_model_directory_and_the_service_and_node_use_it(
                                                                      serving["standing_confirm"])
         svc.configure(ServingConfig(window_rate=0.0, standing_found_on=0.9, standing_found_off=0.85))
         assert (svc._standing.rules.found_on, svc._standing.rules.found_off) == (0.9, 0.85)  # the caller's win
+        svc.configure(ServingConfig(window_rate=0.0))
+        svc.start(Grounder.from_pretrained(str(model), device="cpu", config={"use_model_defaults": False}))
+        assert (svc._standing.rules.found_on, svc._standing.rules.found_off) == (0.6, 0.4)  # switched off
     finally:
         svc.stop()
 
 
-def test_model_standing_thresholds_apply_under_the_callers_as_a_pair():
+def test_model_standing_thresholds_apply_as_a_whole_unless_the_caller_sets_one():
     model = {"standing_found_on": 0.55, "standing_found_off": 0.5, "standing_confirm": 2}
     cfg, applied = apply_model_serving_defaults(ServingConfig(), model)
     assert (cfg.standing_found_on, cfg.standing_found_off, cfg.standing_confirm) == (0.55, 0.5, 2)
-    cfg, applied = apply_model_serving_defaults(ServingConfig(standing_found_on=0.45, standing_found_off=0.3), model)
-    assert (cfg.standing_found_on, cfg.standing_found_off, cfg.standing_confirm) == (0.45, 0.3, 2)
-    assert "standing_found_off" not in applied  # never a model's off above the caller's on
+    # the caller's hysteresis: none of the model's (its confirm was chosen with its own thresholds)
+    for mine in (dict(standing_found_on=0.45, standing_found_off=0.3), dict(standing_confirm=2)):
+        cfg, applied = apply_model_serving_defaults(ServingConfig(**mine), model)
+        assert applied == {} and cfg == ServingConfig(**mine)
 
 
 def test_shipped_model_is_calibrated():
