@@ -336,6 +336,27 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
                 lag=float(np.mean(lags)) if lags else None)
 
 
+def _per_stream(traces: Sequence[Trace], on: float, off: float, confirm: int) -> np.ndarray:
+    """(spans found, false appearances) per stream."""
+    return np.array([[r["found"]["k"], r["false"]] for r in
+                     (standing_rates([t], on, off, confirm) for t in traces if t.window_p)], dtype=float)
+
+
+def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: int = 2000, seed: int = 0) -> dict:
+    """Thresholds ``a`` (on, off, confirm) minus ``b`` on the same streams: appearances found (share of
+    spans) and false appearances per stream, with 95 % bootstrap intervals over streams."""
+    x, y = _per_stream(traces, *a), _per_stream(traces, *b)
+    spans = np.array([len({s for s in t.window_span if s >= 0}) for t in traces if t.window_p], dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(resamples, len(x)))
+    d_found = ((x[:, 0] - y[:, 0])[idx].sum(1) / np.maximum(spans[idx].sum(1), 1))
+    d_false = (x[:, 1] - y[:, 1])[idx].mean(1)
+    return dict(found=float((x[:, 0] - y[:, 0]).sum() / max(spans.sum(), 1)),
+                found_ci=[float(v) for v in np.percentile(d_found, [2.5, 97.5])],
+                false_per_stream=float((x[:, 1] - y[:, 1]).mean()),
+                false_ci=[float(v) for v in np.percentile(d_false, [2.5, 97.5])])
+
+
 def standing_grid(traces: Sequence[Trace], ons: Optional[Sequence[float]] = None,
                   gaps: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2),
                   confirms: Sequence[int] = (1, 2, 3)) -> list[dict]:
@@ -484,6 +505,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--test-traces", default="", help="the same for the held-out clips")
     ap.add_argument("--curve", type=int, default=12, help="rows of the trade-off curve printed (0 = none)")
     ap.add_argument("--json", default="", help="also write the whole result (grid, curve, rates) here")
+    ap.add_argument("--compare", nargs=3, type=float, metavar=("ON", "OFF", "CONFIRM"),
+                    help="also print the chosen standing thresholds minus these (e.g. the ones the model had), "
+                         "paired on the same streams, with 95 %% bootstrap intervals")
     ap.add_argument("--dry-run", action="store_true", help="print, do not write grounding_defaults.json")
     args = ap.parse_args(argv)
     if not args.clips and not args.synthetic:
@@ -520,6 +544,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if held:
         print(f"held out ({len(held)} labelled queries):")
         print(report(held, found_threshold, standing))
+    if args.compare and standing:
+        other = (args.compare[0], args.compare[1], int(args.compare[2]))
+        for name, trs in (("chosen on", traces), ("held out", held)):
+            if any(t.window_p for t in trs):
+                d = paired_difference(trs, (standing["found_on"], standing["found_off"], standing["confirm"]), other)
+                print(f"{name}: chosen minus {other[0]:g}/{other[1]:g} confirm {other[2]}: appearances found "
+                      f"{100 * d['found']:+.1f} points [{100 * d['found_ci'][0]:+.1f}, {100 * d['found_ci'][1]:+.1f}], "
+                      f"false per stream {d['false_per_stream']:+.2f} [{d['false_ci'][0]:+.2f}, {d['false_ci'][1]:+.2f}]")
     curve = pareto(grid) if grid else []
     if curve and args.curve:
         print("\ntrade-off curve (chosen-on clips; for each count found, the thresholds with the fewest false"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from stvg_ros.calibration import (RECORD_KEY, Trace, calibration_problem, choose_found_threshold, choose_standing,
-                                  load_clips, main, measure, pareto, standing_grid, standing_rates, synthetic_clips,
+                                  load_clips, main, measure, paired_difference, pareto, standing_grid, standing_rates, synthetic_clips,
                                   wilson, window_ends)
 from stvg_ros.config import (MODEL_DEFAULTS_FILE, ServingConfig, apply_model_serving_defaults, load_model_defaults,
                              load_model_serving_defaults)
@@ -47,6 +47,10 @@ def test_standing_rates_count_hits_per_span_and_false_appearances():
     assert (r["found"]["k"], r["false"]) == (1, 0)
     r = standing_rates([t], 0.6, 0.4, confirm=2)  # two windows in a row: only 0.8, 0.9
     assert (r["found"]["k"], r["false"]) == (1, 0)
+    # paired: 0.6/0.4 finds one span more than 0.75/0.4 and raises one false appearance, on the same stream
+    d = paired_difference([t, t], (0.6, 0.4, 1), (0.75, 0.4, 1))
+    assert d["found"] == pytest.approx(0.5) and d["false_per_stream"] == 1.0 and d["found_ci"] == [0.5, 0.5]
+    assert paired_difference([t], (0.6, 0.4, 1), (0.6, 0.4, 1))["found"] == 0.0
 
 
 def test_choices_keep_the_false_limit_then_find_the_most():
@@ -209,3 +213,29 @@ def test_node_diagnostics_say_when_the_model_is_not_calibrated(tiny_model_dir, t
         client.close()
         if proc.alive():
             proc.stop()
+
+
+def test_offline_replay_gives_the_services_events():
+    """The calibration replays the hysteresis on measured p_yes; the service, fed the same stream in lock
+    step (bench_stream's standing replay), reports the same appearances and disappearances (shipped model,
+    the test stream the ROS standing test uses, cheap-first so that p_yes is the same existence check)."""
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "bench"))
+    from bench_stream import replay
+    from stvg_ros import Grounder
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.standing import ChangeTracker, StandingRules
+
+    g = Grounder.from_pretrained(str(root / "models" / "stvg-synth-qwen"), device="cpu",
+                                 config=GroundingConfig(num_frames=8, feature_cache_mb=0))
+    clip = synthetic_clips("test", 1, first_seed=2, kind="standing")[0]
+    (t,) = measure(g.existence, [clip], 0.0, 0.0)
+    rules = StandingRules(found_on=0.55, found_off=0.5)
+    tracker = ChangeTracker(rules)
+    ends = [e for _, e in window_ends(clip.stamps, clip.window_s, clip.every_s)]
+    offline = [("appeared" if tracker.found else "disappeared", e) for p, e in zip(t.window_p, ends)
+               if tracker.observe(p)]
+    events, _ = replay(g, clip.frames, 5.0, clip.queries[0].text, 8, 2, True, rules)
+    assert offline and [e for e in events if e[0] != "moved"] == offline
