@@ -357,11 +357,10 @@ class ServingConfig:
     """Standing queries: p_yes below which a present target counts as gone (hysteresis)."""
     standing_confirm: int = 1
     """Standing queries: consecutive evaluations past a threshold needed before found flips."""
-    standing_move_iou: float = 0.5
-    """Standing queries: a present target's newest box overlapping the last reported one less than
-    this (IoU) is reported as moved."""
-    standing_move_s: float = 1.0
-    """Standing queries: seconds by which the span's start must move to be reported as moved."""
+    standing_move_box: float = 0.5
+    """Standing queries: a present target whose newest box's centre moved by more than this times the
+    box's size (square root of its area) since the last event is reported as moved (the box only:
+    a new track id or span is no move)."""
     standing_refresh_every: int = 4
     """Cheap-first standing queries: while the target is present, the full grounding runs every N-th
     evaluation to follow it (0 = only on appearance)."""
@@ -386,8 +385,8 @@ class ServingConfig:
                 raise bad(name, "use 0 or a positive number")
         if self.min_frames < 1:
             raise bad("min_frames", "use 1 or more")
-        if self.max_standing_queries < 0 or self.standing_refresh_every < 0 or self.standing_move_s < 0:
-            name = next(n for n in ("max_standing_queries", "standing_refresh_every", "standing_move_s")
+        if self.max_standing_queries < 0 or self.standing_refresh_every < 0 or self.standing_move_box < 0:
+            name = next(n for n in ("max_standing_queries", "standing_refresh_every", "standing_move_box")
                         if getattr(self, n) < 0)
             raise bad(name, "use 0 or a positive number")
         if not 0.0 < self.standing_duty_budget <= 1.0:
@@ -396,7 +395,7 @@ class ServingConfig:
             raise bad("standing_period", "use a positive number of seconds")
         if self.standing_confirm < 1:
             raise bad("standing_confirm", "use 1 or more evaluations")
-        for name in ("standing_found_on", "standing_found_off", "standing_move_iou"):
+        for name in ("standing_found_on", "standing_found_off"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "use a value in [0, 1]")
         if self.standing_found_off > self.standing_found_on:
@@ -422,6 +421,9 @@ class ServingConfig:
 
 #: the file beside the weights that holds the GroundingConfig values a checkpoint needs
 MODEL_DEFAULTS_FILE = "grounding_defaults.json"
+#: ServingConfig fields that file may hold too: standing-query thresholds calibrated for the model
+#: (``stvg-calibrate``, :mod:`stvg_ros.calibration`); applied by the service under its config
+MODEL_SERVING_FIELDS = ("standing_found_on", "standing_found_off", "standing_confirm")
 
 
 def load_model_defaults(directory: str | Path) -> dict[str, Any]:
@@ -441,11 +443,36 @@ def load_model_defaults(directory: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid JSON ({e}): fix or delete it") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object of GroundingConfig fields")
-    values = {k: v for k, v in data.items() if not k.startswith("_")}
+    values = {k: v for k, v in data.items() if not k.startswith("_") and k not in MODEL_SERVING_FIELDS}
     try:
         return _coerce(GroundingConfig, values, ConfigError)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def load_model_serving_defaults(directory: str | Path) -> dict[str, Any]:
+    """The :data:`MODEL_SERVING_FIELDS` of ``directory``'s :data:`MODEL_DEFAULTS_FILE` ({} when none)."""
+    import json
+
+    path = Path(directory) / MODEL_DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        values = {k: v for k, v in data.items() if k in MODEL_SERVING_FIELDS}
+        return _coerce(ServingConfig, values, ConfigError)
+    except (ValueError, AttributeError, ConfigError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def apply_model_serving_defaults(config: ServingConfig, defaults: dict[str, Any]) -> tuple[ServingConfig, dict]:
+    """``config`` with a model's calibrated standing hysteresis applied under it: as a whole (on, off and
+    confirm were chosen together), and only when ``config`` leaves all three at ServingConfig's defaults."""
+    base = ServingConfig()
+    if any(getattr(config, k) != getattr(base, k) for k in MODEL_SERVING_FIELDS):
+        return config, {}
+    applied = {k: v for k, v in defaults.items() if getattr(config, k) != v}
+    return (config.replace(**applied) if applied else config), applied
 
 
 def explicit_fields(config: GroundingConfig) -> set[str]:

@@ -52,7 +52,8 @@ import torch
 
 from .adapters.base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
 from .boxes import fill_boxes, fill_interior
-from .config import MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults
+from .config import (MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults,
+                     load_model_serving_defaults)
 from .dsth import Decomposer
 from .feature_cache import CacheStats, FeatureCache
 from .lra import optimise_latent_prompts, yes_probability
@@ -166,6 +167,9 @@ class Grounder:
         config this grounder is given (see :attr:`config`)."""
         self.applied_defaults: dict = {}
         """The model defaults that the current config took (fields the caller left at their defaults)."""
+        self.serving_defaults: dict = {}
+        """The model's calibrated standing-query thresholds (``grounding_defaults.json``'s
+        ServingConfig fields); a service applies them under its config unless ``use_model_defaults`` is off."""
         self.progress = progress
         self.feature_cache = FeatureCache()  # sized from the config by the setter below (_sync_adapter)
         self.config = _as_config(config)
@@ -214,6 +218,7 @@ class Grounder:
         adapter = load_adapter(directory, device=resolve_device(cfg.device),
                                dtype=None if cfg.dtype == "auto" else cfg.dtype, image_size=cfg.image_size or None)
         grounder = cls(adapter, mine, progress=progress, model_defaults=defaults)
+        grounder.serving_defaults = load_model_serving_defaults(directory)
         if grounder.applied_defaults:
             log.info("model defaults from %s: %s", Path(directory) / MODEL_DEFAULTS_FILE,
                      ", ".join(f"{k}={v}" for k, v in sorted(grounder.applied_defaults.items())))

@@ -40,7 +40,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .camera_tube import CameraTube, camera_tube, empty_tube
-from .config import ServingConfig
+from .config import ServingConfig, apply_model_serving_defaults
 from .proposals import ExternalTracks, subject_phrase
 from .proposals.tracks import Detections
 from .result import Cancelled, GroundingResult, SubQueries
@@ -247,7 +247,7 @@ class GroundingService:
         """Apply serving settings (any time): window bounds, queue size, admission limits.
         ``model_side``: the model's input size; frames are kept at twice that (``ingest_max_side=0``)."""
         self.config = config
-        self._standing.configure(config)
+        self._standing.configure(self._standing_config())
         if config.preencode_when_idle:
             with self._lock:
                 self._preencode_due = True
@@ -269,6 +269,7 @@ class GroundingService:
         single-threaded hosts: deterministic, no waiting)."""
         self.stop(timeout=0.5)
         self.grounder, self.stage = grounder, stage
+        self._standing.configure(self._standing_config())
         self.external = ExternalTracks(window_s=max(self.config.window_duration, 1.0),
                                        hold=self.config.detection_tolerance, max_tracks=0,
                                        synonyms=synonyms) if external_detections else None
@@ -281,6 +282,14 @@ class GroundingService:
             return
         self._worker = threading.Thread(target=self._serve, args=(generation,), name="stvg_grounding", daemon=True)
         self._worker.start()
+
+    def _standing_config(self) -> ServingConfig:
+        """The config standing queries run by: the grounder's model-calibrated thresholds
+        (``Grounder.serving_defaults``) under the fields this service's config leaves at their defaults."""
+        model = getattr(self.grounder, "serving_defaults", None)
+        if not model or not getattr(getattr(self.grounder, "config", None), "use_model_defaults", True):
+            return self.config
+        return apply_model_serving_defaults(self.config, model)[0]
 
     @property
     def running(self) -> bool:
@@ -810,7 +819,7 @@ class GroundingService:
         if flipped:
             event = APPEARED if tracker.found else DISAPPEARED
         elif tracker.found and result is not None:
-            detail = tracker.moved(result, frames[0].stamp)
+            detail = tracker.moved(result)
             event = MOVED if detail else ""
         with self._lock:
             self._counters.standing_evaluations += 1

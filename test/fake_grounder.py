@@ -27,10 +27,11 @@ class FakeGrounder:
     on every frame).  ``cost``: seconds of ``clock`` (a test clock with ``now``) each call takes.
     ``on_stage(stage)`` runs after each stage's checkpoint (e.g. a query arriving mid-grounding).
     ``hold(stage)`` keeps the next call inside ``stage`` (any stage: None) until ``release`` is set, calling
-    the checkpoint every ``check_every`` s (0: never, like one long forward pass)."""
+    the checkpoint every ``check_every`` s (0: never, like one long forward pass).  ``renumber``: a new track
+    id at every grounding (a tracker losing a still object)."""
 
-    def __init__(self, script=present, cost: float = 0.0, clock=None):
-        self.script, self.cost, self.clock = script, cost, clock
+    def __init__(self, script=present, cost: float = 0.0, clock=None, renumber: bool = False):
+        self.script, self.cost, self.clock, self.renumber = script, cost, clock, renumber
         self.calls: list[dict] = []
         self.grounds = self.exists = 0
         self.fail = False
@@ -71,7 +72,7 @@ class FakeGrounder:
             self.grounds += 1
         p, box = self.script(stamps[-1])
         return GroundingResult(query=query, found=p >= 0.5, score=1.0, start=stamps[0], end=stamps[-1],
-                               boxes={s: tuple(box) for s in stamps}, track_id=None,
+                               boxes={s: tuple(box) for s in stamps}, track_id=self.grounds if self.renumber else None,
                                sub_queries=sub_queries or SubQueries(query, query, "none"), p_yes=p)
 
     def existence(self, frames, stamps, query, checkpoint=None, frame_keys=None) -> float:

@@ -15,7 +15,7 @@ from stvg_ros.config import ConfigError, ServingConfig
 from stvg_ros.result import GroundingResult, SubQueries
 from stvg_ros.service import ANSWERED, CANCELLED, FAILED, REJECTED, SHUTTING_DOWN, GroundingRequest, GroundingService
 from stvg_ros.standing import (APPEARED, DISAPPEARED, ENDED, MOVED, ChangeTracker, StandingRequest, StandingRules,
-                               StandingScheduler)
+                               StandingScheduler, box_shift)
 from stvg_ros.window import NS
 
 T0 = 100 * NS
@@ -41,16 +41,36 @@ def test_found_has_two_thresholds_and_a_confirmation_count():
 
 
 def test_moves_that_matter():
-    t = ChangeTracker(StandingRules(move_iou=0.5, move_s=1.0))
-    assert t.moved(result(), oldest=0.0) == "first tube"
+    t = ChangeTracker(StandingRules(move_box=0.5))
+    assert t.moved(result()) == "first tube"
     t.report(result(start=5.0, end=8.0, box=(0, 0, 10, 10), track=None))
-    assert t.moved(result(start=5.5, end=9.0, box=(1, 0, 11, 10)), oldest=2.0) == ""  # the span grew, box shifted 1 px
-    assert "box moved (IoU 0.00" in t.moved(result(start=5.0, end=9.0, box=(20, 0, 30, 10)), oldest=2.0)
-    assert "span start moved by +2.00 s" in t.moved(result(start=7.0, end=9.0), oldest=2.0)
-    # the window slid past the reported start: a later start is the window's, not a move
-    assert t.moved(result(start=7.0, end=12.0), oldest=7.0) == ""
-    t.report(result(start=5.0, end=8.0, track="a"))
-    assert "track changed from a to b" in t.moved(result(start=5.0, end=8.0, track="b"), oldest=2.0)
+    assert t.moved(result(start=5.5, end=9.0, box=(1, 0, 11, 10))) == ""  # the span grew, box shifted 1 px
+    assert "box moved by 2.00 of its size" in t.moved(result(start=5.0, end=9.0, box=(20, 0, 30, 10)))
+    assert t.moved(result(start=7.0, end=9.0)) == ""  # a span that starts later is no move of the target
+    assert t.moved(result(box=(-3, -3, 13, 13))) == ""  # a box grown in place is no move
+    assert box_shift((0, 0, 10, 10), (4, 3, 14, 13)) == pytest.approx(0.5)
+
+
+def test_a_still_target_renumbered_by_its_tracker_never_moves():
+    """Issue 29: trackers give a still object a new id at almost every evaluation; only the box counts."""
+    t = ChangeTracker(StandingRules(move_box=0.5))
+    t.report(result(box=(40, 30, 60, 50), track=1))
+    jitter = [(41, 30, 61, 51), (39, 29, 60, 50), (40, 31, 59, 50), (42, 30, 61, 49)]
+    assert [t.moved(result(box=b, track=2 + k)) for k, b in enumerate(jitter)] == [""] * 4
+
+
+def test_a_moving_target_is_reported_each_time_it_has_moved_half_its_size():
+    """A target crossing the image 3 px per evaluation (box 20 px): a move every 4th evaluation, each
+    measured from the last reported box (a slow drift adds up), and the track id plays no part."""
+    t = ChangeTracker(StandingRules(move_box=0.5))
+    t.report(result(box=(0, 0, 20, 20), track=7))
+    moves = []
+    for k in range(1, 17):
+        r = result(box=(3 * k, 0, 3 * k + 20, 20), track=7)
+        if t.moved(r):
+            moves.append(k)
+            t.report(r)
+    assert moves == [4, 8, 12, 16]
 
 
 # --- schedule and budget (pure, with explicit times) -------------------------------------------------
@@ -197,6 +217,28 @@ def test_events_on_appearance_move_and_disappearance_only(cheap_first):
     c = svc.counters()
     assert (c.standing_registered, c.standing_events, c.standing_evaluations) == (1, 3, 39)
     assert c.queries_received == 0  # standing evaluations are not one-shot queries
+    svc.stop()
+
+
+@pytest.mark.parametrize("moving", [False, True])
+def test_moved_follows_the_box_not_the_track_id(moving):
+    """Issue 29: a still target whose track id changes at every evaluation gives no `moved`; the same
+    target moving 1 px a frame (box 4 px: more than half its size every 3 frames) gives one every 3rd."""
+    g = FakeGrounder(appears(5, 30, x_of=lambda i: float(i) if moving and i >= 15 else 0.0), renumber=True)
+    svc = service(g, min_frames=2)
+    events = Events()
+    assert svc.register(StandingRequest("s", "the red square", every_n_frames=1), events)
+    frame(svc, 0)
+    replay(svc, 39, first=1)
+    kinds = events.kinds()
+    moved = [a for a in events.items if a.event == MOVED]
+    assert kinds[0] == APPEARED and kinds[-1] == DISAPPEARED
+    if not moving:
+        assert kinds == [APPEARED, DISAPPEARED]
+    else:
+        stamps = [round((a.frames[-1].stamp_ns - T0) / DT) for a in moved]
+        assert stamps == [15, 18, 21, 24, 27]
+        assert all("box moved" in a.reason for a in moved)
     svc.stop()
 
 

@@ -127,10 +127,13 @@ class StvgNode(LifecycleNode):
         try:
             self.settings = s = self._read_settings()
             from stvg_ros import Grounder
+            from stvg_ros.calibration import calibration_problem
             from stvg_ros.default_model import choose_model
 
             choice = choose_model(s.model_path)
             self._model = dict(directory=choice.directory, kind=choice.kind, note=choice.note)
+            # issue 27: thresholds not calibrated for this model (stvg-calibrate) are a /diagnostics warning
+            self._model["uncalibrated"] = calibration_problem(choice.directory) if choice.kind != "tiny" else ""
             if choice.note:  # a default model: random (meaningless) or synthetic-world only
                 log.warning(choice.note)
             t0 = time.monotonic()
@@ -331,6 +334,7 @@ class StvgNode(LifecycleNode):
             s = self.status()
             self.monitor.pubs["status"].publish(s)
             problems = self.service.problems(since=self._active_since) if self._active else []
+            problems += [self._model["uncalibrated"]] if self._model.get("uncalibrated") else []
             self.monitor.pubs["diagnostics"].publish(diagnostics(
                 f"{self.get_fully_qualified_name()}: grounding", s, self._model["kind"], problems, self.service.stage,
                 cache=self.service.cache_stats(), error=self._config_error))
