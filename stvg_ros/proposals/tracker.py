@@ -50,6 +50,15 @@ def center_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where((ratio > 0.5) & (ratio < 2.0), dist, np.inf)
 
 
+def _inside(box: np.ndarray, others: np.ndarray) -> float:
+    """The largest share of ``box``'s area that one of ``others`` covers."""
+    lt = np.maximum(box[None, :2], others[:, :2])
+    rb = np.minimum(box[None, 2:], others[:, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = max(float((box[2] - box[0]) * (box[3] - box[1])), 1e-9)
+    return float(inter.max() / area) if len(others) else 0.0
+
+
 def greedy_match(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
     """Pairs (row, col) taken by decreasing IoU, each row and column once, IoU >= ``min_iou``."""
     pairs: list[tuple[int, int]] = []
@@ -65,6 +74,68 @@ def greedy_match(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
         iou[:, c] = -1.0
 
 
+class _Kalman:
+    """Constant-velocity Kalman filter on a box's centre and size (x = cx, cy, w, h and their rates),
+    time in keyframe *steps* (so it does not care whether stamps are seconds or frame indices); noise
+    proportional to the box height, as in SORT / DeepSORT."""
+
+    POS, VEL = 1.0 / 20, 1.0 / 160
+
+    def __init__(self, box: np.ndarray):
+        cx, cy, w, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]
+        self.x = np.array([cx, cy, w, h, 0, 0, 0, 0], np.float64)
+        s = max(float(h), 1.0)
+        self.P = np.diag(np.r_[[2 * self.POS * s] * 4, [10 * self.VEL * s] * 4] ** 2)
+
+    def predicted(self, steps: float) -> tuple[np.ndarray, np.ndarray]:
+        F = np.eye(8)
+        F[:4, 4:] = np.eye(4) * steps
+        s = max(float(self.x[3]), 1.0)
+        Q = np.diag(np.r_[[self.POS * s] * 4, [self.VEL * s] * 4] ** 2) * max(steps, 0.0)
+        return F @ self.x, F @ self.P @ F.T + Q
+
+    def box(self, steps: float = 0.0) -> np.ndarray:
+        x, _ = self.predicted(steps) if steps else (self.x, self.P)
+        w, h = max(x[2], 1.0), max(x[3], 1.0)
+        return np.array([x[0] - w / 2, x[1] - h / 2, x[0] + w / 2, x[1] + h / 2], np.float32)
+
+    def update(self, box: np.ndarray, steps: float) -> None:
+        x, P = self.predicted(steps)
+        z = np.array([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]], np.float64)
+        s = max(float(z[3]), 1.0)
+        R = np.diag([self.POS * s] * 4) ** 2
+        S = P[:4, :4] + R
+        K = P[:, :4] @ np.linalg.inv(S)
+        self.x = x + K @ (z - x[:4])
+        self.P = P - K @ P[:4, :]
+
+
+def appearance(frame: np.ndarray, box: np.ndarray) -> Optional[np.ndarray]:
+    """Hue-saturation histogram (16x8, L1-normalised) of the middle of ``box`` in an RGB frame: the
+    colours of a person's clothes, which survive crossings and short occlusions; None when too small."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    mx, my = 0.2 * (x1 - x0), 0.1 * (y1 - y0)  # the object's middle: less background
+    x0, x1 = int(max(0, x0 + mx)), int(min(w, x1 - mx))
+    y0, y1 = int(max(0, y0 + my)), int(min(h, y1 - my))
+    if x1 - x0 < 3 or y1 - y0 < 3:
+        return None
+    crop = np.ascontiguousarray(frame[y0:y1, x0:x1])
+    hsv = cv2.cvtColor(crop, cv2.COLOR_RGB2HSV)
+    hist = cv2.calcHist([hsv], [0, 1], None, [16, 8], [0, 180, 0, 256]).reshape(-1)
+    total = hist.sum()
+    return hist / total if total > 0 else None
+
+
+def similarity(a: Optional[np.ndarray], b: Optional[np.ndarray]) -> Optional[float]:
+    """Bhattacharyya coefficient of two normalised histograms (1 = same colours), None if one is missing."""
+    if a is None or b is None:
+        return None
+    return float(np.sum(np.sqrt(a * b)))
+
+
 @dataclass
 class _Live:
     track: Track
@@ -72,27 +143,60 @@ class _Live:
     stamp: float
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4, np.float32))
     lost: int = 0
+    kalman: Optional[_Kalman] = None
+    hist: Optional[np.ndarray] = None
+    hits: int = 1
+    first_box: Optional[np.ndarray] = None
+    held: int = 0
 
-    def predict(self, stamp: float) -> np.ndarray:
+    def predict(self, stamp: float, period: float = 1.0) -> np.ndarray:
+        if self.kalman is not None:
+            return self.kalman.box((stamp - self.stamp) / period)
         return self.box + self.velocity * (stamp - self.stamp)
+
+    def moved(self) -> float:
+        """How far the track's centre has travelled from its first box, in box sizes."""
+        if self.first_box is None:
+            return 0.0
+        a, b = self.first_box, self.box
+        size = max((a[2] - a[0] + a[3] - a[1]) / 2, 1e-6)
+        return float(np.hypot((b[0] + b[2] - a[0] - a[2]) / 2, (b[1] + b[3] - a[1] - a[3]) / 2) / size)
 
 
 class ByteTracker:
     """Keyframe detections in, tracks with stable ids out.
 
-    ``update(stamp, detections)`` must be called with increasing stamps (seconds or frame indices).
-    Detections scoring ``high`` or more are confident; with ``two_stage`` those between ``low`` and
-    ``high`` may extend tracks seen on the previous keyframe.  A track missing more than ``max_lost``
-    keyframes ends; ended tracks stay in :meth:`tracks` until pruned.
+    ``update(stamp, detections, frame=None)`` must be called with increasing stamps (seconds or frame
+    indices).  Detections scoring ``high`` or more are confident; with ``two_stage`` those between
+    ``low`` and ``high`` may extend tracks seen on the previous keyframe.  A track missing more than
+    ``max_lost`` keyframes ends; ended tracks stay in :meth:`tracks` until pruned.
+
+    The options below are off by default (the proposal-free box path links its segments with the plain
+    tracker) and on in :func:`make_tracker`, for people who cross, hide and stop:
+
+    * ``kalman``: a constant-velocity Kalman filter on box centre and size predicts where a track is
+      (time in keyframe periods), instead of the last box moved by a smoothed velocity;
+    * ``appearance`` (when ``update`` is given the frame): a hue-saturation histogram per track,
+      updated on confident matches; a match must look alike (``min_similarity``) and looks count in
+      the association score, so two people who cross keep their own tracks;
+    * ``relink_keyframes``: a lost track stays matchable this long (beyond ``max_lost``) by motion
+      gating (a gate that widens with the time lost) and appearance: one who was hidden keeps the id;
+    * ``hold_static`` (needs frames): a track that moved and then lost its detections (a motion blob
+      fades when someone stops) is held at its box while the box still looks like the track.
     """
 
     def __init__(self, high: float = 0.4, low: float = 0.2, match_iou: float = 0.3, max_lost: int = 3,
                  two_stage: bool = True, label: str = "", id_prefix: str = "", velocity_smoothing: float = 0.5,
-                 max_center_shift: float = 1.0):
+                 max_center_shift: float = 1.0, kalman: bool = False, appearance: bool = False,
+                 relink_keyframes: int = 0, hold_static: bool = False, min_similarity: float = 0.5,
+                 appearance_weight: float = 0.5):
         self.high, self.low, self.match_iou, self.max_lost = high, low, match_iou, max_lost
         self.max_center_shift = max_center_shift
         self.two_stage, self.label, self.id_prefix = two_stage, label, id_prefix
         self.velocity_smoothing = velocity_smoothing
+        self.use_kalman, self.use_appearance = kalman, appearance
+        self.relink_keyframes, self.hold_static = relink_keyframes, hold_static
+        self.min_similarity, self.appearance_weight = min_similarity, appearance_weight
         self.reset()
 
     def reset(self) -> None:
@@ -100,20 +204,136 @@ class ByteTracker:
         self._ended: list[Track] = []
         self._next_id = 0
         self._last_stamp = -np.inf
+        self._period = 0.0
 
     def _new_id(self):
         self._next_id += 1
         return f"{self.id_prefix}{self._next_id}" if self.id_prefix else self._next_id
 
-    def update(self, stamp: float, detections: Detections) -> list[Track]:
-        """Link one keyframe's detections; returns the tracks observed on it."""
+    # --- association ----------------------------------------------------------------------------
+    def _scores(self, rows: list[int], dets: np.ndarray, predicted: np.ndarray, hists: list, lost_steps: np.ndarray,
+                boxes: np.ndarray) -> np.ndarray:
+        """Association score of live tracks ``rows`` with detections ``dets`` (0 = not allowed): motion
+        (IoU with the prediction, or centre proximity within a gate that widens with the time lost)
+        blended with appearance when both sides have a histogram."""
+        if not rows or not len(dets):
+            return np.zeros((len(rows), len(dets)))
+        pred = predicted[rows]
+        iou = iou_matrix(pred, boxes[dets])
+        shift = center_shift(pred, boxes[dets])
+        gate = self.max_center_shift * np.sqrt(np.maximum(lost_steps[rows], 1.0))[:, None]
+        near = np.where(shift <= gate, 0.5 * (1.0 - shift / np.maximum(gate, 1e-6)), 0.0)
+        motion = np.where(iou >= self.match_iou, np.maximum(iou, near), near)
+        if self.max_center_shift <= 0:
+            motion = np.where(iou >= self.match_iou, iou, 0.0)
+        score = motion.astype(np.float64)
+        for a, r in enumerate(rows):
+            for b, d in enumerate(dets):
+                if score[a, b] <= 0:
+                    continue
+                sim = similarity(self._live[r].hist, hists[d])
+                if sim is None:
+                    continue
+                if sim < self.min_similarity:
+                    score[a, b] = 0.0
+                else:
+                    score[a, b] = (1 - self.appearance_weight) * score[a, b] + self.appearance_weight * sim
+        return score
+
+    def update(self, stamp: float, detections: Detections, frame: Optional[np.ndarray] = None) -> list[Track]:
+        """Link one keyframe's detections; returns the tracks observed (or held) on it.  ``frame`` (the
+        HxWx3 RGB image the detections were found in) lets ``appearance`` and ``hold_static`` work."""
         stamp = float(stamp)
         if stamp <= self._last_stamp:
             raise ValueError(f"tracker stamps must increase ({stamp} after {self._last_stamp}): reset() on a time jump")
+        if np.isfinite(self._last_stamp):
+            gap = stamp - self._last_stamp
+            self._period = gap if self._period <= 0 else 0.9 * self._period + 0.1 * gap
         self._last_stamp = stamp
+        period = self._period if self._period > 0 else 1.0
         boxes, scores = detections.boxes, detections.scores
+        look = frame is not None and self.use_appearance
+        hists = [appearance(frame, b) for b in boxes] if look else [None] * len(boxes)
         high = np.flatnonzero(scores >= self.high)
         low = np.flatnonzero((scores >= self.low) & (scores < self.high)) if self.two_stage else np.zeros(0, int)
+        if not self.use_kalman and not self.use_appearance and not self.relink_keyframes:
+            return self._update_plain(stamp, boxes, scores, detections, high, low)
+        predicted = np.array([t.predict(stamp, period) for t in self._live], np.float32).reshape(-1, 4)
+        lost_steps = np.array([(stamp - t.stamp) / period for t in self._live], np.float64)
+        matched: dict[int, int] = {}
+        # stage 1: confident detections against every live track (lost ones included, their gate wider)
+        rows = list(range(len(self._live)))
+        for r, c in greedy_match(self._scores(rows, high, predicted, hists, lost_steps, boxes), 1e-6):
+            matched[rows[r]] = int(high[c])
+        # stage 2: low-score detections only for tracks seen on the previous keyframe
+        recent = [i for i, t in enumerate(self._live) if i not in matched and t.lost == 0]
+        if len(low) and recent:
+            for r, c in greedy_match(self._scores(recent, low, predicted, hists, lost_steps, boxes), self.match_iou):
+                matched[recent[r]] = int(low[c])
+        observed: list[Track] = []
+        still_live: list[_Live] = []
+        matched_boxes = boxes[list(matched.values())] if matched else np.zeros((0, 4), np.float32)
+        limit = max(self.max_lost, self.relink_keyframes)
+        for i, live in enumerate(self._live):
+            if i in matched:
+                d = matched[i]
+                box = boxes[d].astype(np.float32)
+                steps = (stamp - live.stamp) / period
+                if live.kalman is not None:
+                    live.kalman.update(box, steps)
+                if hists[d] is not None and scores[d] >= self.high:
+                    live.hist = hists[d] if live.hist is None else 0.8 * live.hist + 0.2 * hists[d]
+                live.box, live.stamp, live.lost, live.held = box, stamp, 0, 0
+                live.hits += 1
+                live.track.observe(stamp, box, float(scores[d]))
+                observed.append(live.track)
+                still_live.append(live)
+                continue
+            if look and self.hold_static and self._holds(live, frame, matched_boxes):
+                live.stamp, live.lost = stamp, 0
+                live.held += 1
+                if live.kalman is not None:
+                    live.kalman = _Kalman(live.box)  # it stopped: no velocity
+                live.track.observe(stamp, live.box, 0.5 * live.track.score)
+                observed.append(live.track)
+                still_live.append(live)
+                continue
+            live.lost += 1
+            if live.lost <= limit:
+                still_live.append(live)
+            else:
+                self._ended.append(live.track)
+        used = set(matched.values())
+        for d in high:
+            d = int(d)
+            if d in used:
+                continue
+            if len(matched_boxes) and _inside(boxes[d], matched_boxes) > 0.7:
+                continue  # a fragment of an object already matched (a blob split in two), not a new one
+            label = detections.labels[d] or self.label
+            track = Track(self._new_id(), label=label)
+            track.observe(stamp, boxes[d], float(scores[d]))
+            box = boxes[d].astype(np.float32)
+            still_live.append(_Live(track, box, stamp, kalman=_Kalman(box) if self.use_kalman else None,
+                                    hist=hists[d], first_box=box))
+            observed.append(track)
+        self._live = still_live
+        return observed
+
+    def _holds(self, live: _Live, frame: np.ndarray, matched_boxes: np.ndarray) -> bool:
+        """Whether an unmatched track is an object that stopped: it was followed for a while and moved,
+        it has not been held for long, no matched detection covers it, and its box still looks like it."""
+        if live.hist is None or live.hits < 5 or live.moved() < 0.5 or live.held >= max(self.relink_keyframes, 1):
+            return False
+        if live.kalman is not None and np.hypot(*live.kalman.x[4:6]) > 0.02 * max(live.kalman.x[3], 1.0):
+            return False  # still moving: it is hidden, not standing
+        if len(matched_boxes) and iou_matrix(live.box[None], matched_boxes).max() > 0.3:
+            return False
+        sim = similarity(live.hist, appearance(frame, live.box))
+        return sim is not None and sim >= max(self.min_similarity, 0.8)
+
+    def _update_plain(self, stamp, boxes, scores, detections, high, low) -> list[Track]:
+        """The plain tracker (no Kalman filter, no appearance, no re-linking): the proposal-free path's."""
         predicted = np.array([t.predict(stamp) for t in self._live], np.float32).reshape(-1, 4)
         matched: dict[int, int] = {}  # live index → detection index
         # stage 1: confident detections against every live track (lost ones included)
@@ -180,11 +400,13 @@ class ByteTracker:
 
 def make_tracker(kind: str = "bytetrack", config: Optional[ProposalConfig] = None, label: str = "",
                  id_prefix: Optional[str] = None) -> ByteTracker:
-    """The tracker ``kind`` names ('bytetrack' or 'iou': one stage, confident detections only)."""
+    """The tracker ``kind`` names ('bytetrack' or 'iou': one stage, confident detections only), with the
+    Kalman filter, appearance, re-linking and static holding on (see :class:`ByteTracker`)."""
     cfg = config or ProposalConfig()
     if kind not in ("bytetrack", "iou"):
         raise ValueError(f"unknown tracker {kind!r}: choose bytetrack or iou")
     prefix = id_prefix if id_prefix is not None else (f"{label}#" if label else "")
     return ByteTracker(high=cfg.box_threshold, low=cfg.low_threshold, match_iou=cfg.match_iou,
                        max_lost=cfg.max_lost, two_stage=kind == "bytetrack", label=label, id_prefix=prefix,
-                       max_center_shift=cfg.max_center_shift)
+                       max_center_shift=cfg.max_center_shift, kalman=True, appearance=True,
+                       relink_keyframes=cfg.relink_keyframes, hold_static=True)
