@@ -276,7 +276,7 @@ def run_track_only(clip: AnnotatedClip, n: int, seeds: int = 5) -> dict:
     """The package's tracker (every frame, defaults, the frame image given when it takes one) on noisy true boxes."""
     from stvg_ros.proposals.tracker import ByteTracker, make_tracker
 
-    cfg = ProposalConfig()
+    cfg = ProposalConfig(detect_every=1)  # a detection on every frame
     takes_frame = "frame" in inspect.signature(ByteTracker.update).parameters
     paths = true_paths(clip)
     frames = [f for _, f in _frames(clip, n)]
@@ -291,13 +291,30 @@ def run_track_only(clip: AnnotatedClip, n: int, seeds: int = 5) -> dict:
         tracks = _tracks_of(t.sampled(range(len(frames)), hold) for t in tracker.tracks() if t.boxes)
         runs.append(track_coverage(tracks, clip))
     per_object = [o["coverage"] for r in runs for o in r["objects"].values()]
+    by_object = {k: round(float(np.mean([r["objects"][k]["coverage"] for r in runs])), 3) for k in runs[0]["objects"]}
     return {"coverage_mean": float(np.mean([r["coverage_mean"] for r in runs])),
             "coverage_min": float(np.mean([r["coverage_min"] for r in runs])),
             "coverage_ci95": _bootstrap_mean(per_object),
             "id_switches": float(np.mean([r["id_switches"] for r in runs])),
             "tracks_per_object": float(np.mean([r["tracks_per_object"] for r in runs])),
             "tracking_ms_per_frame": 1000.0 * seconds / (seeds * len(frames)), "seeds": seeds,
-            "takes_frame": takes_frame}
+            "takes_frame": takes_frame, "coverage_by_object": by_object}
+
+
+def compare(before: dict, after: dict) -> None:
+    """Paired differences of per-object coverage (after - before), mean and 95 % bootstrap CI over objects."""
+    print("== coverage, paired over objects (this run - the earlier one)")
+    for clip, methods in after.items():
+        for m, r in methods.items():
+            rows = r.items() if m == "trackers" else [(m, r)]
+            for name, row in rows:
+                old = before.get(clip, {}).get(m, {})
+                old = old.get(name, {}) if m == "trackers" else old
+                a, b = row.get("coverage_by_object"), old.get("coverage_by_object")
+                if not a or not b:
+                    continue
+                diff = [a[k] - b[k] for k in a if k in b]
+                print(f"  {clip} {name:<10} {np.mean(diff):+.3f} {_fmt(_bootstrap_mean(diff))} over {len(diff)} objects")
 
 
 RUNNERS = {"motion": run_motion, "hog": run_hog, "mog2": run_mog2, "hog-cv": run_hog_cv,
@@ -320,6 +337,8 @@ def main(argv=None) -> int:
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     p.add_argument("--seeds", type=int, default=5, help="track-only: noise seeds")
     p.add_argument("--json", help="write the numbers to this file")
+    p.add_argument("--compare", help="a --json file of an earlier run: paired per-object coverage differences "
+                                     "(this run - that one) with 95 %% bootstrap CIs")
     args = p.parse_args(argv)
     results: dict[str, dict] = {}
     for clip in load_annotations(args.annotations, args.videos):
@@ -339,6 +358,8 @@ def main(argv=None) -> int:
             sys.stdout.flush()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.compare:
+        compare(json.loads(Path(args.compare).read_text()), results)
     return 0
 
 

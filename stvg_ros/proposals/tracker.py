@@ -76,7 +76,7 @@ def greedy_match(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
 
 class _Kalman:
     """Constant-velocity Kalman filter on a box's centre and size (x = cx, cy, w, h and their rates),
-    time in keyframe *steps* (so it does not care whether stamps are seconds or frame indices); noise
+    time in video-frame *steps* (so it does not care whether stamps are seconds or frame indices); noise
     proportional to the box height, as in SORT / DeepSORT."""
 
     POS, VEL = 1.0 / 20, 1.0 / 160
@@ -150,6 +150,7 @@ class _Live:
     held: int = 0
 
     def predict(self, stamp: float, period: float = 1.0) -> np.ndarray:
+        """The box at ``stamp``; ``period``: stamp units per Kalman step (a video frame)."""
         if self.kalman is not None:
             return self.kalman.box((stamp - self.stamp) / period)
         return self.box + self.velocity * (stamp - self.stamp)
@@ -175,7 +176,8 @@ class ByteTracker:
     tracker) and on in :func:`make_tracker`, for people who cross, hide and stop:
 
     * ``kalman``: a constant-velocity Kalman filter on box centre and size predicts where a track is
-      (time in keyframe periods), instead of the last box moved by a smoothed velocity;
+      (time in video frames: ``frames_per_keyframe`` per keyframe period, 1 for motion blobs, the
+      detection stride for detectors), instead of the last box moved by a smoothed velocity;
     * ``appearance`` (when ``update`` is given the frame): a hue-saturation histogram per track,
       updated on confident matches; a match must look alike (``min_similarity``) and looks count in
       the association score, so two people who cross keep their own tracks;
@@ -189,7 +191,8 @@ class ByteTracker:
                  two_stage: bool = True, label: str = "", id_prefix: str = "", velocity_smoothing: float = 0.5,
                  max_center_shift: float = 1.0, kalman: bool = False, appearance: bool = False,
                  relink_keyframes: int = 0, hold_static: bool = False, min_similarity: float = 0.5,
-                 appearance_weight: float = 0.5):
+                 appearance_weight: float = 0.5, relink_similarity: float = 0.5,
+                 max_gate: float = 4.0, frames_per_keyframe: float = 1.0):
         self.high, self.low, self.match_iou, self.max_lost = high, low, match_iou, max_lost
         self.max_center_shift = max_center_shift
         self.two_stage, self.label, self.id_prefix = two_stage, label, id_prefix
@@ -197,6 +200,8 @@ class ByteTracker:
         self.use_kalman, self.use_appearance = kalman, appearance
         self.relink_keyframes, self.hold_static = relink_keyframes, hold_static
         self.min_similarity, self.appearance_weight = min_similarity, appearance_weight
+        self.relink_similarity, self.max_gate = relink_similarity, max_gate
+        self.frames_per_keyframe = frames_per_keyframe
         self.reset()
 
     def reset(self) -> None:
@@ -221,7 +226,7 @@ class ByteTracker:
         pred = predicted[rows]
         iou = iou_matrix(pred, boxes[dets])
         shift = center_shift(pred, boxes[dets])
-        gate = self.max_center_shift * np.sqrt(np.maximum(lost_steps[rows], 1.0))[:, None]
+        gate = self.max_center_shift * np.minimum(np.sqrt(np.maximum(lost_steps[rows], 1.0)), self.max_gate)[:, None]
         near = np.where(shift <= gate, 0.5 * (1.0 - shift / np.maximum(gate, 1e-6)), 0.0)
         motion = np.where(iou >= self.match_iou, np.maximum(iou, near), near)
         if self.max_center_shift <= 0:
@@ -234,7 +239,7 @@ class ByteTracker:
                 sim = similarity(self._live[r].hist, hists[d])
                 if sim is None:
                     continue
-                if sim < self.min_similarity:
+                if sim < (self.relink_similarity if self._live[r].lost > self.max_lost else self.min_similarity):
                     score[a, b] = 0.0
                 else:
                     score[a, b] = (1 - self.appearance_weight) * score[a, b] + self.appearance_weight * sim
@@ -251,6 +256,7 @@ class ByteTracker:
             self._period = gap if self._period <= 0 else 0.9 * self._period + 0.1 * gap
         self._last_stamp = stamp
         period = self._period if self._period > 0 else 1.0
+        frame_period = period / self.frames_per_keyframe  # the Kalman filter steps in video frames
         boxes, scores = detections.boxes, detections.scores
         look = frame is not None and self.use_appearance
         hists = [appearance(frame, b) for b in boxes] if look else [None] * len(boxes)
@@ -258,7 +264,7 @@ class ByteTracker:
         low = np.flatnonzero((scores >= self.low) & (scores < self.high)) if self.two_stage else np.zeros(0, int)
         if not self.use_kalman and not self.use_appearance and not self.relink_keyframes:
             return self._update_plain(stamp, boxes, scores, detections, high, low)
-        predicted = np.array([t.predict(stamp, period) for t in self._live], np.float32).reshape(-1, 4)
+        predicted = np.array([t.predict(stamp, frame_period) for t in self._live], np.float32).reshape(-1, 4)
         lost_steps = np.array([(stamp - t.stamp) / period for t in self._live], np.float64)
         matched: dict[int, int] = {}
         # stage 1: confident detections against every live track (lost ones included, their gate wider)
@@ -270,15 +276,24 @@ class ByteTracker:
         if len(low) and recent:
             for r, c in greedy_match(self._scores(recent, low, predicted, hists, lost_steps, boxes), self.match_iou):
                 matched[recent[r]] = int(low[c])
+        swallowed = set(matched.values())
+        coast = self._merged(matched, predicted, boxes) if self.use_kalman else {}
         observed: list[Track] = []
         still_live: list[_Live] = []
         matched_boxes = boxes[list(matched.values())] if matched else np.zeros((0, 4), np.float32)
         limit = max(self.max_lost, self.relink_keyframes)
         for i, live in enumerate(self._live):
+            if i in coast:  # inside a blob that holds several tracked objects: each keeps its predicted box
+                live.kalman.x, live.kalman.P = live.kalman.predicted((stamp - live.stamp) / frame_period)
+                live.box, live.stamp, live.lost = coast[i], stamp, 0
+                live.track.observe(stamp, coast[i], 0.5 * live.track.score)
+                observed.append(live.track)
+                still_live.append(live)
+                continue
             if i in matched:
                 d = matched[i]
                 box = boxes[d].astype(np.float32)
-                steps = (stamp - live.stamp) / period
+                steps = (stamp - live.stamp) / frame_period
                 if live.kalman is not None:
                     live.kalman.update(box, steps)
                 if hists[d] is not None and scores[d] >= self.high:
@@ -303,7 +318,7 @@ class ByteTracker:
                 still_live.append(live)
             else:
                 self._ended.append(live.track)
-        used = set(matched.values())
+        used = set(matched.values()) | swallowed
         for d in high:
             d = int(d)
             if d in used:
@@ -319,6 +334,32 @@ class ByteTracker:
             observed.append(track)
         self._live = still_live
         return observed
+
+    def _merged(self, matched: dict[int, int], predicted: np.ndarray, boxes: np.ndarray) -> dict[int, np.ndarray]:
+        """Tracks whose objects merged into one detection (two people crossing or walking together make
+        one motion blob): when the predicted boxes of two or more confirmed, recently seen tracks lie
+        inside one matched detection much larger than each, none of them takes the detection's box;
+        each keeps its predicted box, clipped to the detection (returned by live index; removed from
+        ``matched``)."""
+        out: dict[int, np.ndarray] = {}
+        for d in set(matched.values()):
+            box = boxes[d]
+            area = float((box[2] - box[0]) * (box[3] - box[1]))
+            group = []
+            for i, live in enumerate(self._live):
+                if live.hits < 3 or (i not in matched and live.lost > 1) or (i in matched and matched[i] != d):
+                    continue
+                p = predicted[i]
+                if area >= 1.5 * float((p[2] - p[0]) * (p[3] - p[1])) and _inside(p, box[None]) >= 0.7:
+                    group.append(i)
+            if len(group) >= 2:
+                for i in group:
+                    p = predicted[i].copy()
+                    p[0::2] = np.clip(p[0::2], box[0], box[2])
+                    p[1::2] = np.clip(p[1::2], box[1], box[3])
+                    out[i] = p
+                    matched.pop(i, None)
+        return out
 
     def _holds(self, live: _Live, frame: np.ndarray, matched_boxes: np.ndarray) -> bool:
         """Whether an unmatched track is an object that stopped: it was followed for a while and moved,
@@ -409,4 +450,5 @@ def make_tracker(kind: str = "bytetrack", config: Optional[ProposalConfig] = Non
     return ByteTracker(high=cfg.box_threshold, low=cfg.low_threshold, match_iou=cfg.match_iou,
                        max_lost=cfg.max_lost, two_stage=kind == "bytetrack", label=label, id_prefix=prefix,
                        max_center_shift=cfg.max_center_shift, kalman=True, appearance=True,
-                       relink_keyframes=cfg.relink_keyframes, hold_static=True)
+                       relink_keyframes=cfg.relink_keyframes, hold_static=True,
+                       frames_per_keyframe=1.0 if cfg.source == "motion" else float(cfg.detect_every))
