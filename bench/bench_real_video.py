@@ -10,7 +10,8 @@ Reads an annotation file in the format of ``test/data/real/annotations.json`` (s
 * CPU ms per decoded frame of each stage (detection, tracking; ``time.process_time``).
 
 Methods: the package's sources through the CLI's own code path (``stvg-proposals --source motion|hog``:
-``stvg_ros.proposals.cli.propose_motion`` / ``propose``) at their defaults; OpenCV peers: plain MOG2 +
+``stvg_ros.proposals.cli.propose_motion`` / ``propose``) at their defaults; ``motion-frames``: the same
+blobs with the frame handed to the tracker too (see :func:`run_motion_frames`); OpenCV peers: plain MOG2 +
 contours, HOG at its defaults (every annotated frame), CSRT / KCF / MIL started from the TRUE first box of
 each object (their coverage counts the object's later annotated frames only).  ``track-only``: the
 package's tracker fed the true boxes (linearly interpolated between annotated frames), jittered (5 % of
@@ -42,7 +43,7 @@ from stvg_ros.proposals.annotated import (AnnotatedClip, iter_frames, load_annot
                                           proposal_recall, track_coverage)
 from stvg_ros.proposals.tracks import Detections  # noqa: E402
 
-METHODS = ("motion", "hog", "mog2", "hog-cv", "trackers", "track-only")
+METHODS = ("motion", "motion-frames", "hog", "mog2", "hog-cv", "trackers", "track-only")
 
 
 class StageClock:
@@ -126,6 +127,27 @@ def run_motion(clip: AnnotatedClip, n: int) -> dict:
     clock = StageClock()
     with clock.timing({"detection": [(MotionBlobs, "apply")], "tracking": [(ByteTracker, "update")]}):
         tracks = _tracks_of(propose_motion(_frames(clip, n), ProposalConfig(source="motion"), n))
+    return _scores(clip, _boxes_by_frame(tracks), tracks, clock, n)
+
+
+def run_motion_frames(clip: AnnotatedClip, n: int) -> dict:
+    """``motion`` with the frame handed to the tracker too (colours, static hold): what the live stage gives
+    once ``MotionTracks.add_frame`` passes its frame to ``tracker.update`` (a one-line change in motion.py)."""
+    import inspect as _inspect
+
+    from stvg_ros.proposals.motion import MotionBlobs, MotionTracks
+    from stvg_ros.proposals.tracker import ByteTracker
+
+    cfg = ProposalConfig(source="motion")
+    source = MotionTracks(cfg.replace(window_s=float("inf"), rate_hz=0.0))
+    takes_frame = "frame" in _inspect.signature(ByteTracker.update).parameters
+    clock = StageClock()
+    with clock.timing({"detection": [(MotionBlobs, "apply")], "tracking": [(ByteTracker, "update")]}):
+        for i, frame in _frames(clip, n):
+            dets = source.blobs.apply(frame)
+            source.tracker.update(i, dets, frame=frame) if takes_frame else source.tracker.update(i, dets)
+    hold = cfg.hold_keyframes * cfg.detect_every
+    tracks = _tracks_of(t.sampled(range(n), hold) for t in source.tracker.tracks() if t.boxes)
     return _scores(clip, _boxes_by_frame(tracks), tracks, clock, n)
 
 
@@ -317,7 +339,7 @@ def compare(before: dict, after: dict) -> None:
                 print(f"  {clip} {name:<10} {np.mean(diff):+.3f} {_fmt(_bootstrap_mean(diff))} over {len(diff)} objects")
 
 
-RUNNERS = {"motion": run_motion, "hog": run_hog, "mog2": run_mog2, "hog-cv": run_hog_cv,
+RUNNERS = {"motion": run_motion, "motion-frames": run_motion_frames, "hog": run_hog, "mog2": run_mog2, "hog-cv": run_hog_cv,
            "trackers": run_trackers, "track-only": run_track_only}
 
 

@@ -183,8 +183,8 @@ class ByteTracker:
       the association score, so two people who cross keep their own tracks;
     * ``relink_keyframes``: a lost track stays matchable this long (beyond ``max_lost``) by motion
       gating (a gate that widens with the time lost) and appearance: one who was hidden keeps the id;
-    * ``hold_static`` (needs frames): a track that moved and then lost its detections (a motion blob
-      fades when someone stops) is held at its box while the box still looks like the track.
+    * ``hold_static`` (needs frames): a track that moved, stood still and then lost its detections (a
+      motion blob fades when someone stops) is held at its box as long as the box still looks like it.
     """
 
     def __init__(self, high: float = 0.4, low: float = 0.2, match_iou: float = 0.3, max_lost: int = 3,
@@ -347,10 +347,10 @@ class ByteTracker:
             area = float((box[2] - box[0]) * (box[3] - box[1]))
             group = []
             for i, live in enumerate(self._live):
-                if live.hits < 3 or (i not in matched and live.lost > 1) or (i in matched and matched[i] != d):
+                if live.hits < 3 or (i not in matched and live.lost > self.max_lost) or (i in matched and matched[i] != d):
                     continue
                 p = predicted[i]
-                if area >= 1.5 * float((p[2] - p[0]) * (p[3] - p[1])) and _inside(p, box[None]) >= 0.7:
+                if area >= 1.3 * float((p[2] - p[0]) * (p[3] - p[1])) and _inside(p, box[None]) >= 0.7:
                     group.append(i)
             if len(group) >= 2:
                 for i in group:
@@ -364,10 +364,13 @@ class ByteTracker:
     def _holds(self, live: _Live, frame: np.ndarray, matched_boxes: np.ndarray) -> bool:
         """Whether an unmatched track is an object that stopped: it was followed for a while and moved,
         it has not been held for long, no matched detection covers it, and its box still looks like it."""
-        if live.hist is None or live.hits < 5 or live.moved() < 0.5 or live.held >= max(self.relink_keyframes, 1):
+        if live.hist is None or live.hits < 5 or live.moved() < 0.5:
             return False
-        if live.kalman is not None and np.hypot(*live.kalman.x[4:6]) > 0.02 * max(live.kalman.x[3], 1.0):
-            return False  # still moving: it is hidden, not standing
+        if not live.held:  # its last observed boxes stood still: it stopped, it was not hidden while walking
+            last = [live.track.boxes[k] for k in sorted(live.track.boxes)[-3:]]
+            a, b = np.asarray(last[0]), np.asarray(last[-1])
+            if float(center_shift(a[None], b[None])[0, 0]) > 0.15:
+                return False
         if len(matched_boxes) and iou_matrix(live.box[None], matched_boxes).max() > 0.3:
             return False
         sim = similarity(live.hist, appearance(frame, live.box))
