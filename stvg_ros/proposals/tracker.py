@@ -11,6 +11,10 @@ is greedy on IoU (few objects per frame; Hungarian gains nothing measurable ther
 paper detects only every 10th frame, a last stage links a still-unmatched confident detection to a
 still-unmatched track when their centres are close relative to the box size (fast objects leave
 their predicted box between keyframes before the velocity is known).
+
+:func:`make_tracker` (every proposal source's) adds what real video needs, for people who cross, hide
+and stop (issue 26): a Kalman filter, colour histograms, re-linking of lost tracks, crossers merged
+into one blob kept apart, stopped objects held (see :class:`ByteTracker`).
 """
 
 from __future__ import annotations
@@ -148,6 +152,7 @@ class _Live:
     hits: int = 1
     first_box: Optional[np.ndarray] = None
     held: int = 0
+    score: float = 1.0  # the last detection's: coasted and held boxes get half of it
 
     def predict(self, stamp: float, period: float = 1.0) -> np.ndarray:
         """The box at ``stamp``; ``period``: stamp units per Kalman step (a video frame)."""
@@ -280,13 +285,13 @@ class ByteTracker:
         coast = self._merged(matched, predicted, boxes) if self.use_kalman else {}
         observed: list[Track] = []
         still_live: list[_Live] = []
-        matched_boxes = boxes[list(matched.values())] if matched else np.zeros((0, 4), np.float32)
+        matched_boxes = boxes[sorted(swallowed)] if swallowed else np.zeros((0, 4), np.float32)
         limit = max(self.max_lost, self.relink_keyframes)
         for i, live in enumerate(self._live):
             if i in coast:  # inside a blob that holds several tracked objects: each keeps its predicted box
                 live.kalman.x, live.kalman.P = live.kalman.predicted((stamp - live.stamp) / frame_period)
                 live.box, live.stamp, live.lost = coast[i], stamp, 0
-                live.track.observe(stamp, coast[i], 0.5 * live.track.score)
+                live.track.observe(stamp, coast[i], 0.5 * live.score)
                 observed.append(live.track)
                 still_live.append(live)
                 continue
@@ -299,7 +304,7 @@ class ByteTracker:
                 if hists[d] is not None and scores[d] >= self.high:
                     live.hist = hists[d] if live.hist is None else 0.8 * live.hist + 0.2 * hists[d]
                 live.box, live.stamp, live.lost, live.held = box, stamp, 0, 0
-                live.hits += 1
+                live.hits, live.score = live.hits + 1, float(scores[d])
                 live.track.observe(stamp, box, float(scores[d]))
                 observed.append(live.track)
                 still_live.append(live)
@@ -309,7 +314,7 @@ class ByteTracker:
                 live.held += 1
                 if live.kalman is not None:
                     live.kalman = _Kalman(live.box)  # it stopped: no velocity
-                live.track.observe(stamp, live.box, 0.5 * live.track.score)
+                live.track.observe(stamp, live.box, 0.5 * live.score)
                 observed.append(live.track)
                 still_live.append(live)
                 continue
@@ -330,7 +335,7 @@ class ByteTracker:
             track.observe(stamp, boxes[d], float(scores[d]))
             box = boxes[d].astype(np.float32)
             still_live.append(_Live(track, box, stamp, kalman=_Kalman(box) if self.use_kalman else None,
-                                    hist=hists[d], first_box=box))
+                                    hist=hists[d], first_box=box, score=float(scores[d])))
             observed.append(track)
         self._live = still_live
         return observed
