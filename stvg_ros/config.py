@@ -550,6 +550,10 @@ class ProposalConfig:
     apart at most (similar size); 0 disables it."""
     max_lost: int = 3
     """Keyframes a track may go undetected before it ends."""
+    relink_keyframes: int = 30
+    """A lost track stays matchable this many keyframes (if more than ``max_lost``): one who was hidden
+    or missed gets their track back when the motion gate (widening with the time lost) and, with frames,
+    the colours agree."""
     propagation: str = "interpolate"
     """Boxes between keyframes: 'interpolate' linearly or 'hold' the last detection."""
     hold_keyframes: float = 1.0
@@ -612,7 +616,7 @@ class ProposalConfig:
             if getattr(self, name) < 1:
                 raise bad(name, getattr(self, name), "use 1 or more")
         for name in ("rate_hz", "hold_keyframes", "max_center_shift", "max_lost", "max_tracks", "max_phrases",
-                     "query_wait_s"):
+                     "query_wait_s", "relink_keyframes"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "use 0 or more")
         if self.window_s <= 0:

@@ -222,8 +222,8 @@ class LiveProposalStage(ProposalSource):
                 t1 = time.perf_counter()
                 if generation != self._generation:  # reset() while detecting: these frames are gone
                     return
-                for (stamp, _), det in zip(chunk, dets):
-                    pipe.tracker.update(stamp, det)
+                for (stamp, frame), det in zip(chunk, dets):
+                    pipe.tracker.update(stamp, det, frame=frame)
                     pipe.last_stamp = stamp
                 t2 = time.perf_counter()
                 with self._lock:
