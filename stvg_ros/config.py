@@ -548,10 +548,19 @@ class ProposalConfig:
     """source=motion: pixels of the morphological open (specks) and close (holes) on the mask; 0 disables."""
     motion_shadows: bool = True
     """source=motion: mark shadows (darker copies of the background) and leave them out of the blobs."""
-    hog_scale: float = 1.05
+    hog_scale: float = 1.1
     """source=hog: image pyramid step of the sliding 64x128 window (smaller: slower, finds more sizes)."""
-    hog_upscale: float = 1.0
-    """source=hog: frames are enlarged by this factor first (the window needs people >= ~100 px tall)."""
+    hog_upscale: float = 0.0
+    """source=hog: frames are enlarged by this factor first (the window's person is 96 px tall); 0 = the
+    factor that makes a person of ``hog_person_min`` of the frame height 96 px tall."""
+    hog_person_min: float = 0.1
+    """source=hog: smallest person searched, as a share of the frame height (0.1: 58 px of 576, 17 px of
+    a 224x168 frame); smaller finds farther people at the square of the cost."""
+    hog_person_max: float = 0.8
+    """source=hog: tallest person searched, as a share of the frame height (where the pyramid stops)."""
+    hog_scan_every: int = 4
+    """source=hog: the whole frame is scanned every N-th frame; in between only around what moved and
+    the last detections (1 = always the whole frame)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -593,8 +602,13 @@ class ProposalConfig:
             raise bad("motion_min_area", self.motion_min_area, "use a fraction of the frame area in [0, 1)")
         if self.hog_scale <= 1.0:
             raise bad("hog_scale", self.hog_scale, "use a pyramid step above 1, e.g. 1.05")
-        if self.hog_upscale <= 0:
-            raise bad("hog_upscale", self.hog_upscale, "use a positive factor, e.g. 1 or 2")
+        if self.hog_upscale < 0:
+            raise bad("hog_upscale", self.hog_upscale, "use a positive factor, e.g. 1 or 2, or 0 (from hog_person_min)")
+        if not 0.0 < self.hog_person_min < self.hog_person_max:
+            raise bad("hog_person_min", self.hog_person_min,
+                      f"use a share of the frame height in (0, hog_person_max={self.hog_person_max}), e.g. 0.1")
+        if self.hog_scan_every < 1:
+            raise bad("hog_scan_every", self.hog_scan_every, "use 1 (every frame whole) or more")
         if self.enabled and self.source == "detector" and not self.detector_path:
             raise bad("detector_path", self.detector_path,
                       "set proposals_detector_path to a local detector directory, choose proposals_source=motion "
