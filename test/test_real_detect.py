@@ -94,3 +94,53 @@ def test_motion_blobs_survive_a_handheld_camera(vtest):
     fixed, _ = _blob_boxes(moved, clip, ProposalConfig(source="motion", motion_camera="fixed"))
     r_fixed = proposal_recall(fixed, warp_clip(clip, (h, w), path), 0.5)
     assert r_fixed["false_per_frame"] > r["false_per_frame"], "without compensation the shake makes false boxes"
+
+
+@needs_hog
+def test_a_proposal_source_that_finds_nothing_is_named_in_the_answer_and_the_status():
+    """Issue 26: HOG in the node found no person and the node fell back to proposal-free boxes silently."""
+    from test_service import Answers, ScriptedGrounder, stamps
+
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.proposals.live import proposal_stage
+    from stvg_ros.service import ANSWERED, GroundingRequest, GroundingService
+
+    svc = GroundingService(ServingConfig(window_rate=0.0, ingest_max_side=224))
+    svc.start(ScriptedGrounder(), stage=proposal_stage(ProposalConfig(enabled=True, source="hog", rate_hz=0,
+                                                                      detect_every=1), background=False))
+    for s in stamps(4):
+        svc.ingest(s, lambda: np.full((168, 224, 3), 128, np.uint8))  # a blank wall: nobody there
+    answers = Answers()
+    svc.submit(GroundingRequest("q", "the man in a red coat"), answers)
+    svc.submit(GroundingRequest("r", "the red car"), answers)
+    a, b = answers.wait("q"), answers.wait("r")
+    assert a.status == ANSWERED and a.result.boxes_from == "proposal-free boxes: hog found no person"
+    assert b.result.boxes_from == "proposal-free boxes: hog proposes no car"
+    c = svc.counters()
+    assert c.proposal_fallbacks == 2 and c.last_fallback == b.result.boxes_from
+    assert a.result.to_dict()["boxes_from"] == a.result.boxes_from
+    svc.stop()
+
+
+def test_the_tube_says_where_its_boxes_came_from_on_the_wire():
+    from stvg_ros import bags
+    from stvg_ros.tube_messages import make_tube
+
+    store = bags.typestore()
+    tube = make_tube(store.types.__getitem__, "q", "the man", boxes_from="proposal-free boxes: hog found no person")
+    back = store.deserialize_cdr(store.serialize_cdr(tube, "stvg_ros/msg/Tube"), "stvg_ros/msg/Tube")
+    assert back.boxes_from == "proposal-free boxes: hog found no person"
+
+
+@pytest.mark.ros
+def test_the_ros_tube_and_status_carry_the_fallback():
+    from ros_harness import require_ros
+
+    require_ros()
+    from stvg_ros.msg import Status
+    from stvg_ros.ros.convert import ROS_TYPES
+    from stvg_ros.tube_messages import make_tube
+
+    assert make_tube(ROS_TYPES, "q", "x", boxes_from="hog tracks").boxes_from == "hog tracks"
+    fields = Status.get_fields_and_field_types()
+    assert fields["proposal_fallbacks"] == "uint64" and fields["last_fallback"] == "string"

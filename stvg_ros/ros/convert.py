@@ -119,7 +119,8 @@ def tube_from_result(result: GroundingResult, index: FrameIndex, query_id: str, 
         track_id="" if result.track_id is None else str(result.track_id),
         attribute_query=sq.attribute if sq is not None else "", action_query=sq.action if sq is not None else "",
         sub_query_source=sq.source if sq is not None else "", latency=latency,
-        processing_time=float(result.timings.get("total", 0.0)) if result.timings else 0.0, reason=result.reason)
+        processing_time=float(result.timings.get("total", 0.0)) if result.timings else 0.0, reason=result.reason,
+        boxes_from=getattr(result, "boxes_from", ""))
 
 
 def optional_ns(stamp) -> Optional[int]:
