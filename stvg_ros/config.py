@@ -553,6 +553,10 @@ class ProposalConfig:
     """source=motion: 'compensate' (the camera's motion between frames is estimated from tracked corners
     and the frame warped into the background model's view first: a handheld or robot camera) or 'fixed'
     (no estimation: a camera that moves turns the image into foreground)."""
+    motion_people: bool = False
+    """source=motion: also propose the people HOG finds where nothing moves (people there from the first
+    frame or standing still), on keyframes (``rate_hz``, else every ``detect_every``-th frame) and held
+    until the next; costs HOG's time (see hog_*) and needs OpenCV's contrib build."""
     motion_kernel: int = 3
     """source=motion: pixels of the morphological open (specks) and close (holes) on the mask; 0 disables."""
     motion_shadows: bool = True

@@ -81,6 +81,18 @@ def test_motion_blobs_box_people_of_every_size_on_a_still_camera(vtest):
     assert blobs.camera_moved <= 0.05 * len(frames), "a fixed camera is not reported as moving"
 
 
+@needs_hog
+def test_motion_people_proposes_the_two_who_stand_still_from_the_first_frame(vtest):
+    clip, frames = vtest
+    still = clip.__class__(clip.name, clip.path, {f: [b for b in bs if b.id in ("a", "b")] for f, bs in clip.boxes.items()})
+    plain, _ = _blob_boxes(frames, clip, ProposalConfig(source="motion"))
+    assert proposal_recall(plain, still, 0.5)["recall"] <= 0.15, "no motion, no blob: the background has them"
+    boxes, _ = _blob_boxes(frames, clip, ProposalConfig(source="motion", motion_people=True))
+    assert proposal_recall(boxes, still, 0.5)["recall"] >= 0.5
+    r = proposal_recall(boxes, clip, 0.5)
+    assert r["recall"] >= 0.6 and r["false_per_frame"] <= 2.5, r
+
+
 @pytest.mark.slow
 def test_motion_blobs_survive_a_handheld_camera(vtest):
     clip, frames = vtest

@@ -38,6 +38,8 @@ _CAMERA_SIDE = 320
 _STILL_PX = 0.5
 #: corners that agree on a motion must span this share of the frame's width and height to be the camera's
 _SPREAD = 0.5
+#: a HOG person overlapping a moving blob this much (IoU) is that blob (motion_people)
+_SAME_OBJECT_IOU = 0.3
 #: the background model starts again when the view has moved this share of the frame's shorter side
 _REANCHOR = 0.25
 
@@ -64,6 +66,10 @@ class MotionBlobs:
         """Frames on which the camera was found to move (``motion_camera: compensate``)."""
         self.camera_shift = 0.0
         """How far the last frame's view moved from the previous one, in pixels (the largest corner shift)."""
+        self._hog = None  # motion_people: HOG, made on the first keyframe
+        self._people = Detections.empty()
+        self._people_stamp = -np.inf
+        self._frames = 0
 
     def _camera(self, frame: np.ndarray) -> Optional[np.ndarray]:
         """The camera's motion since the previous frame as a 3x3 similarity (previous → this frame's
@@ -129,18 +135,45 @@ class MotionBlobs:
 
     def _restart(self) -> None:
         """A new background model from the current view (the camera left the old one)."""
-        prev, moved, shift = self._prev, self.camera_moved, self.camera_shift
+        kept = {k: getattr(self, k) for k in ("_prev", "camera_moved", "camera_shift", "_hog", "_people",
+                                                "_people_stamp", "_frames")}
         self.reset()
-        self._prev, self.camera_moved, self.camera_shift = prev, moved, shift
+        for k, v in kept.items():
+            setattr(self, k, v)
 
-    def apply(self, frame: np.ndarray) -> Detections:
-        """Boxes (pixel-edge xyxy) of the frame's moving blobs; score 1 (blobs carry no confidence)."""
+    def apply(self, frame: np.ndarray, stamp: Optional[float] = None) -> Detections:
+        """Boxes (pixel-edge xyxy) of the frame's moving blobs, score 1 (blobs carry no confidence), and
+        with ``motion_people`` the people HOG finds that no blob covers (label 'person', HOG's score)."""
         fg = self.mask(frame)
-        if np.count_nonzero(fg) > GLOBAL_CHANGE * fg.size:
-            return Detections.empty()
-        boxes = self.blobs(fg)
-        return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.ones(len(boxes), np.float32),
-                          ["moving"] * len(boxes))
+        boxes = [] if np.count_nonzero(fg) > GLOBAL_CHANGE * fg.size else self.blobs(fg)
+        moving = Detections(np.array(boxes, np.float32).reshape(-1, 4), np.ones(len(boxes), np.float32),
+                            ["moving"] * len(boxes))
+        if not self.config.motion_people:
+            return moving
+        people = self._people_at(frame, stamp)
+        if len(people) and len(moving):
+            from .tracker import iou_matrix
+
+            people = people.subset(iou_matrix(people.boxes, moving.boxes).max(1) < _SAME_OBJECT_IOU)
+        return Detections(np.concatenate([moving.boxes, people.boxes]),
+                          np.concatenate([moving.scores, people.scores]), moving.labels + people.labels)
+
+    def _people_at(self, frame: np.ndarray, stamp: Optional[float]) -> Detections:
+        """HOG's confident people on keyframes (``rate_hz`` a second of ``stamp``, else every
+        ``detect_every``-th frame), held until the next keyframe: people who stand still for good."""
+        cfg = self.config
+        self._frames += 1
+        due = (stamp is None or cfg.rate_hz <= 0) and (self._frames - 1) % cfg.detect_every == 0 or \
+            (stamp is not None and cfg.rate_hz > 0 and stamp - self._people_stamp >= 1.0 / cfg.rate_hz - 1e-6)
+        if due:
+            if self._hog is None:
+                from .hog import HogPeopleDetector
+
+                self._hog = HogPeopleDetector(cfg)
+            found = self._hog.detect([frame], "person")[0]
+            self._people = found
+            self._people_stamp = -np.inf if stamp is None else float(stamp)
+        return self._people
 
     def blobs(self, fg: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Boxes of a foreground mask's objects: pieces closer than ``motion_merge`` of the frame height
@@ -222,7 +255,7 @@ class MotionTracks(ProposalSource):
             if self._stamps and stamp <= self._stamps[-1]:
                 return False
             t0 = time.perf_counter()
-            self.tracker.update(stamp, self.blobs.apply(frame))
+            self.tracker.update(stamp, self.blobs.apply(frame, stamp))
             self._stamps.append(stamp)
             start = stamp - self.config.window_s
             while self._stamps and self._stamps[0] < start:
