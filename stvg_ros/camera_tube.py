@@ -47,6 +47,7 @@ class CameraTube:
     queue_time: float = 0.0
     reason: str = ""
     event: str = ""
+    boxes_from: str = ""
 
     @property
     def boxes_by_stamp(self) -> dict[int, Box]:
@@ -105,7 +106,8 @@ def camera_tube(result: GroundingResult, frames: Sequence[Frame], query_id: str,
         boxes=tuple(in_source), track_id="" if result.track_id is None else str(result.track_id),
         attribute_query=sq.attribute if sq is not None else "", action_query=sq.action if sq is not None else "",
         sub_query_source=sq.source if sq is not None else "",
-        processing_time=float(result.timings.get("total", 0.0)) if result.timings else 0.0, reason=result.reason)
+        processing_time=float(result.timings.get("total", 0.0)) if result.timings else 0.0, reason=result.reason,
+        boxes_from=result.boxes_from)
     fields.update(answer)
     return CameraTube(query_id, text, **fields)
 

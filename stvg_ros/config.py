@@ -583,16 +583,38 @@ class ProposalConfig:
     motion_threshold: float = 0.0
     """source=motion: foreground distance threshold (MOG2 varThreshold, KNN dist2Threshold); 0 = OpenCV's
     default for the method (16 / 400)."""
-    motion_min_area: float = 0.001
-    """source=motion: smallest blob kept, as a fraction of the frame area (noise and specks dropped)."""
+    motion_min_area: float = 0.0004
+    """source=motion: smallest object kept (its pieces together), as a fraction of the frame area (noise
+    and specks dropped; 0.0004: a person 6 % of the frame height, 35 px of 576, has blobs of 250-350 px²
+    out of 442,000)."""
+    motion_merge: float = 0.03
+    """source=motion: blobs one above the other closer than this share of the frame height are one object
+    (a person's head, torso and legs; side by side stay apart); 0 keeps every blob apart."""
+    motion_camera: str = "compensate"
+    """source=motion: 'compensate' (the camera's motion between frames is estimated from tracked corners
+    and the frame warped into the background model's view first: a handheld or robot camera) or 'fixed'
+    (no estimation: a camera that moves turns the image into foreground)."""
+    motion_people: bool = False
+    """source=motion: also propose the people HOG finds where nothing moves (people there from the first
+    frame or standing still), on keyframes (``rate_hz``, else every ``detect_every``-th frame) and held
+    until the next; costs HOG's time (see hog_*) and needs OpenCV's contrib build."""
     motion_kernel: int = 3
     """source=motion: pixels of the morphological open (specks) and close (holes) on the mask; 0 disables."""
     motion_shadows: bool = True
     """source=motion: mark shadows (darker copies of the background) and leave them out of the blobs."""
-    hog_scale: float = 1.05
+    hog_scale: float = 1.1
     """source=hog: image pyramid step of the sliding 64x128 window (smaller: slower, finds more sizes)."""
-    hog_upscale: float = 1.0
-    """source=hog: frames are enlarged by this factor first (the window needs people >= ~100 px tall)."""
+    hog_upscale: float = 0.0
+    """source=hog: frames are enlarged by this factor first (the window's person is 96 px tall); 0 = the
+    factor that makes a person of ``hog_person_min`` of the frame height 96 px tall."""
+    hog_person_min: float = 0.1
+    """source=hog: smallest person searched, as a share of the frame height (0.1: 58 px of 576, 17 px of
+    a 224x168 frame); smaller finds farther people at the square of the cost."""
+    hog_person_max: float = 0.8
+    """source=hog: tallest person searched, as a share of the frame height (where the pyramid stops)."""
+    hog_scan_every: int = 4
+    """source=hog: the whole frame is scanned every N-th frame; in between only around what moved and
+    the last detections (1 = always the whole frame)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -602,6 +624,7 @@ class ProposalConfig:
             return ProposalConfigError(f"invalid proposals_{name}={value!r}: {fix}")
 
         for name, allowed in (("source", PROPOSAL_SOURCES), ("motion_method", MOTION_METHODS),
+                              ("motion_camera", ("compensate", "fixed")),
                               ("detector_type", DETECTOR_TYPES), ("tracker", TRACKERS),
                               ("propagation", PROPAGATIONS), ("dtype", ("auto", "float32", "bfloat16", "float16"))):
             if getattr(self, name) not in allowed:
@@ -630,12 +653,19 @@ class ProposalConfig:
         for name in ("motion_threshold", "motion_kernel"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "use 0 or more")
+        if not 0.0 <= self.motion_merge < 1.0:
+            raise bad("motion_merge", self.motion_merge, "use a share of the frame height in [0, 1), e.g. 0.03")
         if not 0.0 <= self.motion_min_area < 1.0:
             raise bad("motion_min_area", self.motion_min_area, "use a fraction of the frame area in [0, 1)")
         if self.hog_scale <= 1.0:
             raise bad("hog_scale", self.hog_scale, "use a pyramid step above 1, e.g. 1.05")
-        if self.hog_upscale <= 0:
-            raise bad("hog_upscale", self.hog_upscale, "use a positive factor, e.g. 1 or 2")
+        if self.hog_upscale < 0:
+            raise bad("hog_upscale", self.hog_upscale, "use a positive factor, e.g. 1 or 2, or 0 (from hog_person_min)")
+        if not 0.0 < self.hog_person_min < self.hog_person_max:
+            raise bad("hog_person_min", self.hog_person_min,
+                      f"use a share of the frame height in (0, hog_person_max={self.hog_person_max}), e.g. 0.1")
+        if self.hog_scan_every < 1:
+            raise bad("hog_scan_every", self.hog_scan_every, "use 1 (every frame whole) or more")
         if self.enabled and self.source == "detector" and not self.detector_path:
             raise bad("detector_path", self.detector_path,
                       "set proposals_detector_path to a local detector directory, choose proposals_source=motion "

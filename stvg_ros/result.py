@@ -71,6 +71,9 @@ class GroundingResult:
     """Why the result is degenerate, when it is (e.g. no proposal overlaps the sampled frames)."""
     grounding_tokens: dict[str, str] = field(default_factory=dict)
     """The grounding token each relevance map used ('spatial', 'temporal', 'tas' → token string)."""
+    boxes_from: str = ""
+    """Where the boxes came from when a service chose the proposals (e.g. 'hog tracks', or the fallback:
+    'proposal-free boxes: hog found no person'); "" when the caller gave the proposals itself."""
 
     def to_dict(self) -> dict:
         """JSON-friendly view (no relevance maps)."""
@@ -90,6 +93,7 @@ class GroundingResult:
             "timings": self.timings,
             "reason": self.reason,
             "grounding_tokens": dict(self.grounding_tokens),
+            "boxes_from": self.boxes_from,
         }
 
 

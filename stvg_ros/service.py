@@ -141,6 +141,8 @@ class Counters:
     standing_evaluations: int = 0
     standing_events: int = 0
     standing_preempted: int = 0
+    proposal_fallbacks: int = 0
+    last_fallback: str = ""
 
 
 ProgressCallback = Callable[[str, float], None]
@@ -652,10 +654,13 @@ class GroundingService:
     def _grounding(self, grounder: GroundingModel, r: GroundingRequest, frames: Sequence[Frame],
                    check: Callable[[str], None]) -> GroundingResult:
         subs = r.sub_queries
-        proposals = self._proposals(frames, subs.attribute if subs else r.text)
-        return grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
-                               proposals=proposals or None, sub_queries=subs, checkpoint=check,
-                               frame_keys=self._keys(frames))
+        subject = subs.attribute if subs else r.text
+        proposals = self._proposals(frames, subject)
+        result = grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
+                                 proposals=proposals or None, sub_queries=subs, checkpoint=check,
+                                 frame_keys=self._keys(frames))
+        self._note_boxes_from(result, proposals, subject)
+        return result
 
     def _keys(self, frames: Sequence[Frame]) -> list:
         """The frames' identities for the grounder's per-frame cache: (this service's stream, the window's
@@ -672,6 +677,32 @@ class GroundingService:
             self._held = live
         if gone:
             grounder.forget_frames(gone)
+
+    def _note_boxes_from(self, result: Any, proposals: dict, subject: str) -> None:
+        """Say where the result's boxes came from; a proposal source that found nothing is a fallback
+        to proposal-free boxes, counted and named in the status (``proposal_fallbacks``, ``last_fallback``)."""
+        sources = [n for n, s in (("external detections", self.external), (self._stage_kind(), self.stage))
+                   if s is not None]
+        if not sources or not hasattr(result, "boxes_from"):
+            return
+        if proposals and result.track_id in proposals:
+            result.boxes_from = f"{' / '.join(sources)} tracks"
+            return
+        phrase = self.phrase(subject)
+        applies = getattr(getattr(self.stage, "detector", None), "applies_to", None)
+        if applies is not None and not applies(phrase):
+            why = f"{sources[-1]} proposes no {phrase}"  # hog: people only
+        else:
+            why = f"{' and '.join(sources)} found no {phrase}" if not proposals else "no proposal track was chosen"
+        result.boxes_from = f"proposal-free boxes: {why}"
+        with self._lock:
+            self._counters.proposal_fallbacks += 1
+            self._counters.last_fallback = result.boxes_from
+
+    def _stage_kind(self) -> str:
+        """The live stage's source for messages: 'hog', 'motion' or the detector's kind."""
+        stage = self.stage
+        return str(getattr(stage, "kind", "") or getattr(getattr(stage, "detector", None), "kind", "") or "detector")
 
     # -- standing queries ----------------------------------------------------------------------------
     def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:

@@ -35,7 +35,8 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
               found: bool = False, p_yes: float = 0.0, score: float = 0.0, start_ns: int = 0, end_ns: int = 0,
               boxes: Sequence[tuple[int, Box, float]] = (), track_id: str = "", attribute_query: str = "",
               action_query: str = "", sub_query_source: str = "", latency: float = 0.0,
-              processing_time: float = 0.0, queue_time: float = 0.0, reason: str = "", event: str = "") -> Any:
+              processing_time: float = 0.0, queue_time: float = 0.0, reason: str = "", event: str = "",
+              boxes_from: str = "") -> Any:
     """A ``Tube`` (defaults: the empty answer, ``found`` false); ``boxes``: ``(stamp_ns, corners, score)``."""
     TubeBox = types("stvg_ros/msg/TubeBox")
     tube_boxes = []
@@ -48,7 +49,8 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
         header=header, query_id=query_id, query=text, event=event, found=bool(found), p_yes=float(p_yes), score=float(score),
         start=time_message(types, start_ns), end=time_message(types, end_ns), boxes=tube_boxes, track_id=track_id,
         attribute_query=attribute_query, action_query=action_query, sub_query_source=sub_query_source,
-        latency=float(latency), processing_time=float(processing_time), queue_time=float(queue_time), reason=reason)
+        latency=float(latency), processing_time=float(processing_time), queue_time=float(queue_time), reason=reason,
+        boxes_from=boxes_from)
 
 
 def tube_boxes(tube) -> dict[int, Box]:

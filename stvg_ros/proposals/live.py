@@ -137,6 +137,8 @@ class LiveProposalStage(ProposalSource):
             with pipe.lock:
                 pipe.tracker.reset()
                 pipe.last_stamp = -np.inf
+        with self._detector_lock:  # a detector that keeps state between frames (hog) starts afresh
+            getattr(self.detector, "reset", lambda: None)()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker thread (idempotent); waits at most ``timeout`` s for a detection in flight
