@@ -15,6 +15,25 @@ from .common import HFAdapter, check_frames, normalise, resize_rgb
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: the released video processor's (min_pixels, max_pixels) where a model's own config sets none
+QWEN_VIDEO_PIXELS = (128 * 28 * 28, 768 * 28 * 28)
+
+
+def qwen_frame_size(height: int, width: int, frame_resize: str, side: int, processor_pixels: tuple[int, int],
+                    factor: int = 28) -> tuple[int, int]:
+    """``(h, w)`` a Qwen tower is fed for a ``height`` x ``width`` frame: area ≈ ``side``², aspect kept, sides
+    multiples of ``factor`` (patch * merge: one token per ``factor`` pixels); ``frame_resize='processor'``:
+    the processor's own ``smart_resize`` within ``processor_pixels`` (min, max).  A function of the
+    numbers alone, so benchmarks can lay the token grid of any frame size without a model."""
+    if frame_resize == "processor":
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
+
+        lo, hi = processor_pixels
+        return smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
+    scale = side / math.sqrt(height * width)
+    h = max(factor, int(round(height * scale / factor)) * factor)
+    w = max(factor, int(round(width * scale / factor)) * factor)
+    return h, w
 
 
 class QwenVLAdapter(HFAdapter):
@@ -67,25 +86,15 @@ class QwenVLAdapter(HFAdapter):
         """(min_pixels, max_pixels) of the saved processor config (the video processor's defaults if unset)."""
         cfg = self.processor_config
         size = cfg.get("size") or {}
-        lo = cfg.get("min_pixels") or size.get("shortest_edge") or 128 * 28 * 28
-        hi = cfg.get("max_pixels") or size.get("longest_edge") or 768 * 28 * 28
+        lo = cfg.get("min_pixels") or size.get("shortest_edge") or QWEN_VIDEO_PIXELS[0]
+        hi = cfg.get("max_pixels") or size.get("longest_edge") or QWEN_VIDEO_PIXELS[1]
         return int(lo), int(hi)
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
-        """Frame size fed to the tower: area ≈ side², aspect kept, sides multiples of patch*merge
-        (``frame_resize='processor'``: the processor's own ``smart_resize``)."""
+        """Frame size fed to the tower (:func:`qwen_frame_size`)."""
         patch, merge, _ = self._geometry()
-        f = patch * merge
-        if self.options.frame_resize == "processor":
-            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
-
-            lo, hi = self._processor_pixels()
-            return smart_resize(height, width, factor=f, min_pixels=lo, max_pixels=hi)
-        side = self._target_side()
-        scale = side / math.sqrt(height * width)
-        h = max(f, int(round(height * scale / f)) * f)
-        w = max(f, int(round(width * scale / f)) * f)
-        return h, w
+        return qwen_frame_size(height, width, self.options.frame_resize, self._target_side(),
+                               self._processor_pixels(), patch * merge)
 
     def _normalised(self, arr: np.ndarray, h: int, w: int) -> np.ndarray:
         """(T, H, W, 3) uint8 → (T, 3, h, w) float32, resized and standardised (per frame, so cacheable)."""
