@@ -27,6 +27,9 @@ GRABCUT_ITERATIONS = GroundingConfig.box_grabcut_iterations
 #: consecutive frames whose cuts carry their colour models (:class:`ColourChain`) unless a caller says
 GRABCUT_CHAIN = GroundingConfig.box_grabcut_chain
 
+#: a further part of an object stands out of the background at least this fraction as much as its first part
+PART_CONTRAST = 0.7
+
 #: seed methods :func:`segment_box` knows
 SEGMENT_METHODS = ("auto", "grabcut", "flood", "cells")
 
@@ -238,7 +241,8 @@ def flood_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, to
 
 
 def flood_parts_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, tolerance: float = 0.15,
-                    min_fill: float = 0.3, part_fill: float = 0.05, max_parts: int = 4) -> Box | None:
+                    min_fill: float = 0.3, part_fill: float = 0.05, max_parts: int = 4,
+                    part_contrast: float = PART_CONTRAST) -> Box | None:
     """Region growing that does not stop at one part of an object (``auto``'s first try).
 
     A clean region of one colour (:func:`flood_box` with ``clean_only``) is often only a part of a real
@@ -263,6 +267,8 @@ def flood_parts_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: flo
     sl = (slice(max(y0 - ay0, 0), max(y1 - ay0, 1)), slice(max(x0 - ax0, 0), max(x1 - ax0, 1)))
     core[sl] = pri[sl] >= 0.5 * float(pri[sl].max()) if pri[sl].size else False
     taken = np.zeros_like(core)
+    inner = far[sl]
+    first_contrast = float(inner.max()) if inner.size else 0.0  # the first region's seed (flood_box's choice)
     box = first
     rect_area = max(1.0, float((x1 - x0) * (y1 - y0)))
     for _ in range(max_parts - 1):
@@ -274,7 +280,7 @@ def flood_parts_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: flo
         score = np.where(left, far, -1.0)
         r, c = np.unravel_index(int(np.argmax(score)), score.shape)
         contrast = float(far[r, c])
-        if contrast < 8.0:  # the rest of the core is background
+        if contrast < max(8.0, part_contrast * first_contrast):  # the rest of the core is background
             break
         near = _squared_distance(lab, lab[r, c]) <= (tolerance * contrast) ** 2
         _, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=8)
@@ -282,7 +288,10 @@ def flood_parts_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: flo
         clean = not (ys.min() == 0 or xs.min() == 0 or ys.max() == lab.shape[0] - 1 or xs.max() == lab.shape[1] - 1)
         part = (ax0 + xs.min(), ay0 + ys.min(), ax0 + xs.max() + 1, ay0 + ys.max() + 1)
         touches = part[0] <= box[2] + 2 and box[0] <= part[2] + 2 and part[1] <= box[3] + 2 and box[1] <= part[3] + 2
-        if not (clean and touches and (part[2] - part[0]) * (part[3] - part[1]) >= part_fill * rect_area):
+        if not touches:  # a region apart from the box so far (another object): look past it
+            taken[ys, xs] = True
+            continue
+        if not (clean and (part[2] - part[0]) * (part[3] - part[1]) >= part_fill * rect_area):
             return None  # more of the object than region growing can delimit: leave it to GrabCut
         box = (float(min(box[0], part[0])), float(min(box[1], part[1])), float(max(box[2], part[2])),
                float(max(box[3], part[3])))
