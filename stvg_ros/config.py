@@ -92,6 +92,10 @@ class GroundingConfig:
     """How the query is written into ``{query}`` (trailing period and extra spaces dropped in every case):
     'article': a leading article lower-cased; 'lower': the whole sentence lower-cased (the official
     HC-STVG loader); 'words': lower-cased words with punctuation dropped (the official VidSTG loader)."""
+    sub_query_format: str = "query"
+    """How DSTH's sub-queries are written into ``{query}``: 'query' = as ``query_format``; 'keep': as given
+    (trailing period and extra spaces dropped; the official code, whose loaders format only the full
+    sentence); or one of ``query_format``'s values.  A half equal to the full query is always written as it."""
     caption_prompt: str = "Describe this video in details."
     """The caption prompt whose attention divides the question's (paper; official code:
     'please describe this video')."""
@@ -158,6 +162,11 @@ class GroundingConfig:
     # --- existence and proposal-free boxes ---------------------------------------------------
     found_threshold: float = 0.5
     """p(yes) / (p(yes) + p(no)) above which the target is judged present."""
+    track_score: str = "max"
+    """How a track is scored on the spatial map: 'max' = the maximum of the map upsampled to the frame inside
+    its boxes over all sampled frames (the paper's "max inside its mask"); 'cells' = the official code's: the
+    token-grid map times each box's mask resized bilinearly to the grid (cells weighted by how much of their
+    centre the box covers), maximum over frames and cells."""
     box_threshold: float = 0.5
     """Proposal-free boxes: cells whose relevance is above ``seed - box_threshold * (seed - min)`` of their
     frame and connect to a seed (a relevance peak) form the seed region the segmentation starts from."""
@@ -235,6 +244,8 @@ class GroundingConfig:
             "prompt_style": ("template", "official"),
             "frame_resize": ("fixed", "processor", "fine"),
             "query_format": ("article", "lower", "words"),
+            "sub_query_format": ("query", "keep", "article", "lower", "words"),
+            "track_score": ("max", "cells"),
             "box_method": ("auto", "grabcut", "flood", "cells"),
             "dtype": ("auto", "float32", "bfloat16", "float16"),
         }

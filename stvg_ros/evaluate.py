@@ -31,7 +31,7 @@ import numpy as np
 
 from . import metrics
 from .config import ConfigError, GroundingConfig
-from .datasets import Sample, load_dataset, load_proposals, load_sub_queries, proposals_for_sample
+from .datasets import Sample, load_dataset, load_proposals, load_sub_queries, proposals_for_sample, with_full_query
 from .boxes import Box
 from .proposals import StaticTracks
 from .proposals.tracks import Track
@@ -203,6 +203,7 @@ def bag_items(paths: Sequence[Path], proposals: Optional[dict], sub_queries: Opt
             sq = SubQueries(q.attribute, q.action, "caller") if q.attribute and q.action else None
             if sq is None and sub_queries:
                 sq = sub_queries.get(key) or sub_queries.get(video)
+                sq = with_full_query(sq, q.text) if sq is not None else None
             tracks = None
             if proposals:
                 tracks = proposals.get(key) or proposals.get(video) or proposals.get(path.stem)

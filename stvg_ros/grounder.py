@@ -73,9 +73,12 @@ def format_question(template: str, query: str, query_format: str = "article") ->
     """``template`` with ``{query}``: trailing period and extra spaces dropped, then per ``query_format``
     'article': a leading article lower-cased ("The man walks." → "Is there the man walks in this video?");
     'lower': the whole sentence lower-cased (the official HC-STVG loader); 'words': lower-cased words
-    with punctuation dropped ("The man's hat, red." → "the man s hat red"; the official VidSTG loader)."""
+    with punctuation dropped ("The man's hat, red." → "the man s hat red"; the official VidSTG loader);
+    'keep': nothing more (the official code's sub-queries)."""
     q = " ".join(query.split()).strip().rstrip(".").strip()
-    if query_format == "lower":
+    if query_format == "keep":
+        pass
+    elif query_format == "lower":
         q = q.lower()
     elif query_format == "words":
         q = " ".join(w.lower() for w in _WORDS.split(q) if re.search(r"[A-Za-z]", w))
@@ -278,7 +281,7 @@ class Grounder:
             lra_trace = None
             if cfg.use_lra and cfg.lra_steps > 0:
                 # the existence question has no latent prompt: it runs on LRA's zero-latent first step
-                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs, checkpoint,
+                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs, query, checkpoint,
                                                           also_ask=[(visual, full_q)] if cfg.reuse_passes else ())
             exist = None
             if lra_trace is not None and lra_trace.zero_logits is not None:
@@ -287,8 +290,8 @@ class Grounder:
 
         with self._stage("attention", timings, checkpoint):
             if cfg.inference_query == "sub":
-                q_s = self._question(subs.attribute)
-                q_t = self._question(subs.action)
+                q_s = self._sub_question(subs.attribute, query)
+                q_t = self._sub_question(subs.action, query)
             else:
                 q_s = q_t = full_q
             rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist)
@@ -401,6 +404,14 @@ class Grounder:
     def _question(self, text: str) -> str:
         return format_question(self.config.question_template, text, self.config.query_format)
 
+    def _sub_question(self, text: str, query: str) -> str:
+        """A sub-query's question (``sub_query_format``); a half that is the full query (a failed or absent
+        decomposition) is asked as the full query, as the official code does."""
+        fmt = self.config.sub_query_format
+        if fmt == "query" or " ".join(text.split()).rstrip(".") == " ".join(query.split()).rstrip("."):
+            fmt = self.config.query_format
+        return format_question(self.config.question_template, text, fmt)
+
     @contextmanager
     def _stage(self, name: str, timings: dict, checkpoint: Callable[[str], None] | None = None):
         """Time a stage (GPU work included) and report it to the progress and checkpoint callbacks."""
@@ -418,14 +429,14 @@ class Grounder:
                 torch.cuda.synchronize(device)
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-    def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries,
+    def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries, query: str,
                   checkpoint: Callable[[str], None] | None = None, also_ask=()):
         """V_s, V_t (and V_s' on the reversed clip) in one batched optimisation; identical problems
         (e.g. attribute == action without DSTH) are solved once.  ``also_ask``: prompts without a latent
         prompt answered on the first step's shared prefixes (``LRAResult.zero_logits``)."""
         cfg = self.config
-        q_attr = self._question(subs.attribute)
-        q_act = self._question(subs.action)
+        q_attr = self._sub_question(subs.attribute, query)
+        q_act = self._sub_question(subs.action, query)
         problems: list[tuple[VisualTokens, str]] = []
 
         def slot(vis, q):
@@ -530,7 +541,7 @@ class Grounder:
                                                   proposals, cfg.box_threshold, tolerance, frames=frames,
                                                   box_method=cfg.box_method, box_seeds=cfg.box_seeds,
                                                   box_iterations=cfg.box_grabcut_iterations,
-                                                  box_chain=cfg.box_grabcut_chain,
+                                                  box_chain=cfg.box_grabcut_chain, track_score=cfg.track_score,
                                                   check=(lambda: checkpoint("select")) if checkpoint else None)
         t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
         scores = frame_scores(t_maps, t_scale, fill_interior(best.boxes, used_stamps))

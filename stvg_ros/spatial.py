@@ -20,7 +20,7 @@ import numpy as np
 
 from .boxes import Box, clip_box, fill_boxes
 from .regions import GRABCUT_CHAIN, GRABCUT_ITERATIONS
-from .relevance import cell_box, upsample_maps
+from .relevance import box_cell_weights, cell_box, upsample_maps
 from .result import Proposals
 
 #: the track id of the proposal-free (attention-built) track
@@ -72,6 +72,19 @@ def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[SampledTrack
     """Set each track's score: the maximum relevance inside its boxes over all frames (in place)."""
     for track in tracks:
         vals = [max_in_box(image_maps[i], b, scale) for i, b in enumerate(track.boxes) if b is not None]
+        track.score = max(vals) if vals else float("-inf")
+
+
+def score_tracks_on_cells(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
+                          tracks: list[SampledTrack]) -> None:
+    """The official code's track score (``track_score='cells'``): the maximum over frames and token cells of
+    the grid map times the box's cell weights (:func:`~stvg_ros.relevance.box_cell_weights`); a frame
+    without a box, or a cell the box misses, counts 0 (in place)."""
+    for track in tracks:
+        vals = [float((grid_maps[i] * box_cell_weights(b, grid, content_box)).max())
+                for i, b in enumerate(track.boxes) if b is not None]
+        if vals and len(vals) < len(track.boxes):
+            vals.append(0.0)
         track.score = max(vals) if vals else float("-inf")
 
 
@@ -209,7 +222,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
                  box_method: str = "cells", box_seeds: int = 2,
                  box_iterations: int = GRABCUT_ITERATIONS,
                  box_chain: int = GRABCUT_CHAIN, check: Callable[[], None] | None = None,
-                 ) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
+                 track_score: str = "max") -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
     Without usable proposals: with ``frames`` (the sampled frames) and a segmenting ``box_method``,
@@ -218,6 +231,8 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
     Returns ``(best, all scored tracks, upsampled maps, their scale, reason)``; ``reason`` says
     why the proposal-free path was taken although proposals were given (empty otherwise).
     ``check``: see :func:`segment_tracks`.
+    ``track_score``: 'max' = :func:`score_tracks` (maximum of the upsampled map inside the boxes); 'cells' =
+    :func:`score_tracks_on_cells` (the official code's cell weights).
     """
     image_maps, scale = upsample_maps(grid_maps, content_box, image_size)
     reason = ""
@@ -231,6 +246,9 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
                                 box_seeds, iterations=box_iterations, chain=box_chain, check=check)
     if not tracks:
         tracks = [attention_track(grid_maps, grid, content_box, image_size, box_threshold)]
-    score_tracks(image_maps, scale, tracks)
+    if track_score == "cells":
+        score_tracks_on_cells(grid_maps, grid, content_box, tracks)
+    else:
+        score_tracks(image_maps, scale, tracks)
     best = max(tracks, key=lambda t: t.score)
     return best, tracks, image_maps, scale, reason

@@ -17,6 +17,12 @@ import numpy as np
 import torch
 
 
+def add_latent_prompt(tokens: torch.Tensor, delta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tokens + delta`` as the decoder receives it: summed in float32 and rounded once to ``dtype`` (a
+    latent prompt smaller than the tokens' rounding step is lost either way: ``lra.latent_prompt_kept``)."""
+    return (tokens.float() + delta.float()).to(dtype)
+
+
 @dataclass
 class VisualTokens:
     """A clip's visual tokens in the language model's embedding space, with their geometry.

@@ -23,7 +23,7 @@ import torch
 from ..attention import capture_attention, use_capture_attention
 from ..checkpointing import checkpointed_layers, should_checkpoint
 from ..devices import resolve_device
-from .base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
+from .base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens, add_latent_prompt
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +360,7 @@ class HFAdapter(ModelAdapter):
             v = vis.embeds.to(self.device, self.dtype)
             if visual_delta is not None:
                 d = visual_delta if visual_delta.dim() == 2 else visual_delta[b]
-                v = v + d.to(self.device, self.dtype)
+                v = add_latent_prompt(vis.embeds.to(self.device), d.to(self.device), self.dtype)
             seq = torch.cat([embed(ids[:ph]), v, embed(ids[ph + 1:])], dim=0)
             exp_ids = lay.ids[:ph] + [self.video_token_id] * n_vis + lay.ids[ph + 1:]
             seqs.append(seq)
