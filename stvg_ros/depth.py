@@ -16,7 +16,6 @@ person or a star also holds the wall behind it.  No ROS import: the node feeds i
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Sequence
@@ -26,7 +25,7 @@ import numpy as np
 from .boxes import Box
 
 __all__ = ["CalibrationError", "DepthError", "Intrinsics", "Position3D", "decode_depth", "locate", "DepthBuffer",
-           "DEPTH_ENCODINGS"]
+           "DEPTH_ENCODINGS", "transform_point"]
 
 
 class CalibrationError(ValueError):
@@ -170,22 +169,40 @@ def locate(box: Box, depth: np.ndarray, intrinsics: Intrinsics, mask: Optional[n
                       size_z, front.size / region.size, fid)
 
 
+def transform_point(translation: Sequence[float], rotation_xyzw: Sequence[float], point: Sequence[float]) -> np.ndarray:
+    """``R(q) p + t``: a point carried by a transform (tf2's ``TransformStamped``: translation, unit quaternion)."""
+    x, y, z, w = (float(v) for v in rotation_xyzw)
+    n = np.sqrt(x * x + y * y + z * z + w * w)
+    if n == 0:
+        raise CalibrationError("the transform's rotation is a zero quaternion")
+    x, y, z, w = x / n, y / n, z / n, w / n
+    r = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    return r @ np.asarray(point, float) + np.asarray(translation, float)
+
+
 class DepthBuffer:
-    """Depth images by stamp (nanoseconds), bounded, with the intrinsics current at each; the nearest within
+    """Depth images by stamp (nanoseconds) with the intrinsics current at each, bounded; the nearest within
     ``tolerance_ns`` answers a box's stamp.  Thread-safe: the node's callbacks add, the worker looks up.
 
-    The association is done here, not with ``message_filters`` (not installable everywhere): depth and
-    colour rarely share stamps exactly, and a depth frame may arrive after the colour frame it matches."""
+    Two stores: the ``recent`` depth frames (a ring, at the depth camera's rate), and those *kept* for
+    colour frames the window keeps (:meth:`keep`, at most ``kept``; a depth frame that arrives after its
+    colour frame is matched when it comes), so a tube over the whole window finds depth for every frame
+    while memory stays at about the window's frame count.  Kept depth is stored as float16 (about 1 mm at
+    2 m, 4 mm at 8 m: below any depth sensor's noise).  The association is done here, not with
+    ``message_filters`` (not installable everywhere): depth and colour rarely share stamps exactly."""
 
-    def __init__(self, max_frames: int = 48, tolerance_ns: int = 50_000_000):
-        if max_frames < 1:
-            raise ValueError(f"max_frames={max_frames}: keep at least one depth frame")
-        self.max_frames = int(max_frames)
+    def __init__(self, recent: int = 16, kept: int = 64, tolerance_ns: int = 50_000_000):
+        if recent < 1 or kept < 1:
+            raise ValueError(f"recent={recent}, kept={kept}: keep at least one depth frame of each")
+        self.recent_max, self.kept_max = int(recent), int(kept)
         self.tolerance_ns = int(tolerance_ns)
-        self._frames: OrderedDict[int, tuple[np.ndarray, Optional[Intrinsics]]] = OrderedDict()
-        self._stamps: list[int] = []
+        self._recent: OrderedDict[int, tuple[np.ndarray, Optional[Intrinsics]]] = OrderedDict()
+        self._kept: OrderedDict[int, tuple[int, np.ndarray, Optional[Intrinsics]]] = OrderedDict()
+        self._pending: OrderedDict[int, None] = OrderedDict()  # colour stamps still waiting for their depth
         self.intrinsics: Optional[Intrinsics] = None
-        self.received = self.evicted = self.stale = 0
+        self.received = self.stale = self.unmatched = 0
         self._lock = threading.Lock()
 
     def set_intrinsics(self, intrinsics: Optional[Intrinsics]) -> None:
@@ -194,54 +211,85 @@ class DepthBuffer:
             self.intrinsics = intrinsics
 
     def add(self, stamp_ns: int, depth: np.ndarray) -> bool:
-        """Keep one decoded depth image; False (and counted stale) for a stamp not newer than the oldest kept
-        when the buffer is full, or equal to one kept."""
+        """One decoded depth image (metres); False (counted ``stale``) for a stamp not newer than the newest."""
         stamp_ns = int(stamp_ns)
         with self._lock:
             self.received += 1
-            if stamp_ns in self._frames or (len(self._stamps) >= self.max_frames and stamp_ns < self._stamps[0]):
+            if self._recent and stamp_ns <= next(reversed(self._recent)):
                 self.stale += 1
                 return False
-            i = bisect_left(self._stamps, stamp_ns)
-            self._stamps.insert(i, stamp_ns)
-            self._frames[stamp_ns] = (depth, self.intrinsics)
-            while len(self._stamps) > self.max_frames:
-                del self._frames[self._stamps.pop(0)]
-                self.evicted += 1
+            self._recent[stamp_ns] = (depth, self.intrinsics)
+            while len(self._recent) > self.recent_max:
+                self._recent.popitem(last=False)
+            for colour in list(self._pending):
+                if stamp_ns - colour > self.tolerance_ns:  # no later depth can be nearer: settle it
+                    self._settle(colour)
             return True
+
+    def keep(self, colour_stamp_ns: int) -> None:
+        """The window kept a colour frame at this stamp: keep the depth nearest it (now, or when it arrives)."""
+        with self._lock:
+            colour = int(colour_stamp_ns)
+            newest = next(reversed(self._recent)) if self._recent else None
+            if newest is not None and newest - colour > self.tolerance_ns:
+                self._settle(colour)
+            else:
+                self._pending[colour] = None
+                while len(self._pending) > self.kept_max:
+                    self._settle(next(iter(self._pending)))
+
+    def _settle(self, colour: int) -> None:
+        self._pending.pop(colour, None)
+        near = self._nearest(self._recent, colour)
+        if near is None:
+            self.unmatched += 1
+            return
+        depth, intr = self._recent[near]
+        self._kept[colour] = (near, depth.astype(np.float16), intr)
+        while len(self._kept) > self.kept_max:
+            self._kept.popitem(last=False)
+
+    def _nearest(self, store, stamp: int) -> Optional[int]:
+        if not store:
+            return None
+        near = min(store, key=lambda s: abs(s - stamp))
+        return near if abs(near - stamp) <= self.tolerance_ns else None
 
     def reset(self) -> None:
         with self._lock:
-            self._frames.clear()
-            self._stamps.clear()
+            self._recent.clear()
+            self._kept.clear()
+            self._pending.clear()
 
     def __len__(self) -> int:
-        return len(self._stamps)
+        return len(self._recent) + len(self._kept)
 
     def lookup(self, stamp_ns: int) -> tuple[Optional[np.ndarray], Optional[Intrinsics], str]:
-        """``(depth, intrinsics, "")`` of the depth frame nearest ``stamp_ns`` within the tolerance, else
-        ``(None, None, reason)``."""
+        """``(depth, intrinsics, "")`` for the colour frame at ``stamp_ns``, else ``(None, None, reason)``."""
+        stamp_ns = int(stamp_ns)
         with self._lock:
-            if not self._stamps:
-                return None, None, "no depth image received"
-            i = bisect_left(self._stamps, int(stamp_ns))
-            near = min((s for s in self._stamps[max(i - 1, 0):i + 1]), key=lambda s: abs(s - stamp_ns))
-            gap = abs(near - stamp_ns)
-            if gap > self.tolerance_ns:
-                return None, None, (f"no depth image within {self.tolerance_ns / 1e9:.3f} s of the frame "
-                                    f"(nearest {gap / 1e9:.3f} s away)")
-            depth, intr = self._frames[near]
+            if stamp_ns in self._pending:
+                self._settle(stamp_ns)
+            if stamp_ns in self._kept:
+                _, depth, intr = self._kept[stamp_ns]
+            else:
+                near = self._nearest(self._recent, stamp_ns)
+                if near is None:
+                    if not self._recent and not self._kept:
+                        return None, None, "no depth image received"
+                    return None, None, f"no depth image within {self.tolerance_ns / 1e9:.3f} s of the frame"
+                depth, intr = self._recent[near]
+            intr = intr or self.intrinsics  # depth that came before the first CameraInfo uses the current one
             if intr is None:
                 return None, None, "no valid CameraInfo for the colour camera"
             return depth, intr, ""
 
-    def locate(self, stamp_ns: int, box: Box, image_size: tuple[int, int], **kwargs) -> Position3D:
+    def locate(self, stamp_ns: int, box: Box, image_size: Optional[tuple[int, int]] = None, **kwargs) -> Position3D:
         """:func:`locate` for a box on the colour frame stamped ``stamp_ns`` whose pixels are ``image_size``
-        (H, W) (the camera's own; intrinsics of another size are scaled to it)."""
+        (H, W; default the intrinsics' own size: the camera's pixels; intrinsics of another size are scaled)."""
         depth, intr, why = self.lookup(stamp_ns)
         if depth is None:
             return Position3D.invalid(why, self.intrinsics.frame_id if self.intrinsics else "")
-        h, w = image_size
-        if (intr.width, intr.height) != (w, h):
-            intr = intr.scaled(w, h)
-        return locate(box, depth, intr, **kwargs)
+        if image_size is not None and (intr.width, intr.height) != (image_size[1], image_size[0]):
+            intr = intr.scaled(image_size[1], image_size[0])
+        return locate(box, depth.astype(np.float32, copy=False), intr, **kwargs)

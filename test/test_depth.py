@@ -87,7 +87,7 @@ def test_locate_is_robust_to_holes_noise_and_says_why_when_there_is_no_depth():
 
 
 def test_buffer_associates_by_nearest_stamp_within_tolerance_and_stays_bounded():
-    buf = DepthBuffer(max_frames=3, tolerance_ns=20_000_000)
+    buf = DepthBuffer(recent=3, kept=2, tolerance_ns=20_000_000)
     cam = _cam()
     d = _scene()
     assert buf.lookup(0)[2] == "no depth image received"
@@ -95,17 +95,38 @@ def test_buffer_associates_by_nearest_stamp_within_tolerance_and_stays_bounded()
     assert "CameraInfo" in buf.lookup(1_000_000_000)[2]  # depth before any calibration: not usable
     buf.reset()
     buf.set_intrinsics(cam)
-    for k in range(5):
+    for k in range(5):  # depth at 30 Hz: the ring keeps the newest 3
         buf.add(1_000_000_000 + k * 33_000_000, d + k)
-    assert len(buf) == 3 and buf.evicted == 2
+    assert len(buf) == 3
     depth, intr, why = buf.lookup(1_000_000_000 + 4 * 33_000_000 + 5_000_000)
     assert why == "" and float(depth[0, 0]) == pytest.approx(10.0) and intr is cam
     assert "within 0.020 s" in buf.lookup(5_000_000_000)[2]
-    assert not buf.add(1_000_000_000, d)  # older than everything kept in a full buffer: stale
-    assert buf.stale == 1
+    assert "within" in buf.lookup(1_000_000_000)[2]  # left the ring, and no colour frame kept it
+    assert not buf.add(1_000_000_000, d) and buf.stale == 1  # older than the newest: stale
     # a colour image of another size than CameraInfo's: the intrinsics are scaled to the box's pixels
     p = buf.locate(1_000_000_000 + 4 * 33_000_000, (150, 100, 180, 160), (240, 320))
-    assert p.valid and p.z == pytest.approx(2.5 + 4, abs=1e-3)
+    assert p.valid and p.z == pytest.approx(2.5 + 4, abs=1e-2)
+
+
+def test_buffer_keeps_depth_for_the_colour_frames_the_window_keeps():
+    """At camera rate the ring forgets quickly; the frames the window keeps (4 Hz) keep their depth, also when
+    the depth frame arrives after the colour frame, and no more of them than ``kept``."""
+    buf = DepthBuffer(recent=4, kept=3, tolerance_ns=20_000_000)
+    buf.set_intrinsics(_cam())
+    period = 33_333_333
+    kept_colour = []
+    for k in range(120):  # 4 s at 30 Hz
+        stamp = k * period
+        if k % 8 == 0:  # the window keeps every 8th colour frame, announced before its depth arrives
+            buf.keep(stamp + 3_000_000)
+            kept_colour.append(stamp + 3_000_000)
+        buf.add(stamp, _scene(z=1.0 + k * 0.01))
+    for colour in kept_colour[-3:]:
+        depth, _, why = buf.lookup(colour)
+        k = round((colour - 3_000_000) / period)
+        assert why == "" and float(depth[260, 330]) == pytest.approx(1.0 + k * 0.01, abs=2e-3)
+    assert "within" in buf.lookup(kept_colour[0])[2]  # more than `kept` ago: evicted
+    assert len(buf) <= 4 + 3 and buf.unmatched == 0
 
 
 def test_synthetic_depth_puts_each_object_at_its_distance():
@@ -124,3 +145,13 @@ def test_synthetic_depth_puts_each_object_at_its_distance():
     assert np.median(errors) < 1e-3
     noisy = sd.render_depth(s, 0, noise=0.004, holes=0.05)
     assert 0.01 < float(np.mean(noisy == 0)) < 0.2  # holes are zero readings, as a 16UC1 driver sends them
+
+
+def test_transform_point_matches_an_optical_to_body_rotation():
+    from stvg_ros.depth import transform_point
+
+    # REP 103: the optical frame (z forward, x right, y down) seen from a body frame (x forward, y left, z up)
+    q = (-0.5, 0.5, -0.5, 0.5)
+    assert transform_point((0, 0, 0), q, (0, 0, 2.0)) == pytest.approx([2.0, 0, 0], abs=1e-9)
+    assert transform_point((0, 0, 0), q, (1.0, 0, 0)) == pytest.approx([0, -1.0, 0], abs=1e-9)
+    assert transform_point((1.0, 2.0, 0.5), q, (0, 1.0, 0)) == pytest.approx([1.0, 2.0, -0.5], abs=1e-9)
