@@ -124,8 +124,11 @@ def test_buffer_keeps_depth_for_the_colour_frames_the_window_keeps():
     for colour in kept_colour[-3:]:
         depth, _, why = buf.lookup(colour)
         k = round((colour - 3_000_000) / period)
-        assert why == "" and float(depth[260, 330]) == pytest.approx(1.0 + k * 0.01, abs=2e-3)
+        assert why == "" and float(depth[130, 165]) == pytest.approx(1.0 + k * 0.01, abs=2e-3)  # stored at half size
     assert "within" in buf.lookup(kept_colour[0])[2]  # more than `kept` ago: evicted
+    assert max(buf.lookup(kept_colour[-1])[0].shape) <= buf.kept_max_side  # kept depth is stored small
+    p = buf.locate(kept_colour[-1], (300, 200, 360, 320))  # and still reads the plate, not the wall
+    assert p.valid and p.z == pytest.approx(1.0 + 112 * 0.01, abs=3e-3)
     assert len(buf) <= 4 + 3 and buf.unmatched == 0
 
 
