@@ -10,6 +10,7 @@ from typing import Optional
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Vector3
 from std_msgs.msg import Header
 
 from stvg_ros.boxes import from_centre_size
@@ -20,7 +21,8 @@ from stvg_ros.standing import StandingRequest
 from stvg_ros.tube_messages import make_tube, stamp_to_ns, time_message
 
 _CLASSES = {"stvg_ros/msg/Tube": Tube, "stvg_ros/msg/TubeBox": TubeBox, "std_msgs/msg/Header": Header,
-            "builtin_interfaces/msg/Time": Time}
+            "builtin_interfaces/msg/Time": Time, "geometry_msgs/msg/Point": Point,
+            "geometry_msgs/msg/Vector3": Vector3}
 #: the built message classes by type name, for :func:`stvg_ros.tube_messages.make_tube`
 ROS_TYPES = _CLASSES.__getitem__
 

@@ -31,6 +31,7 @@ from stvg_ros.image_messages import (ImageError, check_compressed, check_image, 
                                      image_from_cdr)
 from stvg_ros.msg import Detections, GroundingQuery, StandingQuery, Status, Tube
 from stvg_ros.ros.action_server import GroundActionServer, refusal_reason
+from stvg_ros.ros.depth_input import DepthInput
 from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, standing_request_from_msg
 from stvg_ros.ros.events import Throttle, subscribe
 from stvg_ros.ros.outputs import create_outputs, destroy_outputs, publish_answer
@@ -72,6 +73,7 @@ class StvgNode(LifecycleNode):
         self._active = False
         self._active_since: Optional[float] = None
         self._loss_reported = False
+        self._depth = None  # the 3-D stage (stvg_ros.ros.depth_input), when depth_topic is set
         self.actions = GroundActionServer(self, self.service.submit, self._on_answer,
                                           lambda: refusal_reason(self._state(), self.get_fully_qualified_name(),
                                                                  self._config_error),
@@ -159,6 +161,8 @@ class StvgNode(LifecycleNode):
                            synonyms=s.proposals.synonyms)
         self.service.input_name = self.resolve_topic_name("image")
         self._pubs = create_outputs(self, self._warn)
+        self._depth = DepthInput(self, s, self._warn) if s.depth_topic else None
+        self._pubs.update(self._depth.pubs if self._depth else {})
         self.monitor.set_rate(s.status_rate)
         self._config_error = ""
         return TransitionCallbackReturn.SUCCESS
@@ -190,6 +194,7 @@ class StvgNode(LifecycleNode):
         if s.use_compressed:
             self._subs.append(subscribe(self, CompressedImage, "image/compressed", self._on_compressed, qos,
                                         "image", self._warn, lost, raw=True)[0])
+        self._subs += self._depth.subscribe(qos) if self._depth else []
         if s.use_detections:
             self._subs.append(subscribe(self, Detections, "detections", self._on_detections, 10, "input",
                                         self._warn)[0])
@@ -236,7 +241,7 @@ class StvgNode(LifecycleNode):
         """Stop the service (answers published first), drop publishers and the model, free GPU memory."""
         self.service.stop(reason, timeout=STOP_TIMEOUT_S)
         destroy_outputs(self, self._pubs, ACK_TIMEOUT_S / 2)  # the last answers reach their subscribers first
-        self._pubs = {}
+        self._pubs, self._depth = {}, None
         self.service.reset()
         gc.collect()
         torch = sys.modules.get("torch")
@@ -260,8 +265,10 @@ class StvgNode(LifecycleNode):
     def _ingest(self, msg, problem: str, decode, topic: str) -> None:
         try:
             self._camera_frame_id = msg.header.frame_id
-            self.service.ingest(stamp_to_ns(msg.header.stamp), decode, msg.header.frame_id, problem,
-                                self.resolve_topic_name(topic))
+            stamp = stamp_to_ns(msg.header.stamp)
+            kept = self.service.ingest(stamp, decode, msg.header.frame_id, problem, self.resolve_topic_name(topic))
+            if kept == "keep" and self._depth is not None:
+                self._depth.keep(stamp)
         except Exception as e:  # noqa: BLE001 - never die on a frame
             self._warn(f"dropped a frame on {topic}: unexpected {type(e).__name__}: {e}", "frame")
 
@@ -315,7 +322,8 @@ class StvgNode(LifecycleNode):
     def _on_answer(self, answer: Answer) -> Tube:
         """Publish the one Tube of a query (topic or action goal), or a standing query's event (worker
         thread, or the caller's for rejections); the action's result is this Tube."""
-        return publish_answer(self, self._pubs, answer, self._camera_frame_id, self.settings, self._model["kind"])
+        return publish_answer(self, self._pubs, answer, self._camera_frame_id, self.settings, self._model["kind"],
+                              depth=self._depth)
 
     # -- status ---------------------------------------------------------------------------------
     def _state(self) -> str:
@@ -323,8 +331,11 @@ class StvgNode(LifecycleNode):
 
     def status(self) -> Status:
         state = self._state()
-        return status_message(self.service, state, self._model, self._loss_reported, self._camera_frame_id,
-                              self.get_clock().now().to_msg())
+        msg = status_message(self.service, state, self._model, self._loss_reported, self._camera_frame_id,
+                             self.get_clock().now().to_msg())
+        if self._depth is not None:
+            self._depth.fill_status(msg)
+        return msg
 
     def _publish_status(self) -> None:
         try:

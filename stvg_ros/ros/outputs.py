@@ -25,7 +25,8 @@ from stvg_ros.ros.markers import tube_detections, tube_markers, vision_msgs_avai
 from stvg_ros.service import ANSWERED, Answer
 
 #: the answer topics, held until the node deactivates
-ANSWER_TOPICS = ("tube", "standing_tube", "tube_markers", "detections_2d", "debug_image")
+ANSWER_TOPICS = ("tube", "standing_tube", "tube_markers", "detections_2d", "debug_image", "target_pose",
+                 "target_markers")
 
 
 def create_outputs(node, warn: Callable[[str, str], None]) -> dict[str, Any]:
@@ -69,10 +70,17 @@ def _publish(node, pub, msg) -> None:
 
 
 def publish_answer(node, pubs: dict[str, Any], answer: Answer, frame_id: str, settings,
-                   model_kind: str = "") -> Tube:
+                   model_kind: str = "", depth=None) -> Tube:
     """Publish the one Tube of a query (or a standing query's event) with its markers, detections and
-    debug image, log the answer, and return the Tube (the action's result)."""
+    debug image, log the answer, and return the Tube (the action's result); with ``depth`` (the 3-D
+    stage, :mod:`stvg_ros.ros.depth_input`) its boxes carry 3-D positions, published as pose and markers too."""
     tube = tube_from_answer(answer, frame_id)
+    if depth is not None and tube.boxes:
+        try:
+            depth.annotate(tube)
+            depth.publish(tube)
+        except Exception as e:  # noqa: BLE001 - the Tube goes out without 3-D rather than not at all
+            node.get_logger().error(f"query {answer.request.query_id}: no 3-D positions: {type(e).__name__}: {e}")
     _publish(node, pubs.get("standing_tube" if answer.event else "tube"), tube)
     whole = bool(settings is not None and settings.markers_whole_tube)
     if settings is None or settings.publish_markers:
