@@ -170,7 +170,7 @@ class Grounder:
         config this grounder is given (see :attr:`config`)."""
         self.applied_defaults: dict = {}
         """The model defaults that the current config took (fields the caller left at their defaults)."""
-        self.serving_defaults: dict = {}
+        self.serving_defaults: dict = {}  # see model_serving_defaults
         """The model's calibrated standing-query thresholds (``grounding_defaults.json``'s
         ServingConfig fields); a service applies them under its config unless ``use_model_defaults`` is off."""
         self.progress = progress
@@ -330,6 +330,11 @@ class Grounder:
         return float(yes_probability(out.yes_no_logits.detach())[0])
 
     # ------------------------------------------------------------------------------------------
+    def model_serving_defaults(self) -> dict:
+        """The model directory's calibrated serving fields (``grounding_defaults.json``), unless
+        ``config.use_model_defaults`` is off."""
+        return dict(self.serving_defaults) if self.config.use_model_defaults else {}
+
     def forget_frames(self, gone_keys) -> int:
         """Drop cached work of the frames ``gone_keys`` (the window let them go); other frames' stays, so
         services sharing this grounder keep theirs.  Returns the entries dropped."""

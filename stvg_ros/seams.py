@@ -44,6 +44,10 @@ class GroundingModel(Protocol):
     def cache_stats(self):
         """A :class:`stvg_ros.feature_cache.CacheStats` of the per-frame cache (for status reports)."""
 
+    def model_serving_defaults(self) -> dict:
+        """Serving fields (standing thresholds) the model directory calibrated for this model, to apply under
+        what the service's config leaves at its defaults; empty when there are none or they are switched off."""
+
 
 @runtime_checkable
 class ProposalStage(Protocol):
@@ -51,6 +55,11 @@ class ProposalStage(Protocol):
     :class:`stvg_ros.config.ProposalConfig` (its ``default_class`` and ``synonyms`` make query phrases)."""
 
     config: ProposalConfig
+    kind: str
+    """What proposes, for answers and status: 'motion', 'hog' or the detector's kind."""
+
+    def proposes(self, phrase: str) -> bool:
+        """Whether this stage can propose ``phrase`` at all (HOG: people only), so an empty answer can say why."""
 
     def add_frame(self, frame: np.ndarray, stamp: float) -> bool:
         """A stored frame (its stamp in seconds); True when the stage took it."""

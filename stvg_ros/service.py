@@ -288,8 +288,8 @@ class GroundingService:
     def _standing_config(self) -> ServingConfig:
         """The config standing queries run by: the grounder's model-calibrated thresholds
         (``Grounder.serving_defaults``) under the fields this service's config leaves at their defaults."""
-        model = getattr(self.grounder, "serving_defaults", None)
-        if not model or not getattr(getattr(self.grounder, "config", None), "use_model_defaults", True):
+        model = self.grounder.model_serving_defaults() if self.grounder is not None else {}
+        if not model:
             return self.config
         return apply_model_serving_defaults(self.config, model)[0]
 
@@ -681,16 +681,15 @@ class GroundingService:
     def _note_boxes_from(self, result: Any, proposals: dict, subject: str) -> None:
         """Say where the result's boxes came from; a proposal source that found nothing is a fallback
         to proposal-free boxes, counted and named in the status (``proposal_fallbacks``, ``last_fallback``)."""
-        sources = [n for n, s in (("external detections", self.external), (self._stage_kind(), self.stage))
+        sources = [n for n, s in (("external detections", self.external), (self.stage.kind if self.stage is not None else "", self.stage))
                    if s is not None]
-        if not sources or not hasattr(result, "boxes_from"):
+        if not sources:
             return
         if proposals and result.track_id in proposals:
             result.boxes_from = f"{' / '.join(sources)} tracks"
             return
         phrase = self.phrase(subject)
-        applies = getattr(getattr(self.stage, "detector", None), "applies_to", None)
-        if applies is not None and not applies(phrase):
+        if self.stage is not None and not self.stage.proposes(phrase):
             why = f"{sources[-1]} proposes no {phrase}"  # hog: people only
         else:
             why = f"{' and '.join(sources)} found no {phrase}" if not proposals else "no proposal track was chosen"
@@ -698,11 +697,6 @@ class GroundingService:
         with self._lock:
             self._counters.proposal_fallbacks += 1
             self._counters.last_fallback = result.boxes_from
-
-    def _stage_kind(self) -> str:
-        """The live stage's source for messages: 'hog', 'motion' or the detector's kind."""
-        stage = self.stage
-        return str(getattr(stage, "kind", "") or getattr(getattr(stage, "detector", None), "kind", "") or "detector")
 
     # -- standing queries ----------------------------------------------------------------------------
     def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:

@@ -37,6 +37,7 @@ class FakeGrounder:
         self.fail = False
         self.on_stage = None
         self.forgotten: list[set] = []
+        self.serving_defaults: dict = {}
         self.release, self.entered = threading.Event(), threading.Event()
         self._hold: tuple | None = None
         self._lock = threading.Lock()
@@ -88,6 +89,9 @@ class FakeGrounder:
     def forget_frames(self, gone_keys) -> int:
         self.forgotten.append(set(gone_keys))
         return 0
+
+    def model_serving_defaults(self) -> dict:
+        return dict(self.serving_defaults)
 
     def cache_stats(self) -> CacheStats:
         return CacheStats()

@@ -421,7 +421,8 @@ def test_grounder_stops_between_frames_of_select():
 def test_cancel_accepted_after_the_last_checkpoint_is_honoured():
     """A cancel the service accepts while the grounder runs past its last checkpoint ends the query
     cancelled, not answered (the action server has told its client the cancel was accepted)."""
-    grounder = ScriptedGrounder(hold_stage="select", check_every=0)  # no checkpoint while held
+    grounder = FakeGrounder()
+    grounder.hold("select", check_every=0)  # no checkpoint while held
     svc, _ = make(grounder)
     feed(svc, stamps(8))
     answers = Answers()

@@ -110,6 +110,16 @@ class LiveProposalStage(ProposalSource):
         return cls(load_detector(config), config, background=background)
 
     @property
+    def kind(self) -> str:
+        """The detector's kind ('hog', 'grounding_dino', 'owlv2')."""
+        return str(getattr(self.detector, "kind", "") or "detector")
+
+    def proposes(self, phrase: str) -> bool:
+        """Whether the detector can propose ``phrase`` (HOG: people only; open-vocabulary detectors: any)."""
+        applies = getattr(self.detector, "applies_to", None)
+        return True if applies is None else bool(applies(phrase))
+
+    @property
     def description(self) -> str:
         """What runs, for the node's log."""
         where = f" from {self.config.detector_path}" if self.config.source == "detector" else ""

@@ -233,6 +233,10 @@ class MotionTracks(ProposalSource):
     def running_class(self) -> str:
         return "moving"
 
+    def proposes(self, phrase: str) -> bool:
+        """Movers of any class: every phrase."""
+        return True
+
     @property
     def description(self) -> str:
         cfg = self.config
