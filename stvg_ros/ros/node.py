@@ -161,7 +161,7 @@ class StvgNode(LifecycleNode):
                            synonyms=s.proposals.synonyms)
         self.service.input_name = self.resolve_topic_name("image")
         self._pubs = create_outputs(self, self._warn)
-        self._depth = DepthInput(self, s, self._warn) if s.depth_topic else None
+        self._depth = DepthInput(self, s, self._warn) if s.depth_topic else None  # its publishers are outputs too
         self._pubs.update(self._depth.pubs if self._depth else {})
         self.monitor.set_rate(s.status_rate)
         self._config_error = ""
@@ -330,12 +330,8 @@ class StvgNode(LifecycleNode):
         return "active" if self._active else ("inactive" if self.service.grounder is not None else "unconfigured")
 
     def status(self) -> Status:
-        state = self._state()
-        msg = status_message(self.service, state, self._model, self._loss_reported, self._camera_frame_id,
-                             self.get_clock().now().to_msg())
-        if self._depth is not None:
-            self._depth.fill_status(msg)
-        return msg
+        return status_message(self.service, self._state(), self._model, self._loss_reported, self._camera_frame_id,
+                              self.get_clock().now().to_msg(), depth=self._depth)
 
     def _publish_status(self) -> None:
         try:

@@ -84,8 +84,10 @@ class LossSummary:
                     self._pending[topic], self._last[topic] = 0, now
         return out
 
-def status_message(service, state: str, model: dict, loss_reported: bool, frame_id: str, stamp) -> Status:
-    """``service``: a :class:`stvg_ros.service.GroundingService`; ``model``: directory and kind."""
+def status_message(service, state: str, model: dict, loss_reported: bool, frame_id: str, stamp,
+                   depth=None) -> Status:
+    """``service``: a :class:`stvg_ros.service.GroundingService`; ``model``: directory and kind; ``depth``: the
+    3-D stage (:class:`stvg_ros.ros.depth_input.DepthInput`) when there is one."""
     s = Status()
     s.header.stamp, s.header.frame_id = stamp, frame_id
     s.state = state
@@ -97,6 +99,8 @@ def status_message(service, state: str, model: dict, loss_reported: bool, frame_
     for name, value in vars(service.counters()).items():  # the counters have the fields' names
         setattr(s, name, type(getattr(s, name))(value))
     s.frame_loss_reported = loss_reported
+    if depth is not None:
+        depth.fill_status(s)
     s.last_frame_age = float(service.frame_age())
     s.queue_depth, s.queue_capacity = service.queue_depth, service.config.query_queue_size
     for info in service.standing():
