@@ -122,11 +122,12 @@ def run_config(name: str, cfg: dict, bag: Path, frames: int, workdir: Path) -> d
         if client is not None:
             client.close()
         node.stop()
+    loss_lines = sum("lost on" in line for line in node.log().splitlines())  # warnings about lost frames
     return {"config": name, "frames": frames, "received": int(st.frames_received),
             "received_percent": 100.0 * int(st.frames_received) / frames, "lost_reported": int(st.frames_lost),
             "kept_rate_hz": round(float(st.kept_rate), 2), "player_rc": player["rc"],
             "player_peak_rss_mb": round(player["peak_rss_mb"], 1), "player_wall_s": round(player["wall_s"], 1),
-            "player_says": player["tail"], "load_before": [round(x, 2) for x in load_before],
+            "node_loss_log_lines": loss_lines, "last_warning": st.last_warning, "player_says": player["tail"], "load_before": [round(x, 2) for x in load_before],
             "load_after": [round(x, 2) for x in os.getloadavg()]}
 
 

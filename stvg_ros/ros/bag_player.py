@@ -258,11 +258,26 @@ def choose_profile(choice: str) -> str:
         path = Path(choice)
         if not path.is_file():
             raise FileNotFoundError(f"--profile {choice}: no such file (use shm, none or a Fast DDS XML file)")
-    import importlib.util
-
-    humble = importlib.util.find_spec("rclpy.event_handler") is None  # Fast DDS 2.x: the older name only
-    os.environ[PROFILE_VARS[1] if humble else PROFILE_VARS[0]] = str(path)  # Fast DDS 3 warns about the other
+    major = fastdds_major()  # 3 warns about the older name, 2 reads only the older one
+    for v in (PROFILE_VARS[:1] if major == 3 else PROFILE_VARS[1:] if major == 2 else PROFILE_VARS):
+        os.environ[v] = str(path)
     return str(path)
+
+
+def fastdds_major() -> int:
+    """Fast DDS' major version: 3 from Kilted on, 2 up to Jazzy; 0 when unknown."""
+    import importlib.metadata
+    import os
+
+    distro = os.environ.get("ROS_DISTRO", "")
+    if distro:
+        return 2 if distro in ("humble", "iron", "jazzy") else 3
+    for dist in ("ros-fastdds", "ros-fastrtps"):  # the PyPI wheels (this venv: Kilted, .venv-jazzy: Jazzy)
+        try:
+            return int(importlib.metadata.version(dist).split(".")[0])
+        except (importlib.metadata.PackageNotFoundError, ValueError):
+            continue
+    return 0
 
 
 def parse_remaps(items: Sequence[str]) -> dict[str, str]:

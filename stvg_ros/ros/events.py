@@ -87,7 +87,8 @@ def incompatible_qos_message(topic: str, role: str, side: str, ours: QoSProfile,
 
 
 def subscribe(node, msg_type, topic: str, callback: Callable, qos: QoSProfile | int, role: str,
-              warn: Callable[[str, str], None], on_lost: Optional[Callable[[str, int], None]] = None, raw: bool = False):
+              warn: Callable[[str, str], None], on_lost: Optional[Callable[[str, int], None]] = None,
+              raw: bool = False):
     """``node.create_subscription`` with the QoS-mismatch warning and, when ``on_lost`` is given and the
     rmw supports it, the message-lost event (``on_lost(topic, frames lost since the last event)``: the
     caller counts and summarises them, see :class:`stvg_ros.ros.status.LossSummary`); ``raw``: the
