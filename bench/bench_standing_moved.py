@@ -5,7 +5,8 @@ frame waits for the evaluation it makes due), full groundings (the box every eva
 look as the query ("the small red circle"), found thresholds 0.5/0.5 so that `appeared` is not what is
 measured.  Streams: ``generate_sample(seed, 'test', 48)`` at 5 fps, windows of 8 frames every 2.
 
-* still: the clip's first frame repeated 48 times (nothing moves);
+* still: the clip's first frame repeated 48 times (nothing moves) with fresh sensor noise on every frame
+  (``--noise``, Gaussian, grey levels), as a camera gives it: the boxes jitter, trackers renumber;
 * moving: the clips whose target moves left/right/up/down, as generated (it moves during its action
   span and stands still before and after).
 
@@ -23,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
@@ -35,6 +38,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(ROOT / "models" / "stvg-synth-qwen"))
     ap.add_argument("--streams", type=int, default=12, help="still streams, and moving streams")
+    ap.add_argument("--noise", type=float, default=3.0, help="sensor noise (std of grey levels) on every frame")
+    ap.add_argument("--feature-cache-mb", type=int, default=0,
+                    help="the grounder's feature cache (0: off; one grounder serves every stream's new service)")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
 
@@ -48,7 +54,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     grounder = Grounder.from_pretrained(args.model, device="cpu",
-                                        config=GroundingConfig(num_frames=WINDOW, decomposer="rules"))
+                                        config=GroundingConfig(num_frames=WINDOW, decomposer="rules",
+                                                               feature_cache_mb=args.feature_cache_mb))
     rules = StandingRules(found_on=0.5, found_off=0.5)
     out = dict(still=[], moving=[])
     seed = 0
@@ -62,6 +69,9 @@ def main(argv=None) -> int:
             kinds.append("moving")
         for kind in kinds:
             stream = [frames[0]] * len(frames) if kind == "still" else list(frames)
+            rng = np.random.default_rng(seed)
+            stream = [np.clip(f + rng.normal(0.0, args.noise, f.shape), 0, 255).astype(np.uint8) if args.noise else f
+                      for f in stream]
             events, _ = replay(grounder, stream, FPS, s["attribute"], WINDOW, EVERY, False, rules)
             moved = [e for k, e in events if k == "moved"]
             st, ed = s["st_frame"], s["ed_frame"]
@@ -72,8 +82,8 @@ def main(argv=None) -> int:
                                   moved_while_still=len(moved) - (len(during) if kind == "moving" else 0),
                                   appeared=sum(k == "appeared" for k, _ in events)))
     still, moving = out["still"], out["moving"]
-    print(f"\n`moved` events, {args.model}, full groundings, {args.streams} streams each "
-          f"({time.process_time() - t0:.0f} CPU s)\n")
+    print(f"\n`moved` events, {args.model}, full groundings, {args.streams} streams each, noise {args.noise:g}, "
+          f"feature_cache_mb {args.feature_cache_mb} ({time.process_time() - t0:.0f} CPU s)\n")
     print("| streams | found (appeared) | `moved` events | per stream | streams with a `moved` while the target "
           "moved | `moved` while it stood still |")
     print("|---|---|---|---|---|---|")

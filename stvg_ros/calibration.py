@@ -538,6 +538,11 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     found_threshold = choose_found_threshold(traces)
     grid = standing_grid(traces) if any(t.window_p for t in traces) else []
+    if not grid:
+        print(f"note: no standing windows (every clip is shorter than --window-s {args.window_s:g} s): the standing "
+              "thresholds are not chosen; pass the window your standing queries use, e.g. --window-s 4")
+    if found_threshold is None:
+        print("note: found_threshold needs present and absent queries (\"present\": [] for an absent one): not chosen")
     standing = choose_standing(grid, args.min_found, args.max_false) if grid else {}
     print(f"\nchosen on {len(traces)} labelled queries:")
     print(report(traces, found_threshold, standing))

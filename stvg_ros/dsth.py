@@ -106,7 +106,7 @@ _PLURAL_WORDS = {"men", "women", "people", "children", "police", "they", "we", "
 _ADJECTIVES = set("""
 red green blue yellow purple white black grey gray brown pink orange golden silver dark light pale bright
 small big large little tall short long tiny huge giant young old elderly middle-aged fat thin slim bald
-blond blonde bearded striped spotted plaid checked wooden metal plastic leather new round square
+blond blonde bearded striped spotted plaid checked wooden metal plastic leather new
 """.split())
 #: base forms that are also past forms ("the man cut the rope"): finite whatever the subject
 _PAST_LIKE_BASE = {v for past, v in _IRREGULAR_PAST.items() if past == v}
@@ -151,12 +151,12 @@ def _finite_verb(lower: list[str], start: int) -> tuple[str, int] | None:
 
 
 def _participle(lower: list[str], start: int) -> int | None:
-    """Index of an -ing form that carries the action ("a dog running"), not one inside a noun phrase
-    ("in a running suit", "the red running shoes")."""
+    """Index of an -ing form that carries the action ("a dog running"), not one that starts a noun
+    phrase ("in a running suit")."""
     for i in range(start + 1, len(lower)):
         prev = lower[i - 1]
         if lower[i] in _ING and lower[i] not in _PREPOSITIONS and prev not in _DETERMINERS \
-                and prev not in _PREPOSITIONS and prev not in _ADJECTIVES and prev not in _NUMBERS:
+                and prev not in _PREPOSITIONS and prev not in _NUMBERS:
             return i
     return None
 

@@ -194,6 +194,8 @@ def test_nouns_spelled_like_verbs_stay_in_the_attribute(query, attribute, action
     ("the woman lights the lamp", "the woman", "the woman lights the lamp"),
     ("two men watch the game", "two men", "men watch the game"),
     ("the man in black walks to the car", "the man in black", "the man walks to the car"),
+    ("the red square moving right", "the red square", "the square moving right"),
+    ("the light moving across the wall", "the light", "the light moving across the wall"),
 ])
 def test_the_same_words_as_verbs_still_split(query, attribute, action):
     sub = decompose_by_rules(query)
