@@ -112,9 +112,9 @@ class MotionBlobs:
             if step is not None:
                 corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
                 self.camera_shift = float(np.abs(corners @ step.T - corners).max())
-                if self.camera_shift > _STILL_PX * max(h, w) / _CAMERA_SIDE:
+                if self.camera_shift > _STILL_PX * max(h, w) / _CAMERA_SIDE:  # below: noise of a still camera
                     self.camera_moved += 1
-                self._to_ref = self._to_ref @ np.linalg.inv(step)
+                    self._to_ref = self._to_ref @ np.linalg.inv(step)
                 shifted = corners @ self._to_ref.T
                 if np.abs(shifted - corners).max() > _REANCHOR * min(h, w):
                     self._restart()
