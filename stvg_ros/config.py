@@ -603,6 +603,10 @@ class ProposalConfig:
     motion_merge: float = 0.03
     """source=motion: blobs one above the other closer than this share of the frame height are one object
     (a person's head, torso and legs; side by side stay apart); 0 keeps every blob apart."""
+    motion_split: float = 0.7
+    """source=motion: an object at least this many times as wide as tall (a standing person: ~0.4) is split
+    where its mask thins out in the middle (two people side by side); 0 never splits (uniform shapes whose
+    interior the background model absorbed show two edges and would be split)."""
     motion_camera: str = "compensate"
     """source=motion: 'compensate' (the camera's motion between frames is estimated from tracked corners
     and the frame warped into the background model's view first: a handheld or robot camera) or 'fixed'
@@ -666,6 +670,8 @@ class ProposalConfig:
         for name in ("motion_threshold", "motion_kernel"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "use 0 or more")
+        if self.motion_split < 0:
+            raise bad("motion_split", self.motion_split, "use 0 (never split) or a width/height ratio, e.g. 0.7")
         if not 0.0 <= self.motion_merge < 1.0:
             raise bad("motion_merge", self.motion_merge, "use a share of the frame height in [0, 1), e.g. 0.03")
         if not 0.0 <= self.motion_min_area < 1.0:

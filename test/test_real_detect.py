@@ -76,7 +76,7 @@ def test_motion_blobs_box_people_of_every_size_on_a_still_camera(vtest):
     clip, frames = vtest
     boxes, blobs = _blob_boxes(frames, clip, ProposalConfig(source="motion"))
     r5, r3 = proposal_recall(boxes, clip, 0.5), proposal_recall(boxes, clip, 0.3)
-    assert r5["recall"] >= 0.48 and r3["recall"] >= 0.65, (r5, r3)
+    assert r5["recall"] >= 0.55 and r3["recall"] >= 0.65, (r5, r3)
     assert r5["false_per_frame"] <= 2.0, r5
     assert blobs.camera_moved <= 0.05 * len(frames), "a fixed camera is not reported as moving"
 

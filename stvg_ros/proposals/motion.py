@@ -40,6 +40,8 @@ _STILL_PX = 0.5
 _SPREAD = 0.5
 #: a HOG person overlapping a moving blob this much (IoU) is that blob (motion_people)
 _SAME_OBJECT_IOU = 0.3
+#: an object as wide as motion_split of its height is split where its foreground's column count drops under this share of its fullest column
+_SPLIT_VALLEY = 0.25
 #: the background model starts again when the view has moved this share of the frame's shorter side
 _REANCHOR = 0.25
 
@@ -112,9 +114,9 @@ class MotionBlobs:
             if step is not None:
                 corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
                 self.camera_shift = float(np.abs(corners @ step.T - corners).max())
-                if self.camera_shift > _STILL_PX * max(h, w) / _CAMERA_SIDE:
+                if self.camera_shift > _STILL_PX * max(h, w) / _CAMERA_SIDE:  # below: noise of a still camera
                     self.camera_moved += 1
-                self._to_ref = self._to_ref @ np.linalg.inv(step)
+                    self._to_ref = self._to_ref @ np.linalg.inv(step)
                 shifted = corners @ self._to_ref.T
                 if np.abs(shifted - corners).max() > _REANCHOR * min(h, w):
                     self._restart()
@@ -204,8 +206,29 @@ class MotionBlobs:
             y0 = stats[members, cv2.CC_STAT_TOP].min()
             x1 = (stats[members, cv2.CC_STAT_LEFT] + stats[members, cv2.CC_STAT_WIDTH]).max()
             y1 = (stats[members, cv2.CC_STAT_TOP] + stats[members, cv2.CC_STAT_HEIGHT]).max()
-            out.append((int(x0), int(y0), int(x1), int(y1)))
+            out.extend(_split_side_by_side(fg, (int(x0), int(y0), int(x1), int(y1)), cfg.motion_split))
         return out
+
+
+def _split_side_by_side(fg: np.ndarray, box: tuple[int, int, int, int], width: float) -> list[tuple[int, int, int, int]]:
+    """An object at least ``width`` times as wide as tall whose foreground thins to under ``_SPLIT_VALLEY``
+    of its fullest column somewhere in its middle is two objects side by side (people walking together).
+    A uniformly coloured mover whose interior the model has absorbed looks the same (two edges): set
+    ``motion_split`` 0 for such scenes."""
+    x0, y0, x1, y1 = box
+    if width <= 0 or x1 - x0 < width * (y1 - y0) or x1 - x0 < 6:
+        return [box]
+    cols = np.count_nonzero(fg[y0:y1, x0:x1], axis=0).astype(np.float32)
+    lo, hi = int(0.25 * len(cols)), int(0.75 * len(cols))
+    cut = lo + int(np.argmin(cols[lo:hi]))
+    if cols[cut] > _SPLIT_VALLEY * cols.max():
+        return [box]
+    out = []
+    for a, b in ((x0, x0 + cut), (x0 + cut + 1, x1)):
+        rows = np.flatnonzero(np.count_nonzero(fg[y0:y1, a:b], axis=1))
+        if len(rows):
+            out.extend(_split_side_by_side(fg, (a, y0 + int(rows[0]), b, y0 + int(rows[-1]) + 1), width))
+    return out or [box]
 
 
 class MotionTracks(ProposalSource):

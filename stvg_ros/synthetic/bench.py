@@ -231,7 +231,8 @@ def choose_found_threshold(p_yes: dict[str, list[float]]) -> float:
 
 #: ``--proposals motion``: moving-blob tracks (no weights) instead of the generator's; settings chosen on
 #: the val split (docs/proposals.md, "Motion"): KNN, no morphology (112 px noiseless frames), 3 frames held
-MOTION_BENCH = dict(source="motion", motion_method="knn", motion_kernel=0, hold_keyframes=3.0, detect_every=1)
+MOTION_BENCH = dict(source="motion", motion_method="knn", motion_kernel=0, hold_keyframes=3.0, detect_every=1,
+                    motion_split=0.0)  # uniform shapes: their absorbed interior is no gap between two objects
 
 
 def motion_proposals(frames: np.ndarray) -> dict:
