@@ -111,14 +111,15 @@ def test_motion_blobs_survive_a_handheld_camera(vtest):
 @needs_hog
 def test_a_proposal_source_that_finds_nothing_is_named_in_the_answer_and_the_status():
     """Issue 26: HOG in the node found no person and the node fell back to proposal-free boxes silently."""
-    from test_service import Answers, ScriptedGrounder, stamps
+    from fake_grounder import FakeGrounder
+    from test_service import Answers, stamps
 
     from stvg_ros.config import ServingConfig
     from stvg_ros.proposals.live import proposal_stage
     from stvg_ros.service import ANSWERED, GroundingRequest, GroundingService
 
     svc = GroundingService(ServingConfig(window_rate=0.0, ingest_max_side=224))
-    svc.start(ScriptedGrounder(), stage=proposal_stage(ProposalConfig(enabled=True, source="hog", rate_hz=0,
+    svc.start(FakeGrounder(), stage=proposal_stage(ProposalConfig(enabled=True, source="hog", rate_hz=0,
                                                                       detect_every=1), background=False))
     for s in stamps(4):
         svc.ingest(s, lambda: np.full((168, 224, 3), 128, np.uint8))  # a blank wall: nobody there
