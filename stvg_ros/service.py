@@ -536,7 +536,8 @@ class GroundingService:
             return stop
 
         try:
-            prefetch([f.image for f in frames], [f.seq for f in frames], should_stop=should_stop)
+            prefetch([f.image for f in frames], [f.seq for f in frames], should_stop=should_stop,
+                     stamps=[f.stamp for f in frames])
         except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
             self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
             return
