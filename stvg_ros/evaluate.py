@@ -219,12 +219,10 @@ def bag_items(paths: Sequence[Path], proposals: Optional[dict], sub_queries: Opt
 
 
 def bag_clip(path, n: int, max_side: int = 0) -> Clip:
-    """Every frame of a bag, as a node's window at its defaults holds them: the grounder samples ``n`` of
-    them (uniform in time) and puts the tube on every frame (``tube_frames``), so node mode and core mode
-    ground the same frames; frame indices are image positions."""
+    """The paper's uniform sample of a bag's frames; frame indices are image positions."""
     from .bags import read_bag
 
-    c = read_bag(path, frame_positions=None)
+    c = read_bag(path, frame_positions=n)
     pos = sorted(c.frames)
     frames = [c.frames[i] for i in pos]
     scale = 1.0

@@ -121,6 +121,20 @@ def sample_indices(num_input: int, num_frames: int, stamps: Sequence[float] | No
     return sorted(set(pos.round().astype(int).tolist()))
 
 
+def halfway_indices(num_input: int, idx: Sequence[int], stamps: Sequence[float] | None = None) -> list[int] | None:
+    """The frames nearest (in time) halfway between consecutive sampled frames ``idx``, then the last sampled
+    frame: ``len(idx)`` frames for ``tube_frames='refine'``'s second pass, or None where the frames are too
+    sparse for a distinct, strictly increasing set that adds frames."""
+    s = np.asarray(stamps if stamps is not None else range(num_input), dtype=np.float64)
+    i = np.asarray(idx)
+    mids = (s[i[:-1]] + s[i[1:]]) / 2
+    halfway = np.interp(mids, s, np.arange(num_input, dtype=np.float64)).round(6).round().astype(int).tolist()
+    out = halfway + [int(i[-1])]
+    if len(i) < 2 or any(b <= a for a, b in zip(out, out[1:])) or not set(halfway) - set(i.tolist()):
+        return None
+    return out
+
+
 def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: str) -> None:
     """Clear errors for what a caller can get wrong."""
     if not isinstance(query, str) or not query.strip():
@@ -345,13 +359,15 @@ class Grounder:
         return self.feature_cache.stats()
 
     def prefetch(self, frames: Sequence[np.ndarray], frame_keys: Sequence,
-                 should_stop: Callable[[], bool] | None = None) -> int:
+                 should_stop: Callable[[], bool] | None = None, stamps: Sequence[float] | None = None) -> int:
         """Encode into the feature cache, one unit (:meth:`ModelAdapter.encode_units`) at a time, what
         :meth:`ground` with these ``frame_keys`` would encode, so that a later query finds it there (same
         keys, same settings: a hit is exact).  Where every unit is one frame, its tokens ignore the rest of
         the clip, so every frame is encoded (those a query would sample now first, then the newest first);
         where units span frames (Qwen's pairs), only the units of the clip a query would sample now (and
-        its reversed clip with TAS) — speculative: a window that slides re-pairs the frames.
+        its reversed clip with TAS, and the second pass's halfway frames with ``tube_frames='refine'``;
+        ``stamps`` place both samples in time as :meth:`ground` does) — speculative: a window that slides
+        re-pairs the frames.
         ``should_stop()`` is asked before each unit (a query waits for one unit at most).  Returns the
         units computed (0 without a cache or frame-key support)."""
         _check_keys(frame_keys, len(frames))
@@ -359,7 +375,7 @@ class Grounder:
         cache = self.feature_cache
         if not frames or not self._caches_frames():
             return 0
-        idx = sample_indices(len(frames), self.config.num_frames)
+        idx = sample_indices(len(frames), self.config.num_frames, stamps)
         units = self.adapter.encode_units(len(idx))
         if all(len(u) == 1 for u in units):
             sampled = set(idx)
@@ -369,6 +385,10 @@ class Grounder:
             if self.config.use_tas:  # encode_reversed re-encodes frames[::-1], re-paired
                 back = idx[::-1]
                 plan += [[back[j] for j in u] for u in units]
+            halfway = halfway_indices(len(frames), idx, stamps) if self.config.tube_frames == "refine" \
+                and len(frames) > len(idx) else None
+            if halfway is not None:  # the second pass of a long window (tube_frames)
+                plan += [[halfway[j] for j in u] for u in units]
         before = cache.stats().prefetched.get("visual", 0)
         with cache.prefetching(), torch.no_grad():
             for unit in plan:
@@ -602,11 +622,8 @@ class Grounder:
                       boxes) -> tuple[int, int] | None:
         """Inclusive given-frame indices of the span on both passes' scores (None: no distinct halfway frames)."""
         cfg = self.config
-        s = np.asarray(stamps, dtype=np.float64)
-        mids = (s[idx[:-1]] + s[idx[1:]]) / 2
-        halfway = np.interp(mids, s, np.arange(len(s), dtype=np.float64)).round(6).round().astype(int).tolist()
-        idx2 = halfway + [idx[-1]]  # the first pass's frame count, strictly increasing, first pass's last frame
-        if any(b <= a for a, b in zip(idx2, idx2[1:])) or not set(halfway) - set(idx):
+        idx2 = halfway_indices(len(stamps), idx, stamps)
+        if idx2 is None:
             return None
         question, delta = temporal_prompt
         with torch.no_grad():

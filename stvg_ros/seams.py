@@ -34,8 +34,9 @@ class GroundingModel(Protocol):
         """``ground``'s p(yes) alone, cheaply (a standing query's first look)."""
 
     def prefetch(self, frames: Sequence[np.ndarray], frame_keys: Sequence,
-                 should_stop: Optional[Callable[[], bool]] = None) -> int:
-        """Encode ahead of a query, one unit at a time while ``should_stop()`` is false; units computed."""
+                 should_stop: Optional[Callable[[], bool]] = None, stamps: Optional[Sequence[float]] = None) -> int:
+        """Encode ahead of a query, one unit at a time while ``should_stop()`` is false; units computed.
+        ``stamps`` (seconds) place the frames in time, for what a query would sample from them."""
 
     def forget_frames(self, gone_keys: Iterable[Hashable]) -> int:
         """Drop cached work of the frames ``gone_keys`` (the window let them go), keeping every other

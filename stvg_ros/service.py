@@ -609,7 +609,8 @@ class GroundingService:
             return stop
 
         try:
-            grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop)
+            grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop,
+                              stamps=[f.stamp for f in frames])
         except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
             self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
             return

@@ -83,7 +83,7 @@ class FakeGrounder:
             self.exists += 1
         return self.script(stamps[-1])[0]
 
-    def prefetch(self, frames, frame_keys, should_stop=None) -> int:
+    def prefetch(self, frames, frame_keys, should_stop=None, stamps=None) -> int:
         return 0  # no cache
 
     def forget_frames(self, gone_keys) -> int:

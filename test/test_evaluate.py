@@ -290,9 +290,9 @@ def test_node_mode_needs_the_ros_layers_runner(tmp_path, capsys):
                     reason="stvg_ros.msg is not importable: node mode needs the colcon-built package "
                            "(run the tests through `make test`, which puts the install space first)")
 def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, monkeypatch):
-    """The same bags through a node started with its defaults (its own window: every frame kept, 20
-    frames, LRA on...) and through core mode: the runner sets the grounding settings and plays every
-    frame into the node's own window, and every tube is the same (the node samples core mode's frames)."""
+    """The same bags through a node started with its defaults (its own window keeps every frame, 20
+    frames, LRA on...) and through core mode: the runner sets the grounding settings, not the window, and
+    every tube is the same."""
     import os
     import subprocess
     import sys

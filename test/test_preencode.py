@@ -53,7 +53,9 @@ def test_prefetch_counts_apart_and_its_hits_once():
 def test_a_query_after_prefetch_hits_every_unit_and_is_unchanged(adapter, full):
     """prefetch() then ground(): every visual lookup of the query hits, and maps, p_yes and the tube are
     those of a grounder without any cache (TAS included: Qwen's reversed pairs are pre-encoded too)."""
-    cfg = dict(num_frames=5, use_lra=full, lra_steps=1, use_tas=full, use_dsth=False, keep_relevance=True)
+    # the sampled clip's pass only: tube_frames' second pass (halfway frames) is not pre-encoded
+    cfg = dict(num_frames=5, use_lra=full, lra_steps=1, use_tas=full, use_dsth=False, keep_relevance=True,
+               tube_frames="sampled")
     warm, fresh = Grounder(adapter, cfg), Grounder(adapter, dict(cfg, feature_cache_mb=0))
     frames, stamps, keys = random_frames(9, 56, 72, seed=7), [0.5 * i for i in range(9)], list(range(100, 109))
     units = warm.prefetch(frames, keys)
@@ -92,7 +94,9 @@ def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_di
     """Frames arrive, the idle worker encodes them; the query then computes no visual token, answers
     exactly as a service without pre-encode, and the window's evictions take pre-encoded frames along."""
     adapter = load_adapter(tiny_model_dir("llava_onevision"))
-    cfg = dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False, keep_relevance=True)
+    # the sampled clip's pass only (tube_frames' second pass looks up the halfway frames as well)
+    cfg = dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False, keep_relevance=True,
+               tube_frames="sampled")
     on, off = Grounder(adapter, cfg), Grounder(adapter, cfg)
     with_pre = _service(on, preencode_when_idle=True, window_max_frames=6)
     without = _service(off, window_max_frames=6)
@@ -133,7 +137,7 @@ class UnitGrounder(FakeGrounder):
         self.on_unit = None
         self.stopped_at = None
 
-    def prefetch(self, frames, frame_keys, should_stop=None):
+    def prefetch(self, frames, frame_keys, should_stop=None, stamps=None):
         for u in range(len(self.done), self.units):  # what earlier passes did stays done
             if should_stop():
                 self.stopped_at = len(self.done)

@@ -4,13 +4,12 @@
 ``stvg-eval`` with this module's :class:`NodeRunner` for ``--mode node``; the core's evaluation
 never imports it.
 
-Node mode measures the node as it runs (docs/evaluation.md): every frame of a bag is played at the
-bag's rate into the node's window with the node's own window settings (``window_rate``,
-``window_max_frames``), so its live sampling is measured; only ``window_duration`` is raised to cover
-the bag (the query is about the whole bag, as in core mode) and ``ingest_max_side`` set to the core's
-frame size; no proposals (external or live); ``use_sim_time``; the grounding parameters of the
-evaluation's ``grounding:`` settings.  With the node's defaults (every frame kept) its grounder samples
-exactly core mode's frames (:func:`stvg_ros.evaluate.bag_clip`).  Live parameters are set through the node's parameter service
+Node mode runs the node's own window settings (``window_rate``, ``window_max_frames``: not forced; with
+the defaults every frame is kept, see docs/evaluation.md): per bag, the frames core mode samples
+(``num_frames`` by the paper's sampling) are played at the bag's rate into that window, whose
+``window_duration`` is raised to cover them and ``ingest_max_side`` set to the core's frame size; no
+proposals (external or live); ``use_sim_time``; the grounding parameters of the evaluation's
+``grounding:`` settings.  Live parameters are set through the node's parameter service
 (and restored at the end); one applied only at configure that differs is refused with the
 ``-p name:=value`` to restart the node with.  The frames go to ``<ns>/image`` (or
 ``<ns>/image/compressed``) with ``/clock`` from the bag, then the item's query (with its
@@ -212,16 +211,20 @@ class NodeRunner:
     def evaluate(self, item) -> tuple[dict, None, None]:
         """Play ``item``'s frames, ask its query, wait for the Tube answering it, score it."""
         from ..bags import read_bag
+        from ..video import uniform_indices
         from .convert import ns_to_stamp
 
         contents = read_bag(item.bag, frame_positions=[0])
         stamps = contents.stamps
+        # core mode's sample of the bag (the paper's sampling, which truncates where the grounder's
+        # time-uniform pick over every frame rounds): the node's window is given exactly these frames
+        sampled = uniform_indices(len(stamps), self.gcfg.num_frames)
         side = self.ev.max_side or max(contents.frames[0].shape[:2])
-        self._cover(stamps[-1] - stamps[0], side)
+        self._cover(stamps[sampled[-1]] - stamps[sampled[0]], side)
         target = self._image_target(contents.image_topic)
         with self._cv:
             self._tubes.pop(item.query_id, None)
-        player = BagPlayer(self.node, item.bag, rate=self.ev.rate, clock=True,
+        player = BagPlayer(self.node, item.bag, rate=self.ev.rate, clock=True, positions=sampled,
                            remap={contents.image_topic: target}, topics=[contents.image_topic])
         try:
             missing = player.wait_for_subscribers(10.0)
