@@ -93,7 +93,8 @@ def is_part(box, truth, iou: float) -> bool:
     if box is None or iou >= 0.5:
         return False
     area = (box[2] - box[0]) * (box[3] - box[1])
-    inside = max(0.0, min(box[2], truth[2]) - max(box[0], truth[0])) * max(0.0, min(box[3], truth[3]) - max(box[1], truth[1]))
+    inside = (max(0.0, min(box[2], truth[2]) - max(box[0], truth[0]))
+              * max(0.0, min(box[3], truth[3]) - max(box[1], truth[1])))
     return area <= 0.6 * (truth[2] - truth[0]) * (truth[3] - truth[1]) and inside >= 0.8 * area
 
 
@@ -200,8 +201,8 @@ def select_cost(geometries, methods, annotations=DEFAULT_ANNOTATIONS, clip_name=
                 from stvg_ros.boxes import box_iou
 
                 iou = float(np.mean([box_iou(b, t) if b is not None else 0.0 for b, t in zip(track.boxes, truth)]))
-                rows.append({"geometry": geo, "method": method, "grid": f"{grid[1]}x{grid[0]}", "select_ms": 1000 * best,
-                             "mean_iou": iou})
+                rows.append({"geometry": geo, "method": method, "grid": f"{grid[1]}x{grid[0]}",
+                             "select_ms": 1000 * best, "mean_iou": iou})
     finally:
         spatial.SEGMENT_THREADS = threads
     return rows
@@ -224,7 +225,8 @@ def main(argv=None) -> int:
     if args.select:
         rows = select_cost(args.geometries, args.methods)
         print(f"select stage, proposal-free, {FRAMES} frames of cup.mp4 (640x480), one core, best of 3 (CPU ms)\n")
-        print("| geometry | grid | method | select CPU ms per query | mean IoU of the chosen track |\n|---|---|---|---|---|")
+        print("| geometry | grid | method | select CPU ms per query | mean IoU of the chosen track |\n"
+              "|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['geometry']} | {r['grid']} | {r['method']} | {r['select_ms']:.0f} | {r['mean_iou']:.3f} |")
         if args.json:
