@@ -12,6 +12,7 @@ object: one garment of a person), and the CPU milliseconds per box.
 
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py [--geometries qwen-224 qwen-processor ...]
         [--methods cells flood grabcut auto] [--json bench/results/real-boxes.json]
+    OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --select   # the select stage's CPU per 20-frame query
 
 Geometries (``--geometries``; the default: all): ``qwen-<side>`` Qwen2.5-VL/Qwen2-VL with ``frame_resize:
 fixed`` and ``image_size: <side>`` (224 is the family's default), ``qwen-processor`` (the released video
@@ -92,7 +93,8 @@ def is_part(box, truth, iou: float) -> bool:
     if box is None or iou >= 0.5:
         return False
     area = (box[2] - box[0]) * (box[3] - box[1])
-    inside = max(0.0, min(box[2], truth[2]) - max(box[0], truth[0])) * max(0.0, min(box[3], truth[3]) - max(box[1], truth[1]))
+    inside = (max(0.0, min(box[2], truth[2]) - max(box[0], truth[0]))
+              * max(0.0, min(box[3], truth[3]) - max(box[1], truth[1])))
     return area <= 0.6 * (truth[2] - truth[0]) * (truth[3] - truth[1]) and inside >= 0.8 * area
 
 
@@ -161,6 +163,51 @@ def table(rows) -> str:
     return "\n".join(out)
 
 
+def select_cost(geometries, methods, annotations=DEFAULT_ANNOTATIONS, clip_name="cup.mp4", frames: int = FRAMES,
+                repeats: int = 3) -> list[dict]:
+    """CPU seconds of the select stage's proposal-free path as a query runs it (:func:`stvg_ros.spatial.choose_track`:
+    ``box_seeds`` seeds per frame, GrabCut chains, the tracker, the scoring) on ``frames`` frames sampled
+    uniformly over the clip's annotated span, a peak planted on the object (its box interpolated between the
+    annotated frames), in the calling thread (one core); best of ``repeats``."""
+    from stvg_ros import spatial
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.proposals.annotated import iter_frames, load_annotations
+
+    clip = next(c for c in load_annotations(annotations) if c.name == clip_name)
+    marks = clip.frames
+    idx = np.linspace(marks[0], marks[-1], frames).round().astype(int)
+    images = {i: f for i, f in iter_frames(clip.path, stop=int(idx[-1]) + 1) if i in set(idx)}
+    ids = clip.ids()[0]
+    boxes = {f: next(b.box for b in clip.boxes[f] if b.id == ids) for f in marks}
+    truth = [tuple(float(np.interp(i, marks, [boxes[f][k] for f in marks])) for k in range(4)) for i in idx]
+    cfg = GroundingConfig()
+    rows = []
+    spatial.SEGMENT_THREADS, threads = 1, spatial.SEGMENT_THREADS
+    try:
+        for geo in geometries:
+            H, W = images[idx[0]].shape[:2]
+            grid, tokens = geometry(geo, H, W)
+            maps = np.stack([planted_grid(b, grid, (H, W)) for b in truth])
+            for method in methods:
+                best = float("inf")
+                for _ in range(repeats):
+                    c = time.process_time()
+                    track, *_ = spatial.choose_track(maps, grid, (0.0, 0.0, float(W), float(H)), (H, W),
+                                                     list(range(frames)), None, cfg.box_threshold, 1e-3,
+                                                     frames=[images[i] for i in idx], box_method=method,
+                                                     box_seeds=cfg.box_seeds, box_iterations=cfg.box_grabcut_iterations,
+                                                     box_chain=cfg.box_grabcut_chain)
+                    best = min(best, time.process_time() - c)
+                from stvg_ros.boxes import box_iou
+
+                iou = float(np.mean([box_iou(b, t) if b is not None else 0.0 for b, t in zip(track.boxes, truth)]))
+                rows.append({"geometry": geo, "method": method, "grid": f"{grid[1]}x{grid[0]}",
+                             "select_ms": 1000 * best, "mean_iou": iou})
+    finally:
+        spatial.SEGMENT_THREADS = threads
+    return rows
+
+
 ALL_GEOMETRIES = ("qwen-224", "qwen-fine", "qwen-processor", "nextvideo-paper", "nextvideo-model",
                   "onevision-paper", "onevision-model")
 
@@ -172,7 +219,19 @@ def main(argv=None) -> int:
     ap.add_argument("--geometries", nargs="+", default=list(ALL_GEOMETRIES))
     ap.add_argument("--methods", nargs="+", default=["cells", "flood", "grabcut", "auto"])
     ap.add_argument("--json", default="", help="also write the rows here")
+    ap.add_argument("--select", action="store_true",
+                    help="instead: the select stage's CPU per 20-frame query on cup.mp4 (640x480), one core")
     args = ap.parse_args(argv)
+    if args.select:
+        rows = select_cost(args.geometries, args.methods)
+        print(f"select stage, proposal-free, {FRAMES} frames of cup.mp4 (640x480), one core, best of 3 (CPU ms)\n")
+        print("| geometry | grid | method | select CPU ms per query | mean IoU of the chosen track |\n"
+              "|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['geometry']} | {r['grid']} | {r['method']} | {r['select_ms']:.0f} | {r['mean_iou']:.3f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0
     frames = load_frames(args.annotations, args.videos)
     n = sum(len(b) for *_, b in frames)
     print(f"proposal-free boxes from planted peaks: {n} objects on {len(frames)} annotated frames, "

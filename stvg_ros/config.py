@@ -172,8 +172,9 @@ class GroundingConfig:
     frame and connect to a seed (a relevance peak) form the seed region the segmentation starts from."""
     box_method: str = "auto"
     """Proposal-free boxes: how a seed region becomes an object box. 'auto': region growing on colour when
-    it finds one clean region, else GrabCut; 'grabcut'; 'flood' (region growing only); 'cells': the seed's
-    token cells themselves (no segmentation, the coarse boxes of earlier versions)."""
+    it finds one clean region (on token grids of >= 12 cells, with the object's touching parts), else GrabCut;
+    'grabcut'; 'flood' (region growing only); 'cells': the seed's token cells themselves (no segmentation, the
+    coarse boxes of earlier versions)."""
     box_seeds: int = 2
     """Proposal-free boxes: relevance peaks per frame that seed a candidate box (linked over time into tracks)."""
     box_grabcut_iterations: int = 2

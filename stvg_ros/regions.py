@@ -30,6 +30,10 @@ GRABCUT_CHAIN = GroundingConfig.box_grabcut_chain
 #: a further part of an object stands out of the background at least this fraction as much as its first part
 PART_CONTRAST = 0.7
 
+#: token grids at least this many cells on their long side resolve a real object's parts (a person's
+#: garments): ``auto`` joins them there (bench/bench_real_boxes.py; LLaVA's 12x12 and 14x14 grids, Qwen's 'fine')
+FINE_GRID_CELLS = 12
+
 #: seed methods :func:`segment_box` knows
 SEGMENT_METHODS = ("auto", "grabcut", "flood", "cells")
 
@@ -249,8 +253,9 @@ def flood_parts_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: flo
     object: one garment of a person.  Where the relevance's core (the seed cells whose relevance is at least
     half their peak) still holds pixels outside the regions found so far that stand out of the background,
     the one most unlike it seeds the next region; a next region that is clean, fills at least ``part_fill``
-    of the seed cells and touches the box so far joins it.  On an object of one colour the core outside it
-    is background, so nothing joins and the box is the one region's."""
+    of the seed cells and touches the box so far joins it; one that touches it but cannot be delimited leaves the
+    object to GrabCut.  On an object of one colour the core outside it is background, so nothing joins.
+    (:func:`segment_box` searches for parts only on grids fine enough to resolve them.)"""
     import cv2
 
     H, W = image.shape[:2]
@@ -305,10 +310,15 @@ def _squared_distance(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return np.einsum("...k,...k->...", d, d)
 
 
-def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, **options) -> Box | None:
-    """The object box around a seed ``rect`` (pixels) by ``method`` (see :data:`SEGMENT_METHODS`)."""
+def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, margin: float,
+                fine_grid: bool = False, **options) -> Box | None:
+    """The object box around a seed ``rect`` (pixels) by ``method`` (see :data:`SEGMENT_METHODS`).
+
+    ``fine_grid``: the token grid resolves an object's parts (:data:`FINE_GRID_CELLS`), so ``auto``'s region
+    growing looks for the object's other parts (:func:`flood_parts_box`); on a coarse grid a region touching
+    the first is as likely another object (the synthetic world's 4x4 grid), and one clean region is the box."""
     if method == "auto":
-        box = flood_parts_box(image, prior, rect, margin)
+        box = flood_parts_box(image, prior, rect, margin, max_parts=4 if fine_grid else 1)
         return box if box is not None else grabcut_box(image, prior, rect, margin, **options)
     if method == "grabcut":
         return grabcut_box(image, prior, rect, margin, **options)
@@ -333,7 +343,8 @@ def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndar
     out: list[tuple[Box, float]] = []
     for r, c, v in relevance_seeds(grid_map, max_seeds, min_fraction):
         rect = _cells_to_pixels(seed_region(grid_map, r, c, region_threshold), grid, content_box)
-        box = segment_box(method, image, prior, rect, margin=0.5 * cell, iterations=iterations, chain=chain)
+        box = segment_box(method, image, prior, rect, margin=0.5 * cell, fine_grid=max(grid) >= FINE_GRID_CELLS,
+                          iterations=iterations, chain=chain)
         if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
             continue
         if any(_iou(box, b) > 0.7 for b, _ in out):

@@ -55,3 +55,29 @@ def test_auto_boxes_whole_people_from_peaks_on_a_fine_grid(real_frames):
     assert row["iou_centred"] >= 0.60, row
     assert row["parts_centred"] <= 7, row
     assert row["per_clip"]["vtest.avi centred"] >= 0.5, row  # the people alone
+
+
+def test_a_query_without_proposals_tracks_the_whole_cup_on_a_fine_grid():
+    """The select stage as a query runs it (seeds, GrabCut chains, tracker, scoring) on 20 frames of cup.mp4 with a
+    peak on the cup: the chosen track must box the cup, not its lid (before: mean IoU 0.30)."""
+    row, = real.select_cost(["qwen-fine"], ["auto"], repeats=1)
+    assert row["mean_iou"] >= 0.7, row
+
+
+def test_auto_on_a_coarse_grid_keeps_one_clean_region():
+    """On grids too coarse to resolve parts (the synthetic model's 4x4) `auto` is region growing's one clean
+    region, as before: the synthetic split does not change."""
+    import numpy as np
+
+    from stvg_ros.regions import flood_box, segment_box
+
+    image = np.zeros((112, 112, 3), np.uint8)
+    image[35:65, 30:60] = (40, 220, 40)  # one region of one colour
+    image[35:65, 60:75] = (200, 200, 200)  # a touching region of another colour, as distinct from the background
+    prior = np.zeros((112, 112), np.float32)
+    prior[28:72, 28:72] = 1.0
+    rect, margin = (28.0, 28.0, 72.0, 72.0), 14.0
+    one = flood_box(image, prior, rect, margin, tolerance=0.15, clean_only=True, min_fill=0.3)
+    assert one is not None and segment_box("auto", image, prior, rect, margin, fine_grid=False) == one
+    joined = segment_box("auto", image, prior, rect, margin, fine_grid=True)
+    assert joined is not None and joined[2] - joined[0] > one[2] - one[0]  # a fine grid joins the touching part
