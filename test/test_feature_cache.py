@@ -81,7 +81,10 @@ def test_passes_on_unchanged_frames_are_reused_exactly(adapter):
     """Several questions about the same sampled frames: the clip prefix is decoded once per clip (and
     time-reversed clip), the caption prompt's answer computed once; a standing query's existence check
     shares the prefix with the grounding that follows.  Everything equals the uncached run."""
-    cfg = dict(num_frames=4, use_lra=False, use_tas=True, use_dsth=True, decomposer="rules", keep_relevance=True)
+    # tube_frames 'sampled': the counts below are the sampled clip's passes (6 frames given, 4 sampled; the
+    # 'refine' pass on the halfway frames would add its own prefix)
+    cfg = dict(num_frames=4, use_lra=False, use_tas=True, use_dsth=True, decomposer="rules", keep_relevance=True,
+               tube_frames="sampled")
     cached, fresh = Grounder(adapter, cfg), Grounder(adapter, dict(cfg, feature_cache_mb=0))
     frames, stamps, keys = random_frames(6, 56, 72, seed=9), [0.5 * i for i in range(6)], list(range(100, 106))
     p = cached.existence(frames, stamps, "the man in red walks to the door", frame_keys=keys)
@@ -102,6 +105,18 @@ def test_passes_on_unchanged_frames_are_reused_exactly(adapter):
     assert cached.cache_stats().by_kind["prefix"]["misses"] == 4
     cached.forget_frames([keys[0]])  # frame 100 left the window
     assert not [k for (kind, k) in cached.feature_cache._entries if kind == "prefix" and 100 in k[0].frames]
+
+
+def test_the_refine_pass_on_halfway_frames_is_exact_with_the_cache(adapter):
+    """``tube_frames: refine`` grounds a second time on the frames between the sampled ones: with the cache (its
+    own prefixes and frames) the tube equals the uncached run's."""
+    cfg = dict(num_frames=4, use_lra=False, use_tas=True, use_dsth=True, decomposer="rules", tube_frames="refine")
+    cached, fresh = Grounder(adapter, cfg), Grounder(adapter, dict(cfg, feature_cache_mb=0))
+    frames, stamps, keys = random_frames(9, 56, 72, seed=4), [0.25 * i for i in range(9)], list(range(200, 209))
+    for query in ("the man in red walks to the door", "a dog runs across the yard"):
+        a, b = cached.ground(frames, stamps, query, frame_keys=keys), fresh.ground(frames, stamps, query)
+        assert (a.p_yes, a.start, a.end, a.boxes, a.found) == (b.p_yes, b.start, b.end, b.boxes, b.found)
+    assert cached.cache_stats().by_kind["prefix"]["hits"] > 0
 
 
 def test_a_query_decodes_each_clip_prefix_once_without_a_cache(adapter, monkeypatch):

@@ -86,7 +86,8 @@ def test_a_changed_signature_is_caught():
             ...
 
     problems = _mismatch(GroundingModel, Drifted)
-    assert len(problems) == 7, problems  # a rename counts twice
+    assert len(problems) == 8, problems  # a rename counts twice
+    assert "Drifted.prefetch lacks parameter 'stamps'" in problems
     assert "cache_stats is missing" in problems[-2] and "model_serving_defaults is missing" in problems[-1]
 
 
