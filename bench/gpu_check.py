@@ -492,8 +492,8 @@ def markdown(result: dict) -> str:
     parts = head + ["", "Models:", "",
                     table(["model", "status", "B params", "build s", "visual tokens", "tokens/prompt", "wall s", "note"],
                           models),
-                    "", "Grounding (median of the timed runs, synchronised; `model s` / `box s` = medians of each run less / of its CPU box "
-                        "stage `select`; `runs` = timed + warm-up; GiB = max_memory_allocated, "
+                    "", "Grounding (median of the timed runs, synchronised; `model s` / `box s` = medians of each run "
+                        "less / of its CPU box stage `select`; `runs` = timed + warm-up; GiB = max_memory_allocated, "
                         "weights included):", "",
                     table(["model", "case", "median s", "model s", "box s", "model x floor", "total x floor",
                            "ref / ours (model)", "peak GiB", "extra GiB", "peak x floor", "maps equal", "runs",
