@@ -25,7 +25,7 @@ from ros_harness import REPO, require_ros
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 PACKAGE_FILES = ["package.xml", "CMakeLists.txt", "msg", "action", "stvg_ros", "scripts", "launch", "config",
-                 "data/demo", "models/stvg-synth-qwen", "test", "pytest.ini"]
+                 "data/demo", "models/stvg-synth-qwen", "test", "pytest.ini", "bench"]  # tests import bench scripts
 #: what `colcon test` runs here: a ROS-free test and DDS tests of the installed messages (~10 s)
 COLCON_TEST_SELECTION = "-k 'test_ros_markers or test_image_reliability'"
 
