@@ -16,6 +16,7 @@ CONSOLE_SCRIPTS = [
     "stvg-eval = stvg_ros.evaluate:main",
     "stvg-make-bag = stvg_ros.bags:main",
     "stvg-proposals = stvg_ros.proposals.cli:main",
+    "stvg-calibrate = stvg_ros.calibration:main",
 ]
 
 

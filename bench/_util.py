@@ -109,6 +109,59 @@ def measure(fn: Callable[[], object], device: torch.device, warmup: int = 1, rep
             "peak_bytes": mem.peak, "baseline_bytes": mem.baseline, "extra_bytes": mem.extra, "value": value}
 
 
+def case_clock(device: torch.device) -> Callable[[], float]:
+    """The clock cases are compared on: this process's CPU time on a CPU (what other jobs on a shared machine
+    do not inflate; all threads counted), wall time after ``torch.cuda.synchronize`` on a GPU."""
+    if device.type == "cuda":
+        def clock() -> float:
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+        return clock
+    return time.process_time
+
+
+#: the stage of a grounding that is not a model pass: track choice and box segmentation on the CPU
+BOX_STAGE = "select"
+
+
+def interleaved(cases: dict[str, Callable[[Callable[[str], None]], object]], device: torch.device,
+                warmup: int = 1, rounds: int = 3) -> dict[str, dict]:
+    """Time ``cases`` in rounds: every round runs each case once (the order rotated from round to round), so
+    a slow spell of a shared machine hits all cases alike and the floor is measured in the same rounds as
+    what is divided by it.  ``case(mark)`` runs once; it may call ``mark(stage)`` when a stage starts (the
+    grounder's ``checkpoint``): the time from ``mark(BOX_STAGE)`` to the end is the box stage, the rest the
+    model passes.  Clock: :func:`case_clock`.  Memory is measured afterwards, one untimed run per case
+    (a sampling thread would add CPU time).  Returns per case the medians (``median_s``, ``model_s``,
+    ``box_s``), every round's times, the peak memory and the last return value."""
+    clock = case_clock(device)
+    names = list(cases)
+    runs: dict[str, list] = {n: [] for n in names}
+    values: dict[str, object] = {}
+    for r in range(warmup + rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            marks: list[tuple[str, float]] = []
+            t0 = clock()
+            values[name] = cases[name](lambda stage: marks.append((stage, clock())))
+            t1 = clock()
+            box_start = next((t for stage, t in marks if stage == BOX_STAGE), t1)
+            if r >= warmup:
+                runs[name].append((t1 - t0, t1 - box_start))
+    out = {}
+    for name in names:
+        with PeakMemory(device) as mem:
+            cases[name](lambda stage: None)
+        total = [t for t, _ in runs[name]]
+        box = [b for _, b in runs[name]]
+        model = [t - b for t, b in runs[name]]
+        out[name] = {"median_s": statistics.median(total), "model_s": statistics.median(model),
+                     "box_s": statistics.median(box), "min_s": min(total), "times_s": total, "model_times_s": model,
+                     "box_times_s": box, "clock": "cuda-synchronized wall" if device.type == "cuda" else "process CPU",
+                     "peak_bytes": mem.peak, "baseline_bytes": mem.baseline, "extra_bytes": mem.extra,
+                     "value": values[name]}
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     """Linear-interpolated percentile (q in [0, 100])."""
     if not values:

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _util import machine, measure, mib, table, write_json  # noqa: E402
+from _util import interleaved, machine, mib, table, write_json  # noqa: E402
 from model_configs import REAL_SIZES, build_real_size  # noqa: E402
 
 QUERY = "The man in purple clothes takes a step forward and sits on the bench."
@@ -110,7 +110,7 @@ def floor_fn(adapter, frames, stamps, question):
     lm = adapter.language_model
     head = adapter.model.get_output_embeddings()
 
-    def run():
+    def run(mark=None):
         with torch.no_grad(), decoder_attention(lm, "sdpa"):
             visual = adapter.encode_frames(frames, stamps=stamps)
             batch = adapter.prepare(visual, [question])
@@ -125,7 +125,8 @@ def grounding_fn(adapter, frames, stamps, config):
 
     grounder = Grounder(adapter, config)
     subs = SubQueries(attribute=SUB_QUERIES[0], action=SUB_QUERIES[1], source="given")
-    return lambda: grounder.ground(frames, stamps, QUERY, sub_queries=subs)
+    # ``mark`` sees every stage start (the box stage is 'select'): model passes and boxes are timed apart
+    return lambda mark=None: grounder.ground(frames, stamps, QUERY, sub_queries=subs, checkpoint=mark)
 
 
 def map_difference(ours, ref) -> dict:
@@ -171,45 +172,47 @@ def main(argv=None) -> dict:
     print(f"# {label} on {device} ({adapter.dtype}), {args.frames} frames of {w}x{h}", flush=True)
 
     question = format_question(GroundingConfig().question_template, QUERY)
-    floor = measure(floor_fn(adapter, frames, stamps, question), device, args.warmup, args.repeats)
-    _, seq_len, n_visual = floor.pop("value")
-    results.update(sequence_length=seq_len, visual_tokens=n_visual)
-    results["cases"]["floor"] = floor
-    print(f"floor: {floor['median_s']:.3f} s, {n_visual} visual tokens, {seq_len} tokens per prompt", flush=True)
-
-    outputs = {}
+    fns = {"floor": floor_fn(adapter, frames, stamps, question)}
     for case in cases:
-        m = measure(grounding_fn(adapter, frames, stamps, dict(base, **CASES[case])), device, args.warmup, args.repeats)
-        outputs[case] = m.pop("value")
-        m["stages_s"] = dict(outputs[case].timings)
-        results["cases"][case] = m
-        print(f"{case}: {m['median_s']:.3f} s", flush=True)
+        fns[case] = grounding_fn(adapter, frames, stamps, dict(base, **CASES[case]))
     reference = ReferenceAdapter(adapter, new_tokens=args.reference_new_tokens)
-    for case in refs:  # the reference is slow: at most 1 warm-up and 2 timed runs
-        m = measure(grounding_fn(reference, frames, stamps, dict(base, **CASES[case])), device,
-                    min(args.warmup, 1), max(1, min(args.repeats, 2)))
-        ref_result = m.pop("value")
-        m["stages_s"] = dict(ref_result.timings)
-        ours = outputs.get(case) or grounding_fn(adapter, frames, stamps, dict(base, **CASES[case]))()
-        diff = map_difference(ours, ref_result)
-        m["map_max_relative_difference"] = diff
-        m["maps_equal"] = all(v <= tolerance for v in diff.values())
-        results["cases"]["ref-" + case] = m
-        print(f"ref-{case}: {m['median_s']:.3f} s, maps equal: {m['maps_equal']} ({diff})", flush=True)
+    for case in refs:
+        fns["ref-" + case] = grounding_fn(reference, frames, stamps, dict(base, **CASES[case]))
+    # every case once per round, the floor in the same rounds (CPU: process CPU time; GPU: synchronised)
+    measured = interleaved(fns, device, args.warmup, args.repeats)
+    values = {name: m.pop("value") for name, m in measured.items()}
+    _, seq_len, n_visual = values["floor"]
+    results.update(sequence_length=seq_len, visual_tokens=n_visual, rounds=args.repeats)
+    for name, m in measured.items():
+        if name != "floor":
+            m["stages_s"] = dict(values[name].timings)
+        if name.startswith("ref-"):
+            ours = values[name[4:]] if name[4:] in values else fns[name[4:]]() if name[4:] in fns else \
+                grounding_fn(adapter, frames, stamps, dict(base, **CASES[name[4:]]))()
+            diff = map_difference(ours, values[name])
+            m["map_max_relative_difference"] = diff
+            m["maps_equal"] = all(v <= tolerance for v in diff.values())
+        results["cases"][name] = m
 
     f = results["cases"]["floor"]
     rows = []
     for name, m in results["cases"].items():
         ours_case = name[4:] if name.startswith("ref-") else None
         m["x_floor"] = m["median_s"] / f["median_s"]
+        m["model_x_floor"] = m["model_s"] / f["model_s"]
+        m["box_x_floor"] = m["box_s"] / f["model_s"]
         m["peak_x_floor"] = m["peak_bytes"] / max(f["peak_bytes"], 1)
         if ours_case and ours_case in results["cases"]:
-            m["x_ours"] = m["median_s"] / results["cases"][ours_case]["median_s"]
-        rows.append([name, f"{m['median_s']:.3f}", f"{m['x_floor']:.2f}",
-                     f"{m['x_ours']:.2f}" if "x_ours" in m else "", mib(m["peak_bytes"]), mib(m["extra_bytes"]),
-                     f"{m['peak_x_floor']:.2f}", {True: "yes", False: "NO"}.get(m.get("maps_equal"), "")])
-    text = table(["case", "median s", "x floor", "ref / ours", "peak MiB", "extra MiB", "peak x floor", "maps equal"],
-                 rows)
+            o = results["cases"][ours_case]
+            m["x_ours"] = m["median_s"] / o["median_s"]
+            m["model_x_ours"] = m["model_s"] / o["model_s"]
+        rows.append([name, f"{m['median_s']:.3f}", f"{m['model_s']:.3f}", f"{m['box_s']:.3f}",
+                     f"{m['model_x_floor']:.2f}", f"{m['box_x_floor']:.2f}", f"{m['x_floor']:.2f}",
+                     f"{m['model_x_ours']:.2f}" if "model_x_ours" in m else "", mib(m["peak_bytes"]),
+                     mib(m["extra_bytes"]), {True: "yes", False: "NO"}.get(m.get("maps_equal"), "")])
+    clock = "CPU s" if device.type == "cpu" else "GPU s"
+    text = table(["case", f"median {clock}", "model passes", "box stage", "model x floor", "box x floor",
+                  "total x floor", "ref / ours (model)", "peak MiB", "extra MiB", "maps equal"], rows)
     print(text)
     results["table"] = text
     import resource

@@ -2,14 +2,18 @@
 # One unattended GPU session (issue 19): every GPU measurement (bench/gpu_check.sh), then the synthetic
 # model's GPU recipe (python -m stvg_ros.synthetic.train --recipe gpu), results and model packed into OUT.
 #
-#   bench/gpu_all.sh OUT [--check-seconds 270] [--train-minutes 6] [--check-models a,b] [--dry-run]
+#   bench/gpu_all.sh OUT [--check-seconds 240] [--train-minutes 3] [--check-models a,b] [--dry-run]
 #
-# Time: gpu_check <= --check-seconds (+30 s hard stop), training <= --train-minutes (its own budget checks
-# every step, evaluation and checkpoint; +30 s hard stop), packing seconds: <= 12 minutes with the defaults.
+# Time: gpu_check <= --check-seconds (+20 s hard stop), training <= --train-minutes (its own budget checks
+# every step, evaluation and checkpoint; +20 s hard stop), packing seconds: <= 8 minutes with the defaults,
+# inside a 10-minute command with margin.  gpu_check writes into OUT after every model (gpu_check.json/.md, its
+# log gpu_check.log), so a command cut short still returns what finished.
 # OUT ends up with at most 7 files, each under 16 MiB ($OUT-style): summary.md, gpu_check.json, gpu_check.md,
 # synthetic_training.json, model.tar.gz (split into model.tar.gz.part-* if it would exceed 15 MiB),
 # logs.tar.gz.  Needs only the core: torch, transformers, numpy, OpenCV, Pillow, PyYAML, tqdm, safetensors,
-# tokenizers (no ROS, no rosbags).  --dry-run: the same steps on CPU with tiny models, 1-2 minutes.
+# tokenizers (no ROS, no rosbags).  --dry-run: the same steps on CPU with tiny models, 2-4 minutes; it fails
+# when gpu_check ran short (a case skipped for time, a model with nothing beyond the floor) or training
+# made no step.
 set -uo pipefail
 usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
@@ -47,33 +51,41 @@ print("cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.
 PY
 cat "$work/logs/preflight.txt"
 
-# 1. every GPU measurement
-args=(--out "$work/bench")
+# 1. every GPU measurement, written into OUT as each model finishes (its log too, moved into logs.tar.gz at the end)
+rm -f "$out"/gpu_check.json "$out"/gpu_check.md "$out"/gpu_check.log
+args=(--out "$out")
 [ -n "$check_s" ] && args+=(--budget "$check_s")
 [ -n "$check_models" ] && args+=(--models "$check_models")
 [ -n "$dry" ] && args+=(--dry-run)
-hard=$(( ${check_s:-$([ -n "$dry" ] && echo 90 || echo 270)} + 30 ))
+hard=$(( ${check_s:-$([ -n "$dry" ] && echo 150 || echo 240)} + 20 ))
 stamp "gpu_check (hard stop ${hard} s)"
-timeout -k 5 "$hard" bash bench/gpu_check.sh "${args[@]}" > "$work/logs/gpu_check.log" 2>&1
+timeout -k 5 "$hard" bash bench/gpu_check.sh "${args[@]}" > "$out/gpu_check.log" 2>&1
 check_rc=$?
-tail -n 40 "$work/logs/gpu_check.log"
+tail -n 40 "$out/gpu_check.log"
+mv "$out/gpu_check.log" "$work/logs/gpu_check.log"
+rm -f "$out"/.gpu_check-*.json
 t1=$(date +%s)
 
 # 2. the synthetic model's GPU recipe
 targs=(--recipe gpu --device cuda --out "$work/model")
 [ -n "$train_min" ] && targs+=(--max-minutes "$train_min")
 [ -n "$dry" ] && targs+=(--dry-run)
-hard=$(python3 -c "print(int(60 * float('${train_min:-$([ -n "$dry" ] && echo 0.35 || echo 6)}') + 30))")
+hard=$(python3 -c "print(int(60 * float('${train_min:-$([ -n "$dry" ] && echo 0.35 || echo 3)}') + 20))")
+[ -z "$train_min" ] && [ -z "$dry" ] && targs+=(--max-minutes 3)
 stamp "training (hard stop ${hard} s)"
 timeout -k 5 "$hard" "$py" -m stvg_ros.synthetic.train "${targs[@]}" > "$work/logs/train.log" 2>&1
 train_rc=$?
 grep -E "^step |^-> rung" "$work/logs/train.log" | tail -n 30
+# a run that trained nothing did not check anything: fail it
+if [ "$train_rc" -eq 0 ] && ! "$py" -c "import json,sys; sys.exit(json.load(open(sys.argv[1]))['steps'] < 1)" \
+    "$work/model/synthetic_training.json" 2>/dev/null; then
+  echo "gpu_all: training made no step (or wrote no synthetic_training.json)"; train_rc=1
+fi
 t2=$(date +%s)
 
 # 3. pack into OUT: at most 7 files, each under 16 MiB
 stamp "packing into $out"
-rm -f "$out"/gpu_check.json "$out"/gpu_check.md "$out"/synthetic_training.json "$out"/model.tar.gz* "$out"/logs.tar.gz "$out"/summary.md
-[ -f "$work/bench/gpu_check.json" ] && cp "$work/bench/gpu_check.json" "$work/bench/gpu_check.md" "$out/"
+rm -f "$out"/synthetic_training.json "$out"/model.tar.gz* "$out"/logs.tar.gz "$out"/summary.md
 [ -f "$work/model/synthetic_training.json" ] && cp "$work/model/synthetic_training.json" "$out/"
 if [ -d "$work/model" ] && [ -n "$(ls -A "$work/model")" ]; then
   tar -czf "$work/model.tar.gz" -C "$work" model

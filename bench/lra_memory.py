@@ -65,8 +65,14 @@ def lra_step(adapter, visual, batch: int, checkpoint: bool, measure_saved: bool)
     p = torch.softmax(out.yes_no_logits.float(), -1)
     (grad,) = torch.autograd.grad((-torch.exp(p[:, 0] - p[:, 1])).sum(), delta)
     assert torch.isfinite(grad).all()
+    from stvg_ros.checkpointing import activation_bytes_estimate
+
+    tokens = max(len(adapter.layout(q).ids) for q in questions) + visual.num_tokens - 1
     res = {"checkpointing": checkpoint, "seconds": time.perf_counter() - t,
-           "saved_bytes": meter.bytes if meter is not None else None}
+           "saved_bytes": meter.bytes if meter is not None else None, "tokens": int(tokens),
+           # what the auto rule (stvg_ros.checkpointing.should_checkpoint) predicts for this step, to compare
+           # with the measured saved bytes / peak
+           "activation_estimate_bytes": activation_bytes_estimate(adapter.model.config, tokens, batch, adapter.dtype)}
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         res["peak_bytes"] = torch.cuda.max_memory_allocated(dev)

@@ -46,6 +46,11 @@ class Topics:
     tube: str = "/stvg/tube"
     """Where the node answers (read by node-mode evaluation, not written into bags)."""
 
+    depth: str = "/camera/aligned_depth_to_color/image_raw"
+    """Depth aligned to the colour image (16UC1 millimetres), RealSense naming; only with depth frames."""
+    camera_info: str = "/camera/color/camera_info"
+    """The colour camera's CameraInfo; only with depth frames."""
+
     @property
     def compressed(self) -> str:
         return self.image.rstrip("/") + "/compressed"
@@ -133,6 +138,28 @@ def image_message(store, frame: np.ndarray, stamp: float, frame_id: str = "camer
         header=header, format="jpeg" if ext == ".jpg" else "png", data=buf.reshape(-1))
 
 
+def depth_message(store, depth_m: np.ndarray, stamp: float, frame_id: str = "camera"):
+    """Depth in metres (0/NaN = no reading) as a RealSense-style ``16UC1`` millimetre ``Image``."""
+    mm = np.nan_to_num(np.asarray(depth_m, np.float32) * 1000.0, nan=0.0, posinf=0.0, neginf=0.0)
+    mm = np.clip(np.round(mm), 0, 65535).astype(np.uint16)
+    h, w = mm.shape
+    return store.types["sensor_msgs/msg/Image"](
+        header=_header(store, stamp, frame_id), height=h, width=w, encoding="16UC1", is_bigendian=0, step=w * 2,
+        data=mm.view(np.uint8).reshape(-1).copy())
+
+
+def camera_info_message(store, intrinsics, stamp: float, frame_id: str = "camera"):
+    """A pinhole ``CameraInfo`` (no distortion) of :class:`~stvg_ros.depth.Intrinsics`."""
+    i = intrinsics
+    k = np.array([i.fx, 0, i.cx, 0, i.fy, i.cy, 0, 0, 1], np.float64)
+    p = np.array([i.fx, 0, i.cx, 0, 0, i.fy, i.cy, 0, 0, 0, 1, 0], np.float64)
+    T = store.types
+    return T["sensor_msgs/msg/CameraInfo"](
+        header=_header(store, stamp, frame_id), height=i.height, width=i.width, distortion_model="plumb_bob",
+        d=np.zeros(5, np.float64), k=k, r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0,
+        roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
 def query_message(store, stamp: float, query_id: str, text: str, attribute: str = "", action: str = "",
                   frame_id: str = ""):
     zero = _time(store, 0.0)
@@ -170,9 +197,11 @@ class QuerySpec:
 def write_bag(path: str | Path, frames: Iterable[np.ndarray], stamps: Sequence[float],
               queries: Sequence[QuerySpec] = (), storage: str = "sqlite3", image_format: str = "jpeg",
               topics: Topics = Topics(), frame_id: str = "camera", metadata: Optional[dict] = None,
-              jpeg_quality: int = 90, overwrite: bool = False) -> Path:
+              jpeg_quality: int = 90, overwrite: bool = False, depth: Optional[Iterable[np.ndarray]] = None,
+              intrinsics=None) -> Path:
     """Write frames (an iterable, consumed lazily so long videos stream) with their stamps, then the
-    queries and ground-truth tubes.  ``storage``: ``sqlite3`` or ``mcap``."""
+    queries and ground-truth tubes.  ``storage``: ``sqlite3`` or ``mcap``.  ``depth`` (metres, one per
+    frame, aligned) with ``intrinsics`` adds an RGB-D camera's depth and CameraInfo topics."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     path = Path(path)
@@ -195,10 +224,23 @@ def write_bag(path: str | Path, frames: Iterable[np.ndarray], stamps: Sequence[f
         q_conn = writer.add_connection(topics.query, "stvg_ros/msg/GroundingQuery", typestore=store) if queries else None
         gt_conn = (writer.add_connection(topics.ground_truth, "stvg_ros/msg/Tube", typestore=store)
                    if any(q.gt_boxes is not None for q in queries) else None)
+        if depth is not None and intrinsics is None:
+            raise BagError("depth frames need the camera's intrinsics (intrinsics=...) for its CameraInfo")
+        d_conn = writer.add_connection(topics.depth, "sensor_msgs/msg/Image", typestore=store) if depth is not None \
+            else None
+        i_conn = writer.add_connection(topics.camera_info, "sensor_msgs/msg/CameraInfo", typestore=store) \
+            if depth is not None else None
+        depth_it = iter(depth) if depth is not None else None
         n = 0
         for frame, stamp in zip(frames, stamps):
+            t_ns = int(round(stamp * 1e9))
+            if depth_it is not None:  # CameraInfo and depth first: a driver publishes them with the frame
+                info = camera_info_message(store, intrinsics, stamp, frame_id)
+                writer.write(i_conn, t_ns, store.serialize_cdr(info, info.__msgtype__))
+                dm = depth_message(store, next(depth_it), stamp, frame_id)
+                writer.write(d_conn, t_ns, store.serialize_cdr(dm, dm.__msgtype__))
             msg = image_message(store, frame, stamp, frame_id, image_format, jpeg_quality)
-            writer.write(img_conn, int(round(stamp * 1e9)), store.serialize_cdr(msg, msg.__msgtype__))
+            writer.write(img_conn, t_ns, store.serialize_cdr(msg, msg.__msgtype__))
             n += 1
         if n == 0:
             raise BagError("no frame to write: the video is empty or unreadable")
@@ -405,6 +447,17 @@ def read_bag(path: str | Path, frame_positions=None, image_topic: Optional[str] 
 
 # --- command line: stvg-make-bag ----------------------------------------------------------------
 
+#: video file extensions dropped from a sample key to name its bag (a bag is a directory, not a video)
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+
+
+def bag_name(key: str) -> str:
+    """The bag directory name for a dataset sample key: the key without a video extension (HC-STVG keys
+    are file names such as ``12_abc.mp4``), characters other than letters, digits, ``-_.`` as ``_``."""
+    stem = key[: -len(key.rsplit(".", 1)[-1]) - 1] if key.lower().endswith(VIDEO_SUFFIXES) else key
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``stvg-make-bag``: a bag from a video (+ query), or one bag per benchmark query."""
     import argparse
@@ -457,7 +510,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out = Path(a.output)
         out.mkdir(parents=True, exist_ok=True)
         for s in tqdm(samples, desc="stvg-make-bag", unit="bag"):
-            name = "".join(c if c.isalnum() or c in "-_." else "_" for c in s.key)
+            name = bag_name(s.key)
             make_bag_from_sample(s, out / name, start_time=a.start_time, max_side=a.max_side, **common)
         print(f"{len(samples)} bag(s) in {out}")
         return 0

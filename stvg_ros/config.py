@@ -68,7 +68,9 @@ class GroundingConfig:
     frame_resize: str = "fixed"
     """'fixed': frames resized to ``image_size`` as above; 'processor': to the size the model's own
     processor would pick (Qwen: smart_resize within its min/max pixels, 640x480 → 644x476, 6x more
-    tokens than 224); LLaVA towers take one square size either way."""
+    tokens than 224); 'fine': a token grid fine enough for a person on a real frame at any camera resolution
+    (Qwen: about 560² pixels, 23x17 tokens at 4:3, 3,910 visual tokens per 20 frames against 630 at 224; box
+    IoU on the real clips in bench/README.md); LLaVA towers take one square size either way."""
     visual_tokens: str = "model"
     """'model': visual tokens as transformers computes them (LLaVA-NeXT-Video 144 per frame,
     LLaVA-OneVision 196 per frame + 1 newline); 'paper': the official code's pooling (both 36 per frame,
@@ -90,6 +92,10 @@ class GroundingConfig:
     """How the query is written into ``{query}`` (trailing period and extra spaces dropped in every case):
     'article': a leading article lower-cased; 'lower': the whole sentence lower-cased (the official
     HC-STVG loader); 'words': lower-cased words with punctuation dropped (the official VidSTG loader)."""
+    sub_query_format: str = "query"
+    """How DSTH's sub-queries are written into ``{query}``: 'query' = as ``query_format``; 'keep': as given
+    (trailing period and extra spaces dropped; the official code, whose loaders format only the full
+    sentence); or one of ``query_format``'s values.  A half equal to the full query is always written as it."""
     caption_prompt: str = "Describe this video in details."
     """The caption prompt whose attention divides the question's (paper; official code:
     'please describe this video')."""
@@ -146,17 +152,29 @@ class GroundingConfig:
     """K as a fraction of the frames, rounded half up (paper: 7 of 20)."""
     span_grow_fraction: float = 0.55
     """Maximum run length as a fraction of the frames (official code: 11 of 20)."""
+    tube_frames: str = "refine"
+    """When ground() is given more frames than num_frames (a live window at camera rate): 'sampled' =
+    span ends and boxes on the sampled frames only (the paper's); 'all' = a box on every given frame of
+    the span; 'refine' = 'all', and the span is chosen on the temporal scores of the sampled frames and
+    of a second pass (same prompt and latent prompt, num_frames frames) on the frames halfway between
+    them, so its ends move in half steps (docs/synthetic.md, "Long windows")."""
 
     # --- existence and proposal-free boxes ---------------------------------------------------
     found_threshold: float = 0.5
     """p(yes) / (p(yes) + p(no)) above which the target is judged present."""
+    track_score: str = "max"
+    """How a track is scored on the spatial map: 'max' = the maximum of the map upsampled to the frame inside
+    its boxes over all sampled frames (the paper's "max inside its mask"); 'cells' = the official code's: the
+    token-grid map times each box's mask resized bilinearly to the grid (cells weighted by how much of their
+    centre the box covers), maximum over frames and cells."""
     box_threshold: float = 0.5
     """Proposal-free boxes: cells whose relevance is above ``seed - box_threshold * (seed - min)`` of their
     frame and connect to a seed (a relevance peak) form the seed region the segmentation starts from."""
     box_method: str = "auto"
     """Proposal-free boxes: how a seed region becomes an object box. 'auto': region growing on colour when
-    it finds one clean region, else GrabCut; 'grabcut'; 'flood' (region growing only); 'cells': the seed's
-    token cells themselves (no segmentation, the coarse boxes of earlier versions)."""
+    it finds one clean region (on token grids of >= 12 cells, with the object's touching parts), else GrabCut;
+    'grabcut'; 'flood' (region growing only); 'cells': the seed's token cells themselves (no segmentation, the
+    coarse boxes of earlier versions)."""
     box_seeds: int = 2
     """Proposal-free boxes: relevance peaks per frame that seed a candidate box (linked over time into tracks)."""
     box_grabcut_iterations: int = 2
@@ -221,11 +239,14 @@ class GroundingConfig:
             "decomposer": ("model", "rules"),
             "lra_loss": ("paper", "official"),
             "span_rule": ("topk", "grow"),
+            "tube_frames": ("sampled", "all", "refine"),
             "inference_query": ("full", "sub"),
             "visual_tokens": ("model", "paper"),
             "prompt_style": ("template", "official"),
-            "frame_resize": ("fixed", "processor"),
+            "frame_resize": ("fixed", "processor", "fine"),
             "query_format": ("article", "lower", "words"),
+            "sub_query_format": ("query", "keep", "article", "lower", "words"),
+            "track_score": ("max", "cells"),
             "box_method": ("auto", "grabcut", "flood", "cells"),
             "dtype": ("auto", "float32", "bfloat16", "float16"),
         }
@@ -313,11 +334,14 @@ class GroundingConfig:
 class ServingConfig:
     window_duration: float = 10.0
     """Seconds of stream kept in the sliding window."""
-    window_max_frames: int = 64
-    """Most frames kept in the window (memory bound)."""
-    window_rate: float = 4.0
-    """Frames per second kept after decimation (0 = keep every frame). Offline evaluation (core mode)
-    gives the grounder every frame of a clip: set 0 to see what it sees."""
+    window_max_frames: int = 300
+    """Most frames kept in the window (memory bound: this many frames at the ingest size; 300 holds
+    10 s of a 30 Hz camera). More frames within window_duration are thinned evenly in time (older
+    history first), so the window keeps its span."""
+    window_rate: float = 0.0
+    """Frames per second kept after decimation (0 = keep every frame: the grounder then samples
+    from a query's frames what core mode samples from the same stream; any decimation shifts that
+    sample and costs accuracy, see docs/evaluation.md)."""
     ingest_max_side: int = 0
     """Longest side in pixels frames are downscaled to on arrival (0 = auto: what the model needs).
     Boxes are reported in the camera's pixels regardless."""
@@ -347,11 +371,10 @@ class ServingConfig:
     """Standing queries: p_yes below which a present target counts as gone (hysteresis)."""
     standing_confirm: int = 1
     """Standing queries: consecutive evaluations past a threshold needed before found flips."""
-    standing_move_iou: float = 0.5
-    """Standing queries: a present target's newest box overlapping the last reported one less than
-    this (IoU) is reported as moved."""
-    standing_move_s: float = 1.0
-    """Standing queries: seconds by which the span's start must move to be reported as moved."""
+    standing_move_box: float = 0.5
+    """Standing queries: a present target whose newest box's centre moved by more than this times the
+    box's size (square root of its area) since the last event is reported as moved (the box only:
+    a new track id or span is no move)."""
     standing_refresh_every: int = 4
     """Cheap-first standing queries: while the target is present, the full grounding runs every N-th
     evaluation to follow it (0 = only on appearance)."""
@@ -376,8 +399,8 @@ class ServingConfig:
                 raise bad(name, "use 0 or a positive number")
         if self.min_frames < 1:
             raise bad("min_frames", "use 1 or more")
-        if self.max_standing_queries < 0 or self.standing_refresh_every < 0 or self.standing_move_s < 0:
-            name = next(n for n in ("max_standing_queries", "standing_refresh_every", "standing_move_s")
+        if self.max_standing_queries < 0 or self.standing_refresh_every < 0 or self.standing_move_box < 0:
+            name = next(n for n in ("max_standing_queries", "standing_refresh_every", "standing_move_box")
                         if getattr(self, n) < 0)
             raise bad(name, "use 0 or a positive number")
         if not 0.0 < self.standing_duty_budget <= 1.0:
@@ -386,7 +409,7 @@ class ServingConfig:
             raise bad("standing_period", "use a positive number of seconds")
         if self.standing_confirm < 1:
             raise bad("standing_confirm", "use 1 or more evaluations")
-        for name in ("standing_found_on", "standing_found_off", "standing_move_iou"):
+        for name in ("standing_found_on", "standing_found_off"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "use a value in [0, 1]")
         if self.standing_found_off > self.standing_found_on:
@@ -412,6 +435,9 @@ class ServingConfig:
 
 #: the file beside the weights that holds the GroundingConfig values a checkpoint needs
 MODEL_DEFAULTS_FILE = "grounding_defaults.json"
+#: ServingConfig fields that file may hold too: standing-query thresholds calibrated for the model
+#: (``stvg-calibrate``, :mod:`stvg_ros.calibration`); applied by the service under its config
+MODEL_SERVING_FIELDS = ("standing_found_on", "standing_found_off", "standing_confirm")
 
 
 def load_model_defaults(directory: str | Path) -> dict[str, Any]:
@@ -431,11 +457,36 @@ def load_model_defaults(directory: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid JSON ({e}): fix or delete it") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object of GroundingConfig fields")
-    values = {k: v for k, v in data.items() if not k.startswith("_")}
+    values = {k: v for k, v in data.items() if not k.startswith("_") and k not in MODEL_SERVING_FIELDS}
     try:
         return _coerce(GroundingConfig, values, ConfigError)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def load_model_serving_defaults(directory: str | Path) -> dict[str, Any]:
+    """The :data:`MODEL_SERVING_FIELDS` of ``directory``'s :data:`MODEL_DEFAULTS_FILE` ({} when none)."""
+    import json
+
+    path = Path(directory) / MODEL_DEFAULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        values = {k: v for k, v in data.items() if k in MODEL_SERVING_FIELDS}
+        return _coerce(ServingConfig, values, ConfigError)
+    except (ValueError, AttributeError, ConfigError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def apply_model_serving_defaults(config: ServingConfig, defaults: dict[str, Any]) -> tuple[ServingConfig, dict]:
+    """``config`` with a model's calibrated standing hysteresis applied under it: as a whole (on, off and
+    confirm were chosen together), and only when ``config`` leaves all three at ServingConfig's defaults."""
+    base = ServingConfig()
+    if any(getattr(config, k) != getattr(base, k) for k in MODEL_SERVING_FIELDS):
+        return config, {}
+    applied = {k: v for k, v in defaults.items() if getattr(config, k) != v}
+    return (config.replace(**applied) if applied else config), applied
 
 
 def explicit_fields(config: GroundingConfig) -> set[str]:
@@ -513,6 +564,10 @@ class ProposalConfig:
     apart at most (similar size); 0 disables it."""
     max_lost: int = 3
     """Keyframes a track may go undetected before it ends."""
+    relink_keyframes: int = 30
+    """A lost track stays matchable this many keyframes (if more than ``max_lost``): one who was hidden
+    or missed gets their track back when the motion gate (widening with the time lost) and, with frames,
+    the colours agree."""
     propagation: str = "interpolate"
     """Boxes between keyframes: 'interpolate' linearly or 'hold' the last detection."""
     hold_keyframes: float = 1.0
@@ -542,16 +597,42 @@ class ProposalConfig:
     motion_threshold: float = 0.0
     """source=motion: foreground distance threshold (MOG2 varThreshold, KNN dist2Threshold); 0 = OpenCV's
     default for the method (16 / 400)."""
-    motion_min_area: float = 0.001
-    """source=motion: smallest blob kept, as a fraction of the frame area (noise and specks dropped)."""
+    motion_min_area: float = 0.0004
+    """source=motion: smallest object kept (its pieces together), as a fraction of the frame area (noise
+    and specks dropped; 0.0004: a person 6 % of the frame height, 35 px of 576, has blobs of 250-350 px²
+    out of 442,000)."""
+    motion_merge: float = 0.03
+    """source=motion: blobs one above the other closer than this share of the frame height are one object
+    (a person's head, torso and legs; side by side stay apart); 0 keeps every blob apart."""
+    motion_split: float = 0.7
+    """source=motion: an object at least this many times as wide as tall (a standing person: ~0.4) is split
+    where its mask thins out in the middle (two people side by side); 0 never splits (uniform shapes whose
+    interior the background model absorbed show two edges and would be split)."""
+    motion_camera: str = "compensate"
+    """source=motion: 'compensate' (the camera's motion between frames is estimated from tracked corners
+    and the frame warped into the background model's view first: a handheld or robot camera) or 'fixed'
+    (no estimation: a camera that moves turns the image into foreground)."""
+    motion_people: bool = False
+    """source=motion: also propose the people HOG finds where nothing moves (people there from the first
+    frame or standing still), on keyframes (``rate_hz``, else every ``detect_every``-th frame) and held
+    until the next; costs HOG's time (see hog_*) and needs OpenCV's contrib build."""
     motion_kernel: int = 3
     """source=motion: pixels of the morphological open (specks) and close (holes) on the mask; 0 disables."""
     motion_shadows: bool = True
     """source=motion: mark shadows (darker copies of the background) and leave them out of the blobs."""
-    hog_scale: float = 1.05
+    hog_scale: float = 1.1
     """source=hog: image pyramid step of the sliding 64x128 window (smaller: slower, finds more sizes)."""
-    hog_upscale: float = 1.0
-    """source=hog: frames are enlarged by this factor first (the window needs people >= ~100 px tall)."""
+    hog_upscale: float = 0.0
+    """source=hog: frames are enlarged by this factor first (the window's person is 96 px tall); 0 = the
+    factor that makes a person of ``hog_person_min`` of the frame height 96 px tall."""
+    hog_person_min: float = 0.1
+    """source=hog: smallest person searched, as a share of the frame height (0.1: 58 px of 576, 17 px of
+    a 224x168 frame); smaller finds farther people at the square of the cost."""
+    hog_person_max: float = 0.8
+    """source=hog: tallest person searched, as a share of the frame height (where the pyramid stops)."""
+    hog_scan_every: int = 4
+    """source=hog: the whole frame is scanned every N-th frame; in between only around what moved and
+    the last detections (1 = always the whole frame)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -561,6 +642,7 @@ class ProposalConfig:
             return ProposalConfigError(f"invalid proposals_{name}={value!r}: {fix}")
 
         for name, allowed in (("source", PROPOSAL_SOURCES), ("motion_method", MOTION_METHODS),
+                              ("motion_camera", ("compensate", "fixed")),
                               ("detector_type", DETECTOR_TYPES), ("tracker", TRACKERS),
                               ("propagation", PROPAGATIONS), ("dtype", ("auto", "float32", "bfloat16", "float16"))):
             if getattr(self, name) not in allowed:
@@ -575,7 +657,7 @@ class ProposalConfig:
             if getattr(self, name) < 1:
                 raise bad(name, getattr(self, name), "use 1 or more")
         for name in ("rate_hz", "hold_keyframes", "max_center_shift", "max_lost", "max_tracks", "max_phrases",
-                     "query_wait_s"):
+                     "query_wait_s", "relink_keyframes"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "use 0 or more")
         if self.window_s <= 0:
@@ -589,12 +671,21 @@ class ProposalConfig:
         for name in ("motion_threshold", "motion_kernel"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "use 0 or more")
+        if self.motion_split < 0:
+            raise bad("motion_split", self.motion_split, "use 0 (never split) or a width/height ratio, e.g. 0.7")
+        if not 0.0 <= self.motion_merge < 1.0:
+            raise bad("motion_merge", self.motion_merge, "use a share of the frame height in [0, 1), e.g. 0.03")
         if not 0.0 <= self.motion_min_area < 1.0:
             raise bad("motion_min_area", self.motion_min_area, "use a fraction of the frame area in [0, 1)")
         if self.hog_scale <= 1.0:
             raise bad("hog_scale", self.hog_scale, "use a pyramid step above 1, e.g. 1.05")
-        if self.hog_upscale <= 0:
-            raise bad("hog_upscale", self.hog_upscale, "use a positive factor, e.g. 1 or 2")
+        if self.hog_upscale < 0:
+            raise bad("hog_upscale", self.hog_upscale, "use a positive factor, e.g. 1 or 2, or 0 (from hog_person_min)")
+        if not 0.0 < self.hog_person_min < self.hog_person_max:
+            raise bad("hog_person_min", self.hog_person_min,
+                      f"use a share of the frame height in (0, hog_person_max={self.hog_person_max}), e.g. 0.1")
+        if self.hog_scan_every < 1:
+            raise bad("hog_scan_every", self.hog_scan_every, "use 1 (every frame whole) or more")
         if self.enabled and self.source == "detector" and not self.detector_path:
             raise bad("detector_path", self.detector_path,
                       "set proposals_detector_path to a local detector directory, choose proposals_source=motion "

@@ -209,18 +209,27 @@ def load_dataset(name: str, anno_path: str | Path, video_root: str | Path | None
 
 # --- sub-queries --------------------------------------------------------------------------------
 
-def _first_text(v) -> str:
-    if isinstance(v, str):
-        return v.strip()
-    if isinstance(v, (list, tuple)):
-        return " ".join(str(x).strip() for x in v if str(x).strip())
-    return ""
+# GPT-4o's answer when it could not split a query (the official code then asks the full query for that half)
+DECOMPOSE_FAILED = "please describe this video"
+
+
+def _sub_query_text(v) -> str:
+    """One half of a decomposition as the official code reads it: the LAST entry of a list (a string is
+    one entry); an entry containing the failure marker, or no entry, gives "" (= ask the full query)."""
+    entries = [v] if isinstance(v, str) else list(v) if isinstance(v, (list, tuple)) else []
+    text = ""
+    for entry in entries:
+        entry = str(entry).strip()
+        text = "" if DECOMPOSE_FAILED in entry.lower() else entry
+    return text
 
 
 def load_sub_queries(path: str | Path) -> dict[str, SubQueries]:
     """``{key: {"decompose_attribute": [...], "decompose_action": [...]}}`` → ``{key: SubQueries}``.
 
-    Values may be strings or lists of strings (joined); entries missing either part are skipped.
+    Read as the official loader and ``prepare_instructions`` do: a list's last entry is the sub-query; a
+    half that is empty or contains "please describe this video" (GPT-4o's failed split) is "" here and
+    becomes the full query when attached to a sample (:func:`with_full_query`).
     """
     data = _load_json(path, "sub-queries")
     if not isinstance(data, dict):
@@ -230,11 +239,16 @@ def load_sub_queries(path: str | Path) -> dict[str, SubQueries]:
         if not isinstance(v, dict):
             raise DatasetError(f"sub-queries file {path}: {key!r} must be an object with decompose_attribute "
                                "and decompose_action")
-        attr = _first_text(v.get("decompose_attribute", v.get("attribute", "")))
-        act = _first_text(v.get("decompose_action", v.get("action", "")))
-        if attr and act:
-            out[str(key)] = SubQueries(attribute=attr, action=act, source="caller")
+        attr = _sub_query_text(v.get("decompose_attribute", v.get("attribute", "")))
+        act = _sub_query_text(v.get("decompose_action", v.get("action", "")))
+        out[str(key)] = SubQueries(attribute=attr, action=act, source="caller")
     return out
+
+
+def with_full_query(sub_queries: SubQueries, query: str) -> SubQueries:
+    """A failed half ("") replaced by the full query, as the official code asks it."""
+    q = " ".join(query.split())
+    return SubQueries(attribute=sub_queries.attribute or q, action=sub_queries.action or q, source=sub_queries.source)
 
 
 def _lookup(table: Mapping[str, object], sample: Sample):
@@ -251,7 +265,7 @@ def attach_sub_queries(samples: list[Sample], table: Mapping[str, SubQueries]) -
     for s in samples:
         sq = _lookup(table, s)
         if sq is not None:
-            s.sub_queries = sq
+            s.sub_queries = with_full_query(sq, s.query)
             hits += 1
     return hits
 

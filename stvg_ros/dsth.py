@@ -57,13 +57,15 @@ follow approach pass cross roll spin rotate grow shrink appear disappear bounce 
 play eat drink read write smile laugh cry sing pour wipe clean wash cut eat fight punch push pat knock
 stare glance beckon return arrive head hurry rush dash stride pace jog wander circle stay remain wait
 shout yell answer ask nudge help lead escort bring fetch toss swing flip twist glide hop crawl
+ring light flash blink sleep
 """.split()
 _IRREGULAR_PAST = {
     "ran": "run", "sat": "sit", "stood": "stand", "took": "take", "held": "hold", "went": "go", "came": "come",
     "left": "leave", "spoke": "speak", "said": "say", "shook": "shake", "fell": "fall", "rose": "rise",
     "got": "get", "gave": "give", "threw": "throw", "caught": "catch", "drove": "drive", "rode": "ride",
     "flew": "fly", "swam": "swim", "ate": "eat", "drank": "drink", "wrote": "write", "cut": "cut", "put": "put",
-    "hit": "hit", "lay": "lie", "grew": "grow", "brought": "bring", "led": "lead",
+    "hit": "hit", "lay": "lie", "grew": "grow", "brought": "bring", "led": "lead", "rang": "ring", "lit": "light",
+    "slept": "sleep",
 }
 
 
@@ -89,6 +91,75 @@ def _verb_forms() -> tuple[set[str], set[str]]:
 
 _FINITE, _ING = _verb_forms()
 
+# --- telling a verb from a noun of the same spelling ("the watch", "a red circle", "on the walk") ------------
+# A word of the verb list is read as a verb only where English puts a verb: never right after a
+# determiner, number, possessive or preposition (a noun phrase starts there); a bare base form
+# ("circle", "watch") needs a plural subject ("people circle", "the men watch"), since a singular
+# one takes "-s" or a past form; after an adjective ("in black walks", "the red lights") a form is a
+# verb only when no later word is one.  Derived from these rules, no data file, nothing downloaded.
+_BE = {"is", "are", "was", "were"}
+_MODALS = {"can", "will", "would", "should", "could", "may", "might", "must"}
+_NUMBERS = {"two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "several", "many", "few",
+            "both", "all", "other", "each", "every", "no"}
+_PLURAL_WORDS = {"men", "women", "people", "children", "police", "they", "we", "you", "i", "feet", "sheep",
+                 "deer", "fish", "both", "kids", "others"}
+_ADJECTIVES = set("""
+red green blue yellow purple white black grey gray brown pink orange golden silver dark light pale bright
+small big large little tall short long tiny huge giant young old elderly middle-aged fat thin slim bald
+blond blonde bearded striped spotted plaid checked wooden metal plastic leather new
+""".split())
+#: base forms that are also past forms ("the man cut the rope"): finite whatever the subject
+_PAST_LIKE_BASE = {v for past, v in _IRREGULAR_PAST.items() if past == v}
+_BASE_FORMS = (set(_VERBS) | {"do", "have"}) - _PAST_LIKE_BASE
+
+
+def _plural(word: str) -> bool:
+    return word in _PLURAL_WORDS or (word.endswith("s") and not word.endswith(("ss", "us", "is")) and len(word) > 2)
+
+
+def _verb_reading(lower: list[str], i: int, start: int) -> str | None:
+    """How ``lower[i]`` reads after the subject starting at ``start``: "verb", "weak" (a verb only
+    if no later word is one) or None (not a finite verb here)."""
+    w, prev = lower[i], lower[i - 1]
+    if w not in _AUXILIARIES and w not in _FINITE and w not in _MODALS:
+        return None
+    if w in _BE:
+        return "verb"
+    if prev in _DETERMINERS or prev in _PREPOSITIONS or prev in _NUMBERS or prev.endswith("'s"):
+        return None  # a noun phrase starts here: "the watch", "on the walk", "with two rings"
+    if prev == "to" or w in _MODALS:
+        return "verb"
+    if w in _BASE_FORMS and not _plural(prev) and "and" not in lower[start:i]:
+        return None  # "a small red circle": a singular subject would take "circles"
+    if prev in _ADJECTIVES:
+        return "weak"  # "in black walks" (verb) or "the red lights" (noun)
+    return "verb"
+
+
+def _finite_verb(lower: list[str], start: int) -> tuple[str, int] | None:
+    """("relative" | "verb", index) of where the subject ends, or None."""
+    weak = None
+    for i in range(start + 1, len(lower)):
+        if lower[i] in _RELATIVES:
+            return "relative", i
+        reading = _verb_reading(lower, i, start)
+        if reading == "verb":
+            return "verb", i
+        if reading == "weak" and weak is None:
+            weak = i
+    return None if weak is None else ("verb", weak)
+
+
+def _participle(lower: list[str], start: int) -> int | None:
+    """Index of an -ing form that carries the action ("a dog running"), not one that starts a noun
+    phrase ("in a running suit")."""
+    for i in range(start + 1, len(lower)):
+        prev = lower[i - 1]
+        if lower[i] in _ING and lower[i] not in _PREPOSITIONS and prev not in _DETERMINERS \
+                and prev not in _PREPOSITIONS and prev not in _NUMBERS:
+            return i
+    return None
+
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[A-Za-z0-9'\-]+|[,;]", text)
@@ -103,19 +174,21 @@ def _clean(text: str) -> str:
 def subject_head(query: str) -> str | None:
     """The head noun of the query's subject ('man' in 'the man in purple clothes sits')."""
     words = [w for w in _words(query) if w not in ",;"]
+    lower = [w.lower() for w in words]
+    start = 1 if lower and lower[0] in _DETERMINERS else 0
+    split = _finite_verb(lower, start) if lower else None
+    end = split[1] if split else (_participle(lower, start) or len(words))
     head = None
-    for i, w in enumerate(words):
-        lw = w.lower()
-        if lw in _DETERMINERS and head is None:
-            continue
-        if lw in _PREPOSITIONS or lw in _RELATIVES or lw in _AUXILIARIES or lw in _FINITE or lw in _ING:
+    for i in range(start, end):
+        if lower[i] in _PREPOSITIONS:
             break
-        head = w
+        head = words[i]
     return head
 
 
 def decompose_by_rules(query: str) -> SubQueries:
-    """Deterministic decomposition: split at a relative pronoun or at the first verb after the subject.
+    """Deterministic decomposition: split at a relative pronoun or at the first verb after the subject
+    (a verb where English puts one: "the man with the watch | sits down", not at "watch").
 
     attribute = the subject noun phrase with its adjectives and prepositional attributes;
     action = determiner + subject head noun + the verb phrase.  A query with no recognisable
@@ -131,19 +204,10 @@ def decompose_by_rules(query: str) -> SubQueries:
         return SubQueries(attribute=text, action=text, source="rules")
     # subject head: first non-determiner word run before a preposition / verb / relative pronoun
     start = 1 if lower[0] in _DETERMINERS else 0
-    split = None
-    for i in range(start + 1, len(words)):
-        if lower[i] in _RELATIVES:
-            split = ("relative", i)
-            break
-        if lower[i] in _AUXILIARIES or lower[i] in _FINITE:
-            split = ("verb", i)
-            break
+    split = _finite_verb(lower, start)
     if split is None:  # no finite verb: an -ing participle may carry the action ("a dog running")
-        for i in range(start + 1, len(words)):
-            if lower[i] in _ING and lower[i] not in _PREPOSITIONS:
-                split = ("verb", i)
-                break
+        i = _participle(lower, start)
+        split = None if i is None else ("verb", i)
     if split is None:
         text = _clean(query)
         return SubQueries(attribute=text, action=text, source="rules")

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import metrics
 from .config import ConfigError, GroundingConfig
-from .datasets import Sample, load_dataset, load_proposals, load_sub_queries, proposals_for_sample
+from .datasets import Sample, load_dataset, load_proposals, load_sub_queries, proposals_for_sample, with_full_query
 from .boxes import Box
 from .proposals import StaticTracks
 from .proposals.tracks import Track
@@ -86,8 +86,6 @@ class EvalConfig:
             raise ConfigError("nothing to evaluate: give --dataset with --annotations (and --videos), or --bags")
         if self.mode == "node" and not self.bags:
             raise ConfigError("node mode plays bags: make them with stvg-make-bag and pass --bags")
-        if self.mode == "core" and not self.model:
-            raise ConfigError("core mode needs a model: pass --model /path/to/model (a local directory)")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -205,6 +203,7 @@ def bag_items(paths: Sequence[Path], proposals: Optional[dict], sub_queries: Opt
             sq = SubQueries(q.attribute, q.action, "caller") if q.attribute and q.action else None
             if sq is None and sub_queries:
                 sq = sub_queries.get(key) or sub_queries.get(video)
+                sq = with_full_query(sq, q.text) if sq is not None else None
             tracks = None
             if proposals:
                 tracks = proposals.get(key) or proposals.get(video) or proposals.get(path.stem)
@@ -358,6 +357,13 @@ class CoreRunner:
             from . import Grounder
 
             cfg = gcfg.replace(keep_relevance=True) if ev.visualize != 0 else gcfg
+            if not ev.model:  # the node's default too: the shipped model (synthetic world), else the tiny random one
+                from .default_model import choose_model
+
+                choice = choose_model("")
+                print(f"stvg-eval: no --model: using the default model {choice.directory}"
+                      + (f" ({choice.note})" if choice.note else ""), file=sys.stderr)
+                ev.model = choice.directory
             grounder = Grounder.from_pretrained(ev.model, config=cfg)
         self.grounder, self.num_frames, self.ev = grounder, gcfg.num_frames, ev
 
@@ -556,7 +562,7 @@ def _parse_set(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 FLAG_HELP = {
-    "model": "local model directory (core mode)",
+    "model": "local model directory (core mode; default: the shipped synthetic-world model, as the node's)",
     "dataset": "hcstvg_v1, hcstvg_v2 or vidstg",
     "annotations": "the dataset's {split}_proc.json",
     "videos": "the dataset's video directory",
@@ -635,10 +641,21 @@ def main(argv: Optional[Sequence[str]] = None, runners: Optional[dict[str, Runne
     shard = parse_shard(ev.shard)
     where = Path(ev.output) if shard[1] == 1 else Path(ev.output) / f"shard{shard[0]}of{shard[1]}"
     print((where / "summary.md").read_text())
-    if summary.get("failed"):
-        print(f"{summary['failed']} quer(y/ies) failed: see 'error' in {results_path(Path(ev.output), shard)}",
-              file=sys.stderr)
-    return 0
+    return 1 if report_failures(summary, results_path(Path(ev.output), shard)) else 0
+
+
+def report_failures(summary: dict, results: Path) -> int:
+    """Tell (stderr) how many queries failed and their most common errors; returns that number, which
+    makes ``stvg-eval run`` exit 1 (a run that failed queries must not look like a success to a script)."""
+    failed = int(summary.get("failed", 0))
+    if failed:
+        from collections import Counter
+
+        errors = Counter(r["error"] for r in read_results([results]).values() if r.get("error"))
+        common = "; ".join(f"{n} x {e}" for e, n in errors.most_common(3))
+        print(f"stvg-eval: {failed} of {summary.get('count', '?')} queries failed (exit code 1). Most common: "
+              f"{common}. Every error is in 'error' in {results}", file=sys.stderr)
+    return failed
 
 
 if __name__ == "__main__":

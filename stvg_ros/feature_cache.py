@@ -9,7 +9,7 @@ computation would: the adapters encode in *units* whose tokens do not depend on 
 clip (one frame for the LLaVA families, one 2-frame temporal slot for Qwen2.5-VL).
 
 Bounded: entries are evicted least-recently-used past ``max_bytes``, and with their frames when
-the window drops them (:meth:`FeatureCache.retain`).  Thread-safe (the service's ingest thread
+the window drops them (:meth:`FeatureCache.forget`).  Thread-safe (the service's ingest thread
 evicts while its worker grounds).
 
 Entries may be computed ahead of the first query (:meth:`FeatureCache.prefetching`, the service's
@@ -162,15 +162,15 @@ class FeatureCache:
             while self._bytes > self.max_bytes and self._entries:
                 self._evict(next(iter(self._entries)))  # least recently used
 
-    def retain(self, live_frames: Iterable[Hashable]) -> int:
-        """Drop every entry that depends on a frame not in ``live_frames`` (frames the window let go);
-        returns how many were dropped.  Entries that depend on no frame are kept."""
-        live = set(live_frames)
+    def forget(self, frames: Iterable[Hashable]) -> int:
+        """Drop every entry that depends on one of ``frames`` (frames a window let go); returns how many
+        were dropped.  Entries of other frames (another stream's, sharing this cache) stay."""
+        gone = set(frames)
         with self._lock:
-            gone = [k for k, (_, _, fr) in self._entries.items() if fr and not fr <= live]
-            for k in gone:
+            dropped = [k for k, (_, _, fr) in self._entries.items() if fr & gone]
+            for k in dropped:
                 self._evict(k)
-        return len(gone)
+        return len(dropped)
 
     def _evict(self, key: tuple) -> None:
         """Drop one entry (the lock held): its bytes, its prefetch mark, counted as an eviction."""

@@ -52,14 +52,15 @@ import torch
 
 from .adapters.base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
 from .boxes import fill_boxes, fill_interior
-from .config import MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults
+from .config import (MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults,
+                     load_model_serving_defaults)
 from .dsth import Decomposer
 from .feature_cache import CacheStats, FeatureCache
 from .lra import optimise_latent_prompts, yes_probability
 from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
                         upsample_maps)
 from .result import Cancelled, GroundingResult, Proposals, RelevanceMaps, SubQueries
-from .spatial import choose_track
+from .spatial import choose_track, tracks_from_proposals
 from .temporal import choose_span, frame_scores
 
 log = logging.getLogger("stvg_ros.grounder")
@@ -72,9 +73,12 @@ def format_question(template: str, query: str, query_format: str = "article") ->
     """``template`` with ``{query}``: trailing period and extra spaces dropped, then per ``query_format``
     'article': a leading article lower-cased ("The man walks." → "Is there the man walks in this video?");
     'lower': the whole sentence lower-cased (the official HC-STVG loader); 'words': lower-cased words
-    with punctuation dropped ("The man's hat, red." → "the man s hat red"; the official VidSTG loader)."""
+    with punctuation dropped ("The man's hat, red." → "the man s hat red"; the official VidSTG loader);
+    'keep': nothing more (the official code's sub-queries)."""
     q = " ".join(query.split()).strip().rstrip(".").strip()
-    if query_format == "lower":
+    if query_format == "keep":
+        pass
+    elif query_format == "lower":
         q = q.lower()
     elif query_format == "words":
         q = " ".join(w.lower() for w in _WORDS.split(q) if re.search(r"[A-Za-z]", w))
@@ -99,11 +103,36 @@ def resolve_layers(layers: Sequence[int], num_layers: int) -> list[int] | None:
     return out
 
 
-def sample_indices(num_input: int, num_frames: int) -> list[int]:
-    """Uniformly spaced frame indices, first and last included (all frames when there are few)."""
+def sample_indices(num_input: int, num_frames: int, stamps: Sequence[float] | None = None) -> list[int]:
+    """Frame indices uniform in time, first and last included (all frames when there are few).
+
+    With ``stamps`` each of ``num_frames`` evenly spaced times gets the frame nearest to it, so a thinned
+    or irregular stream (a live window) is sampled at the times core mode samples an evenly spaced one;
+    on evenly spaced stamps this is the uniform index sample (without stamps) exactly."""
     if num_input <= num_frames:
         return list(range(num_input))
-    return sorted(set(np.linspace(0, num_input - 1, num_frames).round().astype(int).tolist()))
+    if stamps is None:
+        pos = np.linspace(0, num_input - 1, num_frames)
+    else:
+        s = np.asarray(stamps, dtype=np.float64)
+        # the fractional index of each target time: rounding it picks the nearer neighbour in time
+        pos = np.interp(np.linspace(s[0], s[-1], num_frames), s, np.arange(num_input, dtype=np.float64))
+        pos = pos.round(6)  # float noise of evenly spaced stamps must not flip a rounding
+    return sorted(set(pos.round().astype(int).tolist()))
+
+
+def halfway_indices(num_input: int, idx: Sequence[int], stamps: Sequence[float] | None = None) -> list[int] | None:
+    """The frames nearest (in time) halfway between consecutive sampled frames ``idx``, then the last sampled
+    frame: ``len(idx)`` frames for ``tube_frames='refine'``'s second pass, or None where the frames are too
+    sparse for a distinct, strictly increasing set that adds frames."""
+    s = np.asarray(stamps if stamps is not None else range(num_input), dtype=np.float64)
+    i = np.asarray(idx)
+    mids = (s[i[:-1]] + s[i[1:]]) / 2
+    halfway = np.interp(mids, s, np.arange(num_input, dtype=np.float64)).round(6).round().astype(int).tolist()
+    out = halfway + [int(i[-1])]
+    if len(i) < 2 or any(b <= a for a, b in zip(out, out[1:])) or not set(halfway) - set(i.tolist()):
+        return None
+    return out
 
 
 def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: str) -> None:
@@ -155,6 +184,9 @@ class Grounder:
         config this grounder is given (see :attr:`config`)."""
         self.applied_defaults: dict = {}
         """The model defaults that the current config took (fields the caller left at their defaults)."""
+        self.serving_defaults: dict = {}  # see model_serving_defaults
+        """The model's calibrated standing-query thresholds (``grounding_defaults.json``'s
+        ServingConfig fields); a service applies them under its config unless ``use_model_defaults`` is off."""
         self.progress = progress
         self.feature_cache = FeatureCache()  # sized from the config by the setter below (_sync_adapter)
         self.config = _as_config(config)
@@ -203,6 +235,7 @@ class Grounder:
         adapter = load_adapter(directory, device=resolve_device(cfg.device),
                                dtype=None if cfg.dtype == "auto" else cfg.dtype, image_size=cfg.image_size or None)
         grounder = cls(adapter, mine, progress=progress, model_defaults=defaults)
+        grounder.serving_defaults = load_model_serving_defaults(directory)
         if grounder.applied_defaults:
             log.info("model defaults from %s: %s", Path(directory) / MODEL_DEFAULTS_FILE,
                      ", ".join(f"{k}={v}" for k, v in sorted(grounder.applied_defaults.items())))
@@ -232,7 +265,7 @@ class Grounder:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         all_stamps = [float(s) for s in stamps]
-        idx = sample_indices(len(frames), cfg.num_frames)
+        idx = sample_indices(len(frames), cfg.num_frames, stamps)
         used = [frames[i] for i in idx]
         used_stamps = [all_stamps[i] for i in idx]
         H, W = used[0].shape[:2]
@@ -262,7 +295,7 @@ class Grounder:
             lra_trace = None
             if cfg.use_lra and cfg.lra_steps > 0:
                 # the existence question has no latent prompt: it runs on LRA's zero-latent first step
-                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs, checkpoint,
+                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs, query, checkpoint,
                                                           also_ask=[(visual, full_q)] if cfg.reuse_passes else ())
             exist = None
             if lra_trace is not None and lra_trace.zero_logits is not None:
@@ -271,15 +304,20 @@ class Grounder:
 
         with self._stage("attention", timings, checkpoint):
             if cfg.inference_query == "sub":
-                q_s = self._question(subs.attribute)
-                q_t = self._question(subs.action)
+                q_s = self._sub_question(subs.attribute, query)
+                q_t = self._sub_question(subs.action, query)
             else:
                 q_s = q_t = full_q
             rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist)
 
         with self._stage("select", timings, checkpoint):
-            result = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
-                                  (H, W), proposals, used)
+            result, track = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
+                                         (H, W), proposals, used, checkpoint)
+            if cfg.tube_frames != "sampled" and len(frames) > len(idx):
+                t_dense = time.perf_counter()
+                self._dense_tube(result, track, frames, all_stamps, idx, frame_keys, proposals, (H, W),
+                                 (q_t, v_t if v_t is not None else v_s))
+                timings["dense_tube"] = time.perf_counter() - t_dense  # part of 'select'
         result.timings = timings
         timings["total"] = time.perf_counter() - t_start
         if lra_trace is not None:
@@ -296,7 +334,7 @@ class Grounder:
         cfg = self.config
         check_inputs(frames, stamps, query)
         self._sync_adapter()
-        idx = sample_indices(len(frames), cfg.num_frames)
+        idx = sample_indices(len(frames), cfg.num_frames, stamps)
         timings: dict[str, float] = {}
         with self._stage("encode", timings, checkpoint), torch.no_grad():
             visual = self.adapter.encode_frames([frames[i] for i in idx], stamps=[float(stamps[i]) for i in idx],
@@ -306,22 +344,30 @@ class Grounder:
         return float(yes_probability(out.yes_no_logits.detach())[0])
 
     # ------------------------------------------------------------------------------------------
-    def forget_frames(self, live_keys) -> int:
-        """Drop cached work of frames whose keys are not in ``live_keys`` (the window let them go)."""
-        return self.feature_cache.retain(live_keys)
+    def model_serving_defaults(self) -> dict:
+        """The model directory's calibrated serving fields (``grounding_defaults.json``), unless
+        ``config.use_model_defaults`` is off."""
+        return dict(self.serving_defaults) if self.config.use_model_defaults else {}
+
+    def forget_frames(self, gone_keys) -> int:
+        """Drop cached work of the frames ``gone_keys`` (the window let them go); other frames' stays, so
+        services sharing this grounder keep theirs.  Returns the entries dropped."""
+        return self.feature_cache.forget(gone_keys)
 
     def cache_stats(self) -> CacheStats:
         """Entries, bytes, hits and misses of the per-frame cache (for status reports)."""
         return self.feature_cache.stats()
 
     def prefetch(self, frames: Sequence[np.ndarray], frame_keys: Sequence,
-                 should_stop: Callable[[], bool] | None = None) -> int:
+                 should_stop: Callable[[], bool] | None = None, stamps: Sequence[float] | None = None) -> int:
         """Encode into the feature cache, one unit (:meth:`ModelAdapter.encode_units`) at a time, what
         :meth:`ground` with these ``frame_keys`` would encode, so that a later query finds it there (same
         keys, same settings: a hit is exact).  Where every unit is one frame, its tokens ignore the rest of
         the clip, so every frame is encoded (those a query would sample now first, then the newest first);
         where units span frames (Qwen's pairs), only the units of the clip a query would sample now (and
-        its reversed clip with TAS) — speculative: a window that slides re-pairs the frames.
+        its reversed clip with TAS, and the second pass's halfway frames with ``tube_frames='refine'``;
+        ``stamps`` place both samples in time as :meth:`ground` does) — speculative: a window that slides
+        re-pairs the frames.
         ``should_stop()`` is asked before each unit (a query waits for one unit at most).  Returns the
         units computed (0 without a cache or frame-key support)."""
         _check_keys(frame_keys, len(frames))
@@ -329,7 +375,7 @@ class Grounder:
         cache = self.feature_cache
         if not frames or not self._caches_frames():
             return 0
-        idx = sample_indices(len(frames), self.config.num_frames)
+        idx = sample_indices(len(frames), self.config.num_frames, stamps)
         units = self.adapter.encode_units(len(idx))
         if all(len(u) == 1 for u in units):
             sampled = set(idx)
@@ -339,6 +385,10 @@ class Grounder:
             if self.config.use_tas:  # encode_reversed re-encodes frames[::-1], re-paired
                 back = idx[::-1]
                 plan += [[back[j] for j in u] for u in units]
+            halfway = halfway_indices(len(frames), idx, stamps) if self.config.tube_frames == "refine" \
+                and len(frames) > len(idx) else None
+            if halfway is not None:  # the second pass of a long window (tube_frames)
+                plan += [[halfway[j] for j in u] for u in units]
         before = cache.stats().prefetched.get("visual", 0)
         with cache.prefetching(), torch.no_grad():
             for unit in plan:
@@ -379,6 +429,14 @@ class Grounder:
     def _question(self, text: str) -> str:
         return format_question(self.config.question_template, text, self.config.query_format)
 
+    def _sub_question(self, text: str, query: str) -> str:
+        """A sub-query's question (``sub_query_format``); a half that is the full query (a failed or absent
+        decomposition) is asked as the full query, as the official code does."""
+        fmt = self.config.sub_query_format
+        if fmt == "query" or " ".join(text.split()).rstrip(".") == " ".join(query.split()).rstrip("."):
+            fmt = self.config.query_format
+        return format_question(self.config.question_template, text, fmt)
+
     @contextmanager
     def _stage(self, name: str, timings: dict, checkpoint: Callable[[str], None] | None = None):
         """Time a stage (GPU work included) and report it to the progress and checkpoint callbacks."""
@@ -396,14 +454,14 @@ class Grounder:
                 torch.cuda.synchronize(device)
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-    def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries,
+    def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries, query: str,
                   checkpoint: Callable[[str], None] | None = None, also_ask=()):
         """V_s, V_t (and V_s' on the reversed clip) in one batched optimisation; identical problems
         (e.g. attribute == action without DSTH) are solved once.  ``also_ask``: prompts without a latent
         prompt answered on the first step's shared prefixes (``LRAResult.zero_logits``)."""
         cfg = self.config
-        q_attr = self._question(subs.attribute)
-        q_act = self._question(subs.action)
+        q_attr = self._sub_question(subs.attribute, query)
+        q_act = self._sub_question(subs.action, query)
         problems: list[tuple[VisualTokens, str]] = []
 
         def slot(vis, q):
@@ -491,7 +549,7 @@ class Grounder:
         return token_grid_maps(relative_attention(qa, ca, eps), vis)
 
     def _select(self, rows, visual, reversed_visual, query, subs, used_stamps, all_stamps, image_size,
-                proposals, frames=None) -> GroundingResult:
+                proposals, frames=None, checkpoint: Callable[[str], None] | None = None):
         cfg = self.config
         T = len(used_stamps)
         tokens: dict[str, str] = {}
@@ -508,7 +566,8 @@ class Grounder:
                                                   proposals, cfg.box_threshold, tolerance, frames=frames,
                                                   box_method=cfg.box_method, box_seeds=cfg.box_seeds,
                                                   box_iterations=cfg.box_grabcut_iterations,
-                                                  box_chain=cfg.box_grabcut_chain)
+                                                  box_chain=cfg.box_grabcut_chain, track_score=cfg.track_score,
+                                                  check=(lambda: checkpoint("select")) if checkpoint else None)
         t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
         scores = frame_scores(t_maps, t_scale, fill_interior(best.boxes, used_stamps))
         first, last = choose_span(scores, cfg.span_rule, cfg.span_topk_fraction, cfg.span_grow_fraction)
@@ -518,13 +577,72 @@ class Grounder:
             relevance = RelevanceMaps(spatial=spatial.astype(np.float32), temporal=temporal.astype(np.float32),
                                       content_box=tuple(float(v) for v in visual.content_box),
                                       image_size=tuple(int(v) for v in image_size))
-        return GroundingResult(
+        result = GroundingResult(
             query=query, found=p_yes >= cfg.found_threshold, score=float(best.score),
             start=used_stamps[first], end=used_stamps[last],
             boxes={used_stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), boxes)},
             track_id=best.track_id, sub_queries=subs, p_yes=p_yes, frame_stamps=list(used_stamps),
             frame_scores=[float(s) for s in scores], track_scores={t.track_id: float(t.score) for t in tracks},
             relevance=relevance, reason=reason, grounding_tokens=tokens)
+        return result, best
+
+    def _dense_tube(self, result: GroundingResult, track, frames, stamps: list[float], idx: list[int], frame_keys,
+                    proposals, image_size, temporal_prompt) -> None:
+        """The tube on every given frame (``config.tube_frames``), in place: a box on each frame of the span
+        (the chosen proposal's own box there, else interpolated), and with 'refine' the span chosen on the
+        first pass's temporal scores merged with a second pass's on the frames halfway (in time) between the
+        sampled ones.  The second pass shows the model ``len(idx)`` frames (the first pass's count, so the
+        temporal latent prompt's token layout fits) with the temporal prompt and its caption, reusing
+        cached frame features; it is skipped where the window is too sparse for distinct halfway frames.
+        ``frame_stamps``/``frame_scores``/relevance stay the first pass's."""
+        cfg = self.config
+        n = len(stamps)
+        gaps = np.diff(np.asarray(stamps))
+        tolerance = float(min(1e-3, 0.5 * gaps.min()))
+        boxes = [None] * n  # the chosen track on every given frame
+        if proposals and track.track_id in proposals:
+            got = tracks_from_proposals({track.track_id: proposals[track.track_id]}, stamps, image_size, tolerance)
+            boxes = got[0].boxes if got else boxes
+        if not any(b is not None for b in boxes):  # the attention-built track: its sampled boxes, interpolated
+            for j, i in enumerate(idx):
+                boxes[i] = track.boxes[j]
+        if not any(b is not None for b in boxes):
+            return
+        pos = {s: i for i, s in enumerate(stamps)}
+        first, last = pos[result.start], pos[result.end]
+        if cfg.tube_frames == "refine":
+            span = self._refined_span(result, frames, stamps, idx, frame_keys, image_size, temporal_prompt,
+                                      fill_interior(boxes, stamps))
+            first, last = span or (first, last)
+        filled = fill_boxes(boxes, stamps, first, last)
+        result.start, result.end = stamps[first], stamps[last]
+        result.boxes = {stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), filled)}
+
+    def _refined_span(self, result, frames, stamps, idx, frame_keys, image_size, temporal_prompt,
+                      boxes) -> tuple[int, int] | None:
+        """Inclusive given-frame indices of the span on both passes' scores (None: no distinct halfway frames)."""
+        cfg = self.config
+        idx2 = halfway_indices(len(stamps), idx, stamps)
+        if idx2 is None:
+            return None
+        question, delta = temporal_prompt
+        with torch.no_grad():
+            visual = self.adapter.encode_frames([frames[i] for i in idx2], stamps=[stamps[i] for i in idx2],
+                                                **self._keyed(frame_keys, len(frames), idx2))
+            d = None if delta is None else torch.stack([delta, delta])
+            out = self.adapter.run(visual, [question, cfg.caption_prompt], visual_delta=d, capture=self.capture,
+                                   with_grad=False)
+        rows = {"temporal_q": (out, 0), "temporal_c": (out, 1)}
+        maps = self._relevance(rows, "temporal_q", "temporal_c", visual, {})[:len(idx2)]
+        t_maps, t_scale = upsample_maps(maps, visual.content_box, image_size)
+        second = frame_scores(t_maps, t_scale, [boxes[i] for i in idx2])
+        merged: dict[int, list[float]] = {}
+        for i, v in list(zip(idx, result.frame_scores)) + list(zip(idx2, second)):
+            merged.setdefault(i, []).append(float(v))
+        grid = sorted(merged)
+        first, last = choose_span([float(np.mean(merged[i])) for i in grid], cfg.span_rule, cfg.span_topk_fraction,
+                                  cfg.span_grow_fraction)
+        return grid[first], grid[last]
 
 
 def _check_keys(frame_keys: Sequence, n: int) -> None:

@@ -89,6 +89,9 @@ def check_image(msg) -> str:
         return f"image of {step * height} bytes exceeds the {MAX_IMAGE_BYTES} byte limit"
     size = len(_data(msg))
     needed = step * (height - 1) + row_bytes
+    if size < needed and size == row_bytes * height:  # packed rows: the header's step is wrong
+        return (f"step {step} does not match the data: it holds {height} packed rows of {row_bytes} bytes "
+                f"({width} px of {msg.encoding}): fix the publisher's step (= {row_bytes})")
     if size < needed:
         return f"data holds {size} bytes but {height} rows of step {step} need {needed} (truncated message?)"
     if size > step * height:

@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .adapters.base import ModelAdapter, VisualTokens
+from .adapters.base import ModelAdapter, VisualTokens, add_latent_prompt
 
 
 def yes_probability(yes_no_logits: torch.Tensor) -> torch.Tensor:
@@ -45,6 +45,19 @@ def official_loss(sub_logits: torch.Tensor, caption_logits: torch.Tensor) -> tor
     sub = sub_logits.float()
     cap = caption_logits.float()
     return 1.0 - ((sub[:, 0] - sub[:, 1]) - (cap[:, 0] - cap[:, 1]))
+
+
+def latent_prompt_kept(tokens: torch.Tensor, delta: torch.Tensor, dtype: torch.dtype) -> dict[str, float]:
+    """What of a latent prompt survives the model's precision: the decoder sees ``add_latent_prompt(...)``
+    minus the tokens (in ``dtype``) instead of ``delta``.  Returns the prompt's rms relative to the tokens',
+    the relative error ``|seen - delta| / |delta|`` and the cosine between them.  A prompt much smaller than
+    the tokens falls below their rounding step: bfloat16 keeps 8 significant bits, float16 11."""
+    t = tokens.to(dtype).float()
+    d = delta.float()
+    seen = add_latent_prompt(t, d, dtype).float() - t
+    return {"rms_ratio": float(d.pow(2).mean().sqrt() / t.pow(2).mean().sqrt().clamp_min(1e-30)),
+            "rel_error": float((seen - d).norm() / d.norm().clamp_min(1e-30)),
+            "cosine": float(torch.nn.functional.cosine_similarity(seen.flatten(), d.flatten(), dim=0))}
 
 
 @dataclass

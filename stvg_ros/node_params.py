@@ -66,7 +66,9 @@ NODE_PARAMS: list[NodeParam] = [
               "QoS reliability of the image subscriptions (best_effort = sensor data, or reliable; the "
               "ReliabilityPolicy integers 2 and 1 are accepted too).",
               _reliability, live=False, also=(int,)),
-    NodeParam("image_depth", 5, "QoS history depth of the image subscriptions.", _positive, live=False),
+    NodeParam("image_depth", 20, "QoS history depth of the image subscriptions (frames held while the node is "
+              "busy: 5 lost 6-8 % of a replayed 768x576 bag under load, bench/bench_bag_replay.py).",
+              _positive, live=False),
     NodeParam("use_compressed", False, "Also subscribe to image/compressed (sensor_msgs/CompressedImage).",
               live=False),
     NodeParam("use_detections", False,
@@ -81,6 +83,24 @@ NODE_PARAMS: list[NodeParam] = [
               "(vision_msgs/Detection2DArray)."),
     NodeParam("markers_whole_tube", False,
               "tube_markers and detections_2d carry every box of the tube, not only the newest one."),
+    NodeParam("action_result_timeout", 300,
+              "Seconds the ground action keeps a finished goal's result for its client to fetch (read at "
+              "start-up; rclpy's default is 10).", _positive, live=False),
+
+
+    NodeParam("depth_topic", "",
+              "3-D answers: an aligned depth image (sensor_msgs/Image, 16UC1 mm or 32FC1 m, e.g. "
+              "/camera/aligned_depth_to_color/image_raw); '' = off. Needs camera_info_topic.", live=False),
+    NodeParam("camera_info_topic", "",
+              "The colour camera's sensor_msgs/CameraInfo (e.g. /camera/color/camera_info), for 3-D answers.",
+              live=False),
+    NodeParam("depth_tolerance", 0.05,
+              "Seconds between a frame's stamp and the nearest depth image's beyond which the frame has no 3-D "
+              "position.", _positive, live=False),
+    NodeParam("target_frame", "",
+              "Frame the 3-D answers are transformed into with tf2 (e.g. odom, map); '' = the camera's optical "
+              "frame. Where tf2_ros is not installed the node says so once and answers in the camera frame.",
+              live=False),
 ]
 
 NODE_PARAM_BY_NAME = {p.name: p for p in NODE_PARAMS}
@@ -196,6 +216,13 @@ class NodeSettings:
     status_rate: float
     publish_markers: bool
     markers_whole_tube: bool
+    action_result_timeout: int
+
+
+    depth_topic: str
+    camera_info_topic: str
+    depth_tolerance: float
+    target_frame: str
     serving: ServingConfig
     grounding: GroundingConfig
     proposals: ProposalConfig

@@ -27,6 +27,13 @@ GRABCUT_ITERATIONS = GroundingConfig.box_grabcut_iterations
 #: consecutive frames whose cuts carry their colour models (:class:`ColourChain`) unless a caller says
 GRABCUT_CHAIN = GroundingConfig.box_grabcut_chain
 
+#: a further part of an object stands out of the background at least this fraction as much as its first part
+PART_CONTRAST = 0.7
+
+#: token grids at least this many cells on their long side resolve a real object's parts (a person's
+#: garments): ``auto`` joins them there (bench/bench_real_boxes.py; LLaVA's 12x12 and 14x14 grids, Qwen's 'fine')
+FINE_GRID_CELLS = 12
+
 #: seed methods :func:`segment_box` knows
 SEGMENT_METHODS = ("auto", "grabcut", "flood", "cells")
 
@@ -237,6 +244,65 @@ def flood_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, to
     return (float(ax0 + xs.min()), float(ay0 + ys.min()), float(ax0 + xs.max() + 1), float(ay0 + ys.max() + 1))
 
 
+def flood_parts_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, tolerance: float = 0.15,
+                    min_fill: float = 0.3, part_fill: float = 0.05, max_parts: int = 4,
+                    part_contrast: float = PART_CONTRAST) -> Box | None:
+    """Region growing that does not stop at one part of an object (``auto``'s first try).
+
+    A clean region of one colour (:func:`flood_box` with ``clean_only``) is often only a part of a real
+    object: one garment of a person.  Where the relevance's core (the seed cells whose relevance is at least
+    half their peak) still holds pixels outside the regions found so far that stand out of the background,
+    the one most unlike it seeds the next region; a next region that is clean, fills at least ``part_fill``
+    of the seed cells and touches the box so far joins it; one that touches it but cannot be delimited leaves the
+    object to GrabCut.  On an object of one colour the core outside it is background, so nothing joins.
+    (:func:`segment_box` searches for parts only on grids fine enough to resolve them.)"""
+    import cv2
+
+    H, W = image.shape[:2]
+    ax0, ay0, ax1, ay1 = _roi(rect, margin, (H, W))
+    first = flood_box(image, prior, rect, margin, tolerance=tolerance, clean_only=True, min_fill=min_fill)
+    if first is None or max_parts <= 1:
+        return first
+    lab = cv2.cvtColor(np.ascontiguousarray(image[ay0:ay1, ax0:ax1]), cv2.COLOR_RGB2LAB).astype(np.float32)
+    edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
+    far = np.sqrt(_squared_distance(lab, np.median(edge, axis=0)))
+    pri = prior[ay0:ay1, ax0:ax1]
+    x0, y0, x1, y1 = (int(round(v)) for v in rect)
+    core = np.zeros(lab.shape[:2], bool)
+    sl = (slice(max(y0 - ay0, 0), max(y1 - ay0, 1)), slice(max(x0 - ax0, 0), max(x1 - ax0, 1)))
+    core[sl] = pri[sl] >= 0.5 * float(pri[sl].max()) if pri[sl].size else False
+    taken = np.zeros_like(core)
+    inner = far[sl]
+    first_contrast = float(inner.max()) if inner.size else 0.0  # the first region's seed (flood_box's choice)
+    box = first
+    rect_area = max(1.0, float((x1 - x0) * (y1 - y0)))
+    for _ in range(max_parts - 1):
+        bx0, by0, bx1, by1 = (int(round(v)) for v in box)
+        taken[max(by0 - ay0, 0):max(by1 - ay0, 0), max(bx0 - ax0, 0):max(bx1 - ax0, 0)] = True
+        left = core & ~taken
+        if not left.any():
+            break
+        score = np.where(left, far, -1.0)
+        r, c = np.unravel_index(int(np.argmax(score)), score.shape)
+        contrast = float(far[r, c])
+        if contrast < max(8.0, part_contrast * first_contrast):  # the rest of the core is background
+            break
+        near = _squared_distance(lab, lab[r, c]) <= (tolerance * contrast) ** 2
+        _, labels = cv2.connectedComponents(near.astype(np.uint8), connectivity=8)
+        ys, xs = np.nonzero(labels == labels[r, c])
+        clean = not (ys.min() == 0 or xs.min() == 0 or ys.max() == lab.shape[0] - 1 or xs.max() == lab.shape[1] - 1)
+        part = (ax0 + xs.min(), ay0 + ys.min(), ax0 + xs.max() + 1, ay0 + ys.max() + 1)
+        touches = part[0] <= box[2] + 2 and box[0] <= part[2] + 2 and part[1] <= box[3] + 2 and box[1] <= part[3] + 2
+        if not touches:  # a region apart from the box so far (another object): look past it
+            taken[ys, xs] = True
+            continue
+        if not (clean and (part[2] - part[0]) * (part[3] - part[1]) >= part_fill * rect_area):
+            return None  # more of the object than region growing can delimit: leave it to GrabCut
+        box = (float(min(box[0], part[0])), float(min(box[1], part[1])), float(max(box[2], part[2])),
+               float(max(box[3], part[3])))
+    return box
+
+
 def _squared_distance(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """Squared Euclidean distance of each pixel's colour (last axis) to ``colour``: comparisons on it need
     no square root (flood_box runs on every seed, at every query)."""
@@ -244,10 +310,15 @@ def _squared_distance(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return np.einsum("...k,...k->...", d, d)
 
 
-def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, **options) -> Box | None:
-    """The object box around a seed ``rect`` (pixels) by ``method`` (see :data:`SEGMENT_METHODS`)."""
+def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, margin: float,
+                fine_grid: bool = False, **options) -> Box | None:
+    """The object box around a seed ``rect`` (pixels) by ``method`` (see :data:`SEGMENT_METHODS`).
+
+    ``fine_grid``: the token grid resolves an object's parts (:data:`FINE_GRID_CELLS`), so ``auto``'s region
+    growing looks for the object's other parts (:func:`flood_parts_box`); on a coarse grid a region touching
+    the first is as likely another object (the synthetic world's 4x4 grid), and one clean region is the box."""
     if method == "auto":
-        box = flood_box(image, prior, rect, margin, tolerance=0.15, clean_only=True, min_fill=0.3)
+        box = flood_parts_box(image, prior, rect, margin, max_parts=4 if fine_grid else 1)
         return box if box is not None else grabcut_box(image, prior, rect, margin, **options)
     if method == "grabcut":
         return grabcut_box(image, prior, rect, margin, **options)
@@ -272,7 +343,8 @@ def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndar
     out: list[tuple[Box, float]] = []
     for r, c, v in relevance_seeds(grid_map, max_seeds, min_fraction):
         rect = _cells_to_pixels(seed_region(grid_map, r, c, region_threshold), grid, content_box)
-        box = segment_box(method, image, prior, rect, margin=0.5 * cell, iterations=iterations, chain=chain)
+        box = segment_box(method, image, prior, rect, margin=0.5 * cell, fine_grid=max(grid) >= FINE_GRID_CELLS,
+                          iterations=iterations, chain=chain)
         if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
             continue
         if any(_iou(box, b) > 0.7 for b, _ in out):

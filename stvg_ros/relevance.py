@@ -174,3 +174,28 @@ def cell_box(row0: int, col0: int, row1: int, col1: int, grid: tuple[int, int],
     x0, y0, x1, y1 = (float(v) for v in content_box)
     cw, ch = (x1 - x0) / cols, (y1 - y0) / rows
     return (x0 + col0 * cw, y0 + row0 * ch, x0 + (col1 + 1) * cw, y0 + (row1 + 1) * ch)
+
+
+def _resized_indicator(lo: float, hi: float, origin: float, size: int, cells: int) -> np.ndarray:
+    """A 1-D pixel indicator ``lo <= pixel centre < hi`` over ``size`` pixels starting at ``origin``,
+    resized to ``cells`` by bilinear sampling (``F.interpolate(..., 'bilinear', align_corners=False)``,
+    no antialias: each cell reads the two pixels around its centre)."""
+    centres = origin + np.arange(size) + 0.5
+    ind = ((centres >= lo) & (centres < hi)).astype(np.float64)
+    src = np.maximum((np.arange(cells) + 0.5) * size / cells - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(int), size - 1)
+    i1 = np.minimum(i0 + 1, size - 1)
+    frac = src - i0
+    return (1.0 - frac) * ind[i0] + frac * ind[i1]
+
+
+def box_cell_weights(box: Sequence[float], grid: tuple[int, int], content_box: Sequence[float]) -> np.ndarray:
+    """``(rows, cols)`` weights of a pixel box on the token grid: the box's pixel mask over ``content_box``
+    resized bilinearly to the grid, as the official code resizes a track's mask to score it
+    (``F.interpolate(mask, (grid, grid), mode='bilinear', align_corners=False)``).  A box is separable,
+    so this is the outer product of its resized column and row indicators, equal to resizing the mask."""
+    rows, cols = grid
+    x0, y0, x1, y1 = (float(v) for v in content_box)
+    w, h = max(1, int(round(x1 - x0))), max(1, int(round(y1 - y0)))
+    bx0, by0, bx1, by1 = (float(v) for v in box)
+    return np.outer(_resized_indicator(by0, by1, y0, h, rows), _resized_indicator(bx0, bx1, x0, w, cols))

@@ -43,7 +43,8 @@ class RelevanceMaps:
 class GroundingResult:
     """The best tube for a query, always filled, whatever the existence judgment.
 
-    ``boxes`` has one entry per stamp in ``[start, end]`` (stamps of the frames that were used).
+    ``boxes`` has one entry per stamp in ``[start, end]``: of every given frame when ground() was given
+    more frames than it samples (``GroundingConfig.tube_frames``, default), else of the frames used.
     ``found`` is the model's yes/no judgment that the queried thing is in the clip and ``score``
     the chosen track's spatial score; ``p_yes`` the probability behind ``found``.
     """
@@ -70,6 +71,9 @@ class GroundingResult:
     """Why the result is degenerate, when it is (e.g. no proposal overlaps the sampled frames)."""
     grounding_tokens: dict[str, str] = field(default_factory=dict)
     """The grounding token each relevance map used ('spatial', 'temporal', 'tas' → token string)."""
+    boxes_from: str = ""
+    """Where the boxes came from when a service chose the proposals (e.g. 'hog tracks', or the fallback:
+    'proposal-free boxes: hog found no person'); "" when the caller gave the proposals itself."""
 
     def to_dict(self) -> dict:
         """JSON-friendly view (no relevance maps)."""
@@ -89,6 +93,7 @@ class GroundingResult:
             "timings": self.timings,
             "reason": self.reason,
             "grounding_tokens": dict(self.grounding_tokens),
+            "boxes_from": self.boxes_from,
         }
 
 

@@ -4,7 +4,10 @@ One :class:`GroundingService` is what the ROS node serves (and what an action se
 queries build on): it owns the frame window, the proposal source (external detections, the live
 detector stage, or none), the admission rules, the query queue and the worker thread that runs
 the grounder, the counters, and the one rule for time jumps (:meth:`GroundingService.reset`).
-It imports no ROS module, so all of it is tested without DDS (``test/test_service.py``).
+It imports no ROS module, so all of it is tested without DDS (``test/test_service.py``); started with
+``threaded=False`` it runs no thread and :meth:`GroundingService.run_pending` does the worker's work on
+the caller's thread (deterministic tests, with a test ``clock``).  Its parts are typed by
+:mod:`stvg_ros.seams`; every :class:`Answer` carries its tube in the camera's terms (:attr:`Answer.tube`).
 Standing queries (:meth:`GroundingService.register`, rules in :mod:`stvg_ros.standing`) are
 evaluated by the same worker when no one-shot query waits, within a duty budget.  With
 ``preencode_when_idle`` the worker, when it has nothing else to do, encodes the kept frames' visual
@@ -27,18 +30,21 @@ Guarantees:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .config import ServingConfig
+from .camera_tube import CameraTube, camera_tube, empty_tube
+from .config import ServingConfig, apply_model_serving_defaults
 from .proposals import ExternalTracks, subject_phrase
 from .proposals.tracks import Detections
 from .result import Cancelled, GroundingResult, SubQueries
+from .seams import GroundingModel, ProposalStage
 from .standing import (APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest,
                        StandingScheduler)
 from .window import NS, Frame, FrameWindow, RateMeter
@@ -54,6 +60,9 @@ DELIVERY_GRACE_S = 0.3
 
 #: Answer.status values
 ANSWERED, REJECTED, CANCELLED, FAILED = "answered", "rejected", "cancelled", "failed"
+
+#: what the worker's :meth:`GroundingService._take` returns besides a job
+_PREENCODE, _STOPPED = "preencode", object()
 
 
 @dataclass(frozen=True)
@@ -76,11 +85,12 @@ class GroundingRequest:
 
 @dataclass
 class Answer:
-    """The one answer to a request.  ``result`` and ``frames`` (the snapshot it was grounded on, in
-    time order) are set when ``status == 'answered'``; ``newest`` is the newest window frame when
-    the answer was made (for the header of an empty answer); times are seconds.  ``event``: for a
-    standing query, why this answer is published (appeared, moved, disappeared, ended); "" for a
-    one-shot query."""
+    """The one answer to a request; :attr:`tube` is it in the camera's terms (what a caller uses).
+    ``result`` and ``frames`` (the snapshot it was grounded on, in time order: the window's copies, so
+    ``result``'s boxes are in their stored pixels and keyed by float seconds) are set when ``status ==
+    'answered'``; ``newest`` is the newest window frame when the answer was made (for the header of an
+    empty answer); times are seconds.  ``event``: for a standing query, why this answer is published
+    (appeared, moved, disappeared, ended); "" for a one-shot query."""
 
     request: GroundingRequest
     status: str
@@ -91,6 +101,21 @@ class Answer:
     queue_time: float = 0.0
     latency: float = 0.0
     event: str = ""
+
+    @property
+    def tube(self) -> CameraTube:
+        """This answer as the camera sees it: the input frames' nanosecond stamps, boxes in the source
+        image's pixels, the frame id (what the node publishes, field for field)."""
+        r = self.request
+        common: dict = dict(latency=float(self.latency), queue_time=float(self.queue_time), event=self.event)
+        if self.result is None or not self.frames:
+            return empty_tube(r.query_id, r.text, self.newest, reason=self.reason, **common)
+        tube = camera_tube(self.result, self.frames, r.query_id, r.text, **common)
+        if self.event and self.newest is not None:  # an event is stamped when it was noticed
+            tube = dataclasses.replace(tube, stamp_ns=self.newest.stamp_ns)
+        if self.event and self.reason:  # what moved
+            tube = dataclasses.replace(tube, reason="; ".join(x for x in (self.reason, tube.reason) if x))
+        return tube
 
 
 @dataclass
@@ -116,6 +141,8 @@ class Counters:
     standing_evaluations: int = 0
     standing_events: int = 0
     standing_preempted: int = 0
+    proposal_fallbacks: int = 0
+    last_fallback: str = ""
 
 
 ProgressCallback = Callable[[str, float], None]
@@ -174,10 +201,8 @@ class QueryHandle:
         return self._service._cancel(self._job, reason)
 
 
-def _frame_keys(grounder: Any, frames: Sequence[Frame]) -> dict:
-    """``frame_keys`` for a grounder that caches per frame (one that can ``forget_frames``): the window's
-    ``seq``, never reused, so each kept frame's cached work is found again and evicted with the frame."""
-    return {"frame_keys": [f.seq for f in frames]} if hasattr(grounder, "forget_frames") else {}
+#: numbers the services' streams in this process, so that frame keys are unique across services
+_STREAMS = itertools.count(1)
 
 
 class GroundingService:
@@ -194,9 +219,9 @@ class GroundingService:
         self.config = config or ServingConfig()
         self.window = FrameWindow()
         self.rate_in, self.rate_kept = RateMeter(), RateMeter()
-        self.grounder: Any = None
+        self.grounder: Optional[GroundingModel] = None
         self.external: Optional[ExternalTracks] = None
-        self.stage: Any = None  # a LiveProposalStage (detector + tracker in the background)
+        self.stage: Optional[ProposalStage] = None  # e.g. a LiveProposalStage (detector + tracker in the background)
         self._warn_cb = warn
         self._clock = clock
         self._lock = threading.Lock()  # counters, newest stamp, the queue (through _wake)
@@ -215,6 +240,8 @@ class GroundingService:
         self._model_side = 0
         self._preencode_due = False  # kept frames may be uncached: the idle worker pre-encodes them
         self._standing = StandingScheduler(self.config, clock())
+        self._stream = next(_STREAMS)
+        self._held: set = set()  # frame keys live at the last look (see _forget_gone)
         self.configure(self.config)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -222,7 +249,7 @@ class GroundingService:
         """Apply serving settings (any time): window bounds, queue size, admission limits.
         ``model_side``: the model's input size; frames are kept at twice that (``ingest_max_side=0``)."""
         self.config = config
-        self._standing.configure(config)
+        self._standing.configure(self._standing_config())
         if config.preencode_when_idle:
             with self._lock:
                 self._preencode_due = True
@@ -235,12 +262,16 @@ class GroundingService:
             self.external.hold = config.detection_tolerance
             self.external.window_s = max(config.window_duration, 1.0)
 
-    def start(self, grounder: Any, *, external_detections: bool = False, stage: Any = None,
-              synonyms: Optional[dict] = None) -> None:
-        """Serve with ``grounder`` (anything with ``ground(frames, stamps, text, proposals, sub_queries,
-        checkpoint)``); proposals from external detections (``add_detections``), a live stage, or none."""
+    def start(self, grounder: GroundingModel, *, external_detections: bool = False,
+              stage: Optional[ProposalStage] = None, synonyms: Optional[dict] = None, threaded: bool = True) -> None:
+        """Serve with ``grounder`` (what :class:`stvg_ros.seams.GroundingModel` declares, e.g. a
+        :class:`~stvg_ros.grounder.Grounder`); proposals from external detections (``add_detections``), a
+        live stage (:class:`stvg_ros.seams.ProposalStage`), or none.
+        ``threaded=False``: no worker thread; the caller does the work with :meth:`run_pending` (tests and
+        single-threaded hosts: deterministic, no waiting)."""
         self.stop(timeout=0.5)
         self.grounder, self.stage = grounder, stage
+        self._standing.configure(self._standing_config())
         self.external = ExternalTracks(window_s=max(self.config.window_duration, 1.0),
                                        hold=self.config.detection_tolerance, max_tracks=0,
                                        synonyms=synonyms) if external_detections else None
@@ -249,12 +280,39 @@ class GroundingService:
             self._stopping = False
             self._generation += 1
             generation = self._generation
+        if not threaded:
+            return
         self._worker = threading.Thread(target=self._serve, args=(generation,), name="stvg_grounding", daemon=True)
         self._worker.start()
 
+    def _standing_config(self) -> ServingConfig:
+        """The config standing queries run by: the grounder's model-calibrated thresholds
+        (``Grounder.serving_defaults``) under the fields this service's config leaves at their defaults."""
+        model = self.grounder.model_serving_defaults() if self.grounder is not None else {}
+        if not model:
+            return self.config
+        return apply_model_serving_defaults(self.config, model)[0]
+
     @property
     def running(self) -> bool:
-        return self._worker is not None and self._worker.is_alive() and not self._stopping
+        if self._worker is None:  # started with threaded=False: serving while a grounder is set
+            return self.grounder is not None and not self._stopping
+        return self._worker.is_alive() and not self._stopping
+
+    def run_pending(self) -> int:
+        """Do, on this thread, the work the worker would do now (queued queries, due standing evaluations,
+        idle pre-encoding) until none is left; returns how many pieces were done.  For a service started
+        with ``threaded=False``; time is the service's ``clock``, so a test steps it without sleeping."""
+        if self._worker is not None:
+            raise RuntimeError("a worker thread serves this service: start it with threaded=False to step it")
+        done = 0
+        while True:
+            with self._lock:
+                work = self._take(self._generation)
+            if not isinstance(work, (_Job, str)):
+                return done
+            self._do(work, self._generation)
+            done += 1
 
     def stop(self, reason: str = SHUTTING_DOWN, timeout: float = 1.0) -> None:
         """Answer every queued and the in-flight query with ``reason``, stop the worker and the live
@@ -361,9 +419,9 @@ class GroundingService:
             return self._reject_frame(f"dropped a frame on {source}: {e}")
         rgb, source_size = rgb if isinstance(rgb, tuple) else (rgb, None)
         frame = self.window.add(stamp_ns, rgb, source_size, frame_id=frame_id)
-        forget = getattr(self.grounder, "forget_frames", None)
-        if forget is not None:  # cached work of frames the window let go goes with them
-            forget({f.seq for f in self.window.frames()})
+        grounder = self.grounder
+        if grounder is not None:  # cached work of frames the window let go goes with them
+            self._forget_gone(grounder)
         stage = self.stage
         if stage is not None:  # the stored (downscaled) image: boxes in the pixels the grounder sees
             stage.add_frame(frame.image, frame.stamp)
@@ -483,35 +541,51 @@ class GroundingService:
 
     # -- the worker ---------------------------------------------------------------------------------
     def _serve(self, generation: int) -> None:
-        """One-shot queries first; else a due standing query when the duty budget allows."""
+        """The worker thread: take the next piece of work (:meth:`_take`) or wait for one."""
         while True:
             with self._lock:
-                job, preencode = None, False
-                while job is None and not preencode:
-                    if self._stopping or generation != self._generation:
-                        return
-                    if self._jobs:
-                        job = self._jobs.popleft()
-                        break
-                    sq, wait = self._standing.next_due(self._clock())
-                    if sq is not None:
-                        job = self._standing_job(sq)
-                    elif self._preencode_due and self.config.preencode_when_idle:
-                        self._preencode_due, preencode = False, True
-                    else:
-                        self._wake.wait(wait)
-                self._current = job
-            if preencode:
-                self._preencode(generation)
-                continue
-            try:
-                if job.standing is not None:
-                    self._evaluate(job)
-                else:
-                    self._ground(job)
-            finally:
-                with self._lock:
-                    self._current = None
+                work = self._take(generation)
+                while work is None or isinstance(work, float):  # idle: until woken or a standing query is due
+                    self._wake.wait(work)
+                    work = self._take(generation)
+            if not isinstance(work, (_Job, str)):
+                return
+            self._do(work, generation)
+
+    def _take(self, generation: int):
+        """(lock held) The next piece of work: a one-shot query first, else a due standing evaluation when
+        the duty budget allows, else ``PREENCODE`` when idle; when there is none, how long until a standing
+        query may be due (seconds, or None: until woken), or ``STOPPED``."""
+        while True:
+            if self._stopping or generation != self._generation:
+                return _STOPPED
+            if self._jobs:
+                job = self._jobs.popleft()
+            else:
+                sq, wait = self._standing.next_due(self._clock())
+                if sq is None:
+                    if self._preencode_due and self.config.preencode_when_idle:
+                        self._preencode_due = False
+                        return _PREENCODE
+                    return None if wait is None else float(wait)
+                job = self._standing_job(sq)
+                if job is None:  # too few frames: skipped, look again
+                    continue
+            self._current = job
+            return job
+
+    def _do(self, work, generation: int) -> None:
+        if work == _PREENCODE:
+            self._preencode(generation)
+            return
+        try:
+            if work.standing is not None:
+                self._evaluate(work)
+            else:
+                self._ground(work)
+        finally:
+            with self._lock:
+                self._current = None
 
     def _preencode(self, generation: int) -> None:
         """The idle worker's lowest-priority work: the window's frames into the grounder's feature cache,
@@ -519,8 +593,7 @@ class GroundingService:
         evaluation is due (and allowed by its budget), or the service stops.  Not a query: no counter,
         no duty time; what it stored and how much of it later queries used is in :meth:`cache_stats`."""
         grounder = self.grounder
-        prefetch = getattr(grounder, "prefetch", None)
-        if prefetch is None:
+        if grounder is None:
             return
         frames, problem = self._snapshot(GroundingRequest("", "pre-encode"))
         if problem:
@@ -536,13 +609,12 @@ class GroundingService:
             return stop
 
         try:
-            prefetch([f.image for f in frames], [f.seq for f in frames], should_stop=should_stop)
+            grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop,
+                              stamps=[f.stamp for f in frames])
         except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
             self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
             return
-        forget = getattr(grounder, "forget_frames", None)
-        if forget is not None:  # frames the window let go while they were being encoded
-            forget({f.seq for f in self.window.frames()})
+        self._forget_gone(grounder, also=self._keys(frames))  # frames the window let go while being encoded
         if stopped:
             with self._lock:
                 self._preencode_due = True  # resume after what stopped it
@@ -569,15 +641,63 @@ class GroundingService:
         except Exception as e:  # noqa: BLE001 - report and keep serving
             self._finish(job, FAILED, f"grounding failed: {type(e).__name__}: {e}")
         else:
-            self._finish(job, ANSWERED, "", result)
+            with self._lock:  # a cancel accepted (by _cancel, under this lock) until the claim is honoured
+                late = job.cancel_reason
+                claimed = late is None and job.claim()
+            if late is not None:
+                self._finish(job, CANCELLED, late)
+            elif claimed:
+                try:
+                    self._deliver(job, ANSWERED, "", result)
+                finally:
+                    job.answered.set()
 
-    def _grounding(self, grounder: Any, r: GroundingRequest, frames: Sequence[Frame],
+    def _grounding(self, grounder: GroundingModel, r: GroundingRequest, frames: Sequence[Frame],
                    check: Callable[[str], None]) -> GroundingResult:
         subs = r.sub_queries
-        proposals = self._proposals(frames, subs.attribute if subs else r.text)
-        return grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
-                               proposals=proposals or None, sub_queries=subs, checkpoint=check,
-                               **_frame_keys(grounder, frames))
+        subject = subs.attribute if subs else r.text
+        proposals = self._proposals(frames, subject)
+        result = grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
+                                 proposals=proposals or None, sub_queries=subs, checkpoint=check,
+                                 frame_keys=self._keys(frames))
+        self._note_boxes_from(result, proposals, subject)
+        return result
+
+    def _keys(self, frames: Sequence[Frame]) -> list:
+        """The frames' identities for the grounder's per-frame cache: (this service's stream, the window's
+        ``seq``), never reused in the process (another service's window numbers its frames from 1 too), so
+        each kept frame's cached work is found again, evicted with the frame, and never another's."""
+        return [(self._stream, f.seq) for f in frames]
+
+    def _forget_gone(self, grounder: GroundingModel, also: Sequence = ()) -> None:
+        """Tell ``grounder`` which of this stream's frames (those it was last told of, and ``also``) the window
+        let go, so their cached work goes; another service's frames in a shared grounder are not touched."""
+        live = set(self._keys(self.window.frames()))
+        with self._lock:
+            gone = (self._held | set(also)) - live
+            self._held = live
+        if gone:
+            grounder.forget_frames(gone)
+
+    def _note_boxes_from(self, result: Any, proposals: dict, subject: str) -> None:
+        """Say where the result's boxes came from; a proposal source that found nothing is a fallback
+        to proposal-free boxes, counted and named in the status (``proposal_fallbacks``, ``last_fallback``)."""
+        sources = [n for n, s in (("external detections", self.external), (self.stage.kind if self.stage is not None else "", self.stage))
+                   if s is not None]
+        if not sources:
+            return
+        if proposals and result.track_id in proposals:
+            result.boxes_from = f"{' / '.join(sources)} tracks"
+            return
+        phrase = self.phrase(subject)
+        if self.stage is not None and not self.stage.proposes(phrase):
+            why = f"{sources[-1]} proposes no {phrase}"  # hog: people only
+        else:
+            why = f"{' and '.join(sources)} found no {phrase}" if not proposals else "no proposal track was chosen"
+        result.boxes_from = f"proposal-free boxes: {why}"
+        with self._lock:
+            self._counters.proposal_fallbacks += 1
+            self._counters.last_fallback = result.boxes_from
 
     # -- standing queries ----------------------------------------------------------------------------
     def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:
@@ -681,11 +801,11 @@ class GroundingService:
             check("queued")
             if grounder is None:
                 raise Cancelled("no model loaded")
-            cheap = sq.request.cheap_first and hasattr(grounder, "existence")
+            cheap = sq.request.cheap_first
             result = None
             if cheap:
                 p_yes = float(grounder.existence([f.image for f in frames], [f.stamp for f in frames], r.text,
-                                                 checkpoint=check, **_frame_keys(grounder, frames)))
+                                                 checkpoint=check, frame_keys=self._keys(frames)))
             else:
                 result = self._grounding(grounder, r, frames, check)
                 p_yes, full = float(result.p_yes), True
@@ -725,7 +845,7 @@ class GroundingService:
         if flipped:
             event = APPEARED if tracker.found else DISAPPEARED
         elif tracker.found and result is not None:
-            detail = tracker.moved(result, frames[0].stamp)
+            detail = tracker.moved(result)
             event = MOVED if detail else ""
         with self._lock:
             self._counters.standing_evaluations += 1
@@ -747,9 +867,10 @@ class GroundingService:
 
     def phrase(self, text: str) -> str:
         """The detector phrase of a query's subject (the live stage's class and synonyms apply)."""
-        cfg = getattr(self.stage, "config", None)
-        return subject_phrase(text, getattr(cfg, "default_class", "person"),
-                              getattr(cfg, "synonyms", None) or getattr(self.external, "synonyms", None))
+        cfg = self.stage.config if self.stage is not None else None
+        external = self.external.synonyms if self.external is not None else None
+        return subject_phrase(text, cfg.default_class if cfg is not None else "person",
+                              (cfg.synonyms if cfg is not None else None) or external)
 
     def _proposals(self, frames: Sequence[Frame], subject: str) -> dict:
         """Tracks over the snapshot in the stored pixels: external detections first, else the live stage."""
@@ -827,8 +948,8 @@ class GroundingService:
 
     def cache_stats(self) -> Optional[dict]:
         """The grounder's per-frame cache (entries, bytes, max_bytes, hits, misses, ...), None without one."""
-        stats = getattr(self.grounder, "cache_stats", None)
-        return stats().as_dict() if stats is not None else None
+        grounder = self.grounder
+        return grounder.cache_stats().as_dict() if grounder is not None else None
 
     @property
     def queue_depth(self) -> int:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Hashable, Sequence
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
 from .boxes import Box, clip_box, fill_boxes
 from .regions import GRABCUT_CHAIN, GRABCUT_ITERATIONS
-from .relevance import cell_box, upsample_maps
+from .relevance import box_cell_weights, cell_box, upsample_maps
 from .result import Proposals
 
 #: the track id of the proposal-free (attention-built) track
@@ -72,6 +72,19 @@ def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[SampledTrack
     """Set each track's score: the maximum relevance inside its boxes over all frames (in place)."""
     for track in tracks:
         vals = [max_in_box(image_maps[i], b, scale) for i, b in enumerate(track.boxes) if b is not None]
+        track.score = max(vals) if vals else float("-inf")
+
+
+def score_tracks_on_cells(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
+                          tracks: list[SampledTrack]) -> None:
+    """The official code's track score (``track_score='cells'``): the maximum over frames and token cells of
+    the grid map times the box's cell weights (:func:`~stvg_ros.relevance.box_cell_weights`); a frame
+    without a box, or a cell the box misses, counts 0 (in place)."""
+    for track in tracks:
+        vals = [float((grid_maps[i] * box_cell_weights(b, grid, content_box)).max())
+                for i, b in enumerate(track.boxes) if b is not None]
+        if vals and len(vals) < len(track.boxes):
+            vals.append(0.0)
         track.score = max(vals) if vals else float("-inf")
 
 
@@ -160,12 +173,14 @@ def _segment_pool():
 def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tuple[int, int],
                    content_box: Sequence[float], image_size: tuple[int, int], box_threshold: float,
                    method: str = "auto", seeds: int = 2, min_fraction: float = 0.3,
-                   iterations: int = GRABCUT_ITERATIONS, chain: int = GRABCUT_CHAIN) -> list[SampledTrack]:
+                   iterations: int = GRABCUT_ITERATIONS, chain: int = GRABCUT_CHAIN,
+                   check: Callable[[], None] | None = None) -> list[SampledTrack]:
     """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
     local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
     the IoU tracker (one stage, centre-shift fallback for fast movers).  Runs of ``chain`` consecutive
     frames carry GrabCut's colour models from frame to frame (:class:`~stvg_ros.regions.ColourChain`;
-    1 = every cut cold)."""
+    1 = every cut cold).  ``check()`` is called before each frame's segmentation and may raise (a
+    cancel) to stop there: segmentation is most of a grounding's CPU time."""
     from .proposals.tracks import Detections
     from .proposals.tracker import ByteTracker
     from .regions import ColourChain, frame_candidates
@@ -176,8 +191,13 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
 
     def candidates(ts):
         models = ColourChain() if len(ts) > 1 else None
-        return [frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds, min_fraction,
-                                 box_threshold, iterations=iterations, chain=models) for t in ts]
+        out = []
+        for t in ts:
+            if check is not None:
+                check()
+            out.append(frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds,
+                                        min_fraction, box_threshold, iterations=iterations, chain=models))
+        return out
 
     # chains are segmented independently (OpenCV releases the GIL, and seeds its RNG per thread): in parallel;
     # fixed-length chains, so the boxes are the same whatever the number of threads
@@ -201,7 +221,8 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
                  box_threshold: float, tolerance: float, frames: Sequence[np.ndarray] | None = None,
                  box_method: str = "cells", box_seeds: int = 2,
                  box_iterations: int = GRABCUT_ITERATIONS,
-                 box_chain: int = GRABCUT_CHAIN) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
+                 box_chain: int = GRABCUT_CHAIN, check: Callable[[], None] | None = None,
+                 track_score: str = "max") -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
     Without usable proposals: with ``frames`` (the sampled frames) and a segmenting ``box_method``,
@@ -209,6 +230,9 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
     relevance-only :func:`attention_track`.
     Returns ``(best, all scored tracks, upsampled maps, their scale, reason)``; ``reason`` says
     why the proposal-free path was taken although proposals were given (empty otherwise).
+    ``check``: see :func:`segment_tracks`.
+    ``track_score``: 'max' = :func:`score_tracks` (maximum of the upsampled map inside the boxes); 'cells' =
+    :func:`score_tracks_on_cells` (the official code's cell weights).
     """
     image_maps, scale = upsample_maps(grid_maps, content_box, image_size)
     reason = ""
@@ -219,9 +243,12 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
             reason = "no proposal track has a box in the sampled frames; used the attention-built track"
     if not tracks and frames is not None and box_method != "cells":
         tracks = segment_tracks(frames, grid_maps, grid, content_box, image_size, box_threshold, box_method,
-                                box_seeds, iterations=box_iterations, chain=box_chain)
+                                box_seeds, iterations=box_iterations, chain=box_chain, check=check)
     if not tracks:
         tracks = [attention_track(grid_maps, grid, content_box, image_size, box_threshold)]
-    score_tracks(image_maps, scale, tracks)
+    if track_score == "cells":
+        score_tracks_on_cells(grid_maps, grid, content_box, tracks)
+    else:
+        score_tracks(image_maps, scale, tracks)
     best = max(tracks, key=lambda t: t.score)
     return best, tracks, image_maps, scale, reason

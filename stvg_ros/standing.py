@@ -4,7 +4,7 @@ A client registers a :class:`StandingRequest` (:meth:`stvg_ros.service.Grounding
 The service re-evaluates it on the freshest window every ``period`` seconds of stream time or every
 ``every_n_frames`` kept frames, when its worker has no one-shot query to serve and the duty budget
 allows (:class:`StandingScheduler`), and reports an event only when the answer changes in a way a
-user cares about (:class:`ChangeTracker`): the target *appeared*, its span or track *moved*, it
+user cares about (:class:`ChangeTracker`): the target *appeared*, its box *moved*, it
 *disappeared*.  ``found`` has hysteresis: two thresholds on p_yes and a number of consecutive
 evaluations past them.  With ``cheap_first`` an evaluation is the existence probability alone (one
 forward pass), and the full grounding runs only when it is needed (on appearance, and every
@@ -17,12 +17,12 @@ service holds the lock, runs the evaluations and passes the time in.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .boxes import box_iou
 from .config import ServingConfig
 from .window import NS
 
@@ -73,14 +73,13 @@ class StandingRules:
     found_on: float = 0.6
     found_off: float = 0.4
     confirm: int = 1
-    move_iou: float = 0.5
-    move_s: float = 1.0
+    move_box: float = 0.5
     refresh_every: int = 4
 
     @classmethod
     def from_config(cls, c: ServingConfig) -> "StandingRules":
-        return cls(c.standing_found_on, c.standing_found_off, c.standing_confirm, c.standing_move_iou,
-                   c.standing_move_s, c.standing_refresh_every)
+        return cls(c.standing_found_on, c.standing_found_off, c.standing_confirm, c.standing_move_box,
+                   c.standing_refresh_every)
 
 
 class ChangeTracker:
@@ -90,7 +89,7 @@ class ChangeTracker:
         self.rules = rules
         self.found = False
         self._streak = 0
-        self.reported: Optional[tuple[float, Any, Optional[tuple]]] = None  # start, track id, newest box
+        self.reported: Optional[tuple[Optional[tuple]]] = None  # (newest box,) of the last tube reported
 
     def observe(self, p_yes: float) -> bool:
         """One evaluation's p_yes; True when ``found`` flips: p_yes at or above ``found_on`` (while
@@ -110,32 +109,38 @@ class ChangeTracker:
         """Undo :meth:`observe` of an evaluation that did not complete."""
         self.found, self._streak = state
 
-    def moved(self, result, oldest: float) -> str:
-        """Why ``result``'s tube differs from the last one reported ("" = it does not, in a way that
-        matters): another track, the newest box moved (IoU below ``move_iou``), or the span's start
-        moved by more than ``move_s`` while the old start is still in the window (``oldest``: the
-        evaluated frames' first stamp, so the window sliding past a start is no move)."""
+    def moved(self, result) -> str:
+        """Why the target of ``result`` moved since the last tube reported ("" = it did not): its
+        newest box's centre shifted by more than ``move_box`` times the box's size (the square root
+        of its area, the mean of the two boxes').  Only the box counts: a new track id (trackers
+        renumber a still object), a span that starts elsewhere or a box that grows or shrinks in
+        place is no move.  Measured against the last *reported* box, so a slow drift is reported
+        once it adds up."""
         if self.reported is None:
             return "first tube"
-        start, track, box = self.reported
-        if track is not None and result.track_id is not None and result.track_id != track:
-            return f"track changed from {track} to {result.track_id}"
-        new_box = _newest_box(result)
-        if box is not None and new_box is not None:
-            overlap = box_iou(box, new_box)
-            if overlap < self.rules.move_iou:
-                return f"box moved (IoU {overlap:.2f} with the last reported, below {self.rules.move_iou})"
-        if start >= oldest and abs(result.start - start) > self.rules.move_s:
-            return f"span start moved by {result.start - start:+.2f} s"
+        box, new_box = self.reported[0], _newest_box(result)
+        if box is None or new_box is None:
+            return ""
+        shift = box_shift(box, new_box)
+        if shift > self.rules.move_box:
+            return f"box moved by {shift:.2f} of its size since the last report (more than {self.rules.move_box:g})"
         return ""
 
     def report(self, result) -> None:
-        """``result`` was reported: later changes are measured against it."""
-        self.reported = (result.start, result.track_id, _newest_box(result))
+        """``result`` was reported: later moves are measured against its newest box."""
+        self.reported = (_newest_box(result),)
 
 
 def _newest_box(result) -> Optional[tuple]:
     return result.boxes[max(result.boxes)] if result.boxes else None
+
+
+def box_shift(a: tuple, b: tuple) -> float:
+    """Distance between the centres of boxes ``a`` and ``b`` (x1, y1, x2, y2) in units of their size
+    (the mean of the square roots of their areas); inf when both are empty."""
+    size = 0.5 * (math.sqrt(max(0.0, (a[2] - a[0]) * (a[3] - a[1]))) + math.sqrt(max(0.0, (b[2] - b[0]) * (b[3] - b[1]))))
+    d = math.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2)
+    return d / size if size > 0 else (0.0 if d == 0 else math.inf)
 
 
 class StandingQuery:
@@ -292,5 +297,5 @@ class StandingScheduler:
         return min(1.0, busy / span) if span > 0 else 0.0
 
 
-__all__ = ["StandingRequest", "StandingRules", "StandingQuery", "StandingScheduler", "ChangeTracker", "EVENTS",
+__all__ = ["StandingRequest", "StandingRules", "StandingQuery", "StandingScheduler", "ChangeTracker", "box_shift", "EVENTS",
            "APPEARED", "MOVED", "DISAPPEARED", "ENDED", "PREEMPTED", "MAX_FAILURES"]

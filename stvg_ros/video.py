@@ -7,9 +7,10 @@ scored against the full-rate ground truth.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -66,49 +67,66 @@ def probe(path: str | Path) -> tuple[int, float, tuple[int, int]]:
     return n, fps, (h, w)
 
 
-def read_frames(path: str | Path, indices: Sequence[int], offset: int = 0) -> list[np.ndarray]:
-    """Decode the frames at ``offset + i`` for ``i`` in ``indices`` (RGB), in the order given.
+def iter_frames(path: str | Path, stop: Optional[int] = None, indices: Optional[Iterable[int]] = None,
+                offset: int = 0) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, RGB frame)`` in decode order, in ONE pass: every frame up to ``stop`` (exclusive), or
+    only those at ``offset + i`` for ``i`` in ``indices`` (yielded as ``i``, ascending).
 
-    Reads sequentially with ``grab()`` (no colour conversion for skipped frames) because seeking with
-    ``CAP_PROP_POS_FRAMES`` is frame-inaccurate for many codecs.  If the file ends early (container
-    frame counts are often off by a few), the missing frames repeat the last decoded one.
-    """
+    Skipped frames are only grabbed (no colour conversion); seeking with ``CAP_PROP_POS_FRAMES`` is
+    avoided because it is frame-inaccurate for many codecs.  A file that stops decoding before the
+    last frame wanted (or before its container's frame count) ends the iteration there with a
+    ``RuntimeWarning`` naming it: what decoded is used, nothing is re-read."""
     import cv2
 
-    wanted = sorted({offset + int(i) for i in indices})
-    if not wanted:
-        return []
+    wanted = None if indices is None else sorted({int(i) for i in indices})
+    if wanted is not None and stop is not None:
+        wanted = [i for i in wanted if i < stop]
+    if wanted is not None and not wanted:
+        return
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise VideoError(f"cannot open video {path}: check the path and that OpenCV can decode its codec")
-    got: dict[int, np.ndarray] = {}
+    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    last = offset + wanted[-1] if wanted is not None else (stop + offset - 1 if stop is not None else declared - 1)
+    pos, k = 0, 0
     try:
-        pos, k = 0, 0
-        last = None
-        while k < len(wanted):
+        while pos <= last or (wanted is None and stop is None):
             if not cap.grab():
                 break
-            if pos == wanted[k]:
+            i = pos - offset
+            if i >= 0 and (wanted is None or i == wanted[k]):
                 ok, bgr = cap.retrieve()
-                if ok:
-                    last = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                    got[pos] = last
+                if not ok:
+                    break
+                yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 k += 1
+                if wanted is not None and k == len(wanted):
+                    return
             pos += 1
     finally:
         cap.release()
+    if pos <= last:
+        warnings.warn(f"{path}: decoding stopped at frame {pos} of {last + 1} wanted ({declared} declared by the "
+                      f"container); using the {pos} that decoded", RuntimeWarning, stacklevel=2)
+
+
+def read_frames(path: str | Path, indices: Sequence[int], offset: int = 0) -> list[np.ndarray]:
+    """Decode the frames at ``offset + i`` for ``i`` in ``indices`` (RGB), in the order given, in one pass
+    (:func:`iter_frames`).  If the file ends early (container frame counts are often off, some files
+    break), a warning names it and the missing frames repeat the last decoded one."""
+    got = dict(iter_frames(path, indices=indices, offset=offset))
     if not got:
-        raise VideoError(f"decoded no frame of {path} (wanted frames {wanted[0]}..{wanted[-1]})")
+        wanted = sorted(int(i) for i in indices)
+        if not wanted:
+            return []
+        raise VideoError(f"decoded no frame of {path} (wanted frames {offset + wanted[0]}..{offset + wanted[-1]})")
     out = []
-    latest = None
     for i in indices:
-        f = offset + int(i)
-        if f in got:
-            latest = got[f]
-        else:  # past the end: hold the last decoded frame at or before it
-            earlier = [p for p in got if p <= f]
-            latest = got[max(earlier)] if earlier else got[min(got)]
-        out.append(latest)
+        i = int(i)
+        if i not in got:  # past the end: hold the last decoded frame at or before it
+            earlier = [p for p in got if p <= i]
+            got[i] = got[max(earlier)] if earlier else got[min(got)]
+        out.append(got[i])
     return out
 
 

@@ -105,6 +105,14 @@ class FrameWindow:
     cost nothing; ``add`` stores a decoded frame.  Decimation keeps one frame per ``1/rate``
     seconds on a fixed schedule (a 30 Hz camera at rate 10 keeps every third frame; 25 Hz gives
     an average of 10), so the kept rate does not drift with jitter.
+
+    With ``rate`` 0 (the node's default) every frame is kept, so a query's frames are the stream's
+    and the grounder's sample of them (uniform in time, :func:`stvg_ros.grounder.sample_indices`)
+    is exactly what core mode samples from the same stream; any decimation shifts that sample.
+    More than ``max_frames`` frames within ``duration`` are *thinned*, not cut: the frame whose
+    removal leaves the smallest gap goes (the oldest of equals), so the window keeps its time span,
+    recent frames stay dense, older history gets sparser, and the time-uniform sample stays within
+    half a gap of core mode's.
     """
 
     #: slack when comparing a stamp with the decimation schedule (1 ms)
@@ -119,6 +127,7 @@ class FrameWindow:
         self.resets = 0
         self.decimated = 0
         self.stale = 0
+        self.thinned = 0
 
     def configure(self, duration: float, max_frames: int, rate: float, max_side: int) -> None:
         if duration <= 0:
@@ -178,8 +187,22 @@ class FrameWindow:
 
     def _evict_locked(self, newest_ns: int) -> None:
         oldest_allowed = newest_ns - self.duration_ns
-        while self._frames and (self._frames[0].stamp_ns < oldest_allowed or len(self._frames) > self.max_frames):
+        while self._frames and self._frames[0].stamp_ns < oldest_allowed:
             self._frames.popleft()
+        while len(self._frames) > self.max_frames:
+            self._thin_locked()
+
+    def _thin_locked(self) -> None:
+        """Drop the inner frame whose neighbours are closest in time (the oldest of equals); the oldest
+        and the newest frame stay, so the window's time span does not shrink."""
+        frames = self._frames
+        if len(frames) <= 2:
+            frames.popleft()
+            return
+        stamps = np.fromiter((f.stamp_ns for f in frames), dtype=np.int64, count=len(frames))
+        merged = stamps[2:] - stamps[:-2]  # the gap left by dropping frame i + 1
+        del frames[int(np.argmin(merged)) + 1]
+        self.thinned += 1
 
     def _clear_locked(self) -> None:
         self._frames.clear()

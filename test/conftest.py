@@ -23,3 +23,53 @@ def tiny_model_dir(tmp_path_factory):
         return cache[family]
 
     return get
+
+
+# --- test tiers --------------------------------------------------------------------------------------
+# Every test gets exactly one tier marker, so `make test-fast` (-m "unit and not slow") and a CI split
+# need no list to keep up to date: a test marked `ros`, `model` or `unit` itself (or its module's
+# pytestmark) keeps that; else it is `ros` when it (or a fixture it uses) reaches for the ROS harness,
+# rclpy or the ROS layer, `model` when it builds or loads a model (the `tiny_model_dir` fixture, a
+# tiny model, an adapter, a model directory), and `unit` otherwise.
+TIERS = ("ros", "model", "unit")
+_ROS_WORDS = ("require_ros", "ros_harness", "rclpy", "stvg_ros.ros", "stvg_ros.msg")
+_MODEL_WORDS = ("tiny_model", "load_adapter", "from_pretrained", "default_model", "load_default_grounder",
+                "synthetic.train", "tiny_detector")
+
+
+def _sources(item) -> str:
+    """The test function's source and that of every fixture it uses (what decides its tier)."""
+    import inspect
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        funcs += [d.func for d in defs]
+    out = []
+    for f in funcs:
+        try:
+            if os.path.dirname(os.path.abspath(inspect.getsourcefile(f) or "")) == here:  # ours, not pytest's
+                out.append(inspect.getsource(f))
+        except (OSError, TypeError):
+            pass
+    return "\n".join(out)
+
+
+def tier_of(item) -> str:
+    own = [m.name for m in item.iter_markers() if m.name in TIERS]
+    if own:
+        return own[0]  # the closest marker: the test's own before its module's
+    text = _sources(item)
+    if any(w in text for w in _ROS_WORDS):
+        return "ros"
+    if "tiny_model_dir" in getattr(item, "fixturenames", ()) or any(w in text for w in _MODEL_WORDS):
+        return "model"
+    return "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = tier_of(item)
+        if not any(m.name == tier for m in item.iter_markers()):
+            item.add_marker(getattr(pytest.mark, tier))

@@ -79,6 +79,12 @@ def test_bag_from_dataset_sample(tmp_path):
     assert c.metadata["inclusive"] is True and c.metadata["gt_span"] == [3, 6] and c.metadata["key"] == "k1"
 
 
+def test_bag_directories_are_not_named_like_videos():
+    assert bags.bag_name("12_abc.mp4") == "12_abc" and bags.bag_name("v.AVI") == "v"
+    assert bags.bag_name("vidstg/1234:q7") == "vidstg_1234_q7"  # VidSTG-style keys: no video suffix
+    assert bags.bag_name("a.b.mkv") == "a.b"
+
+
 def test_make_bag_command(tmp_path):
     vid = tmp_path / "v.avi"
     video.write_video(vid, [np.full((24, 32, 3), i * 20, np.uint8) for i in range(5)], fps=5)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.model  # each runs a benchmark script on tiny models in a child process
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,7 +35,11 @@ def test_bench_grounding_quick(tmp_path, family):
     assert set(cases) == {"floor", "plain", "lra", "tas", "full", "ref-plain", "ref-full"}
     for m in cases.values():
         assert m["median_s"] > 0 and m["peak_bytes"] > 0 and m["x_floor"] > 0
-    assert "x_ours" in cases["ref-full"]
+        # model passes and the box stage apart, every case timed in the same rounds as the floor
+        assert len(m["times_s"]) == len(cases["floor"]["times_s"]) and m["model_s"] > 0 and m["box_s"] >= 0
+        assert m["model_x_floor"] > 0 and m["clock"] == "process CPU"
+    assert cases["floor"]["box_s"] == 0 and all(cases[c]["box_s"] > 0 for c in cases if c != "floor")
+    assert "x_ours" in cases["ref-full"] and "model_x_ours" in cases["ref-full"]
     assert cases["ref-full"]["maps_equal"] is True
     assert data["visual_tokens"] > 0 and data["sequence_length"] > data["visual_tokens"]
 

@@ -69,6 +69,28 @@ def test_real_size_estimate_motivates_checkpointing():
     tokens = 10 * 64 + 40  # 20 frames at 224 px = 10 temporal slots x 8x8 tokens, plus the prompt
     act = activation_bytes_estimate(qwen7b_text, tokens, 3, torch.bfloat16)  # V_s, V_t, V_s' batched
     weights = 8.29e9 * 2
-    assert weights + act > 24 * 2**30
+    assert weights + act > 23.5 * 2**30  # a 24 GiB card less ~0.5 GiB of CUDA context (bench/lra_memory.py)
     kept_with_checkpointing = 3 * tokens * 3584 * 2 * 28
     assert weights + kept_with_checkpointing + act / 28 < 24 * 2**30
+
+
+@pytest.mark.parametrize("model", ["qwen2.5-vl-7b", "llava-next-video-7b", "llava-onevision-7b"])
+def test_estimate_matches_the_measured_activations(model):
+    """The auto rule's estimate against the bytes autograd saved in one LRA step (3 prompts, bf16) at the real
+    widths and token counts, measured per layer and extrapolated to the full depth (bench/lra_memory.py)."""
+    import json
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "bench"))
+    from model_configs import REAL_SIZES
+
+    data = json.loads((root / "bench" / "results" / f"lra-memory-{model}-20f-cpu.json").read_text())
+    measured = data["prediction"]["off"]["saved_all_layers_bytes"]
+    text = SimpleNamespace(**{k: REAL_SIZES[model][1][k] for k in ("hidden_size", "intermediate_size",
+                                                                     "num_hidden_layers")})
+    tokens = data["visual_tokens"] + 40  # the longest of the step's questions in the family's template
+    estimate = activation_bytes_estimate(text, tokens, data["batch"], torch.bfloat16)
+    assert 0.95 <= estimate / measured <= 1.05, estimate / measured

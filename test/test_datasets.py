@@ -99,7 +99,8 @@ def test_sub_queries(tmp_path, hcstvg):
         "other": {"decompose_attribute": "", "decompose_action": ["x"]},
     }))
     table = datasets.load_sub_queries(sq)
-    assert set(table) == {"1_abc.avi"}
+    assert set(table) == {"1_abc.avi", "other"}
+    assert table["other"].attribute == ""  # a missing half: the full query is asked for it (the official code)
     s1, s2 = datasets.load_dataset("hcstvg_v1", path, root, sub_queries=sq)
     assert s1.sub_queries.attribute == "the man in purple clothes." and s1.sub_queries.action == "The man sits down."
     assert s1.sub_queries.source == "caller" and s2.sub_queries is None

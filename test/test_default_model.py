@@ -38,6 +38,7 @@ def test_source_tree_model_comes_first_then_the_share_directory(isolated):
     assert "synthetic world" in dm.choose_model("").note and "model_path" in dm.choose_model("").note
 
 
+@pytest.mark.model  # builds the tiny random model
 def test_falls_back_to_the_tiny_random_model_when_nothing_is_shipped(isolated):
     choice = dm.choose_model("")
     assert choice.kind == "tiny" and choice.meaningless

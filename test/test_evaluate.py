@@ -214,6 +214,31 @@ def test_failures_are_recorded_not_fatal(tmp_path, hcstvg, model_dir):
     assert summary["count"] == 4 and summary["failed"] == 1
 
 
+def test_failed_queries_make_the_command_exit_1_with_a_summary(tmp_path, hcstvg, model_dir, capsys):
+    anno = json.loads((hcstvg / "test_proc.json").read_text())
+    anno = {k + "_gone.avi": v for k, v in list(anno.items())[:2]}  # every video missing: every query fails
+    p = tmp_path / "missing.json"
+    p.write_text(json.dumps(anno))
+    rc = evaluate.main(["run", "--model", str(model_dir), "--dataset", "hcstvg_v1", "--annotations", str(p),
+                        "--videos", str(hcstvg), "--output", str(tmp_path / "o"), "--num-frames", "4",
+                        "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "2 of 2 queries failed (exit code 1)" in err and "1 x " in err and "no video file" in err
+
+
+def test_core_mode_without_model_uses_the_default_model(tmp_path, hcstvg, capsys):
+    from stvg_ros.default_model import choose_model
+
+    rc = evaluate.main(["run", "--dataset", "hcstvg_v1", "--annotations", str(hcstvg / "test_proc.json"),
+                        "--videos", str(hcstvg), "--output", str(tmp_path / "o"), "--num-frames", "4",
+                        "--device", "cpu", "--limit", "1", "--set", "use_lra=false", "decomposer=rules",
+                        "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert f"no --model: using the default model {choose_model('').directory}" in err
+
+
 def test_config_errors(tmp_path, capsys):
     assert evaluate.main(["run", "--no-progress"]) == 2
     assert "nothing to evaluate" in capsys.readouterr().err
@@ -265,8 +290,9 @@ def test_node_mode_needs_the_ros_layers_runner(tmp_path, capsys):
                     reason="stvg_ros.msg is not importable: node mode needs the colcon-built package "
                            "(run the tests through `make test`, which puts the install space first)")
 def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, monkeypatch):
-    """The same bags through a node started with its defaults (window_rate 4, 20 frames, LRA on...)
-    and through core mode: the runner sets the node up as core mode, and every tube is the same."""
+    """The same bags through a node started with its defaults (its own window keeps every frame, 20
+    frames, LRA on...) and through core mode: the runner sets the grounding settings, not the window, and
+    every tube is the same."""
     import os
     import subprocess
     import sys
@@ -309,8 +335,9 @@ def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, mon
             node.kill()
         log.close()
     node_log = (tmp_path / "node.log").read_text()[-3000:]
-    assert {"window_rate", "num_frames", "use_sim_time"} <= set(before), before  # it did reconfigure the node
-    assert before["window_rate"] == 4.0 and before["num_frames"] == 20
+    assert {"num_frames", "use_sim_time"} <= set(before), before  # it did reconfigure the node's grounding
+    assert before["num_frames"] == 20
+    assert not {"window_rate", "window_max_frames"} & set(before), before  # not its window: that is measured
     recs = evaluate.read_results([tmp_path / "node" / "results.jsonl"])
     assert len(recs) == 3 and not any(r.get("error") for r in recs.values()), (recs, node_log)
     expected = metrics.summarize(list(recs.values()))

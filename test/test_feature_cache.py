@@ -81,7 +81,10 @@ def test_passes_on_unchanged_frames_are_reused_exactly(adapter):
     """Several questions about the same sampled frames: the clip prefix is decoded once per clip (and
     time-reversed clip), the caption prompt's answer computed once; a standing query's existence check
     shares the prefix with the grounding that follows.  Everything equals the uncached run."""
-    cfg = dict(num_frames=4, use_lra=False, use_tas=True, use_dsth=True, decomposer="rules", keep_relevance=True)
+    # tube_frames 'sampled': the counts below are the sampled clip's passes (6 frames given, 4 sampled; the
+    # 'refine' pass on the halfway frames would add its own prefix)
+    cfg = dict(num_frames=4, use_lra=False, use_tas=True, use_dsth=True, decomposer="rules", keep_relevance=True,
+               tube_frames="sampled")
     cached, fresh = Grounder(adapter, cfg), Grounder(adapter, dict(cfg, feature_cache_mb=0))
     frames, stamps, keys = random_frames(6, 56, 72, seed=9), [0.5 * i for i in range(6)], list(range(100, 106))
     p = cached.existence(frames, stamps, "the man in red walks to the door", frame_keys=keys)
@@ -100,8 +103,20 @@ def test_passes_on_unchanged_frames_are_reused_exactly(adapter):
     # a new frame in the sample: the prefixes are decoded again, and the old clip's go with its frame
     cached.ground(list(frames[1:]) + [frames[0]], stamps, "a dog runs across the yard", frame_keys=keys[1:] + [106])
     assert cached.cache_stats().by_kind["prefix"]["misses"] == 4
-    cached.forget_frames(keys[1:] + [106])
+    cached.forget_frames([keys[0]])  # frame 100 left the window
     assert not [k for (kind, k) in cached.feature_cache._entries if kind == "prefix" and 100 in k[0].frames]
+
+
+def test_the_refine_pass_on_halfway_frames_is_exact_with_the_cache(adapter):
+    """``tube_frames: refine`` grounds a second time on the frames between the sampled ones: with the cache (its
+    own prefixes and frames) the tube equals the uncached run's."""
+    cfg = dict(num_frames=4, use_lra=False, use_tas=True, use_dsth=True, decomposer="rules", tube_frames="refine")
+    cached, fresh = Grounder(adapter, cfg), Grounder(adapter, dict(cfg, feature_cache_mb=0))
+    frames, stamps, keys = random_frames(9, 56, 72, seed=4), [0.25 * i for i in range(9)], list(range(200, 209))
+    for query in ("the man in red walks to the door", "a dog runs across the yard"):
+        a, b = cached.ground(frames, stamps, query, frame_keys=keys), fresh.ground(frames, stamps, query)
+        assert (a.p_yes, a.start, a.end, a.boxes, a.found) == (b.p_yes, b.start, b.end, b.boxes, b.found)
+    assert cached.cache_stats().by_kind["prefix"]["hits"] > 0
 
 
 def test_a_query_decodes_each_clip_prefix_once_without_a_cache(adapter, monkeypatch):
@@ -148,7 +163,7 @@ def test_eviction_and_bound():
     assert s.entries == 3 and s.bytes == 1200 and s.evictions == 2 and s.max_bytes == 1240  # least recently used went first
     assert cache.get("pixels", (0, "s")) is None and cache.get("pixels", (4, "s")) is not None
     cache.put("visual", ((3, 4), "s"), torch.zeros(10), frames=(3, 4))
-    assert cache.retain({4}) == 3  # frames 2 and 3 left the window: their entries and the pair's go
+    assert cache.forget({2, 3}) == 3  # frames 2 and 3 left the window: their entries and the pair's go
     assert cache.stats().entries == 1
     # clip prefixes hold at most half the budget: a new one replaces the oldest prefix, not per-frame entries
     shared = FeatureCache(max_bytes=1000)
@@ -172,7 +187,8 @@ def test_cache_option_in_config(tiny_model_dir):
 
 
 def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
-    """The service grounds with the window's seq as frame keys and drops cached frames the window let go."""
+    """The service grounds with (its stream, the window's seq) as frame keys and drops cached frames the window
+    let go."""
     from stvg_ros.config import ServingConfig
     from stvg_ros.service import GroundingRequest, GroundingService
 
@@ -186,12 +202,12 @@ def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
         for i, f in enumerate(frames[:4]):
             service.ingest((i + 1) * 10**9, lambda f=f: f)
         service.submit(GroundingRequest("q1", "the red ball"), answers.append).wait(60)
-        seqs = {f.seq for f in service.window.frames()}
+        seqs = set(service._keys(service.window.frames()))
         stats = service.cache_stats()
         assert stats["entries"] > 0 and stats["misses"] > 0
         for i, f in enumerate(frames[4:6]):
             service.ingest((i + 5) * 10**9, lambda f=f: f)
-        live = {f.seq for f in service.window.frames()}
+        live = set(service._keys(service.window.frames()))
         assert live != seqs
         held = {k[0] for (kind, k) in grounder.feature_cache._entries if kind in ("pixels", "visual")}
         assert held <= live  # the two frames that left took their entries with them
@@ -199,6 +215,68 @@ def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
         assert [a.status for a in answers] == ["answered", "answered"]
         assert service.cache_stats()["hits"] > stats["hits"]
     finally:
+        service.stop()
+
+
+def test_one_grounder_shared_by_two_services_never_reads_the_others_frames(tiny_model_dir):
+    """Issue 27: a second service's window numbers its frames from 1 again, as the first's did; with one
+    Grounder (and so one feature cache) behind both, the second must not be answered from the first's frames:
+    no hit on a frame it never encoded, and the answer a grounder without a cache gives."""
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.service import GroundingRequest, GroundingService
+
+    adapter = load_adapter(tiny_model_dir("llava_next_video"))
+    cfg = dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False)
+    shared = Grounder(adapter, cfg)
+    answers, stats = [], []
+    for seed in (1, 2):  # two streams, different pixels, the same stamps
+        service = GroundingService(ServingConfig(window_duration=100.0, window_max_frames=4, min_frames=2))
+        service.start(shared, threaded=False)
+        for i, f in enumerate(random_frames(4, 48, 64, seed=seed)):
+            service.ingest((i + 1) * 10**9, lambda f=f: f)
+        before = shared.cache_stats().by_kind.get("visual", {}).get("hits", 0)
+        service.submit(GroundingRequest("q", "the red ball"), answers.append)
+        service.run_pending()
+        stats.append(shared.cache_stats().by_kind.get("visual", {}).get("hits", 0) - before)
+        service.stop()
+    assert [a.status for a in answers] == ["answered", "answered"]
+    assert stats == [0, 0]  # the second stream's frames were never encoded before
+    second = answers[1]
+    fresh = Grounder(adapter, dict(cfg, feature_cache_mb=0)).ground(
+        [f.image for f in second.frames], [f.stamp for f in second.frames], "the red ball")
+    assert second.result.p_yes == fresh.p_yes and second.result.boxes == fresh.boxes
+
+
+def test_two_services_sharing_a_grounder_keep_each_others_cached_frames(tiny_model_dir):
+    """Two cameras served by one Grounder at once: a frame arriving at one service evicts only the frames its own
+    window let go, so the other's next query still finds its frames' features."""
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.service import GroundingRequest, GroundingService
+
+    shared = Grounder(load_adapter(tiny_model_dir("llava_next_video")),
+                      dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False))
+    services = [GroundingService(ServingConfig(window_duration=100.0, window_max_frames=4, min_frames=2))
+                for _ in range(2)]
+    answers = []
+
+    def ask(service):
+        before = shared.cache_stats().by_kind.get("visual", {}).get("hits", 0)
+        service.submit(GroundingRequest("q", "the red ball"), answers.append)
+        service.run_pending()
+        return shared.cache_stats().by_kind.get("visual", {}).get("hits", 0) - before
+
+    for service in services:
+        service.start(shared, threaded=False)
+    a, b = services
+    for i, f in enumerate(random_frames(4, 48, 64, seed=1)):
+        a.ingest((i + 1) * 10**9, lambda f=f: f)
+    assert ask(a) == 0
+    for i, f in enumerate(random_frames(6, 48, 64, seed=2)):  # b's window slides: 2 of its own frames leave
+        b.ingest((i + 1) * 10**9, lambda f=f: f)
+    assert ask(b) == 0
+    assert ask(a) == 4  # every frame a samples is still cached
+    assert [x.status for x in answers] == ["answered"] * 3
+    for service in services:
         service.stop()
 
 

@@ -14,11 +14,13 @@ STAGES = {"encode", "decompose", "lra", "attention", "select", "total"}
 
 
 def _check_contract(result: GroundingResult, stamps, image_size):
-    """The public contract: start/end are input stamps, one box per used stamp in the span, inside the image."""
+    """The public contract: start/end are input stamps, one box per used stamp in the span (per given stamp
+    when more frames were given than used: tube_frames), inside the image."""
     H, W = image_size
     assert result.start in stamps and result.end in stamps and result.start <= result.end
     in_span = [s for s in result.frame_stamps if result.start <= s <= result.end]
-    assert sorted(result.boxes) == in_span and len(in_span) >= 1
+    given = [s for s in stamps if result.start <= s <= result.end]
+    assert sorted(result.boxes) in (in_span, given) and len(in_span) >= 1
     for x0, y0, x1, y1 in result.boxes.values():
         assert 0 <= x0 <= x1 <= W and 0 <= y0 <= y1 <= H
     assert set(result.frame_stamps) <= set(stamps)
@@ -125,7 +127,7 @@ def test_end_to_end_with_proposals_picks_the_target_and_its_span():
     adapter.encode_frames = lambda f, stamps=None: encoded.append(len(f)) or orig_encode(f, stamps)
     target = {s: box for i, s in enumerate(stamps) if 10 <= i <= 20}  # track starts before the action
     distractor = {s: (0.0, 48.0, 16.0, 64.0) for s in stamps}
-    cfg = GroundingConfig(num_frames=10, keep_relevance=True, decomposer="rules")
+    cfg = GroundingConfig(num_frames=10, keep_relevance=True, decomposer="rules", tube_frames="sampled")
     result = Grounder(adapter, cfg).ground(frames, stamps, "the red square moves", proposals={7: distractor, 3: target})
     _check_contract(result, stamps, (64, 64))
     assert encoded == [10]  # visual tokens encoded once for every sub-query
@@ -272,3 +274,61 @@ def test_tiny_model_single_frame_and_yaml_config(tiny_model_dir, tmp_path):
     result = grounder.ground([frame], [3.5], "a red ball")
     _check_contract(result, [3.5], (32, 32))
     assert result.start == result.end == 3.5
+
+
+# --- long windows: the tube on every given frame, the span refined between the samples (issue 27) -----
+
+def _long_clip():
+    """36 frames, a red square on 13..27; 12 are sampled (0, 3, ..., 33, 35), so the action's ends fall
+    between samples."""
+    frames, stamps, box = clip_with_square(num_frames=36, size=64, frames_on=range(13, 28), cell=(1, 2))
+    return frames, stamps, box, {3: {s: box for s in stamps}, 7: {s: (0.0, 48.0, 16.0, 64.0) for s in stamps}}
+
+
+@pytest.mark.parametrize("mode", ["sampled", "all", "refine"])
+def test_long_windows_give_a_box_on_every_frame_and_show_the_model_its_frame_count(mode):
+    frames, stamps, box, tracks = _long_clip()
+    adapter = FakeAdapter()
+    encoded = []
+    orig_encode = adapter.encode_frames
+    adapter.encode_frames = lambda f, stamps=None: encoded.append(len(f)) or orig_encode(f, stamps)
+    cfg = GroundingConfig(num_frames=12, decomposer="rules", tube_frames=mode, span_rule="grow",
+                          span_grow_fraction=0.5)
+    result = Grounder(adapter, cfg).ground(frames, stamps, "the red square", proposals=tracks)
+    _check_contract(result, stamps, (64, 64))
+    assert result.track_id == 3 and len(result.frame_stamps) == 12
+    used = set(result.frame_stamps)
+    if mode == "sampled":
+        assert set(result.boxes) <= used
+    else:  # every given frame of the span, the proposal's own box there
+        assert sorted(result.boxes) == [s for s in stamps if result.start <= s <= result.end]
+        assert all(b == box for b in result.boxes.values())
+    # the model never sees more than num_frames frames in one pass: the refinement is a second pass
+    assert all(n <= 12 for n in encoded)
+    assert len(encoded) == (2 if mode == "refine" else 1)
+
+
+def test_refinement_moves_the_span_ends_between_the_samples():
+    """The square is on 13..27: the first pass sees it on samples 15..27 (every third frame), the second
+    (halfway frames 13/14, 16/17, ...) also on 14 and 28 is off; refined ends sit closer to the truth."""
+    frames, stamps, _, tracks = _long_clip()
+    spans = {}
+    for mode in ("all", "refine"):
+        cfg = GroundingConfig(num_frames=12, decomposer="rules", tube_frames=mode, use_lra=False, use_tas=False,
+                              span_rule="grow", span_grow_fraction=1.0)
+        r = Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square", proposals=tracks)
+        spans[mode] = (stamps.index(r.start), stamps.index(r.end))
+    truth = (13, 27)
+    err = {m: abs(s[0] - truth[0]) + abs(s[1] - truth[1]) for m, s in spans.items()}
+    assert err["refine"] < err["all"], spans
+
+
+def test_given_exactly_the_sampled_frames_every_mode_gives_the_same_tube():
+    frames, stamps, _, tracks = _long_clip()
+    frames, stamps = frames[::3], stamps[::3]
+    got = []
+    for mode in ("sampled", "all", "refine"):
+        cfg = GroundingConfig(num_frames=12, decomposer="rules", tube_frames=mode)
+        r = Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square", proposals=tracks)
+        got.append((r.start, r.end, r.boxes))
+    assert got[0] == got[1] == got[2]

@@ -62,6 +62,8 @@ def test_bayer_and_yuv_decode_to_the_right_size():
     (lambda m: setattr(m, "encoding", "32FC1"), "unsupported encoding"),
     (lambda m: setattr(m, "encoding", "weird"), "publish one of"),
     (lambda m: setattr(m, "step", 4), "step 4 is smaller"),
+    # a step too large for packed rows names the step, not a truncated message
+    (lambda m: setattr(m, "step", m.step + 4), r"does not match the data.*fix the publisher's step \(= 15\)"),
     (lambda m: setattr(m, "data", m.data[:-20]), "truncated"),
     (lambda m: setattr(m, "data", b""), "truncated"),
     (lambda m: setattr(m, "width", 0), "empty image"),

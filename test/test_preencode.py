@@ -3,11 +3,10 @@ the work yields to queries between units, and it leaves with the frames."""
 
 from __future__ import annotations
 
-import threading
-import time
-
 import numpy as np
 import pytest
+
+from fake_grounder import FakeGrounder
 
 from stvg_ros.adapters import load_adapter
 from stvg_ros.config import ServingConfig
@@ -32,14 +31,6 @@ def _same(a, b):
     assert (a.start, a.end, a.boxes, a.found, a.track_id) == (b.start, b.end, b.boxes, b.found, b.track_id)
 
 
-def _until(predicate, timeout=60.0):
-    """Poll (not a timing assertion: the generous deadline only stops a hung test)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
-
-
 def test_prefetch_counts_apart_and_its_hits_once():
     cache = FeatureCache(10_000)
     with cache.prefetching():
@@ -53,7 +44,7 @@ def test_prefetch_counts_apart_and_its_hits_once():
     cache.get("visual", 1)
     s = cache.stats()
     assert (s.hits, s.prefetch_hits) == (2, {"visual": 1})  # a prefetched entry counts as used once
-    cache.retain({1})  # entry 2 left with its frame, never used
+    cache.forget({2})  # entry 2 left with its frame, never used
     cache.get("visual", 2)
     assert cache.stats().prefetch_hits == {"visual": 1} and cache.stats().as_dict()["prefetched"] == {"visual": 2}
 
@@ -62,7 +53,9 @@ def test_prefetch_counts_apart_and_its_hits_once():
 def test_a_query_after_prefetch_hits_every_unit_and_is_unchanged(adapter, full):
     """prefetch() then ground(): every visual lookup of the query hits, and maps, p_yes and the tube are
     those of a grounder without any cache (TAS included: Qwen's reversed pairs are pre-encoded too)."""
-    cfg = dict(num_frames=5, use_lra=full, lra_steps=1, use_tas=full, use_dsth=False, keep_relevance=True)
+    # the sampled clip's pass only: tube_frames' second pass (halfway frames) is not pre-encoded
+    cfg = dict(num_frames=5, use_lra=full, lra_steps=1, use_tas=full, use_dsth=False, keep_relevance=True,
+               tube_frames="sampled")
     warm, fresh = Grounder(adapter, cfg), Grounder(adapter, dict(cfg, feature_cache_mb=0))
     frames, stamps, keys = random_frames(9, 56, 72, seed=7), [0.5 * i for i in range(9)], list(range(100, 109))
     units = warm.prefetch(frames, keys)
@@ -86,8 +79,9 @@ def test_prefetch_stops_before_the_next_unit(adapter):
 
 
 def _service(grounder, **cfg) -> GroundingService:
+    """A service without a worker thread: the test does its work with ``run_pending`` (no waiting)."""
     service = GroundingService(ServingConfig(window_rate=0.0, window_duration=100.0, **cfg))
-    service.start(grounder)
+    service.start(grounder, threaded=False)
     return service
 
 
@@ -100,7 +94,9 @@ def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_di
     """Frames arrive, the idle worker encodes them; the query then computes no visual token, answers
     exactly as a service without pre-encode, and the window's evictions take pre-encoded frames along."""
     adapter = load_adapter(tiny_model_dir("llava_onevision"))
-    cfg = dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False, keep_relevance=True)
+    # the sampled clip's pass only (tube_frames' second pass looks up the halfway frames as well)
+    cfg = dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False, keep_relevance=True,
+               tube_frames="sampled")
     on, off = Grounder(adapter, cfg), Grounder(adapter, cfg)
     with_pre = _service(on, preencode_when_idle=True, window_max_frames=6)
     without = _service(off, window_max_frames=6)
@@ -108,19 +104,22 @@ def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_di
     try:
         for service in (with_pre, without):
             _feed(service, frames[:6])
-        _until(lambda: with_pre.cache_stats()["prefetched"].get("visual", 0) == 6)
+            service.run_pending()
+        assert with_pre.cache_stats()["prefetched"].get("visual", 0) == 6
         assert without.cache_stats()["entries"] == 0  # off by default: nothing computed before a query
         assert with_pre.counters().queries_received == 0  # not a query
         answers = {}
         for name, service in (("on", with_pre), ("off", without)):
-            service.submit(GroundingRequest("q", "the red ball"), lambda a, n=name: answers.__setitem__(n, a)).wait(60)
+            service.submit(GroundingRequest("q", "the red ball"), lambda a, n=name: answers.__setitem__(n, a))
+            assert service.run_pending() == 1
         assert answers["on"].status == answers["off"].status == "answered"
         _same(answers["on"].result, answers["off"].result)
         s = with_pre.cache_stats()
         assert s["by_kind"]["visual"] == {"hits": 4, "misses": 0} and s["prefetch_hits"]["visual"] == 4
         _feed(with_pre, frames[6:], first=7)  # two frames leave the window, two new ones are pre-encoded
-        _until(lambda: with_pre.cache_stats()["prefetched"].get("visual", 0) == 8)
-        live = {f.seq for f in with_pre.window.frames()}
+        with_pre.run_pending()
+        assert with_pre.cache_stats()["prefetched"].get("visual", 0) == 8
+        live = set(with_pre._keys(with_pre.window.frames()))  # (its stream, the window's seq)
         held = {k[0] for (kind, k) in on.feature_cache._entries if kind in ("pixels", "visual")}
         assert held == live
     finally:
@@ -128,49 +127,45 @@ def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_di
         without.stop()
 
 
-class UnitGrounder:
-    """Pre-encodes in units that wait for ``go`` (no model): shows when the service stops between them."""
+class UnitGrounder(FakeGrounder):
+    """The tests' fake grounder, pre-encoding in units; ``on_unit(u)`` runs inside unit ``u`` (e.g. a query
+    arrives): shows when the service stops between units."""
 
     def __init__(self, units=5):
-        self.units, self.done, self.calls = units, [], []
-        self.go, self.entered = threading.Event(), threading.Event()
+        super().__init__()
+        self.units, self.done, self.started_with = units, [], []
+        self.on_unit = None
         self.stopped_at = None
 
-    def prefetch(self, frames, frame_keys, should_stop=None):
+    def prefetch(self, frames, frame_keys, should_stop=None, stamps=None):
         for u in range(len(self.done), self.units):  # what earlier passes did stays done
             if should_stop():
                 self.stopped_at = len(self.done)
                 return len(self.done)
             self.entered.set()
-            self.go.wait(30)
+            if self.on_unit is not None:
+                self.on_unit(u)
             self.done.append(u)
         return self.units
 
-    def ground(self, frames, stamps, query, proposals=None, sub_queries=None, checkpoint=None):
-        from stvg_ros.result import GroundingResult, SubQueries
-
-        self.calls.append(len(self.done))  # units finished when the query started
-        return GroundingResult(query=query, found=True, score=1.0, start=stamps[0], end=stamps[-1],
-                               boxes={s: (0.0, 0.0, 1.0, 1.0) for s in stamps}, track_id=None,
-                               sub_queries=SubQueries(query, query, "none"), p_yes=0.9)
+    def ground(self, frames, stamps, query, **kw):
+        self.started_with.append(len(self.done))  # units finished when the query started
+        return super().ground(frames, stamps, query, **kw)
 
 
 def test_a_query_interrupts_pre_encoding_after_one_unit_and_it_resumes_after():
     g = UnitGrounder()
     service = _service(g, preencode_when_idle=True)
-    try:
-        _feed(service, random_frames(3, 24, 32))
-        assert g.entered.wait(30)  # inside the first unit
-        answers = []
-        handle = service.submit(GroundingRequest("q", "the red ball"), answers.append)
-        g.go.set()  # the unit in flight finishes; none starts before the query
-        assert handle.wait(30) and answers[0].status == "answered"
-        assert g.calls == [1] and g.stopped_at == 1
-        _until(lambda: len(g.done) == g.units)  # resumed once the worker was idle again
-        c = service.counters()
-        assert (c.queries_received, c.queries_answered) == (1, 1)
-    finally:
-        service.stop()
+    answers = []
+    g.on_unit = lambda u: u == 0 and service.submit(GroundingRequest("q", "the red ball"), answers.append)
+    _feed(service, random_frames(3, 24, 32))
+    service.run_pending()
+    assert answers[0].status == "answered"
+    assert g.started_with == [1] and g.stopped_at == 1  # the unit in flight finished; none started before the query
+    assert len(g.done) == g.units  # resumed once the worker was idle again
+    c = service.counters()
+    assert (c.queries_received, c.queries_answered) == (1, 1)
+    service.stop()
 
 
 def test_a_due_standing_evaluation_and_stop_interrupt_pre_encoding_too():
@@ -178,30 +173,32 @@ def test_a_due_standing_evaluation_and_stop_interrupt_pre_encoding_too():
 
     g = UnitGrounder()
     service = _service(g, preencode_when_idle=True)
-    try:
-        _feed(service, random_frames(3, 24, 32))
-        assert g.entered.wait(30)
-        events = []
-        assert service.register(StandingRequest("s", "the red ball", period=1.0, cheap_first=False), events.append)
-        g.go.set()
-        _until(lambda: g.calls)  # the standing evaluation ran after the unit in flight
-        assert g.calls[0] == 1
-    finally:
-        service.stop()
-    assert g.stopped_at is not None
+    events = []
+    g.on_unit = lambda u: u == 0 and service.register(
+        StandingRequest("s", "the red ball", period=1.0, cheap_first=False), events.append)
+    _feed(service, random_frames(3, 24, 32))
+    service.run_pending()
+    assert g.started_with[0] == 1 and g.stopped_at == 1  # the standing evaluation ran after the unit in flight
+    service.stop()
+
+    g = UnitGrounder()
+    service = _service(g, preencode_when_idle=True)
+    g.on_unit = lambda u: u == 1 and service.stop()
+    _feed(service, random_frames(3, 24, 32))
+    assert service.run_pending() == 1  # the pre-encoding, stopped after its second unit; nothing after it
+    assert g.stopped_at == 2 and g.done == [0, 1]
 
 
-def test_off_by_default_and_without_prefetch_support():
+def test_off_by_default():
     assert ServingConfig().preencode_when_idle is False
     g = UnitGrounder()
     service = _service(g)
-    try:
-        _feed(service, random_frames(3, 24, 32))
-        answers = []
-        service.submit(GroundingRequest("q", "x"), answers.append).wait(30)
-        assert answers[0].status == "answered" and not g.entered.is_set()
-    finally:
-        service.stop()
+    _feed(service, random_frames(3, 24, 32))
+    answers = []
+    service.submit(GroundingRequest("q", "x"), answers.append)
+    service.run_pending()
+    assert answers[0].status == "answered" and not g.entered.is_set()
+    service.stop()
 
 
 def test_units_cover_the_sampled_clip(adapter):
@@ -210,6 +207,7 @@ def test_units_cover_the_sampled_clip(adapter):
     assert sorted(i for u in units for i in u) == list(range(len(idx)))
 
 
+@pytest.mark.model  # the benchmark on tiny models in a child process
 def test_bench_preencode_quick(tmp_path):
     """The benchmark runs in quick mode, its answers equal with and without pre-encode (figures: bench/)."""
     import json

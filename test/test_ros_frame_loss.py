@@ -53,6 +53,9 @@ def test_best_effort_hd_losses_are_counted(tiny_model_dir, tmp_path):
         if s.frames_received < n + 1:
             assert s.frames_lost > 0
             assert "lost on" in proc.log() and "image_reliability:=reliable" in proc.log()
+            # summarised: one line at the first loss, then at most one per LOSS_SUMMARY_S (10 s); in status too
+            assert sum("frame(s) lost on" in line for line in proc.log().splitlines()) <= 2
+            assert "lost on" in s.last_warning and "since start" in s.last_warning
     finally:
         client.close()
         if proc.alive():

@@ -117,6 +117,40 @@ def test_appearance_mid_stream_is_reported_once_and_cancel_ends_it(node):
     wait_for(lambda: client.status[-1].standing_count == 0, 20, "the cancel in Status", proc)
 
 
+def test_a_still_target_is_found_once_and_never_moves(node):
+    """Issue 29: a target standing still in a noisy camera stream (the tracker renumbers its box at
+    almost every evaluation) is reported appeared and then never moved."""
+    import numpy as np
+
+    from stvg_ros.synthetic.generator import generate_sample
+
+    proc, client = node
+    frames, sample = generate_sample(1, "test", num_frames=48)
+    rng = np.random.default_rng(1)
+
+    def still(i):  # the first frame again and again, with fresh sensor noise
+        img = np.clip(frames[0] + rng.normal(0.0, 3.0, frames[0].shape), 0, 255).astype(np.uint8)
+        client.cam.publish(_frame_msg(img, T0 + (200 + i) * DT))
+        time.sleep(0.25)  # slower than real time: a full grounding at every other frame
+
+    received = client.status[-1].frames_received
+    for i in range(10):  # the still scene first: the query's first evaluation sees only it
+        still(i)
+    wait_for(lambda: client.status[-1].frames_received >= received + 10, 20, "the still frames", proc)
+    client.standing.publish(client.StandingQuery(id="still", text=sample["attribute"], every_n_frames=2,
+                                                 window=1.5))
+    wait_for(lambda: client.status[-1].standing_count == 1, 20, "the registration", proc)
+    for i in range(10, 40):
+        still(i)
+    s = wait_for(lambda: next((q for q in client.status[-1].standing if q.id == "still" and q.evaluations >= 5),
+                              None), 60, "evaluations of the still target", proc)
+    events = _events(client, "still")
+    assert [t.event for t in events] == ["appeared"], [(t.event, t.reason) for t in events]
+    assert s.full_evaluations == s.evaluations  # a box at every evaluation
+    client.standing.publish(client.StandingQuery(id="still", cancel=True))
+    wait_for(lambda: client.status[-1].standing_count == 0, 20, "the cancel in Status", proc)
+
+
 def test_cap_refusal_one_shot_priority_and_shutdown(node):
     proc, client = node
     for qid in ("a", "b", "c"):

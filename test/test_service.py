@@ -1,7 +1,7 @@
 """The grounding service without ROS: admission, snapshot at arrival, time jumps, cancel, shutdown, counters.
 
-Most tests use :class:`ScriptedGrounder` (no model: it records what it was given and can be held
-inside a stage); the checkpoint tests run the real :class:`~stvg_ros.Grounder` on the fake adapter.
+Most tests use the tests' one fake grounder (``fake_grounder.FakeGrounder``: no model, it records what
+it was given and can be held inside a stage); the checkpoint tests run the real :class:`~stvg_ros.Grounder` on the fake adapter.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from stvg_ros.config import ServingConfig
+from fake_grounder import Clock, FakeGrounder
+
+from stvg_ros.config import ProposalConfig, ServingConfig
 from stvg_ros.proposals.tracks import Detections
 from stvg_ros.result import GroundingResult, SubQueries
 from stvg_ros.service import (ANSWERED, CANCELLED, FAILED, JUMP_BACK_S, REJECTED, SHUTTING_DOWN, GroundingRequest,
@@ -23,62 +25,31 @@ T0 = 100 * NS
 DT = NS // 10
 
 
-class ScriptedGrounder:
-    """Records each call; with ``hold`` set it waits inside ``hold_stage`` until released (calling the
-    checkpoint every 10 ms, as a grounding between LRA steps would)."""
-
-    def __init__(self, hold_stage: str = "", hold_s: float = 30.0, fail: bool = False, check_every: float = 0.01):
-        self.calls: list[dict] = []
-        self.hold_stage, self.hold_s, self.fail, self.check_every = hold_stage, hold_s, fail, check_every
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def ground(self, frames, stamps, query, proposals=None, sub_queries=None, checkpoint=None):
-        self.calls.append(dict(stamps=list(stamps), query=query, proposals=proposals, sub_queries=sub_queries))
-        for stage in ("encode", "decompose", "lra", "attention", "select"):
-            if checkpoint is not None:
-                checkpoint(stage)
-            if stage == self.hold_stage:
-                self.entered.set()
-                deadline = time.monotonic() + self.hold_s
-                while not self.release.is_set() and time.monotonic() < deadline:
-                    if checkpoint is not None and self.check_every:
-                        checkpoint(stage)
-                    time.sleep(0.01)
-        if self.fail:
-            raise RuntimeError("out of memory")
-        return GroundingResult(query=query, found=True, score=1.0, start=stamps[0], end=stamps[-1],
-                               boxes={s: (0.0, 0.0, 1.0, 1.0) for s in stamps}, track_id=None,
-                               sub_queries=sub_queries or SubQueries(query, query, "none"))
-
-
 class Answers:
     def __init__(self):
-        self.items, self.lock, self.event = [], threading.Lock(), threading.Event()
+        self.items, self.changed = [], threading.Condition()
 
     def __call__(self, answer):
-        with self.lock:
+        with self.changed:
             self.items.append(answer)
-        self.event.set()
+            self.changed.notify_all()
 
     def of(self, qid):
         return [a for a in self.items if a.request.query_id == qid]
 
     def wait(self, qid, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = self.of(qid)
-            if got:
-                return got[0]
-            time.sleep(0.005)
-        raise AssertionError(f"no answer to {qid}")
+        with self.changed:
+            if not self.changed.wait_for(lambda: self.of(qid), timeout):
+                raise AssertionError(f"no answer to {qid}")
+            return self.of(qid)[0]
 
 
-def make(grounder=None, **config) -> tuple[GroundingService, list]:
+def make(grounder=None, threaded=True, clock=time.monotonic, **config) -> tuple[GroundingService, list]:
+    """A started service; ``threaded=False``: no worker thread, the test steps it with ``run_pending``."""
     warnings: list = []
     cfg = ServingConfig(**{"window_rate": 0.0, "window_duration": 100.0, **config})
-    svc = GroundingService(cfg, warn=lambda m, k: warnings.append((k, m)))
-    svc.start(grounder or ScriptedGrounder())
+    svc = GroundingService(cfg, warn=lambda m, k: warnings.append((k, m)), clock=clock)
+    svc.start(grounder or FakeGrounder(), threaded=threaded)
     return svc, warnings
 
 
@@ -121,7 +92,7 @@ def test_no_frames_no_model_and_too_few_frames():
     svc = GroundingService(ServingConfig(window_rate=0.0, min_frames=3))
     svc.submit(GroundingRequest("nomodel", "the man"), answers)
     assert "no model loaded" in answers.wait("nomodel").reason
-    svc.start(ScriptedGrounder())
+    svc.start(FakeGrounder())
     svc.input_name = "/cam/image"
     svc.submit(GroundingRequest("empty", "the man"), answers)
     assert "no frames in the window yet" in answers.wait("empty").reason and "/cam/image" in answers.wait("empty").reason
@@ -144,7 +115,8 @@ def test_a_resolution_change_says_so_instead_of_miscounting():
 
 
 def test_queue_full_is_refused_and_the_rest_served_in_order():
-    g = ScriptedGrounder(hold_stage="encode")
+    g = FakeGrounder()
+    g.hold("encode")
     svc, _ = make(g, query_queue_size=2)
     feed(svc, stamps(5))
     answers = Answers()
@@ -165,24 +137,22 @@ def test_queue_full_is_refused_and_the_rest_served_in_order():
 # --- snapshot at arrival ------------------------------------------------------------------------
 
 def test_a_waiting_query_is_grounded_on_the_frames_present_at_its_arrival():
-    g = ScriptedGrounder(hold_stage="encode")
-    svc, _ = make(g, window_max_frames=10)
+    g, clock = FakeGrounder(), Clock()
+    svc, _ = make(g, threaded=False, clock=clock, window_duration=0.95)  # 10 frames at 10 Hz
     first = stamps(10)
     feed(svc, first)
     answers = Answers()
-    svc.submit(GroundingRequest("busy", "the man"), answers)
-    assert g.entered.wait(5)
-    svc.submit(GroundingRequest("waits", "the woman"), answers)  # queued behind "busy"
+    svc.submit(GroundingRequest("waits", "the woman"), answers)
     later = stamps(10, T0 + 10 * DT)
     feed(svc, later)  # the window slides past every frame "waits" was asked about
-    assert [f.stamp_ns for f in svc.window.frames()] == later
-    time.sleep(0.05)
-    g.release.set()
-    a = answers.wait("waits")
+    assert [f.stamp_ns for f in svc.window.frames()] == later and not answers.items
+    clock.now += 0.05
+    assert svc.run_pending() == 1
+    (a,) = answers.items
     assert a.status == ANSWERED
     assert [f.stamp_ns for f in a.frames] == first
-    assert g.calls[1]["stamps"] == [s / NS for s in first]
-    assert a.queue_time >= 0.05 and a.latency >= a.queue_time
+    assert g.calls[0]["stamps"] == [s / NS for s in first]
+    assert a.queue_time == pytest.approx(0.05) and a.latency == pytest.approx(0.05)
     svc.stop()
 
 
@@ -225,7 +195,7 @@ def test_a_malformed_frame_is_rejected_even_when_decimation_would_skip_it():
 
 def test_one_rule_for_time_jumps_resets_window_tracks_and_rates():
     svc, warnings = make()
-    svc.start(ScriptedGrounder(), external_detections=True)
+    svc.start(FakeGrounder(), external_detections=True)
     feed(svc, stamps(10))
     svc.add_detections(T0 + 9 * DT, Detections([[0, 0, 4, 4]], [0.9], ["thing"], ["7"]))
     assert len(svc.external) == 1
@@ -245,8 +215,12 @@ def test_one_rule_for_time_jumps_resets_window_tracks_and_rates():
 
 
 def test_reset_resets_the_live_stage_too():
-    class Stage:
+    class Stage:  # a ProposalStage that proposes nothing
         resets, frames = 0, []
+        config = ProposalConfig()
+
+        def proposals_for(self, stamps, phrase=""):
+            return {}
 
         def reset(self):
             Stage.resets += 1
@@ -258,7 +232,7 @@ def test_reset_resets_the_live_stage_too():
             pass
 
     svc = GroundingService(ServingConfig(window_rate=0.0))
-    svc.start(ScriptedGrounder(), stage=Stage())
+    svc.start(FakeGrounder(), stage=Stage())
     before = Stage.resets
     feed(svc, stamps(3))
     svc.reset("the ROS clock jumped back")
@@ -268,7 +242,7 @@ def test_reset_resets_the_live_stage_too():
 
 
 def test_external_detections_become_proposals_in_stored_pixels():
-    g = ScriptedGrounder()
+    g = FakeGrounder()
     svc = GroundingService(ServingConfig(window_rate=0.0, ingest_max_side=100, detection_tolerance=0.001))
     svc.start(g, external_detections=True)
     st = stamps(4)
@@ -296,7 +270,8 @@ def test_external_detections_become_proposals_in_stored_pixels():
 # --- cancel, failure, shutdown -------------------------------------------------------------------
 
 def test_cancel_while_queued_and_between_stages():
-    g = ScriptedGrounder(hold_stage="lra")
+    g = FakeGrounder()
+    g.hold("lra")
     svc, _ = make(g)
     feed(svc, stamps(5))
     answers, stages = Answers(), []
@@ -317,7 +292,8 @@ def test_cancel_while_queued_and_between_stages():
 
 
 def test_a_grounding_error_is_answered_and_the_worker_keeps_serving():
-    g = ScriptedGrounder(fail=True)
+    g = FakeGrounder()
+    g.fail = True
     svc, _ = make(g)
     feed(svc, stamps(5))
     answers = Answers()
@@ -335,13 +311,15 @@ def test_a_grounding_error_is_answered_and_the_worker_keeps_serving():
 def test_shutdown_answers_in_flight_and_queued_queries_and_returns_fast(check_every):
     """check_every=0: the grounder never reaches a checkpoint (one long forward pass): stop() answers
     for it after its timeout instead of waiting."""
-    g = ScriptedGrounder(hold_stage="lra", check_every=check_every)
+    g = FakeGrounder()
+    g.hold("lra", check_every=check_every)
     svc, _ = make(g)
     feed(svc, stamps(5))
     answers = Answers()
     svc.submit(GroundingRequest("flight", "the man"), answers)
     assert g.entered.wait(5)
     svc.submit(GroundingRequest("queued", "the man"), answers)
+    worker = svc._worker
     t0 = time.monotonic()
     svc.stop(timeout=0.5)
     took = time.monotonic() - t0
@@ -352,7 +330,8 @@ def test_shutdown_answers_in_flight_and_queued_queries_and_returns_fast(check_ev
     svc.submit(GroundingRequest("after", "the man"), answers)
     assert answers.wait("after").reason == SHUTTING_DOWN
     g.release.set()
-    time.sleep(0.1)
+    worker.join(5)  # the abandoned grounding ends
+    assert not worker.is_alive()
     assert len(answers.items) == 3  # the worker's late result is not a second answer
     assert svc.counters().queries_cancelled == 2 and svc.counters().queries_received == 3
 
@@ -360,19 +339,21 @@ def test_shutdown_answers_in_flight_and_queued_queries_and_returns_fast(check_ev
 def test_cancel_all_returns_only_after_the_running_answer_was_delivered():
     """A deactivating node silences its publishers right after cancel_all: the worker's answer, claimed
     at the checkpoint and still being published, must be out before cancel_all returns (it was lost)."""
-    g = ScriptedGrounder(hold_stage="lra")
+    g = FakeGrounder()
+    g.hold("lra")
     svc, _ = make(g)
     feed(svc, stamps(5))
-    delivered = threading.Event()
+    publishing, returned, early = threading.Event(), threading.Event(), []
 
-    def slow_publish(answer):
-        time.sleep(0.3)  # the worker inside on_done: building and publishing the Tube and its markers
-        delivered.set()
+    def slow_publish(answer):  # the worker inside on_done: building and publishing the Tube and its markers
+        publishing.set()
+        early.append(returned.wait(0.3))  # cancel_all must still be waiting for this answer
 
     svc.submit(GroundingRequest("flight", "the man"), slow_publish)
     assert g.entered.wait(5)
     svc.cancel_all("the node was deactivated", timeout=2.0)
-    assert delivered.is_set(), "cancel_all returned while the answer was still being published"
+    returned.set()
+    assert publishing.is_set() and early == [False], "cancel_all returned while the answer was still being published"
     svc.stop()
 
 
@@ -384,7 +365,7 @@ def test_restart_after_stop_serves_again_with_one_worker():
     svc, _ = make()
     feed(svc, stamps(5))
     svc.stop()
-    svc.start(ScriptedGrounder())
+    svc.start(FakeGrounder())
     feed(svc, stamps(3, T0 + NS))
     answers = Answers()
     for i in range(3):
@@ -408,8 +389,50 @@ def test_grounder_checkpoint_sees_every_stage_and_lra_step_and_changes_nothing()
     plain = grounder.ground(frames, st, "the red square")
     seen: list[str] = []
     hooked = grounder.ground(frames, st, "the red square", checkpoint=seen.append)
-    assert seen == ["encode", "decompose", "lra", "lra", "lra", "lra", "attention", "select"]
+    # select: once as the stage starts, then before each sampled frame's segmentation (box_method auto)
+    assert seen == ["encode", "decompose", "lra", "lra", "lra", "lra", "attention"] + ["select"] * (1 + 6)
     assert (hooked.start, hooked.end, hooked.p_yes, hooked.boxes) == (plain.start, plain.end, plain.p_yes, plain.boxes)
+
+
+def test_grounder_stops_between_frames_of_select():
+    """A cancel during the segmentation of ``select`` (most of a grounding's CPU time on CPU) stops it at
+    the next frame instead of finishing the stage."""
+    from fake_adapter import FakeAdapter, clip_with_square
+
+    from stvg_ros import Grounder
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.result import Cancelled
+
+    frames, st, _ = clip_with_square(num_frames=8)
+    grounder = Grounder(FakeAdapter(), GroundingConfig(num_frames=8, lra_steps=0, box_method="grabcut",
+                                                       box_grabcut_chain=8))  # one chain: frames in order
+    seen: list[str] = []
+
+    def check(stage: str) -> None:
+        seen.append(stage)
+        if seen.count("select") == 3:  # the stage's start, the first frame, then cancel before the second
+            raise Cancelled("cancelled in select")
+
+    with pytest.raises(Cancelled, match="in select"):
+        grounder.ground(frames, st, "the red square", checkpoint=check)
+    assert seen.count("select") == 3
+
+
+def test_cancel_accepted_after_the_last_checkpoint_is_honoured():
+    """A cancel the service accepts while the grounder runs past its last checkpoint ends the query
+    cancelled, not answered (the action server has told its client the cancel was accepted)."""
+    grounder = FakeGrounder()
+    grounder.hold("select", check_every=0)  # no checkpoint while held
+    svc, _ = make(grounder)
+    feed(svc, stamps(8))
+    answers = Answers()
+    handle = svc.submit(GroundingRequest("q", "x"), answers)
+    assert grounder.entered.wait(5)
+    assert handle.cancel("by the test"), "the running query's cancel is accepted"
+    grounder.release.set()
+    a = answers.wait("q")
+    assert a.status == CANCELLED and a.reason == "by the test"
+    svc.stop()
 
 
 def test_grounder_stops_between_lra_steps():
@@ -450,7 +473,7 @@ def test_problems_report_missing_frames_and_losses():
 
 
 def test_detections_far_from_every_frame_are_not_used():
-    g = ScriptedGrounder()
+    g = FakeGrounder()
     svc = GroundingService(ServingConfig(window_rate=0.0, min_frames=1, detection_tolerance=0.001))
     svc.start(g, external_detections=True)
     feed(svc, [T0])
@@ -476,3 +499,40 @@ def test_frames_decoded_for_the_window_keep_the_published_size():
     frame = svc.window.newest
     assert frame.image.shape == (50, 100, 3) and frame.source_size == (400, 800) and frame.scale == pytest.approx(8)
     assert frame.box_to_source((0, 0, 100, 50)) == pytest.approx((0, 0, 800, 400))
+
+
+# --- answers in the camera's terms -------------------------------------------------------------------
+
+def test_a_python_caller_gets_the_answer_in_the_cameras_terms():
+    """Frames downscaled at ingest (800x400 kept at 100x50) and stamps that float seconds cannot hold
+    exactly: the answer's tube has the input stamps (ns, exact), boxes in the published pixels, the frame id;
+    the grounder saw the stored frames."""
+    g = FakeGrounder()  # a box (0, 0, 1, 1) in the pixels it is given, at every stamp
+    svc, _ = make(g, threaded=False, ingest_max_side=100)
+    st = [1_700_000_000_123_456_789 + i * 33_333_333 for i in range(5)]
+    for s in st:
+        assert svc.ingest(s, lambda: np.zeros((400, 800, 3), np.uint8), "camera_optical") == "keep"
+    answers = Answers()
+    svc.submit(GroundingRequest("q", "the man"), answers)
+    svc.run_pending()
+    (a,) = answers.items
+    assert a.result.boxes[g.calls[0]["stamps"][0]] == (0.0, 0.0, 1.0, 1.0)  # the grounder's pixels
+    assert g.calls[0]["frame_keys"] == svc._keys(a.frames)
+    t = a.tube
+    assert (t.query_id, t.text, t.frame_id, t.stamp_ns, t.found) == ("q", "the man", "camera_optical", st[-1], True)
+    assert (t.start_ns, t.end_ns) == (st[0], st[-1]) and [ns for ns, _, _ in t.boxes] == st
+    assert all(b == pytest.approx((0.0, 0.0, 8.0, 8.0)) for b in t.boxes_by_stamp.values())
+    assert t.latency == a.latency and t.event == "" and t.reason == ""
+    svc.stop()
+
+
+def test_an_answer_without_a_result_is_stamped_with_the_newest_frame():
+    svc, _ = make(threaded=False, min_frames=3)
+    st = [1_700_000_000_123_456_789, 1_700_000_000_156_790_122]
+    feed(svc, st, frame_id="cam")
+    answers = Answers()
+    svc.submit(GroundingRequest("few", "the man"), answers)
+    t = answers.items[0].tube
+    assert (t.frame_id, t.stamp_ns, t.found, t.boxes) == ("cam", st[-1], False, ())
+    assert "min_frames" in t.reason
+    svc.stop()

@@ -192,3 +192,30 @@ def test_action_questions_on_a_window_need_the_action_inside_it():
     assert any(q and "star" in q and "jumps" in q for q in said_no)
     said_yes = {make_question(early, "action", True, rng) for _ in range(20)}
     assert all("star" in q and "jumps" in q for q in said_yes)
+
+
+def test_readme_generator_command_prints_no_runtime_warning(tmp_path):
+    """``python -m stvg_ros.synthetic.generator`` (README) without runpy's 'found in sys.modules' warning."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "stvg_ros.synthetic.generator",
+                          "--help"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+    assert out.returncode == 0 and "RuntimeWarning" not in out.stderr, out.stderr
+
+
+def test_frames_per_step_films_the_same_scene_denser():
+    """K frames per step: the same objects, actions and times (every K-th frame is the short clip's frame,
+    spans scale by K, fps by K), so long windows can be compared with short clips of the same scenes."""
+    for seed, split in ((3, "test"), (8, "val")):
+        short, s1 = generate_sample(seed, split)
+        dense, s3 = generate_sample(seed, split, frames_per_step=3)
+        assert dense.shape[0] == 3 * short.shape[0] and s3["fps"] == 3 * s1["fps"]
+        assert all((dense[3 * t] == short[t]).all() for t in range(len(short)))
+        assert (s3["st_frame"], s3["ed_frame"]) == (3 * s1["st_frame"], 3 * s1["ed_frame"])
+        assert s3["query"] == s1["query"] and s3["target"] == s1["target"]
+        assert all(s3["boxes"][3 * t] == b for t, b in s1["boxes"].items())

@@ -11,6 +11,8 @@ import torch
 from stvg_ros.synthetic.generator import generate_sample, target_object
 from stvg_ros.synthetic.model import PromptBuilder, build_model, frames_to_pixels, save_model_dir, yes_no_logits
 
+pytestmark = pytest.mark.model  # builds, trains or loads the synthetic world's model
+
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "stvg-synth-qwen"
 
 

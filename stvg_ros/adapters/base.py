@@ -17,6 +17,12 @@ import numpy as np
 import torch
 
 
+def add_latent_prompt(tokens: torch.Tensor, delta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tokens + delta`` as the decoder receives it: summed in float32 and rounded once to ``dtype`` (a
+    latent prompt smaller than the tokens' rounding step is lost either way: ``lra.latent_prompt_kept``)."""
+    return (tokens.float() + delta.float()).to(dtype)
+
+
 @dataclass
 class VisualTokens:
     """A clip's visual tokens in the language model's embedding space, with their geometry.
@@ -96,7 +102,7 @@ class VisualTokens:
 ADAPTER_OPTION_CHOICES = {
     "visual_tokens": ("model", "paper"),
     "prompt_style": ("template", "official"),
-    "frame_resize": ("fixed", "processor"),
+    "frame_resize": ("fixed", "processor", "fine"),
 }
 
 
@@ -112,7 +118,8 @@ class AdapterOptions:
     ``prompt_style``: 'template' = the model's own chat template; 'official' = the official code's
     conversation (its system prompt and layout) where the family has one.
     ``frame_resize``: 'fixed' = the adapter's own frame size (``image_size``); 'processor' = the size the
-    model's own processor would choose.
+    model's own processor would choose; 'fine' = a token grid fine enough for a person on a real frame
+    (Qwen: about 20x20 tokens per frame area; LLaVA: the tower's one size, as 'fixed').
     """
 
     visual_tokens: str = "model"

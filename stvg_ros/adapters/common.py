@@ -23,7 +23,7 @@ import torch
 from ..attention import capture_attention, use_capture_attention
 from ..checkpointing import checkpointed_layers, should_checkpoint
 from ..devices import resolve_device
-from .base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
+from .base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens, add_latent_prompt
 
 log = logging.getLogger(__name__)
 
@@ -246,10 +246,36 @@ class HFAdapter(ModelAdapter):
                                                   add_generation_prompt=add_generation_prompt)
 
     def _encode(self, text: str):
+        if self.options.prompt_style == "official" and self.official_conversation is not None:
+            return self._encode_chunks(text)
         bos = getattr(self.tokenizer, "bos_token", None)
         add_special = not (bos and text.startswith(bos))
         enc = self.tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
         return enc["input_ids"], enc["offset_mapping"]
+
+    def _encode_chunks(self, text: str):
+        """The official code's ``tokenizer_image_token``: the text before and after the video placeholder
+        tokenised separately (each with the tokenizer's bos, kept on the first chunk only).  Llama's
+        sentencepiece then starts the text after the video with its dummy-prefix '▁' (29871) before the
+        newline, which tokenising the whole prompt does not; Qwen2's BPE gives the same ids either way."""
+        video = self.tokenizer.convert_ids_to_tokens(self.video_token_id)
+        bos_id = getattr(self.tokenizer, "bos_token_id", None)
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+        pos = 0
+        for k, chunk in enumerate(text.split(video)):
+            if k:
+                ids.append(self.video_token_id)
+                offsets.append((pos, pos + len(video)))
+                pos += len(video)
+            enc = self.tokenizer(chunk, add_special_tokens=True, return_offsets_mapping=True)
+            chunk_ids, chunk_offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
+            if k and bos_id is not None and chunk_ids[:1] == [bos_id]:
+                chunk_ids, chunk_offsets = chunk_ids[1:], chunk_offsets[1:]
+            ids += chunk_ids
+            offsets += [(a + pos, b + pos) for a, b in chunk_offsets]
+            pos += len(chunk)
+        return ids, offsets
 
     def layout(self, question: str) -> PromptLayout:
         """Tokenise ``question`` in the chat template and locate the placeholder and candidates."""
@@ -360,7 +386,7 @@ class HFAdapter(ModelAdapter):
             v = vis.embeds.to(self.device, self.dtype)
             if visual_delta is not None:
                 d = visual_delta if visual_delta.dim() == 2 else visual_delta[b]
-                v = v + d.to(self.device, self.dtype)
+                v = add_latent_prompt(vis.embeds.to(self.device), d.to(self.device), self.dtype)
             seq = torch.cat([embed(ids[:ph]), v, embed(ids[ph + 1:])], dim=0)
             exp_ids = lay.ids[:ph] + [self.video_token_id] * n_vis + lay.ids[ph + 1:]
             seqs.append(seq)

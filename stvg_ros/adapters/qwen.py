@@ -15,6 +15,31 @@ from .common import HFAdapter, check_frames, normalise, resize_rgb
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: the released video processor's (min_pixels, max_pixels) where a model's own config sets none
+QWEN_VIDEO_PIXELS = (128 * 28 * 28, 768 * 28 * 28)
+#: ``frame_resize='fine'``: frames of about this area (a side²): a grid of about 20x20 tokens (23x17 at 4:3),
+#: fine enough for a person of a sixth of the frame's height (bench/bench_real_boxes.py)
+FINE_SIDE = 560
+
+
+def qwen_frame_size(height: int, width: int, frame_resize: str, side: int, processor_pixels: tuple[int, int],
+                    factor: int = 28) -> tuple[int, int]:
+    """``(h, w)`` a Qwen tower is fed for a ``height`` x ``width`` frame: area ≈ ``side``², aspect kept, sides
+    multiples of ``factor`` (patch * merge: one token per ``factor`` pixels); ``frame_resize='processor'``:
+    the processor's own ``smart_resize`` within ``processor_pixels`` (min, max); ``'fine'``: ``side`` at least
+    :data:`FINE_SIDE` (at most the processor's max pixels), whatever the camera's resolution.  A function of the
+    numbers alone, so benchmarks can lay the token grid of any frame size without a model."""
+    if frame_resize == "processor":
+        from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
+
+        lo, hi = processor_pixels
+        return smart_resize(height, width, factor=factor, min_pixels=lo, max_pixels=hi)
+    if frame_resize == "fine":
+        side = min(max(side, FINE_SIDE), int(math.sqrt(processor_pixels[1])))
+    scale = side / math.sqrt(height * width)
+    h = max(factor, int(round(height * scale / factor)) * factor)
+    w = max(factor, int(round(width * scale / factor)) * factor)
+    return h, w
 
 
 class QwenVLAdapter(HFAdapter):
@@ -24,7 +49,8 @@ class QwenVLAdapter(HFAdapter):
     sides a multiple of ``patch * merge`` (28) — the paper's 224 by default, e.g. 640x480 → 252x196,
     63 tokens per 2-frame slot — or, with ``frame_resize='processor'``, to the size the model's own
     processor picks (``smart_resize`` between its min/max pixels: 640x480 → 644x476, 391 tokens per
-    slot).  They are cut into patches exactly as the HF video processor does
+    slot; ``frame_resize='fine'``: about 560² pixels, 644x476, 391 tokens per slot at any camera resolution).
+    They are cut into patches exactly as the HF video processor does
     (``temporal_patch_size`` = 2 frames per slot; an odd count repeats the last frame) and encoded by
     the model's own ``get_video_features``.  One visual token per 2×2 merged patches, slot-major,
     row-major; rotary positions come from the model's own ``get_rope_index``.  ``visual_tokens`` has
@@ -61,31 +87,23 @@ class QwenVLAdapter(HFAdapter):
         """The per-frame side (pixels, square-equivalent) the tower is fed: the node keeps frames at twice it."""
         if self.options.frame_resize == "processor":
             return int(math.sqrt(self._processor_pixels()[1]))
+        if self.options.frame_resize == "fine":
+            return min(max(self._target_side(), FINE_SIDE), int(math.sqrt(self._processor_pixels()[1])))
         return self._target_side()
 
     def _processor_pixels(self) -> tuple[int, int]:
         """(min_pixels, max_pixels) of the saved processor config (the video processor's defaults if unset)."""
         cfg = self.processor_config
         size = cfg.get("size") or {}
-        lo = cfg.get("min_pixels") or size.get("shortest_edge") or 128 * 28 * 28
-        hi = cfg.get("max_pixels") or size.get("longest_edge") or 768 * 28 * 28
+        lo = cfg.get("min_pixels") or size.get("shortest_edge") or QWEN_VIDEO_PIXELS[0]
+        hi = cfg.get("max_pixels") or size.get("longest_edge") or QWEN_VIDEO_PIXELS[1]
         return int(lo), int(hi)
 
     def target_size(self, height: int, width: int) -> tuple[int, int]:
-        """Frame size fed to the tower: area ≈ side², aspect kept, sides multiples of patch*merge
-        (``frame_resize='processor'``: the processor's own ``smart_resize``)."""
+        """Frame size fed to the tower (:func:`qwen_frame_size`)."""
         patch, merge, _ = self._geometry()
-        f = patch * merge
-        if self.options.frame_resize == "processor":
-            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
-
-            lo, hi = self._processor_pixels()
-            return smart_resize(height, width, factor=f, min_pixels=lo, max_pixels=hi)
-        side = self._target_side()
-        scale = side / math.sqrt(height * width)
-        h = max(f, int(round(height * scale / f)) * f)
-        w = max(f, int(round(width * scale / f)) * f)
-        return h, w
+        return qwen_frame_size(height, width, self.options.frame_resize, self._target_side(),
+                               self._processor_pixels(), patch * merge)
 
     def _normalised(self, arr: np.ndarray, h: int, w: int) -> np.ndarray:
         """(T, H, W, 3) uint8 → (T, 3, h, w) float32, resized and standardised (per frame, so cacheable)."""

@@ -13,17 +13,17 @@ with ``bench/bench_real_video.py``: a user's own camera included.
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Hashable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..boxes import Box, box_iou
+from ..video import iter_frames  # the one-pass reader (re-exported: this module's users read clips with it)
 
 __all__ = ["AnnotatedBox", "AnnotatedClip", "load_annotations", "iter_frames", "match_frame",
-           "proposal_recall"]
+           "proposal_recall", "match_pairs", "track_coverage"]
 
 
 @dataclass(frozen=True)
@@ -90,37 +90,10 @@ def load_annotations(path: str | Path, video_dir: Optional[str | Path] = None) -
     return clips
 
 
-def iter_frames(path: str | Path, stop: Optional[int] = None) -> Iterator[tuple[int, np.ndarray]]:
-    """``(index, RGB frame)`` in decode order, one pass, up to frame ``stop`` (exclusive).
-
-    A file that stops decoding before its container's frame count (or before ``stop``) ends the
-    iteration there with a warning naming it: what decoded is used, nothing is re-read."""
-    import cv2
-
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise OSError(f"cannot open video {path}: check the path and that OpenCV can decode its codec")
-    declared = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    i = 0
-    try:
-        while stop is None or i < stop:
-            ok, bgr = cap.read()
-            if not ok:
-                want = declared if stop is None else min(stop, declared) if declared > 0 else stop
-                if want and i < want:
-                    warnings.warn(f"{path}: decoding stopped at frame {i} of {want} declared; using the {i} that decoded",
-                                  RuntimeWarning, stacklevel=2)
-                break
-            yield i, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            i += 1
-    finally:
-        cap.release()
-
-
-def match_frame(proposed: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], iou: float) -> tuple[int, int]:
-    """``(true boxes matched, proposed boxes unmatched)`` at one frame, one-to-one, greedy by IoU."""
+def match_pairs(proposed: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], iou: float) -> list[tuple[int, int]]:
+    """``(proposed index, true index)`` pairs at one frame, one-to-one, greedy by IoU, each IoU >= ``iou``."""
     pairs = sorted(((box_iou(p, t), i, j) for i, p in enumerate(proposed) for j, t in enumerate(truth)), reverse=True)
-    used_p, used_t = set(), set()
+    used_p, used_t, out = set(), set(), []
     for v, i, j in pairs:
         if v < iou:
             break
@@ -128,7 +101,14 @@ def match_frame(proposed: Sequence[Sequence[float]], truth: Sequence[Sequence[fl
             continue
         used_p.add(i)
         used_t.add(j)
-    return len(used_t), len(proposed) - len(used_p)
+        out.append((i, j))
+    return out
+
+
+def match_frame(proposed: Sequence[Sequence[float]], truth: Sequence[Sequence[float]], iou: float) -> tuple[int, int]:
+    """``(true boxes matched, proposed boxes unmatched)`` at one frame, one-to-one, greedy by IoU."""
+    m = len(match_pairs(proposed, truth, iou))
+    return m, len(proposed) - m
 
 
 def proposal_recall(proposed: Mapping[int, Sequence[Sequence[float]]], clip: AnnotatedClip,
@@ -142,3 +122,35 @@ def proposal_recall(proposed: Mapping[int, Sequence[Sequence[float]]], clip: Ann
     n = max(len(clip.frames), 1)
     return {"recall": hit / total if total else float("nan"), "matched": hit, "boxes": total,
             "false_per_frame": false / n}
+
+
+def track_coverage(tracks: Mapping[Hashable, Mapping[int, Sequence[float]]], clip: AnnotatedClip,
+                   iou: float = 0.5) -> dict:
+    """How well ``tracks`` (id → frame index → box) follow the clip's objects, for a grounder that picks ONE track.
+
+    At each annotated frame, tracks and true boxes are matched one-to-one (greedy by IoU >= ``iou``).
+    Per object: ``coverage`` is the share of its annotated frames matched to its single most
+    frequent track (what the best one track gives), ``switches`` how often the matched track id
+    changes between its consecutive matched frames, ``tracks`` how many different ids it was matched to.
+    Returns those per object and ``coverage_mean`` / ``coverage_min`` / ``id_switches`` /
+    ``tracks_per_object`` over objects."""
+    ids = list(tracks)
+    seq: dict[str, list[Optional[Hashable]]] = {o: [] for o in clip.ids()}
+    for f in clip.frames:
+        truth = clip.boxes[f]
+        present = [k for k in ids if f in tracks[k]]
+        owner: dict[int, Hashable] = {j: present[i] for i, j in
+                                      match_pairs([tracks[k][f] for k in present], [b.box for b in truth], iou)}
+        for j, b in enumerate(truth):
+            seq[b.id].append(owner.get(j))
+    per: dict[str, dict] = {}
+    for o, owners in seq.items():
+        hits = [t for t in owners if t is not None]
+        best = max((hits.count(t) for t in set(hits)), default=0)
+        per[o] = {"frames": len(owners), "coverage": best / len(owners) if owners else float("nan"),
+                  "switches": sum(a != b for a, b in zip(hits, hits[1:])), "tracks": len(set(hits))}
+    cov = [p["coverage"] for p in per.values()]
+    return {"objects": per, "coverage_mean": float(np.mean(cov)) if cov else float("nan"),
+            "coverage_min": float(np.min(cov)) if cov else float("nan"),
+            "id_switches": sum(p["switches"] for p in per.values()),
+            "tracks_per_object": float(np.mean([p["tracks"] for p in per.values()])) if per else float("nan")}

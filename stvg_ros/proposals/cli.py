@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Sequence
 
@@ -38,16 +39,26 @@ def propose(keyframes: Iterable[tuple[int, np.ndarray]], detector, config: Propo
             num_frames: int, id_prefix: str = "") -> list[Track]:
     """Tracks of ``phrase`` from ``(frame index, frame)`` keyframes, with a box on every frame index
     of each track's span in ``[0, num_frames)`` (interpolated, held ``hold_keyframes`` periods at the ends)."""
+    return propose_phrases(keyframes, detector, config, [phrase], num_frames, [id_prefix])
+
+
+def propose_phrases(keyframes: Iterable[tuple[int, np.ndarray]], detector, config: ProposalConfig,
+                    phrases: Sequence[str], num_frames: int, id_prefixes: Optional[Sequence[str]] = None) -> list[Track]:
+    """:func:`propose` for several phrases over ONE pass of the keyframes (one tracker per phrase; ids
+    prefixed by ``id_prefixes``, default ``"<phrase>#"`` when there are several phrases)."""
     from .tracker import make_tracker
 
-    tracker = make_tracker(config.tracker, config, label=phrase, id_prefix=id_prefix)
+    prefixes = list(id_prefixes) if id_prefixes is not None else [
+        f"{p}#" if len(phrases) > 1 else "" for p in phrases]
+    trackers = [make_tracker(config.tracker, config, label=p, id_prefix=x) for p, x in zip(phrases, prefixes)]
     min_score = config.low_threshold if config.tracker == "bytetrack" else config.box_threshold
     batch: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
-        dets = detector.detect([f for _, f in batch], phrase, min_score=min_score)
-        for (index, _), det in zip(batch, dets):
-            tracker.update(index, det)
+        for phrase, tracker in zip(phrases, trackers):
+            dets = detector.detect([f for _, f in batch], phrase, min_score=min_score)
+            for (index, frame), det in zip(batch, dets):
+                tracker.update(index, det, frame=frame)
         batch.clear()
 
     for item in keyframes:
@@ -59,7 +70,7 @@ def propose(keyframes: Iterable[tuple[int, np.ndarray]], detector, config: Propo
     hold = config.hold_keyframes * config.detect_every
     interpolate = config.propagation == "interpolate"
     frames = range(num_frames)
-    return [t.sampled(frames, hold, interpolate) for t in tracker.tracks() if t.boxes]
+    return [t.sampled(frames, hold, interpolate) for tracker in trackers for t in tracker.tracks() if t.boxes]
 
 
 def _to_file_tracks(tracks: Sequence[Track]) -> dict[str, Track]:
@@ -76,13 +87,19 @@ def _to_file_tracks(tracks: Sequence[Track]) -> dict[str, Track]:
 # --- inputs -------------------------------------------------------------------------------------
 
 def _video_jobs(root: Path) -> Iterator[tuple[str, Path, int, int, list[str]]]:
-    from ..video import probe
+    """One job per video file; the frame count is the container's (a file that decodes fewer frames
+    is used as far as it decodes), -1 for a file that cannot be opened (its entry stays empty)."""
+    from ..video import VideoError, probe
 
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
     if not files:
         raise SystemExit(f"no video files ({', '.join(VIDEO_SUFFIXES)}) in {root}")
     for p in files:
-        n, _, _ = probe(p)
+        try:
+            n, _, _ = probe(p)
+        except VideoError as exc:
+            warnings.warn(f"{exc}; its entry is left empty", RuntimeWarning, stacklevel=2)
+            n = -1
         yield p.name, p, n, 0, []
 
 
@@ -105,12 +122,10 @@ def _dataset_jobs(name: str, annotations: str, video_root: Optional[str], config
 
 
 def _keyframes_from_video(path: Path, num_frames: int, offset: int, every: int) -> Iterator[tuple[int, np.ndarray]]:
-    from ..video import read_frames
+    """Every ``every``-th frame, in one decoding pass (a file that stops early ends with a warning)."""
+    from ..video import iter_frames
 
-    indices = list(range(0, num_frames, every))
-    for start in range(0, len(indices), 32):  # decode in slices: memory stays bounded on long videos
-        chunk = indices[start:start + 32]
-        yield from zip(chunk, read_frames(path, chunk, offset=offset))
+    return iter_frames(path, indices=range(0, num_frames, every), offset=offset)
 
 
 def _bag_frames(path: Path, image_topic: Optional[str]):
@@ -190,6 +205,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from tqdm import tqdm
 
     from ..datasets import save_proposals
+    from ..video import VideoError
 
     detector = _load_source(config)
     out: dict[str, dict] = {}
@@ -213,10 +229,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         jobs = jobs[: args.limit or None]
         for key, path, count, offset, phrases in tqdm(jobs, desc="videos", unit="video"):
             phrases = [args.phrase] if args.phrase else (phrases or [config.default_class])
-            out[key] = _propose_phrases(
-                lambda p=path, n=count, o=offset: _keyframes_from_video(
-                    p, n, o, 1 if config.source == "motion" else config.detect_every),
-                detector, config, phrases, count)
+            if count < 0:
+                out[key] = {}
+                continue
+            try:
+                out[key] = _propose_phrases(
+                    lambda p=path, n=count, o=offset: _keyframes_from_video(
+                        p, n, o, 1 if config.source == "motion" else config.detect_every),
+                    detector, config, phrases, count)
+            except VideoError as exc:  # one unreadable video does not cost the others their proposals
+                warnings.warn(f"{exc}; its entry is left empty", RuntimeWarning, stacklevel=1)
+                out[key] = {}
     save_proposals(args.out, out)
     seconds = time.perf_counter() - t0
     n_tracks = sum(len(v) for v in out.values())
@@ -268,11 +291,7 @@ def _propose_phrases(keyframes, detector, config: ProposalConfig, phrases: list[
         detector.calls += num_frames
         detector.seconds += time.perf_counter() - t0
         return _to_file_tracks(tracks)
-    tracks: list[Track] = []
-    for phrase in phrases:
-        prefix = f"{phrase}#" if len(phrases) > 1 else ""
-        tracks.extend(propose(keyframes(), detector, config, phrase, num_frames, id_prefix=prefix))
-    return _to_file_tracks(tracks)
+    return _to_file_tracks(propose_phrases(keyframes(), detector, config, phrases, num_frames))
 
 
 if __name__ == "__main__":

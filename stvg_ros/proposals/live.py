@@ -110,6 +110,16 @@ class LiveProposalStage(ProposalSource):
         return cls(load_detector(config), config, background=background)
 
     @property
+    def kind(self) -> str:
+        """The detector's kind ('hog', 'grounding_dino', 'owlv2')."""
+        return str(getattr(self.detector, "kind", "") or "detector")
+
+    def proposes(self, phrase: str) -> bool:
+        """Whether the detector can propose ``phrase`` (HOG: people only; open-vocabulary detectors: any)."""
+        applies = getattr(self.detector, "applies_to", None)
+        return True if applies is None else bool(applies(phrase))
+
+    @property
     def description(self) -> str:
         """What runs, for the node's log."""
         where = f" from {self.config.detector_path}" if self.config.source == "detector" else ""
@@ -137,6 +147,8 @@ class LiveProposalStage(ProposalSource):
             with pipe.lock:
                 pipe.tracker.reset()
                 pipe.last_stamp = -np.inf
+        with self._detector_lock:  # a detector that keeps state between frames (hog) starts afresh
+            getattr(self.detector, "reset", lambda: None)()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker thread (idempotent); waits at most ``timeout`` s for a detection in flight
@@ -222,8 +234,8 @@ class LiveProposalStage(ProposalSource):
                 t1 = time.perf_counter()
                 if generation != self._generation:  # reset() while detecting: these frames are gone
                     return
-                for (stamp, _), det in zip(chunk, dets):
-                    pipe.tracker.update(stamp, det)
+                for (stamp, frame), det in zip(chunk, dets):
+                    pipe.tracker.update(stamp, det, frame=frame)
                     pipe.last_stamp = stamp
                 t2 = time.perf_counter()
                 with self._lock:

@@ -32,6 +32,18 @@ _DEFAULT_THRESHOLD = {"mog2": 16.0, "knn": 400.0}
 #: a frame whose foreground covers more than this share of the image yields no blobs: the camera moved,
 #: the light changed, or the model is still warming up (KNN marks everything for its first frames)
 GLOBAL_CHANGE = 0.5
+#: camera motion is estimated on frames about this many pixels on their longer side
+_CAMERA_SIDE = 320
+#: a view that moved less than this (pixels at _CAMERA_SIDE) counts as a still camera
+_STILL_PX = 0.5
+#: corners that agree on a motion must span this share of the frame's width and height to be the camera's
+_SPREAD = 0.5
+#: a HOG person overlapping a moving blob this much (IoU) is that blob (motion_people)
+_SAME_OBJECT_IOU = 0.3
+#: an object as wide as motion_split of its height is split where its foreground's column count drops under this share of its fullest column
+_SPLIT_VALLEY = 0.25
+#: the background model starts again when the view has moved this share of the frame's shorter side
+_REANCHOR = 0.25
 
 
 class MotionBlobs:
@@ -50,26 +62,173 @@ class MotionBlobs:
             self.subtractor = cv2.createBackgroundSubtractorKNN(cfg.motion_history, threshold, cfg.motion_shadows)
         k = int(cfg.motion_kernel)
         self.kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)) if k > 1 else None
+        self._prev: Optional[np.ndarray] = None  # the previous frame, small and grey (camera motion)
+        self._to_ref = np.eye(3)  # this frame's pixels → the background model's (the reference view)
+        self.camera_moved = 0
+        """Frames on which the camera was found to move (``motion_camera: compensate``)."""
+        self.camera_shift = 0.0
+        """How far the last frame's view moved from the previous one, in pixels (the largest corner shift)."""
+        self._hog = None  # motion_people: HOG, made on the first keyframe
+        self._people = Detections.empty()
+        self._people_stamp = -np.inf
+        self._frames = 0
+
+    def _camera(self, frame: np.ndarray) -> Optional[np.ndarray]:
+        """The camera's motion since the previous frame as a 3x3 similarity (previous → this frame's
+        pixels), from corners tracked on a small grey copy (movers are RANSAC's outliers); None when
+        it cannot be told (too few corners)."""
+        h, w = frame.shape[:2]
+        step = max(1, round(max(h, w) / _CAMERA_SIDE))
+        small = cv2.cvtColor(np.ascontiguousarray(frame[::step, ::step]), cv2.COLOR_RGB2GRAY)
+        prev, self._prev = self._prev, small
+        if prev is None or prev.shape != small.shape:
+            return None
+        pts = cv2.goodFeaturesToTrack(prev, 200, 0.01, 5)
+        if pts is None or len(pts) < 8:
+            return None
+        nxt, ok, _ = cv2.calcOpticalFlowPyrLK(prev, small, pts, None, winSize=(15, 15), maxLevel=2)
+        ok = ok.reshape(-1).astype(bool)
+        if ok.sum() < 8:
+            return None
+        m, inliers = cv2.estimateAffinePartial2D(pts[ok], nxt[ok], method=cv2.RANSAC, ransacReprojThreshold=1.0)
+        if m is None or inliers is None or inliers.sum() < 6:
+            return None
+        spread = pts[ok][inliers.reshape(-1).astype(bool)].reshape(-1, 2)
+        extent = (spread.max(0) - spread.min(0)) / (small.shape[1], small.shape[0])
+        if extent.min() < _SPREAD:  # the corners that agree are one object (a plain background): no camera
+            return None
+        m[:, 2] *= step
+        return np.vstack([m, [0, 0, 1]])
 
     def mask(self, frame: np.ndarray) -> np.ndarray:
-        """The cleaned foreground mask (uint8 0/255) of one HxWx3 RGB frame; updates the background."""
-        raw = self.subtractor.apply(np.ascontiguousarray(frame))
+        """The cleaned foreground mask (uint8 0/255) of one HxWx3 RGB frame; updates the background.
+
+        ``motion_camera: compensate``: the frame is first warped into the background model's view by the
+        camera motion since that view was taken (pixels the model never saw are not foreground); when
+        less than ``1 - _REANCHOR`` of the view is shared, the model starts again from this frame."""
+        frame = np.ascontiguousarray(frame)
+        h, w = frame.shape[:2]
+        moved = None
+        if self.config.motion_camera == "compensate":
+            step = self._camera(frame)
+            if step is not None:
+                corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
+                self.camera_shift = float(np.abs(corners @ step.T - corners).max())
+                if self.camera_shift > _STILL_PX * max(h, w) / _CAMERA_SIDE:  # below: noise of a still camera
+                    self.camera_moved += 1
+                    self._to_ref = self._to_ref @ np.linalg.inv(step)
+                shifted = corners @ self._to_ref.T
+                if np.abs(shifted - corners).max() > _REANCHOR * min(h, w):
+                    self._restart()
+                elif not np.allclose(self._to_ref, np.eye(3), atol=1e-3):
+                    moved = self._to_ref[:2]
+        if moved is not None:
+            seen = cv2.warpAffine(np.full((h, w), 255, np.uint8), moved, (w, h), flags=cv2.INTER_NEAREST)
+            frame = cv2.warpAffine(frame, moved, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        raw = self.subtractor.apply(frame)
         fg = np.where(raw == 255, 255, 0).astype(np.uint8)  # shadows (127) are not objects
+        if moved is not None:  # back to this frame's pixels; what the model never saw is no object
+            fg[cv2.erode(seen, np.ones((5, 5), np.uint8)) == 0] = 0
+            fg = cv2.warpAffine(fg, cv2.invertAffineTransform(moved), (w, h), flags=cv2.INTER_NEAREST)
         if self.kernel is not None:
             fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self.kernel)
             fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, self.kernel)
         return fg
 
-    def apply(self, frame: np.ndarray) -> Detections:
-        """Boxes (pixel-edge xyxy) of the frame's moving blobs; score 1 (blobs carry no confidence)."""
+    def _restart(self) -> None:
+        """A new background model from the current view (the camera left the old one)."""
+        kept = {k: getattr(self, k) for k in ("_prev", "camera_moved", "camera_shift", "_hog", "_people",
+                                                "_people_stamp", "_frames")}
+        self.reset()
+        for k, v in kept.items():
+            setattr(self, k, v)
+
+    def apply(self, frame: np.ndarray, stamp: Optional[float] = None) -> Detections:
+        """Boxes (pixel-edge xyxy) of the frame's moving blobs, score 1 (blobs carry no confidence), and
+        with ``motion_people`` the people HOG finds that no blob covers (label 'person', HOG's score)."""
         fg = self.mask(frame)
-        if np.count_nonzero(fg) > GLOBAL_CHANGE * fg.size:
-            return Detections.empty()
-        n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-        min_area = self.config.motion_min_area * fg.shape[0] * fg.shape[1]
-        boxes = [(x, y, x + w, y + h) for x, y, w, h, area in stats[1:n] if area >= max(min_area, 1)]
-        return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.ones(len(boxes), np.float32),
-                          ["moving"] * len(boxes))
+        boxes = [] if np.count_nonzero(fg) > GLOBAL_CHANGE * fg.size else self.blobs(fg)
+        moving = Detections(np.array(boxes, np.float32).reshape(-1, 4), np.ones(len(boxes), np.float32),
+                            ["moving"] * len(boxes))
+        if not self.config.motion_people:
+            return moving
+        people = self._people_at(frame, stamp)
+        if len(people) and len(moving):
+            from .tracker import iou_matrix
+
+            people = people.subset(iou_matrix(people.boxes, moving.boxes).max(1) < _SAME_OBJECT_IOU)
+        return Detections(np.concatenate([moving.boxes, people.boxes]),
+                          np.concatenate([moving.scores, people.scores]), moving.labels + people.labels)
+
+    def _people_at(self, frame: np.ndarray, stamp: Optional[float]) -> Detections:
+        """HOG's confident people on keyframes (``rate_hz`` a second of ``stamp``, else every
+        ``detect_every``-th frame), held until the next keyframe: people who stand still for good."""
+        cfg = self.config
+        self._frames += 1
+        due = (stamp is None or cfg.rate_hz <= 0) and (self._frames - 1) % cfg.detect_every == 0 or \
+            (stamp is not None and cfg.rate_hz > 0 and stamp - self._people_stamp >= 1.0 / cfg.rate_hz - 1e-6)
+        if due:
+            if self._hog is None:
+                from .hog import HogPeopleDetector
+
+                self._hog = HogPeopleDetector(cfg)
+            found = self._hog.detect([frame], "person")[0]
+            self._people = found
+            self._people_stamp = -np.inf if stamp is None else float(stamp)
+        return self._people
+
+    def blobs(self, fg: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Boxes of a foreground mask's objects: pieces closer than ``motion_merge`` of the frame height
+        (a person's head, torso and legs, split where the clothes match the background) are one object;
+        objects smaller than ``motion_min_area`` of the frame are dropped."""
+        cfg = self.config
+        h, w = fg.shape
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+        if n <= 1:
+            return []
+        group = np.arange(n)
+        gap = int(round(cfg.motion_merge * h))
+        if gap > 0:  # pieces whose masks meet once grown up and down by half the gap belong together
+            k = np.ones((gap | 1, 1), np.uint8)  # vertical: a person stands; side by side are two people
+            _, grouped = cv2.connectedComponents(cv2.dilate(fg, k), connectivity=8)
+            ys, xs = np.nonzero(fg)
+            first = np.full(n, -1)
+            first[labels[ys, xs][::-1]] = grouped[ys, xs][::-1]  # any pixel of a piece names its group
+            group = first
+        out = []
+        for g in np.unique(group[1:]):
+            members = np.flatnonzero(group == g)
+            members = members[members > 0]
+            area = stats[members, cv2.CC_STAT_AREA].sum()
+            if area < max(cfg.motion_min_area * h * w, 1):
+                continue
+            x0 = stats[members, cv2.CC_STAT_LEFT].min()
+            y0 = stats[members, cv2.CC_STAT_TOP].min()
+            x1 = (stats[members, cv2.CC_STAT_LEFT] + stats[members, cv2.CC_STAT_WIDTH]).max()
+            y1 = (stats[members, cv2.CC_STAT_TOP] + stats[members, cv2.CC_STAT_HEIGHT]).max()
+            out.extend(_split_side_by_side(fg, (int(x0), int(y0), int(x1), int(y1)), cfg.motion_split))
+        return out
+
+
+def _split_side_by_side(fg: np.ndarray, box: tuple[int, int, int, int], width: float) -> list[tuple[int, int, int, int]]:
+    """An object at least ``width`` times as wide as tall whose foreground thins to under ``_SPLIT_VALLEY``
+    of its fullest column somewhere in its middle is two objects side by side (people walking together).
+    A uniformly coloured mover whose interior the model has absorbed looks the same (two edges): set
+    ``motion_split`` 0 for such scenes."""
+    x0, y0, x1, y1 = box
+    if width <= 0 or x1 - x0 < width * (y1 - y0) or x1 - x0 < 6:
+        return [box]
+    cols = np.count_nonzero(fg[y0:y1, x0:x1], axis=0).astype(np.float32)
+    lo, hi = int(0.25 * len(cols)), int(0.75 * len(cols))
+    cut = lo + int(np.argmin(cols[lo:hi]))
+    if cols[cut] > _SPLIT_VALLEY * cols.max():
+        return [box]
+    out = []
+    for a, b in ((x0, x0 + cut), (x0 + cut + 1, x1)):
+        rows = np.flatnonzero(np.count_nonzero(fg[y0:y1, a:b], axis=1))
+        if len(rows):
+            out.extend(_split_side_by_side(fg, (a, y0 + int(rows[0]), b, y0 + int(rows[-1]) + 1), width))
+    return out or [box]
 
 
 class MotionTracks(ProposalSource):
@@ -97,6 +256,10 @@ class MotionTracks(ProposalSource):
     def running_class(self) -> str:
         return "moving"
 
+    def proposes(self, phrase: str) -> bool:
+        """Movers of any class: every phrase."""
+        return True
+
     @property
     def description(self) -> str:
         cfg = self.config
@@ -119,7 +282,7 @@ class MotionTracks(ProposalSource):
             if self._stamps and stamp <= self._stamps[-1]:
                 return False
             t0 = time.perf_counter()
-            self.tracker.update(stamp, self.blobs.apply(frame))
+            self.tracker.update(stamp, self.blobs.apply(frame, stamp))
             self._stamps.append(stamp)
             start = stamp - self.config.window_s
             while self._stamps and self._stamps[0] < start:

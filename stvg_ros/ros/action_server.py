@@ -30,10 +30,11 @@ CANCELED_BY_CLIENT = "canceled by the action client"
 class GroundActionServer:
     """``ground`` on ``node``: ``submit(request, on_done, on_progress)`` is the service's submit,
     ``publish(answer) -> Tube`` the node's answer fan-out, ``refusal()`` why goals cannot be served
-    now ("" when the node is active), ``new_id()`` an id for goals without one."""
+    now ("" when the node is active), ``new_id()`` an id for goals without one; ``result_timeout``: seconds a
+    finished goal's result stays retrievable."""
 
     def __init__(self, node, submit: Callable[..., QueryHandle], publish: Callable[[Answer], Tube],
-                 refusal: Callable[[], str], new_id: Callable[[], str]):
+                 refusal: Callable[[], str], new_id: Callable[[], str], result_timeout: int = 300):
         self._submit, self._publish, self._refusal, self._new_id = submit, publish, refusal, new_id
         self._lock = threading.Lock()
         self._queries: dict[bytes, QueryHandle] = {}  # goals handed to the service, by goal id
@@ -41,7 +42,7 @@ class GroundActionServer:
         self._server = ActionServer(node, Ground, "ground", execute_callback=self._execute,
                                     goal_callback=lambda _goal: GoalResponse.ACCEPT,
                                     handle_accepted_callback=self._accepted, cancel_callback=self._cancel,
-                                    callback_group=ReentrantCallbackGroup())
+                                    callback_group=ReentrantCallbackGroup(), result_timeout=int(result_timeout))
 
     def pending(self) -> int:
         """Goals whose result is not yet set (queued, grounding, or answered and about to execute)."""
@@ -94,9 +95,12 @@ class GroundActionServer:
         return Ground.Result(tube=tube)
 
 
-def refusal_reason(state: str, node_name: str) -> str:
-    """Why a goal is refused in lifecycle ``state`` ("" when active), naming the fix."""
+def refusal_reason(state: str, node_name: str, config_error: str = "") -> str:
+    """Why a goal is refused in lifecycle ``state`` ("" when active), naming the fix; ``config_error``:
+    why the last configure failed (the reason a node stays unconfigured)."""
     if state == "active":
         return ""
+    if config_error:
+        return f"the node is {state}: {config_error}"
     return (f"the node is {state}: goals are served only while it is active "
             f"(ros2 lifecycle set {node_name} {'activate' if state == 'inactive' else 'configure'})")

@@ -4,12 +4,12 @@
 ``stvg-eval`` with this module's :class:`NodeRunner` for ``--mode node``; the core's evaluation
 never imports it.
 
-So that node mode measures what core mode measures, the node is made to see what the core's
-grounder sees (docs/evaluation.md): per bag, the frames core mode samples (``num_frames`` by the
-paper's sampling) are played, and the window keeps every one of them (``window_rate`` 0,
-``window_duration`` and ``window_max_frames`` covering them, ``ingest_max_side`` = the core's frame
-size); no proposals (external or live); ``use_sim_time``; the grounding parameters of the
-evaluation's ``grounding:`` settings.  Live parameters are set through the node's parameter service
+Node mode runs the node's own window settings (``window_rate``, ``window_max_frames``: not forced; with
+the defaults every frame is kept, see docs/evaluation.md): per bag, the frames core mode samples
+(``num_frames`` by the paper's sampling) are played at the bag's rate into that window, whose
+``window_duration`` is raised to cover them and ``ingest_max_side`` set to the core's frame size; no
+proposals (external or live); ``use_sim_time``; the grounding parameters of the evaluation's
+``grounding:`` settings.  Live parameters are set through the node's parameter service
 (and restored at the end); one applied only at configure that differs is refused with the
 ``-p name:=value`` to restart the node with.  The frames go to ``<ns>/image`` (or
 ``<ns>/image/compressed``) with ``/clock`` from the bag, then the item's query (with its
@@ -153,8 +153,8 @@ class NodeRunner:
         from ..node_params import grounding_params
 
         live = {p.name: p.live for p in grounding_params()}
-        names = ["use_sim_time", "image_reliability", "use_detections", "proposals_enabled", "window_rate",
-                 "window_duration", "window_max_frames", "ingest_max_side"] + \
+        names = ["use_sim_time", "image_reliability", "use_detections", "proposals_enabled",
+                 "window_duration", "ingest_max_side"] + \
                 [f.name for f in fields(GroundingConfig) if f.name not in NOT_COMPARED]
         self._current = self.get_parameters(names)
         want = {f.name: getattr(self.gcfg, f.name) for f in fields(GroundingConfig) if f.name not in NOT_COMPARED}
@@ -178,16 +178,15 @@ class NodeRunner:
         if refuse:
             raise ConfigError(f"{self.node_name} is not set up as core mode for these settings; they apply at "
                               f"configure, so restart it with " + " ".join(refuse))
-        to_set.update({"use_sim_time": True, "window_rate": 0.0})
+        to_set["use_sim_time"] = True
         self.set_parameters({k: v for k, v in to_set.items() if self._current.get(k) != v})
 
-    def _cover(self, n_frames: int, span_s: float, side: int) -> None:
-        """Window settings holding every one of a bag's frames at the core's resolution."""
+    def _cover(self, span_s: float, side: int) -> None:
+        """A window long enough for the whole bag, frames at the core's resolution (the node's own
+        window_rate and window_max_frames stay: they are what is measured)."""
         need = {}
         if self._current["window_duration"] < span_s + WINDOW_MARGIN_S:
             need["window_duration"] = float(np.ceil(span_s + WINDOW_MARGIN_S))
-        if self._current["window_max_frames"] < n_frames:
-            need["window_max_frames"] = int(n_frames)
         if self._current["ingest_max_side"] != side:
             need["ingest_max_side"] = int(side)
         self.set_parameters(need)
@@ -217,11 +216,11 @@ class NodeRunner:
 
         contents = read_bag(item.bag, frame_positions=[0])
         stamps = contents.stamps
-        # core mode's sample of the bag (the paper's sampling): the node's own selection over a
-        # window of every frame rounds differently, so it is given exactly these frames
+        # core mode's sample of the bag (the paper's sampling, which truncates where the grounder's
+        # time-uniform pick over every frame rounds): the node's window is given exactly these frames
         sampled = uniform_indices(len(stamps), self.gcfg.num_frames)
         side = self.ev.max_side or max(contents.frames[0].shape[:2])
-        self._cover(len(sampled), stamps[sampled[-1]] - stamps[sampled[0]], side)
+        self._cover(stamps[sampled[-1]] - stamps[sampled[0]], side)
         target = self._image_target(contents.image_topic)
         with self._cv:
             self._tubes.pop(item.query_id, None)

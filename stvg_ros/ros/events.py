@@ -86,14 +86,12 @@ def incompatible_qos_message(topic: str, role: str, side: str, ours: QoSProfile,
     return f"QoS mismatch on {topic} ({describe(ours)}): {what}. Fix: {fix}."
 
 
-def lost_message(topic: str, change: int, total: int) -> str:
-    return (f"{change} frame(s) lost on {topic} before reaching the node ({total} so far): {LOSS_FIX}")
-
-
 def subscribe(node, msg_type, topic: str, callback: Callable, qos: QoSProfile | int, role: str,
-              warn: Callable[[str, str], None], on_lost: Optional[Callable[[int], None]] = None, raw: bool = False):
+              warn: Callable[[str, str], None], on_lost: Optional[Callable[[str, int], None]] = None,
+              raw: bool = False):
     """``node.create_subscription`` with the QoS-mismatch warning and, when ``on_lost`` is given and the
-    rmw supports it, the message-lost event (``on_lost(frames lost since the last event)``); ``raw``: the
+    rmw supports it, the message-lost event (``on_lost(topic, frames lost since the last event)``: the
+    caller counts and summarises them, see :class:`stvg_ros.ros.status.LossSummary`); ``raw``: the
     callback gets the serialized bytes.  Returns (subscription, whether losses are reported)."""
     profile = qos if isinstance(qos, QoSProfile) else QoSProfile(depth=qos, reliability=ReliabilityPolicy.RELIABLE)
     name = node.resolve_topic_name(topic)
@@ -103,9 +101,7 @@ def subscribe(node, msg_type, topic: str, callback: Callable, qos: QoSProfile | 
         warn(incompatible_qos_message(name, role, "subscription", profile, policy), f"qos:{name}:{policy}")
 
     def lost(info) -> None:
-        change, total = int(getattr(info, "total_count_change", 0)), int(getattr(info, "total_count", 0))
-        on_lost(change)  # type: ignore[misc]
-        warn(lost_message(name, change, total), f"lost:{name}")
+        on_lost(name, int(getattr(info, "total_count_change", 0)))  # type: ignore[misc]
 
     if on_lost is not None:
         try:

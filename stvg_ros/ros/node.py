@@ -31,10 +31,11 @@ from stvg_ros.image_messages import (ImageError, check_compressed, check_image, 
                                      image_from_cdr)
 from stvg_ros.msg import Detections, GroundingQuery, StandingQuery, Status, Tube
 from stvg_ros.ros.action_server import GroundActionServer, refusal_reason
+from stvg_ros.ros.depth_input import DepthInput
 from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, standing_request_from_msg
 from stvg_ros.ros.events import Throttle, subscribe
 from stvg_ros.ros.outputs import create_outputs, destroy_outputs, publish_answer
-from stvg_ros.ros.status import diagnostics, status_message
+from stvg_ros.ros.status import LossSummary, Monitor, diagnostics, status_message
 from stvg_ros.service import SHUTTING_DOWN, Answer, GroundingRequest, GroundingService
 
 #: history of the query subscriptions: deep, so that a burst of queries is refused one by one with a
@@ -63,16 +64,22 @@ class StvgNode(LifecycleNode):
         self._model = dict(directory="", kind="", note="")
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
-        self._status_timer = None
+        self._config_error = ""  # why the last configure failed, with the fix ("" after a success)
+        self._losses = LossSummary()
+        self.stop_requested = threading.Event()  # SIGINT/SIGTERM or the lifecycle shutdown: main() exits
         self._lock = threading.Lock()
         self._next_query = 0
         self._camera_frame_id = ""
         self._active = False
         self._active_since: Optional[float] = None
         self._loss_reported = False
+        self._depth = None  # the 3-D stage (stvg_ros.ros.depth_input), when depth_topic is set
         self.actions = GroundActionServer(self, self.service.submit, self._on_answer,
-                                          lambda: refusal_reason(self._state(), self.get_fully_qualified_name()),
-                                          self._new_id)
+                                          lambda: refusal_reason(self._state(), self.get_fully_qualified_name(),
+                                                                 self._config_error),
+                                          self._new_id, self.get_parameter("action_result_timeout").value)
+        self.monitor = Monitor(self, self._warn, self._publish_status)  # every state, on wall time
+        self.monitor.set_rate(max(0.0, float(self.get_parameter("status_rate").value)))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Humble has no post-set callback: there the changes are applied from the validating callback
         self._post_set = hasattr(self, "add_post_set_parameters_callback")
@@ -122,10 +129,13 @@ class StvgNode(LifecycleNode):
         try:
             self.settings = s = self._read_settings()
             from stvg_ros import Grounder
+            from stvg_ros.calibration import calibration_problem
             from stvg_ros.default_model import choose_model
 
             choice = choose_model(s.model_path)
             self._model = dict(directory=choice.directory, kind=choice.kind, note=choice.note)
+            # issue 27: thresholds not calibrated for this model (stvg-calibrate) are a /diagnostics warning
+            self._model["uncalibrated"] = calibration_problem(choice.directory) if choice.kind != "tiny" else ""
             if choice.note:  # a default model: random (meaningless) or synthetic-world only
                 log.warning(choice.note)
             t0 = time.monotonic()
@@ -134,9 +144,7 @@ class StvgNode(LifecycleNode):
                      + "".join(f"; model defaults: {k}={v}" for k, v in sorted(grounder.applied_defaults.items())))
         except Exception as e:  # noqa: BLE001 - any configure failure must leave the node alive
             problem = str(e) if isinstance(e, ConfigError) else f"cannot load the model: {type(e).__name__}: {e}"
-            log.error(f"configure failed: {problem}")
-            self.service.note(problem)
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(problem)
         stage = None
         if s.proposals.enabled:  # the live proposal stage: tracks are ready when a query comes
             try:
@@ -146,18 +154,25 @@ class StvgNode(LifecycleNode):
                 stage = proposal_stage(pcfg)
                 log.info(f"proposals ({pcfg.source}): {stage.description}")
             except Exception as e:  # noqa: BLE001 - a bad detector path must leave the node alive
-                log.error(f"configure failed: proposal stage: {type(e).__name__}: {e}")
-                self.service.note(f"proposal stage failed: {e}")
-                return TransitionCallbackReturn.FAILURE
+                return self._configure_failed(f"proposal stage: {type(e).__name__}: {e}")
         side = s.grounding.image_size or getattr(grounder.adapter, "input_side", None) or 0
         self.service.configure(s.serving, model_side=side if isinstance(side, int) else 0)
         self.service.start(grounder, external_detections=s.use_detections, stage=stage,
                            synonyms=s.proposals.synonyms)
         self.service.input_name = self.resolve_topic_name("image")
         self._pubs = create_outputs(self, self._warn)
-        if s.status_rate > 0:
-            self._status_timer = self.create_timer(1.0 / s.status_rate, self._publish_status)
+        self._depth = DepthInput(self, s, self._warn) if s.depth_topic else None  # its publishers are outputs too
+        self._pubs.update(self._depth.pubs if self._depth else {})
+        self.monitor.set_rate(s.status_rate)
+        self._config_error = ""
         return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, problem: str) -> TransitionCallbackReturn:
+        self._config_error = (f"configure failed: {problem}. Fix the cause, then configure again "
+                              f"(ros2 lifecycle set {self.get_fully_qualified_name()} configure) or restart")
+        self.get_logger().error(self._config_error)
+        self.service.note(self._config_error)
+        return TransitionCallbackReturn.FAILURE
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         s = self.settings
@@ -165,7 +180,7 @@ class StvgNode(LifecycleNode):
                          reliability=(ReliabilityPolicy.BEST_EFFORT if s.image_reliability == "best_effort"
                                       else ReliabilityPolicy.RELIABLE),
                          durability=qos_profile_sensor_data.durability)
-        lost = self.service.count_lost
+        lost = self._lost
         super().on_activate(state)  # the lifecycle publishers speak before the first query can come
         # raw: frames arrive serialized and only their header is read until the window keeps one (see _on_image)
         image, self._loss_reported = subscribe(self, Image, "image", self._on_image, qos, "image", self._warn, lost,
@@ -179,12 +194,15 @@ class StvgNode(LifecycleNode):
         if s.use_compressed:
             self._subs.append(subscribe(self, CompressedImage, "image/compressed", self._on_compressed, qos,
                                         "image", self._warn, lost, raw=True)[0])
+        self._subs += self._depth.subscribe(qos) if self._depth else []
         if s.use_detections:
             self._subs.append(subscribe(self, Detections, "detections", self._on_detections, 10, "input",
                                         self._warn)[0])
         self._active, self._active_since = True, time.monotonic()
         self.get_logger().info(
-            f"active: listening on {self.resolve_topic_name('image')} ({s.image_reliability}, depth {s.image_depth}"
+            f"active: listening on {self.resolve_topic_name('image')}"
+            f"{' and ' + self.resolve_topic_name('image/compressed') if s.use_compressed else ''}"
+            f" ({s.image_reliability}, depth {s.image_depth}"
             f"{'' if self._loss_reported else '; this rmw cannot report lost frames'}); ask on "
             f"{self.resolve_topic_name('query')}")
         return TransitionCallbackReturn.SUCCESS
@@ -207,6 +225,7 @@ class StvgNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.shutdown()
+        self.stop_requested.set()  # the process exits (main)
         return TransitionCallbackReturn.SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -221,11 +240,8 @@ class StvgNode(LifecycleNode):
     def _teardown(self, reason: str) -> None:
         """Stop the service (answers published first), drop publishers and the model, free GPU memory."""
         self.service.stop(reason, timeout=STOP_TIMEOUT_S)
-        if self._status_timer is not None:
-            self.destroy_timer(self._status_timer)
-            self._status_timer = None
         destroy_outputs(self, self._pubs, ACK_TIMEOUT_S / 2)  # the last answers reach their subscribers first
-        self._pubs = {}
+        self._pubs, self._depth = {}, None
         self.service.reset()
         gc.collect()
         torch = sys.modules.get("torch")
@@ -238,11 +254,21 @@ class StvgNode(LifecycleNode):
         if not key or self._throttle.allow(key):
             self.get_logger().warning(message)
 
+    def _lost(self, topic: str, n: int) -> None:
+        """Frames the middleware lost: counted now, told in one summary line per interval (LossSummary)."""
+        self.service.count_lost(n)
+        line = self._losses.add(topic, n)
+        if line:
+            self.get_logger().warning(line)
+            self.service.note(line)
+
     def _ingest(self, msg, problem: str, decode, topic: str) -> None:
         try:
             self._camera_frame_id = msg.header.frame_id
-            self.service.ingest(stamp_to_ns(msg.header.stamp), decode, msg.header.frame_id, problem,
-                                self.resolve_topic_name(topic))
+            stamp = stamp_to_ns(msg.header.stamp)
+            kept = self.service.ingest(stamp, decode, msg.header.frame_id, problem, self.resolve_topic_name(topic))
+            if kept == "keep" and self._depth is not None:
+                self._depth.keep(stamp)
         except Exception as e:  # noqa: BLE001 - never die on a frame
             self._warn(f"dropped a frame on {topic}: unexpected {type(e).__name__}: {e}", "frame")
 
@@ -296,25 +322,29 @@ class StvgNode(LifecycleNode):
     def _on_answer(self, answer: Answer) -> Tube:
         """Publish the one Tube of a query (topic or action goal), or a standing query's event (worker
         thread, or the caller's for rejections); the action's result is this Tube."""
-        return publish_answer(self, self._pubs, answer, self._camera_frame_id, self.settings, self._model["kind"])
+        return publish_answer(self, self._pubs, answer, self._camera_frame_id, self.settings, self._model["kind"],
+                              depth=self._depth)
 
     # -- status ---------------------------------------------------------------------------------
     def _state(self) -> str:
         return "active" if self._active else ("inactive" if self.service.grounder is not None else "unconfigured")
 
     def status(self) -> Status:
-        state = self._state()
-        return status_message(self.service, state, self._model, self._loss_reported, self._camera_frame_id,
-                              self.get_clock().now().to_msg())
+        return status_message(self.service, self._state(), self._model, self._loss_reported, self._camera_frame_id,
+                              self.get_clock().now().to_msg(), depth=self._depth)
 
     def _publish_status(self) -> None:
         try:
+            for line in self._losses.due():  # the losses since the last summary line
+                self.get_logger().warning(line)
+                self.service.note(line)
             s = self.status()
-            self._pubs["status"].publish(s)
+            self.monitor.pubs["status"].publish(s)
             problems = self.service.problems(since=self._active_since) if self._active else []
-            self._pubs["diagnostics"].publish(diagnostics(f"{self.get_fully_qualified_name()}: grounding", s,
-                                                          self._model["kind"], problems, self.service.stage,
-                                                          cache=self.service.cache_stats()))
+            problems += [self._model["uncalibrated"]] if self._model.get("uncalibrated") else []
+            self.monitor.pubs["diagnostics"].publish(diagnostics(
+                f"{self.get_fully_qualified_name()}: grounding", s, self._model["kind"], problems, self.service.stage,
+                cache=self.service.cache_stats(), error=self._config_error))
         except Exception as e:  # noqa: BLE001
             self.get_logger().debug(f"status not published: {e}")
 
@@ -330,10 +360,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except (ImportError, TypeError):
         rclpy.init(args=args)
-    stop = threading.Event()
+    node = StvgNode()
+    stop = node.stop_requested
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: stop.set())
-    node = StvgNode()
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:

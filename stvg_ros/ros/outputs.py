@@ -4,39 +4,38 @@ debug image, log line).
 The answer topics are lifecycle publishers (``create_lifecycle_publisher``; a plain publisher where
 an rclpy lacks it): silent while the node is inactive, so the node activates them before it
 subscribes and deactivates them only after the last answers are out. ``status`` and
-``/diagnostics`` stay plain publishers: they report the node's state, inactive included.
+``/diagnostics`` are plain publishers kept for the node's life (:class:`stvg_ros.ros.status.Monitor`):
+they report the node's state in every lifecycle state.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable, Optional
 
-from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.duration import Duration
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import ImageMarker
 
 from stvg_ros.image_messages import encode_image
-from stvg_ros.msg import Status, Tube
+from stvg_ros.msg import Tube
 from stvg_ros.ros.convert import tube_from_answer
 from stvg_ros.ros.events import publish_to
 from stvg_ros.ros.markers import tube_detections, tube_markers, vision_msgs_available
 from stvg_ros.service import ANSWERED, Answer
 
 #: the answer topics, held until the node deactivates
-ANSWER_TOPICS = ("tube", "standing_tube", "tube_markers", "detections_2d", "debug_image")
+ANSWER_TOPICS = ("tube", "standing_tube", "tube_markers", "detections_2d", "debug_image", "target_pose",
+                 "target_markers")
 
 
 def create_outputs(node, warn: Callable[[str, str], None]) -> dict[str, Any]:
-    """Every publisher of the node by topic (``detections_2d`` only where vision_msgs is importable)."""
+    """The answer publishers by topic (``detections_2d`` only where vision_msgs is importable)."""
     reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
     pubs = {"tube": publish_to(node, Tube, "tube", reliable, warn, lifecycle=True),
             "standing_tube": publish_to(node, Tube, "standing_tube", reliable, warn, lifecycle=True),
             "tube_markers": publish_to(node, ImageMarker, "tube_markers", 10, warn, lifecycle=True),
-            "debug_image": publish_to(node, Image, "debug_image", 2, warn, lifecycle=True),
-            "status": publish_to(node, Status, "status", 5, warn),
-            "diagnostics": publish_to(node, DiagnosticArray, "/diagnostics", 5, warn)}
+            "debug_image": publish_to(node, Image, "debug_image", 2, warn, lifecycle=True)}
     if vision_msgs_available():  # pragma: no cover - no registry carries vision_msgs
         from vision_msgs.msg import Detection2DArray
 
@@ -71,10 +70,17 @@ def _publish(node, pub, msg) -> None:
 
 
 def publish_answer(node, pubs: dict[str, Any], answer: Answer, frame_id: str, settings,
-                   model_kind: str = "") -> Tube:
+                   model_kind: str = "", depth=None) -> Tube:
     """Publish the one Tube of a query (or a standing query's event) with its markers, detections and
-    debug image, log the answer, and return the Tube (the action's result)."""
+    debug image, log the answer, and return the Tube (the action's result); with ``depth`` (the 3-D
+    stage, :mod:`stvg_ros.ros.depth_input`) its boxes carry 3-D positions, published as pose and markers too."""
     tube = tube_from_answer(answer, frame_id)
+    if depth is not None and tube.boxes:
+        try:
+            depth.annotate(tube)
+            depth.publish(tube)
+        except Exception as e:  # noqa: BLE001 - the Tube goes out without 3-D rather than not at all
+            node.get_logger().error(f"query {answer.request.query_id}: no 3-D positions: {type(e).__name__}: {e}")
     _publish(node, pubs.get("standing_tube" if answer.event else "tube"), tube)
     whole = bool(settings is not None and settings.markers_whole_tube)
     if settings is None or settings.publish_markers:

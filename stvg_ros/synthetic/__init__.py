@@ -9,6 +9,15 @@ yes/no existence questions about it, and the paper's ablation benchmark in that 
 Heavy imports (torch, transformers) happen in ``model``/``train``/``bench`` only.
 """
 
-from .generator import generate_sample, write_split
-
 __all__ = ["generate_sample", "write_split"]
+
+
+def __getattr__(name: str):
+    """``generate_sample``/``write_split`` from ``generator``, imported on first use: importing it here
+    would make ``python -m stvg_ros.synthetic.generator`` (README's command) warn that the module was
+    already in sys.modules (runpy's RuntimeWarning)."""
+    if name in __all__:
+        from . import generator
+
+        return getattr(generator, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

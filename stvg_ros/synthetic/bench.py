@@ -231,7 +231,8 @@ def choose_found_threshold(p_yes: dict[str, list[float]]) -> float:
 
 #: ``--proposals motion``: moving-blob tracks (no weights) instead of the generator's; settings chosen on
 #: the val split (docs/proposals.md, "Motion"): KNN, no morphology (112 px noiseless frames), 3 frames held
-MOTION_BENCH = dict(source="motion", motion_method="knn", motion_kernel=0, hold_keyframes=3.0, detect_every=1)
+MOTION_BENCH = dict(source="motion", motion_method="knn", motion_kernel=0, hold_keyframes=3.0, detect_every=1,
+                    motion_split=0.0)  # uniform shapes: their absorbed interior is no gap between two objects
 
 
 def motion_proposals(frames: np.ndarray) -> dict:
@@ -243,17 +244,37 @@ def motion_proposals(frames: np.ndarray) -> dict:
     return {t.id: {int(f): b for f, b in t.boxes.items()} for t in tracks}
 
 
+def live_window_frames(num_frames: int, fps: float, serving=None) -> list[int]:
+    """The clip's frames that the node's window holds when a query arrives one frame period after the last
+    frame: the clip played at its own rate into a :class:`stvg_ros.window.FrameWindow` set up as the
+    node's ``serving`` settings (default: the node's defaults) set it."""
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.window import NS, FrameWindow
+
+    cfg = serving or ServingConfig()
+    window = FrameWindow(cfg.window_duration, cfg.window_max_frames, cfg.window_rate, cfg.ingest_max_side)
+    pixel = np.zeros((1, 1, 3), np.uint8)
+    for t in range(num_frames):
+        stamp = int(round(t * NS / fps))
+        if window.offer(stamp) == "keep":
+            window.add(stamp, pixel)
+    return [int(round(f.stamp_ns * fps / NS)) for f in window.frames()]
+
+
 def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: bool, kind: str = "dataset",
-                  with_proposals: bool = True, tracks: dict | None = None):
+                  with_proposals: bool = True, tracks: dict | None = None, live: bool = False):
     """Run the grounder on one sample, with its proposals (``tracks``, default the generator's) unless
-    ``with_proposals`` is false; tube in frame indices."""
+    ``with_proposals`` is false; tube in frame indices.  ``live``: on the frames the node's window holds
+    (:func:`live_window_frames`), as a query to the node would be."""
     fps = sample["fps"]
     stamps = [t / fps for t in range(len(frames))]
     tracks = sample["tracks"] if tracks is None else tracks
     proposals = {tid: {stamps[t]: b for t, b in tr.items()} for tid, tr in tracks.items()} \
         if with_proposals else None
     subs = sub_queries(sample, kind) if use_sub_queries else None
-    res = grounder.ground(list(frames), stamps, sample["query"], proposals=proposals, sub_queries=subs)
+    kept = live_window_frames(len(frames), fps) if live else range(len(frames))
+    res = grounder.ground([frames[t] for t in kept], [stamps[t] for t in kept], sample["query"],
+                          proposals=proposals, sub_queries=subs)
     to_frame = {s: i for i, s in enumerate(stamps)}
     boxes = {to_frame[s]: b for s, b in res.boxes.items()}
     return res, (to_frame[res.start], to_frame[res.end]), boxes
@@ -262,12 +283,14 @@ def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: b
 def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int = 1,
         methods: dict[str, dict] | None = None, progress: bool = True, split: str = "test",
         overrides: dict | None = None, sub_query_kind: str = "dataset",
-        proposals: str = "generator") -> dict[str, dict]:
+        proposals: str = "generator", frames_per_step: int = 1, live: bool = False) -> dict[str, dict]:
     """Every row of the table on ``count`` samples of ``split``; returns row name → summary.
 
     ``overrides``: GroundingConfig fields applied to every model row (choose them on ``val``);
     ``sub_query_kind``: see :data:`SUB_QUERY_KINDS`; ``proposals``: 'generator' (the world's exact tracks)
-    or 'motion' (:func:`motion_proposals`; rows then report box IoU, not track accuracy)."""
+    or 'motion' (:func:`motion_proposals`; rows then report box IoU, not track accuracy);
+    ``frames_per_step``: the same scenes filmed at that many frames per step (60-frame clips at 3);
+    ``live``: every query on the frames the node's default window holds (:func:`live_window_frames`)."""
     import torch
     from tqdm import tqdm
 
@@ -275,7 +298,7 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
 
     torch.set_num_threads(threads)
     methods = dict(METHODS, **PROPOSAL_FREE) if methods is None else methods
-    samples = [generate_sample(first_seed + k, split) for k in range(count)]
+    samples = [generate_sample(first_seed + k, split, frames_per_step=frames_per_step) for k in range(count)]
     rows: dict[str, list[dict]] = {}
     rng = np.random.default_rng(0)
     for frames, s in samples:
@@ -286,18 +309,20 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
         raise ValueError(f"proposals={proposals!r}: use 'generator' or 'motion'")
     motion = {s["seed"]: motion_proposals(frames) for frames, s in samples} if proposals == "motion" else None
     for name, switches in methods.items():
-        cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"], device="cpu", decomposer="rules",
-                              keep_relevance=True,
+        cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"] // frames_per_step, device="cpu",
+                              decomposer="rules", keep_relevance=True,
                               **dict(overrides or {}, **switches))
         grounder = Grounder.from_pretrained(str(model), config=cfg)
         with_proposals = name not in PROPOSAL_FREE
         it = tqdm(samples, desc=name, disable=not progress, mininterval=5)
         for frames, s in it:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             tracks = motion[s["seed"]] if motion is not None else None
             res, span, boxes = ground_sample(grounder, frames, s, switches.get("use_dsth", False), sub_query_kind,
-                                             with_proposals=with_proposals, tracks=tracks)
+                                             with_proposals=with_proposals, tracks=tracks, live=live)
             rec = _tube_score(boxes, span, s)
+            rec["seed"] = s["seed"]
+            rec["cpu_s"] = time.process_time() - c0
             if not with_proposals or motion is not None:
                 rec["box_ious"] = right_object_ious(boxes, s)
                 rec["select_s"] = res.timings.get("select", 0.0)
@@ -306,7 +331,7 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
             rec["track_correct"] = res.track_id == s["target"] if with_proposals and motion is None else None
             rec["colour_shared"] = _colour_shared(s)
             rec["frame_track"] = frame_track_share(res, s)
-            if rec["track_correct"]:  # the frame scores are the chosen track's
+            if rec["track_correct"] and len(res.frame_scores) == len(frames):  # the chosen track's, every frame
                 rec["frame_auc"] = frame_auc(res.frame_scores, s)
             rows.setdefault(name, []).append(rec)
             if name == full_name and motion is None:  # the chosen track with the whole clip: what the span choice adds
@@ -330,6 +355,9 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
                 samples[0][1]["num_frames"]
         lo, hi = bootstrap_ci([r["viou"] for r in recs])
         summary["m_vIoU_ci"] = (100.0 * lo, 100.0 * hi)
+        if all("seed" in r for r in recs):  # for paired differences between runs (bench_paired)
+            summary["viou_by_seed"] = {int(r["seed"]): float(r["viou"]) for r in recs}
+            summary["cpu_s_mean"] = float(np.mean([r["cpu_s"] for r in recs]))
         if any(r.get("track_correct") is not None for r in recs):
             summary["track_acc"] = 100.0 * np.mean([r["track_correct"] for r in recs])
             shared = [r["track_correct"] for r in recs if r.get("colour_shared")]
@@ -424,6 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--found-only", action="store_true",
                    help="only the found/absent table (present query and absent colour / shape / action queries); "
                         "on --split val it also prints the found_threshold that balances them (for grounding_defaults.json)")
+    p.add_argument("--frames-per-step", type=int, default=1, metavar="K",
+                   help="the same scenes filmed at K frames per step (K x 20 frames, K x 5 fps): long windows")
+    p.add_argument("--live", action="store_true",
+                   help="ground on the frames the node's default window keeps of each clip played at its rate")
     a = p.parse_args(argv)
     if a.found_only:
         print(found_report(a.model, a.count, a.first_seed, a.split, a.threads))
@@ -444,9 +476,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = dict(METHODS, **PROPOSAL_FREE)
     methods = {k: rows[k] for k in a.methods} if a.methods else None
     table = run(a.model, a.count, a.first_seed, a.threads, methods=methods, split=a.split, overrides=overrides,
-                sub_query_kind=a.sub_queries, proposals=a.proposals)
+                sub_query_kind=a.sub_queries, proposals=a.proposals, frames_per_step=a.frames_per_step,
+                live=a.live)
     md = markdown(table, a.count, a.split)
-    md += "\n\n" + found_report(a.model, a.count, a.first_seed, a.split, a.threads, overrides)
+    if a.frames_per_step == 1 and not a.live:
+        md += "\n\n" + found_report(a.model, a.count, a.first_seed, a.split, a.threads, overrides)
+    else:
+        md += f"\n\nClips: {a.frames_per_step} frames per step" + (", the node's live window" if a.live else "")
     if overrides:
         md += "\n\nGroundingConfig overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items())
     if a.sub_queries != "dataset":

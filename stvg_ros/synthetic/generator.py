@@ -219,8 +219,14 @@ def _pick(rng: np.random.Generator, items: Iterable) -> object:
 
 
 def generate_sample(seed: int, split: str = "train", num_frames: int = 20, image_size: int = 112,
-                    num_distractors: tuple[int, int] = (2, 3), fps: float = 5.0) -> tuple[np.ndarray, dict]:
+                    num_distractors: tuple[int, int] = (2, 3), fps: float = 5.0,
+                    frames_per_step: int = 1) -> tuple[np.ndarray, dict]:
     """One clip and its annotation, fully determined by ``(seed, split)``.
+
+    ``frames_per_step`` = k > 1 films the same scene (the ``num_frames``-frame clip's objects, actions and
+    times) at k times the frame rate: ``num_frames * k`` frames at ``fps * k``, geometry interpolated
+    between the steps, spans ``(s * k, e * k)``: a long window at camera rate whose content is known to
+    equal the short clip's (what temporal resolution costs, apart from the scene).
 
     Returns ``frames`` (T, H, W, 3) uint8 RGB and a dict with ``query``, ``attribute``, ``action``,
     ``st_frame``/``ed_frame`` (inclusive), ``boxes`` (frame → xyxy for the tube), ``target`` (track id),
@@ -230,6 +236,8 @@ def generate_sample(seed: int, split: str = "train", num_frames: int = 20, image
         raise ValueError(f"unknown split {split!r}: use one of {SPLITS}")
     if not 16 <= num_frames <= 64:
         raise ValueError(f"num_frames={num_frames}: use 16 to 64 frames")
+    if frames_per_step < 1:
+        raise ValueError(f"frames_per_step={frames_per_step}: use 1 or more frames per step")
     rng = np.random.default_rng([seed, _SPLIT_SEED_OFFSET[split]])
     n, h, w = num_frames, image_size, image_size
 
@@ -286,6 +294,10 @@ def generate_sample(seed: int, split: str = "train", num_frames: int = 20, image
             elif a_e < n - 3:
                 obj.visible[int(rng.integers(a_e + 2, n)):] = False
 
+    if frames_per_step > 1:
+        n = _film_denser(objects, n, frames_per_step)
+        fps = fps * frames_per_step
+        span = (span[0] * frames_per_step, span[1] * frames_per_step)
     frames = np.empty((n, h, w, 3), np.uint8)
     bg = _background(rng, h, w)
     for t in range(n):
@@ -328,6 +340,20 @@ def generate_sample(seed: int, split: str = "train", num_frames: int = 20, image
         "_specs": objects,  # the geometry, for rendering tests; not serialised
     }
     return frames, sample
+
+
+def _film_denser(objects: list[ObjectSpec], n: int, k: int) -> int:
+    """The objects' geometry at ``k`` frames per step of the ``n``-step scene (linear between steps, the last
+    step held), visibility per step, action spans in the new frames; returns the new frame count."""
+    steps = np.arange(n * k) / k
+    base = np.arange(n)
+    for obj in objects:
+        obj.cx, obj.cy, obj.radius, obj.angle = (np.interp(steps, base, a) for a in
+                                                 (obj.cx, obj.cy, obj.radius, obj.angle))
+        obj.visible = obj.visible[np.arange(n * k) // k]
+        if obj.span is not None:
+            obj.span = (obj.span[0] * k, obj.span[1] * k)
+    return n * k
 
 
 def _separate(objects: list[ObjectSpec], rng: np.random.Generator, n: int, h: int, w: int) -> None:

@@ -1,0 +1,248 @@
+"""Proposal-free boxes on real video: box IoU from relevance peaks planted on hand-boxed objects.
+
+For every annotated object of the real clips (``test/data/real/annotations.json``, or ``--annotations``
+with ``--videos``: any clip set in that format), a relevance peak is planted on the token grid that a
+family's geometry lays over the frame (baseline 1, a Gaussian bump of height 4 with a standard deviation of
+a quarter of the object's size, averaged over each cell as a token pools its patch), centred on the object
+or 25 % of its size off-centre (right and down), and the box stage (:func:`stvg_ros.regions.frame_candidates`,
+one seed, cold cuts) makes a box from it.  Printed per geometry and box method: the grid, the visual tokens of
+a 20-frame clip, the mean box IoU (centred / off-centre, per clip), the share >= 0.5, the boxes that kept a
+*part* of the object (IoU < 0.5, the box at most 60 % of the object's area and 80 % of it inside the
+object: one garment of a person), and the CPU milliseconds per box.
+
+    OMP_NUM_THREADS=1 python bench/bench_real_boxes.py [--geometries qwen-224 qwen-processor ...]
+        [--methods cells flood grabcut auto] [--json bench/results/real-boxes.json]
+    OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --select   # the select stage's CPU per 20-frame query
+
+Geometries (``--geometries``; the default: all): ``qwen-<side>`` Qwen2.5-VL/Qwen2-VL with ``frame_resize:
+fixed`` and ``image_size: <side>`` (224 is the family's default), ``qwen-processor`` (the released video
+processor's pixel limits), ``qwen-fine`` (``frame_resize: fine``), ``nextvideo-model`` / ``nextvideo-paper``
+(LLaVA-NeXT-Video 12x12 / 6x6), ``onevision-model`` / ``onevision-paper`` (LLaVA-OneVision 14x14 / 6x6).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFAULT_ANNOTATIONS = ROOT / "test" / "data" / "real" / "annotations.json"
+#: placements of the planted peak: offset of its centre as a fraction of the object's width and height
+PLACEMENTS = {"centred": (0.0, 0.0), "off-centre": (0.25, 0.25)}
+FRAMES = 20  # frames per clip, to state the token cost of a query
+
+
+def geometry(name: str, height: int, width: int) -> tuple[tuple[int, int], int]:
+    """``((rows, cols), visual tokens of a FRAMES-frame clip)`` of a named geometry on a frame of that size."""
+    from stvg_ros.adapters.qwen import qwen_frame_size, QWEN_VIDEO_PIXELS
+
+    if name.startswith("qwen-"):
+        how = name.split("-", 1)[1]
+        resize, side = (how, 224) if not how.isdigit() else ("fixed", int(how))
+        h, w = qwen_frame_size(height, width, resize, side, QWEN_VIDEO_PIXELS)
+        rows, cols = h // 28, w // 28
+        return (rows, cols), rows * cols * FRAMES // 2  # one slot (2 frames) per grid of tokens
+    side = {"nextvideo-model": 12, "nextvideo-paper": 6, "onevision-model": 14, "onevision-paper": 6}[name]
+    return (side, side), side * side * FRAMES + (1 if name.startswith("onevision") else 0)
+
+
+def planted_grid(box, grid: tuple[int, int], size: tuple[int, int], offset=(0.0, 0.0), spread: float = 0.25,
+                 samples: int = 6) -> np.ndarray:
+    """The token-grid map of a peak planted on ``box`` (pixels of a ``size`` = (H, W) frame): baseline 1 plus a
+    Gaussian of height 4, sd ``spread`` x the object's size, centre moved by ``offset`` x its size, each cell
+    the mean over ``samples``² points of its area (a token pools its patch)."""
+    rows, cols = grid
+    H, W = size
+    x0, y0, x1, y1 = box
+    bw, bh = x1 - x0, y1 - y0
+    cx, cy = (x0 + x1) / 2 + offset[0] * bw, (y0 + y1) / 2 + offset[1] * bh
+    sx, sy = max(spread * bw, 1.0), max(spread * bh, 1.0)
+    xs = (np.arange(cols * samples) + 0.5) * W / (cols * samples)
+    ys = (np.arange(rows * samples) + 0.5) * H / (rows * samples)
+    g = np.exp(-0.5 * (((xs[None] - cx) / sx) ** 2 + ((ys[:, None] - cy) / sy) ** 2))
+    g = g.reshape(rows, samples, cols, samples).mean(axis=(1, 3))
+    return (1.0 + 4.0 * g).astype(np.float32)
+
+
+def box_from_peak(image: np.ndarray, grid_map: np.ndarray, method: str):
+    """The box the proposal-free stage makes from one planted peak (one seed, cold cuts), and its CPU seconds."""
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.regions import frame_candidates
+    from stvg_ros.relevance import upsample_maps
+
+    cfg = GroundingConfig()
+    H, W = image.shape[:2]
+    content = (0.0, 0.0, float(W), float(H))
+    c = time.process_time()
+    full, _ = upsample_maps(grid_map[None], content, (H, W), max_side=None)
+    cands = frame_candidates(image, grid_map, full[0], grid_map.shape, content, method, 1, 0.3, cfg.box_threshold,
+                             iterations=cfg.box_grabcut_iterations)
+    return (cands[0][0] if cands else None), time.process_time() - c
+
+
+def is_part(box, truth, iou: float) -> bool:
+    """A box that kept a part of the object (one garment of a person): small, inside it, IoU < 0.5."""
+    if box is None or iou >= 0.5:
+        return False
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    inside = (max(0.0, min(box[2], truth[2]) - max(box[0], truth[0]))
+              * max(0.0, min(box[3], truth[3]) - max(box[1], truth[1])))
+    return area <= 0.6 * (truth[2] - truth[0]) * (truth[3] - truth[1]) and inside >= 0.8 * area
+
+
+def load_frames(annotations, videos=None):
+    """``[(clip name, frame index, RGB frame, [AnnotatedBox])]`` of every annotated frame (one pass per video)."""
+    from stvg_ros.proposals.annotated import iter_frames, load_annotations
+
+    out = []
+    for clip in load_annotations(annotations, videos):
+        wanted = set(clip.frames)
+        for i, frame in iter_frames(clip.path, stop=max(wanted) + 1):
+            if i in wanted:
+                out.append((clip.name, i, frame, clip.boxes[i]))
+    return out
+
+
+def measure(frames, geometries, methods, placements=PLACEMENTS) -> list[dict]:
+    """One row per (geometry, method): IoUs per placement and clip, part boxes, CPU per box."""
+    from stvg_ros.boxes import box_iou
+
+    rows = []
+    for geo in geometries:
+        for method in methods:
+            ious, parts, cpu, per_clip = defaultdict(list), defaultdict(int), [], defaultdict(list)
+            grid_seen, tokens_seen = set(), set()
+            for clip, _, image, boxes in frames:
+                H, W = image.shape[:2]
+                grid, tokens = geometry(geo, H, W)
+                grid_seen.add(f"{clip.split('.')[0]} {grid[1]}x{grid[0]}")
+                tokens_seen.add(f"{clip.split('.')[0]} {tokens}")
+                for b in boxes:
+                    for place, off in placements.items():
+                        got, t = box_from_peak(image, planted_grid(b.box, grid, (H, W), off), method)
+                        v = box_iou(got, b.box) if got is not None else 0.0
+                        ious[place].append(v)
+                        per_clip[(clip, place)].append(v)
+                        parts[place] += is_part(got, b.box, v)
+                        cpu.append(t)
+            row = {"geometry": geo, "method": method, "grid": ", ".join(sorted(grid_seen)),
+                   "tokens_per_20_frames": ", ".join(sorted(tokens_seen)),
+                   "ms_per_box": 1000 * float(np.mean(cpu)), "boxes": len(cpu)}
+            for place in placements:
+                a = np.array(ious[place])
+                row[f"iou_{place}"] = float(a.mean())
+                row[f"hit_{place}"] = float((a >= 0.5).mean())
+                row[f"parts_{place}"] = int(parts[place])
+                row[f"n_{place}"] = len(a)
+            row["per_clip"] = {f"{c} {p}": float(np.mean(v)) for (c, p), v in sorted(per_clip.items())}
+            rows.append(row)
+    return rows
+
+
+def table(rows) -> str:
+    clips = sorted({k.rsplit(" ", 1)[0] for r in rows for k in r["per_clip"]})
+    head = ("| geometry | grid (cols x rows) | visual tokens / 20 frames | method | mean IoU centred | off-centre | "
+            "IoU >= 0.5 | part boxes | " + " | ".join(f"{c} (c / off)" for c in clips) + " | CPU ms / box |")
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        per = " | ".join(f"{r['per_clip'].get(c + ' centred', float('nan')):.2f} / "
+                         f"{r['per_clip'].get(c + ' off-centre', float('nan')):.2f}" for c in clips)
+        out.append(f"| {r['geometry']} | {r['grid']} | {r['tokens_per_20_frames']} | {r['method']} | "
+                   f"{r['iou_centred']:.3f} | {r['iou_off-centre']:.3f} | "
+                   f"{r['hit_centred']:.2f} / {r['hit_off-centre']:.2f} | "
+                   f"{r['parts_centred']} / {r['parts_off-centre']} of {r['n_centred']} | {per} | "
+                   f"{r['ms_per_box']:.1f} |")
+    return "\n".join(out)
+
+
+def select_cost(geometries, methods, annotations=DEFAULT_ANNOTATIONS, clip_name="cup.mp4", frames: int = FRAMES,
+                repeats: int = 3) -> list[dict]:
+    """CPU seconds of the select stage's proposal-free path as a query runs it (:func:`stvg_ros.spatial.choose_track`:
+    ``box_seeds`` seeds per frame, GrabCut chains, the tracker, the scoring) on ``frames`` frames sampled
+    uniformly over the clip's annotated span, a peak planted on the object (its box interpolated between the
+    annotated frames), in the calling thread (one core); best of ``repeats``."""
+    from stvg_ros import spatial
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.proposals.annotated import iter_frames, load_annotations
+
+    clip = next(c for c in load_annotations(annotations) if c.name == clip_name)
+    marks = clip.frames
+    idx = np.linspace(marks[0], marks[-1], frames).round().astype(int)
+    images = {i: f for i, f in iter_frames(clip.path, stop=int(idx[-1]) + 1) if i in set(idx)}
+    ids = clip.ids()[0]
+    boxes = {f: next(b.box for b in clip.boxes[f] if b.id == ids) for f in marks}
+    truth = [tuple(float(np.interp(i, marks, [boxes[f][k] for f in marks])) for k in range(4)) for i in idx]
+    cfg = GroundingConfig()
+    rows = []
+    spatial.SEGMENT_THREADS, threads = 1, spatial.SEGMENT_THREADS
+    try:
+        for geo in geometries:
+            H, W = images[idx[0]].shape[:2]
+            grid, tokens = geometry(geo, H, W)
+            maps = np.stack([planted_grid(b, grid, (H, W)) for b in truth])
+            for method in methods:
+                best = float("inf")
+                for _ in range(repeats):
+                    c = time.process_time()
+                    track, *_ = spatial.choose_track(maps, grid, (0.0, 0.0, float(W), float(H)), (H, W),
+                                                     list(range(frames)), None, cfg.box_threshold, 1e-3,
+                                                     frames=[images[i] for i in idx], box_method=method,
+                                                     box_seeds=cfg.box_seeds, box_iterations=cfg.box_grabcut_iterations,
+                                                     box_chain=cfg.box_grabcut_chain)
+                    best = min(best, time.process_time() - c)
+                from stvg_ros.boxes import box_iou
+
+                iou = float(np.mean([box_iou(b, t) if b is not None else 0.0 for b, t in zip(track.boxes, truth)]))
+                rows.append({"geometry": geo, "method": method, "grid": f"{grid[1]}x{grid[0]}",
+                             "select_ms": 1000 * best, "mean_iou": iou})
+    finally:
+        spatial.SEGMENT_THREADS = threads
+    return rows
+
+
+ALL_GEOMETRIES = ("qwen-224", "qwen-fine", "qwen-processor", "nextvideo-paper", "nextvideo-model",
+                  "onevision-paper", "onevision-model")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--annotations", default=str(DEFAULT_ANNOTATIONS), help="box file (stvg_ros.proposals.annotated)")
+    ap.add_argument("--videos", default=None, help="folder of the videos (default: the box file's)")
+    ap.add_argument("--geometries", nargs="+", default=list(ALL_GEOMETRIES))
+    ap.add_argument("--methods", nargs="+", default=["cells", "flood", "grabcut", "auto"])
+    ap.add_argument("--json", default="", help="also write the rows here")
+    ap.add_argument("--select", action="store_true",
+                    help="instead: the select stage's CPU per 20-frame query on cup.mp4 (640x480), one core")
+    args = ap.parse_args(argv)
+    if args.select:
+        rows = select_cost(args.geometries, args.methods)
+        print(f"select stage, proposal-free, {FRAMES} frames of cup.mp4 (640x480), one core, best of 3 (CPU ms)\n")
+        print("| geometry | grid | method | select CPU ms per query | mean IoU of the chosen track |\n"
+              "|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['geometry']} | {r['grid']} | {r['method']} | {r['select_ms']:.0f} | {r['mean_iou']:.3f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0
+    frames = load_frames(args.annotations, args.videos)
+    n = sum(len(b) for *_, b in frames)
+    print(f"proposal-free boxes from planted peaks: {n} objects on {len(frames)} annotated frames, "
+          f"placements {', '.join(PLACEMENTS)}, one seed, cold cuts\n")
+    rows = measure(frames, args.geometries, args.methods)
+    print(table(rows))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,607 @@
+"""Thresholds calibrated for one model on labelled clips of the user's own camera (``stvg-calibrate``).
+
+A checkpoint's p_yes is not a probability that means the same on every model: the generic
+``found_threshold`` 0.5 and standing thresholds 0.6/0.4 can miss most targets on one model and
+report ghosts on another.  From a few clips with present/absent queries (the format below, or the
+synthetic world as a source) this module measures the model's existence judgment once, chooses
+
+* ``found_threshold`` (one-shot answers): the value balancing the present queries found and the
+  absent ones rejected, each query judged once on its whole clip (a clip ~ the node's window);
+* ``standing_found_on`` / ``standing_found_off`` / ``standing_confirm`` (standing queries): the
+  hysteresis replayed (:class:`~stvg_ros.standing.ChangeTracker`, the node's own) on a sliding
+  window over each clip; an ``appeared`` event while the window overlaps a labelled span is a hit,
+  elsewhere a false appearance.  Chosen for the most appearances found with at most
+  ``max_false`` false appearances per stream (the first at or above ``min_found`` when several qualify),
+
+and writes them to the model directory's ``grounding_defaults.json`` with the rates achieved
+(Wilson 95 % intervals) under ``_calibration``, which the node reads to tell whether a model was
+calibrated.
+
+Clip file (JSON; paths relative to the file)::
+
+    {"clips": [
+      {"video": "kitchen_01.mp4",             # or "frames": "kitchen_01/" (images sorted by name) + "fps"
+       "queries": [
+         {"text": "a person in a red coat", "present": [[2.0, 7.5]]},   # seconds from the clip's start
+         {"text": "a dog", "present": []}                                # absent all along
+       ]}]}
+
+Each query is a stream for the standing thresholds and one judgment for ``found_threshold``
+(present = it has a span).  Clips ~ as long as the node's window (``window_duration``); frames are
+kept at ``rate`` per second as the node's window keeps them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from .config import MODEL_DEFAULTS_FILE, ServingConfig
+
+#: GroundingConfig / ServingConfig fields this module chooses (and the only ones it writes)
+CALIBRATED_FIELDS = ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm")
+#: key of the calibration record in grounding_defaults.json (a comment to the config loader)
+RECORD_KEY = "_calibration"
+#: the synthetic world's standing streams (bench/bench_stream.py's): 48 frames at 5 fps, evaluated every
+#: 2 frames on the newest 8 (the shipped model was trained on 6-10 frame windows)
+SYNTHETIC_FPS, SYNTHETIC_STREAM, SYNTHETIC_WINDOW, SYNTHETIC_EVERY = 5.0, 48, 8, 2
+
+
+@dataclass
+class LabelledQuery:
+    text: str
+    present: list[tuple[float, float]]  # seconds from the clip's first frame; [] = absent
+
+
+@dataclass
+class LabelledClip:
+    """Frames (RGB) with stamps in seconds and the queries asked about them.  ``window_s``/``every_s``
+    override the sliding window of the standing replay; ``found``/``standing``: which thresholds
+    this clip informs."""
+
+    name: str
+    frames: list
+    stamps: list[float]
+    queries: list[LabelledQuery]
+    window_s: Optional[float] = None
+    every_s: Optional[float] = None
+    found: bool = True
+    standing: bool = True
+
+
+@dataclass
+class Trace:
+    """The model's judgments of one (clip, query): once on the whole clip, and per sliding window."""
+
+    clip: str
+    query: str
+    present: bool
+    clip_p: Optional[float]
+    window_p: list[float] = field(default_factory=list)
+    window_truth: list[bool] = field(default_factory=list)  # the window overlaps a labelled span
+    window_span: list[int] = field(default_factory=list)  # which span it overlaps (-1: none)
+    spans: int = 0
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)  # p_yes to 4 decimals: a trace file small enough to keep beside the results
+        d["window_p"] = [round(p, 4) for p in self.window_p]
+        d["clip_p"] = None if self.clip_p is None else round(self.clip_p, 4)
+        return d
+
+
+# --- sources -------------------------------------------------------------------------------------------
+
+def load_clips(path: str | Path, rate: float = 4.0, max_side: int = 672) -> list[LabelledClip]:
+    """The clips of a clip file (format in the module docstring), frames kept at ``rate`` per second
+    (0 = all) and downscaled to ``max_side``."""
+    import cv2
+
+    path = Path(path)
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"cannot read the clip file {path}: {e}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("clips"), list) or not spec["clips"]:
+        raise SystemExit(f"{path}: expected {{\"clips\": [{{\"video\": ..., \"queries\": [...]}}, ...]}} "
+                         "(see `stvg-calibrate --help`)")
+    clips = []
+    for k, c in enumerate(spec["clips"]):
+        where = f"{path}: clip {k}"
+        queries = []
+        for q in c.get("queries") or []:
+            spans = q.get("present", [])
+            if not isinstance(q.get("text"), str) or not q["text"].strip() or not isinstance(spans, list) or \
+                    any(len(s) != 2 or float(s[1]) < float(s[0]) for s in spans):
+                raise SystemExit(f"{where}: each query needs \"text\" and \"present\": [[start_s, end_s], ...] "
+                                 f"([] when absent); got {q!r}")
+            queries.append(LabelledQuery(q["text"].strip(), [(float(a), float(b)) for a, b in spans]))
+        if not queries:
+            raise SystemExit(f"{where}: no queries")
+        if "video" in c:
+            frames, stamps = _read_video(path.parent / c["video"], rate, max_side, cv2)
+        elif "frames" in c:
+            frames, stamps = _read_frames(path.parent / c["frames"], float(c.get("fps", 0)) or None, rate, max_side,
+                                          cv2, where)
+        else:
+            raise SystemExit(f"{where}: give \"video\" (a file) or \"frames\" (a directory of images) and \"fps\"")
+        if len(frames) < 2:
+            raise SystemExit(f"{where}: fewer than 2 frames could be read")
+        clips.append(LabelledClip(str(c.get("video") or c.get("frames")), frames, stamps, queries))
+    return clips
+
+
+def _keep(t: float, last: Optional[float], rate: float) -> bool:
+    return last is None or rate <= 0 or t - last >= 1.0 / rate - 1e-6
+
+
+def _shrink(img: np.ndarray, max_side: int, cv2) -> np.ndarray:
+    h, w = img.shape[:2]
+    s = max_side / max(h, w)
+    return cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA) if s < 1 else img
+
+
+def _read_video(p: Path, rate: float, max_side: int, cv2):
+    cap = cv2.VideoCapture(str(p))
+    if not cap.isOpened():
+        raise SystemExit(f"cannot open the video {p}")
+    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
+    frames, stamps, last, i = [], [], None, 0
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        t = i / fps if fps > 0 else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        i += 1
+        if _keep(t, last, rate):
+            frames.append(_shrink(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), max_side, cv2))
+            stamps.append(t)
+            last = t
+    cap.release()
+    return frames, stamps
+
+
+def _read_frames(d: Path, fps: Optional[float], rate: float, max_side: int, cv2, where: str):
+    if fps is None:
+        raise SystemExit(f"{where}: a \"frames\" directory needs \"fps\"")
+    files = sorted(f for f in d.iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+    frames, stamps, last = [], [], None
+    for i, f in enumerate(files):
+        t = i / fps
+        if _keep(t, last, rate):
+            img = cv2.imread(str(f))
+            if img is None:
+                raise SystemExit(f"{where}: cannot read {f}")
+            frames.append(_shrink(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), max_side, cv2))
+            stamps.append(t)
+            last = t
+    return frames, stamps
+
+
+def synthetic_clips(split: str, count: int, first_seed: int = 0, kind: str = "standing") -> list[LabelledClip]:
+    """The synthetic world as a labelled source.  ``kind='found'``: the benchmark's 20-frame clips with
+    the target's query (present) and its absent variants (colour / shape / action swapped for one no
+    object has); ``'standing'``: 48-frame streams at 5 fps with the target's query, present while
+    its action runs, windows of 8 frames every 2 (bench/bench_stream.py's standing streams)."""
+    from .synthetic.bench import absent_queries
+    from .synthetic.generator import generate_sample
+
+    out = []
+    for seed in range(first_seed, first_seed + count):
+        if kind == "found":
+            frames, s = generate_sample(seed, split)
+            fps = s["fps"]
+            queries = [LabelledQuery(s["query"], [(s["st_frame"] / fps, s["ed_frame"] / fps)])]
+            queries += [LabelledQuery(q, []) for q in absent_queries(s).values()]
+            out.append(LabelledClip(f"{split}/{seed}", list(frames), [t / fps for t in range(len(frames))], queries,
+                                    standing=False))
+        elif kind == "standing":
+            frames, s = generate_sample(seed, split, num_frames=SYNTHETIC_STREAM)
+            fps = SYNTHETIC_FPS
+            out.append(LabelledClip(f"{split}/{seed}", list(frames), [t / fps for t in range(len(frames))],
+                                    [LabelledQuery(s["query"], [(s["st_frame"] / fps, s["ed_frame"] / fps)])],
+                                    window_s=(SYNTHETIC_WINDOW - 1) / fps, every_s=SYNTHETIC_EVERY / fps,
+                                    found=False))
+        else:
+            raise ValueError(f"synthetic kind {kind!r}: use 'found' or 'standing'")
+    return out
+
+
+# --- measuring (the model passes) ----------------------------------------------------------------------
+
+def window_ends(stamps: Sequence[float], window_s: float, every_s: float) -> list[tuple[int, int]]:
+    """(first, last) frame index of each evaluated window: the newest ``window_s`` seconds, every
+    ``every_s`` seconds of stream once the window is full (as a standing query with ``window`` and
+    ``period`` sees the stream)."""
+    out, last_t = [], None
+    for e, t in enumerate(stamps):
+        if t - stamps[0] < window_s - 1e-6:
+            continue
+        if last_t is not None and t - last_t < every_s - 1e-6:
+            continue
+        first = next(i for i, s in enumerate(stamps) if s >= t - window_s - 1e-6)
+        out.append((first, e))
+        last_t = t
+    return out
+
+
+def measure(existence: Callable[[list, list, str], float], clips: Iterable[LabelledClip], window_s: float,
+            every_s: float, progress: Optional[Callable[[str], None]] = None) -> list[Trace]:
+    """Every query's p_yes on its whole clip (clips that inform ``found``) and on each sliding
+    window (clips that inform the standing thresholds).  ``existence(frames, stamps, text)``: the
+    model's judgment (:meth:`stvg_ros.grounder.Grounder.existence`)."""
+    traces = []
+    for clip in clips:
+        t0 = time.process_time()
+        wins = window_ends(clip.stamps, clip.window_s if clip.window_s is not None else window_s,
+                           clip.every_s if clip.every_s is not None else every_s) if clip.standing else []
+        for q in clip.queries:
+            tr = Trace(clip.name, q.text, bool(q.present), None, spans=len(q.present))
+            if clip.found:
+                tr.clip_p = float(existence(clip.frames, clip.stamps, q.text))
+            for first, last in wins:
+                a, b = clip.stamps[first], clip.stamps[last]
+                span = next((k for k, (s, e) in enumerate(q.present) if a <= e and b >= s), -1)
+                tr.window_p.append(float(existence(clip.frames[first:last + 1], clip.stamps[first:last + 1], q.text)))
+                tr.window_truth.append(span >= 0)
+                tr.window_span.append(span)
+            traces.append(tr)
+        if progress:
+            progress(f"{clip.name}: {len(clip.queries)} queries, {len(wins)} windows, "
+                     f"{time.process_time() - t0:.1f} CPU s")
+    return traces
+
+
+# --- rates and choices (offline, on the traces) --------------------------------------------------------
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of k successes in n (95 % by default); (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def rate(k: int, n: int) -> dict:
+    lo, hi = wilson(k, n)
+    return dict(k=k, n=n, rate=k / n if n else None, ci=[lo, hi])
+
+
+def fmt(r: dict) -> str:
+    return f"{r['k']}/{r['n']} = {100 * r['rate']:.0f} % [{100 * r['ci'][0]:.0f}, {100 * r['ci'][1]:.0f}]" \
+        if r["n"] else "-"
+
+
+def found_rates(traces: Sequence[Trace], threshold: float) -> dict:
+    """Present queries found (p_yes >= threshold) and absent ones rejected, on whole clips."""
+    pres = [t.clip_p for t in traces if t.clip_p is not None and t.present]
+    absn = [t.clip_p for t in traces if t.clip_p is not None and not t.present]
+    return dict(threshold=threshold, found=rate(sum(p >= threshold for p in pres), len(pres)),
+                rejected=rate(sum(p < threshold for p in absn), len(absn)))
+
+
+def choose_found_threshold(traces: Sequence[Trace]) -> Optional[float]:
+    """The threshold (p_yes values seen, to 0.01) maximising the mean of the found and rejected
+    rates (nearest 0.5 on ties); None without both present and absent queries."""
+    r = found_rates(traces, 0.5)
+    if not r["found"]["n"] or not r["rejected"]["n"]:
+        return None
+    cands = sorted({round(t.clip_p, 2) for t in traces if t.clip_p is not None} - {0.0})
+
+    def balanced(th):
+        x = found_rates(traces, th)
+        return 0.5 * x["found"]["rate"] + 0.5 * x["rejected"]["rate"]
+    return max(cands, key=lambda th: (round(balanced(th), 9), -abs(th - 0.5)))
+
+
+def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, confirm: int = 1) -> dict:
+    """The hysteresis replayed on every window trace: appearances found (labelled spans with an
+    ``appeared`` event while the window overlaps them), false appearances (events in windows that
+    overlap none) per stream and as a share of events, disappearances reported."""
+    from .standing import ChangeTracker, StandingRules
+
+    rules = StandingRules(found_on=found_on, found_off=found_off, confirm=confirm)
+    hits = spans = false = events = streams = false_streams = 0
+    lags = []
+    for t in traces:
+        if not t.window_p:
+            continue
+        streams += 1
+        tracker, hit_spans, f = ChangeTracker(rules), set(), 0
+        for i, (p, span) in enumerate(zip(t.window_p, t.window_span)):
+            if tracker.observe(p) and tracker.found:
+                events += 1
+                if span >= 0:
+                    if span not in hit_spans:  # evaluations since the span's first window
+                        lags.append(i - t.window_span.index(span))
+                    hit_spans.add(span)
+                else:
+                    f += 1
+        spans += len({s for s in t.window_span if s >= 0})
+        hits += len(hit_spans)
+        false += f
+        false_streams += f > 0
+    return dict(found_on=found_on, found_off=found_off, confirm=confirm, found=rate(hits, spans),
+                false=false, streams=streams, false_per_stream=false / streams if streams else None,
+                false_streams=rate(false_streams, streams), false_share=rate(false, events),
+                lag=float(np.mean(lags)) if lags else None)
+
+
+def _per_stream(traces: Sequence[Trace], on: float, off: float, confirm: int) -> np.ndarray:
+    """(spans found, false appearances) per stream."""
+    return np.array([[r["found"]["k"], r["false"]] for r in
+                     (standing_rates([t], on, off, confirm) for t in traces if t.window_p)], dtype=float)
+
+
+def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: int = 2000, seed: int = 0) -> dict:
+    """Thresholds ``a`` (on, off, confirm) minus ``b`` on the same streams: appearances found (share of
+    spans) and false appearances per stream, with 95 % bootstrap intervals over streams."""
+    x, y = _per_stream(traces, *a), _per_stream(traces, *b)
+    spans = np.array([len({s for s in t.window_span if s >= 0}) for t in traces if t.window_p], dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(x), size=(resamples, len(x)))
+    d_found = ((x[:, 0] - y[:, 0])[idx].sum(1) / np.maximum(spans[idx].sum(1), 1))
+    d_false = (x[:, 1] - y[:, 1])[idx].mean(1)
+    return dict(found=float((x[:, 0] - y[:, 0]).sum() / max(spans.sum(), 1)),
+                found_ci=[float(v) for v in np.percentile(d_found, [2.5, 97.5])],
+                false_per_stream=float((x[:, 1] - y[:, 1]).mean()),
+                false_ci=[float(v) for v in np.percentile(d_false, [2.5, 97.5])])
+
+
+def standing_grid(traces: Sequence[Trace], ons: Optional[Sequence[float]] = None,
+                  gaps: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2),
+                  confirms: Sequence[int] = (1, 2, 3)) -> list[dict]:
+    if ons is None:
+        ons = [round(float(x), 2) for x in np.arange(0.30, 0.951, 0.01)]
+    return [standing_rates(traces, on, round(max(0.0, on - gap), 2), c) for c in confirms for gap in gaps for on in ons]
+
+
+def choose_standing(grid: Sequence[dict], min_found: float = 0.8, max_false: float = 0.1) -> dict:
+    """The grid point with at most ``max_false`` false appearances per stream that finds the most
+    appearances (at ``min_found`` or above: the fewest false among those, then the widest gap, the
+    fewest confirmations); when no point keeps the false rate, the one with the fewest."""
+    ok = [g for g in grid if g["false_per_stream"] is not None and g["false_per_stream"] <= max_false + 1e-9]
+    if not ok:
+        return min(grid, key=lambda g: (g["false_per_stream"], -(g["found"]["rate"] or 0)))
+    best_found = max(g["found"]["rate"] or 0 for g in ok)
+    if best_found >= min_found:
+        ok = [g for g in ok if (g["found"]["rate"] or 0) >= min_found]
+        return min(ok, key=lambda g: (g["false"], -(g["found"]["rate"] or 0), -(g["found_on"] - g["found_off"]),
+                                      g["confirm"]))
+    return min(ok, key=lambda g: (-(g["found"]["rate"] or 0), g["false"], -(g["found_on"] - g["found_off"]),
+                                  g["confirm"]))
+
+
+def pareto(grid: Sequence[dict]) -> list[dict]:
+    """The trade-off curve: for each count of appearances found, the point with the fewest false."""
+    best: dict[int, dict] = {}
+    for g in grid:
+        k = g["found"]["k"]
+        if k not in best or g["false"] < best[k]["false"]:
+            best[k] = g
+    out, lowest = [], None
+    for k in sorted(best, reverse=True):  # keep only points that no point finding more beats on false
+        if lowest is None or best[k]["false"] < lowest:
+            out.append(best[k])
+            lowest = best[k]["false"]
+    return sorted(out, key=lambda g: g["found"]["k"])
+
+
+# --- the model directory's file ------------------------------------------------------------------------
+
+def write_defaults(model_dir: str | Path, values: dict, record: dict) -> Path:
+    """Merge ``values`` (CALIBRATED_FIELDS) and the calibration ``record`` into the model's
+    grounding_defaults.json, keeping its other fields."""
+    path = Path(model_dir) / MODEL_DEFAULTS_FILE
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.update({k: v for k, v in values.items() if k in CALIBRATED_FIELDS and v is not None})
+    data[RECORD_KEY] = record
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
+
+
+def calibration_problem(model_dir: str | Path | None) -> str:
+    """Why a model's thresholds are not calibrated for it ("" when its grounding_defaults.json holds a
+    calibration record with found_threshold and the standing thresholds)."""
+    if model_dir is None:
+        return ""
+    path = Path(model_dir) / MODEL_DEFAULTS_FILE
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        data = {}
+    missing = [k for k in ("found_threshold", "standing_found_on", "standing_found_off") if k not in data]
+    if isinstance(data.get(RECORD_KEY), dict) and not missing:
+        return ""
+    return (f"thresholds not calibrated for this model ({', '.join(missing) or 'no calibration record'} "
+            f"in {path.name}: generic found_threshold/standing thresholds); run "
+            f"`stvg-calibrate {model_dir} --clips your_clips.json`")
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+def _source(spec: str) -> tuple[str, int, int]:
+    split, _, rest = spec.partition(":")
+    count, _, first = rest.partition("+")
+    if split not in ("train", "val", "test") or not count.isdigit():
+        raise SystemExit(f"--synthetic {spec!r}: use SPLIT:COUNT[+FIRST_SEED], e.g. val:60")
+    return split, int(count), int(first or 0)
+
+
+def _gather(args, grounder, clip_files, synthetic, log) -> list[Trace]:
+    traces = []
+    side = 2 * int(grounder.config.image_size or getattr(grounder.adapter, "input_side", 0) or 336)
+    for f in clip_files or []:
+        traces += measure(grounder.existence, load_clips(f, args.rate, side), args.window_s, args.every_s, log)
+    for spec in synthetic or []:
+        split, count, first = _source(spec)
+        for kind in ("found", "standing"):
+            traces += measure(grounder.existence, synthetic_clips(split, count, first, kind), args.window_s,
+                              args.every_s, log)
+    return traces
+
+
+def _traces_io(path: Optional[str], compute: Callable[[], list[Trace]]) -> list[Trace]:
+    """Load measured traces from ``path`` when it exists, else compute and save them there."""
+    if path and Path(path).is_file():
+        return [Trace(**d) for d in json.loads(Path(path).read_text())]
+    traces = compute()
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps([t.to_dict() for t in traces], separators=(",", ":")))
+    return traces
+
+
+def report(traces: Sequence[Trace], found_threshold: Optional[float], standing: dict) -> str:
+    lines = []
+    if found_threshold is not None:
+        r = found_rates(traces, found_threshold)
+        if r["found"]["n"] or r["rejected"]["n"]:
+            lines.append(f"  found_threshold {found_threshold:g}: present found {fmt(r['found'])}; "
+                         f"absent rejected {fmt(r['rejected'])}")
+    if standing and any(t.window_p for t in traces):
+        s = standing_rates(traces, standing["found_on"], standing["found_off"], standing["confirm"])
+        lines.append(f"  standing {s['found_on']:g}/{s['found_off']:g} confirm {s['confirm']}: appearances found "
+                     f"{fmt(s['found'])}; false appearances {s['false']} on {s['streams']} streams "
+                     f"({s['false_per_stream']:.2f} per stream; streams with one: {fmt(s['false_streams'])}; "
+                     f"share of appearance events: {fmt(s['false_share'])}); mean lag "
+                     + ("-" if s["lag"] is None else f"{s['lag']:.1f}") + " evaluations after a span's first window")
+    return "\n".join(lines) or "  (nothing to report: no labelled queries of that kind)"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="stvg-calibrate", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Choose found_threshold and the standing-query thresholds for MODEL_DIR from labelled clips "
+                    "and write them to its grounding_defaults.json.",
+        epilog=__doc__[__doc__.index("Clip file"):])
+    ap.add_argument("model_dir")
+    ap.add_argument("--clips", nargs="*", default=[], help="clip files (JSON, format below) to choose on")
+    ap.add_argument("--synthetic", nargs="*", default=[], metavar="SPLIT:COUNT[+SEED]",
+                    help="synthetic-world clips to choose on, e.g. val:60 (20-frame clips with absent queries "
+                         "for found_threshold, 48-frame streams for the standing thresholds)")
+    ap.add_argument("--test-clips", nargs="*", default=[], help="held-out clip files: rates reported, not chosen on")
+    ap.add_argument("--test-synthetic", nargs="*", default=[], metavar="SPLIT:COUNT[+SEED]")
+    ap.add_argument("--rate", type=float, default=ServingConfig().window_rate,
+                    help="frames per second kept from clip files (the node's window_rate; 0 = all)")
+    ap.add_argument("--window-s", type=float, default=ServingConfig().window_duration,
+                    help="seconds a standing evaluation looks at (a standing query's window)")
+    ap.add_argument("--every-s", type=float, default=ServingConfig().standing_period,
+                    help="seconds between standing evaluations (its period)")
+    ap.add_argument("--min-found", type=float, default=0.8, help="appearances found wanted (share of spans)")
+    ap.add_argument("--max-false", type=float, default=0.1, help="false appearances allowed per stream")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--traces", default="", help="cache of the measured p_yes (JSON): reused when it exists")
+    ap.add_argument("--test-traces", default="", help="the same for the held-out clips")
+    ap.add_argument("--curve", type=int, default=12, help="rows of the trade-off curve printed (0 = none)")
+    ap.add_argument("--json", default="", help="also write the whole result (grid, curve, rates) here")
+    ap.add_argument("--compare", nargs=3, type=float, metavar=("ON", "OFF", "CONFIRM"),
+                    help="also print the chosen standing thresholds minus these (e.g. the ones the model had), "
+                         "paired on the same streams, with 95 %% bootstrap intervals")
+    ap.add_argument("--dry-run", action="store_true", help="print, do not write grounding_defaults.json")
+    args = ap.parse_args(argv)
+    if not args.clips and not args.synthetic:
+        ap.error("give --clips FILE... and/or --synthetic SPLIT:COUNT")
+    if not (Path(args.model_dir) / "config.json").is_file() and args.model_dir != "default":
+        raise SystemExit(f"no model in {args.model_dir} (no config.json): pass a model directory")
+
+    grounder = None
+
+    def load():
+        nonlocal grounder
+        if grounder is None:
+            import torch
+
+            from .config import GroundingConfig
+            from .default_model import choose_model
+            from .grounder import Grounder
+
+            torch.set_num_threads(args.threads)
+            grounder = Grounder.from_pretrained(choose_model(args.model_dir).directory, device=args.device,
+                                                config=GroundingConfig(device=args.device))
+        return grounder
+
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    traces = _traces_io(args.traces, lambda: _gather(args, load(), args.clips, args.synthetic, log))
+    held = _traces_io(args.test_traces, lambda: _gather(args, load(), args.test_clips, args.test_synthetic, log)) \
+        if args.test_clips or args.test_synthetic else []
+
+    found_threshold = choose_found_threshold(traces)
+    grid = standing_grid(traces) if any(t.window_p for t in traces) else []
+    if not grid:
+        print(f"note: no standing windows (every clip is shorter than --window-s {args.window_s:g} s): the standing "
+              "thresholds are not chosen; pass the window your standing queries use, e.g. --window-s 4")
+    if found_threshold is None:
+        print("note: found_threshold needs present and absent queries (\"present\": [] for an absent one): not chosen")
+    standing = choose_standing(grid, args.min_found, args.max_false) if grid else {}
+    print(f"\nchosen on {len(traces)} labelled queries:")
+    print(report(traces, found_threshold, standing))
+    if held:
+        print(f"held out ({len(held)} labelled queries):")
+        print(report(held, found_threshold, standing))
+    if args.compare and standing:
+        other = (args.compare[0], args.compare[1], int(args.compare[2]))
+        for name, trs in (("chosen on", traces), ("held out", held)):
+            if any(t.window_p for t in trs):
+                d = paired_difference(trs, (standing["found_on"], standing["found_off"], standing["confirm"]), other)
+                print(f"{name}: chosen minus {other[0]:g}/{other[1]:g} confirm {other[2]}: appearances found "
+                      f"{100 * d['found']:+.1f} points [{100 * d['found_ci'][0]:+.1f}, {100 * d['found_ci'][1]:+.1f}], "
+                      f"false per stream {d['false_per_stream']:+.2f} [{d['false_ci'][0]:+.2f}, {d['false_ci'][1]:+.2f}]")
+    curve = pareto(grid) if grid else []
+    if curve and args.curve:
+        print("\ntrade-off curve (chosen-on clips; for each count found, the thresholds with the fewest false"
+              + ("; held-out rates beside" if held and any(t.window_p for t in held) else "") + "):")
+        step = max(1, len(curve) // args.curve)
+        for g in curve[::-1][::step]:
+            line = (f"  on {g['found_on']:.2f} off {g['found_off']:.2f} confirm {g['confirm']}: found "
+                    f"{fmt(g['found'])}, false {g['false']} ({g['false_per_stream']:.2f}/stream)")
+            if held and any(t.window_p for t in held):
+                h = standing_rates(held, g["found_on"], g["found_off"], g["confirm"])
+                line += f" | held out: found {fmt(h['found'])}, false {h['false']} ({h['false_per_stream']:.2f}/stream)"
+            print(line)
+    values = dict(found_threshold=found_threshold)
+    if standing:
+        values.update(standing_found_on=standing["found_on"], standing_found_off=standing["found_off"],
+                      standing_confirm=standing["confirm"])
+    ok = standing and (standing["found"]["rate"] or 0) >= args.min_found and \
+        standing["false_per_stream"] <= args.max_false + 1e-9
+    if standing and not ok:
+        print(f"\nnote: no thresholds reach {args.min_found:.0%} found with <= {args.max_false:g} false per stream "
+              "on these clips; chosen: the most found within the false limit (or the fewest false)")
+    record = dict(command="stvg-calibrate " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+                  date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  chosen_on=dict(queries=len(traces), clips=args.clips, synthetic=args.synthetic),
+                  criteria=dict(found_threshold="max of (present found + absent rejected) / 2",
+                                standing=f"max appearances found with <= {args.max_false:g} false per stream "
+                                         f"(target {args.min_found:.0%} found)"),
+                  rates=dict(found=found_rates(traces, found_threshold) if found_threshold is not None else None,
+                             standing=standing or None))
+    if held:
+        record["held_out"] = dict(queries=len(held), clips=args.test_clips, synthetic=args.test_synthetic,
+                                  found=found_rates(held, found_threshold) if found_threshold is not None else None,
+                                  standing=standing_rates(held, standing["found_on"], standing["found_off"],
+                                                          standing["confirm"]) if standing else None)
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(values=values, record=record, grid=grid, curve=curve), indent=1))
+    if args.dry_run:
+        print("\n(dry run) would write:", json.dumps(values))
+        return 0
+    if args.model_dir == "default":
+        raise SystemExit("pass the model directory itself to write its grounding_defaults.json")
+    path = write_defaults(args.model_dir, values, record)
+    print(f"\nwrote {', '.join(f'{k}={v}' for k, v in values.items() if v is not None)} to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
