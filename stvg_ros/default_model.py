@@ -35,13 +35,13 @@ DEFAULT_MODEL_ENV = "STVG_ROS_DEFAULT_MODEL"
 MEANINGLESS_WARNING = (
     "No trained model is installed: using a tiny RANDOM model, so the tube's boxes and span are "
     "MEANINGLESS (the pipeline runs end to end, nothing more). Set model_path to a real model "
-    "directory (see README, 'Pointing at a real model').")
+    "directory (see README, 'Real models, GPUs and HD cameras').")
 
 SYNTHETIC_NOTE = (
     "Default model: the small synthetic-world model (models/stvg-synth-qwen). It was trained only on the "
     "package's synthetic world (6 colours, 4 shapes, 2 sizes, 7 actions on 112 px clips); its answers about "
     "anything else (real camera images, other words) are meaningless. Set model_path to a real model "
-    "directory for real scenes (see README, 'Pointing at a real model').")
+    "directory for real scenes (see README, 'Real models, GPUs and HD cameras').")
 
 
 class ModelChoice(NamedTuple):

@@ -195,7 +195,7 @@ def test_action_questions_on_a_window_need_the_action_inside_it():
 
 
 def test_readme_generator_command_prints_no_runtime_warning(tmp_path):
-    """``python -m stvg_ros.synthetic.generator`` (README) without runpy's 'found in sys.modules' warning."""
+    """``python -m stvg_ros.synthetic.generator`` (docs/synthetic.md) without runpy's 'found in sys.modules' warning."""
     import os
     import subprocess
     import sys

@@ -1,7 +1,7 @@
 """The node's health as messages: ``Status`` from the service's counters, and its /diagnostics entry,
 published by :class:`Monitor` on wall time in every lifecycle state.
 
-/diagnostics levels (README "Topics" says the same):
+/diagnostics levels (docs/ros-interface.md "Topics" says the same):
 
 * ERROR: the last configure failed (the message gives the reason and the fix); the node is unconfigured.
 * WARN: not active (unconfigured or inactive), a meaningless default model (random or synthetic-world),

@@ -14,7 +14,7 @@ __all__ = ["generate_sample", "write_split"]
 
 def __getattr__(name: str):
     """``generate_sample``/``write_split`` from ``generator``, imported on first use: importing it here
-    would make ``python -m stvg_ros.synthetic.generator`` (README's command) warn that the module was
+    would make ``python -m stvg_ros.synthetic.generator`` (docs/synthetic.md's command) warn that the module was
     already in sys.modules (runpy's RuntimeWarning)."""
     if name in __all__:
         from . import generator
