@@ -109,15 +109,7 @@ def run_config(name: str, cfg: dict, bag: Path, frames: int, workdir: Path) -> d
         statuses = client.collect(Status, f"{ns}/status", 10)
         H.wait_for(lambda: statuses and statuses[-1].state == "active", 180, "the node to become active", node)
         player = run_player(bag, f"{ns}/image", cfg["player_env"])
-        last, stable_since, end = None, time.monotonic(), time.monotonic() + 15.0
-        while time.monotonic() < end:  # the count settles once the last frames are through the executor
-            cur = statuses[-1].frames_received
-            if cur != last:
-                last, stable_since = cur, time.monotonic()
-            elif time.monotonic() - stable_since > 1.5:
-                break
-            time.sleep(0.1)
-        st = statuses[-1]
+        st = H.last_settled(statuses)
     finally:
         if client is not None:
             client.close()

@@ -167,17 +167,7 @@ def run_config(name: str, cfg: dict, seconds: float, width: int, height: int, ra
         if pub.returncode != 0 or not lines:
             raise RuntimeError(f"publisher failed ({pub.returncode}): {pub.stdout[-2000:]}{pub.stderr[-2000:]}")
         sent = json.loads(lines[-1])
-        # The count settles once the last frames are through the node's executor.
-        last, stable_since = None, time.monotonic()
-        end = time.monotonic() + 15.0
-        while time.monotonic() < end:
-            cur = statuses[-1].frames_received if statuses else None
-            if cur != last:
-                last, stable_since = cur, time.monotonic()
-            elif time.monotonic() - stable_since > 1.5:
-                break
-            time.sleep(0.1)
-        st = statuses[-1]
+        st = H.last_settled(statuses)
     finally:
         if client is not None:
             client.close()

@@ -181,6 +181,20 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, node: O
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{extra}")
 
 
+def last_settled(status: list, timeout: float = 15.0, quiet: float = 1.5):
+    """The newest collected ``Status`` once ``frames_received`` has not changed for ``quiet`` s (the last frames
+    are through the node's executor), or after ``timeout`` s; None when no status came."""
+    last, stable_since, end = None, time.monotonic(), time.monotonic() + timeout
+    while time.monotonic() < end:
+        cur = status[-1].frames_received if status else None
+        if cur != last:
+            last, stable_since = cur, time.monotonic()
+        elif time.monotonic() - stable_since > quiet:
+            break
+        time.sleep(0.1)
+    return status[-1] if status else None
+
+
 def wait_ready(status: list, publishers, node: NodeProcess, active_timeout: float = 120.0,
                what: str = "the node's subscriptions") -> None:
     """Wait until the node reports ``active`` on ``status`` and subscribes to each of ``publishers``."""
