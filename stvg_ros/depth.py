@@ -182,6 +182,10 @@ def transform_point(translation: Sequence[float], rotation_xyzw: Sequence[float]
     return r @ np.asarray(point, float) + np.asarray(translation, float)
 
 
+#: the reason a box has no position while no usable CameraInfo has come
+NO_CALIBRATION = "no valid CameraInfo for the colour camera"
+
+
 class DepthBuffer:
     """Depth images by stamp (nanoseconds) with the intrinsics current at each, bounded; the nearest within
     ``tolerance_ns`` answers a box's stamp.  Thread-safe: the node's callbacks add, the worker looks up.
@@ -204,13 +208,16 @@ class DepthBuffer:
         self._kept: OrderedDict[int, tuple[int, np.ndarray, Optional[Intrinsics]]] = OrderedDict()
         self._pending: OrderedDict[int, None] = OrderedDict()  # colour stamps still waiting for their depth
         self.intrinsics: Optional[Intrinsics] = None
+        self.calibration_problem = NO_CALIBRATION  # why there are no intrinsics ("" when there are)
         self.received = self.stale = self.unmatched = 0
         self._lock = threading.Lock()
 
-    def set_intrinsics(self, intrinsics: Optional[Intrinsics]) -> None:
-        """The colour camera's calibration from now on (None: none or invalid)."""
+    def set_intrinsics(self, intrinsics: Optional[Intrinsics], problem: str = "") -> None:
+        """The colour camera's calibration from now on; None with the ``problem`` (the reason boxes get) when
+        there is none or it is unusable."""
         with self._lock:
             self.intrinsics = intrinsics
+            self.calibration_problem = "" if intrinsics is not None else (problem or NO_CALIBRATION)
 
     def add(self, stamp_ns: int, depth: np.ndarray) -> bool:
         """One decoded depth image (metres); False (counted ``stale``) for a stamp not newer than the newest."""
@@ -289,7 +296,7 @@ class DepthBuffer:
                 depth, intr = self._recent[near]
             intr = intr or self.intrinsics  # depth that came before the first CameraInfo uses the current one
             if intr is None:
-                return None, None, "no valid CameraInfo for the colour camera"
+                return None, None, self.calibration_problem
             return depth, intr, ""
 
     def locate(self, stamp_ns: int, box: Box, image_size: Optional[tuple[int, int]] = None, **kwargs) -> Position3D:

@@ -38,8 +38,8 @@ class DepthInput:
         self.buffer = DepthBuffer(recent=RECENT_DEPTH_FRAMES, kept=settings.serving.window_max_frames,
                                   tolerance_ns=int(settings.depth_tolerance * 1e9))
         self.rejected = 0
-        self.info_state = "no CameraInfo received" if self.info_topic else \
-            "camera_info_topic is not set: set it to the colour camera's CameraInfo topic"
+        self.buffer.set_intrinsics(None, "no CameraInfo received" if self.info_topic else
+                                   "camera_info_topic is not set: set it to the colour camera's CameraInfo topic")
         self._tf = self._tf_buffer() if self.target_frame else None
         self.pubs = {"target_pose": publish_to(node, PointStamped, "target_pose", 10, warn, lifecycle=True),
                      "target_markers": publish_to(node, MarkerArray, "target_markers", 10, warn, lifecycle=True)}
@@ -80,13 +80,11 @@ class DepthInput:
 
     def _on_info(self, msg) -> None:
         try:
-            intr = Intrinsics.from_k(msg.k, msg.width, msg.height, msg.header.frame_id)
-            state = ""
+            intr, problem = Intrinsics.from_k(msg.k, msg.width, msg.height, msg.header.frame_id), ""
         except CalibrationError as e:
-            intr, state = None, f"CameraInfo on {self.node.resolve_topic_name(self.info_topic)} unusable: {e}"
-            self.warn(state, "camera_info")
-        self.info_state = state
-        self.buffer.set_intrinsics(intr)
+            intr, problem = None, f"CameraInfo on {self.node.resolve_topic_name(self.info_topic)} unusable: {e}"
+            self.warn(problem, "camera_info")
+        self.buffer.set_intrinsics(intr, problem)
 
     def keep(self, stamp_ns: int) -> None:
         """The window kept the colour frame at ``stamp_ns``: keep its depth for later tubes."""
@@ -99,8 +97,6 @@ class DepthInput:
         for b in tube.boxes:
             corners = from_centre_size(b.center_x, b.center_y, b.size_x, b.size_y)
             pos = self.buffer.locate(stamp_to_ns(b.stamp), corners)
-            if not pos.valid and pos.reason == "no valid CameraInfo for the colour camera" and self.info_state:
-                pos = Position3D.invalid(self.info_state, pos.frame_id)
             if pos.valid and self._tf is not None:
                 pos = self._transform(pos, b.stamp)
             frame = frame or (pos.frame_id if pos.valid else "")
@@ -136,7 +132,7 @@ class DepthInput:
         b = self.buffer
         status.depth_received, status.depth_rejected = b.received + self.rejected, self.rejected
         status.depth_stale, status.depth_unmatched = b.stale, b.unmatched
-        status.depth_problem = self.info_state or ("" if b.received else
+        status.depth_problem = b.calibration_problem or ("" if b.received else
                                                    f"no depth image on {self.node.resolve_topic_name(self.depth_topic)}")
 
 
