@@ -175,6 +175,21 @@ class BagPlayer:
             if not self.loop or self._stop.is_set():
                 return self.published
 
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait, at most ``timeout`` s in all, until reliable subscribers have acknowledged what was published:
+        a player that exits right after its last message would otherwise lose what is still in flight."""
+        from rclpy.duration import Duration
+
+        end = time.monotonic() + timeout
+        for pub in self.publishers.values():
+            wait, left = getattr(pub, "wait_for_all_acked", None), end - time.monotonic()
+            if wait is None or left <= 0:
+                continue
+            try:
+                wait(Duration(nanoseconds=int(left * 1e9)))
+            except Exception:  # noqa: BLE001 - a publisher whose rmw cannot tell: nothing to wait for
+                pass
+
     def _sleep_until(self, wall_deadline: float, bag_t0: int, wall_t0: float) -> None:
         while not self._stop.is_set():
             now = time.monotonic()
@@ -379,6 +394,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 f"subscribing node first, raise --wait-timeout, or choose the topics with --wait-for / --topics)")
         if not interrupted:
             player.play()
+            player.flush()
         stopped = f"stopped by {interrupted[0]}; " if interrupted else ""
         log.info(f"{stopped}{player.summary()} from {a.bag}")
     except (ValueError, FileNotFoundError) as e:
