@@ -10,11 +10,83 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ConfigError(ValueError):
     """A configuration value a user set is invalid; the message says how to fix it."""
+
+
+def knob(default: Any, *, choices: tuple = (), live: bool | None = None, top: bool = False) -> Any:
+    """A config field with its facts, declared once beside it (its doc is the string literal after it):
+    ``choices`` (the values allowed; checked by ``validate``, listed by the node's parameters, the
+    generated ``config/stvg.yaml`` and the CLIs), ``live`` (a running node applies a change at once;
+    default: the class's ``LIVE_BY_DEFAULT``) and ``top`` (one of the few knobs a user turns: a plain node
+    parameter; the rest are ``grounding.*`` / ``serving.*`` / ``proposals.*``, :mod:`stvg_ros.presets`)."""
+    meta = {"choices": tuple(choices), "top": top, **({} if live is None else {"live": live})}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def knob_choices(cls, name: str) -> tuple:
+    """The values ``cls``'s field ``name`` allows (() = any of its type)."""
+    return next(f.metadata.get("choices", ()) for f in fields(cls) if f.name == name)
+
+
+def knob_live(cls, name: str) -> bool:
+    """Whether a running node applies a change of ``cls``'s field ``name`` at once."""
+    f = next(f for f in fields(cls) if f.name == name)
+    return f.metadata.get("live", getattr(cls, "LIVE_BY_DEFAULT", True))
+
+
+def knob_top(cls, name: str) -> bool:
+    """Whether ``cls``'s field ``name`` is one of the few top-level knobs."""
+    return next(f.metadata.get("top", False) for f in fields(cls) if f.name == name)
+
+
+def knob_doc(cls, name: str) -> str:
+    """The one-paragraph doc of ``cls``'s field ``name``: the string literal right after it."""
+    return _attribute_docs(cls).get(name, "")
+
+
+def _attribute_docs(cls) -> dict[str, str]:
+    import ast
+    import inspect
+
+    cached = cls.__dict__.get("_knob_docs")
+    if cached is not None:
+        return cached
+    docs: dict[str, str] = {}
+    try:
+        body = ast.parse(inspect.getsource(cls).lstrip()).body[0].body  # type: ignore[attr-defined]
+    except (OSError, TypeError, SyntaxError):
+        body = []
+    for stmt, nxt in zip(body, body[1:] + [None]):
+        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(getattr(nxt, "value", None), ast.Constant) and isinstance(nxt.value.value, str):
+            docs[stmt.target.id] = " ".join(nxt.value.value.split())
+    cls._knob_docs = docs
+    return docs
+
+
+def _check_choices(config, bad) -> None:
+    """Raise ``bad(name, value, fix)`` for the first field whose value is not one of its declared choices."""
+    for f in fields(config):
+        allowed = f.metadata.get("choices")
+        if allowed and getattr(config, f.name) not in allowed:
+            raise bad(f.name, getattr(config, f.name), f"choose one of {', '.join(allowed)}")
+
+
+def _replace(config, changes: dict[str, Any]):
+    """``dataclasses.replace`` that keeps where a resolved config's values came from (``_sources``,
+    :func:`stvg_ros.presets.resolve`): the changed fields are the caller's."""
+    new = dataclasses.replace(config, **changes)
+    sources = getattr(config, "_sources", None)
+    if sources is not None:
+        new._sources = {**sources, **{k: "user" for k in changes}}
+        new._with_model = getattr(config, "_with_model", False)
+    return new
 
 
 def _coerce(cls, values: dict[str, Any], error: type[ConfigError], prefix: str = "") -> dict[str, Any]:
@@ -60,46 +132,47 @@ def _coerce(cls, values: dict[str, Any], error: type[ConfigError], prefix: str =
 @dataclass
 class GroundingConfig:
     # --- clip -----------------------------------------------------------------------------
-    num_frames: int = 20
+    num_frames: int = knob(20, top=True)
     """Frames sampled uniformly from the clip given to ``ground`` (paper: 20)."""
-    image_size: int = 0
+    image_size: int = knob(0, live=False)
     """Per-frame input resolution in pixels; 0 = the model family's default (LLaVA: the vision tower's
     input, 336 for NeXT-Video and 384 for OneVision; Qwen: an area of 224², aspect kept)."""
-    frame_resize: str = "fixed"
+    frame_resize: str = knob("fixed", choices=("fixed", "processor", "fine"))
     """'fixed': frames resized to ``image_size`` as above; 'processor': to the size the model's own
     processor would pick (Qwen: smart_resize within its min/max pixels, 640x480 → 644x476, 6x more
     tokens than 224); 'fine': a token grid fine enough for a person on a real frame at any camera resolution
     (Qwen: about 560² pixels, 23x17 tokens at 4:3, 3,910 visual tokens per 20 frames against 630 at 224; box
     IoU on the real clips in bench/README.md); LLaVA towers take one square size either way."""
-    visual_tokens: str = "model"
+    visual_tokens: str = knob("model", choices=("model", "paper"))
     """'model': visual tokens as transformers computes them (LLaVA-NeXT-Video 144 per frame,
     LLaVA-OneVision 196 per frame + 1 newline); 'paper': the official code's pooling (both 36 per frame,
     6x6; OneVision keeps its newline).  Qwen: the same either way.  See docs/evaluation.md for the cost."""
 
     # --- attention and grounding tokens ------------------------------------------------------
-    layers: list[int] = field(default_factory=list)
+    layers: list[int] = knob([], live=False)
     """Decoder layers [first, last) whose attention is averaged, as a Python slice of the model's layers
     (negative = counted from the end); empty = all (paper). Official code: [-26, -6] (layers 6-25 of a
     32-layer model, 2-21 of a 28-layer one)."""
-    grounding_token: str = "auto"
+    grounding_token: str = knob("auto", choices=("auto", "fixed", "mean"))
     """'auto': per sample the candidate with the highest visual activation (paper's GTI);
     'fixed': the token at ``grounding_token_offset`` (official code); 'mean': average of all
     candidates (the paper's no-GTI baseline)."""
     grounding_token_offset: int = 0
     """With grounding_token='fixed': offset from the prompt's end (-1 = last); 0 = the adapter's default."""
     question_template: str = "Is there {query} in this video?"
-    query_format: str = "article"
+    """Question asked about the clip; {query} is replaced by the query (paper's template)."""
+    query_format: str = knob("article", choices=("article", "lower", "words"))
     """How the query is written into ``{query}`` (trailing period and extra spaces dropped in every case):
     'article': a leading article lower-cased; 'lower': the whole sentence lower-cased (the official
     HC-STVG loader); 'words': lower-cased words with punctuation dropped (the official VidSTG loader)."""
-    sub_query_format: str = "query"
+    sub_query_format: str = knob("query", choices=("query", "keep", "article", "lower", "words"))
     """How DSTH's sub-queries are written into ``{query}``: 'query' = as ``query_format``; 'keep': as given
     (trailing period and extra spaces dropped; the official code, whose loaders format only the full
     sentence); or one of ``query_format``'s values.  A half equal to the full query is always written as it."""
     caption_prompt: str = "Describe this video in details."
     """The caption prompt whose attention divides the question's (paper; official code:
     'please describe this video')."""
-    prompt_style: str = "template"
+    prompt_style: str = knob("template", choices=("template", "official"))
     """'template': prompts in the model's own chat template; 'official': the official code's conversation
     (LLaVA-NeXT-Video: the vicuna_v1 system prompt; LLaVA-OneVision: qwen_1_5's; Qwen: its own template)."""
     answer_tokens: str = "auto"
@@ -120,23 +193,26 @@ class GroundingConfig:
     # --- DSTH -------------------------------------------------------------------------------
     use_dsth: bool = True
     """Decompose the query into attribute (spatial) and action (temporal) sub-queries."""
-    decomposer: str = "model"
+    decomposer: str = knob("model", choices=("model", "rules"), live=False)
     """'model': ask the loaded MLLM (few-shot, text only) with rule fallback; 'rules': rules only."""
-    decompose_max_new_tokens: int = 48
+    decompose_max_new_tokens: int = knob(48, live=False)
+    """Most tokens the model may generate when decomposing a query (DSTH)."""
 
-    inference_query: str = "full"
+    inference_query: str = knob("full", choices=("full", "sub"))
     """What the spatial and temporal grounding prompts ask: 'full' = the whole query with V_s / V_t
     (paper); 'sub' = the attribute sub-query (spatial, TAS) and the action sub-query (temporal), as the
     official code does.  Without DSTH both are the full query."""
 
     # --- LRA --------------------------------------------------------------------------------
-    use_lra: bool = True
-    lra_loss: str = "paper"
+    use_lra: bool = knob(True, top=True)
+    """Optimise the latent visual prompts V_s and V_t (logit-guided re-attention) before attending."""
+    lra_loss: str = knob("paper", choices=("paper", "official"))
     """'paper': -exp(p_yes - p_no), p the softmax over the yes/no logits, plain gradient steps;
     'official': 1 - (margin_sub - margin_caption), margin = logit_yes - logit_no, with the EMA below."""
     lra_steps: int = 1
     """Gradient steps per latent prompt (paper: 1; official code: 2)."""
     lra_lr: float = 8.0
+    """Learning rate of the latent prompts' gradient steps (paper: 8.0)."""
     lra_beta: float = 0.5
     """EMA factor of the official update (V = beta*V_new + (1-beta)*V_prev); unused by 'paper'."""
 
@@ -145,14 +221,14 @@ class GroundingConfig:
     """Assemble the spatial relevance of the original and the time-reversed clip."""
 
     # --- time span --------------------------------------------------------------------------
-    span_rule: str = "topk"
+    span_rule: str = knob("topk", choices=("topk", "grow"))
     """'topk': the paper's top-K frames, made contiguous as the K-frame window with the largest total
     score; 'grow': the official code's run grown from the peak towards the higher neighbour."""
     span_topk_fraction: float = 0.35
     """K as a fraction of the frames, rounded half up (paper: 7 of 20)."""
     span_grow_fraction: float = 0.55
     """Maximum run length as a fraction of the frames (official code: 11 of 20)."""
-    tube_frames: str = "refine"
+    tube_frames: str = knob("refine", choices=("sampled", "all", "refine"))
     """When ground() is given more frames than num_frames (a live window at camera rate): 'sampled' =
     span ends and boxes on the sampled frames only (the paper's); 'all' = a box on every given frame of
     the span; 'refine' = 'all', and the span is chosen on the temporal scores of the sampled frames and
@@ -160,9 +236,9 @@ class GroundingConfig:
     them, so its ends move in half steps (docs/synthetic.md, "Long windows")."""
 
     # --- existence and proposal-free boxes ---------------------------------------------------
-    found_threshold: float = 0.5
+    found_threshold: float = knob(0.5, top=True)
     """p(yes) / (p(yes) + p(no)) above which the target is judged present."""
-    track_score: str = "max"
+    track_score: str = knob("max", choices=("max", "cells"))
     """How a track is scored on the spatial map: 'max' = the maximum of the map upsampled to the frame inside
     its boxes over all sampled frames (the paper's "max inside its mask"); 'cells' = the official code's: the
     token-grid map times each box's mask resized bilinearly to the grid (cells weighted by how much of their
@@ -170,7 +246,7 @@ class GroundingConfig:
     box_threshold: float = 0.5
     """Proposal-free boxes: cells whose relevance is above ``seed - box_threshold * (seed - min)`` of their
     frame and connect to a seed (a relevance peak) form the seed region the segmentation starts from."""
-    box_method: str = "auto"
+    box_method: str = knob("auto", choices=("auto", "grabcut", "flood", "cells"))
     """Proposal-free boxes: how a seed region becomes an object box. 'auto': region growing on colour when
     it finds one clean region (on token grids of >= 12 cells, with the object's touching parts), else GrabCut;
     'grabcut'; 'flood' (region growing only); 'cells': the seed's token cells themselves (no segmentation, the
@@ -189,9 +265,9 @@ class GroundingConfig:
     """Apply the model directory's grounding_defaults.json to the fields left at their defaults here."""
 
     # --- runtime ----------------------------------------------------------------------------
-    device: str = "auto"
+    device: str = knob("auto", top=True, live=False)
     """'auto' (cuda when available), 'cuda', 'cuda:N' or 'cpu'."""
-    dtype: str = "auto"
+    dtype: str = knob("auto", choices=("auto", "float32", "bfloat16", "float16"), live=False)
     """'auto' (bfloat16 on GPU, float32 on CPU), 'float32', 'bfloat16' or 'float16'."""
     keep_relevance: bool = False
     """Keep the relevance maps in the result (for rendering and reports)."""
@@ -234,25 +310,7 @@ class GroundingConfig:
         if answer not in ("auto", "official") and (answer.count(",") != 1 or not all(
                 p.strip() for p in answer.split(","))):
             raise bad("answer_tokens", answer, "use auto, official or two vocabulary pieces 'YES,NO'")
-        choices = {
-            "grounding_token": ("auto", "fixed", "mean"),
-            "decomposer": ("model", "rules"),
-            "lra_loss": ("paper", "official"),
-            "span_rule": ("topk", "grow"),
-            "tube_frames": ("sampled", "all", "refine"),
-            "inference_query": ("full", "sub"),
-            "visual_tokens": ("model", "paper"),
-            "prompt_style": ("template", "official"),
-            "frame_resize": ("fixed", "processor", "fine"),
-            "query_format": ("article", "lower", "words"),
-            "sub_query_format": ("query", "keep", "article", "lower", "words"),
-            "track_score": ("max", "cells"),
-            "box_method": ("auto", "grabcut", "flood", "cells"),
-            "dtype": ("auto", "float32", "bfloat16", "float16"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise bad(name, getattr(self, name), f"choose one of {', '.join(allowed)}")
+        _check_choices(self, bad)
         if "{query}" not in self.question_template:
             raise bad("question_template", self.question_template, "it must contain the placeholder {query}")
         try:
@@ -321,7 +379,7 @@ class GroundingConfig:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "GroundingConfig":
-        return dataclasses.replace(self, **changes)
+        return _replace(self, changes)
 
 
 # ==============================================================================================
@@ -332,13 +390,13 @@ class GroundingConfig:
 
 @dataclass
 class ServingConfig:
-    window_duration: float = 10.0
+    window_duration: float = knob(10.0, top=True)
     """Seconds of stream kept in the sliding window."""
     window_max_frames: int = 300
     """Most frames kept in the window (memory bound: this many frames at the ingest size; 300 holds
     10 s of a 30 Hz camera). More frames within window_duration are thinned evenly in time (older
     history first), so the window keeps its span."""
-    window_rate: float = 0.0
+    window_rate: float = knob(0.0, top=True)
     """Frames per second kept after decimation (0 = keep every frame: the grounder then samples
     from a query's frames what core mode samples from the same stream; any decimation shifts that
     sample and costs accuracy, see docs/evaluation.md)."""
@@ -426,7 +484,7 @@ class ServingConfig:
         return cls(**_coerce(cls, {k: v for k, v in values.items() if k in names}, ConfigError))
 
     def replace(self, **changes: Any) -> "ServingConfig":
-        return dataclasses.replace(self, **changes)
+        return _replace(self, changes)
 
 
 # ==============================================================================================
@@ -483,6 +541,8 @@ def apply_model_serving_defaults(config: ServingConfig, defaults: dict[str, Any]
     """``config`` with a model's calibrated standing hysteresis applied under it: as a whole (on, off and
     confirm were chosen together), and only when ``config`` leaves all three at ServingConfig's defaults."""
     base = ServingConfig()
+    if getattr(config, "_with_model", False):  # resolved with its model layer (stvg_ros.presets.resolve)
+        return config, {}
     if any(getattr(config, k) != getattr(base, k) for k in MODEL_SERVING_FIELDS):
         return config, {}
     applied = {k: v for k, v in defaults.items() if getattr(config, k) != v}
@@ -515,32 +575,26 @@ def apply_model_defaults(config: GroundingConfig, defaults: dict[str, Any]) -> t
 # ``proposals_<field>`` parameters; YAML files may hold them under a ``proposals:`` key.
 # ==============================================================================================
 
-DETECTOR_TYPES = ("auto", "grounding_dino", "owlv2")
-TRACKERS = ("bytetrack", "iou")
-PROPAGATIONS = ("interpolate", "hold")
-#: where the live stage's tracks come from: a transformers detector, moving blobs, OpenCV's HOG people detector
-PROPOSAL_SOURCES = ("detector", "motion", "hog")
-MOTION_METHODS = ("mog2", "knn")
-
-
 class ProposalConfigError(ConfigError):
     """A proposal-stage option is invalid; the message says how to fix it."""
 
 
 @dataclass
 class ProposalConfig:
-    enabled: bool = False
+    LIVE_BY_DEFAULT: ClassVar[bool] = False  # they choose and load the detector: applied at configure
+
+    enabled: bool = knob(False, top=True)
     """Run the live stage in the node (off: external detections or the proposal-free path)."""
-    source: str = "detector"
+    source: str = knob("detector", choices=("detector", "motion", "hog"), top=True)
     """What makes the live stage's tracks: 'detector' (the zero-shot detector at ``detector_path``),
     'motion' (moving blobs of a still camera: background subtraction + tracker; any subject; no weights)
     or 'hog' (OpenCV's HOG people detector, only for person subjects; no weights; needs OpenCV's
     contrib build)."""
-    detector_path: str = ""
+    detector_path: str = knob("", top=True)
     """Local directory of a transformers zero-shot detector (Grounding DINO, MM-Grounding-DINO, OWLv2)."""
-    detector_type: str = "auto"
+    detector_type: str = knob("auto", choices=("auto", "grounding_dino", "owlv2"))
     """'auto' (from the directory's config.json), 'grounding_dino' (also MM-Grounding-DINO) or 'owlv2'."""
-    box_threshold: float = 0.4
+    box_threshold: float = knob(0.4, top=True)
     """Minimum box score (paper: 0.4); ByteTrack's high threshold."""
     text_threshold: float = 0.4
     """Grounding DINO: minimum score of the phrase's own tokens (paper: 0.4); unused by OWLv2."""
@@ -555,7 +609,7 @@ class ProposalConfig:
     every 10th frame of 30 fps video); 0 = every ``detect_every``-th frame given."""
     batch_size: int = 4
     """Keyframes per detector forward pass when catching up (offline, new phrases)."""
-    tracker: str = "bytetrack"
+    tracker: str = knob("bytetrack", choices=("bytetrack", "iou"))
     """'bytetrack' (two-stage association with constant-velocity prediction) or 'iou' (one stage)."""
     match_iou: float = 0.3
     """Minimum IoU between a track's predicted box and a detection to link them."""
@@ -568,7 +622,7 @@ class ProposalConfig:
     """A lost track stays matchable this many keyframes (if more than ``max_lost``): one who was hidden
     or missed gets their track back when the motion gate (widening with the time lost) and, with frames,
     the colours agree."""
-    propagation: str = "interpolate"
+    propagation: str = knob("interpolate", choices=("interpolate", "hold"))
     """Boxes between keyframes: 'interpolate' linearly or 'hold' the last detection."""
     hold_keyframes: float = 1.0
     """Before its first / after its last detection a track keeps its box for this many keyframe periods."""
@@ -586,11 +640,11 @@ class ProposalConfig:
     """Live: how long a query waits for the background worker to reach its newest frame."""
     device: str = "auto"
     """'auto' (cuda when available), 'cuda', 'cuda:N' or 'cpu'."""
-    dtype: str = "auto"
+    dtype: str = knob("auto", choices=("auto", "float32", "bfloat16", "float16"))
     """'auto' (float32: Grounding DINO loses boxes in half precision), 'float32', 'bfloat16' or 'float16'."""
     synonyms: dict = field(default_factory=dict)
     """Extra head noun → detector class entries (added to the built-in map, e.g. {'guy': 'person'})."""
-    motion_method: str = "mog2"
+    motion_method: str = knob("mog2", choices=("mog2", "knn"))
     """source=motion: OpenCV background subtractor, 'mog2' (Gaussian mixture) or 'knn'."""
     motion_history: int = 100
     """source=motion: frames the background model remembers (an object still for about this long fades in)."""
@@ -608,7 +662,7 @@ class ProposalConfig:
     """source=motion: an object at least this many times as wide as tall (a standing person: ~0.4) is split
     where its mask thins out in the middle (two people side by side); 0 never splits (uniform shapes whose
     interior the background model absorbed show two edges and would be split)."""
-    motion_camera: str = "compensate"
+    motion_camera: str = knob("compensate", choices=("compensate", "fixed"))
     """source=motion: 'compensate' (the camera's motion between frames is estimated from tracked corners
     and the frame warped into the background model's view first: a handheld or robot camera) or 'fixed'
     (no estimation: a camera that moves turns the image into foreground)."""
@@ -641,12 +695,7 @@ class ProposalConfig:
         def bad(name: str, value: Any, fix: str) -> ProposalConfigError:
             return ProposalConfigError(f"invalid proposals_{name}={value!r}: {fix}")
 
-        for name, allowed in (("source", PROPOSAL_SOURCES), ("motion_method", MOTION_METHODS),
-                              ("motion_camera", ("compensate", "fixed")),
-                              ("detector_type", DETECTOR_TYPES), ("tracker", TRACKERS),
-                              ("propagation", PROPAGATIONS), ("dtype", ("auto", "float32", "bfloat16", "float16"))):
-            if getattr(self, name) not in allowed:
-                raise bad(name, getattr(self, name), f"choose one of {', '.join(allowed)}")
+        _check_choices(self, bad)
         for name in ("box_threshold", "text_threshold", "match_iou", "nms_iou"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -728,4 +777,4 @@ class ProposalConfig:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "ProposalConfig":
-        return dataclasses.replace(self, **changes)
+        return _replace(self, changes)

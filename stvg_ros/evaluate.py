@@ -98,20 +98,25 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def load_config(path: Optional[str]) -> tuple[GroundingConfig, EvalConfig]:
-    """Read ``{grounding: {GroundingConfig fields}, eval: {EvalConfig fields}}`` from YAML."""
+def load_config(path: Optional[str], preset: Optional[str] = None) -> tuple[GroundingConfig, EvalConfig]:
+    """Read ``{preset: name, grounding: {GroundingConfig fields}, eval: {EvalConfig fields}}`` from YAML; the
+    grounding settings resolved as the node's (:func:`stvg_ros.presets.resolve`: ``preset`` or the file's
+    under the file's own fields; the model's defaults go under both when it is loaded)."""
+    from .presets import resolve
+
     if not path:
-        return GroundingConfig(), EvalConfig()
+        return resolve({}, preset).grounding, EvalConfig()
     import yaml
 
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file {path} does not exist")
     data = yaml.safe_load(p.read_text()) or {}
-    unknown = sorted(set(data) - {"grounding", "eval"})
+    unknown = sorted(set(data) - {"grounding", "eval", "preset"})
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {unknown}: use 'grounding:' and 'eval:'")
-    gcfg = GroundingConfig.from_dict(data.get("grounding") or {})
+        raise ConfigError(f"{path}: unknown section(s) {unknown}: use 'preset:', 'grounding:' and 'eval:'")
+    GroundingConfig.from_dict(data.get("grounding") or {})  # names and types checked as the file's
+    gcfg = resolve({"grounding": data.get("grounding") or {}}, preset or data.get("preset")).grounding
     ev = data.get("eval") or {}
     names = {f.name for f in fields(EvalConfig)}
     bad = sorted(set(ev) - names)
@@ -601,6 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-frames", type=int, default=None, help="frames sampled per video (paper: 20)")
     r.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
     r.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="override GroundingConfig fields")
+    r.add_argument("--preset", default=None, help="grounding recipe (default, paper, official, fast, or a YAML "
+                                                  "path; config/presets/): under --config's fields and --set")
     r.add_argument("--no-progress", action="store_true")
     m = sub.add_parser("merge", help="join shard results and write the overall summary")
     m.add_argument("output")
@@ -617,7 +624,7 @@ def main(argv: Optional[Sequence[str]] = None, runners: Optional[dict[str, Runne
             summary = merge(args.output, args.title)
             print((Path(args.output) / "summary.md").read_text())
             return 0
-        gcfg, ev = load_config(args.config)
+        gcfg, ev = load_config(args.config, args.preset)
         for f in fields(EvalConfig):
             v = getattr(args, f.name)
             if v is not None:
@@ -627,8 +634,9 @@ def main(argv: Optional[Sequence[str]] = None, runners: Optional[dict[str, Runne
             overrides["num_frames"] = args.num_frames
         if args.device is not None:
             overrides["device"] = args.device
-        if overrides:
-            gcfg = GroundingConfig.from_dict({**gcfg.to_dict(), **overrides})
+        if overrides:  # the user's, over the config file's (checked and typed as a whole)
+            typed = GroundingConfig.from_dict({**gcfg.to_dict(), **overrides})
+            gcfg = gcfg.replace(**{k: getattr(typed, k) for k in overrides})
         ev.validate()
         factory = (runners or {}).get(ev.mode)
         if factory is None and ev.mode == "node":

@@ -52,8 +52,8 @@ import torch
 
 from .adapters.base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
 from .boxes import fill_boxes, fill_interior
-from .config import (MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults,
-                     load_model_serving_defaults)
+from .config import MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, load_model_defaults, load_model_serving_defaults
+from .presets import layered_grounding
 from .dsth import Decomposer
 from .feature_cache import CacheStats, FeatureCache
 from .lra import optimise_latent_prompts, yes_probability
@@ -189,7 +189,7 @@ class Grounder:
         ServingConfig fields); a service applies them under its config unless ``use_model_defaults`` is off."""
         self.progress = progress
         self.feature_cache = FeatureCache()  # sized from the config by the setter below (_sync_adapter)
-        self.config = _as_config(config)
+        self.config = config  # the setter layers the model's defaults under it
 
     @property
     def config(self) -> GroundingConfig:
@@ -199,8 +199,8 @@ class Grounder:
         return self._config
 
     @config.setter
-    def config(self, value: GroundingConfig) -> None:
-        cfg, applied = apply_model_defaults(_as_config(value), self.model_defaults)
+    def config(self, value: GroundingConfig | dict | str | Path | None) -> None:
+        cfg, applied = layered_grounding(_as_layered(value), self.model_defaults)
         capture = CaptureSpec(layers=resolve_layers(cfg.layers, self.adapter.num_layers))  # raises naming the depth
         self._config, self.applied_defaults, self.capture = cfg, applied, capture
         self._sync_adapter()
@@ -228,10 +228,13 @@ class Grounder:
         from .devices import resolve_device
 
         defaults = load_model_defaults(directory)
-        mine = _as_config(config)
+        mine = _as_layered(config)
         if device is not None or dtype is not None:
-            mine = mine.replace(device=device or mine.device, dtype=dtype or mine.dtype)
-        cfg, _ = apply_model_defaults(mine, defaults)  # what loading needs (image_size, device, dtype)
+            if isinstance(mine, dict):
+                mine = {**mine, **({"device": device} if device else {}), **({"dtype": dtype} if dtype else {})}
+            else:
+                mine = mine.replace(device=device or mine.device, dtype=dtype or mine.dtype)
+        cfg, _ = layered_grounding(mine, defaults)  # what loading needs (image_size, device, dtype)
         adapter = load_adapter(directory, device=resolve_device(cfg.device),
                                dtype=None if cfg.dtype == "auto" else cfg.dtype, image_size=cfg.image_size or None)
         grounder = cls(adapter, mine, progress=progress, model_defaults=defaults)
@@ -648,6 +651,15 @@ class Grounder:
 def _check_keys(frame_keys: Sequence, n: int) -> None:
     if len(frame_keys) != n:
         raise ValueError(f"got {len(frame_keys)} frame keys for {n} frames: pass one per frame")
+
+
+def _as_layered(config) -> GroundingConfig | dict:
+    """``config`` for :func:`~stvg_ros.presets.layered_grounding`: a dict stays one (its keys are the
+    caller's choices, checked here), the rest becomes a GroundingConfig."""
+    if isinstance(config, dict):
+        GroundingConfig.from_dict(config)  # unknown names and wrong types raise here, naming the fix
+        return dict(config)
+    return _as_config(config)
 
 
 def _as_config(config) -> GroundingConfig:

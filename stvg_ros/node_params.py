@@ -11,12 +11,12 @@ change.
 
 from __future__ import annotations
 
-import ast
-import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Optional
 
-from stvg_ros.config import ConfigError, GroundingConfig, ProposalConfig, ServingConfig
+from stvg_ros.config import ConfigError, GroundingConfig, ProposalConfig, ServingConfig, knob_choices, knob_doc, \
+    knob_live, knob_top
+from stvg_ros.presets import DEFAULT_PRESET, PRESETS, SECTIONS, canonical, param_name, resolve
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,19 @@ class NodeParam:
     check: Optional[Callable[[Any], Optional[str]]] = None  # returns the fix when invalid
     live: bool = True  # takes effect without reconfiguring
     also: tuple = ()  # further accepted value types besides the default's (checked by ``check``)
+    choices: tuple = ()  # the values allowed (config knobs: declared on the field)
+    top: bool = True  # declared at start (the rest: sub-config knobs, declared when set)
+
+    def descriptor_text(self) -> str:
+        """The description with the facts a user needs in ``ros2 param describe``."""
+        extra = ([f"one of: {', '.join(map(str, self.choices))}"] if self.choices else []) + \
+            ([] if self.live else ["applied at configure"])
+        return self.description + (f" [{'; '.join(extra)}]" if extra else "")
+
+    def descriptor_fields(self) -> dict[str, Any]:
+        """rcl_interfaces ParameterDescriptor's fields (ints are accepted for floats: dynamic typing)."""
+        return dict(description=self.descriptor_text(), additional_constraints=", ".join(map(str, self.choices)),
+                    dynamic_typing=True)
 
 
 def _positive(v):
@@ -60,6 +73,11 @@ def _reliability(v):
 NODE_PARAMS: list[NodeParam] = [
     NodeParam("model_path", "", "Local model directory ('' or 'default' = the embedded default model).",
               live=False),
+    NodeParam("preset", DEFAULT_PRESET,
+              "Recipe of the grounding knobs: " + ", ".join(PRESETS) + " (config/presets/*.yaml) or the path of "
+              "a YAML file like them; above the model directory's grounding_defaults.json, below what you set.",
+              lambda v: None if v in PRESETS or str(v).endswith((".yaml", ".yml")) else
+              f"choose one of {', '.join(PRESETS)} or give a YAML file's path", live=True),
     NodeParam("autostart", True, "Configure and activate at start-up (no lifecycle manager needed).",
               live=False),
     NodeParam("image_reliability", "best_effort",
@@ -106,80 +124,55 @@ NODE_PARAMS: list[NodeParam] = [
 NODE_PARAM_BY_NAME = {p.name: p for p in NODE_PARAMS}
 
 
-def _config_docs(cls: type = GroundingConfig) -> dict[str, str]:
-    """Attribute docstrings of a config dataclass (the string literal right after each field)."""
-    docs: dict[str, str] = {}
-    try:
-        tree = ast.parse(inspect.getsource(cls).lstrip())
-    except (OSError, TypeError, SyntaxError):
-        return docs
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    for stmt, nxt in zip(body, body[1:] + [None]):
-        if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
-            if isinstance(nxt, ast.Expr) and isinstance(getattr(nxt, "value", None), ast.Constant) \
-                    and isinstance(nxt.value.value, str):
-                docs[stmt.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
-#: descriptions of the GroundingConfig fields that carry no docstring there
-FIELD_DOCS = {
-    "question_template": "Question asked about the clip; {query} is replaced by the query (paper's template).",
-    "caption_prompt": "Captioning prompt whose attention normalises the question's (paper: 'Describe this video "
-                      "in details.').",
-    "decompose_max_new_tokens": "Most tokens the model may generate when decomposing a query (DSTH).",
-    "use_lra": "Optimise the latent visual prompts V_s and V_t (logit-guided re-attention) before attending.",
-    "lra_lr": "Learning rate of the latent prompts' gradient steps (paper: 8.0).",
-}
-
-
-def grounding_params() -> list[NodeParam]:
-    """One parameter per GroundingConfig field, with the config's defaults and docs."""
-    defaults = GroundingConfig()
-    docs = _config_docs()
+def config_params() -> list[NodeParam]:
+    """One parameter per knob of the sub-configs (``section.field``, or the plain name of a top-level
+    knob), its default, doc, choices and liveness read from the field (:func:`stvg_ros.config.knob`).
+    ProposalConfig's ``synonyms`` (a mapping, not a ROS type) is set in a preset file."""
     out = []
-    for f in fields(GroundingConfig):
-        # these shape how the model is loaded or the grounder is built: applied at configure
-        live = f.name not in ("device", "dtype", "image_size", "layers", "decomposer", "decompose_max_new_tokens")
-        out.append(NodeParam(f.name, getattr(defaults, f.name), docs.get(f.name) or FIELD_DOCS.get(f.name)
-                             or f"GroundingConfig.{f.name}",
-                             live=live))
+    for section, cls in SECTIONS.items():
+        defaults = cls()
+        for f in fields(cls):
+            if f.name == "synonyms":
+                continue
+            out.append(NodeParam(param_name(section, f.name), getattr(defaults, f.name),
+                                 knob_doc(cls, f.name) or f"{cls.__name__}.{f.name}", live=knob_live(cls, f.name),
+                                 choices=knob_choices(cls, f.name), top=knob_top(cls, f.name)))
     return out
 
 
-def serving_params() -> list[NodeParam]:
-    """One parameter per ServingConfig field (all take effect at once)."""
-    defaults = ServingConfig()
-    docs = _config_docs(ServingConfig)
-    return [NodeParam(f.name, getattr(defaults, f.name), docs.get(f.name) or f"ServingConfig.{f.name}")
-            for f in fields(ServingConfig)]
-
-
-#: node parameters of the live proposal stage are ``proposals_<ProposalConfig field>``
-PROPOSAL_PREFIX = "proposals_"
-
-
-def proposal_params() -> list[NodeParam]:
-    """One parameter per ProposalConfig field (``synonyms``, a mapping, is not a ROS type), applied at
-    configure: they choose and load the detector."""
-    defaults = ProposalConfig()
-    docs = _config_docs(ProposalConfig)
-    return [NodeParam(PROPOSAL_PREFIX + f.name, getattr(defaults, f.name),
-                      docs.get(f.name) or f"ProposalConfig.{f.name}", live=False)
-            for f in fields(ProposalConfig) if f.name != "synonyms"]
-
-
-def proposal_config(values: dict[str, Any]) -> ProposalConfig:
-    """ProposalConfig from parameter values (other keys ignored); raises ConfigError naming the fix."""
-    return ProposalConfig.from_dict({k: v for k, v in values.items() if k.startswith(PROPOSAL_PREFIX)})
+def declared_params() -> list[NodeParam]:
+    """What the node declares at start: its own parameters and the top-level knobs (the rest are
+    declared when set: from a params file, ``-p`` or ``ros2 param set``)."""
+    return NODE_PARAMS + [p for p in config_params() if p.top]
 
 
 def all_params() -> list[NodeParam]:
-    own = {p.name for p in NODE_PARAMS}
-    clash = (own | set(ServingConfig.field_names())) & set(GroundingConfig.field_names()) | \
-        own & set(ServingConfig.field_names())
-    assert not clash, f"node parameters shadow config fields: {clash}"
-    return NODE_PARAMS + serving_params() + grounding_params() + proposal_params()
+    """Every parameter the node accepts under its current name."""
+    params = NODE_PARAMS + config_params()
+    names = [p.name for p in params]
+    assert len(names) == len(set(names)), "node parameters shadow config knobs"
+    return params
+
+
+def param(name: str) -> Optional[NodeParam]:
+    """The parameter a name stands for (an old flat name: the knob's current parameter), or None."""
+    if name in NODE_PARAM_BY_NAME:
+        return NODE_PARAM_BY_NAME[name]
+    c = canonical(name)
+    if c is None:
+        return None
+    current = param_name(c[0], c[1])
+    return next((p for p in config_params() if p.name == current), None)
+
+
+def old_name_note(name: str) -> Optional[str]:
+    """For a knob set by its pre-preset flat name (still accepted): the line that names the new one."""
+    c = canonical(name)
+    if c is None or not c[2]:
+        return None
+    return (f"parameter {name} is now {param_name(c[0], c[1])} (an advanced knob; set it under "
+            f"'{c[0]}:' in your params file or as -p {param_name(c[0], c[1])}:=...); the old name still works "
+            f"for now")
 
 
 def _coerce_node_value(name: str, value: Any) -> Any:
@@ -206,6 +199,7 @@ class NodeSettings:
     parameter change).  The node's own parameters are fields here; the rest are config objects."""
 
     model_path: str
+    preset: str
     autostart: bool
     image_reliability: str  # the name: the integers 1/2 are mapped
     image_depth: int
@@ -226,17 +220,119 @@ class NodeSettings:
     serving: ServingConfig
     grounding: GroundingConfig
     proposals: ProposalConfig
+    notes: tuple = field(default=(), compare=False)  # the override lines of the resolution (log them)
 
     @classmethod
-    def from_values(cls, values: dict[str, Any]) -> "NodeSettings":
-        """From parameter name → value (every declared parameter); ConfigError names the fix."""
-        own = {p.name: _coerce_node_value(p.name, values[p.name]) for p in NODE_PARAMS}
+    def from_values(cls, values: dict[str, Any], model_dir: Any = None) -> "NodeSettings":
+        """From what the user set (parameter name → value; old flat knob names too): the node's own
+        parameters (missing: their defaults) and the sub-configs resolved by
+        :func:`stvg_ros.presets.resolve` (class default < ``model_dir``'s defaults < preset < these
+        values).  ConfigError names the fix."""
+        own = {p.name: _coerce_node_value(p.name, values[p.name] if p.name in values else p.default)
+               for p in NODE_PARAMS}
         own["image_reliability"] = reliability_name(own["image_reliability"])  # 1/2 → reliable/best_effort
-        grounding = grounding_config(values)
+        knobs = {}
+        for name, value in values.items():
+            if name in NODE_PARAM_BY_NAME:
+                continue
+            if canonical(name) is None:
+                raise ConfigError(f"unknown parameter {name!r}: see config/stvg.yaml (python -m stvg_ros.node_params "
+                                  f"--all lists every knob)")
+            knobs[name] = list(value) if canonical(name)[1] == "layers" and value is not None else value
+        notes: list[str] = []
+        r = resolve(knobs, own["preset"], model_dir, log_line=notes.append)
+        grounding = r.grounding
         if own["debug_heatmap"] and not grounding.keep_relevance:  # the heatmap needs the maps
             grounding = grounding.replace(keep_relevance=True)
-        return cls(**own, serving=ServingConfig.from_dict(values), grounding=grounding,
-                   proposals=proposal_config(values))
+        return cls(**own, serving=r.serving, grounding=grounding, proposals=r.proposals, notes=tuple(notes))
+
+
+#: parameters rclpy itself declares or reads (not ours: never refused, never passed on)
+ROS_PARAMS = ("use_sim_time", "start_type_description_service")
+
+
+def _ros_own(name: str) -> bool:
+    return name in ROS_PARAMS or name.startswith("qos_overrides.")
+
+
+class UserParams:
+    """What the user set (params file, ``-p``, ``ros2 param set``), by the name used, in the order set:
+    the top layer of :func:`stvg_ros.presets.resolve`.  A parameter the user never set is not here,
+    so the model directory's or the preset's value applies to it even where the node declares it."""
+
+    def __init__(self, overrides: dict[str, Any]):
+        self.values: dict[str, Any] = {}
+        self.notes: list[str] = []  # to log once: unknown names, old names
+        self._logged: set[str] = set()
+        for name, value in overrides.items():
+            if _ros_own(name):
+                continue
+            if param(name) is None:
+                self.notes.append(f"unknown parameter {name!r} ignored: see config/stvg.yaml (python -m "
+                                  f"stvg_ros.node_params --all lists every knob)")
+                continue
+            self.values[name] = value
+            self.notes += [n for n in [old_name_note(name)] if n]
+
+    def to_declare(self) -> list[tuple[str, NodeParam]]:
+        """(name, parameter) the node declares: its own and the top-level knobs, and every other
+        knob the user set at start (by the name used)."""
+        out = [(p.name, p) for p in declared_params()]
+        names = {n for n, _ in out}
+        return out + [(n, param(n)) for n in self.values if n not in names]  # type: ignore[misc]
+
+    def merged(self, changes: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+        """The user's values with ``changes`` (a parameter set or change not yet applied) on top."""
+        out = dict(self.values)
+        for name, value in (changes or {}).items():
+            if _ros_own(name):
+                continue
+            out.pop(name, None)  # the newest setting comes last (an old and a new name: the newest wins)
+            if value is not None:  # None: the parameter was undeclared
+                out[name] = value
+        return out
+
+    def set(self, changes: dict[str, Any]) -> None:
+        self.values = self.merged(changes)
+        self.notes += [n for n in map(old_name_note, changes) if n]
+
+    def settings(self, changes: Optional[dict[str, Any]] = None) -> tuple["NodeSettings", list[str]]:
+        """The node's settings and the lines to log (override lines and notes not logged yet).  With
+        ``changes`` (a change being checked before it is applied): without the model layer (no file
+        read on every check) and nothing to log."""
+        values = self.merged(changes)
+        if changes is not None:
+            return NodeSettings.from_values(values), []
+        s = NodeSettings.from_values(values, model_dir_of(values))
+        return s, self.fresh(s.notes)
+
+    def fresh(self, lines) -> list[str]:
+        """Of ``lines`` (and the pending notes), those not logged yet."""
+        out = [x for x in list(self.notes) + list(lines) if x not in self._logged]
+        self._logged.update(out)
+        self.notes = []
+        return out
+
+
+def live_part(new: GroundingConfig, running: GroundingConfig) -> GroundingConfig:
+    """``new`` with the fields a running grounder cannot change (``knob(live=False)``) kept as ``running``'s."""
+    return new.replace(**{n: getattr(running, n) for n in new.field_names() if not knob_live(GroundingConfig, n)})
+
+
+def not_live(names) -> list[str]:
+    """Of the parameter ``names``, those that take effect only at the next configure."""
+    return sorted(n for n in names if param(n) is not None and not param(n).live)
+
+
+def model_dir_of(values: dict[str, Any]) -> Optional[str]:
+    """The model directory ``model_path`` in ``values`` stands for (its defaults are a layer), or None
+    when it cannot be told (configure reports why)."""
+    from stvg_ros.default_model import choose_model
+
+    try:
+        return choose_model(str(values.get("model_path", "") or "")).directory
+    except (OSError, ValueError):
+        return None
 
 
 def check_node_value(name: str, value: Any) -> Optional[str]:
@@ -248,18 +344,8 @@ def check_node_value(name: str, value: Any) -> Optional[str]:
     return None if fix is None else f"invalid {name}={value!r}: {fix}"
 
 
-def grounding_config(values: dict[str, Any]) -> GroundingConfig:
-    """GroundingConfig from parameter values (extra keys ignored); raises ConfigError naming the fix."""
-    names = set(GroundingConfig.field_names())
-    picked = {k: (list(v) if k == "layers" and v is not None else v) for k, v in values.items() if k in names}
-    if picked.get("layers") is None:
-        picked["layers"] = []
-    return GroundingConfig.from_dict(picked)
-
-
-__all__ = ["NodeParam", "NODE_PARAMS", "NodeSettings", "all_params", "reliability_name", "serving_params",
-           "grounding_params", "check_node_value", "grounding_config", "ConfigError", "proposal_params",
-           "proposal_config"]
+__all__ = ["NodeParam", "NODE_PARAMS", "NodeSettings", "all_params", "declared_params", "config_params", "param",
+           "old_name_note", "reliability_name", "check_node_value", "ConfigError"]
 
 
 def _yaml_value(v: Any) -> str:
@@ -274,37 +360,54 @@ def _yaml_value(v: Any) -> str:
     return json.dumps(v)
 
 
-def params_yaml() -> str:
-    """The text of ``config/stvg.yaml``: every parameter with its default and a comment.
-
-    Parameters whose default is an empty list are written commented out (ROS' YAML parser cannot
-    type an empty list) together with an example value.
-    """
+def _comment(p: NodeParam, indent: str) -> list[str]:
     import textwrap
 
-    examples = {"layers": [6, 26]}
+    return [f"{indent}# {chunk}" for chunk in textwrap.wrap(p.descriptor_text(), 96 - len(indent))]
+
+
+def params_yaml(everything: bool = False) -> str:
+    """The text of ``config/stvg.yaml``: the parameters the node declares, with their defaults and a
+    comment each, then where the sub-configs' knobs live.  ``everything``: every knob in full
+    (``python -m stvg_ros.node_params --all``, a reference to copy from)."""
     lines = [
-        "# Parameters of stvg_node (every one it declares), with their defaults.",
+        "# Parameters of stvg_node: the few a user turns, with their defaults (generated:",
+        "# python -m stvg_ros.node_params > config/stvg.yaml).",
         "# Use: ros2 launch stvg_ros stvg.launch.xml params_file:=/path/to/copy/of/this.yaml",
-        "# Grounding knobs (second part) are the fields of stvg_ros.config.GroundingConfig; the same",
-        "# file also loads offline with GroundingConfig.from_yaml().",
+        "# Precedence of every grounding/serving/proposal knob: class default < the model directory's",
+        "# grounding_defaults.json < preset < what you set here; the node logs each value a later layer",
+        "# overrode.  The file also loads offline with GroundingConfig.from_yaml().",
         "/**:",
         "  ros__parameters:",
     ]
-    sections = [("node: model, input, outputs", NODE_PARAMS),
-                ("serving: window, queries (stvg_ros.config.ServingConfig)", serving_params()),
-                ("grounding (stvg_ros.config.GroundingConfig)", grounding_params()),
-                ("live proposals (ProposalConfig, docs/proposals.md)", proposal_params())]
+    top = [p for p in config_params() if p.top]
+    sections = [("node: model, recipe, input, outputs", NODE_PARAMS), ("the pipeline's main knobs", top)]
     for title, plist in sections:
         lines += ["", f"    # --- {title} " + "-" * max(0, 80 - len(title) - 12)]
         for p in plist:
-            note = p.description + ("" if p.live else " [applied at configure]")
-            for chunk in textwrap.wrap(note, 92):
-                lines.append(f"    # {chunk}")
-            if isinstance(p.default, list) and not p.default:
-                lines.append(f"    # {p.name}: {_yaml_value(examples.get(p.name, []))}   (default: [])")
-            else:
-                lines.append(f"    {p.name}: {_yaml_value(p.default)}")
+            lines += _comment(p, "    ") + [f"    {p.name}: {_yaml_value(p.default)}"]
+    lines += ["", "    # --- advanced: the recipe behind the preset " + "-" * 36,
+              "    # Every other knob is a sub-config's: grounding.* (stvg_ros.config.GroundingConfig), serving.*",
+              "    # (ServingConfig) and proposals.* (ProposalConfig, docs/proposals.md).  Set one as a nested",
+              "    # section here (or -p grounding.lra_steps:=2, or ros2 param set at run time), e.g.",
+              "    #   grounding:",
+              "    #     lra_steps: 2",
+              "    # Their docs, defaults and choices: python -m stvg_ros.node_params --all.  A whole recipe:",
+              "    # preset: a name or a YAML file like config/presets/official.yaml.  Knob names:"]
+    advanced = [p for p in config_params() if not p.top]
+    for section in SECTIONS:
+        names = ", ".join(p.name.split(".", 1)[1] for p in advanced if p.name.startswith(section + "."))
+        import textwrap
+
+        for i, chunk in enumerate(textwrap.wrap(f"{section}.*: {names}", 94)):
+            lines.append(f"    #   {'' if i == 0 else '  '}{chunk}")
+    if everything:
+        for section in SECTIONS:
+            lines += ["", f"    {section}:"]
+            for p in advanced:
+                if p.name.startswith(section + "."):
+                    key = p.name.split(".", 1)[1]
+                    lines += _comment(p, "      ") + [f"      {key}: {_yaml_value(p.default)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -318,4 +421,6 @@ def yaml_documented_names(text: str) -> set[str]:
 
 
 if __name__ == "__main__":  # regenerate config/stvg.yaml: python -m stvg_ros.node_params > config/stvg.yaml
-    print(params_yaml(), end="")
+    import sys
+
+    print(params_yaml(everything="--all" in sys.argv[1:]), end="")

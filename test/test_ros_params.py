@@ -45,7 +45,15 @@ def test_yaml_documents_exactly_the_declared_parameters(declared):
     fix = "regenerate it: python -m stvg_ros.node_params > config/stvg.yaml"
     assert documented == set(params), f"config/stvg.yaml is out of date ({fix}): " \
                                       f"missing {set(params) - documented}, unknown {documented - set(params)}"
-    assert set(GroundingConfig.field_names()) <= set(params), "every grounding knob must be a parameter"
+    from stvg_ros.node_params import declared_params
+    from stvg_ros.presets import SECTIONS, param_name
+
+    assert set(params) == {p.name for p in declared_params()}, "the node declares its own and the top-level knobs"
+    assert 20 <= len(params) <= 30, f"{len(params)} parameters: a user holds about 25 in their head"
+    for section, cls in SECTIONS.items():  # every other knob is named in the file's comments
+        for f in cls.field_names():
+            name = param_name(section, f)
+            assert name in params or f in text.split("# --- advanced", 1)[1] or f == "synonyms", name
     values = yaml.safe_load(text)["/**"]["ros__parameters"]
     for name, value in values.items():
         assert value == params[name], f"{name}: yaml says {value!r}, the node declares {params[name]!r}"
@@ -167,7 +175,7 @@ def test_node_settings_type_every_parameter_without_ros():
 
     defaults = {p.name: p.default for p in all_params()}
     s = NodeSettings.from_values(defaults)
-    own = {f.name for f in fields(NodeSettings)} - {"serving", "grounding", "proposals"}
+    own = {f.name for f in fields(NodeSettings)} - {"serving", "grounding", "proposals", "notes"}
     assert own == {p.name for p in NODE_PARAMS}
     assert s.serving == ServingConfig() and s.grounding == GroundingConfig() and s.proposals == ProposalConfig()
     s = NodeSettings.from_values({**defaults, "window_rate": 0, "status_rate": 2, "debug_heatmap": True})

@@ -29,7 +29,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import numpy as np
 
 from .tracks import Track
-from ..config import ProposalConfig
+from ..config import ProposalConfig, knob_choices
 from .subject import subject_phrase
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm")
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video-root", help="the dataset's video directory")
     p.add_argument("--image-topic", help="bag image topic when there are several")
     p.add_argument("--out", required=True, help="proposals JSON file to write")
-    p.add_argument("--source", choices=("detector", "motion", "hog"),
+    p.add_argument("--source", choices=knob_choices(ProposalConfig, "source"),
                    help="detector (a local checkpoint, --detector), motion (moving blobs of a still camera, any "
                         "subject) or hog (OpenCV's people detector, person subjects only); no weights for the last two")
     p.add_argument("--detector", help="local detector directory (overrides proposals_detector_path)")
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect-every", type=int, help="detection keyframe stride (paper: 10)")
     p.add_argument("--box-threshold", type=float)
     p.add_argument("--text-threshold", type=float)
-    p.add_argument("--tracker", choices=("bytetrack", "iou"))
+    p.add_argument("--tracker", choices=knob_choices(ProposalConfig, "tracker"))
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--limit", type=int, default=0, help="process only the first N videos")
     return p

@@ -36,6 +36,8 @@ from .bag_player import BagPlayer, message_class
 
 #: grounding fields that do not change what is computed (only where)
 NOT_COMPARED = {"device"}
+#: the node parameter of ServingConfig.ingest_max_side (a sub-config knob)
+INGEST = "serving.ingest_max_side"
 WINDOW_MARGIN_S = 1.0
 
 
@@ -150,19 +152,23 @@ class NodeRunner:
 
     def _configure_node(self) -> None:
         """Check the configure-time settings, set the live ones that change what the grounder sees."""
-        from ..node_params import grounding_params
+        from ..config import knob_live
+        from ..presets import param_name
 
-        live = {p.name: p.live for p in grounding_params()}
         names = ["use_sim_time", "image_reliability", "use_detections", "proposals_enabled",
-                 "window_duration", "ingest_max_side"] + \
-                [f.name for f in fields(GroundingConfig) if f.name not in NOT_COMPARED]
+                 "window_duration", INGEST] + \
+                [param_name("grounding", f.name) for f in fields(GroundingConfig) if f.name not in NOT_COMPARED]
         self._current = self.get_parameters(names)
         want = {f.name: getattr(self.gcfg, f.name) for f in fields(GroundingConfig) if f.name not in NOT_COMPARED}
         want["layers"] = list(want["layers"] or [])
-        to_set, refuse = {}, []
+        to_set, refuse, defaults = {}, [], GroundingConfig()
+        live = {param_name("grounding", f): knob_live(GroundingConfig, f) for f in want}
+        want = {param_name("grounding", f): v for f, v in want.items()}
         for name, value in want.items():
             cur = self._current.get(name)
-            cur = list(cur) if name == "layers" and cur is not None else cur
+            if cur is None:  # a sub-config knob the node was not given: its default (the model's, if any, in both)
+                cur = getattr(defaults, name.rsplit(".", 1)[-1])
+            cur = list(cur) if name.endswith("layers") and cur is not None else cur
             if cur == value or (isinstance(value, float) and isinstance(cur, (int, float)) and float(cur) == value):
                 continue
             if live.get(name, True):
@@ -187,8 +193,8 @@ class NodeRunner:
         need = {}
         if self._current["window_duration"] < span_s + WINDOW_MARGIN_S:
             need["window_duration"] = float(np.ceil(span_s + WINDOW_MARGIN_S))
-        if self._current["ingest_max_side"] != side:
-            need["ingest_max_side"] = int(side)
+        if (self._current.get(INGEST) or 0) != side:
+            need[INGEST] = int(side)
         self.set_parameters(need)
 
     # --- one bag -----------------------------------------------------------------------------

@@ -54,10 +54,10 @@ class StvgNode(LifecycleNode):
     pending queries and goals, cleanup frees the model."""
 
     def __init__(self, node_name: str = "stvg_node", **kwargs: Any):
-        super().__init__(node_name, **kwargs)
-        for p in P.all_params():
-            self.declare_parameter(p.name, p.default, ParameterDescriptor(description=p.description,
-                                                                          dynamic_typing=True))
+        super().__init__(node_name, allow_undeclared_parameters=True, **kwargs)  # sub-config knobs: when set
+        self.params = P.UserParams({n: p.value for n, p in getattr(self, "_parameter_overrides", {}).items()})
+        for name, p in self.params.to_declare():
+            self.declare_parameter(name, p.default, ParameterDescriptor(**p.descriptor_fields()))
         self._throttle = Throttle()
         self.service = GroundingService(warn=self._warn)
         self.settings: Optional[P.NodeSettings] = None  # read at configure and on every parameter change
@@ -98,8 +98,10 @@ class StvgNode(LifecycleNode):
 
     # -- parameters ----------------------------------------------------------------------------
     def _read_settings(self, changes: Optional[dict] = None) -> P.NodeSettings:
-        values = {p.name: self.get_parameter(p.name).value for p in P.all_params()}
-        return P.NodeSettings.from_values({**values, **(changes or {})})
+        s, lines = self.params.settings(changes)  # with changes (being checked): no model layer, nothing to log
+        for line in lines:
+            self.get_logger().info(line)
+        return s
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
         try:
@@ -112,14 +114,12 @@ class StvgNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _after_set_parameters(self, changes, pending: Optional[dict] = None) -> None:
-        new = self._read_settings(pending)
-        old, self.settings = self.settings, new
-        self.service.configure(new.serving)
-        grounder, by_name = self.service.grounder, {p.name: p for p in P.all_params()}
-        if old is not None and grounder is not None:  # live knobs now; those that shape the model at configure
-            keep = {n: getattr(grounder.config, n) for n in new.grounding.field_names() if not by_name[n].live}
-            grounder.config = new.grounding.replace(**keep)
-        later = sorted(c.name for c in changes if c.name in by_name and not by_name[c.name].live)
+        self.params.set({c.name: c.value for c in changes})
+        old, self.settings = self.settings, self._read_settings()
+        self.service.configure(self.settings.serving)
+        if old is not None and self.service.grounder is not None:  # live knobs now, the rest at configure
+            self.service.grounder.config = P.live_part(self.settings.grounding, self.service.grounder.config)
+        later = P.not_live([c.name for c in changes])
         if later:
             self.get_logger().info(f"{', '.join(later)} take effect at the next configure/activate")
 
