@@ -271,15 +271,15 @@ class UserParams:
                 self.notes.append(f"unknown parameter {name!r} ignored: see config/stvg.yaml (python -m "
                                   f"stvg_ros.node_params --all lists every knob)")
                 continue
-            self.values[name] = value
+            self.values[param(name).name] = value  # type: ignore[union-attr]  (an old name: the new one)
             self.notes += [n for n in [old_name_note(name)] if n]
 
-    def to_declare(self) -> list[tuple[str, NodeParam]]:
-        """(name, parameter) the node declares: its own and the top-level knobs, and every other
-        knob the user set at start (by the name used)."""
-        out = [(p.name, p) for p in declared_params()]
-        names = {n for n, _ in out}
-        return out + [(n, param(n)) for n in self.values if n not in names]  # type: ignore[misc]
+    def to_declare(self) -> list[tuple[str, Any, NodeParam]]:
+        """(name, value, parameter) the node declares: its own and the top-level knobs, and every other
+        knob the user set at start (by its current name, also when set by an old one, with the value set)."""
+        out = [(p.name, self.values.get(p.name, p.default), p) for p in declared_params()]
+        names = {n for n, _, _ in out}
+        return out + [(n, v, param(n)) for n, v in self.values.items() if n not in names]  # type: ignore[misc]
 
     def merged(self, changes: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """The user's values with ``changes`` (a parameter set or change not yet applied) on top."""
@@ -287,7 +287,8 @@ class UserParams:
         for name, value in (changes or {}).items():
             if _ros_own(name):
                 continue
-            out.pop(name, None)  # the newest setting comes last (an old and a new name: the newest wins)
+            name = param(name).name if param(name) is not None else name  # an old name: the new one
+            out.pop(name, None)  # the newest setting comes last
             if value is not None:  # None: the parameter was undeclared
                 out[name] = value
         return out

@@ -325,7 +325,7 @@ def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, mon
         summary = evaluate.run(gcfg, ev, progress=False, runner=runner)
         elapsed = time.monotonic() - t0
         # a setting applied only at configure that differs is refused, naming the restart flag
-        with pytest.raises(evaluate.ConfigError, match="-p decomposer:=model"):
+        with pytest.raises(evaluate.ConfigError, match="-p grounding.decomposer:=model"):
             NodeRunner(gcfg.replace(decomposer="model"), ev)
     finally:
         node.terminate()

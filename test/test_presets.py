@@ -162,9 +162,10 @@ def test_node_user_params_old_names_and_notes(model):
 
     u = UserParams({"lra_steps": 2, "grounding.span_rule": "topk", "found_threshold": 0.5, "use_sim_time": True,
                     "typo_knob": 1, "qos_overrides./image.subscription.depth": 5})
-    declared = [n for n, _ in u.to_declare()]
+    declared = [n for n, _, _ in u.to_declare()]
     assert declared[:len(declared_params())] == [p.name for p in declared_params()]
-    assert declared[len(declared_params()):] == ["lra_steps", "grounding.span_rule"]
+    assert declared[len(declared_params()):] == ["grounding.lra_steps", "grounding.span_rule"]  # current names
+    assert [v for n, v, _ in u.to_declare() if n in ("grounding.lra_steps", "found_threshold")] == [0.5, 2]
     s, lines = u.settings()
     assert (s.grounding.lra_steps, s.grounding.span_rule, s.grounding.found_threshold) == (2, "topk", 0.5)
     assert any("lra_steps is now grounding.lra_steps" in x for x in lines)
@@ -174,3 +175,26 @@ def test_node_user_params_old_names_and_notes(model):
     assert u.settings()[0].grounding.lra_steps == 3
     with pytest.raises(ConfigError, match="unknown parameter 'grounding_lra_steps'"):
         u.settings({"grounding_lra_steps": 1})
+
+
+def test_the_grounder_keeps_the_layers_of_what_it_is_given(model):
+    """The library: a dict set explicitly beats the model's defaults (old code: the model's 0.4 won);
+    a resolved config keeps its layers through ``replace`` (a node's live change)."""
+    from fake_adapter import FakeAdapter
+
+    from stvg_ros import Grounder
+
+    defaults = load_model_defaults(model)
+    g = Grounder(FakeAdapter(), {"found_threshold": 0.5}, model_defaults=defaults)
+    assert g.config.found_threshold == 0.5 and g.config.span_rule == "grow" and g.applied_defaults == {"span_rule": "grow"}
+    g = Grounder(FakeAdapter(), None, model_defaults=defaults)
+    assert g.config.found_threshold == 0.4
+    r = resolve({"found_threshold": 0.5}, {"grounding": {"lra_loss": "official"}}, model)  # (4 fake layers)
+    g.config = r.grounding.replace(lra_steps=3)
+    assert (g.config.found_threshold, g.config.lra_steps, g.config.lra_loss) == (0.5, 3, "official")
+    # a config resolved without its model (stvg-eval's): the model's layer goes under its preset and user
+    r = resolve({"found_threshold": 0.5}, {"grounding": {"span_rule": "topk"}})
+    g.config = r.grounding
+    assert (g.config.found_threshold, g.config.span_rule) == (0.5, "topk")
+    g.config = resolve({}, None).grounding
+    assert (g.config.found_threshold, g.config.span_rule) == (0.4, "grow")

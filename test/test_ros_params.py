@@ -221,3 +221,43 @@ def test_image_reliability_integers_are_rclpys_enum():
     from stvg_ros.node_params import RELIABILITY_VALUES
 
     assert {k: ReliabilityPolicy(k).name.lower() for k in RELIABILITY_VALUES} == RELIABILITY_VALUES
+
+
+def test_the_node_resolves_what_the_user_set_over_the_model_and_the_preset():
+    """A value the user set (even the class default) beats the model directory's; sub-config knobs are
+    declared when set (old flat names too, under the new name) and can be set later by their dotted name;
+    an unknown name is refused naming where the knobs are."""
+    from ros_harness import require_ros
+
+    require_ros()
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from stvg_ros.config import load_model_defaults
+    from stvg_ros.default_model import choose_model
+    from stvg_ros.ros.node import StvgNode
+
+    model = choose_model("").directory
+    if load_model_defaults(model).get("found_threshold", 0.5) == 0.5:
+        pytest.skip("the default model directory sets no found_threshold of its own (tiny model)")
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=0)
+    node = StvgNode(context=ctx, start_parameter_services=False, parameter_overrides=[
+        Parameter("found_threshold", value=0.5), Parameter("preset", value="official"),
+        Parameter("lra_steps", value=3), Parameter("proposals.max_tracks", value=5)])
+    try:
+        s = node._read_settings()
+        assert (s.grounding.found_threshold, s.grounding.lra_steps, s.grounding.span_rule, s.proposals.max_tracks) == \
+            (0.5, 3, "grow", 5)
+        assert s.grounding.decomposer == load_model_defaults(model)["decomposer"]  # the model's, not set by anyone
+        assert node.get_parameter("grounding.lra_steps").value == 3 and node.has_parameter("proposals.max_tracks")
+        assert any("found_threshold: 0.4 from model directory overridden by user: 0.5" in n for n in s.notes)
+        assert node.set_parameters([Parameter("grounding.tube_frames", value="all")])[0].successful
+        assert node._read_settings().grounding.tube_frames == "all"
+        result = node.set_parameters([Parameter("grounding.tube_framez", value="all")])[0]
+        assert not result.successful and "unknown parameter 'grounding.tube_framez'" in result.reason
+        result = node.set_parameters([Parameter("grounding.span_rule", value="sometimes")])[0]
+        assert not result.successful and "topk, grow" in result.reason
+    finally:
+        node.destroy_node()
+        ctx.try_shutdown()

@@ -56,8 +56,8 @@ class StvgNode(LifecycleNode):
     def __init__(self, node_name: str = "stvg_node", **kwargs: Any):
         super().__init__(node_name, allow_undeclared_parameters=True, **kwargs)  # sub-config knobs: when set
         self.params = P.UserParams({n: p.value for n, p in getattr(self, "_parameter_overrides", {}).items()})
-        for name, p in self.params.to_declare():
-            self.declare_parameter(name, p.default, ParameterDescriptor(**p.descriptor_fields()))
+        for name, value, p in self.params.to_declare():
+            self.declare_parameter(name, value, ParameterDescriptor(**p.descriptor_fields()))
         self._throttle = Throttle()
         self.service = GroundingService(warn=self._warn)
         self.settings: Optional[P.NodeSettings] = None  # read at configure and on every parameter change
