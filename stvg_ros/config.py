@@ -1,8 +1,9 @@
 """Every knob of the grounding pipeline, in one typed place, with the paper's defaults.
 
-The ROS node declares one parameter per field (same name) and ``config/stvg.yaml`` documents
-them; evaluation commands load the same fields from YAML.  Invalid values raise
-:class:`ConfigError` with a message that names the fix.
+Each field's facts (choices, live or not, top-level or not) are declared beside it (:func:`knob`),
+its doc is the string after it; the node's parameters, ``config/stvg.yaml`` and the checks derive
+from them.  :mod:`stvg_ros.presets` layers the values (class default < model directory < preset <
+user).  Invalid values raise :class:`ConfigError` with a message that names the fix.
 """
 
 from __future__ import annotations
@@ -262,7 +263,8 @@ class GroundingConfig:
     frame: the first cut of a run starts from k-means and runs ``box_grabcut_iterations``, the next ones run one
     graph cut with the previous frame's models (about a third of the CPU; docs/proposals.md).  1: every cut cold."""
     use_model_defaults: bool = True
-    """Apply the model directory's grounding_defaults.json to the fields left at their defaults here."""
+    """Take the model directory's grounding_defaults.json as a layer (under the preset and what the user
+    set, :func:`stvg_ros.presets.resolve`); false: ignore the file."""
 
     # --- runtime ----------------------------------------------------------------------------
     device: str = knob("auto", top=True, live=False)
@@ -361,7 +363,8 @@ class GroundingConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> "GroundingConfig":
         """Read the fields from a YAML file: either flat, or under ``grounding:`` /
-        a ROS params file's ``<node>: ros__parameters:`` (other keys there are ignored)."""
+        a ROS params file's ``<node>: ros__parameters:`` (its top-level knobs and its ``grounding:``
+        section or ``grounding.*`` keys; other keys there are ignored)."""
         import yaml
 
         data = yaml.safe_load(Path(path).read_text()) or {}
@@ -371,7 +374,10 @@ class GroundingConfig:
             for value in data.values():
                 if isinstance(value, dict) and "ros__parameters" in value:
                     params = value["ros__parameters"]
-                    data = {k: v for k, v in params.items() if k in cls.field_names()}
+                    nested = params.get("grounding") if isinstance(params.get("grounding"), dict) else {}
+                    data = {**{k: v for k, v in params.items() if k in cls.field_names()},
+                            **{k[len("grounding."):]: v for k, v in params.items() if k.startswith("grounding.")},
+                            **nested}
                     break
         return cls.from_dict(data)
 

@@ -220,9 +220,11 @@ class Grounder:
         ``config``: a :class:`GroundingConfig`, a dict of its fields or a YAML path.  ``device`` and
         ``dtype`` override the config's (``'auto'``: cuda with bfloat16 when available, else cpu
         with float32).  The directory's ``grounding_defaults.json`` (the values this checkpoint
-        needs, e.g. its ``found_threshold``) applies under ``config``: fields ``config`` sets to
-        non-default values win; ``use_model_defaults=False`` ignores the file.  What was applied is
-        :attr:`applied_defaults` (log it).
+        needs, e.g. its ``found_threshold``) is a layer under ``config``
+        (:func:`stvg_ros.presets.layered_grounding`): a dict's keys win, a config from
+        :func:`stvg_ros.presets.resolve` keeps its preset and user layers above it, a plain
+        GroundingConfig's non-default fields win; ``use_model_defaults=False`` ignores the file.  What
+        was applied is :attr:`applied_defaults` (log it).
         """
         from .adapters import load_adapter
         from .devices import resolve_device

@@ -1,6 +1,8 @@
-"""The node's parameters: its own (model, QoS, subscriptions, outputs), then one per field of
-:class:`~stvg_ros.config.ServingConfig` (window, admission), of
-:class:`~stvg_ros.config.GroundingConfig` (same names) and of ``ProposalConfig`` (``proposals_*``).
+"""The node's parameters: its own (model, preset, QoS, subscriptions, outputs) and one per knob of
+:class:`~stvg_ros.config.GroundingConfig`, :class:`~stvg_ros.config.ServingConfig` and
+``ProposalConfig``: the top-level ones by their plain name (``found_threshold``, ``proposals_enabled``),
+declared at start; the rest as ``grounding.*`` / ``serving.*`` / ``proposals.*``, declared when set
+(:class:`UserParams`; old flat names still accepted).  Values resolve by :func:`stvg_ros.presets.resolve`.
 
 Free of rclpy (so in the core, not in ``stvg_ros.ros``): the list, defaults and validation are
 testable without ROS, and ``config/stvg.yaml`` is generated from it
