@@ -544,36 +544,33 @@ def load_model_serving_defaults(directory: str | Path) -> dict[str, Any]:
 
 
 def apply_model_serving_defaults(config: ServingConfig, defaults: dict[str, Any]) -> tuple[ServingConfig, dict]:
-    """``config`` with a model's calibrated standing hysteresis applied under it: as a whole (on, off and
-    confirm were chosen together), and only when ``config`` leaves all three at ServingConfig's defaults."""
+    """``config`` with a model's calibrated standing hysteresis in the model layer under it
+    (:func:`stvg_ros.presets.resolve`: as a whole, on, off and confirm were chosen together, and only
+    when ``config`` sets none of the three); a config resolved with its model already is returned as is."""
+    if getattr(config, "_with_model", False) or not defaults:
+        return config, {}
+    from .presets import MODEL_LAYER, resolve
+
     base = ServingConfig()
-    if getattr(config, "_with_model", False):  # resolved with its model layer (stvg_ros.presets.resolve)
-        return config, {}
-    if any(getattr(config, k) != getattr(base, k) for k in MODEL_SERVING_FIELDS):
-        return config, {}
-    applied = {k: v for k, v in defaults.items() if getattr(config, k) != v}
-    return (config.replace(**applied) if applied else config), applied
-
-
-def explicit_fields(config: GroundingConfig) -> set[str]:
-    """Fields ``config`` sets to something other than GroundingConfig's default: the caller's choices.
-
-    A value equal to the default cannot be told from an unset one (the node passes every parameter),
-    so a caller who wants the class default over a model's sets ``use_model_defaults=False``."""
-    base = GroundingConfig()
-    return {f.name for f in fields(GroundingConfig) if getattr(config, f.name) != getattr(base, f.name)}
+    mine = {f.name: getattr(config, f.name) for f in fields(config) if getattr(config, f.name) != getattr(base, f.name)}
+    r = resolve({"serving": mine}, model_serving_defaults=defaults)
+    applied = {k: v for k, v in r.applied(MODEL_LAYER, "serving").items() if getattr(config, k) != v}
+    return (r.serving if applied else config), applied
 
 
 def apply_model_defaults(config: GroundingConfig, defaults: dict[str, Any]) -> tuple[GroundingConfig, dict[str, Any]]:
-    """``config`` with ``defaults`` (a model's) applied UNDER it: fields the caller set explicitly win.
+    """``config`` with ``defaults`` (a model's) in the model layer under it
+    (:func:`stvg_ros.presets.layered_grounding`): a plain config's non-default fields win.
 
     Returns ``(config, the defaults actually applied)``; nothing is applied when
     ``config.use_model_defaults`` is false."""
     if not defaults or not config.use_model_defaults:
         return config, {}
-    mine = explicit_fields(config)
-    applied = {k: v for k, v in defaults.items() if k not in mine and getattr(config, k) != v}
-    return (config.replace(**applied) if applied else config), applied
+    from .presets import layered_grounding
+
+    cfg, applied = layered_grounding(config, defaults)
+    applied = {k: v for k, v in applied.items() if getattr(config, k) != v}
+    return (cfg if applied else config), applied
 
 
 # ==============================================================================================

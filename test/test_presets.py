@@ -186,7 +186,8 @@ def test_the_grounder_keeps_the_layers_of_what_it_is_given(model):
 
     defaults = load_model_defaults(model)
     g = Grounder(FakeAdapter(), {"found_threshold": 0.5}, model_defaults=defaults)
-    assert g.config.found_threshold == 0.5 and g.config.span_rule == "grow" and g.applied_defaults == {"span_rule": "grow"}
+    assert g.config.found_threshold == 0.5 and g.config.span_rule == "grow"
+    assert g.applied_defaults == {"span_rule": "grow"}
     g = Grounder(FakeAdapter(), None, model_defaults=defaults)
     assert g.config.found_threshold == 0.4
     r = resolve({"found_threshold": 0.5}, {"grounding": {"lra_loss": "official"}}, model)  # (4 fake layers)
