@@ -118,9 +118,9 @@ def _loads_outside_the_builder(path: Path) -> list[int]:
 
 @pytest.mark.unit
 def test_systems_are_built_in_one_place():
-    """Nothing but the builder loads a Grounder from a directory: the node, the evaluation, the calibration
-    and the synthetic benchmark call :func:`stvg_ros.stack.load_model` / ``Stack.build``."""
-    files = sorted((ROOT / "stvg_ros").rglob("*.py"))
+    """Nothing but the builder loads a Grounder from a directory: the node, the evaluation, the calibration,
+    the synthetic benchmark and the benchmark scripts call :func:`stvg_ros.stack.load_model` / ``Stack.build``."""
+    files = sorted((ROOT / "stvg_ros").rglob("*.py")) + sorted((ROOT / "bench").glob("*.py"))
     found = {str(f.relative_to(ROOT)): lines for f in files if f.name not in ("stack.py", "grounder.py")
              for lines in [_loads_outside_the_builder(f)] if lines}
     assert found == {}
