@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT))  # `bench` (after the installed stvg_ros with its messages)
 sys.path.insert(0, str(ROOT / "test"))
 
-from _util import machine, table, write_json  # noqa: E402
+from bench._util import machine, table, write_json  # noqa: E402
 
 CLIP = ROOT / "test" / "data" / "real" / "vtest.avi"
 SHM = {k: str(ROOT / "config" / "fastdds_shm.xml") for k in ("FASTDDS_DEFAULT_PROFILES_FILE",

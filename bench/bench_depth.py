@@ -38,14 +38,15 @@ METHODS = {"with proposals": True, "proposal-free": False}
 def measure(model: str, count: int, first_seed: int = 0, split: str = "test") -> dict:
     import torch
 
-    from stvg_ros import Grounder, GroundingConfig
+    from stvg_ros import GroundingConfig
+    from stvg_ros.stack import load_model
 
     torch.set_num_threads(1)
     samples = [generate_sample(first_seed + k, split) for k in range(count)]
     rows: dict[str, dict] = {}
     for method, with_proposals in METHODS.items():
         cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"], device="cpu", decomposer="rules")
-        grounder = Grounder.from_pretrained(model, config=cfg)
+        grounder = load_model(model, cfg).grounder
         recs = {name: [] for name, _, _ in SENSORS}
         stage_s, stage_frames = 0.0, 0
         for frames, s in samples:

@@ -24,23 +24,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # the repository root: `bench` is a package
 
-from _util import interleaved, machine, mib, table, write_json  # noqa: E402
-from model_configs import REAL_SIZES, build_real_size  # noqa: E402
+from bench._util import interleaved, machine, mib, table, write_json  # noqa: E402
+from bench.model_configs import REAL_SIZES, load_adapter  # noqa: E402
 
 QUERY = "The man in purple clothes takes a step forward and sits on the bench."
 SUB_QUERIES = ("the man in purple clothes", "The man takes a step forward and sits on the bench")
-#: ``small:<family>``: a decoder big enough that compute, not Python overhead, dominates on a CPU
-#: (8 layers, hidden 512, GQA 8/2 heads, ~25 M decoder parameters; frames at 224 px)
-SMALL_LM = dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
-                num_key_value_heads=2)
 CASES = {"plain": dict(use_lra=False, use_tas=False), "lra": dict(use_lra=True, use_tas=False),
          "tas": dict(use_lra=False, use_tas=True), "full": dict(use_lra=True, use_tas=True)}
 
@@ -77,30 +72,6 @@ def parse_args(argv=None):
             ap.error("--quick runs on a tiny model: leave --model out or pass tiny:<family>")
         args.frames, args.frame_size, args.warmup, args.repeats = 4, "112x84", 0, 1
     return args
-
-
-def load(args, device: torch.device, dtype):
-    from stvg_ros.adapters import load_adapter
-    from stvg_ros.adapters.common import resolve_dtype
-
-    dt = resolve_dtype(dtype, device)
-    if args.model.startswith(("tiny:", "small:")):
-        from stvg_ros.tiny_models import tiny_model
-
-        kind, family = args.model.split(":", 1)
-        sizes = SMALL_LM if kind == "small" else {}
-        path = tiny_model(family, tempfile.mkdtemp(prefix="stvg-bench-"), image_size=224 if sizes else 112, **sizes)
-        return load_adapter(path, device=device, dtype=dt, image_size=args.image_size or None), args.model
-    if args.model in REAL_SIZES:
-        if device.type == "cpu" and not args.allow_cpu_large:
-            raise SystemExit(f"{args.model} has billions of parameters: on CPU it needs tens of GB and hours. "
-                             "Run it on a GPU (--device cuda), or pass --allow-cpu-large to run it anyway.")
-        adapter = build_real_size(args.model, device, dt)
-        if args.image_size:
-            adapter.image_size = args.image_size
-        return adapter, f"{args.model} (random weights)"
-    return (load_adapter(args.model, device=device, dtype=dt, image_size=args.image_size or None),
-            Path(args.model).name or args.model)
 
 
 def floor_fn(adapter, frames, stamps, question):
@@ -149,7 +120,7 @@ def main(argv=None) -> dict:
     from stvg_ros.tiny_models import random_frames
 
     device = resolve_device(args.device)
-    adapter, label = load(args, device, args.dtype)
+    adapter, label = load_adapter(args.model, device, args.dtype, args.image_size, args.allow_cpu_large)
     adapter.activation_checkpointing = {"auto": None, "on": True, "off": False}[args.checkpointing]
     w, h = (int(v) for v in args.frame_size.lower().split("x"))
     frames = random_frames(args.frames, h, w, seed=0)

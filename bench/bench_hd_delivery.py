@@ -37,10 +37,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT))  # `bench` (after the installed stvg_ros with its messages)
 sys.path.insert(0, str(ROOT / "test"))
 
-from _util import machine, table, write_json  # noqa: E402
+from bench._util import machine, table, write_json  # noqa: E402
 
 SHM_PROFILE = ROOT / "config" / "fastdds_shm.xml"
 #: both variable names: Fast DDS 3 (Jazzy, Kilted) reads the first, 2.x (Humble) the second
@@ -64,7 +64,7 @@ def publish(args) -> int:
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
 
-    from bench_node import scene
+    from bench.bench_node import scene
 
     rclpy.init(args=None)
     node = rclpy.create_node("hd_camera")

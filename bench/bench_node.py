@@ -40,9 +40,9 @@ from types import SimpleNamespace
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # the repository root: `bench` is a package
 
-from _util import machine, mib, percentile, rss_bytes, table, write_json  # noqa: E402
+from bench._util import machine, mib, percentile, rss_bytes, table, write_json  # noqa: E402
 
 NS = 1_000_000_000
 
@@ -72,12 +72,14 @@ def ingest_side(model_side: int) -> int:
 
 
 def model_side(model: str, config: dict) -> int:
-    """What the node reads at configure (``ros/node.py``): ``image_size`` or the adapter's ``input_side``."""
-    from stvg_ros.grounder import Grounder
+    """What the node sizes its window by at configure (:meth:`stvg_ros.stack.Stack.build`): ``image_size`` or
+    the adapter's ``input_side``."""
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.stack import load_model
+    from stvg_ros.stack import model_side as side_of
 
-    grounder = Grounder.from_pretrained(model, config=dict(config, device="cpu"))
-    side = grounder.config.image_size or getattr(grounder.adapter, "input_side", None) or 0
-    return side if isinstance(side, int) else 0
+    cfg = GroundingConfig.from_dict(dict(config, device="cpu"))
+    return side_of(load_model(model, cfg).grounder, cfg)
 
 
 #: per-frame input sides of the real checkpoints (no weights here): Qwen2.5-VL at the paper's 224 px
@@ -353,12 +355,13 @@ def write_stream_bag(path: Path, seconds: float, width: int, height: int, query_
 
 def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomposer: str, config: dict) -> dict:
     from stvg_ros.bags import iter_messages
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.stack import load_model
     from stvg_ros.window import FrameWindow
 
     cfg = dict(config, num_frames=num_frames, decomposer=decomposer, device="cpu")
     t0 = time.perf_counter()
-    grounder = Grounder.from_pretrained(model, config=cfg)
+    grounder = load_model(model, GroundingConfig.from_dict(cfg)).grounder
     load_s = time.perf_counter() - t0
     window = FrameWindow(defaults["window_duration"], defaults["window_max_frames"], defaults["window_rate"],
                          defaults["max_side"])

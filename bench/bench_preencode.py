@@ -27,17 +27,15 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # this checkout's stvg_ros, and `bench` as a package
 
-from _util import machine, table, write_json  # noqa: E402
+from bench._util import machine, table, write_json  # noqa: E402
 
 QUERIES = ["the man in purple clothes sits on the bench", "a dog runs to the left", "the red car stops",
            "a woman in a white coat opens the door"]
@@ -69,16 +67,13 @@ def parse_args(argv=None):
 
 
 def load(name: str):
-    from bench_grounding import SMALL_LM
-    from stvg_ros.adapters import load_adapter
-    from stvg_ros.tiny_models import tiny_model
+    """Only tiny or small random models: the figures compare settings on one machine, not models."""
+    from bench.model_configs import load_adapter
 
     kind, _, family = name.partition(":")
     if kind not in ("tiny", "small") or not family:
         raise SystemExit(f"--models: {name!r} is not tiny:<family> or small:<family>")
-    sizes = SMALL_LM if kind == "small" else {}
-    path = tiny_model(family, tempfile.mkdtemp(prefix="stvg-bench-"), image_size=224 if sizes else 112, **sizes)
-    return load_adapter(path, device="cpu", dtype=torch.float32)
+    return load_adapter(name)[0]
 
 
 def frames_for(adapter, n: int):

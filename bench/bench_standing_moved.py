@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # this checkout's stvg_ros, and `bench` as a package
 
 FPS, WINDOW, EVERY = 5.0, 8, 2
 MOVES = ("moves left", "moves right", "moves up", "moves down")
@@ -46,16 +45,15 @@ def main(argv=None) -> int:
 
     import torch
 
-    from bench_stream import replay
-    from stvg_ros import Grounder
+    from bench.bench_stream import replay
     from stvg_ros.config import GroundingConfig
+    from stvg_ros.stack import load_model
     from stvg_ros.standing import StandingRules
     from stvg_ros.synthetic.generator import generate_sample, target_object
 
     torch.set_num_threads(1)
-    grounder = Grounder.from_pretrained(args.model, device="cpu",
-                                        config=GroundingConfig(num_frames=WINDOW, decomposer="rules",
-                                                               feature_cache_mb=args.feature_cache_mb))
+    grounder = load_model(args.model, GroundingConfig(num_frames=WINDOW, decomposer="rules", device="cpu",
+                                                      feature_cache_mb=args.feature_cache_mb)).grounder
     rules = StandingRules(found_on=0.5, found_off=0.5)
     out = dict(still=[], moving=[])
     seed = 0

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -52,10 +51,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # this checkout's stvg_ros, and `bench` as a package
 
-from _util import PeakMemory, machine, table, write_json  # noqa: E402
+from bench._util import PeakMemory, machine, table, write_json  # noqa: E402
 
 NS = 1_000_000_000
 SHIPPED = "models/stvg-synth-qwen"
@@ -78,24 +76,12 @@ STREAM_FPS = 2.0  # the node's window keeps 4 Hz by default; any rate: only the 
 
 
 def load(name: str, args):
-    """An adapter for ``name``: tiny:/small:<family>, a real size with random weights, or a model directory."""
-    from stvg_ros.adapters import load_adapter
+    """An adapter for ``name`` (:func:`bench.model_configs.load_adapter`): a real size on the GPU when there
+    is one, everything else on the CPU in float32."""
+    from bench.model_configs import REAL_SIZES, load_adapter
 
-    if name.startswith(("tiny:", "small:")):
-        from bench_grounding import SMALL_LM
-        from stvg_ros.tiny_models import tiny_model
-
-        kind, family = name.split(":", 1)
-        sizes = SMALL_LM if kind == "small" else {}
-        path = tiny_model(family, tempfile.mkdtemp(prefix="stvg-bench-"), image_size=224 if sizes else 112, **sizes)
-        return load_adapter(path, device="cpu", dtype=torch.float32)
-    from model_configs import REAL_SIZES, build_real_size
-
-    if name in REAL_SIZES:
-        if not args.allow_cpu_large and not torch.cuda.is_available():
-            raise SystemExit(f"{name} at real size on CPU takes minutes per query: pass --allow-cpu-large")
-        return build_real_size(name, torch.device("cuda" if torch.cuda.is_available() else "cpu"), torch.float32)
-    return load_adapter(str(ROOT / name) if (ROOT / name).is_dir() else name, device="cpu", dtype=torch.float32)
+    device = "cuda" if name in REAL_SIZES and torch.cuda.is_available() else "cpu"
+    return load_adapter(name, device, torch.float32, allow_cpu_large=args.allow_cpu_large)[0]
 
 
 PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png", "rocket.jpg")
@@ -335,14 +321,13 @@ def replay(grounder, frames, fps, query, window_frames, every_n, cheap_first: bo
     """Feed ``frames`` to a GroundingService in lock step (each frame waits for the evaluation it made due)
     with one standing query; returns (events [(kind, frame index)], the query's info)."""
     from stvg_ros.config import ServingConfig
-    from stvg_ros.service import GroundingService
+    from stvg_ros.stack import Stack, StackSettings
     from stvg_ros.standing import StandingRequest
 
     extra = {} if rules is None else dict(standing_found_on=rules.found_on, standing_found_off=rules.found_off)
     cfg = ServingConfig(window_rate=0.0, window_duration=60.0, window_max_frames=64, min_frames=window_frames,
                         standing_duty_budget=1.0, standing_refresh_every=refresh_every, **extra)
-    svc = GroundingService(cfg)
-    svc.start(grounder)
+    svc = Stack.build(StackSettings(serving=cfg), grounder=grounder).service
     events = []
     svc.register(StandingRequest("s", query, every_n_frames=every_n, window=(window_frames - 0.5) / fps,
                                  cheap_first=cheap_first),
@@ -518,12 +503,12 @@ EVERY_N = 2
 
 
 def load_grounder(model: str, frames: int, grounding: dict):
-    from stvg_ros import Grounder
     from stvg_ros.config import GroundingConfig
+    from stvg_ros.stack import load_model
 
     torch.set_num_threads(1)
-    cfg = GroundingConfig(num_frames=frames, decomposer="rules", **grounding)
-    return Grounder.from_pretrained(model, device="cpu", config=cfg)
+    cfg = GroundingConfig(num_frames=frames, decomposer="rules", **dict(grounding, device="cpu"))
+    return load_model(model, cfg).grounder
 
 
 def stream(seed: int, split: str, n: int):
@@ -629,14 +614,15 @@ def standing_section(grounder, args):
 
 def duty_section(grounder, args):
     from stvg_ros.config import ServingConfig
-    from stvg_ros.service import ANSWERED, GroundingRequest, GroundingService
+    from stvg_ros.service import ANSWERED, GroundingRequest
+    from stvg_ros.stack import Stack, StackSettings
     from stvg_ros.standing import StandingRequest
 
     frames, sample = stream(0, "test", 48)
     rows, out = [], []
     for budget in args.budgets:
-        svc = GroundingService(ServingConfig(window_rate=0.0, window_duration=60.0, standing_duty_budget=budget))
-        svc.start(grounder)
+        serving = ServingConfig(window_rate=0.0, window_duration=60.0, standing_duty_budget=budget)
+        svc = Stack.build(StackSettings(serving=serving), grounder=grounder).service
         svc.register(StandingRequest("s", sample["query"], every_n_frames=1, window=1.5), lambda a: None)
         waits, lock = [], threading.Lock()
 
@@ -676,7 +662,7 @@ PER_FRAME_FAMILIES = ("llava_onevision", "llava_next_video")  # visual tokens ex
 
 def targets(oneshot: dict) -> list[dict]:
     """The issue's targets, each with the figure measured in this run (or 'not run')."""
-    from model_configs import REAL_SIZES
+    from bench.model_configs import REAL_SIZES
 
     out = []
 

@@ -36,9 +36,9 @@ import time
 import traceback
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # the repository root: `bench` is a package
 
-from _util import PeakMemory, machine, synchronize, table, write_json  # noqa: E402
+from bench._util import PeakMemory, machine, synchronize, table, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 2**30
@@ -186,8 +186,9 @@ def _free() -> None:
 def child(a) -> None:
     import torch
 
-    import bench_grounding as bg
-    import lra_memory
+    from bench import bench_grounding as bg
+    from bench import lra_memory
+    from bench.model_configs import load_adapter
     from stvg_ros.adapters.common import resolve_device, resolve_dtype
     from stvg_ros.budget import TimeBudget
     from stvg_ros.config import GroundingConfig
@@ -209,8 +210,7 @@ def child(a) -> None:
     print(f"== {name} on {device} ({dtype}), {budget.left():.0f} s", flush=True)
     t = time.perf_counter()
     try:
-        adapter, label = bg.load(argparse.Namespace(model=model_name, image_size=0, allow_cpu_large=False), device,
-                                 dtype)
+        adapter, label = load_adapter(model_name, device, dtype)
         adapter.configure(AdapterOptions(visual_tokens=visual_tokens))  # the floor sees the same tokens
     except Exception as e:  # noqa: BLE001
         out.update(status="error", error=f"build: {type(e).__name__}: {str(e)[:500]}",

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # the repository root: `bench` is a package
 
-from _util import machine, table, write_json  # noqa: E402
-from model_configs import REAL_SIZES, build_real_size, parameter_count  # noqa: E402
+from bench._util import machine, table, write_json  # noqa: E402
+from bench.model_configs import REAL_SIZES, build_real_size, parameter_count  # noqa: E402
 
 GIB = 2**30
 QUESTIONS = ["Is there the man in purple clothes in this video?",

@@ -149,3 +149,41 @@ def build_real_size(name: str, device: torch.device, dtype: torch.dtype, directo
     cls = adapter_class(json.loads((Path(directory) / "config.json").read_text())["model_type"])
     use_capture_attention(cls._language_model_of(model))
     return cls(model, tok, directory, device, dtype)
+
+
+#: ``small:<family>``: a decoder big enough that compute, not Python overhead, dominates on a CPU
+#: (8 layers, hidden 512, GQA 8/2 heads, ~25 M decoder parameters; frames at 224 px)
+SMALL_LM = dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=8, num_attention_heads=8,
+                num_key_value_heads=2)
+
+
+def load_adapter(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype | str = torch.float32,
+                 image_size: int = 0, allow_cpu_large: bool = False):
+    """The benchmarks' one model loader: ``(adapter, label)`` for ``spec``, which is ``tiny:<family>`` or
+    ``small:<family>`` (random weights, built in a temporary directory), a name in :data:`REAL_SIZES` (real
+    shapes, random weights; on a CPU only with ``allow_cpu_large``), or a model directory (as given or
+    relative to the repository).  ``dtype``: a torch dtype or 'auto' (bfloat16 on cuda, float32 on cpu);
+    ``image_size``: the per-frame side (0 = the model's).  A grounder on a model directory with a
+    :class:`~stvg_ros.config.GroundingConfig` is :func:`stvg_ros.stack.load_model`'s."""
+    from stvg_ros import adapters
+    from stvg_ros.adapters.common import resolve_dtype
+    from stvg_ros.tiny_models import tiny_model
+
+    device = torch.device(device)
+    dt = resolve_dtype(dtype, device)
+    kind, _, family = spec.partition(":")
+    if kind in ("tiny", "small") and family:
+        sizes = SMALL_LM if kind == "small" else {}
+        path = tiny_model(family, tempfile.mkdtemp(prefix="stvg-bench-"), image_size=224 if sizes else 112, **sizes)
+        return adapters.load_adapter(path, device=device, dtype=dt, image_size=image_size or None), spec
+    if spec in REAL_SIZES:
+        if device.type == "cpu" and not allow_cpu_large:
+            raise SystemExit(f"{spec} has billions of parameters: on CPU it needs tens of GB and minutes per query. "
+                             "Run it on a GPU (--device cuda), or pass --allow-cpu-large to run it anyway.")
+        adapter = build_real_size(spec, device, dt)
+        if image_size:
+            adapter.image_size = image_size
+        return adapter, f"{spec} (random weights)"
+    root = Path(__file__).resolve().parent.parent
+    path = Path(spec) if Path(spec).is_dir() or not (root / spec).is_dir() else root / spec
+    return adapters.load_adapter(str(path), device=device, dtype=dt, image_size=image_size or None), path.name or spec

@@ -44,11 +44,10 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 
 from .config import MODEL_DEFAULTS_FILE, ServingConfig
+from .default_model import RECORD_KEY, calibration_problem  # noqa: F401  (the record's key; its check)
 
 #: GroundingConfig / ServingConfig fields this module chooses (and the only ones it writes)
 CALIBRATED_FIELDS = ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm")
-#: key of the calibration record in grounding_defaults.json (a comment to the config loader)
-RECORD_KEY = "_calibration"
 #: the synthetic world's standing streams (bench/bench_stream.py's): 48 frames at 5 fps, evaluated every
 #: 2 frames on the newest 8 (the shipped model was trained on 6-10 frame windows)
 SYNTHETIC_FPS, SYNTHETIC_STREAM, SYNTHETIC_WINDOW, SYNTHETIC_EVERY = 5.0, 48, 8, 2
@@ -409,24 +408,6 @@ def write_defaults(model_dir: str | Path, values: dict, record: dict) -> Path:
     return path
 
 
-def calibration_problem(model_dir: str | Path | None) -> str:
-    """Why a model's thresholds are not calibrated for it ("" when its grounding_defaults.json holds a
-    calibration record with found_threshold and the standing thresholds)."""
-    if model_dir is None:
-        return ""
-    path = Path(model_dir) / MODEL_DEFAULTS_FILE
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        data = {}
-    missing = [k for k in ("found_threshold", "standing_found_on", "standing_found_off") if k not in data]
-    if isinstance(data.get(RECORD_KEY), dict) and not missing:
-        return ""
-    return (f"thresholds not calibrated for this model ({', '.join(missing) or 'no calibration record'} "
-            f"in {path.name}: generic found_threshold/standing thresholds); run "
-            f"`stvg-calibrate {model_dir} --clips your_clips.json`")
-
-
 # --- the command ---------------------------------------------------------------------------------------
 
 def _source(spec: str) -> tuple[str, int, int]:
@@ -439,7 +420,9 @@ def _source(spec: str) -> tuple[str, int, int]:
 
 def _gather(args, grounder, clip_files, synthetic, log) -> list[Trace]:
     traces = []
-    side = 2 * int(grounder.config.image_size or getattr(grounder.adapter, "input_side", 0) or 336)
+    from .stack import model_side
+
+    side = 2 * (model_side(grounder, grounder.config) or 336)
     for f in clip_files or []:
         traces += measure(grounder.existence, load_clips(f, args.rate, side), args.window_s, args.every_s, log)
     for spec in synthetic or []:
@@ -523,12 +506,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             import torch
 
             from .config import GroundingConfig
-            from .default_model import choose_model
-            from .grounder import Grounder
+            from .stack import load_model
 
             torch.set_num_threads(args.threads)
-            grounder = Grounder.from_pretrained(choose_model(args.model_dir).directory, device=args.device,
-                                                config=GroundingConfig(device=args.device))
+            grounder = load_model(args.model_dir, GroundingConfig(device=args.device)).grounder
         return grounder
 
     log = lambda m: print(m, flush=True)  # noqa: E731

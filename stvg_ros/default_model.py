@@ -18,9 +18,12 @@ The synthetic model is only meaningful inside its world: callers print :data:`SY
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import NamedTuple, Optional
+
+from .config import MODEL_DEFAULTS_FILE
 
 SYNTHETIC_MODEL_NAME = "stvg-synth-qwen"
 #: the shipped model in a source tree (checkout, editable install, symlinked colcon install)
@@ -131,3 +134,26 @@ def resolve_model(model_path: str = "") -> tuple[str, bool]:
     """``(directory, meaningless)`` for ``model_path``: :func:`choose_model` without the kind."""
     choice = choose_model(model_path)
     return choice.directory, choice.meaningless
+
+
+#: key of the calibration record in grounding_defaults.json (a comment to the config loader), written by
+#: ``stvg-calibrate`` (:mod:`stvg_ros.calibration`)
+RECORD_KEY = "_calibration"
+
+
+def calibration_problem(model_dir: str | Path | None) -> str:
+    """Why a model's thresholds are not calibrated for it ("" when its grounding_defaults.json holds a
+    calibration record with found_threshold and the standing thresholds)."""
+    if model_dir is None:
+        return ""
+    path = Path(model_dir) / MODEL_DEFAULTS_FILE
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except ValueError:
+        data = {}
+    missing = [k for k in ("found_threshold", "standing_found_on", "standing_found_off") if k not in data]
+    if isinstance(data.get(RECORD_KEY), dict) and not missing:
+        return ""
+    return (f"thresholds not calibrated for this model ({', '.join(missing) or 'no calibration record'} "
+            f"in {path.name}: generic found_threshold/standing thresholds); run "
+            f"`stvg-calibrate {model_dir} --clips your_clips.json`")

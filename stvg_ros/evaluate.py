@@ -359,17 +359,15 @@ class CoreRunner:
 
     def __init__(self, gcfg: GroundingConfig, ev: EvalConfig, grounder=None):
         if grounder is None:
-            from . import Grounder
+            from .stack import choose, load_model
 
             cfg = gcfg.replace(keep_relevance=True) if ev.visualize != 0 else gcfg
-            if not ev.model:  # the node's default too: the shipped model (synthetic world), else the tiny random one
-                from .default_model import choose_model
-
-                choice = choose_model("")
-                print(f"stvg-eval: no --model: using the default model {choice.directory}"
-                      + (f" ({choice.note})" if choice.note else ""), file=sys.stderr)
-                ev.model = choice.directory
-            grounder = Grounder.from_pretrained(ev.model, config=cfg)
+            chosen = choose(ev.model)  # '' = the node's default too: the shipped model, else the tiny random one
+            if not ev.model:
+                print(f"stvg-eval: no --model: using the default model {chosen['directory']}"
+                      + (f" ({chosen['note']})" if chosen["note"] else ""), file=sys.stderr)
+                ev.model = chosen["directory"]
+            grounder = load_model(ev.model, cfg, chosen=chosen).grounder
         self.grounder, self.num_frames, self.ev = grounder, gcfg.num_frames, ev
 
     def evaluate(self, item: Item) -> tuple[dict, Any, Clip]:

@@ -56,8 +56,14 @@ class ProposalStage(Protocol):
     :class:`stvg_ros.config.ProposalConfig` (its ``default_class`` and ``synonyms`` make query phrases)."""
 
     config: ProposalConfig
-    kind: str
-    """What proposes, for answers and status: 'motion', 'hog' or the detector's kind."""
+
+    @property
+    def kind(self) -> str:
+        """What proposes, for answers and status: 'motion', 'hog' or the detector's kind."""
+
+    @property
+    def description(self) -> str:
+        """What runs, in words, for the log line of the stack's builder (:mod:`stvg_ros.stack`)."""
 
     def proposes(self, phrase: str) -> bool:
         """Whether this stage can propose ``phrase`` at all (HOG: people only), so an empty answer can say why."""

@@ -35,7 +35,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -552,7 +552,7 @@ class GroundingService:
                 return
             self._do(work, generation)
 
-    def _take(self, generation: int):
+    def _take(self, generation: int) -> "_Job | str | float | object | None":
         """(lock held) The next piece of work: a one-shot query first, else a due standing evaluation when
         the duty budget allows, else ``PREENCODE`` when idle; when there is none, how long until a standing
         query may be due (seconds, or None: until woken), or ``STOPPED``."""
@@ -560,7 +560,7 @@ class GroundingService:
             if self._stopping or generation != self._generation:
                 return _STOPPED
             if self._jobs:
-                job = self._jobs.popleft()
+                job: Optional[_Job] = self._jobs.popleft()
             else:
                 sq, wait = self._standing.next_due(self._clock())
                 if sq is None:
@@ -574,8 +574,8 @@ class GroundingService:
             self._current = job
             return job
 
-    def _do(self, work, generation: int) -> None:
-        if work == _PREENCODE:
+    def _do(self, work: "_Job | str", generation: int) -> None:
+        if isinstance(work, str):  # _PREENCODE
             self._preencode(generation)
             return
         try:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable, Hashable, Iterable, Optional, Sequence
+
+import numpy as np
 
 from stvg_ros.feature_cache import CacheStats
-from stvg_ros.result import GroundingResult, SubQueries
+from stvg_ros.result import GroundingResult, Proposals, SubQueries
 
 GROUND_STAGES = ("encode", "decompose", "lra", "attention", "select")
 EXIST_STAGES = ("encode", "exist")
 
 
-def present(stamp: float):
+def present(stamp: float) -> tuple[float, tuple[float, float, float, float]]:
     """The default script: the target is there, a 1x1 box at the origin."""
     return 0.9, (0.0, 0.0, 1.0, 1.0)
 
@@ -30,12 +33,13 @@ class FakeGrounder:
     the checkpoint every ``check_every`` s (0: never, like one long forward pass).  ``renumber``: a new track
     id at every grounding (a tracker losing a still object)."""
 
-    def __init__(self, script=present, cost: float = 0.0, clock=None, renumber: bool = False):
+    def __init__(self, script: Callable[[float], tuple] = present, cost: float = 0.0, clock: Optional[Clock] = None,
+                 renumber: bool = False):
         self.script, self.cost, self.clock, self.renumber = script, cost, clock, renumber
         self.calls: list[dict] = []
         self.grounds = self.exists = 0
         self.fail = False
-        self.on_stage = None
+        self.on_stage: Optional[Callable[[str], None]] = None
         self.forgotten: list[set] = []
         self.serving_defaults: dict = {}
         self.release, self.entered = threading.Event(), threading.Event()
@@ -46,7 +50,7 @@ class FakeGrounder:
         self.release.clear()
         self._hold = (stage, check_every, timeout)
 
-    def _stages(self, names, checkpoint) -> None:
+    def _stages(self, names: Sequence[str], checkpoint: Optional[Callable[[str], None]]) -> None:
         for stage in names:
             if checkpoint is not None:
                 checkpoint(stage)
@@ -60,12 +64,15 @@ class FakeGrounder:
                 while not self.release.wait(every or 0.01) and time.monotonic() < deadline:
                     if checkpoint is not None and every:
                         checkpoint(stage)
-            if self.cost:
+            if self.cost and self.clock is not None:
                 self.clock.now += self.cost / len(names)
         if self.fail:
             raise RuntimeError("out of memory")
 
-    def ground(self, frames, stamps, query, proposals=None, sub_queries=None, checkpoint=None, frame_keys=None):
+    def ground(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
+               proposals: Optional[Proposals] = None, sub_queries: Optional[SubQueries] = None,
+               checkpoint: Optional[Callable[[str], None]] = None,
+               frame_keys: Optional[Sequence] = None) -> GroundingResult:
         self.calls.append(dict(kind="ground", stamps=list(stamps), query=query, proposals=proposals,
                                sub_queries=sub_queries, frame_keys=frame_keys))
         self._stages(GROUND_STAGES, checkpoint)
@@ -76,17 +83,20 @@ class FakeGrounder:
                                boxes={s: tuple(box) for s in stamps}, track_id=self.grounds if self.renumber else None,
                                sub_queries=sub_queries or SubQueries(query, query, "none"), p_yes=p)
 
-    def existence(self, frames, stamps, query, checkpoint=None, frame_keys=None) -> float:
+    def existence(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
+                  checkpoint: Optional[Callable[[str], None]] = None,
+                  frame_keys: Optional[Sequence] = None) -> float:
         self.calls.append(dict(kind="existence", stamps=list(stamps), query=query, frame_keys=frame_keys))
         self._stages(EXIST_STAGES, checkpoint)
         with self._lock:
             self.exists += 1
         return self.script(stamps[-1])[0]
 
-    def prefetch(self, frames, frame_keys, should_stop=None, stamps=None) -> int:
+    def prefetch(self, frames: Sequence[np.ndarray], frame_keys: Sequence,
+                 should_stop: Optional[Callable[[], bool]] = None, stamps: Optional[Sequence[float]] = None) -> int:
         return 0  # no cache
 
-    def forget_frames(self, gone_keys) -> int:
+    def forget_frames(self, gone_keys: Iterable[Hashable]) -> int:
         self.forgotten.append(set(gone_keys))
         return 0
 

@@ -222,8 +222,8 @@ def test_offline_replay_gives_the_services_events():
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "bench"))
-    from bench_stream import replay
+    sys.path.append(str(root))  # the benchmarks are the package `bench`
+    from bench.bench_stream import replay
     from stvg_ros import Grounder
     from stvg_ros.config import GroundingConfig
     from stvg_ros.standing import ChangeTracker, StandingRules

@@ -84,8 +84,8 @@ def test_estimate_matches_the_measured_activations(model):
     from types import SimpleNamespace
 
     root = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(root / "bench"))
-    from model_configs import REAL_SIZES
+    sys.path.append(str(root))  # the benchmarks are the package `bench`
+    from bench.model_configs import REAL_SIZES
 
     data = json.loads((root / "bench" / "results" / f"lra-memory-{model}-20f-cpu.json").read_text())
     measured = data["prediction"]["off"]["saved_all_layers_bytes"]

@@ -17,7 +17,7 @@ import pytest
 from stvg_ros.budget import TimeBudget
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path.append(str(ROOT))  # the benchmarks are the package `bench`
 
 
 class FakeClock:
@@ -58,7 +58,7 @@ def test_time_budget_plans_with_the_largest_duration_seen_and_a_margin():
 
 def test_timed_runs_stop_repeating_when_the_deadline_nears():
     import torch
-    from gpu_check import timed_runs
+    from bench.gpu_check import timed_runs
 
     clock = FakeClock()
     budget = TimeBudget(10.0, margin=1.0, clock=clock)
@@ -79,7 +79,7 @@ def test_timed_runs_stop_repeating_when_the_deadline_nears():
 
 def test_run_case_records_errors_and_skips_and_goes_on():
     import torch
-    from gpu_check import run_case
+    from bench.gpu_check import run_case
 
     clock = FakeClock()
     budget = TimeBudget(60.0, clock=clock)

@@ -12,8 +12,8 @@ from stvg_ros.adapters.base import AdapterOptions
 from stvg_ros.adapters.qwen import QWEN_VIDEO_PIXELS, qwen_frame_size
 from stvg_ros.config import ConfigError, GroundingConfig
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-import bench_real_boxes as real  # noqa: E402  (the benchmark's planting and measure: one definition)
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # the benchmarks are the package `bench`
+from bench import bench_real_boxes as real  # noqa: E402  (the benchmark's planting and measure: one definition)
 
 
 @pytest.fixture(scope="module")

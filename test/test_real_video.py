@@ -17,7 +17,7 @@ from stvg_ros.proposals.annotated import AnnotatedBox, AnnotatedClip, load_annot
 from stvg_ros.video import iter_frames, read_frames
 
 REAL = Path(__file__).parent / "data" / "real"
-sys.path.insert(0, str(Path(__file__).parent.parent / "bench"))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # the benchmarks are the package `bench`
 
 
 def _clip(boxes: dict) -> AnnotatedClip:
@@ -62,7 +62,7 @@ def vtest():
 
 
 def _track_only(clip, frames, seeds=(0, 1, 2)):
-    from bench_real_video import noisy_detections, true_paths
+    from bench.bench_real_video import noisy_detections, true_paths
 
     from stvg_ros.proposals.tracker import make_tracker
 

@@ -192,6 +192,12 @@ class ModelAdapter(ABC):
         """Apply ``options`` to later calls (clips encoded before keep their tokens)."""
         self.options = options
 
+    @property
+    def input_side(self) -> int:
+        """The per-frame side (pixels) the vision tower is fed (the service keeps frames at twice it);
+        0 = not known, the service then keeps them at its default side.  Families override it."""
+        return 0
+
     @classmethod
     @abstractmethod
     def from_pretrained(cls, path: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,

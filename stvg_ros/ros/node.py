@@ -37,6 +37,7 @@ from stvg_ros.ros.events import Throttle, subscribe
 from stvg_ros.ros.outputs import create_outputs, destroy_outputs, publish_answer
 from stvg_ros.ros.status import LossSummary, Monitor, diagnostics, status_message
 from stvg_ros.service import SHUTTING_DOWN, Answer, GroundingRequest, GroundingService
+from stvg_ros.stack import BuildError, Stack
 
 #: history of the query subscriptions: deep, so that a burst of queries is refused one by one with a
 #: reason instead of being overwritten silently in the DDS reader's history
@@ -61,6 +62,7 @@ class StvgNode(LifecycleNode):
         self._throttle = Throttle()
         self.service = GroundingService(warn=self._warn)
         self.settings: Optional[P.NodeSettings] = None  # read at configure and on every parameter change
+        self.stack: Optional[Stack] = None  # built at configure (stvg_ros.stack), dropped at cleanup
         self._model = dict(directory="", kind="", note="")
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
@@ -115,50 +117,24 @@ class StvgNode(LifecycleNode):
 
     def _after_set_parameters(self, changes, pending: Optional[dict] = None) -> None:
         self.params.set({c.name: c.value for c in changes})
-        old, self.settings = self.settings, self._read_settings()
-        self.service.configure(self.settings.serving)
-        if old is not None and self.service.grounder is not None:  # live knobs now, the rest at configure
-            self.service.grounder.config = P.live_part(self.settings.grounding, self.service.grounder.config)
+        self.settings = self._read_settings()
+        if self.stack is not None:  # live knobs now; those that shape the model at configure
+            self.stack.reconfigure(self.settings)
+        else:
+            self.service.configure(self.settings.serving)
         later = P.not_live([c.name for c in changes])
         if later:
             self.get_logger().info(f"{', '.join(later)} take effect at the next configure/activate")
 
     # -- lifecycle ------------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        log = self.get_logger()
         try:
             self.settings = s = self._read_settings()
-            from stvg_ros import Grounder
-            from stvg_ros.calibration import calibration_problem
-            from stvg_ros.default_model import choose_model
-
-            choice = choose_model(s.model_path)
-            self._model = dict(directory=choice.directory, kind=choice.kind, note=choice.note)
-            # issue 27: thresholds not calibrated for this model (stvg-calibrate) are a /diagnostics warning
-            self._model["uncalibrated"] = calibration_problem(choice.directory) if choice.kind != "tiny" else ""
-            if choice.note:  # a default model: random (meaningless) or synthetic-world only
-                log.warning(choice.note)
-            t0 = time.monotonic()
-            grounder = Grounder.from_pretrained(choice.directory, device=s.grounding.device, config=s.grounding)
-            log.info(f"loaded model {choice.directory} on {grounder.adapter.device} in {time.monotonic() - t0:.1f} s"
-                     + "".join(f"; model defaults: {k}={v}" for k, v in sorted(grounder.applied_defaults.items())))
-        except Exception as e:  # noqa: BLE001 - any configure failure must leave the node alive
-            problem = str(e) if isinstance(e, ConfigError) else f"cannot load the model: {type(e).__name__}: {e}"
-            return self._configure_failed(problem)
-        stage = None
-        if s.proposals.enabled:  # the live proposal stage: tracks are ready when a query comes
-            try:
-                from stvg_ros.proposals.live import proposal_stage
-
-                pcfg = s.proposals.replace(window_s=max(s.proposals.window_s, s.serving.window_duration))
-                stage = proposal_stage(pcfg)
-                log.info(f"proposals ({pcfg.source}): {stage.description}")
-            except Exception as e:  # noqa: BLE001 - a bad detector path must leave the node alive
-                return self._configure_failed(f"proposal stage: {type(e).__name__}: {e}")
-        side = s.grounding.image_size or getattr(grounder.adapter, "input_side", None) or 0
-        self.service.configure(s.serving, model_side=side if isinstance(side, int) else 0)
-        self.service.start(grounder, external_detections=s.use_detections, stage=stage,
-                           synonyms=s.proposals.synonyms)
+            self.stack = Stack.build(s, service=self.service, log=self.get_logger())
+        except ConfigError as e:  # a bad setting, model or detector path must leave the node alive
+            self._model = e.model if isinstance(e, BuildError) and e.model else self._model
+            return self._configure_failed(str(e))
+        self._model = self.stack.model
         self.service.input_name = self.resolve_topic_name("image")
         self._pubs = create_outputs(self, self._warn)
         self._depth = DepthInput(self, s, self._warn) if s.depth_topic else None  # its publishers are outputs too
@@ -241,7 +217,7 @@ class StvgNode(LifecycleNode):
         """Stop the service (answers published first), drop publishers and the model, free GPU memory."""
         self.service.stop(reason, timeout=STOP_TIMEOUT_S)
         destroy_outputs(self, self._pubs, ACK_TIMEOUT_S / 2)  # the last answers reach their subscribers first
-        self._pubs, self._depth = {}, None
+        self._pubs, self._depth, self.stack = {}, None, None
         self.service.reset()
         gc.collect()
         torch = sys.modules.get("torch")

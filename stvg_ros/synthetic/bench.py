@@ -294,7 +294,8 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
     import torch
     from tqdm import tqdm
 
-    from stvg_ros import Grounder, GroundingConfig
+    from stvg_ros import GroundingConfig
+    from stvg_ros.stack import load_model
 
     torch.set_num_threads(threads)
     methods = dict(METHODS, **PROPOSAL_FREE) if methods is None else methods
@@ -312,7 +313,7 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
         cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"] // frames_per_step, device="cpu",
                               decomposer="rules", keep_relevance=True,
                               **dict(overrides or {}, **switches))
-        grounder = Grounder.from_pretrained(str(model), config=cfg)
+        grounder = load_model(str(model), cfg).grounder
         with_proposals = name not in PROPOSAL_FREE
         it = tqdm(samples, desc=name, disable=not progress, mininterval=5)
         for frames, s in it:
@@ -412,14 +413,15 @@ def found_report(model: str | Path, count: int, first_seed: int, split: str, thr
     config's); on the val split also the threshold that balances found and rejected rates."""
     import torch
 
-    from stvg_ros import Grounder, GroundingConfig
+    from stvg_ros import GroundingConfig
+    from stvg_ros.stack import load_model
 
     torch.set_num_threads(threads)
     samples = [generate_sample(first_seed + k, split) for k in range(count)]
     # the existence judgment asks the plain full question, whatever DSTH/LRA/TAS do: the cheapest row
     cfg = GroundingConfig(num_frames=samples[0][1]["num_frames"], device="cpu", decomposer="rules",
                           **dict(overrides or {}, use_dsth=False, use_lra=False, use_tas=False, box_method="cells"))
-    grounder = Grounder.from_pretrained(str(model), config=cfg)
+    grounder = load_model(str(model), cfg).grounder
     found = found_table(grounder, samples)
     text = found_markdown(found, count, split)
     if split == "val":
