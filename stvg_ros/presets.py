@@ -249,3 +249,29 @@ if __name__ == "__main__":  # regenerate config/presets/*.yaml
     for preset_name in PRESETS:
         (out / f"{preset_name}.yaml").write_text(preset_yaml(preset_name))
         print(out / f"{preset_name}.yaml")
+
+
+def apply_model_serving_defaults(config: ServingConfig, defaults: dict[str, Any]) -> tuple[ServingConfig, dict]:
+    """``config`` with a model's calibrated standing hysteresis in the model layer under it
+    (:func:`stvg_ros.presets.resolve`: as a whole, on, off and confirm were chosen together, and only
+    when ``config`` sets none of the three); a config resolved with its model already is returned as is."""
+    if getattr(config, "_with_model", False) or not defaults:
+        return config, {}
+    base = ServingConfig()
+    mine = {f.name: getattr(config, f.name) for f in fields(config) if getattr(config, f.name) != getattr(base, f.name)}
+    r = resolve({"serving": mine}, model_serving_defaults=defaults)
+    applied = {k: v for k, v in r.applied(MODEL_LAYER, "serving").items() if getattr(config, k) != v}
+    return (r.serving if applied else config), applied
+
+
+def apply_model_defaults(config: GroundingConfig, defaults: dict[str, Any]) -> tuple[GroundingConfig, dict[str, Any]]:
+    """``config`` with ``defaults`` (a model's) in the model layer under it
+    (:func:`stvg_ros.presets.layered_grounding`): a plain config's non-default fields win.
+
+    Returns ``(config, the defaults actually applied)``; nothing is applied when
+    ``config.use_model_defaults`` is false."""
+    if not defaults or not config.use_model_defaults:
+        return config, {}
+    cfg, applied = layered_grounding(config, defaults)
+    applied = {k: v for k, v in applied.items() if getattr(config, k) != v}
+    return (cfg if applied else config), applied

@@ -40,7 +40,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .camera_tube import CameraTube, camera_tube, empty_tube
-from .config import ServingConfig, apply_model_serving_defaults
+from .config import ServingConfig
+from .presets import apply_model_serving_defaults
 from .proposals import ExternalTracks, subject_phrase
 from .proposals.tracks import Detections
 from .result import Cancelled, GroundingResult, SubQueries

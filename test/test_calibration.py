@@ -15,8 +15,8 @@ import pytest
 from stvg_ros.calibration import (RECORD_KEY, Trace, calibration_problem, choose_found_threshold, choose_standing,
                                   load_clips, main, measure, paired_difference, pareto, standing_grid, standing_rates, synthetic_clips,
                                   wilson, window_ends)
-from stvg_ros.config import (MODEL_DEFAULTS_FILE, ServingConfig, apply_model_serving_defaults, load_model_defaults,
-                             load_model_serving_defaults)
+from stvg_ros.config import MODEL_DEFAULTS_FILE, ServingConfig, load_model_defaults, load_model_serving_defaults
+from stvg_ros.presets import apply_model_serving_defaults
 
 
 def test_wilson_interval():

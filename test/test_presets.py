@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from stvg_ros.config import (MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, ProposalConfig, ServingConfig,
-                             apply_model_defaults, knob_choices, load_model_defaults)
+                             knob_choices, load_model_defaults)
 from stvg_ros.default_model import REPO_MODEL_DIR
-from stvg_ros.presets import PRESETS, layered_grounding, param_name, preset_yaml, resolve
+from stvg_ros.presets import PRESETS, apply_model_defaults, layered_grounding, param_name, preset_yaml, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 #: what the eval configs set that depends on the dataset (query_format) or the device (dtype, device)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from stvg_ros import Grounder, GroundingConfig
-from stvg_ros.config import MODEL_DEFAULTS_FILE, ConfigError, apply_model_defaults, load_model_defaults
+from stvg_ros.config import MODEL_DEFAULTS_FILE, ConfigError, load_model_defaults
+from stvg_ros.presets import apply_model_defaults
 from stvg_ros.regions import _iou, frame_candidates, relevance_seeds
 from stvg_ros.relevance import upsample_maps
 from stvg_ros.spatial import ATTENTION_TRACK, choose_track
