@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 
 # Command-line tools: one "command = module:function" per line.  Add yours here.
 CONSOLE_SCRIPTS = [
-    "stvg-tiny-model = stvg_ros.tiny_models:main",
+    "stvg-tiny-model = stvg_ros.adapters.tiny_models:main",
     "stvg-eval = stvg_ros.evaluate:main",
     "stvg-make-bag = stvg_ros.bags:main",
     "stvg-proposals = stvg_ros.proposals.cli:main",

@@ -142,7 +142,7 @@ def photographs(width: int, height: int) -> tuple[list[np.ndarray], str]:
     (importing skimage is not needed), else the synthetic scene; and where they came from."""
     import cv2
 
-    from stvg_ros.tiny_models import photo_dir
+    from stvg_ros.adapters.tiny_models import photo_dir
 
     names = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
     out = []
@@ -395,7 +395,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.frames, args.seconds, args.query_every = 60, 3.0, 1.0
 
-    from stvg_ros.default_model import MEANINGLESS_WARNING, resolve_model
+    from stvg_ros.adapters.default_model import MEANINGLESS_WARNING, resolve_model
 
     model, meaningless = resolve_model(args.model)
     if meaningless:

@@ -71,7 +71,7 @@ def parse_args(argv=None):
 def load(name: str):
     from bench_grounding import SMALL_LM
     from stvg_ros.adapters import load_adapter
-    from stvg_ros.tiny_models import tiny_model
+    from stvg_ros.adapters.tiny_models import tiny_model
 
     kind, _, family = name.partition(":")
     if kind not in ("tiny", "small") or not family:
@@ -83,7 +83,7 @@ def load(name: str):
 
 def frames_for(adapter, n: int):
     """Frames as the node keeps them: twice the model's input side (4:3)."""
-    from stvg_ros.tiny_models import random_frames
+    from stvg_ros.adapters.tiny_models import random_frames
 
     w = 2 * adapter.input_side
     return random_frames(n, w * 3 // 4, w, seed=7)

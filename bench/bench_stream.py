@@ -83,7 +83,7 @@ def load(name: str, args):
 
     if name.startswith(("tiny:", "small:")):
         from bench_grounding import SMALL_LM
-        from stvg_ros.tiny_models import tiny_model
+        from stvg_ros.adapters.tiny_models import tiny_model
 
         kind, family = name.split(":", 1)
         sizes = SMALL_LM if kind == "small" else {}
@@ -122,7 +122,7 @@ def stream_frames(n: int, args) -> list:
     """The stream's frames: photographs (the default where scikit-image's files are installed; a camera's
     content, for the segmentation the select stage runs) or random texture (``--stream noise``:
     GrabCut's worst case, every pixel an edge)."""
-    from stvg_ros.tiny_models import photo_dir, random_frames
+    from stvg_ros.adapters.tiny_models import photo_dir, random_frames
 
     root = photo_dir(*PHOTOS) if args.stream == "photos" else None
     if args.stream == "photos" and root is None:

@@ -9,7 +9,7 @@ Qwen2.5-VL-7B, LLaVA-NeXT-Video-7B, LLaVA-OneVision-7B, LLaVA-OneVision-0.5B, at
   ``bench_grounding.py`` measures them;
 * ``lra-step`` with activation checkpointing off and on: the peak memory of one LRA step over 3
   problems (V_s, V_t, V_s'), as ``lra_memory.py --device cuda`` measures it, against a 24 GiB card;
-* ``ref-plain`` and ``ref-full-2``: the official code's way (``stvg_ros.official_path``), its time over
+* ``ref-plain`` and ``ref-full-2``: the official code's way (``stvg_ros.adapters.official_path``), its time over
   ours and whether its relevance maps equal ours.
 
 Each model runs in its own child process with a deadline (its share of the time left), so an
@@ -192,8 +192,8 @@ def child(a) -> None:
     from stvg_ros.budget import TimeBudget
     from stvg_ros.config import GroundingConfig
     from stvg_ros.grounder import format_question
-    from stvg_ros.official_path import ReferenceAdapter
-    from stvg_ros.tiny_models import random_frames
+    from stvg_ros.adapters.official_path import ReferenceAdapter
+    from stvg_ros.adapters.tiny_models import random_frames
 
     from stvg_ros.adapters.base import AdapterOptions
     from stvg_ros.lra import latent_prompt_kept, optimise_latent_prompts

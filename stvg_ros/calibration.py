@@ -523,7 +523,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             import torch
 
             from .config import GroundingConfig
-            from .default_model import choose_model
+            from .adapters.default_model import choose_model
             from .grounder import Grounder
 
             torch.set_num_threads(args.threads)

@@ -205,7 +205,7 @@ class GroundingConfig:
     within float32 rounding (other batch shapes); False computes every pass on its own (for checks and
     benchmarks)."""
     feature_cache_mb: float = 256.0
-    """Memory (MiB) for what queries about a stream share (``stvg_ros.feature_cache``; used when the caller
+    """Memory (MiB) for what queries about a stream share (``stvg_ros.adapters.feature_cache``; used when the caller
     names its frames, as the node does): frames' preprocessed pixels and visual tokens, and, while the
     sampled frames stay the same, each clip's prefix (KV cache, at most half of this) and its caption
     prompt's answer.  Results are identical with or without it.  0 = off."""

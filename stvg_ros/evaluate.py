@@ -358,7 +358,7 @@ class CoreRunner:
 
             cfg = gcfg.replace(keep_relevance=True) if ev.visualize != 0 else gcfg
             if not ev.model:  # the node's default too: the shipped model (synthetic world), else the tiny random one
-                from .default_model import choose_model
+                from .adapters.default_model import choose_model
 
                 choice = choose_model("")
                 print(f"stvg-eval: no --model: using the default model {choice.directory}"

@@ -55,7 +55,7 @@ from .boxes import fill_boxes, fill_interior
 from .config import (MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults,
                      load_model_serving_defaults)
 from .dsth import Decomposer
-from .feature_cache import CacheStats, FeatureCache
+from .adapters.feature_cache import CacheStats, FeatureCache
 from .lra import optimise_latent_prompts, yes_probability
 from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
                         upsample_maps)
@@ -225,7 +225,7 @@ class Grounder:
         :attr:`applied_defaults` (log it).
         """
         from .adapters import load_adapter
-        from .devices import resolve_device
+        from .adapters.devices import resolve_device
 
         defaults = load_model_defaults(directory)
         mine = _as_config(config)

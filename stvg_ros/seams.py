@@ -43,7 +43,7 @@ class GroundingModel(Protocol):
         frame's (another service's too); entries dropped."""
 
     def cache_stats(self):
-        """A :class:`stvg_ros.feature_cache.CacheStats` of the per-frame cache (for status reports)."""
+        """A :class:`stvg_ros.adapters.feature_cache.CacheStats` of the per-frame cache (for status reports)."""
 
     def model_serving_defaults(self) -> dict:
         """Serving fields (standing thresholds) the model directory calibrated for this model, to apply under

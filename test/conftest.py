@@ -13,7 +13,7 @@ FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """``tiny_model_dir(family)`` → directory of a saved tiny random model (built once)."""
-    from stvg_ros.tiny_models import tiny_model
+    from stvg_ros.adapters.tiny_models import tiny_model
 
     cache = {}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 
-from stvg_ros.feature_cache import CacheStats
+from stvg_ros.adapters.feature_cache import CacheStats
 from stvg_ros.result import GroundingResult, SubQueries
 
 GROUND_STAGES = ("encode", "decompose", "lra", "attention", "select")

@@ -228,7 +228,7 @@ def test_failed_queries_make_the_command_exit_1_with_a_summary(tmp_path, hcstvg,
 
 
 def test_core_mode_without_model_uses_the_default_model(tmp_path, hcstvg, capsys):
-    from stvg_ros.default_model import choose_model
+    from stvg_ros.adapters.default_model import choose_model
 
     rc = evaluate.main(["run", "--dataset", "hcstvg_v1", "--annotations", str(hcstvg / "test_proc.json"),
                         "--videos", str(hcstvg), "--output", str(tmp_path / "o"), "--num-frames", "4",

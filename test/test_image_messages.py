@@ -105,7 +105,7 @@ def test_encode_round_trip():
 def _photo(width: int, height: int) -> np.ndarray:
     """A photograph-like RGB frame: scikit-image's astronaut upscaled when installed, else smooth shading with
     hard-edged shapes (both have the edges and gradients where resampling paths differ)."""
-    from stvg_ros.tiny_models import photo_dir
+    from stvg_ros.adapters.tiny_models import photo_dir
 
     data = photo_dir("astronaut.png")
     if data is not None:

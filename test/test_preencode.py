@@ -10,10 +10,10 @@ from fake_grounder import FakeGrounder
 
 from stvg_ros.adapters import load_adapter
 from stvg_ros.config import ServingConfig
-from stvg_ros.feature_cache import FeatureCache
+from stvg_ros.adapters.feature_cache import FeatureCache
 from stvg_ros.grounder import Grounder, sample_indices
 from stvg_ros.service import GroundingRequest, GroundingService
-from stvg_ros.tiny_models import random_frames
+from stvg_ros.adapters.tiny_models import random_frames
 
 FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
 NS = 10**9

@@ -17,7 +17,7 @@ from stvg_ros.regions import _iou, frame_candidates, relevance_seeds
 from stvg_ros.relevance import upsample_maps
 from stvg_ros.spatial import ATTENTION_TRACK, choose_track
 from stvg_ros.synthetic.generator import generate_sample
-from stvg_ros.tiny_models import photo_dir
+from stvg_ros.adapters.tiny_models import photo_dir
 
 DATA = Path(__file__).parent / "data"
 CELL = 28  # Qwen2.5-VL's token cell in pixels
@@ -195,7 +195,7 @@ def test_shipped_model_finds_present_targets_and_rejects_absent_colours():
     """With its own found_threshold (grounding_defaults.json, chosen on validation) the shipped model finds
     present targets and rejects queries naming a colour that is not in the clip (val seeds; the bench
     reports the rates, and that absent shapes and actions are NOT rejected: the model did not learn them)."""
-    from stvg_ros.default_model import REPO_MODEL_DIR
+    from stvg_ros.adapters.default_model import REPO_MODEL_DIR
     from stvg_ros.synthetic.bench import absent_queries
 
     if not (REPO_MODEL_DIR / "config.json").is_file():

@@ -76,7 +76,7 @@ def test_plain_colcon_build_installs_a_complete_package(workspace):
              "from stvg_ros.action import Ground; assert Ground.Result().tube.query_id == ''; "
              "assert stvg_ros.__file__.startswith(%r), stvg_ros.__file__; "
              "assert stvg_ros.__version__; print(stvg_ros.msg.Tube().header); "
-             "from stvg_ros.default_model import choose_model; c = choose_model(''); "
+             "from stvg_ros.adapters.default_model import choose_model; c = choose_model(''); "
              "assert c.kind == 'synthetic' and c.directory.startswith(%r), c") % (str(py), str(install / "share"))
     run_env = dict(env, PYTHONPATH=str(py),
                    LD_LIBRARY_PATH=os.pathsep.join(filter(None, [str(install / "lib"), env.get("LD_LIBRARY_PATH")])))

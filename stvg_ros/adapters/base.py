@@ -166,7 +166,7 @@ class ForwardOutput:
 class ModelAdapter(ABC):
     """A multimodal LLM family, seen the way the grounding algorithm needs it."""
 
-    #: registry key, e.g. "qwen2_5_vl"; also the ``family`` argument of ``stvg_ros.tiny_models.tiny_model``
+    #: registry key, e.g. "qwen2_5_vl"; also the ``family`` argument of ``stvg_ros.adapters.tiny_models.tiny_model``
     family: str = ""
     #: the official code's fixed grounding-token offset from the prompt's end for this template
     default_grounding_offset: int = -1
@@ -175,7 +175,7 @@ class ModelAdapter(ABC):
     device: torch.device
     dtype: torch.dtype
     options: AdapterOptions = AdapterOptions()
-    #: per-frame preprocessing and visual features reused across clips (``stvg_ros.feature_cache``);
+    #: per-frame preprocessing and visual features reused across clips (``stvg_ros.adapters.feature_cache``);
     #: adapters that support it set it from the grounder, None = encode every clip from scratch
     feature_cache = None
     #: whether ``encode_frames`` takes ``keys`` (frame identities) to use :attr:`feature_cache`

@@ -20,9 +20,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..attention import capture_attention, use_capture_attention
-from ..checkpointing import checkpointed_layers, should_checkpoint
-from ..devices import resolve_device
+from .attention import capture_attention, use_capture_attention
+from .checkpointing import checkpointed_layers, should_checkpoint
+from .devices import resolve_device
 from .base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens, add_latent_prompt
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class HFAdapter(ModelAdapter):
     #: run prompts that share a clip on a KV cache of their common prefix (see ``_run_on_prefixes``)
     use_prefix_cache: bool = True
     #: LRA's backward pass: recompute decoder layers instead of keeping their activations
-    #: (True/False force it; None = auto: on a GPU when memory would run short, see stvg_ros.checkpointing)
+    #: (True/False force it; None = auto: on a GPU when memory would run short, see stvg_ros.adapters.checkpointing)
     activation_checkpointing: bool | None = None
     #: the content part the chat template renders as the video placeholder
     video_part = {"type": "video"}
@@ -515,7 +515,7 @@ class HFAdapter(ModelAdapter):
         """``run`` of prompts on one clip without latent prompts: the clip prefix is decoded once into a KV
         cache (alone, so its values never depend on the batch), the questions run on it.
 
-        With a ``key`` (:class:`stvg_ros.feature_cache.ClipKey`, set by keyed encodes) the prefix and the whole
+        With a ``key`` (:class:`stvg_ros.adapters.feature_cache.ClipKey`, set by keyed encodes) the prefix and the whole
         call's output are kept in :attr:`feature_cache` and evicted with the clip's frames: a later call on the
         same sampled frames skips the prefix, and a call it has seen (the caption prompt, which no query
         changes) costs nothing.  Hits return exactly what the computation gives, since the computation of a

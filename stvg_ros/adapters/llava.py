@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..feature_cache import ClipKey
+from .feature_cache import ClipKey
 from .base import VisualTokens
 from .common import AdapterError, HFAdapter, check_frames, normalise, resize_rgb
 
@@ -115,7 +115,7 @@ class _LlavaVideoAdapter(HFAdapter):
     def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None,
                       keys: Sequence | None = None) -> VisualTokens:
         """``stamps`` is accepted for interface symmetry with Qwen and unused (no time positions);
-        ``keys``: the frames' identities, to reuse cached frames (``stvg_ros.feature_cache``)."""
+        ``keys``: the frames' identities, to reuse cached frames (``stvg_ros.adapters.feature_cache``)."""
         frames = check_frames(frames)
         T, H, W = frames.shape[:3]
         keyed = self._uses_feature_cache(keys)

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from stvg_ros.default_model import choose_model
+    from stvg_ros.adapters.default_model import choose_model
     from stvg_ros.msg import GroundingQuery, Tube
     from stvg_ros.ros.convert import ns_to_stamp, stamp_to_ns
     from stvg_ros.image_messages import decode_image, encode_image

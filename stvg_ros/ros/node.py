@@ -130,7 +130,7 @@ class StvgNode(LifecycleNode):
             self.settings = s = self._read_settings()
             from stvg_ros import Grounder
             from stvg_ros.calibration import calibration_problem
-            from stvg_ros.default_model import choose_model
+            from stvg_ros.adapters.default_model import choose_model
 
             choice = choose_model(s.model_path)
             self._model = dict(directory=choice.directory, kind=choice.kind, note=choice.note)
