@@ -120,8 +120,8 @@ def floor_fn(adapter, frames, stamps, question):
 
 
 def grounding_fn(adapter, frames, stamps, config):
-    from stvg_ros.grounder import Grounder
-    from stvg_ros.result import SubQueries
+    from stvg_ros.grounding.grounder import Grounder
+    from stvg_ros.grounding.result import SubQueries
 
     grounder = Grounder(adapter, config)
     subs = SubQueries(attribute=SUB_QUERIES[0], action=SUB_QUERIES[1], source="given")
@@ -144,7 +144,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     from stvg_ros.adapters.devices import resolve_device
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.grounder import format_question
+    from stvg_ros.grounding.grounder import format_question
     from stvg_ros.adapters.official_path import ReferenceAdapter
     from stvg_ros.adapters.tiny_models import random_frames
 

@@ -73,7 +73,7 @@ def ingest_side(model_side: int) -> int:
 
 def model_side(model: str, config: dict) -> int:
     """What the node reads at configure (``ros/node.py``): ``image_size`` or the adapter's ``input_side``."""
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     grounder = Grounder.from_pretrained(model, config=dict(config, device="cpu"))
     side = grounder.config.image_size or getattr(grounder.adapter, "input_side", None) or 0
@@ -353,7 +353,7 @@ def write_stream_bag(path: Path, seconds: float, width: int, height: int, query_
 
 def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomposer: str, config: dict) -> dict:
     from stvg_ros.bags import iter_messages
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
     from stvg_ros.window import FrameWindow
 
     cfg = dict(config, num_frames=num_frames, decomposer=decomposer, device="cpu")

@@ -95,7 +95,7 @@ def visual_counts(grounder) -> tuple[int, int]:
 
 
 def first_query(adapter, cfg: dict, frames, args) -> dict:
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     stamps = [0.25 * i for i in range(args.window)]
     Grounder(adapter, cfg).ground(frames[:args.window], stamps, QUERIES[0])  # warm-up (not timed)
@@ -135,7 +135,7 @@ def first_query(adapter, cfg: dict, frames, args) -> dict:
 def speculative(adapter, cfg: dict, frames, args) -> dict:
     """Share of a query's visual units pre-encoded ``k`` frames before it arrived; and on a stream
     pre-encoded after every kept frame, the share of pre-encoded units later used."""
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     W = args.window
     stamps = [0.25 * i for i in range(len(frames))]

@@ -191,12 +191,12 @@ def child(a) -> None:
     from stvg_ros.adapters.common import resolve_device, resolve_dtype
     from stvg_ros.budget import TimeBudget
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.grounder import format_question
+    from stvg_ros.grounding.grounder import format_question
     from stvg_ros.adapters.official_path import ReferenceAdapter
     from stvg_ros.adapters.tiny_models import random_frames
 
     from stvg_ros.adapters.base import AdapterOptions
-    from stvg_ros.lra import latent_prompt_kept, optimise_latent_prompts
+    from stvg_ros.grounding.lra import latent_prompt_kept, optimise_latent_prompts
 
     budget = TimeBudget(max(a.deadline - time.time(), 1e-3), margin=1.15)
     name = a.child
@@ -248,7 +248,7 @@ def child(a) -> None:
     def latent_case() -> dict:
         """The latent prompts after LRA (2 steps, paper loss, lr 8; V_s, V_t, V_s'): their rms relative to the
         visual tokens', and the relative error / cosine of what the decoder sees of them in bf16 and fp16."""
-        from stvg_ros.grounder import Grounder
+        from stvg_ros.grounding.grounder import Grounder
 
         g = Grounder(adapter, dict(base, lra_steps=LATENT_STEPS))
         with torch.no_grad():

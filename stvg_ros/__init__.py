@@ -8,10 +8,10 @@ layer stays cheap.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Grounder": "stvg_ros.grounder",
+    "Grounder": "stvg_ros.grounding.grounder",
     "GroundingConfig": "stvg_ros.config",
-    "GroundingResult": "stvg_ros.result",
-    "SubQueries": "stvg_ros.result",
+    "GroundingResult": "stvg_ros.grounding.result",
+    "SubQueries": "stvg_ros.grounding.result",
 }
 
 

@@ -235,7 +235,7 @@ def measure(existence: Callable[[list, list, str], float], clips: Iterable[Label
             every_s: float, progress: Optional[Callable[[str], None]] = None) -> list[Trace]:
     """Every query's p_yes on its whole clip (clips that inform ``found``) and on each sliding
     window (clips that inform the standing thresholds).  ``existence(frames, stamps, text)``: the
-    model's judgment (:meth:`stvg_ros.grounder.Grounder.existence`)."""
+    model's judgment (:meth:`stvg_ros.grounding.grounder.Grounder.existence`)."""
     traces = []
     for clip in clips:
         t0 = time.process_time()
@@ -524,7 +524,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             from .config import GroundingConfig
             from .adapters.default_model import choose_model
-            from .grounder import Grounder
+            from .grounding.grounder import Grounder
 
             torch.set_num_threads(args.threads)
             grounder = Grounder.from_pretrained(choose_model(args.model_dir).directory, device=args.device,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from .boxes import Box
-from .result import GroundingResult
+from .grounding.result import GroundingResult
 from .window import Frame
 
 

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Optional
 
 from .boxes import Box, clip_box
 from .proposals.tracks import Track
-from .result import SubQueries
+from .grounding.result import SubQueries
 
 
 class DatasetError(ValueError):

@@ -35,7 +35,7 @@ from .datasets import Sample, load_dataset, load_proposals, load_sub_queries, pr
 from .boxes import Box
 from .proposals import StaticTracks
 from .proposals.tracks import Track
-from .result import GroundingResult, SubQueries
+from .grounding.result import GroundingResult, SubQueries
 from .video import Clip
 
 

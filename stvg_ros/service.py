@@ -43,7 +43,7 @@ from .camera_tube import CameraTube, camera_tube, empty_tube
 from .config import ServingConfig, apply_model_serving_defaults
 from .proposals import ExternalTracks, subject_phrase
 from .proposals.tracks import Detections
-from .result import Cancelled, GroundingResult, SubQueries
+from .grounding.result import Cancelled, GroundingResult, SubQueries
 from .seams import GroundingModel, ProposalStage
 from .standing import (APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest,
                        StandingScheduler)
@@ -265,7 +265,7 @@ class GroundingService:
     def start(self, grounder: GroundingModel, *, external_detections: bool = False,
               stage: Optional[ProposalStage] = None, synonyms: Optional[dict] = None, threaded: bool = True) -> None:
         """Serve with ``grounder`` (what :class:`stvg_ros.seams.GroundingModel` declares, e.g. a
-        :class:`~stvg_ros.grounder.Grounder`); proposals from external detections (``add_detections``), a
+        :class:`~stvg_ros.grounding.grounder.Grounder`); proposals from external detections (``add_detections``), a
         live stage (:class:`stvg_ros.seams.ProposalStage`), or none.
         ``threaded=False``: no worker thread; the caller does the work with :meth:`run_pending` (tests and
         single-threaded hosts: deterministic, no waiting)."""

@@ -107,7 +107,7 @@ class FrameWindow:
     an average of 10), so the kept rate does not drift with jitter.
 
     With ``rate`` 0 (the node's default) every frame is kept, so a query's frames are the stream's
-    and the grounder's sample of them (uniform in time, :func:`stvg_ros.grounder.sample_indices`)
+    and the grounder's sample of them (uniform in time, :func:`stvg_ros.grounding.grounder.sample_indices`)
     is exactly what core mode samples from the same stream; any decimation shifts that sample.
     More than ``max_frames`` frames within ``duration`` are *thinned*, not cut: the frame whose
     removal leaves the smallest gap goes (the oldest of equals), so the window keeps its time span,

@@ -11,7 +11,7 @@ import threading
 import time
 
 from stvg_ros.adapters.feature_cache import CacheStats
-from stvg_ros.result import GroundingResult, SubQueries
+from stvg_ros.grounding.result import GroundingResult, SubQueries
 
 GROUND_STAGES = ("encode", "decompose", "lra", "attention", "select")
 EXIST_STAGES = ("encode", "exist")

@@ -6,7 +6,7 @@ import torch
 
 from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.feature_cache import FeatureCache
-from stvg_ros.grounder import Grounder
+from stvg_ros.grounding.grounder import Grounder
 from stvg_ros.adapters.tiny_models import random_frames
 
 FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")

@@ -7,8 +7,8 @@ import torch
 from fake_adapter import FakeAdapter, clip_with_square
 from stvg_ros import Grounder as LazyGrounder
 from stvg_ros.config import ConfigError, GroundingConfig
-from stvg_ros.grounder import Grounder, format_question, sample_indices
-from stvg_ros.result import GroundingResult
+from stvg_ros.grounding.grounder import Grounder, format_question, sample_indices
+from stvg_ros.grounding.result import GroundingResult
 
 STAGES = {"encode", "decompose", "lra", "attention", "select", "total"}
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from stvg_ros.config import GroundingConfig, ServingConfig
-from stvg_ros.grounder import sample_indices
+from stvg_ros.grounding.grounder import sample_indices
 from stvg_ros.service import GroundingService
 from stvg_ros.window import NS
 

@@ -11,7 +11,7 @@ from fake_grounder import FakeGrounder
 from stvg_ros.adapters import load_adapter
 from stvg_ros.config import ServingConfig
 from stvg_ros.adapters.feature_cache import FeatureCache
-from stvg_ros.grounder import Grounder, sample_indices
+from stvg_ros.grounding.grounder import Grounder, sample_indices
 from stvg_ros.service import GroundingRequest, GroundingService
 from stvg_ros.adapters.tiny_models import random_frames
 

@@ -5,9 +5,9 @@ import pytest
 
 from fake_adapter import FakeAdapter, clip_with_square
 from stvg_ros.config import GroundingConfig
-from stvg_ros.grounder import Grounder
+from stvg_ros.grounding.grounder import Grounder
 from stvg_ros.render import GT, GT_SPAN, OUT_OF_SPAN, PRED, SPAN, render_tube, save_png
-from stvg_ros.result import GroundingResult, SubQueries
+from stvg_ros.grounding.result import GroundingResult, SubQueries
 
 
 def _result(stamps, start, end, box, relevance=None):

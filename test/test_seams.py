@@ -50,7 +50,7 @@ def _mismatch(protocol, cls) -> list[str]:
 def test_the_grounder_and_the_fake_are_grounding_models():
     from fake_grounder import FakeGrounder
 
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     for cls in (Grounder, FakeGrounder):
         assert _mismatch(GroundingModel, cls) == [], cls

@@ -12,7 +12,7 @@ import pytest
 from fake_grounder import Clock, FakeGrounder
 
 from stvg_ros.config import ConfigError, ServingConfig
-from stvg_ros.result import GroundingResult, SubQueries
+from stvg_ros.grounding.result import GroundingResult, SubQueries
 from stvg_ros.service import ANSWERED, CANCELLED, FAILED, REJECTED, SHUTTING_DOWN, GroundingRequest, GroundingService
 from stvg_ros.standing import (APPEARED, DISAPPEARED, ENDED, MOVED, ChangeTracker, StandingRequest, StandingRules,
                                StandingScheduler, box_shift)

@@ -2,7 +2,7 @@
 
 Everything that differs between Qwen2.5-VL, LLaVA-OneVision and LLaVA-NeXT-Video (frame
 preprocessing, where visual tokens sit in the prompt, chat template, rotary positions, answer
-token ids) lives behind :class:`ModelAdapter`.  The algorithm in ``stvg_ros.grounder`` only
+token ids) lives behind :class:`ModelAdapter`.  The algorithm in ``stvg_ros.grounding.grounder`` only
 sees :class:`VisualTokens` and :class:`ForwardOutput` and never branches on model names.
 """
 

@@ -25,7 +25,7 @@ from typing import Hashable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..boxes import Box
-from ..result import Proposals
+from ..grounding.result import Proposals
 from ..config import ProposalConfig, ProposalConfigError
 from .tracker import make_tracker
 from .tracks import Detections, Track

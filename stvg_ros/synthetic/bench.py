@@ -57,7 +57,7 @@ PROPOSAL_FREE = {
 def right_object_ious(boxes: dict[int, tuple], sample: dict) -> list[float]:
     """IoU with the target's box on the tube's frames whose box overlaps the target most of all objects
     (the frames where the right object is chosen): how well the boxes fit, apart from the choice."""
-    from stvg_ros.regions import _iou
+    from stvg_ros.grounding.regions import _iou
 
     out = []
     for t, b in boxes.items():
@@ -107,8 +107,8 @@ def frame_track_share(result, sample: dict) -> float | None:
     relevance (None when there is no such frame): how consistently *over time* the spatial map singles out
     the target, which is what TAS is meant to improve (the track choice itself takes one maximum over
     all frames and hides it)."""
-    from stvg_ros.relevance import upsample_maps
-    from stvg_ros.spatial import max_in_box
+    from stvg_ros.grounding.relevance import upsample_maps
+    from stvg_ros.grounding.spatial import max_in_box
 
     rel = result.relevance
     maps, scale = upsample_maps(rel.spatial, rel.content_box, rel.image_size)

@@ -29,12 +29,12 @@ Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and 
 * TAS: the reversed clip is what the model sees for ``frames[::-1]`` (re-encoded for Qwen's 2-frame
   slots).  V_s' starts from zero and is optimised on the reversed clip in the same batch as V_s and
   V_t (one pass per step); maps are assembled by the mean of per-clip-normalised maps
-  (see :func:`stvg_ros.relevance.assemble_tas`; the paper gives no rule, the code has none).
+  (see :func:`stvg_ros.grounding.relevance.assemble_tas`; the paper gives no rule, the code has none).
 * Span: 'topk' is the paper's rule made contiguous (best K-frame window); 'grow' is the
   official rule.  Gaps inside a track are scored with interpolated boxes (the official code
   scores 0 there); boxes are filled for every frame of the span.
 * Proposal-free boxes (no detector) are our addition; the official code needs proposals: segments of
-  the frames seeded by the relevance peaks, linked over time (:mod:`stvg_ros.spatial`).
+  the frames seeded by the relevance peaks, linked over time (:mod:`stvg_ros.grounding.spatial`).
 * Frames are sampled uniformly with rounding (the official code truncates), first and last kept.
 """
 
@@ -50,12 +50,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .adapters.base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
-from .boxes import fill_boxes, fill_interior
-from .config import (MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults,
-                     load_model_serving_defaults)
+from ..adapters.base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
+from ..boxes import fill_boxes, fill_interior
+from ..config import (MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults,
+                      load_model_serving_defaults)
 from .dsth import Decomposer
-from .adapters.feature_cache import CacheStats, FeatureCache
+from ..adapters.feature_cache import CacheStats, FeatureCache
 from .lra import optimise_latent_prompts, yes_probability
 from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
                         upsample_maps)
@@ -63,7 +63,7 @@ from .result import Cancelled, GroundingResult, Proposals, RelevanceMaps, SubQue
 from .spatial import choose_track, tracks_from_proposals
 from .temporal import choose_span, frame_scores
 
-log = logging.getLogger("stvg_ros.grounder")
+log = logging.getLogger("stvg_ros.grounding.grounder")
 
 _ARTICLES = {"The": "the", "A": "a", "An": "an"}
 _WORDS = re.compile(r"(\W+)")
@@ -224,8 +224,8 @@ class Grounder:
         non-default values win; ``use_model_defaults=False`` ignores the file.  What was applied is
         :attr:`applied_defaults` (log it).
         """
-        from .adapters import load_adapter
-        from .adapters.devices import resolve_device
+        from ..adapters import load_adapter
+        from ..adapters.devices import resolve_device
 
         defaults = load_model_defaults(directory)
         mine = _as_config(config)
