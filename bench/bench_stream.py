@@ -335,8 +335,8 @@ def replay(grounder, frames, fps, query, window_frames, every_n, cheap_first: bo
     """Feed ``frames`` to a GroundingService in lock step (each frame waits for the evaluation it made due)
     with one standing query; returns (events [(kind, frame index)], the query's info)."""
     from stvg_ros.config import ServingConfig
-    from stvg_ros.service import GroundingService
-    from stvg_ros.standing import StandingRequest
+    from stvg_ros.stream.service import GroundingService
+    from stvg_ros.stream.standing import StandingRequest
 
     extra = {} if rules is None else dict(standing_found_on=rules.found_on, standing_found_off=rules.found_off)
     cfg = ServingConfig(window_rate=0.0, window_duration=60.0, window_max_frames=64, min_frames=window_frames,
@@ -558,7 +558,7 @@ def score_events(events, st, ed):
 
 
 def choose_thresholds(trs):
-    from stvg_ros.standing import ChangeTracker, StandingRules
+    from stvg_ros.stream.standing import ChangeTracker, StandingRules
 
     best = None
     for on in (0.5, 0.52, 0.55, 0.58, 0.6, 0.65):
@@ -629,8 +629,8 @@ def standing_section(grounder, args):
 
 def duty_section(grounder, args):
     from stvg_ros.config import ServingConfig
-    from stvg_ros.service import ANSWERED, GroundingRequest, GroundingService
-    from stvg_ros.standing import StandingRequest
+    from stvg_ros.stream.service import ANSWERED, GroundingRequest, GroundingService
+    from stvg_ros.stream.standing import StandingRequest
 
     frames, sample = stream(0, "test", 48)
     rows, out = [], []

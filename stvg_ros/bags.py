@@ -31,7 +31,7 @@ import numpy as np
 from .image_messages import ImageError, decode_message
 from .boxes import Box
 from .tube_messages import make_tube, stamp_to_ns, time_message, tube_boxes
-from .window import NS
+from .stream.window import NS
 
 DEFAULT_START_TIME = 1000.0
 """Seconds; the same for every bag (see module docstring). Non-zero: a zero stamp means 'unset'."""
@@ -149,7 +149,7 @@ def depth_message(store, depth_m: np.ndarray, stamp: float, frame_id: str = "cam
 
 
 def camera_info_message(store, intrinsics, stamp: float, frame_id: str = "camera"):
-    """A pinhole ``CameraInfo`` (no distortion) of :class:`~stvg_ros.depth.Intrinsics`."""
+    """A pinhole ``CameraInfo`` (no distortion) of :class:`~stvg_ros.stream.depth.Intrinsics`."""
     i = intrinsics
     k = np.array([i.fx, 0, i.cx, 0, i.fy, i.cy, 0, 0, 1], np.float64)
     p = np.array([i.fx, 0, i.cx, 0, 0, i.fy, i.cy, 0, 0, 0, 1, 0], np.float64)

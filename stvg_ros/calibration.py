@@ -8,7 +8,7 @@ synthetic world as a source) this module measures the model's existence judgment
 * ``found_threshold`` (one-shot answers): the value balancing the present queries found and the
   absent ones rejected, each query judged once on its whole clip (a clip ~ the node's window);
 * ``standing_found_on`` / ``standing_found_off`` / ``standing_confirm`` (standing queries): the
-  hysteresis replayed (:class:`~stvg_ros.standing.ChangeTracker`, the node's own) on a sliding
+  hysteresis replayed (:class:`~stvg_ros.stream.standing.ChangeTracker`, the node's own) on a sliding
   window over each clip; an ``appeared`` event while the window overlaps a labelled span is a hit,
   elsewhere a false appearance.  Chosen for the most appearances found with at most
   ``max_false`` false appearances per stream (the first at or above ``min_found`` when several qualify),
@@ -307,7 +307,7 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
     """The hysteresis replayed on every window trace: appearances found (labelled spans with an
     ``appeared`` event while the window overlaps them), false appearances (events in windows that
     overlap none) per stream and as a share of events, disappearances reported."""
-    from .standing import ChangeTracker, StandingRules
+    from .stream.standing import ChangeTracker, StandingRules
 
     rules = StandingRules(found_on=found_on, found_off=found_off, confirm=confirm)
     hits = spans = false = events = streams = false_streams = 0

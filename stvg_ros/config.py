@@ -325,7 +325,7 @@ class GroundingConfig:
 
 
 # ==============================================================================================
-# The grounding service (stvg_ros.service): window, admission and queue of a live stream.  The node
+# The grounding service (stvg_ros.stream.service): window, admission and queue of a live stream.  The node
 # declares one parameter per field (same name).
 # ==============================================================================================
 

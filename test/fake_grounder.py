@@ -1,4 +1,4 @@
-"""The tests' one grounding model without a model, behind :class:`stvg_ros.seams.GroundingModel`.
+"""The tests' one grounding model without a model, behind :class:`stvg_ros.stream.seams.GroundingModel`.
 
 It records every call, answers by a script of the stream, and can be held inside a stage, fail, or take
 simulated time on the service's test clock, so service tests (one-shot and standing queries) need neither a

@@ -10,7 +10,7 @@ import pytest
 
 from stvg_ros.image_messages import (ImageError, check_image, decode_compressed, decode_for_window, decode_image,
                                     encode_image, jpeg_size, supported_encodings)
-from stvg_ros.window import downscale
+from stvg_ros.stream.window import downscale
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)

@@ -72,7 +72,7 @@ def test_plain_colcon_build_installs_a_complete_package(workspace):
                 "share/stvg_ros/models/stvg-synth-qwen/model.safetensors"]:
         assert (install / rel).exists(), rel
     assert os.access(install / "lib/stvg_ros/stvg_node", os.X_OK)
-    check = ("import stvg_ros, stvg_ros.msg, stvg_ros.ros.node, stvg_ros.window; "
+    check = ("import stvg_ros, stvg_ros.msg, stvg_ros.ros.node, stvg_ros.stream.window; "
              "from stvg_ros.action import Ground; assert Ground.Result().tube.query_id == ''; "
              "assert stvg_ros.__file__.startswith(%r), stvg_ros.__file__; "
              "assert stvg_ros.__version__; print(stvg_ros.msg.Tube().header); "

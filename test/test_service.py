@@ -17,9 +17,9 @@ from fake_grounder import Clock, FakeGrounder
 from stvg_ros.config import ProposalConfig, ServingConfig
 from stvg_ros.proposals.tracks import Detections
 from stvg_ros.grounding.result import GroundingResult, SubQueries
-from stvg_ros.service import (ANSWERED, CANCELLED, FAILED, JUMP_BACK_S, REJECTED, SHUTTING_DOWN, GroundingRequest,
-                              GroundingService)
-from stvg_ros.window import NS
+from stvg_ros.stream.service import (ANSWERED, CANCELLED, FAILED, JUMP_BACK_S, REJECTED, SHUTTING_DOWN,
+                                     GroundingRequest, GroundingService)
+from stvg_ros.stream.window import NS
 
 T0 = 100 * NS
 DT = NS // 10

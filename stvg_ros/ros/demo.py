@@ -47,7 +47,7 @@ def score_against_truth(tube, truth: dict, stamps: list[float]) -> tuple[float, 
     """
     from stvg_ros import metrics
     from stvg_ros.tube_messages import stamp_to_ns, tube_boxes
-    from stvg_ros.window import NS
+    from stvg_ros.stream.window import NS
 
     gt_span = (int(truth["start_frame"]), int(truth["end_frame"]))
     gt_boxes = {int(k): tuple(v) for k, v in truth["boxes"].items()}
@@ -64,7 +64,7 @@ def box_fit(tube, truth: dict, stamps: list[float]) -> float | None:
     well the boxes fit the target, apart from the span."""
     from stvg_ros import metrics
     from stvg_ros.tube_messages import tube_boxes
-    from stvg_ros.window import NS
+    from stvg_ros.stream.window import NS
 
     pred = metrics.frame_boxes_from_stamps({ns / NS: b for ns, b in tube_boxes(tube).items()}, stamps=stamps)
     gt = {int(k): tuple(v) for k, v in truth["boxes"].items()}
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from stvg_ros.image_messages import decode_image, encode_image
     from stvg_ros.render import save_png
     from stvg_ros.ros.node import StvgNode
-    from stvg_ros.window import NS
+    from stvg_ros.stream.window import NS
 
     clip_dir = _find_clip(args.clip)
     meta = json.loads((clip_dir / "clip.json").read_text())

@@ -31,7 +31,7 @@ import numpy as np
 from ..config import ConfigError, GroundingConfig
 from ..evaluate import base_record, score_tube
 from ..tube_messages import stamp_to_ns, tube_boxes
-from ..window import NS
+from ..stream.window import NS
 from .bag_player import BagPlayer, message_class
 
 #: grounding fields that do not change what is computed (only where)

@@ -246,10 +246,10 @@ def motion_proposals(frames: np.ndarray) -> dict:
 
 def live_window_frames(num_frames: int, fps: float, serving=None) -> list[int]:
     """The clip's frames that the node's window holds when a query arrives one frame period after the last
-    frame: the clip played at its own rate into a :class:`stvg_ros.window.FrameWindow` set up as the
+    frame: the clip played at its own rate into a :class:`stvg_ros.stream.window.FrameWindow` set up as the
     node's ``serving`` settings (default: the node's defaults) set it."""
     from stvg_ros.config import ServingConfig
-    from stvg_ros.window import NS, FrameWindow
+    from stvg_ros.stream.window import NS, FrameWindow
 
     cfg = serving or ServingConfig()
     window = FrameWindow(cfg.window_duration, cfg.window_max_frames, cfg.window_rate, cfg.ingest_max_side)

@@ -5,7 +5,7 @@ rate and downscaled at ingestion, so memory is bounded by ``max_frames x max_sid
 whatever the camera sends.  Time is the frames' own header stamps (integer nanoseconds, kept
 exactly so answers quote the stamps the camera published).  What a backwards jump of the stamps
 means (a looping bag, a restarted driver) is decided by its owner,
-:class:`stvg_ros.service.GroundingService`, which then calls :meth:`FrameWindow.reset`.
+:class:`stvg_ros.stream.service.GroundingService`, which then calls :meth:`FrameWindow.reset`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from .boxes import Box
+from ..boxes import Box
 
 NS = 1_000_000_000
 

@@ -7,8 +7,8 @@ the grounder, the counters, and the one rule for time jumps (:meth:`GroundingSer
 It imports no ROS module, so all of it is tested without DDS (``test/test_service.py``); started with
 ``threaded=False`` it runs no thread and :meth:`GroundingService.run_pending` does the worker's work on
 the caller's thread (deterministic tests, with a test ``clock``).  Its parts are typed by
-:mod:`stvg_ros.seams`; every :class:`Answer` carries its tube in the camera's terms (:attr:`Answer.tube`).
-Standing queries (:meth:`GroundingService.register`, rules in :mod:`stvg_ros.standing`) are
+:mod:`stvg_ros.stream.seams`; every :class:`Answer` carries its tube in the camera's terms (:attr:`Answer.tube`).
+Standing queries (:meth:`GroundingService.register`, rules in :mod:`stvg_ros.stream.standing`) are
 evaluated by the same worker when no one-shot query waits, within a duty budget.  With
 ``preencode_when_idle`` the worker, when it has nothing else to do, encodes the kept frames' visual
 features ahead of the first query (:meth:`Grounder.prefetch`), one unit at a time, yielding to any
@@ -40,10 +40,10 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .camera_tube import CameraTube, camera_tube, empty_tube
-from .config import ServingConfig, apply_model_serving_defaults
-from .proposals import ExternalTracks, subject_phrase
-from .proposals.tracks import Detections
-from .grounding.result import Cancelled, GroundingResult, SubQueries
+from ..config import ServingConfig, apply_model_serving_defaults
+from ..proposals import ExternalTracks, subject_phrase
+from ..proposals.tracks import Detections
+from ..grounding.result import Cancelled, GroundingResult, SubQueries
 from .seams import GroundingModel, ProposalStage
 from .standing import (APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest,
                        StandingScheduler)
@@ -264,9 +264,9 @@ class GroundingService:
 
     def start(self, grounder: GroundingModel, *, external_detections: bool = False,
               stage: Optional[ProposalStage] = None, synonyms: Optional[dict] = None, threaded: bool = True) -> None:
-        """Serve with ``grounder`` (what :class:`stvg_ros.seams.GroundingModel` declares, e.g. a
+        """Serve with ``grounder`` (what :class:`stvg_ros.stream.seams.GroundingModel` declares, e.g. a
         :class:`~stvg_ros.grounding.grounder.Grounder`); proposals from external detections (``add_detections``), a
-        live stage (:class:`stvg_ros.seams.ProposalStage`), or none.
+        live stage (:class:`stvg_ros.stream.seams.ProposalStage`), or none.
         ``threaded=False``: no worker thread; the caller does the work with :meth:`run_pending` (tests and
         single-threaded hosts: deterministic, no waiting)."""
         self.stop(timeout=0.5)
@@ -701,7 +701,7 @@ class GroundingService:
 
     # -- standing queries ----------------------------------------------------------------------------
     def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:
-        """Register a standing query (see :mod:`stvg_ros.standing`); True when registered.  Its events
+        """Register a standing query (see :mod:`stvg_ros.stream.standing`); True when registered.  Its events
         (``Answer.event``) and finally one ``ended`` go to ``on_event`` (from the worker, or from this
         thread for a refusal, which is its ``ended``).  An id already registered is replaced."""
         text = " ".join(request.text.split())

@@ -1,6 +1,6 @@
 """What the grounding service needs of its parts: a grounding model and a live proposal stage.
 
-:class:`stvg_ros.service.GroundingService` calls only what these protocols declare, so anything that
+:class:`stvg_ros.stream.service.GroundingService` calls only what these protocols declare, so anything that
 has these methods can serve: :class:`stvg_ros.grounding.grounder.Grounder` and the proposal stages
 (:mod:`stvg_ros.proposals.live`, :mod:`stvg_ros.proposals.motion`) do, and so does the tests' one fake
 (``test/fake_grounder.py``); ``test/test_seams.py`` compares their signatures with these.
@@ -12,8 +12,8 @@ from typing import Callable, Hashable, Iterable, Optional, Protocol, Sequence, r
 
 import numpy as np
 
-from .config import ProposalConfig
-from .grounding.result import GroundingResult, Proposals, SubQueries
+from ..config import ProposalConfig
+from ..grounding.result import GroundingResult, Proposals, SubQueries
 
 
 @runtime_checkable
