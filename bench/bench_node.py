@@ -337,7 +337,7 @@ def bench_window(frames: int, width: int, height: int, rate: float, defaults: di
 
 
 def write_stream_bag(path: Path, seconds: float, width: int, height: int, query_every: float, first_query: float):
-    from stvg_ros.bags import QuerySpec, write_bag
+    from stvg_ros.evaluation.bags import QuerySpec, write_bag
 
     n = int(round(seconds * 30))
     stamps = [100.0 + i / 30.0 for i in range(n)]
@@ -352,7 +352,7 @@ def write_stream_bag(path: Path, seconds: float, width: int, height: int, query_
 
 
 def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomposer: str, config: dict) -> dict:
-    from stvg_ros.bags import iter_messages
+    from stvg_ros.evaluation.bags import iter_messages
     from stvg_ros.grounding.grounder import Grounder
     from stvg_ros.stream.window import FrameWindow
 

@@ -436,7 +436,7 @@ class ServingConfig:
 #: the file beside the weights that holds the GroundingConfig values a checkpoint needs
 MODEL_DEFAULTS_FILE = "grounding_defaults.json"
 #: ServingConfig fields that file may hold too: standing-query thresholds calibrated for the model
-#: (``stvg-calibrate``, :mod:`stvg_ros.calibration`); applied by the service under its config
+#: (``stvg-calibrate``, :mod:`stvg_ros.evaluation.calibration`); applied by the service under its config
 MODEL_SERVING_FIELDS = ("standing_found_on", "standing_found_off", "standing_confirm")
 
 

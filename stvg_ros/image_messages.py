@@ -1,5 +1,5 @@
 """sensor_msgs/Image and CompressedImage ↔ RGB uint8 arrays, without cv_bridge: the one decoder
-of the node (live topics) and of bags (``stvg_ros.bags``, ``stvg-proposals``).
+of the node (live topics) and of bags (``stvg_ros.evaluation.bags``, ``stvg-proposals``).
 
 Works on any object with the messages' fields (rclpy messages, rosbags messages), and checks
 every field against the data, because a malformed frame must be reported and dropped, never

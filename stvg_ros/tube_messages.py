@@ -4,7 +4,7 @@ rclpy's generated message classes and a rosbags typestore's both take their fiel
 so :func:`make_tube` builds a Tube from whichever classes ``types`` names (``types(name)`` → the
 class for ``stvg_ros/msg/Tube``, ``stvg_ros/msg/TubeBox``, ``std_msgs/msg/Header``,
 ``builtin_interfaces/msg/Time``): the node passes the built ``stvg_ros.msg`` classes
-(``stvg_ros.ros.convert``), :mod:`stvg_ros.bags` its typestore's.  Every field is always given,
+(``stvg_ros.ros.convert``), :mod:`stvg_ros.evaluation.bags` its typestore's.  Every field is always given,
 so neither side depends on message defaults.  Boxes go in and come out as corners; the message
 carries centre and size (:mod:`stvg_ros.boxes`).  Stamps are integer nanoseconds.
 """

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stvg_ros.calibration import (RECORD_KEY, Trace, calibration_problem, choose_found_threshold, choose_standing,
-                                  load_clips, main, measure, paired_difference, pareto, standing_grid, standing_rates, synthetic_clips,
-                                  wilson, window_ends)
+from stvg_ros.evaluation.calibration import (RECORD_KEY, Trace, calibration_problem, choose_found_threshold,
+                                             choose_standing, load_clips, main, measure, paired_difference, pareto,
+                                             standing_grid, standing_rates, synthetic_clips, wilson, window_ends)
 from stvg_ros.config import (MODEL_DEFAULTS_FILE, ServingConfig, apply_model_serving_defaults, load_model_defaults,
                              load_model_serving_defaults)
 

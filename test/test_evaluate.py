@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from stvg_ros import bags, datasets, evaluate, metrics, video
+from stvg_ros.evaluation import bags, datasets, evaluate, metrics
+from stvg_ros import video
 from stvg_ros.proposals.tracks import Track
 
 FPS = 5
@@ -401,7 +402,7 @@ def test_evaluation_core_imports_no_ros():
     import subprocess
     import sys
 
-    code = ("import sys, stvg_ros.evaluate, stvg_ros.bags, stvg_ros.datasets, stvg_ros.metrics, stvg_ros.video; "
+    code = ("import sys, stvg_ros.evaluation.evaluate, stvg_ros.evaluation.bags, stvg_ros.evaluation.datasets, stvg_ros.evaluation.metrics, stvg_ros.video; "
             "bad = [m for m in sys.modules if m.startswith(('rclpy', 'sensor_msgs', 'std_msgs', 'stvg_ros.msg', "
             "'stvg_ros.ros'))]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -136,7 +136,7 @@ def test_a_proposal_source_that_finds_nothing_is_named_in_the_answer_and_the_sta
 
 
 def test_the_tube_says_where_its_boxes_came_from_on_the_wire():
-    from stvg_ros import bags
+    from stvg_ros.evaluation import bags
     from stvg_ros.tube_messages import make_tube
 
     store = bags.typestore()

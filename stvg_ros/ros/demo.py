@@ -5,7 +5,7 @@ small client node that plays the clip as ``sensor_msgs/Image`` and sends a ``Gro
 Topics live in a private namespace so concurrent runs do not talk to each other.  The annotated
 image written is the node's own ``debug_image`` (drawn by :mod:`stvg_ros.render`; none is drawn
 instead when it does not come).  When ``clip.json`` carries the ground truth
-(``truth``: inclusive frame span and boxes), the tube is scored with :mod:`stvg_ros.metrics`
+(``truth``: inclusive frame span and boxes), the tube is scored with :mod:`stvg_ros.evaluation.metrics`
 (HC-STVG convention) and ``vIoU vs ground truth: X.XXX  (tIoU Y.YYY)`` is printed.
 """
 
@@ -45,7 +45,7 @@ def score_against_truth(tube, truth: dict, stamps: list[float]) -> tuple[float, 
 
     The tube's stamped boxes and span are mapped back to clip frame indices through the clip's stamps.
     """
-    from stvg_ros import metrics
+    from stvg_ros.evaluation import metrics
     from stvg_ros.tube_messages import stamp_to_ns, tube_boxes
     from stvg_ros.stream.window import NS
 
@@ -62,7 +62,7 @@ def score_against_truth(tube, truth: dict, stamps: list[float]) -> tuple[float, 
 def box_fit(tube, truth: dict, stamps: list[float]) -> float | None:
     """Mean IoU of the tube's boxes with the true boxes on the frames both cover (None when none): how
     well the boxes fit the target, apart from the span."""
-    from stvg_ros import metrics
+    from stvg_ros.evaluation import metrics
     from stvg_ros.tube_messages import tube_boxes
     from stvg_ros.stream.window import NS
 

@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..config import ConfigError, GroundingConfig
-from ..evaluate import base_record, score_tube
+from ..evaluation.evaluate import base_record, score_tube
 from ..tube_messages import stamp_to_ns, tube_boxes
 from ..stream.window import NS
 from .bag_player import BagPlayer, message_class
@@ -210,7 +210,7 @@ class NodeRunner:
 
     def evaluate(self, item) -> tuple[dict, None, None]:
         """Play ``item``'s frames, ask its query, wait for the Tube answering it, score it."""
-        from ..bags import read_bag
+        from ..evaluation.bags import read_bag
         from ..video import uniform_indices
         from .convert import ns_to_stamp
 
@@ -310,7 +310,7 @@ def score_node_tube(item, tube, bag_stamps, wall: float, protocol: str) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``stvg_eval``: ``stvg-eval`` whose ``--mode node`` plays bags into a running node."""
-    from .. import evaluate
+    from ..evaluation import evaluate
 
     return evaluate.main(argv, runners={"node": NodeRunner})
 

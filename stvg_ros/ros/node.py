@@ -129,7 +129,7 @@ class StvgNode(LifecycleNode):
         try:
             self.settings = s = self._read_settings()
             from stvg_ros import Grounder
-            from stvg_ros.calibration import calibration_problem
+            from stvg_ros.evaluation.calibration import calibration_problem
             from stvg_ros.adapters.default_model import choose_model
 
             choice = choose_model(s.model_path)

@@ -13,7 +13,7 @@ target's colour, so that colour alone cannot choose; about 50 for a model that k
 ``--ceilings``); ``frame_track_acc`` the share of frames in which the target's box holds the highest
 spatial relevance (temporal consistency of the spatial map, TAS's aim); ``frame_auc`` (on the queries
 with the right track) how well the temporal scores rank the target's action frames above its other
-frames (50 = no temporal knowledge).  Metrics are the HC-STVG ones from :mod:`stvg_ros.metrics`
+frames (50 = no temporal knowledge).  Metrics are the HC-STVG ones from :mod:`stvg_ros.evaluation.metrics`
 (inclusive spans, every frame counted), in percent.
 Samples are generated in memory from fixed seeds, so the table is reproducible; nothing here is
 tuned on the test split.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stvg_ros.metrics import score, summarize
+from stvg_ros.evaluation.metrics import score, summarize
 
 from .generator import ACTION_VERB, ACTIONS, COLOURS, SHAPES, generate_sample, target_object
 

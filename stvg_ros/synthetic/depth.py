@@ -86,8 +86,8 @@ def true_position(sample: dict, track_id: int, t: int) -> Optional[np.ndarray]:
 def write_depth_bag(sample: dict, frames: np.ndarray, out, noise: float = 0.004, holes: float = 0.05,
                     start_time: float = 1000.0, frame_id: str = "synthetic_camera_optical_frame", **kwargs):
     """A bag of one synthetic clip as an RGB-D camera records it: raw colour, aligned 16UC1 depth and the
-    colour CameraInfo per frame, the query and its ground-truth tube (``kwargs``: :func:`stvg_ros.bags.write_bag`'s)."""
-    from ..bags import QuerySpec, write_bag
+    colour CameraInfo per frame, the query and its ground-truth tube (``kwargs``: :func:`stvg_ros.evaluation.bags.write_bag`'s)."""
+    from ..evaluation.bags import QuerySpec, write_bag
 
     fps = sample["fps"]
     stamps = [start_time + t / fps for t in range(len(frames))]

@@ -30,13 +30,13 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import numpy as np
 
 from . import metrics
-from .config import ConfigError, GroundingConfig
+from ..config import ConfigError, GroundingConfig
 from .datasets import Sample, load_dataset, load_proposals, load_sub_queries, proposals_for_sample, with_full_query
-from .boxes import Box
-from .proposals import StaticTracks
-from .proposals.tracks import Track
-from .grounding.result import GroundingResult, SubQueries
-from .video import Clip
+from ..boxes import Box
+from ..proposals import StaticTracks
+from ..proposals.tracks import Track
+from ..grounding.result import GroundingResult, SubQueries
+from ..video import Clip
 
 
 @dataclass
@@ -142,7 +142,7 @@ class Item:
 
 
 def dataset_items(samples: Sequence[Sample], proposals: Optional[dict]) -> list[Item]:
-    from .video import VideoError, load_clip
+    from ..video import VideoError, load_clip
 
     items = []
     for s in samples:
@@ -354,11 +354,11 @@ class CoreRunner:
 
     def __init__(self, gcfg: GroundingConfig, ev: EvalConfig, grounder=None):
         if grounder is None:
-            from . import Grounder
+            from .. import Grounder
 
             cfg = gcfg.replace(keep_relevance=True) if ev.visualize != 0 else gcfg
             if not ev.model:  # the node's default too: the shipped model (synthetic world), else the tiny random one
-                from .adapters.default_model import choose_model
+                from ..adapters.default_model import choose_model
 
                 choice = choose_model("")
                 print(f"stvg-eval: no --model: using the default model {choice.directory}"
@@ -424,7 +424,7 @@ def report_image(clip: Clip, rec: dict, item: Item, result=None, max_frames: int
     """The query's picture (:func:`stvg_ros.render.render_tube`, its colours) with the ground truth,
     both spans and the scores; the prediction is ``result`` (core mode) or the record's boxes and
     span (node mode), drawn on ``clip``'s frames."""
-    from .render import render_tube
+    from ..render import render_tube
 
     scale = float(clip.extra.get("scale", 1.0))
 
@@ -516,7 +516,7 @@ def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = T
                 fh.flush()
                 if want_rel and (ev.visualize < 0 or n_vis < ev.visualize) and not rec.get("error"):
                     try:
-                        from .render import save_png
+                        from ..render import save_png
 
                         if clip is None:
                             clip = item.load(min(gcfg.num_frames, 10), ev.max_side)

@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .config import MODEL_DEFAULTS_FILE, ServingConfig
+from ..config import MODEL_DEFAULTS_FILE, ServingConfig
 
 #: GroundingConfig / ServingConfig fields this module chooses (and the only ones it writes)
 CALIBRATED_FIELDS = ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm")
@@ -189,8 +189,8 @@ def synthetic_clips(split: str, count: int, first_seed: int = 0, kind: str = "st
     the target's query (present) and its absent variants (colour / shape / action swapped for one no
     object has); ``'standing'``: 48-frame streams at 5 fps with the target's query, present while
     its action runs, windows of 8 frames every 2 (bench/bench_stream.py's standing streams)."""
-    from .synthetic.bench import absent_queries
-    from .synthetic.generator import generate_sample
+    from ..synthetic.bench import absent_queries
+    from ..synthetic.generator import generate_sample
 
     out = []
     for seed in range(first_seed, first_seed + count):
@@ -307,7 +307,7 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
     """The hysteresis replayed on every window trace: appearances found (labelled spans with an
     ``appeared`` event while the window overlaps them), false appearances (events in windows that
     overlap none) per stream and as a share of events, disappearances reported."""
-    from .stream.standing import ChangeTracker, StandingRules
+    from ..stream.standing import ChangeTracker, StandingRules
 
     rules = StandingRules(found_on=found_on, found_off=found_off, confirm=confirm)
     hits = spans = false = events = streams = false_streams = 0
@@ -522,9 +522,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if grounder is None:
             import torch
 
-            from .config import GroundingConfig
-            from .adapters.default_model import choose_model
-            from .grounding.grounder import Grounder
+            from ..config import GroundingConfig
+            from ..adapters.default_model import choose_model
+            from ..grounding.grounder import Grounder
 
             torch.set_num_threads(args.threads)
             grounder = Grounder.from_pretrained(choose_model(args.model_dir).directory, device=args.device,
