@@ -15,7 +15,7 @@ Qwen2.5-VL-7B, LLaVA-NeXT-Video-7B, LLaVA-OneVision-7B, LLaVA-OneVision-0.5B, at
 Each model runs in its own child process with a deadline (its share of the time left), so an
 out-of-memory error, a crash or a hang in one model costs only that model's remaining cases.  Inside
 a child each case is fail-soft (an error is recorded and the next case runs) and time-boxed: a case
-starts only if its expected time fits before the deadline (:class:`stvg_ros.budget.TimeBudget`; the
+starts only if its expected time fits before the deadline (:class:`stvg_ros.synthetic.budget.TimeBudget`; the
 first estimate is a multiple of the floor's time, then what the warm-up took), and timed repeats stop
 early when the deadline nears.  The child writes its JSON after every case, so a child killed at its
 deadline loses only the case in flight.  The parent writes ``gpu_check.json`` and ``gpu_check.md``.
@@ -189,7 +189,7 @@ def child(a) -> None:
     import bench_grounding as bg
     import lra_memory
     from stvg_ros.adapters.common import resolve_device, resolve_dtype
-    from stvg_ros.budget import TimeBudget
+    from stvg_ros.synthetic.budget import TimeBudget
     from stvg_ros.config import GroundingConfig
     from stvg_ros.grounding.grounder import format_question
     from stvg_ros.adapters.official_path import ReferenceAdapter
@@ -357,7 +357,7 @@ def add_ratios(cases: dict) -> None:
 
 # --- the parent: children one after another, then the tables ---------------------------------------------
 def parent(a) -> dict:
-    from stvg_ros.budget import TimeBudget
+    from stvg_ros.synthetic.budget import TimeBudget
 
     budget = TimeBudget(a.budget, margin=1.0)
     out_dir = Path(a.out)
