@@ -79,7 +79,7 @@ def test_every_ros_layer_module_imports_ros():
 
 def test_the_walk_sees_relative_and_function_level_imports(tmp_path):
     """The checker itself: it resolves ``from .ros.x import y`` inside a function."""
-    names = imports_of(PKG / "evaluate.py")
+    names = imports_of(PKG / "evaluation" / "evaluate.py")
     assert "stvg_ros.evaluation.metrics" in names and "stvg_ros.config.ConfigError" in names  # from . import metrics
     (tmp_path / "stvg_ros" / "sub").mkdir(parents=True)
     probe = tmp_path / "stvg_ros" / "sub" / "probe.py"

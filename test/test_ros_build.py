@@ -65,7 +65,8 @@ def test_plain_colcon_build_installs_a_complete_package(workspace):
     tmp_path = ws.parent
     install = ws / "install" / "stvg_ros"
     py = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    assert not (py / "stvg_ros" / "window.py").is_symlink()  # copied, not linked
+    copied = py / "stvg_ros" / "stream" / "window.py"
+    assert copied.is_file() and not copied.is_symlink()  # copied, not linked
     for rel in ["lib/stvg_ros/stvg_node", "lib/stvg_ros/stvg_demo", "share/stvg_ros/launch/stvg.launch.xml",
                 "share/stvg_ros/config/stvg.yaml", "share/stvg_ros/data/demo/clip.json",
                 "share/stvg_ros/msg/Tube.msg", "share/stvg_ros/action/Ground.action",
