@@ -17,6 +17,10 @@ import numpy as np
 import torch
 
 
+class AdapterError(ValueError):
+    """The model directory or a call's inputs cannot be used; the message says how to fix it."""
+
+
 def add_latent_prompt(tokens: torch.Tensor, delta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``tokens + delta`` as the decoder receives it: summed in float32 and rounded once to ``dtype`` (a
     latent prompt smaller than the tokens' rounding step is lost either way: ``lra.latent_prompt_kept``)."""

@@ -20,7 +20,8 @@ import torch
 
 from .feature_cache import ClipKey
 from .base import VisualTokens
-from .common import AdapterError, HFAdapter, check_frames, normalise, resize_rgb
+from .base import AdapterError
+from .common import HFAdapter, check_frames, normalise, resize_rgb
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
