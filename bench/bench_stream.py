@@ -629,7 +629,8 @@ def standing_section(grounder, args):
 
 def duty_section(grounder, args):
     from stvg_ros.config import ServingConfig
-    from stvg_ros.stream.service import ANSWERED, GroundingRequest, GroundingService
+    from stvg_ros.stream.requests import ANSWERED, GroundingRequest
+    from stvg_ros.stream.service import GroundingService
     from stvg_ros.stream.standing import StandingRequest
 
     frames, sample = stream(0, "test", 48)

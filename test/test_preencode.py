@@ -12,7 +12,8 @@ from stvg_ros.adapters import load_adapter
 from stvg_ros.config import ServingConfig
 from stvg_ros.adapters.feature_cache import FeatureCache
 from stvg_ros.grounding.grounder import Grounder, sample_indices
-from stvg_ros.stream.service import GroundingRequest, GroundingService
+from stvg_ros.stream.requests import GroundingRequest
+from stvg_ros.stream.service import GroundingService
 from stvg_ros.adapters.tiny_models import random_frames
 
 FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")

@@ -91,7 +91,8 @@ def test_a_changed_signature_is_caught():
     assert "cache_stats is missing" in problems[-2] and "model_serving_defaults is missing" in problems[-1]
 
 
-@pytest.mark.parametrize("module", ["stvg_ros/stream/service.py"])
+@pytest.mark.parametrize("module", ["stvg_ros/stream/service.py", "stvg_ros/stream/worker.py",
+                                    "stvg_ros/stream/standing_evaluation.py", "stvg_ros/stream/requests.py"])
 def test_the_service_does_not_probe_its_parts(module):
     """The seam is the protocol: no getattr/hasattr in the service (9 probes before issue 28)."""
     tree = ast.parse((ROOT / module).read_text())

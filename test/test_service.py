@@ -17,8 +17,8 @@ from fake_grounder import Clock, FakeGrounder
 from stvg_ros.config import ProposalConfig, ServingConfig
 from stvg_ros.proposals.tracks import Detections
 from stvg_ros.grounding.result import GroundingResult, SubQueries
-from stvg_ros.stream.service import (ANSWERED, CANCELLED, FAILED, JUMP_BACK_S, REJECTED, SHUTTING_DOWN,
-                                     GroundingRequest, GroundingService)
+from stvg_ros.stream.requests import ANSWERED, CANCELLED, FAILED, REJECTED, GroundingRequest
+from stvg_ros.stream.service import JUMP_BACK_S, SHUTTING_DOWN, GroundingService
 from stvg_ros.stream.window import NS
 
 T0 = 100 * NS

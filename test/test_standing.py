@@ -13,8 +13,8 @@ from fake_grounder import Clock, FakeGrounder
 
 from stvg_ros.config import ConfigError, ServingConfig
 from stvg_ros.grounding.result import GroundingResult, SubQueries
-from stvg_ros.stream.service import (ANSWERED, CANCELLED, FAILED, REJECTED, SHUTTING_DOWN, GroundingRequest,
-                                     GroundingService)
+from stvg_ros.stream.requests import ANSWERED, CANCELLED, FAILED, REJECTED, GroundingRequest
+from stvg_ros.stream.service import SHUTTING_DOWN, GroundingService
 from stvg_ros.stream.standing import (APPEARED, DISAPPEARED, ENDED, MOVED, ChangeTracker, StandingRequest,
                                       StandingRules, StandingScheduler, box_shift)
 from stvg_ros.stream.window import NS

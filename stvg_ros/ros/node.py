@@ -36,7 +36,8 @@ from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to
 from stvg_ros.ros.events import Throttle, subscribe
 from stvg_ros.ros.outputs import create_outputs, destroy_outputs, publish_answer
 from stvg_ros.ros.status import LossSummary, Monitor, diagnostics, status_message
-from stvg_ros.stream.service import SHUTTING_DOWN, Answer, GroundingRequest, GroundingService
+from stvg_ros.stream.service import SHUTTING_DOWN, GroundingService
+from stvg_ros.stream.requests import Answer, GroundingRequest
 
 #: history of the query subscriptions: deep, so that a burst of queries is refused one by one with a
 #: reason instead of being overwritten silently in the DDS reader's history

@@ -4,7 +4,7 @@ The grounder works on the window's copies of the frames (downscaled at ingest, t
 whoever asked, a Python caller of :class:`stvg_ros.stream.service.GroundingService` or the ROS node, gets the
 tube back in what the camera published: the integer-nanosecond stamps of the input frames, boxes in
 the source image's pixels, and the frames' ``frame_id``.  This is the one place that maps the one to
-the other (used by :attr:`stvg_ros.stream.service.Answer.tube`); its fields are those of the ``Tube`` message,
+the other (used by :attr:`stvg_ros.stream.requests.Answer.tube`); its fields are those of the ``Tube`` message,
 so the ROS conversion is a field copy (:func:`stvg_ros.tube_messages.make_tube`).
 """
 

@@ -7,9 +7,13 @@ the grounder, the counters, and the one rule for time jumps (:meth:`GroundingSer
 It imports no ROS module, so all of it is tested without DDS (``test/test_service.py``); started with
 ``threaded=False`` it runs no thread and :meth:`GroundingService.run_pending` does the worker's work on
 the caller's thread (deterministic tests, with a test ``clock``).  Its parts are typed by
-:mod:`stvg_ros.stream.seams`; every :class:`Answer` carries its tube in the camera's terms (:attr:`Answer.tube`).
+:mod:`stvg_ros.stream.seams`; every :class:`~stvg_ros.stream.requests.Answer` carries its tube in the camera's
+terms (:attr:`~stvg_ros.stream.requests.Answer.tube`).
 Standing queries (:meth:`GroundingService.register`, rules in :mod:`stvg_ros.stream.standing`) are
-evaluated by the same worker when no one-shot query waits, within a duty budget.  With
+evaluated by the same worker when no one-shot query waits, within a duty budget.  This module holds the intake
+(set-up, frames, detections, admission and the queue, status); the worker's scheduler is
+:mod:`stvg_ros.stream.worker`, the standing evaluation :mod:`stvg_ros.stream.standing_evaluation`, requests
+and answers :mod:`stvg_ros.stream.requests`.  With
 ``preencode_when_idle`` the worker, when it has nothing else to do, encodes the kept frames' visual
 features ahead of the first query (:meth:`Grounder.prefetch`), one unit at a time, yielding to any
 query or due standing evaluation between units.
@@ -27,27 +31,26 @@ Guarantees:
   event (its refusal, cancel, replacement, or the stop), none after it.
 """
 
+
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import numpy as np
 
-from .camera_tube import CameraTube, camera_tube, empty_tube
-from ..config import ServingConfig, apply_model_serving_defaults
+from ..config import ServingConfig
 from ..proposals import ExternalTracks, subject_phrase
 from ..proposals.tracks import Detections
-from ..grounding.result import Cancelled, GroundingResult, SubQueries
 from .seams import GroundingModel, ProposalStage
-from .standing import (APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest,
-                       StandingScheduler)
+from .standing import StandingScheduler
 from .window import NS, Frame, FrameWindow, RateMeter
+from .requests import CANCELLED, REJECTED, Answer, Counters, GroundingRequest, ProgressCallback, QueryHandle, _Job
+from .standing_evaluation import StandingEvaluation
+from .worker import Worker
 
 #: The one rule for time jumps: an input stamp (frame or detections) this much older than the
 #: newest seen means the stream's time went back (a looping bag, a restarted driver): reset.
@@ -58,154 +61,11 @@ SHUTTING_DOWN = "the node is shutting down"
 #: how long a stop waits for an answer the worker is already publishing (claimed, on_done running)
 DELIVERY_GRACE_S = 0.3
 
-#: Answer.status values
-ANSWERED, REJECTED, CANCELLED, FAILED = "answered", "rejected", "cancelled", "failed"
-
-#: what the worker's :meth:`GroundingService._take` returns besides a job
-_PREENCODE, _STOPPED = "preencode", object()
-
-
-@dataclass(frozen=True)
-class GroundingRequest:
-    """One question about the stream: ``start_ns``/``end_ns`` bound the frames (0 = unbounded);
-    ``attribute_query``/``action_query`` are optional DSTH sub-queries (both or neither)."""
-
-    query_id: str
-    text: str
-    start_ns: int = 0
-    end_ns: int = 0
-    attribute_query: str = ""
-    action_query: str = ""
-
-    @property
-    def sub_queries(self) -> Optional[SubQueries]:
-        a, b = self.attribute_query.strip(), self.action_query.strip()
-        return SubQueries(a, b, "caller") if a and b else None
-
-
-@dataclass
-class Answer:
-    """The one answer to a request; :attr:`tube` is it in the camera's terms (what a caller uses).
-    ``result`` and ``frames`` (the snapshot it was grounded on, in time order: the window's copies, so
-    ``result``'s boxes are in their stored pixels and keyed by float seconds) are set when ``status ==
-    'answered'``; ``newest`` is the newest window frame when the answer was made (for the header of an
-    empty answer); times are seconds.  ``event``: for a standing query, why this answer is published
-    (appeared, moved, disappeared, ended); "" for a one-shot query."""
-
-    request: GroundingRequest
-    status: str
-    reason: str = ""
-    result: Optional[GroundingResult] = None
-    frames: Sequence[Frame] = ()
-    newest: Optional[Frame] = None
-    queue_time: float = 0.0
-    latency: float = 0.0
-    event: str = ""
-
-    @property
-    def tube(self) -> CameraTube:
-        """This answer as the camera sees it: the input frames' nanosecond stamps, boxes in the source
-        image's pixels, the frame id (what the node publishes, field for field)."""
-        r = self.request
-        common: dict = dict(latency=float(self.latency), queue_time=float(self.queue_time), event=self.event)
-        if self.result is None or not self.frames:
-            return empty_tube(r.query_id, r.text, self.newest, reason=self.reason, **common)
-        tube = camera_tube(self.result, self.frames, r.query_id, r.text, **common)
-        if self.event and self.newest is not None:  # an event is stamped when it was noticed
-            tube = dataclasses.replace(tube, stamp_ns=self.newest.stamp_ns)
-        if self.event and self.reason:  # what moved
-            tube = dataclasses.replace(tube, reason="; ".join(x for x in (self.reason, tube.reason) if x))
-        return tube
-
-
-@dataclass
-class Counters:
-    """What the service has seen since it was made (frames and queries), for status reports."""
-
-    frames_received: int = 0
-    frames_decimated: int = 0
-    frames_stale: int = 0
-    frames_rejected: int = 0
-    frames_lost: int = 0
-    window_resets: int = 0
-    queries_received: int = 0
-    queries_answered: int = 0
-    queries_rejected: int = 0
-    queries_cancelled: int = 0
-    queries_failed: int = 0
-    last_latency: float = 0.0
-    last_queue_time: float = 0.0
-    last_warning: str = ""
-    standing_registered: int = 0
-    standing_refused: int = 0
-    standing_evaluations: int = 0
-    standing_events: int = 0
-    standing_preempted: int = 0
-    proposal_fallbacks: int = 0
-    last_fallback: str = ""
-
-
-ProgressCallback = Callable[[str, float], None]
-
-
-class _Job:
-    """A queued or running request with its snapshot; answered exactly once."""
-
-    def __init__(self, request: GroundingRequest, frames: list[Frame], arrived: float,
-                 on_done: Callable[[Answer], None], on_progress: Optional[ProgressCallback]):
-        self.request, self.frames, self.arrived = request, frames, arrived
-        self.on_done, self.on_progress = on_done, on_progress
-        self.stage = "queued"
-        self.standing: Optional[StandingQuery] = None  # set for a standing query's evaluation
-        self.started: Optional[float] = None
-        self.cancel_reason: Optional[str] = None
-        self.answered = threading.Event()
-        """Set once the answer was delivered (``on_done`` returned): a caller about to silence its outputs
-        waits for this, not for the claim, or it would drop an answer being published."""
-        self.claimed = False
-        self._lock = threading.Lock()
-
-    def claim(self) -> bool:
-        """True once: the caller then delivers the answer."""
-        with self._lock:
-            if self.claimed:
-                return False
-            self.claimed = True
-            return True
-
-
-class QueryHandle:
-    """What :meth:`GroundingService.submit` returns: the request's id, its stage, and ``cancel``."""
-
-    def __init__(self, service: "GroundingService", job: _Job):
-        self._service, self._job = service, job
-
-    @property
-    def query_id(self) -> str:
-        return self._job.request.query_id
-
-    @property
-    def stage(self) -> str:
-        """'queued', a grounding stage (encode, decompose, lra, attention, select) or 'done'."""
-        return "done" if self._job.answered.is_set() else self._job.stage
-
-    @property
-    def done(self) -> bool:
-        return self._job.answered.is_set()
-
-    def wait(self, timeout: Optional[float] = None) -> bool:
-        return self._job.answered.wait(timeout)
-
-    def cancel(self, reason: str = "cancelled by the caller") -> bool:
-        """Cancel while queued (answered at once) or between grounding stages; False when already done."""
-        return self._service._cancel(self._job, reason)
-
-
 #: numbers the services' streams in this process, so that frame keys are unique across services
 _STREAMS = itertools.count(1)
 
 
-class GroundingService:
+class GroundingService(StandingEvaluation, Worker):
     """Frames in, questions in, one answer per question out (see the module docstring).
 
     ``warn(message, key)`` receives every problem worth telling a user (rejected frames and
@@ -285,34 +145,11 @@ class GroundingService:
         self._worker = threading.Thread(target=self._serve, args=(generation,), name="stvg_grounding", daemon=True)
         self._worker.start()
 
-    def _standing_config(self) -> ServingConfig:
-        """The config standing queries run by: the grounder's model-calibrated thresholds
-        (``Grounder.serving_defaults``) under the fields this service's config leaves at their defaults."""
-        model = self.grounder.model_serving_defaults() if self.grounder is not None else {}
-        if not model:
-            return self.config
-        return apply_model_serving_defaults(self.config, model)[0]
-
     @property
     def running(self) -> bool:
         if self._worker is None:  # started with threaded=False: serving while a grounder is set
             return self.grounder is not None and not self._stopping
         return self._worker.is_alive() and not self._stopping
-
-    def run_pending(self) -> int:
-        """Do, on this thread, the work the worker would do now (queued queries, due standing evaluations,
-        idle pre-encoding) until none is left; returns how many pieces were done.  For a service started
-        with ``threaded=False``; time is the service's ``clock``, so a test steps it without sleeping."""
-        if self._worker is not None:
-            raise RuntimeError("a worker thread serves this service: start it with threaded=False to step it")
-        done = 0
-        while True:
-            with self._lock:
-                work = self._take(self._generation)
-            if not isinstance(work, (_Job, str)):
-                return done
-            self._do(work, self._generation)
-            done += 1
 
     def stop(self, reason: str = SHUTTING_DOWN, timeout: float = 1.0) -> None:
         """Answer every queued and the in-flight query with ``reason``, stop the worker and the live
@@ -539,393 +376,12 @@ class GroundingService:
             return self._finish(job, CANCELLED, reason)
         return False
 
-    # -- the worker ---------------------------------------------------------------------------------
-    def _serve(self, generation: int) -> None:
-        """The worker thread: take the next piece of work (:meth:`_take`) or wait for one."""
-        while True:
-            with self._lock:
-                work = self._take(generation)
-                while work is None or isinstance(work, float):  # idle: until woken or a standing query is due
-                    self._wake.wait(work)
-                    work = self._take(generation)
-            if not isinstance(work, (_Job, str)):
-                return
-            self._do(work, generation)
-
-    def _take(self, generation: int):
-        """(lock held) The next piece of work: a one-shot query first, else a due standing evaluation when
-        the duty budget allows, else ``PREENCODE`` when idle; when there is none, how long until a standing
-        query may be due (seconds, or None: until woken), or ``STOPPED``."""
-        while True:
-            if self._stopping or generation != self._generation:
-                return _STOPPED
-            if self._jobs:
-                job = self._jobs.popleft()
-            else:
-                sq, wait = self._standing.next_due(self._clock())
-                if sq is None:
-                    if self._preencode_due and self.config.preencode_when_idle:
-                        self._preencode_due = False
-                        return _PREENCODE
-                    return None if wait is None else float(wait)
-                job = self._standing_job(sq)
-                if job is None:  # too few frames: skipped, look again
-                    continue
-            self._current = job
-            return job
-
-    def _do(self, work, generation: int) -> None:
-        if work == _PREENCODE:
-            self._preencode(generation)
-            return
-        try:
-            if work.standing is not None:
-                self._evaluate(work)
-            else:
-                self._ground(work)
-        finally:
-            with self._lock:
-                self._current = None
-
-    def _preencode(self, generation: int) -> None:
-        """The idle worker's lowest-priority work: the window's frames into the grounder's feature cache,
-        one unit at a time, stopping before the next unit as soon as a query is queued, a standing
-        evaluation is due (and allowed by its budget), or the service stops.  Not a query: no counter,
-        no duty time; what it stored and how much of it later queries used is in :meth:`cache_stats`."""
-        grounder = self.grounder
-        if grounder is None:
-            return
-        frames, problem = self._snapshot(GroundingRequest("", "pre-encode"))
-        if problem:
-            return
-        stopped = []
-
-        def should_stop() -> bool:
-            with self._lock:
-                stop = bool(self._jobs) or self._stopping or generation != self._generation or \
-                    not self.config.preencode_when_idle or self._standing.next_due(self._clock())[0] is not None
-            if stop:
-                stopped.append(True)
-            return stop
-
-        try:
-            grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop,
-                              stamps=[f.stamp for f in frames])
-        except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
-            self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
-            return
-        self._forget_gone(grounder, also=self._keys(frames))  # frames the window let go while being encoded
-        if stopped:
-            with self._lock:
-                self._preencode_due = True  # resume after what stopped it
-
-    def _checkpoint(self, job: _Job) -> Callable[[str], None]:
-        def check(stage: str) -> None:
-            if job.cancel_reason is not None:
-                raise Cancelled(job.cancel_reason)
-            if stage != job.stage:
-                self._progress(job, stage)
-        return check
-
-    def _ground(self, job: _Job) -> None:
-        grounder, r = self.grounder, job.request
-        job.started = self._clock()
-        check = self._checkpoint(job)
-        try:
-            check("queued")
-            if grounder is None:
-                raise Cancelled("no model loaded: configure the node first")
-            result = self._grounding(grounder, r, job.frames, check)
-        except Cancelled as e:
-            self._finish(job, CANCELLED, str(e))
-        except Exception as e:  # noqa: BLE001 - report and keep serving
-            self._finish(job, FAILED, f"grounding failed: {type(e).__name__}: {e}")
-        else:
-            with self._lock:  # a cancel accepted (by _cancel, under this lock) until the claim is honoured
-                late = job.cancel_reason
-                claimed = late is None and job.claim()
-            if late is not None:
-                self._finish(job, CANCELLED, late)
-            elif claimed:
-                try:
-                    self._deliver(job, ANSWERED, "", result)
-                finally:
-                    job.answered.set()
-
-    def _grounding(self, grounder: GroundingModel, r: GroundingRequest, frames: Sequence[Frame],
-                   check: Callable[[str], None]) -> GroundingResult:
-        subs = r.sub_queries
-        subject = subs.attribute if subs else r.text
-        proposals = self._proposals(frames, subject)
-        result = grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
-                                 proposals=proposals or None, sub_queries=subs, checkpoint=check,
-                                 frame_keys=self._keys(frames))
-        self._note_boxes_from(result, proposals, subject)
-        return result
-
-    def _keys(self, frames: Sequence[Frame]) -> list:
-        """The frames' identities for the grounder's per-frame cache: (this service's stream, the window's
-        ``seq``), never reused in the process (another service's window numbers its frames from 1 too), so
-        each kept frame's cached work is found again, evicted with the frame, and never another's."""
-        return [(self._stream, f.seq) for f in frames]
-
-    def _forget_gone(self, grounder: GroundingModel, also: Sequence = ()) -> None:
-        """Tell ``grounder`` which of this stream's frames (those it was last told of, and ``also``) the window
-        let go, so their cached work goes; another service's frames in a shared grounder are not touched."""
-        live = set(self._keys(self.window.frames()))
-        with self._lock:
-            gone = (self._held | set(also)) - live
-            self._held = live
-        if gone:
-            grounder.forget_frames(gone)
-
-    def _note_boxes_from(self, result: Any, proposals: dict, subject: str) -> None:
-        """Say where the result's boxes came from; a proposal source that found nothing is a fallback
-        to proposal-free boxes, counted and named in the status (``proposal_fallbacks``, ``last_fallback``)."""
-        sources = [n for n, s in (("external detections", self.external), (self.stage.kind if self.stage is not None else "", self.stage))
-                   if s is not None]
-        if not sources:
-            return
-        if proposals and result.track_id in proposals:
-            result.boxes_from = f"{' / '.join(sources)} tracks"
-            return
-        phrase = self.phrase(subject)
-        if self.stage is not None and not self.stage.proposes(phrase):
-            why = f"{sources[-1]} proposes no {phrase}"  # hog: people only
-        else:
-            why = f"{' and '.join(sources)} found no {phrase}" if not proposals else "no proposal track was chosen"
-        result.boxes_from = f"proposal-free boxes: {why}"
-        with self._lock:
-            self._counters.proposal_fallbacks += 1
-            self._counters.last_fallback = result.boxes_from
-
-    # -- standing queries ----------------------------------------------------------------------------
-    def register(self, request: StandingRequest, on_event: Callable[[Answer], None]) -> bool:
-        """Register a standing query (see :mod:`stvg_ros.stream.standing`); True when registered.  Its events
-        (``Answer.event``) and finally one ``ended`` go to ``on_event`` (from the worker, or from this
-        thread for a refusal, which is its ``ended``).  An id already registered is replaced."""
-        text = " ".join(request.text.split())
-        shown = text if len(text) <= self.config.max_query_length else text[:80] + "..."
-        with self._lock:
-            sq = self._standing.make(dataclasses.replace(request, text=shown), on_event)
-        one_shot = GroundingRequest(request.query_id, request.text, 0, 0, request.attribute_query,
-                                    request.action_query)
-        reason, old = request.problem() or self._admission_problem(one_shot, text), None
-        if not reason:
-            with self._lock:
-                reason = self._stop_reason if self._stopping else ""
-                if not reason:
-                    reason, old = self._standing.add(sq, self._clock())
-                    self._cancel_evaluation(old, "replaced by a new registration with the same id")
-                    self._wake.notify_all()
-        with self._lock:
-            if reason:
-                self._counters.standing_refused += 1
-            else:
-                self._counters.standing_registered += 1
-        if reason:
-            self._warn(f"standing query {request.query_id} refused: {reason}", "query")
-            sq.deliver(self._ended(sq, REJECTED, reason), final=True)
-            return False
-        if old is not None:
-            old.deliver(self._ended(old, CANCELLED, "replaced by a new registration with the same id"), final=True)
-        return True
-
-    def cancel_standing(self, query_id: str, reason: str = "cancelled by the client") -> bool:
-        """End the standing query ``query_id`` (its ``ended`` event says ``reason``); False when none has it."""
-        with self._lock:
-            sq = self._standing.remove(query_id)
-            self._cancel_evaluation(sq, reason)
-        if sq is None:
-            self._warn(f"no standing query {query_id!r} to cancel", "query")
-            return False
-        return sq.deliver(self._ended(sq, CANCELLED, reason), final=True)
-
-    def standing(self) -> list[dict]:
-        """What each standing query costs and says (``StandingQuery.info``), in registration order."""
-        with self._lock:
-            return [sq.info() for sq in self._standing.queries.values()]
-
-    def standing_duty(self) -> float:
-        """Share of the worker's recent time spent on standing evaluations (see ``standing_duty_budget``)."""
-        with self._lock:
-            return self._standing.duty(self._clock())
-
-    def _cancel_evaluation(self, sq: Optional[StandingQuery], reason: str) -> None:
-        current = self._current  # (under the lock)
-        if sq is not None and current is not None and current.standing is sq:
-            current.cancel_reason = reason
-
-    def _end_standing(self, reason: str) -> None:
-        with self._lock:
-            ended = self._standing.clear()
-        for sq in ended:
-            sq.deliver(self._ended(sq, CANCELLED, reason), final=True)
-
-    def _ended(self, sq: StandingQuery, status: str, reason: str) -> Answer:
-        r = sq.request
-        return Answer(GroundingRequest(r.query_id, r.text), status, reason, newest=self.window.newest, event=ENDED)
-
-    def _standing_job(self, sq: StandingQuery) -> Optional[_Job]:
-        """The evaluation of ``sq`` on the freshest frames (under the lock), or None when too few."""
-        r, newest = sq.request, self.window.newest
-        start = newest.stamp_ns - int(r.window * NS) if newest is not None and r.window > 0 else 0
-        request = GroundingRequest(r.query_id, r.text, start, 0, r.attribute_query, r.action_query)
-        frames, problem = self._snapshot(request)
-        if problem:
-            self._standing.skipped(sq)
-            return None
-        self._standing.started(sq, frames[-1].stamp_ns)
-        job = _Job(request, frames, self._clock(), lambda answer: None, None)
-        job.standing = sq
-        return job
-
-    def _evaluate(self, job: _Job) -> None:
-        """One evaluation of a standing query: the existence probability (cheap first) or the full
-        grounding, the hysteresis, and the event when the answer changed.  Stops between stages for
-        a one-shot query (preempted: due again) or a cancel."""
-        sq, grounder, r, frames = job.standing, self.grounder, job.request, job.frames
-        assert sq is not None
-        job.started = t0 = self._clock()
-
-        def check(stage: str) -> None:
-            if job.cancel_reason is not None:
-                raise Cancelled(job.cancel_reason)
-            if self._jobs:
-                raise Cancelled(PREEMPTED)
-            job.stage = stage
-
-        saved = sq.tracker.state()
-        preempted, full = False, False
-        try:
-            check("queued")
-            if grounder is None:
-                raise Cancelled("no model loaded")
-            cheap = sq.request.cheap_first
-            result = None
-            if cheap:
-                p_yes = float(grounder.existence([f.image for f in frames], [f.stamp for f in frames], r.text,
-                                                 checkpoint=check, frame_keys=self._keys(frames)))
-            else:
-                result = self._grounding(grounder, r, frames, check)
-                p_yes, full = float(result.p_yes), True
-            flipped = sq.tracker.observe(p_yes)
-            if cheap and sq.needs_full(flipped):
-                result, full = self._grounding(grounder, r, frames, check), True
-        except Cancelled as e:
-            sq.tracker.restore(saved)
-            preempted = str(e) == PREEMPTED
-        except Exception as e:  # noqa: BLE001 - report; end the query after MAX_FAILURES in a row
-            sq.tracker.restore(saved)
-            sq.failures_in_row += 1
-            problem = f"standing query {r.query_id}: evaluation failed: {type(e).__name__}: {e}"
-            self._warn(problem, "query")
-            if sq.failures_in_row >= MAX_FAILURES:
-                with self._lock:
-                    if self._standing.queries.get(r.query_id) is sq:
-                        self._standing.remove(r.query_id)
-                sq.deliver(self._ended(sq, FAILED, f"{MAX_FAILURES} evaluations in a row failed: {e}"), final=True)
-        else:
-            sq.failures_in_row = 0
-            self._report(sq, job, p_yes, flipped, result if full else None, self._clock() - t0)
-        with self._lock:
-            self._standing.finished(sq, self._clock() - t0, self._clock(), preempted)
-            self._counters.standing_preempted += int(preempted)
-
-    def _report(self, sq: StandingQuery, job: _Job, p_yes: float, flipped: bool, result: Optional[GroundingResult],
-                cost: float) -> None:
-        """Count an evaluation and deliver its event, if the answer changed in a way that matters."""
-        frames, tracker = job.frames, sq.tracker
-        sq.evaluations, sq.p_yes = sq.evaluations + 1, p_yes
-        if result is not None:
-            sq.full_evaluations, sq.since_full, sq.last_full = sq.full_evaluations + 1, 0, (result, frames)
-        elif tracker.found:
-            sq.since_full += 1
-        event, detail = "", ""
-        if flipped:
-            event = APPEARED if tracker.found else DISAPPEARED
-        elif tracker.found and result is not None:
-            detail = tracker.moved(result)
-            event = MOVED if detail else ""
-        with self._lock:
-            self._counters.standing_evaluations += 1
-        if not event:
-            return
-        shown, shown_frames = (result, frames) if result is not None else (sq.last_full or (None, ()))
-        if shown is not None:
-            if event != DISAPPEARED:
-                tracker.report(shown)
-            shown = dataclasses.replace(shown, found=tracker.found, p_yes=p_yes)
-        # stamped with the newest frame this evaluation saw (a disappearance shows the last full answer's
-        # boxes, where the target was last seen, but is noticed now)
-        answer = Answer(job.request, ANSWERED, detail, shown, shown_frames if shown is not None else (),
-                        frames[-1] if frames else self.window.newest, 0.0, cost, event=event)
-        if sq.deliver(answer):
-            sq.events += 1
-            with self._lock:
-                self._counters.standing_events += 1
-
     def phrase(self, text: str) -> str:
         """The detector phrase of a query's subject (the live stage's class and synonyms apply)."""
         cfg = self.stage.config if self.stage is not None else None
         external = self.external.synonyms if self.external is not None else None
         return subject_phrase(text, cfg.default_class if cfg is not None else "person",
                               (cfg.synonyms if cfg is not None else None) or external)
-
-    def _proposals(self, frames: Sequence[Frame], subject: str) -> dict:
-        """Tracks over the snapshot in the stored pixels: external detections first, else the live stage."""
-        stamps = [f.stamp for f in frames]
-        out: dict = {}
-        if self.external is not None:
-            by_stamp = {f.stamp: f for f in frames}
-            for track in self.external.tracks_for(stamps, self.phrase(subject)):
-                out[track.id] = {s: by_stamp[s].box_from_source(b) for s, b in track.boxes.items() if s in by_stamp}
-        if not out and self.stage is not None:
-            out = self.stage.proposals_for(stamps, self.phrase(subject))
-        return {k: v for k, v in out.items() if v}
-
-    # -- answers -------------------------------------------------------------------------------------
-    def _progress(self, job: _Job, stage: str) -> None:
-        job.stage = stage
-        if job.on_progress is not None:
-            try:
-                job.on_progress(stage, self._clock() - job.arrived)
-            except Exception as e:  # noqa: BLE001 - a broken feedback channel must not lose the answer
-                self._warn(f"progress report failed for query {job.request.query_id}: {e}", "progress")
-
-    def _finish(self, job: _Job, status: str, reason: str, result: Optional[GroundingResult] = None) -> bool:
-        if not job.claim():
-            return False
-        try:
-            self._deliver(job, status, reason, result)
-        finally:
-            job.answered.set()
-        return True
-
-    def _deliver(self, job: _Job, status: str, reason: str, result: Optional[GroundingResult]) -> None:
-        if job.standing is not None:  # a standing evaluation: its events are delivered by _evaluate
-            return
-        now = self._clock()
-        started = job.started if job.started is not None else now
-        answer = Answer(job.request, status, reason, result, job.frames if result is not None else (),
-                        self.window.newest, started - job.arrived, now - job.arrived)
-        with self._lock:
-            c = self._counters
-            if status == ANSWERED:
-                c.queries_answered += 1
-                c.last_latency, c.last_queue_time = answer.latency, answer.queue_time
-            elif status == REJECTED:
-                c.queries_rejected += 1
-            elif status == CANCELLED:
-                c.queries_cancelled += 1
-            else:
-                c.queries_failed += 1
-        if status != ANSWERED:
-            self._warn(f"query {job.request.query_id} not served: {reason}", "query")
-        try:
-            job.on_done(answer)
-        except Exception as e:  # noqa: BLE001
-            self._warn(f"answer to query {job.request.query_id} not delivered: {type(e).__name__}: {e}", "answer")
 
     # -- status --------------------------------------------------------------------------------------
     def _warn(self, message: str, key: str) -> None:
