@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..config import ConfigError, GroundingConfig
-from ..evaluation.evaluate import base_record, score_tube
+from ..evaluation.scoring import base_record, score_tube
 from ..tube_messages import stamp_to_ns, tube_boxes
 from ..stream.window import NS
 from .bag_player import BagPlayer, message_class
