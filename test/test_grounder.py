@@ -106,7 +106,7 @@ def test_grounder_configures_the_adapter():
     ([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)], [0.0, 1.0], "a ball", "one size"),
     ([np.zeros((4, 4, 3), np.uint8)] * 2, [1.0, 1.0], "a ball", "increase strictly"),
     ([np.zeros((4, 4, 3), np.uint8)] * 2, [0.0, float("nan")], "a ball", "NaN"),
-    ([np.zeros((4, 4, 3), np.uint8)], [0.0], "  ", "query is empty"),
+    ([np.zeros((4, 4, 3), np.uint8)], [0.0], "  ", "empty query text"),
 ])
 def test_bad_inputs_get_clear_errors(frames, stamps, query, match):
     with pytest.raises(ValueError, match=match):

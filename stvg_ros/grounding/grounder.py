@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from ..adapters.base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
+from ..query import query_problem, query_text
 from ..boxes import fill_boxes, fill_interior
 from ..config import (MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, apply_model_defaults, load_model_defaults,
                       load_model_serving_defaults)
@@ -75,7 +76,7 @@ def format_question(template: str, query: str, query_format: str = "article") ->
     'lower': the whole sentence lower-cased (the official HC-STVG loader); 'words': lower-cased words
     with punctuation dropped ("The man's hat, red." → "the man s hat red"; the official VidSTG loader);
     'keep': nothing more (the official code's sub-queries)."""
-    q = " ".join(query.split()).strip().rstrip(".").strip()
+    q = query_text(query).rstrip(".").strip()
     if query_format == "keep":
         pass
     elif query_format == "lower":
@@ -137,8 +138,8 @@ def halfway_indices(num_input: int, idx: Sequence[int], stamps: Sequence[float] 
 
 def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: str) -> None:
     """Clear errors for what a caller can get wrong."""
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError("query is empty: pass the text that describes the target, e.g. 'the man in red walks'")
+    if query_problem(query):
+        raise ValueError(query_problem(query))
     if len(frames) == 0:
         raise ValueError("no frames: pass at least one HxWx3 uint8 RGB frame")
     if len(frames) != len(stamps):
@@ -260,6 +261,7 @@ class Grounder:
         are reused (``config.feature_cache_mb``); the result is the same without them.
         """
         cfg = self.config
+        query = query_text(query) if isinstance(query, str) else query  # the one trusted value from here on
         check_inputs(frames, stamps, query)
         self._sync_adapter()
         t_start = time.perf_counter()
@@ -285,7 +287,7 @@ class Grounder:
             elif cfg.use_dsth:
                 subs = self.decomposer(query)
             else:
-                q = " ".join(query.split()).strip().rstrip(".")
+                q = query.rstrip(".")
                 subs = SubQueries(attribute=q, action=q, source="none")
 
         full_q = self._question(query)
@@ -332,6 +334,7 @@ class Grounder:
         ``frame_keys`` as in :meth:`ground` (a grounding that follows on the same frames reuses the
         frames' tokens and the clip prefix)."""
         cfg = self.config
+        query = query_text(query) if isinstance(query, str) else query  # the one trusted value from here on
         check_inputs(frames, stamps, query)
         self._sync_adapter()
         idx = sample_indices(len(frames), cfg.num_frames, stamps)
@@ -433,7 +436,7 @@ class Grounder:
         """A sub-query's question (``sub_query_format``); a half that is the full query (a failed or absent
         decomposition) is asked as the full query, as the official code does."""
         fmt = self.config.sub_query_format
-        if fmt == "query" or " ".join(text.split()).rstrip(".") == " ".join(query.split()).rstrip("."):
+        if fmt == "query" or query_text(text).rstrip(".") == query_text(query).rstrip("."):
             fmt = self.config.query_format
         return format_question(self.config.question_template, text, fmt)
 

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
+from ..query import query_text
 from .camera_tube import CameraTube, camera_tube, empty_tube
 from ..grounding.result import GroundingResult, SubQueries
 from .standing import StandingQuery
@@ -29,6 +30,9 @@ class GroundingRequest:
     end_ns: int = 0
     attribute_query: str = ""
     action_query: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "text", query_text(self.text))  # the one trusted value from here on
 
     @property
     def sub_queries(self) -> Optional[SubQueries]:

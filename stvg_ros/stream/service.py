@@ -43,6 +43,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..config import ServingConfig
+from ..query import query_problem
 from ..proposals import ExternalTracks, subject_phrase
 from ..proposals.tracks import Detections
 from .seams import GroundingModel, ProposalStage
@@ -300,7 +301,7 @@ class GroundingService(StandingEvaluation, Worker):
         arrived = self._clock()
         with self._lock:
             self._counters.queries_received += 1
-        text = " ".join(request.text.split())
+        text = request.text  # trusted: normalised when the request was made (stvg_ros.query)
         if len(text) > self.config.max_query_length:
             shown = text[:80] + "..."
         else:
@@ -330,8 +331,8 @@ class GroundingService(StandingEvaluation, Worker):
     def _admission_problem(self, r: GroundingRequest, text: str) -> str:
         """Why ``r`` cannot be served, naming the fix ("" when it can)."""
         limit = self.config.max_query_length
-        if not text:
-            return "empty query text: say what to look for, e.g. 'the person in a red coat'"
+        if query_problem(text):
+            return query_problem(text)
         if len(text) > limit:
             return f"query of {len(text)} characters is longer than max_query_length={limit}: shorten it or " \
                    f"raise the parameter"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from ..config import ServingConfig
+from ..query import query_text
 from .window import NS
 
 #: events of a standing query (the Tube's ``event``); one-shot answers have ""
@@ -53,6 +54,9 @@ class StandingRequest:
     every_n_frames: int = 0
     window: float = 0.0
     cheap_first: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "text", query_text(self.text))  # the one trusted value from here on
 
     def problem(self) -> str:
         """What is wrong with the schedule, naming the fix ("" = nothing)."""

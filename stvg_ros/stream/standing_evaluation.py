@@ -34,7 +34,7 @@ class StandingEvaluation:
         """Register a standing query (see :mod:`stvg_ros.stream.standing`); True when registered.  Its events
         (``Answer.event``) and finally one ``ended`` go to ``on_event`` (from the worker, or from this
         thread for a refusal, which is its ``ended``).  An id already registered is replaced."""
-        text = " ".join(request.text.split())
+        text = request.text  # trusted: normalised when the request was made (stvg_ros.query)
         shown = text if len(text) <= self.config.max_query_length else text[:80] + "..."
         with self._lock:
             sq = self._standing.make(dataclasses.replace(request, text=shown), on_event)
