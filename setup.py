@@ -12,11 +12,11 @@ HERE = Path(__file__).resolve().parent
 
 # Command-line tools: one "command = module:function" per line.  Add yours here.
 CONSOLE_SCRIPTS = [
-    "stvg-tiny-model = stvg_ros.tiny_models:main",
-    "stvg-eval = stvg_ros.evaluate:main",
-    "stvg-make-bag = stvg_ros.bags:main",
+    "stvg-tiny-model = stvg_ros.adapters.tiny_models:main",
+    "stvg-eval = stvg_ros.evaluation.evaluate:main",
+    "stvg-make-bag = stvg_ros.evaluation.bags:main",
     "stvg-proposals = stvg_ros.proposals.cli:main",
-    "stvg-calibrate = stvg_ros.calibration:main",
+    "stvg-calibrate = stvg_ros.evaluation.calibration:main",
 ]
 
 

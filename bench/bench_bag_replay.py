@@ -3,7 +3,7 @@
 memory (issue 29, item 1).
 
 The real clip ``test/data/real/vtest.avi`` (768x576, 10 fps, 795 frames) is written to a bag of raw
-``sensor_msgs/Image`` frames with the ``rosbags`` library (``stvg_ros.bags.write_bag``); the installed
+``sensor_msgs/Image`` frames with the ``rosbags`` library (``stvg_ros.evaluation.bags.write_bag``); the installed
 ``stvg_node`` (``.ws/`` of this tree, shipped default model) runs with the parameters given, the
 installed player (``python -m stvg_ros.ros.bag_player``) replays the bag into it at the recorded
 speed as a separate process, and the node's own ``Status`` says how many frames arrived
@@ -53,7 +53,7 @@ CONFIGS = {
 
 
 def make_bag(frames: int, out: Path) -> Path:
-    from stvg_ros import bags
+    from stvg_ros.evaluation import bags
 
     stamps = [bags.DEFAULT_START_TIME + i / 10.0 for i in range(frames)]
     return bags.write_bag(out, bags.video_stream(CLIP, count=frames), stamps, image_format="raw", storage="sqlite3")

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from stvg_ros.boxes import box_iou  # noqa: E402
-from stvg_ros.depth import locate  # noqa: E402
+from stvg_ros.stream.depth import locate  # noqa: E402
 from stvg_ros.synthetic import depth as synth_depth  # noqa: E402
 from stvg_ros.synthetic.bench import DEFAULT_MODEL, ground_sample  # noqa: E402
 from stvg_ros.synthetic.generator import generate_sample  # noqa: E402

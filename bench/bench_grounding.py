@@ -9,7 +9,7 @@ Cases, all on the same frames and query:
   ``tas``: with TAS;  ``full``: LRA + TAS (the full method; DSTH sub-queries are given, as the
   paper precomputes them with GPT-4o);
 * ``ref-<case>``: the same algorithm computed the way the official code computes it
-  (:class:`stvg_ros.official_path.ReferenceAdapter`: eager attention, ``output_attentions=True``
+  (:class:`stvg_ros.adapters.official_path.ReferenceAdapter`: eager attention, ``output_attentions=True``
   keeping every layer, one full prompt per question and per LRA step), plus the check that its
   relevance maps equal ours.
 
@@ -76,7 +76,7 @@ def parse_args(argv=None):
 
 def floor_fn(adapter, frames, stamps, question):
     """The floor: the vision tower over the clip + one decoder prefill with sdpa, head on the last row."""
-    from stvg_ros.official_path import decoder_attention
+    from stvg_ros.adapters.official_path import decoder_attention
 
     lm = adapter.language_model
     head = adapter.model.get_output_embeddings()
@@ -91,8 +91,8 @@ def floor_fn(adapter, frames, stamps, question):
 
 
 def grounding_fn(adapter, frames, stamps, config):
-    from stvg_ros.grounder import Grounder
-    from stvg_ros.result import SubQueries
+    from stvg_ros.grounding.grounder import Grounder
+    from stvg_ros.grounding.result import SubQueries
 
     grounder = Grounder(adapter, config)
     subs = SubQueries(attribute=SUB_QUERIES[0], action=SUB_QUERIES[1], source="given")
@@ -113,11 +113,11 @@ def map_difference(ours, ref) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from stvg_ros.devices import resolve_device
+    from stvg_ros.adapters.devices import resolve_device
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.grounder import format_question
-    from stvg_ros.official_path import ReferenceAdapter
-    from stvg_ros.tiny_models import random_frames
+    from stvg_ros.grounding.grounder import format_question
+    from stvg_ros.adapters.official_path import ReferenceAdapter
+    from stvg_ros.adapters.tiny_models import random_frames
 
     device = resolve_device(args.device)
     adapter, label = load_adapter(args.model, device, args.dtype, args.image_size, args.allow_cpu_large)

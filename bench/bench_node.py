@@ -2,7 +2,7 @@
 """The node's own overhead: frame ingestion CPU, window memory at any resolution, query latency on a replayed bag.
 
 Three measurements, each on the node's own code paths (``stvg_ros.image_messages`` decoding, the
-``stvg_ros.window.FrameWindow`` the node keeps, ``Grounder.ground`` as the node's worker calls it),
+``stvg_ros.stream.window.FrameWindow`` the node keeps, ``Grounder.ground`` as the node's worker calls it),
 without a ROS graph, so it runs anywhere:
 
 1. ``ingest``: a 640x480 ``bgr8`` stream at 30 Hz through the node's per-frame path (offer → decode →
@@ -64,7 +64,7 @@ def node_defaults(model_side: int) -> dict:
 def ingest_side(model_side: int) -> int:
     """The window's ``max_side`` the node sets for this model side, computed by the node's own code."""
     from stvg_ros.config import ServingConfig
-    from stvg_ros.service import GroundingService
+    from stvg_ros.stream.service import GroundingService
 
     service = GroundingService(ServingConfig())
     service.configure(service.config, model_side=model_side)
@@ -129,7 +129,7 @@ def ingest_before(window, msg) -> None:
     import cv2
 
     from stvg_ros.image_messages import decode_message
-    from stvg_ros.window import stored_size
+    from stvg_ros.stream.window import stored_size
 
     stamp_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
     if window.offer(stamp_ns) == "keep":
@@ -144,7 +144,7 @@ def photographs(width: int, height: int) -> tuple[list[np.ndarray], str]:
     (importing skimage is not needed), else the synthetic scene; and where they came from."""
     import cv2
 
-    from stvg_ros.tiny_models import photo_dir
+    from stvg_ros.adapters.tiny_models import photo_dir
 
     names = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "motorcycle_left.png", "retina.jpg")
     out = []
@@ -175,7 +175,7 @@ def bench_ingest_1080p(frames: int, side: int, defaults: dict, pool_rgb: list, r
     """1080p30 bgr8 and JPEG at ingest side ``side``: CPU share of today's and the previous path, interleaved
     (``rounds`` alternations, the minimum per path, so a neighbour's load spike hits both alike), and the
     mean absolute difference of their kept frames (grey levels of 255)."""
-    from stvg_ros.window import FrameWindow
+    from stvg_ros.stream.window import FrameWindow
 
     period_ns = NS // 30
     pools = {"bgr8": [bgr8_message(np.ascontiguousarray(p[..., ::-1]), 0) for p in pool_rgb],
@@ -224,7 +224,7 @@ def _serialized_ingest_cpu(pool: list, frames: int, side: int, defaults: dict) -
     except ImportError:
         return None
     from stvg_ros.image_messages import compressed_from_cdr, image_from_cdr
-    from stvg_ros.window import FrameWindow
+    from stvg_ros.stream.window import FrameWindow
 
     blobs, kind = [], None
     for m in pool:
@@ -252,7 +252,7 @@ def _serialized_ingest_cpu(pool: list, frames: int, side: int, defaults: dict) -
 def bench_ingest(frames: int, width: int, height: int, rate: float, defaults: dict) -> dict:
     import cv2
 
-    from stvg_ros.window import FrameWindow
+    from stvg_ros.stream.window import FrameWindow
 
     window = FrameWindow(defaults["window_duration"], defaults["window_max_frames"], rate, defaults["max_side"])
     pool = [bgr8_message(cv2.cvtColor(scene(i, width, height), cv2.COLOR_RGB2BGR), 0) for i in range(8)]
@@ -286,7 +286,7 @@ def bench_ingest_rclpy(frames: int, width: int, height: int, rate: float, defaul
     import cv2
 
     from stvg_ros.image_messages import image_from_cdr
-    from stvg_ros.window import FrameWindow
+    from stvg_ros.stream.window import FrameWindow
 
     period_ns = NS // 30
     raw = []
@@ -319,7 +319,7 @@ def _restamp(msg, stamp_ns: int):
 def bench_window(frames: int, width: int, height: int, rate: float, defaults: dict) -> dict:
     import cv2
 
-    from stvg_ros.window import FrameWindow
+    from stvg_ros.stream.window import FrameWindow
 
     window = FrameWindow(defaults["window_duration"], defaults["window_max_frames"], rate, defaults["max_side"])
     big = bgr8_message(cv2.cvtColor(scene(0, width, height), cv2.COLOR_RGB2BGR), 0)
@@ -339,7 +339,7 @@ def bench_window(frames: int, width: int, height: int, rate: float, defaults: di
 
 
 def write_stream_bag(path: Path, seconds: float, width: int, height: int, query_every: float, first_query: float):
-    from stvg_ros.bags import QuerySpec, write_bag
+    from stvg_ros.evaluation.bags import QuerySpec, write_bag
 
     n = int(round(seconds * 30))
     stamps = [100.0 + i / 30.0 for i in range(n)]
@@ -354,10 +354,10 @@ def write_stream_bag(path: Path, seconds: float, width: int, height: int, query_
 
 
 def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomposer: str, config: dict) -> dict:
-    from stvg_ros.bags import iter_messages
+    from stvg_ros.evaluation.bags import iter_messages
     from stvg_ros.config import GroundingConfig
     from stvg_ros.stack import load_model
-    from stvg_ros.window import FrameWindow
+    from stvg_ros.stream.window import FrameWindow
 
     cfg = dict(config, num_frames=num_frames, decomposer=decomposer, device="cpu")
     t0 = time.perf_counter()
@@ -398,7 +398,7 @@ def main(argv=None) -> dict:
     if args.quick:
         args.frames, args.seconds, args.query_every = 60, 3.0, 1.0
 
-    from stvg_ros.default_model import MEANINGLESS_WARNING, resolve_model
+    from stvg_ros.adapters.default_model import MEANINGLESS_WARNING, resolve_model
 
     model, meaningless = resolve_model(args.model)
     if meaningless:

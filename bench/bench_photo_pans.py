@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     import cv2
 
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.tiny_models import photo_dir
+    from stvg_ros.adapters.tiny_models import photo_dir
     from test_regions import DATA, pan_ious
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

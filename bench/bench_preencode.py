@@ -78,7 +78,7 @@ def load(name: str):
 
 def frames_for(adapter, n: int):
     """Frames as the node keeps them: twice the model's input side (4:3)."""
-    from stvg_ros.tiny_models import random_frames
+    from stvg_ros.adapters.tiny_models import random_frames
 
     w = 2 * adapter.input_side
     return random_frames(n, w * 3 // 4, w, seed=7)
@@ -90,7 +90,7 @@ def visual_counts(grounder) -> tuple[int, int]:
 
 
 def first_query(adapter, cfg: dict, frames, args) -> dict:
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     stamps = [0.25 * i for i in range(args.window)]
     Grounder(adapter, cfg).ground(frames[:args.window], stamps, QUERIES[0])  # warm-up (not timed)
@@ -130,7 +130,7 @@ def first_query(adapter, cfg: dict, frames, args) -> dict:
 def speculative(adapter, cfg: dict, frames, args) -> dict:
     """Share of a query's visual units pre-encoded ``k`` frames before it arrived; and on a stream
     pre-encoded after every kept frame, the share of pre-encoded units later used."""
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     W = args.window
     stamps = [0.25 * i for i in range(len(frames))]

@@ -4,7 +4,7 @@ For every annotated object of the real clips (``test/data/real/annotations.json`
 with ``--videos``: any clip set in that format), a relevance peak is planted on the token grid that a
 family's geometry lays over the frame (baseline 1, a Gaussian bump of height 4 with a standard deviation of
 a quarter of the object's size, averaged over each cell as a token pools its patch), centred on the object
-or 25 % of its size off-centre (right and down), and the box stage (:func:`stvg_ros.regions.frame_candidates`,
+or 25 % of its size off-centre (right and down), and the box stage (:func:`stvg_ros.grounding.regions.frame_candidates`,
 one seed, cold cuts) makes a box from it.  Printed per geometry and box method: the grid, the visual tokens of
 a 20-frame clip, the mean box IoU (centred / off-centre, per clip), the share >= 0.5, the boxes that kept a
 *part* of the object (IoU < 0.5, the box at most 60 % of the object's area and 80 % of it inside the
@@ -75,8 +75,8 @@ def planted_grid(box, grid: tuple[int, int], size: tuple[int, int], offset=(0.0,
 def box_from_peak(image: np.ndarray, grid_map: np.ndarray, method: str):
     """The box the proposal-free stage makes from one planted peak (one seed, cold cuts), and its CPU seconds."""
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.regions import frame_candidates
-    from stvg_ros.relevance import upsample_maps
+    from stvg_ros.grounding.regions import frame_candidates
+    from stvg_ros.grounding.relevance import upsample_maps
 
     cfg = GroundingConfig()
     H, W = image.shape[:2]
@@ -165,11 +165,11 @@ def table(rows) -> str:
 
 def select_cost(geometries, methods, annotations=DEFAULT_ANNOTATIONS, clip_name="cup.mp4", frames: int = FRAMES,
                 repeats: int = 3) -> list[dict]:
-    """CPU seconds of the select stage's proposal-free path as a query runs it (:func:`stvg_ros.spatial.choose_track`:
+    """CPU seconds of the select stage's proposal-free path as a query runs it (:func:`stvg_ros.grounding.spatial.choose_track`:
     ``box_seeds`` seeds per frame, GrabCut chains, the tracker, the scoring) on ``frames`` frames sampled
     uniformly over the clip's annotated span, a peak planted on the object (its box interpolated between the
     annotated frames), in the calling thread (one core); best of ``repeats``."""
-    from stvg_ros import spatial
+    from stvg_ros.grounding import spatial
     from stvg_ros.config import GroundingConfig
     from stvg_ros.proposals.annotated import iter_frames, load_annotations
 

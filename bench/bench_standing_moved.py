@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     from bench.bench_stream import replay
     from stvg_ros.config import GroundingConfig
     from stvg_ros.stack import load_model
-    from stvg_ros.standing import StandingRules
+    from stvg_ros.stream.standing import StandingRules
     from stvg_ros.synthetic.generator import generate_sample, target_object
 
     torch.set_num_threads(1)

@@ -108,7 +108,7 @@ def stream_frames(n: int, args) -> list:
     """The stream's frames: photographs (the default where scikit-image's files are installed; a camera's
     content, for the segmentation the select stage runs) or random texture (``--stream noise``:
     GrabCut's worst case, every pixel an edge)."""
-    from stvg_ros.tiny_models import photo_dir, random_frames
+    from stvg_ros.adapters.tiny_models import photo_dir, random_frames
 
     root = photo_dir(*PHOTOS) if args.stream == "photos" else None
     if args.stream == "photos" and root is None:
@@ -165,7 +165,7 @@ class StageClock:
 
 def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
     """One config in one scenario: the runs interleaved query by query on the same adapter."""
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     base = dict(CONFIGS[cname], num_frames=args.frames, lra_steps=args.lra_steps, decomposer=args.decomposer,
                 **args.grounding)
@@ -230,7 +230,7 @@ def probe_clip(adapter, frames, args):
     """The first window's sampled frames encoded once, for the measurements outside the timed queries:
     ``(grounder, frames, stamps, visual tokens, question)``.  The adapter is already configured by the
     groundings before (same options); frames passed without keys are never looked up in a cache."""
-    from stvg_ros.grounder import Grounder, format_question, sample_indices
+    from stvg_ros.grounding.grounder import Grounder, format_question, sample_indices
 
     g = Grounder(adapter, dict(CONFIGS["plain"], num_frames=args.frames, decomposer="rules", feature_cache_mb=0))
     used = [frames[i] for i in sample_indices(args.window, g.config.num_frames)]
@@ -245,8 +245,8 @@ def unit_costs(adapter, probe, args) -> dict:
     E (encode), E_r (the reversed clip's encode, TAS), F (one no-grad prefill of system + video +
     question), A (the plain config's attention run: question + caption prompt on one prefix, attention
     captured) and L (one LRA problem's step: forward with gradients + backward)."""
-    from stvg_ros.grounder import format_question
-    from stvg_ros.lra import optimise_latent_prompts
+    from stvg_ros.grounding.grounder import format_question
+    from stvg_ros.grounding.lra import optimise_latent_prompts
 
     g, used, stamps, visual, q = probe
     cfg = g.config
@@ -275,7 +275,7 @@ def latent_effect(adapter, probe) -> dict:
     bitwise unchanged (a random model whose yes/no answer is saturated) let every latent-prompted prefix
     collapse into the plain one, so such a run does not measure the full method.  The shipped, trained model
     gives ratios of 0.005-0.04 at the paper's learning rate."""
-    from stvg_ros.lra import optimise_latent_prompts
+    from stvg_ros.grounding.lra import optimise_latent_prompts
 
     g, _, _, visual, q = probe
     delta = optimise_latent_prompts(adapter, [visual], [q], steps=1, lr=g.config.lra_lr).deltas[0]
@@ -288,7 +288,7 @@ def latent_effect(adapter, probe) -> dict:
 def problems(args) -> int:
     """LRA problems of the full config on the benchmark's queries (V_s, V_t, V_s'; 2 when DSTH gives
     attribute == action)."""
-    from stvg_ros.dsth import Decomposer
+    from stvg_ros.grounding.dsth import Decomposer
 
     s = Decomposer(None, use_model=False)(QUERIES[0])
     return 2 + (s.attribute != s.action)
@@ -322,7 +322,7 @@ def replay(grounder, frames, fps, query, window_frames, every_n, cheap_first: bo
     with one standing query; returns (events [(kind, frame index)], the query's info)."""
     from stvg_ros.config import ServingConfig
     from stvg_ros.stack import Stack, StackSettings
-    from stvg_ros.standing import StandingRequest
+    from stvg_ros.stream.standing import StandingRequest
 
     extra = {} if rules is None else dict(standing_found_on=rules.found_on, standing_found_off=rules.found_off)
     cfg = ServingConfig(window_rate=0.0, window_duration=60.0, window_max_frames=64, min_frames=window_frames,
@@ -352,7 +352,7 @@ def replay(grounder, frames, fps, query, window_frames, every_n, cheap_first: bo
 def standing_cost(adapter, frames, args) -> dict:
     """One standing query (the default full config) re-evaluated every ``--slide`` frames as the stream
     slides: the service's cost per evaluation, full and cheap-first."""
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     n = args.window + max(1, args.slide) * (args.standing_evals - 1)
     out = {}
@@ -372,7 +372,7 @@ def run_model(name: str, args) -> dict:
     out = {"configs": {}}
     with PeakMemory(torch.device("cpu"), interval=0.02) as mem:
         # untimed warm-up (lazy initialisation) on frames no query uses
-        from stvg_ros.grounder import Grounder
+        from stvg_ros.grounding.grounder import Grounder
 
         spare = frames[n_total:]
         first = CONFIGS[args.configs.split(",")[0]]
@@ -415,7 +415,7 @@ PROBE_EXTRA = ["the red circle moves to the left", "a blue square that grows", "
 def dsth_probe(adapter) -> dict:
     """The model's few-shot decompositions of the benchmark's and some synthetic-world queries: how many are
     usable and what each costs (chooses a model directory's 'decomposer' default)."""
-    from stvg_ros.dsth import Decomposer
+    from stvg_ros.grounding.dsth import Decomposer
 
     dec = Decomposer(adapter.generate_text, use_model=True)
     queries = QUERIES + PROBE_EXTRA
@@ -543,7 +543,7 @@ def score_events(events, st, ed):
 
 
 def choose_thresholds(trs):
-    from stvg_ros.standing import ChangeTracker, StandingRules
+    from stvg_ros.stream.standing import ChangeTracker, StandingRules
 
     best = None
     for on in (0.5, 0.52, 0.55, 0.58, 0.6, 0.65):
@@ -614,9 +614,9 @@ def standing_section(grounder, args):
 
 def duty_section(grounder, args):
     from stvg_ros.config import ServingConfig
-    from stvg_ros.service import ANSWERED, GroundingRequest
+    from stvg_ros.stream.requests import ANSWERED, GroundingRequest
     from stvg_ros.stack import Stack, StackSettings
-    from stvg_ros.standing import StandingRequest
+    from stvg_ros.stream.standing import StandingRequest
 
     frames, sample = stream(0, "test", 48)
     rows, out = [], []

@@ -9,13 +9,13 @@ Qwen2.5-VL-7B, LLaVA-NeXT-Video-7B, LLaVA-OneVision-7B, LLaVA-OneVision-0.5B, at
   ``bench_grounding.py`` measures them;
 * ``lra-step`` with activation checkpointing off and on: the peak memory of one LRA step over 3
   problems (V_s, V_t, V_s'), as ``lra_memory.py --device cuda`` measures it, against a 24 GiB card;
-* ``ref-plain`` and ``ref-full-2``: the official code's way (``stvg_ros.official_path``), its time over
+* ``ref-plain`` and ``ref-full-2``: the official code's way (``stvg_ros.adapters.official_path``), its time over
   ours and whether its relevance maps equal ours.
 
 Each model runs in its own child process with a deadline (its share of the time left), so an
 out-of-memory error, a crash or a hang in one model costs only that model's remaining cases.  Inside
 a child each case is fail-soft (an error is recorded and the next case runs) and time-boxed: a case
-starts only if its expected time fits before the deadline (:class:`stvg_ros.budget.TimeBudget`; the
+starts only if its expected time fits before the deadline (:class:`stvg_ros.synthetic.budget.TimeBudget`; the
 first estimate is a multiple of the floor's time, then what the warm-up took), and timed repeats stop
 early when the deadline nears.  The child writes its JSON after every case, so a child killed at its
 deadline loses only the case in flight.  The parent writes ``gpu_check.json`` and ``gpu_check.md``.
@@ -190,14 +190,14 @@ def child(a) -> None:
     from bench import lra_memory
     from bench.model_configs import load_adapter
     from stvg_ros.adapters.common import resolve_device, resolve_dtype
-    from stvg_ros.budget import TimeBudget
+    from stvg_ros.synthetic.budget import TimeBudget
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.grounder import format_question
-    from stvg_ros.official_path import ReferenceAdapter
-    from stvg_ros.tiny_models import random_frames
+    from stvg_ros.grounding.grounder import format_question
+    from stvg_ros.adapters.official_path import ReferenceAdapter
+    from stvg_ros.adapters.tiny_models import random_frames
 
     from stvg_ros.adapters.base import AdapterOptions
-    from stvg_ros.lra import latent_prompt_kept, optimise_latent_prompts
+    from stvg_ros.grounding.lra import latent_prompt_kept, optimise_latent_prompts
 
     budget = TimeBudget(max(a.deadline - time.time(), 1e-3), margin=1.15)
     name = a.child
@@ -248,7 +248,7 @@ def child(a) -> None:
     def latent_case() -> dict:
         """The latent prompts after LRA (2 steps, paper loss, lr 8; V_s, V_t, V_s'): their rms relative to the
         visual tokens', and the relative error / cosine of what the decoder sees of them in bf16 and fp16."""
-        from stvg_ros.grounder import Grounder
+        from stvg_ros.grounding.grounder import Grounder
 
         g = Grounder(adapter, dict(base, lra_steps=LATENT_STEPS))
         with torch.no_grad():
@@ -357,7 +357,7 @@ def add_ratios(cases: dict) -> None:
 
 # --- the parent: children one after another, then the tables ---------------------------------------------
 def parent(a) -> dict:
-    from stvg_ros.budget import TimeBudget
+    from stvg_ros.synthetic.budget import TimeBudget
 
     budget = TimeBudget(a.budget, margin=1.0)
     out_dir = Path(a.out)

@@ -8,7 +8,7 @@ reversed clip: ``--batch 3``) with gradients to the visual tokens, then the back
   the step's peak ``torch.cuda.max_memory_allocated`` with activation checkpointing off and on.
 * Elsewhere (``--per-layer``, the default on CPU): builds the real-size decoder with ``k`` and ``k+1``
   layers (``--layers k``; real hidden sizes, real token count, bf16), counts the bytes autograd saves
-  for the backward pass (``stvg_ros.checkpointing.SavedTensorMeter``), takes the difference as one
+  for the backward pass (``stvg_ros.adapters.checkpointing.SavedTensorMeter``), takes the difference as one
   layer's share and the rest as the embedding/head part, and extrapolates to all L layers:
   ``saved(all) = rest + L * per_layer``.  The prediction for the GPU is ``bf16 weights + saved
   activations`` plus, with checkpointing, one layer's activations during its recomputation; the CUDA
@@ -41,7 +41,7 @@ QUESTIONS = ["Is there the man in purple clothes in this video?",
 
 
 def lra_step(adapter, visual, batch: int, checkpoint: bool, measure_saved: bool) -> dict:
-    from stvg_ros.checkpointing import SavedTensorMeter
+    from stvg_ros.adapters.checkpointing import SavedTensorMeter
 
     adapter.activation_checkpointing = checkpoint
     questions = (QUESTIONS * batch)[:batch]
@@ -65,12 +65,12 @@ def lra_step(adapter, visual, batch: int, checkpoint: bool, measure_saved: bool)
     p = torch.softmax(out.yes_no_logits.float(), -1)
     (grad,) = torch.autograd.grad((-torch.exp(p[:, 0] - p[:, 1])).sum(), delta)
     assert torch.isfinite(grad).all()
-    from stvg_ros.checkpointing import activation_bytes_estimate
+    from stvg_ros.adapters.checkpointing import activation_bytes_estimate
 
     tokens = max(len(adapter.layout(q).ids) for q in questions) + visual.num_tokens - 1
     res = {"checkpointing": checkpoint, "seconds": time.perf_counter() - t,
            "saved_bytes": meter.bytes if meter is not None else None, "tokens": int(tokens),
-           # what the auto rule (stvg_ros.checkpointing.should_checkpoint) predicts for this step, to compare
+           # what the auto rule (stvg_ros.adapters.checkpointing.should_checkpoint) predicts for this step, to compare
            # with the measured saved bytes / peak
            "activation_estimate_bytes": activation_bytes_estimate(adapter.model.config, tokens, batch, adapter.dtype)}
     if dev.type == "cuda":
@@ -94,8 +94,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
 
-    from stvg_ros.devices import resolve_device
-    from stvg_ros.tiny_models import random_frames
+    from stvg_ros.adapters.devices import resolve_device
+    from stvg_ros.adapters.tiny_models import random_frames
 
     device = resolve_device(args.device)
     per_layer = args.per_layer or device.type != "cuda"

@@ -6,7 +6,7 @@ one.  The shapes below are the decoder and vision-tower values of the public mod
 ``config.json`` (Qwen/Qwen2.5-VL-3B-Instruct, Qwen/Qwen2.5-VL-7B-Instruct,
 llava-hf/llava-onevision-qwen2-0.5b-ov-hf, llava-hf/llava-onevision-qwen2-7b-ov-hf,
 llava-hf/LLaVA-NeXT-Video-7B-hf).  The tokenizer is a small one from
-:func:`stvg_ros.tiny_models.build_tokenizer` with the family's template; the embedding table and the
+:func:`stvg_ros.adapters.tiny_models.build_tokenizer` with the family's template; the embedding table and the
 LM head keep the real vocabulary size, so their memory and the head's cost are real.
 """
 
@@ -74,7 +74,7 @@ def parameter_count(name: str) -> int:
 
 def _build(name: str, directory: str, dtype: torch.dtype, text_overrides: dict | None = None,
            vision_overrides: dict | None = None):
-    from stvg_ros.tiny_models import build_tokenizer
+    from stvg_ros.adapters.tiny_models import build_tokenizer
 
     if name not in REAL_SIZES:
         raise ValueError(f"unknown model size {name!r}: choose one of {', '.join(REAL_SIZES)} or pass a model directory")
@@ -131,7 +131,7 @@ def build_real_size(name: str, device: torch.device, dtype: torch.dtype, directo
     ``text_overrides``/``vision_overrides`` change config values (e.g. fewer layers for a per-layer
     measurement on a small machine)."""
     from stvg_ros.adapters import adapter_class
-    from stvg_ros.attention import use_capture_attention
+    from stvg_ros.adapters.attention import use_capture_attention
 
     directory = directory or tempfile.mkdtemp(prefix=f"stvg-{name}-")
     with torch.device(device):
@@ -143,7 +143,7 @@ def build_real_size(name: str, device: torch.device, dtype: torch.dtype, directo
     for sub in ("vision_tower", "visual"):
         tower = getattr(model.model, sub, None)
         if tower is not None:
-            from stvg_ros.attention import set_decoder_attention
+            from stvg_ros.adapters.attention import set_decoder_attention
 
             set_decoder_attention(tower, "sdpa")
     cls = adapter_class(json.loads((Path(directory) / "config.json").read_text())["model_type"])
@@ -167,7 +167,7 @@ def load_adapter(spec: str, device: torch.device | str = "cpu", dtype: torch.dty
     :class:`~stvg_ros.config.GroundingConfig` is :func:`stvg_ros.stack.load_model`'s."""
     from stvg_ros import adapters
     from stvg_ros.adapters.common import resolve_dtype
-    from stvg_ros.tiny_models import tiny_model
+    from stvg_ros.adapters.tiny_models import tiny_model
 
     device = torch.device(device)
     dt = resolve_dtype(dtype, device)

@@ -47,7 +47,7 @@ def measure_tokens(family: str, side: int, options: dict, frames: int) -> tuple[
     """(grid tokens, all visual tokens, per-slot grid) of ``frames`` 640x480 frames."""
     from stvg_ros.adapters import load_adapter
     from stvg_ros.adapters.base import AdapterOptions
-    from stvg_ros.tiny_models import RELEASED_PROCESSOR_CONFIGS, tiny_model
+    from stvg_ros.adapters.tiny_models import RELEASED_PROCESSOR_CONFIGS, tiny_model
 
     proc = None
     if family == "qwen2_5_vl":

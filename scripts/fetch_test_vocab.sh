@@ -4,7 +4,7 @@
 # reference tokenisations .inp/.out).  No PyPI package installs that file, but the source
 # distribution of llama-cpp-python vendors llama.cpp: download that sdist (pinned by the
 # "# sdist:" line of requirements/test.txt; nothing is built or installed) and extract only those
-# files into <venv>/share/stvg_ros/, where stvg_ros.tiny_models.llama_vocab_path() finds them.
+# files into <venv>/share/stvg_ros/, where stvg_ros.adapters.tiny_models.llama_vocab_path() finds them.
 # Idempotent (skips when the pinned version is already there); run by `make setup`.
 set -euo pipefail
 venv=${1:-.venv}

@@ -283,7 +283,7 @@ class GroundingConfig:
     within float32 rounding (other batch shapes); False computes every pass on its own (for checks and
     benchmarks)."""
     feature_cache_mb: float = 256.0
-    """Memory (MiB) for what queries about a stream share (``stvg_ros.feature_cache``; used when the caller
+    """Memory (MiB) for what queries about a stream share (``stvg_ros.adapters.feature_cache``; used when the caller
     names its frames, as the node does): frames' preprocessed pixels and visual tokens, and, while the
     sampled frames stay the same, each clip's prefix (KV cache, at most half of this) and its caption
     prompt's answer.  Results are identical with or without it.  0 = off."""
@@ -389,7 +389,7 @@ class GroundingConfig:
 
 
 # ==============================================================================================
-# The grounding service (stvg_ros.service): window, admission and queue of a live stream.  The node
+# The grounding service (stvg_ros.stream.service): window, admission and queue of a live stream.  The node
 # declares one parameter per field (same name).
 # ==============================================================================================
 
@@ -500,7 +500,7 @@ class ServingConfig:
 #: the file beside the weights that holds the GroundingConfig values a checkpoint needs
 MODEL_DEFAULTS_FILE = "grounding_defaults.json"
 #: ServingConfig fields that file may hold too: standing-query thresholds calibrated for the model
-#: (``stvg-calibrate``, :mod:`stvg_ros.calibration`); applied by the service under its config
+#: (``stvg-calibrate``, :mod:`stvg_ros.evaluation.calibration`); applied by the service under its config
 MODEL_SERVING_FIELDS = ("standing_found_on", "standing_found_off", "standing_confirm")
 
 

@@ -1,5 +1,5 @@
 """sensor_msgs/Image and CompressedImage ↔ RGB uint8 arrays, without cv_bridge: the one decoder
-of the node (live topics) and of bags (``stvg_ros.bags``, ``stvg-proposals``).
+of the node (live topics) and of bags (``stvg_ros.evaluation.bags``, ``stvg-proposals``).
 
 Works on any object with the messages' fields (rclpy messages, rosbags messages), and checks
 every field against the data, because a malformed frame must be reported and dropped, never
@@ -114,7 +114,7 @@ def check_compressed(msg) -> str:
 def decode_image(msg, max_side: int = 0) -> np.ndarray:
     """A ``sensor_msgs/Image`` → HxWx3 uint8 RGB (16-bit data is scaled to 8 bits).
 
-    ``max_side`` > 0: shrunk as :func:`stvg_ros.window.downscale` does (longer side at most
+    ``max_side`` > 0: shrunk as :func:`stvg_ros.stream.window.downscale` does (longer side at most
     ``max_side``), before the colour conversion where that is a per-pixel channel shuffle (bgr8,
     mono8), so it runs on the small image.  Raises :class:`ImageError` naming the problem
     (see :func:`check_image`).
@@ -125,7 +125,7 @@ def decode_image(msg, max_side: int = 0) -> np.ndarray:
 def decode_compressed(msg, max_side: int = 0) -> np.ndarray:
     """A ``sensor_msgs/CompressedImage`` (jpeg/png) → HxWx3 uint8 RGB.
 
-    ``max_side`` > 0: shrunk as :func:`stvg_ros.window.downscale` does; a JPEG whose sides divide by 2,
+    ``max_side`` > 0: shrunk as :func:`stvg_ros.stream.window.downscale` does; a JPEG whose sides divide by 2,
     4 or 8 is decoded at that reduced scale (libjpeg's DCT scaling) where that still leaves at least
     twice the stored size (1080p to 448 px: 1/2 scale, the decode and shrink ~3x cheaper, 0.4 grey
     levels mean absolute difference from a full decode + INTER_AREA on photographs)."""
@@ -162,7 +162,7 @@ def _decode_image(msg, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
         raise ImageError(problem)
     import cv2
 
-    from .window import downscale
+    from .stream.window import downscale
 
     enc = str(msg.encoding).strip().lower()
     channels, dtype, conversion = _table_once()[enc]
@@ -202,7 +202,7 @@ def _decode_image(msg, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
 def _decode_compressed(msg, max_side: int) -> tuple[np.ndarray, tuple[int, int]]:
     import cv2
 
-    from .window import downscale, stored_size
+    from .stream.window import downscale, stored_size
 
     problem = check_compressed(msg)
     if problem:

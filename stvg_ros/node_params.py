@@ -330,7 +330,7 @@ def not_live(names) -> list[str]:
 def model_dir_of(values: dict[str, Any]) -> Optional[str]:
     """The model directory ``model_path`` in ``values`` stands for (its defaults are a layer), or None
     when it cannot be told (configure reports why)."""
-    from stvg_ros.default_model import choose_model
+    from stvg_ros.adapters.default_model import choose_model
 
     try:
         return choose_model(str(values.get("model_path", "") or "")).directory

@@ -23,9 +23,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .relevance import upsample_maps
+from .grounding.relevance import upsample_maps
 from .boxes import Box
-from .result import GroundingResult
+from .grounding.result import GroundingResult
 
 PRED = (40, 220, 40)
 GT = (230, 40, 40)

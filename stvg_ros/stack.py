@@ -1,8 +1,8 @@
 """The one place that builds the grounding system from settings, and changes it live.
 
-:meth:`Stack.build` chooses and loads the model (adapter → :class:`~stvg_ros.grounder.Grounder`), builds
+:meth:`Stack.build` chooses and loads the model (adapter → :class:`~stvg_ros.grounding.grounder.Grounder`), builds
 the live proposal stage, sizes the service's window for the model's input and starts the
-:class:`~stvg_ros.service.GroundingService`; :meth:`Stack.reconfigure` applies changed settings to the
+:class:`~stvg_ros.stream.service.GroundingService`; :meth:`Stack.reconfigure` applies changed settings to the
 running system.  The node (:mod:`stvg_ros.ros.node`) only reads its parameters and calls these; the
 evaluation runners, the calibration and the benchmarks load their model through :func:`load_model`.
 """
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Collection, Optional, Protocol
 
 from .config import ConfigError, GroundingConfig, ProposalConfig, ServingConfig
-from .seams import GroundingModel, ProposalStage
-from .service import GroundingService
+from .stream.seams import GroundingModel, ProposalStage
+from .stream.service import GroundingService
 
 if TYPE_CHECKING:
-    from .grounder import Grounder
+    from .grounding.grounder import Grounder
 
 _LOG = logging.getLogger("stvg_ros.stack")
 
@@ -56,7 +56,7 @@ class Settings(Protocol):
 class StackSettings:
     """Settings for a stack outside the node (evaluation, benchmarks, Python users)."""
 
-    model_path: str = ""  # '' or 'default' = the default model (stvg_ros.default_model)
+    model_path: str = ""  # '' or 'default' = the default model (stvg_ros.adapters.default_model)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     serving: ServingConfig = field(default_factory=ServingConfig)
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
@@ -75,7 +75,7 @@ class BuildError(ConfigError):
 @dataclass
 class LoadedModel:
     """A loaded grounder and what was chosen: ``kind`` 'explicit', 'synthetic' or 'tiny'
-    (:class:`~stvg_ros.default_model.ModelChoice`); ``note``: the caveat of a default model;
+    (:class:`~stvg_ros.adapters.default_model.ModelChoice`); ``note``: the caveat of a default model;
     ``uncalibrated``: why its thresholds are not calibrated for it ('' when they are)."""
 
     grounder: "Grounder"
@@ -93,7 +93,7 @@ class LoadedModel:
 
 def choose(model_path: str) -> dict:
     """The model directory for ``model_path`` and its status fields (no loading); raises naming the fix."""
-    from .default_model import calibration_problem, choose_model
+    from .adapters.default_model import calibration_problem, choose_model
 
     choice = choose_model(model_path)
     # issue 27: thresholds not calibrated for this model (stvg-calibrate) are a /diagnostics warning
@@ -103,11 +103,11 @@ def choose(model_path: str) -> dict:
 
 def load_model(model_path: str, grounding: Optional[GroundingConfig] = None, log: Optional[Log] = None,
                chosen: Optional[dict] = None) -> LoadedModel:
-    """Choose (:func:`~stvg_ros.default_model.choose_model`: '' = the default model) and load a model into
-    a :class:`~stvg_ros.grounder.Grounder` with ``grounding`` (its ``device``; the directory's
+    """Choose (:func:`~stvg_ros.adapters.default_model.choose_model`: '' = the default model) and load a model into
+    a :class:`~stvg_ros.grounding.grounder.Grounder` with ``grounding`` (its ``device``; the directory's
     ``grounding_defaults.json`` under it).  ``log``: told the default model's caveat and the loading time
     (nothing is logged without it).  ``chosen``: :func:`choose`'s answer, when the caller already has it."""
-    from .grounder import Grounder
+    from .grounding.grounder import Grounder
 
     grounding = grounding or GroundingConfig()
     c = chosen or choose(model_path)
@@ -125,7 +125,7 @@ def load_model(model_path: str, grounding: Optional[GroundingConfig] = None, log
 def model_side(grounder: object, grounding: GroundingConfig) -> int:
     """The side (pixels) the model is fed a frame at: ``image_size``, else the adapter's own (0 = unknown);
     the service keeps frames at twice it (``ingest_max_side=0``)."""
-    from .grounder import Grounder
+    from .grounding.grounder import Grounder
 
     if grounding.image_size:
         return int(grounding.image_size)
@@ -201,7 +201,7 @@ class Stack:
         """Apply changed ``settings`` to the running system: the serving ones at once, the grounding ones
         except ``at_load`` (default :func:`load_time_fields`), which keep their loaded values until the next
         :meth:`build`.  Proposal settings and the model choose what is built: they too wait for it."""
-        from .grounder import Grounder
+        from .grounding.grounder import Grounder
 
         self.service.configure(settings.serving)
         grounder = self.grounder

@@ -4,7 +4,7 @@ rclpy's generated message classes and a rosbags typestore's both take their fiel
 so :func:`make_tube` builds a Tube from whichever classes ``types`` names (``types(name)`` → the
 class for ``stvg_ros/msg/Tube``, ``stvg_ros/msg/TubeBox``, ``std_msgs/msg/Header``,
 ``builtin_interfaces/msg/Time``): the node passes the built ``stvg_ros.msg`` classes
-(``stvg_ros.ros.convert``), :mod:`stvg_ros.bags` its typestore's.  Every field is always given,
+(``stvg_ros.ros.convert``), :mod:`stvg_ros.evaluation.bags` its typestore's.  Every field is always given,
 so neither side depends on message defaults.  Boxes go in and come out as corners; the message
 carries centre and size (:mod:`stvg_ros.boxes`).  Stamps are integer nanoseconds.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 from .boxes import Box, from_centre_size, to_centre_size
-from .window import NS
+from .stream.window import NS
 
 #: message type name (``pkg/msg/Name``) → its class
 MessageTypes = Callable[[str], type]
@@ -38,7 +38,7 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
               processing_time: float = 0.0, queue_time: float = 0.0, reason: str = "", event: str = "",
               boxes_from: str = "", positions: Sequence[Any] = (), position_frame_id: str = "") -> Any:
     """A ``Tube`` (defaults: the empty answer, ``found`` false); ``boxes``: ``(stamp_ns, corners, score)``;
-    ``positions``: one :class:`~stvg_ros.depth.Position3D` (or None) per box, when there is a 3-D stage."""
+    ``positions``: one :class:`~stvg_ros.stream.depth.Position3D` (or None) per box, when there is a 3-D stage."""
     TubeBox = types("stvg_ros/msg/TubeBox")
     tube_boxes = []
     for i, (ns, box, box_score) in enumerate(boxes):
@@ -56,7 +56,7 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
 
 
 def position_fields(types: MessageTypes, position: Any = None) -> dict:
-    """A TubeBox's 3-D fields from a :class:`~stvg_ros.depth.Position3D` (None: no 3-D stage, all zero)."""
+    """A TubeBox's 3-D fields from a :class:`~stvg_ros.stream.depth.Position3D` (None: no 3-D stage, all zero)."""
     p = position
     point, vector = types("geometry_msgs/msg/Point"), types("geometry_msgs/msg/Vector3")
     if p is None:

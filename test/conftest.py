@@ -5,7 +5,17 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import sys
+
 import pytest
+
+from ros_harness import PY_DIR
+
+# The colcon install space (its stvg_ros holds the generated messages) for a run that did not put it on
+# PYTHONPATH (`make test` does): last on sys.path, before any test imports stvg_ros, whose __init__ then
+# finds stvg_ros.msg there.
+if PY_DIR.is_dir() and str(PY_DIR) not in sys.path:
+    sys.path.append(str(PY_DIR))
 
 FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
 
@@ -13,7 +23,7 @@ FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """``tiny_model_dir(family)`` → directory of a saved tiny random model (built once)."""
-    from stvg_ros.tiny_models import tiny_model
+    from stvg_ros.adapters.tiny_models import tiny_model
 
     cache = {}
 

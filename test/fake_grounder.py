@@ -1,4 +1,4 @@
-"""The tests' one grounding model without a model, behind :class:`stvg_ros.seams.GroundingModel`.
+"""The tests' one grounding model without a model, behind :class:`stvg_ros.stream.seams.GroundingModel`.
 
 It records every call, answers by a script of the stream, and can be held inside a stage, fail, or take
 simulated time on the service's test clock, so service tests (one-shot and standing queries) need neither a
@@ -13,8 +13,8 @@ from typing import Callable, Hashable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from stvg_ros.feature_cache import CacheStats
-from stvg_ros.result import GroundingResult, Proposals, SubQueries
+from stvg_ros.adapters.feature_cache import CacheStats
+from stvg_ros.grounding.result import GroundingResult, Proposals, SubQueries
 
 GROUND_STAGES = ("encode", "decompose", "lra", "attention", "select")
 EXIST_STAGES = ("encode", "exist")

@@ -1,9 +1,9 @@
 """Helpers for the ROS tests: find the colcon install, run the installed node, talk DDS to it.
 
-The source tree's ``stvg_ros`` has no ``msg`` (rosidl generates it into the install space), so the
-test process extends the package's ``__path__`` with the install space's copy and preloads the
-package's type-support libraries (what ``source install/setup.bash`` would do through
-LD_LIBRARY_PATH).  Each test run uses its own ROS_DOMAIN_ID, localhost-only discovery and a unique
+The source tree's ``stvg_ros`` has no ``msg`` (rosidl generates it into the install space): the install
+space is on ``sys.path`` (``make test``'s PYTHONPATH, or ``test/conftest.py``), where ``stvg_ros/__init__.py``
+finds it; the test process preloads the package's type-support libraries (what ``source
+install/setup.bash`` would do through LD_LIBRARY_PATH).  Each test run uses its own ROS_DOMAIN_ID, localhost-only discovery and a unique
 namespace, so runs of other engineers on the same machine cannot cross-talk.
 """
 
@@ -48,11 +48,6 @@ def prepare_process() -> None:
         return
     for lib in sorted(glob.glob(str(INSTALL / "lib" / "lib*.so"))):
         ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-    import stvg_ros
-
-    installed = str(PY_DIR / "stvg_ros")
-    if installed not in list(stvg_ros.__path__):
-        stvg_ros.__path__.append(installed)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     _prepared = True
 

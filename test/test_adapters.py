@@ -8,9 +8,9 @@ import torch
 
 from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.base import AdapterOptions, CaptureSpec
-from stvg_ros.relevance import token_grid_maps
+from stvg_ros.grounding.relevance import token_grid_maps
 
-from stvg_ros.tiny_models import CONTRACT_FAMILIES as FAMILIES, random_frames
+from stvg_ros.adapters.tiny_models import CONTRACT_FAMILIES as FAMILIES, random_frames
 
 EXPECTED_CANDIDATES = {
     "chatml": ["?", "<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ"],

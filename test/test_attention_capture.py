@@ -5,9 +5,9 @@ import torch
 
 from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.base import CaptureSpec
-from stvg_ros.attention import CAPTURE_ATTENTION, set_decoder_attention
+from stvg_ros.adapters.attention import CAPTURE_ATTENTION, set_decoder_attention
 
-from stvg_ros.tiny_models import CONTRACT_FAMILIES as FAMILIES, random_frames
+from stvg_ros.adapters.tiny_models import CONTRACT_FAMILIES as FAMILIES, random_frames
 
 QUESTIONS = ["Is there a red ball in this video?", "Describe this video in details."]
 
@@ -91,7 +91,7 @@ def test_no_capture_changes_nothing(adapter):
 
 
 def test_capture_keeps_only_requested_layers(adapter):
-    from stvg_ros.attention import capture_attention
+    from stvg_ros.adapters.attention import capture_attention
 
     visual = adapter.encode_frames(random_frames(2, 64, 64))
     batch = adapter.prepare(visual, QUESTIONS[:1])

@@ -12,7 +12,7 @@ rclpy = pytest.importorskip("rclpy", reason="rclpy (ROS 2 Python client) is not 
 pytest.importorskip("sensor_msgs.msg", reason="sensor_msgs Python messages are not installed")
 pytest.importorskip("rosgraph_msgs.msg", reason="rosgraph_msgs (for /clock) is not installed")
 
-from stvg_ros import bags  # noqa: E402
+from stvg_ros.evaluation import bags  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from stvg_ros import bags, datasets, video
+from stvg_ros.evaluation import bags, datasets
+from stvg_ros import video
 from stvg_ros.image_messages import ImageError, decode_message
 from stvg_ros.tube_messages import stamp_to_ns
 

@@ -97,7 +97,7 @@ def test_bench_stream_quick(tmp_path):
 
 def test_bench_photo_pans_runs(tmp_path):
     """The panning-photo check of carried GrabCut colour models (docs/proposals.md) prints both kinds of cut."""
-    from stvg_ros.tiny_models import photo_dir
+    from stvg_ros.adapters.tiny_models import photo_dir
 
     if photo_dir("astronaut.png") is None:
         pytest.skip("scikit-image is not installed: `pip install --no-deps -r requirements/test.txt`")

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stvg_ros.calibration import (RECORD_KEY, Trace, calibration_problem, choose_found_threshold, choose_standing,
-                                  load_clips, main, measure, paired_difference, pareto, standing_grid, standing_rates, synthetic_clips,
-                                  wilson, window_ends)
+from stvg_ros.evaluation.calibration import (RECORD_KEY, Trace, calibration_problem, choose_found_threshold,
+                                             choose_standing, load_clips, main, measure, paired_difference, pareto,
+                                             standing_grid, standing_rates, synthetic_clips, wilson, window_ends)
 from stvg_ros.config import MODEL_DEFAULTS_FILE, ServingConfig, load_model_defaults, load_model_serving_defaults
 from stvg_ros.presets import apply_model_serving_defaults
 
@@ -145,7 +145,7 @@ def test_the_command_writes_the_model_directory_and_the_service_and_node_use_it(
     assert serving == {k: data[k] for k in ("standing_found_on", "standing_found_off", "standing_confirm")}
 
     from stvg_ros import Grounder
-    from stvg_ros.service import GroundingService
+    from stvg_ros.stream.service import GroundingService
 
     g = Grounder.from_pretrained(str(model), device="cpu")
     assert g.config.found_threshold == data["found_threshold"] and g.serving_defaults == serving
@@ -226,7 +226,7 @@ def test_offline_replay_gives_the_services_events():
     from bench.bench_stream import replay
     from stvg_ros import Grounder
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.standing import ChangeTracker, StandingRules
+    from stvg_ros.stream.standing import ChangeTracker, StandingRules
 
     g = Grounder.from_pretrained(str(root / "models" / "stvg-synth-qwen"), device="cpu",
                                  config=GroundingConfig(num_frames=8, feature_cache_mb=0))

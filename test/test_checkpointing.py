@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from stvg_ros.adapters import load_adapter
-from stvg_ros.checkpointing import (SavedTensorMeter, activation_bytes_estimate, checkpointed_layers,
-                                    decoder_layers, should_checkpoint)
-from stvg_ros.tiny_models import CONTRACT_FAMILIES, random_frames, tiny_model
+from stvg_ros.adapters.checkpointing import (
+    SavedTensorMeter, activation_bytes_estimate, checkpointed_layers, decoder_layers, should_checkpoint
+)
+from stvg_ros.adapters.tiny_models import CONTRACT_FAMILIES, random_frames, tiny_model
 
 QUESTIONS = ["Is there a red ball in this video?", "Is there a man in this video?"]
 

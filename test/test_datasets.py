@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from stvg_ros import datasets, evaluate, video
-from stvg_ros.datasets import DatasetError
+from stvg_ros.evaluation import datasets, evaluate
+from stvg_ros import video
+from stvg_ros.evaluation.datasets import DatasetError
 
 
 def frame_with_index(i, h=48, w=64):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stvg_ros import default_model as dm
+from stvg_ros.adapters import default_model as dm
 
 
 def _fake_model(d: Path) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stvg_ros.depth import (CalibrationError, DepthBuffer, DepthError, Intrinsics, decode_depth, locate)
+from stvg_ros.stream.depth import CalibrationError, DepthBuffer, DepthError, Intrinsics, decode_depth, locate
 
 
 def _cam(w=640, h=480, f=500.0):
@@ -151,7 +151,7 @@ def test_synthetic_depth_puts_each_object_at_its_distance():
 
 
 def test_transform_point_matches_an_optical_to_body_rotation():
-    from stvg_ros.depth import transform_point
+    from stvg_ros.stream.depth import transform_point
 
     # REP 103: the optical frame (z forward, x right, y down) seen from a body frame (x forward, y left, z up)
     q = (-0.5, 0.5, -0.5, 0.5)

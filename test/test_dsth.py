@@ -4,9 +4,11 @@ import pytest
 
 from fake_adapter import FakeAdapter, clip_with_square
 from stvg_ros.config import GroundingConfig
-from stvg_ros.dsth import Decomposer, decompose_by_rules, parse_model_answer, subject_head, validate_decomposition
-from stvg_ros.grounder import Grounder
-from stvg_ros.result import SubQueries
+from stvg_ros.grounding.dsth import (
+    Decomposer, decompose_by_rules, parse_model_answer, subject_head, validate_decomposition
+)
+from stvg_ros.grounding.grounder import Grounder
+from stvg_ros.grounding.result import SubQueries
 
 
 @pytest.mark.parametrize("query, attribute, action", [
@@ -139,7 +141,7 @@ def test_shipped_model_decomposes_by_rules_and_replaced_configs_keep_the_cache()
     from pathlib import Path
 
     from stvg_ros.config import load_model_defaults
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     shipped = Path(__file__).resolve().parent.parent / "models" / "stvg-synth-qwen"
     assert load_model_defaults(shipped)["decomposer"] == "rules"

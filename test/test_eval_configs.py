@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from stvg_ros.config import GroundingConfig
-from stvg_ros.evaluate import load_config
+from stvg_ros.evaluation.evaluate import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ("hcstvg_v1", "hcstvg_v2", "vidstg")

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from stvg_ros import bags, datasets, evaluate, metrics, video
+from stvg_ros.evaluation import bags, datasets, evaluate, items, metrics, reports, scoring
+from stvg_ros import video
 from stvg_ros.proposals.tracks import Track
 
 FPS = 5
@@ -110,7 +111,7 @@ def test_core_mode_report_equals_per_query_metrics(tmp_path, hcstvg, model_dir):
     lines = (out / "results.jsonl").read_text().splitlines()
     (out / "results.jsonl").write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])  # cut mid-line
     assert evaluate.main(["run", "--config", str(cfg), "--output", str(out), "--no-progress"]) == 0
-    again = evaluate.read_results([out / "results.jsonl"])
+    again = reports.read_results([out / "results.jsonl"])
     assert sorted(again) == sorted(r["key"] for r in recs)
     assert again["2_clip.avi"]["viou"] == pytest.approx(recs[2]["viou"])  # deterministic recomputation
 
@@ -161,8 +162,8 @@ def test_bags_give_the_dataset_numbers(tmp_path, hcstvg, model_dir):
                           "--proposals", ""]) == 0
     assert evaluate.main(["run", "--config", str(cfg), "--output", str(bag_out), "--no-progress",
                           "--proposals", "", "--bags", str(bag_dir)]) == 0
-    a = evaluate.read_results([ds_out / "results.jsonl"])
-    b = evaluate.read_results([bag_out / "results.jsonl"])
+    a = reports.read_results([ds_out / "results.jsonl"])
+    b = reports.read_results([bag_out / "results.jsonl"])
     assert sorted(a) == sorted(b)
     for k in a:
         assert b[k]["gt_span"] == a[k]["gt_span"] and b[k]["frame_indices"] == a[k]["frame_indices"]
@@ -185,7 +186,7 @@ def test_vidstg_per_query_type(tmp_path, model_dir):
     ev = evaluate.EvalConfig(model=str(model_dir), dataset="vidstg", annotations=str(root / "test_proc.json"),
                              videos=str(root / "videos"), output=str(tmp_path / "out"))
     summary = evaluate.run(gcfg, ev, progress=False)
-    recs = list(evaluate.read_results([tmp_path / "out" / "results.jsonl"]).values())
+    recs = list(reports.read_results([tmp_path / "out" / "results.jsonl"]).values())
     assert all(not r["inclusive"] for r in recs) and not any(r.get("error") for r in recs)
     assert set(summary["per_qtype"]) == {"declar", "inter"}
     for q, block in summary["per_qtype"].items():
@@ -209,7 +210,7 @@ def test_failures_are_recorded_not_fatal(tmp_path, hcstvg, model_dir):
     ev = evaluate.EvalConfig(model=str(model_dir), dataset="hcstvg_v1", annotations=str(p), videos=str(hcstvg),
                              output=str(tmp_path / "o"), limit=0)
     summary = evaluate.run(gcfg, ev, progress=False)
-    recs = evaluate.read_results([tmp_path / "o" / "results.jsonl"])
+    recs = reports.read_results([tmp_path / "o" / "results.jsonl"])
     assert "no video file" in recs["9_gone.avi"]["error"] and recs["9_gone.avi"]["viou"] == 0.0
     assert summary["count"] == 4 and summary["failed"] == 1
 
@@ -228,7 +229,7 @@ def test_failed_queries_make_the_command_exit_1_with_a_summary(tmp_path, hcstvg,
 
 
 def test_core_mode_without_model_uses_the_default_model(tmp_path, hcstvg, capsys):
-    from stvg_ros.default_model import choose_model
+    from stvg_ros.adapters.default_model import choose_model
 
     rc = evaluate.main(["run", "--dataset", "hcstvg_v1", "--annotations", str(hcstvg / "test_proc.json"),
                         "--videos", str(hcstvg), "--output", str(tmp_path / "o"), "--num-frames", "4",
@@ -254,7 +255,7 @@ def test_config_errors(tmp_path, capsys):
 
 def test_densify_uses_the_track_then_interpolates():
     track = Track("t", boxes={3: (0, 0, 1, 1)})
-    out = evaluate.densify({2: (0, 0, 10, 10), 6: (4, 0, 14, 10)}, 1, 7, track)
+    out = scoring.densify({2: (0, 0, 10, 10), 6: (4, 0, 14, 10)}, 1, 7, track)
     assert out[1] == (0, 0, 10, 10) and out[7] == (4, 0, 14, 10)  # held beyond the sampled frames
     assert out[3] == (0, 0, 1, 1)  # the track's own box
     assert out[4] == pytest.approx((2, 0, 12, 10))  # interpolated
@@ -338,7 +339,7 @@ def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, mon
     assert {"num_frames", "use_sim_time"} <= set(before), before  # it did reconfigure the node's grounding
     assert before["num_frames"] == 20
     assert not {"window_rate", "window_max_frames"} & set(before), before  # not its window: that is measured
-    recs = evaluate.read_results([tmp_path / "node" / "results.jsonl"])
+    recs = reports.read_results([tmp_path / "node" / "results.jsonl"])
     assert len(recs) == 3 and not any(r.get("error") for r in recs.values()), (recs, node_log)
     expected = metrics.summarize(list(recs.values()))
     for k in ("count", "m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "gt_vIoU", "mean_latency_s"):
@@ -348,7 +349,7 @@ def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, mon
     core_ev = evaluate.EvalConfig(mode="core", model=str(model_dir), bags=[str(bag_dir)],
                                   output=str(tmp_path / "core"))
     evaluate.run(gcfg, core_ev, progress=False)
-    core = evaluate.read_results([tmp_path / "core" / "results.jsonl"])
+    core = reports.read_results([tmp_path / "core" / "results.jsonl"])
     assert set(core) == set(recs)
     for key, c in core.items():
         n = recs[key]
@@ -389,7 +390,7 @@ def test_bag_items_from_a_plain_bag(tmp_path):
     qs = [bags.QuerySpec("a", "the thing", gt_boxes=gt, gt_span=(stamps[2], stamps[5])),
           bags.QuerySpec("b", "no truth here")]
     path = bags.write_bag(tmp_path / "plain", frames, stamps, qs)
-    (item,) = evaluate.bag_items([path], None, None)  # only queries with ground truth are scored
+    (item,) = items.bag_items([path], None, None)  # only queries with ground truth are scored
     assert item.key == "plain:a" and item.query == "the thing" and item.inclusive  # bag:query, several queries
     assert item.gt_span == (2, 5) and sorted(item.gt_boxes) == [2, 3, 4, 5] and item.num_frames == 10
     clip = item.load(4, 0)
@@ -401,7 +402,7 @@ def test_evaluation_core_imports_no_ros():
     import subprocess
     import sys
 
-    code = ("import sys, stvg_ros.evaluate, stvg_ros.bags, stvg_ros.datasets, stvg_ros.metrics, stvg_ros.video; "
+    code = ("import sys, stvg_ros.evaluation.evaluate, stvg_ros.evaluation.bags, stvg_ros.evaluation.datasets, stvg_ros.evaluation.metrics, stvg_ros.video; "
             "bad = [m for m in sys.modules if m.startswith(('rclpy', 'sensor_msgs', 'std_msgs', 'stvg_ros.msg', "
             "'stvg_ros.ros'))]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

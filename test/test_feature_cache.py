@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from stvg_ros.adapters import load_adapter
-from stvg_ros.feature_cache import FeatureCache
-from stvg_ros.grounder import Grounder
-from stvg_ros.tiny_models import random_frames
+from stvg_ros.adapters.feature_cache import FeatureCache
+from stvg_ros.grounding.grounder import Grounder
+from stvg_ros.adapters.tiny_models import random_frames
 
 FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
 
@@ -190,7 +190,8 @@ def test_service_keys_frames_and_evicts_with_the_window(tiny_model_dir):
     """The service grounds with (its stream, the window's seq) as frame keys and drops cached frames the window
     let go."""
     from stvg_ros.config import ServingConfig
-    from stvg_ros.service import GroundingRequest, GroundingService
+    from stvg_ros.stream.requests import GroundingRequest
+    from stvg_ros.stream.service import GroundingService
 
     grounder = Grounder(load_adapter(tiny_model_dir("llava_next_video")),
                         dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False))
@@ -223,7 +224,8 @@ def test_one_grounder_shared_by_two_services_never_reads_the_others_frames(tiny_
     Grounder (and so one feature cache) behind both, the second must not be answered from the first's frames:
     no hit on a frame it never encoded, and the answer a grounder without a cache gives."""
     from stvg_ros.config import ServingConfig
-    from stvg_ros.service import GroundingRequest, GroundingService
+    from stvg_ros.stream.requests import GroundingRequest
+    from stvg_ros.stream.service import GroundingService
 
     adapter = load_adapter(tiny_model_dir("llava_next_video"))
     cfg = dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False)
@@ -251,7 +253,8 @@ def test_two_services_sharing_a_grounder_keep_each_others_cached_frames(tiny_mod
     """Two cameras served by one Grounder at once: a frame arriving at one service evicts only the frames its own
     window let go, so the other's next query still finds its frames' features."""
     from stvg_ros.config import ServingConfig
-    from stvg_ros.service import GroundingRequest, GroundingService
+    from stvg_ros.stream.requests import GroundingRequest
+    from stvg_ros.stream.service import GroundingService
 
     shared = Grounder(load_adapter(tiny_model_dir("llava_next_video")),
                       dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stvg_ros.budget import TimeBudget
+from stvg_ros.synthetic.budget import TimeBudget
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.append(str(ROOT))  # the benchmarks are the package `bench`

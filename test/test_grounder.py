@@ -7,8 +7,8 @@ import torch
 from fake_adapter import FakeAdapter, clip_with_square
 from stvg_ros import Grounder as LazyGrounder
 from stvg_ros.config import ConfigError, GroundingConfig
-from stvg_ros.grounder import Grounder, format_question, sample_indices
-from stvg_ros.result import GroundingResult
+from stvg_ros.grounding.grounder import Grounder, format_question, sample_indices
+from stvg_ros.grounding.result import GroundingResult
 
 STAGES = {"encode", "decompose", "lra", "attention", "select", "total"}
 
@@ -106,7 +106,7 @@ def test_grounder_configures_the_adapter():
     ([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)], [0.0, 1.0], "a ball", "one size"),
     ([np.zeros((4, 4, 3), np.uint8)] * 2, [1.0, 1.0], "a ball", "increase strictly"),
     ([np.zeros((4, 4, 3), np.uint8)] * 2, [0.0, float("nan")], "a ball", "NaN"),
-    ([np.zeros((4, 4, 3), np.uint8)], [0.0], "  ", "query is empty"),
+    ([np.zeros((4, 4, 3), np.uint8)], [0.0], "  ", "empty query text"),
 ])
 def test_bad_inputs_get_clear_errors(frames, stamps, query, match):
     with pytest.raises(ValueError, match=match):

@@ -10,7 +10,7 @@ import pytest
 
 from stvg_ros.image_messages import (ImageError, check_image, decode_compressed, decode_for_window, decode_image,
                                     encode_image, jpeg_size, supported_encodings)
-from stvg_ros.window import downscale
+from stvg_ros.stream.window import downscale
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8)
@@ -105,7 +105,7 @@ def test_encode_round_trip():
 def _photo(width: int, height: int) -> np.ndarray:
     """A photograph-like RGB frame: scikit-image's astronaut upscaled when installed, else smooth shading with
     hard-edged shapes (both have the edges and gradients where resampling paths differ)."""
-    from stvg_ros.tiny_models import photo_dir
+    from stvg_ros.adapters.tiny_models import photo_dir
 
     data = photo_dir("astronaut.png")
     if data is not None:

@@ -79,8 +79,9 @@ def test_every_ros_layer_module_imports_ros():
 
 def test_the_walk_sees_relative_and_function_level_imports(tmp_path):
     """The checker itself: it resolves ``from .ros.x import y`` inside a function."""
-    names = imports_of(PKG / "evaluate.py")
-    assert "stvg_ros.metrics" in names and "stvg_ros.config.ConfigError" in names  # from . import metrics
+    names = imports_of(PKG / "evaluation" / "scoring.py") | imports_of(PKG / "evaluation" / "evaluate.py")
+    assert "stvg_ros.evaluation.metrics" in names  # from . import metrics
+    assert "stvg_ros.config.ConfigError" in names  # from ..config import ConfigError
     (tmp_path / "stvg_ros" / "sub").mkdir(parents=True)
     probe = tmp_path / "stvg_ros" / "sub" / "probe.py"
     probe.write_text("def f():\n    from ..ros.eval_node_loop import NodeRunner\n")
@@ -174,3 +175,22 @@ def test_the_circle_finder_names_a_circle(tmp_path):
     (pkg / "c.py").write_text("from stvg_ros.a import f\n")
     (pkg / "d.py").write_text("from . import a\n")
     assert import_circles(import_graph(pkg)) == [["stvg_ros.a", "stvg_ros.b", "stvg_ros.c", "stvg_ros.a"]]
+
+
+#: the layers of the core (issue 28), each importing only those below it: the model runtime knows no method,
+#: the method no serving, and nothing that serves a stream imports evaluation or the synthetic world.
+LAYER_MAY_NOT_IMPORT = {
+    "stvg_ros.adapters": ("stvg_ros.grounding", "stvg_ros.stream", "stvg_ros.evaluation", "stvg_ros.synthetic"),
+    "stvg_ros.grounding": ("stvg_ros.stream", "stvg_ros.evaluation", "stvg_ros.synthetic"),
+    "stvg_ros.stream": ("stvg_ros.evaluation", "stvg_ros.synthetic"),
+}
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    bad = {}
+    for layer, forbidden in LAYER_MAY_NOT_IMPORT.items():
+        for path in (PKG.parent / layer.replace(".", "/")).rglob("*.py"):
+            hits = sorted(m for m in imports_of(path) if any(m == f or m.startswith(f + ".") for f in forbidden))
+            if hits:
+                bad[str(path.relative_to(PKG.parent))] = hits
+    assert not bad, f"modules importing a layer above their own (move the shared piece down): {bad}"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from stvg_ros.config import GroundingConfig, ServingConfig
-from stvg_ros.grounder import sample_indices
-from stvg_ros.service import GroundingService
-from stvg_ros.window import NS
+from stvg_ros.grounding.grounder import sample_indices
+from stvg_ros.stream.service import GroundingService
+from stvg_ros.stream.window import NS
 
 T0_S = 1000.0
 

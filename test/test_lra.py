@@ -8,7 +8,7 @@ import torch
 
 from fake_adapter import FakeAdapter, clip_with_square
 from stvg_ros.adapters.base import ForwardOutput, ModelAdapter, VisualTokens
-from stvg_ros.lra import official_loss, optimise_latent_prompts, paper_loss, yes_probability
+from stvg_ros.grounding.lra import official_loss, optimise_latent_prompts, paper_loss, yes_probability
 
 
 def test_losses_match_their_formulas():

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from stvg_ros import metrics
-from stvg_ros.metrics import summarize, tiou, viou
+from stvg_ros.evaluation import metrics
+from stvg_ros.evaluation.metrics import summarize, tiou, viou
 
 
 def test_tiou_uses_end_minus_start():

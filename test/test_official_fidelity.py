@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from fake_adapter import FakeAdapter, clip_with_square
-from stvg_ros import datasets
+from stvg_ros.evaluation import datasets
 from stvg_ros.config import GroundingConfig
-from stvg_ros.evaluate import load_config
-from stvg_ros.grounder import Grounder
-from stvg_ros import lra, relevance, spatial
-from stvg_ros.spatial import SampledTrack, choose_track
+from stvg_ros.evaluation.evaluate import load_config
+from stvg_ros.grounding.grounder import Grounder
+from stvg_ros.grounding import lra, relevance, spatial
+from stvg_ros.grounding.spatial import SampledTrack, choose_track
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ("hcstvg_v1", "hcstvg_v2", "vidstg")

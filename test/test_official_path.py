@@ -7,10 +7,10 @@ import torch
 
 from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.base import CaptureSpec
-from stvg_ros.grounder import Grounder
-from stvg_ros.official_path import ReferenceAdapter
-from stvg_ros.result import SubQueries
-from stvg_ros.tiny_models import CONTRACT_FAMILIES, random_frames
+from stvg_ros.grounding.grounder import Grounder
+from stvg_ros.adapters.official_path import ReferenceAdapter
+from stvg_ros.grounding.result import SubQueries
+from stvg_ros.adapters.tiny_models import CONTRACT_FAMILIES, random_frames
 
 QUERY = "the man in red clothes walks to the bench"
 SUBS = SubQueries(attribute="the man in red clothes", action="the man walks to the bench", source="given")

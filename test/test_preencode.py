@@ -10,10 +10,11 @@ from fake_grounder import FakeGrounder
 
 from stvg_ros.adapters import load_adapter
 from stvg_ros.config import ServingConfig
-from stvg_ros.feature_cache import FeatureCache
-from stvg_ros.grounder import Grounder, sample_indices
-from stvg_ros.service import GroundingRequest, GroundingService
-from stvg_ros.tiny_models import random_frames
+from stvg_ros.adapters.feature_cache import FeatureCache
+from stvg_ros.grounding.grounder import Grounder, sample_indices
+from stvg_ros.stream.requests import GroundingRequest
+from stvg_ros.stream.service import GroundingService
+from stvg_ros.adapters.tiny_models import random_frames
 
 FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
 NS = 10**9
@@ -169,7 +170,7 @@ def test_a_query_interrupts_pre_encoding_after_one_unit_and_it_resumes_after():
 
 
 def test_a_due_standing_evaluation_and_stop_interrupt_pre_encoding_too():
-    from stvg_ros.standing import StandingRequest
+    from stvg_ros.stream.standing import StandingRequest
 
     g = UnitGrounder()
     service = _service(g, preencode_when_idle=True)

@@ -10,7 +10,7 @@ import yaml
 
 from stvg_ros.config import (MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, ProposalConfig, ServingConfig,
                              knob_choices, load_model_defaults)
-from stvg_ros.default_model import REPO_MODEL_DIR
+from stvg_ros.adapters.default_model import REPO_MODEL_DIR
 from stvg_ros.presets import PRESETS, apply_model_defaults, layered_grounding, param_name, preset_yaml, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def test_paper_and_official_presets_are_the_eval_configs(dataset):
 
 def test_eval_config_with_a_preset_gives_the_same_settings(tmp_path):
     """stvg-eval resolves like the node: preset: official + the dataset's fields = the official config."""
-    from stvg_ros.evaluate import load_config
+    from stvg_ros.evaluation.evaluate import load_config
 
     official = ROOT / "config" / "eval" / "official" / "vidstg.yaml"
     data = yaml.safe_load(official.read_text())

@@ -70,7 +70,7 @@ def test_live_stage_runs_a_tiny_detector_in_the_background(tiny_dirs):
 
 
 def test_offline_command_writes_a_valid_proposals_file(tmp_path, tiny_dirs, capsys):
-    from stvg_ros.datasets import load_proposals
+    from stvg_ros.evaluation.datasets import load_proposals
     from stvg_ros.proposals.cli import main
     from stvg_ros.video import write_video
 
@@ -145,8 +145,8 @@ def test_our_post_processing_matches_transformers(tiny_dirs, kind):
 
 
 def test_offline_command_reads_a_bag_and_takes_the_phrase_from_its_query(tmp_path, tiny_dirs):
-    from stvg_ros.bags import QuerySpec, write_bag
-    from stvg_ros.datasets import load_proposals
+    from stvg_ros.evaluation.bags import QuerySpec, write_bag
+    from stvg_ros.evaluation.datasets import load_proposals
     from stvg_ros.proposals.cli import main
 
     rng = np.random.default_rng(4)
@@ -162,7 +162,7 @@ def test_offline_command_reads_a_bag_and_takes_the_phrase_from_its_query(tmp_pat
 
 
 def test_offline_command_over_an_hcstvg_style_dataset(tmp_path, tiny_dirs):
-    from stvg_ros.datasets import load_dataset, load_proposals, proposals_for_sample
+    from stvg_ros.evaluation.datasets import load_dataset, load_proposals, proposals_for_sample
     from stvg_ros.proposals.cli import main
     from stvg_ros.video import write_video
 

@@ -69,7 +69,7 @@ def test_auto_on_a_coarse_grid_keeps_one_clean_region():
     region, as before: the synthetic split does not change."""
     import numpy as np
 
-    from stvg_ros.regions import flood_box, segment_box
+    from stvg_ros.grounding.regions import flood_box, segment_box
 
     image = np.zeros((112, 112, 3), np.uint8)
     image[35:65, 30:60] = (40, 220, 40)  # one region of one colour

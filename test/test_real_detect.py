@@ -116,7 +116,8 @@ def test_a_proposal_source_that_finds_nothing_is_named_in_the_answer_and_the_sta
 
     from stvg_ros.config import ServingConfig
     from stvg_ros.proposals.live import proposal_stage
-    from stvg_ros.service import ANSWERED, GroundingRequest, GroundingService
+    from stvg_ros.stream.requests import ANSWERED, GroundingRequest
+    from stvg_ros.stream.service import GroundingService
 
     svc = GroundingService(ServingConfig(window_rate=0.0, ingest_max_side=224))
     svc.start(FakeGrounder(), stage=proposal_stage(ProposalConfig(enabled=True, source="hog", rate_hz=0,
@@ -136,7 +137,7 @@ def test_a_proposal_source_that_finds_nothing_is_named_in_the_answer_and_the_sta
 
 
 def test_the_tube_says_where_its_boxes_came_from_on_the_wire():
-    from stvg_ros import bags
+    from stvg_ros.evaluation import bags
     from stvg_ros.tube_messages import make_tube
 
     store = bags.typestore()

@@ -14,11 +14,11 @@ import pytest
 from stvg_ros import Grounder, GroundingConfig
 from stvg_ros.config import MODEL_DEFAULTS_FILE, ConfigError, load_model_defaults
 from stvg_ros.presets import apply_model_defaults
-from stvg_ros.regions import _iou, frame_candidates, relevance_seeds
-from stvg_ros.relevance import upsample_maps
-from stvg_ros.spatial import ATTENTION_TRACK, choose_track
+from stvg_ros.grounding.regions import _iou, frame_candidates, relevance_seeds
+from stvg_ros.grounding.relevance import upsample_maps
+from stvg_ros.grounding.spatial import ATTENTION_TRACK, choose_track
 from stvg_ros.synthetic.generator import generate_sample
-from stvg_ros.tiny_models import photo_dir
+from stvg_ros.adapters.tiny_models import photo_dir
 
 DATA = Path(__file__).parent / "data"
 CELL = 28  # Qwen2.5-VL's token cell in pixels
@@ -59,8 +59,8 @@ def _box_from_peak(image, box, method="auto", planted=planted_map, chain=None):
 def pan_ious(image, box, step: int, frames: int, method: str = "auto", chain_frames: int = 0) -> list[float]:
     """Box IoU per frame while the camera pans ``step`` px a frame across ``image`` (a ``frames``-frame
     crop sliding right), a peak planted on the moving ``box`` each frame; ``chain_frames``: frames per
-    :class:`~stvg_ros.regions.ColourChain` (0: every cut cold).  bench/bench_photo_pans.py uses it too."""
-    from stvg_ros.regions import ColourChain
+    :class:`~stvg_ros.grounding.regions.ColourChain` (0: every cut cold).  bench/bench_photo_pans.py uses it too."""
+    from stvg_ros.grounding.regions import ColourChain
 
     width = image.shape[1] - frames * step
     chain, out = None, []
@@ -145,7 +145,7 @@ def test_choose_track_without_proposals_segments_the_frames():
                              frames=list(frames[:T]), box_method="cells")
     assert cells.track_id == ATTENTION_TRACK  # the relevance-only track of earlier versions
     # frames segmented in parallel threads give exactly the boxes of one thread (GrabCut's RNG is per thread)
-    import stvg_ros.spatial as spatial
+    import stvg_ros.grounding.spatial as spatial
 
     noisy = maps + np.random.default_rng(0).random(maps.shape) * 0.5  # several seeds per frame: GrabCut runs
     runs = []
@@ -196,7 +196,7 @@ def test_shipped_model_finds_present_targets_and_rejects_absent_colours():
     """With its own found_threshold (grounding_defaults.json, chosen on validation) the shipped model finds
     present targets and rejects queries naming a colour that is not in the clip (val seeds; the bench
     reports the rates, and that absent shapes and actions are NOT rejected: the model did not learn them)."""
-    from stvg_ros.default_model import REPO_MODEL_DIR
+    from stvg_ros.adapters.default_model import REPO_MODEL_DIR
     from stvg_ros.synthetic.bench import absent_queries
 
     if not (REPO_MODEL_DIR / "config.json").is_file():

@@ -8,7 +8,7 @@ model around it is small and random (``tiny_models.released_model``); only the t
 
 import pytest
 
-from stvg_ros import tiny_models
+from stvg_ros.adapters import tiny_models
 from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.base import AdapterOptions
 

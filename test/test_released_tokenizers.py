@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from stvg_ros import tiny_models
+from stvg_ros.adapters import tiny_models
 from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.base import AdapterOptions
-from stvg_ros.grounder import Grounder
+from stvg_ros.grounding.grounder import Grounder
 
 try:
     tiny_models.qwen_tiktoken_path()

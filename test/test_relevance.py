@@ -7,9 +7,11 @@ import torch
 from fake_adapter import FakeAdapter, clip_with_square
 from stvg_ros.adapters.base import ForwardOutput
 from stvg_ros.config import ConfigError, GroundingConfig
-from stvg_ros.grounder import Grounder
-from stvg_ros.relevance import (assemble_tas, cell_box, grounding_attention, normalise_per_clip,
-                                relative_attention, scaled_eps, token_grid_maps, upsample_maps)
+from stvg_ros.grounding.grounder import Grounder
+from stvg_ros.grounding.relevance import (
+    assemble_tas, cell_box, grounding_attention, normalise_per_clip, relative_attention, scaled_eps, token_grid_maps,
+    upsample_maps
+)
 
 
 def _visual(T=5, grid=(3, 4), frames_per_slot=1):

@@ -5,9 +5,9 @@ import pytest
 
 from fake_adapter import FakeAdapter, clip_with_square
 from stvg_ros.config import GroundingConfig
-from stvg_ros.grounder import Grounder
+from stvg_ros.grounding.grounder import Grounder
 from stvg_ros.render import GT, GT_SPAN, OUT_OF_SPAN, PRED, SPAN, render_tube, save_png
-from stvg_ros.result import GroundingResult, SubQueries
+from stvg_ros.grounding.result import GroundingResult, SubQueries
 
 
 def _result(stamps, start, end, box, relevance=None):
@@ -97,7 +97,8 @@ def test_what_cannot_be_drawn_raises_with_the_fix():
 def test_the_evaluation_picture_is_the_same_renderer_in_node_mode():
     """``stvg-eval``'s PNG without a result (node mode): the record's boxes in green, the ground truth
     in red, both drawn on the frames of the clip."""
-    from stvg_ros.evaluate import Item, report_image
+    from stvg_ros.evaluation.items import Item
+    from stvg_ros.evaluation.reports import report_image
     from stvg_ros.video import Clip
 
     frames = [np.full((100, 100, 3), 255, np.uint8) for _ in range(4)]

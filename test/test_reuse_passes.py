@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from stvg_ros.adapters import load_adapter
-from stvg_ros.grounder import Grounder
-from stvg_ros.tiny_models import random_frames
+from stvg_ros.grounding.grounder import Grounder
+from stvg_ros.adapters.tiny_models import random_frames
 
 FAMILIES = ("qwen2_5_vl", "llava_onevision", "llava_next_video")
 
@@ -78,8 +78,8 @@ def test_lra_moves_every_visual_token_of_a_random_model(adapter):
     change the visual tokens: prompts share a prefix when their embeddings are bitwise equal, so latent
     prompts that round away (a random model with a saturated yes/no answer has vanishing gradients) would
     let every latent-prompted prefix collapse into the plain one."""
-    from stvg_ros.grounder import format_question
-    from stvg_ros.lra import optimise_latent_prompts, yes_probability
+    from stvg_ros.grounding.grounder import format_question
+    from stvg_ros.grounding.lra import optimise_latent_prompts, yes_probability
 
     frames = random_frames(6, 56, 72, seed=3)
     visual = adapter.encode_frames(frames, stamps=[0.5 * i for i in range(6)])
@@ -106,7 +106,7 @@ def test_first_step_is_shared_only_where_the_prefix_is(adapter, shipped):
     batched backward pass, as without ``reuse_passes``) instead of one backward pass per problem through
     a graph that shares nothing, which cost it twice as much; the existence question then runs with the
     attention prompts."""
-    from stvg_ros.lra import optimise_latent_prompts
+    from stvg_ros.grounding.lra import optimise_latent_prompts
 
     questions = ["Is there a red circle in this video?", "Is there something moving left in this video?"]
     exist = "Is there a red circle moving left in this video?"

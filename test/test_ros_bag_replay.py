@@ -24,7 +24,7 @@ FRAMES = 100
 @pytest.mark.slow  # ~40 s on 2 cores: node start-up, a 10 s replay of 130 MB of frames
 def test_real_clip_replayed_at_defaults_loses_nothing(tmp_path):
     require_ros()
-    from stvg_ros import bags
+    from stvg_ros.evaluation import bags
     from stvg_ros.msg import Status
 
     stamps = [bags.DEFAULT_START_TIME + i / 10.0 for i in range(FRAMES)]

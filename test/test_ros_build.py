@@ -65,18 +65,19 @@ def test_plain_colcon_build_installs_a_complete_package(workspace):
     tmp_path = ws.parent
     install = ws / "install" / "stvg_ros"
     py = install / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
-    assert not (py / "stvg_ros" / "window.py").is_symlink()  # copied, not linked
+    copied = py / "stvg_ros" / "stream" / "window.py"
+    assert copied.is_file() and not copied.is_symlink()  # copied, not linked
     for rel in ["lib/stvg_ros/stvg_node", "lib/stvg_ros/stvg_demo", "share/stvg_ros/launch/stvg.launch.xml",
                 "share/stvg_ros/config/stvg.yaml", "share/stvg_ros/data/demo/clip.json",
                 "share/stvg_ros/msg/Tube.msg", "share/stvg_ros/action/Ground.action",
                 "share/stvg_ros/models/stvg-synth-qwen/model.safetensors"]:
         assert (install / rel).exists(), rel
     assert os.access(install / "lib/stvg_ros/stvg_node", os.X_OK)
-    check = ("import stvg_ros, stvg_ros.msg, stvg_ros.ros.node, stvg_ros.window; "
+    check = ("import stvg_ros, stvg_ros.msg, stvg_ros.ros.node, stvg_ros.stream.window; "
              "from stvg_ros.action import Ground; assert Ground.Result().tube.query_id == ''; "
              "assert stvg_ros.__file__.startswith(%r), stvg_ros.__file__; "
              "assert stvg_ros.__version__; print(stvg_ros.msg.Tube().header); "
-             "from stvg_ros.default_model import choose_model; c = choose_model(''); "
+             "from stvg_ros.adapters.default_model import choose_model; c = choose_model(''); "
              "assert c.kind == 'synthetic' and c.directory.startswith(%r), c") % (str(py), str(install / "share"))
     run_env = dict(env, PYTHONPATH=str(py),
                    LD_LIBRARY_PATH=os.pathsep.join(filter(None, [str(install / "lib"), env.get("LD_LIBRARY_PATH")])))

@@ -43,7 +43,7 @@ def test_status_and_diagnostics_on_wall_time_in_every_state(tmp_path):
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from stvg_ros.default_model import shipped_model_dir
+    from stvg_ros.adapters.default_model import shipped_model_dir
     from stvg_ros.msg import Status
 
     model = shipped_model_dir()

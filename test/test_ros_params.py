@@ -96,7 +96,7 @@ def test_launch_file_args_and_params_match_the_node(declared):
     used = set(re.findall(r"\$\(var (\w+)\)", LAUNCH.read_text()))
     assert used <= set(args) | {let.get("name") for let in root.iter("let")}
     # and the launch's model_path default means 'the embedded default'
-    from stvg_ros.default_model import resolve_model
+    from stvg_ros.adapters.default_model import resolve_model
 
     assert args["model_path"] in ("", "default")
     assert callable(resolve_model)
@@ -234,7 +234,7 @@ def test_the_node_resolves_what_the_user_set_over_the_model_and_the_preset():
     from rclpy.parameter import Parameter
 
     from stvg_ros.config import load_model_defaults
-    from stvg_ros.default_model import choose_model
+    from stvg_ros.adapters.default_model import choose_model
     from stvg_ros.ros.node import StvgNode
 
     model = choose_model("").directory

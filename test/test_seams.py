@@ -1,4 +1,4 @@
-"""The seams between the service and its parts are typed: what :mod:`stvg_ros.seams` declares is what the real
+"""The seams between the service and its parts are typed: what :mod:`stvg_ros.stream.seams` declares is what the real
 classes and the tests' fake offer (names, order, kinds and optional-ness of parameters), and the service
 calls its grounder and proposal stage through them, never probing with getattr/hasattr."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from stvg_ros.config import ProposalConfig
-from stvg_ros.seams import GroundingModel, ProposalStage
+from stvg_ros.stream.seams import GroundingModel, ProposalStage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def _mismatch(protocol, cls) -> list[str]:
 def test_the_grounder_and_the_fake_are_grounding_models():
     from fake_grounder import FakeGrounder
 
-    from stvg_ros.grounder import Grounder
+    from stvg_ros.grounding.grounder import Grounder
 
     for cls in (Grounder, FakeGrounder):
         assert _mismatch(GroundingModel, cls) == [], cls
@@ -91,10 +91,11 @@ def test_a_changed_signature_is_caught():
     assert "cache_stats is missing" in problems[-2] and "model_serving_defaults is missing" in problems[-1]
 
 
-@pytest.mark.parametrize("module", ["stvg_ros/service.py"])
+@pytest.mark.parametrize("module", ["stvg_ros/stream/service.py", "stvg_ros/stream/worker.py",
+                                    "stvg_ros/stream/standing_evaluation.py", "stvg_ros/stream/requests.py"])
 def test_the_service_does_not_probe_its_parts(module):
     """The seam is the protocol: no getattr/hasattr in the service (9 probes before issue 28)."""
     tree = ast.parse((ROOT / module).read_text())
     probes = [n.lineno for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
               and n.func.id in ("getattr", "hasattr")]
-    assert probes == [], f"{module} probes at lines {probes}: declare what it needs in stvg_ros/seams.py"
+    assert probes == [], f"{module} probes at lines {probes}: declare what it needs in stvg_ros/stream/seams.py"

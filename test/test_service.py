@@ -16,10 +16,10 @@ from fake_grounder import Clock, FakeGrounder
 
 from stvg_ros.config import ProposalConfig, ServingConfig
 from stvg_ros.proposals.tracks import Detections
-from stvg_ros.result import GroundingResult, SubQueries
-from stvg_ros.service import (ANSWERED, CANCELLED, FAILED, JUMP_BACK_S, REJECTED, SHUTTING_DOWN, GroundingRequest,
-                              GroundingService)
-from stvg_ros.window import NS
+from stvg_ros.grounding.result import GroundingResult, SubQueries
+from stvg_ros.stream.requests import ANSWERED, CANCELLED, FAILED, REJECTED, GroundingRequest
+from stvg_ros.stream.service import JUMP_BACK_S, SHUTTING_DOWN, GroundingService
+from stvg_ros.stream.window import NS
 
 T0 = 100 * NS
 DT = NS // 10
@@ -401,7 +401,7 @@ def test_grounder_stops_between_frames_of_select():
 
     from stvg_ros import Grounder
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.result import Cancelled
+    from stvg_ros.grounding.result import Cancelled
 
     frames, st, _ = clip_with_square(num_frames=8)
     grounder = Grounder(FakeAdapter(), GroundingConfig(num_frames=8, lra_steps=0, box_method="grabcut",
@@ -440,7 +440,7 @@ def test_grounder_stops_between_lra_steps():
 
     from stvg_ros import Grounder
     from stvg_ros.config import GroundingConfig
-    from stvg_ros.result import Cancelled
+    from stvg_ros.grounding.result import Cancelled
 
     frames, st, _ = clip_with_square(num_frames=6)
     adapter = FakeAdapter()

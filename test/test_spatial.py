@@ -2,9 +2,10 @@
 
 import numpy as np
 
-from stvg_ros.relevance import upsample_maps
-from stvg_ros.spatial import (ATTENTION_TRACK, attention_track, choose_track, match_stamps,
-                              max_in_box, peak_region_box, smooth_boxes)
+from stvg_ros.grounding.relevance import upsample_maps
+from stvg_ros.grounding.spatial import (
+    ATTENTION_TRACK, attention_track, choose_track, match_stamps, max_in_box, peak_region_box, smooth_boxes
+)
 
 GRID = (4, 4)
 CONTENT = (0.0, 0.0, 80.0, 80.0)

@@ -11,9 +11,10 @@ import pytest
 from fake_grounder import FakeGrounder
 
 from stvg_ros.config import GroundingConfig, ProposalConfig, ServingConfig
-from stvg_ros.service import GroundingRequest, GroundingService
+from stvg_ros.stream.requests import GroundingRequest
+from stvg_ros.stream.service import GroundingService
 from stvg_ros.stack import BuildError, Stack, StackSettings, load_time_fields
-from stvg_ros.window import NS
+from stvg_ros.stream.window import NS
 
 ROOT = Path(__file__).resolve().parent.parent
 T0 = 1_700_000_000 * NS

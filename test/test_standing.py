@@ -1,5 +1,5 @@
 """Standing queries without DDS: hysteresis, change detection, schedule, duty budget, cap, cancel, the
-one-ended guarantee, preemption by one-shot queries and shutdown (stvg_ros.standing + the service)."""
+one-ended guarantee, preemption by one-shot queries and shutdown (stvg_ros.stream.standing + the service)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import pytest
 from fake_grounder import Clock, FakeGrounder
 
 from stvg_ros.config import ConfigError, ServingConfig
-from stvg_ros.result import GroundingResult, SubQueries
-from stvg_ros.service import ANSWERED, CANCELLED, FAILED, REJECTED, SHUTTING_DOWN, GroundingRequest, GroundingService
-from stvg_ros.standing import (APPEARED, DISAPPEARED, ENDED, MOVED, ChangeTracker, StandingRequest, StandingRules,
-                               StandingScheduler, box_shift)
-from stvg_ros.window import NS
+from stvg_ros.grounding.result import GroundingResult, SubQueries
+from stvg_ros.stream.requests import ANSWERED, CANCELLED, FAILED, REJECTED, GroundingRequest
+from stvg_ros.stream.service import SHUTTING_DOWN, GroundingService
+from stvg_ros.stream.standing import (APPEARED, DISAPPEARED, ENDED, MOVED, ChangeTracker, StandingRequest,
+                                      StandingRules, StandingScheduler, box_shift)
+from stvg_ros.stream.window import NS
 
 T0 = 100 * NS
 DT = NS // 10

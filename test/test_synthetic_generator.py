@@ -156,7 +156,7 @@ def test_written_split_reads_as_hcstvg_v2(tmp_path):
 
 
 def test_written_split_loads_with_the_evaluation_readers(tmp_path):
-    from stvg_ros.datasets import load_hcstvg, load_proposals, load_sub_queries
+    from stvg_ros.evaluation.datasets import load_hcstvg, load_proposals, load_sub_queries
 
     out = write_split(tmp_path, "test", 2, first_seed=0)
     samples = load_hcstvg(out / "test_proc.json", out, version="v2")

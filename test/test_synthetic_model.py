@@ -111,7 +111,7 @@ def test_frame_track_share_counts_the_frames_where_the_target_is_the_peak():
     """The temporal-consistency column: per frame, is the target's box the one with the highest spatial
     relevance?  A map on the target's cell in every frame scores (nearly) 1; one that moves to another
     object's cell for the second half of the clip about half that."""
-    from stvg_ros.result import GroundingResult, RelevanceMaps, SubQueries
+    from stvg_ros.grounding.result import GroundingResult, RelevanceMaps, SubQueries
     from stvg_ros.synthetic.bench import frame_track_share
 
     _, s = generate_sample(3, "val")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stvg_ros.temporal import choose_span, frame_scores, span_grow, span_length, span_topk
+from stvg_ros.grounding.temporal import choose_span, frame_scores, span_grow, span_length, span_topk
 
 
 def test_span_lengths_match_the_paper_and_the_official_code():

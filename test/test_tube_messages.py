@@ -35,7 +35,7 @@ def test_corners_and_centres_round_trip():
 
 
 def test_rosbags_classes_and_a_serialisation_round_trip():
-    from stvg_ros import bags
+    from stvg_ros.evaluation import bags
 
     store = bags.typestore()
     tube = _tube(store.types.__getitem__)

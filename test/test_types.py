@@ -1,9 +1,9 @@
-"""The seams are type-checked (issue 28): mypy checks :mod:`stvg_ros.seams`, the builder (:mod:`stvg_ros.stack`),
+"""The seams are type-checked (issue 28): mypy checks :mod:`stvg_ros.stream.seams`, the builder (:mod:`stvg_ros.stack`),
 the service and the tests' one fake, and that the grounder, the fake, the live proposal stages and the node's
 settings are what the protocols the service and the builder call declare.  A fake or a grounder whose methods
-drift from :class:`~stvg_ros.seams.GroundingModel` fails here (the second test breaks the fake to show it).
+drift from :class:`~stvg_ros.stream.seams.GroundingModel` fails here (the second test breaks the fake to show it).
 
-By hand: ``MYPYPATH=test python -m mypy --follow-imports=silent --check-untyped-defs stvg_ros/seams.py ...``.
+By hand: ``MYPYPATH=test python -m mypy --follow-imports=silent --check-untyped-defs stvg_ros/stream/seams.py ...``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.unit,
                                  reason="mypy is not installed: pip install mypy (pinned in requirements/test.txt)")]
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKED = ["stvg_ros/seams.py", "stvg_ros/stack.py", "stvg_ros/service.py"]
+CHECKED = ["stvg_ros/stream/seams.py", "stvg_ros/stack.py", "stvg_ros/stream/service.py"]
 
 #: mypy's settings: our modules analysed as imported (their own errors not reported, only these files'), the
 #: heavy third-party packages not analysed at all (their types become Any: the seams do not depend on them)
@@ -43,11 +43,11 @@ ignore_missing_imports = True
 CONFORMANCE = """\
 from fake_grounder import FakeGrounder
 
-from stvg_ros.grounder import Grounder
+from stvg_ros.grounding.grounder import Grounder
 from stvg_ros.node_params import NodeSettings
 from stvg_ros.proposals.live import LiveProposalStage
 from stvg_ros.proposals.motion import MotionTracks
-from stvg_ros.seams import GroundingModel, ProposalStage
+from stvg_ros.stream.seams import GroundingModel, ProposalStage
 from stvg_ros.stack import Settings, Stack, StackSettings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stvg_ros.window import NS, FrameWindow, RateMeter, downscale
+from stvg_ros.stream.window import NS, FrameWindow, RateMeter, downscale
 
 
 def feed(window: FrameWindow, stamps_ns, size=(48, 64)):

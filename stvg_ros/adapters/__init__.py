@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .base import CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
-from .common import AdapterError
+from .base import AdapterError
 
 #: config.json ``model_type`` → "module:class" of the adapter
 ADAPTERS = {

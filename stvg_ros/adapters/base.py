@@ -2,7 +2,7 @@
 
 Everything that differs between Qwen2.5-VL, LLaVA-OneVision and LLaVA-NeXT-Video (frame
 preprocessing, where visual tokens sit in the prompt, chat template, rotary positions, answer
-token ids) lives behind :class:`ModelAdapter`.  The algorithm in ``stvg_ros.grounder`` only
+token ids) lives behind :class:`ModelAdapter`.  The algorithm in ``stvg_ros.grounding.grounder`` only
 sees :class:`VisualTokens` and :class:`ForwardOutput` and never branches on model names.
 """
 
@@ -15,6 +15,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
+
+
+class AdapterError(ValueError):
+    """The model directory or a call's inputs cannot be used; the message says how to fix it."""
 
 
 def add_latent_prompt(tokens: torch.Tensor, delta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -166,7 +170,7 @@ class ForwardOutput:
 class ModelAdapter(ABC):
     """A multimodal LLM family, seen the way the grounding algorithm needs it."""
 
-    #: registry key, e.g. "qwen2_5_vl"; also the ``family`` argument of ``stvg_ros.tiny_models.tiny_model``
+    #: registry key, e.g. "qwen2_5_vl"; also the ``family`` argument of ``stvg_ros.adapters.tiny_models.tiny_model``
     family: str = ""
     #: the official code's fixed grounding-token offset from the prompt's end for this template
     default_grounding_offset: int = -1
@@ -175,7 +179,7 @@ class ModelAdapter(ABC):
     device: torch.device
     dtype: torch.dtype
     options: AdapterOptions = AdapterOptions()
-    #: per-frame preprocessing and visual features reused across clips (``stvg_ros.feature_cache``);
+    #: per-frame preprocessing and visual features reused across clips (``stvg_ros.adapters.feature_cache``);
     #: adapters that support it set it from the grounder, None = encode every clip from scratch
     feature_cache = None
     #: whether ``encode_frames`` takes ``keys`` (frame identities) to use :attr:`feature_cache`

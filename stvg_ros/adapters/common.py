@@ -1,4 +1,5 @@
-"""What the three transformers families share: loading, prompts, the batched decoder pass.
+"""What the three transformers families share: loading, the batched decoder pass (prompts in
+:mod:`.prompts`, the clip-prefix KV cache in :mod:`.prefix_cache`).
 
 A family adapter only adds frame preprocessing (``encode_frames``) and, for Qwen, rotary
 positions (``_positions``).  Everything about prompts is read from the model's own chat
@@ -10,26 +11,23 @@ template's generation prompt), and the yes/no answer ids.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..attention import capture_attention, use_capture_attention
-from ..checkpointing import checkpointed_layers, should_checkpoint
-from ..devices import resolve_device
-from .base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens, add_latent_prompt
+from .attention import capture_attention, null_capture, use_capture_attention
+from .checkpointing import checkpointed_layers, should_checkpoint
+from .devices import resolve_device
+from .base import (AdapterError, AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens,
+                   add_latent_prompt)
+from .prefix_cache import ClipPrefixCache
+from .prompts import ChatPrompts, PreparedBatch, PromptLayout
 
 log = logging.getLogger(__name__)
-
-
-class AdapterError(ValueError):
-    """The model directory or a call's inputs cannot be used; the message says how to fix it."""
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
@@ -101,47 +99,13 @@ def check_frames(frames: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-@dataclass
-class PromptLayout:
-    """One tokenised prompt and where things are in it (indices into ``ids``, before expansion)."""
-
-    ids: list[int]
-    placeholder: int  # index of the video placeholder token
-    candidate_start: int  # index of the question's last token; candidates run to the end
-    question_start: int  # index of the question's first token: what comes before it is the clip prefix
-
-
-@dataclass
-class PreparedBatch:
-    """Decoder inputs for B prompts, right-padded, with the rows/columns to capture."""
-
-    embeds: torch.Tensor  # (B, L, D)
-    positions: torch.Tensor  # (B, L) or (3, B, L)
-    last: torch.Tensor  # (B,) index of each prompt's last real token
-    rows: torch.Tensor  # (B, K) candidate positions in the expanded sequence
-    cols: torch.Tensor  # (B, N) visual token positions
-    candidate_tokens: list[list[str]]
-    candidate_offsets: list[list[int]]
-    lengths: list[int]
-    prompt_ids: list[list[int]]  # expanded token ids (visual tokens as the placeholder id)
-    question_starts: list[int]  # where each question's first token sits in the expanded sequence
-
-
-class HFAdapter(ModelAdapter):
+class HFAdapter(ChatPrompts, ClipPrefixCache, ModelAdapter):
     """Shared implementation over a transformers ``*ForConditionalGeneration`` model."""
 
     model_class_name: str = ""
-    #: run prompts that share a clip on a KV cache of their common prefix (see ``_run_on_prefixes``)
-    use_prefix_cache: bool = True
     #: LRA's backward pass: recompute decoder layers instead of keeping their activations
-    #: (True/False force it; None = auto: on a GPU when memory would run short, see stvg_ros.checkpointing)
+    #: (True/False force it; None = auto: on a GPU when memory would run short, see stvg_ros.adapters.checkpointing)
     activation_checkpointing: bool | None = None
-    #: the content part the chat template renders as the video placeholder
-    video_part = {"type": "video"}
-    #: the official code's conversation for this family (``prompt_style='official'``): the user turn with
-    #: ``{video}`` (the placeholder token) and ``{question}``, and the generation prompt; None = the family
-    #: has no official driver and its own chat template is used
-    official_conversation: tuple[str, str] | None = None
     supports_frame_keys = True
 
     def __init__(self, model, tokenizer, path: str, device: torch.device, dtype: torch.dtype,
@@ -232,128 +196,6 @@ class HFAdapter(ModelAdapter):
                 return int(v)
         raise AdapterError(f"{self.path}: config.json names no video token id (video_token_id)")
 
-    # ------------------------------------------------------------------ prompts
-    def render(self, question: str, add_generation_prompt: bool = True) -> str:
-        """The prompt text of ``video + question``: the model's chat template, or with
-        ``prompt_style='official'`` the official code's conversation where the family has one."""
-        if self.options.prompt_style == "official" and self.official_conversation is not None:
-            turn, generation = self.official_conversation
-            video = self.tokenizer.convert_ids_to_tokens(self.video_token_id)
-            text = turn.format(video=video, question=question)
-            return text + generation if add_generation_prompt else text
-        messages = [{"role": "user", "content": [dict(self.video_part), {"type": "text", "text": question}]}]
-        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=False,
-                                                  add_generation_prompt=add_generation_prompt)
-
-    def _encode(self, text: str):
-        if self.options.prompt_style == "official" and self.official_conversation is not None:
-            return self._encode_chunks(text)
-        bos = getattr(self.tokenizer, "bos_token", None)
-        add_special = not (bos and text.startswith(bos))
-        enc = self.tokenizer(text, add_special_tokens=add_special, return_offsets_mapping=True)
-        return enc["input_ids"], enc["offset_mapping"]
-
-    def _encode_chunks(self, text: str):
-        """The official code's ``tokenizer_image_token``: the text before and after the video placeholder
-        tokenised separately (each with the tokenizer's bos, kept on the first chunk only).  Llama's
-        sentencepiece then starts the text after the video with its dummy-prefix '▁' (29871) before the
-        newline, which tokenising the whole prompt does not; Qwen2's BPE gives the same ids either way."""
-        video = self.tokenizer.convert_ids_to_tokens(self.video_token_id)
-        bos_id = getattr(self.tokenizer, "bos_token_id", None)
-        ids: list[int] = []
-        offsets: list[tuple[int, int]] = []
-        pos = 0
-        for k, chunk in enumerate(text.split(video)):
-            if k:
-                ids.append(self.video_token_id)
-                offsets.append((pos, pos + len(video)))
-                pos += len(video)
-            enc = self.tokenizer(chunk, add_special_tokens=True, return_offsets_mapping=True)
-            chunk_ids, chunk_offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
-            if k and bos_id is not None and chunk_ids[:1] == [bos_id]:
-                chunk_ids, chunk_offsets = chunk_ids[1:], chunk_offsets[1:]
-            ids += chunk_ids
-            offsets += [(a + pos, b + pos) for a, b in chunk_offsets]
-            pos += len(chunk)
-        return ids, offsets
-
-    def layout(self, question: str) -> PromptLayout:
-        """Tokenise ``question`` in the chat template and locate the placeholder and candidates."""
-        question = question.strip()
-        if not question:
-            raise AdapterError("empty question: pass the text to ask about the video")
-        cached = self._layout_cache.get(question)
-        if cached is not None:
-            return cached
-        text = self.render(question)
-        ids, offsets = self._encode(text)
-        where = [i for i, t in enumerate(ids) if t == self.video_token_id]
-        if len(where) != 1:
-            raise AdapterError(f"the chat template of {self.path} rendered {len(where)} video placeholders "
-                               f"(token id {self.video_token_id}) for one video; expected exactly one")
-        q_start = text.rfind(question)
-        last_char = q_start + len(question) - 1
-        cand = next(i for i, (a, b) in enumerate(offsets) if a <= last_char < b or a > last_char)
-        # the grounding tokens must see the video: with a template that puts the question first,
-        # they start after the video block
-        cand = max(cand, where[0] + 1)
-        first = next(i for i, (a, b) in enumerate(offsets) if b > q_start)
-        lay = PromptLayout(ids=list(ids), placeholder=where[0], candidate_start=cand, question_start=min(first, cand))
-        if len(self._layout_cache) > 512:
-            self._layout_cache.clear()
-        self._layout_cache[question] = lay
-        return lay
-
-    def _derive_grounding_offset(self) -> int:
-        """The official code's fixed token, found in this template: the generation prompt's first token.
-
-        (" ASSISTANT:"'s '▁A' in Vicuna templates = -5, ChatML's '<|im_start|>' of the assistant
-        turn = -3.)  The class default is kept when it agrees; a tokenizer that splits differently
-        gets the derived offset, so the fixed token is always the intended one.
-        """
-        probe = "Is there a person in this video?"
-        full = self.render(probe, add_generation_prompt=True)
-        head = self.render(probe, add_generation_prompt=False)
-        if not full.startswith(head) or full == head:
-            return type(self).default_grounding_offset
-        ids, offsets = self._encode(full)
-        start = len(head)
-        idx = next((i for i, (_, b) in enumerate(offsets) if b > start), None)
-        if idx is None:
-            return type(self).default_grounding_offset
-        derived = idx - len(ids)
-        if derived != type(self).default_grounding_offset:
-            log.info("%s: the generation prompt starts at offset %d (class default %d); using %d",
-                     self.path, derived, type(self).default_grounding_offset, derived)
-        return derived
-
-    def _resolve_answer_ids(self) -> tuple[int, int]:
-        """The yes/no ids ``options.answer_tokens`` names (see :class:`AdapterOptions`)."""
-        spec = self.options.answer_tokens
-        if spec != "auto":
-            pieces = ("yes", "no") if spec == "official" else tuple(p.strip() for p in spec.split(","))
-            vocab = self.tokenizer.get_vocab()
-            missing = [p for p in pieces if p not in vocab]
-            if len(pieces) != 2 or missing:
-                raise AdapterError(f"answer_tokens={spec!r}: the vocabulary of {self.path} has no piece(s) {missing}; "
-                                   "write two vocabulary pieces as 'YES,NO' (e.g. 'Yes,No', or '▁Yes,▁No' for "
-                                   "sentencepiece vocabularies), or use 'auto' / 'official'")
-            return int(vocab[pieces[0]]), int(vocab[pieces[1]])
-        tried = []
-        for yes, no in (("Yes", "No"), ("yes", "no")):
-            a = self.tokenizer.encode(yes, add_special_tokens=False)
-            b = self.tokenizer.encode(no, add_special_tokens=False)
-            tried.append(f"{yes!r}->{self.tokenizer.convert_ids_to_tokens(a)}, "
-                         f"{no!r}->{self.tokenizer.convert_ids_to_tokens(b)}")
-            if len(a) == 1 and len(b) == 1:
-                return int(a[0]), int(b[0])
-        raise AdapterError(f"the tokenizer of {self.path} has no single-token yes/no answer ({'; '.join(tried)}); "
-                           "the grounding needs a model whose vocabulary has them")
-
-    @property
-    def answer_token_ids(self) -> tuple[int, int]:
-        return self._yes_no
-
     # ------------------------------------------------------------------ decoder inputs
     def _positions(self, expanded_ids: list[int], placeholder: int, visual: VisualTokens) -> torch.Tensor:
         """Rotary position ids of one prompt: plain 0..L-1 unless the family overrides (Qwen's 3-D)."""
@@ -432,26 +274,10 @@ class HFAdapter(ModelAdapter):
             out = out + bias[[yes, no]]
         return out
 
-    def shares_prefix_under_grad(self, visual: VisualTokens, questions: Sequence[str]) -> bool:
-        """Whether ``run(visual, questions, with_grad=True, share_prefix=True)`` decodes the clip's prefix once
-        for all the prompts (LRA's first step): the template puts the whole video before the questions and
-        memory needs no checkpointing.  Otherwise that call runs every prompt in full, and one backward
-        pass per problem through it would cost more than the step it was meant to share."""
-        batch = self.prepare(visual, questions)
-        plan = self._shared_plan(batch, with_grad=True, share_prefix=True, recompute=self._recomputes(batch))
-        return plan is not None
-
     def _recomputes(self, batch: PreparedBatch) -> bool:
         """Whether a pass with gradients over ``batch`` recomputes the decoder layers (activation checkpointing)."""
         return should_checkpoint(self.activation_checkpointing, self.model, self.device, int(batch.embeds.shape[1]),
                                  len(batch.lengths), self.dtype)
-
-    def _shared_plan(self, batch: PreparedBatch, with_grad: bool, share_prefix: bool, recompute: bool):
-        """The prefix plan ``run`` decodes ``batch`` with (see :meth:`_prefix_plan`), or None: under gradients only
-        when asked and memory allows keeping every activation."""
-        if not self.use_prefix_cache or len(batch.lengths) < 2 or (with_grad and (not share_prefix or recompute)):
-            return None
-        return self._prefix_plan(batch)
 
     def run(self, visual, questions, visual_delta=None, capture: CaptureSpec | None = None,
             with_grad: bool = False, share_prefix: bool = False) -> ForwardOutput:
@@ -482,127 +308,11 @@ class HFAdapter(ModelAdapter):
                              candidate_offsets=batch.candidate_offsets)
 
     def _run_full(self, batch: PreparedBatch, capture, layers):
-        ctx = capture_attention(batch.rows, batch.cols, layers) if capture is not None else _null_capture()
+        ctx = capture_attention(batch.rows, batch.cols, layers) if capture is not None else null_capture()
         with ctx as cap:
             out = self._decode(batch.embeds, batch.positions)
         h = out.last_hidden_state
         hidden_last = h[torch.arange(h.shape[0], device=h.device), batch.last]
-        attn = cap.result() if cap is not None else None
-        return hidden_last, attn
-
-    def _clip_prefix_length(self, batch: PreparedBatch) -> int:
-        """Length of the *clip prefix* of a batch on one clip: everything before the first question token
-        (system turn, video block, fixed template text), the same for every question; 0 when the template
-        puts text of the question before the video or the prompts disagree before their questions."""
-        P = min(batch.question_starts)
-        if P <= int(batch.cols.max()) or P > int(batch.rows.min()):
-            return 0
-        head = batch.prompt_ids[0][:P]
-        return P if all(ids[:P] == head for ids in batch.prompt_ids) else 0
-
-    @contextlib.contextmanager
-    def shared_prefixes(self):
-        """Within it, calls on one clip (e.g. the caption prompt's and the questions') decode its prefix once
-        even when the clip has no key for the feature cache; nothing is kept after it."""
-        outer, self._scoped_prefixes = getattr(self, "_scoped_prefixes", None), {}
-        try:
-            yield
-        finally:
-            self._scoped_prefixes = outer
-
-    def _run_on_clip(self, batch: PreparedBatch, visual: VisualTokens, questions: list[str], capture, layers,
-                     P: int) -> ForwardOutput:
-        """``run`` of prompts on one clip without latent prompts: the clip prefix is decoded once into a KV
-        cache (alone, so its values never depend on the batch), the questions run on it.
-
-        With a ``key`` (:class:`stvg_ros.feature_cache.ClipKey`, set by keyed encodes) the prefix and the whole
-        call's output are kept in :attr:`feature_cache` and evicted with the clip's frames: a later call on the
-        same sampled frames skips the prefix, and a call it has seen (the caption prompt, which no query
-        changes) costs nothing.  Hits return exactly what the computation gives, since the computation of a
-        call never depends on what is cached."""
-        key = visual.extras.get("clip_key")
-        cache = self.feature_cache if key is not None and self.feature_cache is not None else None
-        call = (key, tuple(questions), None if capture is None else tuple(layers) if layers is not None else "all")
-        if cache is not None:
-            done = cache.get("answers", call)
-            if done is not None:
-                return ForwardOutput(yes_no_logits=done[0], attention=done[1], candidate_tokens=done[2],
-                                     candidate_offsets=done[3])
-        head = (key, tuple(batch.prompt_ids[0][:P]))
-        scoped = getattr(self, "_scoped_prefixes", None) if cache is None else None
-        if scoped is not None:  # the entry holds ``visual`` itself: no other clip can take its id within the scope
-            kv = scoped.get((id(visual), head[1]), (None, None))[1]
-        else:
-            kv = cache.get("prefix", head) if cache is not None else None
-            kv = None if kv is None else kv[0]
-        with torch.no_grad():
-            if kv is None:
-                out = self._decode(batch.embeds[:1, :P], batch.positions[..., :1, :P], use_cache=True)
-                kv = out.past_key_values
-                if scoped is not None:
-                    scoped[(id(visual), head[1])] = (visual, kv)
-                elif cache is not None and hasattr(kv, "layers"):
-                    cache.put("prefix", head, (kv, [t for layer in kv.layers for t in (layer.keys, layer.values)]),
-                              frames=key.frames)
-            B = batch.embeds.shape[0]
-            group = torch.zeros(B, dtype=torch.long, device=self.device)
-            hidden_last, attn = self._run_on_prefixes(batch, capture, layers, P, None, group, prefix_cache=kv)
-            logits = self._answer_logits(hidden_last).float()
-        if cache is not None:
-            cache.put("answers", call, (logits, attn, batch.candidate_tokens, batch.candidate_offsets),
-                      frames=key.frames)
-        return ForwardOutput(yes_no_logits=logits, attention=attn, candidate_tokens=batch.candidate_tokens,
-                             candidate_offsets=batch.candidate_offsets)
-
-    def _prefix_plan(self, batch: PreparedBatch):
-        """Find prompts whose inputs agree on a common prefix that holds the whole visual block.
-
-        Returns ``(P, representatives, group_of_row)`` when fewer distinct prefixes than prompts
-        exist (e.g. a question and the caption prompt on the same clip, with or without the same
-        latent prompt), else None.  Prefixes are compared on the actual input embeddings and
-        positions, so visual deltas are respected.
-        """
-        ids = batch.prompt_ids
-        common, shortest = 0, min(len(x) for x in ids)
-        while common < shortest and all(x[common] == ids[0][common] for x in ids):
-            common += 1
-        P = min(common, int(batch.rows.min()))  # candidate rows must stay in the suffix to be captured
-        if P <= int(batch.cols.max()):
-            return None
-        reps: list[int] = []
-        group = []
-        for b in range(batch.embeds.shape[0]):
-            for g, r in enumerate(reps):
-                if torch.equal(batch.embeds[b, :P], batch.embeds[r, :P]) and torch.equal(
-                        batch.positions[..., b, :P], batch.positions[..., r, :P]):
-                    group.append(g)
-                    break
-            else:
-                group.append(len(reps))
-                reps.append(b)
-        if len(reps) == len(group):
-            return None
-        return P, reps, torch.tensor(group, device=self.device)
-
-    def _run_on_prefixes(self, batch: PreparedBatch, capture, layers, P: int, reps: list[int] | None,
-                         group: torch.Tensor, prefix_cache=None):
-        """Encode each distinct prefix (system + video + ...) once into a KV cache, then run all
-        question suffixes on it: the long visual block is processed once per clip, not per prompt.
-        ``prefix_cache``: the prefixes' KV cache computed before (``reps`` unused); it is not modified."""
-        if prefix_cache is None:
-            idx = torch.tensor(reps, device=self.device)
-            out = self._decode(batch.embeds[idx, :P], batch.positions[..., idx, :P], use_cache=True)
-            cache = out.past_key_values
-        else:
-            cache = _fork_cache(prefix_cache)
-        cache.reorder_cache(group)
-        B = batch.embeds.shape[0]
-        ctx = capture_attention(batch.rows - P, batch.cols, layers) if capture is not None else _null_capture()
-        with ctx as cap:
-            out = self._decode(batch.embeds[:, P:], batch.positions[..., P:], past_key_values=cache,
-                               use_cache=True)
-        h = out.last_hidden_state
-        hidden_last = h[torch.arange(B, device=h.device), batch.last - P]
         attn = cap.result() if cap is not None else None
         return hidden_last, attn
 
@@ -621,19 +331,3 @@ class HFAdapter(ModelAdapter):
                                       max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                       pad_token_id=self.tokenizer.pad_token_id or 0)
         return self.tokenizer.decode(out[0, input_ids.shape[1]:], skip_special_tokens=True).strip()
-
-
-def _fork_cache(cache):
-    """A KV cache that shares ``cache``'s tensors: decoding on it (which replaces, never writes into, a
-    layer's tensors) leaves ``cache`` as it was, so one cached prefix serves many calls."""
-    new = copy.copy(cache)
-    new.layers = [copy.copy(layer) for layer in cache.layers]
-    return new
-
-
-class _null_capture:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

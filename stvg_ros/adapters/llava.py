@@ -18,9 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..feature_cache import ClipKey
+from .feature_cache import ClipKey
 from .base import VisualTokens
-from .common import AdapterError, HFAdapter, check_frames, normalise, resize_rgb
+from .base import AdapterError
+from .common import HFAdapter, check_frames, normalise, resize_rgb
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -115,7 +116,7 @@ class _LlavaVideoAdapter(HFAdapter):
     def encode_frames(self, frames: Sequence[np.ndarray], stamps: Sequence[float] | None = None,
                       keys: Sequence | None = None) -> VisualTokens:
         """``stamps`` is accepted for interface symmetry with Qwen and unused (no time positions);
-        ``keys``: the frames' identities, to reuse cached frames (``stvg_ros.feature_cache``)."""
+        ``keys``: the frames' identities, to reuse cached frames (``stvg_ros.adapters.feature_cache``)."""
         frames = check_frames(frames)
         T, H, W = frames.shape[:3]
         keyed = self._uses_feature_cache(keys)

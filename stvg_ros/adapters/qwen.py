@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..feature_cache import ClipKey
+from .feature_cache import ClipKey
 from .base import VisualTokens
 from .common import HFAdapter, check_frames, normalise, resize_rgb
 
@@ -171,7 +171,7 @@ class QwenVLAdapter(HFAdapter):
                       keys: Sequence | None = None) -> VisualTokens:
         """``stamps`` (optional, seconds) set the time spacing of Qwen2.5-VL's temporal rotary positions;
         without them the HF processor's default of 2 frames per second is assumed.  ``keys``: the
-        frames' identities, to reuse cached slots (see :class:`stvg_ros.feature_cache.FeatureCache`)."""
+        frames' identities, to reuse cached slots (see :class:`stvg_ros.adapters.feature_cache.FeatureCache`)."""
         frames = check_frames(frames)
         T, H, W = frames.shape[:3]
         _, merge, tp = self._geometry()

@@ -25,7 +25,7 @@ from typing import Hashable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from ..boxes import Box
-from ..result import Proposals
+from ..grounding.result import Proposals
 from ..config import ProposalConfig, ProposalConfigError
 from .tracker import make_tracker
 from .tracks import Detections, Track
@@ -99,7 +99,7 @@ class StaticTracks(ProposalSource):
     def from_frame_indexed(cls, tracks: Mapping[Hashable, Mapping[int, Box]] | Mapping[Hashable, object],
                            stamp_of_frame, scale: float = 1.0, **kwargs) -> "StaticTracks":
         """Tracks keyed by frame index (a proposals-file entry: ``{id: {frame: box}}`` or frame-keyed
-        :class:`Track` objects, as ``stvg_ros.datasets.load_proposals`` reads them) → stamps with
+        :class:`Track` objects, as ``stvg_ros.evaluation.datasets.load_proposals`` reads them) → stamps with
         ``stamp_of_frame(index)`` (e.g. ``i / fps``), or a mapping frame → stamp (frames it lacks are
         left out, e.g. those a clip did not sample); boxes multiplied by ``scale`` (decoded size /
         annotated size)."""

@@ -105,7 +105,7 @@ def _video_jobs(root: Path) -> Iterator[tuple[str, Path, int, int, list[str]]]:
 
 def _dataset_jobs(name: str, annotations: str, video_root: Optional[str], config: ProposalConfig):
     """One job per video key: its file, frame count, offset and the subject phrases of its queries."""
-    from ..datasets import load_dataset
+    from ..evaluation.datasets import load_dataset
 
     samples = load_dataset(name, annotations, video_root)
     jobs: dict[str, list] = {}
@@ -130,7 +130,7 @@ def _keyframes_from_video(path: Path, num_frames: int, offset: int, every: int) 
 
 def _bag_frames(path: Path, image_topic: Optional[str]):
     """(frame count, query texts, keyframe iterator factory) of a bag's image topic."""
-    from ..bags import iter_messages
+    from ..evaluation.bags import iter_messages
     from ..image_messages import decode_message
 
     image_types = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -204,7 +204,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from tqdm import tqdm
 
-    from ..datasets import save_proposals
+    from ..evaluation.datasets import save_proposals
     from ..video import VideoError
 
     detector = _load_source(config)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .tracks import Detections
 from ..config import ProposalConfig, ProposalConfigError
-from ..devices import resolve_device
+from ..adapters.devices import resolve_device
 
 _GROUNDING_DINO_TYPES = ("grounding-dino", "mm-grounding-dino")
 _OWLV2_TYPES = ("owlv2",)

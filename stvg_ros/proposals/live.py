@@ -173,7 +173,7 @@ class LiveProposalStage(ProposalSource):
         A frame is a keyframe when ``1 / rate_hz`` seconds have passed since the last one (or, with
         ``rate_hz = 0``, every ``detect_every``-th frame); a frame not newer than the newest is ignored.
         When the stream's time jumps back (a looping bag) the owner calls :meth:`reset` first (the
-        node's :class:`~stvg_ros.service.GroundingService` does).  Only
+        node's :class:`~stvg_ros.stream.service.GroundingService` does).  Only
         keyframes are stored (copied), so memory is bounded by ``window_s`` whatever the camera rate.
         """
         stamp = float(stamp)

@@ -21,7 +21,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from stvg_ros.action import Ground
 from stvg_ros.msg import Tube
 from stvg_ros.ros.convert import request_from_msg
-from stvg_ros.service import ANSWERED, CANCELLED, REJECTED, Answer, GroundingRequest, QueryHandle
+from stvg_ros.stream.requests import ANSWERED, CANCELLED, REJECTED, Answer, GroundingRequest, QueryHandle
 
 #: the Tube reason of a goal the client canceled
 CANCELED_BY_CLIENT = "canceled by the action client"

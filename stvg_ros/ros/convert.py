@@ -16,8 +16,8 @@ from std_msgs.msg import Header
 from stvg_ros.boxes import from_centre_size
 from stvg_ros.msg import Tube, TubeBox
 from stvg_ros.proposals.tracks import Detections
-from stvg_ros.service import Answer, GroundingRequest
-from stvg_ros.standing import StandingRequest
+from stvg_ros.stream.requests import Answer, GroundingRequest
+from stvg_ros.stream.standing import StandingRequest
 from stvg_ros.tube_messages import make_tube, stamp_to_ns, time_message
 
 _CLASSES = {"stvg_ros/msg/Tube": Tube, "stvg_ros/msg/TubeBox": TubeBox, "std_msgs/msg/Header": Header,

@@ -5,7 +5,7 @@ small client node that plays the clip as ``sensor_msgs/Image`` and sends a ``Gro
 Topics live in a private namespace so concurrent runs do not talk to each other.  The annotated
 image written is the node's own ``debug_image`` (drawn by :mod:`stvg_ros.render`; none is drawn
 instead when it does not come).  When ``clip.json`` carries the ground truth
-(``truth``: inclusive frame span and boxes), the tube is scored with :mod:`stvg_ros.metrics`
+(``truth``: inclusive frame span and boxes), the tube is scored with :mod:`stvg_ros.evaluation.metrics`
 (HC-STVG convention) and ``vIoU vs ground truth: X.XXX  (tIoU Y.YYY)`` is printed.
 """
 
@@ -45,9 +45,9 @@ def score_against_truth(tube, truth: dict, stamps: list[float]) -> tuple[float, 
 
     The tube's stamped boxes and span are mapped back to clip frame indices through the clip's stamps.
     """
-    from stvg_ros import metrics
+    from stvg_ros.evaluation import metrics
     from stvg_ros.tube_messages import stamp_to_ns, tube_boxes
-    from stvg_ros.window import NS
+    from stvg_ros.stream.window import NS
 
     gt_span = (int(truth["start_frame"]), int(truth["end_frame"]))
     gt_boxes = {int(k): tuple(v) for k, v in truth["boxes"].items()}
@@ -62,9 +62,9 @@ def score_against_truth(tube, truth: dict, stamps: list[float]) -> tuple[float, 
 def box_fit(tube, truth: dict, stamps: list[float]) -> float | None:
     """Mean IoU of the tube's boxes with the true boxes on the frames both cover (None when none): how
     well the boxes fit the target, apart from the span."""
-    from stvg_ros import metrics
+    from stvg_ros.evaluation import metrics
     from stvg_ros.tube_messages import tube_boxes
-    from stvg_ros.window import NS
+    from stvg_ros.stream.window import NS
 
     pred = metrics.frame_boxes_from_stamps({ns / NS: b for ns, b in tube_boxes(tube).items()}, stamps=stamps)
     gt = {int(k): tuple(v) for k, v in truth["boxes"].items()}
@@ -91,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
-    from stvg_ros.default_model import choose_model
+    from stvg_ros.adapters.default_model import choose_model
     from stvg_ros.msg import GroundingQuery, Tube
     from stvg_ros.ros.convert import ns_to_stamp, stamp_to_ns
     from stvg_ros.image_messages import decode_image, encode_image
     from stvg_ros.render import save_png
     from stvg_ros.ros.node import StvgNode
-    from stvg_ros.window import NS
+    from stvg_ros.stream.window import NS
 
     clip_dir = _find_clip(args.clip)
     meta = json.loads((clip_dir / "clip.json").read_text())

@@ -3,7 +3,7 @@ the newest position on ``target_pose`` (``geometry_msgs/PointStamped``) and the 
 ``target_markers`` (``visualization_msgs/MarkerArray``: a sphere per frame, a line for the path) for
 RViz and Foxglove's 3-D panel.
 
-The geometry is the core's (:mod:`stvg_ros.depth`): here only messages, QoS and tf2.  tf2 is optional
+The geometry is the core's (:mod:`stvg_ros.stream.depth`): here only messages, QoS and tf2.  tf2 is optional
 (no Python registry carries it): with ``target_frame`` set and ``tf2_ros`` importable the positions are
 transformed with the transform at each box's stamp; without it the node says so once and answers in the
 camera's optical frame.
@@ -18,8 +18,8 @@ from sensor_msgs.msg import CameraInfo, Image
 from visualization_msgs.msg import Marker, MarkerArray
 
 from stvg_ros.boxes import from_centre_size
-from stvg_ros.depth import (CalibrationError, DepthBuffer, DepthError, Intrinsics, Position3D, decode_depth,
-                            transform_point)
+from stvg_ros.stream.depth import (CalibrationError, DepthBuffer, DepthError, Intrinsics, Position3D, decode_depth,
+                                   transform_point)
 from stvg_ros.ros.convert import ROS_TYPES
 from stvg_ros.ros.events import publish_to, subscribe
 from stvg_ros.tube_messages import position_fields, stamp_to_ns

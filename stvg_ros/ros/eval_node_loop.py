@@ -29,9 +29,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..config import ConfigError, GroundingConfig
-from ..evaluate import base_record, score_tube
+from ..evaluation.scoring import base_record, score_tube
 from ..tube_messages import stamp_to_ns, tube_boxes
-from ..window import NS
+from ..stream.window import NS
 from .bag_player import BagPlayer, message_class
 
 #: grounding fields that do not change what is computed (only where)
@@ -216,7 +216,7 @@ class NodeRunner:
 
     def evaluate(self, item) -> tuple[dict, None, None]:
         """Play ``item``'s frames, ask its query, wait for the Tube answering it, score it."""
-        from ..bags import read_bag
+        from ..evaluation.bags import read_bag
         from ..video import uniform_indices
         from .convert import ns_to_stamp
 
@@ -316,7 +316,7 @@ def score_node_tube(item, tube, bag_stamps, wall: float, protocol: str) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``stvg_eval``: ``stvg-eval`` whose ``--mode node`` plays bags into a running node."""
-    from .. import evaluate
+    from ..evaluation import evaluate
 
     return evaluate.main(argv, runners={"node": NodeRunner})
 

@@ -1,6 +1,6 @@
 """``stvg_node``: the lifecycle node that answers natural-language queries about the recent stream.
 
-ROS plumbing around :class:`stvg_ros.service.GroundingService`, which owns the window, the
+ROS plumbing around :class:`stvg_ros.stream.service.GroundingService`, which owns the window, the
 proposals, the query queue and the worker (and all their rules).  Here: parameters → a typed
 :class:`~stvg_ros.node_params.NodeSettings`, messages ↔ core types, publishers and subscriptions,
 the lifecycle, status and diagnostics, and middleware events (:mod:`stvg_ros.ros.events`).
@@ -36,7 +36,8 @@ from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to
 from stvg_ros.ros.events import Throttle, subscribe
 from stvg_ros.ros.outputs import create_outputs, destroy_outputs, publish_answer
 from stvg_ros.ros.status import LossSummary, Monitor, diagnostics, status_message
-from stvg_ros.service import SHUTTING_DOWN, Answer, GroundingRequest, GroundingService
+from stvg_ros.stream.service import SHUTTING_DOWN, GroundingService
+from stvg_ros.stream.requests import Answer, GroundingRequest
 from stvg_ros.stack import BuildError, Stack
 
 #: history of the query subscriptions: deep, so that a burst of queries is refused one by one with a

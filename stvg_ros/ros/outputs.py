@@ -22,7 +22,7 @@ from stvg_ros.msg import Tube
 from stvg_ros.ros.convert import tube_from_answer
 from stvg_ros.ros.events import publish_to
 from stvg_ros.ros.markers import tube_detections, tube_markers, vision_msgs_available
-from stvg_ros.service import ANSWERED, Answer
+from stvg_ros.stream.requests import ANSWERED, Answer
 
 #: the answer topics, held until the node deactivates
 ANSWER_TOPICS = ("tube", "standing_tube", "tube_markers", "detections_2d", "debug_image", "target_pose",

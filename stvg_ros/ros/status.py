@@ -86,7 +86,7 @@ class LossSummary:
 
 def status_message(service, state: str, model: dict, loss_reported: bool, frame_id: str, stamp,
                    depth=None) -> Status:
-    """``service``: a :class:`stvg_ros.service.GroundingService`; ``model``: directory and kind; ``depth``: the
+    """``service``: a :class:`stvg_ros.stream.service.GroundingService`; ``model``: directory and kind; ``depth``: the
     3-D stage (:class:`stvg_ros.ros.depth_input.DepthInput`) when there is one."""
     s = Status()
     s.header.stamp, s.header.frame_id = stamp, frame_id

@@ -13,7 +13,7 @@ target's colour, so that colour alone cannot choose; about 50 for a model that k
 ``--ceilings``); ``frame_track_acc`` the share of frames in which the target's box holds the highest
 spatial relevance (temporal consistency of the spatial map, TAS's aim); ``frame_auc`` (on the queries
 with the right track) how well the temporal scores rank the target's action frames above its other
-frames (50 = no temporal knowledge).  Metrics are the HC-STVG ones from :mod:`stvg_ros.metrics`
+frames (50 = no temporal knowledge).  Metrics are the HC-STVG ones from :mod:`stvg_ros.evaluation.metrics`
 (inclusive spans, every frame counted), in percent.
 Samples are generated in memory from fixed seeds, so the table is reproducible; nothing here is
 tuned on the test split.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stvg_ros.metrics import score, summarize
+from stvg_ros.evaluation.metrics import score, summarize
 
 from .generator import ACTION_VERB, ACTIONS, COLOURS, SHAPES, generate_sample, target_object
 
@@ -57,7 +57,7 @@ PROPOSAL_FREE = {
 def right_object_ious(boxes: dict[int, tuple], sample: dict) -> list[float]:
     """IoU with the target's box on the tube's frames whose box overlaps the target most of all objects
     (the frames where the right object is chosen): how well the boxes fit, apart from the choice."""
-    from stvg_ros.regions import _iou
+    from stvg_ros.grounding.regions import _iou
 
     out = []
     for t, b in boxes.items():
@@ -107,8 +107,8 @@ def frame_track_share(result, sample: dict) -> float | None:
     relevance (None when there is no such frame): how consistently *over time* the spatial map singles out
     the target, which is what TAS is meant to improve (the track choice itself takes one maximum over
     all frames and hides it)."""
-    from stvg_ros.relevance import upsample_maps
-    from stvg_ros.spatial import max_in_box
+    from stvg_ros.grounding.relevance import upsample_maps
+    from stvg_ros.grounding.spatial import max_in_box
 
     rel = result.relevance
     maps, scale = upsample_maps(rel.spatial, rel.content_box, rel.image_size)
@@ -246,10 +246,10 @@ def motion_proposals(frames: np.ndarray) -> dict:
 
 def live_window_frames(num_frames: int, fps: float, serving=None) -> list[int]:
     """The clip's frames that the node's window holds when a query arrives one frame period after the last
-    frame: the clip played at its own rate into a :class:`stvg_ros.window.FrameWindow` set up as the
+    frame: the clip played at its own rate into a :class:`stvg_ros.stream.window.FrameWindow` set up as the
     node's ``serving`` settings (default: the node's defaults) set it."""
     from stvg_ros.config import ServingConfig
-    from stvg_ros.window import NS, FrameWindow
+    from stvg_ros.stream.window import NS, FrameWindow
 
     cfg = serving or ServingConfig()
     window = FrameWindow(cfg.window_duration, cfg.window_max_frames, cfg.window_rate, cfg.ingest_max_side)

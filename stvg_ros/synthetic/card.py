@@ -129,7 +129,7 @@ with a model that has learned something, on machines that cannot download real M
   temporal patch 2, 2×2 merge → a 4×4 token grid per 2 frames ({IMAGE_SIZE} px frames); a 20-frame clip is
   160 visual tokens.
 - Decoder: {d['lm_layers']} layers, hidden {d['lm_hidden']}, {d['lm_heads']} heads, MLP {d['lm_intermediate']},
-  3-D rotary positions (mrope), word-level ChatML tokenizer from `stvg_ros.tiny_models.build_tokenizer`.
+  3-D rotary positions (mrope), word-level ChatML tokenizer from `stvg_ros.adapters.tiny_models.build_tokenizer`.
 - Prompt layout: the chat template (`chat_template.jinja`) puts the user's text *before* the video
   ("question first"), so the question's words cannot see the frames and the only path from the pixels to
   the answer is the answer positions' own attention to the visual tokens, which is what the paper's

@@ -1,7 +1,7 @@
 """Depth and intrinsics for the synthetic world: every object at a known distance before a background
 plane, rendered aligned to the colour frames, optionally with a depth sensor's noise and holes.
 
-Why: the 3-D stage (:mod:`stvg_ros.depth`) needs ground truth in metres, and no RGB-D data set can be
+Why: the 3-D stage (:mod:`stvg_ros.stream.depth`) needs ground truth in metres, and no RGB-D data set can be
 downloaded here.  The world is flat shapes, so each object is a fronto-parallel plate at its own
 distance (fixed per object and clip, derived from the seed); the background is a tilted plane (a floor
 seen from above: nearer at the bottom of the image), always behind every object.  Objects are drawn in
@@ -15,7 +15,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ..depth import Intrinsics
+from ..stream.depth import Intrinsics
 from .generator import _shape_points
 
 #: the synthetic camera: a ~60 degree horizontal field of view at any frame size
@@ -86,8 +86,8 @@ def true_position(sample: dict, track_id: int, t: int) -> Optional[np.ndarray]:
 def write_depth_bag(sample: dict, frames: np.ndarray, out, noise: float = 0.004, holes: float = 0.05,
                     start_time: float = 1000.0, frame_id: str = "synthetic_camera_optical_frame", **kwargs):
     """A bag of one synthetic clip as an RGB-D camera records it: raw colour, aligned 16UC1 depth and the
-    colour CameraInfo per frame, the query and its ground-truth tube (``kwargs``: :func:`stvg_ros.bags.write_bag`'s)."""
-    from ..bags import QuerySpec, write_bag
+    colour CameraInfo per frame, the query and its ground-truth tube (``kwargs``: :func:`stvg_ros.evaluation.bags.write_bag`'s)."""
+    from ..evaluation.bags import QuerySpec, write_bag
 
     fps = sample["fps"]
     stamps = [start_time + t / fps for t in range(len(frames))]

@@ -66,8 +66,8 @@ QUESTION_FIRST_TEMPLATE = (
 
 
 def build_tokenizer(question_first: bool = True):
-    """The ChatML word-level tokenizer of ``stvg_ros.tiny_models``, with the question-first template."""
-    from stvg_ros.tiny_models import build_tokenizer as _build
+    """The ChatML word-level tokenizer of ``stvg_ros.adapters.tiny_models``, with the question-first template."""
+    from stvg_ros.adapters.tiny_models import build_tokenizer as _build
 
     tok = _build(WORDS, "qwen2_5_vl")
     if question_first:
@@ -84,7 +84,7 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, qu
     """
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from stvg_ros.tiny_models import qwen_config_common
+    from stvg_ros.adapters.tiny_models import qwen_config_common
 
     d = dict(MODEL_DIMS, **(dims or {}))
     tok = build_tokenizer(question_first)
@@ -548,7 +548,7 @@ def _decode_group(inner, prompts, feats, grid, questions, clips, seconds_per_slo
 def save_model_dir(model, tokenizer, out: str | Path, extra: dict | None = None) -> Path:
     """Write a directory that ``Grounder.from_pretrained`` loads: safetensors weights, tokenizer,
     chat template and the preprocessor configs the adapter reads (112 px frames)."""
-    from stvg_ros.tiny_models import _qwen_processor_config
+    from stvg_ros.adapters.tiny_models import _qwen_processor_config
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -187,14 +187,14 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
 
     ``max_minutes``: a hard limit on the whole call (building, data, steps, evaluations, checkpoints, the
     final evaluation and the files): a step, with the evaluation and checkpoint due after it, starts only
-    if it and the final evaluation are expected to fit (:class:`stvg_ros.budget.TimeBudget`, from the
+    if it and the final evaluation are expected to fit (:class:`stvg_ros.synthetic.budget.TimeBudget`, from the
     largest duration seen of each).  ``device``: where the model trains; ``workers``: data worker
     processes (:class:`BatchStream`); ``eval_seconds``: evaluate every so many seconds instead of every
     ``eval_every`` steps; ``still``: ``"gpu"`` shows the look rungs longer clips (:data:`STILL_FRAMES_GPU`).
     """
     from tqdm import tqdm
 
-    from stvg_ros.budget import TimeBudget
+    from stvg_ros.synthetic.budget import TimeBudget
 
     hard = TimeBudget(max_minutes * 60.0, margin=1.25) if max_minutes else None
     if (freeze_motion or conjunctive_motion) and not motion_prior:

@@ -28,10 +28,10 @@ from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .image_messages import ImageError, decode_message
-from .boxes import Box
-from .tube_messages import make_tube, stamp_to_ns, time_message, tube_boxes
-from .window import NS
+from ..image_messages import ImageError, decode_message
+from ..boxes import Box
+from ..tube_messages import make_tube, stamp_to_ns, time_message, tube_boxes
+from ..stream.window import NS
 
 DEFAULT_START_TIME = 1000.0
 """Seconds; the same for every bag (see module docstring). Non-zero: a zero stamp means 'unset'."""
@@ -68,8 +68,8 @@ def find_msg_dir() -> Path:
     candidates = []
     if os.environ.get("STVG_ROS_MSG_DIR"):
         candidates.append(Path(os.environ["STVG_ROS_MSG_DIR"]))
-    candidates.append(Path(__file__).resolve().parent.parent / "msg")
-    candidates.append(Path(__file__).resolve().parent / "msg_definitions")
+    candidates.append(Path(__file__).resolve().parents[2] / "msg")
+    candidates.append(Path(__file__).resolve().parents[1] / "msg_definitions")
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if prefix:
             candidates.append(Path(prefix) / "share" / "stvg_ros" / "msg")
@@ -149,7 +149,7 @@ def depth_message(store, depth_m: np.ndarray, stamp: float, frame_id: str = "cam
 
 
 def camera_info_message(store, intrinsics, stamp: float, frame_id: str = "camera"):
-    """A pinhole ``CameraInfo`` (no distortion) of :class:`~stvg_ros.depth.Intrinsics`."""
+    """A pinhole ``CameraInfo`` (no distortion) of :class:`~stvg_ros.stream.depth.Intrinsics`."""
     i = intrinsics
     k = np.array([i.fx, 0, i.cx, 0, i.fy, i.cy, 0, 0, 1], np.float64)
     p = np.array([i.fx, 0, i.cx, 0, 0, i.fy, i.cy, 0, 0, 0, 1, 0], np.float64)
@@ -291,7 +291,7 @@ def video_stream(path: str | Path, offset: int = 0, count: Optional[int] = None,
 def make_bag_from_video(video: str | Path, out: str | Path, query: str = "", query_id: str = "q0",
                         fps: float = 0.0, start_time: float = DEFAULT_START_TIME, **kwargs) -> Path:
     """A bag of a whole video (timing from ``fps`` or the container) with an optional query."""
-    from .video import probe
+    from ..video import probe
 
     n, file_fps, _ = probe(video)
     fps = fps or file_fps
@@ -307,7 +307,7 @@ def make_bag_from_sample(sample, out: str | Path, start_time: float = DEFAULT_ST
                          max_side: int = 0, **kwargs) -> Path:
     """A bag of one benchmark query: every annotated frame of its video at the annotation's frame
     rate, the query (with the sample's sub-queries when known) and its ground-truth tube."""
-    from .video import probe
+    from ..video import probe
 
     if sample.video_path is None:
         raise BagError(f"no video file found for {sample.key!r} ({sample.video}): pass the videos directory")
@@ -379,7 +379,7 @@ def read_bag(path: str | Path, frame_positions=None, image_topic: Optional[str] 
     """
     from rosbags.rosbag2 import Reader
 
-    from .video import uniform_indices
+    from ..video import uniform_indices
 
     path = Path(path)
     if not path.exists():

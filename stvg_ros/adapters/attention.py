@@ -157,3 +157,13 @@ def use_capture_attention(language_model: torch.nn.Module) -> None:
     exactly what sdpa computes.
     """
     set_decoder_attention(language_model, register())
+
+
+class null_capture:
+    """The capture context of a pass that captures nothing (``with ... as cap`` gives None)."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

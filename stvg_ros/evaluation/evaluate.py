@@ -8,8 +8,10 @@ Two paths measure the same thing:
   (``stvg_ros.ros.eval_node_loop``, command ``ros2 run stvg_ros stvg_eval``), which passes itself to
   :func:`main`/:func:`run` as a runner: this module never imports ROS.
 
-A runner grounds one :class:`Item` and scores it (``evaluate(item) -> (record, result, clip)``,
-``close()``); :class:`CoreRunner` is the in-memory one.
+A runner grounds one :class:`~stvg_ros.evaluation.items.Item` and scores it (``evaluate(item) -> (record,
+result, clip)``, ``close()``); :class:`CoreRunner` is the in-memory one.  The items (from a dataset or bags)
+are made in :mod:`stvg_ros.evaluation.items`, scored in :mod:`stvg_ros.evaluation.scoring`, written and
+read back in :mod:`stvg_ros.evaluation.reports`.
 
 Output (in ``--output``): ``results[.shardIofN].jsonl`` with one JSON object per query (appended as
 it is computed, so an interrupted run resumes where it stopped), ``summary.json`` and
@@ -27,17 +29,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence
 
-import numpy as np
-
-from . import metrics
-from .config import ConfigError, GroundingConfig
-from .datasets import Sample, load_dataset, load_proposals, load_sub_queries, proposals_for_sample, with_full_query
-from .boxes import Box
-from .proposals import StaticTracks
-from .proposals.tracks import Track
-from .result import GroundingResult, SubQueries
-from .video import Clip
-
+from ..config import ConfigError, GroundingConfig
+from .datasets import load_dataset, load_proposals, load_sub_queries
+from ..proposals import StaticTracks
+from ..proposals.tracks import Track
+from ..video import Clip
+from .items import Item, bag_items, dataset_items, find_bags
+from .reports import _safe_name, read_results, report_image, results_path, write_summary
+from .scoring import base_record, score_tube
 
 @dataclass
 class EvalConfig:
@@ -102,7 +101,7 @@ def load_config(path: Optional[str], preset: Optional[str] = None) -> tuple[Grou
     """Read ``{preset: name, grounding: {GroundingConfig fields}, eval: {EvalConfig fields}}`` from YAML; the
     grounding settings resolved as the node's (:func:`stvg_ros.presets.resolve`: ``preset`` or the file's
     under the file's own fields; the model's defaults go under both when it is loaded)."""
-    from .presets import resolve
+    from ..presets import resolve
 
     if not path:
         return resolve({}, preset).grounding, EvalConfig()
@@ -125,183 +124,7 @@ def load_config(path: Optional[str], preset: Optional[str] = None) -> tuple[Grou
     return gcfg, EvalConfig(**ev)
 
 
-# --- items: what one query needs, from a dataset or a bag ---------------------------------------
-
-@dataclass
-class Item:
-    key: str
-    query: str
-    gt_span: tuple[int, int]
-    gt_boxes: dict[int, Box]
-    inclusive: bool
-    num_frames: int
-    dataset: str
-    video: str
-    qtype: Optional[str] = None
-    sub_queries: Optional[SubQueries] = None
-    tracks: Optional[dict[str, Track]] = None
-    load: Optional[Callable[[int, int], Clip]] = None
-    """``load(num_frames, max_side)`` → the sampled clip."""
-    bag: Optional[str] = None
-    query_id: str = ""
-
-
-def dataset_items(samples: Sequence[Sample], proposals: Optional[dict]) -> list[Item]:
-    from .video import VideoError, load_clip
-
-    items = []
-    for s in samples:
-        def load(n, max_side, s=s):
-            if s.video_path is None:
-                raise VideoError(f"no video file for {s.video!r}: check --videos")
-            return load_clip(s.video_path, n, s.num_frames, s.fps or None, s.frame_offset, max_side,
-                             fallback_fps=s.extra.get("fps_from_times"))
-
-        items.append(Item(key=s.key, query=s.query, gt_span=s.gt_span, gt_boxes=s.gt_boxes, inclusive=s.inclusive,
-                          num_frames=s.num_frames, dataset=s.dataset, video=s.video, qtype=s.qtype,
-                          sub_queries=s.sub_queries,
-                          tracks=proposals_for_sample(proposals, s) if proposals else None, load=load))
-    return items
-
-
-def find_bags(paths: Sequence[str]) -> list[Path]:
-    """Bag directories (holding ``metadata.yaml``) or single ``.mcap``/``.db3`` files, sorted."""
-    out = []
-    for p in map(Path, paths):
-        if (p / "metadata.yaml").is_file() or p.suffix in (".mcap", ".db3"):
-            out.append(p)
-        elif p.is_dir():
-            out += sorted(d for d in p.iterdir() if (d / "metadata.yaml").is_file())
-        else:
-            raise ConfigError(f"{p} is neither a bag nor a directory of bags")
-    if not out:
-        raise ConfigError(f"no bag found in {list(paths)}")
-    return out
-
-
-def bag_items(paths: Sequence[Path], proposals: Optional[dict], sub_queries: Optional[dict]) -> list[Item]:
-    """One item per (bag, query with ground truth); annotation frames = image positions in the bag."""
-    from .bags import read_bag
-
-    items = []
-    for path in paths:
-        head = read_bag(path, frame_positions=[])
-        meta = head.metadata
-        stamps = np.asarray(head.stamps)
-        if len(stamps) == 0:
-            continue
-
-        def nearest(t: float) -> int:
-            return int(np.argmin(np.abs(stamps - t)))
-
-        inclusive = bool(meta.get("inclusive", True))
-        for q in head.queries:
-            if q.gt_boxes is None:
-                continue
-            gt_boxes = {nearest(t): b for t, b in q.gt_boxes.items()}
-            if meta.get("gt_span") and meta.get("num_frames") == len(stamps):
-                gt_span = tuple(int(v) for v in meta["gt_span"])
-            else:
-                gt_span = (nearest(q.gt_span[0]), nearest(q.gt_span[1]))  # (first, last) as the readers
-            video = str(meta.get("video") or path.stem)
-            key = str(meta.get("key") or q.query_id) if len(head.queries) == 1 else f"{path.stem}:{q.query_id}"
-            sq = SubQueries(q.attribute, q.action, "caller") if q.attribute and q.action else None
-            if sq is None and sub_queries:
-                sq = sub_queries.get(key) or sub_queries.get(video)
-                sq = with_full_query(sq, q.text) if sq is not None else None
-            tracks = None
-            if proposals:
-                tracks = proposals.get(key) or proposals.get(video) or proposals.get(path.stem)
-
-            def load(n, max_side, path=path):
-                return bag_clip(path, n, max_side)
-
-            items.append(Item(key=key, query=q.text, gt_span=gt_span, gt_boxes=gt_boxes, inclusive=inclusive,
-                              num_frames=len(stamps), dataset=str(meta.get("dataset", "bag")), video=video,
-                              qtype=meta.get("qtype"), sub_queries=sq, tracks=tracks, load=load, bag=str(path),
-                              query_id=q.query_id))
-    return items
-
-
-def bag_clip(path, n: int, max_side: int = 0) -> Clip:
-    """The paper's uniform sample of a bag's frames; frame indices are image positions."""
-    from .bags import read_bag
-
-    c = read_bag(path, frame_positions=n)
-    pos = sorted(c.frames)
-    frames = [c.frames[i] for i in pos]
-    scale = 1.0
-    if max_side and max(frames[0].shape[:2]) > max_side:
-        import cv2
-
-        scale = max_side / max(frames[0].shape[:2])
-        frames = [cv2.resize(f, (round(f.shape[1] * scale), round(f.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-                  for f in frames]
-    fps = float(c.metadata.get("fps") or (1.0 / np.median(np.diff(c.stamps)) if len(c.stamps) > 1 else 1.0))
-    return Clip(frames=frames, frame_indices=pos, stamps=[c.stamps[i] for i in pos], fps=fps,
-                size=frames[0].shape[:2], extra={"scale": scale, "all_stamps": c.stamps})
-
-
-# --- from a tube to scored frames ---------------------------------------------------------------
-
-def _interp(a: Box, b: Box, w: float) -> Box:
-    return tuple(float(x + (y - x) * w) for x, y in zip(a, b))
-
-
-def densify(sampled: dict[int, Box], first: int, last: int, track: Optional[Track] = None) -> dict[int, Box]:
-    """Boxes for every frame ``first..last``: the chosen proposal track's own box where it has one
-    (as the official code writes the track's full-rate boxes), else linear interpolation between
-    the predicted boxes of the sampled frames (held constant beyond the outermost ones)."""
-    out: dict[int, Box] = {}
-    keys = sorted(sampled)
-    if not keys:
-        return out
-    for f in range(first, last + 1):
-        if track is not None and f in track.boxes:
-            out[f] = tuple(track.boxes[f])
-            continue
-        i = int(np.searchsorted(keys, f))
-        if i < len(keys) and keys[i] == f:
-            out[f] = tuple(sampled[f])
-        elif i == 0:
-            out[f] = tuple(sampled[keys[0]])
-        elif i == len(keys):
-            out[f] = tuple(sampled[keys[-1]])
-        else:
-            a, b = keys[i - 1], keys[i]
-            out[f] = _interp(sampled[a], sampled[b], (f - a) / (b - a))
-    return out
-
-
-def score_tube(item: Item, clip_frames: Sequence[int], start_frame: Optional[int], end_frame: Optional[int],
-               sampled_boxes: dict[int, Box], track_id, protocol: str) -> dict:
-    """Per-query metrics of a tube given on the sampled frames (annotation frame indices).
-
-    The predicted span is ``(first, last)`` sampled frame of the tube for both benchmarks, as the
-    official code writes it (``sted = [frame_ids[start], frame_ids[end]]``); only the counting of
-    the ranges differs (``item.inclusive``), exactly as the ground truth's.
-    """
-    if start_frame is None or not sampled_boxes:
-        return {"pred_span": None, **metrics.score(None, item.gt_boxes, None, item.gt_span, item.inclusive)}
-    pred_span = (start_frame, end_frame)
-    track = item.tracks.get(str(track_id)) if (item.tracks and track_id is not None) else None
-    # Boxes outside the predicted span only matter for gt_vIoU (the spatial-only score), which the
-    # official code computes with the chosen track on every ground-truth frame.
-    first = min(start_frame, min(item.gt_boxes, default=start_frame))
-    last = max(end_frame, max(item.gt_boxes, default=end_frame))
-    boxes = densify(sampled_boxes, first, last, track)
-    if protocol == "dense":
-        s = metrics.score(boxes, item.gt_boxes, pred_span, item.gt_span, item.inclusive)
-    else:
-        on_clip = {f: boxes[f] for f in clip_frames if f in boxes}
-        s = metrics.score(on_clip, item.gt_boxes, pred_span, item.gt_span, item.inclusive, frames=clip_frames)
-    return {"pred_span": list(pred_span), **s}
-
-
-def base_record(item: Item) -> dict:
-    return {"key": item.key, "video": item.video, "dataset": item.dataset, "qtype": item.qtype, "query": item.query,
-            "inclusive": item.inclusive, "gt_span": list(item.gt_span), "bag": item.bag}
-
+# --- grounding one item (its scoring: stvg_ros.evaluation.scoring) ----------------------------------
 
 def clip_proposals(tracks: dict[str, Track], clip: Clip, scale: float = 1.0):
     """An item's proposal tracks (annotation frame indices) on the clip's sampled frames, in the form
@@ -359,7 +182,7 @@ class CoreRunner:
 
     def __init__(self, gcfg: GroundingConfig, ev: EvalConfig, grounder=None):
         if grounder is None:
-            from .stack import choose, load_model
+            from ..stack import choose, load_model
 
             cfg = gcfg.replace(keep_relevance=True) if ev.visualize != 0 else gcfg
             chosen = choose(ev.model)  # '' = the node's default too: the shipped model, else the tiny random one
@@ -381,80 +204,6 @@ NODE_MODE_FIX = ("--mode node plays bags into a running stvg_node, and its runne
                  "run `ros2 run stvg_ros stvg_eval run --mode node ...` (or `python -m stvg_ros.ros.eval_node_loop "
                  "run ...`) with the colcon-built package sourced. A `pip install .` has no ROS layer: build the "
                  "package in a ROS 2 workspace (README, 'ROS 2 workspace')")
-
-
-# --- results files ------------------------------------------------------------------------------
-
-def results_path(out: Path, shard: tuple[int, int]) -> Path:
-    i, n = shard
-    return out / ("results.jsonl" if n == 1 else f"results.shard{i}of{n}.jsonl")
-
-
-def read_results(paths: Sequence[Path]) -> dict[str, dict]:
-    """Per-query records by key; a later line replaces an earlier one (a retried failure)."""
-    out: dict[str, dict] = {}
-    for p in paths:
-        if not p.is_file():
-            continue
-        for line in p.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by an interrupted run
-            out[rec["key"]] = rec
-    return out
-
-
-def write_summary(out: Path, records: Sequence[dict], title: str, extra: Optional[dict] = None) -> dict:
-    """``summary.json`` + ``summary.md`` from the per-query records (metrics in percent)."""
-    summary = metrics.summarize(records)
-    if extra:
-        summary["setup"] = extra
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    md = metrics.summary_markdown(summary, title)
-    (out / "summary.md").write_text(md)
-    return summary
-
-
-# --- visualisation ------------------------------------------------------------------------------
-
-def report_image(clip: Clip, rec: dict, item: Item, result=None, max_frames: int = 10,
-                 height: int = 140) -> np.ndarray:
-    """The query's picture (:func:`stvg_ros.render.render_tube`, its colours) with the ground truth,
-    both spans and the scores; the prediction is ``result`` (core mode) or the record's boxes and
-    span (node mode), drawn on ``clip``'s frames."""
-    from .render import render_tube
-
-    scale = float(clip.extra.get("scale", 1.0))
-
-    def stamp(frame: float) -> float:  # annotation frame index → the clip's time axis
-        return float(np.interp(frame, clip.frame_indices, clip.stamps))
-
-    def span_stamps(span) -> tuple[float, float]:  # frame span, counted as the benchmark counts it
-        return stamp(span[0]), stamp(span[1] if item.inclusive else span[1] - 1)
-
-    if result is None:
-        pred_span = rec.get("pred_span")
-        start, end = span_stamps(pred_span) if pred_span else (float("nan"), float("nan"))
-        sq = rec.get("sub_queries") or {}
-        result = GroundingResult(
-            query=item.query, found=bool(rec.get("found")), score=float(rec.get("score", 0.0)), start=start, end=end,
-            boxes={stamp(int(f)): tuple(v * scale for v in b) for f, b in (rec.get("pred_boxes") or {}).items()},
-            track_id=rec.get("track_id"), p_yes=float(rec.get("p_yes", 0.0)),
-            sub_queries=SubQueries(sq.get("attribute", ""), sq.get("action", ""), sq.get("source", "none")))
-    gt = {s: tuple(v * scale for v in item.gt_boxes[f])
-          for f, s in zip(clip.frame_indices, clip.stamps) if f in item.gt_boxes}
-    title = f"{item.key}  vIoU {100 * rec.get('viou', 0):.1f}  tIoU {100 * rec.get('tiou', 0):.1f}"
-    return render_tube(clip.frames, clip.stamps, result, gt=gt, gt_span=span_stamps(item.gt_span),
-                       max_frames=max_frames, height=height, title=title)
-
-
-def _safe_name(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)[:120]
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -519,7 +268,7 @@ def run(gcfg: GroundingConfig, ev: EvalConfig, grounder=None, progress: bool = T
                 fh.flush()
                 if want_rel and (ev.visualize < 0 or n_vis < ev.visualize) and not rec.get("error"):
                     try:
-                        from .render import save_png
+                        from ..render import save_png
 
                         if clip is None:
                             clip = item.load(min(gcfg.num_frames, 10), ev.max_side)

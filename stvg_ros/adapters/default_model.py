@@ -8,7 +8,7 @@ The default is the small Qwen2.5-VL trained on the package's synthetic world
 2. in the package's ament share directory (``share/stvg_ros/models/stvg-synth-qwen``: a plain
    ``colcon build``), through ``ament_index_python`` or else the install prefix this module lies in;
 3. otherwise a tiny *random* model of the same family built locally with
-   :func:`stvg_ros.tiny_models.tiny_model` (seconds, no download): the pipeline runs, its answers are
+   :func:`stvg_ros.adapters.tiny_models.tiny_model` (seconds, no download): the pipeline runs, its answers are
    meaningless, and callers must say so (:data:`MEANINGLESS_WARNING`).
 
 The synthetic model is only meaningful inside its world: callers print :data:`SYNTHETIC_NOTE` for it.
@@ -23,13 +23,13 @@ import os
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from .config import MODEL_DEFAULTS_FILE
+from ..config import MODEL_DEFAULTS_FILE
 
 SYNTHETIC_MODEL_NAME = "stvg-synth-qwen"
 #: the shipped model in a source tree (checkout, editable install, symlinked colcon install)
-REPO_MODEL_DIR = Path(__file__).resolve().parent.parent / "models" / SYNTHETIC_MODEL_NAME
+REPO_MODEL_DIR = Path(__file__).resolve().parents[2] / "models" / SYNTHETIC_MODEL_NAME
 TINY_FAMILY = "qwen2_5_vl"
-#: part of the cached tiny model's name: raised whenever :func:`stvg_ros.tiny_models.tiny_model` builds
+#: part of the cached tiny model's name: raised whenever :func:`stvg_ros.adapters.tiny_models.tiny_model` builds
 #: different weights, so a cache built by an older version is never used (2: the output head scaled by fan-in)
 TINY_BUILD = 2
 #: environment variable choosing the default: 'auto' (the order above) or 'tiny' (the random model)
@@ -74,10 +74,10 @@ def _share_model_dirs() -> list[Path]:
         out.append(Path(get_package_share_directory("stvg_ros")) / "models" / SYNTHETIC_MODEL_NAME)
     except Exception:  # noqa: BLE001 - not installed with ament, or the package is not on the index
         pass
-    # a plain colcon build puts this module at <prefix>/lib/pythonX.Y/site-packages/stvg_ros/
+    # a plain colcon build puts this module at <prefix>/lib/pythonX.Y/site-packages/stvg_ros/adapters/
     here = Path(os.path.abspath(__file__))
-    if here.parents[1].name in ("site-packages", "dist-packages") and len(here.parents) > 4:
-        out.append(here.parents[4] / "share" / "stvg_ros" / "models" / SYNTHETIC_MODEL_NAME)
+    if here.parents[2].name in ("site-packages", "dist-packages") and len(here.parents) > 5:
+        out.append(here.parents[5] / "share" / "stvg_ros" / "models" / SYNTHETIC_MODEL_NAME)
     return out
 
 
@@ -93,7 +93,7 @@ def tiny_model_dir() -> Path:
     """The tiny random model in the cache, built on first use (atomic against concurrent builders)."""
     target = cache_dir() / f"tiny-{TINY_FAMILY}-v{TINY_BUILD}"
     if not (target / "config.json").is_file():
-        from stvg_ros.tiny_models import tiny_model
+        from stvg_ros.adapters.tiny_models import tiny_model
 
         tmp = target.with_name(target.name + f".tmp{os.getpid()}")
         tiny_model(TINY_FAMILY, str(tmp))
@@ -137,7 +137,7 @@ def resolve_model(model_path: str = "") -> tuple[str, bool]:
 
 
 #: key of the calibration record in grounding_defaults.json (a comment to the config loader), written by
-#: ``stvg-calibrate`` (:mod:`stvg_ros.calibration`)
+#: ``stvg-calibrate`` (:mod:`stvg_ros.evaluation.calibration`)
 RECORD_KEY = "_calibration"
 
 

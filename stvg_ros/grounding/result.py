@@ -7,7 +7,7 @@ from typing import Hashable, Optional
 
 import numpy as np
 
-from .boxes import Box
+from ..boxes import Box
 
 
 #: Object tracks offered as proposals: track id → frame stamp (seconds, an element of the

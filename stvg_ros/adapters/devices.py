@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .config import ConfigError
+from ..config import ConfigError
 
 
 def resolve_device(device: str | torch.device, setting: str = "device",

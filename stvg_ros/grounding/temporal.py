@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .boxes import Box
+from ..boxes import Box
 from .spatial import max_in_box
 
 

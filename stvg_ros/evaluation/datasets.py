@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
 
-from .boxes import Box, clip_box
-from .proposals.tracks import Track
-from .result import SubQueries
+from ..boxes import Box, clip_box
+from ..proposals.tracks import Track
+from ..grounding.result import SubQueries
 
 
 class DatasetError(ValueError):

@@ -26,7 +26,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .adapters.base import ModelAdapter, VisualTokens, add_latent_prompt
+from ..adapters.base import ModelAdapter, VisualTokens, add_latent_prompt
 
 
 def yes_probability(yes_no_logits: torch.Tensor) -> torch.Tensor:

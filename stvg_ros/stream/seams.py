@@ -1,7 +1,7 @@
 """What the grounding service needs of its parts: a grounding model and a live proposal stage.
 
-:class:`stvg_ros.service.GroundingService` calls only what these protocols declare, so anything that
-has these methods can serve: :class:`stvg_ros.grounder.Grounder` and the proposal stages
+:class:`stvg_ros.stream.service.GroundingService` calls only what these protocols declare, so anything that
+has these methods can serve: :class:`stvg_ros.grounding.grounder.Grounder` and the proposal stages
 (:mod:`stvg_ros.proposals.live`, :mod:`stvg_ros.proposals.motion`) do, and so does the tests' one fake
 (``test/fake_grounder.py``); ``test/test_seams.py`` compares their signatures with these.
 """
@@ -12,8 +12,8 @@ from typing import Callable, Hashable, Iterable, Optional, Protocol, Sequence, r
 
 import numpy as np
 
-from .config import ProposalConfig
-from .result import GroundingResult, Proposals, SubQueries
+from ..config import ProposalConfig
+from ..grounding.result import GroundingResult, Proposals, SubQueries
 
 
 @runtime_checkable
@@ -43,7 +43,7 @@ class GroundingModel(Protocol):
         frame's (another service's too); entries dropped."""
 
     def cache_stats(self):
-        """A :class:`stvg_ros.feature_cache.CacheStats` of the per-frame cache (for status reports)."""
+        """A :class:`stvg_ros.adapters.feature_cache.CacheStats` of the per-frame cache (for status reports)."""
 
     def model_serving_defaults(self) -> dict:
         """Serving fields (standing thresholds) the model directory calibrated for this model, to apply under

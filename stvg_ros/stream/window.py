@@ -5,7 +5,7 @@ rate and downscaled at ingestion, so memory is bounded by ``max_frames x max_sid
 whatever the camera sends.  Time is the frames' own header stamps (integer nanoseconds, kept
 exactly so answers quote the stamps the camera published).  What a backwards jump of the stamps
 means (a looping bag, a restarted driver) is decided by its owner,
-:class:`stvg_ros.service.GroundingService`, which then calls :meth:`FrameWindow.reset`.
+:class:`stvg_ros.stream.service.GroundingService`, which then calls :meth:`FrameWindow.reset`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from .boxes import Box
+from ..boxes import Box
 
 NS = 1_000_000_000
 
@@ -107,7 +107,7 @@ class FrameWindow:
     an average of 10), so the kept rate does not drift with jitter.
 
     With ``rate`` 0 (the node's default) every frame is kept, so a query's frames are the stream's
-    and the grounder's sample of them (uniform in time, :func:`stvg_ros.grounder.sample_indices`)
+    and the grounder's sample of them (uniform in time, :func:`stvg_ros.grounding.grounder.sample_indices`)
     is exactly what core mode samples from the same stream; any decimation shifts that sample.
     More than ``max_frames`` frames within ``duration`` are *thinned*, not cut: the frame whose
     removal leaves the smallest gap goes (the oldest of equals), so the window keeps its time span,

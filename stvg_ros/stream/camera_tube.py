@@ -1,10 +1,10 @@
 """An answer in the camera's terms: the input frames' own stamps and boxes in the published image's pixels.
 
 The grounder works on the window's copies of the frames (downscaled at ingest, timed in float seconds);
-whoever asked, a Python caller of :class:`stvg_ros.service.GroundingService` or the ROS node, gets the
+whoever asked, a Python caller of :class:`stvg_ros.stream.service.GroundingService` or the ROS node, gets the
 tube back in what the camera published: the integer-nanosecond stamps of the input frames, boxes in
 the source image's pixels, and the frames' ``frame_id``.  This is the one place that maps the one to
-the other (used by :attr:`stvg_ros.service.Answer.tube`); its fields are those of the ``Tube`` message,
+the other (used by :attr:`stvg_ros.stream.requests.Answer.tube`); its fields are those of the ``Tube`` message,
 so the ROS conversion is a field copy (:func:`stvg_ros.tube_messages.make_tube`).
 """
 
@@ -15,8 +15,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .boxes import Box
-from .result import GroundingResult
+from ..boxes import Box
+from ..grounding.result import GroundingResult
 from .window import Frame
 
 

@@ -29,12 +29,12 @@ Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and 
 * TAS: the reversed clip is what the model sees for ``frames[::-1]`` (re-encoded for Qwen's 2-frame
   slots).  V_s' starts from zero and is optimised on the reversed clip in the same batch as V_s and
   V_t (one pass per step); maps are assembled by the mean of per-clip-normalised maps
-  (see :func:`stvg_ros.relevance.assemble_tas`; the paper gives no rule, the code has none).
+  (see :func:`stvg_ros.grounding.relevance.assemble_tas`; the paper gives no rule, the code has none).
 * Span: 'topk' is the paper's rule made contiguous (best K-frame window); 'grow' is the
   official rule.  Gaps inside a track are scored with interpolated boxes (the official code
   scores 0 there); boxes are filled for every frame of the span.
 * Proposal-free boxes (no detector) are our addition; the official code needs proposals: segments of
-  the frames seeded by the relevance peaks, linked over time (:mod:`stvg_ros.spatial`).
+  the frames seeded by the relevance peaks, linked over time (:mod:`stvg_ros.grounding.spatial`).
 * Frames are sampled uniformly with rounding (the official code truncates), first and last kept.
 """
 
@@ -50,12 +50,13 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .adapters.base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
-from .boxes import fill_boxes, fill_interior
-from .config import MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, load_model_defaults, load_model_serving_defaults
-from .presets import layered_grounding
+from ..adapters.base import AdapterOptions, CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
+from ..query import query_problem, query_text
+from ..boxes import fill_boxes, fill_interior
+from ..config import MODEL_DEFAULTS_FILE, ConfigError, GroundingConfig, load_model_defaults, load_model_serving_defaults
+from ..presets import layered_grounding
 from .dsth import Decomposer
-from .feature_cache import CacheStats, FeatureCache
+from ..adapters.feature_cache import CacheStats, FeatureCache
 from .lra import optimise_latent_prompts, yes_probability
 from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
                         upsample_maps)
@@ -63,7 +64,7 @@ from .result import Cancelled, GroundingResult, Proposals, RelevanceMaps, SubQue
 from .spatial import choose_track, tracks_from_proposals
 from .temporal import choose_span, frame_scores
 
-log = logging.getLogger("stvg_ros.grounder")
+log = logging.getLogger("stvg_ros.grounding.grounder")
 
 _ARTICLES = {"The": "the", "A": "a", "An": "an"}
 _WORDS = re.compile(r"(\W+)")
@@ -75,7 +76,7 @@ def format_question(template: str, query: str, query_format: str = "article") ->
     'lower': the whole sentence lower-cased (the official HC-STVG loader); 'words': lower-cased words
     with punctuation dropped ("The man's hat, red." → "the man s hat red"; the official VidSTG loader);
     'keep': nothing more (the official code's sub-queries)."""
-    q = " ".join(query.split()).strip().rstrip(".").strip()
+    q = query_text(query).rstrip(".").strip()
     if query_format == "keep":
         pass
     elif query_format == "lower":
@@ -137,8 +138,8 @@ def halfway_indices(num_input: int, idx: Sequence[int], stamps: Sequence[float] 
 
 def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: str) -> None:
     """Clear errors for what a caller can get wrong."""
-    if not isinstance(query, str) or not query.strip():
-        raise ValueError("query is empty: pass the text that describes the target, e.g. 'the man in red walks'")
+    if query_problem(query):
+        raise ValueError(query_problem(query))
     if len(frames) == 0:
         raise ValueError("no frames: pass at least one HxWx3 uint8 RGB frame")
     if len(frames) != len(stamps):
@@ -226,8 +227,8 @@ class Grounder:
         GroundingConfig's non-default fields win; ``use_model_defaults=False`` ignores the file.  What
         was applied is :attr:`applied_defaults` (log it).
         """
-        from .adapters import load_adapter
-        from .devices import resolve_device
+        from ..adapters import load_adapter
+        from ..adapters.devices import resolve_device
 
         defaults = load_model_defaults(directory)
         mine = _as_layered(config)
@@ -265,6 +266,7 @@ class Grounder:
         are reused (``config.feature_cache_mb``); the result is the same without them.
         """
         cfg = self.config
+        query = query_text(query) if isinstance(query, str) else query  # the one trusted value from here on
         check_inputs(frames, stamps, query)
         self._sync_adapter()
         t_start = time.perf_counter()
@@ -290,7 +292,7 @@ class Grounder:
             elif cfg.use_dsth:
                 subs = self.decomposer(query)
             else:
-                q = " ".join(query.split()).strip().rstrip(".")
+                q = query.rstrip(".")
                 subs = SubQueries(attribute=q, action=q, source="none")
 
         full_q = self._question(query)
@@ -337,6 +339,7 @@ class Grounder:
         ``frame_keys`` as in :meth:`ground` (a grounding that follows on the same frames reuses the
         frames' tokens and the clip prefix)."""
         cfg = self.config
+        query = query_text(query) if isinstance(query, str) else query  # the one trusted value from here on
         check_inputs(frames, stamps, query)
         self._sync_adapter()
         idx = sample_indices(len(frames), cfg.num_frames, stamps)
@@ -438,7 +441,7 @@ class Grounder:
         """A sub-query's question (``sub_query_format``); a half that is the full query (a failed or absent
         decomposition) is asked as the full query, as the official code does."""
         fmt = self.config.sub_query_format
-        if fmt == "query" or " ".join(text.split()).rstrip(".") == " ".join(query.split()).rstrip("."):
+        if fmt == "query" or query_text(text).rstrip(".") == query_text(query).rstrip("."):
             fmt = self.config.query_format
         return format_question(self.config.question_template, text, fmt)
 

@@ -5,7 +5,7 @@ each track is scored by the maximum spatial relevance inside its boxes over the 
 saw, and the best track wins (paper and official code).  Without proposals the candidate tracks
 are made from the frames themselves (our addition, so that a robot without a detector still gets
 an answer): each frame's strongest relevance peaks seed a segmentation of the image
-(:mod:`stvg_ros.regions`), the segments' boxes are linked over time by the package's tracker, and
+(:mod:`stvg_ros.grounding.regions`), the segments' boxes are linked over time by the package's tracker, and
 the tracks are scored like proposals.  Without frames (or ``box_method='cells'``) the track is cut
 from the relevance map alone: per frame, the peak's connected cells, smoothed over time.
 """
@@ -18,7 +18,7 @@ from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
-from .boxes import Box, clip_box, fill_boxes
+from ..boxes import Box, clip_box, fill_boxes
 from .regions import GRABCUT_CHAIN, GRABCUT_ITERATIONS
 from .relevance import box_cell_weights, cell_box, upsample_maps
 from .result import Proposals
@@ -78,7 +78,7 @@ def score_tracks(image_maps: np.ndarray, scale: float, tracks: list[SampledTrack
 def score_tracks_on_cells(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequence[float],
                           tracks: list[SampledTrack]) -> None:
     """The official code's track score (``track_score='cells'``): the maximum over frames and token cells of
-    the grid map times the box's cell weights (:func:`~stvg_ros.relevance.box_cell_weights`); a frame
+    the grid map times the box's cell weights (:func:`~stvg_ros.grounding.relevance.box_cell_weights`); a frame
     without a box, or a cell the box misses, counts 0 (in place)."""
     for track in tracks:
         vals = [float((grid_maps[i] * box_cell_weights(b, grid, content_box)).max())
@@ -178,11 +178,11 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
     """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
     local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
     the IoU tracker (one stage, centre-shift fallback for fast movers).  Runs of ``chain`` consecutive
-    frames carry GrabCut's colour models from frame to frame (:class:`~stvg_ros.regions.ColourChain`;
+    frames carry GrabCut's colour models from frame to frame (:class:`~stvg_ros.grounding.regions.ColourChain`;
     1 = every cut cold).  ``check()`` is called before each frame's segmentation and may raise (a
     cancel) to stop there: segmentation is most of a grounding's CPU time."""
-    from .proposals.tracks import Detections
-    from .proposals.tracker import ByteTracker
+    from ..proposals.tracks import Detections
+    from ..proposals.tracker import ByteTracker
     from .regions import ColourChain, frame_candidates
 
     full, _ = upsample_maps(grid_maps, content_box, image_size, max_side=None)

@@ -22,7 +22,7 @@ from typing import Sequence
 
 import torch
 
-from .adapters.base import CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
+from .base import CaptureSpec, ForwardOutput, ModelAdapter, VisualTokens
 from .attention import set_decoder_attention
 
 
@@ -63,7 +63,7 @@ class ReferenceAdapter(ModelAdapter):
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", dtype=None, image_size=None) -> "ReferenceAdapter":
-        from .adapters import load_adapter
+        from . import load_adapter
 
         return cls(load_adapter(path, device=device, dtype=dtype, image_size=image_size))
 

@@ -27,7 +27,7 @@ import math
 from bisect import bisect_left
 from typing import Iterable, Mapping, Optional, Sequence
 
-from .boxes import Box, box_iou
+from ..boxes import Box, box_iou
 
 Span = tuple[int, int]
 

@@ -6,7 +6,7 @@ region around the peak that differs from its surroundings.  For each sampled fra
 local maxima of the relevance map seed a segmentation of the pixels around them (GrabCut: colour
 models of object and background, initialised from the relevance, refined by a graph cut); each
 segment gives a box, the boxes are linked over time into tracks by the package's tracker, and the
-tracks are then chosen among exactly as detector proposals are (:mod:`stvg_ros.spatial`).
+tracks are then chosen among exactly as detector proposals are (:mod:`stvg_ros.grounding.spatial`).
 
 Nothing here knows the synthetic world: no palette, background or shape; only colour statistics
 and the relevance map.  OpenCV only, no weights.  How the method was chosen: docs/proposals.md,
@@ -19,8 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .boxes import Box
-from .config import GroundingConfig
+from ..boxes import Box
+from ..config import GroundingConfig
 
 #: GrabCut's iterations unless a caller says (the config's default: one place)
 GRABCUT_ITERATIONS = GroundingConfig.box_grabcut_iterations

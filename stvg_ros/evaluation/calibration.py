@@ -8,7 +8,7 @@ synthetic world as a source) this module measures the model's existence judgment
 * ``found_threshold`` (one-shot answers): the value balancing the present queries found and the
   absent ones rejected, each query judged once on its whole clip (a clip ~ the node's window);
 * ``standing_found_on`` / ``standing_found_off`` / ``standing_confirm`` (standing queries): the
-  hysteresis replayed (:class:`~stvg_ros.standing.ChangeTracker`, the node's own) on a sliding
+  hysteresis replayed (:class:`~stvg_ros.stream.standing.ChangeTracker`, the node's own) on a sliding
   window over each clip; an ``appeared`` event while the window overlaps a labelled span is a hit,
   elsewhere a false appearance.  Chosen for the most appearances found with at most
   ``max_false`` false appearances per stream (the first at or above ``min_found`` when several qualify),
@@ -43,8 +43,8 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from .config import MODEL_DEFAULTS_FILE, ServingConfig
-from .default_model import RECORD_KEY, calibration_problem  # noqa: F401  (the record's key; its check)
+from ..config import MODEL_DEFAULTS_FILE, ServingConfig
+from ..adapters.default_model import RECORD_KEY, calibration_problem  # noqa: F401  (the record's key; its check)
 
 #: GroundingConfig / ServingConfig fields this module chooses (and the only ones it writes)
 CALIBRATED_FIELDS = ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm")
@@ -188,8 +188,8 @@ def synthetic_clips(split: str, count: int, first_seed: int = 0, kind: str = "st
     the target's query (present) and its absent variants (colour / shape / action swapped for one no
     object has); ``'standing'``: 48-frame streams at 5 fps with the target's query, present while
     its action runs, windows of 8 frames every 2 (bench/bench_stream.py's standing streams)."""
-    from .synthetic.bench import absent_queries
-    from .synthetic.generator import generate_sample
+    from ..synthetic.bench import absent_queries
+    from ..synthetic.generator import generate_sample
 
     out = []
     for seed in range(first_seed, first_seed + count):
@@ -234,7 +234,7 @@ def measure(existence: Callable[[list, list, str], float], clips: Iterable[Label
             every_s: float, progress: Optional[Callable[[str], None]] = None) -> list[Trace]:
     """Every query's p_yes on its whole clip (clips that inform ``found``) and on each sliding
     window (clips that inform the standing thresholds).  ``existence(frames, stamps, text)``: the
-    model's judgment (:meth:`stvg_ros.grounder.Grounder.existence`)."""
+    model's judgment (:meth:`stvg_ros.grounding.grounder.Grounder.existence`)."""
     traces = []
     for clip in clips:
         t0 = time.process_time()
@@ -306,7 +306,7 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
     """The hysteresis replayed on every window trace: appearances found (labelled spans with an
     ``appeared`` event while the window overlaps them), false appearances (events in windows that
     overlap none) per stream and as a share of events, disappearances reported."""
-    from .standing import ChangeTracker, StandingRules
+    from ..stream.standing import ChangeTracker, StandingRules
 
     rules = StandingRules(found_on=found_on, found_off=found_off, confirm=confirm)
     hits = spans = false = events = streams = false_streams = 0
@@ -420,7 +420,7 @@ def _source(spec: str) -> tuple[str, int, int]:
 
 def _gather(args, grounder, clip_files, synthetic, log) -> list[Trace]:
     traces = []
-    from .stack import model_side
+    from ..stack import model_side
 
     side = 2 * (model_side(grounder, grounder.config) or 336)
     for f in clip_files or []:
@@ -505,8 +505,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if grounder is None:
             import torch
 
-            from .config import GroundingConfig
-            from .stack import load_model
+            from ..config import GroundingConfig
+            from ..stack import load_model
 
             torch.set_num_threads(args.threads)
             grounder = load_model(args.model_dir, GroundingConfig(device=args.device)).grounder

@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .boxes import Box
+from ..boxes import Box
 
 __all__ = ["CalibrationError", "DepthError", "Intrinsics", "Position3D", "decode_depth", "locate", "DepthBuffer",
            "DEPTH_ENCODINGS", "transform_point"]

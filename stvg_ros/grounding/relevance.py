@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .adapters.base import ForwardOutput, VisualTokens
-from .config import ConfigError
+from ..adapters.base import ForwardOutput, VisualTokens
+from ..config import ConfigError
 
 
 def visual_activation(attention: torch.Tensor, grid_mask: torch.Tensor | None = None) -> torch.Tensor:

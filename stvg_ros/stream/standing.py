@@ -1,6 +1,6 @@
 """Standing queries: questions the service re-asks as the window slides, reporting only changes.
 
-A client registers a :class:`StandingRequest` (:meth:`stvg_ros.service.GroundingService.register`).
+A client registers a :class:`StandingRequest` (:meth:`stvg_ros.stream.service.GroundingService.register`).
 The service re-evaluates it on the freshest window every ``period`` seconds of stream time or every
 ``every_n_frames`` kept frames, when its worker has no one-shot query to serve and the duty budget
 allows (:class:`StandingScheduler`), and reports an event only when the answer changes in a way a
@@ -23,7 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from .config import ServingConfig
+from ..config import ServingConfig
+from ..query import query_text
 from .window import NS
 
 #: events of a standing query (the Tube's ``event``); one-shot answers have ""
@@ -53,6 +54,9 @@ class StandingRequest:
     every_n_frames: int = 0
     window: float = 0.0
     cheap_first: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "text", query_text(self.text))  # the one trusted value from here on
 
     def problem(self) -> str:
         """What is wrong with the schedule, naming the fix ("" = nothing)."""

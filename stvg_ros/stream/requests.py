@@ -1,0 +1,158 @@
+"""A question about the live stream and its one answer: :class:`GroundingRequest`, :class:`Answer` (with
+:attr:`Answer.tube`, the answer in the camera's terms), the job that carries a request through the service's
+queue and worker, the caller's :class:`QueryHandle`, and the service's :class:`Counters`."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from ..query import query_text
+from .camera_tube import CameraTube, camera_tube, empty_tube
+from ..grounding.result import GroundingResult, SubQueries
+from .standing import StandingQuery
+from .window import Frame
+
+#: Answer.status values
+ANSWERED, REJECTED, CANCELLED, FAILED = "answered", "rejected", "cancelled", "failed"
+
+
+@dataclass(frozen=True)
+class GroundingRequest:
+    """One question about the stream: ``start_ns``/``end_ns`` bound the frames (0 = unbounded);
+    ``attribute_query``/``action_query`` are optional DSTH sub-queries (both or neither)."""
+
+    query_id: str
+    text: str
+    start_ns: int = 0
+    end_ns: int = 0
+    attribute_query: str = ""
+    action_query: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "text", query_text(self.text))  # the one trusted value from here on
+
+    @property
+    def sub_queries(self) -> Optional[SubQueries]:
+        a, b = self.attribute_query.strip(), self.action_query.strip()
+        return SubQueries(a, b, "caller") if a and b else None
+
+
+@dataclass
+class Answer:
+    """The one answer to a request; :attr:`tube` is it in the camera's terms (what a caller uses).
+    ``result`` and ``frames`` (the snapshot it was grounded on, in time order: the window's copies, so
+    ``result``'s boxes are in their stored pixels and keyed by float seconds) are set when ``status ==
+    'answered'``; ``newest`` is the newest window frame when the answer was made (for the header of an
+    empty answer); times are seconds.  ``event``: for a standing query, why this answer is published
+    (appeared, moved, disappeared, ended); "" for a one-shot query."""
+
+    request: GroundingRequest
+    status: str
+    reason: str = ""
+    result: Optional[GroundingResult] = None
+    frames: Sequence[Frame] = ()
+    newest: Optional[Frame] = None
+    queue_time: float = 0.0
+    latency: float = 0.0
+    event: str = ""
+
+    @property
+    def tube(self) -> CameraTube:
+        """This answer as the camera sees it: the input frames' nanosecond stamps, boxes in the source
+        image's pixels, the frame id (what the node publishes, field for field)."""
+        r = self.request
+        common: dict = dict(latency=float(self.latency), queue_time=float(self.queue_time), event=self.event)
+        if self.result is None or not self.frames:
+            return empty_tube(r.query_id, r.text, self.newest, reason=self.reason, **common)
+        tube = camera_tube(self.result, self.frames, r.query_id, r.text, **common)
+        if self.event and self.newest is not None:  # an event is stamped when it was noticed
+            tube = dataclasses.replace(tube, stamp_ns=self.newest.stamp_ns)
+        if self.event and self.reason:  # what moved
+            tube = dataclasses.replace(tube, reason="; ".join(x for x in (self.reason, tube.reason) if x))
+        return tube
+
+
+@dataclass
+class Counters:
+    """What the service has seen since it was made (frames and queries), for status reports."""
+
+    frames_received: int = 0
+    frames_decimated: int = 0
+    frames_stale: int = 0
+    frames_rejected: int = 0
+    frames_lost: int = 0
+    window_resets: int = 0
+    queries_received: int = 0
+    queries_answered: int = 0
+    queries_rejected: int = 0
+    queries_cancelled: int = 0
+    queries_failed: int = 0
+    last_latency: float = 0.0
+    last_queue_time: float = 0.0
+    last_warning: str = ""
+    standing_registered: int = 0
+    standing_refused: int = 0
+    standing_evaluations: int = 0
+    standing_events: int = 0
+    standing_preempted: int = 0
+    proposal_fallbacks: int = 0
+    last_fallback: str = ""
+
+
+ProgressCallback = Callable[[str, float], None]
+
+
+class _Job:
+    """A queued or running request with its snapshot; answered exactly once."""
+
+    def __init__(self, request: GroundingRequest, frames: list[Frame], arrived: float,
+                 on_done: Callable[[Answer], None], on_progress: Optional[ProgressCallback]):
+        self.request, self.frames, self.arrived = request, frames, arrived
+        self.on_done, self.on_progress = on_done, on_progress
+        self.stage = "queued"
+        self.standing: Optional[StandingQuery] = None  # set for a standing query's evaluation
+        self.started: Optional[float] = None
+        self.cancel_reason: Optional[str] = None
+        self.answered = threading.Event()
+        """Set once the answer was delivered (``on_done`` returned): a caller about to silence its outputs
+        waits for this, not for the claim, or it would drop an answer being published."""
+        self.claimed = False
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """True once: the caller then delivers the answer."""
+        with self._lock:
+            if self.claimed:
+                return False
+            self.claimed = True
+            return True
+
+
+class QueryHandle:
+    """What :meth:`GroundingService.submit` returns: the request's id, its stage, and ``cancel``."""
+
+    def __init__(self, service: "GroundingService", job: _Job):
+        self._service, self._job = service, job
+
+    @property
+    def query_id(self) -> str:
+        return self._job.request.query_id
+
+    @property
+    def stage(self) -> str:
+        """'queued', a grounding stage (encode, decompose, lra, attention, select) or 'done'."""
+        return "done" if self._job.answered.is_set() else self._job.stage
+
+    @property
+    def done(self) -> bool:
+        return self._job.answered.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self._job.answered.wait(timeout)
+
+    def cancel(self, reason: str = "cancelled by the caller") -> bool:
+        """Cancel while queued (answered at once) or between grounding stages; False when already done."""
+        return self._service._cancel(self._job, reason)
