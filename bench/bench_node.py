@@ -436,6 +436,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--bag", default="", help="replay this bag instead of writing one")
     ap.add_argument("--quick", action="store_true", help="CI mode: short runs, seconds")
     ap.add_argument("--json", default="", help="write the results here (default bench/results/node.json)")
+    ap.add_argument("--queries-only", action="store_true", help="only measurement 3 (the replayed bag's queries)")
     args = ap.parse_args(argv)
     if args.quick:
         args.frames, args.seconds, args.query_every = 60, 3.0, 1.0
@@ -449,27 +450,30 @@ def main(argv=None) -> dict:
     results: dict = {"machine": machine(), "node_defaults": defaults}
     print(f"# node overhead, window defaults {defaults} ({model})", flush=True)
 
-    pool, pool_source = photographs(1920, 1080)
-    sides = {f"{Path(model).name} (this run's model)": defaults["max_side"]}
-    if not args.quick:
-        sides.update({f"{family} (real checkpoints)": ingest_side(s) for family, s in FAMILY_SIDES.items()})
-    results["ingest_1080p"] = {"frames": pool_source, "runs": []}
-    for label, side in sides.items():
-        r = bench_ingest_1080p(args.frames, side, defaults, pool, rounds=1 if args.quick else 3)
-        r["label"] = label
-        results["ingest_1080p"]["runs"].append(r)
+    pool_source = ""
+    results["ingest_1080p"], results["ingest"], results["window"] = {"runs": []}, [], []
+    if not args.queries_only:
+        pool, pool_source = photographs(1920, 1080)
+        sides = {f"{Path(model).name} (this run's model)": defaults["max_side"]}
+        if not args.quick:
+            sides.update({f"{family} (real checkpoints)": ingest_side(s) for family, s in FAMILY_SIDES.items()})
+        results["ingest_1080p"] = {"frames": pool_source, "runs": []}
+        for label, side in sides.items():
+            r = bench_ingest_1080p(args.frames, side, defaults, pool, rounds=1 if args.quick else 3)
+            r["label"] = label
+            results["ingest_1080p"]["runs"].append(r)
 
-    results["ingest"] = [bench_ingest(args.frames, 640, 480, defaults["window_rate"], defaults),
-                         bench_ingest(args.frames, 640, 480, 0.0, defaults)]
-    for rate in (defaults["window_rate"], 0.0):
-        r = bench_ingest_rclpy(args.frames, 640, 480, rate, defaults)
-        if r is None:
-            print("note: rclpy/sensor_msgs not importable: the rclpy deserialization rows are skipped", flush=True)
-            break
-        results["ingest"].append(r)
-    results["window"] = [bench_window(args.frames // 3 if args.quick else args.frames, 3840, 2160, 0.0, defaults),
-                         bench_window(args.frames // 3 if args.quick else args.frames, 3840, 2160,
-                                      defaults["window_rate"], defaults)]
+        results["ingest"] = [bench_ingest(args.frames, 640, 480, defaults["window_rate"], defaults),
+                             bench_ingest(args.frames, 640, 480, 0.0, defaults)]
+        for rate in (defaults["window_rate"], 0.0):
+            r = bench_ingest_rclpy(args.frames, 640, 480, rate, defaults)
+            if r is None:
+                print("note: rclpy/sensor_msgs not importable: the rclpy deserialization rows are skipped", flush=True)
+                break
+            results["ingest"].append(r)
+        results["window"] = [bench_window(args.frames // 3 if args.quick else args.frames, 3840, 2160, 0.0, defaults),
+                             bench_window(args.frames // 3 if args.quick else args.frames, 3840, 2160,
+                                          defaults["window_rate"], defaults)]
 
     with tempfile.TemporaryDirectory(prefix="stvg-bench-node-") as tmp:
         bag = Path(args.bag) if args.bag else Path(tmp) / "stream"
