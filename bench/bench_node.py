@@ -516,8 +516,9 @@ def main(argv=None) -> dict:
                      f"({q['floor_median_s']:.3f} s, same rounds)"])
     text = table(["measurement", "result"], rows)
     print(text)
-    print(f"1080p rows: {pool_source}; before → after = the previous path (full decode, one INTER_AREA) → today's "
-          f"(decode_for_window), interleaved in this run; diff = their kept frames, grey levels of 255")
+    if pool_source:
+        print(f"1080p rows: {pool_source}; before → after = the previous path (full decode, one INTER_AREA) → today's "
+              f"(decode_for_window), interleaved in this run; diff = their kept frames, grey levels of 255")
     results["table"] = text
     out = args.json or str(Path(__file__).resolve().parent / "results" / "node.json")
     write_json(out, results)
