@@ -337,8 +337,7 @@ class Grounder:
                 second = refine_pass() if refine else None
             if cfg.tube_frames != "sampled" and len(frames) > len(idx):
                 t_dense = time.perf_counter()
-                self._dense_tube(result, track, frames, all_stamps, idx, frame_keys, proposals, (H, W),
-                                 temporal_prompt, second)
+                self._dense_tube(result, track, all_stamps, idx, proposals, (H, W), second)
                 timings["dense_tube"] = time.perf_counter() - t_dense  # part of 'select'
         result.timings = timings
         timings["total"] = time.perf_counter() - t_start
@@ -634,14 +633,15 @@ class Grounder:
         timings["box_wait"] = time.perf_counter() - t_wait
         return got, second
 
-    def _dense_tube(self, result: GroundingResult, track, frames, stamps: list[float], idx: list[int], frame_keys,
-                    proposals, image_size, temporal_prompt, second=None) -> None:
+    def _dense_tube(self, result: GroundingResult, track, stamps: list[float], idx: list[int], proposals, image_size,
+                    second=None) -> None:
         """The tube on every given frame (``config.tube_frames``), in place: a box on each frame of the span
         (the chosen proposal's own box there, else interpolated), and with 'refine' the span chosen on the
         first pass's temporal scores merged with a second pass's on the frames halfway (in time) between the
         sampled ones.  The second pass shows the model ``len(idx)`` frames (the first pass's count, so the
         temporal latent prompt's token layout fits) with the temporal prompt and its caption, reusing
         cached frame features; it is skipped where the window is too sparse for distinct halfway frames.
+        ``second``: that pass's output (:meth:`_refine_pass`; ground() runs it, beside the boxes where it can).
         ``frame_stamps``/``frame_scores``/relevance stay the first pass's."""
         cfg = self.config
         n = len(stamps)
@@ -659,8 +659,6 @@ class Grounder:
         pos = {s: i for i, s in enumerate(stamps)}
         first, last = pos[result.start], pos[result.end]
         if cfg.tube_frames == "refine":
-            if second is None:
-                second = self._refine_pass(frames, stamps, idx, frame_keys, image_size, temporal_prompt)
             span = self._refined_span(result, idx, second, fill_interior(boxes, stamps))
             first, last = span or (first, last)
         filled = fill_boxes(boxes, stamps, first, last)
