@@ -145,8 +145,9 @@ def interleaved(cases: dict[str, Callable[[Callable[[str], None]], object]], dev
             values[name] = cases[name](lambda stage: marks.append((stage, clock())))
             t1 = clock()
             box_start = next((t for stage, t in marks if stage == BOX_STAGE), t1)
+            refine = (getattr(values[name], "timings", None) or {}).get("refine_pass_cpu", 0.0)  # a model pass
             if r >= warmup:
-                runs[name].append((t1 - t0, t1 - box_start))
+                runs[name].append((t1 - t0, max(0.0, t1 - box_start - refine)))
     out = {}
     for name in names:
         with PeakMemory(device) as mem:
@@ -160,6 +161,30 @@ def interleaved(cases: dict[str, Callable[[Callable[[str], None]], object]], dev
                      "peak_bytes": mem.peak, "baseline_bytes": mem.baseline, "extra_bytes": mem.extra,
                      "value": values[name]}
     return out
+
+
+def staged(run: Callable[[Callable[[str], None]], object], clock: Callable[[], float]) -> tuple[object, float, dict]:
+    """Run ``run(mark)`` once on ``clock`` (:func:`case_clock`): ``(value, total seconds, seconds per stage)``.
+    ``mark(stage)`` is the grounder's ``checkpoint`` (called as each stage starts, and before each LRA step): a
+    stage lasts until the next mark of another stage, the last one until the end; the time before the first mark
+    is ``'before'``.  Model passes = total - ``stages[BOX_STAGE]`` (the box stage runs to the end, the refine pass
+    of a long window included)."""
+    marks: list[tuple[str, float]] = []
+    t0 = clock()
+    value = run(lambda stage: marks.append((stage, clock())))
+    t1 = clock()
+    stages: dict[str, float] = {}
+    for (name, t), (_, t_next) in zip([("before", t0)] + marks, marks + [("", t1)]):
+        stages[name] = stages.get(name, 0.0) + t_next - t
+    return value, t1 - t0, stages
+
+
+def box_seconds(stages: dict, result=None) -> float:
+    """The box stage's seconds of a grounding timed by :func:`staged`: its ``select`` stage less the refine pass
+    (a model pass that runs inside it on a long window, overlapped with the boxes or after them; the grounder
+    records its CPU seconds in ``result.timings['refine_pass_cpu']``)."""
+    timings = getattr(result, "timings", None) or {}
+    return max(0.0, stages.get(BOX_STAGE, 0.0) - timings.get("refine_pass_cpu", 0.0))
 
 
 def percentile(values: list[float], q: float) -> float:

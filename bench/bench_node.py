@@ -20,8 +20,12 @@ without a ROS graph, so it runs anywhere:
 2. ``window``: 4K frames (3840x2160) fed for longer than the window; the window's bytes stay below
    ``max_frames x max_side^2 x 3`` whatever the input size.
 3. ``queries``: a bag (written here with jpeg frames at 30 Hz, or ``--bag``) replayed message by message
-   in log order; every query message is answered on the window as it is at that moment, and the
-   latency of ``ground`` (16 sampled frames by default) is reported as p50/p95.
+   in log order; every query message is answered on the window as it is at that moment (16 sampled frames
+   by default), by the default config and without LRA and TAS, and the floor (encode + one prefill of the
+   same sampled frames) runs on it too: one round per query, the order rotated, in CPU time of this process
+   (``time.process_time``, all threads; wall seconds in the JSON).  Reported: p50/p95 of a query's CPU, its
+   model passes and box stage (``select``: track choice and segmentation; the refine pass counts as a model
+   pass) apart, each as a multiple of the floor of the same round.
 
 Examples::
 
@@ -39,10 +43,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 sys.path.append(str(Path(__file__).resolve().parent.parent))  # the repository root: `bench` is a package
 
-from bench._util import machine, mib, percentile, rss_bytes, table, write_json  # noqa: E402
+from bench._util import box_seconds, case_clock, machine, mib, percentile, rss_bytes, staged, table, write_json  # noqa: E402
 
 NS = 1_000_000_000
 
@@ -353,35 +358,76 @@ def write_stream_bag(path: Path, seconds: float, width: int, height: int, query_
     return n, len(queries)
 
 
-def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomposer: str, config: dict) -> dict:
+def bench_queries(bag: Path, model: str, num_frames: int, defaults: dict, decomposer: str,
+                  configs: dict[str, dict]) -> list[dict]:
+    """The bag replayed once; at every query message the window as it is then.  Each query is one round: every
+    config in ``configs`` and the floor (encode + one prefill of the sampled frames, :func:`bench_grounding.floor_fn`)
+    run on it once, the order rotated from round to round, in CPU time of this process (all threads); a
+    grounding's model passes and box stage apart (:func:`_util.staged`).  One adapter for all."""
+    from bench.bench_grounding import floor_fn
     from stvg_ros.evaluation.bags import iter_messages
     from stvg_ros.config import GroundingConfig
+    from stvg_ros.grounding.grounder import Grounder, format_question, sample_indices
     from stvg_ros.stack import load_model
     from stvg_ros.stream.window import FrameWindow
 
-    cfg = dict(config, num_frames=num_frames, decomposer=decomposer, device="cpu")
+    clock = case_clock(torch.device("cpu"))
+    cfgs = {label: dict(c, num_frames=num_frames, decomposer=decomposer, device="cpu") for label, c in configs.items()}
+    first = next(iter(cfgs))
     t0 = time.perf_counter()
-    grounder = load_model(model, GroundingConfig.from_dict(cfg)).grounder
+    grounders = {first: load_model(model, GroundingConfig.from_dict(cfgs[first])).grounder}
     load_s = time.perf_counter() - t0
+    adapter = grounders[first].adapter
+    for label, c in cfgs.items():
+        if label not in grounders:
+            grounders[label] = Grounder(adapter, c, model_defaults=grounders[first].model_defaults)
     window = FrameWindow(defaults["window_duration"], defaults["window_max_frames"], defaults["window_rate"],
                          defaults["max_side"])
-    latencies, stages, frames_used = [], [], []
+    asked = []  # (images, stamps, text) of every query, the window as it was when the query came
     for topic, msgtype, _, msg in iter_messages(bag):
         if msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"):
             ingest(window, msg)
         elif msgtype == "stvg_ros/msg/GroundingQuery" and len(window) >= 2:
             held = window.frames()
-            t = time.perf_counter()
-            result = grounder.ground([f.image for f in held], [f.stamp for f in held], msg.text)
-            latencies.append(time.perf_counter() - t)
-            stages.append(dict(result.timings))
-            frames_used.append(min(len(held), num_frames))
-    if not latencies:
+            asked.append(([f.image for f in held], [f.stamp for f in held], msg.text))
+    if not asked:
         raise SystemExit(f"{bag} has no query after at least 2 frames: nothing to time")
-    return {"model": model, "config": cfg, "model_load_s": load_s, "queries": len(latencies),
-            "frames_per_query": frames_used, "latency_s": latencies,
-            "p50_s": percentile(latencies, 50), "p95_s": percentile(latencies, 95),
-            "stage_median_s": {k: float(np.median([s.get(k, 0.0) for s in stages])) for k in stages[0]}}
+    names = list(cfgs) + ["floor"]
+    runs = {n: [] for n in names}  # per query: (total, model passes, box stage, wall)
+    stages = {n: [] for n in cfgs}
+    for q, (images, stamps, text) in enumerate(asked):
+        idx = sample_indices(len(images), num_frames, stamps)
+        question = format_question(grounders[first].config.question_template, text)
+        floor = floor_fn(adapter, [images[i] for i in idx], [stamps[i] for i in idx], question)
+        for name in names[q % len(names):] + names[:q % len(names)]:
+            w = time.perf_counter()
+            if name == "floor":
+                _, t, st = staged(lambda mark: floor(), clock)
+                runs[name].append((t, t, 0.0, time.perf_counter() - w))
+                continue
+            g = grounders[name]
+            result, t, st = staged(lambda mark: g.ground(images, stamps, text, checkpoint=mark), clock)
+            box = box_seconds(st, result)
+            runs[name].append((t, t - box, box, time.perf_counter() - w))
+            stages[name].append(dict(result.timings))
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    floor_s = [r[0] for r in runs["floor"]]
+    out = []
+    for label in cfgs:
+        rs = runs[label]
+        total, model_s, box = [r[0] for r in rs], [r[1] for r in rs], [r[2] for r in rs]
+        out.append({"label": label, "model": model, "config": cfgs[label], "model_load_s": load_s,
+                    "queries": len(rs), "frames_per_query": [min(len(a[0]), num_frames) for a in asked],
+                    "clock": "process CPU", "cpu_s": total, "model_cpu_s": model_s, "box_cpu_s": box,
+                    "wall_s": [r[3] for r in rs], "floor_cpu_s": floor_s,
+                    "p50_s": percentile(total, 50), "p95_s": percentile(total, 95),
+                    "model_median_s": med(model_s), "box_median_s": med(box), "floor_median_s": med(floor_s),
+                    "x_floor": med([a / f for a, f in zip(total, floor_s)]),
+                    "model_x_floor": med([a / f for a, f in zip(model_s, floor_s)]),
+                    "box_x_floor": med([a / f for a, f in zip(box, floor_s)]),
+                    "stage_median_wall_s": {k: med([s.get(k, 0.0) for s in stages[label]])
+                                            for k in stages[label][0]}})
+    return out
 
 
 def main(argv=None) -> dict:
@@ -394,6 +440,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--bag", default="", help="replay this bag instead of writing one")
     ap.add_argument("--quick", action="store_true", help="CI mode: short runs, seconds")
     ap.add_argument("--json", default="", help="write the results here (default bench/results/node.json)")
+    ap.add_argument("--queries-only", action="store_true", help="only measurement 3 (the replayed bag's queries)")
     args = ap.parse_args(argv)
     if args.quick:
         args.frames, args.seconds, args.query_every = 60, 3.0, 1.0
@@ -407,41 +454,39 @@ def main(argv=None) -> dict:
     results: dict = {"machine": machine(), "node_defaults": defaults}
     print(f"# node overhead, window defaults {defaults} ({model})", flush=True)
 
-    pool, pool_source = photographs(1920, 1080)
-    sides = {f"{Path(model).name} (this run's model)": defaults["max_side"]}
-    if not args.quick:
-        sides.update({f"{family} (real checkpoints)": ingest_side(s) for family, s in FAMILY_SIDES.items()})
-    results["ingest_1080p"] = {"frames": pool_source, "runs": []}
-    for label, side in sides.items():
-        r = bench_ingest_1080p(args.frames, side, defaults, pool, rounds=1 if args.quick else 3)
-        r["label"] = label
-        results["ingest_1080p"]["runs"].append(r)
+    pool_source = ""
+    results["ingest_1080p"], results["ingest"], results["window"] = {"runs": []}, [], []
+    if not args.queries_only:
+        pool, pool_source = photographs(1920, 1080)
+        sides = {f"{Path(model).name} (this run's model)": defaults["max_side"]}
+        if not args.quick:
+            sides.update({f"{family} (real checkpoints)": ingest_side(s) for family, s in FAMILY_SIDES.items()})
+        results["ingest_1080p"] = {"frames": pool_source, "runs": []}
+        for label, side in sides.items():
+            r = bench_ingest_1080p(args.frames, side, defaults, pool, rounds=1 if args.quick else 3)
+            r["label"] = label
+            results["ingest_1080p"]["runs"].append(r)
 
-    results["ingest"] = [bench_ingest(args.frames, 640, 480, defaults["window_rate"], defaults),
-                         bench_ingest(args.frames, 640, 480, 0.0, defaults)]
-    for rate in (defaults["window_rate"], 0.0):
-        r = bench_ingest_rclpy(args.frames, 640, 480, rate, defaults)
-        if r is None:
-            print("note: rclpy/sensor_msgs not importable: the rclpy deserialization rows are skipped", flush=True)
-            break
-        results["ingest"].append(r)
-    results["window"] = [bench_window(args.frames // 3 if args.quick else args.frames, 3840, 2160, 0.0, defaults),
-                         bench_window(args.frames // 3 if args.quick else args.frames, 3840, 2160,
-                                      defaults["window_rate"], defaults)]
+        results["ingest"] = [bench_ingest(args.frames, 640, 480, defaults["window_rate"], defaults),
+                             bench_ingest(args.frames, 640, 480, 0.0, defaults)]
+        for rate in (defaults["window_rate"], 0.0):
+            r = bench_ingest_rclpy(args.frames, 640, 480, rate, defaults)
+            if r is None:
+                print("note: rclpy/sensor_msgs not importable: the rclpy deserialization rows are skipped", flush=True)
+                break
+            results["ingest"].append(r)
+        results["window"] = [bench_window(args.frames // 3 if args.quick else args.frames, 3840, 2160, 0.0, defaults),
+                             bench_window(args.frames // 3 if args.quick else args.frames, 3840, 2160,
+                                          defaults["window_rate"], defaults)]
 
     with tempfile.TemporaryDirectory(prefix="stvg-bench-node-") as tmp:
         bag = Path(args.bag) if args.bag else Path(tmp) / "stream"
         if not args.bag:
             write_stream_bag(bag, args.seconds, 640, 480, args.query_every, first_query=min(2.0, args.seconds / 2))
-        runs = [("default config", {}), ("no LRA, no TAS", {"use_lra": False, "use_tas": False})]
-        if args.quick:
-            runs = runs[:1]
-        results["queries"] = []
-        for label, cfg in runs:
-            q = bench_queries(bag, model, args.num_frames, defaults, "rules", cfg)
-            q["label"] = label
+        runs = {"default config": {}, "no LRA, no TAS": {"use_lra": False, "use_tas": False}}
+        results["queries"] = bench_queries(bag, model, args.num_frames, defaults, "rules", runs)
+        for q in results["queries"]:
             q["meaningless_model"] = meaningless
-            results["queries"].append(q)
 
     rows = []
     for r in results["ingest"]:
@@ -468,12 +513,16 @@ def main(argv=None) -> dict:
                      f"peak {mib(r['peak_window_bytes'])} MiB <= bound {mib(r['bound_bytes'])} MiB: "
                      f"{'yes' if r['bounded'] else 'NO'} ({r['frames_held']} frames of {r['stored_frame_shape']})"])
     for q in results["queries"]:
-        rows.append([f"query latency ({q['label']}, {args.num_frames} frames)",
-                     f"p50 {q['p50_s']:.3f} s, p95 {q['p95_s']:.3f} s over {q['queries']} queries"])
+        rows.append([f"query CPU ({q['label']}, {args.num_frames} frames)",
+                     f"p50 {q['p50_s']:.3f} s, p95 {q['p95_s']:.3f} s over {q['queries']} queries; median model "
+                     f"passes {q['model_median_s']:.3f} s ({q['model_x_floor']:.2f}x the floor) + box stage "
+                     f"{q['box_median_s']:.3f} s ({q['box_x_floor']:.2f}x); whole {q['x_floor']:.2f}x the floor "
+                     f"({q['floor_median_s']:.3f} s, same rounds)"])
     text = table(["measurement", "result"], rows)
     print(text)
-    print(f"1080p rows: {pool_source}; before → after = the previous path (full decode, one INTER_AREA) → today's "
-          f"(decode_for_window), interleaved in this run; diff = their kept frames, grey levels of 255")
+    if pool_source:
+        print(f"1080p rows: {pool_source}; before → after = the previous path (full decode, one INTER_AREA) → today's "
+              f"(decode_for_window), interleaved in this run; diff = their kept frames, grey levels of 255")
     results["table"] = text
     out = args.json or str(Path(__file__).resolve().parent / "results" / "node.json")
     write_json(out, results)

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Pre-encode when idle (``preencode_when_idle``): what it saves the first query, and what it costs.
 
-Three figures per model and config, measured on one adapter in one run (ratios, so that other load
-on the machine cancels out):
+Three figures per model and config, measured on one adapter in one run, in CPU seconds of this process
+(``time.process_time``, all threads), cases interleaved over rounds (ratios, so that other load on the
+machine cancels out); a query's model passes (the refine pass of the long window included) and box stage
+(``select``: track choice and segmentation) apart:
 
 * **first query after idle**: a window of ``--window`` frames (``--frames`` sampled), asked once with
   an empty cache (off) and once after :meth:`Grounder.prefetch` ran on the same window (on, what the
-  idle worker would have done); runs interleaved, ``--repeats`` times with new frame keys.  Also the
+  idle worker would have done); one round per ``--repeats`` with new frame keys, the order rotated.  Also the
   prefetch's own time (device time spent while nobody asked) and that the answers are equal.
 * **idle work per kept frame**: the window slides one frame, the prefetch runs again: the device time
   the service spends per kept frame when nobody asks (times ``window_rate`` = its duty while idle).
@@ -35,7 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's stvg_ros, and `bench` as a package
 
-from bench._util import machine, table, write_json  # noqa: E402
+from bench._util import box_seconds, case_clock, machine, staged, table, write_json  # noqa: E402
 
 QUERIES = ["the man in purple clothes sits on the bench", "a dog runs to the left", "the red car stops",
            "a woman in a white coat opens the door"]
@@ -90,40 +92,57 @@ def visual_counts(grounder) -> tuple[int, int]:
 
 
 def first_query(adapter, cfg: dict, frames, args) -> dict:
+    """Rounds of (the query off, the prefetch, the query on after it), the order rotated from round to round (the
+    prefetch always before its query), in CPU time of this process (:func:`_util.case_clock`); the queries' model
+    passes and box stage (``select``) apart."""
     from stvg_ros.grounding.grounder import Grounder
 
+    clock = case_clock(torch.device("cpu"))
     stamps = [0.25 * i for i in range(args.window)]
     Grounder(adapter, cfg).ground(frames[:args.window], stamps, QUERIES[0])  # warm-up (not timed)
-    off_t, on_t, pre_t, enc_off, enc_on, same = [], [], [], [], [], True
+    got = {k: [] for k in ("off", "on", "prefetch")}  # per round: (total, stages)
+    outs = {k: [] for k in got}  # per round: the result (None for the prefetch)
+    same = True
     for r in range(args.repeats):
         keys = [(r, i) for i in range(args.window)]  # new frames each repeat: nothing carried over
         query = QUERIES[r % len(QUERIES)]
         off, on = Grounder(adapter, cfg), Grounder(adapter, cfg)
-        t0 = time.perf_counter()
-        on.prefetch(frames[:args.window], keys)
-        pre_t.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        a = off.ground(frames[:args.window], stamps, query, frame_keys=keys)
-        off_t.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        b = on.ground(frames[:args.window], stamps, query, frame_keys=keys)
-        on_t.append(time.perf_counter() - t0)
-        enc_off.append(a.timings["encode"])
-        enc_on.append(b.timings["encode"])
+        results = {}
+
+        def case(name):
+            if name == "prefetch":
+                results[name], t, st = staged(lambda mark: on.prefetch(frames[:args.window], keys), clock)
+            else:
+                g = off if name == "off" else on
+                results[name], t, st = staged(lambda mark: g.ground(frames[:args.window], stamps, query,
+                                                                    frame_keys=keys, checkpoint=mark), clock)
+            got[name].append((t, st))
+            outs[name].append(results[name])
+
+        for name in (("off", "prefetch", "on"), ("prefetch", "on", "off"))[r % 2]:
+            case(name)
+        a, b = results["off"], results["on"]
         same &= (a.p_yes, a.start, a.end, a.boxes, a.track_id) == (b.p_yes, b.start, b.end, b.boxes, b.track_id)
         hits, misses = visual_counts(on)
     # the idle work per kept frame: the window slides by one, the prefetch runs again
     slide = Grounder(adapter, cfg)
     keys = list(range(args.window + 1))
     slide.prefetch(frames[:args.window], keys[:args.window])
-    t0 = time.perf_counter()
-    units = slide.prefetch(frames[1:args.window + 1], keys[1:])
-    per_frame = time.perf_counter() - t0
+    units, per_frame, _ = staged(lambda mark: slide.prefetch(frames[1:args.window + 1], keys[1:]), clock)
     med = statistics.median
-    return {"off_s": med(off_t), "on_s": med(on_t), "on_over_off": med(o / f for o, f in zip(on_t, off_t)),
-            "encode_off_s": med(enc_off), "encode_on_s": med(enc_on), "prefetch_s": med(pre_t),
-            "prefetch_over_off_query": med(p / f for p, f in zip(pre_t, off_t)),
-            "query_visual_hits": hits, "query_visual_misses": misses,
+    total = {k: [t for t, _ in v] for k, v in got.items()}
+    box = {k: [box_seconds(st, res) for (_, st), res in zip(v, outs[k])] for k, v in got.items()}
+    model = {k: [t - b for t, b in zip(total[k], box[k])] for k in got}
+    return {"clock": "process CPU", "off_s": med(total["off"]), "on_s": med(total["on"]),
+            "on_over_off": med(o / f for o, f in zip(total["on"], total["off"])),
+            "model_off_s": med(model["off"]), "model_on_s": med(model["on"]),
+            "model_on_over_off": med(o / f for o, f in zip(model["on"], model["off"])),
+            "box_off_s": med(box["off"]), "box_on_s": med(box["on"]),
+            "encode_off_s": med(st.get("encode", 0.0) for _, st in got["off"]),
+            "encode_on_s": med(st.get("encode", 0.0) for _, st in got["on"]), "prefetch_s": med(total["prefetch"]),
+            "prefetch_over_off_query": med(p / f for p, f in zip(total["prefetch"], total["off"])),
+            "prefetch_over_off_model": med(p / f for p, f in zip(total["prefetch"], model["off"])),
+            "rounds_s": {k: total[k] for k in got}, "query_visual_hits": hits, "query_visual_misses": misses,
             "idle_work_per_kept_frame_s": per_frame, "units_per_kept_frame": units, "results_equal": bool(same)}
 
 
@@ -176,15 +195,18 @@ def main(argv=None) -> int:
             r = res[cname] = {"first_query": first_query(adapter, cfg, frames, args),
                               "speculative": speculative(adapter, cfg, frames, args)}
             f, s = r["first_query"], r["speculative"]
-            rows.append([name, cname, f"{f['off_s']:.3f}", f"{f['on_s']:.3f}", f"{f['on_over_off']:.2f}",
+            rows.append([name, cname, f"{f['off_s']:.3f} ({f['model_off_s']:.3f} + {f['box_off_s']:.3f})",
+                         f"{f['on_s']:.3f} ({f['model_on_s']:.3f} + {f['box_on_s']:.3f})",
+                         f"{f['on_over_off']:.2f} ({f['model_on_over_off']:.2f})",
                          f"{f['encode_off_s']:.3f} -> {f['encode_on_s']:.3f}", f"{f['prefetch_s']:.3f}",
                          f"{f['idle_work_per_kept_frame_s']:.3f} ({f['units_per_kept_frame']})", f["results_equal"]])
             spec_rows.append([name, cname, " ".join(f"{k}:{v:.0%}" for k, v in s["query_hit_rate_by_lag"].items()),
                               f"{s['stream_query_hit_rate']:.0%}",
                               f"{s['stream_prefetched_used']}/{s['stream_prefetched_units']} "
                               f"({s['stream_used_share']:.0%})"])
-    print(table(["model", "config", "first query off (s)", "on (s)", "on/off", "encode off -> on (s)",
-                 "prefetch (s, idle)", "idle work per kept frame (s, units)", "equal"], rows))
+    print("CPU seconds of this process, median over interleaved rounds; a query = model passes + box stage\n")
+    print(table(["model", "config", "first query off (model + box)", "on (model + box)", "on/off (model passes)",
+                 "encode off -> on", "prefetch (idle)", "idle work per kept frame (units)", "equal"], rows))
     print()
     print(table(["model", "config", "query units cached, pre-encoded k frames before", "stream: query hits",
                  "stream: pre-encoded units used"], spec_rows))

@@ -13,6 +13,7 @@ object: one garment of a person), and the CPU milliseconds per box.
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py [--geometries qwen-224 qwen-processor ...]
         [--methods cells flood grabcut auto] [--json bench/results/real-boxes.json]
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --select   # the select stage's CPU per 20-frame query
+    OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --overlap  # the boxes beside the refine pass (box_overlap)
 
 Geometries (``--geometries``; the default: all): ``qwen-<side>`` Qwen2.5-VL/Qwen2-VL with ``frame_resize:
 fixed`` and ``image_size: <side>`` (224 is the family's default), ``qwen-processor`` (the released video
@@ -208,6 +209,75 @@ def select_cost(geometries, methods, annotations=DEFAULT_ANNOTATIONS, clip_name=
     return rows
 
 
+def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", window: int = 60, rounds: int = 3,
+                 warmup: int = 1, annotations=DEFAULT_ANNOTATIONS) -> dict:
+    """The box stage beside the refine pass (``box_overlap``): a live-window query (``window`` frames of the clip at
+    camera rate, 20 sampled, ``tube_frames: refine``, proposal-free ``auto`` boxes, no frame keys: every pass
+    encodes) with the boxes segmented after the refine pass (serial) and during it (overlapped), interleaved over
+    ``rounds``.  Segmentation in the worker's own thread (``spatial.SEGMENT_THREADS = 1``) so that the calling
+    thread's CPU time is the query's critical path: model passes (+ the boxes when serial).  Per mode the medians
+    of: process CPU (all threads: the work), the calling thread's CPU, the select stage's CPU in the calling
+    thread, the wait for the boxes after the refine pass (wall), and the query's wall time."""
+    import threading
+
+    import torch
+
+    from stvg_ros.grounding import spatial
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.grounding.grounder import Grounder
+    from stvg_ros.proposals.annotated import iter_frames, load_annotations
+    from stvg_ros.grounding.result import SubQueries
+
+    from bench.bench_grounding import floor_fn  # the floor as the other benches time it
+    from bench.model_configs import load_adapter  # the benches' one model loader
+    from stvg_ros.grounding.grounder import format_question, sample_indices
+
+    clip = next(c for c in load_annotations(annotations) if c.name == clip_name)
+    frames = [f for _, f in iter_frames(clip.path, stop=window)]
+    stamps = [i / 27.0 for i in range(len(frames))]
+    adapter, label = load_adapter(model, torch.device("cpu"), "float32")
+    subs = SubQueries(attribute="the black cup", action="the cup moves", source="given")
+    grounders = {name: Grounder(adapter, GroundingConfig(num_frames=FRAMES, decomposer="rules", box_overlap=on))
+                 for name, on in (("serial", False), ("overlapped", True))}
+    idx = sample_indices(len(frames), FRAMES, stamps)
+    floor = floor_fn(adapter, [frames[i] for i in idx], [stamps[i] for i in idx],
+                     format_question(GroundingConfig().question_template, "the black cup"))
+    runs = {name: [] for name in list(grounders) + ["floor"]}
+    results = {}
+    spatial.SEGMENT_THREADS, threads = 1, spatial.SEGMENT_THREADS
+    try:
+        for r in range(warmup + rounds):
+            names = list(grounders)[r % 2:] + list(grounders)[:r % 2]
+            for name in names:
+                marks = {}
+
+                def mark(stage):
+                    if threading.current_thread() is threading.main_thread() and stage not in marks:
+                        marks[stage] = time.thread_time()
+
+                p0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
+                res = grounders[name].ground(frames, stamps, "the black cup", sub_queries=subs, checkpoint=mark)
+                p1, t1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
+                results[name] = res
+                if r >= warmup:
+                    runs[name].append(dict(process_cpu=p1 - p0, thread_cpu=t1 - t0, select_thread_cpu=t1 - marks["select"],
+                                           box_wait=res.timings.get("box_wait", 0.0), wall=w1 - w0,
+                                           refine_pass_cpu=res.timings.get("refine_pass_cpu", 0.0)))
+            p0 = time.process_time()
+            floor()  # the floor (encode + one prefill) in the same rounds
+            if r >= warmup:
+                runs["floor"].append(dict(process_cpu=time.process_time() - p0))
+    finally:
+        spatial.SEGMENT_THREADS = threads
+    a, b = results["serial"], results["overlapped"]
+    same = (a.boxes == b.boxes and (a.start, a.end, a.track_id) == (b.start, b.end, b.track_id))
+    out = {"model": label, "clip": clip_name, "window": len(frames), "rounds": rounds, "same_result": same}
+    for name, rs in runs.items():
+        out[name] = {k: float(np.median([x[k] for x in rs])) for k in rs[0]}
+        out[name]["rounds_s"] = rs
+    return out
+
+
 ALL_GEOMETRIES = ("qwen-224", "qwen-fine", "qwen-processor", "nextvideo-paper", "nextvideo-model",
                   "onevision-paper", "onevision-model")
 
@@ -221,7 +291,34 @@ def main(argv=None) -> int:
     ap.add_argument("--json", default="", help="also write the rows here")
     ap.add_argument("--select", action="store_true",
                     help="instead: the select stage's CPU per 20-frame query on cup.mp4 (640x480), one core")
+    ap.add_argument("--overlap", action="store_true",
+                    help="instead: a live-window query on small:qwen2_5_vl with the boxes segmented after / during "
+                         "the refine pass (box_overlap), interleaved rounds")
+    ap.add_argument("--model", default="small:qwen2_5_vl", help="--overlap's model (as bench_grounding.py's)")
+    ap.add_argument("--rounds", type=int, default=3, help="--overlap's timed rounds")
     args = ap.parse_args(argv)
+    if args.overlap:
+        out = overlap_cost(args.model, rounds=args.rounds)
+        print(f"{out['model']}: a {out['window']}-frame window of cup.mp4 (640x480), {FRAMES} sampled, refine pass, "
+              f"proposal-free auto boxes; median of {out['rounds']} interleaved rounds, segmentation in one thread\n")
+        print("| boxes | process CPU s (all threads) | calling thread CPU s (critical path) | of it: select stage | "
+              "wait for the boxes (wall s) | query wall s |\n|---|---|---|---|---|---|")
+        for name in ("serial", "overlapped"):
+            m = out[name]
+            print(f"| {name} | {m['process_cpu']:.3f} | {m['thread_cpu']:.3f} | {m['select_thread_cpu']:.3f} | "
+                  f"{m['box_wait']:.3f} | {m['wall']:.3f} |")
+        f, se, ov = out["floor"]["process_cpu"], out["serial"], out["overlapped"]
+        boxes = se["select_thread_cpu"] - ov["select_thread_cpu"]
+        refine = ov["refine_pass_cpu"]
+        left = max(0.0, boxes - refine)
+        print(f"\nfloor (encode + one prefill, same rounds): {f:.3f} CPU s; the boxes ~{boxes:.3f} CPU s, the refine "
+              f"pass {refine:.3f} CPU s.  The box stage on the query's critical path: {boxes / f:.2f}x the floor "
+              f"serially, ~{left / f:.2f}x overlapped (the boxes less the refine pass they run beside, given a free "
+              f"core; the measured wait above is wall time on this machine)")
+        print(f"\nsame tube serial and overlapped: {out['same_result']}")
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=1))
+        return 0
     if args.select:
         rows = select_cost(args.geometries, args.methods)
         print(f"select stage, proposal-free, {FRAMES} frames of cup.mp4 (640x480), one core, best of 3 (CPU ms)\n")

@@ -53,7 +53,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's stvg_ros, and `bench` as a package
 
-from bench._util import PeakMemory, machine, table, write_json  # noqa: E402
+from bench._util import PeakMemory, box_seconds, machine, table, write_json  # noqa: E402
 
 NS = 1_000_000_000
 SHIPPED = "models/stvg-synth-qwen"
@@ -164,18 +164,22 @@ class StageClock:
 
 
 def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
-    """One config in one scenario: the runs interleaved query by query on the same adapter."""
-    from stvg_ros.grounding.grounder import Grounder
+    """One config in one scenario: the runs and the floor interleaved query by query on the same adapter."""
+    from bench.bench_grounding import floor_fn
+    from stvg_ros.grounding.grounder import Grounder, format_question, sample_indices
 
     base = dict(CONFIGS[cname], num_frames=args.frames, lra_steps=args.lra_steps, decomposer=args.decomposer,
                 **args.grounding)
     names = ["on", "off"] + (["today"] if base["use_lra"] else [])
     runs = {k: Grounder(adapter, dict(base, **RUNS[k])) for k in names}
+    names.append("floor")  # encode + one prefill of the query's sampled frames, in the same rounds
     stamps = [i / STREAM_FPS for i in range(len(frames))]
     keys = list(range(len(frames)))
     cpu = {k: [] for k in runs}
     wall = {k: [] for k in runs}
     stages = {k: [] for k in runs}
+    box = {k: [] for k in runs}
+    floor_cpu = []
     exact = close = True
     after_first = {}
     for q in range(args.queries):
@@ -183,12 +187,19 @@ def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
         results = {}
         order = names[q % len(names):] + names[:q % len(names)]  # rotated: no run always goes first
         for k in order:
+            if k == "floor":
+                idx = sample_indices(args.window, args.frames)
+                floor = floor_fn(adapter, [frames[w][i] for i in idx], [stamps[w][i] for i in idx],
+                                 format_question(runs["on"].config.question_template, QUERIES[q % len(QUERIES)]))
+                floor_cpu.append(timed(floor)[1])
+                continue
             g, clock = runs[k], StageClock()
             results[k], c, t = timed(lambda: g.ground(frames[w], stamps[w], QUERIES[q % len(QUERIES)],
                                                       frame_keys=keys[w], checkpoint=clock))
             cpu[k].append(c)
             wall[k].append(t)
             stages[k].append(clock.stop())
+            box[k].append(box_seconds(stages[k][-1], results[k]))
         if q == 0:
             after_first = kind_counts(runs["on"].cache_stats().as_dict())
         a, b = results["on"], results["off"]
@@ -201,15 +212,24 @@ def run_config(adapter, frames, cname: str, slide: int, args) -> dict:
         t, st = cpu[k], stages[k]
         later = statistics.median(t[1:]) if len(t) > 1 else t[0]
         rest = st[1:] or st
-        model = [x - sum(d.get(n, 0.0) for n in POST_STAGES) for x, d in zip(t, st)]  # the model's passes
+        # the model's passes: the query less decompose (text) and the box stage (select less the refine pass)
+        model = [x - d.get("decompose", 0.0) - b for x, d, b in zip(t, st, box[k])]
         model_later = statistics.median(model[1:]) if len(t) > 1 else model[0]
         row["runs"][k] = {"first_s": t[0], "later_median_s": later, "later_over_first": later / t[0],
                           "median_s": statistics.median(t), "cpu_s": t, "wall_s": wall[k],
                           "model_cpu_s": model, "model_later_over_first": model_later / model[0],
+                          "box_cpu_s": box[k], "box_later_median_s": statistics.median(box[k][1:] or box[k]),
+                          "model_later_median_s": model_later,
+                          "later_x_floor": statistics.median(a / f for a, f in zip(t[1:] or t, floor_cpu[1:] or floor_cpu)),
+                          "model_later_x_floor": statistics.median(
+                              a / f for a, f in zip(model[1:] or model, floor_cpu[1:] or floor_cpu)),
+                          "box_later_x_floor": statistics.median(
+                              a / f for a, f in zip(box[k][1:] or box[k], floor_cpu[1:] or floor_cpu)),
                           "stages_first_s": st[0],  # CPU seconds per stage
                           "stages_later_median_s": {n: statistics.median(x.get(n, 0.0) for x in rest) for n in st[0]},
                           "encode_first_s": st[0]["encode"],
                           "encode_later_median_s": statistics.median(x["encode"] for x in rest)}
+    row["floor_cpu_s"] = floor_cpu
     stats = runs["on"].cache_stats().as_dict()
     row["cache"] = stats
     row["later_hit_rates"] = later_hit_rates(after_first, kind_counts(stats))
@@ -316,6 +336,31 @@ def predict(u: dict, cname: str, k: int, p: int, post: dict) -> dict:
 
 # --- standing query over the same stream, through the real service --------------------------------------
 
+class CpuMeter:
+    """A grounder whose ``ground``/``existence`` calls add their process CPU seconds to :attr:`cpu` (the service's
+    own ``mean_cost`` is worker wall time).  In a lock-step replay the feeding thread only sleeps meanwhile, so
+    the process's CPU during a call is the evaluation's."""
+
+    def __init__(self, grounder):
+        self._grounder, self.cpu = grounder, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._grounder, name)
+
+    def _timed(self, fn, *a, **k):
+        c = time.process_time()
+        try:
+            return fn(*a, **k)
+        finally:
+            self.cpu += time.process_time() - c
+
+    def ground(self, *a, **k):
+        return self._timed(self._grounder.ground, *a, **k)
+
+    def existence(self, *a, **k):
+        return self._timed(self._grounder.existence, *a, **k)
+
+
 def replay(grounder, frames, fps, query, window_frames, every_n, cheap_first: bool, rules=None,
            refresh_every: int = 4, frame_ns=None):
     """Feed ``frames`` to a GroundingService in lock step (each frame waits for the evaluation it made due)
@@ -327,7 +372,8 @@ def replay(grounder, frames, fps, query, window_frames, every_n, cheap_first: bo
     extra = {} if rules is None else dict(standing_found_on=rules.found_on, standing_found_off=rules.found_off)
     cfg = ServingConfig(window_rate=0.0, window_duration=60.0, window_max_frames=64, min_frames=window_frames,
                         standing_duty_budget=1.0, standing_refresh_every=refresh_every, **extra)
-    svc = Stack.build(StackSettings(serving=cfg), grounder=grounder).service
+    meter = CpuMeter(grounder)
+    svc = Stack.build(StackSettings(serving=cfg), grounder=meter).service
     events = []
     svc.register(StandingRequest("s", query, every_n_frames=every_n, window=(window_frames - 0.5) / fps,
                                  cheap_first=cheap_first),
@@ -346,6 +392,7 @@ def replay(grounder, frames, fps, query, window_frames, every_n, cheap_first: bo
                 time.sleep(0.001)
     info = svc.standing()[0]
     svc.stop()
+    info["cpu_per_evaluation"] = meter.cpu / max(1, info["evaluations"])  # process CPU seconds
     return [e for e in events if e[0] != "ended"], info
 
 
@@ -360,7 +407,7 @@ def standing_cost(adapter, frames, args) -> dict:
         g = Grounder(adapter, dict(CONFIGS["full"], num_frames=args.frames, lra_steps=args.lra_steps,
                                    decomposer=args.decomposer, **args.grounding))
         _, info = replay(g, frames[:n], STREAM_FPS, QUERIES[0], args.window, max(1, args.slide), cheap)
-        out[mode] = {k: info[k] for k in ("evaluations", "full_evaluations", "mean_cost")}
+        out[mode] = {k: info[k] for k in ("evaluations", "full_evaluations", "mean_cost", "cpu_per_evaluation")}
     return out
 
 
@@ -419,9 +466,8 @@ def dsth_probe(adapter) -> dict:
 
     dec = Decomposer(adapter.generate_text, use_model=True)
     queries = QUERIES + PROBE_EXTRA
-    t0 = time.perf_counter()
-    accepted = sum(dec(q).source == "model" for q in queries)
-    return {"queries": len(queries), "accepted": accepted, "s_per_query": (time.perf_counter() - t0) / len(queries)}
+    accepted, cpu, _ = timed(lambda: sum(dec(q).source == "model" for q in queries))
+    return {"queries": len(queries), "accepted": accepted, "s_per_query": cpu / len(queries), "clock": "process CPU"}
 
 
 def rates(d: dict) -> str:
@@ -437,6 +483,7 @@ def oneshot_section(args) -> dict:
             for sname, r in scen.items():
                 on, off = r["runs"]["on"], r["runs"]["off"]
                 rows.append([name, cname, sname, f"{on['first_s']:.3f}", f"{on['later_median_s']:.3f}",
+                             f"{on['model_later_x_floor']:.2f} + {on['box_later_x_floor']:.2f}",
                              f"{on['later_over_first']:.2f} ({on['model_later_over_first']:.2f})",
                              f"{off['later_over_first']:.2f} ({off['model_later_over_first']:.2f})",
                              f"{r['on_over_off']:.2f} ({r['model_on_over_off']:.2f})",
@@ -467,12 +514,14 @@ def oneshot_section(args) -> dict:
                               "", "", "", "", "", "", ""])
         if "standing_cost" in res:
             sc = res["standing_cost"]
-            standing_rows.append([name] + [f"{sc[m]['mean_cost']:.3f} ({sc[m]['full_evaluations']}/"
+            standing_rows.append([name] + [f"{sc[m]['cpu_per_evaluation']:.3f} ({sc[m]['full_evaluations']}/"
                                            f"{sc[m]['evaluations']} full)" for m in ("full", "cheap-first")])
     print(f"\n## One-shot queries over a replayed stream of {args.stream} {args.frame_size} (CPU s; on = caches + "
           "shared passes, off = no feature cache, today = off + reuse_passes off; ratios: whole query (model "
-          "passes only, without decompose and select))\n")
-    print(table(["model", "config", "scenario", "first (on)", "later (on)", "later/first (on)", "later/first (off)",
+          "passes only, without decompose and the box stage); floor = encode + one prefill of the query's "
+          "sampled frames, timed in the same rounds)\n")
+    print(table(["model", "config", "scenario", "first (on)", "later (on)",
+                 "later (on) in floors: model passes + box stage", "later/first (on)", "later/first (off)",
                  "on/off", "on/today", "encode later off -> on", "later-query hit rates", "cache MiB",
                  "peak RSS MiB", "equal"], rows))
     if cost_rows:
@@ -574,7 +623,8 @@ def standing_section(grounder, args):
     for seed in range(args.test_streams):
         frames, sample = stream(seed, "test", n)
         got = {}
-        for mode, cheap in modes.items():
+        for mode in (list(modes) if seed % 2 == 0 else list(modes)[::-1]):  # order rotated: same load
+            cheap = modes[mode]
             events, info = replay(grounder, frames, FPS, sample["query"], WINDOW_FRAMES, EVERY_N, cheap, rules,
                                   args.refresh_every)
             got[mode] = events
@@ -588,7 +638,7 @@ def standing_section(grounder, args):
                 m[k] += sum(1 for e in events if e[0] == k)
             m["evaluations"] += info["evaluations"]
             m["full"] += info["full_evaluations"]
-            m["cost"] += info["mean_cost"] * info["evaluations"]
+            m["cost"] += info["cpu_per_evaluation"] * info["evaluations"]  # process CPU seconds
         key = [e for e in got["full"] if e[0] != "moved"]
         for mode in modes:
             per_mode[mode]["agree"] += [e for e in got[mode] if e[0] != "moved"] == key
@@ -603,7 +653,7 @@ def standing_section(grounder, args):
                      m["evaluations"], m["full"], f"{per_eval * 1000:.1f}", f"{m['cost_ratio']:.2f}"])
         results[mode] = dict(m)
     print(table(["mode", "appearances found", "false", "lag (frames)", "appeared/moved/disappeared",
-                 "same appear/disappear as full", "evaluations", "full groundings", "ms / evaluation",
+                 "same appear/disappear as full", "evaluations", "full groundings", "CPU ms / evaluation",
                  "cost x full"], rows))
     return dict(thresholds=dict(found_on=rules.found_on, found_off=rules.found_off, val_hits=vh, val_false=vf),
                 streams=args.test_streams, stream_frames=n, window_frames=WINDOW_FRAMES, every_n_frames=EVERY_N,

@@ -262,6 +262,10 @@ class GroundingConfig:
     """Proposal-free boxes: consecutive sampled frames whose GrabCuts carry their colour models from frame to
     frame: the first cut of a run starts from k-means and runs ``box_grabcut_iterations``, the next ones run one
     graph cut with the previous frame's models (about a third of the CPU; docs/proposals.md).  1: every cut cold."""
+    box_overlap: bool = True
+    """With ``tube_frames: refine`` on a window longer than ``num_frames``: segment the boxes on a worker thread
+    while the refine pass (which needs no box) runs, so the box stage is off the query's critical path where
+    two cores or a GPU are free.  The result is the same; False runs one after the other."""
     use_model_defaults: bool = True
     """Take the model directory's grounding_defaults.json as a layer (under the preset and what the user
     set, :func:`stvg_ros.presets.resolve`); false: ignore the file."""

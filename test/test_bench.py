@@ -54,11 +54,17 @@ def test_bench_grounding_refuses_real_size_on_cpu(tmp_path):
 
 def test_bench_node_quick(tmp_path):
     stdout, data = _run("bench_node.py", tmp_path=tmp_path)
-    assert "| measurement" in stdout and "query latency" in stdout
+    assert "| measurement" in stdout and "query CPU" in stdout
     assert len(data["ingest"]) >= 2 and all(r["cpu_percent_of_one_core"] > 0 for r in data["ingest"])
     assert all(w["bounded"] for w in data["window"])
-    q = data["queries"][0]
-    assert q["queries"] >= 1 and q["p95_s"] >= q["p50_s"] > 0
+    assert [q["label"] for q in data["queries"]] == ["default config", "no LRA, no TAS"]
+    for q in data["queries"]:
+        assert q["queries"] >= 1 and q["p95_s"] >= q["p50_s"] > 0 and q["clock"] == "process CPU"
+        # every query a round: each config and the floor on the same window; model passes and box stage apart
+        assert len(q["cpu_s"]) == len(q["floor_cpu_s"]) == len(q["model_cpu_s"]) == len(q["box_cpu_s"])
+        assert all(abs(m + b - t) < 1e-9 for t, m, b in zip(q["cpu_s"], q["model_cpu_s"], q["box_cpu_s"]))
+        assert q["model_median_s"] > 0 and q["box_median_s"] > 0 and q["floor_median_s"] > 0
+        assert q["x_floor"] > q["model_x_floor"] > 0
 
 
 def test_bench_stream_quick(tmp_path):
@@ -74,6 +80,11 @@ def test_bench_stream_quick(tmp_path):
                 # the caches are exact; unshared passes agree within float32 rounding
                 assert run["results_equal"] is True and run["results_close_to_today"] is True
                 assert run["runs"]["on"]["first_s"] > 0 and run["runs"]["off"]["later_median_s"] > 0
+                # the floor timed in the same rounds; the box stage apart from the model passes
+                assert len(run["floor_cpu_s"]) == len(run["runs"]["on"]["cpu_s"]) and min(run["floor_cpu_s"]) > 0
+                on = run["runs"]["on"]
+                assert len(on["box_cpu_s"]) == len(on["cpu_s"]) and on["model_later_x_floor"] > 0
+                assert on["box_later_x_floor"] >= 0
                 assert run["cache"]["entries"] > 0 and run["cache"]["bytes"] <= run["cache"]["max_bytes"]
                 assert {"pixels", "visual"} <= set(run["later_hit_rates"])
                 if scenario == "same":  # unchanged frames: every later lookup of a frame hits
@@ -86,6 +97,7 @@ def test_bench_stream_quick(tmp_path):
         assert all(p["on"] > 0 for p in model["cost_model"]["predicted_s"].values())
         for mode in ("full", "cheap-first"):  # the standing query's cost per evaluation, through the service
             assert model["standing_cost"][mode]["evaluations"] == 2 and model["standing_cost"][mode]["mean_cost"] > 0
+            assert model["standing_cost"][mode]["cpu_per_evaluation"] > 0  # process CPU
     modes = data["standing"]["modes"]
     assert set(modes) == {"full", "cheap-first"}
     assert modes["cheap-first"]["full"] < modes["cheap-first"]["evaluations"] == modes["full"]["evaluations"] > 0

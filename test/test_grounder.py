@@ -332,3 +332,92 @@ def test_given_exactly_the_sampled_frames_every_mode_gives_the_same_tube():
         r = Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square", proposals=tracks)
         got.append((r.start, r.end, r.boxes))
     assert got[0] == got[1] == got[2]
+
+
+# --- the box stage off the critical path: boxes segmented while the refine pass runs (issue 26 item 6) -----
+
+def _overlap_run(monkeypatch, overlap: bool, pass_waits: float = 0.0, fail_pass: bool = False):
+    """A proposal-free long-window query; the refine pass (the second encode) waits up to ``pass_waits`` s for
+    the segmentation to start.  Returns the result (or the error), whether the pass saw the segmentation
+    running, whether the segmentation had finished when ground() returned, and the threads of both."""
+    import threading
+    import time
+
+    from stvg_ros.grounding import spatial
+
+    frames, stamps, _, _ = _long_clip()
+    started, pass_started, log = threading.Event(), threading.Event(), {"segmented": False}
+    original = spatial.segment_tracks
+
+    def segment(*args, **kwargs):
+        started.set()
+        log["segment_thread"] = threading.get_ident()
+        log["pass_was_running"] = pass_started.wait(pass_waits)  # the pass started before the boxes were done
+        if fail_pass:
+            time.sleep(0.2)  # still working when the pass fails
+        out = original(*args, **kwargs)
+        log["segmented"] = True
+        return out
+
+    adapter = FakeAdapter()
+    orig_encode, calls = adapter.encode_frames, []
+
+    def encode(f, stamps=None):
+        calls.append(len(f))
+        if len(calls) == 2:  # the refine pass
+            log["pass_thread"] = threading.get_ident()
+            log["segmented_before_pass"] = log["segmented"]
+            pass_started.set()
+            log["saw_segmentation"] = started.wait(pass_waits)
+            if fail_pass:
+                raise RuntimeError("the refine pass failed")
+        return orig_encode(f, stamps)
+
+    adapter.encode_frames = encode
+    cfg = GroundingConfig(num_frames=12, decomposer="rules", box_method="grabcut", box_overlap=overlap)
+    with monkeypatch.context() as patch:
+        patch.setattr(spatial, "segment_tracks", segment)
+        try:
+            result = Grounder(adapter, cfg).ground(frames, stamps, "the red square")
+        except RuntimeError as e:
+            result = e
+    log["segmented_at_return"] = log["segmented"]
+    return result, log
+
+
+def test_boxes_segmented_during_the_refine_pass_are_the_serial_ones(monkeypatch):
+    serial, s_log = _overlap_run(monkeypatch, overlap=False)
+    parallel, p_log = _overlap_run(monkeypatch, overlap=True, pass_waits=10.0)
+    # the refine pass ran while the boxes were segmented, on another thread
+    assert p_log["saw_segmentation"] and p_log["pass_was_running"] and not p_log["segmented_before_pass"]
+    assert p_log["segment_thread"] != p_log["pass_thread"]
+    # serially (box_overlap: false) the boxes come first, the pass after, in one thread
+    assert s_log["segmented_before_pass"] and s_log["segment_thread"] == s_log["pass_thread"]
+    assert "box_wait" in parallel.timings and "box_wait" not in serial.timings
+    for r in (serial, parallel):
+        _check_contract(r, _long_clip()[1], (64, 64))
+    assert (parallel.track_id, parallel.start, parallel.end) == (serial.track_id, serial.start, serial.end)
+    assert parallel.boxes == serial.boxes and parallel.frame_scores == serial.frame_scores
+    assert parallel.track_scores == serial.track_scores and parallel.p_yes == serial.p_yes
+
+
+def test_a_failed_refine_pass_waits_for_the_box_worker_and_raises_its_own_error(monkeypatch):
+    err, log = _overlap_run(monkeypatch, overlap=True, pass_waits=10.0, fail_pass=True)
+    assert isinstance(err, RuntimeError) and "refine pass failed" in str(err)
+    assert log["segmented_at_return"]  # no segmentation outlives the query
+
+
+def test_a_cancel_inside_the_overlapped_box_stage_stops_the_query():
+    from stvg_ros.grounding.result import Cancelled
+
+    frames, stamps, _, _ = _long_clip()
+    seen = []
+
+    def checkpoint(stage):
+        seen.append(stage)
+        if stage == "select" and seen.count("select") > 1:  # inside the segmentation (the box worker)
+            raise Cancelled("stop")
+
+    cfg = GroundingConfig(num_frames=12, decomposer="rules", box_method="grabcut")
+    with pytest.raises(Cancelled):
+        Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square", checkpoint=checkpoint)

@@ -228,6 +228,11 @@ def test_bench_preencode_quick(tmp_path):
         for run in model.values():
             first = run["first_query"]
             assert first["results_equal"] is True and first["query_visual_misses"] == 0
+            # process CPU, every case once per round; a query's model passes and box stage apart
+            assert first["clock"] == "process CPU"
+            assert len(set(map(len, first["rounds_s"].values()))) == 1
+            assert first["model_off_s"] > 0 and first["box_off_s"] >= 0
+            assert abs(first["model_off_s"] + first["box_off_s"] - first["off_s"]) <= 0.5 * first["off_s"]
             assert 0 < run["speculative"]["stream_prefetched_used"] <= run["speculative"]["stream_prefetched_units"]
 
 

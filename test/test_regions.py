@@ -276,3 +276,17 @@ def test_colour_chain_fits_a_panning_camera_as_well_as_cold_cuts(monkeypatch):
         assert [m for m, _ in seen] == [cv2.GC_INIT_WITH_MASK] + [cv2.GC_EVAL_FREEZE_MODEL] * (n - 1)
         assert min(ious["chain"]) >= 0.5, (name, obj, ious)
         assert np.mean(ious["chain"]) >= np.mean(ious["cold"]) - 0.05, (name, obj, ious)
+
+
+def test_grabcut_roi_is_resized_before_its_channels_are_swapped_with_the_same_pixels():
+    """grabcut_box shrinks the RGB ROI first and swaps it to BGR after (no full-resolution copy): OpenCV's
+    INTER_AREA works per channel, so the pixels equal the swap-then-resize the colour models were tuned on,
+    on odd sizes, strided ROIs and upscaling as well."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    for (y0, y1, x0, x1), size in [((13, 301, 7, 250), (96, 80)), ((0, 480, 0, 640), (96, 72)),
+                                   ((100, 131, 200, 223), (96, 96)), ((5, 9, 5, 9), (4, 4))]:
+        roi = image[y0:y1, x0:x1]
+        old = cv2.resize(np.ascontiguousarray(roi[:, :, ::-1]), size, interpolation=cv2.INTER_AREA)
+        new = np.ascontiguousarray(cv2.resize(roi, size, interpolation=cv2.INTER_AREA)[:, :, ::-1])
+        assert np.array_equal(old, new)

@@ -190,6 +190,7 @@ class Grounder:
         ServingConfig fields); a service applies them under its config unless ``use_model_defaults`` is off."""
         self.progress = progress
         self.feature_cache = FeatureCache()  # sized from the config by the setter below (_sync_adapter)
+        self._box_worker = None  # the thread that segments boxes during the refine pass (config.box_overlap)
         self.config = config  # the setter layers the model's defaults under it
 
     @property
@@ -318,12 +319,32 @@ class Grounder:
             rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist)
 
         with self._stage("select", timings, checkpoint):
-            result, track = self._select(rows, visual, reversed_visual, query, subs, used_stamps, all_stamps,
-                                         (H, W), proposals, used, checkpoint)
+            temporal_prompt = (q_t, v_t if v_t is not None else v_s)
+
+            maps = self._select_maps(rows, visual, reversed_visual, len(used_stamps))
+
+            def select():
+                return self._select(maps, visual, query, subs, used_stamps, all_stamps, (H, W), proposals, used,
+                                    checkpoint)
+
+            def refine_pass():  # timed in its own thread's CPU: benchmarks tell it apart from the box stage
+                c = time.thread_time()
+                out = self._refine_pass(frames, all_stamps, idx, frame_keys, (H, W), temporal_prompt)
+                timings["refine_pass_cpu"] = time.thread_time() - c
+                return out
+
+            second = None
+            refine = cfg.tube_frames == "refine" and len(frames) > len(idx)
+            if refine and cfg.box_overlap and cfg.box_method != "cells":
+                # the refine pass needs no box: it runs here while a worker segments the boxes (OpenCV and
+                # torch release the GIL), which takes the box stage off the query's critical path
+                (result, track), second = self._overlapped(select, refine_pass, timings)
+            else:
+                result, track = select()
+                second = refine_pass() if refine else None
             if cfg.tube_frames != "sampled" and len(frames) > len(idx):
                 t_dense = time.perf_counter()
-                self._dense_tube(result, track, frames, all_stamps, idx, frame_keys, proposals, (H, W),
-                                 (q_t, v_t if v_t is not None else v_s))
+                self._dense_tube(result, track, all_stamps, idx, proposals, (H, W), second)
                 timings["dense_tube"] = time.perf_counter() - t_dense  # part of 'select'
         result.timings = timings
         timings["total"] = time.perf_counter() - t_start
@@ -556,10 +577,10 @@ class Grounder:
         eps = scaled_eps(cfg.relevance_eps, cfg.relevance_eps_tokens, int(grid.sum()))
         return token_grid_maps(relative_attention(qa, ca, eps), vis)
 
-    def _select(self, rows, visual, reversed_visual, query, subs, used_stamps, all_stamps, image_size,
-                proposals, frames=None, checkpoint: Callable[[str], None] | None = None):
-        cfg = self.config
-        T = len(used_stamps)
+    def _select_maps(self, rows, visual, reversed_visual, T: int):
+        """What the select stage takes from the passes' outputs (tensors, read in the thread that ran the
+        passes): ``(spatial maps, temporal maps, p(yes), grounding tokens)``; the rest of the stage is numpy
+        and OpenCV (so on a GPU a box worker never waits on the device's queue)."""
         tokens: dict[str, str] = {}
         spatial = self._relevance(rows, "spatial_q", "spatial_c", visual, tokens)[:T]
         temporal = self._relevance(rows, "temporal_q", "temporal_c", visual, tokens)[:T]
@@ -567,7 +588,12 @@ class Grounder:
             spatial = assemble_tas(spatial, self._relevance(rows, "tas_q", "tas_c", reversed_visual, tokens)[:T])
         exist_out, exist_row = rows["exist"]
         p_yes = float(yes_probability(exist_out.yes_no_logits[exist_row:exist_row + 1].detach())[0])
+        return spatial, temporal, p_yes, tokens
 
+    def _select(self, maps, visual, query, subs, used_stamps, all_stamps, image_size,
+                proposals, frames=None, checkpoint: Callable[[str], None] | None = None):
+        cfg = self.config
+        spatial, temporal, p_yes, tokens = maps
         gaps = np.diff(np.asarray(all_stamps)) if len(all_stamps) > 1 else np.array([1.0])
         tolerance = float(min(1e-3, 0.5 * gaps.min()))
         best, tracks, _, _, reason = choose_track(spatial, visual.grid, visual.content_box, image_size, used_stamps,
@@ -594,14 +620,36 @@ class Grounder:
             relevance=relevance, reason=reason, grounding_tokens=tokens)
         return result, best
 
-    def _dense_tube(self, result: GroundingResult, track, frames, stamps: list[float], idx: list[int], frame_keys,
-                    proposals, image_size, temporal_prompt) -> None:
+    def _overlapped(self, boxes: Callable, model_pass: Callable, timings: dict):
+        """``(boxes(), model_pass())``, the first on the box worker thread while the second runs in this one.
+        Whatever happens, the worker has finished when this returns (no segmentation outlives the query);
+        ``timings['box_wait']``: how long this thread waited for the boxes after its pass (0: the box stage
+        was entirely off the critical path)."""
+        from concurrent.futures import ThreadPoolExecutor, wait
+
+        if self._box_worker is None:
+            self._box_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stvg-boxes")
+        future = self._box_worker.submit(boxes)
+        try:
+            second = model_pass()
+        except BaseException:
+            future.cancel()
+            wait([future])  # the worker has finished before the pass's error leaves
+            raise
+        t_wait = time.perf_counter()
+        got = future.result()
+        timings["box_wait"] = time.perf_counter() - t_wait
+        return got, second
+
+    def _dense_tube(self, result: GroundingResult, track, stamps: list[float], idx: list[int], proposals, image_size,
+                    second=None) -> None:
         """The tube on every given frame (``config.tube_frames``), in place: a box on each frame of the span
         (the chosen proposal's own box there, else interpolated), and with 'refine' the span chosen on the
         first pass's temporal scores merged with a second pass's on the frames halfway (in time) between the
         sampled ones.  The second pass shows the model ``len(idx)`` frames (the first pass's count, so the
         temporal latent prompt's token layout fits) with the temporal prompt and its caption, reusing
         cached frame features; it is skipped where the window is too sparse for distinct halfway frames.
+        ``second``: that pass's output (:meth:`_refine_pass`; ground() runs it, beside the boxes where it can).
         ``frame_stamps``/``frame_scores``/relevance stay the first pass's."""
         cfg = self.config
         n = len(stamps)
@@ -619,20 +667,20 @@ class Grounder:
         pos = {s: i for i, s in enumerate(stamps)}
         first, last = pos[result.start], pos[result.end]
         if cfg.tube_frames == "refine":
-            span = self._refined_span(result, frames, stamps, idx, frame_keys, image_size, temporal_prompt,
-                                      fill_interior(boxes, stamps))
+            span = self._refined_span(result, idx, second, fill_interior(boxes, stamps))
             first, last = span or (first, last)
         filled = fill_boxes(boxes, stamps, first, last)
         result.start, result.end = stamps[first], stamps[last]
         result.boxes = {stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), filled)}
 
-    def _refined_span(self, result, frames, stamps, idx, frame_keys, image_size, temporal_prompt,
-                      boxes) -> tuple[int, int] | None:
-        """Inclusive given-frame indices of the span on both passes' scores (None: no distinct halfway frames)."""
+    def _refine_pass(self, frames, stamps, idx, frame_keys, image_size, temporal_prompt):
+        """The refine pass's temporal maps on the frames halfway between the sampled ones: ``(halfway given-frame
+        indices, (maps upsampled to the frame, their scale))``, or ``(False, None)`` where the window is too sparse
+        for distinct halfway frames.  Needs no box, so it may run while the boxes are segmented."""
         cfg = self.config
         idx2 = halfway_indices(len(stamps), idx, stamps)
         if idx2 is None:
-            return None
+            return False, None
         question, delta = temporal_prompt
         with torch.no_grad():
             visual = self.adapter.encode_frames([frames[i] for i in idx2], stamps=[stamps[i] for i in idx2],
@@ -642,7 +690,15 @@ class Grounder:
                                    with_grad=False)
         rows = {"temporal_q": (out, 0), "temporal_c": (out, 1)}
         maps = self._relevance(rows, "temporal_q", "temporal_c", visual, {})[:len(idx2)]
-        t_maps, t_scale = upsample_maps(maps, visual.content_box, image_size)
+        return idx2, upsample_maps(maps, visual.content_box, image_size)
+
+    def _refined_span(self, result, idx, refine_pass, boxes) -> tuple[int, int] | None:
+        """Inclusive given-frame indices of the span on both passes' scores (None: no distinct halfway frames)."""
+        cfg = self.config
+        idx2, upsampled = refine_pass
+        if idx2 is False:
+            return None
+        t_maps, t_scale = upsampled
         second = frame_scores(t_maps, t_scale, [boxes[i] for i in idx2])
         merged: dict[int, list[float]] = {}
         for i, v in list(zip(idx, result.frame_scores)) + list(zip(idx2, second)):

@@ -156,8 +156,10 @@ def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, 
         return None
     s = min(1.0, work_side / max(ax1 - ax0, ay1 - ay0))
     w, h = max(4, int(round((ax1 - ax0) * s))), max(4, int(round((ay1 - ay0) * s)))
-    roi = cv2.resize(np.ascontiguousarray(image[ay0:ay1, ax0:ax1, ::-1]), (w, h), interpolation=cv2.INTER_AREA)
-    pri = cv2.resize(prior[ay0:ay1, ax0:ax1].astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    # resized first, channels swapped after (resizing works per channel: the same pixels, without copying the
+    # full-resolution ROI)
+    roi = np.ascontiguousarray(cv2.resize(image[ay0:ay1, ax0:ax1], (w, h), interpolation=cv2.INTER_AREA)[:, :, ::-1])
+    pri = cv2.resize(prior[ay0:ay1, ax0:ax1].astype(np.float32, copy=False), (w, h), interpolation=cv2.INTER_AREA)
     mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
     inside = np.zeros((h, w), bool)
     ix0, iy0 = int(np.floor((x0 - ax0) * s)), int(np.floor((y0 - ay0) * s))
