@@ -20,7 +20,7 @@ import torch
 
 from ..feature_cache import ClipKey
 from .base import VisualTokens
-from .common import AdapterError, HFAdapter, check_frames, normalise, resize_rgb
+from .common import AdapterError, HFAdapter, check_frames, fit_content_box, fit_frame, normalise
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -62,9 +62,10 @@ class _LlavaVideoAdapter(HFAdapter):
         return feats
 
     def _normalised(self, arr: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) uint8 → (T, 3, S, S) float32 at the tower's side (per frame, so cacheable)."""
+        """(T, H, W, 3) uint8 → (T, 3, S, S) float32 at the tower's side, fitted (``frame_fit``: stretched or
+        letterboxed; 'short' is 'pad' for a square tower) and standardised (per frame, so cacheable)."""
         side = self._tower_side()
-        resized = np.stack([resize_rgb(f, side, side) for f in arr])
+        resized = np.stack([fit_frame(f, side, side, self.options.frame_fit) for f in arr])
         cfg = self.processor_config
         return normalise(resized, cfg.get("image_mean", self.default_mean), cfg.get("image_std", self.default_std))
 
@@ -137,7 +138,7 @@ class _LlavaVideoAdapter(HFAdapter):
         return VisualTokens(
             embeds=feats.to(self.dtype), slot=slot.to(self.device), row=row.to(self.device), col=col.to(self.device),
             grid=(side, side), slot_frames=[[t] for t in range(T)], image_size=(int(H), int(W)),
-            content_box=(0.0, 0.0, float(W), float(H)),
+            content_box=fit_content_box(H, W, self._tower_side(), self._tower_side(), self.options.frame_fit),
             extras={"clip_key": ClipKey(tuple(keys), (self.options, (H, W)))} if keyed else {})
 
     def _paper_features(self, pixels: torch.Tensor) -> torch.Tensor:
