@@ -74,8 +74,8 @@ class GroundingConfig:
     frame_fit: str = "resize"
     """A frame whose aspect is not the tower input's (a 4:3 or 16:9 camera): 'resize' stretches it to the input
     (LLaVA's square; Qwen's aspect rounded to 28 px cells); 'pad' letterboxes it (aspect kept, boxes still in
-    the frame's pixels); 'short' (Qwen) gives its short side the input side and the long side more tokens;
-    see docs/evaluation.md, "Camera-shaped frames"."""
+    the frame's pixels); 'short' (Qwen) gives its short side the input side and the long side more tokens
+    (LLaVA: as 'resize'); see docs/evaluation.md, "Camera-shaped frames"."""
     visual_tokens: str = "model"
     """'model': visual tokens as transformers computes them (LLaVA-NeXT-Video 144 per frame,
     LLaVA-OneVision 196 per frame + 1 newline); 'paper': the official code's pooling (both 36 per frame,

@@ -126,7 +126,8 @@ class AdapterOptions:
     112² → 5:3); 'pad' = scaled to fit with its aspect kept, centred, the rest padded (letterbox; the token grid
     then spans past the frame's edges, ``VisualTokens.content_box``); 'short' = Qwen: the frame's short side
     gets the input side and the long side as many tokens as its aspect needs (more tokens per frame, objects
-    at the scale a square frame gives them), padded to the grid; LLaVA: as 'pad'.
+    at the scale a square frame gives them), padded to the grid; LLaVA (one square size): as 'resize', whose
+    short side keeps its scale.
     """
 
     visual_tokens: str = "model"
