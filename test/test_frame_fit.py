@@ -97,6 +97,7 @@ def test_each_family_letterboxes_and_reports_where_the_grid_lies(tiny_model_dir,
     box = (int(W * 0.6), int(H * 0.3), int(W * 0.75), int(H * 0.5))
     frames = [_frame_with_box(H, W, box)] * 2
     adapter = load_adapter(tiny_model_dir(family))
+    adapter.configure(AdapterOptions(frame_fit="resize"))
     stretched = adapter.encode_frames(frames)
     assert stretched.content_box == pytest.approx((0.0, 0.0, W, H))
     adapter.configure(AdapterOptions(frame_fit="pad"))
@@ -132,11 +133,13 @@ def test_short_fit_gives_qwen_more_columns_and_llava_its_stretch(tiny_model_dir)
     H, W = CAMERAS["16:9"]
     frames = [_frame_with_box(H, W, (10, 10, 50, 50))] * 2
     qwen = load_adapter(tiny_model_dir("qwen2_5_vl"))
+    qwen.configure(AdapterOptions(frame_fit="resize"))
     square = qwen.encode_frames([f[:, :H] for f in frames]).grid
     qwen.configure(AdapterOptions(frame_fit="short"))
     rows, cols = qwen.encode_frames(frames).grid
     assert rows == square[0] and cols > square[1] * 1.6  # the short side keeps the square frame's rows
     llava = load_adapter(tiny_model_dir("llava_onevision"))
+    llava.configure(AdapterOptions(frame_fit="resize"))
     stretched = llava.encode_frames(frames)
     llava.configure(AdapterOptions(frame_fit="short"))
     short = llava.encode_frames(frames)
@@ -147,7 +150,7 @@ def test_short_fit_gives_qwen_more_columns_and_llava_its_stretch(tiny_model_dir)
 def test_frame_fit_is_a_config_field_that_reaches_the_adapter(tiny_model_dir):
     from stvg_ros import Grounder
 
-    assert GroundingConfig().frame_fit == "resize"
+    assert GroundingConfig().frame_fit == "short"  # chosen on the synthetic val split
     with pytest.raises(ConfigError, match="frame_fit"):
         GroundingConfig(frame_fit="crop")
     with pytest.raises(ValueError, match="frame_fit"):
@@ -164,6 +167,7 @@ def test_square_frames_are_the_same_under_every_fit(tiny_model_dir, family):
 
     frames = random_frames(2, 112, 112)
     adapter = load_adapter(tiny_model_dir(family))
+    adapter.configure(AdapterOptions(frame_fit="resize"))
     ref = adapter.encode_frames(frames)
     for fit in ("pad", "short"):
         adapter.configure(AdapterOptions(frame_fit=fit))

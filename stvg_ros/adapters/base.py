@@ -134,7 +134,7 @@ class AdapterOptions:
     answer_tokens: str = "auto"
     prompt_style: str = "template"
     frame_resize: str = "fixed"
-    frame_fit: str = "resize"
+    frame_fit: str = "short"
 
     def __post_init__(self) -> None:
         for name, allowed in ADAPTER_OPTION_CHOICES.items():

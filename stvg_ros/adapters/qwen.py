@@ -29,14 +29,11 @@ def qwen_frame_size(height: int, width: int, frame_resize: str, side: int, proce
     the processor's own ``smart_resize`` within ``processor_pixels`` (min, max); ``'fine'``: ``side`` at least
     :data:`FINE_SIDE` (at most the processor's max pixels), whatever the camera's resolution.  A function of the
     numbers alone, so benchmarks can lay the token grid of any frame size without a model.
-    ``frame_fit='short'``: the short side gets that side (``processor``: the square root of max pixels) and the
-    long side its aspect's share, both multiples of ``factor`` (more tokens than a square frame's, not fewer
-    pixels per object); the frame is then fitted into that size (``adapters.common.fit_frame``)."""
-    if frame_fit == "short":
-        if frame_resize == "processor":
-            side = int(math.sqrt(processor_pixels[1]))
-        elif frame_resize == "fine":
-            side = min(max(side, FINE_SIDE), int(math.sqrt(processor_pixels[1])))
+    ``frame_fit='short'`` (with ``'fixed'``): the short side gets ``side`` and the long side its aspect's share,
+    both multiples of ``factor`` (more tokens than a square frame's, not fewer pixels per object); 'processor'
+    and 'fine' keep their sizes, aspect kept within them.  The frame is then fitted into the size
+    (``adapters.common.fit_frame``)."""
+    if frame_fit == "short" and frame_resize == "fixed":
         short = max(factor, int(round(side / factor)) * factor)
         long = max(factor, int(round(max(height, width) * short / min(height, width) / factor)) * factor)
         return (short, long) if height <= width else (long, short)
