@@ -95,8 +95,10 @@ def fit_frame(frame: np.ndarray, in_h: int, in_w: int, fit: str) -> np.ndarray:
     top, left, h, w = frame_placement(H, W, in_h, in_w, fit)
     if (h, w) == (in_h, in_w):
         return resize_rgb(frame, in_h, in_w)
+    import cv2
+
     out = np.empty((in_h, in_w, 3), np.uint8)
-    out[:] = np.round(frame.reshape(-1, 3).mean(0)).astype(np.uint8)
+    out[:] = np.round(cv2.mean(frame)[:3]).astype(np.uint8)  # numpy's mean costs ~80x more on 640x480
     out[top:top + h, left:left + w] = resize_rgb(frame, h, w)
     return out
 
