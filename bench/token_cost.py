@@ -29,7 +29,8 @@ CASES = [
     ("LLaVA-NeXT-Video-7B, paper pooling", "llava_next_video", "llava-next-video-7b", 336, {"visual_tokens": "paper"}),
     ("LLaVA-OneVision-7B, model pooling", "llava_onevision", "llava-onevision-7b", 384, {}),
     ("LLaVA-OneVision-7B, paper pooling", "llava_onevision", "llava-onevision-7b", 384, {"visual_tokens": "paper"}),
-    ("Qwen2.5-VL-7B, 224 (default, paper)", "qwen2_5_vl", "qwen2.5-vl-7b", 224, {}),
+    ("Qwen2.5-VL-7B, 224 (paper, frame_fit resize)", "qwen2_5_vl", "qwen2.5-vl-7b", 224, {"frame_fit": "resize"}),
+    ("Qwen2.5-VL-7B, 224, frame_fit short (node default)", "qwen2_5_vl", "qwen2.5-vl-7b", 224, {}),
     ("Qwen2.5-VL-7B, processor resize", "qwen2_5_vl", "qwen2.5-vl-7b", 224, {"frame_resize": "processor"}),
 ]
 
@@ -77,9 +78,9 @@ def main() -> None:
           "x the paper setting | relevance_eps scale (720 / N) |")
     print("|---|---|---|---|---|---|")
     for r, (_, family, _, _, options) in zip(rows, CASES):
-        # the paper's setting of the family: paper pooling (LLaVA), 224 (Qwen: the fixed default)
+        # the paper's setting of the family: paper pooling (LLaVA), 224 stretched (Qwen: fixed, frame_fit resize)
         base = next(b for b, c in zip(rows, CASES) if c[1] == family and (
-            c[4].get("visual_tokens") == "paper" or (family.startswith("qwen") and not c[4])))
+            c[4].get("visual_tokens") == "paper" or (family.startswith("qwen") and c[4] == {"frame_fit": "resize"})))
         print(f"| {r['case']} | {r['grid'][0]}x{r['grid'][1]} | {r['visual_tokens']} | {r['prefill_tflops']:.1f} | "
               f"{r['prefill_tflops'] / base['prefill_tflops']:.2f} | {r['eps_scale']:.3f} |")
     if args.json:

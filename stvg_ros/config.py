@@ -144,6 +144,12 @@ class GroundingConfig:
     tokens than 224); 'fine': a token grid fine enough for a person on a real frame at any camera resolution
     (Qwen: about 560² pixels, 23x17 tokens at 4:3, 3,910 visual tokens per 20 frames against 630 at 224; box
     IoU on the real clips in bench/README.md); LLaVA towers take one square size either way."""
+    frame_fit: str = knob("short", choices=("resize", "pad", "short"))
+    """A frame whose aspect is not the tower input's (a 4:3 or 16:9 camera): 'short' (Qwen) gives its short side
+    the input side and the long side more tokens (LLaVA: as 'resize'); 'resize' stretches it to the input
+    (LLaVA's square; Qwen's aspect rounded to 28 px cells: the paper configs); 'pad' letterboxes it (aspect
+    kept). Boxes are in the frame's pixels either way; square frames give the same tokens under all three.
+    Chosen on the synthetic val split (docs/evaluation.md, "Camera-shaped frames")."""
     visual_tokens: str = knob("model", choices=("model", "paper"))
     """'model': visual tokens as transformers computes them (LLaVA-NeXT-Video 144 per frame,
     LLaVA-OneVision 196 per frame + 1 newline); 'paper': the official code's pooling (both 36 per frame,

@@ -43,14 +43,14 @@ PRESETS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {
     "paper": ("The paper's setting of the benchmark runs (config/eval/*.yaml, docs/evaluation.md): the official "
               "pooling (36 tokens per frame), conversation and yes/no ids; set query_format for the dataset.",
               {"grounding": {"visual_tokens": "paper", "sub_query_format": "keep", "prompt_style": "official",
-                             "answer_tokens": "official"}}),
+                             "answer_tokens": "official", "frame_fit": "resize"}}),
     "official": ("The official code's choices wherever it makes one (config/eval/official/*.yaml): its layer "
                  "slice, fixed grounding token, margin loss with EMA and 2 steps, sub-query inference, grown span.",
                  {"grounding": {"visual_tokens": "paper", "layers": [-26, -6], "grounding_token": "fixed",
                                 "sub_query_format": "keep", "caption_prompt": "please describe this video",
                                 "prompt_style": "official", "answer_tokens": "official", "inference_query": "sub",
                                 "lra_loss": "official", "lra_steps": 2, "track_score": "cells",
-                                "span_rule": "grow"}}),
+                                "span_rule": "grow", "frame_fit": "resize"}}),
     "fast": ("No LRA and no TAS: one forward pass per question instead of LRA's gradient step and the reversed "
              "clip's pass (the 'base' row of docs/synthetic.md's grounding benchmark; the paper reports both "
              "as gains on real models, so this trades accuracy for latency).",

@@ -105,7 +105,12 @@ def test_generate_text_is_greedy_and_text_only(family_adapter):
 def test_image_size_override(tiny_model_dir):
     qwen = load_adapter(tiny_model_dir("qwen2_5_vl"), image_size=56)
     assert qwen.encode_frames(random_frames(2, 112, 112)).grid == (2, 2)  # 56 px = 4 patches = 2 merged
-    assert load_adapter(tiny_model_dir("qwen2_5_vl")).encode_frames(random_frames(2, 90, 160)).grid == (3, 5)
+    # the default frame_fit 'short': 112 px on the short side, the long side its share (7 cells); 'resize': an area
+    # of about 112², aspect rounded (3x5)
+    assert load_adapter(tiny_model_dir("qwen2_5_vl")).encode_frames(random_frames(2, 90, 160)).grid == (4, 7)
+    stretched = load_adapter(tiny_model_dir("qwen2_5_vl"))
+    stretched.configure(AdapterOptions(frame_fit="resize"))
+    assert stretched.encode_frames(random_frames(2, 90, 160)).grid == (3, 5)
     with pytest.raises(ValueError, match="vision tower takes 112x112"):
         load_adapter(tiny_model_dir("llava_next_video"), image_size=336)
 
@@ -145,7 +150,8 @@ def test_token_tables_cover_every_cell(family_adapter):
     grid_tokens = visual.slot >= 0
     assert visual.embeds.shape == (visual.num_tokens, adapter.language_model.config.hidden_size)
     assert visual.num_frames == 5 and visual.image_size == (90, 120)
-    assert visual.content_box == (0.0, 0.0, 120.0, 90.0)
+    x0, y0, x1, y1 = visual.content_box  # the frame, plus Qwen's letterbox under frame_fit 'short' (4:3 in 5:4)
+    assert (x0, x1) == pytest.approx((0.0, 120.0)) and y0 <= 0 and y1 >= 90 and (y1 - y0) < 90 * 1.1
     cells = {(int(s), int(r), int(c)) for s, r, c in zip(visual.slot[grid_tokens], visual.row[grid_tokens],
                                                           visual.col[grid_tokens])}
     assert len(cells) == int(grid_tokens.sum()) == visual.num_slots * rows * cols
@@ -272,6 +278,8 @@ def test_official_prompt_style(tiny_model_dir):
 
 def test_processor_frame_resize(tiny_model_dir):
     qwen = load_adapter(tiny_model_dir("qwen2_5_vl"))
+    assert qwen.target_size(224, 448) == (112, 224)  # frame_fit 'short': 112 px on the short side
+    qwen.configure(AdapterOptions(frame_fit="resize"))
     assert qwen.target_size(224, 448) == (84, 168)  # an area of about 112², aspect kept, sides rounded
     qwen.configure(AdapterOptions(frame_resize="processor"))
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision

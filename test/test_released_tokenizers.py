@@ -116,12 +116,13 @@ def test_qwen_bpe_merge_at_the_question_end(adapter_of):
 
 def test_qwen_224_path_through_from_pretrained(released_dir, adapter_of):
     """Released processor settings (max_pixels 12845056): 640x480 frames go in at the paper's 224 area
-    as 252x196 (7x9 tokens per 2-frame slot); frame_resize='processor' gives the processor's 644x476."""
+    as 252x196 (7x9 tokens per 2-frame slot) with the paper's frame_fit 'resize' (the default 'short': 308x224);
+    frame_resize='processor' gives the processor's 644x476."""
     frames = _frames(4)
     stamps = [0.5 * i for i in range(4)]
     grounder = Grounder.from_pretrained(released_dir("qwen2_5_vl"), device="cpu", config={
         "num_frames": 4, "decomposer": "rules", "keep_relevance": True, "answer_tokens": "official",
-        "layers": [-2, 2]})
+        "layers": [-2, 2], "frame_fit": "resize"})
     adapter = grounder.adapter
     assert adapter.target_size(480, 640) == (196, 252)
     visual = adapter.encode_frames(frames, stamps)
@@ -133,6 +134,7 @@ def test_qwen_224_path_through_from_pretrained(released_dir, adapter_of):
     big = Grounder(adapter_of("qwen2_5_vl"), {"frame_resize": "processor"})
     assert big.adapter.target_size(480, 640) == (476, 644)
     assert big.adapter.encode_frames(frames[:2]).grid == (17, 23)  # 391 tokens per slot
+    assert Grounder(adapter_of("qwen2_5_vl"), {}).adapter.target_size(480, 640) == (224, 308)  # default 'short'
 
 
 # ------------------------------------------------------------------------------- LLaVA-OneVision

@@ -219,3 +219,29 @@ def test_frames_per_step_films_the_same_scene_denser():
         assert (s3["st_frame"], s3["ed_frame"]) == (3 * s1["st_frame"], 3 * s1["ed_frame"])
         assert s3["query"] == s1["query"] and s3["target"] == s1["target"]
         assert all(s3["boxes"][3 * t] == b for t, b in s1["boxes"].items())
+
+
+def test_film_camera_wide_keeps_the_scene_and_moves_its_boxes():
+    """A 2:1 camera with the square clip's height (224x112, no scaling): the square scene sits unchanged in
+    the middle, the sides continue its backdrop, boxes shift by the margin; at 640x480 they scale too."""
+    from stvg_ros.synthetic.generator import film_camera
+
+    frames, sample = generate_sample(5, "val")
+    wide, filmed = film_camera(frames, sample, 224, 112)
+    assert wide.shape == (20, 112, 224, 3) and filmed["image_size"] == (112, 224)
+    assert np.array_equal(wide[:, :, 56:168], frames)
+    assert filmed["boxes"] == {t: (b[0] + 56, b[1], b[2] + 56, b[3]) for t, b in sample["boxes"].items()}
+    for tid, track in sample["tracks"].items():
+        assert filmed["tracks"][tid] == {t: (b[0] + 56, b[1], b[2] + 56, b[3]) for t, b in track.items()}
+    # the margins hold no object: they mirror the backdrop, never a drawn object
+    assert not any(np.any(np.all(wide[:, :, :56] == np.array(c, np.uint8), -1)) for c in COLOURS.values())
+    cam, c = film_camera(frames, sample, 640, 480)
+    assert cam.shape == (20, 480, 640, 3)
+    s, scale = sample["st_frame"], 480 / 112
+    x0, y0, x1, y1 = sample["boxes"][s]
+    left = (round(112 * 640 / 480) - 112) // 2
+    assert c["boxes"][s] == pytest.approx(((x0 + left) * scale, y0 * scale, (x1 + left) * scale, y1 * scale), rel=0.01)
+    stretched, st = film_camera(frames, sample, 640, 480, "stretch")
+    assert st["boxes"][s] == pytest.approx((x0 * 640 / 112, y0 * scale, x1 * 640 / 112, y1 * scale))
+    with pytest.raises(ValueError, match="narrower"):
+        film_camera(frames, sample, 300, 480)

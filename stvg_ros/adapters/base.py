@@ -107,6 +107,7 @@ ADAPTER_OPTION_CHOICES = {
     "visual_tokens": ("model", "paper"),
     "prompt_style": ("template", "official"),
     "frame_resize": ("fixed", "processor", "fine"),
+    "frame_fit": ("resize", "pad", "short"),
 }
 
 
@@ -124,12 +125,20 @@ class AdapterOptions:
     ``frame_resize``: 'fixed' = the adapter's own frame size (``image_size``); 'processor' = the size the
     model's own processor would choose; 'fine' = a token grid fine enough for a person on a real frame
     (Qwen: about 20x20 tokens per frame area; LLaVA: the tower's one size, as 'fixed').
+    ``frame_fit``: how a frame whose aspect differs from the tower input's gets there: 'resize' = stretched
+    to it (LLaVA: a 4:3 frame squeezed into the square; Qwen: the aspect rounded to its 28 px grid, 4:3 at
+    112² → 5:3); 'pad' = scaled to fit with its aspect kept, centred, the rest padded (letterbox; the token grid
+    then spans past the frame's edges, ``VisualTokens.content_box``); 'short' = Qwen: the frame's short side
+    gets the input side and the long side as many tokens as its aspect needs (more tokens per frame, objects
+    at the scale a square frame gives them), padded to the grid; LLaVA (one square size): as 'resize', whose
+    short side keeps its scale.
     """
 
     visual_tokens: str = "model"
     answer_tokens: str = "auto"
     prompt_style: str = "template"
     frame_resize: str = "fixed"
+    frame_fit: str = "short"
 
     def __post_init__(self) -> None:
         for name, allowed in ADAPTER_OPTION_CHOICES.items():

@@ -73,6 +73,42 @@ def resize_rgb(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((width, height), resample=Image.BICUBIC))
 
 
+def frame_placement(height: int, width: int, in_h: int, in_w: int, fit: str) -> tuple[int, int, int, int]:
+    """Where a ``height`` x ``width`` frame lands in an ``in_h`` x ``in_w`` tower input: ``(top, left, h, w)``.
+
+    ``fit='resize'``: the whole input (the frame stretched to the input's aspect); ``'pad'`` (and ``'short'``,
+    whose input the family sized to the frame's aspect): the frame scaled to fit, aspect kept, centred, the
+    rest padding (letterbox / pillarbox), so shapes are what the camera saw."""
+    if fit == "resize":
+        return 0, 0, in_h, in_w
+    scale = min(in_h / height, in_w / width)
+    h, w = min(in_h, max(1, int(round(height * scale)))), min(in_w, max(1, int(round(width * scale))))
+    return (in_h - h) // 2, (in_w - w) // 2, h, w
+
+
+def fit_frame(frame: np.ndarray, in_h: int, in_w: int, fit: str) -> np.ndarray:
+    """A frame as the tower takes it (:func:`frame_placement`); padding is the frame's mean colour, which
+    the processor's normalisation maps near zero for natural images and which adds no edge of its own."""
+    H, W = frame.shape[:2]
+    top, left, h, w = frame_placement(H, W, in_h, in_w, fit)
+    if (h, w) == (in_h, in_w):
+        return resize_rgb(frame, in_h, in_w)
+    import cv2
+
+    out = np.empty((in_h, in_w, 3), np.uint8)
+    out[:] = np.round(cv2.mean(frame)[:3]).astype(np.uint8)  # numpy's mean costs ~80x more on 640x480
+    out[top:top + h, left:left + w] = resize_rgb(frame, h, w)
+    return out
+
+
+def fit_content_box(height: int, width: int, in_h: int, in_w: int, fit: str) -> tuple[float, float, float, float]:
+    """The region of the frame, in its own pixels, that the whole tower input (and so its token grid)
+    spans: ``(0, 0, width, height)`` when stretched; beyond the frame's edges by the padding otherwise."""
+    top, left, h, w = frame_placement(height, width, in_h, in_w, fit)
+    sx, sy = width / w, height / h  # frame pixels per input pixel
+    return (-left * sx, -top * sy, (in_w - left) * sx, (in_h - top) * sy)
+
+
 def normalise(frames: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """(T, H, W, 3) uint8 → (T, 3, H, W) float32 scaled to [0, 1] and standardised per channel."""
     x = frames.astype(np.float32) / 255.0

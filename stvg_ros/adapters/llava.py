@@ -21,7 +21,7 @@ import torch
 from .feature_cache import ClipKey
 from .base import VisualTokens
 from .base import AdapterError
-from .common import HFAdapter, check_frames, normalise, resize_rgb
+from .common import HFAdapter, check_frames, fit_content_box, fit_frame, normalise
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -62,10 +62,17 @@ class _LlavaVideoAdapter(HFAdapter):
         """The video's tokens including those after the grids (none here; OneVision overrides)."""
         return feats
 
+    @property
+    def _fit(self) -> str:
+        """``frame_fit`` on a tower of one square size: 'short' (the short side at the input side) is what
+        'resize' does here, since the long side can get no more tokens."""
+        return "resize" if self.options.frame_fit == "short" else self.options.frame_fit
+
     def _normalised(self, arr: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) uint8 → (T, 3, S, S) float32 at the tower's side (per frame, so cacheable)."""
+        """(T, H, W, 3) uint8 → (T, 3, S, S) float32 at the tower's side, fitted (:attr:`_fit`: stretched or
+        letterboxed) and standardised (per frame, so cacheable)."""
         side = self._tower_side()
-        resized = np.stack([resize_rgb(f, side, side) for f in arr])
+        resized = np.stack([fit_frame(f, side, side, self._fit) for f in arr])
         cfg = self.processor_config
         return normalise(resized, cfg.get("image_mean", self.default_mean), cfg.get("image_std", self.default_std))
 
@@ -138,7 +145,7 @@ class _LlavaVideoAdapter(HFAdapter):
         return VisualTokens(
             embeds=feats.to(self.dtype), slot=slot.to(self.device), row=row.to(self.device), col=col.to(self.device),
             grid=(side, side), slot_frames=[[t] for t in range(T)], image_size=(int(H), int(W)),
-            content_box=(0.0, 0.0, float(W), float(H)),
+            content_box=fit_content_box(H, W, self._tower_side(), self._tower_side(), self._fit),
             extras={"clip_key": ClipKey(tuple(keys), (self.options, (H, W)))} if keyed else {})
 
     def _paper_features(self, pixels: torch.Tensor) -> torch.Tensor:

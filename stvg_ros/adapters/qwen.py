@@ -11,7 +11,7 @@ import torch
 
 from .feature_cache import ClipKey
 from .base import VisualTokens
-from .common import HFAdapter, check_frames, normalise, resize_rgb
+from .common import HFAdapter, check_frames, fit_content_box, fit_frame, normalise
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -23,12 +23,20 @@ FINE_SIDE = 560
 
 
 def qwen_frame_size(height: int, width: int, frame_resize: str, side: int, processor_pixels: tuple[int, int],
-                    factor: int = 28) -> tuple[int, int]:
+                    factor: int = 28, frame_fit: str = "resize") -> tuple[int, int]:
     """``(h, w)`` a Qwen tower is fed for a ``height`` x ``width`` frame: area ≈ ``side``², aspect kept, sides
     multiples of ``factor`` (patch * merge: one token per ``factor`` pixels); ``frame_resize='processor'``:
     the processor's own ``smart_resize`` within ``processor_pixels`` (min, max); ``'fine'``: ``side`` at least
     :data:`FINE_SIDE` (at most the processor's max pixels), whatever the camera's resolution.  A function of the
-    numbers alone, so benchmarks can lay the token grid of any frame size without a model."""
+    numbers alone, so benchmarks can lay the token grid of any frame size without a model.
+    ``frame_fit='short'`` (with ``'fixed'``): the short side gets ``side`` and the long side its aspect's share,
+    both multiples of ``factor`` (more tokens than a square frame's, not fewer pixels per object); 'processor'
+    and 'fine' keep their sizes, aspect kept within them.  The frame is then fitted into the size
+    (``adapters.common.fit_frame``)."""
+    if frame_fit == "short" and frame_resize == "fixed":
+        short = max(factor, int(round(side / factor)) * factor)
+        long = max(factor, int(round(max(height, width) * short / min(height, width) / factor)) * factor)
+        return (short, long) if height <= width else (long, short)
     if frame_resize == "processor":
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize  # no torchvision
 
@@ -103,11 +111,12 @@ class QwenVLAdapter(HFAdapter):
         """Frame size fed to the tower (:func:`qwen_frame_size`)."""
         patch, merge, _ = self._geometry()
         return qwen_frame_size(height, width, self.options.frame_resize, self._target_side(),
-                               self._processor_pixels(), patch * merge)
+                               self._processor_pixels(), patch * merge, self.options.frame_fit)
 
     def _normalised(self, arr: np.ndarray, h: int, w: int) -> np.ndarray:
-        """(T, H, W, 3) uint8 → (T, 3, h, w) float32, resized and standardised (per frame, so cacheable)."""
-        resized = np.stack([resize_rgb(f, h, w) for f in arr])
+        """(T, H, W, 3) uint8 → (T, 3, h, w) float32, fitted (``frame_fit``) and standardised (per frame, so
+        cacheable)."""
+        resized = np.stack([fit_frame(f, h, w, self.options.frame_fit) for f in arr])
         cfg = self.processor_config
         return normalise(resized, cfg.get("image_mean", _CLIP_MEAN), cfg.get("image_std", _CLIP_STD))
 
@@ -183,6 +192,7 @@ class QwenVLAdapter(HFAdapter):
             feats = self._tower(pixels, grid_thw)
         gt, gh, gw = (int(v) for v in grid_thw[0])
         rows, cols = gh // merge, gw // merge
+        patch = self._geometry()[0]
         n = gt * rows * cols
         if feats.shape[0] != n:
             raise RuntimeError(f"vision tower returned {feats.shape[0]} tokens, expected {n}")
@@ -196,7 +206,7 @@ class QwenVLAdapter(HFAdapter):
             embeds=feats.to(self.dtype), slot=(idx // (rows * cols)).to(self.device),
             row=((idx % (rows * cols)) // cols).to(self.device), col=(idx % cols).to(self.device),
             grid=(rows, cols), slot_frames=slot_frames, image_size=(int(H), int(W)),
-            content_box=(0.0, 0.0, float(W), float(H)),
+            content_box=fit_content_box(H, W, gh * patch, gw * patch, self.options.frame_fit),
             extras={"video_grid_thw": grid_thw, "second_per_grid_t": second_per_grid,
                     **({"clip_key": ClipKey(tuple(keys), (self.options, (H, W), self.target_size(H, W),
                                                           second_per_grid))} if keyed else {})})

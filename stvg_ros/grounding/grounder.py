@@ -440,7 +440,8 @@ class Grounder:
         if getattr(self.adapter, "supports_frame_keys", False):
             self.adapter.feature_cache = self.feature_cache
         options = AdapterOptions(visual_tokens=cfg.visual_tokens, answer_tokens=cfg.answer_tokens,
-                                 prompt_style=cfg.prompt_style, frame_resize=cfg.frame_resize)
+                                 prompt_style=cfg.prompt_style, frame_resize=cfg.frame_resize,
+                                 frame_fit=cfg.frame_fit)
         if getattr(self.adapter, "options", None) != options:
             self.adapter.configure(options)
 

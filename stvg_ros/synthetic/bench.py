@@ -30,7 +30,7 @@ import numpy as np
 
 from stvg_ros.evaluation.metrics import score, summarize
 
-from .generator import ACTION_VERB, ACTIONS, COLOURS, SHAPES, generate_sample, target_object
+from .generator import ACTION_VERB, ACTIONS, COLOURS, FILM_MODES, SHAPES, film_camera, generate_sample, target_object
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "stvg-synth-qwen"
 
@@ -283,14 +283,17 @@ def ground_sample(grounder, frames: np.ndarray, sample: dict, use_sub_queries: b
 def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int = 1,
         methods: dict[str, dict] | None = None, progress: bool = True, split: str = "test",
         overrides: dict | None = None, sub_query_kind: str = "dataset",
-        proposals: str = "generator", frames_per_step: int = 1, live: bool = False) -> dict[str, dict]:
+        proposals: str = "generator", frames_per_step: int = 1, live: bool = False,
+        frame_size: tuple[int, int] | None = None, film: str = "wide") -> dict[str, dict]:
     """Every row of the table on ``count`` samples of ``split``; returns row name → summary.
 
     ``overrides``: GroundingConfig fields applied to every model row (choose them on ``val``);
     ``sub_query_kind``: see :data:`SUB_QUERY_KINDS`; ``proposals``: 'generator' (the world's exact tracks)
     or 'motion' (:func:`motion_proposals`; rows then report box IoU, not track accuracy);
     ``frames_per_step``: the same scenes filmed at that many frames per step (60-frame clips at 3);
-    ``live``: every query on the frames the node's default window holds (:func:`live_window_frames`)."""
+    ``live``: every query on the frames the node's default window holds (:func:`live_window_frames`);
+    ``frame_size``: ``(width, height)``: the same scenes filmed by a camera of that shape (:func:`film_camera`,
+    ``film`` its mode)."""
     import torch
     from tqdm import tqdm
 
@@ -300,6 +303,8 @@ def run(model: str | Path, count: int = 100, first_seed: int = 0, threads: int =
     torch.set_num_threads(threads)
     methods = dict(METHODS, **PROPOSAL_FREE) if methods is None else methods
     samples = [generate_sample(first_seed + k, split, frames_per_step=frames_per_step) for k in range(count)]
+    if frame_size:
+        samples = [film_camera(frames, s, frame_size[0], frame_size[1], film) for frames, s in samples]
     rows: dict[str, list[dict]] = {}
     rng = np.random.default_rng(0)
     for frames, s in samples:
@@ -383,6 +388,27 @@ def bootstrap_ci(values, rounds: int = 2000, level: float = 0.95, seed: int = 0)
     return float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
 
 
+def paired_differences(table: dict[str, dict], earlier: dict[str, dict], rounds: int = 2000,
+                       seed: int = 0) -> dict[str, dict]:
+    """Per row present in both runs: the mean vIoU difference (this run − ``earlier``, percent points) over
+    the seeds both scored, with its percentile bootstrap interval (seeds resampled with replacement)."""
+    out = {}
+    for name, s in table.items():
+        a, b = s.get("viou_by_seed"), (earlier.get(name) or {}).get("viou_by_seed")
+        if not a or not b:
+            continue
+        seeds = sorted(set(map(int, a)) & set(map(int, b)))
+        d = 100.0 * np.array([float(_by(a, k)) - float(_by(b, k)) for k in seeds])
+        lo, hi = bootstrap_ci(d, rounds, seed=seed)
+        out[name] = {"n": len(seeds), "diff": float(d.mean()) if d.size else float("nan"), "ci": (lo, hi)}
+    return out
+
+
+def _by(by_seed: dict, seed: int):
+    """A ``viou_by_seed`` entry, keyed by int (in memory) or str (read back from JSON)."""
+    return by_seed[seed] if seed in by_seed else by_seed[str(seed)]
+
+
 def found_markdown(found: dict, count: int, split: str) -> str:
     """The found/absent table: present targets found, absent queries rejected per kind, AUC of p_yes."""
     kinds = [k for k in ABSENT_KINDS if k in found]
@@ -456,6 +482,13 @@ def main(argv: list[str] | None = None) -> None:
                         "on --split val it also prints the found_threshold that balances them (for grounding_defaults.json)")
     p.add_argument("--frames-per-step", type=int, default=1, metavar="K",
                    help="the same scenes filmed at K frames per step (K x 20 frames, K x 5 fps): long windows")
+    p.add_argument("--frame-size", default=None, metavar="WxH",
+                   help="the same scenes filmed by a WxH camera (e.g. 640x480, 640x360; --film how)")
+    p.add_argument("--film", default="wide", choices=FILM_MODES,
+                   help="'wide': the square scene's objects in a wider view (shapes kept); 'stretch': the square "
+                        "frames resized to WxH")
+    p.add_argument("--compare", default=None, metavar="JSON",
+                   help="a --json file of an earlier run on the same seeds: paired vIoU differences per row")
     p.add_argument("--live", action="store_true",
                    help="ground on the frames the node's default window keeps of each clip played at its rate")
     a = p.parse_args(argv)
@@ -477,13 +510,27 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in a.set)}
     rows = dict(METHODS, **PROPOSAL_FREE)
     methods = {k: rows[k] for k in a.methods} if a.methods else None
+    frame_size = None
+    if a.frame_size:
+        try:
+            frame_size = tuple(int(v) for v in a.frame_size.lower().split("x"))
+            assert len(frame_size) == 2 and min(frame_size) > 0
+        except (ValueError, AssertionError):
+            raise SystemExit(f"--frame-size {a.frame_size!r}: write WIDTHxHEIGHT, e.g. 640x480") from None
     table = run(a.model, a.count, a.first_seed, a.threads, methods=methods, split=a.split, overrides=overrides,
                 sub_query_kind=a.sub_queries, proposals=a.proposals, frames_per_step=a.frames_per_step,
-                live=a.live)
+                live=a.live, frame_size=frame_size, film=a.film)
     md = markdown(table, a.count, a.split)
-    if a.frames_per_step == 1 and not a.live:
+    if frame_size:
+        md += f"\n\nFrames: {frame_size[0]}x{frame_size[1]} ({a.film})"
+    if a.compare:
+        diffs = paired_differences(table, json.loads(Path(a.compare).read_text()))
+        md += f"\n\nPaired m_vIoU differences, this run - {a.compare} (same seeds), 95% bootstrap CI\n"
+        md += "".join(f"\n| {name} | {d['diff']:+.1f} | [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] | n={d['n']} |"
+                      for name, d in diffs.items())
+    if a.frames_per_step == 1 and not a.live and not frame_size:
         md += "\n\n" + found_report(a.model, a.count, a.first_seed, a.split, a.threads, overrides)
-    else:
+    elif a.frames_per_step != 1 or a.live:
         md += f"\n\nClips: {a.frames_per_step} frames per step" + (", the node's live window" if a.live else "")
     if overrides:
         md += "\n\nGroundingConfig overrides: " + ", ".join(f"{k}={v}" for k, v in overrides.items())

@@ -338,8 +338,50 @@ def generate_sample(seed: int, split: str = "train", num_frames: int = 20, image
         "image_size": (h, w),
         "fps": fps,
         "_specs": objects,  # the geometry, for rendering tests; not serialised
+        "_background": bg,  # the objects' backdrop, for filming the scene with another camera (film_camera)
     }
     return frames, sample
+
+
+#: how :func:`film_camera` makes a camera-shaped clip of a square scene
+FILM_MODES = ("wide", "stretch")
+
+
+def film_camera(frames: np.ndarray, sample: dict, width: int, height: int,
+                mode: str = "wide") -> tuple[np.ndarray, dict]:
+    """The same scene seen by a ``width`` x ``height`` camera: what camera-shaped frames cost, apart from the scene.
+
+    ``mode='wide'``: a camera of that aspect with the square clip's vertical field of view: the scene's
+    objects, their pixels and motion unchanged, in the middle of a wider view whose sides continue the
+    backdrop (mirrored), then scaled to ``height`` (objects keep their shape). ``'stretch'``: the square
+    frames resized to ``width`` x ``height`` (objects distorted by the aspect change). Boxes, tracks and
+    ``image_size`` follow, in the new frames' pixels (float edges)."""
+    if mode not in FILM_MODES:
+        raise ValueError(f"mode={mode!r}: use one of {FILM_MODES}")
+    n, h, w, _ = frames.shape
+    if mode == "wide":
+        view_w = int(round(h * width / height))
+        if view_w < w:
+            raise ValueError(f"{width}x{height} is narrower than the {w}x{h} scene: use a wider camera")
+        left = (view_w - w) // 2
+        bg = cv2.copyMakeBorder(sample["_background"], 0, 0, left, view_w - w - left, cv2.BORDER_REFLECT)
+        wide = np.repeat(bg[None], n, axis=0)
+        wide[:, :, left:left + w] = frames
+        sx, sy, dx = width / view_w, height / h, float(left)
+    else:
+        wide, sx, sy, dx = frames, width / w, height / h, 0.0
+    out = np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA if sy < 1 else cv2.INTER_LINEAR)
+                    for f in wide])
+
+    def move(b):
+        return ((b[0] + dx) * sx, b[1] * sy, (b[2] + dx) * sx, b[3] * sy)
+
+    filmed = dict(sample, image_size=(height, width),
+                  boxes={t: move(b) for t, b in sample["boxes"].items()},
+                  tracks={tid: {t: move(b) for t, b in tr.items()} for tid, tr in sample["tracks"].items()})
+    filmed.pop("_background", None)
+    filmed.pop("_specs", None)  # their geometry is the square scene's
+    return out, filmed
 
 
 def _film_denser(objects: list[ObjectSpec], n: int, k: int) -> int:
