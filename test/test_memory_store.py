@@ -171,9 +171,34 @@ def test_sigkill_mid_write_loses_only_the_unflushed_chunk(tmp_path):
 
 
 def test_bad_settings_name_the_fix(tmp_path):
-    from stvg_ros.memory.store import MemoryError
+    from stvg_ros.memory.store import MemoryStoreError
 
-    with pytest.raises(MemoryError, match="memory_rate"):
+    with pytest.raises(MemoryStoreError, match="memory_rate"):
         MemoryStore(tmp_path, rate=0)
-    with pytest.raises(MemoryError, match="memory_chunk_s"):
+    with pytest.raises(MemoryStoreError, match="memory_chunk_s"):
         MemoryStore(tmp_path, chunk_seconds=0)
+
+
+def test_the_service_remembers_what_leaves_its_window_only_when_asked(tmp_path):
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.service import GroundingService
+
+    off = GroundingService(ServingConfig())
+    assert off.memory is None, "memory is off by default"
+    svc = GroundingService(ServingConfig(memory=True, memory_directory=str(tmp_path), memory_chunk_s=5.0))
+    img = np.zeros((48, 64, 3), np.uint8)
+    for i in range(300):  # 30 s at 10 fps
+        svc.ingest(int((200 + i * 0.1) * NS), lambda: img)
+    stamps = svc.memory.stamps()
+    window_oldest = svc.window.frames()[0].stamp_ns
+    assert stamps[0] == 200 * NS and stamps[-1] < window_oldest
+    assert np.allclose(np.diff(stamps), NS // 2)
+    assert svc.memory.chunks, "chunks were written"
+    svc.configure(ServingConfig(memory=True, memory_directory=str(tmp_path), memory_chunk_s=5.0))
+    assert svc.memory.stamps() == stamps, "the same settings keep the same store"
+    svc.stop()
+    assert svc.memory.stamps()[-1] == int((200 + 29.5) * NS), "a clean stop keeps the window's frames too"
+    svc.configure(ServingConfig())
+    assert svc.memory is None
+    again = GroundingService(ServingConfig(memory=True, memory_directory=str(tmp_path), memory_chunk_s=5.0))
+    assert again.memory.stamps()[: len(stamps)] == stamps, "a restart remembers"

@@ -31,6 +31,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
+from ..config import ConfigError
 from ..window import NS, Frame
 
 #: the topic of the keyframes in a memory chunk (image_transport naming of a compressed stream)
@@ -45,7 +46,7 @@ PARTIAL = ".partial_"
 JUMP_BACK_NS = NS // 2
 
 
-class MemoryError(RuntimeError):
+class MemoryStoreError(ConfigError):
     """The memory directory cannot be used; the message names the fix."""
 
 
@@ -190,12 +191,14 @@ class MemoryStore:
     def __init__(self, directory: str | Path, *, rate: float = 2.0, hours: float = 4.0, mb: float = 1024.0,
                  chunk_seconds: float = 30.0, window_s: float = 10.0, jpeg_quality: int = 85):
         if rate <= 0:
-            raise MemoryError(f"memory_rate {rate!r} Hz: use a positive rate of keyframes, e.g. 1 or 2")
+            raise MemoryStoreError(f"memory_rate {rate!r} Hz: use a positive rate of keyframes, e.g. 1 or 2")
         if hours < 0 or mb < 0:
-            raise MemoryError(f"memory_hours {hours!r} / memory_mb {mb!r}: use positive limits, or 0 for none")
+            raise MemoryStoreError(f"memory_hours {hours!r} / memory_mb {mb!r}: use positive limits, or 0 for none")
         if chunk_seconds <= 0:
-            raise MemoryError(f"memory_chunk_s {chunk_seconds!r}: use a positive number of seconds")
+            raise MemoryStoreError(f"memory_chunk_s {chunk_seconds!r}: use a positive number of seconds")
         self.directory = Path(directory).expanduser()
+        self.settings = dict(directory=self.directory, rate=rate, hours=hours, mb=mb, chunk_seconds=chunk_seconds,
+                             window_s=window_s)
         self.period_ns = int(round(NS / rate))
         self.max_age_ns = int(hours * 3600 * NS)
         self.max_bytes = int(mb * 2**20)
@@ -222,7 +225,7 @@ class MemoryStore:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise MemoryError(f"cannot create the memory directory {self.directory}: {e}; set memory_directory "
+            raise MemoryStoreError(f"cannot create the memory directory {self.directory}: {e}; set memory_directory "
                               f"to a writable path") from None
         chunks = []
         for p in sorted(self.directory.iterdir()):
@@ -396,3 +399,27 @@ def memory_key(stamp_ns: int) -> tuple:
     """A remembered keyframe's identity for the grounder's feature cache: its stamp (one keyframe per
     stamp; the pixels of a stamp never change once stored)."""
     return ("memory", int(stamp_ns))
+
+
+def default_directory() -> Path:
+    """``memory_directory`` '' : ``memory/`` in the package's cache directory."""
+    from ..default_model import cache_dir
+
+    return cache_dir() / "memory"
+
+
+def store_for(config, current: Optional[MemoryStore]) -> Optional[MemoryStore]:
+    """The store a :class:`~stvg_ros.config.ServingConfig` asks for: ``current`` when its settings are
+    unchanged, a new one (the old one closed) when they changed, None (closed) with ``memory`` off."""
+    if not config.memory:
+        if current is not None:
+            current.close()
+        return None
+    settings = dict(directory=Path(config.memory_directory or default_directory()).expanduser(),
+                    rate=config.memory_rate, hours=config.memory_hours, mb=config.memory_mb,
+                    chunk_seconds=config.memory_chunk_s, window_s=config.window_duration)
+    if current is not None and current.settings == settings:
+        return current
+    if current is not None:
+        current.close()
+    return MemoryStore(**settings)
