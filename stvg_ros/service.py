@@ -41,6 +41,7 @@ import numpy as np
 
 from .camera_tube import CameraTube, camera_tube, empty_tube
 from .config import ServingConfig, apply_model_serving_defaults
+from .memory.recall import MemoryRecall, past_problem
 from .memory.store import MemoryStore, store_for
 from .proposals import ExternalTracks, subject_phrase
 from .proposals.tracks import Detections
@@ -102,6 +103,9 @@ class Answer:
     queue_time: float = 0.0
     latency: float = 0.0
     event: str = ""
+    alternatives: tuple = ()
+    """A query over the past (memory): the other tubes found, best first, as
+    :class:`stvg_ros.memory.recall.Alternative` (start_ns, end_ns, score); the answer's own tube first."""
 
     @property
     def tube(self) -> CameraTube:
@@ -160,6 +164,8 @@ class _Job:
         self.standing: Optional[StandingQuery] = None  # set for a standing query's evaluation
         self.started: Optional[float] = None
         self.cancel_reason: Optional[str] = None
+        self.past = False  # its time range reaches beyond the window: answered from memory (_recall)
+        self.alternatives: tuple = ()
         self.answered = threading.Event()
         """Set once the answer was delivered (``on_done`` returned): a caller about to silence its outputs
         waits for this, not for the claim, or it would drop an answer being published."""
@@ -481,7 +487,10 @@ class GroundingService:
         handle = QueryHandle(self, job)
         reason = self._admission_problem(request, text)
         if not reason:
-            job.frames, reason = self._snapshot(request)
+            job.past, reason = past_problem(self.memory, self.window.frames(), request.start_ns, request.end_ns)
+            job.frames, problem = (self.window.frames(request.start_ns, request.end_ns), "") if job.past \
+                else self._snapshot(request)
+            reason = reason or problem
         if not reason:
             with self._lock:
                 if self._stopping:
@@ -643,7 +652,8 @@ class GroundingService:
             check("queued")
             if grounder is None:
                 raise Cancelled("no model loaded: configure the node first")
-            result = self._grounding(grounder, r, job.frames, check)
+            result = self._recall(grounder, job, check) if job.past else self._grounding(grounder, r, job.frames,
+                                                                                         check)
         except Cancelled as e:
             self._finish(job, CANCELLED, str(e))
         except Exception as e:  # noqa: BLE001 - report and keep serving
@@ -670,6 +680,18 @@ class GroundingService:
                                  frame_keys=self._keys(frames))
         self._note_boxes_from(result, proposals, subject)
         return result
+
+    def _recall(self, grounder: GroundingModel, job: _Job, check: Callable[[str], None]) -> GroundingResult:
+        """A request reaching beyond the window: the memory's two stages (:mod:`stvg_ros.memory.recall`) over the
+        remembered keyframes and the window's snapshot; the answer's frames become the best tube's."""
+        r = job.request
+        found = MemoryRecall(grounder, self.memory, self.config.memory_segment_s).answer(
+            r.text, r.start_ns, r.end_ns, window=job.frames, window_keys=self._keys(job.frames),
+            sub_queries=r.sub_queries, checkpoint=check)
+        if found is None:
+            raise ValueError("no remembered frames in the requested time range: widen it")
+        job.frames, job.alternatives = found.frames, tuple(found.alternatives)
+        return found.result
 
     def _keys(self, frames: Sequence[Frame]) -> list:
         """The frames' identities for the grounder's per-frame cache: (this service's stream, the window's
@@ -916,7 +938,7 @@ class GroundingService:
         now = self._clock()
         started = job.started if job.started is not None else now
         answer = Answer(job.request, status, reason, result, job.frames if result is not None else (),
-                        self.window.newest, started - job.arrived, now - job.arrived)
+                        self.window.newest, started - job.arrived, now - job.arrived, alternatives=job.alternatives)
         with self._lock:
             c = self._counters
             if status == ANSWERED:

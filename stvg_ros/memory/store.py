@@ -63,6 +63,8 @@ class Chunk:
     """Per keyframe: source pixels per stored pixel."""
     nbytes: int = 0
     frame_id: str = ""
+    replaced: bool = False
+    """Written over a chunk of the same first stamp (a replayed stream)."""
 
     @property
     def start_ns(self) -> int:
@@ -139,9 +141,12 @@ def write_chunk(directory: Path, stamps: list[int], jpegs: list[bytes], sizes, s
     _fsync_dir(tmp)
     if final.exists():  # the same first stamp again (a replayed stream): the newer chunk wins
         shutil.rmtree(final)
+        replaced = True
+    else:
+        replaced = False
     os.rename(tmp, final)
     _fsync_dir(directory)
-    return Chunk(final, list(stamps), [tuple(s) for s in sizes], list(scales), _dir_size(final), frame_id)
+    return Chunk(final, list(stamps), [tuple(s) for s in sizes], list(scales), _dir_size(final), frame_id, replaced)
 
 
 def read_index(path: Path) -> Optional[Chunk]:
@@ -212,6 +217,7 @@ class MemoryStore:
         self._next_due: Optional[int] = None
         self._newest: Optional[int] = None
         self.deleted = 0  # chunks removed by roll-over
+        self._generation = 0  # raised when a stamp's pixels may change (a chunk replaced by a replayed stream)
         self.rebuild_s = 0.0
         self.open()
 
@@ -271,6 +277,12 @@ class MemoryStore:
         s = self.stamps()
         return (s[0], s[-1]) if s else (0, 0)
 
+    def key(self, stamp_ns: int) -> tuple:
+        """A remembered keyframe's identity for the grounder's feature cache: this directory, the stamp, and a
+        generation raised whenever a stamp's pixels may have changed (a replayed stream replaced a chunk), so
+        cached work is found again exactly and never another stream's."""
+        return ("memory", str(self.directory), self._generation, int(stamp_ns))
+
     # -- writing -----------------------------------------------------------------------------------
     def add(self, frame: Frame) -> bool:
         """Offer a frame the window kept; True when it becomes a keyframe. Frames older than the window's
@@ -314,6 +326,7 @@ class MemoryStore:
             self._append_locked(f)
         self._waiting.clear()
         self._flush_locked()
+        self._generation += 1  # the stamps to come may repeat remembered ones with other pixels
         self._next_due = None
         self._newest = None
 
@@ -336,6 +349,8 @@ class MemoryStore:
             return None
         chunk = write_chunk(self.directory, o.stamps, o.jpegs, o.sizes, o.scales, o.frame_id, self.jpeg_quality)
         self._open = _Open()
+        if chunk.replaced:
+            self._generation += 1
         self._chunks = [c for c in self._chunks if c.path != chunk.path] + [chunk]
         self._chunks.sort(key=lambda c: c.start_ns)
         self._roll_over_locked()
@@ -358,47 +373,48 @@ class MemoryStore:
 
     # -- reading -----------------------------------------------------------------------------------
     def frames(self, start_ns: int = 0, end_ns: int = 0) -> list[Frame]:
-        """The remembered keyframes within the range (0 = unbounded), decoded, as window frames (``seq`` 0:
-        their identity is the stamp; see :func:`memory_key`)."""
-        import cv2
+        """The remembered keyframes within the range (0 = unbounded), decoded: :meth:`iter_frames` as a list."""
+        return list(self.iter_frames(start_ns, end_ns))
+
+    def iter_frames(self, start_ns: int = 0, end_ns: int = 0) -> Iterator[Frame]:
+        """The remembered keyframes within the range (0 = unbounded), decoded one chunk at a time, in time
+        order, as window frames (``seq`` 0: their identity is :meth:`key`)."""
 
         def inside(t: int) -> bool:
             return (not start_ns or t >= start_ns) and (not end_ns or t <= end_ns)
 
         with self._lock:
-            chunks = [c for c in self._chunks if inside(c.start_ns) or inside(c.end_ns)
-                      or (start_ns and end_ns and c.start_ns <= start_ns and c.end_ns >= end_ns)]
+            chunks = [c for c in self._chunks if (not end_ns or c.start_ns <= end_ns)
+                      and (not start_ns or c.end_ns >= start_ns)]
             o = self._open
             ram = [(t, j, s, k) for t, j, s, k in zip(o.stamps, o.jpegs, o.sizes, o.scales) if inside(t)]
             frame_id = o.frame_id
-        out: list[Frame] = []
-
-        def decode(data: bytes) -> np.ndarray:
-            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-            return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
+        last = -1
         for c in chunks:
             meta = {t: (s, k) for t, s, k in zip(c.stamps, c.sizes, c.scales)}
             wanted = {t for t in c.stamps if inside(t)}
+            if not wanted:
+                continue
             try:
                 for t, data in read_chunk_images(c, wanted):
-                    img = decode(data)
+                    if t <= last:  # overlapping chunks (a replayed stream): time order first
+                        continue
+                    img = _decode(data)
                     size, scale = meta.get(t, ((0, 0), 1.0))
-                    if size == (0, 0):
-                        size = img.shape[:2]
-                    out.append(Frame(t, img, scale, tuple(size), c.frame_id))
+                    last = t
+                    yield Frame(t, img, scale, tuple(size) if size != (0, 0) else img.shape[:2], c.frame_id)
             except FileNotFoundError:  # rolled over while we read: that part of the past is gone
                 continue
         for t, data, size, scale in ram:
-            out.append(Frame(t, decode(data), scale, tuple(size), frame_id))
-        out.sort(key=lambda f: f.stamp_ns)
-        return out
+            if t > last:
+                yield Frame(t, _decode(data), scale, tuple(size), frame_id)
 
 
-def memory_key(stamp_ns: int) -> tuple:
-    """A remembered keyframe's identity for the grounder's feature cache: its stamp (one keyframe per
-    stamp; the pixels of a stamp never change once stored)."""
-    return ("memory", int(stamp_ns))
+def _decode(data: bytes) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def default_directory() -> Path:
