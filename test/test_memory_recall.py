@@ -155,3 +155,19 @@ def test_the_service_answers_a_request_reaching_beyond_its_window_from_memory(gr
     svc.submit(GroundingRequest("empty", event.query, start_ns=NS, end_ns=2 * NS), answers.append)
     assert answers[0].status == REJECTED and "nothing remembered" in answers[0].reason
     svc.stop()
+
+
+def test_synthetic_streams_place_events_with_one_answer_each():
+    from stvg_ros.synthetic.generator import generate_sample, matches
+
+    a, b = make_stream(3, 300.0, events=2, kind="colour"), make_stream(3, 300.0, events=2, kind="colour")
+    assert [e.first for e in a.events] == [e.first for e in b.events], "deterministic"
+    frames = list(a.frames())
+    assert len(frames) == a.num_frames == 600
+    for e in a.events:
+        clip, _ = generate_sample(e.seed, "test", 20)
+        assert np.array_equal(frames[e.first], clip[0]) and np.array_equal(frames[e.first + 19], clip[19])
+        assert e.first + 20 + 20 <= a.num_frames, "it has left a 10 s window by the end"
+        assert e.query == f"the {e.look[1]} shape" and min(e.boxes) == e.span[0]
+    with pytest.raises(ValueError, match="kind"):
+        make_stream(0, 300.0, kind="nonsense")
