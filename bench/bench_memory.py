@@ -200,7 +200,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-warm", action="store_true", help="skip the idle prefetch (cold queries only)")
     ap.add_argument("--cache-mb", type=float, default=1024.0, help="the grounder's feature_cache_mb")
     ap.add_argument("--quick", action="store_true", help="one 5-minute stream, 2 events (seconds)")
-    ap.add_argument("--out", default="", help="JSON results (default bench/results/memory-<time>.json)")
+    ap.add_argument("--json", "--out", dest="out", default="",
+                    help="JSON results (default bench/results/memory-<time>.json)")
     a = ap.parse_args(argv)
     if a.quick:
         a.minutes, a.streams, a.events = [5.0], 1, 2
