@@ -73,7 +73,9 @@ def test_roll_over_by_age(tmp_path):
     assert (newest - oldest) / NS <= 0.1 * 3600 + 60 + 1, "older than hours + one chunk: deleted"
     assert (newest - oldest) / NS >= 0.1 * 3600 - 1
     assert s.deleted >= 10
-    assert len(list(tmp_path.iterdir())) == len(s.chunks), "deleted chunks are gone from disk"
+    assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == len(s.chunks), "deleted chunks are gone from disk"
+    lines = (tmp_path / "index.jsonl").read_text().splitlines()
+    assert len(lines) <= 2 * len(s.chunks) + 16, "the index file is compacted as chunks are deleted"
 
 
 def test_roll_over_by_size(tmp_path):
@@ -84,7 +86,7 @@ def test_roll_over_by_size(tmp_path):
         s.add(Frame(int((10 + i * 0.5) * NS), img, 1.0, (48, 48)))
     assert s.deleted > 0
     assert s.nbytes <= 0.2 * 2**20
-    disk = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    disk = sum(p.stat().st_size for p in tmp_path.rglob("memory_*/*") if p.is_file())
     assert disk == s.nbytes
     assert s.ram_bytes < 0.2 * 2**20, "RAM holds one open chunk at most"
 
@@ -105,6 +107,27 @@ def test_restart_rebuilds_the_index_and_drops_a_partial_chunk(tmp_path):
     again.close()
     assert again.stamps()[: len(before)] == before and again.stamps()[-1] >= 59 * NS
     assert len(again.frames(10 * NS, 20 * NS)) == len([t for t in before if t <= 20 * NS])
+
+
+def test_restart_reads_the_index_file_and_falls_back_to_the_chunks(tmp_path, monkeypatch):
+    import stvg_ros.memory.store as store_module
+
+    s = MemoryStore(tmp_path, rate=2.0, window_s=2.0, chunk_seconds=5.0, hours=0, mb=0)
+    feed(s, 10.0, 40.0)
+    s.flush()
+    before = s.stamps()
+    with open(tmp_path / "index.jsonl", "a") as f:
+        f.write('{"name": "memory_torn", "stam')  # a line torn by a crash
+    calls = []
+    monkeypatch.setattr(store_module, "read_index", lambda p: calls.append(p))
+    again = MemoryStore(tmp_path, rate=2.0, window_s=2.0, chunk_seconds=5.0, hours=0, mb=0)
+    assert again.stamps() == before and not calls, "the index file alone rebuilt the index"
+    monkeypatch.undo()
+    (tmp_path / "index.jsonl").write_text("\n".join((tmp_path / "index.jsonl").read_text().splitlines()[1:]))
+    third = MemoryStore(tmp_path, rate=2.0, window_s=2.0, chunk_seconds=5.0, hours=0, mb=0)
+    assert third.stamps() == before, "a chunk missing from the file is read from its own metadata"
+    (tmp_path / "index.jsonl").unlink()
+    assert MemoryStore(tmp_path, rate=2.0, window_s=2.0, chunk_seconds=5.0, hours=0, mb=0).stamps() == before
 
 
 WRITER = textwrap.dedent("""

@@ -15,8 +15,9 @@ open chunk (``chunk_seconds x rate`` JPEGs), the frames awaiting their exit from
 (``window x rate`` references to the window's own arrays) and the index (a few numbers per keyframe).
 
 The index (each chunk's keyframe stamps, the source size and scale of its pixels) is in the bag's own
-``custom_data`` (its ``metadata.yaml``), so a restart rebuilds it by reading those files only
-(:meth:`MemoryStore.open`), not the images.
+``custom_data`` (its ``metadata.yaml``) and, one line per chunk, in ``index.jsonl``: a restart reads that
+one file (:meth:`MemoryStore.open`), and a chunk's metadata only where the file lacks it or disagrees
+with the chunk's size on disk (a crash between a chunk's rename and its line).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ MEMORY_TOPIC = "/stvg/memory/image/compressed"
 INDEX_KEY = "stvg_ros_memory"
 #: chunk directories: ``memory_<first stamp ns, 20 digits>``; sorting by name sorts by time
 PREFIX = "memory_"
+#: every chunk's index, one JSON line per chunk written (read at a restart; rebuilt from the chunks when absent)
+INDEX_FILE = "index.jsonl"
 #: a chunk being written (renamed to its final name when complete)
 PARTIAL = ".partial_"
 #: a stamp this much older than the newest means the stream's time went back (as the service's rule)
@@ -219,6 +222,7 @@ class MemoryStore:
         self.deleted = 0  # chunks removed by roll-over
         self._generation = 0  # raised when a stamp's pixels may change (a chunk replaced by a replayed stream)
         self.rebuild_s = 0.0
+        self._index_lines = 0  # lines in index.jsonl
         self.open()
 
     # -- the index ---------------------------------------------------------------------------------
@@ -233,21 +237,71 @@ class MemoryStore:
         except OSError as e:
             raise MemoryStoreError(f"cannot create the memory directory {self.directory}: {e}; set memory_directory "
                               f"to a writable path") from None
+        known = self._read_index_file()
         chunks = []
         for p in sorted(self.directory.iterdir()):
             if p.name.startswith(PARTIAL):
                 shutil.rmtree(p, ignore_errors=True)  # a chunk that was being written when the process died
             elif p.name.startswith(PREFIX) and p.is_dir():
-                c = read_index(p)
+                c = known.get(p.name)
+                if c is None or c.nbytes != _dir_size(p):  # not indexed yet (a crash after the rename), or other
+                    c = read_index(p)
                 if c is not None:
                     chunks.append(c)
         chunks.sort(key=lambda c: c.start_ns)
+        self._write_index_file(chunks)
         with self._lock:
             self._chunks = chunks
             if chunks:
                 self._newest = max(c.end_ns for c in chunks)
         self.rebuild_s = time.perf_counter() - t0
         return len(chunks)
+
+    def _read_index_file(self) -> dict[str, Chunk]:
+        """The chunks listed in ``index.jsonl`` (one line per chunk written; a torn last line is skipped):
+        a restart reads this one file instead of every chunk's metadata."""
+        out: dict[str, Chunk] = {}
+        try:
+            lines = (self.directory / INDEX_FILE).read_text().splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            try:
+                d = json.loads(line)
+                out[d["name"]] = Chunk(self.directory / d["name"], [int(t) for t in d["stamps"]],
+                                       [tuple(x) for x in d["sizes"]], [float(x) for x in d["scales"]],
+                                       int(d["nbytes"]), d.get("frame_id", ""))
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+    @staticmethod
+    def _index_line(c: Chunk) -> str:
+        return json.dumps({"name": c.path.name, "stamps": c.stamps, "sizes": [list(x) for x in c.sizes],
+                           "scales": c.scales, "nbytes": c.nbytes, "frame_id": c.frame_id}) + "\n"
+
+    def _write_index_file(self, chunks: list[Chunk]) -> None:
+        """Rewrite ``index.jsonl`` with ``chunks`` (atomically: a temporary file renamed over it)."""
+        tmp = self.directory / (INDEX_FILE + ".tmp")
+        try:
+            with open(tmp, "w") as f:
+                f.writelines(self._index_line(c) for c in chunks)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.directory / INDEX_FILE)
+            self._index_lines = len(chunks)
+        except OSError:
+            pass  # the chunks' own metadata still rebuild it
+
+    def _append_index_file(self, chunk: Chunk) -> None:
+        try:
+            with open(self.directory / INDEX_FILE, "a") as f:
+                f.write(self._index_line(chunk))
+                f.flush()
+                os.fsync(f.fileno())
+            self._index_lines += 1
+        except OSError:
+            pass
 
     @property
     def chunks(self) -> list[Chunk]:
@@ -353,7 +407,10 @@ class MemoryStore:
             self._generation += 1
         self._chunks = [c for c in self._chunks if c.path != chunk.path] + [chunk]
         self._chunks.sort(key=lambda c: c.start_ns)
+        self._append_index_file(chunk)
         self._roll_over_locked()
+        if self._index_lines > 2 * len(self._chunks) + 16:  # lines of deleted or replaced chunks: compact
+            self._write_index_file(self._chunks)
         return chunk
 
     def _roll_over_locked(self) -> None:
