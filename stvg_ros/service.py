@@ -632,9 +632,29 @@ class GroundingService:
             self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
             return
         self._forget_gone(grounder, also=self._keys(frames))  # frames the window let go while being encoded
+        if self.memory is not None and not stopped:
+            self._prefetch_memory(grounder, should_stop)
         if stopped:
             with self._lock:
                 self._preencode_due = True  # resume after what stopped it
+
+    def _prefetch_memory(self, grounder: GroundingModel, should_stop: Callable[[], bool]) -> None:
+        """After the window's frames: the memory's segments written since the last time (from this service's
+        start on: older memory is encoded by the first query that reads it), into at most half of the feature
+        cache, so that remembered frames never push out the window's."""
+        memory, cache = self.memory, grounder.feature_cache
+        recall = MemoryRecall(grounder, memory, self.config.memory_segment_s)
+        cell, newest = recall.segment_ns, memory.span()[1]
+        if getattr(self, "_memory_prefetched_ns", None) is None:  # segments are cut on a grid of stamps
+            self._memory_prefetched_ns = (newest // cell + 1) * cell
+        since, until = self._memory_prefetched_ns, (newest // cell) * cell - 1  # whole segments only
+        if until <= since:
+            return
+        try:
+            recall.prefetch(since, until, lambda: should_stop() or cache.stats().bytes > cache.max_bytes // 2)
+        except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
+            self._warn(f"pre-encoding remembered frames failed: {type(e).__name__}: {e}", "preencode")
+        self._memory_prefetched_ns = recall.prefetched_ns
 
     def _checkpoint(self, job: _Job) -> Callable[[str], None]:
         def check(stage: str) -> None:

@@ -171,3 +171,29 @@ def test_synthetic_streams_place_events_with_one_answer_each():
         assert e.query == f"the {e.look[1]} shape" and min(e.boxes) == e.span[0]
     with pytest.raises(ValueError, match="kind"):
         make_stream(0, 300.0, kind="nonsense")
+
+
+def test_the_idle_service_encodes_new_memory_segments_once(grounder, tmp_path):
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.service import GroundingService
+
+    stream = make_stream(2, 120.0, events=1, kind="colour")
+    svc = GroundingService(ServingConfig(memory=True, memory_directory=str(tmp_path), memory_chunk_s=10.0,
+                                         preencode_when_idle=True))
+    svc.start(grounder, threaded=False)
+    grounder.feature_cache.clear()
+    frames = list(stream.frames())
+    for i, f in enumerate(frames):
+        svc.ingest(stream.stamp_ns(i), lambda f=f: f)
+        if i % 40 == 39:
+            svc.run_pending()  # idle moments
+    done = svc._memory_prefetched_ns
+    assert done > stream.stamp_ns(0), "whole memory segments were encoded while idle"
+    cache = grounder.feature_cache
+    assert cache.stats().prefetched.get("visual", 0) > 0, "their visual tokens were computed ahead of any query"
+    before = cache.stats().by_kind.get("visual", {}).get("misses", 0)
+    event = stream.events[0]
+    recall = MemoryRecall(grounder, svc.memory, 10.0)
+    recall.rank(event.query, (stream.stamp_ns(0) // (10 * NS) + 1) * 10 * NS, done - 1)
+    assert cache.stats().by_kind["visual"]["misses"] == before, "a query over them encodes nothing again"
+    svc.stop()

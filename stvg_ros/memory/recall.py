@@ -216,13 +216,18 @@ class MemoryRecall:
     # -- idle work -----------------------------------------------------------------------------------
     def prefetch(self, start_ns: int = 0, end_ns: int = 0, should_stop: Optional[Callable[[], bool]] = None) -> int:
         """Encode the remembered segments' frames into the grounder's feature cache (query-independent
-        work, see the module docstring), oldest first; stops when ``should_stop()``. Returns units encoded."""
+        work, see the module docstring), oldest first; stops when ``should_stop()``. Returns units encoded;
+        :attr:`prefetched_ns` is then the last stamp of the last segment done whole (``start_ns`` if none)."""
         units = 0
+        self.prefetched_ns = start_ns
         for seg in self.segments(start_ns, end_ns):
             if should_stop is not None and should_stop():
                 break
             units += self.grounder.prefetch([f.image for f in seg.frames], seg.keys, should_stop=should_stop,
                                             stamps=[f.stamp for f in seg.frames])
+            if should_stop is not None and should_stop():
+                break
+            self.prefetched_ns = (seg.end_ns // self.segment_ns + 1) * self.segment_ns  # the next segment's start
         return units
 
 
