@@ -18,7 +18,8 @@ the grounder's feature cache within ``feature_cache_mb``, recomputed when evicte
   also the clip prefix's KV cache of each segment's sampled clip; the synthetic model's template puts the
   question first, so for it only the per-frame work is reusable (:func:`reused_work` measures which).
 
-:meth:`MemoryRecall.prefetch` does that work while idle, newest segments first.  Cancellation: the
+:meth:`MemoryRecall.prefetch` does that work ahead of queries (the service calls it while idle with
+``preencode_when_idle``, for the segments written since it started).  Cancellation: the
 ``checkpoint`` is asked between segments (and between the grounder's stages), as in a window query.
 """
 
@@ -120,7 +121,8 @@ class MemoryRecall:
         frames (in the range) as one segment."""
         bounds = [x for x in (end_ns, window[0].stamp_ns - 1 if window else 0) if x > 0]
         stop = min(bounds) if bounds else 0
-        yield from _segments(self.store.iter_frames(start_ns, stop), self.segment_ns, lambda f: self.store.key(f.stamp_ns))
+        key = self.store.key
+        yield from _segments(self.store.iter_frames(start_ns, stop), self.segment_ns, lambda f: key(f.stamp_ns))
         if window:
             yield Segment(list(window), list(window_keys) if window_keys else None)
 
