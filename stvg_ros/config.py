@@ -457,6 +457,22 @@ class ServingConfig:
     running, no standing evaluation due), one frame (a Qwen frame pair) at a time, so the next query
     finds them cached (feature_cache_mb); a query waits for one such unit at most. Off by default: it
     keeps the device busy while nobody asks (every kept frame is encoded)."""
+    memory: bool = knob(False, top=True)
+    """Remember the stream beyond the window: keyframes (memory_rate) are written, once they leave the
+    window, to rosbag2 MCAP chunks in memory_directory, so queries can reach hours back (README, 'Memory')."""
+    memory_directory: str = ""
+    """Where the memory's chunks live ('' = $STVG_ROS_CACHE or ~/.cache/stvg_ros, then memory/). A restart
+    with the same directory remembers what was written before."""
+    memory_hours: float = 4.0
+    """Memory older than this many hours (of stream time) is deleted, one chunk at a time (0 = no limit)."""
+    memory_mb: float = 2048.0
+    """The memory's disk budget in MiB: the oldest chunks are deleted beyond it (0 = no limit)."""
+    memory_rate: float = 2.0
+    """Keyframes per second kept in memory (1-2 Hz: enough for the model's 20-frame clips of 10-20 s)."""
+    memory_chunk_s: float = 30.0
+    """Seconds of keyframes per chunk file: the most a crash can lose, and the unit of roll-over."""
+    memory_segment_s: float = 10.0
+    """Seconds of memory per segment ranked by a query over the past (one model clip each)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -488,6 +504,12 @@ class ServingConfig:
                 raise bad(name, "use a value in [0, 1]")
         if self.standing_found_off > self.standing_found_on:
             raise bad("standing_found_off", f"use a value at most standing_found_on={self.standing_found_on}")
+        for name in ("memory_rate", "memory_chunk_s", "memory_segment_s"):
+            if getattr(self, name) <= 0:
+                raise bad(name, "use a positive number")
+        for name in ("memory_hours", "memory_mb"):
+            if getattr(self, name) < 0:
+                raise bad(name, "use 0 (no limit) or a positive number")
 
     @classmethod
     def field_names(cls) -> list[str]:

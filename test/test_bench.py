@@ -120,3 +120,11 @@ def test_bench_photo_pans_runs(tmp_path):
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 8 |")]
     assert [r.split("|")[2].strip() for r in rows] == ["cold", "chain"], proc.stdout
     assert "carried" in rows[1] and "carried" not in rows[0]
+
+
+def test_bench_memory_quick(tmp_path):
+    stdout, data = _run("bench_memory.py", tmp_path=tmp_path)
+    assert "| stream | kind | mode" in stdout and "disk MB/h" in stdout
+    warm = data["summary"]["5|colour|warm"]
+    assert warm["queries"] == 2 and 0 <= warm["recall3"] <= 1 and warm["every_segment_cpu"] > 0
+    assert warm["cost_ratio"] > 0 and data["rows"][0]["disk_mb_per_hour"] > 0 and data["rows"][0]["chunks"] > 0

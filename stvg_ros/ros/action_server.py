@@ -21,6 +21,7 @@ from rclpy.callback_groups import ReentrantCallbackGroup
 from stvg_ros.action import Ground
 from stvg_ros.msg import Tube
 from stvg_ros.ros.convert import request_from_msg
+from stvg_ros.ros.memory import alternative_msgs
 from stvg_ros.stream.requests import ANSWERED, CANCELLED, REJECTED, Answer, GroundingRequest, QueryHandle
 
 #: the Tube reason of a goal the client canceled
@@ -38,7 +39,7 @@ class GroundActionServer:
         self._submit, self._publish, self._refusal, self._new_id = submit, publish, refusal, new_id
         self._lock = threading.Lock()
         self._queries: dict[bytes, QueryHandle] = {}  # goals handed to the service, by goal id
-        self._results: dict[bytes, tuple[str, Tube]] = {}  # answered goals awaiting their execute callback
+        self._results: dict[bytes, tuple[str, Tube, list]] = {}  # answered goals awaiting their execute callback
         self._server = ActionServer(node, Ground, "ground", execute_callback=self._execute,
                                     goal_callback=lambda _goal: GoalResponse.ACCEPT,
                                     handle_accepted_callback=self._accepted, cancel_callback=self._cancel,
@@ -63,7 +64,7 @@ class GroundActionServer:
             tube = self._publish(answer)
             with self._lock:
                 self._queries.pop(key, None)
-                self._results[key] = (answer.status, tube)
+                self._results[key] = (answer.status, tube, alternative_msgs(answer.alternatives))
             goal_handle.execute()  # schedules _execute on the node's executor (thread-safe)
 
         refusal = self._refusal()
@@ -85,14 +86,14 @@ class GroundActionServer:
 
     def _execute(self, goal_handle) -> Ground.Result:
         with self._lock:
-            status, tube = self._results.pop(bytes(goal_handle.goal_id.uuid), (CANCELLED, Tube()))
+            status, tube, alternatives = self._results.pop(bytes(goal_handle.goal_id.uuid), (CANCELLED, Tube(), []))
         if status == ANSWERED:
             goal_handle.succeed()
         elif status == CANCELLED and goal_handle.is_cancel_requested:
             goal_handle.canceled()
         else:
             goal_handle.abort()
-        return Ground.Result(tube=tube)
+        return Ground.Result(tube=tube, alternatives=alternatives)
 
 
 def refusal_reason(state: str, node_name: str, config_error: str = "") -> str:

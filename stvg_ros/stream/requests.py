@@ -58,6 +58,9 @@ class Answer:
     queue_time: float = 0.0
     latency: float = 0.0
     event: str = ""
+    alternatives: tuple = ()
+    """A query over the past (memory): the other tubes found, best first, as
+    :class:`stvg_ros.memory.recall.Alternative` (start_ns, end_ns, score); the answer's own tube first."""
 
     @property
     def tube(self) -> CameraTube:
@@ -116,6 +119,8 @@ class _Job:
         self.standing: Optional[StandingQuery] = None  # set for a standing query's evaluation
         self.started: Optional[float] = None
         self.cancel_reason: Optional[str] = None
+        self.past = False  # its time range reaches beyond the window: answered from memory (_recall)
+        self.alternatives: tuple = ()
         self.answered = threading.Event()
         """Set once the answer was delivered (``on_done`` returned): a caller about to silence its outputs
         waits for this, not for the claim, or it would drop an answer being published."""

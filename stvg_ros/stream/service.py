@@ -43,6 +43,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..config import ServingConfig
+from ..memory.recall import past_problem
+from ..memory.store import MemoryStore, store_for
 from ..query import query_problem
 from ..proposals import ExternalTracks, subject_phrase
 from ..proposals.tracks import Detections
@@ -103,6 +105,7 @@ class GroundingService(StandingEvaluation, Worker):
         self._standing = StandingScheduler(self.config, clock())
         self._stream = next(_STREAMS)
         self._held: set = set()  # frame keys live at the last look (see _forget_gone)
+        self.memory: Optional[MemoryStore] = None  # keyframes beyond the window (config.memory)
         self.configure(self.config)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -119,6 +122,7 @@ class GroundingService(StandingEvaluation, Worker):
             self._model_side = model_side
         side = config.ingest_max_side or 2 * (self._model_side or 336)
         self.window.configure(config.window_duration, config.window_max_frames, config.window_rate, side)
+        self.memory = store_for(config, self.memory)
         if self.external is not None:
             self.external.hold = config.detection_tolerance
             self.external.window_s = max(config.window_duration, 1.0)
@@ -176,6 +180,8 @@ class GroundingService(StandingEvaluation, Worker):
         if stage is not None:
             stage.close(timeout=max(0.05, deadline - time.monotonic()))
         self.grounder = None
+        if self.memory is not None:  # a clean stop keeps every frame, those still in the window too
+            self.memory.close()
 
     def cancel_all(self, reason: str, timeout: Optional[float] = None) -> None:
         """Cancel the queued queries (answered at once), the running one (at its next stage) and the
@@ -257,6 +263,9 @@ class GroundingService(StandingEvaluation, Worker):
             return self._reject_frame(f"dropped a frame on {source}: {e}")
         rgb, source_size = rgb if isinstance(rgb, tuple) else (rgb, None)
         frame = self.window.add(stamp_ns, rgb, source_size, frame_id=frame_id)
+        memory = self.memory
+        if memory is not None:  # it stores the frame once the window's span has passed it
+            memory.add(frame)
         grounder = self.grounder
         if grounder is not None:  # cached work of frames the window let go goes with them
             self._forget_gone(grounder)
@@ -311,7 +320,10 @@ class GroundingService(StandingEvaluation, Worker):
         handle = QueryHandle(self, job)
         reason = self._admission_problem(request, text)
         if not reason:
-            job.frames, reason = self._snapshot(request)
+            job.past, reason = past_problem(self.memory, self.window.frames(), request.start_ns, request.end_ns)
+            job.frames, problem = (self.window.frames(request.start_ns, request.end_ns), "") if job.past \
+                else self._snapshot(request)
+            reason = reason or problem
         if not reason:
             with self._lock:
                 if self._stopping:

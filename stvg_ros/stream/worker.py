@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional, Sequence
 
 from ..grounding.result import Cancelled, GroundingResult
+from ..memory.recall import MemoryRecall
 from .seams import GroundingModel
 from .window import Frame
 from .requests import ANSWERED, CANCELLED, FAILED, REJECTED, Answer, GroundingRequest, _Job
@@ -115,9 +116,29 @@ class Worker:
             self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
             return
         self._forget_gone(grounder, also=self._keys(frames))  # frames the window let go while being encoded
+        if self.memory is not None and not stopped:
+            self._prefetch_memory(grounder, should_stop)
         if stopped:
             with self._lock:
                 self._preencode_due = True  # resume after what stopped it
+
+    def _prefetch_memory(self, grounder: GroundingModel, should_stop: Callable[[], bool]) -> None:
+        """After the window's frames: the memory's segments written since the last time (from this service's
+        start on: older memory is encoded by the first query that reads it), into at most half of the feature
+        cache, so that remembered frames never push out the window's."""
+        memory, cache = self.memory, grounder.feature_cache
+        recall = MemoryRecall(grounder, memory, self.config.memory_segment_s)
+        cell, newest = recall.segment_ns, memory.span()[1]
+        if getattr(self, "_memory_prefetched_ns", None) is None:  # segments are cut on a grid of stamps
+            self._memory_prefetched_ns = (newest // cell + 1) * cell
+        since, until = self._memory_prefetched_ns, (newest // cell) * cell - 1  # whole segments only
+        if until <= since:
+            return
+        try:
+            recall.prefetch(since, until, lambda: should_stop() or cache.stats().bytes > cache.max_bytes // 2)
+        except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
+            self._warn(f"pre-encoding remembered frames failed: {type(e).__name__}: {e}", "preencode")
+        self._memory_prefetched_ns = recall.prefetched_ns
 
     def _checkpoint(self, job: _Job) -> Callable[[str], None]:
         def check(stage: str) -> None:
@@ -135,7 +156,8 @@ class Worker:
             check("queued")
             if grounder is None:
                 raise Cancelled("no model loaded: configure the node first")
-            result = self._grounding(grounder, r, job.frames, check)
+            result = self._recall(grounder, job, check) if job.past else self._grounding(grounder, r, job.frames,
+                                                                                         check)
         except Cancelled as e:
             self._finish(job, CANCELLED, str(e))
         except Exception as e:  # noqa: BLE001 - report and keep serving
@@ -162,6 +184,18 @@ class Worker:
                                  frame_keys=self._keys(frames))
         self._note_boxes_from(result, proposals, subject)
         return result
+
+    def _recall(self, grounder: GroundingModel, job: _Job, check: Callable[[str], None]) -> GroundingResult:
+        """A request reaching beyond the window: the memory's two stages (:mod:`stvg_ros.memory.recall`) over the
+        remembered keyframes and the window's snapshot; the answer's frames become the best tube's."""
+        r = job.request
+        found = MemoryRecall(grounder, self.memory, self.config.memory_segment_s).answer(
+            r.text, r.start_ns, r.end_ns, window=job.frames, window_keys=self._keys(job.frames),
+            sub_queries=r.sub_queries, checkpoint=check)
+        if found is None:
+            raise ValueError("no remembered frames in the requested time range: widen it")
+        job.frames, job.alternatives = found.frames, tuple(found.alternatives)
+        return found.result
 
     def _keys(self, frames: Sequence[Frame]) -> list:
         """The frames' identities for the grounder's per-frame cache: (this service's stream, the window's
@@ -235,7 +269,7 @@ class Worker:
         now = self._clock()
         started = job.started if job.started is not None else now
         answer = Answer(job.request, status, reason, result, job.frames if result is not None else (),
-                        self.window.newest, started - job.arrived, now - job.arrived)
+                        self.window.newest, started - job.arrived, now - job.arrived, alternatives=job.alternatives)
         with self._lock:
             c = self._counters
             if status == ANSWERED:

@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""The memory (issue 33) on long synthetic streams: does a query over the past find the event, and what
+does it cost against grounding every segment?
+
+Per stream (``stvg_ros.synthetic.stream.make_stream``: distractor clips of the synthetic world at 2 Hz, with
+``--events`` events of known tubes inserted at random frames, each query with one answer in the stream):
+
+1. the stream goes through :class:`~stvg_ros.memory.store.MemoryStore` as the service feeds it (10 s
+   window, 2 Hz keyframes, 30 s chunks): CPU time to write, disk per hour, the store's peak RAM;
+2. a restart: the index rebuilt from the chunks on disk (seconds, wall clock: it is file reads);
+3. idle work: :meth:`MemoryRecall.prefetch` encodes every remembered frame into the feature cache (the
+   query-independent work), CPU time per hour of memory;
+4. each event's query answered by :meth:`MemoryRecall.answer` (rank every segment, ground the best window
+   around the top 3), warm (after the idle work) and cold (cache cleared; the first event of each stream):
+   recall@1/@3 of a segment overlapping the event's tube, m_vIoU of the answer, and m_vIoU of grounding the
+   event's own window directly (the oracle segment, same remembered pixels), with the paired difference;
+5. cost per query (CPU seconds, model passes apart from reading/decoding the memory) against grounding
+   every segment (segments x the mean CPU seconds of one grounding of a segment, measured in this run).
+
+Queries: ``--kind colour`` ("the red shape": the world's colour rung, which the shipped model answers
+well) and ``--kind full`` (size, colour, shape and action, whose existence answer the model has barely
+learned; reported as the limitation it is).  Shipped model (models/stvg-synth-qwen), CPU, one thread.
+
+Examples::
+
+    nice env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_memory.py --quick
+    nice env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_memory.py --minutes 10 60 --streams 3 --events 4
+    nice env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_memory.py --minutes 240 --streams 1 --events 2 --no-warm
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stvg_ros import Grounder  # noqa: E402
+from stvg_ros.adapters.default_model import shipped_model_dir  # noqa: E402
+from stvg_ros.memory.recall import MemoryRecall  # noqa: E402
+from stvg_ros.memory.store import MemoryStore  # noqa: E402
+from stvg_ros.evaluation.metrics import score  # noqa: E402
+from stvg_ros.synthetic.bench import bootstrap_ci  # noqa: E402
+from stvg_ros.synthetic.stream import CLIP_FRAMES, make_stream  # noqa: E402
+from stvg_ros.stream.window import NS, Frame  # noqa: E402
+
+
+def tube_score(result, stream, event) -> dict:
+    """tIoU / vIoU of a result (boxes keyed by seconds) against the event's tube, in stream frame indices."""
+    boxes = {stream.index(round(t * NS)): b for t, b in result.boxes.items()}
+    span = (stream.index(round(result.start * NS)), stream.index(round(result.end * NS)))
+    return score(boxes, event.boxes, span, event.span, inclusive=True)
+
+
+def overlaps(a: int, b: int, stream, event) -> bool:
+    return a <= stream.stamp_ns(event.span[1]) and b >= stream.stamp_ns(event.span[0])
+
+
+def run_stream(grounder, seed: int, minutes: float, events: int, kind: str, warm: bool, tmp: Path) -> dict:
+    stream = make_stream(seed, minutes * 60.0, events=events, kind=kind)
+    directory = tmp / f"mem-{kind}-{minutes}-{seed}"
+    store = MemoryStore(directory, rate=stream.fps, window_s=10.0, chunk_seconds=30.0, hours=0, mb=0)
+    t_gen = t_write = 0.0
+    peak_ram = 0
+    t0 = time.process_time()
+    for i, f in enumerate(stream.frames()):
+        t1 = time.process_time()
+        t_gen += t1 - t0
+        store.add(Frame(stream.stamp_ns(i), f, 1.0, f.shape[:2], "camera"))
+        t0 = time.process_time()
+        t_write += t0 - t1
+        held = store.ram_bytes + sum(x.image.nbytes for x in store._waiting)
+        peak_ram = max(peak_ram, held)
+    store.close()
+    hours = stream.num_frames / stream.fps / 3600.0
+    disk = store.nbytes
+    again = MemoryStore(directory, rate=stream.fps, window_s=10.0, chunk_seconds=30.0, hours=0, mb=0)
+    assert again.stamps() == store.stamps(), "the rebuilt index differs"
+    row = dict(seed=seed, minutes=minutes, kind=kind, frames=stream.num_frames, chunks=len(again.chunks),
+               write_cpu_s=t_write, write_cpu_s_per_hour=t_write / hours, disk_mb=disk / 2**20,
+               disk_mb_per_hour=disk / 2**20 / hours, store_peak_ram_mb=peak_ram / 2**20,
+               rebuild_s=again.rebuild_s, events=[])
+    recall = MemoryRecall(grounder, again, segment_s=10.0, top_k=3)
+    grounder.feature_cache.clear()
+    if warm:
+        t = time.process_time()
+        row["prefetch_units"] = recall.prefetch()
+        row["prefetch_cpu_s"] = time.process_time() - t
+        row["prefetch_cpu_s_per_hour"] = row["prefetch_cpu_s"] / hours
+        row["cache_mb"] = grounder.feature_cache.stats().bytes / 2**20
+    for k, event in enumerate(stream.events):
+        ev = {"query": event.query, "first": event.first, "span": list(event.span)}
+        runs = (["cold"] if k == 0 or not warm else []) + (["warm"] if warm else [])
+        for mode in runs:
+            if mode == "cold":
+                grounder.feature_cache.clear()
+            t = time.process_time()
+            found = recall.answer(event.query)
+            total = time.process_time() - t
+            if mode == "cold" and warm:
+                recall.prefetch()  # back to warm for the next events
+            order = sorted(found.ranking, key=lambda r: -r[2])
+            ranks = [i for i, (a, b, _) in enumerate(order) if overlaps(a, b, stream, event)]
+            ev[mode] = dict(cost=dict(found.cost, total=total), rank=ranks[0] if ranks else None,
+                            score=tube_score(found.result, stream, event),
+                            alternatives=[(stream.index(a.start_ns), stream.index(a.end_ns), a.score)
+                                          for a in found.alternatives])
+        # the oracle: the event's own window of remembered frames, grounded directly
+        frames = again.frames(stream.stamp_ns(event.first), stream.stamp_ns(event.first + CLIP_FRAMES - 1))
+        images, stamps = [f.image for f in frames], [f.stamp for f in frames]
+        t = time.process_time()
+        direct = grounder.ground(images, stamps, event.query)  # no frame keys: nothing cached (cold)
+        ev["direct"] = dict(cpu_s=time.process_time() - t, score=tube_score(direct, stream, event))
+        if warm:  # its frames' work cached by the idle prefetch, as every segment's would be
+            t = time.process_time()
+            grounder.ground(images, stamps, event.query, frame_keys=[again.key(f.stamp_ns) for f in frames])
+            ev["direct"]["warm_cpu_s"] = time.process_time() - t
+        ev["segments"] = len(found.ranking)
+        row["events"].append(ev)
+    return row
+
+
+def summarize(rows: list[dict], mode: str) -> dict:
+    evs = [e for r in rows for e in r["events"] if mode in e]
+    if not evs:
+        return {}
+    ranks = [e[mode]["rank"] for e in evs]
+    r1 = [float(x is not None and x < 1) for x in ranks]
+    r3 = [float(x is not None and x < 3) for x in ranks]
+    viou = [e[mode]["score"]["viou"] for e in evs]
+    direct = [e["direct"]["score"]["viou"] for e in evs]
+    diff = [a - b for a, b in zip(viou, direct)]
+    ground_cost = statistics.mean([e["direct"]["warm_cpu_s" if mode == "warm" else "cpu_s"]
+                                   for r in rows for e in r["events"]])
+    every = [e["segments"] * ground_cost for e in evs]
+    totals = [e[mode]["cost"]["total"] for e in evs]
+    model = [e[mode]["cost"]["rank"] + e[mode]["cost"]["shift"] + e[mode]["cost"]["ground"] for e in evs]
+    read = [e[mode]["cost"]["read"] for e in evs]
+    found_direct = [e for e in evs if e["direct"]["score"]["viou"] > 0]
+    return dict(
+        queries=len(evs), segments=statistics.mean(e["segments"] for e in evs),
+        recall1=statistics.mean(r1), recall1_ci=bootstrap_ci(r1), recall3=statistics.mean(r3),
+        recall3_ci=bootstrap_ci(r3),
+        recall3_where_direct_finds=statistics.mean(float(e[mode]["rank"] is not None and e[mode]["rank"] < 3)
+                                                   for e in found_direct) if found_direct else None,
+        m_viou=statistics.mean(viou), m_viou_ci=bootstrap_ci(viou), m_viou_direct=statistics.mean(direct),
+        m_viou_direct_ci=bootstrap_ci(direct), viou_diff=statistics.mean(diff), viou_diff_ci=bootstrap_ci(diff),
+        cpu_per_query=statistics.mean(totals), model_cpu_per_query=statistics.mean(model),
+        read_cpu_per_query=statistics.mean(read), ground_one_segment=ground_cost,
+        every_segment_cpu=statistics.mean(every),
+        cost_ratio=statistics.mean(t / e for t, e in zip(totals, every)))
+
+
+def markdown(summary: dict) -> str:
+    lines = ["| stream | kind | mode | queries | segments | recall@1 | recall@3 | m_vIoU | m_vIoU direct | "
+             "diff [95% CI] | CPU s/query (model + read) | every segment CPU s | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key, s in summary.items():
+        minutes, kind, mode = key.split("|")
+        if not s:
+            continue
+        lines.append(
+            f"| {minutes} min | {kind} | {mode} | {s['queries']} | {s['segments']:.0f} | {100 * s['recall1']:.0f} "
+            f"[{100 * s['recall1_ci'][0]:.0f}, {100 * s['recall1_ci'][1]:.0f}] | {100 * s['recall3']:.0f} "
+            f"[{100 * s['recall3_ci'][0]:.0f}, {100 * s['recall3_ci'][1]:.0f}] | {100 * s['m_viou']:.1f} | "
+            f"{100 * s['m_viou_direct']:.1f} | {100 * s['viou_diff']:+.1f} [{100 * s['viou_diff_ci'][0]:+.1f}, "
+            f"{100 * s['viou_diff_ci'][1]:+.1f}] | {s['cpu_per_query']:.2f} ({s['model_cpu_per_query']:.2f} + "
+            f"{s['read_cpu_per_query']:.2f}) | {s['every_segment_cpu']:.1f} | {s['cost_ratio']:.3f} |")
+    return "\n".join(lines)
+
+
+def storage_markdown(rows: list[dict]) -> str:
+    lines = ["| stream | kind | frames | chunks | disk MB/h | write CPU s/h | store peak RAM MB | rebuild s | "
+             "idle prefetch CPU s/h | feature cache MB |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pre = f"{r['prefetch_cpu_s_per_hour']:.1f}" if "prefetch_cpu_s_per_hour" in r else "-"
+        cache = f"{r['cache_mb']:.0f}" if "cache_mb" in r else "-"
+        lines.append(f"| {r['minutes']:g} min #{r['seed']} | {r['kind']} | {r['frames']} | {r['chunks']} | "
+                     f"{r['disk_mb_per_hour']:.1f} | {r['write_cpu_s_per_hour']:.1f} | {r['store_peak_ram_mb']:.2f} | "
+                     f"{r['rebuild_s']:.3f} | {pre} | {cache} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
+    ap.add_argument("--streams", type=int, default=3)
+    ap.add_argument("--events", type=int, default=4)
+    ap.add_argument("--kind", nargs="+", default=["colour"], choices=["colour", "full", "look"])
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--no-warm", action="store_true", help="skip the idle prefetch (cold queries only)")
+    ap.add_argument("--cache-mb", type=float, default=1024.0, help="the grounder's feature_cache_mb")
+    ap.add_argument("--quick", action="store_true", help="one 5-minute stream, 2 events (seconds)")
+    ap.add_argument("--json", "--out", dest="out", default="",
+                    help="JSON results (default bench/results/memory-<time>.json)")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.minutes, a.streams, a.events = [5.0], 1, 2
+    torch.set_num_threads(1)
+    model = shipped_model_dir()
+    if model is None:
+        print("bench_memory: the shipped model models/stvg-synth-qwen is missing", file=sys.stderr)
+        return 2
+    grounder = Grounder.from_pretrained(str(model), config={"feature_cache_mb": a.cache_mb})
+    rows, summary = [], {}
+    t_all = time.process_time()
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in a.kind:
+            for minutes in a.minutes:
+                group = []
+                for s in range(a.streams):
+                    row = run_stream(grounder, a.first_seed + s, minutes, a.events, kind, not a.no_warm, Path(tmp))
+                    group.append(row)
+                    print(f"# {minutes:g} min {kind} stream {s}: ranks "
+                          f"{[e.get('warm', e.get('cold'))['rank'] for e in row['events']]}", flush=True)
+                rows += group
+                for mode in ("cold", "warm"):
+                    summary[f"{minutes:g}|{kind}|{mode}"] = summarize(group, mode)
+    print(storage_markdown(rows))
+    print()
+    print(markdown(summary))
+    print(f"\ntotal CPU {time.process_time() - t_all:.0f} s; model {model}; torch threads 1")
+    out = Path(a.out) if a.out else ROOT / "bench" / "results" / f"memory-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"args": vars(a), "summary": summary, "rows": rows}, indent=1, default=str))
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Queries over the past: ranking memory segments, the two-stage answer, cancellation, progress, and the
+service answering a request whose range reaches beyond its window. Shipped synthetic model, CPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stvg_ros.memory.recall import MemoryRecall, past_problem, reused_work
+from stvg_ros.memory.store import MemoryStore
+from stvg_ros.grounding.result import Cancelled
+from stvg_ros.synthetic.stream import make_stream
+from stvg_ros.stream.window import NS, Frame
+
+
+@pytest.fixture(scope="module")
+def grounder():
+    from stvg_ros import Grounder
+    from stvg_ros.adapters.default_model import shipped_model_dir
+
+    if shipped_model_dir() is None:
+        pytest.skip("the shipped synthetic model (models/stvg-synth-qwen) is not in this checkout")
+    torch.set_num_threads(1)
+    return Grounder.from_pretrained(str(shipped_model_dir()))
+
+
+def remember(stream, directory, window_s=10.0) -> MemoryStore:
+    store = MemoryStore(directory, rate=stream.fps, window_s=window_s, chunk_seconds=30.0, hours=0, mb=0)
+    for i, f in enumerate(stream.frames()):
+        store.add(Frame(stream.stamp_ns(i), f, 1.0, f.shape[:2], "cam"))
+    return store
+
+
+@pytest.fixture(scope="module")
+def colour_stream(tmp_path_factory):
+    stream = make_stream(5, 240.0, events=2, kind="colour")  # 4 minutes, 24 segments
+    store = remember(stream, tmp_path_factory.mktemp("mem"))
+    store.close()
+    return stream, store
+
+
+def holds(segment_range, stream, event) -> bool:
+    a, b = segment_range
+    return a <= stream.stamp_ns(event.span[1]) and b >= stream.stamp_ns(event.span[0])
+
+
+def test_colour_queries_rank_the_event_segment_first_and_answer_with_its_tube(grounder, colour_stream):
+    stream, store = colour_stream
+    recall = MemoryRecall(grounder, store, segment_s=10.0, top_k=3)
+    for event in stream.events:
+        found = recall.answer(event.query)
+        assert len(found.ranking) == 24
+        best = max(found.ranking, key=lambda r: r[2])
+        assert holds(best[:2], stream, event), f"{event.query}: the best segment holds the event"
+        alt = found.alternatives
+        assert len(alt) == 3 and [a.score for a in alt] == sorted((a.score for a in alt), reverse=True)
+        first, last = stream.index(alt[0].start_ns), stream.index(alt[0].end_ns)
+        assert first <= event.span[1] and last >= event.span[0], "the answer's tube overlaps the event"
+        assert {f.stamp_ns for f in found.frames} >= {alt[0].start_ns, alt[0].end_ns}, "absolute, exact stamps"
+        boxes = {stream.index(round(t * NS)): b for t, b in found.result.boxes.items()}
+        ious = [_iou(boxes[i], event.boxes[i]) for i in boxes if i in event.boxes]
+        assert ious and np.mean(ious) > 0.3, "the boxes are on the target"
+        assert found.cost["grounded"] == 3 and found.cost["segments"] == 24
+
+
+def _iou(a, b):
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    area = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / area if area > 0 else 0.0
+
+
+def test_ranking_reports_progress_and_cancels_between_segments(grounder, colour_stream):
+    stream, store = colour_stream
+    recall = MemoryRecall(grounder, store, segment_s=10.0)
+    stages = []
+
+    def check(stage):
+        stages.append(stage)
+        if stage.startswith("rank") and len(stages) == 10:
+            raise Cancelled("enough")
+
+    calls = []
+    original = grounder.existence
+    grounder.existence = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        with pytest.raises(Cancelled):
+            recall.answer(stream.events[0].query, checkpoint=check)
+    finally:
+        del grounder.existence
+    assert len(calls) == 9, "stopped before the tenth segment"
+    done = [int(s.split()[1].split("/")[0]) for s in stages]
+    assert done == sorted(done) and all(s.endswith("/24") for s in stages)
+    assert len(set(stages)) < len(stages), "progress moves in steps, not at every segment"
+
+
+def test_a_range_selects_segments_and_the_window_joins_as_the_last(grounder, colour_stream):
+    stream, store = colour_stream
+    recall = MemoryRecall(grounder, store, segment_s=10.0)
+    start, end = stream.stamp_ns(100), stream.stamp_ns(200)
+    segs = list(recall.segments(start, end))
+    assert segs[0].start_ns >= start and segs[-1].end_ns <= end
+    assert all(s.end_ns - s.start_ns < 10 * NS for s in segs)
+    window = [Frame(end + k * NS // 10, np.zeros((8, 8, 3), np.uint8), 1.0, (8, 8)) for k in range(1, 30)]
+    segs = list(recall.segments(start, 0, window))
+    assert segs[-1].frames == window and segs[-1].keys is None
+    assert segs[-2].end_ns < window[0].stamp_ns
+
+
+def test_past_problem_says_when_a_range_reaches_memory_and_what_it_holds(tmp_path):
+    store = MemoryStore(tmp_path, rate=2.0, window_s=10.0)
+    window = [Frame(int((100 + k) * NS), np.zeros((8, 8, 3), np.uint8), 1.0, (8, 8)) for k in range(10)]
+    assert past_problem(None, window, 50 * NS, 0) == (False, "")
+    assert past_problem(store, window, 0, 0) == (False, ""), "no range: the window"
+    assert past_problem(store, window, 100 * NS, 0) == (False, ""), "inside the window"
+    past, why = past_problem(store, window, 50 * NS, 60 * NS)
+    assert past and "nothing remembered" in why and "widen" in why
+    for k in range(300):
+        store.add(Frame(int((10 + k * 0.1) * NS), np.zeros((8, 8, 3), np.uint8), 1.0, (8, 8)))
+    assert past_problem(store, window, 12 * NS, 15 * NS) == (True, "")
+
+
+def test_reused_work_per_adapter(grounder):
+    frames, _ = __import__("stvg_ros.synthetic.generator", fromlist=["x"]).generate_sample(0, "test")
+    kinds = reused_work(grounder, list(frames), [i * 0.5 for i in range(20)])
+    # the synthetic model's template puts the question first: only per-frame work is query-independent
+    assert "visual" in kinds and "prefix" not in kinds
+
+
+def test_the_service_answers_a_request_reaching_beyond_its_window_from_memory(grounder, tmp_path):
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.stream.requests import ANSWERED, REJECTED, GroundingRequest
+    from stvg_ros.stream.service import GroundingService
+
+    stream = make_stream(8, 180.0, events=1, kind="colour")
+    svc = GroundingService(ServingConfig(memory=True, memory_directory=str(tmp_path), memory_chunk_s=20.0))
+    svc.start(grounder, threaded=False)
+    for i, f in enumerate(stream.frames()):
+        svc.ingest(stream.stamp_ns(i), lambda f=f: f, frame_id="cam")
+    event = stream.events[0]
+    assert stream.stamp_ns(event.span[1]) < svc.window.frames()[0].stamp_ns, "the event left the window"
+    answers, stages = [], []
+    svc.submit(GroundingRequest("past", event.query, start_ns=stream.stamp_ns(0)), answers.append,
+               lambda stage, _t: stages.append(stage))
+    svc.run_pending()
+    (answer,) = answers
+    assert answer.status == ANSWERED, answer.reason
+    tube = answer.tube
+    assert stream.index(tube.start_ns) <= event.span[1] and stream.index(tube.end_ns) >= event.span[0]
+    assert tube.frame_id == "cam" and all(stream.stamp_ns(stream.index(t)) == t for t, _, _ in tube.boxes)
+    assert answer.alternatives and answer.alternatives[0].start_ns == tube.start_ns
+    assert stages[0] == "queued" and stages[1].startswith("rank ") and "select" in stages
+    # the window alone (no range) does not see it; a range where nothing is remembered is refused
+    answers.clear()
+    svc.submit(GroundingRequest("empty", event.query, start_ns=NS, end_ns=2 * NS), answers.append)
+    assert answers[0].status == REJECTED and "nothing remembered" in answers[0].reason
+    svc.stop()
+
+
+def test_synthetic_streams_place_events_with_one_answer_each():
+    from stvg_ros.synthetic.generator import generate_sample, matches
+
+    a, b = make_stream(3, 300.0, events=2, kind="colour"), make_stream(3, 300.0, events=2, kind="colour")
+    assert [e.first for e in a.events] == [e.first for e in b.events], "deterministic"
+    frames = list(a.frames())
+    assert len(frames) == a.num_frames == 600
+    for e in a.events:
+        clip, _ = generate_sample(e.seed, "test", 20)
+        assert np.array_equal(frames[e.first], clip[0]) and np.array_equal(frames[e.first + 19], clip[19])
+        assert e.first + 20 + 20 <= a.num_frames, "it has left a 10 s window by the end"
+        assert e.query == f"the {e.look[1]} shape" and min(e.boxes) == e.span[0]
+    with pytest.raises(ValueError, match="kind"):
+        make_stream(0, 300.0, kind="nonsense")
+
+
+def test_the_idle_service_encodes_new_memory_segments_once(grounder, tmp_path):
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.stream.service import GroundingService
+
+    stream = make_stream(2, 120.0, events=1, kind="colour")
+    svc = GroundingService(ServingConfig(memory=True, memory_directory=str(tmp_path), memory_chunk_s=10.0,
+                                         preencode_when_idle=True))
+    svc.start(grounder, threaded=False)
+    grounder.feature_cache.clear()
+    frames = list(stream.frames())
+    for i, f in enumerate(frames):
+        svc.ingest(stream.stamp_ns(i), lambda f=f: f)
+        if i % 40 == 39:
+            svc.run_pending()  # idle moments
+    done = svc._memory_prefetched_ns
+    assert done > stream.stamp_ns(0), "whole memory segments were encoded while idle"
+    cache = grounder.feature_cache
+    assert cache.stats().prefetched.get("visual", 0) > 0, "their visual tokens were computed ahead of any query"
+    before = cache.stats().by_kind.get("visual", {}).get("misses", 0)
+    event = stream.events[0]
+    recall = MemoryRecall(grounder, svc.memory, 10.0)
+    recall.rank(event.query, (stream.stamp_ns(0) // (10 * NS) + 1) * 10 * NS, done - 1)
+    assert cache.stats().by_kind["visual"]["misses"] == before, "a query over them encodes nothing again"
+    svc.stop()
