@@ -44,7 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stvg_ros import Grounder  # noqa: E402
+from stvg_ros.config import GroundingConfig  # noqa: E402
 from stvg_ros.adapters.default_model import shipped_model_dir  # noqa: E402
 from stvg_ros.memory.recall import MemoryRecall  # noqa: E402
 from stvg_ros.memory.store import MemoryStore  # noqa: E402
@@ -52,6 +52,7 @@ from stvg_ros.evaluation.metrics import score  # noqa: E402
 from stvg_ros.synthetic.bench import bootstrap_ci  # noqa: E402
 from stvg_ros.synthetic.stream import CLIP_FRAMES, make_stream  # noqa: E402
 from stvg_ros.stream.window import NS, Frame  # noqa: E402
+from stvg_ros.stack import load_model  # noqa: E402
 
 
 def tube_score(result, stream, event) -> dict:
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
     if model is None:
         print("bench_memory: the shipped model models/stvg-synth-qwen is missing", file=sys.stderr)
         return 2
-    grounder = Grounder.from_pretrained(str(model), config={"feature_cache_mb": a.cache_mb})
+    grounder = load_model(str(model), GroundingConfig(feature_cache_mb=a.cache_mb)).grounder
     rows, summary = [], {}
     t_all = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:

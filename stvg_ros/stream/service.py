@@ -106,6 +106,7 @@ class GroundingService(StandingEvaluation, Worker):
         self._stream = next(_STREAMS)
         self._held: set = set()  # frame keys live at the last look (see _forget_gone)
         self.memory: Optional[MemoryStore] = None  # keyframes beyond the window (config.memory)
+        self._memory_prefetched_ns: Optional[int] = None  # the idle worker's progress through the memory
         self.configure(self.config)
 
     # -- set-up ----------------------------------------------------------------------------------

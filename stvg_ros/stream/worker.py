@@ -129,7 +129,7 @@ class Worker:
         memory, cache = self.memory, grounder.feature_cache
         recall = MemoryRecall(grounder, memory, self.config.memory_segment_s)
         cell, newest = recall.segment_ns, memory.span()[1]
-        if getattr(self, "_memory_prefetched_ns", None) is None:  # segments are cut on a grid of stamps
+        if self._memory_prefetched_ns is None:  # segments are cut on a grid of stamps
             self._memory_prefetched_ns = (newest // cell + 1) * cell
         since, until = self._memory_prefetched_ns, (newest // cell) * cell - 1  # whole segments only
         if until <= since:
