@@ -43,6 +43,12 @@ MODEL_FRAMES = 8  # the shipped model was trained on 6-10 frame windows
 FPS = 5.0
 
 
+#: other rules for "which camera" computed from the same answers (the service ranks by found, then p_yes,
+#: i.e. by p_yes): a comparison, chosen between on the val split only
+RULES = {"p_yes (the service's rank)": lambda p, s: p, "spatial score": lambda p, s: s,
+         "p_yes x score": lambda p, s: p * s}
+
+
 def load_grounder(model: str):
     from stvg_ros.config import GroundingConfig
     from stvg_ros.stack import load_model
@@ -63,21 +69,30 @@ def absent_clip(target: dict, split: str, seed: int) -> tuple[np.ndarray, dict]:
         seed += 1
 
 
-def scene(k: int, cameras: list[str], split: str) -> tuple[str, str, dict[str, np.ndarray]]:
-    """Scene ``k``: (query, the target's camera, camera → clip)."""
+KINDS = ("size", "colour", "shape", "action")
+
+
+def closest(target: dict, sample: dict) -> int:
+    """How many of the target's four attributes (size, colour, shape, action) the clip's closest object shares."""
+    return max(sum(o[k] == target[k] for k in KINDS) for o in sample["objects"])
+
+
+def scene(k: int, cameras: list[str], split: str) -> tuple[str, str, dict[str, np.ndarray], dict[str, int]]:
+    """Scene ``k``: (query, the target's camera, camera → clip, other camera → :func:`closest`)."""
     from stvg_ros.synthetic.generator import generate_sample, target_object
 
     frames, sample = generate_sample(k, split, num_frames=CLIP_FRAMES)
     where = cameras[k % len(cameras)]
     target = target_object(sample)
-    clips, other = {}, 100_000 + 97 * k
+    clips, near, other = {}, {}, 100_000 + 97 * k
     for name in cameras:
         if name == where:
             clips[name] = frames
         else:
             clips[name], s = absent_clip(target, split, other)
-            other = s["seed"] + 1 if "seed" in s else other + 1
-    return sample["query"], where, clips
+            near[name] = closest(target, s)
+            other = s["seed"] + 1
+    return sample["query"], where, clips, near
 
 
 def serve(grounder, cameras: list[str], clips: dict[str, np.ndarray]):
@@ -134,7 +149,7 @@ def main(argv=None) -> int:
 
     rows, cost = [], []
     for k in range(args.scenes):
-        query, where, clips = scene(k, cameras, args.split)
+        query, where, clips, near = scene(k, cameras, args.split)
         svc = serve(grounder, cameras, clips)
         if k < args.cost_scenes:
             if k == 0:
@@ -152,7 +167,9 @@ def main(argv=None) -> int:
         own = next(a for a in answer.per_stream if a.stream == where)
         rows.append(dict(scene=k, query=query, target_camera=where, answered_camera=answer.stream,
                          single_found=bool(own.result.found), right=answer.stream == where,
-                         p_yes={a.stream: round(float(a.result.p_yes), 4) for a in answer.per_stream}))
+                         distractor_shares=near,
+                         p_yes={a.stream: round(float(a.result.p_yes), 4) for a in answer.per_stream},
+                         score={a.stream: round(float(a.result.score), 4) for a in answer.per_stream}))
         print(f"scene {k:3d} {where:>5} -> {answer.stream:>5}  single found={own.result.found!s:5}  "
               f"p_yes {rows[-1]['p_yes']}", flush=True)
 
@@ -163,6 +180,17 @@ def main(argv=None) -> int:
     all_rows = [r for r in rows]
     acc_all = 100 * statistics.fmean(float(r["right"]) for r in all_rows)
     lo_all, hi_all = (100 * x for x in bootstrap_ci([float(r["right"]) for r in all_rows]))
+    rules = {name: [float(max(r["p_yes"], key=lambda c: rule(r["p_yes"][c], r["score"][c])) == r["target_camera"])
+                    for r in counted] for name, rule in RULES.items()}
+    print(table(["rule (which camera is best)", "right camera where single-stream finds (95 % CI)"],
+                [[name, f"{100 * statistics.fmean(v):.1f} % [{100 * bootstrap_ci(v)[0]:.1f}, "
+                        f"{100 * bootstrap_ci(v)[1]:.1f}]"] for name, v in rules.items() if v]))
+    by_near = {}
+    for r in counted:
+        by_near.setdefault(max(r["distractor_shares"].values()), []).append(float(r["right"]))
+    print()
+    print(table(["closest distractor shares (of 4 attributes)", "scenes", "right camera"],
+                [[n, len(v), f"{100 * statistics.fmean(v):.1f} %"] for n, v in sorted(by_near.items())]))
     print()
     print(table(["scenes", "cameras", "single-stream finds the target", "right camera there (95 % CI)",
                  "right camera, every scene (95 % CI)", "target >= 95 %"],
@@ -184,7 +212,9 @@ def main(argv=None) -> int:
                       "1"]]))
     write_json(args.out, dict(machine=machine(), args=vars(args), cameras=cameras, accuracy=dict(
         counted=len(counted), scenes=len(rows), right_pct=acc, ci=[lo, hi], right_pct_every_scene=acc_all,
-        ci_every_scene=[lo_all, hi_all]), cost=cost, cost_summary=summary, scenes=rows))
+        ci_every_scene=[lo_all, hi_all], rules={k: 100 * statistics.fmean(v) for k, v in rules.items() if v},
+        by_closest_distractor={n: dict(scenes=len(v), right_pct=100 * statistics.fmean(v)) for n, v in by_near.items()}),
+        cost=cost, cost_summary=summary, scenes=rows))
     return 0
 
 
