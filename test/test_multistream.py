@@ -155,6 +155,9 @@ def test_windows_counters_and_cache_keys_are_per_stream():
     assert g.forgotten and all(k not in keys["rear"] for gone in g.forgotten for k in gone)
     c = svc.counters()
     assert (c["front"].queries_answered, c["rear"].queries_answered) == (1, 1)
+    svc.count_lost("rear", 3)
+    assert svc.counters()["rear"].frames_lost == 3 and svc.counters()["front"].frames_lost == 0
+    assert svc.problems() == ["rear: frames lost in transport"]
 
 
 def test_a_busy_camera_cannot_starve_another():

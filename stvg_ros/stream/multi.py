@@ -227,6 +227,10 @@ class MultiStreamService:
         """Each stream's counters (a query to all counts in every stream it was grounded on)."""
         return {name: s.counters() for name, s in self.services.items()}
 
+    def problems(self, since: Optional[float] = None) -> list[str]:
+        """Each stream's health problems (:meth:`GroundingService.problems`), named by stream."""
+        return [f"{name}: {p}" for name, s in self.services.items() for p in s.problems(since)]
+
     @property
     def queue_depth(self) -> int:
         with self._wake:
