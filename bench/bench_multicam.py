@@ -17,7 +17,7 @@ ingested into its stream of a :class:`stvg_ros.stream.multi.MultiStreamService` 
   interleaved (order alternated) after one untimed warm-up, and the model passes (grounder calls) of each.
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_multicam.py              # ~3-4 min CPU
-    .venv/bin/python bench/bench_multicam.py --scenes 4 --cost-scenes 2                    # a smoke run
+    .venv/bin/python bench/bench_multicam.py --quick                                       # CI, ~15 s
 """
 
 from __future__ import annotations
@@ -142,8 +142,11 @@ def main(argv=None) -> int:
     ap.add_argument("--scenes", type=int, default=40)
     ap.add_argument("--cost-scenes", type=int, default=4)
     ap.add_argument("--split", default="test")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "multicam.json"))
+    ap.add_argument("--out", "--json", dest="out", default=str(ROOT / "bench" / "results" / "multicam.json"))
+    ap.add_argument("--quick", action="store_true", help="CI: 2 cameras, 3 scenes, 1 timed")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.cameras, args.scenes, args.cost_scenes = 2, 3, 1
     cameras = ["front", "rear", "left", "right", "arm", "head"][:args.cameras]
     grounder = Calls(load_grounder(args.model))
 
