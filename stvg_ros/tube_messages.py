@@ -36,8 +36,10 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
               boxes: Sequence[tuple[int, Box, float]] = (), track_id: str = "", attribute_query: str = "",
               action_query: str = "", sub_query_source: str = "", latency: float = 0.0,
               processing_time: float = 0.0, queue_time: float = 0.0, reason: str = "", event: str = "",
-              boxes_from: str = "", positions: Sequence[Any] = (), position_frame_id: str = "") -> Any:
+              boxes_from: str = "", positions: Sequence[Any] = (), position_frame_id: str = "", stream: str = "") -> Any:
     """A ``Tube`` (defaults: the empty answer, ``found`` false); ``boxes``: ``(stamp_ns, corners, score)``;
+    ``stream``: the camera's name (a multi-stream answer), not in the message yet: it names the camera by
+    ``frame_id`` until the node serves several streams;
     ``positions``: one :class:`~stvg_ros.stream.depth.Position3D` (or None) per box, when there is a 3-D stage."""
     TubeBox = types("stvg_ros/msg/TubeBox")
     tube_boxes = []

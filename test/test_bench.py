@@ -128,3 +128,16 @@ def test_bench_memory_quick(tmp_path):
     warm = data["summary"]["5|colour|warm"]
     assert warm["queries"] == 2 and 0 <= warm["recall3"] <= 1 and warm["every_segment_cpu"] > 0
     assert warm["cost_ratio"] > 0 and data["rows"][0]["disk_mb_per_hour"] > 0 and data["rows"][0]["chunks"] > 0
+
+
+def test_bench_multicam_quick(tmp_path):
+    """Several cameras, one model (issue 32): which-camera accuracy and the cost of a query to all, with the
+    shipped model, in CI."""
+    stdout, data = _run("bench_multicam.py", tmp_path=tmp_path)
+    assert "| rule (which camera is best)" in stdout and "| to all cameras" in stdout
+    assert len(data["scenes"]) == 3 and data["cameras"] == ["front", "rear"]
+    for row in data["scenes"]:
+        assert set(row["p_yes"]) == {"front", "rear"} and row["answered_camera"] in ("front", "rear")
+        assert row["right"] == (row["answered_camera"] == row["target_camera"])
+    s = data["cost_summary"]
+    assert s["all"]["passes"] == s["separate"]["passes"] == 2 and s["ratio_all_over_separate"] > 0

@@ -26,7 +26,8 @@ class CameraTube:
     on (a standing query's event: the frame at which it was noticed); ``start_ns``/``end_ns`` and each box's
     stamp are input frames' stamps, exactly; ``boxes``: ``(stamp_ns, (x_min, y_min, x_max, y_max) in the
     source image's pixels, temporal score)`` in time order.  An answer without a result (rejected, cancelled,
-    failed, ended) has ``found`` false, no boxes, and ``reason``."""
+    failed, ended) has ``found`` false, no boxes, and ``reason``.  ``stream``: the camera's name in a
+    multi-stream service ("" with one stream)."""
 
     query_id: str
     text: str
@@ -48,6 +49,7 @@ class CameraTube:
     reason: str = ""
     event: str = ""
     boxes_from: str = ""
+    stream: str = ""
 
     @property
     def boxes_by_stamp(self) -> dict[int, Box]:

@@ -22,7 +22,10 @@ ANSWERED, REJECTED, CANCELLED, FAILED = "answered", "rejected", "cancelled", "fa
 @dataclass(frozen=True)
 class GroundingRequest:
     """One question about the stream: ``start_ns``/``end_ns`` bound the frames (0 = unbounded);
-    ``attribute_query``/``action_query`` are optional DSTH sub-queries (both or neither)."""
+    ``attribute_query``/``action_query`` are optional DSTH sub-queries (both or neither).  To a
+    :class:`~stvg_ros.stream.multi.MultiStreamService`: ``stream`` names the camera asked ("" or "all": every
+    stream with frames, answered with the best tube), ``each_stream`` asks for one tube per camera
+    (:attr:`Answer.tubes`); a one-stream service ignores both."""
 
     query_id: str
     text: str
@@ -30,6 +33,8 @@ class GroundingRequest:
     end_ns: int = 0
     attribute_query: str = ""
     action_query: str = ""
+    stream: str = ""
+    each_stream: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "text", query_text(self.text))  # the one trusted value from here on
@@ -47,7 +52,9 @@ class Answer:
     ``result``'s boxes are in their stored pixels and keyed by float seconds) are set when ``status ==
     'answered'``; ``newest`` is the newest window frame when the answer was made (for the header of an
     empty answer); times are seconds.  ``event``: for a standing query, why this answer is published
-    (appeared, moved, disappeared, ended); "" for a one-shot query."""
+    (appeared, moved, disappeared, ended); "" for a one-shot query.  ``stream``: the camera it was made on
+    (a multi-stream service's name; "" for a one-stream service or an answer about no one stream);
+    ``per_stream``: an answer to every stream asked, each stream's own answer, the best first."""
 
     request: GroundingRequest
     status: str
@@ -61,13 +68,24 @@ class Answer:
     alternatives: tuple = ()
     """A query over the past (memory): the other tubes found, best first, as
     :class:`stvg_ros.memory.recall.Alternative` (start_ns, end_ns, score); the answer's own tube first."""
+    stream: str = ""
+    per_stream: tuple["Answer", ...] = ()
+
+    @property
+    def tubes(self) -> tuple[CameraTube, ...]:
+        """What to publish: :attr:`tube`, or one tube per camera (the best first) when the request asked
+        for each stream's (``GroundingRequest.each_stream``)."""
+        if self.request.each_stream and self.per_stream:
+            return tuple(a.tube for a in self.per_stream)
+        return (self.tube,)
 
     @property
     def tube(self) -> CameraTube:
         """This answer as the camera sees it: the input frames' nanosecond stamps, boxes in the source
         image's pixels, the frame id (what the node publishes, field for field)."""
         r = self.request
-        common: dict = dict(latency=float(self.latency), queue_time=float(self.queue_time), event=self.event)
+        common: dict = dict(latency=float(self.latency), queue_time=float(self.queue_time), event=self.event,
+                            stream=self.stream)
         if self.result is None or not self.frames:
             return empty_tube(r.query_id, r.text, self.newest, reason=self.reason, **common)
         tube = camera_tube(self.result, self.frames, r.query_id, r.text, **common)

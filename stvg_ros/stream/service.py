@@ -78,8 +78,13 @@ class GroundingService(StandingEvaluation, Worker):
     """
 
     def __init__(self, config: Optional[ServingConfig] = None, *,
-                 warn: Optional[Callable[[str, str], None]] = None, clock: Callable[[], float] = time.monotonic):
+                 warn: Optional[Callable[[str, str], None]] = None, clock: Callable[[], float] = time.monotonic,
+                 name: str = "", wake: Optional[threading.Condition] = None):
+        """``name``: the stream's name in its answers and events (``Answer.stream``; "" for a one-stream service).
+        ``wake``: a condition (over a plain lock) shared with other services whose work one worker schedules
+        (:class:`stvg_ros.stream.multi.MultiStreamService`); by default this service's own."""
         self.config = config or ServingConfig()
+        self.name = name
         self.window = FrameWindow()
         self.rate_in, self.rate_kept = RateMeter(), RateMeter()
         self.grounder: Optional[GroundingModel] = None
@@ -87,8 +92,10 @@ class GroundingService(StandingEvaluation, Worker):
         self.stage: Optional[ProposalStage] = None  # e.g. a LiveProposalStage (detector + tracker in the background)
         self._warn_cb = warn
         self._clock = clock
-        self._lock = threading.Lock()  # counters, newest stamp, the queue (through _wake)
-        self._wake = threading.Condition(self._lock)
+        self._wake = wake if wake is not None else threading.Condition(threading.Lock())
+        self._lock = self._wake  # counters, newest stamp, the queue (a condition is entered as its lock)
+        #: whether a one-shot query waits for this service's worker (a multi-stream worker: on any stream)
+        self.queries_waiting: Callable[[], bool] = lambda: bool(self._jobs)
         self._jobs: deque[_Job] = deque()
         self._current: Optional[_Job] = None
         self._worker: Optional[threading.Thread] = None
@@ -317,7 +324,8 @@ class GroundingService(StandingEvaluation, Worker):
         else:
             shown = text
         job = _Job(GroundingRequest(request.query_id, shown, request.start_ns, request.end_ns,
-                                    request.attribute_query, request.action_query), [], arrived, on_done, on_progress)
+                                    request.attribute_query, request.action_query, request.stream, request.each_stream),
+                   [], arrived, on_done, on_progress)
         handle = QueryHandle(self, job)
         reason = self._admission_problem(request, text)
         if not reason:

@@ -44,7 +44,8 @@ class StandingRequest:
     """A question to keep asking.  ``period`` (seconds of stream time) and ``every_n_frames`` (kept
     frames) say how often, whichever comes first; both 0 = ``standing_period``.  ``window``: seconds
     of the newest frames evaluated (0 = the whole window).  ``cheap_first``: the existence
-    probability each time, the full grounding only when needed."""
+    probability each time, the full grounding only when needed.  ``stream``: to a multi-stream service, the
+    camera to watch ("" or "all": every one, events naming theirs)."""
 
     query_id: str
     text: str
@@ -54,6 +55,7 @@ class StandingRequest:
     every_n_frames: int = 0
     window: float = 0.0
     cheap_first: bool = False
+    stream: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "text", query_text(self.text))  # the one trusted value from here on

@@ -77,6 +77,10 @@ class StandingEvaluation:
         with self._lock:
             return [sq.info() for sq in self._standing.queries.values()]
 
+    def _has_standing(self, query_id: str) -> bool:
+        with self._lock:
+            return query_id in self._standing.queries
+
     def standing_duty(self) -> float:
         """Share of the worker's recent time spent on standing evaluations (see ``standing_duty_budget``)."""
         with self._lock:
@@ -95,7 +99,8 @@ class StandingEvaluation:
 
     def _ended(self, sq: StandingQuery, status: str, reason: str) -> Answer:
         r = sq.request
-        return Answer(GroundingRequest(r.query_id, r.text), status, reason, newest=self.window.newest, event=ENDED)
+        return Answer(GroundingRequest(r.query_id, r.text), status, reason, newest=self.window.newest, event=ENDED,
+                      stream=self.name)
 
     def _standing_job(self, sq: StandingQuery) -> Optional[_Job]:
         """The evaluation of ``sq`` on the freshest frames (under the lock), or None when too few."""
@@ -122,7 +127,7 @@ class StandingEvaluation:
         def check(stage: str) -> None:
             if job.cancel_reason is not None:
                 raise Cancelled(job.cancel_reason)
-            if self._jobs:
+            if self.queries_waiting():
                 raise Cancelled(PREEMPTED)
             job.stage = stage
 
@@ -190,7 +195,7 @@ class StandingEvaluation:
         # stamped with the newest frame this evaluation saw (a disappearance shows the last full answer's
         # boxes, where the target was last seen, but is noticed now)
         answer = Answer(job.request, ANSWERED, detail, shown, shown_frames if shown is not None else (),
-                        frames[-1] if frames else self.window.newest, 0.0, cost, event=event)
+                        frames[-1] if frames else self.window.newest, 0.0, cost, event=event, stream=self.name)
         if sq.deliver(answer):
             sq.events += 1
             with self._lock:

@@ -103,7 +103,7 @@ class Worker:
 
         def should_stop() -> bool:
             with self._lock:
-                stop = bool(self._jobs) or self._stopping or generation != self._generation or \
+                stop = self.queries_waiting() or self._stopping or generation != self._generation or \
                     not self.config.preencode_when_idle or self._standing.next_due(self._clock())[0] is not None
             if stop:
                 stopped.append(True)
@@ -269,7 +269,8 @@ class Worker:
         now = self._clock()
         started = job.started if job.started is not None else now
         answer = Answer(job.request, status, reason, result, job.frames if result is not None else (),
-                        self.window.newest, started - job.arrived, now - job.arrived, alternatives=job.alternatives)
+                        self.window.newest, started - job.arrived, now - job.arrived, alternatives=job.alternatives,
+                        stream=self.name)
         with self._lock:
             c = self._counters
             if status == ANSWERED:
