@@ -292,8 +292,10 @@ def test_node_mode_needs_the_ros_layers_runner(tmp_path, capsys):
                            "(run the tests through `make test`, which puts the install space first)")
 def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, monkeypatch):
     """The same bags through a node started with its defaults (its own window keeps every frame, 20
-    frames, LRA on...) and through core mode: the runner sets the grounding settings, not the window, and
-    every tube is the same."""
+    frames, LRA on...) and through core mode: the runner plays every frame of each bag at its rate (as a
+    camera would) and sets the grounding settings, not the window; the grounder samples from the node's
+    window the frames core mode samples (6 of 15, the paper's sampling), and every tube is the same.
+    ``tube_frames: sampled`` keeps the boxes on the sampled frames, so the frame sets are compared."""
     import os
     import subprocess
     import sys
@@ -309,7 +311,8 @@ def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, mon
     bag_dir = tmp_path / "bags"
     for s in samples:
         bags.make_bag_from_sample(s, bag_dir / s.key.replace(".", "_"), image_format="raw", storage="mcap")
-    gcfg = evaluate.GroundingConfig(num_frames=6, decomposer="rules", lra_steps=1, device="cpu")
+    gcfg = evaluate.GroundingConfig(num_frames=6, decomposer="rules", lra_steps=1, device="cpu",
+                                    tube_frames="sampled")
     log = open(tmp_path / "node.log", "w")
     # Only what applies at configure is given at start-up: the runner sets the rest.
     node = subprocess.Popen(
@@ -341,6 +344,7 @@ def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, mon
     assert not {"window_rate", "window_max_frames"} & set(before), before  # not its window: that is measured
     recs = reports.read_results([tmp_path / "node" / "results.jsonl"])
     assert len(recs) == 3 and not any(r.get("error") for r in recs.values()), (recs, node_log)
+    assert [r["frames_played"] for r in recs.values()] == [N_FRAMES] * 3  # every frame, not core's sample
     expected = metrics.summarize(list(recs.values()))
     for k in ("count", "m_tIoU", "m_vIoU", "vIoU@0.3", "vIoU@0.5", "gt_vIoU", "mean_latency_s"):
         assert summary[k] == pytest.approx(expected[k]), k
@@ -355,7 +359,10 @@ def test_node_mode_gives_the_tubes_of_core_mode(tmp_path, hcstvg, model_dir, mon
         n = recs[key]
         assert n["pred_span"] == c["pred_span"], key
         assert n["found"] == c["found"] and n["p_yes"] == pytest.approx(c["p_yes"], abs=1e-5), key
-        assert set(n["pred_boxes"]) == set(c["pred_boxes"]), key  # the same sampled frames
+        # the same sampled frames: the grounder's pick from all 15 is the paper's 6 (0, 2, 5, 8, 11, 14)
+        assert set(c["frame_indices"]) == {0, 2, 5, 8, 11, 14}, key
+        assert set(n["pred_boxes"]) == set(c["pred_boxes"]), key
+        assert {int(f) for f in c["pred_boxes"]} <= {0, 2, 5, 8, 11, 14}, key
         for f, box in c["pred_boxes"].items():
             assert n["pred_boxes"][f] == pytest.approx(box, abs=0.02), (key, f)  # float32 in the Tube
         assert n["viou"] == pytest.approx(c["viou"], abs=1e-3) and n["tiou"] == pytest.approx(c["tiou"]), key

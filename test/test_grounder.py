@@ -279,8 +279,8 @@ def test_tiny_model_single_frame_and_yaml_config(tiny_model_dir, tmp_path):
 # --- long windows: the tube on every given frame, the span refined between the samples (issue 27) -----
 
 def _long_clip():
-    """36 frames, a red square on 13..27; 12 are sampled (0, 3, ..., 33, 35), so the action's ends fall
-    between samples."""
+    """36 frames, a red square on 13..27; 12 are sampled (0, 3, ..., 31, 35: the paper's sampling), so the
+    action's ends fall between samples."""
     frames, stamps, box = clip_with_square(num_frames=36, size=64, frames_on=range(13, 28), cell=(1, 2))
     return frames, stamps, box, {3: {s: box for s in stamps}, 7: {s: (0.0, 48.0, 16.0, 64.0) for s in stamps}}
 
@@ -309,13 +309,14 @@ def test_long_windows_give_a_box_on_every_frame_and_show_the_model_its_frame_cou
 
 
 def test_refinement_moves_the_span_ends_between_the_samples():
-    """The square is on 13..27: the first pass sees it on samples 15..27 (every third frame), the second
-    (halfway frames 13/14, 16/17, ...) also on 14 and 28 is off; refined ends sit closer to the truth."""
+    """The square is on 13..27: the first pass sees it on samples 15..25 (12 is off), the second (halfway
+    frames 14, 17, ..., 26) also on 14; refined ends sit closer to the truth.  The default span rule: the
+    fake model scores the second pass's frames alike, and 'grow' stops at a tie (the official rule)."""
     frames, stamps, _, tracks = _long_clip()
     spans = {}
     for mode in ("all", "refine"):
         cfg = GroundingConfig(num_frames=12, decomposer="rules", tube_frames=mode, use_lra=False, use_tas=False,
-                              span_rule="grow", span_grow_fraction=1.0)
+                              span_rule="topk")
         r = Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square", proposals=tracks)
         spans[mode] = (stamps.index(r.start), stamps.index(r.end))
     truth = (13, 27)

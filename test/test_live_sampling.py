@@ -65,7 +65,7 @@ def test_grounder_samples_from_the_live_window_what_core_mode_samples(num_frames
 
 def test_a_window_over_its_frame_bound_thins_evenly_and_keeps_its_span():
     """60 Hz for 10 s is twice window_max_frames: memory stays bounded, the window still spans its
-    duration, and each sampled frame is within half the largest gap of core mode's."""
+    duration, and each sampled frame is within the largest gap of core mode's."""
     cfg = ServingConfig()
     frames, stamps_ns = stream(600, 60.0, size=8)
     kept = live_window(frames, stamps_ns, cfg)
@@ -79,17 +79,25 @@ def test_a_window_over_its_frame_bound_thins_evenly_and_keeps_its_span():
     core = [in_range[i] for i in sample_indices(len(in_range), 20)]
     live = [int(held[i]) for i in sample_indices(len(held), 20, held / NS)]
     assert len(live) == 20
-    assert max(abs(a - b) for a, b in zip(live, core)) / NS <= gaps.max() / 2 + 1e-9
+    assert max(abs(a - b) for a, b in zip(live, core)) / NS < gaps.max() + 1e-9
 
 
-@pytest.mark.parametrize("n", [21, 25, 37, 60, 61, 99, 300, 601])
-def test_time_uniform_sample_equals_the_index_sample_on_evenly_spaced_stamps(n):
+@pytest.mark.parametrize("n", [15, 21, 25, 37, 60, 61, 99, 300, 601])
+def test_time_uniform_sample_equals_core_modes_sample_on_evenly_spaced_stamps(n):
+    """Core mode (stvg-eval) samples a clip by the paper's loader, ``np.linspace(0, n - 1, k, dtype=int)``:
+    the grounder's pick from every frame of the same stream is that sample (rounding to the nearest
+    frame, as before, took e.g. 3 and 6 of 15 frames where the paper takes 2 and 5)."""
+    from stvg_ros.video import uniform_indices
+
     for fps in (5.0, 15.0, 29.97, 30.0):
         stamps = [T0_S + t / fps for t in range(n)]
-        assert sample_indices(n, 20, stamps) == sample_indices(n, 20)
-        assert sample_indices(n, 8, stamps) == sample_indices(n, 8)
+        for k in (6, 8, 20):
+            if n > k:
+                assert sample_indices(n, k, stamps) == sample_indices(n, k) == uniform_indices(n, k), (n, k, fps)
 
 
-def test_time_uniform_sample_takes_the_frame_nearest_each_time():
+def test_time_uniform_sample_takes_the_frame_showing_at_each_time():
     stamps = [0.0, 0.1, 0.2, 3.0, 3.1, 6.0]  # a gap: index sampling would bunch up before it
     assert sample_indices(6, 3, stamps) == [0, 3, 5]
+    # at t = 3 s the camera still shows the frame of 2.8 s (the next comes at 3.1 s)
+    assert sample_indices(5, 3, [0.0, 0.1, 2.8, 3.1, 6.0]) == [0, 2, 4]

@@ -107,19 +107,19 @@ def resolve_layers(layers: Sequence[int], num_layers: int) -> list[int] | None:
 def sample_indices(num_input: int, num_frames: int, stamps: Sequence[float] | None = None) -> list[int]:
     """Frame indices uniform in time, first and last included (all frames when there are few).
 
-    With ``stamps`` each of ``num_frames`` evenly spaced times gets the frame nearest to it, so a thinned
-    or irregular stream (a live window) is sampled at the times core mode samples an evenly spaced one;
-    on evenly spaced stamps this is the uniform index sample (without stamps) exactly."""
+    Each of ``num_frames`` evenly spaced times gets the latest frame at or before it (what the camera
+    showed then): on evenly spaced frames exactly the paper's loader, ``np.linspace(0, n - 1, num_frames,
+    dtype=int)``, which evaluation's core mode samples; with ``stamps`` a thinned or irregular stream (a
+    live window) is sampled at the times core mode samples an evenly spaced one."""
     if num_input <= num_frames:
         return list(range(num_input))
     if stamps is None:
-        pos = np.linspace(0, num_input - 1, num_frames)
-    else:
-        s = np.asarray(stamps, dtype=np.float64)
-        # the fractional index of each target time: rounding it picks the nearer neighbour in time
-        pos = np.interp(np.linspace(s[0], s[-1], num_frames), s, np.arange(num_input, dtype=np.float64))
-        pos = pos.round(6)  # float noise of evenly spaced stamps must not flip a rounding
-    return sorted(set(pos.round().astype(int).tolist()))
+        return sorted(set(np.linspace(0, num_input - 1, num_frames, dtype=int).tolist()))
+    s = np.asarray(stamps, dtype=np.float64)
+    # the fractional index of each target time; its floor is the frame showing at that time
+    pos = np.interp(np.linspace(s[0], s[-1], num_frames), s, np.arange(num_input, dtype=np.float64))
+    pos = pos.round(6)  # float noise of evenly spaced stamps must not move a frame back
+    return sorted(set(np.floor(pos).astype(int).tolist()))
 
 
 def halfway_indices(num_input: int, idx: Sequence[int], stamps: Sequence[float] | None = None) -> list[int] | None:

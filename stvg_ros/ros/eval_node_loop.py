@@ -5,9 +5,10 @@
 never imports it.
 
 Node mode runs the node's own window settings (``window_rate``, ``window_max_frames``: not forced; with
-the defaults every frame is kept, see docs/evaluation.md): per bag, the frames core mode samples
-(``num_frames`` by the paper's sampling) are played at the bag's rate into that window, whose
-``window_duration`` is raised to cover them and ``ingest_max_side`` set to the core's frame size; no
+the defaults every frame is kept, see docs/evaluation.md): per bag, every frame is played at the bag's
+rate, as a camera would send it, into that window, whose ``window_duration`` is raised to cover the bag
+and ``ingest_max_side`` set to the core's frame size; the grounder then samples from the window what
+core mode samples from the bag (the paper's sampling, uniform in time); no
 proposals (external or live); ``use_sim_time``; the grounding parameters of the evaluation's
 ``grounding:`` settings.  Live parameters are set through the node's parameter service
 (and restored at the end); one applied only at configure that differs is refused with the
@@ -217,20 +218,18 @@ class NodeRunner:
     def evaluate(self, item) -> tuple[dict, None, None]:
         """Play ``item``'s frames, ask its query, wait for the Tube answering it, score it."""
         from ..evaluation.bags import read_bag
-        from ..video import uniform_indices
         from .convert import ns_to_stamp
 
         contents = read_bag(item.bag, frame_positions=[0])
         stamps = contents.stamps
-        # core mode's sample of the bag (the paper's sampling, which truncates where the grounder's
-        # time-uniform pick over every frame rounds): the node's window is given exactly these frames
-        sampled = uniform_indices(len(stamps), self.gcfg.num_frames)
+        # every frame, as a camera sends them: what the node's window keeps of them, and what the grounder
+        # samples from that, is what is measured (core mode's sample of the same bag, with the defaults)
         side = self.ev.max_side or max(contents.frames[0].shape[:2])
-        self._cover(stamps[sampled[-1]] - stamps[sampled[0]], side)
+        self._cover(stamps[-1] - stamps[0], side)
         target = self._image_target(contents.image_topic)
         with self._cv:
             self._tubes.pop(item.query_id, None)
-        player = BagPlayer(self.node, item.bag, rate=self.ev.rate, clock=True, positions=sampled,
+        player = BagPlayer(self.node, item.bag, rate=self.ev.rate, clock=True,
                            remap={contents.image_topic: target}, topics=[contents.image_topic])
         try:
             missing = player.wait_for_subscribers(10.0)
@@ -261,7 +260,9 @@ class NodeRunner:
             raise TimeoutError(f"no Tube for query {q.id!r} within {self.ev.node_timeout} s "
                                f"(raise --node-timeout or check the node's log)")
         tube, arrived = got
-        return score_node_tube(item, tube, stamps, wall=arrived - t0, protocol=self.ev.protocol), None, None
+        rec = score_node_tube(item, tube, stamps, wall=arrived - t0, protocol=self.ev.protocol)
+        rec["frames_played"] = int(player.published)  # the bag's frames sent to the node (every one)
+        return rec, None, None
 
     def close(self) -> None:
         if self._original:

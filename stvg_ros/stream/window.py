@@ -112,7 +112,7 @@ class FrameWindow:
     More than ``max_frames`` frames within ``duration`` are *thinned*, not cut: the frame whose
     removal leaves the smallest gap goes (the oldest of equals), so the window keeps its time span,
     recent frames stay dense, older history gets sparser, and the time-uniform sample stays within
-    half a gap of core mode's.
+    a gap of core mode's.
     """
 
     #: slack when comparing a stamp with the decimation schedule (1 ms)
