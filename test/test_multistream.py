@@ -283,3 +283,18 @@ def test_stream_names_are_checked(names, fix):
     assert fix in stream_names_problem(names)
     with pytest.raises(ValueError, match=fix):
         MultiStreamService(names)
+
+
+def test_each_camera_remembers_in_its_own_directory(tmp_path):
+    """With memory on, two cameras never write, roll over or rebuild each other's chunks: each stream's store
+    lives in its own sub-directory of ``memory_directory``, and a live change keeps it so."""
+    svc, _, _ = make(memory=True, memory_directory=str(tmp_path), window_duration=1.0, memory_chunk_s=1.0)
+    dirs = {name: svc.stream(name).memory.settings["directory"] for name in svc.streams}
+    assert dirs == {"front": tmp_path / "front", "rear": tmp_path / "rear"}
+    feed(svc, "front", 40)
+    feed(svc, "rear", 40)
+    svc.stop(timeout=0.5)
+    assert any((tmp_path / "front").iterdir()) and any((tmp_path / "rear").iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("front", "rear")]
+    svc.configure(svc.config.replace(memory_mb=100.0))
+    assert svc.stream("rear").memory.settings["directory"] == tmp_path / "rear"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -53,6 +54,17 @@ def rank(answer: Answer) -> tuple:
     return (bool(r.found), float(r.p_yes), float(r.score))
 
 
+def _stream_config(config: ServingConfig, name: str) -> ServingConfig:
+    """Stream ``name``'s serving settings: ``config`` with the memory (when on) in its own sub-directory, so that
+    two cameras never write into, roll over or rebuild each other's chunks."""
+    if not config.memory:
+        return config
+    from ..memory.store import default_directory
+
+    base = Path(config.memory_directory).expanduser() if config.memory_directory else default_directory()
+    return config.replace(memory_directory=str(base / name))
+
+
 class MultiStreamService:
     """Named streams (e.g. ``["front", "rear"]``), one grounder, one worker (see the module docstring).
     ``warn(message, key)`` gets each stream's warnings prefixed with its name."""
@@ -68,7 +80,8 @@ class MultiStreamService:
         self.config = config or ServingConfig()
         self.services: dict[str, GroundingService] = {}
         for name in names:
-            s = GroundingService(self.config, warn=_prefixed(warn, name), clock=clock, name=name, wake=self._wake)
+            s = GroundingService(_stream_config(self.config, name), warn=_prefixed(warn, name), clock=clock, name=name,
+                                 wake=self._wake)
             s.input_name = f"the {name!r} stream's image topic"
             s.queries_waiting = self._queries_waiting
             self.services[name] = s
@@ -92,8 +105,8 @@ class MultiStreamService:
     # -- set-up ---------------------------------------------------------------------------------------
     def configure(self, config: ServingConfig, model_side: Optional[int] = None) -> None:
         self.config = config
-        for s in self._order:
-            s.configure(config, model_side)
+        for name, s in self.services.items():
+            s.configure(_stream_config(config, name), model_side)
 
     def start(self, grounder: GroundingModel, *, external_detections: bool = False,
               stages: Optional[dict[str, ProposalStage]] = None, synonyms: Optional[dict] = None,
