@@ -18,7 +18,10 @@ object: one garment of a person), and the CPU milliseconds per box.
 Geometries (``--geometries``; the default: all): ``qwen-<side>`` Qwen2.5-VL/Qwen2-VL with ``frame_resize:
 fixed`` and ``image_size: <side>`` (224 is the family's default), ``qwen-processor`` (the released video
 processor's pixel limits), ``qwen-fine`` (``frame_resize: fine``), ``nextvideo-model`` / ``nextvideo-paper``
-(LLaVA-NeXT-Video 12x12 / 6x6), ``onevision-model`` / ``onevision-paper`` (LLaVA-OneVision 14x14 / 6x6).
+(LLaVA-NeXT-Video 12x12 / 6x6), ``onevision-model`` / ``onevision-paper`` (LLaVA-OneVision 14x14 / 6x6),
+``nextvideo-fine`` / ``onevision-fine`` (``frame_resize: fine``, 2x2 tiles: 24x24 / 28x28) and
+``nextvideo-paper-fine`` / ``onevision-paper-fine`` (the official pooling, tiled: 12x12); ``square-<n>``: any
+n x n grid per frame (which grid a person needs, whatever the family).
 """
 
 from __future__ import annotations
@@ -51,8 +54,17 @@ def geometry(name: str, height: int, width: int) -> tuple[tuple[int, int], int]:
         h, w = qwen_frame_size(height, width, resize, side, QWEN_VIDEO_PIXELS)
         rows, cols = h // 28, w // 28
         return (rows, cols), rows * cols * FRAMES // 2  # one slot (2 frames) per grid of tokens
-    side = {"nextvideo-model": 12, "nextvideo-paper": 6, "onevision-model": 14, "onevision-paper": 6}[name]
-    return (side, side), side * side * FRAMES + (1 if name.startswith("onevision") else 0)
+    from stvg_ros.adapters.llava import llava_tiles
+
+    if name.startswith("square-"):  # a hypothetical n x n grid per frame (a per-frame family's layout)
+        side = int(name.split("-", 1)[1])
+        return (side, side), side * side * FRAMES
+    family, tokens, *fine = name.split("-")
+    if tokens == "fine":  # '<family>-fine': the model's tokens, tiled
+        tokens, fine = "model", ["fine"]
+    side = {("nextvideo", "model"): 12, ("nextvideo", "paper"): 6, ("onevision", "model"): 14,
+            ("onevision", "paper"): 6}[(family, tokens)] * llava_tiles("fine" if fine else "fixed")
+    return (side, side), side * side * FRAMES + (1 if family == "onevision" else 0)
 
 
 def planted_grid(box, grid: tuple[int, int], size: tuple[int, int], offset=(0.0, 0.0), spread: float = 0.25,
@@ -278,8 +290,8 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
     return out
 
 
-ALL_GEOMETRIES = ("qwen-224", "qwen-fine", "qwen-processor", "nextvideo-paper", "nextvideo-model",
-                  "onevision-paper", "onevision-model")
+ALL_GEOMETRIES = ("qwen-224", "qwen-fine", "qwen-processor", "nextvideo-paper", "nextvideo-model", "nextvideo-fine",
+                  "onevision-paper", "onevision-model", "onevision-fine")
 
 
 def main(argv=None) -> int:

@@ -32,6 +32,14 @@ CASES = [
     ("Qwen2.5-VL-7B, 224 (paper, frame_fit resize)", "qwen2_5_vl", "qwen2.5-vl-7b", 224, {"frame_fit": "resize"}),
     ("Qwen2.5-VL-7B, 224, frame_fit short (node default)", "qwen2_5_vl", "qwen2.5-vl-7b", 224, {}),
     ("Qwen2.5-VL-7B, processor resize", "qwen2_5_vl", "qwen2.5-vl-7b", 224, {"frame_resize": "processor"}),
+    # frame_resize 'fine' (issue 26): grids fine enough for a person on a real frame (LLaVA: 2x2 tiles per frame)
+    ("Qwen2.5-VL-7B, frame_resize fine", "qwen2_5_vl", "qwen2.5-vl-7b", 224, {"frame_resize": "fine"}),
+    ("LLaVA-NeXT-Video-7B, model pooling, frame_resize fine", "llava_next_video", "llava-next-video-7b", 336,
+     {"frame_resize": "fine"}),
+    ("LLaVA-NeXT-Video-7B, paper pooling, frame_resize fine", "llava_next_video", "llava-next-video-7b", 336,
+     {"frame_resize": "fine", "visual_tokens": "paper"}),
+    ("LLaVA-OneVision-7B, model pooling, frame_resize fine", "llava_onevision", "llava-onevision-7b", 384,
+     {"frame_resize": "fine"}),
 ]
 
 
@@ -75,14 +83,16 @@ def main() -> None:
                          grid_tokens=grid_n, prefill_tflops=prefill_tflops(text, n + args.text_tokens),
                          eps_scale=720 / grid_n))
     print(f"| case | grid per slot | visual tokens ({args.frames} frames) | prefill TFLOPs / prompt | "
-          "x the paper setting | relevance_eps scale (720 / N) |")
-    print("|---|---|---|---|---|---|")
+          "x the paper setting | relevance_eps scale (720 / N) | decoder context |")
+    print("|---|---|---|---|---|---|---|")
     for r, (_, family, _, _, options) in zip(rows, CASES):
         # the paper's setting of the family: paper pooling (LLaVA), 224 stretched (Qwen: fixed, frame_fit resize)
         base = next(b for b, c in zip(rows, CASES) if c[1] == family and (
             c[4].get("visual_tokens") == "paper" or (family.startswith("qwen") and c[4] == {"frame_fit": "resize"})))
+        context = REAL_SIZES[next(c[2] for c in CASES if c[0] == r["case"])][1].get("max_position_embeddings", 0)
+        fits = "within" if r["visual_tokens"] + args.text_tokens <= context else "**past it**"
         print(f"| {r['case']} | {r['grid'][0]}x{r['grid'][1]} | {r['visual_tokens']} | {r['prefill_tflops']:.1f} | "
-              f"{r['prefill_tflops'] / base['prefill_tflops']:.2f} | {r['eps_scale']:.3f} |")
+              f"{r['prefill_tflops'] / base['prefill_tflops']:.2f} | {r['eps_scale']:.3f} | {context:,}: {fits} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

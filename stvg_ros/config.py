@@ -142,8 +142,10 @@ class GroundingConfig:
     """'fixed': frames resized to ``image_size`` as above; 'processor': to the size the model's own
     processor would pick (Qwen: smart_resize within its min/max pixels, 640x480 → 644x476, 6x more
     tokens than 224); 'fine': a token grid fine enough for a person on a real frame at any camera resolution
-    (Qwen: about 560² pixels, 23x17 tokens at 4:3, 3,910 visual tokens per 20 frames against 630 at 224; box
-    IoU on the real clips in bench/README.md); LLaVA towers take one square size either way."""
+    (Qwen: about 560² pixels, 23x17 tokens at 4:3, 3,910 visual tokens per 20 frames against 630 at 224; LLaVA:
+    each frame cut into 2x2 tiles of the tower's size, 24x24 / 28x28 tokens, 11,520 / 15,681 per 20 frames against
+    2,880 / 3,921, past LLaVA-NeXT-Video-7B's 4,096 positions beyond 7 frames; box IoU on the real clips in
+    bench/README.md); 'processor' is 'fixed' on LLaVA's towers of one square size."""
     frame_fit: str = knob("short", choices=("resize", "pad", "short"))
     """A frame whose aspect is not the tower input's (a 4:3 or 16:9 camera): 'short' (Qwen) gives its short side
     the input side and the long side more tokens (LLaVA: as 'resize'); 'resize' stretches it to the input

@@ -124,7 +124,8 @@ class AdapterOptions:
     conversation (its system prompt and layout) where the family has one.
     ``frame_resize``: 'fixed' = the adapter's own frame size (``image_size``); 'processor' = the size the
     model's own processor would choose; 'fine' = a token grid fine enough for a person on a real frame
-    (Qwen: about 20x20 tokens per frame area; LLaVA: the tower's one size, as 'fixed').
+    (Qwen: about 20x20 tokens per frame area; LLaVA: each frame cut into 2x2 tiles of the tower's one size, twice
+    the grid's resolution at 4x the tokens; 'processor' is 'fixed' there).
     ``frame_fit``: how a frame whose aspect differs from the tower input's gets there: 'resize' = stretched
     to it (LLaVA: a 4:3 frame squeezed into the square; Qwen: the aspect rounded to its 28 px grid, 4:3 at
     112² → 5:3); 'pad' = scaled to fit with its aspect kept, centred, the rest padded (letterbox; the token grid

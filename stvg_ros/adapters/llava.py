@@ -7,7 +7,10 @@ center-crop instead).  ``visual_tokens='model'`` encodes them with the model's o
 tokens per 336 px frame; OneVision interpolates to ceil(27/2)² = 196 per 384 px frame, then one
 newline token).  ``visual_tokens='paper'`` is the official code's setting: tower → projector → pooling
 of the projected grid (NeXT-Video: 4x4 average, 6x6 = 36 per frame; OneVision: bilinear to
-ceil(27/5)² = 6x6 = 36 per frame, then the one newline token).
+ceil(27/5)² = 6x6 = 36 per frame, then the one newline token).  ``frame_resize='fine'``: each frame is
+fitted to :data:`FINE_TILES` x the tower's side and cut into :data:`FINE_TILES`² tiles of the tower's size, each
+encoded as a frame is, their grids joined into one grid per frame (row-major over the whole frame, as the
+families' own image tiling lays its tiles out): twice the grid's resolution at 4x the visual tokens.
 """
 
 from __future__ import annotations
@@ -21,10 +24,22 @@ import torch
 from .feature_cache import ClipKey
 from .base import VisualTokens
 from .base import AdapterError
-from .common import HFAdapter, check_frames, fit_content_box, fit_frame, normalise
+from .common import HFAdapter, check_frames, fit_content_box, fit_frame, log, normalise
 
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+#: ``frame_resize='fine'``: tiles per side of a frame (a NeXT-Video frame 24x24 tokens instead of 12x12, a
+#: OneVision frame 28x28 instead of 14x14: fine enough for a person on a real frame, bench/bench_real_boxes.py)
+FINE_TILES = 2
+
+
+def llava_tiles(frame_resize: str) -> int:
+    """Tiles per side a frame is cut into under ``frame_resize``: :data:`FINE_TILES` for 'fine', else 1 (the
+    tower's one square input: 'fixed' and 'processor' are the same here).  A function of the option alone, so
+    benchmarks can lay the grid without a model."""
+    return FINE_TILES if frame_resize == "fine" else 1
 
 
 def _square_grids(tokens: int, num_frames: int) -> bool:
@@ -44,6 +59,7 @@ class _LlavaVideoAdapter(HFAdapter):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self._context_warned: set = set()
         self._tower_side()  # reject an unusable image_size at load time
 
     def _tower_side(self) -> int:
@@ -54,9 +70,14 @@ class _LlavaVideoAdapter(HFAdapter):
         return side
 
     @property
+    def _tiles(self) -> int:
+        return llava_tiles(self.options.frame_resize)
+
+    @property
     def input_side(self) -> int:
-        """The per-frame side (pixels) the tower is fed: the node keeps frames at twice it."""
-        return self._tower_side()
+        """The per-frame side (pixels) the tower is fed (all tiles together under 'fine'): the node keeps
+        frames at twice it."""
+        return self._tower_side() * self._tiles
 
     def _with_trailing_tokens(self, feats: torch.Tensor, num_frames: int) -> torch.Tensor:
         """The video's tokens including those after the grids (none here; OneVision overrides)."""
@@ -69,9 +90,9 @@ class _LlavaVideoAdapter(HFAdapter):
         return "resize" if self.options.frame_fit == "short" else self.options.frame_fit
 
     def _normalised(self, arr: np.ndarray) -> np.ndarray:
-        """(T, H, W, 3) uint8 → (T, 3, S, S) float32 at the tower's side, fitted (:attr:`_fit`: stretched or
-        letterboxed) and standardised (per frame, so cacheable)."""
-        side = self._tower_side()
+        """(T, H, W, 3) uint8 → (T, 3, S, S) float32 at :attr:`input_side` (the tower's side x the tiles),
+        fitted (:attr:`_fit`: stretched or letterboxed) and standardised (per frame, so cacheable)."""
+        side = self.input_side
         resized = np.stack([fit_frame(f, side, side, self._fit) for f in arr])
         cfg = self.processor_config
         return normalise(resized, cfg.get("image_mean", self.default_mean), cfg.get("image_std", self.default_std))
@@ -80,7 +101,26 @@ class _LlavaVideoAdapter(HFAdapter):
         return torch.from_numpy(self._normalised(check_frames(frames)))[None]  # (1, T, 3, S, S)
 
     def _features(self, pixels: torch.Tensor, T: int) -> torch.Tensor:
-        """(1, T, 3, S, S) → the video's tokens ``(T * per_frame + trailing_tokens, D)``."""
+        """(1, T, 3, S, S) → the video's tokens ``(T * per_frame + trailing_tokens, D)``; under 'fine' the
+        frames' tiles go through the tower and pooling as frames, and each frame's tiles are joined again."""
+        n = self._tiles
+        if n > 1:
+            side = self._tower_side()
+            pixels = (pixels.reshape(1, T, pixels.shape[2], n, side, n, side).permute(0, 1, 3, 5, 2, 4, 6)
+                      .reshape(1, T * n * n, pixels.shape[2], side, side))
+        feats = self._tower_features(pixels, T * n * n)
+        return self._joined_tiles(feats, T, n) if n > 1 else feats
+
+    def _joined_tiles(self, feats: torch.Tensor, T: int, n: int) -> torch.Tensor:
+        """Tile-major tokens (frame, tile row, tile col, row, col) → one row-major grid per frame."""
+        grid = feats[:feats.shape[0] - self.trailing_tokens]
+        D = grid.shape[-1]
+        g = math.isqrt(grid.shape[0] // (T * n * n))
+        grid = grid.reshape(T, n, n, g, g, D).permute(0, 1, 3, 2, 4, 5).reshape(-1, D)
+        return torch.cat([grid, feats[grid.shape[0]:]])
+
+    def _tower_features(self, pixels: torch.Tensor, T: int) -> torch.Tensor:
+        """(1, T, 3, S, S) at the tower's side → ``(T * per_frame + trailing_tokens, D)``."""
         cfg = self.model.config
         with torch.no_grad():
             if self.options.visual_tokens == "paper":
@@ -136,6 +176,7 @@ class _LlavaVideoAdapter(HFAdapter):
         side = int(round(per_frame ** 0.5))
         if rem or side * side != per_frame:
             raise RuntimeError(f"{feats.shape[0]} video tokens for {T} frames do not form square per-frame grids")
+        self._warn_past_context(feats.shape[0], T)
         n_grid = T * per_frame
         idx = torch.arange(n_grid)
         minus = torch.full((self.trailing_tokens,), -1, dtype=torch.long)
@@ -145,8 +186,22 @@ class _LlavaVideoAdapter(HFAdapter):
         return VisualTokens(
             embeds=feats.to(self.dtype), slot=slot.to(self.device), row=row.to(self.device), col=col.to(self.device),
             grid=(side, side), slot_frames=[[t] for t in range(T)], image_size=(int(H), int(W)),
-            content_box=fit_content_box(H, W, self._tower_side(), self._tower_side(), self._fit),
+            content_box=fit_content_box(H, W, self.input_side, self.input_side, self._fit),
             extras={"clip_key": ClipKey(tuple(keys), (self.options, (H, W)))} if keyed else {})
+
+    def _warn_past_context(self, tokens: int, frames: int) -> None:
+        """Log once per setting when a clip's visual tokens alone fill the language model's trained context
+        (``max_position_embeddings``, e.g. LLaVA-NeXT-Video-7B's 4,096: 20 frames at 'fine' are 11,520): past it
+        the positions are ones the model never saw."""
+        limit = getattr(getattr(self.model.config, "text_config", None), "max_position_embeddings", None)
+        key = (self.options, frames)
+        if not limit or tokens < limit or key in self._context_warned:
+            return
+        self._context_warned.add(key)
+        log.warning(f"{frames} frames give {tokens} visual tokens ({tokens // frames} per frame, frame_resize="
+                    f"{self.options.frame_resize!r}, visual_tokens={self.options.visual_tokens!r}), at or past "
+                    f"{self.path}'s context of {limit} positions: lower num_frames, or use frame_resize 'fixed' "
+                    f"or visual_tokens 'paper'")
 
     def _paper_features(self, pixels: torch.Tensor) -> torch.Tensor:
         """The official code's video tokens: the model's tower and feature layer, its projector, then
