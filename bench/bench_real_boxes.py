@@ -11,7 +11,7 @@ a 20-frame clip, the mean box IoU (centred / off-centre, per clip), the share >=
 object: one garment of a person), and the CPU milliseconds per box.
 
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py [--geometries qwen-224 qwen-processor ...]
-        [--methods cells flood grabcut auto] [--json bench/results/real-boxes.json]
+        [--methods cells flood grabcut auto] [--json bench/results/real-boxes.json] [--compare A B ...]
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --select   # the select stage's CPU per 20-frame query
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --overlap  # the boxes beside the refine pass (box_overlap)
 
@@ -132,6 +132,7 @@ def measure(frames, geometries, methods, placements=PLACEMENTS) -> list[dict]:
     for geo in geometries:
         for method in methods:
             ious, parts, cpu, per_clip = defaultdict(list), defaultdict(int), [], defaultdict(list)
+            objects = []  # (clip, placement) per IoU, in ious' order: --compare pairs geometries object by object
             grid_seen, tokens_seen = set(), set()
             for clip, _, image, boxes in frames:
                 H, W = image.shape[:2]
@@ -144,6 +145,7 @@ def measure(frames, geometries, methods, placements=PLACEMENTS) -> list[dict]:
                         v = box_iou(got, b.box) if got is not None else 0.0
                         ious[place].append(v)
                         per_clip[(clip, place)].append(v)
+                        objects.append((clip, place))
                         parts[place] += is_part(got, b.box, v)
                         cpu.append(t)
             row = {"geometry": geo, "method": method, "grid": ", ".join(sorted(grid_seen)),
@@ -156,6 +158,8 @@ def measure(frames, geometries, methods, placements=PLACEMENTS) -> list[dict]:
                 row[f"parts_{place}"] = int(parts[place])
                 row[f"n_{place}"] = len(a)
             row["per_clip"] = {f"{c} {p}": float(np.mean(v)) for (c, p), v in sorted(per_clip.items())}
+            row["ious"] = {place: [float(v) for v in ious[place]] for place in placements}
+            row["clips"] = [c for c, p in objects if p == next(iter(placements))]
             rows.append(row)
     return rows
 
@@ -173,6 +177,27 @@ def table(rows) -> str:
                    f"{r['hit_centred']:.2f} / {r['hit_off-centre']:.2f} | "
                    f"{r['parts_centred']} / {r['parts_off-centre']} of {r['n_centred']} | {per} | "
                    f"{r['ms_per_box']:.1f} |")
+    return "\n".join(out)
+
+
+def compare(rows, pairs) -> str:
+    """Paired differences of box IoU, geometry B − A, object by object (the same method), with 95 % percentile
+    bootstrap intervals over the objects: all of them and per clip, per placement."""
+    from stvg_ros.synthetic.bench import bootstrap_ci
+
+    by = {(r["geometry"], r["method"]): r for r in rows}
+    out = ["| A → B | method | objects | placement | A | B | B − A [95 % CI] |", "|---|---|---|---|---|---|---|"]
+    for a, b in pairs:
+        for method in sorted({m for g, m in by if g == a}):
+            ra, rb = by[(a, method)], by[(b, method)]
+            clips = np.array(ra["clips"])
+            for subset in ["all"] + sorted(set(clips)):
+                keep = np.ones(len(clips), bool) if subset == "all" else clips == subset
+                for place in ra["ious"]:
+                    va, vb = np.array(ra["ious"][place])[keep], np.array(rb["ious"][place])[keep]
+                    lo, hi = bootstrap_ci(vb - va)
+                    out.append(f"| {a} → {b} | {method} | {subset} ({int(keep.sum())}) | {place} | {va.mean():.3f} | "
+                               f"{vb.mean():.3f} | {float((vb - va).mean()):+.3f} [{lo:+.3f}, {hi:+.3f}] |")
     return "\n".join(out)
 
 
@@ -301,6 +326,9 @@ def main(argv=None) -> int:
     ap.add_argument("--geometries", nargs="+", default=list(ALL_GEOMETRIES))
     ap.add_argument("--methods", nargs="+", default=["cells", "flood", "grabcut", "auto"])
     ap.add_argument("--json", default="", help="also write the rows here")
+    ap.add_argument("--compare", nargs=2, action="append", metavar=("A", "B"), default=[],
+                    help="also print the paired IoU difference of geometry B against A (both in --geometries), "
+                         "object by object, with 95 %% bootstrap intervals; repeatable")
     ap.add_argument("--select", action="store_true",
                     help="instead: the select stage's CPU per 20-frame query on cup.mp4 (640x480), one core")
     ap.add_argument("--overlap", action="store_true",
@@ -347,6 +375,8 @@ def main(argv=None) -> int:
           f"placements {', '.join(PLACEMENTS)}, one seed, cold cuts\n")
     rows = measure(frames, args.geometries, args.methods)
     print(table(rows))
+    if args.compare:
+        print("\n" + compare(rows, args.compare))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1))
