@@ -117,10 +117,22 @@ def test_fine_tokens_through_the_feature_cache_are_exact(adapter):
     assert torch.equal(cached.embeds, fresh.embeds)
 
 
+def test_the_reversed_clip_of_fine_tokens_is_what_the_model_sees_for_reversed_frames(adapter):
+    """TAS's time-reversed clip: each frame's whole tiled grid moves with it."""
+    adapter.configure(FINE)
+    frames, stamps = random_frames(4, 90, 120, seed=6), [0.5 * i for i in range(4)]
+    visual = adapter.encode_frames(frames, stamps=stamps)
+    rev = adapter.encode_reversed(frames, stamps, visual)
+    torch.testing.assert_close(rev.embeds, adapter.encode_frames(frames[::-1], stamps=stamps).embeds, atol=1e-6, rtol=0)
+    assert rev.slot_frames == [[3], [2], [1], [0]] and rev.grid == (8, 8)
+
+
 def test_a_grounding_query_gets_fine_relevance_maps(adapter):
-    """End to end on the tiny model: the grounder's maps are the fine grid's, the boxes in the frame's pixels."""
+    """End to end on the tiny model, the full method (LRA, TAS): the grounder's maps are the fine grid's, the
+    boxes in the frame's pixels."""
     frames, stamps = random_frames(4, 90, 120, seed=1), [0.5 * i for i in range(4)]
-    cfg = dict(num_frames=4, use_lra=False, use_tas=False, use_dsth=False, keep_relevance=True, feature_cache_mb=0)
+    cfg = dict(num_frames=4, use_lra=True, lra_steps=1, use_tas=True, use_dsth=False, keep_relevance=True,
+               feature_cache_mb=0)
     base = Grounder(adapter, cfg).ground(frames, stamps, "the red ball")
     fine = Grounder(adapter, dict(cfg, frame_resize="fine")).ground(frames, stamps, "the red ball")
     assert base.relevance.spatial.shape[-2:] == (4, 4)
