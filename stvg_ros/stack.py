@@ -239,6 +239,6 @@ class Stack:
 def _camera_sides(service, settings: Settings) -> None:
     """Each camera's own ``ingest_side`` (an HD camera kept smaller, say) over the serving one."""
     for c in getattr(settings, "cameras", ()):
-        if getattr(c, "ingest_side", 0) and hasattr(service, "stream"):
+        if getattr(c, "ingest_side", 0) and c.name in getattr(service, "streams", ()):  # new names: at build
             s = service.stream(c.name)
             s.configure(s.config.replace(ingest_max_side=c.ingest_side))

@@ -216,10 +216,11 @@ def test_a_bag_with_two_camera_topics_replays_into_one_node(multi, tmp_path):
                 frame = np.full((240, 320, 3), 40, np.uint8)
                 frame[80:110, 8 * i:8 * i + 30] = (230, 40, 40)
                 msg = bags.image_message(store, frame, stamp, FRAME_IDS[camera], "jpeg")
-                writer.write(conn, int(stamp * 1e9), store.serialize_cdr(msg, msg.__msgtype__))
+                recorded = int((100 + i / 10) * 1e9) + k  # both cameras recorded together: a 2 s bag
+                writer.write(conn, recorded, store.serialize_cdr(msg, msg.__msgtype__))
     remaps = [f"{topics[c]}:={client.robots[c]}/compressed" for c in topics]
     play = subprocess.run([sys.executable, "-m", "stvg_ros.ros.bag_player", str(path), "--wait-timeout", "20",
-                           "--remap", *remaps], env=node_env(), capture_output=True, text=True, timeout=120)
+                           "--remap", *remaps], env=node_env(), capture_output=True, text=True, timeout=60)
     assert play.returncode == 0, play.stderr[-2000:]
     assert f"published {2 * n} messages" in play.stderr + play.stdout
 

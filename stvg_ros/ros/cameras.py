@@ -127,8 +127,8 @@ class Cameras:
         """The node's Status: the sums over the cameras, each camera in ``cameras`` (its own Status: ``own``)."""
         self.own = own = {name: status_message(self.service.stream(name), state, model, loss_reported, self.frame_ids[name],
                                     stamp) for name in self.cameras}
-        total = Status(header=next(iter(own.values())).header, state=state, frame_loss_reported=loss_reported)
-        total.header.frame_id = ""
+        total = Status(state=state, frame_loss_reported=loss_reported)
+        total.header.stamp = stamp
         numeric = [k for k, t in Status.get_fields_and_field_types().items() if t.startswith(("uint", "float"))]
         for k in numeric:
             values = [getattr(s, k) for s in own.values()]

@@ -133,7 +133,7 @@ class StvgNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.settings = s = self._read_settings()
-            self.stack = Stack.build(s, service=self.service, log=self.get_logger())
+            self.stack = Stack.build(s, service=self.service, log=self.get_logger(), warn=self._warn)
         except ConfigError as e:  # a bad setting, model or detector path must leave the node alive
             self._model = e.model if isinstance(e, BuildError) and e.model else self._model
             return self._configure_failed(str(e))
