@@ -274,6 +274,8 @@ class CameraSettings:
     qos_depth: int
     ingest_side: int  # longest side its frames are kept at (0: the node's ingest_max_side)
     detections_topic: str  # stvg_ros/Detections, with use_detections
+    depth_topic: str = ""  # 3-D answers: its aligned depth image ('' = none)
+    camera_info_topic: str = ""  # and its colour CameraInfo
 
 
 TRANSPORTS = ("raw", "compressed", "both")
@@ -292,6 +294,9 @@ CAMERA_PARAMS = {p.name: p for p in [
               _non_negative, live=False),
     NodeParam("detections_topic", "", "With use_detections: its stvg_ros/Detections ('' = <name>/detections).",
               live=False),
+    NodeParam("depth_topic", "", "3-D answers: its aligned depth image ('' = none; as the node's depth_topic).",
+              live=False),
+    NodeParam("camera_info_topic", "", "Its colour camera's CameraInfo, with depth_topic.", live=False),
 ]}
 
 
@@ -333,7 +338,8 @@ def camera_settings(values: dict[str, Any], own: dict[str, Any]) -> tuple[Camera
         out.append(CameraSettings(
             n, v["image_topic"] or f"{n}/image", v["transport"] or ("both" if own["use_compressed"] else "raw"),
             reliability_name(v["reliability"]) if v["reliability"] != "" else own["image_reliability"],
-            v["qos_depth"] or own["image_depth"], v["ingest_side"], v["detections_topic"] or f"{n}/detections"))
+            v["qos_depth"] or own["image_depth"], v["ingest_side"], v["detections_topic"] or f"{n}/detections",
+            v["depth_topic"], v["camera_info_topic"]))
     return tuple(out)
 
 

@@ -89,3 +89,20 @@ def test_python_users_name_cameras_in_stack_settings():
         assert stack.service.streams == ["left", "right"] and stack.stages == {}
     finally:
         stack.service.stop(timeout=1.0)
+
+
+def test_the_shipped_two_camera_example_is_valid():
+    """config/two_cameras.yaml, flattened as rcl reads a params file (nested keys joined by dots)."""
+    from pathlib import Path
+
+    import yaml
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
+
+    data = yaml.safe_load((Path(__file__).parent.parent / "config" / "two_cameras.yaml").read_text())
+    values = dict(flat(data["/**"]["ros__parameters"]))
+    front, rear = NodeSettings.from_values({**DEFAULTS, **values}).cameras
+    assert (front.name, front.transport, rear.name, rear.transport, rear.ingest_side) == \
+        ("front", "raw", "rear", "compressed", 640)

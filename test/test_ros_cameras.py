@@ -233,3 +233,56 @@ def test_a_bag_with_two_camera_topics_replays_into_one_node(multi, tmp_path):
     assert got["hd"] == 0, got  # the bag has no hd topic
     [tube] = _ask(client, node, "bag_rear", camera="rear")
     assert tube.boxes and all(6000 <= b.stamp.sec < 6002 for b in tube.boxes)  # the bag's rear frames
+
+
+def test_a_camera_with_depth_gives_3d_answers_beside_one_without(tiny_model_dir, tmp_path):
+    """camera.<name>.depth_topic: the RGB-D camera's boxes carry positions (a plane at a known distance), the
+    other camera's do not, in one node."""
+    require_ros()
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from ros_harness import image_msg
+    from stvg_ros.msg import GroundingQuery, Status, Tube
+    from test_ros_depth import DT, T0, Z, _depth, _info, W, H
+
+    ns = unique_namespace()
+    proc = NodeProcess(ns, {
+        "model_path": tiny_model_dir("qwen2_5_vl"), "device": "cpu", "window_rate": 0.0, "window_duration": 30.0,
+        "window_max_frames": 16, "num_frames": 4, "use_lra": False, "status_rate": 5.0, "image_depth": 50,
+        "depth_tolerance": 0.02, "cameras": "[rgbd, plain]", "camera.rgbd.depth_topic": "rgbd/depth",
+        "camera.rgbd.camera_info_topic": "rgbd/camera_info"}, tmp_path / "stvg_node.log")
+    client = Client(namespace=ns)
+    client.Image, client.CameraInfo = Image, CameraInfo
+    try:
+        tubes, status = client.collect(Tube, "tube", 20), client.collect(Status, "status", 10)
+        qos = qos_profile_sensor_data
+        cams = {n: client.node.create_publisher(Image, f"{n}/image", qos) for n in ("rgbd", "plain")}
+        depth = client.node.create_publisher(Image, "rgbd/depth", qos)
+        info = client.node.create_publisher(CameraInfo, "rgbd/camera_info", qos)
+        request = client.node.create_publisher(GroundingQuery, "query_request", 10)
+        wait_ready(status, (*cams.values(), depth, info, request), proc, active_timeout=120)
+        for i in range(8):
+            s = T0 + i * DT
+            info.publish(_info(client, s))
+            depth.publish(_depth(client, s + 3_000_000))
+            for n, pub in cams.items():
+                pub.publish(image_msg(s, W, H, frame_id=f"{n}_optical" if n == "plain" else "test_cam_optical",
+                                      seed=i))
+            time.sleep(0.02)
+        wait_for(lambda: all(c.window_frames >= 6 for c in status[-1].cameras), 20, "frames in both windows", proc)
+        answers = {}
+        for n in ("rgbd", "plain"):
+            request.publish(GroundingQuery(id=n, text="the red square", camera=n))
+            answers[n] = wait_for(lambda: next((t for t in tubes if t.query_id == n), None), 60, f"tube {n}", proc)
+        assert answers["rgbd"].boxes and answers["rgbd"].position_frame_id == "test_cam_optical"
+        for b in answers["rgbd"].boxes:
+            assert b.position_valid and b.position.z == pytest.approx(Z, abs=1e-3), b.position_reason
+        assert answers["plain"].boxes and not any(b.position_valid for b in answers["plain"].boxes)
+        by_name = {c.name: c for c in status[-1].cameras}
+        assert by_name["rgbd"].depth_received >= 8 and by_name["rgbd"].depth_problem == ""
+        assert by_name["plain"].depth_received == 0
+    finally:
+        client.close()
+        if proc.alive():
+            proc.stop()

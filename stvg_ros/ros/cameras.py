@@ -21,6 +21,7 @@ from stvg_ros.image_messages import ImageError, check_compressed, check_image, c
     image_from_cdr
 from stvg_ros.msg import CameraStatus, Detections, Status
 from stvg_ros.ros.convert import detections_from_msg, stamp_to_ns
+from stvg_ros.ros.depth_input import DepthInput
 from stvg_ros.ros.events import subscribe
 from stvg_ros.ros.status import diagnostics, status_message
 from stvg_ros.stream.multi import ALL, MultiStreamService
@@ -41,6 +42,11 @@ class Cameras:
         self.own: dict[str, Status] = {}  # each camera's Status at the last status()
         for c in settings.cameras:
             service.stream(c.name).input_name = node.resolve_topic_name(c.image_topic)
+        # 3-D answers of the cameras with a depth topic (their target_pose/target_markers are the node's)
+        self.depth = {c.name: DepthInput(node, dataclasses.replace(settings, depth_topic=c.depth_topic,
+                                                                   camera_info_topic=c.camera_info_topic), warn)
+                      for c in settings.cameras if c.depth_topic}
+        self.pubs = {f"{topic}@{name}": pub for name, d in self.depth.items() for topic, pub in d.pubs.items()}
 
     # -- input ------------------------------------------------------------------------------------------
     def subscribe(self, use_detections: bool) -> tuple[list, bool]:
@@ -63,6 +69,7 @@ class Cameras:
                                     "image", self.warn, lost, raw=True)
                 subs.append(sub)
                 reported = reported and ok
+            subs += self.depth[c.name].subscribe(qos) if c.name in self.depth else []
             if use_detections:
                 subs.append(subscribe(self.node, Detections, c.detections_topic,
                                       functools.partial(self._on_detections, c.name), 10, "input", self.warn)[0])
@@ -83,10 +90,11 @@ class Cameras:
             except ImageError:  # an encapsulation the reader does not know: rclpy's own deserialization
                 msg = deserialize_message(data, msg_type)
             self.frame_ids[name] = msg.header.frame_id
-            window = self.service.stream(name).window
-            self.service.ingest(name, stamp_to_ns(msg.header.stamp),
-                                lambda: decode_for_window(msg, window.max_side), msg.header.frame_id, check(msg),
-                                self.node.resolve_topic_name(topic))
+            window, stamp = self.service.stream(name).window, stamp_to_ns(msg.header.stamp)
+            kept = self.service.ingest(name, stamp, lambda: decode_for_window(msg, window.max_side),
+                                       msg.header.frame_id, check(msg), self.node.resolve_topic_name(topic))
+            if kept == "keep" and name in self.depth:
+                self.depth[name].keep(stamp)
         except Exception as e:  # noqa: BLE001 - never die on a frame
             self.warn(f"dropped a frame of camera {name} on {topic}: {type(e).__name__}: {e}", f"frame:{name}")
 
@@ -115,18 +123,23 @@ class Cameras:
                 return dataclasses.replace(request, stream=name)
         return request
 
-    def publish(self, answer, publish_one: Callable[[Any, str], Any]):
-        """Publish ``answer`` (``publish_one(answer, fallback frame_id) -> Tube``): one Tube per camera asked, best
-        first, when the query asked for each camera's (the list is returned), else the one Tube."""
+    def publish(self, answer, publish_one: Callable[[Any, str, Any], Any]):
+        """Publish ``answer`` (``publish_one(answer, fallback frame_id, its camera's 3-D stage or None) -> Tube``):
+        one Tube per camera asked, best first, when the query asked for each camera's (the list is returned),
+        else the one Tube."""
+        def one(a):
+            return publish_one(a, self.frame_ids.get(a.stream, ""), self.depth.get(a.stream))
+
         if answer.request.each_stream and not answer.event:
-            return [publish_one(a, self.frame_ids.get(a.stream, "")) for a in answer.per_stream or (answer,)]
-        return publish_one(answer, self.frame_ids.get(answer.stream, ""))
+            return [one(a) for a in answer.per_stream or (answer,)]
+        return one(answer)
 
     # -- status -----------------------------------------------------------------------------------------
     def status(self, state: str, model: dict, loss_reported: bool, stamp) -> Status:
         """The node's Status: the sums over the cameras, each camera in ``cameras`` (its own Status: ``own``)."""
-        self.own = own = {name: status_message(self.service.stream(name), state, model, loss_reported, self.frame_ids[name],
-                                    stamp) for name in self.cameras}
+        self.own = own = {name: status_message(self.service.stream(name), state, model, loss_reported,
+                                               self.frame_ids[name], stamp, self.depth.get(name))
+                          for name in self.cameras}
         total = Status(state=state, frame_loss_reported=loss_reported)
         total.header.stamp = stamp
         numeric = [k for k, t in Status.get_fields_and_field_types().items() if t.startswith(("uint", "float"))]
@@ -137,7 +150,7 @@ class Cameras:
         total.last_frame_age = min(ages) if ages else -1.0
         first = next(iter(own.values()))
         total.model, total.device = first.model, first.device
-        for k in ("last_warning", "last_fallback"):
+        for k in ("last_warning", "last_fallback", "depth_problem"):
             setattr(total, k, "; ".join(f"{n}: {getattr(s, k)}" for n, s in own.items() if getattr(s, k)))
         for name, s in own.items():
             for q in s.standing:

@@ -142,7 +142,7 @@ class StvgNode(LifecycleNode):
         self.service.input_name = self.resolve_topic_name("image")
         self._pubs = create_outputs(self, self._warn)
         self._depth = DepthInput(self, s, self._warn) if s.depth_topic and not s.cameras else None  # pubs: outputs
-        self._pubs.update(self._depth.pubs if self._depth else {})
+        self._pubs.update(self._depth.pubs if self._depth else self._cams.pubs if self._cams else {})
         self.monitor.set_rate(s.status_rate)
         self._config_error = ""
         return TransitionCallbackReturn.SUCCESS
@@ -314,8 +314,8 @@ class StvgNode(LifecycleNode):
         """Publish the one Tube of a query (topic or action goal), or a standing query's event (worker
         thread, or the caller's for rejections); the action's result is this Tube (one per camera: a list)."""
         if self._cams is not None:
-            return self._cams.publish(answer, lambda a, frame_id: publish_answer(
-                self, self._pubs, a, frame_id, self.settings, self._model["kind"]))
+            return self._cams.publish(answer, lambda a, frame_id, depth: publish_answer(
+                self, self._pubs, a, frame_id, self.settings, self._model["kind"], depth=depth))
         return publish_answer(self, self._pubs, answer, self._camera_frame_id, self.settings, self._model["kind"],
                               depth=self._depth)
 
