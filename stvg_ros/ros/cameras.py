@@ -47,6 +47,9 @@ class Cameras:
                                                                    camera_info_topic=c.camera_info_topic), warn)
                       for c in settings.cameras if c.depth_topic}
         self.pubs = {f"{topic}@{name}": pub for name, d in self.depth.items() for topic, pub in d.pubs.items()}
+        if settings.depth_topic:
+            node.get_logger().warning(f"depth_topic={settings.depth_topic!r} is for one camera and is not used with "
+                                      f"cameras: set camera.<name>.depth_topic (and .camera_info_topic) instead")
 
     # -- input ------------------------------------------------------------------------------------------
     def subscribe(self, use_detections: bool) -> tuple[list, bool]:
