@@ -88,10 +88,7 @@ class Cameras:
         """A serialized frame of camera ``name``: read in place, its pixels decoded only when its window keeps it
         (as the one-camera node does)."""
         try:
-            try:
-                msg = read(data)
-            except ImageError:  # an encapsulation the reader does not know: rclpy's own deserialization
-                msg = deserialize_message(data, msg_type)
+            msg = read_frame(data, read, msg_type)
             self.frame_ids[name] = msg.header.frame_id
             window, stamp = self.service.stream(name).window, stamp_to_ns(msg.header.stamp)
             kept = self.service.ingest(name, stamp, lambda: decode_for_window(msg, window.max_side),
@@ -175,9 +172,18 @@ class Cameras:
         return out
 
 
+def read_frame(data: bytes, read, msg_type):
+    """A serialized image message: its fields read in place (``read``: ``image_from_cdr``/``compressed_from_cdr``,
+    no copy of the pixels), or rclpy's own deserialization for an encapsulation the reader does not know."""
+    try:
+        return read(data)
+    except ImageError:
+        return deserialize_message(data, msg_type)
+
+
 def route(cameras: Optional[Cameras], request):
     """``request`` routed by ``cameras`` (:meth:`Cameras.route`); as it is in a one-camera node (None)."""
     return request if cameras is None else cameras.route(request)
 
 
-__all__ = ["Cameras", "route"]
+__all__ = ["Cameras", "read_frame", "route"]

@@ -21,17 +21,16 @@ from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from stvg_ros import node_params as P
 from stvg_ros.config import ConfigError
-from stvg_ros.image_messages import (ImageError, check_compressed, check_image, compressed_from_cdr, decode_for_window,
+from stvg_ros.image_messages import (check_compressed, check_image, compressed_from_cdr, decode_for_window,
                                      image_from_cdr)
 from stvg_ros.msg import Detections, GroundingQuery, StandingQuery, Status, Tube
 from stvg_ros.ros.action_server import GroundActionServer, refusal_reason
-from stvg_ros.ros.cameras import Cameras, route
+from stvg_ros.ros.cameras import Cameras, read_frame, route
 from stvg_ros.ros.depth_input import DepthInput
 from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, standing_request_from_msg
 from stvg_ros.ros.events import Throttle, subscribe
@@ -268,10 +267,7 @@ class StvgNode(LifecycleNode):
 
     def _on_serialized(self, data, read, msg_type, check, topic: str) -> None:
         try:
-            try:
-                msg = read(data)
-            except ImageError:  # an encapsulation the reader does not know: rclpy's own deserialization
-                msg = deserialize_message(data, msg_type)
+            msg = read_frame(data, read, msg_type)
         except Exception as e:  # noqa: BLE001 - never die on a frame
             self._warn(f"dropped a frame on {topic}: cannot read the message: {type(e).__name__}: {e}", "frame")
             return
