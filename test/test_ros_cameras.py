@@ -286,3 +286,20 @@ def test_a_camera_with_depth_gives_3d_answers_beside_one_without(tiny_model_dir,
         client.close()
         if proc.alive():
             proc.stop()
+
+
+def test_stvg_query_asks_all_cameras_from_the_cli(multi):
+    """README's CLI: ``stvg_query --wait --each-camera`` prints one Tube per camera (``--json``: a list), and
+    ``--camera`` asks one."""
+    import json
+
+    node, client = multi
+    _cameras_settled(client, node)
+    run = [sys.executable, "-m", "stvg_ros.ros.query_client", "the red square", "--wait", "--json", "--namespace",
+           node.namespace, "--timeout", "90"]
+    out = subprocess.run(run + ["--each-camera"], env=node_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    tubes = json.loads(out.stdout)
+    assert sorted(t["camera"] for t in tubes) == sorted(CAMERAS) and all(t["boxes"] for t in tubes)
+    out = subprocess.run(run + ["--camera", "hd"], env=node_env(), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and json.loads(out.stdout)["camera"] == "hd", out.stderr[-2000:]
