@@ -244,7 +244,8 @@ class NodeSettings:
         own = {p.name: _coerce_node_value(p.name, values[p.name] if p.name in values else p.default)
                for p in NODE_PARAMS}
         own["image_reliability"] = reliability_name(own["image_reliability"])  # 1/2 → reliable/best_effort
-        own["cameras"] = camera_settings(values, own)
+        notes: list[str] = []
+        own["cameras"] = camera_settings(values, own, notes)
         knobs = {}
         for name, value in values.items():
             if name in NODE_PARAM_BY_NAME or camera_param(name) is not None:
@@ -253,7 +254,6 @@ class NodeSettings:
                 raise ConfigError(f"unknown parameter {name!r}: see config/stvg.yaml (python -m stvg_ros.node_params "
                                   f"--all lists every knob)")
             knobs[name] = list(value) if canonical(name)[1] == "layers" and value is not None else value
-        notes: list[str] = []
         r = resolve(knobs, own["preset"], model_dir, log_line=notes.append)
         grounding = r.grounding
         if own["debug_heatmap"] and not grounding.keep_relevance:  # the heatmap needs the maps
@@ -323,14 +323,14 @@ def _camera_names_problem(value: Any) -> Optional[str]:
     return (stream_names_problem(list(names)) or None) if names else None
 
 
-def camera_settings(values: dict[str, Any], own: dict[str, Any]) -> tuple[CameraSettings, ...]:
-    """Each camera of ``own['cameras']`` with its ``camera.<name>.*`` values from ``values`` (ConfigError for a
-    setting of a camera not in the list: a typo would otherwise be ignored)."""
+def camera_settings(values: dict[str, Any], own: dict[str, Any], notes: list) -> tuple[CameraSettings, ...]:
+    """Each camera of ``own['cameras']`` with its ``camera.<name>.*`` values from ``values``; a setting of a
+    camera not in the list (a typo, or a camera left out for now) is ignored with a line in ``notes``."""
     names = camera_names(own["cameras"])
     for key in values:
         if camera_param(key) is not None and key.split(".")[1] not in names:
-            raise ConfigError(f"{key} is set but {key.split('.')[1]!r} is not one of cameras "
-                              f"{list(names)}: add it to cameras or remove the setting")
+            notes.append(f"{key} ignored: {key.split('.')[1]!r} is not one of cameras {list(names)} (add it to "
+                         f"cameras to use it)")
     out = []
     for n in names:
         v = {k: _coerce_node_value(f"camera.{n}.{k}", values.get(f"camera.{n}.{k}", p.default))

@@ -38,7 +38,6 @@ def test_one_camera_by_default_and_the_node_parameters_as_each_cameras_defaults(
 @pytest.mark.parametrize("values, fix", [
     ({"cameras": ["front", "front"]}, "give each camera its own name"),
     ({"cameras": ["all"]}, "other than 'all'"),
-    ({"cameras": ["front"], "camera.rear.image_topic": "/x"}, "add it to cameras"),
     ({"cameras": ["front"], "camera.front.transport": "ftp"}, "raw, compressed, both"),
     ({"cameras": ["front"], "camera.front.reliability": "sometimes"}, "best_effort"),
     ({"cameras": ["front"], "camera.front.qos_depth": -1}, "0 or a positive"),
@@ -46,6 +45,12 @@ def test_one_camera_by_default_and_the_node_parameters_as_each_cameras_defaults(
 def test_bad_camera_settings_are_refused_naming_the_fix(values, fix):
     with pytest.raises(ConfigError, match=fix):
         NodeSettings.from_values({**DEFAULTS, **values})
+
+
+def test_a_setting_of_a_camera_not_in_the_list_is_ignored_with_a_note():
+    s = NodeSettings.from_values({**DEFAULTS, "cameras": ["front"], "camera.rear.image_topic": "/x"})
+    assert [c.name for c in s.cameras] == ["front"]
+    assert any("camera.rear.image_topic ignored" in n and "add it to cameras" in n for n in s.notes), s.notes
 
 
 def test_per_camera_settings_are_declared_when_set_and_unknown_keys_are_noted():

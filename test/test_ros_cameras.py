@@ -18,6 +18,8 @@ import pytest
 
 from ros_harness import REPO, Client, NodeProcess, node_env, require_ros, unique_namespace, wait_for, wait_ready
 
+from stvg_ros.stream.multi import MultiStreamService
+
 pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~50 s on 2 cores: a node and three publisher processes
 
 HERE = Path(__file__).resolve().parent
@@ -303,3 +305,43 @@ def test_stvg_query_asks_all_cameras_from_the_cli(multi):
     assert sorted(t["camera"] for t in tubes) == sorted(CAMERAS) and all(t["boxes"] for t in tubes)
     out = subprocess.run(run + ["--camera", "hd"], env=node_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and json.loads(out.stdout)["camera"] == "hd", out.stderr[-2000:]
+
+
+def test_cleanup_and_configure_switch_between_several_cameras_and_one(tiny_model_dir):
+    """The lifecycle with ``cameras``: configure builds the several-camera service, cleanup goes back to the
+    one-camera one, and a changed ``cameras`` takes effect at the next configure (in process, no DDS traffic)."""
+    require_ros()
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from ros_harness import DOMAIN_ID
+    from stvg_ros.ros.node import StvgNode
+    from stvg_ros.stream.service import GroundingService
+
+    ok = TransitionCallbackReturn.SUCCESS
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=DOMAIN_ID)
+    node = StvgNode(context=ctx, start_parameter_services=False, parameter_overrides=[
+        Parameter("model_path", value=tiny_model_dir("qwen2_5_vl")), Parameter("device", value="cpu"),
+        Parameter("autostart", value=False), Parameter("status_rate", value=0.0),
+        Parameter("cameras", value=["left", "right"]), Parameter("camera.right.ingest_side", value=64)])
+    try:
+        assert node.trigger_configure() == ok
+        assert isinstance(node.service, MultiStreamService) and node.service.streams == ["left", "right"]
+        assert node.service.stream("right").window.max_side == 64
+        assert [c.name for c in node.status().cameras] == ["left", "right"]
+        assert node.trigger_activate() == ok and node.status().state == "active"
+        assert node.trigger_deactivate() == ok and node.trigger_cleanup() == ok
+        assert isinstance(node.service, GroundingService) and node.status().cameras == []
+        assert node.set_parameters([Parameter("cameras", value="front,rear,top")])[0].successful
+        assert node.trigger_configure() == ok and node.service.streams == ["front", "rear", "top"]
+        assert node.trigger_cleanup() == ok
+        assert node.set_parameters([Parameter("cameras", value="")])[0].successful
+        assert node.trigger_configure() == ok and isinstance(node.service, GroundingService)
+        bad = node.set_parameters([Parameter("cameras", value=["a", "a"])])[0]
+        assert not bad.successful and "give each camera its own name" in bad.reason
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        ctx.try_shutdown()
