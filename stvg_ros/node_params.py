@@ -121,6 +121,13 @@ NODE_PARAMS: list[NodeParam] = [
               "Frame the 3-D answers are transformed into with tf2 (e.g. odom, map); '' = the camera's optical "
               "frame. Where tf2_ros is not installed the node says so once and answers in the camera frame.",
               live=False),
+    # --- several cameras, one model (issue 32) ---
+    NodeParam("cameras", "",
+              "Several cameras in one node: their short names, e.g. [front, rear] (or 'front,rear'); each one's "
+              "settings under camera.<name>.: image_topic (default <name>/image), transport (raw, compressed, "
+              "both), reliability, qos_depth, ingest_side, detections_topic (config/two_cameras.yaml). Queries "
+              "name a camera or ask all. '' = one camera on image (and the parameters above).",
+              lambda v: _camera_names_problem(v), live=False, also=(list, tuple)),
 ]
 
 NODE_PARAM_BY_NAME = {p.name: p for p in NODE_PARAMS}
@@ -160,6 +167,8 @@ def param(name: str) -> Optional[NodeParam]:
     """The parameter a name stands for (an old flat name: the knob's current parameter), or None."""
     if name in NODE_PARAM_BY_NAME:
         return NODE_PARAM_BY_NAME[name]
+    if camera_param(name) is not None:
+        return camera_param(name)
     c = canonical(name)
     if c is None:
         return None
@@ -179,7 +188,7 @@ def old_name_note(name: str) -> Optional[str]:
 
 def _coerce_node_value(name: str, value: Any) -> Any:
     """A node parameter's value with its default's type (ints accepted for floats), or ConfigError."""
-    p = NODE_PARAM_BY_NAME[name]
+    p = NODE_PARAM_BY_NAME.get(name) or camera_param(name)
     d = p.default
     ok = (isinstance(value, bool) if isinstance(d, bool) else
           isinstance(value, int) and not isinstance(value, bool) if isinstance(d, int) else
@@ -189,7 +198,8 @@ def _coerce_node_value(name: str, value: Any) -> Any:
     if not ok:
         raise ConfigError(f"invalid {name}={value!r}: expected a value of type {type(d).__name__}, like {d!r}")
     value = float(value) if isinstance(d, float) else value
-    problem = check_node_value(name, value)
+    problem = check_node_value(name, value) if name in NODE_PARAM_BY_NAME else \
+        (f"invalid {name}={value!r}: {p.check(value)}" if p.check and p.check(value) else None)
     if problem:
         raise ConfigError(problem)
     return value
@@ -223,6 +233,7 @@ class NodeSettings:
     grounding: GroundingConfig
     proposals: ProposalConfig
     notes: tuple = field(default=(), compare=False)  # the override lines of the resolution (log them)
+    cameras: tuple = ()  # several cameras: one CameraSettings each (parameter cameras); () = one camera on image
 
     @classmethod
     def from_values(cls, values: dict[str, Any], model_dir: Any = None) -> "NodeSettings":
@@ -233,20 +244,103 @@ class NodeSettings:
         own = {p.name: _coerce_node_value(p.name, values[p.name] if p.name in values else p.default)
                for p in NODE_PARAMS}
         own["image_reliability"] = reliability_name(own["image_reliability"])  # 1/2 → reliable/best_effort
+        notes: list[str] = []
+        own["cameras"] = camera_settings(values, own, notes)
         knobs = {}
         for name, value in values.items():
-            if name in NODE_PARAM_BY_NAME:
+            if name in NODE_PARAM_BY_NAME or camera_param(name) is not None:
                 continue
             if canonical(name) is None:
                 raise ConfigError(f"unknown parameter {name!r}: see config/stvg.yaml (python -m stvg_ros.node_params "
                                   f"--all lists every knob)")
             knobs[name] = list(value) if canonical(name)[1] == "layers" and value is not None else value
-        notes: list[str] = []
         r = resolve(knobs, own["preset"], model_dir, log_line=notes.append)
         grounding = r.grounding
         if own["debug_heatmap"] and not grounding.keep_relevance:  # the heatmap needs the maps
             grounding = grounding.replace(keep_relevance=True)
         return cls(**own, serving=r.serving, grounding=grounding, proposals=r.proposals, notes=tuple(notes))
+
+
+# --- several cameras, one model (issue 32): parameter cameras, settings camera.<name>.<key> ---------------
+@dataclass(frozen=True)
+class CameraSettings:
+    """One camera of a node with several (parameter ``cameras``), its defaults resolved from the node's
+    one-camera parameters: topics relative to the node's namespace unless absolute."""
+
+    name: str
+    image_topic: str  # sensor_msgs/Image; its CompressedImage sibling is <image_topic>/compressed
+    transport: str  # raw, compressed or both
+    reliability: str  # best_effort or reliable
+    qos_depth: int
+    ingest_side: int  # longest side its frames are kept at (0: the node's ingest_max_side)
+    detections_topic: str  # stvg_ros/Detections, with use_detections
+    depth_topic: str = ""  # 3-D answers: its aligned depth image ('' = none)
+    camera_info_topic: str = ""  # and its colour CameraInfo
+
+
+TRANSPORTS = ("raw", "compressed", "both")
+
+#: camera.<name>.<key>: the per-camera settings (declared when set, like the sub-config knobs)
+CAMERA_PARAMS = {p.name: p for p in [
+    NodeParam("image_topic", "", "The camera's sensor_msgs/Image topic ('' = <name>/image).", live=False),
+    NodeParam("transport", "", "raw (Image), compressed (<image_topic>/compressed) or both; '' = raw, or both "
+              "with use_compressed.", lambda v: None if v in ("",) + TRANSPORTS else
+              f"choose one of {', '.join(TRANSPORTS)}", live=False),
+    NodeParam("reliability", "", "QoS reliability of its image subscriptions ('' = image_reliability).",
+              lambda v: None if v == "" else _reliability(v), live=False, also=(int,)),
+    NodeParam("qos_depth", 0, "QoS history depth of its image subscriptions (0 = image_depth).", _non_negative,
+              live=False),
+    NodeParam("ingest_side", 0, "Longest side (pixels) its frames are kept at (0 = serving.ingest_max_side).",
+              _non_negative, live=False),
+    NodeParam("detections_topic", "", "With use_detections: its stvg_ros/Detections ('' = <name>/detections).",
+              live=False),
+    NodeParam("depth_topic", "", "3-D answers: its aligned depth image ('' = none; as the node's depth_topic).",
+              live=False),
+    NodeParam("camera_info_topic", "", "Its colour camera's CameraInfo, with depth_topic.", live=False),
+]}
+
+
+def camera_param(name: str) -> Optional[NodeParam]:
+    """The per-camera setting ``camera.<name>.<key>`` stands for, or None."""
+    parts = name.split(".")
+    if len(parts) != 3 or parts[0] != "camera" or not parts[1] or parts[2] not in CAMERA_PARAMS:
+        return None
+    from dataclasses import replace
+
+    return replace(CAMERA_PARAMS[parts[2]], name=name, top=False)
+
+
+def camera_names(value: Any) -> tuple[str, ...]:
+    """The parameter ``cameras`` as names: a list, or one string of comma-separated names ('' = none)."""
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    return tuple(str(x).strip() for x in items if str(x).strip())
+
+
+def _camera_names_problem(value: Any) -> Optional[str]:
+    from stvg_ros.stream.multi import stream_names_problem
+
+    names = camera_names(value)
+    return (stream_names_problem(list(names)) or None) if names else None
+
+
+def camera_settings(values: dict[str, Any], own: dict[str, Any], notes: list) -> tuple[CameraSettings, ...]:
+    """Each camera of ``own['cameras']`` with its ``camera.<name>.*`` values from ``values``; a setting of a
+    camera not in the list (a typo, or a camera left out for now) is ignored with a line in ``notes``."""
+    names = camera_names(own["cameras"])
+    for key in values:
+        if camera_param(key) is not None and key.split(".")[1] not in names:
+            notes.append(f"{key} ignored: {key.split('.')[1]!r} is not one of cameras {list(names)} (add it to "
+                         f"cameras to use it)")
+    out = []
+    for n in names:
+        v = {k: _coerce_node_value(f"camera.{n}.{k}", values.get(f"camera.{n}.{k}", p.default))
+             for k, p in CAMERA_PARAMS.items()}
+        out.append(CameraSettings(
+            n, v["image_topic"] or f"{n}/image", v["transport"] or ("both" if own["use_compressed"] else "raw"),
+            reliability_name(v["reliability"]) if v["reliability"] != "" else own["image_reliability"],
+            v["qos_depth"] or own["image_depth"], v["ingest_side"], v["detections_topic"] or f"{n}/detections",
+            v["depth_topic"], v["camera_info_topic"]))
+    return tuple(out)
 
 
 #: parameters rclpy itself declares or reads (not ours: never refused, never passed on)
@@ -347,7 +441,7 @@ def check_node_value(name: str, value: Any) -> Optional[str]:
     return None if fix is None else f"invalid {name}={value!r}: {fix}"
 
 
-__all__ = ["NodeParam", "NODE_PARAMS", "NodeSettings", "all_params", "declared_params", "config_params", "param",
+__all__ = ["NodeParam", "NODE_PARAMS", "NodeSettings", "CameraSettings", "camera_param", "camera_names", "all_params", "declared_params", "config_params", "param",
            "old_name_note", "reliability_name", "check_node_value", "ConfigError"]
 
 

@@ -20,6 +20,7 @@ from .stream.service import GroundingService
 
 if TYPE_CHECKING:
     from .grounding.grounder import Grounder
+    from .stream.multi import MultiStreamService
 
 _LOG = logging.getLogger("stvg_ros.stack")
 
@@ -61,6 +62,7 @@ class StackSettings:
     serving: ServingConfig = field(default_factory=ServingConfig)
     proposals: ProposalConfig = field(default_factory=ProposalConfig)
     use_detections: bool = False  # proposals from GroundingService.add_detections
+    cameras: tuple = ()  # several cameras: their names (or node_params.CameraSettings); () = one stream
 
 
 class BuildError(ConfigError):
@@ -156,10 +158,11 @@ class Stack:
     proposals from detections or none); ``model``: :attr:`LoadedModel.status` (empty for a grounder given
     to :meth:`build`)."""
 
-    service: GroundingService
+    service: "GroundingService | MultiStreamService"
     grounder: GroundingModel
     stage: Optional[ProposalStage] = None
     model: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)  # several cameras: each one's live proposal stage by name
 
     @classmethod
     def build(cls, settings: Settings, *, service: Optional[GroundingService] = None,
@@ -185,17 +188,38 @@ class Stack:
         else:
             side = model_side(grounder, settings.grounding)
         stage = None
+        cameras = [getattr(c, "name", c) for c in getattr(settings, "cameras", ())]  # several: a stage, a window each
+        stages: dict = {}
         if settings.proposals.enabled:  # the live proposal stage: tracks are ready when a query comes
             try:
-                stage = build_stage(settings.proposals, settings.serving)
-                log.info(f"proposals ({settings.proposals.source}): {stage.description}")
+                for name in cameras or [""]:
+                    stages[name] = stage = build_stage(settings.proposals, settings.serving)
+                log.info(f"proposals ({settings.proposals.source}): {stage.description}"  # type: ignore[union-attr]
+                         + (f", one stage per camera ({len(cameras)})" if cameras else ""))
             except Exception as e:  # noqa: BLE001 - a bad detector path must leave the caller alive
                 raise BuildError(f"proposal stage: {type(e).__name__}: {e}", model) from e
+        if cameras:
+            return cls._build_cameras(settings, cameras, service, grounder, side, stages, model, warn, threaded)
         service = service if service is not None else GroundingService(settings.serving, warn=warn)
         service.configure(settings.serving, model_side=side)
         service.start(grounder, external_detections=settings.use_detections, stage=stage,
                       synonyms=settings.proposals.synonyms, threaded=threaded)
         return cls(service, grounder, stage, model)
+
+    @classmethod
+    def _build_cameras(cls, settings: Settings, cameras: list[str], service, grounder: GroundingModel, side: int,
+                       stages: dict, model: dict, warn, threaded: bool) -> "Stack":
+        """Several cameras: a :class:`MultiStreamService` (``service`` when it serves these names, else a new
+        one), one window and proposal stage per camera, the one ``grounder``."""
+        from .stream.multi import MultiStreamService
+
+        if not (isinstance(service, MultiStreamService) and service.streams == cameras):
+            service = MultiStreamService(cameras, settings.serving, warn=warn)
+        service.configure(settings.serving, model_side=side)
+        _camera_sides(service, settings)
+        service.start(grounder, external_detections=settings.use_detections, stages=stages,
+                      synonyms=settings.proposals.synonyms, threaded=threaded)
+        return cls(service, grounder, None, model, stages)
 
     def reconfigure(self, settings: Settings, at_load: Optional[Collection[str]] = None) -> None:
         """Apply changed ``settings`` to the running system: the serving ones at once, the grounding ones
@@ -204,8 +228,17 @@ class Stack:
         from .grounding.grounder import Grounder
 
         self.service.configure(settings.serving)
+        _camera_sides(self.service, settings)
         grounder = self.grounder
         if isinstance(grounder, Grounder):
             names = load_time_fields() if at_load is None else at_load
             keep = {n: getattr(grounder.config, n) for n in names}
             grounder.config = settings.grounding.replace(**keep)
+
+
+def _camera_sides(service, settings: Settings) -> None:
+    """Each camera's own ``ingest_side`` (an HD camera kept smaller, say) over the serving one."""
+    for c in getattr(settings, "cameras", ()):
+        if getattr(c, "ingest_side", 0) and c.name in getattr(service, "streams", ()):  # new names: at build
+            s = service.stream(c.name)
+            s.configure(s.config.replace(ingest_max_side=c.ingest_side))

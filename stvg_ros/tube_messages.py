@@ -38,8 +38,7 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
               processing_time: float = 0.0, queue_time: float = 0.0, reason: str = "", event: str = "",
               boxes_from: str = "", positions: Sequence[Any] = (), position_frame_id: str = "", stream: str = "") -> Any:
     """A ``Tube`` (defaults: the empty answer, ``found`` false); ``boxes``: ``(stamp_ns, corners, score)``;
-    ``stream``: the camera's name (a multi-stream answer), not in the message yet: it names the camera by
-    ``frame_id`` until the node serves several streams;
+    ``stream``: the camera's name (a multi-stream answer: the Tube's ``camera``);
     ``positions``: one :class:`~stvg_ros.stream.depth.Position3D` (or None) per box, when there is a 3-D stage."""
     TubeBox = types("stvg_ros/msg/TubeBox")
     tube_boxes = []
@@ -54,7 +53,7 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
         start=time_message(types, start_ns), end=time_message(types, end_ns), boxes=tube_boxes, track_id=track_id,
         attribute_query=attribute_query, action_query=action_query, sub_query_source=sub_query_source,
         latency=float(latency), processing_time=float(processing_time), queue_time=float(queue_time), reason=reason,
-        boxes_from=boxes_from, position_frame_id=position_frame_id)
+        boxes_from=boxes_from, position_frame_id=position_frame_id, camera=stream)
 
 
 def position_fields(types: MessageTypes, position: Any = None) -> dict:

@@ -79,7 +79,8 @@ def unique_namespace() -> str:
 class NodeProcess:
     """The installed ``stvg_node`` executable in a subprocess, its output in a log file."""
 
-    def __init__(self, namespace: str, params: dict, log_path: Path, params_file: Optional[Path] = None):
+    def __init__(self, namespace: str, params: dict, log_path: Path, params_file: Optional[Path] = None,
+                 env: Optional[dict] = None):
         self.namespace = namespace
         self.log_path = log_path
         args = [str(INSTALL / "lib" / "stvg_ros" / "stvg_node"), "--ros-args", "-r", f"__ns:={namespace}"]
@@ -90,7 +91,7 @@ class NodeProcess:
                 v = "true" if v else "false"
             args += ["-p", f"{k}:={v}"]
         self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable] + args, env=node_env(), stdout=self._log,
+        self.proc = subprocess.Popen([sys.executable] + args, env=node_env(env), stdout=self._log,
                                      stderr=subprocess.STDOUT)
 
     @property

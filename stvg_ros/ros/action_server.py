@@ -39,7 +39,7 @@ class GroundActionServer:
         self._submit, self._publish, self._refusal, self._new_id = submit, publish, refusal, new_id
         self._lock = threading.Lock()
         self._queries: dict[bytes, QueryHandle] = {}  # goals handed to the service, by goal id
-        self._results: dict[bytes, tuple[str, Tube, list]] = {}  # answered goals awaiting their execute callback
+        self._results: dict[bytes, tuple[str, Tube, list, list]] = {}  # answered goals awaiting their execute callback
         self._server = ActionServer(node, Ground, "ground", execute_callback=self._execute,
                                     goal_callback=lambda _goal: GoalResponse.ACCEPT,
                                     handle_accepted_callback=self._accepted, cancel_callback=self._cancel,
@@ -61,10 +61,11 @@ class GroundActionServer:
             goal_handle.publish_feedback(Ground.Feedback(stage=stage, elapsed=float(elapsed)))
 
         def done(answer: Answer) -> None:
-            tube = self._publish(answer)
+            tubes = self._publish(answer)  # several cameras, goal.each_camera: one Tube per camera, best first
+            tube, per_camera = (tubes[0], tubes) if isinstance(tubes, list) else (tubes, [])
             with self._lock:
                 self._queries.pop(key, None)
-                self._results[key] = (answer.status, tube, alternative_msgs(answer.alternatives))
+                self._results[key] = (answer.status, tube, alternative_msgs(answer.alternatives), per_camera)
             goal_handle.execute()  # schedules _execute on the node's executor (thread-safe)
 
         refusal = self._refusal()
@@ -86,14 +87,15 @@ class GroundActionServer:
 
     def _execute(self, goal_handle) -> Ground.Result:
         with self._lock:
-            status, tube, alternatives = self._results.pop(bytes(goal_handle.goal_id.uuid), (CANCELLED, Tube(), []))
+            status, tube, alternatives, per_camera = self._results.pop(bytes(goal_handle.goal_id.uuid),
+                                                                       (CANCELLED, Tube(), [], []))
         if status == ANSWERED:
             goal_handle.succeed()
         elif status == CANCELLED and goal_handle.is_cancel_requested:
             goal_handle.canceled()
         else:
             goal_handle.abort()
-        return Ground.Result(tube=tube, alternatives=alternatives)
+        return Ground.Result(tube=tube, alternatives=alternatives, camera_tubes=per_camera)
 
 
 def refusal_reason(state: str, node_name: str, config_error: str = "") -> str:

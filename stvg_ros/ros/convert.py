@@ -43,13 +43,13 @@ def detections_from_msg(msg) -> Detections:
 def request_from_msg(msg, query_id: str) -> GroundingRequest:
     """stvg_ros/GroundingQuery → a core request (``query_id`` when the message has none)."""
     return GroundingRequest(msg.id or query_id, msg.text, stamp_to_ns(msg.start), stamp_to_ns(msg.end),
-                            msg.attribute_query, msg.action_query)
+                            msg.attribute_query, msg.action_query, stream=msg.camera, each_stream=bool(msg.each_camera))
 
 
 def standing_request_from_msg(msg) -> StandingRequest:
     """stvg_ros/StandingQuery → a core standing request."""
     return StandingRequest(msg.id, msg.text, msg.attribute_query, msg.action_query, float(msg.period),
-                           int(msg.every_n_frames), float(msg.window), bool(msg.cheap_first))
+                           int(msg.every_n_frames), float(msg.window), bool(msg.cheap_first), stream=msg.camera)
 
 
 def tube_from_answer(answer: Answer, frame_id: str = "") -> Tube:

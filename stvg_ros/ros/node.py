@@ -21,16 +21,16 @@ from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from stvg_ros import node_params as P
 from stvg_ros.config import ConfigError
-from stvg_ros.image_messages import (ImageError, check_compressed, check_image, compressed_from_cdr, decode_for_window,
+from stvg_ros.image_messages import (check_compressed, check_image, compressed_from_cdr, decode_for_window,
                                      image_from_cdr)
 from stvg_ros.msg import Detections, GroundingQuery, StandingQuery, Status, Tube
 from stvg_ros.ros.action_server import GroundActionServer, refusal_reason
+from stvg_ros.ros.cameras import Cameras, read_frame, route
 from stvg_ros.ros.depth_input import DepthInput
 from stvg_ros.ros.convert import detections_from_msg, request_from_msg, stamp_to_ns, standing_request_from_msg
 from stvg_ros.ros.events import Throttle, subscribe
@@ -77,7 +77,8 @@ class StvgNode(LifecycleNode):
         self._active_since: Optional[float] = None
         self._loss_reported = False
         self._depth = None  # the 3-D stage (stvg_ros.ros.depth_input), when depth_topic is set
-        self.actions = GroundActionServer(self, self.service.submit, self._on_answer,
+        self._cams: Optional[Cameras] = None  # several cameras (parameter cameras), from configure to cleanup
+        self.actions = GroundActionServer(self, self._submit, self._on_answer,
                                           lambda: refusal_reason(self._state(), self.get_fully_qualified_name(),
                                                                  self._config_error),
                                           self._new_id, self.get_parameter("action_result_timeout").value)
@@ -131,15 +132,16 @@ class StvgNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
             self.settings = s = self._read_settings()
-            self.stack = Stack.build(s, service=self.service, log=self.get_logger())
+            self.stack = Stack.build(s, service=self.service, log=self.get_logger(), warn=self._warn)
         except ConfigError as e:  # a bad setting, model or detector path must leave the node alive
             self._model = e.model if isinstance(e, BuildError) and e.model else self._model
             return self._configure_failed(str(e))
-        self._model = self.stack.model
+        self._model, self.service = self.stack.model, self.stack.service
+        self._cams = Cameras(self, s, self.service, self._warn, self._lost) if s.cameras else None
         self.service.input_name = self.resolve_topic_name("image")
         self._pubs = create_outputs(self, self._warn)
-        self._depth = DepthInput(self, s, self._warn) if s.depth_topic else None  # its publishers are outputs too
-        self._pubs.update(self._depth.pubs if self._depth else {})
+        self._depth = DepthInput(self, s, self._warn) if s.depth_topic and not s.cameras else None  # pubs: outputs
+        self._pubs.update(self._depth.pubs if self._depth else self._cams.pubs if self._cams else {})
         self.monitor.set_rate(s.status_rate)
         self._config_error = ""
         return TransitionCallbackReturn.SUCCESS
@@ -159,15 +161,19 @@ class StvgNode(LifecycleNode):
                          durability=qos_profile_sensor_data.durability)
         lost = self._lost
         super().on_activate(state)  # the lifecycle publishers speak before the first query can come
-        # raw: frames arrive serialized and only their header is read until the window keeps one (see _on_image)
-        image, self._loss_reported = subscribe(self, Image, "image", self._on_image, qos, "image", self._warn, lost,
-                                               raw=True)
-        self._subs = [image,
-                      subscribe(self, String, "query", self._on_query_text, QUERY_DEPTH, "input", self._warn)[0],
+        self._subs = [subscribe(self, String, "query", self._on_query_text, QUERY_DEPTH, "input", self._warn)[0],
                       subscribe(self, GroundingQuery, "query_request", self._on_query_request, QUERY_DEPTH,
                                 "input", self._warn)[0],
                       subscribe(self, StandingQuery, "standing_query", self._on_standing_query, QUERY_DEPTH,
                                 "input", self._warn)[0]]
+        if self._cams is not None:  # several cameras: each one's subscriptions (stvg_ros.ros.cameras)
+            cams, self._loss_reported = self._cams.subscribe(s.use_detections)
+            self._subs, self._active, self._active_since = self._subs + cams, True, time.monotonic()
+            return TransitionCallbackReturn.SUCCESS
+        # raw: frames arrive serialized and only their header is read until the window keeps one (see _on_image)
+        image, self._loss_reported = subscribe(self, Image, "image", self._on_image, qos, "image", self._warn, lost,
+                                               raw=True)
+        self._subs.append(image)
         if s.use_compressed:
             self._subs.append(subscribe(self, CompressedImage, "image/compressed", self._on_compressed, qos,
                                         "image", self._warn, lost, raw=True)[0])
@@ -215,10 +221,12 @@ class StvgNode(LifecycleNode):
         self._teardown(SHUTTING_DOWN)
 
     def _teardown(self, reason: str) -> None:
-        """Stop the service (answers published first), drop publishers and the model, free GPU memory."""
+        """Stop the service (answers published first), drop publishers, the model and the cameras (back to the
+        one-camera service until the next configure), free GPU memory."""
         self.service.stop(reason, timeout=STOP_TIMEOUT_S)
         destroy_outputs(self, self._pubs, ACK_TIMEOUT_S / 2)  # the last answers reach their subscribers first
         self._pubs, self._depth, self.stack = {}, None, None
+        self.service, self._cams = (GroundingService(warn=self._warn) if self._cams else self.service), None
         self.service.reset()
         gc.collect()
         torch = sys.modules.get("torch")
@@ -231,13 +239,13 @@ class StvgNode(LifecycleNode):
         if not key or self._throttle.allow(key):
             self.get_logger().warning(message)
 
-    def _lost(self, topic: str, n: int) -> None:
+    def _lost(self, topic: str, n: int, stream: str = "") -> None:
         """Frames the middleware lost: counted now, told in one summary line per interval (LossSummary)."""
-        self.service.count_lost(n)
+        self.service.count_lost(*([stream] if stream else []), n)
         line = self._losses.add(topic, n)
         if line:
             self.get_logger().warning(line)
-            self.service.note(line)
+            (self.service.stream(stream) if stream else self.service).note(line)
 
     def _ingest(self, msg, problem: str, decode, topic: str) -> None:
         try:
@@ -259,10 +267,7 @@ class StvgNode(LifecycleNode):
 
     def _on_serialized(self, data, read, msg_type, check, topic: str) -> None:
         try:
-            try:
-                msg = read(data)
-            except ImageError:  # an encapsulation the reader does not know: rclpy's own deserialization
-                msg = deserialize_message(data, msg_type)
+            msg = read_frame(data, read, msg_type)
         except Exception as e:  # noqa: BLE001 - never die on a frame
             self._warn(f"dropped a frame on {topic}: cannot read the message: {type(e).__name__}: {e}", "frame")
             return
@@ -275,7 +280,9 @@ class StvgNode(LifecycleNode):
             self._warn(f"dropped detections: {type(e).__name__}: {e}", "detections")
 
     def _on_time_jump(self, jump) -> None:
-        if jump.clock_change or jump.delta.nanoseconds < 0:
+        if (jump.clock_change or jump.delta.nanoseconds < 0) and self._cams is not None:
+            self._cams.reset("the ROS clock jumped back (bag replay looped?)")
+        elif jump.clock_change or jump.delta.nanoseconds < 0:
             self.service.reset("the ROS clock jumped back (bag replay looped?)" if len(self.window) else "")
 
     # -- queries --------------------------------------------------------------------------------
@@ -284,21 +291,27 @@ class StvgNode(LifecycleNode):
             self._next_query += 1
             return f"q{self._next_query}"
 
+    def _submit(self, request: GroundingRequest, on_done, on_progress=None):
+        return self.service.submit(route(self._cams, request), on_done, on_progress)
+
     def _on_query_text(self, msg: String) -> None:
-        self.service.submit(GroundingRequest(self._new_id(), msg.data), self._on_answer)
+        self._submit(GroundingRequest(self._new_id(), msg.data), self._on_answer)
 
     def _on_query_request(self, msg: GroundingQuery) -> None:
-        self.service.submit(request_from_msg(msg, "" if msg.id else self._new_id()), self._on_answer)
+        self._submit(request_from_msg(msg, "" if msg.id else self._new_id()), self._on_answer)
 
     def _on_standing_query(self, msg: StandingQuery) -> None:
         if msg.cancel:
             self.service.cancel_standing(msg.id)
         else:
-            self.service.register(standing_request_from_msg(msg), self._on_answer)
+            self.service.register(route(self._cams, standing_request_from_msg(msg)), self._on_answer)
 
     def _on_answer(self, answer: Answer) -> Tube:
         """Publish the one Tube of a query (topic or action goal), or a standing query's event (worker
-        thread, or the caller's for rejections); the action's result is this Tube."""
+        thread, or the caller's for rejections); the action's result is this Tube (one per camera: a list)."""
+        if self._cams is not None:
+            return self._cams.publish(answer, lambda a, frame_id, depth: publish_answer(
+                self, self._pubs, a, frame_id, self.settings, self._model["kind"], depth=depth))
         return publish_answer(self, self._pubs, answer, self._camera_frame_id, self.settings, self._model["kind"],
                               depth=self._depth)
 
@@ -307,6 +320,8 @@ class StvgNode(LifecycleNode):
         return "active" if self._active else ("inactive" if self.service.grounder is not None else "unconfigured")
 
     def status(self) -> Status:
+        if self._cams is not None:
+            return self._cams.status(self._state(), self._model, self._loss_reported, self.get_clock().now().to_msg())
         return status_message(self.service, self._state(), self._model, self._loss_reported, self._camera_frame_id,
                               self.get_clock().now().to_msg(), depth=self._depth)
 
@@ -319,9 +334,12 @@ class StvgNode(LifecycleNode):
             self.monitor.pubs["status"].publish(s)
             problems = self.service.problems(since=self._active_since) if self._active else []
             problems += [self._model["uncalibrated"]] if self._model.get("uncalibrated") else []
-            self.monitor.pubs["diagnostics"].publish(diagnostics(
-                f"{self.get_fully_qualified_name()}: grounding", s, self._model["kind"], problems, self.service.stage,
-                cache=self.service.cache_stats(), error=self._config_error))
+            array = diagnostics(f"{self.get_fully_qualified_name()}: grounding", s, self._model["kind"], problems,
+                                getattr(self.service, "stage", None), self.service.cache_stats(), self._config_error)
+            if self._cams is not None:  # several cameras: one /diagnostics status per camera too
+                array.status += self._cams.diagnostics(self.get_fully_qualified_name(), self._model["kind"],
+                                                       self._active_since if self._active else None)
+            self.monitor.pubs["diagnostics"].publish(array)
         except Exception as e:  # noqa: BLE001
             self.get_logger().debug(f"status not published: {e}")
 

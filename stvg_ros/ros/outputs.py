@@ -54,7 +54,7 @@ def destroy_outputs(node, pubs: dict[str, Any], ack_timeout: float) -> None:
                 pass
     destroy = getattr(node, "destroy_lifecycle_publisher", None)
     for name, pub in pubs.items():
-        if destroy is not None and name in ANSWER_TOPICS:
+        if destroy is not None and name.split("@")[0] in ANSWER_TOPICS:  # "<topic>@<camera>": a camera's own
             destroy(pub)
         else:
             node.destroy_publisher(pub)

@@ -33,7 +33,7 @@ def tube_dict(tube) -> dict:
                        "size_y": b.size_y} for b in tube.boxes],
             "track_id": tube.track_id, "attribute_query": tube.attribute_query, "action_query": tube.action_query,
             "sub_query_source": tube.sub_query_source, "latency": float(tube.latency),
-            "queue_time": float(tube.queue_time), "reason": tube.reason}
+            "queue_time": float(tube.queue_time), "reason": tube.reason, "camera": tube.camera}
 
 
 def format_tube(tube) -> str:
@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--action", default="", help="explicit action sub-query (with --attribute)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the node and the answer")
     ap.add_argument("--json", action="store_true", help="print the Tube as JSON")
+    ap.add_argument("--camera", default="", help="a node with several cameras: the camera's name or image topic "
+                    "(default: all, answered with the best tube)")
+    ap.add_argument("--each-camera", action="store_true", help="with several cameras: one Tube per camera")
     return ap
 
 
@@ -80,7 +83,7 @@ def _goal_fields(a) -> dict:
         return Time(sec=sec, nanosec=nsec)
 
     return dict(id=a.id, text=a.text, start=stamp(a.start), end=stamp(a.end), attribute_query=a.attribute,
-                action_query=a.action)
+                action_query=a.action, camera=a.camera, each_camera=a.each_camera)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -162,8 +165,12 @@ def _ask(node, a, interrupted: threading.Event) -> int:
     from action_msgs.msg import GoalStatus
 
     answer = result.result()
-    tube = answer.result.tube
-    print(json.dumps(tube_dict(tube), indent=2) if a.json else format_tube(tube))
+    tubes = list(answer.result.camera_tubes) or [answer.result.tube]  # --each-camera: one per camera
+    if a.json:
+        data = [tube_dict(t) for t in tubes]
+        print(json.dumps(data if a.each_camera else data[0], indent=2))
+    else:
+        print("\n".join((f"camera {t.camera}: " if t.camera else "") + format_tube(t) for t in tubes))
     return 0 if answer.status == GoalStatus.STATUS_SUCCEEDED else 1
 
 

@@ -126,7 +126,7 @@ def diagnostics(name: str, s: Status, model_kind: str, problems: list[str], stag
     d.message = "; ".join(problems + [f"window {s.window_frames}/{s.window_capacity}, queue "
                                       f"{s.queue_depth}/{s.queue_capacity}"])
     d.values = [KeyValue(key=k, value=str(getattr(s, k))) for k in Status.get_fields_and_field_types()
-                if k not in ("header", "standing")]
+                if k not in ("header", "standing", "cameras")]  # cameras: one /diagnostics entry each
     d.values += [KeyValue(key=f"standing {q.id}", value=f"{q.evaluations} evaluations, {q.mean_cost:.3f} s each, "
                                                        f"found={q.found}") for q in s.standing]
     if stage is not None:  # the live proposal stage's cost and state (ms per keyframe, skips, phrases)

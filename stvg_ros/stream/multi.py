@@ -244,6 +244,11 @@ class MultiStreamService:
         """Each stream's health problems (:meth:`GroundingService.problems`), named by stream."""
         return [f"{name}: {p}" for name, s in self.services.items() for p in s.problems(since)]
 
+    def note(self, message: str) -> None:
+        """A problem of the whole node (frames lost, told in a summary line): noted on every stream."""
+        for s in self._order:
+            s.note(message)
+
     @property
     def queue_depth(self) -> int:
         with self._wake:
