@@ -404,6 +404,18 @@ def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, ma
     raise ValueError(f"unknown segmentation method {method!r}: choose one of {', '.join(SEGMENT_METHODS)}")
 
 
+class _Normalised:
+    """A frame's relevance map scaled to 0..1, ``(map - lo) / (hi - lo)`` (0 where flat), computed only for the
+    slices read: segmentation reads its seeds' ROIs, a small part of a camera frame's pixels."""
+
+    def __init__(self, image_map: np.ndarray, lo: float, hi: float):
+        self._map, self._lo, self._hi = image_map, lo, hi
+
+    def __getitem__(self, key) -> np.ndarray:
+        part = self._map[key]
+        return (part - self._lo) / (self._hi - self._lo) if self._hi > self._lo else np.zeros_like(part)
+
+
 def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndarray, grid: tuple[int, int],
                      content_box: Sequence[float], method: str, max_seeds: int, min_fraction: float,
                      region_threshold: float, iterations: int = GRABCUT_ITERATIONS,
@@ -414,7 +426,7 @@ def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndar
     rows, cols = grid
     cell = min((content_box[2] - content_box[0]) / cols, (content_box[3] - content_box[1]) / rows)
     lo, hi = float(image_map.min()), float(image_map.max())
-    prior = (image_map - lo) / (hi - lo) if hi > lo else np.zeros_like(image_map)
+    prior = _Normalised(image_map, lo, hi)
     out: list[tuple[Box, float]] = []
     for r, c, v in relevance_seeds(grid_map, max_seeds, min_fraction):
         rect = _cells_to_pixels(seed_region(grid_map, r, c, region_threshold), grid, content_box)
