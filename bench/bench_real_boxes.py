@@ -14,6 +14,7 @@ object: one garment of a person), and the CPU milliseconds per box.
         [--methods cells flood grabcut auto] [--json bench/results/real-boxes.json]
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --select   # the select stage's CPU per 20-frame query
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --overlap  # the boxes beside the refine pass (box_overlap)
+    OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --tracks   # the select stage on every annotated object's track
 
 Geometries (``--geometries``; the default: all): ``qwen-<side>`` Qwen2.5-VL/Qwen2-VL with ``frame_resize:
 fixed`` and ``image_size: <side>`` (224 is the family's default), ``qwen-processor`` (the released video
