@@ -14,6 +14,7 @@ object: one garment of a person), and the CPU milliseconds per box.
         [--methods cells flood grabcut auto] [--json bench/results/real-boxes.json] [--compare A B ...]
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --select   # the select stage's CPU per 20-frame query
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --overlap  # the boxes beside the refine pass (box_overlap)
+    OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --tracks   # the select stage on every annotated object's track
 
 Geometries (``--geometries``; the default: all): ``qwen-<side>`` Qwen2.5-VL/Qwen2-VL with ``frame_resize:
 fixed`` and ``image_size: <side>`` (224 is the family's default), ``qwen-processor`` (the released video
@@ -246,6 +247,77 @@ def select_cost(geometries, methods, annotations=DEFAULT_ANNOTATIONS, clip_name=
     return rows
 
 
+def track_cases(annotations=DEFAULT_ANNOTATIONS, frames: int = FRAMES, min_marks: int = 5):
+    """``[(clip, object id, sampled RGB frames, true boxes)]``: for every object annotated on at least ``min_marks``
+    frames, ``frames`` frames sampled uniformly over its annotated span, its box interpolated between the
+    annotated frames (one decoding pass per clip)."""
+    from stvg_ros.proposals.annotated import iter_frames, load_annotations
+
+    out = []
+    for clip in load_annotations(annotations):
+        spans = {}
+        for oid in clip.ids():
+            marks = [f for f in clip.frames if any(b.id == oid for b in clip.boxes[f])]
+            if len(marks) >= min_marks:
+                spans[oid] = (marks, np.linspace(marks[0], marks[-1], frames).round().astype(int))
+        if not spans:
+            continue
+        wanted = {int(i) for _, idx in spans.values() for i in idx}
+        images = {i: f for i, f in iter_frames(clip.path, stop=max(wanted) + 1) if i in wanted}
+        for oid, (marks, idx) in spans.items():
+            boxes = {f: next(b.box for b in clip.boxes[f] if b.id == oid) for f in marks}
+            truth = [tuple(float(np.interp(i, marks, [boxes[f][k] for f in marks])) for k in range(4)) for i in idx]
+            out.append((clip.name, oid, [images[int(i)] for i in idx], truth))
+    return out
+
+
+def select_quality(geometries, methods, cases, placements=PLACEMENTS, chain=None) -> list[dict]:
+    """The select stage's proposal-free path (:func:`stvg_ros.grounding.spatial.choose_track`, the config's seeds,
+    iterations and chains unless ``chain``) on every case of :func:`track_cases`, a peak planted on the object in
+    every frame (centred / off-centre): per geometry and method the chosen track's mean IoU over the cases' frames
+    (per placement, and per clip), its share of frames >= 0.5, the mean over frames of the best IoU among all the
+    candidate tracks' boxes there (the segmentation's quality apart from the track choice), and the CPU ms per query
+    (one core)."""
+    from stvg_ros.boxes import box_iou
+    from stvg_ros.config import GroundingConfig
+    from stvg_ros.grounding import spatial
+
+    cfg = GroundingConfig()
+    rows = []
+    spatial.SEGMENT_THREADS, threads = 1, spatial.SEGMENT_THREADS
+    try:
+        for geo in geometries:
+            for method in methods:
+                ious, per_clip, cpu, best = defaultdict(list), defaultdict(list), [], defaultdict(list)
+                for clip, oid, images, truth in cases:
+                    H, W = images[0].shape[:2]
+                    grid, _ = geometry(geo, H, W)
+                    for place, off in placements.items():
+                        maps = np.stack([planted_grid(b, grid, (H, W), off) for b in truth])
+                        c = time.process_time()
+                        track, tracks, *_ = spatial.choose_track(
+                            maps, grid, (0.0, 0.0, float(W), float(H)), (H, W), list(range(len(images))), None,
+                            cfg.box_threshold, 1e-3, frames=images, box_method=method, box_seeds=cfg.box_seeds,
+                            box_iterations=cfg.box_grabcut_iterations,
+                            box_chain=cfg.box_grabcut_chain if chain is None else chain)
+                        cpu.append(time.process_time() - c)
+                        v = [box_iou(b, t) if b is not None else 0.0 for b, t in zip(track.boxes, truth)]
+                        ious[place] += v
+                        per_clip[(clip, place)] += v
+                        best[place] += [max([box_iou(t.boxes[i], b) for t in tracks if t.boxes[i] is not None],
+                                            default=0.0) for i, b in enumerate(truth)]
+                row = {"geometry": geo, "method": method, "cases": len(cases), "ms_per_query": 1000 * float(np.mean(cpu))}
+                for place in placements:
+                    a = np.array(ious[place])
+                    row[f"iou_{place}"], row[f"hit_{place}"] = float(a.mean()), float((a >= 0.5).mean())
+                    row[f"best_box_{place}"] = float(np.mean(best[place]))
+                row["per_clip"] = {f"{c} {p}": float(np.mean(v)) for (c, p), v in sorted(per_clip.items())}
+                rows.append(row)
+    finally:
+        spatial.SEGMENT_THREADS = threads
+    return rows
+
+
 def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", window: int = 60, rounds: int = 3,
                  warmup: int = 1, annotations=DEFAULT_ANNOTATIONS) -> dict:
     """The box stage beside the refine pass (``box_overlap``): a live-window query (``window`` frames of the clip at
@@ -331,6 +403,9 @@ def main(argv=None) -> int:
                          "object by object, with 95 %% bootstrap intervals; repeatable")
     ap.add_argument("--select", action="store_true",
                     help="instead: the select stage's CPU per 20-frame query on cup.mp4 (640x480), one core")
+    ap.add_argument("--tracks", action="store_true",
+                    help="instead: the select stage on 20 frames of every object annotated on >= 5 frames (tracks of "
+                         "planted peaks): chosen track's IoU and CPU per query, one core")
     ap.add_argument("--overlap", action="store_true",
                     help="instead: a live-window query on small:qwen2_5_vl with the boxes segmented after / during "
                          "the refine pass (box_overlap), interleaved rounds")
@@ -358,6 +433,22 @@ def main(argv=None) -> int:
         print(f"\nsame tube serial and overlapped: {out['same_result']}")
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
+        return 0
+    if args.tracks:
+        cases = track_cases(args.annotations)
+        rows = select_quality(args.geometries, args.methods, cases)
+        print(f"select stage on {len(cases)} object tracks of {FRAMES} frames (peaks planted on every frame), one core\n")
+        clips = sorted({k.rsplit(" ", 1)[0] for r in rows for k in r["per_clip"]})
+        print("| geometry | method | track IoU centred | off-centre | IoU >= 0.5 (c / off) | "
+              + " | ".join(f"{c} (c / off)" for c in clips) + " | best box per frame (c / off) | CPU ms / query |\n|"
+              + "---|" * (7 + len(clips)))
+        for r in rows:
+            per = " | ".join(f"{r['per_clip'][c + ' centred']:.3f} / {r['per_clip'][c + ' off-centre']:.3f}" for c in clips)
+            print(f"| {r['geometry']} | {r['method']} | {r['iou_centred']:.3f} | {r['iou_off-centre']:.3f} | "
+                  f"{r['hit_centred']:.2f} / {r['hit_off-centre']:.2f} | {per} | "
+                  f"{r['best_box_centred']:.3f} / {r['best_box_off-centre']:.3f} | {r['ms_per_query']:.0f} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
         return 0
     if args.select:
         rows = select_cost(args.geometries, args.methods)

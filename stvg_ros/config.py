@@ -266,10 +266,11 @@ class GroundingConfig:
     """Proposal-free boxes: GrabCut's iterations per seed.  It runs on every sampled frame at every query, the
     largest CPU cost of a query whose passes are cached; 2 fit as well as 4 on the synthetic val split and the
     photo boxes at ~60 % of the cost (docs/proposals.md)."""
-    box_grabcut_chain: int = 4
+    box_grabcut_chain: int = 10
     """Proposal-free boxes: consecutive sampled frames whose GrabCuts carry their colour models from frame to
     frame: the first cut of a run starts from k-means and runs ``box_grabcut_iterations``, the next ones run one
-    graph cut with the previous frame's models (about a third of the CPU; docs/proposals.md).  1: every cut cold."""
+    graph cut with the previous frame's models (about a fifth of the CPU; docs/proposals.md).  1: every cut cold;
+    10 (was 4, issue 26): two runs per 20-frame query, one per core where two are free."""
     box_overlap: bool = True
     """With ``tube_frames: refine`` on a window longer than ``num_frames``: segment the boxes on a worker thread
     while the refine pass (which needs no box) runs, so the box stage is off the query's critical path where

@@ -290,3 +290,45 @@ def test_grabcut_roi_is_resized_before_its_channels_are_swapped_with_the_same_pi
         old = cv2.resize(np.ascontiguousarray(roi[:, :, ::-1]), size, interpolation=cv2.INTER_AREA)
         new = np.ascontiguousarray(cv2.resize(roi, size, interpolation=cv2.INTER_AREA)[:, :, ::-1])
         assert np.array_equal(old, new)
+
+
+def test_colour_chain_follows_a_fast_mover_but_not_another_object():
+    """A seed region that moved further than its size overlaps nothing of the previous frame's (IoU 0), yet it
+    is the same object with the same colours: the chain hands it the previous cut's models when the centre moved
+    at most ``MAX_SHIFT`` region sizes and the size is within 2x; a region of another size starts cold."""
+    from stvg_ros.grounding.regions import ColourChain
+
+    chain = ColourChain()
+    bgd, fgd = np.full((1, 65), 1.0), np.full((1, 65), 2.0)
+    chain.keep((100.0, 100.0, 140.0, 180.0), bgd, fgd)
+    chain.next_frame()
+    moved = (145.0, 110.0, 185.0, 190.0)  # 45 px right: no overlap, centre shift 0.75 of the region's size
+    assert _iou(moved, (100.0, 100.0, 140.0, 180.0)) == 0.0
+    got = chain.start(moved)
+    assert got is not None and np.array_equal(got[0], bgd) and np.array_equal(got[1], fgd)
+    assert got[0] is not bgd  # a copy: the cut may change it
+    assert chain.start((300.0, 100.0, 340.0, 180.0)) is None  # 5 sizes away
+    assert chain.start((100.0, 100.0, 220.0, 260.0)) is None  # 6x the area: another object
+
+
+def test_region_growing_on_a_working_size_is_unchanged_on_small_frames_and_close_on_large_ones():
+    """Region growing works on ROIs of at most ``FLOOD_SIDE`` pixels: on the synthetic world's 112 px frames
+    every ROI fits and the boxes are the ones of full resolution, bit for bit; on a 640x480 camera frame a
+    flat object's box is the full-resolution one within a couple of pixels."""
+    from stvg_ros.grounding.regions import FLOOD_SIDE, _at_most, flood_box, flood_parts_box
+
+    small = np.zeros((112, 112, 3), np.uint8)
+    small[35:65, 30:60] = (40, 220, 40)
+    prior = np.zeros((112, 112), np.float32)
+    prior[28:72, 28:72] = 1.0
+    rect = (28.0, 28.0, 72.0, 72.0)
+    for fn, opts in ((flood_box, {}), (flood_parts_box, {"max_parts": 4})):
+        assert _at_most(FLOOD_SIDE, fn, small, prior, rect, 14.0, **opts) == fn(small, prior, rect, 14.0, **opts)
+    big = np.full((480, 640, 3), 90, np.uint8)
+    big[150:330, 200:390] = (200, 40, 40)
+    prior = np.zeros((480, 640), np.float32)
+    prior[120:360, 170:420] = 1.0
+    full = flood_box(big, prior, (170.0, 120.0, 420.0, 360.0), 60.0)
+    fast = _at_most(FLOOD_SIDE, flood_box, big, prior, (170.0, 120.0, 420.0, 360.0), 60.0)
+    assert full is not None and fast is not None
+    assert max(abs(a - b) for a, b in zip(full, fast)) <= 3.0, (full, fast)

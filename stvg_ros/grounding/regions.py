@@ -26,6 +26,15 @@ from ..config import GroundingConfig
 GRABCUT_ITERATIONS = GroundingConfig.box_grabcut_iterations
 #: consecutive frames whose cuts carry their colour models (:class:`ColourChain`) unless a caller says
 GRABCUT_CHAIN = GroundingConfig.box_grabcut_chain
+#: how the relevance prior is shrunk to a working size (cv2.INTER_LINEAR = 1: the map is smooth, bilinear from
+#: the token grid, so sampling it gives what averaging does at a thirtieth of the CPU)
+PRIOR_RESIZE = 1
+#: region growing's working size (pixels, long side of its ROI; 0: full resolution)
+FLOOD_SIDE = 128
+#: a frame that region growing took (``auto``) passes the colour models of the cut before it on to the next frame
+CARRY_PAST_FLOOD = True
+#: the working size (pixels, long side) of a cut with carried colour models (a cold cut's: ``work_side``, 96)
+CARRIED_SIDE = 80
 
 #: a further part of an object stands out of the background at least this fraction as much as its first part
 PART_CONTRAST = 0.7
@@ -111,6 +120,8 @@ class ColourChain:
 
     #: seed regions overlapping at least this much (IoU) on consecutive frames are taken for the same object
     MATCH_IOU = 0.3
+    #: else a seed region of similar size (area within 2x) whose centre moved at most this many region sizes
+    MAX_SHIFT = 1.0
 
     def __init__(self):
         self._previous: list[tuple[Box, np.ndarray, np.ndarray]] = []
@@ -124,6 +135,13 @@ class ColourChain:
             v = _iou(r, rect)
             if v >= best:
                 best, found = v, (bgd, fgd)
+        if found is None and self._previous and self.MAX_SHIFT > 0:  # a fast mover: the same colours, moved
+            from ..proposals.tracker import center_shift
+
+            shift = center_shift(np.array([r for r, _, _ in self._previous], np.float32), np.array([rect], np.float32))
+            k = int(np.argmin(shift[:, 0]))
+            if shift[k, 0] <= self.MAX_SHIFT:
+                found = self._previous[k][1:]
         return None if found is None else (found[0].copy(), found[1].copy())
 
     def keep(self, rect: Box, bgd: np.ndarray, fgd: np.ndarray) -> None:
@@ -136,7 +154,7 @@ class ColourChain:
 
 def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, iterations: int = GRABCUT_ITERATIONS,
                 expand: float = 0.75, work_side: int = 96, min_fill: float = 0.15, core: float = 0.95,
-                chain: ColourChain | None = None) -> Box | None:
+                chain: ColourChain | None = None, carried_side: int | None = None) -> Box | None:
     """GrabCut seeded by the relevance: the object may extend well beyond the seed cells.
 
     The ROI is ``rect`` (the seed's cells) grown by ``expand`` times its size on each side (at least
@@ -145,7 +163,9 @@ def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, 
     those at its peak as object; the rest of the ROI starts as probable background and the ROI's
     outer edge as background.  The graph cut then grows or shrinks the object along colour edges;
     the foreground component holding the most relevance gives the box.  With ``chain`` the cut may
-    start from the previous frame's colour models (:class:`ColourChain`) and leaves its own there."""
+    start from the previous frame's colour models (:class:`ColourChain`) and leaves its own there; such a
+    carried cut learns nothing, so it is worked on at most ``carried_side`` pixels (default
+    :data:`CARRIED_SIDE`; its graph cut's CPU goes with the pixels)."""
     import cv2
 
     H, W = image.shape[:2]
@@ -154,34 +174,39 @@ def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, 
     ax0, ay0, ax1, ay1 = _roi(rect, grow, (H, W))
     if ax1 - ax0 < 4 or ay1 - ay0 < 4:
         return None
-    s = min(1.0, work_side / max(ax1 - ax0, ay1 - ay0))
-    w, h = max(4, int(round((ax1 - ax0) * s))), max(4, int(round((ay1 - ay0) * s)))
-    # resized first, channels swapped after (resizing works per channel: the same pixels, without copying the
-    # full-resolution ROI)
-    roi = np.ascontiguousarray(cv2.resize(image[ay0:ay1, ax0:ax1], (w, h), interpolation=cv2.INTER_AREA)[:, :, ::-1])
-    pri = cv2.resize(prior[ay0:ay1, ax0:ax1].astype(np.float32, copy=False), (w, h), interpolation=cv2.INTER_AREA)
-    mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
-    inside = np.zeros((h, w), bool)
-    ix0, iy0 = int(np.floor((x0 - ax0) * s)), int(np.floor((y0 - ay0) * s))
-    ix1, iy1 = int(np.ceil((x1 - ax0) * s)), int(np.ceil((y1 - ay0) * s))
-    inside[max(iy0, 0):max(iy1, 0), max(ix0, 0):max(ix1, 0)] = True
-    peak = float(pri[inside].max()) if inside.any() else 0.0
-    if peak <= 0:
-        return None
-    mask[inside & (pri >= 0.5 * peak)] = cv2.GC_PR_FGD
-    if core < 1.0:
-        mask[inside & (pri >= core * peak)] = cv2.GC_FGD
-    edge = np.zeros((h, w), bool)  # the ROI's outer edge (where it is not the image's edge)
-    edge[0, :], edge[-1, :] = ay0 > 0, ay1 < H
-    edge[:, 0] |= ax0 > 0
-    edge[:, -1] |= ax1 < W
-    mask[edge & ~inside] = cv2.GC_BGD
-    seeded = inside & (pri >= 0.5 * peak)
-    ys, xs = np.nonzero(seeded)
-    seed_area = float((xs.max() + 1 - xs.min()) * (ys.max() + 1 - ys.min()))
 
-    def cut(start):
-        """The cut's box in ROI pixels (``None``: only a sliver, or nothing) and the models it used."""
+    def prepare(side):
+        """The ROI worked on at most ``side`` pixels: ``(scale, RGB ROI, prior, trimap, seeded cells)``, or None."""
+        s = min(1.0, side / max(ax1 - ax0, ay1 - ay0))
+        w, h = max(4, int(round((ax1 - ax0) * s))), max(4, int(round((ay1 - ay0) * s)))
+        # resized first, channels swapped after (resizing works per channel: the same pixels, without copying the
+        # full-resolution ROI)
+        roi = np.ascontiguousarray(cv2.resize(image[ay0:ay1, ax0:ax1], (w, h), interpolation=cv2.INTER_AREA)[:, :, ::-1])
+        pri = cv2.resize(prior[ay0:ay1, ax0:ax1].astype(np.float32, copy=False), (w, h), interpolation=PRIOR_RESIZE)
+        mask = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+        inside = np.zeros((h, w), bool)
+        ix0, iy0 = int(np.floor((x0 - ax0) * s)), int(np.floor((y0 - ay0) * s))
+        ix1, iy1 = int(np.ceil((x1 - ax0) * s)), int(np.ceil((y1 - ay0) * s))
+        inside[max(iy0, 0):max(iy1, 0), max(ix0, 0):max(ix1, 0)] = True
+        peak = float(pri[inside].max()) if inside.any() else 0.0
+        if peak <= 0:
+            return None
+        mask[inside & (pri >= 0.5 * peak)] = cv2.GC_PR_FGD
+        if core < 1.0:
+            mask[inside & (pri >= core * peak)] = cv2.GC_FGD
+        edge = np.zeros((h, w), bool)  # the ROI's outer edge (where it is not the image's edge)
+        edge[0, :], edge[-1, :] = ay0 > 0, ay1 < H
+        edge[:, 0] |= ax0 > 0
+        edge[:, -1] |= ax1 < W
+        mask[edge & ~inside] = cv2.GC_BGD
+        return s, roi, pri, mask, inside & (pri >= 0.5 * peak)
+
+    def cut(start, work):
+        """The cut's box in ROI pixels (``None``: only a sliver, or nothing), the models it used and the seeded
+        cells' extent (``work`` = :func:`prepare`'s)."""
+        s, roi, pri, mask, seeded = work
+        ys, xs = np.nonzero(seeded)
+        extent = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
         trimap = mask.copy()
         try:
             if start is not None:  # one graph cut with the previous frame's models: no k-means, no re-learning
@@ -192,39 +217,49 @@ def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, 
                 cv2.setRNGSeed(0)  # k-means on OpenCV's global RNG (per thread): same input, same box
                 cv2.grabCut(roi, trimap, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
         except cv2.error:  # a degenerate ROI (e.g. one colour): no segment
-            return None, None
+            return None, None, extent
         fg = (trimap == cv2.GC_FGD) | (trimap == cv2.GC_PR_FGD)
         got = _component_box(fg, pri + 1e-3, (0, 0))
-        if got is None or (got[2] - got[0]) * (got[3] - got[1]) < min_fill * seed_area:
+        if got is None or (got[2] - got[0]) * (got[3] - got[1]) < min_fill * (extent[2] - extent[0]) * (extent[3] - extent[1]):
             got = None  # the cut kept only a sliver (texture the colour models could not separate)
-        return got, (bgd, fgd)
+        return got, (bgd, fgd), extent
 
     start = chain.start(rect) if chain is not None else None
-    box, models = cut(start)
-    if box is None and start is not None:  # the carried models did not fit this frame (e.g. a scene cut): cold
-        box, models = cut(None)
+    box = small = None
+    if start is not None:
+        small = prepare(min(work_side, CARRIED_SIDE if carried_side is None else carried_side))
+        if small is None:
+            return None
+        box, models, extent = cut(start, small)
+        scale = small[0]
+    if box is None:  # no carried models, or they did not fit this frame (e.g. a scene cut): cold
+        work = small if small is not None and small[0] >= min(1.0, work_side / max(ax1 - ax0, ay1 - ay0)) \
+            else prepare(work_side)
+        if work is None:
+            return None
+        box, models, extent = cut(None, work)
+        scale = work[0]
     if models is None:
         return None
     if chain is not None and box is not None:  # models that segmented nothing are not worth carrying
         chain.keep(rect, *models)
-    if box is None:  # the relevance's own extent
-        box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    bx0, by0, bx1, by1 = box
-    return (ax0 + bx0 / s, ay0 + by0 / s, ax0 + bx1 / s, ay0 + by1 / s)
+    bx0, by0, bx1, by1 = box if box is not None else extent  # else the relevance's own extent
+    return (ax0 + bx0 / scale, ay0 + by0 / scale, ax0 + bx1 / scale, ay0 + by1 / scale)
 
 
 def flood_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, tolerance: float = 0.35,
-              clean_only: bool = False, min_fill: float = 0.15) -> Box | None:
+              clean_only: bool = False, min_fill: float = 0.15, lab: np.ndarray | None = None) -> Box | None:
     """Region growing: from the pixel of ``rect`` most unlike the ROI's edge (the background's
     colours), grow over pixels whose Lab colour is within ``tolerance`` of the seed-to-background
-    contrast."""
-    import cv2
-
+    contrast (``lab``: the ROI's Lab pixels where the caller has them, :func:`_roi_lab`)."""
     H, W = image.shape[:2]
     ax0, ay0, ax1, ay1 = _roi(rect, margin, (H, W))
     if ax1 - ax0 < 4 or ay1 - ay0 < 4:
         return None
-    lab = cv2.cvtColor(np.ascontiguousarray(image[ay0:ay1, ax0:ax1]), cv2.COLOR_RGB2LAB).astype(np.float32)
+    import cv2
+
+    if lab is None:
+        lab = _roi_lab(image, (ax0, ay0, ax1, ay1))
     edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
     bg = np.median(edge, axis=0)
     x0, y0, x1, y1 = (int(round(v)) for v in rect)
@@ -262,10 +297,10 @@ def flood_parts_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: flo
 
     H, W = image.shape[:2]
     ax0, ay0, ax1, ay1 = _roi(rect, margin, (H, W))
-    first = flood_box(image, prior, rect, margin, tolerance=tolerance, clean_only=True, min_fill=min_fill)
+    lab = _roi_lab(image, (ax0, ay0, ax1, ay1)) if ax1 - ax0 >= 4 and ay1 - ay0 >= 4 else None
+    first = flood_box(image, prior, rect, margin, tolerance=tolerance, clean_only=True, min_fill=min_fill, lab=lab)
     if first is None or max_parts <= 1:
         return first
-    lab = cv2.cvtColor(np.ascontiguousarray(image[ay0:ay1, ax0:ax1]), cv2.COLOR_RGB2LAB).astype(np.float32)
     edge = np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]])
     far = np.sqrt(_squared_distance(lab, np.median(edge, axis=0)))
     pri = prior[ay0:ay1, ax0:ax1]
@@ -305,11 +340,42 @@ def flood_parts_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: flo
     return box
 
 
+def _roi_lab(image: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+    """The ROI's pixels in Lab (float32): region growing's colour space, converted once per seed."""
+    import cv2
+
+    ax0, ay0, ax1, ay1 = roi
+    return cv2.cvtColor(np.ascontiguousarray(image[ay0:ay1, ax0:ax1]), cv2.COLOR_RGB2LAB).astype(np.float32)
+
+
 def _squared_distance(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
     """Squared Euclidean distance of each pixel's colour (last axis) to ``colour``: comparisons on it need
     no square root (flood_box runs on every seed, at every query)."""
     d = pixels - colour
     return np.einsum("...k,...k->...", d, d)
+
+
+def _at_most(side: int, fn, image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, **options) -> Box | None:
+    """``fn``'s box (a region-growing function of ``(image, prior, rect, margin)``) with its ROI worked on at most
+    ``side`` pixels (long side): its CPU goes with the ROI's pixels, and a real camera's object spans hundreds.
+    ROIs that fit (the synthetic world's 112 px frames) are worked on as they are."""
+    import cv2
+
+    H, W = image.shape[:2]
+    ax0, ay0, ax1, ay1 = _roi(rect, margin, (H, W))
+    s = side / max(ax1 - ax0, ay1 - ay0, 1)
+    if not side or s >= 1.0:
+        return fn(image, prior, rect, margin, **options)
+    w, h = max(4, int(round((ax1 - ax0) * s))), max(4, int(round((ay1 - ay0) * s)))
+    sx, sy = w / (ax1 - ax0), h / (ay1 - ay0)
+    small = cv2.resize(image[ay0:ay1, ax0:ax1], (w, h), interpolation=cv2.INTER_AREA)
+    pri = cv2.resize(prior[ay0:ay1, ax0:ax1].astype(np.float32, copy=False), (w, h), interpolation=PRIOR_RESIZE)
+    x0, y0, x1, y1 = rect
+    got = fn(small, pri, ((x0 - ax0) * sx, (y0 - ay0) * sy, (x1 - ax0) * sx, (y1 - ay0) * sy), margin * min(sx, sy),
+             **options)
+    if got is None:
+        return None
+    return (ax0 + got[0] / sx, ay0 + got[1] / sy, ax0 + got[2] / sx, ay0 + got[3] / sy)
 
 
 def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, margin: float,
@@ -320,15 +386,34 @@ def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, ma
     growing looks for the object's other parts (:func:`flood_parts_box`); on a coarse grid a region touching
     the first is as likely another object (the synthetic world's 4x4 grid), and one clean region is the box."""
     if method == "auto":
-        box = flood_parts_box(image, prior, rect, margin, max_parts=4 if fine_grid else 1)
-        return box if box is not None else grabcut_box(image, prior, rect, margin, **options)
+        box = _at_most(FLOOD_SIDE, flood_parts_box, image, prior, rect, margin, max_parts=4 if fine_grid else 1)
+        if box is None:
+            return grabcut_box(image, prior, rect, margin, **options)
+        chain = options.get("chain")
+        if chain is not None and CARRY_PAST_FLOOD:  # region growing took this frame: GrabCut's models skip it
+            models = chain.start(rect)
+            if models is not None:
+                chain.keep(rect, *models)
+        return box
     if method == "grabcut":
         return grabcut_box(image, prior, rect, margin, **options)
     if method == "flood":
-        return flood_box(image, prior, rect, margin)
+        return _at_most(FLOOD_SIDE, flood_box, image, prior, rect, margin)
     if method == "cells":
         return rect
     raise ValueError(f"unknown segmentation method {method!r}: choose one of {', '.join(SEGMENT_METHODS)}")
+
+
+class _Normalised:
+    """A frame's relevance map scaled to 0..1, ``(map - lo) / (hi - lo)`` (0 where flat), computed only for the
+    slices read: segmentation reads its seeds' ROIs, a small part of a camera frame's pixels."""
+
+    def __init__(self, image_map: np.ndarray, lo: float, hi: float):
+        self._map, self._lo, self._hi = image_map, lo, hi
+
+    def __getitem__(self, key) -> np.ndarray:
+        part = self._map[key]
+        return (part - self._lo) / (self._hi - self._lo) if self._hi > self._lo else np.zeros_like(part)
 
 
 def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndarray, grid: tuple[int, int],
@@ -341,7 +426,7 @@ def frame_candidates(image: np.ndarray, grid_map: np.ndarray, image_map: np.ndar
     rows, cols = grid
     cell = min((content_box[2] - content_box[0]) / cols, (content_box[3] - content_box[1]) / rows)
     lo, hi = float(image_map.min()), float(image_map.max())
-    prior = (image_map - lo) / (hi - lo) if hi > lo else np.zeros_like(image_map)
+    prior = _Normalised(image_map, lo, hi)
     out: list[tuple[Box, float]] = []
     for r, c, v in relevance_seeds(grid_map, max_seeds, min_fraction):
         rect = _cells_to_pixels(seed_region(grid_map, r, c, region_threshold), grid, content_box)
