@@ -43,6 +43,9 @@ MODEL_FRAMES = 8  # the shipped model was trained on 6-10 frame windows
 FPS = 5.0
 
 
+#: the cost case "a query to all with the text-prefix cache off" (what sharing the question's KV saves)
+NOT_SHARED = "all (text not shared)"
+
 #: other rules for "which camera" computed from the same answers (the service ranks by found, then p_yes,
 #: i.e. by p_yes): a comparison, chosen between on the val split only
 RULES = {"p_yes (the service's rank)": lambda p, s: p, "spatial score": lambda p, s: s,
@@ -95,6 +98,58 @@ def scene(k: int, cameras: list[str], split: str) -> tuple[str, str, dict[str, n
     return sample["query"], where, clips, near
 
 
+def logit(p: float) -> float:
+    p = min(max(float(p), 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+#: "which camera" rules computed from each camera's answer and the judgments of :func:`judgments` (higher =
+#: better; ``f`` a camera's features): compared on the val split, the best reported on test against the
+#: service's rank (``found``, then ``p_yes``)
+CAMERA_RULES = {
+    "found, p_yes (the service's rank)": lambda f: (f["found"], f["p_yes"]),
+    "p_yes": lambda f: f["p_yes"],
+    "logit p_yes - logit p(neutral)": lambda f: logit(f["p_yes"]) - logit(f["p_neutral"]),
+    "min(p_yes, p_attribute, p_action)": lambda f: min(f["p_yes"], f["p_attribute"], f["p_action"]),
+    "sum of logits (full, attribute, action)": lambda f: logit(f["p_yes"]) + logit(f["p_attribute"])
+    + logit(f["p_action"]),
+    "sum of logits (full, attr, action) - 3 logit p(neutral)": lambda f: logit(f["p_yes"])
+    + logit(f["p_attribute"]) + logit(f["p_action"]) - 3 * logit(f["p_neutral"]),
+    "min(p_attribute, p_action)": lambda f: min(f["p_attribute"], f["p_action"]),
+    "p_yes x track concentration": lambda f: f["p_yes"] * f["concentration"],
+    "p_yes x mean frame relevance in the tube": lambda f: f["p_yes"] * f["frame_relevance"],
+    "found, then sum of logits (full, attribute, action)": lambda f: (
+        f["found"], logit(f["p_yes"]) + logit(f["p_attribute"]) + logit(f["p_action"])),
+}
+
+#: the neutral question of the contrast rule: the synthetic world's every clip holds shapes
+NEUTRAL = "a shape"
+
+
+def judgments(grounder, answer) -> dict:
+    """A camera's features for :data:`CAMERA_RULES`: its answer's ``found``, ``p_yes``, ``score``, the chosen
+    track's share of all tracks' spatial scores (``concentration``), the tube's mean per-frame relevance, and
+    p(yes) of the query's DSTH halves (attribute, action: the grounder's own sub-questions) and of a neutral
+    question, on the same sampled frames, no latent prompt (one extra forward pass of 3 prompts)."""
+    from stvg_ros.grounding.grounder import format_question, sample_indices
+    from stvg_ros.grounding.lra import yes_probability
+
+    r = answer.result
+    stamps = [f.stamp for f in answer.frames]
+    idx = sample_indices(len(stamps), grounder.config.num_frames, stamps)
+    adapter = grounder.adapter
+    with torch.no_grad():
+        visual = adapter.encode_frames([answer.frames[i].image for i in idx], stamps=[stamps[i] for i in idx])
+        questions = [grounder._sub_question(r.sub_queries.attribute, r.query),
+                     grounder._sub_question(r.sub_queries.action, r.query),
+                     format_question(grounder.config.question_template, NEUTRAL)]
+        p = yes_probability(adapter.run(visual, questions).yes_no_logits).tolist()
+    scores = [max(0.0, float(v)) for v in r.track_scores.values()]
+    return dict(found=bool(r.found), p_yes=float(r.p_yes), score=float(r.score), p_attribute=p[0], p_action=p[1],
+                p_neutral=p[2], concentration=(max(0.0, float(r.score)) / sum(scores)) if sum(scores) > 0 else 0.0,
+                frame_relevance=float(np.mean(r.frame_scores)) if r.frame_scores else 0.0)
+
+
 def serve(grounder, cameras: list[str], clips: dict[str, np.ndarray]):
     from stvg_ros.config import ServingConfig
     from stvg_ros.stream.multi import MultiStreamService
@@ -123,6 +178,40 @@ class Calls:
         return self.grounder.ground(*a, **kw)
 
 
+class ModelCPU:
+    """What the model passes cost: this thread's CPU inside the adapter's outermost ``run``/``encode_frames``/
+    ``encode_reversed`` calls (the rest of a query's CPU is the CPU stages), the decoder's calls and the
+    token positions they decoded (batch x length)."""
+
+    def __init__(self, adapter):
+        self.cpu, self.decodes, self.positions, self._depth = 0.0, 0, 0, 0
+        for name in ("run", "encode_frames", "encode_reversed"):
+            setattr(adapter, name, self._timed(getattr(adapter, name)))
+        decode = adapter._decode
+
+        def counted(embeds, *a, **kw):
+            self.decodes += 1
+            self.positions += int(embeds.shape[0]) * int(embeds.shape[1])
+            return decode(embeds, *a, **kw)
+
+        adapter._decode = counted
+
+    def _timed(self, fn):
+        def timed(*a, **kw):
+            self._depth += 1
+            t = time.thread_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.cpu += time.thread_time() - t
+        return timed
+
+    def snapshot(self) -> tuple[float, int, int]:
+        return self.cpu, self.decodes, self.positions
+
+
 def ask(svc, requests) -> tuple[list, float]:
     answers: list = []
     t = time.process_time()
@@ -149,6 +238,8 @@ def main(argv=None) -> int:
         args.cameras, args.scenes, args.cost_scenes = 2, 3, 1
     cameras = ["front", "rear", "left", "right", "arm", "head"][:args.cameras]
     grounder = Calls(load_grounder(args.model))
+    adapter = grounder.grounder.adapter
+    model = ModelCPU(adapter)
 
     rows, cost = [], []
     for k in range(args.scenes):
@@ -157,22 +248,34 @@ def main(argv=None) -> int:
         if k < args.cost_scenes:
             if k == 0:
                 ask(svc, [GroundingRequest("warm", query)])  # untimed warm-up
-            one = lambda: ask(svc, [GroundingRequest("all", query)])  # noqa: E731
-            sep = lambda: ask(svc, [GroundingRequest(f"q-{c}", query, stream=c) for c in cameras])  # noqa: E731
-            for first in ((one, sep) if k % 2 == 0 else (sep, one)):
-                before = grounder.n
-                _, seconds = first()
-                cost.append(dict(scene=k, kind="all" if first is one else "separate", cpu_s=seconds,
-                                 passes=grounder.n - before))
+            def run(kind):
+                # each timed query starts without kept text prefixes: what one query shares across its clips
+                adapter.use_text_prefix_cache = kind != NOT_SHARED
+                adapter.__dict__.pop("_text_prefixes", None)
+                if kind == "separate":
+                    return ask(svc, [GroundingRequest(f"q-{c}", query, stream=c) for c in cameras])
+                return ask(svc, [GroundingRequest("all", query)])
+
+            kinds = ["all", "separate", NOT_SHARED]
+            for kind in kinds[k % 3:] + kinds[:k % 3]:  # interleaved, the order rotated per scene
+                before, m0 = grounder.n, model.snapshot()
+                _, seconds = run(kind)
+                m1 = model.snapshot()
+                cost.append(dict(scene=k, kind=kind, cpu_s=seconds, passes=grounder.n - before,
+                                 model_cpu_s=m1[0] - m0[0], decoder_calls=m1[1] - m0[1],
+                                 decoded_positions=m1[2] - m0[2]))
+            adapter.use_text_prefix_cache = True
         [answer], _ = ask(svc, [GroundingRequest("all", query)])
         svc.stop()
         assert answer.status == ANSWERED, answer.reason
         own = next(a for a in answer.per_stream if a.stream == where)
+        features = {a.stream: judgments(grounder.grounder, a) for a in answer.per_stream}
         rows.append(dict(scene=k, query=query, target_camera=where, answered_camera=answer.stream,
                          single_found=bool(own.result.found), right=answer.stream == where,
                          distractor_shares=near,
                          p_yes={a.stream: round(float(a.result.p_yes), 4) for a in answer.per_stream},
-                         score={a.stream: round(float(a.result.score), 4) for a in answer.per_stream}))
+                         score={a.stream: round(float(a.result.score), 4) for a in answer.per_stream},
+                         features=features))
         print(f"scene {k:3d} {where:>5} -> {answer.stream:>5}  single found={own.result.found!s:5}  "
               f"p_yes {rows[-1]['p_yes']}", flush=True)
 
@@ -188,6 +291,22 @@ def main(argv=None) -> int:
     print(table(["rule (which camera is best)", "right camera where single-stream finds (95 % CI)"],
                 [[name, f"{100 * statistics.fmean(v):.1f} % [{100 * bootstrap_ci(v)[0]:.1f}, "
                         f"{100 * bootstrap_ci(v)[1]:.1f}]"] for name, v in rules.items() if v]))
+    camera_rules = {name: [float(max(r["features"], key=lambda c: rule(r["features"][c])) == r["target_camera"])
+                           for r in counted] for name, rule in CAMERA_RULES.items()}
+    base = camera_rules[next(iter(CAMERA_RULES))]
+    rule_rows, rule_summary = [], {}
+    for name, v in camera_rules.items():
+        if not v:
+            continue
+        diff = [a - b for a, b in zip(v, base)]
+        ci, dci = bootstrap_ci(v), bootstrap_ci(diff)
+        rule_summary[name] = dict(right_pct=100 * statistics.fmean(v), ci=[100 * ci[0], 100 * ci[1]],
+                                  paired_diff=100 * statistics.fmean(diff), diff_ci=[100 * dci[0], 100 * dci[1]])
+        rule_rows.append([name, f"{100 * statistics.fmean(v):.1f} % [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]",
+                          f"{100 * statistics.fmean(diff):+.1f} [{100 * dci[0]:+.1f}, {100 * dci[1]:+.1f}]"])
+    print()
+    print(table([f"camera rule ({args.split}, {len(counted)} scenes where single-stream finds)",
+                 "right camera (95 % CI)", "paired difference vs the service's rank (95 % CI)"], rule_rows))
     by_near = {}
     for r in counted:
         by_near.setdefault(max(r["distractor_shares"].values()), []).append(float(r["right"]))
@@ -201,10 +320,15 @@ def main(argv=None) -> int:
                   f"{acc_all:.1f} % [{lo_all:.1f}, {hi_all:.1f}]", "pass" if acc >= 95 else "fail"]]))
     summary = {}
     if cost:
-        for kind in ("all", "separate"):
+        for kind in ("all", "separate", NOT_SHARED):
             xs = [c for c in cost if c["kind"] == kind]
-            summary[kind] = dict(cpu_s=statistics.median(c["cpu_s"] for c in xs),
-                                 passes=statistics.median(c["passes"] for c in xs))
+            summary[kind] = {f: statistics.median(c[f] for c in xs) for f in
+                             ("cpu_s", "passes", "model_cpu_s", "decoder_calls", "decoded_positions")}
+            summary[kind]["cpu_stages_s"] = statistics.median(c["cpu_s"] - c["model_cpu_s"] for c in xs)
+        pairs = [(a, b) for a in cost if a["kind"] == "all" for b in cost
+                 if b["kind"] == NOT_SHARED and b["scene"] == a["scene"]]
+        summary["shared_over_not_shared"] = {f: statistics.median(a[f] / b[f] for a, b in pairs)
+                                             for f in ("cpu_s", "model_cpu_s", "decoded_positions")}
         ratio = statistics.median(a["cpu_s"] / s["cpu_s"] for a, s in zip(
             [c for c in cost if c["kind"] == "all"], [c for c in cost if c["kind"] == "separate"]))
         summary["ratio_all_over_separate"] = ratio
@@ -213,9 +337,20 @@ def main(argv=None) -> int:
                     [["to all cameras", summary["all"]["passes"], f"{summary['all']['cpu_s']:.2f}", f"{ratio:.3f}"],
                      [f"{len(cameras)} separate", summary["separate"]["passes"], f"{summary['separate']['cpu_s']:.2f}",
                       "1"]]))
+        print()
+        sh = summary["shared_over_not_shared"]
+        print(table(["query (medians over scenes)", "groundings", "decoder calls", "decoded positions",
+                     "model CPU s", "CPU stages s", "total CPU s"],
+                    [[name, summary[kind]["passes"], summary[kind]["decoder_calls"], summary[kind]["decoded_positions"],
+                      f"{summary[kind]['model_cpu_s']:.3f}", f"{summary[kind]['cpu_stages_s']:.3f}",
+                      f"{summary[kind]['cpu_s']:.3f}"]
+                     for name, kind in (("to all, text shared across clips", "all"), (f"{len(cameras)} separate", "separate"),
+                                        ("to all, text not shared", NOT_SHARED))]
+                    + [["shared / not shared (median of pairs)", "", "", f"{sh['decoded_positions']:.3f}",
+                        f"{sh['model_cpu_s']:.3f}", "", f"{sh['cpu_s']:.3f}"]]))
     write_json(args.out, dict(machine=machine(), args=vars(args), cameras=cameras, accuracy=dict(
         counted=len(counted), scenes=len(rows), right_pct=acc, ci=[lo, hi], right_pct_every_scene=acc_all,
-        ci_every_scene=[lo_all, hi_all], rules={k: 100 * statistics.fmean(v) for k, v in rules.items() if v},
+        ci_every_scene=[lo_all, hi_all], camera_rules=rule_summary, rules={k: 100 * statistics.fmean(v) for k, v in rules.items() if v},
         by_closest_distractor={n: dict(scenes=len(v), right_pct=100 * statistics.fmean(v)) for n, v in by_near.items()}),
         cost=cost, cost_summary=summary, scenes=rows))
     return 0
