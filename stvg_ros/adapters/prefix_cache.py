@@ -27,8 +27,10 @@ class ClipPrefixCache:
     use_prefix_cache: bool = True
     #: where the template puts the question before the video: keep the KV of each prompt's text before its
     #: video (system turn + question) and decode only the video and the rest on it, for every clip
-    #: (cameras, TAS's reversed clip, later windows) asked that question (see :meth:`_run_on_text_prefixes`)
-    use_text_prefix_cache: bool = True
+    #: (cameras, TAS's reversed clip, later windows) asked that question (see :meth:`_run_on_text_prefixes`).
+    #: Exact, but off: the one question-first model (the shipped one) is so small that a pass per text costs
+    #: more than the 21 % of positions it saves (1.25x its model CPU, bench/README "Several cameras")
+    use_text_prefix_cache: bool = False
     #: distinct text prefixes kept (least recently used dropped first)
     text_prefix_entries: int = 32
 
