@@ -8,13 +8,16 @@ object matches the description (their objects share colours, shapes or actions: 
 ingested into its stream of a :class:`stvg_ros.stream.multi.MultiStreamService` serving the shipped model
 (``models/stvg-synth-qwen``), one grounder for all.
 
-* **which camera**: the query to all (``stream=""``) answers with the best camera (``found``, then ``p_yes``;
-  the rule was fixed before this bench ran, nothing tuned, so no validation split is used).  Counted where
-  the single-stream method finds the target: the target camera's own answer (its entry in ``per_stream``:
-  the same frames and grounder as a one-stream service) says ``found``.  Mean with a 95 % bootstrap CI.
+* **which camera**: the query to all (``stream=""``) answers with the best camera (``found``, then ``p_yes``).
+  Counted where the single-stream method finds the target: the target camera's own answer (its entry in
+  ``per_stream``: the same frames and grounder as a one-stream service) says ``found``.  Mean with a 95 %
+  bootstrap CI; the rules of :data:`CAMERA_RULES` (from each camera's answer and :func:`judgments`, one extra
+  pass per camera) with paired differences against the service's rank, to be chosen on ``--split val``.
 * **cost**: on the first ``--cost-scenes`` scenes, the CPU time (``time.process_time``, this process) of the
-  query to all against N separate queries (one per camera, ``stream=name``) on the same streams, run
-  interleaved (order alternated) after one untimed warm-up, and the model passes (grounder calls) of each.
+  query to all against N separate queries (one per camera, ``stream=name``) on the same streams, and of the
+  query to all with the question's text shared across clips (the adapter's ``use_text_prefix_cache``) against
+  without it, run interleaved (order rotated) after one untimed warm-up; groundings, decoder calls, decoded
+  positions and the model passes' CPU (:class:`ModelCPU`) apart from the CPU stages (the rest).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_multicam.py              # ~3-4 min CPU
     .venv/bin/python bench/bench_multicam.py --quick                                       # CI, ~15 s
