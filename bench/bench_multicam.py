@@ -347,14 +347,17 @@ def main(argv=None) -> int:
                     [[name, summary[kind]["passes"], summary[kind]["decoder_calls"], summary[kind]["decoded_positions"],
                       f"{summary[kind]['model_cpu_s']:.3f}", f"{summary[kind]['cpu_stages_s']:.3f}",
                       f"{summary[kind]['cpu_s']:.3f}"]
-                     for name, kind in (("to all, text shared across clips", "all"), (f"{len(cameras)} separate", "separate"),
+                     for name, kind in (("to all, text shared across clips", "all"),
+                                        (f"{len(cameras)} separate", "separate"),
                                         ("to all, text not shared", NOT_SHARED))]
                     + [["shared / not shared (median of pairs)", "", "", f"{sh['decoded_positions']:.3f}",
                         f"{sh['model_cpu_s']:.3f}", "", f"{sh['cpu_s']:.3f}"]]))
     write_json(args.out, dict(machine=machine(), args=vars(args), cameras=cameras, accuracy=dict(
         counted=len(counted), scenes=len(rows), right_pct=acc, ci=[lo, hi], right_pct_every_scene=acc_all,
-        ci_every_scene=[lo_all, hi_all], camera_rules=rule_summary, rules={k: 100 * statistics.fmean(v) for k, v in rules.items() if v},
-        by_closest_distractor={n: dict(scenes=len(v), right_pct=100 * statistics.fmean(v)) for n, v in by_near.items()}),
+        ci_every_scene=[lo_all, hi_all], camera_rules=rule_summary,
+        rules={k: 100 * statistics.fmean(v) for k, v in rules.items() if v},
+        by_closest_distractor={n: dict(scenes=len(v), right_pct=100 * statistics.fmean(v))
+                               for n, v in by_near.items()}),
         cost=cost, cost_summary=summary, scenes=rows))
     return 0
 

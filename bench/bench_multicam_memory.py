@@ -12,15 +12,17 @@ Each (model, streams) case runs in a **fresh subprocess** (so one case's heap ne
    RSS ``after`` and the process's peak (``ru_maxrss``, includes the queries' activations).
 
 Figures per case: RSS in MiB, ratios to the one-stream case of the same model (target < 1.2x at 4 streams);
-per stream under load its queueing delay (``Answer.queue_time``: submitted → its grounding starts) and latency;
+per stream under load its queueing delay (submitted → its grounding starts: this process's CPU s, and wall s from
+``Answer.queue_time``) and latency;
 the CPU time of the load (``time.process_time``, all threads) per query; model passes (grounder calls) and
 CPU of "all" vs N separate queries.
 
 Models: ``shipped`` (``models/stvg-synth-qwen``, the defaults it ships with) and ``real``: the Qwen2.5-VL-3B
-shapes of :mod:`bench.model_configs` (random weights, float32, as the CPU runs it: real widths, hidden 2048, 16/2 heads, MLP 11008,
-vocabulary 151936 with its real embedding table; vision tower width 1280) with **reduced depth**
-(``--real-layers`` decoder layers, default 2 of 36, and the same number of vision blocks of 32), because the full
-3B (15 GB in float32, 7.5 in bf16, its LRA step more) does not fit beside six other developers on the shared 24 GiB machine.
+shapes of :mod:`bench.model_configs` (random weights, float32, as the CPU runs it: real widths, hidden 2048,
+16/2 heads, MLP 11008, vocabulary 151936 with its real embedding table; vision tower width 1280) with **reduced
+depth** (``--real-layers`` decoder layers, default 2 of 36, and the same number of vision blocks of 32), because the full
+3B (15 GB in float32, 7.5 in bf16, its LRA step more) does not fit beside six other developers on the shared
+24 GiB machine.
 Only the weights scale with depth, and they are the same in every case of a model, so the ratio at 4 streams is
 an upper bound for the full model (its one-stream figure is larger, the streams' share the same).  The real
 shape grounds 4 frames per clip at 224 px (``image_size``; ~10 s CPU per grounding here, so by default its cases
@@ -213,7 +215,8 @@ def main(argv=None) -> int:
         ld = c["load"]
         per = ld["per_stream"]
         lat.append([c["label"], c["streams"], ld["passes"], f"{ld['cpu_s'] / c['streams']:.2f}",
-                    " / ".join(f"{per[s]['queue_cpu_s']:.2f}" for s in sorted(per, key=lambda s: per[s]['queue_cpu_s'])),
+                    " / ".join(f"{per[s]['queue_cpu_s']:.2f}"
+                               for s in sorted(per, key=lambda s: per[s]['queue_cpu_s'])),
                     f"{max(p['queue_cpu_s'] for p in per.values()) / (ld['cpu_s'] / c['streams']):.2f}",
                     " / ".join(f"{per[s]['queue_s']:.2f}" for s in sorted(per, key=lambda s: per[s]['queue_s']))])
     print()

@@ -1,6 +1,6 @@
 """The text before a prompt's video, decoded once for every clip (issue 32: "the text side of a query encoded once
-for N clips"; the adapter's ``use_text_prefix_cache``, off by default).  Where the template asks before the video (the shipped model), each prompt's system turn and
-question are a prefix that sees no visual token and no latent prompt: their KV is computed once and every clip
+for N clips"; the adapter's ``use_text_prefix_cache``, off by default).  Where the template asks before the video
+(the shipped model), each prompt's system turn and question are a prefix that sees no visual token and no latent prompt: their KV is computed once and every clip
 asked that question (the cameras of a query to all, TAS's reversed clip, later windows) decodes only its video
 and the rest on it.  The results equal a full pass to float tolerance, with gradients too; where the video
 comes first the adapter's clip prefix applies instead and this path stays off."""
