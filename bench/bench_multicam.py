@@ -224,6 +224,41 @@ def ask(svc, requests) -> tuple[list, float]:
     return answers, time.process_time() - t
 
 
+def text_sharing_real(cameras: int, layers: int, rounds: int = 3) -> dict:
+    """The text side shared across clips on a compute-bound decoder: the Qwen2.5-VL-3B widths of
+    :mod:`bench.model_configs` (``layers`` decoder and vision layers, random weights, float32) given the shipped
+    model's question-first template; one grounding's attention-stage call (4 prompts: question, caption, the two
+    DSTH halves; attention captured) on each camera's clip (4 frames at 224 px), with and without sharing,
+    interleaved; CPU s of this process."""
+    from bench.model_configs import build_real_size
+    from stvg_ros.adapters.base import CaptureSpec
+    from stvg_ros.adapters.tiny_models import random_frames
+    from stvg_ros.synthetic.model import QUESTION_FIRST_TEMPLATE
+
+    a = build_real_size("qwen2.5-vl-3b", torch.device("cpu"), torch.float32,
+                        text_overrides=dict(num_hidden_layers=layers),
+                        vision_overrides=dict(depth=layers, fullatt_block_indexes=[layers - 1]))
+    a.chat_template, a._layout_cache = QUESTION_FIRST_TEMPLATE, {}
+    clips = [a.encode_frames(random_frames(4, 224, 224, seed=c), stamps=[0.2 * i for i in range(4)])
+             for c in range(cameras)]
+    qs = ["Is there the man in red clothes who walks to the door in this video?", "Describe this video in details.",
+          "Is there the man in red clothes in this video?", "Is there the man walks to the door in this video?"]
+    cpu: dict = {True: [], False: []}
+    for r in range(rounds):
+        for use in ((True, False) if r % 2 == 0 else (False, True)):
+            a.use_text_prefix_cache = use
+            a.__dict__.pop("_text_prefixes", None)
+            t = time.process_time()
+            for v in clips:
+                a.run(v, qs, capture=CaptureSpec())
+            cpu[use].append(time.process_time() - t)
+    b = a.prepare(clips[0], qs)
+    text = sum(P for P, _ in a._text_prefix_groups(b))
+    return dict(cameras=cameras, layers=layers, visual_tokens=clips[0].num_tokens,
+                positions_per_clip=int(sum(b.lengths)), text_positions_per_clip=text,
+                shared_cpu_s=statistics.median(cpu[True]), not_shared_cpu_s=statistics.median(cpu[False]))
+
+
 def main(argv=None) -> int:
     from stvg_ros.stream.requests import ANSWERED, GroundingRequest
     from stvg_ros.synthetic.bench import bootstrap_ci
@@ -236,7 +271,19 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", "--json", dest="out", default=str(ROOT / "bench" / "results" / "multicam.json"))
     ap.add_argument("--quick", action="store_true", help="CI: 2 cameras, 3 scenes, 1 timed")
+    ap.add_argument("--text-sharing-real", type=int, default=0, metavar="LAYERS",
+                    help="only measure the text shared across --cameras clips on the real widths at LAYERS layers")
     args = ap.parse_args(argv)
+    if args.text_sharing_real:
+        torch.set_num_threads(1)
+        r = text_sharing_real(args.cameras, args.text_sharing_real)
+        print(table(["cameras", "decoder layers", "visual tokens per clip", "positions per clip (4 prompts)",
+                     "of them text before the video", "CPU s shared", "CPU s not shared", "shared / not shared"],
+                    [[r["cameras"], r["layers"], r["visual_tokens"], r["positions_per_clip"],
+                      r["text_positions_per_clip"], f"{r['shared_cpu_s']:.2f}", f"{r['not_shared_cpu_s']:.2f}",
+                      f"{r['shared_cpu_s'] / r['not_shared_cpu_s']:.3f}"]]))
+        write_json(args.out, dict(machine=machine(), args=vars(args), text_sharing_real=r))
+        return 0
     if args.quick:
         args.cameras, args.scenes, args.cost_scenes = 2, 3, 1
     cameras = ["front", "rear", "left", "right", "arm", "head"][:args.cameras]

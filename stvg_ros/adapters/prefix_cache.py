@@ -28,8 +28,8 @@ class ClipPrefixCache:
     #: where the template puts the question before the video: keep the KV of each prompt's text before its
     #: video (system turn + question) and decode only the video and the rest on it, for every clip
     #: (cameras, TAS's reversed clip, later windows) asked that question (see :meth:`_run_on_text_prefixes`).
-    #: Exact, but off: the one question-first model (the shipped one) is so small that a pass per text costs
-    #: more than the 21 % of positions it saves (1.25x its model CPU, bench/README "Several cameras")
+    #: Exact, but off: measured, a pass per text costs more than the positions it saves (shipped model 1.25x
+    #: its model CPU, Qwen2.5-VL-3B widths 1.045x on 4 cameras; bench/README "Several cameras")
     use_text_prefix_cache: bool = False
     #: distinct text prefixes kept (least recently used dropped first)
     text_prefix_entries: int = 32
