@@ -8,13 +8,16 @@ object matches the description (their objects share colours, shapes or actions: 
 ingested into its stream of a :class:`stvg_ros.stream.multi.MultiStreamService` serving the shipped model
 (``models/stvg-synth-qwen``), one grounder for all.
 
-* **which camera**: the query to all (``stream=""``) answers with the best camera (``found``, then ``p_yes``;
-  the rule was fixed before this bench ran, nothing tuned, so no validation split is used).  Counted where
-  the single-stream method finds the target: the target camera's own answer (its entry in ``per_stream``:
-  the same frames and grounder as a one-stream service) says ``found``.  Mean with a 95 % bootstrap CI.
+* **which camera**: the query to all (``stream=""``) answers with the best camera (``found``, then ``p_yes``).
+  Counted where the single-stream method finds the target: the target camera's own answer (its entry in
+  ``per_stream``: the same frames and grounder as a one-stream service) says ``found``.  Mean with a 95 %
+  bootstrap CI; the rules of :data:`CAMERA_RULES` (from each camera's answer and :func:`judgments`, one extra
+  pass per camera) with paired differences against the service's rank, to be chosen on ``--split val``.
 * **cost**: on the first ``--cost-scenes`` scenes, the CPU time (``time.process_time``, this process) of the
-  query to all against N separate queries (one per camera, ``stream=name``) on the same streams, run
-  interleaved (order alternated) after one untimed warm-up, and the model passes (grounder calls) of each.
+  query to all against N separate queries (one per camera, ``stream=name``) on the same streams, and of the
+  query to all with the question's text shared across clips (the adapter's ``use_text_prefix_cache``) against
+  without it, run interleaved (order rotated) after one untimed warm-up; groundings, decoder calls, decoded
+  positions and the model passes' CPU (:class:`ModelCPU`) apart from the CPU stages (the rest).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_multicam.py              # ~3-4 min CPU
     .venv/bin/python bench/bench_multicam.py --quick                                       # CI, ~15 s
@@ -42,6 +45,9 @@ CLIP_FRAMES = 16
 MODEL_FRAMES = 8  # the shipped model was trained on 6-10 frame windows
 FPS = 5.0
 
+
+#: the cost case "a query to all with the text-prefix cache off" (what sharing the question's KV saves)
+NOT_SHARED = "all (text not shared)"  # the adapter's default; "all" and "separate" are timed with it on
 
 #: other rules for "which camera" computed from the same answers (the service ranks by found, then p_yes,
 #: i.e. by p_yes): a comparison, chosen between on the val split only
@@ -95,6 +101,58 @@ def scene(k: int, cameras: list[str], split: str) -> tuple[str, str, dict[str, n
     return sample["query"], where, clips, near
 
 
+def logit(p: float) -> float:
+    p = min(max(float(p), 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
+#: "which camera" rules computed from each camera's answer and the judgments of :func:`judgments` (higher =
+#: better; ``f`` a camera's features): compared on the val split, the best reported on test against the
+#: service's rank (``found``, then ``p_yes``)
+CAMERA_RULES = {
+    "found, p_yes (the service's rank)": lambda f: (f["found"], f["p_yes"]),
+    "p_yes": lambda f: f["p_yes"],
+    "logit p_yes - logit p(neutral)": lambda f: logit(f["p_yes"]) - logit(f["p_neutral"]),
+    "min(p_yes, p_attribute, p_action)": lambda f: min(f["p_yes"], f["p_attribute"], f["p_action"]),
+    "sum of logits (full, attribute, action)": lambda f: logit(f["p_yes"]) + logit(f["p_attribute"])
+    + logit(f["p_action"]),
+    "sum of logits (full, attr, action) - 3 logit p(neutral)": lambda f: logit(f["p_yes"])
+    + logit(f["p_attribute"]) + logit(f["p_action"]) - 3 * logit(f["p_neutral"]),
+    "min(p_attribute, p_action)": lambda f: min(f["p_attribute"], f["p_action"]),
+    "p_yes x track concentration": lambda f: f["p_yes"] * f["concentration"],
+    "p_yes x mean frame relevance in the tube": lambda f: f["p_yes"] * f["frame_relevance"],
+    "found, then sum of logits (full, attribute, action)": lambda f: (
+        f["found"], logit(f["p_yes"]) + logit(f["p_attribute"]) + logit(f["p_action"])),
+}
+
+#: the neutral question of the contrast rule: the synthetic world's every clip holds shapes
+NEUTRAL = "a shape"
+
+
+def judgments(grounder, answer) -> dict:
+    """A camera's features for :data:`CAMERA_RULES`: its answer's ``found``, ``p_yes``, ``score``, the chosen
+    track's share of all tracks' spatial scores (``concentration``), the tube's mean per-frame relevance, and
+    p(yes) of the query's DSTH halves (attribute, action: the grounder's own sub-questions) and of a neutral
+    question, on the same sampled frames, no latent prompt (one extra forward pass of 3 prompts)."""
+    from stvg_ros.grounding.grounder import format_question, sample_indices
+    from stvg_ros.grounding.lra import yes_probability
+
+    r = answer.result
+    stamps = [f.stamp for f in answer.frames]
+    idx = sample_indices(len(stamps), grounder.config.num_frames, stamps)
+    adapter = grounder.adapter
+    with torch.no_grad():
+        visual = adapter.encode_frames([answer.frames[i].image for i in idx], stamps=[stamps[i] for i in idx])
+        questions = [grounder._sub_question(r.sub_queries.attribute, r.query),
+                     grounder._sub_question(r.sub_queries.action, r.query),
+                     format_question(grounder.config.question_template, NEUTRAL)]
+        p = yes_probability(adapter.run(visual, questions).yes_no_logits).tolist()
+    scores = [max(0.0, float(v)) for v in r.track_scores.values()]
+    return dict(found=bool(r.found), p_yes=float(r.p_yes), score=float(r.score), p_attribute=p[0], p_action=p[1],
+                p_neutral=p[2], concentration=(max(0.0, float(r.score)) / sum(scores)) if sum(scores) > 0 else 0.0,
+                frame_relevance=float(np.mean(r.frame_scores)) if r.frame_scores else 0.0)
+
+
 def serve(grounder, cameras: list[str], clips: dict[str, np.ndarray]):
     from stvg_ros.config import ServingConfig
     from stvg_ros.stream.multi import MultiStreamService
@@ -123,6 +181,40 @@ class Calls:
         return self.grounder.ground(*a, **kw)
 
 
+class ModelCPU:
+    """What the model passes cost: this thread's CPU inside the adapter's outermost ``run``/``encode_frames``/
+    ``encode_reversed`` calls (the rest of a query's CPU is the CPU stages), the decoder's calls and the
+    token positions they decoded (batch x length)."""
+
+    def __init__(self, adapter):
+        self.cpu, self.decodes, self.positions, self._depth = 0.0, 0, 0, 0
+        for name in ("run", "encode_frames", "encode_reversed"):
+            setattr(adapter, name, self._timed(getattr(adapter, name)))
+        decode = adapter._decode
+
+        def counted(embeds, *a, **kw):
+            self.decodes += 1
+            self.positions += int(embeds.shape[0]) * int(embeds.shape[1])
+            return decode(embeds, *a, **kw)
+
+        adapter._decode = counted
+
+    def _timed(self, fn):
+        def timed(*a, **kw):
+            self._depth += 1
+            t = time.thread_time()
+            try:
+                return fn(*a, **kw)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.cpu += time.thread_time() - t
+        return timed
+
+    def snapshot(self) -> tuple[float, int, int]:
+        return self.cpu, self.decodes, self.positions
+
+
 def ask(svc, requests) -> tuple[list, float]:
     answers: list = []
     t = time.process_time()
@@ -130,6 +222,41 @@ def ask(svc, requests) -> tuple[list, float]:
         svc.submit(r, answers.append)
     svc.run_pending()
     return answers, time.process_time() - t
+
+
+def text_sharing_real(cameras: int, layers: int, rounds: int = 3) -> dict:
+    """The text side shared across clips on a compute-bound decoder: the Qwen2.5-VL-3B widths of
+    :mod:`bench.model_configs` (``layers`` decoder and vision layers, random weights, float32) given the shipped
+    model's question-first template; one grounding's attention-stage call (4 prompts: question, caption, the two
+    DSTH halves; attention captured) on each camera's clip (4 frames at 224 px), with and without sharing,
+    interleaved; CPU s of this process."""
+    from bench.model_configs import build_real_size
+    from stvg_ros.adapters.base import CaptureSpec
+    from stvg_ros.adapters.tiny_models import random_frames
+    from stvg_ros.synthetic.model import QUESTION_FIRST_TEMPLATE
+
+    a = build_real_size("qwen2.5-vl-3b", torch.device("cpu"), torch.float32,
+                        text_overrides=dict(num_hidden_layers=layers),
+                        vision_overrides=dict(depth=layers, fullatt_block_indexes=[layers - 1]))
+    a.chat_template, a._layout_cache = QUESTION_FIRST_TEMPLATE, {}
+    clips = [a.encode_frames(random_frames(4, 224, 224, seed=c), stamps=[0.2 * i for i in range(4)])
+             for c in range(cameras)]
+    qs = ["Is there the man in red clothes who walks to the door in this video?", "Describe this video in details.",
+          "Is there the man in red clothes in this video?", "Is there the man walks to the door in this video?"]
+    cpu: dict = {True: [], False: []}
+    for r in range(rounds):
+        for use in ((True, False) if r % 2 == 0 else (False, True)):
+            a.use_text_prefix_cache = use
+            a.__dict__.pop("_text_prefixes", None)
+            t = time.process_time()
+            for v in clips:
+                a.run(v, qs, capture=CaptureSpec())
+            cpu[use].append(time.process_time() - t)
+    b = a.prepare(clips[0], qs)
+    text = sum(P for P, _ in a._text_prefix_groups(b))
+    return dict(cameras=cameras, layers=layers, visual_tokens=clips[0].num_tokens,
+                positions_per_clip=int(sum(b.lengths)), text_positions_per_clip=text,
+                shared_cpu_s=statistics.median(cpu[True]), not_shared_cpu_s=statistics.median(cpu[False]))
 
 
 def main(argv=None) -> int:
@@ -144,11 +271,25 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test")
     ap.add_argument("--out", "--json", dest="out", default=str(ROOT / "bench" / "results" / "multicam.json"))
     ap.add_argument("--quick", action="store_true", help="CI: 2 cameras, 3 scenes, 1 timed")
+    ap.add_argument("--text-sharing-real", type=int, default=0, metavar="LAYERS",
+                    help="only measure the text shared across --cameras clips on the real widths at LAYERS layers")
     args = ap.parse_args(argv)
+    if args.text_sharing_real:
+        torch.set_num_threads(1)
+        r = text_sharing_real(args.cameras, args.text_sharing_real)
+        print(table(["cameras", "decoder layers", "visual tokens per clip", "positions per clip (4 prompts)",
+                     "of them text before the video", "CPU s shared", "CPU s not shared", "shared / not shared"],
+                    [[r["cameras"], r["layers"], r["visual_tokens"], r["positions_per_clip"],
+                      r["text_positions_per_clip"], f"{r['shared_cpu_s']:.2f}", f"{r['not_shared_cpu_s']:.2f}",
+                      f"{r['shared_cpu_s'] / r['not_shared_cpu_s']:.3f}"]]))
+        write_json(args.out, dict(machine=machine(), args=vars(args), text_sharing_real=r))
+        return 0
     if args.quick:
         args.cameras, args.scenes, args.cost_scenes = 2, 3, 1
     cameras = ["front", "rear", "left", "right", "arm", "head"][:args.cameras]
     grounder = Calls(load_grounder(args.model))
+    adapter = grounder.grounder.adapter
+    model = ModelCPU(adapter)
 
     rows, cost = [], []
     for k in range(args.scenes):
@@ -157,22 +298,34 @@ def main(argv=None) -> int:
         if k < args.cost_scenes:
             if k == 0:
                 ask(svc, [GroundingRequest("warm", query)])  # untimed warm-up
-            one = lambda: ask(svc, [GroundingRequest("all", query)])  # noqa: E731
-            sep = lambda: ask(svc, [GroundingRequest(f"q-{c}", query, stream=c) for c in cameras])  # noqa: E731
-            for first in ((one, sep) if k % 2 == 0 else (sep, one)):
-                before = grounder.n
-                _, seconds = first()
-                cost.append(dict(scene=k, kind="all" if first is one else "separate", cpu_s=seconds,
-                                 passes=grounder.n - before))
+            def run(kind):
+                # each timed query starts without kept text prefixes: what one query shares across its clips
+                adapter.use_text_prefix_cache = kind != NOT_SHARED
+                adapter.__dict__.pop("_text_prefixes", None)
+                if kind == "separate":
+                    return ask(svc, [GroundingRequest(f"q-{c}", query, stream=c) for c in cameras])
+                return ask(svc, [GroundingRequest("all", query)])
+
+            kinds = ["all", "separate", NOT_SHARED]
+            for kind in kinds[k % 3:] + kinds[:k % 3]:  # interleaved, the order rotated per scene
+                before, m0 = grounder.n, model.snapshot()
+                _, seconds = run(kind)
+                m1 = model.snapshot()
+                cost.append(dict(scene=k, kind=kind, cpu_s=seconds, passes=grounder.n - before,
+                                 model_cpu_s=m1[0] - m0[0], decoder_calls=m1[1] - m0[1],
+                                 decoded_positions=m1[2] - m0[2]))
+            adapter.__dict__.pop("use_text_prefix_cache", None)  # the adapter's default for the rest
         [answer], _ = ask(svc, [GroundingRequest("all", query)])
         svc.stop()
         assert answer.status == ANSWERED, answer.reason
         own = next(a for a in answer.per_stream if a.stream == where)
+        features = {a.stream: judgments(grounder.grounder, a) for a in answer.per_stream}
         rows.append(dict(scene=k, query=query, target_camera=where, answered_camera=answer.stream,
                          single_found=bool(own.result.found), right=answer.stream == where,
                          distractor_shares=near,
                          p_yes={a.stream: round(float(a.result.p_yes), 4) for a in answer.per_stream},
-                         score={a.stream: round(float(a.result.score), 4) for a in answer.per_stream}))
+                         score={a.stream: round(float(a.result.score), 4) for a in answer.per_stream},
+                         features=features))
         print(f"scene {k:3d} {where:>5} -> {answer.stream:>5}  single found={own.result.found!s:5}  "
               f"p_yes {rows[-1]['p_yes']}", flush=True)
 
@@ -188,6 +341,22 @@ def main(argv=None) -> int:
     print(table(["rule (which camera is best)", "right camera where single-stream finds (95 % CI)"],
                 [[name, f"{100 * statistics.fmean(v):.1f} % [{100 * bootstrap_ci(v)[0]:.1f}, "
                         f"{100 * bootstrap_ci(v)[1]:.1f}]"] for name, v in rules.items() if v]))
+    camera_rules = {name: [float(max(r["features"], key=lambda c: rule(r["features"][c])) == r["target_camera"])
+                           for r in counted] for name, rule in CAMERA_RULES.items()}
+    base = camera_rules[next(iter(CAMERA_RULES))]
+    rule_rows, rule_summary = [], {}
+    for name, v in camera_rules.items():
+        if not v:
+            continue
+        diff = [a - b for a, b in zip(v, base)]
+        ci, dci = bootstrap_ci(v), bootstrap_ci(diff)
+        rule_summary[name] = dict(right_pct=100 * statistics.fmean(v), ci=[100 * ci[0], 100 * ci[1]],
+                                  paired_diff=100 * statistics.fmean(diff), diff_ci=[100 * dci[0], 100 * dci[1]])
+        rule_rows.append([name, f"{100 * statistics.fmean(v):.1f} % [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]",
+                          f"{100 * statistics.fmean(diff):+.1f} [{100 * dci[0]:+.1f}, {100 * dci[1]:+.1f}]"])
+    print()
+    print(table([f"camera rule ({args.split}, {len(counted)} scenes where single-stream finds)",
+                 "right camera (95 % CI)", "paired difference vs the service's rank (95 % CI)"], rule_rows))
     by_near = {}
     for r in counted:
         by_near.setdefault(max(r["distractor_shares"].values()), []).append(float(r["right"]))
@@ -201,10 +370,15 @@ def main(argv=None) -> int:
                   f"{acc_all:.1f} % [{lo_all:.1f}, {hi_all:.1f}]", "pass" if acc >= 95 else "fail"]]))
     summary = {}
     if cost:
-        for kind in ("all", "separate"):
+        for kind in ("all", "separate", NOT_SHARED):
             xs = [c for c in cost if c["kind"] == kind]
-            summary[kind] = dict(cpu_s=statistics.median(c["cpu_s"] for c in xs),
-                                 passes=statistics.median(c["passes"] for c in xs))
+            summary[kind] = {f: statistics.median(c[f] for c in xs) for f in
+                             ("cpu_s", "passes", "model_cpu_s", "decoder_calls", "decoded_positions")}
+            summary[kind]["cpu_stages_s"] = statistics.median(c["cpu_s"] - c["model_cpu_s"] for c in xs)
+        pairs = [(a, b) for a in cost if a["kind"] == "all" for b in cost
+                 if b["kind"] == NOT_SHARED and b["scene"] == a["scene"]]
+        summary["shared_over_not_shared"] = {f: statistics.median(a[f] / b[f] for a, b in pairs)
+                                             for f in ("cpu_s", "model_cpu_s", "decoded_positions")}
         ratio = statistics.median(a["cpu_s"] / s["cpu_s"] for a, s in zip(
             [c for c in cost if c["kind"] == "all"], [c for c in cost if c["kind"] == "separate"]))
         summary["ratio_all_over_separate"] = ratio
@@ -213,10 +387,24 @@ def main(argv=None) -> int:
                     [["to all cameras", summary["all"]["passes"], f"{summary['all']['cpu_s']:.2f}", f"{ratio:.3f}"],
                      [f"{len(cameras)} separate", summary["separate"]["passes"], f"{summary['separate']['cpu_s']:.2f}",
                       "1"]]))
+        print()
+        sh = summary["shared_over_not_shared"]
+        print(table(["query (medians over scenes)", "groundings", "decoder calls", "decoded positions",
+                     "model CPU s", "CPU stages s", "total CPU s"],
+                    [[name, summary[kind]["passes"], summary[kind]["decoder_calls"], summary[kind]["decoded_positions"],
+                      f"{summary[kind]['model_cpu_s']:.3f}", f"{summary[kind]['cpu_stages_s']:.3f}",
+                      f"{summary[kind]['cpu_s']:.3f}"]
+                     for name, kind in (("to all, text shared across clips", "all"),
+                                        (f"{len(cameras)} separate", "separate"),
+                                        ("to all, text not shared", NOT_SHARED))]
+                    + [["shared / not shared (median of pairs)", "", "", f"{sh['decoded_positions']:.3f}",
+                        f"{sh['model_cpu_s']:.3f}", "", f"{sh['cpu_s']:.3f}"]]))
     write_json(args.out, dict(machine=machine(), args=vars(args), cameras=cameras, accuracy=dict(
         counted=len(counted), scenes=len(rows), right_pct=acc, ci=[lo, hi], right_pct_every_scene=acc_all,
-        ci_every_scene=[lo_all, hi_all], rules={k: 100 * statistics.fmean(v) for k, v in rules.items() if v},
-        by_closest_distractor={n: dict(scenes=len(v), right_pct=100 * statistics.fmean(v)) for n, v in by_near.items()}),
+        ci_every_scene=[lo_all, hi_all], camera_rules=rule_summary,
+        rules={k: 100 * statistics.fmean(v) for k, v in rules.items() if v},
+        by_closest_distractor={n: dict(scenes=len(v), right_pct=100 * statistics.fmean(v))
+                               for n, v in by_near.items()}),
         cost=cost, cost_summary=summary, scenes=rows))
     return 0
 

@@ -141,3 +141,20 @@ def test_bench_multicam_quick(tmp_path):
         assert row["right"] == (row["answered_camera"] == row["target_camera"])
     s = data["cost_summary"]
     assert s["all"]["passes"] == s["separate"]["passes"] == 2 and s["ratio_all_over_separate"] > 0
+
+
+def test_bench_multicam_memory_quick(tmp_path):
+    """Several cameras, one model (issue 32): RSS per stream count in fresh subprocesses, queueing delay under
+    load and all vs separate, with the shipped model, in CI (1 and 2 streams, 30-frame windows)."""
+    stdout, data = _run("bench_multicam_memory.py", tmp_path=tmp_path)
+    assert "| RSS windows full MiB" in stdout and "| queueing delay per stream, CPU s" in stdout
+    one, two = data["cases"]
+    assert (one["streams"], two["streams"]) == (1, 2)
+    for c in (one, two):
+        assert set(c["window_frames"].values()) == {30} and c["stored_side"] == 224  # twice the model's 112 px
+        assert c["rss_loaded_mib"] <= c["rss_windows_mib"] <= c["rss_peak_mib"]
+        assert c["load"]["passes"] == c["streams"] == c["all"]["passes"] == c["separate"]["passes"]
+        assert set(c["load"]["per_stream"]) == set(c["window_frames"])
+    # one worker serves the streams in turn: the second stream's grounding waits for the first one's CPU
+    delays = sorted(p["queue_cpu_s"] for p in two["load"]["per_stream"].values())
+    assert delays[0] < delays[1]

@@ -334,8 +334,12 @@ class HFAdapter(ChatPrompts, ClipPrefixCache, ModelAdapter):
         with grad_ctx:
             recompute = with_grad and self._recomputes(batch)
             plan = self._shared_plan(batch, with_grad, share_prefix, recompute)
+            texts = [] if plan is not None or recompute or not self.use_text_prefix_cache \
+                else self._text_prefix_groups(batch)
             if plan is not None:
                 hidden_last, attn = self._run_on_prefixes(batch, capture, layers, *plan)
+            elif texts:
+                hidden_last, attn = self._run_on_text_prefixes(batch, capture, layers, texts)
             else:
                 with checkpointed_layers(self.language_model) if recompute else contextlib.nullcontext():
                     hidden_last, attn = self._run_full(batch, capture, layers)

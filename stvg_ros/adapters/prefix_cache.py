@@ -25,6 +25,77 @@ class ClipPrefixCache:
 
     #: run prompts that share a clip on a KV cache of their common prefix (see ``_run_on_prefixes``)
     use_prefix_cache: bool = True
+    #: where the template puts the question before the video: keep the KV of each prompt's text before its
+    #: video (system turn + question) and decode only the video and the rest on it, for every clip
+    #: (cameras, TAS's reversed clip, later windows) asked that question (see :meth:`_run_on_text_prefixes`).
+    #: Exact, but off: measured, a pass per text costs more than the positions it saves (shipped model 1.25x
+    #: its model CPU, Qwen2.5-VL-3B widths 1.045x on 4 cameras; bench/README "Several cameras")
+    use_text_prefix_cache: bool = False
+    #: distinct text prefixes kept (least recently used dropped first)
+    text_prefix_entries: int = 32
+
+    def _text_prefix_groups(self, batch: PreparedBatch) -> list[tuple[int, list[int]]]:
+        """The batch's prompts grouped by their text before the video, ``[(its length, prompt indices)]``, when
+        every prompt's question lies in that text (question-first templates); else ``[]``.  That text's KV
+        depends on nothing else (no visual token, no latent prompt, plain positions), so it is exact to
+        reuse for any clip."""
+        groups: dict[tuple, tuple[int, list[int]]] = {}
+        for b, ids in enumerate(batch.prompt_ids):
+            ph = int(batch.cols[b, 0])
+            if not 0 < batch.question_starts[b] < ph or int(batch.rows[b].min()) <= ph:
+                return []
+            groups.setdefault(tuple(ids[:ph]), (ph, []))[1].append(b)
+        return list(groups.values())
+
+    def _text_prefix_kv(self, batch: PreparedBatch, b: int, P: int):
+        """The KV cache of prompt ``b``'s first ``P`` (text) positions, computed once per distinct text."""
+        store = self.__dict__.setdefault("_text_prefixes", {})
+        key = (tuple(batch.prompt_ids[b][:P]), tuple(batch.positions[..., b, :P].flatten().tolist()), self.dtype)
+        kv = store.pop(key, None)
+        if kv is None:
+            with torch.no_grad():
+                kv = self._decode(batch.embeds[b:b + 1, :P].detach(), batch.positions[..., b:b + 1, :P],
+                                  use_cache=True).past_key_values
+            self.text_prefix_stats["computed"] += 1
+        else:
+            self.text_prefix_stats["reused"] += 1
+        store[key] = kv  # most recent last
+        while len(store) > max(0, self.text_prefix_entries):
+            store.pop(next(iter(store)))
+        return kv
+
+    @property
+    def text_prefix_stats(self) -> dict:
+        """How often a text prefix's KV was computed and reused (benchmarks, tests)."""
+        return self.__dict__.setdefault("_text_prefix_stats", {"computed": 0, "reused": 0})
+
+    def _run_on_text_prefixes(self, batch: PreparedBatch, capture, layers, groups):
+        """``run`` on the cached KV of each prompt's text before its video (:meth:`_text_prefix_groups`): per
+        group, the video and the rest decoded on it; exactly the full pass's values (the prefix never sees
+        what follows), so with gradients too (a latent prompt sits after it)."""
+        B = batch.embeds.shape[0]
+        hidden_last = attn = None
+        for P, idx in groups:
+            cache = _fork_cache(self._text_prefix_kv(batch, idx[0], P))
+            if len(idx) > 1:
+                cache.reorder_cache(torch.zeros(len(idx), dtype=torch.long, device=self.device))
+            ix = torch.tensor(idx, device=self.device)
+            rows, cols = batch.rows[ix], batch.cols[ix]
+            ctx = capture_attention(rows - P, cols, layers) if capture is not None else null_capture()
+            with ctx as cap:
+                out = self._decode(batch.embeds[ix, P:], batch.positions[..., ix, P:], past_key_values=cache,
+                                   use_cache=True)
+            h = out.last_hidden_state
+            last = h[torch.arange(len(idx), device=h.device), batch.last[ix] - P]
+            if hidden_last is None:
+                hidden_last = last.new_zeros((B, last.shape[-1]))
+            hidden_last = hidden_last.index_copy(0, ix, last)
+            if cap is not None:
+                a = cap.result()
+                if a is not None:
+                    attn = a.new_zeros((B, *a.shape[1:])) if attn is None else attn
+                    attn[ix] = a
+        return hidden_last, attn
 
     def shares_prefix_under_grad(self, visual: VisualTokens, questions: Sequence[str]) -> bool:
         """Whether ``run(visual, questions, with_grad=True, share_prefix=True)`` decodes the clip's prefix once
