@@ -207,14 +207,15 @@ class Stack:
         return cls(service, grounder, stage, model)
 
     @classmethod
-    def _build_cameras(cls, settings: Settings, cameras: list[str], service, grounder: GroundingModel, side: int,
-                       stages: dict, model: dict, warn, threaded: bool) -> "Stack":
+    def _build_cameras(cls, settings: Settings, cameras: list[str], given: Optional[GroundingService],
+                       grounder: GroundingModel, side: int, stages: dict, model: dict,
+                       warn: Optional[Callable[[str, str], None]], threaded: bool) -> "Stack":
         """Several cameras: a :class:`MultiStreamService` (``service`` when it serves these names, else a new
         one), one window and proposal stage per camera, the one ``grounder``."""
         from .stream.multi import MultiStreamService
 
-        if not (isinstance(service, MultiStreamService) and service.streams == cameras):
-            service = MultiStreamService(cameras, settings.serving, warn=warn)
+        service = given if isinstance(given, MultiStreamService) and given.streams == cameras else \
+            MultiStreamService(cameras, settings.serving, warn=warn)
         service.configure(settings.serving, model_side=side)
         _camera_sides(service, settings)
         service.start(grounder, external_detections=settings.use_detections, stages=stages,
@@ -236,9 +237,13 @@ class Stack:
             grounder.config = settings.grounding.replace(**keep)
 
 
-def _camera_sides(service, settings: Settings) -> None:
+def _camera_sides(service: "GroundingService | MultiStreamService", settings: Settings) -> None:
     """Each camera's own ``ingest_side`` (an HD camera kept smaller, say) over the serving one."""
+    from .stream.multi import MultiStreamService
+
+    if not isinstance(service, MultiStreamService):
+        return
     for c in getattr(settings, "cameras", ()):
-        if getattr(c, "ingest_side", 0) and c.name in getattr(service, "streams", ()):  # new names: at build
+        if getattr(c, "ingest_side", 0) and c.name in service.streams:  # new names: at build
             s = service.stream(c.name)
             s.configure(s.config.replace(ingest_max_side=c.ingest_side))
