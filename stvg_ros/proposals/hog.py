@@ -105,11 +105,25 @@ class HogPeopleDetector:
         self.seconds += time.perf_counter() - t0
         return out
 
-    def _one(self, frame: np.ndarray, min_score: float) -> Detections:
+    def detect_in(self, frame: np.ndarray, regions: Sequence[tuple[int, int, int, int]],
+                  min_score: Optional[float] = None) -> Detections:
+        """People inside the given pixel rectangles of one RGB frame only (the caller chooses where to
+        look: ``motion_people`` re-checks its candidates); the stream's state is left as it is."""
+        min_score = self.box_threshold if min_score is None else min_score
+        t0 = time.perf_counter()
+        last = self._last
+        out = self._one(frame, min_score, [tuple(int(v) for v in r) for r in regions])
+        self._last = last
+        self.calls += 1
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def _one(self, frame: np.ndarray, min_score: float,
+             regions: Optional[Sequence[tuple[int, int, int, int]]] = None) -> Detections:
         cfg = self.config
         h, w = frame.shape[:2]
         gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-        regions = self._regions(gray)
+        regions = self._regions(gray) if regions is None else regions
         scale = self.upscale(h)
         found_boxes, found_margins = [], []
         for x0, y0, x1, y1 in regions:
