@@ -83,14 +83,37 @@ def test_motion_blobs_box_people_of_every_size_on_a_still_camera(vtest):
 
 @needs_hog
 def test_motion_people_proposes_the_two_who_stand_still_from_the_first_frame(vtest):
+    """``motion_people`` (on by default): HOG's people where no blob is, proposed only once seen at one place
+    on two keyframes with something stirring in the box.  Before, it proposed every HOG box: blobs 0.70 at
+    1.1 false boxes a frame, tracks 11.7; now blobs 0.72 at 0.86 (and 0.60 at 1.14 without it)."""
     clip, frames = vtest
     still = clip.__class__(clip.name, clip.path, {f: [b for b in bs if b.id in ("a", "b")] for f, bs in clip.boxes.items()})
-    plain, _ = _blob_boxes(frames, clip, ProposalConfig(source="motion"))
+    plain, _ = _blob_boxes(frames, clip, ProposalConfig(source="motion", motion_people=False))
     assert proposal_recall(plain, still, 0.5)["recall"] <= 0.15, "no motion, no blob: the background has them"
-    boxes, _ = _blob_boxes(frames, clip, ProposalConfig(source="motion", motion_people=True))
+    boxes, blobs = _blob_boxes(frames, clip, ProposalConfig(source="motion"))
     assert proposal_recall(boxes, still, 0.5)["recall"] >= 0.5
     r = proposal_recall(boxes, clip, 0.5)
-    assert r["recall"] >= 0.6 and r["false_per_frame"] <= 2.5, r
+    assert r["recall"] >= 0.68 and r["false_per_frame"] <= 1.0, r
+    assert blobs._hog.calls <= len(frames) / 10 + 1, "HOG runs on keyframes only"
+
+
+@needs_hog
+def test_motion_people_never_proposes_what_hog_mistakes_for_a_person_but_never_stirs(vtest):
+    """HOG finds a 'person' in the railings at the top right ([687, 35, 712, 108]) on several keyframes,
+    at one place: it is confirmed as still, but nothing ever moves in it, so it is never proposed."""
+    from stvg_ros.proposals.tracker import iou_matrix
+
+    clip, frames = vtest
+    blobs = MotionBlobs(ProposalConfig(source="motion"))
+    railing = np.array([[687, 35, 712, 108]], np.float32)
+    seen = proposed = 0
+    for i, f in frames:
+        det = blobs.apply(f)
+        people = det.boxes[[label == "person" for label in det.labels]]
+        proposed += int(len(people) > 0 and iou_matrix(railing, people).max() >= 0.5)
+        seen += int(any(iou_matrix(railing, c.box[None].astype(np.float32))[0, 0] >= 0.5 for c in blobs._still))
+    assert seen > 0, "HOG takes it for a person (else this test checks nothing)"
+    assert proposed == 0
 
 
 @pytest.mark.slow
