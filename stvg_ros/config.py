@@ -694,6 +694,10 @@ class ProposalConfig:
     a 224x168 frame); smaller finds farther people at the square of the cost."""
     hog_person_max: float = 0.8
     """source=hog: tallest person searched, as a share of the frame height (where the pyramid stops)."""
+    hog_person_small: float = 0.06
+    """source=hog: people from this share of the frame height up to ``hog_person_min`` are searched too, but
+    only around what moved (crops enlarged so such a person fills the window; 0.06: 35 px of 576, 10 px of
+    a 224x168 frame); 0 = not searched."""
     hog_scan_every: int = 4
     """source=hog: the whole frame is scanned every N-th frame; in between only around what moved and
     the last detections (1 = always the whole frame)."""
@@ -745,6 +749,8 @@ class ProposalConfig:
         if not 0.0 < self.hog_person_min < self.hog_person_max:
             raise bad("hog_person_min", self.hog_person_min,
                       f"use a share of the frame height in (0, hog_person_max={self.hog_person_max}), e.g. 0.1")
+        if not 0.0 <= self.hog_person_small < 1.0:
+            raise bad("hog_person_small", self.hog_person_small, "use a share of the frame height below hog_person_min, or 0")
         if self.hog_scan_every < 1:
             raise bad("hog_scan_every", self.hog_scan_every, "use 1 (every frame whole) or more")
         if self.enabled and self.source == "detector" and not self.detector_path:

@@ -59,16 +59,29 @@ def test_hog_finds_the_people_at_the_clis_full_size(vtest):
     clip, frames = vtest
     boxes, det = _hog_boxes(frames, clip)
     r = proposal_recall(boxes, clip, 0.5)
-    assert r["recall"] >= 0.7, r
-    assert r["false_per_frame"] <= 1.5, r
+    assert r["recall"] >= 0.75, r  # 0.74 before hog_person_small
+    assert r["false_per_frame"] <= 1.0, r
     assert det.scanned_area / det.calls < 0.8, "between whole-frame scans only the moving parts are searched"
+
+
+@needs_hog
+def test_hog_finds_the_small_walker_around_what_moves(vtest):
+    """g walks along the top of vtest 32-40 px tall, under ``hog_person_min`` (58 px): the main pyramid
+    never sees them; ``hog_person_small`` searches enlarged crops around the moving parts."""
+    clip, frames = vtest
+    g = clip.__class__(clip.name, clip.path, {f: [b for b in bs if b.id == "g"] for f, bs in clip.boxes.items()
+                                              if any(b.id == "g" for b in bs)})
+    boxes, _ = _hog_boxes(frames, g)
+    assert proposal_recall(boxes, g, 0.5)["recall"] >= 0.4
+    off = HogPeopleDetector(ProposalConfig(source="hog", hog_person_small=0))
+    assert off.small_hog is None
 
 
 @needs_hog
 def test_hog_finds_the_people_at_the_nodes_224_px(vtest):
     clip, frames = vtest
     r = proposal_recall(_hog_boxes(frames, clip, side=224)[0], clip, 0.5)
-    assert r["recall"] >= 0.55, r  # people 9-34 px tall here
+    assert r["recall"] >= 0.66, r  # people 9-34 px tall here; 0.64 before hog_person_small
     assert r["false_per_frame"] <= 1.5, r
 
 
