@@ -52,8 +52,9 @@ _MIN_STIR = 0.15
 #: motion_people: a still person's box must look like them (Bhattacharyya coefficient of the colours HOG
 #: saw there) to be proposed: someone walking in front hides them, and one who walked off leaves pavement
 _LOOKS_ALIKE = 0.8
-#: motion_people: a moving blob lying this much inside a still person's box is that person stirring
-_STIRRING_BLOB = 0.7
+#: motion_people: a moving blob lying more than half inside a proposed still person's box is that person
+#: stirring (or starting to walk: the blob then takes over their track once the box no longer looks like them)
+_STIRRING_BLOB = 0.5
 #: an object as wide as motion_split of its height is split where its foreground's column count drops under this share of its fullest column
 _SPLIT_VALLEY = 0.25
 #: the background model starts again when the view has moved this share of the frame's shorter side
