@@ -9,7 +9,7 @@ opened (specks) and closed (holes), its connected blobs above ``motion_min_area`
 What it cannot do, by construction: a camera that moves or shakes turns the whole image into
 foreground; an object that stands still for about ``motion_history`` frames fades into the
 background (its track ends, held ``hold_keyframes`` periods); an object present from the first
-frame and never moving is never seen; where it starts to move the uncovered background shows as a
+frame and never moving is never seen (people excepted: ``motion_people``); where it starts to move the uncovered background shows as a
 second blob (a "ghost") until the model learns it; touching movers merge into one box.
 """
 
