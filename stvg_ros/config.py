@@ -674,10 +674,15 @@ class ProposalConfig:
     """source=motion: 'compensate' (the camera's motion between frames is estimated from tracked corners
     and the frame warped into the background model's view first: a handheld or robot camera) or 'fixed'
     (no estimation: a camera that moves turns the image into foreground)."""
-    motion_people: bool = False
-    """source=motion: also propose the people HOG finds where nothing moves (people there from the first
-    frame or standing still), on keyframes (``rate_hz``, else every ``detect_every``-th frame) and held
-    until the next; costs HOG's time (see hog_*) and needs OpenCV's contrib build."""
+    motion_people: bool = True
+    """source=motion: also propose the people who stand still where nothing moves (there from the first
+    frame, or stopped): HOG on keyframes (``rate_hz``, else every ``detect_every``-th frame; the whole frame
+    every ``hog_scan_every``-th, else only around its candidates), a person proposed once found at the same
+    place on two keyframes with something stirring in the box.  Needs OpenCV's contrib build (without it
+    this is skipped with a warning)."""
+    motion_min_frames: int = 5
+    """source=motion: a track seen on fewer frames than this is not proposed (a flicker: a shadow, a leaf,
+    a piece of an arm; each would otherwise be held ``hold_keyframes`` and add false boxes); 1 keeps all."""
     motion_kernel: int = 3
     """source=motion: pixels of the morphological open (specks) and close (holes) on the mask; 0 disables."""
     motion_shadows: bool = True
@@ -692,6 +697,10 @@ class ProposalConfig:
     a 224x168 frame); smaller finds farther people at the square of the cost."""
     hog_person_max: float = 0.8
     """source=hog: tallest person searched, as a share of the frame height (where the pyramid stops)."""
+    hog_person_small: float = 0.06
+    """source=hog: people from this share of the frame height up to ``hog_person_min`` are searched too, but
+    only around what moved (crops enlarged so such a person fills the window; 0.06: 35 px of 576, 10 px of
+    a 224x168 frame); 0 = not searched."""
     hog_scan_every: int = 4
     """source=hog: the whole frame is scanned every N-th frame; in between only around what moved and
     the last detections (1 = always the whole frame)."""
@@ -725,6 +734,8 @@ class ProposalConfig:
             raise bad("device", self.device, "use auto, cpu, cuda or cuda:N")
         if self.motion_history < 1:
             raise bad("motion_history", self.motion_history, "use 1 or more frames")
+        if self.motion_min_frames < 1:
+            raise bad("motion_min_frames", self.motion_min_frames, "use 1 (every track) or more frames")
         for name in ("motion_threshold", "motion_kernel"):
             if getattr(self, name) < 0:
                 raise bad(name, getattr(self, name), "use 0 or more")
@@ -741,6 +752,8 @@ class ProposalConfig:
         if not 0.0 < self.hog_person_min < self.hog_person_max:
             raise bad("hog_person_min", self.hog_person_min,
                       f"use a share of the frame height in (0, hog_person_max={self.hog_person_max}), e.g. 0.1")
+        if not 0.0 <= self.hog_person_small < 1.0:
+            raise bad("hog_person_small", self.hog_person_small, "use a share of the frame height below hog_person_min, or 0")
         if self.hog_scan_every < 1:
             raise bad("hog_scan_every", self.hog_scan_every, "use 1 (every frame whole) or more")
         if self.enabled and self.source == "detector" and not self.detector_path:

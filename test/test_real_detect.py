@@ -59,16 +59,29 @@ def test_hog_finds_the_people_at_the_clis_full_size(vtest):
     clip, frames = vtest
     boxes, det = _hog_boxes(frames, clip)
     r = proposal_recall(boxes, clip, 0.5)
-    assert r["recall"] >= 0.7, r
-    assert r["false_per_frame"] <= 1.5, r
+    assert r["recall"] >= 0.75, r  # 0.74 before hog_person_small
+    assert r["false_per_frame"] <= 1.0, r
     assert det.scanned_area / det.calls < 0.8, "between whole-frame scans only the moving parts are searched"
+
+
+@needs_hog
+def test_hog_finds_the_small_walker_around_what_moves(vtest):
+    """g walks along the top of vtest 32-40 px tall, under ``hog_person_min`` (58 px): the main pyramid
+    never sees them; ``hog_person_small`` searches enlarged crops around the moving parts."""
+    clip, frames = vtest
+    g = clip.__class__(clip.name, clip.path, {f: [b for b in bs if b.id == "g"] for f, bs in clip.boxes.items()
+                                              if any(b.id == "g" for b in bs)})
+    boxes, _ = _hog_boxes(frames, g)
+    assert proposal_recall(boxes, g, 0.5)["recall"] >= 0.4
+    off = HogPeopleDetector(ProposalConfig(source="hog", hog_person_small=0))
+    assert off.small_hog is None
 
 
 @needs_hog
 def test_hog_finds_the_people_at_the_nodes_224_px(vtest):
     clip, frames = vtest
     r = proposal_recall(_hog_boxes(frames, clip, side=224)[0], clip, 0.5)
-    assert r["recall"] >= 0.55, r  # people 9-34 px tall here
+    assert r["recall"] >= 0.66, r  # people 9-34 px tall here; 0.64 before hog_person_small
     assert r["false_per_frame"] <= 1.5, r
 
 
@@ -83,14 +96,37 @@ def test_motion_blobs_box_people_of_every_size_on_a_still_camera(vtest):
 
 @needs_hog
 def test_motion_people_proposes_the_two_who_stand_still_from_the_first_frame(vtest):
+    """``motion_people`` (on by default): HOG's people where no blob is, proposed only once seen at one place
+    on two keyframes with something stirring in the box.  Before, it proposed every HOG box: blobs 0.70 at
+    1.1 false boxes a frame, tracks 11.7; now blobs 0.72 at 0.86 (and 0.60 at 1.14 without it)."""
     clip, frames = vtest
     still = clip.__class__(clip.name, clip.path, {f: [b for b in bs if b.id in ("a", "b")] for f, bs in clip.boxes.items()})
-    plain, _ = _blob_boxes(frames, clip, ProposalConfig(source="motion"))
+    plain, _ = _blob_boxes(frames, clip, ProposalConfig(source="motion", motion_people=False))
     assert proposal_recall(plain, still, 0.5)["recall"] <= 0.15, "no motion, no blob: the background has them"
-    boxes, _ = _blob_boxes(frames, clip, ProposalConfig(source="motion", motion_people=True))
+    boxes, blobs = _blob_boxes(frames, clip, ProposalConfig(source="motion"))
     assert proposal_recall(boxes, still, 0.5)["recall"] >= 0.5
     r = proposal_recall(boxes, clip, 0.5)
-    assert r["recall"] >= 0.6 and r["false_per_frame"] <= 2.5, r
+    assert r["recall"] >= 0.68 and r["false_per_frame"] <= 1.0, r
+    assert blobs._hog.calls <= len(frames) / 10 + 1, "HOG runs on keyframes only"
+
+
+@needs_hog
+def test_motion_people_never_proposes_what_hog_mistakes_for_a_person_but_never_stirs(vtest):
+    """HOG finds a 'person' in the railings at the top right ([687, 35, 712, 108]) on several keyframes,
+    at one place: it is confirmed as still, but nothing ever moves in it, so it is never proposed."""
+    from stvg_ros.proposals.tracker import iou_matrix
+
+    clip, frames = vtest
+    blobs = MotionBlobs(ProposalConfig(source="motion"))
+    railing = np.array([[687, 35, 712, 108]], np.float32)
+    seen = proposed = 0
+    for i, f in frames:
+        det = blobs.apply(f)
+        people = det.boxes[[label == "person" for label in det.labels]]
+        proposed += int(len(people) > 0 and iou_matrix(railing, people).max() >= 0.5)
+        seen += int(any(iou_matrix(railing, c.box[None].astype(np.float32))[0, 0] >= 0.5 for c in blobs._still))
+    assert seen > 0, "HOG takes it for a person (else this test checks nothing)"
+    assert proposed == 0
 
 
 @pytest.mark.slow
@@ -158,3 +194,20 @@ def test_the_ros_tube_and_status_carry_the_fallback():
     assert make_tube(ROS_TYPES, "q", "x", boxes_from="hog tracks").boxes_from == "hog tracks"
     fields = Status.get_fields_and_field_types()
     assert fields["proposal_fallbacks"] == "uint64" and fields["last_fallback"] == "string"
+
+
+@pytest.mark.slow
+def test_motion_tracks_on_a_handheld_camera_leave_out_the_flickers(vtest):
+    """``stvg-proposals --source motion``'s tracks on vtest shaken and panned by hand (seed 1; the
+    benchmark's is seed 0): flicker tracks (``motion_min_frames``) are not proposed.  Before: recall 0.73
+    at 19.1 false boxes a frame; now 0.75 at 7.6."""
+    from stvg_ros.proposals.cli import propose_motion
+
+    clip, frames = vtest
+    h, w = frames[0][1].shape[:2]
+    path = camera_path(len(frames), "handheld", seed=1)
+    moved = warp_clip(clip, (h, w), path)
+    tracks = propose_motion(warp_frames(frames, path), ProposalConfig(source="motion"), len(frames))
+    boxes = {f: [t.boxes[float(f)] for t in tracks if float(f) in t.boxes] for f in moved.boxes}
+    r = proposal_recall(boxes, moved, 0.5)
+    assert r["recall"] >= 0.7 and r["false_per_frame"] <= 10.0, r

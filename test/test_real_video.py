@@ -91,7 +91,10 @@ def test_motion_tracks_on_the_fixed_camera(vtest):
     """``stvg-proposals --source motion``'s code path on vtest, the motion blobs and the tracker together:
     before issue 26 they covered a third of each person's frames (0.30 mean one-track coverage, recall@0.5
     0.50, 11 id switches, 2.0 tracks per person, 4.1 false boxes per frame); now 0.78, 0.78, 4, 1.3 and 3.9
-    (the blobs find the small and split people, the tracker keeps them: more held boxes, fewer broken ones)."""
+    (the blobs find the small and split people, the tracker keeps them: more held boxes, fewer broken ones).
+    Then the two who stand still from the first frame (``motion_people``, on by default since) and the
+    flicker tracks left out (``motion_min_frames``): 0.854, 0.86, 2, 1.2 and 1.4 (before: 0.775, 0.78, 4,
+    1.3, 3.9)."""
     from stvg_ros.proposals.annotated import proposal_recall
     from stvg_ros.proposals.cli import propose_motion
 
@@ -104,9 +107,11 @@ def test_motion_tracks_on_the_fixed_camera(vtest):
         for f, b in boxes.items():
             proposed.setdefault(f, []).append(b)
     rec = proposal_recall(proposed, clip)
-    assert cov["coverage_mean"] >= 0.7 and rec["recall"] >= 0.7, (cov, rec)
-    assert cov["id_switches"] <= 6 and cov["tracks_per_object"] <= 1.5, cov
-    assert rec["false_per_frame"] <= 4.0, rec
+    assert cov["coverage_mean"] >= 0.85 and rec["recall"] >= 0.85, (cov, rec)  # the issue's targets
+    assert cov["id_switches"] <= 3 and cov["tracks_per_object"] <= 1.3, cov
+    assert rec["false_per_frame"] <= 2.5, rec
+    still = [cov["objects"][o]["coverage"] for o in ("a", "b")]
+    assert max(still) >= 0.5, ("one of the two who stand still has one track on half their frames", still)
 
 
 # --- readers --------------------------------------------------------------------------------------

@@ -279,7 +279,7 @@ def propose_motion(frames: Iterable[tuple[int, np.ndarray]], config: ProposalCon
         source.add_frame(frame, index)
     hold = config.hold_keyframes * config.detect_every
     interpolate = config.propagation == "interpolate"
-    return [t.sampled(range(num_frames), hold, interpolate) for t in source.tracker.tracks() if t.boxes]
+    return [t.sampled(range(num_frames), hold, interpolate) for t in source.lasting() if t.boxes]
 
 
 def _propose_phrases(keyframes, detector, config: ProposalConfig, phrases: list[str], num_frames: int) -> dict:

@@ -37,6 +37,8 @@ _MOTION_SIDE = 192
 #: frames (calls) that model remembers
 _MOTION_HISTORY = 50
 PERSON = "person"
+#: pyramid step of the small-person pass (hog_person_small): it spans only hog_person_small..hog_person_min
+_SMALL_STEP = 1.2
 
 
 def hog_available() -> bool:
@@ -71,6 +73,11 @@ class HogPeopleDetector:
         #  L2HysThreshold, gammaCorrection, nlevels): OpenCV's defaults but for the pyramid's depth
         self.hog = cv2.HOGDescriptor(_WINDOW, (16, 16), (8, 8), (8, 8), 9, 1, -1.0, 0, 0.2, True, levels)
         self.hog.setSVMDetector(cv2.HOGDescriptor.getDefaultPeopleDetector())
+        self.small_hog = None  # hog_person_small: the pyramid from that size up to hog_person_min
+        if 0 < cfg.hog_person_small < cfg.hog_person_min:
+            levels = max(1, math.ceil(math.log(cfg.hog_person_min / cfg.hog_person_small) / math.log(_SMALL_STEP)) + 1)
+            self.small_hog = cv2.HOGDescriptor(_WINDOW, (16, 16), (8, 8), (8, 8), 9, 1, -1.0, 0, 0.2, True, levels)
+            self.small_hog.setSVMDetector(cv2.HOGDescriptor.getDefaultPeopleDetector())
         self.box_threshold = self.config.box_threshold
         self.calls = 0
         self.seconds = 0.0
@@ -84,6 +91,7 @@ class HogPeopleDetector:
         self._shape: Optional[tuple[int, int]] = None
         self._last = np.zeros((0, 4), np.float32)
         self._until_scan = 0
+        self._small: list[tuple[int, int, int, int]] = []  # where small people may walk (hog_person_small)
 
     def applies_to(self, phrase: str) -> bool:
         return canonical_class(phrase or PERSON, self.config.synonyms) == PERSON
@@ -105,26 +113,58 @@ class HogPeopleDetector:
         self.seconds += time.perf_counter() - t0
         return out
 
-    def _one(self, frame: np.ndarray, min_score: float) -> Detections:
+    def detect_in(self, frame: np.ndarray, regions: Sequence[tuple[int, int, int, int]],
+                  min_score: Optional[float] = None) -> Detections:
+        """People inside the given pixel rectangles of one RGB frame only (the caller chooses where to
+        look: ``motion_people`` re-checks its candidates); the stream's state is left as it is."""
+        min_score = self.box_threshold if min_score is None else min_score
+        t0 = time.perf_counter()
+        last = self._last
+        out = self._one(frame, min_score, [tuple(int(v) for v in r) for r in regions])
+        self._last = last
+        self.calls += 1
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def _one(self, frame: np.ndarray, min_score: float,
+             regions: Optional[Sequence[tuple[int, int, int, int]]] = None) -> Detections:
         cfg = self.config
         h, w = frame.shape[:2]
         gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-        regions = self._regions(gray)
-        scale = self.upscale(h)
+        small_regions: list = []
+        if regions is None:
+            regions = self._regions(gray)
+            small_regions = self._small if self.small_hog is not None else []
         found_boxes, found_margins = [], []
-        for x0, y0, x1, y1 in regions:
-            crop = gray[y0:y1, x0:x1]
-            size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
-            if size[0] < _WINDOW[0] or size[1] < _WINDOW[1]:
-                continue  # smaller than one window: hog_person_min is too large for this frame
-            image = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR) if scale != 1.0 else crop
-            rects, weights = self.hog.detectMultiScale(image, winStride=(8, 8), padding=(8, 8), scale=cfg.hog_scale)
-            if len(rects):
-                rects = np.asarray(rects, np.float32).reshape(-1, 4)
-                mx, my = rects[:, 2] * _MARGIN[0] / _WINDOW[0], rects[:, 3] * _MARGIN[1] / _WINDOW[1]
-                found_boxes.append(np.stack([rects[:, 0] + mx, rects[:, 1] + my, rects[:, 0] + rects[:, 2] - mx,
-                                             rects[:, 1] + rects[:, 3] - my], 1) / scale + (x0, y0, x0, y0))
-                found_margins.append(np.asarray(weights, np.float32).reshape(-1))
+        passes = [(self.hog, self.upscale(h), regions, np.inf)]
+        if small_regions:  # people shorter than hog_person_min, searched only where something moved
+            passes.append((self.small_hog, _PERSON_PX / (cfg.hog_person_small * h), small_regions,
+                           1.2 * cfg.hog_person_min * h))
+        for k, (hog, scale, where, tallest) in enumerate(passes):
+            step = _SMALL_STEP if k else cfg.hog_scale
+            if k and found_boxes:  # small people are not parts of the larger ones found
+                from .tracker import _inside
+
+                big = np.concatenate(found_boxes)
+            else:
+                big = np.zeros((0, 4), np.float32)
+            for x0, y0, x1, y1 in where:
+                crop = gray[y0:y1, x0:x1]
+                size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
+                if size[0] < _WINDOW[0] or size[1] < _WINDOW[1]:
+                    continue  # smaller than one window: hog_person_min is too large for this frame
+                image = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR) if scale != 1.0 else crop
+                rects, weights = hog.detectMultiScale(image, winStride=(8, 8), padding=(8, 8), scale=step)
+                if len(rects):
+                    rects = np.asarray(rects, np.float32).reshape(-1, 4)
+                    mx, my = rects[:, 2] * _MARGIN[0] / _WINDOW[0], rects[:, 3] * _MARGIN[1] / _WINDOW[1]
+                    boxes = np.stack([rects[:, 0] + mx, rects[:, 1] + my, rects[:, 0] + rects[:, 2] - mx,
+                                      rects[:, 1] + rects[:, 3] - my], 1) / scale + (x0, y0, x0, y0)
+                    keep = boxes[:, 3] - boxes[:, 1] <= tallest
+                    if len(big):
+                        keep &= np.array([_inside(b, big) < 0.3 for b in boxes], bool)
+                    found_boxes.append(boxes[keep])
+                    found_margins.append(np.asarray(weights, np.float32).reshape(-1)[keep])
         self.scanned_area += sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in regions) / float(h * w)
         if not found_boxes:
             self._last = np.zeros((0, 4), np.float32)
@@ -149,15 +189,23 @@ class HogPeopleDetector:
             self._shape = (h, w)
             self._motion = cv2.createBackgroundSubtractorMOG2(_MOTION_HISTORY, 16.0, False)
         fg = self._motion.apply(small)
-        # the first frame, every hog_scan_every-th, and one where most pixels changed (a scene change or a
-        # moving camera) are scanned whole
-        if self._until_scan <= 0 or np.count_nonzero(fg) > 0.5 * fg.size:
-            self._until_scan = cfg.hog_scan_every - 1
-            return [(0, 0, w, h)]
-        self._until_scan -= 1
+        changed = np.count_nonzero(fg) > 0.5 * fg.size
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
         n, _, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
         boxes = [(x * step, y * step, (x + bw) * step, (y + bh) * step) for x, y, bw, bh, _ in stats[1:n]]
+        # hog_person_small: around moving parts no taller than the smallest person of the main pass, reaching
+        # one small person beyond them
+        self._small = []
+        if self.small_hog is not None and not changed:
+            reach = cfg.hog_person_small * h
+            self._small = [(max(0, int(x0 - reach)), max(0, int(y0 - reach)), min(w, int(x1 + reach)), min(h, int(y1 + reach)))
+                           for x0, y0, x1, y1 in _merge([b for b in boxes if b[3] - b[1] <= cfg.hog_person_min * h])]
+        # the first frame, every hog_scan_every-th, and one where most pixels changed (a scene change or a
+        # moving camera) are scanned whole
+        if self._until_scan <= 0 or changed:
+            self._until_scan = cfg.hog_scan_every - 1
+            return [(0, 0, w, h)]
+        self._until_scan -= 1
         boxes += [tuple(b) for b in self._last.tolist()]
         # a region must hold a whole person of the smallest size (a moving part may be a leg or an arm)
         # and reach half a person beyond what moved; overlapping regions are merged

@@ -9,7 +9,7 @@ opened (specks) and closed (holes), its connected blobs above ``motion_min_area`
 What it cannot do, by construction: a camera that moves or shakes turns the whole image into
 foreground; an object that stands still for about ``motion_history`` frames fades into the
 background (its track ends, held ``hold_keyframes`` periods); an object present from the first
-frame and never moving is never seen; where it starts to move the uncovered background shows as a
+frame and never moving is never seen (people excepted: ``motion_people``); where it starts to move the uncovered background shows as a
 second blob (a "ghost") until the model learns it; touching movers merge into one box.
 """
 
@@ -40,6 +40,21 @@ _STILL_PX = 0.5
 _SPREAD = 0.5
 #: a HOG person overlapping a moving blob this much (IoU) is that blob (motion_people)
 _SAME_OBJECT_IOU = 0.3
+#: motion_people: a HOG person found again this close (IoU) on a later keyframe is the same still person
+_STILL_IOU = 0.5
+#: motion_people: a frame on which this share of a candidate's box is foreground counts as "it stirs"
+#: (a standing person turns, gestures, shifts weight; a pole or a door frame HOG mistakes for one never does)
+_STIRS = 0.01
+#: motion_people: frames over which the share of stirring frames is averaged (exponential memory)
+_STIR_MEMORY = 20
+#: motion_people: a still person is proposed while at least this share of recent frames stirred
+_MIN_STIR = 0.15
+#: motion_people: a still person's box must look like them (Bhattacharyya coefficient of the colours HOG
+#: saw there) to be proposed: someone walking in front hides them, and one who walked off leaves pavement
+_LOOKS_ALIKE = 0.8
+#: motion_people: a moving blob lying more than half inside a proposed still person's box is that person
+#: stirring (or starting to walk: the blob then takes over their track once the box no longer looks like them)
+_STIRRING_BLOB = 0.5
 #: an object as wide as motion_split of its height is split where its foreground's column count drops under this share of its fullest column
 _SPLIT_VALLEY = 0.25
 #: the background model starts again when the view has moved this share of the frame's shorter side
@@ -69,9 +84,11 @@ class MotionBlobs:
         self.camera_shift = 0.0
         """How far the last frame's view moved from the previous one, in pixels (the largest corner shift)."""
         self._hog = None  # motion_people: HOG, made on the first keyframe
-        self._people = Detections.empty()
+        self._still: list[_StillPerson] = []  # motion_people: HOG's candidates where nothing moves
         self._people_stamp = -np.inf
+        self._keyframes = 0
         self._frames = 0
+        self._step: Optional[np.ndarray] = None  # the camera's motion since the previous frame (3x3), if any
 
     def _camera(self, frame: np.ndarray) -> Optional[np.ndarray]:
         """The camera's motion since the previous frame as a 3x3 similarity (previous → this frame's
@@ -109,8 +126,10 @@ class MotionBlobs:
         frame = np.ascontiguousarray(frame)
         h, w = frame.shape[:2]
         moved = None
+        self._step = None
         if self.config.motion_camera == "compensate":
             step = self._camera(frame)
+            self._step = step
             if step is not None:
                 corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
                 self.camera_shift = float(np.abs(corners @ step.T - corners).max())
@@ -137,45 +156,124 @@ class MotionBlobs:
 
     def _restart(self) -> None:
         """A new background model from the current view (the camera left the old one)."""
-        kept = {k: getattr(self, k) for k in ("_prev", "camera_moved", "camera_shift", "_hog", "_people",
-                                                "_people_stamp", "_frames")}
+        kept = {k: getattr(self, k) for k in ("_prev", "camera_moved", "camera_shift", "_hog", "_still",
+                                                "_people_stamp", "_keyframes", "_frames", "_step")}
         self.reset()
         for k, v in kept.items():
             setattr(self, k, v)
 
     def apply(self, frame: np.ndarray, stamp: Optional[float] = None) -> Detections:
         """Boxes (pixel-edge xyxy) of the frame's moving blobs, score 1 (blobs carry no confidence), and
-        with ``motion_people`` the people HOG finds that no blob covers (label 'person', HOG's score)."""
+        with ``motion_people`` the people who stand still where no blob is (label 'person', HOG's score;
+        see :meth:`_still_people`)."""
         fg = self.mask(frame)
         boxes = [] if np.count_nonzero(fg) > GLOBAL_CHANGE * fg.size else self.blobs(fg)
         moving = Detections(np.array(boxes, np.float32).reshape(-1, 4), np.ones(len(boxes), np.float32),
                             ["moving"] * len(boxes))
         if not self.config.motion_people:
             return moving
-        people = self._people_at(frame, stamp)
+        people = self._still_people(frame, fg, moving.boxes, stamp)
         if len(people) and len(moving):
-            from .tracker import iou_matrix
+            from .tracker import _inside
 
-            people = people.subset(iou_matrix(people.boxes, moving.boxes).max(1) < _SAME_OBJECT_IOU)
+            moving = moving.subset([_inside(b, people.boxes) < _STIRRING_BLOB for b in moving.boxes])
         return Detections(np.concatenate([moving.boxes, people.boxes]),
                           np.concatenate([moving.scores, people.scores]), moving.labels + people.labels)
 
-    def _people_at(self, frame: np.ndarray, stamp: Optional[float]) -> Detections:
-        """HOG's confident people on keyframes (``rate_hz`` a second of ``stamp``, else every
-        ``detect_every``-th frame), held until the next keyframe: people who stand still for good."""
+    def _still_people(self, frame: np.ndarray, fg: np.ndarray, moving: np.ndarray,
+                      stamp: Optional[float]) -> Detections:
+        """People who stand still, whom the background model has absorbed (there from the first frame, or
+        stopped).  HOG looks on keyframes (``rate_hz`` a second of ``stamp``, else every ``detect_every``-th
+        frame): the whole frame every ``hog_scan_every``-th keyframe, in between only around its
+        candidates.  A person HOG finds where no blob is becomes a candidate; it is proposed once HOG
+        found it at the same place (IoU ``_STILL_IOU``) on two keyframes and something stirs in its box
+        (foreground on ``_MIN_STIR`` of recent frames: HOG's false people -- poles, door frames -- are
+        still for good), and dropped when HOG has missed it for more than ``max_lost`` keyframes and it
+        no longer stirs.  Its box follows the camera's motion."""
+        from .tracker import appearance, similarity
+
         cfg = self.config
+        h, w = fg.shape
+        for c in self._still:
+            if self._step is not None:
+                c.box = _moved_box(c.box, self._step, w, h)
+            x0, y0, x1, y1 = (int(round(v)) for v in c.box)
+            area = max((x1 - x0) * (y1 - y0), 1)
+            stirs = np.count_nonzero(fg[max(y0, 0):y1, max(x0, 0):x1]) >= _STIRS * area
+            c.stir += (float(stirs) - c.stir) / _STIR_MEMORY
+            sim = similarity(c.hist, appearance(frame, c.box))
+            c.looks = sim is not None and sim >= _LOOKS_ALIKE
         self._frames += 1
         due = (stamp is None or cfg.rate_hz <= 0) and (self._frames - 1) % cfg.detect_every == 0 or \
             (stamp is not None and cfg.rate_hz > 0 and stamp - self._people_stamp >= 1.0 / cfg.rate_hz - 1e-6)
         if due:
-            if self._hog is None:
-                from .hog import HogPeopleDetector
-
-                self._hog = HogPeopleDetector(cfg)
-            found = self._hog.detect([frame], "person")[0]
-            self._people = found
             self._people_stamp = -np.inf if stamp is None else float(stamp)
-        return self._people
+            if self._hog is None:
+                from .hog import HogPeopleDetector, hog_available
+
+                if not hog_available():
+                    import warnings
+
+                    warnings.warn("proposals_motion_people needs cv2.HOGDescriptor (OpenCV's contrib build): "
+                                  "people standing still are not proposed; set it false to silence this")
+                    self._hog = False
+                else:
+                    self._hog = HogPeopleDetector(cfg)
+            if self._hog is False:
+                return Detections.empty()
+            whole = self._keyframes % cfg.hog_scan_every == 0
+            self._keyframes += 1
+            if whole:
+                found = self._hog.detect_in(frame, [(0, 0, w, h)])
+            elif self._still:
+                regions = []
+                for c in self._still:
+                    x0, y0, x1, y1 = c.box
+                    grow = 0.5 * max(y1 - y0, cfg.hog_person_min * h)
+                    regions.append((max(0, int(x0 - grow)), max(0, int(y0 - grow)), min(w, int(x1 + grow) + 1),
+                                    min(h, int(y1 + grow) + 1)))
+                from .hog import _merge
+
+                found = self._hog.detect_in(frame, [tuple(int(v) for v in r) for r in _merge(regions)])
+            else:
+                found = Detections.empty()
+            self._update_still(frame, found, moving)
+        out = [c for c in self._still if c.hits >= 2 and c.stir >= _MIN_STIR and c.looks]
+        return Detections(np.array([c.box for c in out], np.float32).reshape(-1, 4),
+                          np.array([c.score for c in out], np.float32), ["person"] * len(out))
+
+    def _update_still(self, frame: np.ndarray, found: Detections, moving: np.ndarray) -> None:
+        """Match one keyframe's HOG people to the still candidates; the others become candidates unless
+        a moving blob already boxes them (a walker); a candidate that HOG missed more than ``max_lost``
+        keyframes running and that no longer stirs or looks like itself is dropped (one HOG missed
+        twice, before it was confirmed)."""
+        from .tracker import appearance, greedy_match, iou_matrix
+
+        boxes = np.array([c.box for c in self._still], np.float32).reshape(-1, 4)
+        matched = dict(greedy_match(iou_matrix(boxes, found.boxes), _STILL_IOU))
+        kept: list[_StillPerson] = []
+        for r, c in enumerate(self._still):
+            if r in matched:
+                d = matched[r]
+                c.box = 0.5 * (c.box + found.boxes[d])
+                c.score = 0.5 * (c.score + float(found.scores[d]))
+                c.hits, c.missed = c.hits + 1, 0
+                seen = appearance(frame, c.box)
+                if seen is not None:
+                    c.hist = seen if c.hist is None else 0.8 * c.hist + 0.2 * seen
+            else:
+                c.missed += 1
+            if c.hits < 2 and c.missed > 1:
+                continue
+            if c.hits >= 2 and c.missed > self.config.max_lost and (c.stir < _MIN_STIR or not c.looks):
+                continue
+            kept.append(c)
+        fresh = np.array([d for d in range(len(found)) if d not in set(matched.values())], int)
+        if len(fresh) and len(moving):  # a person a blob already boxes is a mover, not a still one
+            fresh = fresh[iou_matrix(found.boxes[fresh], moving).max(1) < _SAME_OBJECT_IOU]
+        kept += [_StillPerson(found.boxes[d].astype(np.float64), float(found.scores[d]),
+                              appearance(frame, found.boxes[d])) for d in fresh]
+        self._still = kept
 
     def blobs(self, fg: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Boxes of a foreground mask's objects: pieces closer than ``motion_merge`` of the frame height
@@ -208,6 +306,26 @@ class MotionBlobs:
             y1 = (stats[members, cv2.CC_STAT_TOP] + stats[members, cv2.CC_STAT_HEIGHT]).max()
             out.extend(_split_side_by_side(fg, (int(x0), int(y0), int(x1), int(y1)), cfg.motion_split))
         return out
+
+
+class _StillPerson:
+    """motion_people: one place where HOG saw a person no blob covers."""
+
+    def __init__(self, box: np.ndarray, score: float, hist: Optional[np.ndarray]):
+        self.box, self.score, self.hist = box, score, hist
+        self.looks = True
+        self.hits, self.missed = 1, 0
+        # the share of recent frames on which something moved inside the box; it starts at the bar, so a
+        # candidate in which nothing stirs until HOG's second look has fallen under it by then
+        self.stir = _MIN_STIR
+
+
+def _moved_box(box: np.ndarray, step: np.ndarray, w: int, h: int) -> np.ndarray:
+    """The box's corners moved by a 3x3 camera motion; their bounding box, clipped to the frame."""
+    x0, y0, x1, y1 = box
+    pts = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], np.float64) @ step.T
+    return np.array([np.clip(pts[:, 0].min(), 0, w), np.clip(pts[:, 1].min(), 0, h),
+                     np.clip(pts[:, 0].max(), 0, w), np.clip(pts[:, 1].max(), 0, h)], np.float64)
 
 
 def _split_side_by_side(fg: np.ndarray, box: tuple[int, int, int, int], width: float) -> list[tuple[int, int, int, int]]:
@@ -282,7 +400,7 @@ class MotionTracks(ProposalSource):
             if self._stamps and stamp <= self._stamps[-1]:
                 return False
             t0 = time.perf_counter()
-            self.tracker.update(stamp, self.blobs.apply(frame, stamp))
+            self.tracker.update(stamp, self.blobs.apply(frame, stamp), frame=frame)
             self._stamps.append(stamp)
             start = stamp - self.config.window_s
             while self._stamps and self._stamps[0] < start:
@@ -305,8 +423,12 @@ class MotionTracks(ProposalSource):
         with self._lock:
             hold = self._hold_seconds()
             interpolate = self.config.propagation == "interpolate"
-            tracks = [t.sampled(stamps, hold, interpolate) for t in self.tracker.tracks()]
+            tracks = [t.sampled(stamps, hold, interpolate) for t in self.lasting()]
         return _rank(tracks, self.config.max_tracks)
+
+    def lasting(self) -> list[Track]:
+        """The tracker's tracks seen on ``motion_min_frames`` frames or more (the others are flickers)."""
+        return [t for t in self.tracker.tracks() if len(t.boxes) >= self.config.motion_min_frames]
 
     def stats(self) -> dict:
         with self._lock:

@@ -232,7 +232,8 @@ def choose_found_threshold(p_yes: dict[str, list[float]]) -> float:
 #: ``--proposals motion``: moving-blob tracks (no weights) instead of the generator's; settings chosen on
 #: the val split (docs/proposals.md, "Motion"): KNN, no morphology (112 px noiseless frames), 3 frames held
 MOTION_BENCH = dict(source="motion", motion_method="knn", motion_kernel=0, hold_keyframes=3.0, detect_every=1,
-                    motion_split=0.0)  # uniform shapes: their absorbed interior is no gap between two objects
+                    motion_split=0.0,  # uniform shapes: their absorbed interior is no gap between two objects
+                    motion_min_frames=2)  # 20-frame clips, one step a frame: a 3-4 frame track is an object
 
 
 def motion_proposals(frames: np.ndarray) -> dict:
