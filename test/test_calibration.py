@@ -156,15 +156,17 @@ def test_the_command_writes_the_model_directory_and_the_service_and_node_use_it(
     assert main([str(model), "--clips", str(clips), "--test-clips", str(clips), "--window-s", "1.0",
                  "--every-s", "0.5"]) == 0
     data = json.loads((model / MODEL_DEFAULTS_FILE).read_text())
-    for key in ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm"):
+    for key in ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm", "standing_change_on"):
         assert key in data, key
+    assert data["standing_change_on"] == 0.0  # no --change: p_yes alone (a value left by an earlier run is replaced)
     assert data["standing_found_off"] <= data["standing_found_on"]
     assert data[RECORD_KEY]["rates"]["standing"]["found"]["n"] == 1 and data[RECORD_KEY]["held_out"]["queries"] == 2
     assert calibration_problem(model) == ""
     # the GroundingConfig part and the standing part are read apart
     assert set(load_model_defaults(model)) == {"found_threshold"}
     serving = load_model_serving_defaults(model)
-    assert serving == {k: data[k] for k in ("standing_found_on", "standing_found_off", "standing_confirm")}
+    assert serving == {k: data[k] for k in ("standing_found_on", "standing_found_off", "standing_confirm",
+                                            "standing_change_on")}
 
     from stvg_ros import Grounder
     from stvg_ros.stream.service import GroundingService
@@ -175,9 +177,9 @@ def test_the_command_writes_the_model_directory_and_the_service_and_node_use_it(
     svc.start(g)
     try:
         rules = svc._standing.rules
-        assert (rules.found_on, rules.found_off, rules.confirm) == (serving["standing_found_on"],
-                                                                     serving["standing_found_off"],
-                                                                     serving["standing_confirm"])
+        assert (rules.found_on, rules.found_off, rules.confirm, rules.change_on) == (
+            serving["standing_found_on"], serving["standing_found_off"], serving["standing_confirm"],
+            serving["standing_change_on"])
         svc.configure(ServingConfig(window_rate=0.0, standing_found_on=0.9, standing_found_off=0.85))
         assert (svc._standing.rules.found_on, svc._standing.rules.found_off) == (0.9, 0.85)  # the caller's win
         svc.configure(ServingConfig(window_rate=0.0))
@@ -200,7 +202,8 @@ def test_model_standing_thresholds_apply_as_a_whole_unless_the_caller_sets_one()
 def test_shipped_model_is_calibrated():
     shipped = Path(__file__).resolve().parent.parent / "models" / "stvg-synth-qwen"
     assert calibration_problem(shipped) == ""
-    assert set(load_model_serving_defaults(shipped)) == {"standing_found_on", "standing_found_off", "standing_confirm"}
+    assert set(load_model_serving_defaults(shipped)) == {"standing_found_on", "standing_found_off", "standing_confirm",
+                                                        "standing_change_on"}
 
 
 def test_node_diagnostics_say_when_the_model_is_not_calibrated(tiny_model_dir, tmp_path_factory):

@@ -382,6 +382,8 @@ def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: in
 
 #: standing_change_on values tried when the traces carry the grounded change (grey levels)
 CHANGES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: the gaps (found_on - found_off) tried with a change (fewer than with p_yes alone: the grid's time)
+CHANGE_GAPS = (0.0, 0.05, 0.1, 0.2)
 
 
 def standing_grid(traces: Sequence[Trace], ons: Optional[Sequence[float]] = None,
@@ -394,7 +396,8 @@ def standing_grid(traces: Sequence[Trace], ons: Optional[Sequence[float]] = None
     if changes is None:
         changes = CHANGES if all(t.window_change for t in traces if t.window_p) else ()
     return [standing_rates(traces, on, round(max(0.0, on - gap), 2), c, ch) for ch in (0.0, *changes)
-            for c in confirms for gap in gaps for on in ons if ch == 0 or on >= CHANGE_FLOOR - 1e-9]
+            for c in confirms for gap in gaps for on in ons
+            if ch == 0 or (on >= CHANGE_FLOOR - 1e-9 and gap in CHANGE_GAPS)]
 
 
 def choose_standing(grid: Sequence[dict], min_found: float = 0.8, max_false: float = 0.1) -> dict:
