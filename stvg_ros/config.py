@@ -448,6 +448,11 @@ class ServingConfig:
     """Standing queries: p_yes below which a present target counts as gone (hysteresis)."""
     standing_confirm: int = 1
     """Standing queries: consecutive evaluations past a threshold needed before found flips."""
+    standing_change_on: float = 0.0
+    """Standing queries: besides p_yes >= standing_found_on, an appearance needs the grounded target to
+    change by at least this much over the evaluated window (mean absolute pixel difference inside its
+    boxes between consecutive frames, grey levels; 0 = p_yes alone).  For models whose p_yes tells poorly
+    *when* an action happens; costs the full grounding on such evaluations (stvg-calibrate chooses it)."""
     standing_move_box: float = 0.5
     """Standing queries: a present target whose newest box's centre moved by more than this times the
     box's size (square root of its area) since the last event is reported as moved (the box only:
@@ -507,6 +512,8 @@ class ServingConfig:
                 raise bad(name, "use a value in [0, 1]")
         if self.standing_found_off > self.standing_found_on:
             raise bad("standing_found_off", f"use a value at most standing_found_on={self.standing_found_on}")
+        if self.standing_change_on < 0:
+            raise bad("standing_change_on", "use 0 (p_yes alone) or a positive number of grey levels, e.g. 2")
         for name in ("memory_rate", "memory_chunk_s", "memory_segment_s"):
             if getattr(self, name) <= 0:
                 raise bad(name, "use a positive number")
@@ -536,7 +543,7 @@ class ServingConfig:
 MODEL_DEFAULTS_FILE = "grounding_defaults.json"
 #: ServingConfig fields that file may hold too: standing-query thresholds calibrated for the model
 #: (``stvg-calibrate``, :mod:`stvg_ros.evaluation.calibration`); applied by the service under its config
-MODEL_SERVING_FIELDS = ("standing_found_on", "standing_found_off", "standing_confirm")
+MODEL_SERVING_FIELDS = ("standing_found_on", "standing_found_off", "standing_confirm", "standing_change_on")
 
 
 def load_model_defaults(directory: str | Path) -> dict[str, Any]:

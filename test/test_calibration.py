@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stvg_ros.evaluation.calibration import (RECORD_KEY, Trace, calibration_problem, choose_found_threshold,
+from stvg_ros.evaluation.calibration import (CHANGE_FLOOR, RECORD_KEY, Trace, calibration_problem, choose_found_threshold,
                                              choose_standing, load_clips, main, measure, paired_difference, pareto,
                                              standing_grid, standing_rates, synthetic_clips, wilson, window_ends)
 from stvg_ros.config import MODEL_DEFAULTS_FILE, ServingConfig, load_model_defaults, load_model_serving_defaults
@@ -51,6 +51,28 @@ def test_standing_rates_count_hits_per_span_and_false_appearances():
     d = paired_difference([t, t], (0.6, 0.4, 1), (0.75, 0.4, 1))
     assert d["found"] == pytest.approx(0.5) and d["false_per_stream"] == 1.0 and d["found_ci"] == [0.5, 0.5]
     assert paired_difference([t], (0.6, 0.4, 1), (0.6, 0.4, 1))["found"] == 0.0
+
+
+def test_a_change_rule_is_replayed_from_the_measured_change():
+    """Issue 27: p_yes 0.7 all along (a model that cannot tell when the action happens); the grounded
+    change is high only in span 0's windows: p_yes alone appears at once and after a dip (false), with the
+    change at the span.  Windows below CHANGE_FLOOR carry no change; a change rule on traces without one is refused."""
+    t = trace([0.7] * 6 + [0.2] + [0.7] * 2, [-1, -1, 0, 0, -1, -1, -1, -1, -1])
+    t.window_change = [0.5, 0.4, 6.0, 5.0, 0.3, 0.2, None, 0.1, 0.2]
+    r = standing_rates([t], 0.6, 0.4)
+    assert (r["found"]["k"], r["false"]) == (0, 2) and r["change_on"] == 0.0  # at once, and after the dip
+    r = standing_rates([t], 0.6, 0.4, change_on=2.0)
+    assert (r["found"]["k"], r["false"], r["lag"]) == (1, 0, 0.0)
+    d = paired_difference([t], (0.6, 0.4, 1, 2.0), (0.6, 0.4, 1))
+    assert d["found"] == 1.0 and d["false_per_stream"] == -2.0
+    grid = standing_grid([t], ons=[0.3, 0.6], gaps=(0.0,), confirms=(1,), changes=(2.0,))
+    assert [(g["found_on"], g["change_on"]) for g in grid] == [(0.3, 0.0), (0.6, 0.0), (0.6, 2.0)]  # from the floor
+    assert choose_standing(grid)["change_on"] == 2.0
+    with pytest.raises(ValueError, match="no grounded change"):
+        standing_rates([trace([0.7], [0])], 0.6, 0.4, change_on=2.0)
+    with pytest.raises(ValueError, match="from p_yes"):
+        standing_rates([t], CHANGE_FLOOR - 0.1, 0.2, change_on=2.0)
+    assert standing_grid([trace([0.7], [0])], ons=[0.6], gaps=(0.0,), confirms=(1,))[0]["change_on"] == 0.0
 
 
 def test_choices_keep_the_false_limit_then_find_the_most():
@@ -134,15 +156,17 @@ def test_the_command_writes_the_model_directory_and_the_service_and_node_use_it(
     assert main([str(model), "--clips", str(clips), "--test-clips", str(clips), "--window-s", "1.0",
                  "--every-s", "0.5"]) == 0
     data = json.loads((model / MODEL_DEFAULTS_FILE).read_text())
-    for key in ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm"):
+    for key in ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm", "standing_change_on"):
         assert key in data, key
+    assert data["standing_change_on"] == 0.0  # no --change: p_yes alone (a value left by an earlier run is replaced)
     assert data["standing_found_off"] <= data["standing_found_on"]
     assert data[RECORD_KEY]["rates"]["standing"]["found"]["n"] == 1 and data[RECORD_KEY]["held_out"]["queries"] == 2
     assert calibration_problem(model) == ""
     # the GroundingConfig part and the standing part are read apart
     assert set(load_model_defaults(model)) == {"found_threshold"}
     serving = load_model_serving_defaults(model)
-    assert serving == {k: data[k] for k in ("standing_found_on", "standing_found_off", "standing_confirm")}
+    assert serving == {k: data[k] for k in ("standing_found_on", "standing_found_off", "standing_confirm",
+                                            "standing_change_on")}
 
     from stvg_ros import Grounder
     from stvg_ros.stream.service import GroundingService
@@ -153,9 +177,9 @@ def test_the_command_writes_the_model_directory_and_the_service_and_node_use_it(
     svc.start(g)
     try:
         rules = svc._standing.rules
-        assert (rules.found_on, rules.found_off, rules.confirm) == (serving["standing_found_on"],
-                                                                     serving["standing_found_off"],
-                                                                     serving["standing_confirm"])
+        assert (rules.found_on, rules.found_off, rules.confirm, rules.change_on) == (
+            serving["standing_found_on"], serving["standing_found_off"], serving["standing_confirm"],
+            serving["standing_change_on"])
         svc.configure(ServingConfig(window_rate=0.0, standing_found_on=0.9, standing_found_off=0.85))
         assert (svc._standing.rules.found_on, svc._standing.rules.found_off) == (0.9, 0.85)  # the caller's win
         svc.configure(ServingConfig(window_rate=0.0))
@@ -178,7 +202,8 @@ def test_model_standing_thresholds_apply_as_a_whole_unless_the_caller_sets_one()
 def test_shipped_model_is_calibrated():
     shipped = Path(__file__).resolve().parent.parent / "models" / "stvg-synth-qwen"
     assert calibration_problem(shipped) == ""
-    assert set(load_model_serving_defaults(shipped)) == {"standing_found_on", "standing_found_off", "standing_confirm"}
+    assert set(load_model_serving_defaults(shipped)) == {"standing_found_on", "standing_found_off", "standing_confirm",
+                                                        "standing_change_on"}
 
 
 def test_node_diagnostics_say_when_the_model_is_not_calibrated(tiny_model_dir, tmp_path_factory):
@@ -215,10 +240,12 @@ def test_node_diagnostics_say_when_the_model_is_not_calibrated(tiny_model_dir, t
             proc.stop()
 
 
-def test_offline_replay_gives_the_services_events():
-    """The calibration replays the hysteresis on measured p_yes; the service, fed the same stream in lock
-    step (bench_stream's standing replay), reports the same appearances and disappearances (shipped model,
-    the test stream the ROS standing test uses, cheap-first so that p_yes is the same existence check)."""
+@pytest.mark.parametrize("change_on", [0.0, 4.0])
+def test_offline_replay_gives_the_services_events(change_on):
+    """The calibration replays the hysteresis on measured p_yes (and grounded change); the service, fed the
+    same stream in lock step (bench_stream's standing replay), reports the same appearances and
+    disappearances (shipped model, the test stream the ROS standing test uses, cheap-first so that p_yes is
+    the same existence check; with a change rule the service grounds the windows the calibration grounds)."""
     import sys
 
     root = Path(__file__).resolve().parent.parent
@@ -231,11 +258,16 @@ def test_offline_replay_gives_the_services_events():
     g = Grounder.from_pretrained(str(root / "models" / "stvg-synth-qwen"), device="cpu",
                                  config=GroundingConfig(num_frames=8, feature_cache_mb=0))
     clip = synthetic_clips("test", 1, first_seed=2, kind="standing")[0]
-    (t,) = measure(g.existence, [clip], 0.0, 0.0)
-    rules = StandingRules(found_on=0.55, found_off=0.5)
+    (t,) = measure(g.existence, [clip], 0.0, 0.0, ground=g.ground if change_on else None)
+    rules = StandingRules(found_on=0.55, found_off=0.5, change_on=change_on)
     tracker = ChangeTracker(rules)
     ends = [e for _, e in window_ends(clip.stamps, clip.window_s, clip.every_s)]
-    offline = [("appeared" if tracker.found else "disappeared", e) for p, e in zip(t.window_p, ends)
-               if tracker.observe(p)]
+    changes = t.window_change or [None] * len(ends)
+    offline = [("appeared" if tracker.found else "disappeared", e) for p, c, e in zip(t.window_p, changes, ends)
+               if tracker.observe(p, c if rules.wants_change(tracker.found, p) else None)]
     events, _ = replay(g, clip.frames, 5.0, clip.queries[0].text, 8, 2, True, rules)
     assert offline and [e for e in events if e[0] != "moved"] == offline
+    if change_on:  # the rule changed something here: p_yes alone appears earlier on this stream
+        plain = ChangeTracker(StandingRules(found_on=0.55, found_off=0.5))
+        assert offline != [("appeared" if plain.found else "disappeared", e) for p, e in zip(t.window_p, ends)
+                           if plain.observe(p)]

@@ -16,7 +16,7 @@ from stvg_ros.grounding.result import GroundingResult, SubQueries
 from stvg_ros.stream.requests import ANSWERED, CANCELLED, FAILED, REJECTED, GroundingRequest
 from stvg_ros.stream.service import SHUTTING_DOWN, GroundingService
 from stvg_ros.stream.standing import (APPEARED, DISAPPEARED, ENDED, MOVED, ChangeTracker, StandingRequest,
-                                      StandingRules, StandingScheduler, box_shift)
+                                      StandingRules, StandingScheduler, box_shift, grounded_change)
 from stvg_ros.stream.window import NS
 
 T0 = 100 * NS
@@ -218,6 +218,62 @@ def test_events_on_appearance_move_and_disappearance_only(cheap_first):
     c = svc.counters()
     assert (c.standing_registered, c.standing_events, c.standing_evaluations) == (1, 3, 39)
     assert c.queries_received == 0  # standing evaluations are not one-shot queries
+    svc.stop()
+
+
+def test_an_appearance_with_change_on_needs_the_grounded_target_to_change():
+    """Issue 27: with change_on, p_yes at found_on is not enough while absent; the change is asked for only
+    then, and leaving depends on p_yes alone."""
+    rules = StandingRules(found_on=0.6, found_off=0.4, confirm=2, change_on=3.0)
+    t = ChangeTracker(rules)
+    assert not rules.wants_change(False, 0.59) and rules.wants_change(False, 0.6) and not rules.wants_change(True, 0.9)
+    assert not StandingRules(found_on=0.6).wants_change(False, 0.9)  # change_on 0: p_yes alone, no grounding
+    flips = [t.observe(p, c) for p, c in ((0.9, 0.5), (0.9, None), (0.9, 3.0), (0.9, 1.0), (0.9, 3.0), (0.7, 4.0))]
+    assert flips == [False, False, False, False, False, True] and t.found  # two in a row with both
+    assert [t.observe(p) for p in (0.3, 0.3)] == [False, True] and not t.found
+
+
+def test_grounded_change_is_the_pixel_change_inside_the_boxes():
+    still = [np.full((20, 20, 3), 50, np.uint8) for _ in range(4)]
+    for k, img in enumerate(still):
+        img[15:, 15:] = 250 * (k % 2)  # something changes outside the box: it does not count
+    boxes = {float(k): (0.0, 0.0, 9.0, 9.0) for k in range(4)}
+    assert grounded_change(still, [0.0, 1.0, 2.0, 3.0], boxes) == 0.0
+    moving = [np.zeros((20, 20, 3), np.uint8) for _ in range(3)]
+    for k, img in enumerate(moving):
+        img[2:6, 2 + 2 * k:6 + 2 * k] = 200  # a square moves right by 2 px a frame inside its boxes
+    mboxes = {float(k): (2.0 + 2 * k, 2.0, 5.0 + 2 * k, 5.0) for k in range(3)}
+    change = grounded_change(moving, [0.0, 1.0, 2.0], mboxes)
+    # each pair: the union of the two boxes (ends included) is 6 x 4 px, of which 16 px change by 200
+    assert change == pytest.approx(200 * 16 / 24, rel=1e-4)
+    assert grounded_change(moving, [0.0, 1.0, 2.0], {0.0: mboxes[0.0]}) == 0.0  # fewer than two boxed frames
+
+
+@pytest.mark.parametrize("cheap_first", [False, True])
+def test_the_service_reports_an_appearance_only_when_the_grounded_target_changes(cheap_first):
+    """standing_change_on (issue 27): the target is there all along (p_yes 0.9, its box the top-left corner);
+    it acts (its pixels change) from frame 10: the appearance comes then, not at the first evaluation;
+    change outside its box does not count.  Cheap-first grounds only where p_yes reaches found_on while absent."""
+    g = FakeGrounder(lambda stamp: (0.9, (0.0, 0.0, 3.0, 3.0)))
+    svc = service(g, min_frames=2, standing_change_on=5.0, standing_refresh_every=0)
+    events = Events()
+
+    def img(i):
+        a = np.zeros((8, 8, 3), np.uint8)
+        a[5:, 5:] = 200 * (i % 2)  # outside the box: changes all along
+        if i >= 10:
+            a[:4, :4] = 200 * ((i + 1) % 2)  # the target acts (from frame 10 on: 200, 0, 200, ...)
+        return a
+
+    assert svc.register(StandingRequest("s", "the red square", every_n_frames=1, window=0.15,
+                                        cheap_first=cheap_first), events)
+    for i in range(16):
+        svc.ingest(T0 + i * DT, lambda i=i: img(i), "cam")
+        svc.run_pending()
+    assert events.kinds() == [APPEARED]
+    assert events.items[0].frames[-1].stamp_ns == T0 + 10 * DT
+    if cheap_first:  # absent: a grounding at every evaluation (p_yes 0.9 >= found_on); none once found (no refresh)
+        assert g.grounds == 10 and g.exists == 15
     svc.stop()
 
 

@@ -39,7 +39,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -47,7 +47,10 @@ from ..config import MODEL_DEFAULTS_FILE, ServingConfig
 from ..adapters.default_model import RECORD_KEY, calibration_problem  # noqa: F401  (the record's key; its check)
 
 #: GroundingConfig / ServingConfig fields this module chooses (and the only ones it writes)
-CALIBRATED_FIELDS = ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm")
+CALIBRATED_FIELDS = ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm",
+                     "standing_change_on")
+#: p_yes from which a window's grounded change is measured (the standing grid's lowest found_on with a change)
+CHANGE_FLOOR = 0.4
 #: the synthetic world's standing streams (bench/bench_stream.py's): 48 frames at 5 fps, evaluated every
 #: 2 frames on the newest 8 (the shipped model was trained on 6-10 frame windows)
 SYNTHETIC_FPS, SYNTHETIC_STREAM, SYNTHETIC_WINDOW, SYNTHETIC_EVERY = 5.0, 48, 8, 2
@@ -87,11 +90,13 @@ class Trace:
     window_truth: list[bool] = field(default_factory=list)  # the window overlaps a labelled span
     window_span: list[int] = field(default_factory=list)  # which span it overlaps (-1: none)
     spans: int = 0
+    window_change: list = field(default_factory=list)  # grounded change per window (None: p_yes below CHANGE_FLOOR)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)  # p_yes to 4 decimals: a trace file small enough to keep beside the results
         d["window_p"] = [round(p, 4) for p in self.window_p]
         d["clip_p"] = None if self.clip_p is None else round(self.clip_p, 4)
+        d["window_change"] = [None if c is None else round(c, 3) for c in self.window_change]
         return d
 
 
@@ -231,10 +236,16 @@ def window_ends(stamps: Sequence[float], window_s: float, every_s: float) -> lis
 
 
 def measure(existence: Callable[[list, list, str], float], clips: Iterable[LabelledClip], window_s: float,
-            every_s: float, progress: Optional[Callable[[str], None]] = None) -> list[Trace]:
+            every_s: float, progress: Optional[Callable[[str], None]] = None,
+            ground: Optional[Callable[[list, list, str], Any]] = None) -> list[Trace]:
     """Every query's p_yes on its whole clip (clips that inform ``found``) and on each sliding
     window (clips that inform the standing thresholds).  ``existence(frames, stamps, text)``: the
-    model's judgment (:meth:`stvg_ros.grounding.grounder.Grounder.existence`)."""
+    model's judgment (:meth:`stvg_ros.grounding.grounder.Grounder.existence`).  ``ground(frames, stamps,
+    text)`` (:meth:`~stvg_ros.grounding.grounder.Grounder.ground`, as the service runs it without a proposal
+    stage): also the window's grounded change (:func:`~stvg_ros.stream.standing.grounded_change`) where
+    p_yes reaches CHANGE_FLOOR, the only windows where a standing rule with a change asks for it."""
+    from ..stream.standing import grounded_change
+
     traces = []
     for clip in clips:
         t0 = time.process_time()
@@ -247,7 +258,11 @@ def measure(existence: Callable[[list, list, str], float], clips: Iterable[Label
             for first, last in wins:
                 a, b = clip.stamps[first], clip.stamps[last]
                 span = next((k for k, (s, e) in enumerate(q.present) if a <= e and b >= s), -1)
-                tr.window_p.append(float(existence(clip.frames[first:last + 1], clip.stamps[first:last + 1], q.text)))
+                frames, stamps = clip.frames[first:last + 1], clip.stamps[first:last + 1]
+                tr.window_p.append(float(existence(frames, stamps, q.text)))
+                if ground is not None:
+                    tr.window_change.append(grounded_change(frames, stamps, ground(frames, stamps, q.text).boxes)
+                                            if tr.window_p[-1] >= CHANGE_FLOOR else None)
                 tr.window_truth.append(span >= 0)
                 tr.window_span.append(span)
             traces.append(tr)
@@ -302,13 +317,18 @@ def choose_found_threshold(traces: Sequence[Trace]) -> Optional[float]:
     return max(cands, key=lambda th: (round(balanced(th), 9), -abs(th - 0.5)))
 
 
-def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, confirm: int = 1) -> dict:
+def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, confirm: int = 1,
+                   change_on: float = 0.0) -> dict:
     """The hysteresis replayed on every window trace: appearances found (labelled spans with an
     ``appeared`` event while the window overlaps them), false appearances (events in windows that
-    overlap none) per stream and as a share of events, disappearances reported."""
+    overlap none) per stream and as a share of events, disappearances reported.  ``change_on`` > 0 needs
+    traces measured with their grounded change (``measure(..., ground=...)``) and ``found_on`` at or
+    above CHANGE_FLOOR."""
     from ..stream.standing import ChangeTracker, StandingRules
 
-    rules = StandingRules(found_on=found_on, found_off=found_off, confirm=confirm)
+    if change_on > 0 and found_on < CHANGE_FLOOR - 1e-9:
+        raise ValueError(f"found_on={found_on} with a change: the change is measured only from p_yes {CHANGE_FLOOR}")
+    rules = StandingRules(found_on=found_on, found_off=found_off, confirm=confirm, change_on=change_on)
     hits = spans = false = events = streams = false_streams = 0
     lags = []
     for t in traces:
@@ -316,8 +336,12 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
             continue
         streams += 1
         tracker, hit_spans, f = ChangeTracker(rules), set(), 0
+        changes = t.window_change or [None] * len(t.window_p)
+        if change_on > 0 and not t.window_change:
+            raise ValueError(f"{t.clip}: no grounded change measured (measure with ground=...)")
         for i, (p, span) in enumerate(zip(t.window_p, t.window_span)):
-            if tracker.observe(p) and tracker.found:
+            change = changes[i] if rules.wants_change(tracker.found, p) else None
+            if tracker.observe(p, change) and tracker.found:
                 events += 1
                 if span >= 0:
                     if span not in hit_spans:  # evaluations since the span's first window
@@ -329,20 +353,20 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
         hits += len(hit_spans)
         false += f
         false_streams += f > 0
-    return dict(found_on=found_on, found_off=found_off, confirm=confirm, found=rate(hits, spans),
+    return dict(found_on=found_on, found_off=found_off, confirm=confirm, change_on=change_on, found=rate(hits, spans),
                 false=false, streams=streams, false_per_stream=false / streams if streams else None,
                 false_streams=rate(false_streams, streams), false_share=rate(false, events),
                 lag=float(np.mean(lags)) if lags else None)
 
 
-def _per_stream(traces: Sequence[Trace], on: float, off: float, confirm: int) -> np.ndarray:
+def _per_stream(traces: Sequence[Trace], on: float, off: float, confirm: int, change_on: float = 0.0) -> np.ndarray:
     """(spans found, false appearances) per stream."""
     return np.array([[r["found"]["k"], r["false"]] for r in
-                     (standing_rates([t], on, off, confirm) for t in traces if t.window_p)], dtype=float)
+                     (standing_rates([t], on, off, confirm, change_on) for t in traces if t.window_p)], dtype=float)
 
 
 def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: int = 2000, seed: int = 0) -> dict:
-    """Thresholds ``a`` (on, off, confirm) minus ``b`` on the same streams: appearances found (share of
+    """Thresholds ``a`` (on, off, confirm[, change_on]) minus ``b`` on the same streams: appearances found (share of
     spans) and false appearances per stream, with 95 % bootstrap intervals over streams."""
     x, y = _per_stream(traces, *a), _per_stream(traces, *b)
     spans = np.array([len({s for s in t.window_span if s >= 0}) for t in traces if t.window_p], dtype=float)
@@ -356,18 +380,30 @@ def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: in
                 false_ci=[float(v) for v in np.percentile(d_false, [2.5, 97.5])])
 
 
+#: standing_change_on values tried when the traces carry the grounded change (grey levels)
+CHANGES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+#: the gaps (found_on - found_off) tried with a change (fewer than with p_yes alone: the grid's time)
+CHANGE_GAPS = (0.0, 0.05, 0.1, 0.2)
+
+
 def standing_grid(traces: Sequence[Trace], ons: Optional[Sequence[float]] = None,
                   gaps: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2),
-                  confirms: Sequence[int] = (1, 2, 3)) -> list[dict]:
+                  confirms: Sequence[int] = (1, 2, 3), changes: Optional[Sequence[float]] = None) -> list[dict]:
+    """Every (found_on, gap, confirm) with p_yes alone and, when every stream was measured with its grounded
+    change, with each of ``changes`` (found_on from CHANGE_FLOOR)."""
     if ons is None:
         ons = [round(float(x), 2) for x in np.arange(0.30, 0.951, 0.01)]
-    return [standing_rates(traces, on, round(max(0.0, on - gap), 2), c) for c in confirms for gap in gaps for on in ons]
+    if changes is None:
+        changes = CHANGES if all(t.window_change for t in traces if t.window_p) else ()
+    return [standing_rates(traces, on, round(max(0.0, on - gap), 2), c, ch) for ch in (0.0, *changes)
+            for c in confirms for gap in gaps for on in ons
+            if ch == 0 or (on >= CHANGE_FLOOR - 1e-9 and gap in CHANGE_GAPS)]
 
 
 def choose_standing(grid: Sequence[dict], min_found: float = 0.8, max_false: float = 0.1) -> dict:
     """The grid point with at most ``max_false`` false appearances per stream that finds the most
     appearances (at ``min_found`` or above: the fewest false among those, then the widest gap, the
-    fewest confirmations); when no point keeps the false rate, the one with the fewest."""
+    fewest confirmations, p_yes alone before a change); when no point keeps the false rate, the one with the fewest."""
     ok = [g for g in grid if g["false_per_stream"] is not None and g["false_per_stream"] <= max_false + 1e-9]
     if not ok:
         return min(grid, key=lambda g: (g["false_per_stream"], -(g["found"]["rate"] or 0)))
@@ -375,9 +411,9 @@ def choose_standing(grid: Sequence[dict], min_found: float = 0.8, max_false: flo
     if best_found >= min_found:
         ok = [g for g in ok if (g["found"]["rate"] or 0) >= min_found]
         return min(ok, key=lambda g: (g["false"], -(g["found"]["rate"] or 0), -(g["found_on"] - g["found_off"]),
-                                      g["confirm"]))
+                                      g["confirm"], g["change_on"]))
     return min(ok, key=lambda g: (-(g["found"]["rate"] or 0), g["false"], -(g["found_on"] - g["found_off"]),
-                                  g["confirm"]))
+                                  g["confirm"], g["change_on"]))
 
 
 def pareto(grid: Sequence[dict]) -> list[dict]:
@@ -422,15 +458,52 @@ def _gather(args, grounder, clip_files, synthetic, log) -> list[Trace]:
     traces = []
     from ..stack import model_side
 
-    side = 2 * (model_side(grounder, grounder.config) or 336)
+    side = 2 * (model_side(grounder(), grounder().config) or 336) if clip_files else 0
     for f in clip_files or []:
-        traces += measure(grounder.existence, load_clips(f, args.rate, side), args.window_s, args.every_s, log)
+        g = grounder()
+        traces += measure(g.existence, load_clips(f, args.rate, side), args.window_s, args.every_s, log,
+                          g.ground if args.change else None)
     for spec in synthetic or []:
         split, count, first = _source(spec)
-        for kind in ("found", "standing"):
-            traces += measure(grounder.existence, synthetic_clips(split, count, first, kind), args.window_s,
-                              args.every_s, log)
+        g = grounder()
+        traces += measure(g.existence, synthetic_clips(split, count, first, "found"), args.window_s, args.every_s, log)
+        traces += _measure_synthetic_streams(args, grounder, split, count, first, log)
     return traces
+
+
+def _stream_chunk(model_dir: str, device: str, threads: int, change: bool, split: str, count: int, first: int,
+                  window_s: float, every_s: float) -> list[dict]:
+    """One worker process's share of the synthetic standing streams (its own model copy)."""
+    import torch
+
+    from ..config import GroundingConfig
+    from ..stack import load_model
+
+    torch.set_num_threads(threads)
+    g = load_model(model_dir, GroundingConfig(device=device)).grounder
+    return [t.to_dict() for t in measure(g.existence, synthetic_clips(split, count, first, "standing"), window_s,
+                                         every_s, None, g.ground if change else None)]
+
+
+def _measure_synthetic_streams(args, grounder, split: str, count: int, first: int, log) -> list[Trace]:
+    """The standing streams, in ``--jobs`` processes (seeds split evenly; the traces do not depend on it)."""
+    jobs = max(1, min(args.jobs, count))
+    if jobs == 1:
+        g = grounder()
+        return measure(g.existence, synthetic_clips(split, count, first, "standing"), args.window_s, args.every_s,
+                       log, g.ground if args.change else None)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    bounds = [first + round(k * count / jobs) for k in range(jobs + 1)]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = [pool.submit(_stream_chunk, args.model_dir, args.device, args.threads, args.change, split,
+                             b - a, a, args.window_s, args.every_s) for a, b in zip(bounds, bounds[1:])]
+        out = []
+        for a, part in zip(bounds, parts):
+            out += [Trace(**d) for d in part.result()]
+            log(f"{split} streams from seed {a}: measured")
+    return out
 
 
 def _traces_io(path: Optional[str], compute: Callable[[], list[Trace]]) -> list[Trace]:
@@ -444,6 +517,16 @@ def _traces_io(path: Optional[str], compute: Callable[[], list[Trace]]) -> list[
     return traces
 
 
+def _rule(g: dict) -> tuple:
+    """(found_on, found_off, confirm, change_on) of a grid point."""
+    return g["found_on"], g["found_off"], g["confirm"], g.get("change_on", 0.0)
+
+
+def _name(g: dict) -> str:
+    return f"{g['found_on']:g}/{g['found_off']:g} confirm {g['confirm']}" + \
+        (f" change {g['change_on']:g}" if g.get("change_on") else "")
+
+
 def report(traces: Sequence[Trace], found_threshold: Optional[float], standing: dict) -> str:
     lines = []
     if found_threshold is not None:
@@ -452,8 +535,8 @@ def report(traces: Sequence[Trace], found_threshold: Optional[float], standing: 
             lines.append(f"  found_threshold {found_threshold:g}: present found {fmt(r['found'])}; "
                          f"absent rejected {fmt(r['rejected'])}")
     if standing and any(t.window_p for t in traces):
-        s = standing_rates(traces, standing["found_on"], standing["found_off"], standing["confirm"])
-        lines.append(f"  standing {s['found_on']:g}/{s['found_off']:g} confirm {s['confirm']}: appearances found "
+        s = standing_rates(traces, *_rule(standing))
+        lines.append(f"  standing {_name(s)}: appearances found "
                      f"{fmt(s['found'])}; false appearances {s['false']} on {s['streams']} streams "
                      f"({s['false_per_stream']:.2f} per stream; streams with one: {fmt(s['false_streams'])}; "
                      f"share of appearance events: {fmt(s['false_share'])}); mean lag "
@@ -488,9 +571,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--test-traces", default="", help="the same for the held-out clips")
     ap.add_argument("--curve", type=int, default=12, help="rows of the trade-off curve printed (0 = none)")
     ap.add_argument("--json", default="", help="also write the whole result (grid, curve, rates) here")
-    ap.add_argument("--compare", nargs=3, type=float, metavar=("ON", "OFF", "CONFIRM"),
-                    help="also print the chosen standing thresholds minus these (e.g. the ones the model had), "
-                         "paired on the same streams, with 95 %% bootstrap intervals")
+    ap.add_argument("--compare", nargs="+", type=float, metavar="ON OFF CONFIRM [CHANGE]",
+                    help="also print the chosen standing thresholds minus these (e.g. the ones the model had: "
+                         "on, off, confirm and optionally change_on), paired on the same streams, with 95 %% "
+                         "bootstrap intervals")
+    ap.add_argument("--change", action="store_true",
+                    help="also measure each window's grounded change (a full grounding where p_yes >= "
+                         f"{CHANGE_FLOOR}) and choose standing_change_on (0 = p_yes alone stays a candidate)")
+    ap.add_argument("--jobs", type=int, default=1, help="processes measuring the synthetic standing streams")
     ap.add_argument("--dry-run", action="store_true", help="print, do not write grounding_defaults.json")
     args = ap.parse_args(argv)
     if not args.clips and not args.synthetic:
@@ -513,8 +601,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return grounder
 
     log = lambda m: print(m, flush=True)  # noqa: E731
-    traces = _traces_io(args.traces, lambda: _gather(args, load(), args.clips, args.synthetic, log))
-    held = _traces_io(args.test_traces, lambda: _gather(args, load(), args.test_clips, args.test_synthetic, log)) \
+    traces = _traces_io(args.traces, lambda: _gather(args, load, args.clips, args.synthetic, log))
+    held = _traces_io(args.test_traces, lambda: _gather(args, load, args.test_clips, args.test_synthetic, log)) \
         if args.test_clips or args.test_synthetic else []
 
     found_threshold = choose_found_threshold(traces)
@@ -531,11 +619,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"held out ({len(held)} labelled queries):")
         print(report(held, found_threshold, standing))
     if args.compare and standing:
-        other = (args.compare[0], args.compare[1], int(args.compare[2]))
+        if len(args.compare) not in (3, 4):
+            ap.error("--compare takes ON OFF CONFIRM [CHANGE]")
+        c = args.compare
+        other = (c[0], c[1], int(c[2]), c[3] if len(c) > 3 else 0.0)
         for name, trs in (("chosen on", traces), ("held out", held)):
             if any(t.window_p for t in trs):
-                d = paired_difference(trs, (standing["found_on"], standing["found_off"], standing["confirm"]), other)
-                print(f"{name}: chosen minus {other[0]:g}/{other[1]:g} confirm {other[2]}: appearances found "
+                d = paired_difference(trs, _rule(standing), other)
+                print(f"{name}: chosen minus {_name(dict(zip(('found_on', 'found_off', 'confirm', 'change_on'), other)))}: appearances found "
                       f"{100 * d['found']:+.1f} points [{100 * d['found_ci'][0]:+.1f}, {100 * d['found_ci'][1]:+.1f}], "
                       f"false per stream {d['false_per_stream']:+.2f} [{d['false_ci'][0]:+.2f}, {d['false_ci'][1]:+.2f}]")
     curve = pareto(grid) if grid else []
@@ -544,16 +635,16 @@ def main(argv: Optional[list[str]] = None) -> int:
               + ("; held-out rates beside" if held and any(t.window_p for t in held) else "") + "):")
         step = max(1, len(curve) // args.curve)
         for g in curve[::-1][::step]:
-            line = (f"  on {g['found_on']:.2f} off {g['found_off']:.2f} confirm {g['confirm']}: found "
-                    f"{fmt(g['found'])}, false {g['false']} ({g['false_per_stream']:.2f}/stream)")
+            line = (f"  on {g['found_on']:.2f} off {g['found_off']:.2f} confirm {g['confirm']} change "
+                    f"{g['change_on']:g}: found {fmt(g['found'])}, false {g['false']} ({g['false_per_stream']:.2f}/stream)")
             if held and any(t.window_p for t in held):
-                h = standing_rates(held, g["found_on"], g["found_off"], g["confirm"])
+                h = standing_rates(held, *_rule(g))
                 line += f" | held out: found {fmt(h['found'])}, false {h['false']} ({h['false_per_stream']:.2f}/stream)"
             print(line)
     values = dict(found_threshold=found_threshold)
     if standing:
         values.update(standing_found_on=standing["found_on"], standing_found_off=standing["found_off"],
-                      standing_confirm=standing["confirm"])
+                      standing_confirm=standing["confirm"], standing_change_on=standing["change_on"])
     ok = standing and (standing["found"]["rate"] or 0) >= args.min_found and \
         standing["false_per_stream"] <= args.max_false + 1e-9
     if standing and not ok:
@@ -564,14 +655,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                   chosen_on=dict(queries=len(traces), clips=args.clips, synthetic=args.synthetic),
                   criteria=dict(found_threshold="max of (present found + absent rejected) / 2",
                                 standing=f"max appearances found with <= {args.max_false:g} false per stream "
-                                         f"(target {args.min_found:.0%} found)"),
+                                         f"(target {args.min_found:.0%} found)"
+                                         + ("; p_yes alone or with the grounded change" if args.change else "")),
                   rates=dict(found=found_rates(traces, found_threshold) if found_threshold is not None else None,
                              standing=standing or None))
     if held:
         record["held_out"] = dict(queries=len(held), clips=args.test_clips, synthetic=args.test_synthetic,
                                   found=found_rates(held, found_threshold) if found_threshold is not None else None,
-                                  standing=standing_rates(held, standing["found_on"], standing["found_off"],
-                                                          standing["confirm"]) if standing else None)
+                                  standing=standing_rates(held, *_rule(standing)) if standing else None)
     if args.json:
         Path(args.json).write_text(json.dumps(dict(values=values, record=record, grid=grid, curve=curve), indent=1))
     if args.dry_run:

@@ -14,7 +14,8 @@ from typing import Callable, Optional
 from ..config import ServingConfig
 from ..presets import apply_model_serving_defaults
 from ..grounding.result import Cancelled, GroundingResult
-from .standing import APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest
+from .standing import (APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest,
+                       grounded_change)
 from .window import NS
 from .requests import ANSWERED, CANCELLED, FAILED, REJECTED, Answer, GroundingRequest, _Job
 
@@ -137,16 +138,21 @@ class StandingEvaluation:
             check("queued")
             if grounder is None:
                 raise Cancelled("no model loaded")
-            cheap = sq.request.cheap_first
+            cheap, rules = sq.request.cheap_first, sq.tracker.rules
             result = None
             if cheap:
                 p_yes = float(grounder.existence([f.image for f in frames], [f.stamp for f in frames], r.text,
                                                  checkpoint=check, frame_keys=self._keys(frames)))
-            else:
+            if not cheap or rules.wants_change(sq.tracker.found, p_yes):  # the change needs the tube's boxes
                 result = self._grounding(grounder, r, frames, check)
-                p_yes, full = float(result.p_yes), True
-            flipped = sq.tracker.observe(p_yes)
-            if cheap and sq.needs_full(flipped):
+                p_yes = p_yes if cheap else float(result.p_yes)
+                full = True
+            change = None
+            if result is not None and rules.wants_change(sq.tracker.found, p_yes):
+                change = grounded_change([f.image for f in frames], [f.stamp for f in frames],
+                                        result.boxes)
+            flipped = sq.tracker.observe(p_yes, change)
+            if cheap and result is None and sq.needs_full(flipped):
                 result, full = self._grounding(grounder, r, frames, check), True
         except Cancelled as e:
             sq.tracker.restore(saved)
