@@ -19,7 +19,8 @@ the grounder's feature cache within ``feature_cache_mb``, recomputed when evicte
   question first, so for it only the per-frame work is reusable (:func:`reused_work` measures which).
 
 :meth:`MemoryRecall.prefetch` does that work ahead of queries (the service calls it while idle with
-``preencode_when_idle``, for the segments written since it started).  Cancellation: the
+``preencode_when_idle``: every whole segment not yet encoded, newest first, those on disk from before a
+restart included, into at most half of the feature cache).  Cancellation: the
 ``checkpoint`` is asked between segments (and between the grounder's stages), as in a window query.
 """
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Collection, Iterator, Optional, Sequence
 
 from ..grounding.result import GroundingResult
 from ..stream.window import NS, Frame
@@ -113,6 +114,7 @@ class MemoryRecall:
         self.grounder, self.store = grounder, store
         self.segment_ns = int(segment_s * NS)
         self.top_k = int(top_k)
+        self.prefetched: set[int] = set()  # the segment cells the last prefetch encoded whole
 
     # -- the frames of a range -----------------------------------------------------------------------
     def segments(self, start_ns: int, end_ns: int, window: Sequence[Frame] = (),
@@ -216,21 +218,36 @@ class MemoryRecall:
         return len({t // self.segment_ns for t in stamps}) + (1 if window else 0)
 
     # -- idle work -----------------------------------------------------------------------------------
-    def prefetch(self, start_ns: int = 0, end_ns: int = 0, should_stop: Optional[Callable[[], bool]] = None) -> int:
+    def prefetch(self, start_ns: int = 0, end_ns: int = 0, should_stop: Optional[Callable[[], bool]] = None,
+                 newest_first: bool = False, skip: Collection[int] = ()) -> int:
         """Encode the remembered segments' frames into the grounder's feature cache (query-independent
-        work, see the module docstring), oldest first; stops when ``should_stop()``. Returns units encoded;
-        :attr:`prefetched_ns` is then the last stamp of the last segment done whole (``start_ns`` if none)."""
+        work, see the module docstring), oldest first (``newest_first``: the recent past, which queries ask
+        about most, first); segments whose grid cell (``start // segment_ns``) is in ``skip`` are left out;
+        stops when ``should_stop()``.  Returns units encoded; :attr:`prefetched` is then the set of cells
+        done whole."""
         units = 0
-        self.prefetched_ns = start_ns
-        for seg in self.segments(start_ns, end_ns):
+        self.prefetched = set()
+        if newest_first:
+            cells = sorted({t // self.segment_ns for t in self.store.stamps(start_ns, end_ns)} - set(skip),
+                           reverse=True)
+            segments = (s for c in cells for s in self.segments(max(start_ns, c * self.segment_ns),
+                                                                 _bound(end_ns, (c + 1) * self.segment_ns - 1)))
+        else:
+            segments = (s for s in self.segments(start_ns, end_ns) if s.start_ns // self.segment_ns not in skip)
+        for seg in segments:
             if should_stop is not None and should_stop():
                 break
             units += self.grounder.prefetch([f.image for f in seg.frames], seg.keys, should_stop=should_stop,
                                             stamps=[f.stamp for f in seg.frames])
             if should_stop is not None and should_stop():
                 break
-            self.prefetched_ns = (seg.end_ns // self.segment_ns + 1) * self.segment_ns  # the next segment's start
+            self.prefetched.add(seg.start_ns // self.segment_ns)
         return units
+
+
+def _bound(end_ns: int, cell_end_ns: int) -> int:
+    """The earlier of two range ends (0 = unbounded)."""
+    return min(end_ns, cell_end_ns) if end_ns else cell_end_ns
 
 
 def _ns(seconds: float, frames: Sequence[Frame]) -> int:

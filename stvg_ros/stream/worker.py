@@ -97,7 +97,7 @@ class Worker:
         if grounder is None:
             return
         frames, problem = self._snapshot(GroundingRequest("", "pre-encode"))
-        if problem:
+        if problem and self.memory is None:
             return
         stopped = []
 
@@ -109,13 +109,14 @@ class Worker:
                 stopped.append(True)
             return stop
 
-        try:
-            grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop,
-                              stamps=[f.stamp for f in frames])
-        except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
-            self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
-            return
-        self._forget_gone(grounder, also=self._keys(frames))  # frames the window let go while being encoded
+        if not problem:  # no window yet (a restart before the camera): the memory alone
+            try:
+                grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop,
+                                  stamps=[f.stamp for f in frames])
+            except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
+                self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
+                return
+            self._forget_gone(grounder, also=self._keys(frames))  # frames the window let go while being encoded
         if self.memory is not None and not stopped:
             self._prefetch_memory(grounder, should_stop)
         if stopped:
@@ -123,22 +124,26 @@ class Worker:
                 self._preencode_due = True  # resume after what stopped it
 
     def _prefetch_memory(self, grounder: GroundingModel, should_stop: Callable[[], bool]) -> None:
-        """After the window's frames: the memory's segments written since the last time (from this service's
-        start on: older memory is encoded by the first query that reads it), into at most half of the feature
-        cache, so that remembered frames never push out the window's."""
+        """After the window's frames: the memory's whole segments not yet encoded, newest first (those written
+        since the last idle moment, then older ones: after a restart, those already on disk), into at most half
+        of the feature cache, so that remembered frames never push out the window's."""
         memory, cache = self.memory, grounder.feature_cache
         recall = MemoryRecall(grounder, memory, self.config.memory_segment_s)
-        cell, newest = recall.segment_ns, memory.span()[1]
-        if self._memory_prefetched_ns is None:  # segments are cut on a grid of stamps
-            self._memory_prefetched_ns = (newest // cell + 1) * cell
-        since, until = self._memory_prefetched_ns, (newest // cell) * cell - 1  # whole segments only
-        if until <= since:
+        cell, (oldest, newest) = recall.segment_ns, memory.span()
+        store, segment_ns, done = self._memory_prefetched
+        if store is not memory or segment_ns != cell:  # another store or grid: start again
+            done = set()
+            self._memory_prefetched = (memory, cell, done)
+        done.difference_update([c for c in done if c < oldest // cell])  # rolled over
+        until = (newest // cell) * cell - 1  # whole segments only (the newest one is still being written)
+        if until <= 0:
             return
         try:
-            recall.prefetch(since, until, lambda: should_stop() or cache.stats().bytes > cache.max_bytes // 2)
+            recall.prefetch(0, until, lambda: should_stop() or cache.stats().bytes > cache.max_bytes // 2,
+                            newest_first=True, skip=done)
         except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
             self._warn(f"pre-encoding remembered frames failed: {type(e).__name__}: {e}", "preencode")
-        self._memory_prefetched_ns = recall.prefetched_ns
+        done.update(recall.prefetched)
 
     def _checkpoint(self, job: _Job) -> Callable[[str], None]:
         def check(stage: str) -> None:
