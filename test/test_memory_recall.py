@@ -64,6 +64,27 @@ def test_colour_queries_rank_the_event_segment_first_and_answer_with_its_tube(gr
         assert found.cost["grounded"] == 3 and found.cost["segments"] == 24
 
 
+def test_contrast_ranking_widened_windows_and_neutral_answers_once(grounder, colour_stream):
+    stream, store = colour_stream
+    recall = MemoryRecall(grounder, store, segment_s=10.0, top_k=2, contrast="the shape", window="widen",
+                          choose="contrast")
+    ranked = recall.rank(stream.events[0].query)
+    assert len(recall.neutral) == len(ranked) == 24, "one neutral answer per segment"
+    recall.rank(stream.events[1].query)
+    assert len(recall.neutral) == 24, "query-independent: computed once, reused by the next query"
+    for event in stream.events:
+        found = recall.answer(event.query)
+        best = max(found.ranking, key=lambda r: r[2])
+        assert holds(best[:2], stream, event), f"{event.query}: the best segment holds the event"
+        span = (found.frames[-1].stamp_ns - found.frames[0].stamp_ns) / NS
+        assert span > 15.0, "widened: the segment and half of each neighbour (20 s)"
+        assert len(found.alternatives) == 2 and found.alternatives[0].score >= found.alternatives[1].score
+        first, last = stream.index(found.alternatives[0].start_ns), stream.index(found.alternatives[0].end_ns)
+        assert first <= event.span[1] and last >= event.span[0], "the answer's tube overlaps the event"
+    with pytest.raises(ValueError, match="window"):
+        MemoryRecall(grounder, store, window="everything")
+
+
 def _iou(a, b):
     x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)

@@ -113,7 +113,8 @@ class GroundingService(StandingEvaluation, Worker):
         self._stream = next(_STREAMS)
         self._held: set = set()  # frame keys live at the last look (see _forget_gone)
         self.memory: Optional[MemoryStore] = None  # keyframes beyond the window (config.memory)
-        self._memory_prefetched: tuple = (None, 0, set())  # (store, segment_ns, segment cells the idle worker encoded)
+        # the memory's (store, segment_ns, segment cells the idle worker encoded, neutral answers; see worker.py)
+        self._memory_prefetched: tuple = (None, 0, set(), {})
         self.configure(self.config)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -439,7 +440,7 @@ class GroundingService(StandingEvaluation, Worker):
         if memory is None:
             return dict(on=False, chunks=0, keyframes=0, segments=0, seconds=0.0, nbytes=0, oldest_ns=0, newest_ns=0,
                         preencoded=0)
-        store, _, done = self._memory_prefetched
+        store, _, done, _ = self._memory_prefetched
         return dict(on=True, **memory.summary(int(self.config.memory_segment_s * NS)),
                     preencoded=len(done) if store is memory else 0)
 

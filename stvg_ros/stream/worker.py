@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..grounding.result import Cancelled, GroundingResult
 from ..memory.recall import MemoryRecall
 from .seams import GroundingModel
-from .window import Frame
+from .window import NS, Frame
 from .requests import ANSWERED, CANCELLED, FAILED, REJECTED, Answer, GroundingRequest, _Job
 
 #: what the worker's :meth:`GroundingService._take` returns besides a job
@@ -128,13 +128,12 @@ class Worker:
         since the last idle moment, then older ones: after a restart, those already on disk), into at most half
         of the feature cache, so that remembered frames never push out the window's."""
         memory, cache = self.memory, grounder.feature_cache
-        recall = MemoryRecall(grounder, memory, self.config.memory_segment_s)
+        recall = self._memory_recall(grounder)
         cell, (oldest, newest) = recall.segment_ns, memory.span()
-        store, segment_ns, done = self._memory_prefetched
-        if store is not memory or segment_ns != cell:  # another store or grid: start again
-            done = set()
-            self._memory_prefetched = (memory, cell, done)
+        done, neutral = self._memory_prefetched[2:]
         done.difference_update([c for c in done if c < oldest // cell])  # rolled over
+        for key in [k for k in neutral if k[1][0] != memory.key(k[1][0][-1]) or k[1][0][-1] < oldest]:
+            del neutral[key]  # windows rolled over, or of the live window (their keys are not the memory's)
         until = (newest // cell) * cell - 1  # whole segments only (the newest one is still being written)
         if until <= 0:
             return
@@ -144,6 +143,15 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
             self._warn(f"pre-encoding remembered frames failed: {type(e).__name__}: {e}", "preencode")
         done.update(recall.prefetched)
+
+    def _memory_recall(self, grounder: GroundingModel) -> MemoryRecall:
+        """The memory's two stages with this service's settings.  What outlives a query (the segments the idle
+        worker encoded, the neutral answers: query-independent) is kept per store and segment grid."""
+        memory, cell = self.memory, int(self.config.memory_segment_s * NS)
+        store, segment_ns, _, _ = self._memory_prefetched
+        if store is not memory or segment_ns != cell:  # another store or grid: start again
+            self._memory_prefetched = (memory, cell, set(), {})
+        return MemoryRecall(grounder, memory, self.config.memory_segment_s, neutral=self._memory_prefetched[3])
 
     def _checkpoint(self, job: _Job) -> Callable[[str], None]:
         def check(stage: str) -> None:
@@ -194,7 +202,7 @@ class Worker:
         """A request reaching beyond the window: the memory's two stages (:mod:`stvg_ros.memory.recall`) over the
         remembered keyframes and the window's snapshot; the answer's frames become the best tube's."""
         r = job.request
-        found = MemoryRecall(grounder, self.memory, self.config.memory_segment_s).answer(
+        found = self._memory_recall(grounder).answer(
             r.text, r.start_ns, r.end_ns, window=job.frames, window_keys=self._keys(job.frames),
             sub_queries=r.sub_queries, checkpoint=check)
         if found is None:
