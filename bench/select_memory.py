@@ -173,7 +173,8 @@ def analyse(data: dict, top_ks=(1, 2, 3, 5)) -> None:
                     r3.append(float(rank < 3))
                     if ev["direct"] > 0:
                         r3f.append(float(rank < 3))
-            print(f"| {length} s | {rule} | {len(r1)} | {100 * statistics.mean(r1):.0f} | {100 * statistics.mean(r3):.0f} "
+            print(f"| {length} s | {rule} | {len(r1)} | {100 * statistics.mean(r1):.0f} | "
+                  f"{100 * statistics.mean(r3):.0f} "
                   f"[{100 * bootstrap_ci(r3)[0]:.0f}, {100 * bootstrap_ci(r3)[1]:.0f}] | "
                   f"{100 * statistics.mean(r3f) if r3f else float('nan'):.0f} (n={len(r3f)}) |")
 
@@ -228,7 +229,8 @@ def analyse_tubes(data: dict, rules=("p", "neutral"), top_ks=(1, 2, 3)) -> None:
                             direct.append(ev["direct"])
                     diff = [a - b for a, b in zip(got, direct)]
                     ci = bootstrap_ci(diff)
-                    print(f"| {rule} | {k} | {window} | {choose} | {len(got)}{f' ({missing} missing)' if missing else ''} "
+                    gone = f" ({missing} missing)" if missing else ""
+                    print(f"| {rule} | {k} | {window} | {choose} | {len(got)}{gone} "
                           f"| {100 * statistics.mean(got):.1f} | {100 * statistics.mean(direct):.1f} | "
                           f"{100 * statistics.mean(diff):+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] |")
 

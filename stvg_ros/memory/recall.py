@@ -178,9 +178,9 @@ class MemoryRecall:
     def rank(self, query: str, start_ns: int = 0, end_ns: int = 0, window: Sequence[Frame] = (),
              window_keys: Sequence = (), checkpoint: Optional[Callable[[str], None]] = None,
              cost: Optional[dict] = None) -> list:
-        """``[(score, segment)]`` of every segment in the range, in time order (stage 1; :meth:`score`).  ``checkpoint`` is
-        called before each segment with the stage ``'rank D/N'`` (D segments of N judged), D advancing in
-        steps of 5 % so that progress is reported about 20 times, and may raise to cancel."""
+        """``[(score, segment)]`` of every segment in the range, in time order (stage 1; :meth:`score`).
+        ``checkpoint`` is called before each segment with the stage ``'rank D/N'`` (D segments of N judged), D
+        advancing in steps of 5 % so that progress is reported about 20 times, and may raise to cancel."""
         cost = {} if cost is None else cost
         total = self._count(start_ns, end_ns, window)
         out = []
