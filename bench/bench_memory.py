@@ -66,7 +66,8 @@ def overlaps(a: int, b: int, stream, event) -> bool:
     return a <= stream.stamp_ns(event.span[1]) and b >= stream.stamp_ns(event.span[0])
 
 
-def run_stream(grounder, seed: int, minutes: float, events: int, kind: str, warm: bool, tmp: Path) -> dict:
+def run_stream(grounder, seed: int, minutes: float, events: int, kind: str, warm: bool, tmp: Path,
+               rules: dict, baseline: bool = False, cold: bool = True) -> dict:
     stream = make_stream(seed, minutes * 60.0, events=events, kind=kind)
     directory = tmp / f"mem-{kind}-{minutes}-{seed}"
     store = MemoryStore(directory, rate=stream.fps, window_s=10.0, chunk_seconds=30.0, hours=0, mb=0)
@@ -90,7 +91,9 @@ def run_stream(grounder, seed: int, minutes: float, events: int, kind: str, warm
                write_cpu_s=t_write, write_cpu_s_per_hour=t_write / hours, disk_mb=disk / 2**20,
                disk_mb_per_hour=disk / 2**20 / hours, store_peak_ram_mb=peak_ram / 2**20,
                rebuild_s=again.rebuild_s, events=[])
-    recall = MemoryRecall(grounder, again, segment_s=10.0, top_k=3)
+    recall = MemoryRecall(grounder, again, **rules)
+    # the rules before validation (p(yes) ranking, best of three shifted windows, answer by p(yes)), paired
+    before = MemoryRecall(grounder, again, segment_s=10.0, top_k=3, contrast="", window="shift", choose="p")
     grounder.feature_cache.clear()
     if warm:
         t = time.process_time()
@@ -100,12 +103,13 @@ def run_stream(grounder, seed: int, minutes: float, events: int, kind: str, warm
         row["cache_mb"] = grounder.feature_cache.stats().bytes / 2**20
     for k, event in enumerate(stream.events):
         ev = {"query": event.query, "first": event.first, "span": list(event.span)}
-        runs = (["cold"] if k == 0 or not warm else []) + (["warm"] if warm else [])
+        runs = (["cold"] if (k == 0 and cold) or not warm else []) + (["warm"] if warm else []) + \
+            (["baseline"] if warm and baseline else [])
         for mode in runs:
             if mode == "cold":
                 grounder.feature_cache.clear()
             t = time.process_time()
-            found = recall.answer(event.query)
+            found = (before if mode == "baseline" else recall).answer(event.query)
             total = time.process_time() - t
             if mode == "cold" and warm:
                 recall.prefetch()  # back to warm for the next events
@@ -140,7 +144,7 @@ def summarize(rows: list[dict], mode: str) -> dict:
     viou = [e[mode]["score"]["viou"] for e in evs]
     direct = [e["direct"]["score"]["viou"] for e in evs]
     diff = [a - b for a, b in zip(viou, direct)]
-    ground_cost = statistics.mean([e["direct"]["warm_cpu_s" if mode == "warm" else "cpu_s"]
+    ground_cost = statistics.mean([e["direct"]["warm_cpu_s" if mode in ("warm", "baseline") else "cpu_s"]
                                    for r in rows for e in r["events"]])
     every = [e["segments"] * ground_cost for e in evs]
     totals = [e[mode]["cost"]["total"] for e in evs]
@@ -158,7 +162,20 @@ def summarize(rows: list[dict], mode: str) -> dict:
         cpu_per_query=statistics.mean(totals), model_cpu_per_query=statistics.mean(model),
         read_cpu_per_query=statistics.mean(read), ground_one_segment=ground_cost,
         every_segment_cpu=statistics.mean(every),
-        cost_ratio=statistics.mean(t / e for t, e in zip(totals, every)))
+        cost_ratio=statistics.mean(t / e for t, e in zip(totals, every)),
+        **_versus_baseline(evs, mode))
+
+
+def _versus_baseline(evs: list[dict], mode: str) -> dict:
+    """The paired differences against the rules before validation (``--baseline``), same queries."""
+    pairs = [e for e in evs if mode == "warm" and "baseline" in e]
+    if not pairs:
+        return {}
+    dv = [e["warm"]["score"]["viou"] - e["baseline"]["score"]["viou"] for e in pairs]
+    r3 = [float(e["warm"]["rank"] is not None and e["warm"]["rank"] < 3) -
+          float(e["baseline"]["rank"] is not None and e["baseline"]["rank"] < 3) for e in pairs]
+    return dict(viou_vs_baseline=statistics.mean(dv), viou_vs_baseline_ci=bootstrap_ci(dv),
+                recall3_vs_baseline=statistics.mean(r3), recall3_vs_baseline_ci=bootstrap_ci(r3))
 
 
 def markdown(summary: dict) -> str:
@@ -199,8 +216,16 @@ def main(argv=None) -> int:
     ap.add_argument("--kind", nargs="+", default=["colour"], choices=["colour", "full", "look"])
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--no-warm", action="store_true", help="skip the idle prefetch (cold queries only)")
+    ap.add_argument("--no-cold", action="store_true", help="warm queries only (no cold first query per stream)")
     ap.add_argument("--cache-mb", type=float, default=1024.0, help="the grounder's feature_cache_mb")
     ap.add_argument("--quick", action="store_true", help="one 5-minute stream, 2 events (seconds)")
+    ap.add_argument("--segment-s", type=float, default=None, help="segment length (default: the service's)")
+    ap.add_argument("--top-k", type=int, default=None, help="segments grounded (default: the service's)")
+    ap.add_argument("--contrast", default=None, help="neutral query of the ranking score ('' = p(yes))")
+    ap.add_argument("--window", default=None, choices=["shift", "widen"])
+    ap.add_argument("--choose", default=None, choices=["p", "contrast", "rank"])
+    ap.add_argument("--baseline", action="store_true",
+                    help="also answer each warm query with the rules before validation (paired differences)")
     ap.add_argument("--json", "--out", dest="out", default="",
                     help="JSON results (default bench/results/memory-<time>.json)")
     a = ap.parse_args(argv)
@@ -212,6 +237,8 @@ def main(argv=None) -> int:
         print("bench_memory: the shipped model models/stvg-synth-qwen is missing", file=sys.stderr)
         return 2
     grounder = load_model(str(model), GroundingConfig(feature_cache_mb=a.cache_mb)).grounder
+    rules = {k: v for k, v in dict(segment_s=a.segment_s, top_k=a.top_k, contrast=a.contrast, window=a.window,
+                                   choose=a.choose).items() if v is not None}
     rows, summary = [], {}
     t_all = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,20 +246,30 @@ def main(argv=None) -> int:
             for minutes in a.minutes:
                 group = []
                 for s in range(a.streams):
-                    row = run_stream(grounder, a.first_seed + s, minutes, a.events, kind, not a.no_warm, Path(tmp))
+                    row = run_stream(grounder, a.first_seed + s, minutes, a.events, kind, not a.no_warm, Path(tmp),
+                                     rules, a.baseline, not a.no_cold)
                     group.append(row)
                     print(f"# {minutes:g} min {kind} stream {s}: ranks "
                           f"{[e.get('warm', e.get('cold'))['rank'] for e in row['events']]}", flush=True)
                 rows += group
-                for mode in ("cold", "warm"):
+                for mode in ("cold", "warm", "baseline"):
                     summary[f"{minutes:g}|{kind}|{mode}"] = summarize(group, mode)
     print(storage_markdown(rows))
     print()
     print(markdown(summary))
-    print(f"\ntotal CPU {time.process_time() - t_all:.0f} s; model {model}; torch threads 1")
+    for key, s in summary.items():
+        if s and "viou_vs_baseline" in s:
+            print(f"{key}: vs the rules before validation, same queries: m_vIoU {100 * s['viou_vs_baseline']:+.1f} "
+                  f"[{100 * s['viou_vs_baseline_ci'][0]:+.1f}, {100 * s['viou_vs_baseline_ci'][1]:+.1f}], recall@3 "
+                  f"{100 * s['recall3_vs_baseline']:+.0f} [{100 * s['recall3_vs_baseline_ci'][0]:+.0f}, "
+                  f"{100 * s['recall3_vs_baseline_ci'][1]:+.0f}] points")
+    shown = {k: getattr(MemoryRecall(grounder, None, **rules), k) for k in ("segment_ns", "top_k", "contrast", "window",
+                                                                             "choose")}
+    print(f"\nrules {shown}; total CPU {time.process_time() - t_all:.0f} s; model {model}; torch threads 1")
     out = Path(a.out) if a.out else ROOT / "bench" / "results" / f"memory-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(a), "summary": summary, "rows": rows}, indent=1, default=str))
+    out.write_text(json.dumps({"args": vars(a), "rules": shown, "summary": summary, "rows": rows}, indent=1,
+                              default=str))
     print(f"results: {out}")
     return 0
 

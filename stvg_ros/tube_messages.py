@@ -36,10 +36,12 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
               boxes: Sequence[tuple[int, Box, float]] = (), track_id: str = "", attribute_query: str = "",
               action_query: str = "", sub_query_source: str = "", latency: float = 0.0,
               processing_time: float = 0.0, queue_time: float = 0.0, reason: str = "", event: str = "",
-              boxes_from: str = "", positions: Sequence[Any] = (), position_frame_id: str = "", stream: str = "") -> Any:
+              boxes_from: str = "", positions: Sequence[Any] = (), position_frame_id: str = "", stream: str = "",
+              alternatives: Sequence[Any] = ()) -> Any:
     """A ``Tube`` (defaults: the empty answer, ``found`` false); ``boxes``: ``(stamp_ns, corners, score)``;
     ``stream``: the camera's name (a multi-stream answer: the Tube's ``camera``);
-    ``positions``: one :class:`~stvg_ros.stream.depth.Position3D` (or None) per box, when there is a 3-D stage."""
+    ``positions``: one :class:`~stvg_ros.stream.depth.Position3D` (or None) per box, when there is a 3-D stage;
+    ``alternatives``: a query over the past's other tubes (:class:`stvg_ros.memory.recall.Alternative`), best first."""
     TubeBox = types("stvg_ros/msg/TubeBox")
     tube_boxes = []
     for i, (ns, box, box_score) in enumerate(boxes):
@@ -53,7 +55,10 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
         start=time_message(types, start_ns), end=time_message(types, end_ns), boxes=tube_boxes, track_id=track_id,
         attribute_query=attribute_query, action_query=action_query, sub_query_source=sub_query_source,
         latency=float(latency), processing_time=float(processing_time), queue_time=float(queue_time), reason=reason,
-        boxes_from=boxes_from, position_frame_id=position_frame_id, camera=stream)
+        boxes_from=boxes_from, position_frame_id=position_frame_id, camera=stream,
+        alternatives=[types("stvg_ros/msg/TubeAlternative")(start=time_message(types, a.start_ns),
+                                                           end=time_message(types, a.end_ns), score=float(a.score))
+                      for a in alternatives])
 
 
 def position_fields(types: MessageTypes, position: Any = None) -> dict:

@@ -64,6 +64,27 @@ def test_colour_queries_rank_the_event_segment_first_and_answer_with_its_tube(gr
         assert found.cost["grounded"] == 3 and found.cost["segments"] == 24
 
 
+def test_contrast_ranking_widened_windows_and_neutral_answers_once(grounder, colour_stream):
+    stream, store = colour_stream
+    recall = MemoryRecall(grounder, store, segment_s=10.0, top_k=2, contrast="the shape", window="widen",
+                          choose="contrast")
+    ranked = recall.rank(stream.events[0].query)
+    assert len(recall.neutral) == len(ranked) == 24, "one neutral answer per segment"
+    recall.rank(stream.events[1].query)
+    assert len(recall.neutral) == 24, "query-independent: computed once, reused by the next query"
+    for event in stream.events:
+        found = recall.answer(event.query)
+        best = max(found.ranking, key=lambda r: r[2])
+        assert holds(best[:2], stream, event), f"{event.query}: the best segment holds the event"
+        span = (found.frames[-1].stamp_ns - found.frames[0].stamp_ns) / NS
+        assert span > 15.0, "widened: the segment and half of each neighbour (20 s)"
+        assert len(found.alternatives) == 2 and found.alternatives[0].score >= found.alternatives[1].score
+        first, last = stream.index(found.alternatives[0].start_ns), stream.index(found.alternatives[0].end_ns)
+        assert first <= event.span[1] and last >= event.span[0], "the answer's tube overlaps the event"
+    with pytest.raises(ValueError, match="window"):
+        MemoryRecall(grounder, store, window="everything")
+
+
 def _iou(a, b):
     x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
     inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
@@ -151,11 +172,83 @@ def test_the_service_answers_a_request_reaching_beyond_its_window_from_memory(gr
     assert tube.frame_id == "cam" and all(stream.stamp_ns(stream.index(t)) == t for t, _, _ in tube.boxes)
     assert answer.alternatives and answer.alternatives[0].start_ns == tube.start_ns
     assert stages[0] == "queued" and stages[1].startswith("rank ") and "select" in stages
+    assert tube.alternatives == answer.alternatives, "the topic's answer carries the alternatives too"
+    # "the last N seconds": counted back from the newest frame; the ranking covers only that range
+    newest = svc.window.newest.stamp_ns
+    last_s = (newest - stream.stamp_ns(event.span[0])) / NS + 5.0
+    answers.clear()
+    svc.submit(GroundingRequest("last", event.query, last_s=last_s), answers.append)
+    svc.run_pending()
+    (answer,) = answers
+    assert answer.status == ANSWERED, answer.reason
+    assert answer.request.start_ns == newest - round(last_s * NS), "an absolute start from here on"
+    assert stream.index(answer.tube.start_ns) <= event.span[1] and stream.index(answer.tube.end_ns) >= event.span[0]
+    assert all(a.start_ns >= answer.request.start_ns for a in answer.alternatives)
+    # a last_s inside the window is a window query; bad values are refused with the fix
+    answers.clear()
+    svc.submit(GroundingRequest("recent", event.query, last_s=4.0), answers.append)
+    svc.run_pending()
+    assert answers[0].status == ANSWERED and not answers[0].alternatives
+    assert answers[0].tube.start_ns >= newest - 4 * NS
+    for bad, why in ((float("nan"), "finite"), (-3.0, "finite"), (float("inf"), "finite")):
+        answers.clear()
+        svc.submit(GroundingRequest("bad", event.query, last_s=bad), answers.append)
+        assert answers[0].status == REJECTED and why in answers[0].reason and "last_s" in answers[0].reason
+    answers.clear()
+    svc.submit(GroundingRequest("both", event.query, start_ns=stream.stamp_ns(0), last_s=60.0), answers.append)
+    assert answers[0].status == REJECTED and "not both" in answers[0].reason
     # the window alone (no range) does not see it; a range where nothing is remembered is refused
     answers.clear()
     svc.submit(GroundingRequest("empty", event.query, start_ns=NS, end_ns=2 * NS), answers.append)
     assert answers[0].status == REJECTED and "nothing remembered" in answers[0].reason
     svc.stop()
+
+
+def test_last_s_counts_back_from_end_or_the_newest_frame():
+    from stvg_ros.stream.requests import GroundingRequest
+
+    r = GroundingRequest("q", "the red shape", last_s=600.0)
+    assert r.absolute(5000 * NS).start_ns == 4400 * NS and r.absolute(0) is r, "no frame yet: unchanged"
+    ended = GroundingRequest("q", "the red shape", end_ns=3000 * NS, last_s=60.0)
+    assert ended.absolute(5000 * NS).start_ns == 2940 * NS, "before the range's end"
+    assert GroundingRequest("q", "x", last_s=1e9).absolute(10 * NS).start_ns == 1, "from the beginning"
+    assert GroundingRequest("q", "x").absolute(10 * NS).start_ns == 0 and not GroundingRequest("q", "x").last_problem()
+
+
+def test_memory_status_and_restart_preencoding_newest_first(grounder, tmp_path):
+    from stvg_ros.config import ServingConfig
+    from stvg_ros.stream.service import GroundingService
+
+    stream = make_stream(4, 120.0, events=1, kind="colour")
+    off = GroundingService(ServingConfig())
+    assert off.memory_status() == dict(on=False, chunks=0, keyframes=0, segments=0, seconds=0.0, nbytes=0,
+                                       oldest_ns=0, newest_ns=0, preencoded=0)
+    first = GroundingService(ServingConfig(memory=True, memory_directory=str(tmp_path), memory_chunk_s=20.0))
+    first.start(grounder, threaded=False)
+    for i, f in enumerate(stream.frames()):
+        first.ingest(stream.stamp_ns(i), lambda f=f: f)
+    first.stop()  # a clean stop keeps the window's frames too
+    grounder.feature_cache.clear()
+    again = GroundingService(ServingConfig(memory=True, memory_directory=str(tmp_path), memory_chunk_s=20.0,
+                                           preencode_when_idle=True))
+    status = again.memory_status()
+    assert status["on"] and status["keyframes"] == stream.num_frames and status["chunks"] >= 6
+    assert status["segments"] == 12 and status["seconds"] == pytest.approx(119.5) and status["nbytes"] > 0
+    assert status["oldest_ns"] == stream.stamp_ns(0) and status["preencoded"] == 0
+    # newest first: stopped after two segments, those are the two newest whole ones
+    recall = MemoryRecall(grounder, again.memory, 10.0)
+    recall.prefetch(should_stop=lambda: len(recall.prefetched) >= 2, newest_first=True,
+                    skip={stream.stamp_ns(0) // (10 * NS) + 11})
+    newest_cell = stream.stamp_ns(stream.num_frames - 1) // (10 * NS)
+    assert recall.prefetched == {newest_cell - 1, newest_cell - 2}, "newest first, the skipped cell left out"
+    grounder.feature_cache.clear()
+    again.start(grounder, threaded=False)  # no camera yet: the idle worker encodes what is on disk
+    again.run_pending()
+    assert again.memory_status()["preencoded"] == 11, "every whole segment but the newest (still being written)"
+    before = grounder.feature_cache.stats().by_kind["visual"]["misses"]
+    recall.rank(stream.events[0].query, stream.stamp_ns(0), newest_cell * 10 * NS - 1)
+    assert grounder.feature_cache.stats().by_kind["visual"]["misses"] == before, "a query encodes nothing again"
+    again.stop()
 
 
 def test_synthetic_streams_place_events_with_one_answer_each():
@@ -188,8 +281,11 @@ def test_the_idle_service_encodes_new_memory_segments_once(grounder, tmp_path):
         svc.ingest(stream.stamp_ns(i), lambda f=f: f)
         if i % 40 == 39:
             svc.run_pending()  # idle moments
-    done = svc._memory_prefetched_ns
-    assert done > stream.stamp_ns(0), "whole memory segments were encoded while idle"
+    status = svc.memory_status()
+    cells = sorted(svc._memory_prefetched[2])
+    assert status["preencoded"] == len(cells) > 0, "whole memory segments were encoded while idle"
+    assert cells == list(range(cells[0], cells[-1] + 1)), "every whole segment, none skipped"
+    done = (cells[-1] + 1) * 10 * NS
     cache = grounder.feature_cache
     assert cache.stats().prefetched.get("visual", 0) > 0, "their visual tokens were computed ahead of any query"
     before = cache.stats().by_kind.get("visual", {}).get("misses", 0)

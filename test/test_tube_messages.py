@@ -7,6 +7,9 @@ import pytest
 from stvg_ros.boxes import from_centre_size, to_centre_size
 from stvg_ros.tube_messages import make_tube, stamp_to_ns, time_message, tube_boxes
 
+from stvg_ros.memory.recall import Alternative
+
+ALTERNATIVES = [Alternative(1_000_000_000_123, 1_000_100_000_000, 0.75), Alternative(900_000_000_000, 901 * 10**9, 0.5)]
 BOXES = [(1_000_000_000_123, (10.0, 20.0, 50.0, 80.0), 0.5), (1_000_100_000_000, (12.0, 21.0, 52.0, 81.0), 0.25)]
 
 
@@ -19,12 +22,14 @@ def _check(tube):
     assert b.score == pytest.approx(0.5)
     assert tube_boxes(tube) == {ns: box for ns, box, _ in BOXES}  # corners back, exactly
     assert tube.queue_time == pytest.approx(0.75) and tube.sub_query_source == "caller"
+    assert [(stamp_to_ns(a.start), stamp_to_ns(a.end), a.score) for a in tube.alternatives] == \
+        [(a.start_ns, a.end_ns, a.score) for a in ALTERNATIVES], "a query over the past's alternatives"
 
 
 def _tube(types):
     return make_tube(types, "q1", "the cat", frame_id="cam", stamp_ns=1_000_200_000_000, found=True, p_yes=0.9,
                      score=0.4, start_ns=BOXES[0][0], end_ns=BOXES[1][0], boxes=BOXES, track_id="7",
-                     sub_query_source="caller", queue_time=0.75)
+                     sub_query_source="caller", queue_time=0.75, alternatives=ALTERNATIVES)
 
 
 def test_corners_and_centres_round_trip():
@@ -44,6 +49,7 @@ def test_rosbags_classes_and_a_serialisation_round_trip():
     _check(back)
     empty = make_tube(store.types.__getitem__, "q2", "nothing", reason="no frames in the window")
     assert not empty.found and not empty.boxes and empty.reason == "no frames in the window"
+    assert not empty.alternatives
     assert stamp_to_ns(time_message(store.types.__getitem__, -5)) == 0
 
 

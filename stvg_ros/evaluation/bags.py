@@ -166,7 +166,8 @@ def query_message(store, stamp: float, query_id: str, text: str, attribute: str 
     return store.types["stvg_ros/msg/GroundingQuery"](
         header=_header(store, stamp, frame_id), id=query_id, text=text, start=zero, end=zero,
         attribute_query=attribute, action_query=action,
-        camera="", each_camera=False)  # several cameras: ask all (a one-camera node ignores them)
+        camera="", each_camera=False,  # several cameras: ask all (a one-camera node ignores them)
+        last_s=0.0)  # the whole window
 
 
 def ground_truth_message(store, stamp: float, query_id: str, text: str, boxes: Mapping[float, Box],

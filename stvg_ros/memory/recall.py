@@ -4,10 +4,10 @@
    into segments of ``segment_s`` seconds on a fixed grid of stamps; each gets the model's own existence
    answer (:meth:`Grounder.existence`: one forward pass on the segment's sampled frames, the judgment the
    full method reports as ``p_yes``).
-2. *Ground*: for each of the ``top_k`` best segments, the windows shifted by half a segment either way
-   are judged too (an event across a boundary is whole in one of them), and the full method
-   (:meth:`Grounder.ground`) runs on the best of the three.  The answer is the tube with the highest
-   ``p_yes``, in absolute stamps, with the others as ranked alternatives ``(start, end, score)``.
+2. *Ground*: for each of the ``top_k`` best segments, the full method (:meth:`Grounder.ground`) runs on the
+   segment widened by half a segment either way (an event across a boundary is whole in it).  The answer
+   is the best-ranked segment's tube, in absolute stamps, with the others as ranked alternatives
+   ``(start, end, score)``.  (Other rules, compared on validation streams: :class:`MemoryRecall`.)
 
 Query-independent work that any later query reuses exactly (keyed by :meth:`~.store.MemoryStore.key`, held by
 the grounder's feature cache within ``feature_cache_mb``, recomputed when evicted):
@@ -19,15 +19,17 @@ the grounder's feature cache within ``feature_cache_mb``, recomputed when evicte
   question first, so for it only the per-frame work is reusable (:func:`reused_work` measures which).
 
 :meth:`MemoryRecall.prefetch` does that work ahead of queries (the service calls it while idle with
-``preencode_when_idle``, for the segments written since it started).  Cancellation: the
+``preencode_when_idle``: every whole segment not yet encoded, newest first, those on disk from before a
+restart included, into at most half of the feature cache).  Cancellation: the
 ``checkpoint`` is asked between segments (and between the grounder's stages), as in a window query.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Collection, Iterator, Optional, Sequence
 
 from ..grounding.result import GroundingResult
 from ..stream.window import NS, Frame
@@ -56,7 +58,8 @@ class Segment:
 
 @dataclass(frozen=True)
 class Alternative:
-    """A tube the second stage found, in absolute stamps; ``score`` is its window's existence answer."""
+    """A tube the second stage found, in absolute stamps; ``score`` is what the answer was chosen by (with the
+    default ``choose='rank'``: its segment's existence answer p(yes))."""
 
     start_ns: int
     end_ns: int
@@ -106,13 +109,58 @@ def reused_work(grounder, frames: Sequence, stamps: Sequence[float]) -> list[str
     return sorted(k for k, v in after.items() if v.get("hits", 0) > before.get(k, 0) and k != "answers")
 
 
-class MemoryRecall:
-    """The two-stage answer over ``store`` (and an optional window snapshot) with ``grounder``."""
+#: how the second stage picks the window it grounds around a top segment (see :class:`MemoryRecall`)
+WINDOWS = ("shift", "widen")
+#: how the answer is chosen among the groundings
+CHOICES = ("p", "contrast", "rank")
 
-    def __init__(self, grounder, store: MemoryStore, segment_s: float = 10.0, top_k: int = 3):
+
+class MemoryRecall:
+    """The two-stage answer over ``store`` (and an optional window snapshot) with ``grounder``.
+
+    ``contrast``: a neutral query ("" = none); with it a window's score is the query's existence answer
+    against the neutral one's, ``logit p(query) - logit p(contrast)``, so that windows where the model says
+    yes to anything stop outranking the one that holds the queried thing (without it: p(yes)).  The neutral
+    answer is query-independent: the idle prefetch computes it once per segment, kept in ``neutral``.
+    ``window``: what is grounded around each of the ``top_k`` segments: ``shift``, the best-scored of the
+    segment and the windows half a segment earlier and later; ``widen``, the segment with half a segment of
+    each neighbour (an event across a boundary is whole in it).  ``choose``: which grounding is the answer:
+    ``p``, the highest p(yes); ``contrast``, the highest score of its window; ``rank``, the best segment's.
+    The defaults (10 s, top 3, no contrast, ``widen``, ``rank``) were chosen on validation streams
+    (``bench/select_memory.py``; bench/README.md, 'Memory'): the contrast did not rank better than p(yes), and
+    the shifted windows clipped the event while choosing by p(yes) picked false positives."""
+
+    def __init__(self, grounder, store: MemoryStore, segment_s: float = 10.0, top_k: int = 3, contrast: str = "",
+                 window: str = "widen", choose: str = "rank", neutral: Optional[dict] = None):
+        if window not in WINDOWS or choose not in CHOICES:
+            raise ValueError(f"window={window!r}, choose={choose!r}: use one of {WINDOWS} and {CHOICES}")
         self.grounder, self.store = grounder, store
         self.segment_ns = int(segment_s * NS)
         self.top_k = int(top_k)
+        self.contrast, self.window, self.choose = contrast.strip(), window, choose
+        self.neutral = {} if neutral is None else neutral
+        """The neutral query's answer per keyed window (query-independent: filled by :meth:`prefetch` and by
+        queries, shared by the caller across queries; a float each)."""
+        self.prefetched: set[int] = set()  # the segment cells the last prefetch encoded whole
+
+    def score(self, frames: Sequence[Frame], keys: Optional[list], query: str) -> tuple[float, float]:
+        """``(score, p_yes)`` of ``query`` on the frames: p(yes), or its logit against the neutral query's."""
+        images, stamps = [f.image for f in frames], [f.stamp for f in frames]
+        p = self.grounder.existence(images, stamps, query, frame_keys=keys)
+        if not self.contrast:
+            return p, p
+        return _logit(p) - _logit(self.neutral_answer(frames, keys)), p
+
+    def neutral_answer(self, frames: Sequence[Frame], keys: Optional[list]) -> float:
+        """p(yes) of the neutral query on the frames, computed once per keyed window (:attr:`neutral`)."""
+        key = (self.contrast, tuple(keys)) if keys is not None else None
+        p = self.neutral.get(key) if key is not None else None
+        if p is None:
+            p = self.grounder.existence([f.image for f in frames], [f.stamp for f in frames], self.contrast,
+                                        frame_keys=keys)
+            if key is not None:
+                self.neutral[key] = p
+        return p
 
     # -- the frames of a range -----------------------------------------------------------------------
     def segments(self, start_ns: int, end_ns: int, window: Sequence[Frame] = (),
@@ -130,9 +178,9 @@ class MemoryRecall:
     def rank(self, query: str, start_ns: int = 0, end_ns: int = 0, window: Sequence[Frame] = (),
              window_keys: Sequence = (), checkpoint: Optional[Callable[[str], None]] = None,
              cost: Optional[dict] = None) -> list:
-        """``[(p_yes, segment)]`` of every segment in the range, in time order (stage 1).  ``checkpoint`` is
-        called before each segment with the stage ``'rank D/N'`` (D segments of N judged), D advancing in
-        steps of 5 % so that progress is reported about 20 times, and may raise to cancel."""
+        """``[(score, segment)]`` of every segment in the range, in time order (stage 1; :meth:`score`).
+        ``checkpoint`` is called before each segment with the stage ``'rank D/N'`` (D segments of N judged), D
+        advancing in steps of 5 % so that progress is reported about 20 times, and may raise to cancel."""
         cost = {} if cost is None else cost
         total = self._count(start_ns, end_ns, window)
         out = []
@@ -146,9 +194,7 @@ class MemoryRecall:
                 if len(out) * 20 // max(total, 1) > shown * 20 // max(total, 1):
                     shown = len(out)
                 checkpoint(f"rank {shown}/{max(total, len(out))}")
-            p = self.grounder.existence([f.image for f in seg.frames], [f.stamp for f in seg.frames], query,
-                                        frame_keys=seg.keys)
-            out.append((p, seg))
+            out.append((self.score(seg.frames, seg.keys, query)[0], seg))
             t0 = time.process_time()
             t_rank += t0 - t1
         cost.update(read=cost.get("read", 0.0) + t_read, rank=cost.get("rank", 0.0) + t_rank, segments=len(out))
@@ -165,25 +211,32 @@ class MemoryRecall:
             return None
         order = sorted(range(len(ranked)), key=lambda i: -ranked[i][0])[: self.top_k]
         t0 = time.process_time()
-        candidates = []  # (p_yes, frames, keys) of the best window around each top segment
+        candidates = []  # (segment's score, window's score, frames, keys) of the window grounded around each
         for i in order:
-            p, seg = ranked[i]
-            best = (p, seg.frames, seg.keys)
+            score, seg = ranked[i]
+            if self.window == "widen":
+                wide = self._around(ranked, i, -(self.segment_ns // 2), self.segment_ns // 2)
+                if checkpoint is not None and self.choose == "contrast":
+                    checkpoint("shift")
+                judged = self.score(wide.frames, wide.keys, query)[0] if self.choose == "contrast" else score
+                candidates.append((score, judged, wide.frames, wide.keys))
+                continue
+            best = (score, seg.frames, seg.keys)
             for shifted in self._shifted(ranked, i):
                 if checkpoint is not None:
                     checkpoint("shift")
-                q = self.grounder.existence([f.image for f in shifted.frames], [f.stamp for f in shifted.frames],
-                                            query, frame_keys=shifted.keys)
+                q = self.score(shifted.frames, shifted.keys, query)[0]
                 if q > best[0]:
                     best = (q, shifted.frames, shifted.keys)
-            candidates.append(best)
+            candidates.append((score, *best))
         t_shift = time.process_time() - t0
         results = []
-        for p, frames, keys in candidates:
+        for score, judged, frames, keys in candidates:
             r = self.grounder.ground([f.image for f in frames], [f.stamp for f in frames], query,
                                      proposals=proposals, sub_queries=sub_queries, checkpoint=checkpoint,
                                      frame_keys=keys)
-            results.append((r.p_yes, r, frames))
+            chosen_by = {"p": r.p_yes, "contrast": judged, "rank": score}[self.choose]
+            results.append((chosen_by, r, frames))
         cost.update(shift=t_shift, ground=time.process_time() - t0 - t_shift, grounded=len(results))
         results.sort(key=lambda x: -x[0])
         alternatives = [Alternative(_ns(r.start, fr), _ns(r.end, fr), float(p)) for p, r, fr in results]
@@ -193,21 +246,21 @@ class MemoryRecall:
 
     def _shifted(self, ranked: list, i: int) -> list[Segment]:
         """The windows half a segment before and after segment ``i`` (frames of its neighbours)."""
-        seg = ranked[i][1]
         half = self.segment_ns // 2
-        out = []
-        for j, lo, hi in ((i - 1, seg.start_ns - half, seg.end_ns - half), (i + 1, seg.start_ns + half,
-                                                                           seg.end_ns + half)):
-            if not 0 <= j < len(ranked):
-                continue
-            other = ranked[j][1]
-            keyed = seg.keys is not None and other.keys is not None
-            pool = sorted(zip(seg.frames + other.frames, (seg.keys + other.keys) if keyed else [None] * (
-                len(seg.frames) + len(other.frames))), key=lambda fk: fk[0].stamp_ns)
-            picked = [(f, k) for f, k in pool if lo <= f.stamp_ns <= hi]
-            if len(picked) >= MIN_SEGMENT_FRAMES:
-                out.append(Segment([f for f, _ in picked], [k for _, k in picked] if keyed else None))
-        return out
+        out = [self._around(ranked, i, lo, hi) for j, lo, hi in ((i - 1, -half, -half), (i + 1, half, half))
+               if 0 <= j < len(ranked)]
+        return [s for s in out if len(s.frames) >= MIN_SEGMENT_FRAMES]
+
+    def _around(self, ranked: list, i: int, lo: int, hi: int) -> Segment:
+        """Segment ``i``'s span moved by ``lo`` at its start and ``hi`` at its end, with the frames of it and its
+        neighbours in that span."""
+        seg = ranked[i][1]
+        near = [ranked[j][1] for j in (i - 1, i, i + 1) if 0 <= j < len(ranked)]
+        keyed = all(s.keys is not None for s in near)
+        pool = sorted(((f, s.keys[n] if keyed else None) for s in near for n, f in enumerate(s.frames)),
+                      key=lambda fk: fk[0].stamp_ns)
+        picked = [(f, k) for f, k in pool if seg.start_ns + lo <= f.stamp_ns <= seg.end_ns + hi]
+        return Segment([f for f, _ in picked], [k for _, k in picked] if keyed else None)
 
     def _count(self, start_ns: int, end_ns: int, window: Sequence[Frame]) -> int:
         stamps = self.store.stamps(start_ns, end_ns)
@@ -216,21 +269,43 @@ class MemoryRecall:
         return len({t // self.segment_ns for t in stamps}) + (1 if window else 0)
 
     # -- idle work -----------------------------------------------------------------------------------
-    def prefetch(self, start_ns: int = 0, end_ns: int = 0, should_stop: Optional[Callable[[], bool]] = None) -> int:
+    def prefetch(self, start_ns: int = 0, end_ns: int = 0, should_stop: Optional[Callable[[], bool]] = None,
+                 newest_first: bool = False, skip: Collection[int] = ()) -> int:
         """Encode the remembered segments' frames into the grounder's feature cache (query-independent
-        work, see the module docstring), oldest first; stops when ``should_stop()``. Returns units encoded;
-        :attr:`prefetched_ns` is then the last stamp of the last segment done whole (``start_ns`` if none)."""
+        work, see the module docstring), oldest first (``newest_first``: the recent past, which queries ask
+        about most, first); segments whose grid cell (``start // segment_ns``) is in ``skip`` are left out;
+        stops when ``should_stop()``.  Returns units encoded; :attr:`prefetched` is then the set of cells
+        done whole."""
         units = 0
-        self.prefetched_ns = start_ns
-        for seg in self.segments(start_ns, end_ns):
+        self.prefetched = set()
+        if newest_first:
+            cells = sorted({t // self.segment_ns for t in self.store.stamps(start_ns, end_ns)} - set(skip),
+                           reverse=True)
+            segments = (s for c in cells for s in self.segments(max(start_ns, c * self.segment_ns),
+                                                                 _bound(end_ns, (c + 1) * self.segment_ns - 1)))
+        else:
+            segments = (s for s in self.segments(start_ns, end_ns) if s.start_ns // self.segment_ns not in skip)
+        for seg in segments:
             if should_stop is not None and should_stop():
                 break
             units += self.grounder.prefetch([f.image for f in seg.frames], seg.keys, should_stop=should_stop,
                                             stamps=[f.stamp for f in seg.frames])
             if should_stop is not None and should_stop():
                 break
-            self.prefetched_ns = (seg.end_ns // self.segment_ns + 1) * self.segment_ns  # the next segment's start
+            if self.contrast:  # the neutral answer is query-independent too
+                self.neutral_answer(seg.frames, seg.keys)
+            self.prefetched.add(seg.start_ns // self.segment_ns)
         return units
+
+
+def _logit(p: float) -> float:
+    p = min(max(float(p), 1e-6), 1.0 - 1e-6)
+    return math.log(p / (1.0 - p))
+
+
+def _bound(end_ns: int, cell_end_ns: int) -> int:
+    """The earlier of two range ends (0 = unbounded)."""
+    return min(end_ns, cell_end_ns) if end_ns else cell_end_ns
 
 
 def _ns(seconds: float, frames: Sequence[Frame]) -> int:

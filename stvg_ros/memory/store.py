@@ -331,6 +331,17 @@ class MemoryStore:
         s = self.stamps()
         return (s[0], s[-1]) if s else (0, 0)
 
+    def summary(self, segment_ns: int) -> dict:
+        """What is remembered, for status reports: chunks on disk, keyframes (the open chunk's too), segments
+        (cells of ``segment_ns`` holding a keyframe, as a query over the past ranks them), the stream seconds
+        covered, bytes on disk, and the oldest and newest stamps (0 when empty)."""
+        with self._lock:
+            chunks, nbytes = len(self._chunks), sum(c.nbytes for c in self._chunks)
+        stamps = self.stamps()
+        oldest, newest = (stamps[0], stamps[-1]) if stamps else (0, 0)
+        return dict(chunks=chunks, keyframes=len(stamps), segments=len({t // segment_ns for t in stamps}),
+                    seconds=(newest - oldest) / NS, nbytes=nbytes, oldest_ns=oldest, newest_ns=newest)
+
     def key(self, stamp_ns: int) -> tuple:
         """A remembered keyframe's identity for the grounder's feature cache: this directory, the stamp, and a
         generation raised whenever a stamp's pixels may have changed (a replayed stream replaced a chunk), so

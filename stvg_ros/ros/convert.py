@@ -14,7 +14,7 @@ from geometry_msgs.msg import Point, Vector3
 from std_msgs.msg import Header
 
 from stvg_ros.boxes import from_centre_size
-from stvg_ros.msg import Tube, TubeBox
+from stvg_ros.msg import Tube, TubeAlternative, TubeBox
 from stvg_ros.proposals.tracks import Detections
 from stvg_ros.stream.requests import Answer, GroundingRequest
 from stvg_ros.stream.standing import StandingRequest
@@ -22,7 +22,7 @@ from stvg_ros.tube_messages import make_tube, stamp_to_ns, time_message
 
 _CLASSES = {"stvg_ros/msg/Tube": Tube, "stvg_ros/msg/TubeBox": TubeBox, "std_msgs/msg/Header": Header,
             "builtin_interfaces/msg/Time": Time, "geometry_msgs/msg/Point": Point,
-            "geometry_msgs/msg/Vector3": Vector3}
+            "geometry_msgs/msg/Vector3": Vector3, "stvg_ros/msg/TubeAlternative": TubeAlternative}
 #: the built message classes by type name, for :func:`stvg_ros.tube_messages.make_tube`
 ROS_TYPES = _CLASSES.__getitem__
 
@@ -43,7 +43,8 @@ def detections_from_msg(msg) -> Detections:
 def request_from_msg(msg, query_id: str) -> GroundingRequest:
     """stvg_ros/GroundingQuery → a core request (``query_id`` when the message has none)."""
     return GroundingRequest(msg.id or query_id, msg.text, stamp_to_ns(msg.start), stamp_to_ns(msg.end),
-                            msg.attribute_query, msg.action_query, stream=msg.camera, each_stream=bool(msg.each_camera))
+                            msg.attribute_query, msg.action_query, stream=msg.camera, each_stream=bool(msg.each_camera),
+                            last_s=float(msg.last_s))
 
 
 def standing_request_from_msg(msg) -> StandingRequest:

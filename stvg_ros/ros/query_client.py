@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--id", default="", help="query id (default: the node numbers it)")
     ap.add_argument("--start", type=float, default=0.0, help="only frames from this stamp (s; 0 = window start)")
     ap.add_argument("--end", type=float, default=0.0, help="only frames up to this stamp (s; 0 = window end)")
+    ap.add_argument("--last", type=float, default=0.0,
+                    help="only the last N seconds before --end or the newest frame (with memory on: beyond the "
+                         "window; not with --start)")
     ap.add_argument("--attribute", default="", help="explicit attribute sub-query (with --action)")
     ap.add_argument("--action", default="", help="explicit action sub-query (with --attribute)")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the node and the answer")
@@ -83,7 +86,7 @@ def _goal_fields(a) -> dict:
         return Time(sec=sec, nanosec=nsec)
 
     return dict(id=a.id, text=a.text, start=stamp(a.start), end=stamp(a.end), attribute_query=a.attribute,
-                action_query=a.action, camera=a.camera, each_camera=a.each_camera)
+                action_query=a.action, camera=a.camera, each_camera=a.each_camera, last_s=float(a.last))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

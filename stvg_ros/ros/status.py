@@ -20,6 +20,7 @@ from rclpy.clock import Clock, ClockType
 
 from stvg_ros.msg import StandingQueryStatus, Status
 from stvg_ros.ros.events import LOSS_FIX, publish_to
+from stvg_ros.ros.memory import fill_status as fill_memory_status
 
 #: what the status says about a default model (default_model.ModelChoice.kind), and the warning
 MODEL_NOTES = {"tiny": (" (random: meaningless)", "random model: answers are meaningless"),
@@ -111,6 +112,7 @@ def status_message(service, state: str, model: dict, loss_reported: bool, frame_
         s.standing.append(q)
     s.standing_count, s.standing_capacity = len(s.standing), service.config.max_standing_queries
     s.standing_duty, s.standing_duty_budget = service.standing_duty(), service.config.standing_duty_budget
+    fill_memory_status(s, service.memory_status())
     return s
 
 
@@ -126,7 +128,7 @@ def diagnostics(name: str, s: Status, model_kind: str, problems: list[str], stag
     d.message = "; ".join(problems + [f"window {s.window_frames}/{s.window_capacity}, queue "
                                       f"{s.queue_depth}/{s.queue_capacity}"])
     d.values = [KeyValue(key=k, value=str(getattr(s, k))) for k in Status.get_fields_and_field_types()
-                if k not in ("header", "standing", "cameras")]  # cameras: one /diagnostics entry each
+                if k not in ("header", "standing", "cameras", "memory_oldest")]  # cameras: one /diagnostics entry each
     d.values += [KeyValue(key=f"standing {q.id}", value=f"{q.evaluations} evaluations, {q.mean_cost:.3f} s each, "
                                                        f"found={q.found}") for q in s.standing]
     if stage is not None:  # the live proposal stage's cost and state (ms per keyframe, skips, phrases)

@@ -50,6 +50,9 @@ class CameraTube:
     event: str = ""
     boxes_from: str = ""
     stream: str = ""
+    alternatives: tuple = ()
+    """A query over the past (memory, issue 33): the tubes its second stage found, best first, as
+    :class:`stvg_ros.memory.recall.Alternative` (start_ns, end_ns, score); () for a query about the window."""
 
     @property
     def boxes_by_stamp(self) -> dict[int, Box]:

@@ -5,6 +5,7 @@ queue and worker, the caller's :class:`QueryHandle`, and the service's :class:`C
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -13,7 +14,7 @@ from ..query import query_text
 from .camera_tube import CameraTube, camera_tube, empty_tube
 from ..grounding.result import GroundingResult, SubQueries
 from .standing import StandingQuery
-from .window import Frame
+from .window import NS, Frame
 
 #: Answer.status values
 ANSWERED, REJECTED, CANCELLED, FAILED = "answered", "rejected", "cancelled", "failed"
@@ -35,9 +36,32 @@ class GroundingRequest:
     action_query: str = ""
     stream: str = ""
     each_stream: bool = False
+    # -- issue 33 (memory): "the last N seconds" ------------------------------------------------------
+    last_s: float = 0.0
+    """Search only the last ``last_s`` seconds of the images' clock: before ``end_ns``, or before the stream's
+    newest frame when ``end_ns`` is 0 (0 = unset).  Give it or ``start_ns``, not both; with memory on it reaches
+    beyond the window (e.g. 600 = the last 10 minutes)."""
 
     def __post_init__(self):
         object.__setattr__(self, "text", query_text(self.text))  # the one trusted value from here on
+
+    def last_problem(self) -> str:
+        """Why ``last_s`` cannot be used, naming the fix ("" when it can or is unset)."""
+        if not self.last_s:
+            return ""
+        if not math.isfinite(self.last_s) or self.last_s < 0:
+            return f"last_s={self.last_s}: give a finite number of seconds >= 0 (e.g. 600 = the last 10 minutes)"
+        if self.start_ns:
+            return "give either start or last_s, not both (last_s counts back from end, or from the newest frame)"
+        return ""
+
+    def absolute(self, newest_ns: int) -> "GroundingRequest":
+        """This request with ``last_s`` turned into ``start_ns`` (``newest_ns``: the stream's newest stamp, 0 when
+        none), so the rest of the service sees an absolute range; unchanged when ``last_s`` is unset or invalid."""
+        until = self.end_ns or newest_ns
+        if self.last_problem() or not self.last_s or not until:
+            return self
+        return dataclasses.replace(self, start_ns=max(1, until - int(round(self.last_s * NS))))
 
     @property
     def sub_queries(self) -> Optional[SubQueries]:
@@ -86,6 +110,7 @@ class Answer:
         r = self.request
         common: dict = dict(latency=float(self.latency), queue_time=float(self.queue_time), event=self.event,
                             stream=self.stream)
+        common["alternatives"] = tuple(self.alternatives)  # issue 33: on the topic answer too
         if self.result is None or not self.frames:
             return empty_tube(r.query_id, r.text, self.newest, reason=self.reason, **common)
         tube = camera_tube(self.result, self.frames, r.query_id, r.text, **common)

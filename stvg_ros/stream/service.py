@@ -113,7 +113,8 @@ class GroundingService(StandingEvaluation, Worker):
         self._stream = next(_STREAMS)
         self._held: set = set()  # frame keys live at the last look (see _forget_gone)
         self.memory: Optional[MemoryStore] = None  # keyframes beyond the window (config.memory)
-        self._memory_prefetched_ns: Optional[int] = None  # the idle worker's progress through the memory
+        # the memory's (store, segment_ns, segment cells the idle worker encoded, neutral answers; see worker.py)
+        self._memory_prefetched: tuple = (None, 0, set(), {})
         self.configure(self.config)
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -318,6 +319,8 @@ class GroundingService(StandingEvaluation, Worker):
         arrived = self._clock()
         with self._lock:
             self._counters.queries_received += 1
+        last_problem = request.last_problem()  # "the last N seconds" becomes an absolute start here (issue 33)
+        request = request.absolute(max(self._newest_ns or 0, self.memory.span()[1] if self.memory else 0))
         text = request.text  # trusted: normalised when the request was made (stvg_ros.query)
         if len(text) > self.config.max_query_length:
             shown = text[:80] + "..."
@@ -327,7 +330,7 @@ class GroundingService(StandingEvaluation, Worker):
                                     request.attribute_query, request.action_query, request.stream, request.each_stream),
                    [], arrived, on_done, on_progress)
         handle = QueryHandle(self, job)
-        reason = self._admission_problem(request, text)
+        reason = last_problem or self._admission_problem(request, text)
         if not reason:
             job.past, reason = past_problem(self.memory, self.window.frames(), request.start_ns, request.end_ns)
             job.frames, problem = (self.window.frames(request.start_ns, request.end_ns), "") if job.past \
@@ -428,6 +431,18 @@ class GroundingService(StandingEvaluation, Worker):
         """The grounder's per-frame cache (entries, bytes, max_bytes, hits, misses, ...), None without one."""
         grounder = self.grounder
         return grounder.cache_stats().as_dict() if grounder is not None else None
+
+    def memory_status(self) -> dict:
+        """The memory beyond the window (issue 33) for status reports: ``on``, and what the store holds
+        (:meth:`~stvg_ros.memory.store.MemoryStore.summary`: chunks, keyframes, segments, seconds, nbytes,
+        oldest_ns, newest_ns) with ``preencoded``, the segments the idle worker has encoded."""
+        memory = self.memory
+        if memory is None:
+            return dict(on=False, chunks=0, keyframes=0, segments=0, seconds=0.0, nbytes=0, oldest_ns=0, newest_ns=0,
+                        preencoded=0)
+        store, _, done, _ = self._memory_prefetched
+        return dict(on=True, **memory.summary(int(self.config.memory_segment_s * NS)),
+                    preencoded=len(done) if store is memory else 0)
 
     @property
     def queue_depth(self) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..grounding.result import Cancelled, GroundingResult
 from ..memory.recall import MemoryRecall
 from .seams import GroundingModel
-from .window import Frame
+from .window import NS, Frame
 from .requests import ANSWERED, CANCELLED, FAILED, REJECTED, Answer, GroundingRequest, _Job
 
 #: what the worker's :meth:`GroundingService._take` returns besides a job
@@ -97,7 +97,7 @@ class Worker:
         if grounder is None:
             return
         frames, problem = self._snapshot(GroundingRequest("", "pre-encode"))
-        if problem:
+        if problem and self.memory is None:
             return
         stopped = []
 
@@ -109,13 +109,14 @@ class Worker:
                 stopped.append(True)
             return stop
 
-        try:
-            grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop,
-                              stamps=[f.stamp for f in frames])
-        except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
-            self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
-            return
-        self._forget_gone(grounder, also=self._keys(frames))  # frames the window let go while being encoded
+        if not problem:  # no window yet (a restart before the camera): the memory alone
+            try:
+                grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop,
+                                  stamps=[f.stamp for f in frames])
+            except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
+                self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
+                return
+            self._forget_gone(grounder, also=self._keys(frames))  # frames the window let go while being encoded
         if self.memory is not None and not stopped:
             self._prefetch_memory(grounder, should_stop)
         if stopped:
@@ -123,22 +124,34 @@ class Worker:
                 self._preencode_due = True  # resume after what stopped it
 
     def _prefetch_memory(self, grounder: GroundingModel, should_stop: Callable[[], bool]) -> None:
-        """After the window's frames: the memory's segments written since the last time (from this service's
-        start on: older memory is encoded by the first query that reads it), into at most half of the feature
-        cache, so that remembered frames never push out the window's."""
+        """After the window's frames: the memory's whole segments not yet encoded, newest first (those written
+        since the last idle moment, then older ones: after a restart, those already on disk), into at most half
+        of the feature cache, so that remembered frames never push out the window's."""
         memory, cache = self.memory, grounder.feature_cache
-        recall = MemoryRecall(grounder, memory, self.config.memory_segment_s)
-        cell, newest = recall.segment_ns, memory.span()[1]
-        if self._memory_prefetched_ns is None:  # segments are cut on a grid of stamps
-            self._memory_prefetched_ns = (newest // cell + 1) * cell
-        since, until = self._memory_prefetched_ns, (newest // cell) * cell - 1  # whole segments only
-        if until <= since:
+        recall = self._memory_recall(grounder)
+        cell, (oldest, newest) = recall.segment_ns, memory.span()
+        done, neutral = self._memory_prefetched[2:]
+        done.difference_update([c for c in done if c < oldest // cell])  # rolled over
+        for key in [k for k in neutral if k[1][0] != memory.key(k[1][0][-1]) or k[1][0][-1] < oldest]:
+            del neutral[key]  # windows rolled over, or of the live window (their keys are not the memory's)
+        until = (newest // cell) * cell - 1  # whole segments only (the newest one is still being written)
+        if until <= 0:
             return
         try:
-            recall.prefetch(since, until, lambda: should_stop() or cache.stats().bytes > cache.max_bytes // 2)
+            recall.prefetch(0, until, lambda: should_stop() or cache.stats().bytes > cache.max_bytes // 2,
+                            newest_first=True, skip=done)
         except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
             self._warn(f"pre-encoding remembered frames failed: {type(e).__name__}: {e}", "preencode")
-        self._memory_prefetched_ns = recall.prefetched_ns
+        done.update(recall.prefetched)
+
+    def _memory_recall(self, grounder: GroundingModel) -> MemoryRecall:
+        """The memory's two stages with this service's settings.  What outlives a query (the segments the idle
+        worker encoded, the neutral answers: query-independent) is kept per store and segment grid."""
+        memory, cell = self.memory, int(self.config.memory_segment_s * NS)
+        store, segment_ns, _, _ = self._memory_prefetched
+        if store is not memory or segment_ns != cell:  # another store or grid: start again
+            self._memory_prefetched = (memory, cell, set(), {})
+        return MemoryRecall(grounder, memory, self.config.memory_segment_s, neutral=self._memory_prefetched[3])
 
     def _checkpoint(self, job: _Job) -> Callable[[str], None]:
         def check(stage: str) -> None:
@@ -189,7 +202,7 @@ class Worker:
         """A request reaching beyond the window: the memory's two stages (:mod:`stvg_ros.memory.recall`) over the
         remembered keyframes and the window's snapshot; the answer's frames become the best tube's."""
         r = job.request
-        found = MemoryRecall(grounder, self.memory, self.config.memory_segment_s).answer(
+        found = self._memory_recall(grounder).answer(
             r.text, r.start_ns, r.end_ns, window=job.frames, window_keys=self._keys(job.frames),
             sub_queries=r.sub_queries, checkpoint=check)
         if found is None:

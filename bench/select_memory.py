@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Choosing the memory's settings on VALIDATION streams (issue 33): segment length, the ranking score, top_k,
+and which window around a top segment is grounded and which tube is returned.
+
+Why a separate script: ``bench_memory.py`` measures the chosen method on test streams; this one records, on
+streams of the generator's *val* split (seeds from ``--first-seed``, 100 by default: never the test streams'),
+everything the candidate rules need, so that they are compared offline on the same passes:
+
+1. per segment length ``--lengths`` (segments cut as :class:`~stvg_ros.memory.recall.MemoryRecall` cuts them),
+   each segment's existence answer p(yes) for every query of the stream (one colour each: "the red shape")
+   and for the neutral prompt ("the shape"), and which events it overlaps;
+2. per event, the windows a second stage might ground around the top segments of several ranking rules (the
+   segment, shifted by half a segment either way, and widened by half a segment either way), each grounded
+   (vIoU against the event's tube, the grounding's p(yes)) and judged with the neutral prompt;
+3. per event, its own window grounded directly (the oracle the tube is compared against).
+
+``--analyse FILE`` then prints, for each rule, recall@1/@3 and the m_vIoU of the returned tube against the
+oracle, with bootstrap intervals (queries resampled).  Shipped model, CPU, one thread.
+
+    nice env OMP_NUM_THREADS=1 .venv/bin/python bench/select_memory.py --minutes 60 --streams 4 --events 5
+    .venv/bin/python bench/select_memory.py --analyse bench/results/memory-select-val.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stvg_ros.adapters.default_model import shipped_model_dir  # noqa: E402
+from stvg_ros.config import GroundingConfig  # noqa: E402
+from stvg_ros.evaluation.metrics import score  # noqa: E402
+from stvg_ros.memory.recall import MemoryRecall  # noqa: E402
+from stvg_ros.memory.store import MemoryStore  # noqa: E402
+from stvg_ros.stack import load_model  # noqa: E402
+from stvg_ros.stream.window import NS, Frame  # noqa: E402
+from stvg_ros.synthetic.bench import bootstrap_ci  # noqa: E402
+from stvg_ros.synthetic.stream import CLIP_FRAMES, make_stream  # noqa: E402
+
+NEUTRAL = "the shape"
+
+
+def logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def rank_scores(segs: list[dict], query: str) -> dict[str, list[float]]:
+    """Every ranking rule's score of each segment (same order) for ``query`` (``colours``: against the stream's
+    other queries, each another colour)."""
+    others = [q for q in segs[0]["p"] if q not in (query, NEUTRAL)]
+    out = {"p": [s["p"][query] for s in segs],
+           "neutral": [logit(s["p"][query]) - logit(s["p"][NEUTRAL]) for s in segs],
+           "colours": [logit(s["p"][query]) - statistics.mean(logit(s["p"][q]) for q in others) for s in segs],
+           "colours_max": [logit(s["p"][query]) - max(logit(s["p"][q]) for q in others) for s in segs]}
+    lg = [logit(s["p"][query]) for s in segs]
+    out["neighbours"] = [lg[i] - 0.5 * (lg[max(i - 1, 0)] + lg[min(i + 1, len(lg) - 1)]) for i in range(len(lg))]
+    return out
+
+
+def tube_score(result, stream, event) -> dict:
+    boxes = {stream.index(round(t * NS)): b for t, b in result.boxes.items()}
+    span = (stream.index(round(result.start * NS)), stream.index(round(result.end * NS)))
+    return score(boxes, event.boxes, span, event.span, inclusive=True)
+
+
+def overlaps(a: int, b: int, stream, event) -> bool:
+    return a <= stream.stamp_ns(event.span[1]) and b >= stream.stamp_ns(event.span[0])
+
+
+def collect_stream(grounder, seed: int, minutes: float, events: int, lengths, ground_length: float, tmp: Path,
+                   top: int) -> dict:
+    stream = make_stream(seed, minutes * 60.0, events=events, kind="colour", split="val")
+    store = MemoryStore(tmp / f"val-{seed}-{minutes}", rate=stream.fps, window_s=10.0, chunk_seconds=30.0,
+                        hours=0, mb=0)
+    for i, f in enumerate(stream.frames()):
+        store.add(Frame(stream.stamp_ns(i), f, 1.0, f.shape[:2], "camera"))
+    store.close()
+    grounder.feature_cache.clear()
+    t0 = time.process_time()
+    MemoryRecall(grounder, store, segment_s=10.0).prefetch()
+    row = dict(seed=seed, minutes=minutes, prefetch_cpu_s=time.process_time() - t0, lengths={}, events=[])
+    prompts = [e.query for e in stream.events] + [NEUTRAL]
+    for length in lengths:
+        recall = MemoryRecall(grounder, store, segment_s=length)
+        segs = []
+        t0 = time.process_time()
+        for seg in recall.segments(0, 0):
+            images, stamps = [f.image for f in seg.frames], [f.stamp for f in seg.frames]
+            p = {q: grounder.existence(images, stamps, q, frame_keys=seg.keys) for q in prompts}
+            segs.append(dict(start=seg.start_ns, end=seg.end_ns, p=p,
+                             events=[k for k, e in enumerate(stream.events) if overlaps(seg.start_ns, seg.end_ns,
+                                                                                       stream, e)]))
+        row["lengths"][f"{length:g}"] = dict(segments=segs, cpu_s=time.process_time() - t0)
+        print(f"#  seed {seed} length {length:g}: {len(segs)} segments, {time.process_time() - t0:.0f} s CPU",
+              flush=True)
+    frames = store.frames()
+    by_ns = {f.stamp_ns: (i, f) for i, f in enumerate(frames)}
+    stamps_ns = [f.stamp_ns for f in frames]
+
+    def window(lo: int, hi: int):
+        picked = [f for f in frames[_lo(stamps_ns, lo):_lo(stamps_ns, hi + 1)]]
+        return picked
+
+    cell = int(ground_length * NS)
+    segs = row["lengths"][f"{ground_length:g}"]["segments"]
+    for k, event in enumerate(stream.events):
+        ev = dict(query=event.query, first=event.first, span=list(event.span), windows={})
+        own = store.frames(stream.stamp_ns(event.first), stream.stamp_ns(event.first + CLIP_FRAMES - 1))
+        direct = grounder.ground([f.image for f in own], [f.stamp for f in own], event.query,
+                                 frame_keys=[store.key(f.stamp_ns) for f in own])
+        ev["direct"] = tube_score(direct, stream, event)["viou"]
+        wanted = set()
+        for name, values in rank_scores(segs, event.query).items():
+            order = sorted(range(len(segs)), key=lambda i: -values[i])[:top]
+            for i in order:
+                s = segs[i]
+                half = cell // 2
+                for lo, hi in ((s["start"], s["end"]), (s["start"] - half, s["end"] - half),
+                               (s["start"] + half, s["end"] + half), (s["start"] - half, s["end"] + half)):
+                    wanted.add((lo, hi))
+        for lo, hi in sorted(wanted):
+            fr = window(lo, hi)
+            if len(fr) < 2:
+                continue
+            images, stamps, keys = [f.image for f in fr], [f.stamp for f in fr], [store.key(f.stamp_ns) for f in fr]
+            r = grounder.ground(images, stamps, event.query, frame_keys=keys)
+            pn = grounder.existence(images, stamps, NEUTRAL, frame_keys=keys)
+            ev["windows"][f"{lo}:{hi}"] = dict(viou=tube_score(r, stream, event)["viou"], p=float(r.p_yes),
+                                               p_neutral=pn, score=float(r.score), frames=len(fr),
+                                               first=fr[0].stamp_ns, last=fr[-1].stamp_ns)
+        row["events"].append(ev)
+        print(f"#  seed {seed} event {k} ({event.query}): direct {ev['direct']:.3f}, {len(ev['windows'])} windows",
+              flush=True)
+    del by_ns
+    return row
+
+
+def _lo(stamps: list[int], t: int) -> int:
+    import bisect
+    return bisect.bisect_left(stamps, t)
+
+
+# -- analysis --------------------------------------------------------------------------------------
+def analyse(data: dict, top_ks=(1, 2, 3, 5)) -> None:
+    rows = data["rows"]
+    lengths = sorted(rows[0]["lengths"], key=float)
+    print("## Ranking: recall@1 / recall@3 of a segment overlapping the event (all queries; where direct finds)")
+    rules = list(rank_scores(rows[0]["lengths"][lengths[0]]["segments"][:3], rows[0]["events"][0]["query"]))
+    for length in lengths:
+        for rule in rules + ["max_halves"]:
+            if rule == "max_halves" and f"{float(length) / 2:g}" not in rows[0]["lengths"]:
+                continue
+            r1, r3, r3f = [], [], []
+            for row in rows:
+                segs = row["lengths"][length]["segments"]
+                for k, ev in enumerate(row["events"]):
+                    values = _rule_values(row, length, rule, ev["query"])
+                    order = sorted(range(len(segs)), key=lambda i: -values[i])
+                    ranks = [n for n, i in enumerate(order) if k in segs[i]["events"]]
+                    rank = ranks[0] if ranks else 10**6
+                    r1.append(float(rank < 1))
+                    r3.append(float(rank < 3))
+                    if ev["direct"] > 0:
+                        r3f.append(float(rank < 3))
+            print(f"| {length} s | {rule} | {len(r1)} | {100 * statistics.mean(r1):.0f} | "
+                  f"{100 * statistics.mean(r3):.0f} "
+                  f"[{100 * bootstrap_ci(r3)[0]:.0f}, {100 * bootstrap_ci(r3)[1]:.0f}] | "
+                  f"{100 * statistics.mean(r3f) if r3f else float('nan'):.0f} (n={len(r3f)}) |")
+
+
+def analyse_tubes(data: dict, rules=("p", "neutral"), top_ks=(1, 2, 3)) -> None:
+    """The second stage's rules on the grounded windows of ``--ground-length`` segments: which window around a
+    top segment is grounded (``seg``: the segment; ``shift_p``/``shift_c``: the best of the segment and the two
+    half-shifted windows by p(yes) / by the neutral contrast; ``widen``: the segment widened by half a segment
+    either way) and which tube is returned (``p``: the highest grounding p(yes); ``c``: the highest neutral
+    contrast of its window; ``rank``: the best-ranked segment's).  ``oracle``: the best vIoU among them."""
+    rows = data["rows"]
+    length = f"{data.get('args', {}).get('ground_length', 10.0):g}"
+    print(f"## Tube: m_vIoU of the returned tube vs the event's own window grounded directly ({length} s segments)")
+    print("| rank rule | top_k | window | choose | n | m_vIoU | direct | diff [95% CI] |")
+    for rule in rules:
+        for k in top_ks:
+            for window in ("seg", "shift_p", "shift_c", "widen"):
+                for choose in ("p", "c", "rank", "oracle"):
+                    got, direct, missing = [], [], 0
+                    for row in rows:
+                        segs = row["lengths"][length]["segments"]
+                        half = int(float(length) * NS) // 2
+                        for ev in row["events"]:
+                            values = rank_scores(segs, ev["query"])[rule]
+                            order = sorted(range(len(segs)), key=lambda i: -values[i])[:k]
+                            picks = []
+                            for i in order:
+                                s = segs[i]
+                                cand = {"seg": [(s["start"], s["end"])],
+                                        "shift_p": [(s["start"], s["end"]), (s["start"] - half, s["end"] - half),
+                                                    (s["start"] + half, s["end"] + half)],
+                                        "widen": [(s["start"] - half, s["end"] + half)]}
+                                cand["shift_c"] = cand["shift_p"]
+                                ws = [ev["windows"].get(f"{lo}:{hi}") for lo, hi in cand[window]]
+                                ws = [w for w in ws if w is not None]
+                                if not ws:
+                                    missing += 1
+                                    continue
+                                key = (lambda w: w["p"]) if window != "shift_c" else \
+                                    (lambda w: logit(w["p"]) - logit(w["p_neutral"]))
+                                picks.append(max(ws, key=key))
+                            if not picks:
+                                got.append(0.0)
+                            elif choose == "p":
+                                got.append(max(picks, key=lambda w: w["p"])["viou"])
+                            elif choose == "c":
+                                got.append(max(picks, key=lambda w: logit(w["p"]) - logit(w["p_neutral"]))["viou"])
+                            elif choose == "rank":
+                                got.append(picks[0]["viou"])
+                            else:
+                                got.append(max(w["viou"] for w in picks))
+                            direct.append(ev["direct"])
+                    diff = [a - b for a, b in zip(got, direct)]
+                    ci = bootstrap_ci(diff)
+                    gone = f" ({missing} missing)" if missing else ""
+                    print(f"| {rule} | {k} | {window} | {choose} | {len(got)}{gone} "
+                          f"| {100 * statistics.mean(got):.1f} | {100 * statistics.mean(direct):.1f} | "
+                          f"{100 * statistics.mean(diff):+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] |")
+
+
+def _rule_values(row: dict, length: str, rule: str, query: str) -> list[float]:
+    segs = row["lengths"][length]["segments"]
+    if rule != "max_halves":
+        return rank_scores(segs, query)[rule]
+    half = row["lengths"][f"{float(length) / 2:g}"]["segments"]
+    values = rank_scores(half, query)["neutral"]
+    cell = int(float(length) * NS)
+    best: dict[int, float] = {}
+    for s, v in zip(half, values):
+        c = s["start"] // cell
+        best[c] = max(best.get(c, -1e9), v)
+    return [best.get(s["start"] // cell, -1e9) for s in segs]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--streams", type=int, default=4)
+    ap.add_argument("--events", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=100)
+    ap.add_argument("--lengths", type=float, nargs="+", default=[5.0, 10.0, 20.0])
+    ap.add_argument("--ground-length", type=float, default=10.0)
+    ap.add_argument("--top", type=int, default=3, help="segments per rule whose windows are grounded")
+    ap.add_argument("--cache-mb", type=float, default=1500.0)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "memory-select-val.json"))
+    ap.add_argument("--analyse", default="")
+    a = ap.parse_args(argv)
+    if a.analyse:
+        parts = [json.loads(Path(f).read_text()) for f in a.analyse.split(",")]
+        data = dict(parts[0], rows=[r for d in parts for r in d["rows"]])
+        analyse(data)
+        analyse_tubes(data)
+        return 0
+    torch.set_num_threads(1)
+    grounder = load_model(str(shipped_model_dir()), GroundingConfig(feature_cache_mb=a.cache_mb)).grounder
+    rows = []
+    out = Path(a.out)
+    with tempfile.TemporaryDirectory() as tmp:
+        for s in range(a.streams):
+            rows.append(collect_stream(grounder, a.first_seed + s, a.minutes, a.events, a.lengths, a.ground_length,
+                                       Path(tmp), a.top))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"args": vars(a), "rows": rows}))
+    analyse({"rows": rows})
+    analyse_tubes({"rows": rows, "args": vars(a)})
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
