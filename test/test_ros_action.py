@@ -91,13 +91,17 @@ def action_pair():
         server.close()
 
 
-def _send(client, goal, feedback: list):
+def _send(server, client, goal, feedback: list):
     from rclpy.action import ActionClient
 
     from stvg_ros.action import Ground
 
     ac = ActionClient(client.node, Ground, "ground")
     assert ac.wait_for_server(timeout_sec=TIMEOUT), "the Ground action server was not discovered"
+    # The client found the server; the server must also have found the client's readers, or under load
+    # its goal response is dropped ("failed to send response (timeout)") and the goal is never answered.
+    wait_for(lambda: server.node.count_subscribers("ground/_action/feedback") > 0, TIMEOUT,
+             "the server to discover the client")
     done = threading.Event()
     fut = ac.send_goal_async(goal, feedback_callback=lambda m: feedback.append(m.feedback))
     fut.add_done_callback(lambda _f: done.set())
@@ -123,7 +127,7 @@ def test_goal_feedback_and_result(action_pair):
     server, client = action_pair
     feedback: list = []
     goal = Ground.Goal(id="a1", text="the red square", end=Time(sec=12, nanosec=5))
-    handle = _send(client, goal, feedback)
+    handle = _send(server, client, goal, feedback)
     server.release.set()
     answer = _wait(handle.get_result_async())
     assert answer.status == GoalStatus.STATUS_SUCCEEDED
@@ -144,7 +148,7 @@ def test_cancel_while_queued(action_pair):
 
     server, client = action_pair
     feedback: list = []
-    handle = _send(client, Ground.Goal(text="the blue circle"), feedback)
+    handle = _send(server, client, Ground.Goal(text="the blue circle"), feedback)
     wait_for(lambda: feedback, TIMEOUT, "the queued feedback")
     cancel = _wait(handle.cancel_goal_async())
     assert len(cancel.goals_canceling) == 1
