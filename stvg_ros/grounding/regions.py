@@ -126,6 +126,10 @@ class ColourChain:
     def __init__(self):
         self._previous: list[tuple[Box, np.ndarray, np.ndarray]] = []
         self._current: list[tuple[Box, np.ndarray, np.ndarray]] = []
+        # seed regions where ``auto``'s region growing failed (or was skipped after failing) on the previous
+        # frame / this one: on a fine grid it is not tried again for the same object in the chain
+        self._no_flood_previous: list[Box] = []
+        self._no_flood_current: list[Box] = []
 
     def start(self, rect: Box) -> tuple[np.ndarray, np.ndarray] | None:
         """Copies of the models of the previous frame's cut whose seed region best overlaps ``rect``
@@ -148,8 +152,18 @@ class ColourChain:
         """The models a cut of this frame ended with, for the next frame."""
         self._current.append((rect, bgd, fgd))
 
+    def flood_failed(self, rect: Box) -> bool:
+        """Whether region growing failed on the previous frame's seed region that overlaps ``rect``
+        (IoU at least :attr:`MATCH_IOU`): the same object, whose parts it could not delimit then either."""
+        return any(_iou(r, rect) >= self.MATCH_IOU for r in self._no_flood_previous)
+
+    def no_flood(self, rect: Box) -> None:
+        """Region growing failed on (or skipped) this frame's seed region ``rect``."""
+        self._no_flood_current.append(rect)
+
     def next_frame(self) -> None:
         self._previous, self._current = self._current, []
+        self._no_flood_previous, self._no_flood_current = self._no_flood_current, []
 
 
 def grabcut_box(image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, iterations: int = GRABCUT_ITERATIONS,
@@ -384,12 +398,19 @@ def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, ma
 
     ``fine_grid``: the token grid resolves an object's parts (:data:`FINE_GRID_CELLS`), so ``auto``'s region
     growing looks for the object's other parts (:func:`flood_parts_box`); on a coarse grid a region touching
-    the first is as likely another object (the synthetic world's 4x4 grid), and one clean region is the box."""
+    the first is as likely another object (the synthetic world's 4x4 grid), and one clean region is the box.
+    On a fine grid with a ``chain``, region growing is not tried again on an object it failed on in the
+    chain's previous frame (:meth:`ColourChain.flood_failed`): GrabCut takes it, as it would have."""
     if method == "auto":
-        box = _at_most(FLOOD_SIDE, flood_parts_box, image, prior, rect, margin, max_parts=4 if fine_grid else 1)
-        if box is None:
-            return grabcut_box(image, prior, rect, margin, **options)
         chain = options.get("chain")
+        if fine_grid and chain is not None and chain.flood_failed(rect):
+            box = None  # it failed on this object's previous frame (cup.mp4: on every frame, ~13 % of the stage)
+        else:
+            box = _at_most(FLOOD_SIDE, flood_parts_box, image, prior, rect, margin, max_parts=4 if fine_grid else 1)
+        if box is None:
+            if fine_grid and chain is not None:
+                chain.no_flood(rect)
+            return grabcut_box(image, prior, rect, margin, **options)
         if chain is not None and CARRY_PAST_FLOOD:  # region growing took this frame: GrabCut's models skip it
             models = chain.start(rect)
             if models is not None:

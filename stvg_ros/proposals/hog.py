@@ -39,6 +39,8 @@ _MOTION_HISTORY = 50
 PERSON = "person"
 #: pyramid step of the small-person pass (hog_person_small): it spans only hog_person_small..hog_person_min
 _SMALL_STEP = 1.2
+#: a moving part at least this much inside a person the main pass found is that person's (no small-pass crop)
+_HELD = 0.5
 
 
 def hog_available() -> bool:
@@ -80,6 +82,8 @@ class HogPeopleDetector:
             self.small_hog.setSVMDetector(cv2.HOGDescriptor.getDefaultPeopleDetector())
         self.box_threshold = self.config.box_threshold
         self.calls = 0
+        self.small_crops = 0
+        """Enlarged crops the small-person pass (``hog_person_small``) has searched so far."""
         self.seconds = 0.0
         self.scanned_area = 0.0
         """Share of the frames' area scanned so far, summed over frames (whole-frame scans count 1)."""
@@ -91,7 +95,7 @@ class HogPeopleDetector:
         self._shape: Optional[tuple[int, int]] = None
         self._last = np.zeros((0, 4), np.float32)
         self._until_scan = 0
-        self._small: list[tuple[int, int, int, int]] = []  # where small people may walk (hog_person_small)
+        self._small: list[tuple[int, int, int, int]] = []  # moving parts where small people may walk (hog_person_small)
 
     def applies_to(self, phrase: str) -> bool:
         return canonical_class(phrase or PERSON, self.config.synonyms) == PERSON
@@ -131,23 +135,21 @@ class HogPeopleDetector:
         cfg = self.config
         h, w = frame.shape[:2]
         gray = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-        small_regions: list = []
+        moving: list = []
         if regions is None:
             regions = self._regions(gray)
-            small_regions = self._small if self.small_hog is not None else []
+            moving = self._small if self.small_hog is not None else []
         found_boxes, found_margins = [], []
         passes = [(self.hog, self.upscale(h), regions, np.inf)]
-        if small_regions:  # people shorter than hog_person_min, searched only where something moved
-            passes.append((self.small_hog, _PERSON_PX / (cfg.hog_person_small * h), small_regions,
+        if moving:  # people shorter than hog_person_min, searched only where something moved
+            passes.append((self.small_hog, _PERSON_PX / (cfg.hog_person_small * h), moving,
                            1.2 * cfg.hog_person_min * h))
         for k, (hog, scale, where, tallest) in enumerate(passes):
             step = _SMALL_STEP if k else cfg.hog_scale
-            if k and found_boxes:  # small people are not parts of the larger ones found
-                from .tracker import _inside
-
-                big = np.concatenate(found_boxes)
-            else:
-                big = np.zeros((0, 4), np.float32)
+            big = np.concatenate(found_boxes) if k and found_boxes else np.zeros((0, 4), np.float32)
+            if k:  # small people are not parts of the larger ones found: neither are the moving parts inside them
+                where = self._small_regions(where, big, h, w)
+                self.small_crops += len(where)
             for x0, y0, x1, y1 in where:
                 crop = gray[y0:y1, x0:x1]
                 size = (round((x1 - x0) * scale), round((y1 - y0) * scale))
@@ -162,6 +164,8 @@ class HogPeopleDetector:
                                       rects[:, 1] + rects[:, 3] - my], 1) / scale + (x0, y0, x0, y0)
                     keep = boxes[:, 3] - boxes[:, 1] <= tallest
                     if len(big):
+                        from .tracker import _inside
+
                         keep &= np.array([_inside(b, big) < 0.3 for b in boxes], bool)
                     found_boxes.append(boxes[keep])
                     found_margins.append(np.asarray(weights, np.float32).reshape(-1)[keep])
@@ -197,9 +201,7 @@ class HogPeopleDetector:
         # one small person beyond them
         self._small = []
         if self.small_hog is not None and not changed:
-            reach = cfg.hog_person_small * h
-            self._small = [(max(0, int(x0 - reach)), max(0, int(y0 - reach)), min(w, int(x1 + reach)), min(h, int(y1 + reach)))
-                           for x0, y0, x1, y1 in _merge([b for b in boxes if b[3] - b[1] <= cfg.hog_person_min * h])]
+            self._small = [b for b in boxes if b[3] - b[1] <= cfg.hog_person_min * h]
         # the first frame, every hog_scan_every-th, and one where most pixels changed (a scene change or a
         # moving camera) are scanned whole
         if self._until_scan <= 0 or changed:
@@ -213,6 +215,18 @@ class HogPeopleDetector:
         grown = [(x0 - reach, y0 - reach, x1 + reach, y1 + reach) for x0, y0, x1, y1 in boxes]
         return [(max(0, int(x0)), max(0, int(y0)), min(w, int(math.ceil(x1))), min(h, int(math.ceil(y1))))
                 for x0, y0, x1, y1 in _merge(grown)]
+
+
+    def _small_regions(self, moving: list, big: np.ndarray, h: int, w: int) -> list[tuple[int, int, int, int]]:
+        """The small-person pass's crops: around the moving parts that no person of the main pass holds
+        (a leg or an arm of one: about half of vtest's moving parts), reaching one small person beyond them."""
+        if len(big):
+            from .tracker import _inside
+
+            moving = [b for b in moving if _inside(np.asarray(b, np.float32), big) < _HELD]
+        reach = self.config.hog_person_small * h
+        return [(max(0, int(x0 - reach)), max(0, int(y0 - reach)), min(w, int(x1 + reach)), min(h, int(y1 + reach)))
+                for x0, y0, x1, y1 in _merge(moving)]
 
 
 def _merge(boxes: list[tuple[float, float, float, float]]) -> list[tuple[float, float, float, float]]:
