@@ -481,7 +481,7 @@ class ServingConfig:
     """Seconds of keyframes per chunk file: the most a crash can lose, and the unit of roll-over."""
     memory_segment_s: float = 10.0
     """Seconds of memory per segment ranked by a query over the past (one model clip each)."""
-    window_codec: str = "none"
+    window_codec: str = "png"
     """How the window keeps frames: 'none' (arrays) or 'png' (lossless, decoded only for the frames a query
     samples: a camera's window takes 1.6-3.4x less RAM for ~2 ms CPU per kept 224 px frame; bench/README.md,
     'Several cameras')."""
