@@ -210,7 +210,8 @@ def main(argv=None) -> int:
                          "grounding costs ~10 s CPU here, so by default it measures memory and one query to all)")
     ap.add_argument("--out", "--json", dest="out", default=str(ROOT / "bench" / "results" / "multicam_memory.json"))
     ap.add_argument("--quick", action="store_true", help="CI: shipped model, 1 and 2 streams, 30 frames")
-    ap.add_argument("--codec", default="none", choices=("none", "png"), help="ServingConfig.window_codec")
+    ap.add_argument("--codec", default=None, choices=("none", "png"),
+                    help="ServingConfig.window_codec (default: the config's default)")
     ap.add_argument("--pixels", default="camera", choices=("camera", "random"),
                     help="window frames: the real 640x480 cup clip, mirrored per camera, or random noise")
     ap.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
@@ -219,6 +220,10 @@ def main(argv=None) -> int:
         m, n, f, k, lat, codec, pixels = args.child
         print(json.dumps(child(m, int(n), int(f), int(k), bool(int(lat)), codec, pixels)))
         return 0
+    if args.codec is None:
+        from stvg_ros.config import ServingConfig
+
+        args.codec = ServingConfig().window_codec
     if args.quick:
         args.models, args.streams, args.frames = "shipped", "1,2", 30
     models = [m for m in args.models.split(",") if m]
