@@ -82,7 +82,30 @@ def load(model: str, real_layers: int):
             f"Qwen2.5-VL-3B widths, {real_layers}+{real_layers} layers ({params / 1e6:.0f} M params, float32)")
 
 
-def child(model: str, streams: int, frames: int, real_layers: int, latency: bool = True) -> dict:
+def camera_frames(pixels: str, camera: int, count: int, rng):
+    """``count`` 640x480 RGB frames for camera number ``camera``: ``random`` noise (incompressible, the worst case
+    for ``window_codec: png``) or ``camera``: the real 640x480 clip test/data/real/cup.mp4 (217 frames, looped),
+    mirrored differently per camera (none, left-right, up-down, both) so no two cameras hold the same pixels."""
+    if pixels == "random":
+        for _ in range(count):
+            yield rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        return
+    import cv2
+
+    cap = cv2.VideoCapture(str(ROOT / "test" / "data" / "real" / "cup.mp4"))
+    clip = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        f = cv2.cvtColor(f, cv2.COLOR_BGR2RGB)
+        clip.append(f if camera % 4 == 0 else cv2.flip(f, (None, 1, 0, -1)[camera % 4]))
+    for i in range(count):
+        yield clip[i % len(clip)]
+
+
+def child(model: str, streams: int, frames: int, real_layers: int, latency: bool = True, codec: str = "none",
+          pixels: str = "camera") -> dict:
     """One case, in this (fresh) process: what the module docstring lists (without ``latency``: only the query
     to all, for the peak)."""
     from stvg_ros.config import ServingConfig
@@ -90,7 +113,8 @@ def child(model: str, streams: int, frames: int, real_layers: int, latency: bool
     from stvg_ros.stream.multi import MultiStreamService
     from stvg_ros.stream.requests import ANSWERED, GroundingRequest
 
-    out: dict = dict(model=model, streams=streams, frames_per_stream=frames, rss_start_mib=rss_bytes() / MIB)
+    out: dict = dict(model=model, streams=streams, frames_per_stream=frames, rss_start_mib=rss_bytes() / MIB,
+                     window_codec=codec, pixels=pixels)
     grounder, gcfg, label = load(model, real_layers)
     passes = [0]
     starts: list[tuple[int, float]] = []  # (the grounding's stream number, process CPU s when it started)
@@ -106,19 +130,23 @@ def child(model: str, streams: int, frames: int, real_layers: int, latency: bool
     out.update(label=label, rss_loaded_mib=rss_bytes() / MIB)
 
     cameras = CAMERAS[:streams]
-    serving = ServingConfig()  # the node's defaults: 10 s, at most 300 frames, every frame kept
+    serving = ServingConfig(window_codec=codec)  # the node's defaults: 10 s, at most 300 frames, every frame kept
     svc = MultiStreamService(cameras, serving)
     svc.configure(serving, model_side=model_side(grounder, gcfg))
     svc.start(grounder, threaded=True)
     rng = np.random.default_rng(streams)
+    ingest_cpu = 0.0  # ingest() alone (downscale + the codec), not making the frames
     for c, name in enumerate(cameras):  # each camera its own clock, 30 Hz, distinct pixels
         t0 = (10 + 1000 * c) * NS
-        for i in range(frames):
-            frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        for i, frame in enumerate(camera_frames(pixels, c, frames, rng)):
+            t = time.process_time()
             svc.ingest(name, t0 + int(i * NS / 30), lambda f=frame: f, f"{name}_optical_frame")
+            ingest_cpu += time.process_time() - t
+    out.update(ingest_cpu_ms_per_frame=1e3 * ingest_cpu / (frames * streams),
+               window_bytes_mib={n: svc.stream(n).window.nbytes / MIB for n in cameras})
     release_freed_memory()
     out.update(rss_windows_mib=rss_bytes() / MIB, window_frames={n: len(svc.stream(n).window) for n in cameras},
-               stored_side=max(svc.stream(cameras[0]).window.frames()[0].image.shape[:2]))
+               stored_side=max(svc.stream(cameras[0]).window.frames()[0].shape[:2]))
 
     number = {svc.stream(n)._stream: n for n in cameras}  # the stream numbers the frame keys carry
 
@@ -160,10 +188,11 @@ def child(model: str, streams: int, frames: int, real_layers: int, latency: bool
     return out
 
 
-def run_case(model: str, streams: int, frames: int, real_layers: int, latency: bool) -> dict:
+def run_case(model: str, streams: int, frames: int, real_layers: int, latency: bool, codec: str = "none",
+             pixels: str = "camera") -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     proc = subprocess.run([sys.executable, __file__, "--child", model, str(streams), str(frames), str(real_layers),
-                           str(int(latency))],
+                           str(int(latency)), codec, pixels],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise SystemExit(f"case {model} x{streams} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
@@ -181,12 +210,20 @@ def main(argv=None) -> int:
                          "grounding costs ~10 s CPU here, so by default it measures memory and one query to all)")
     ap.add_argument("--out", "--json", dest="out", default=str(ROOT / "bench" / "results" / "multicam_memory.json"))
     ap.add_argument("--quick", action="store_true", help="CI: shipped model, 1 and 2 streams, 30 frames")
-    ap.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
+    ap.add_argument("--codec", default=None, choices=("none", "png"),
+                    help="ServingConfig.window_codec (default: the config's default)")
+    ap.add_argument("--pixels", default="camera", choices=("camera", "random"),
+                    help="window frames: the real 640x480 cup clip, mirrored per camera, or random noise")
+    ap.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        m, n, f, k, lat = args.child
-        print(json.dumps(child(m, int(n), int(f), int(k), bool(int(lat)))))
+        m, n, f, k, lat, codec, pixels = args.child
+        print(json.dumps(child(m, int(n), int(f), int(k), bool(int(lat)), codec, pixels)))
         return 0
+    if args.codec is None:
+        from stvg_ros.config import ServingConfig
+
+        args.codec = ServingConfig().window_codec
     if args.quick:
         args.models, args.streams, args.frames = "shipped", "1,2", 30
     models = [m for m in args.models.split(",") if m]
@@ -194,10 +231,13 @@ def main(argv=None) -> int:
     cases = []
     for m in models:
         for n in counts:
-            cases.append(run_case(m, n, args.frames, args.real_layers, m in args.latency_models.split(",")))
+            cases.append(run_case(m, n, args.frames, args.real_layers, m in args.latency_models.split(","),
+                                  args.codec, args.pixels))
             c = cases[-1]
             print(f"{c['label']} x{n}: loaded {c['rss_loaded_mib']:.0f} MiB, windows {c['rss_windows_mib']:.0f}, "
-                  f"after {c['rss_after_mib']:.0f}, peak {c['rss_peak_mib']:.0f}", flush=True)
+                  f"after {c['rss_after_mib']:.0f}, peak {c['rss_peak_mib']:.0f}; window_codec {args.codec}: "
+                  f"{c['ingest_cpu_ms_per_frame']:.2f} ms CPU per ingested frame, window bytes "
+                  f"{max(c['window_bytes_mib'].values()):.1f} MiB per camera", flush=True)
 
     rows = []
     for c in cases:

@@ -481,6 +481,10 @@ class ServingConfig:
     """Seconds of keyframes per chunk file: the most a crash can lose, and the unit of roll-over."""
     memory_segment_s: float = 10.0
     """Seconds of memory per segment ranked by a query over the past (one model clip each)."""
+    window_codec: str = "png"
+    """How the window keeps frames: 'none' (arrays) or 'png' (lossless, decoded only for the frames a query
+    samples: a camera's window takes 1.6-3.4x less RAM for ~2 ms CPU per kept 224 px frame; bench/README.md,
+    'Several cameras')."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -497,6 +501,8 @@ class ServingConfig:
                 raise bad(name, "use 0 or a positive number")
         if self.min_frames < 1:
             raise bad("min_frames", "use 1 or more")
+        if self.window_codec not in ("none", "png"):
+            raise bad("window_codec", "use 'none' (arrays) or 'png' (lossless, less RAM per camera)")
         if self.max_standing_queries < 0 or self.standing_refresh_every < 0 or self.standing_move_box < 0:
             name = next(n for n in ("max_standing_queries", "standing_refresh_every", "standing_move_box")
                         if getattr(self, n) < 0)

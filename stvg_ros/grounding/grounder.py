@@ -145,7 +145,9 @@ def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: s
     if len(frames) != len(stamps):
         raise ValueError(f"got {len(frames)} frames but {len(stamps)} stamps: pass one stamp (seconds) per frame")
     shape = None
-    for i, f in enumerate(frames):
+    # a window's lazily decoded images (stvg_ros.stream.window.WindowImages) vouch for their shapes:
+    # check the first only, so the frames a grounding does not sample are never decoded
+    for i, f in enumerate(frames[:1] if getattr(frames, "uniform", False) else frames):
         if not isinstance(f, np.ndarray) or f.ndim != 3 or f.shape[2] != 3:
             got = getattr(f, "shape", type(f).__name__)
             raise ValueError(f"frame {i} has shape {got}: frames must be HxWx3 RGB numpy arrays")

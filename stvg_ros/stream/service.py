@@ -130,7 +130,8 @@ class GroundingService(StandingEvaluation, Worker):
         if model_side is not None:
             self._model_side = model_side
         side = config.ingest_max_side or 2 * (self._model_side or 336)
-        self.window.configure(config.window_duration, config.window_max_frames, config.window_rate, side)
+        self.window.configure(config.window_duration, config.window_max_frames, config.window_rate, side,
+                              config.window_codec)
         self.memory = store_for(config, self.memory)
         if self.external is not None:
             self.external.hold = config.detection_tolerance
@@ -378,7 +379,7 @@ class GroundingService(StandingEvaluation, Worker):
         frames = self.window.frames(r.start_ns, r.end_ns)
         ranged = bool(r.start_ns or r.end_ns)
         where = "in the requested time range" if ranged else "in the window"
-        same = [f for f in frames if f.image.shape == frames[-1].image.shape] if frames else []
+        same = [f for f in frames if f.shape == frames[-1].shape] if frames else []
         need = self.config.min_frames
         if len(same) >= need:
             return same, ""

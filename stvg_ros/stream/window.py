@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Optional
 
 import numpy as np
@@ -68,23 +68,70 @@ def downscale(image: np.ndarray, max_side: int,
     return small, src_w / size[0]
 
 
-@dataclass(frozen=True)
+#: how the window keeps a frame's pixels (``ServingConfig.window_codec``): ``none`` = the array itself;
+#: ``png`` = a lossless PNG (fastest zlib level) decoded when a consumer reads ``Frame.image``, so a window
+#: costs a third to two thirds of the raw bytes on camera images for ~2 ms of encoding per kept frame at
+#: 224x168 (bench/README.md, "Several cameras")
+WINDOW_CODECS = ("none", "png")
+
+
+def pack(image: np.ndarray, codec: str) -> "np.ndarray | bytes":
+    """``image`` as the window keeps it under ``codec`` (lossless: :func:`unpack` gives it back bit-exact)."""
+    if codec == "none":
+        return np.ascontiguousarray(image)
+    import cv2
+
+    ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])  # channel order kept as is
+    if not ok:
+        raise ValueError(f"could not PNG-encode a {image.shape} {image.dtype} frame")
+    return buf.tobytes()
+
+
+def unpack(data: "np.ndarray | bytes") -> np.ndarray:
+    if isinstance(data, np.ndarray):
+        return data
+    import cv2
+
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
 class Frame:
     """One frame kept in the window: RGB pixels (possibly downscaled) and where they came from.
 
     ``seq`` numbers the frames a window stored (1, 2, ...; never reused, not even after a reset),
-    so caches can key on it; ``stamp_ns`` is the camera's stamp."""
+    so caches can key on it; ``stamp_ns`` is the camera's stamp.  ``image`` may be given packed
+    (:func:`pack`: then it is decoded on each read of :attr:`image`, and ``shape`` says its size
+    without decoding)."""
 
-    stamp_ns: int
-    image: np.ndarray  # HxWx3 uint8 RGB, stored size
-    scale: float  # source pixels per stored pixel
-    source_size: tuple[int, int]  # (H, W) of the image as published
-    frame_id: str = ""
-    seq: int = 0
+    __slots__ = ("stamp_ns", "_data", "scale", "source_size", "frame_id", "seq", "shape")
+
+    def __init__(self, stamp_ns: int, image: "np.ndarray | bytes", scale: float, source_size: tuple[int, int],
+                 frame_id: str = "", seq: int = 0, shape: Optional[tuple[int, ...]] = None):
+        self.stamp_ns = stamp_ns
+        self._data = image
+        self.scale = scale
+        self.source_size = source_size
+        self.frame_id = frame_id
+        self.seq = seq
+        self.shape = tuple(image.shape) if isinstance(image, np.ndarray) else tuple(shape or ())
+
+    @property
+    def image(self) -> np.ndarray:
+        """HxWx3 uint8 RGB at the stored size (decoded here when the window keeps it packed)."""
+        return unpack(self._data)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this frame's pixels take in the window (the packed size when packed)."""
+        d = self._data
+        return int(d.nbytes) if isinstance(d, np.ndarray) else len(d)
 
     @property
     def stamp(self) -> float:
         return to_seconds(self.stamp_ns)
+
+    def __repr__(self) -> str:
+        return f"Frame(stamp_ns={self.stamp_ns}, shape={self.shape}, seq={self.seq}, frame_id={self.frame_id!r})"
 
     def box_to_source(self, box: Box) -> Box:
         """A box on the stored image → the same box in the published image's pixels, clipped."""
@@ -96,6 +143,33 @@ class Frame:
     def box_from_source(self, box: Box) -> Box:
         s = self.scale
         return tuple(float(v) / s for v in box)  # type: ignore[return-value]
+
+
+class WindowImages(Sequence):
+    """The images of ``frames`` as a sequence that decodes a packed frame only when it is indexed, so a
+    grounder that samples 8 of 300 frames decodes 8.  ``uniform`` = every frame is HxWx3 uint8 of one
+    shape (the window checked it), so callers may skip checking each frame."""
+
+    def __init__(self, frames: Sequence[Frame]):
+        self._frames = list(frames)
+        shapes = {f.shape for f in self._frames}
+        self.uniform = len(shapes) == 1 and len(next(iter(shapes))) == 3 and next(iter(shapes))[2] == 3
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [f.image for f in self._frames[i]]
+        return self._frames[i].image
+
+
+def images_of(frames: Sequence[Frame]) -> "Sequence[np.ndarray]":
+    """What to hand a grounder for ``frames``: the arrays themselves when none is packed, else a
+    :class:`WindowImages` that decodes only the frames it is asked for."""
+    if all(isinstance(f._data, np.ndarray) for f in frames):
+        return [f.image for f in frames]
+    return WindowImages(frames)
 
 
 class FrameWindow:
@@ -118,8 +192,9 @@ class FrameWindow:
     #: slack when comparing a stamp with the decimation schedule (1 ms)
     SLACK_NS = 1_000_000
 
-    def __init__(self, duration: float = 10.0, max_frames: int = 64, rate: float = 0.0, max_side: int = 0):
-        self.configure(duration, max_frames, rate, max_side)
+    def __init__(self, duration: float = 10.0, max_frames: int = 64, rate: float = 0.0, max_side: int = 0,
+                 codec: str = "none"):
+        self.configure(duration, max_frames, rate, max_side, codec)
         self._frames: deque[Frame] = deque()
         self._lock = threading.Lock()
         self._next_due_ns: Optional[int] = None
@@ -129,7 +204,9 @@ class FrameWindow:
         self.stale = 0
         self.thinned = 0
 
-    def configure(self, duration: float, max_frames: int, rate: float, max_side: int) -> None:
+    def configure(self, duration: float, max_frames: int, rate: float, max_side: int,
+                  codec: Optional[str] = None) -> None:
+        """``codec``: how frames added from now on are kept (:data:`WINDOW_CODECS`; None = unchanged)."""
         if duration <= 0:
             raise ValueError(f"window duration {duration!r} s: use a positive number of seconds")
         if max_frames < 1:
@@ -138,6 +215,10 @@ class FrameWindow:
             raise ValueError(f"window rate {rate!r} Hz: use 0 (keep every frame) or a positive rate")
         if max_side < 0:
             raise ValueError(f"window max_side {max_side!r}: use 0 (no downscaling) or a positive pixel size")
+        if codec is not None and codec not in WINDOW_CODECS:
+            raise ValueError(f"window codec {codec!r}: use one of {', '.join(WINDOW_CODECS)}")
+        if codec is not None or not hasattr(self, "codec"):
+            self.codec = codec or "none"
         self.duration_ns = int(round(duration * NS))
         self.max_frames = int(max_frames)
         self.period_ns = int(round(NS / rate)) if rate > 0 else 0
@@ -174,9 +255,10 @@ class FrameWindow:
             source_size = (int(image.shape[0]), int(image.shape[1]))
         source_size = (int(source_size[0]), int(source_size[1]))
         small, scale = downscale(image, self.max_side, source_size)
+        data = pack(small, self.codec)  # outside the lock: PNG encoding takes milliseconds
         with self._lock:
             self._seq += 1
-            frame = Frame(stamp_ns, np.ascontiguousarray(small), scale, source_size, frame_id, self._seq)
+            frame = Frame(stamp_ns, data, scale, source_size, frame_id, self._seq, small.shape)
             if self._frames and stamp_ns <= self._frames[-1].stamp_ns:
                 # offer() said keep, but a newer frame raced in: drop this one quietly
                 self.stale += 1
@@ -246,7 +328,7 @@ class FrameWindow:
     @property
     def nbytes(self) -> int:
         with self._lock:
-            return sum(f.image.nbytes for f in self._frames)
+            return sum(f.nbytes for f in self._frames)
 
 
 class RateMeter:

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..grounding.result import Cancelled, GroundingResult
 from ..memory.recall import MemoryRecall
 from .seams import GroundingModel
-from .window import NS, Frame
+from .window import NS, Frame, images_of
 from .requests import ANSWERED, CANCELLED, FAILED, REJECTED, Answer, GroundingRequest, _Job
 
 #: what the worker's :meth:`GroundingService._take` returns besides a job
@@ -111,7 +111,7 @@ class Worker:
 
         if not problem:  # no window yet (a restart before the camera): the memory alone
             try:
-                grounder.prefetch([f.image for f in frames], self._keys(frames), should_stop=should_stop,
+                grounder.prefetch(images_of(frames), self._keys(frames), should_stop=should_stop,
                                   stamps=[f.stamp for f in frames])
             except Exception as e:  # noqa: BLE001 - a query will encode them itself; keep serving
                 self._warn(f"pre-encoding frames failed: {type(e).__name__}: {e}", "preencode")
@@ -192,7 +192,7 @@ class Worker:
         subs = r.sub_queries
         subject = subs.attribute if subs else r.text
         proposals = self._proposals(frames, subject)
-        result = grounder.ground([f.image for f in frames], [f.stamp for f in frames], r.text,
+        result = grounder.ground(images_of(frames), [f.stamp for f in frames], r.text,
                                  proposals=proposals or None, sub_queries=subs, checkpoint=check,
                                  frame_keys=self._keys(frames))
         self._note_boxes_from(result, proposals, subject)
