@@ -37,9 +37,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_memory import overlaps, tube_score  # noqa: E402
 from stvg_ros.adapters.default_model import shipped_model_dir  # noqa: E402
 from stvg_ros.config import GroundingConfig  # noqa: E402
-from stvg_ros.evaluation.metrics import score  # noqa: E402
 from stvg_ros.memory.recall import MemoryRecall  # noqa: E402
 from stvg_ros.memory.store import MemoryStore  # noqa: E402
 from stvg_ros.stack import load_model  # noqa: E402
@@ -66,16 +66,6 @@ def rank_scores(segs: list[dict], query: str) -> dict[str, list[float]]:
     lg = [logit(s["p"][query]) for s in segs]
     out["neighbours"] = [lg[i] - 0.5 * (lg[max(i - 1, 0)] + lg[min(i + 1, len(lg) - 1)]) for i in range(len(lg))]
     return out
-
-
-def tube_score(result, stream, event) -> dict:
-    boxes = {stream.index(round(t * NS)): b for t, b in result.boxes.items()}
-    span = (stream.index(round(result.start * NS)), stream.index(round(result.end * NS)))
-    return score(boxes, event.boxes, span, event.span, inclusive=True)
-
-
-def overlaps(a: int, b: int, stream, event) -> bool:
-    return a <= stream.stamp_ns(event.span[1]) and b >= stream.stamp_ns(event.span[0])
 
 
 def collect_stream(grounder, seed: int, minutes: float, events: int, lengths, ground_length: float, tmp: Path,
