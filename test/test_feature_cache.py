@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from grounding_checks import assert_same_grounding
 from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.feature_cache import FeatureCache
 from stvg_ros.grounding.grounder import Grounder
@@ -68,10 +69,7 @@ def test_grounding_over_a_sliding_window_is_unchanged(adapter, lra, tas):
         window = slice(start, start + 8)
         a = _ground(cached, stream[window], stamps[window], list(range(14))[window], query)
         b = fresh.ground(stream[window], stamps[window], query)
-        assert a.p_yes == b.p_yes
-        np.testing.assert_array_equal(a.relevance.spatial, b.relevance.spatial)
-        np.testing.assert_array_equal(a.relevance.temporal, b.relevance.temporal)
-        assert (a.start, a.end, a.boxes, a.found, a.track_id) == (b.start, b.end, b.boxes, b.found, b.track_id)
+        assert_same_grounding(a, b)
     stats = cached.cache_stats()
     assert stats.hits > 0 and stats.entries > 0 and 0 < stats.bytes <= stats.max_bytes
     assert fresh.cache_stats().entries == 0
@@ -91,10 +89,7 @@ def test_passes_on_unchanged_frames_are_reused_exactly(adapter):
     assert p == fresh.existence(frames, stamps, "the man in red walks to the door")
     for query in ("the man in red walks to the door", "a dog runs across the yard", "the woman opens the fridge"):
         a, b = cached.ground(frames, stamps, query, frame_keys=keys), fresh.ground(frames, stamps, query)
-        assert a.p_yes == b.p_yes
-        np.testing.assert_array_equal(a.relevance.spatial, b.relevance.spatial)
-        np.testing.assert_array_equal(a.relevance.temporal, b.relevance.temporal)
-        assert (a.start, a.end, a.boxes, a.found) == (b.start, b.end, b.boxes, b.found)
+        assert_same_grounding(a, b)
     kinds = cached.cache_stats().by_kind
     # each clip's prefix decoded once (the existence check decodes the forward clip's), then found by the
     # other calls: query 1's 3 (captions, questions), the question calls of queries 2 and 3

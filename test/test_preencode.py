@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fake_grounder import FakeGrounder
+from grounding_checks import assert_same_grounding
 
 from stvg_ros.adapters import load_adapter
 from stvg_ros.config import ServingConfig
@@ -23,13 +24,6 @@ NS = 10**9
 @pytest.fixture(scope="module", params=FAMILIES)
 def adapter(request, tiny_model_dir):
     return load_adapter(tiny_model_dir(request.param))
-
-
-def _same(a, b):
-    assert a.p_yes == b.p_yes
-    np.testing.assert_array_equal(a.relevance.spatial, b.relevance.spatial)
-    np.testing.assert_array_equal(a.relevance.temporal, b.relevance.temporal)
-    assert (a.start, a.end, a.boxes, a.found, a.track_id) == (b.start, b.end, b.boxes, b.found, b.track_id)
 
 
 def test_prefetch_counts_apart_and_its_hits_once():
@@ -67,7 +61,7 @@ def test_a_query_after_prefetch_hits_every_unit_and_is_unchanged(adapter, full):
     s = warm.cache_stats()
     assert s.by_kind["visual"]["misses"] == 0 and s.by_kind["visual"]["hits"] > 0
     assert s.prefetch_hits["visual"] == (5 if per_frame else units)
-    _same(a, fresh.ground(frames, stamps, "the red ball"))
+    assert_same_grounding(a, fresh.ground(frames, stamps, "the red ball"))
     assert fresh.prefetch(frames, keys) == 0  # no cache, nothing to do
 
 
@@ -114,7 +108,7 @@ def test_service_pre_encodes_when_idle_and_the_answer_is_unchanged(tiny_model_di
             service.submit(GroundingRequest("q", "the red ball"), lambda a, n=name: answers.__setitem__(n, a))
             assert service.run_pending() == 1
         assert answers["on"].status == answers["off"].status == "answered"
-        _same(answers["on"].result, answers["off"].result)
+        assert_same_grounding(answers["on"].result, answers["off"].result)
         s = with_pre.cache_stats()
         assert s["by_kind"]["visual"] == {"hits": 4, "misses": 0} and s["prefetch_hits"]["visual"] == 4
         _feed(with_pre, frames[6:], first=7)  # two frames leave the window, two new ones are pre-encoded

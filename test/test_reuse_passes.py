@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from grounding_checks import assert_same_grounding
 from stvg_ros.adapters import load_adapter
 from stvg_ros.grounding.grounder import Grounder
 from stvg_ros.adapters.tiny_models import random_frames
@@ -49,14 +50,7 @@ def test_shared_first_step_matches_separate_passes(adapter, extra):
         finally:
             del adapter._decode
         passes[reuse] = calls
-    a, b = results[True], results[False]
-    assert a.p_yes == pytest.approx(b.p_yes, abs=1e-5)
-    np.testing.assert_allclose(a.relevance.spatial, b.relevance.spatial, rtol=0, atol=1e-5)
-    np.testing.assert_allclose(a.relevance.temporal, b.relevance.temporal, rtol=0, atol=1e-5)
-    assert (a.start, a.end, a.found, a.track_id) == (b.start, b.end, b.found, b.track_id)
-    assert a.boxes.keys() == b.boxes.keys()
-    for s in a.boxes:
-        np.testing.assert_allclose(a.boxes[s], b.boxes[s], atol=1e-3)
+    assert_same_grounding(results[True], results[False], atol=1e-5, box_atol=1e-3)
     # what was shared: prefixes (passes that start from no cache) hold fewer rows in total
     prefix_rows = {k: sum(bs for bs, _, fresh in v if fresh) for k, v in passes.items()}
     assert prefix_rows[True] < prefix_rows[False], passes

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from grounding_checks import assert_same_grounding
 from stvg_ros.adapters import load_adapter
 from stvg_ros.adapters.base import CaptureSpec
 from stvg_ros.adapters.tiny_models import random_frames
@@ -104,13 +104,7 @@ def test_a_grounding_on_each_camera_is_the_same_with_or_without_sharing(shipped)
     off, on = both(shipped, ground_all)
     assert shipped.text_prefix_stats["reused"] > 0
     for a, b in zip(on, off):
-        assert a.p_yes == pytest.approx(b.p_yes, abs=1e-5)
-        np.testing.assert_allclose(a.relevance.spatial, b.relevance.spatial, rtol=0, atol=1e-5)
-        np.testing.assert_allclose(a.relevance.temporal, b.relevance.temporal, rtol=0, atol=1e-5)
-        assert (a.start, a.end, a.found, a.track_id) == (b.start, b.end, b.found, b.track_id)
-        assert a.boxes.keys() == b.boxes.keys()
-        for s in a.boxes:
-            np.testing.assert_allclose(a.boxes[s], b.boxes[s], atol=1e-3)
+        assert_same_grounding(a, b, atol=1e-5, box_atol=1e-3)
 
 
 def test_video_first_templates_keep_their_clip_prefix(tiny_model_dir):
