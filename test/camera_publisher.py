@@ -3,7 +3,7 @@ moving red square) on one topic, raw (sensor_msgs/Image) or JPEG (CompressedImag
 
     python test/camera_publisher.py TOPIC --kind compressed --width 320 --height 240 --frames 30 --start 1000
 
-Run with the test's environment (``ros_harness.node_env``; add FASTDDS_DEFAULT_PROFILES_FILE for shared memory).
+Run with the test's environment (``ros_harness.node_env``; add FASTDDS_DEFAULT_PROFILES_FILE and FASTRTPS_DEFAULT_PROFILES_FILE for shared memory).
 Prints ``published N`` and exits 0, or exits 2 when no subscriber came."""
 
 from __future__ import annotations

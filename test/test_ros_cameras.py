@@ -23,7 +23,9 @@ from stvg_ros.stream.multi import MultiStreamService
 pytestmark = [pytest.mark.ros, pytest.mark.slow]  # ~50 s on 2 cores: a node and three publisher processes
 
 HERE = Path(__file__).resolve().parent
-SHM = {"FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_shm.xml")}
+# Fast DDS 3 (Kilted) reads FASTDDS_, Fast DDS 2 (Humble, Jazzy) FASTRTPS_: set both, as the launch file does.
+SHM = {k: str(REPO / "config" / "fastdds_shm.xml")
+       for k in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")}
 FRAMES = 30
 CAMERAS = ("front", "rear", "hd")
 FRAME_IDS = {"front": "robot1_cam", "rear": "robot2_cam", "hd": "hd_cam"}
