@@ -123,7 +123,8 @@ NODE_PARAMS: list[NodeParam] = [
               live=False),
     # --- several cameras, one model (issue 32) ---
     NodeParam("cameras", "",
-              "Several cameras in one node: their short names, e.g. [front, rear] (or 'front,rear'); each one's "
+              "Several cameras in one node: their short names, e.g. [front, rear] (or 'front,rear', or with "
+              "topics 'front=/front/image_raw,rear=/rear/image_raw'); each one's "
               "settings under camera.<name>.: image_topic (default <name>/image), transport (raw, compressed, "
               "both), reliability, qos_depth, ingest_side, detections_topic (config/two_cameras.yaml). Queries "
               "name a camera or ask all. '' = one camera on image (and the parameters above).",
@@ -310,23 +311,44 @@ def camera_param(name: str) -> Optional[NodeParam]:
     return replace(CAMERA_PARAMS[parts[2]], name=name, top=False)
 
 
-def camera_names(value: Any) -> tuple[str, ...]:
-    """The parameter ``cameras`` as names: a list, or one string of comma-separated names ('' = none)."""
+def _camera_entries(value: Any) -> list[tuple[str, str]]:
+    """(name, image topic or '') per entry of the parameter ``cameras``: a list, or one comma-separated
+    string; an entry is ``name`` or ``name=image_topic`` (what a launch argument can say in one line)."""
     items = value.split(",") if isinstance(value, str) else list(value or ())
-    return tuple(str(x).strip() for x in items if str(x).strip())
+    out = []
+    for item in (str(x).strip() for x in items):
+        if item:
+            name, _, topic = item.partition("=")
+            out.append((name.strip(), topic.strip()))
+    return out
+
+
+def camera_names(value: Any) -> tuple[str, ...]:
+    """The parameter ``cameras`` as names ('' = none); ``front=/front/image_raw`` names ``front``."""
+    return tuple(name for name, _ in _camera_entries(value))
 
 
 def _camera_names_problem(value: Any) -> Optional[str]:
     from stvg_ros.stream.multi import stream_names_problem
 
     names = camera_names(value)
+    items = value.split(",") if isinstance(value, str) else list(value or ())
+    bare = next((str(x).strip() for x in items if str(x).strip().endswith("=")), "")
+    if bare:
+        return f"camera {bare!r} names no topic: write {bare}/its/image_topic, or just the name for <name>/image"
     return (stream_names_problem(list(names)) or None) if names else None
 
 
 def camera_settings(values: dict[str, Any], own: dict[str, Any], notes: list) -> tuple[CameraSettings, ...]:
     """Each camera of ``own['cameras']`` with its ``camera.<name>.*`` values from ``values``; a setting of a
     camera not in the list (a typo, or a camera left out for now) is ignored with a line in ``notes``."""
-    names = camera_names(own["cameras"])
+    entries = _camera_entries(own["cameras"])
+    names = tuple(n for n, _ in entries)
+    listed_topic = dict(entries)
+    for n, topic in entries:
+        set_topic = values.get(f"camera.{n}.image_topic", "")
+        if topic and set_topic and set_topic != topic:
+            notes.append(f"cameras gives {n!r} the topic {topic}; camera.{n}.image_topic {set_topic} wins")
     for key in values:
         if camera_param(key) is not None and key.split(".")[1] not in names:
             notes.append(f"{key} ignored: {key.split('.')[1]!r} is not one of cameras {list(names)} (add it to "
@@ -336,7 +358,7 @@ def camera_settings(values: dict[str, Any], own: dict[str, Any], notes: list) ->
         v = {k: _coerce_node_value(f"camera.{n}.{k}", values.get(f"camera.{n}.{k}", p.default))
              for k, p in CAMERA_PARAMS.items()}
         out.append(CameraSettings(
-            n, v["image_topic"] or f"{n}/image", v["transport"] or ("both" if own["use_compressed"] else "raw"),
+            n, v["image_topic"] or listed_topic[n] or f"{n}/image", v["transport"] or ("both" if own["use_compressed"] else "raw"),
             reliability_name(v["reliability"]) if v["reliability"] != "" else own["image_reliability"],
             v["qos_depth"] or own["image_depth"], v["ingest_side"], v["detections_topic"] or f"{n}/detections",
             v["depth_topic"], v["camera_info_topic"]))

@@ -95,20 +95,22 @@ def render_tube(frames: Sequence[np.ndarray], stamps: Sequence[float], result: G
         raise ValueError("no frames to render: pass the clip the result was grounded on")
     if len(frames) != len(stamps):
         raise ValueError(f"{len(frames)} frames but {len(stamps)} stamps: pass one stamp per frame")
-    bad = next((np.shape(f) for f in frames if np.ndim(f) != 3 or np.shape(f)[2] != 3), None)
-    if bad is not None:
-        raise ValueError(f"frames must be HxWx3 RGB arrays, got shape {bad}")
     pred_span = (result.start, result.end)
     seen = list(result.frame_stamps) or [float(s) for s in stamps]
     pick = sorted(set(np.linspace(0, len(seen) - 1, min(max_frames, len(seen))).round().astype(int).tolist()))
-    H, W = frames[0].shape[:2]
+    # only the frames drawn are read: a window that keeps frames packed decodes these, not all of them
+    drawn = {i: frames[_nearest(stamps, seen[i])] for i in pick}
+    bad = next((np.shape(f) for f in drawn.values() if np.ndim(f) != 3 or np.shape(f)[2] != 3), None)
+    if bad is not None:
+        raise ValueError(f"frames must be HxWx3 RGB arrays, got shape {bad}")
+    H, W = drawn[pick[0]].shape[:2]
     scale = height / H
     tw = max(1, int(round(W * scale)))
     rel = result.relevance if heatmap else None
     tiles = []
     for i in pick:
         stamp = seen[i]
-        frame = frames[_nearest(stamps, stamp)]
+        frame = drawn[i]
         tile = cv2.resize(np.ascontiguousarray(frame), (tw, height), interpolation=cv2.INTER_AREA).copy()
         if rel is not None and i < len(rel.spatial):
             box = [v * scale for v in rel.content_box]

@@ -31,13 +31,20 @@ def test_one_camera_by_default_and_the_node_parameters_as_each_cameras_defaults(
             front.detections_topic) == ("front", "front/image", "both", "reliable", 7, 0, "front/detections")
     assert (rear.image_topic, rear.transport, rear.reliability, rear.qos_depth, rear.ingest_side,
             rear.detections_topic) == ("/rear/raw", "compressed", "best_effort", 2, 320, "/rear/dets")
-    # a comma-separated string names them too (a launch argument)
+    # a comma-separated string names them too (a launch argument), an entry name=topic with its image topic
     assert [c.name for c in NodeSettings.from_values({**DEFAULTS, "cameras": "a, b"}).cameras] == ["a", "b"]
+    a, b = NodeSettings.from_values({**DEFAULTS, "cameras": "a=/cam_a/image_raw, b"}).cameras
+    assert (a.name, a.image_topic, b.name, b.image_topic) == ("a", "/cam_a/image_raw", "b", "b/image")
+    # camera.<name>.image_topic wins over the list's topic, with a note
+    s = NodeSettings.from_values({**DEFAULTS, "cameras": ["a=/x"], "camera.a.image_topic": "/y"})
+    assert s.cameras[0].image_topic == "/y" and any("camera.a.image_topic /y wins" in n for n in s.notes)
 
 
 @pytest.mark.parametrize("values, fix", [
     ({"cameras": ["front", "front"]}, "give each camera its own name"),
     ({"cameras": ["all"]}, "other than 'all'"),
+    ({"cameras": "front=,rear"}, "names no topic"),
+    ({"cameras": "front=/a,front=/b"}, "give each camera its own name"),
     ({"cameras": ["front"], "camera.front.transport": "ftp"}, "raw, compressed, both"),
     ({"cameras": ["front"], "camera.front.reliability": "sometimes"}, "best_effort"),
     ({"cameras": ["front"], "camera.front.qos_depth": -1}, "0 or a positive"),

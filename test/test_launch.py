@@ -70,7 +70,8 @@ def run_launch(**given) -> tuple[list[dict], dict]:
                         data = yaml.safe_load(Path(_substitute(p.get("from"), scope)).read_text())
                         params.update(data["/**"]["ros__parameters"])
                     else:
-                        params[p.get("name")] = yaml.safe_load(_substitute(p.get("value"), scope))
+                        value = _substitute(p.get("value"), scope)  # '' stays '' (launch_ros >= 0.11.7)
+                        params[p.get("name")] = yaml.safe_load(value) if value else ""
                 nodes.append({"params": params, "ns": _substitute(el.get("namespace"), scope),
                               "remaps": {r.get("from"): _substitute(r.get("to"), scope) for r in el.findall("remap")}})
 
@@ -94,6 +95,22 @@ def test_without_params_file_the_arguments_apply():
     assert (node["params"]["model_path"], node["params"]["device"], node["params"]["use_sim_time"]) == \
         ("/models/m", "cuda", True)
     assert node["remaps"]["image"] == "/cam"
+
+
+def test_the_cameras_argument_names_each_camera_and_its_topic(tmp_path):
+    """``cameras:=front=/f/image_raw,rear`` gives the node two cameras, front on its topic and rear on
+    <namespace>/rear/image; without it the node has one camera; a params file's cameras wins."""
+    from stvg_ros.node_params import NodeSettings, all_params
+
+    defaults = {p.name: p.default for p in all_params()}
+    (node,), _ = run_launch()
+    own = {k: v for k, v in node["params"].items() if k != "use_sim_time"}  # rclpy's, not ours
+    assert own["cameras"] == "" and NodeSettings.from_values({**defaults, **own}).cameras == ()
+    (node,), _ = run_launch(cameras="front=/f/image_raw,rear")
+    front, rear = NodeSettings.from_values({**defaults, "cameras": node["params"]["cameras"]}).cameras
+    assert (front.name, front.image_topic, rear.name, rear.image_topic) == ("front", "/f/image_raw", "rear", "rear/image")
+    (node,), _ = run_launch(cameras="front,rear", params_file=str(_params_file(tmp_path, cameras=["left"])))
+    assert node["params"]["cameras"] == ["left"]
 
 
 def test_a_users_params_file_wins_over_the_launch_arguments(tmp_path):

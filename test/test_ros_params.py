@@ -75,7 +75,7 @@ def test_launch_file_args_and_params_match_the_node(declared):
     assert root.tag == "launch"
     args = {a.get("name"): a.get("default") for a in root.findall("arg")}
     assert set(args) == {"namespace", "image_topic", "model_path", "params_file", "device", "use_sim_time",
-                         "fastdds_profile"}
+                         "fastdds_profile", "cameras"}
     assert all(a.get("description") for a in root.findall("arg"))
     nodes = list(root.iter("node"))  # one per params_file case (test_launch.py checks which one runs)
     assert nodes

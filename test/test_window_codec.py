@@ -112,3 +112,24 @@ def test_a_service_answers_the_same_with_the_png_window(monkeypatch, tube_frames
     assert decoded["png"] < len(frames) == decoded["none"]  # arrays: every frame read (no decoding)
     if tube_frames == "sampled":
         assert decoded["png"] == 6 + 1  # the sampled frames and frame 0's shape check
+
+
+def test_the_debug_picture_decodes_only_the_frames_it_draws(monkeypatch):
+    """The node's ``debug_image`` of a 30-frame packed window decodes the ≤ 8 frames the strip shows (it
+    decoded all 30 to check their shapes), and draws the same picture as from arrays."""
+    from stvg_ros.grounding.result import GroundingResult, SubQueries
+    from stvg_ros.render import render_tube
+
+    frames = camera_frames(30)
+    w, raw = fill("png", frames), fill("none", frames)
+    stamps = [f.stamp for f in w.frames()]
+    result = GroundingResult(query="the cup", found=True, score=1.0, start=stamps[5], end=stamps[20],
+                             boxes={s: (20.0, 10.0, 100.0, 90.0) for s in stamps[5:21]}, track_id=1,
+                             sub_queries=SubQueries("the cup", "the cup"), p_yes=0.9, frame_stamps=stamps[::2],
+                             frame_scores=[1.0] * len(stamps[::2]))
+    calls = []
+    real = window_mod.unpack
+    monkeypatch.setattr(window_mod, "unpack", lambda d: calls.append(1) or real(d))
+    picture = render_tube(images_of(w.frames()), stamps, result, heatmap=False)
+    assert 0 < len(calls) <= 8
+    assert np.array_equal(picture, render_tube(images_of(raw.frames()), stamps, result, heatmap=False))

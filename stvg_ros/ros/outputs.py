@@ -105,9 +105,10 @@ def publish_answer(node, pubs: dict[str, Any], answer: Answer, frame_id: str, se
 
 def _debug_image(node, answer: Answer, tube: Tube, heatmap: bool) -> Optional[Image]:
     from stvg_ros.render import render_tube
+    from stvg_ros.stream.window import images_of
 
     try:
-        picture = render_tube([f.image for f in answer.frames], [f.stamp for f in answer.frames], answer.result,
+        picture = render_tube(images_of(answer.frames), [f.stamp for f in answer.frames], answer.result,
                               heatmap=heatmap)
     except Exception as e:  # noqa: BLE001 - the Tube is out; a picture that fails is reported, not replaced
         node.get_logger().error(f"query {answer.request.query_id}: no debug_image, drawing it failed: "
