@@ -97,13 +97,20 @@ def test_shipped_model_batched_equals_one_at_a_time():
 
 
 def test_clips_of_other_layouts_run_in_batches_of_their_own(tiny_model_dir):
-    """A camera of another size (another token count) cannot share a pass: its own batch, same answers."""
+    """A camera of another size (another token count) cannot share a pass: its own batch, same answers.  A
+    portrait camera has the landscape ones' token count on a transposed grid: it shares their pass, its
+    rotary positions from its own grid_thw."""
     adapter = load_adapter(tiny_model_dir("qwen2_5_vl"))
-    clips = cameras(2) + [(random_frames(12, 64, 64, seed=7), [0.25 * i for i in range(12)])]
+    portrait = (random_frames(12, 128, 96, seed=8), [0.3 * i for i in range(12)])
+    clips = cameras(2) + [(random_frames(12, 64, 64, seed=7), [0.25 * i for i in range(12)]), portrait]
     cfg = dict(num_frames=6, decomposer="rules", keep_relevance=True)
-    alone, batched, _, _ = one_at_a_time_and_batched(adapter, cfg, clips)
+    tokens = [adapter.encode_frames(f[:6], stamps=s[:6]) for f, s in (clips[0], clips[2], portrait)]
+    assert tokens[0].num_tokens == tokens[2].num_tokens != tokens[1].num_tokens
+    assert tokens[0].grid == tokens[2].grid[::-1] != tokens[2].grid
+    alone, batched, calls_alone, calls_batched = one_at_a_time_and_batched(adapter, cfg, clips)
     for a, b in zip(alone, batched):
         assert_same_grounding(b, a, atol=1e-5, box_atol=1e-3)
+    assert calls_batched * 2 <= calls_alone + 1  # two batches (3 clips and 1), not four groundings
 
 
 def test_proposals_and_frame_keys_per_clip(tiny_model_dir):
