@@ -10,6 +10,7 @@ Then ``--rounds`` interleaved rounds (the order alternates).  Reported per way, 
 process's CPU (``time.process_time``: the box worker thread included), the model passes' CPU (this thread's
 inside the adapter's ``run``/``encode_*`` calls: ``bench_multicam.ModelCPU``), the CPU stages (the rest), the
 decoder calls and decoded positions; and the largest difference of the answers' p_yes between the two ways.
+``--peak``: each way's peak RSS above what the process held before it (one more untimed run each, sampled).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_batch_clips.py            # ~10 min CPU
     .venv/bin/python bench/bench_batch_clips.py --quick                                     # CI, ~1 min
@@ -28,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's stvg_ros, and `bench` as a package
 
-from bench._util import machine, table, write_json  # noqa: E402
+from bench._util import PeakMemory, machine, table, write_json  # noqa: E402
 from bench.bench_multicam import ModelCPU  # noqa: E402
 
 SHIPPED = "models/stvg-synth-qwen"
@@ -48,7 +49,8 @@ def clips_of(cameras: int, window: int, size: int) -> tuple[str, list]:
     return query, out
 
 
-def measure(model: str, cameras: int, rounds: int, window: int, size: int, num_frames: int) -> dict:
+def measure(model: str, cameras: int, rounds: int, window: int, size: int, num_frames: int,
+            with_peak: bool = False) -> dict:
     from bench.model_configs import load_adapter
     from stvg_ros.grounding.grounder import Grounder
 
@@ -67,6 +69,12 @@ def measure(model: str, cameras: int, rounds: int, window: int, size: int, num_f
     ways = {"separate": separate, "batched": batched}
     got: dict = {w: dict(cpu=[], model=[], stages=[], decodes=[], positions=[]) for w in ways}
     answers = {w: fn() for w, fn in ways.items()}  # warm-up: the feature cache holds every clip's tokens
+    peak = {}
+    if with_peak:  # untimed (the sampling thread costs CPU): the RSS a way needs above what is held before it
+        for w, fn in ways.items():
+            with PeakMemory(torch.device("cpu")) as mem:
+                fn()
+            peak[w] = (mem.peak - mem.baseline) / 2**20
     for r in range(rounds):
         for w in (("separate", "batched") if r % 2 == 0 else ("batched", "separate")):
             m0, d0, p0 = counter.snapshot()
@@ -82,7 +90,7 @@ def measure(model: str, cameras: int, rounds: int, window: int, size: int, num_f
     diff = max(abs(a.p_yes - b.p_yes) for a, b in zip(answers["separate"], answers["batched"]))
     med = {w: {k: statistics.median(v) for k, v in got[w].items()} for w in ways}
     return dict(model=label, cameras=cameras, rounds=rounds, window=window, num_frames=num_frames,
-                p_yes_max_diff=diff, raw=got, **{w: med[w] for w in ways},
+                p_yes_max_diff=diff, raw=got, peak_mib=peak, **{w: med[w] for w in ways},
                 ratio_cpu=med["batched"]["cpu"] / med["separate"]["cpu"],
                 ratio_model=med["batched"]["model"] / med["separate"]["model"])
 
@@ -96,6 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=112, help="synthetic frame side (px)")
     ap.add_argument("--num-frames", type=int, default=0, help="frames sampled (0: 8 for the shipped model, else 20)")
     ap.add_argument("--out", "--json", dest="out", default=str(ROOT / "bench" / "results" / "batch_clips.json"))
+    ap.add_argument("--peak", action="store_true", help="also each way's peak RSS above its start (one untimed run)")
     ap.add_argument("--quick", action="store_true", help="CI: the shipped model, 2 cameras, 1 round")
     args = ap.parse_args(argv)
     if args.quick:
@@ -104,7 +113,7 @@ def main(argv=None) -> int:
     for model in args.models.split(","):
         T = args.num_frames or FRAMES.get(model, 20)
         for n in (int(c) for c in args.cameras.split(",")):
-            r = measure(model, n, args.rounds, args.window or 2 * T, args.size, T)
+            r = measure(model, n, args.rounds, args.window or 2 * T, args.size, T, args.peak)
             runs.append(r)
             for w in ("separate", "batched"):
                 m = r[w]
@@ -112,11 +121,12 @@ def main(argv=None) -> int:
                              int(m["decodes"]), int(m["positions"]),
                              f"{r['ratio_cpu']:.3f}" if w == "batched" else "",
                              f"{r['ratio_model']:.3f}" if w == "batched" else "",
-                             f"{r['p_yes_max_diff']:.1e}" if w == "batched" else ""])
+                             f"{r['p_yes_max_diff']:.1e}" if w == "batched" else "",
+                             f"{r['peak_mib'][w]:.0f}" if r["peak_mib"] else ""])
             print(f"{r['model']} x{n}: batched/separate CPU {r['ratio_cpu']:.3f}, model passes {r['ratio_model']:.3f}",
                   flush=True)
     print(table(["model", "cameras", "way", "CPU s", "model passes s", "CPU stages s", "decoder calls", "positions",
-                 "CPU ratio", "model ratio", "|dp_yes| max"], rows))
+                 "CPU ratio", "model ratio", "|dp_yes| max", "peak RSS MiB"], rows))
     write_json(args.out, dict(machine=machine(), args=vars(args), runs=runs))
     return 0
 

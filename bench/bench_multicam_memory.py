@@ -126,6 +126,15 @@ def child(model: str, streams: int, frames: int, real_layers: int, latency: bool
         return ground(*a, frame_keys=frame_keys, **kw)
 
     grounder.ground = counted
+    ground_many = grounder.ground_many
+
+    def counted_many(clips, *a, frame_keys=None, **kw):  # a query to all, the cameras' clips batched
+        passes[0] += len(clips)
+        now = time.process_time()
+        starts.extend((keys[0][0] if keys else -1, now) for keys in (frame_keys or [None] * len(clips)))
+        return ground_many(clips, *a, frame_keys=frame_keys, **kw)
+
+    grounder.ground_many = counted_many
     release_freed_memory()
     out.update(label=label, rss_loaded_mib=rss_bytes() / MIB)
 
