@@ -8,7 +8,8 @@ second pass on the frames halfway.  Frame keys are given (as the service does), 
 way fills the feature cache, so both ways find every clip's visual tokens encoded, as a warm service does.
 Then ``--rounds`` interleaved rounds (the order alternates).  Reported per way, medians over rounds: this
 process's CPU (``time.process_time``: the box worker thread included), the model passes' CPU (this thread's
-inside the adapter's ``run``/``encode_*`` calls: ``bench_multicam.ModelCPU``), the CPU stages (the rest), the
+inside the adapter's ``run``/``encode_*`` calls, ``bench_multicam.ModelCPU``, and inside ``torch.autograd.grad``:
+LRA's backward passes), the CPU stages (the rest), the
 decoder calls and decoded positions; and the largest difference of the answers' p_yes between the two ways.
 ``--peak``: each way's peak RSS above what the process held before it (one more untimed run each, sampled).
 
@@ -58,6 +59,7 @@ def measure(model: str, cameras: int, rounds: int, window: int, size: int, num_f
     adapter, label = load_adapter(model)
     grounder = Grounder(adapter, dict(num_frames=num_frames, decomposer="rules"))
     counter = ModelCPU(adapter)
+    torch.autograd.grad = counter._timed(torch.autograd.grad)  # LRA's backward passes are model passes too
     query, clips = clips_of(cameras, window, size)
 
     def separate():

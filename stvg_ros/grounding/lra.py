@@ -86,10 +86,10 @@ def _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_ba
     or the adapter cannot.
 
     One forward pass for all the clips (each clip's problems' questions, one caption prompt for the official
-    loss, the ``also_ask`` prompts on it) with ``batch_clips``, else one per clip; each clip on its own zero
-    leaf.  A problem's gradient is a backward pass through its own clip's graph, and one backward pass serves
-    a problem of every clip of a pass (their losses share no leaf), so sharing a prefix costs no backward work
-    beyond the unshared step's.  Where the prompts exceed ``max_batch`` together, or two clips have the same
+    loss, the ``also_ask`` prompts on it) with ``batch_clips`` (one per number of problems on a clip), else one
+    per clip; each clip on its own zero leaf.  A problem's gradient is a backward pass through its own clip's
+    graph, and one backward pass serves a problem of every clip of a pass (their losses share no leaf), so
+    sharing a prefix costs no backward work beyond the unshared step's.  Where the prompts exceed ``max_batch`` together, or two clips have the same
     tokens (their prefixes would merge, and with them their gradients), one pass per clip."""
     B = len(questions)
     clips: list[VisualTokens] = []
@@ -116,7 +116,15 @@ def _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_ba
         plans.append((clip, mine, asks, prompts))
     together = batch_clips and (max_batch <= 0 or sum(len(p[3]) for p in plans) <= max_batch) and not any(
         torch.equal(a.embeds, b.embeds) for i, a in enumerate(clips) for b in clips[i + 1:])
-    for part in [plans] if together else [[p] for p in plans]:
+    if together:  # one pass per problem count: a backward pass runs over its whole batch, so a clip with fewer
+        # problems (TAS's reversed clip: one) batched with clips of more would be differentiated in vain
+        parts: dict[int, list] = {}
+        for p in plans:
+            parts.setdefault(len(p[1]), []).append(p)
+        passes = list(parts.values())
+    else:
+        passes = [[p] for p in plans]
+    for part in passes:
         _first_step_pass(adapter, part, loss, per, sub_logits, grads, extra, N, D)
     return per, sub_logits, grads, extra
 
