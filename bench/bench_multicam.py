@@ -16,8 +16,8 @@ ingested into its stream of a :class:`stvg_ros.stream.multi.MultiStreamService` 
 * **cost**: on the first ``--cost-scenes`` scenes, the CPU time (``time.process_time``, this process) of the
   query to all against N separate queries (one per camera, ``stream=name``) on the same streams, and of the
   query to all with the question's text shared across clips (the adapter's ``use_text_prefix_cache``) against
-  without it, and with the cameras' clips grounded one at a time (``batch_streams`` off) against batched (the
-  default), run interleaved (order rotated) after one untimed warm-up; groundings, decoder calls, decoded
+  without it, and with the cameras' clips grounded one at a time (``batch_streams`` off, the default) against
+  batched (every other case), run interleaved (order rotated) after one untimed warm-up; groundings, decoder calls, decoded
   positions and the model passes' CPU (:class:`ModelCPU`) apart from the CPU stages (the rest).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_multicam.py              # ~3-4 min CPU
@@ -50,7 +50,7 @@ FPS = 5.0
 #: the cost case "a query to all with the text-prefix cache off" (what sharing the question's KV saves)
 NOT_SHARED = "all (text not shared)"  # the adapter's default; "all" and "separate" are timed with it on
 #: the cost case "a query to all with the clips grounded one at a time" (``batch_streams`` off: what batching the
-#: cameras' clips in one pass saves; every other case runs with the service's default, batched)
+#: cameras' clips in one pass saves; every other cost case runs batched)
 NOT_BATCHED = "all (clips not batched)"
 
 #: other rules for "which camera" computed from the same answers (the service ranks by found, then p_yes,
@@ -324,7 +324,7 @@ def main(argv=None) -> int:
                                  model_cpu_s=m1[0] - m0[0], decoder_calls=m1[1] - m0[1],
                                  decoded_positions=m1[2] - m0[2]))
             adapter.__dict__.pop("use_text_prefix_cache", None)  # the adapter's default for the rest
-            svc.config = svc.config.replace(batch_streams=True)
+            svc.config = svc.config.replace(batch_streams=type(svc.config)().batch_streams)  # the default for the rest
         [answer], _ = ask(svc, [GroundingRequest("all", query)])
         svc.stop()
         assert answer.status == ANSWERED, answer.reason

@@ -16,7 +16,7 @@ query wakes the one worker), with the one-stream API untouched as the one-stream
 * **fair scheduling**: the worker takes one-shot queries round-robin over the streams (a camera with a
   long queue cannot starve another's), then due standing evaluations round-robin, then idle pre-encoding;
   a standing evaluation on one stream is preempted by a query on any; the standing duty budget is shared.
-* **one batch for "all"** (``ServingConfig.batch_streams``): when the worker takes a stream's part of a query to
+* **one batch for "all"** (``ServingConfig.batch_streams``, off by default): when the worker takes a stream's part of a query to
   all, the same query's parts at the front of the other streams' queues come with it, and the grounder's
   ``ground_many`` grounds them together (their model passes batched where the clips' token layouts agree),
   each answer the same as alone; a part is cancelled alone (answered cancelled, the batch goes on), and a
