@@ -286,7 +286,7 @@ class Grounder:
         each its own gradient), the attention and existence passes, and the refine pass.  Clips of other
         layouts run in a batch of their own.  Encoding, DSTH (once: one query) and the select stage stay per
         clip.  A batched stage's time in each result's ``timings`` is the whole batch's; ``timings['clips']``
-        is how many clips the call grounded."""
+        (only with more than one) is how many clips the call grounded."""
         cfg = self.config
         query = query_text(query) if isinstance(query, str) else query  # the one trusted value from here on
         n = len(clips)
