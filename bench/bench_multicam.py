@@ -16,7 +16,8 @@ ingested into its stream of a :class:`stvg_ros.stream.multi.MultiStreamService` 
 * **cost**: on the first ``--cost-scenes`` scenes, the CPU time (``time.process_time``, this process) of the
   query to all against N separate queries (one per camera, ``stream=name``) on the same streams, and of the
   query to all with the question's text shared across clips (the adapter's ``use_text_prefix_cache``) against
-  without it, run interleaved (order rotated) after one untimed warm-up; groundings, decoder calls, decoded
+  without it, and with the cameras' clips grounded one at a time (``batch_streams`` off, the default) against
+  batched (every other case), run interleaved (order rotated) after one untimed warm-up; groundings, decoder calls, decoded
   positions and the model passes' CPU (:class:`ModelCPU`) apart from the CPU stages (the rest).
 
     nice -n 10 env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_multicam.py              # ~3-4 min CPU
@@ -48,6 +49,9 @@ FPS = 5.0
 
 #: the cost case "a query to all with the text-prefix cache off" (what sharing the question's KV saves)
 NOT_SHARED = "all (text not shared)"  # the adapter's default; "all" and "separate" are timed with it on
+#: the cost case "a query to all with the clips grounded one at a time" (``batch_streams`` off: what batching the
+#: cameras' clips in one pass saves; every other cost case runs batched)
+NOT_BATCHED = "all (clips not batched)"
 
 #: other rules for "which camera" computed from the same answers (the service ranks by found, then p_yes,
 #: i.e. by p_yes): a comparison, chosen between on the val split only
@@ -180,6 +184,10 @@ class Calls:
         self.n += 1
         return self.grounder.ground(*a, **kw)
 
+    def ground_many(self, clips, *a, **kw):
+        self.n += len(clips)
+        return self.grounder.ground_many(clips, *a, **kw)
+
 
 class ModelCPU:
     """What the model passes cost: this thread's CPU inside the adapter's outermost ``run``/``encode_frames``/
@@ -300,14 +308,15 @@ def main(argv=None) -> int:
                 ask(svc, [GroundingRequest("warm", query)])  # untimed warm-up
             def run(kind):
                 # each timed query starts without kept text prefixes: what one query shares across its clips
-                adapter.use_text_prefix_cache = kind != NOT_SHARED
+                adapter.use_text_prefix_cache = kind not in (NOT_SHARED, NOT_BATCHED)
                 adapter.__dict__.pop("_text_prefixes", None)
+                svc.config = svc.config.replace(batch_streams=kind != NOT_BATCHED)
                 if kind == "separate":
                     return ask(svc, [GroundingRequest(f"q-{c}", query, stream=c) for c in cameras])
                 return ask(svc, [GroundingRequest("all", query)])
 
-            kinds = ["all", "separate", NOT_SHARED]
-            for kind in kinds[k % 3:] + kinds[:k % 3]:  # interleaved, the order rotated per scene
+            kinds = ["all", "separate", NOT_SHARED, NOT_BATCHED]
+            for kind in kinds[k % 4:] + kinds[:k % 4]:  # interleaved, the order rotated per scene
                 before, m0 = grounder.n, model.snapshot()
                 _, seconds = run(kind)
                 m1 = model.snapshot()
@@ -315,6 +324,7 @@ def main(argv=None) -> int:
                                  model_cpu_s=m1[0] - m0[0], decoder_calls=m1[1] - m0[1],
                                  decoded_positions=m1[2] - m0[2]))
             adapter.__dict__.pop("use_text_prefix_cache", None)  # the adapter's default for the rest
+            svc.config = svc.config.replace(batch_streams=type(svc.config)().batch_streams)  # the default for the rest
         [answer], _ = ask(svc, [GroundingRequest("all", query)])
         svc.stop()
         assert answer.status == ANSWERED, answer.reason
@@ -370,7 +380,7 @@ def main(argv=None) -> int:
                   f"{acc_all:.1f} % [{lo_all:.1f}, {hi_all:.1f}]", "pass" if acc >= 95 else "fail"]]))
     summary = {}
     if cost:
-        for kind in ("all", "separate", NOT_SHARED):
+        for kind in ("all", "separate", NOT_SHARED, NOT_BATCHED):
             xs = [c for c in cost if c["kind"] == kind]
             summary[kind] = {f: statistics.median(c[f] for c in xs) for f in
                              ("cpu_s", "passes", "model_cpu_s", "decoder_calls", "decoded_positions")}
@@ -382,6 +392,16 @@ def main(argv=None) -> int:
         ratio = statistics.median(a["cpu_s"] / s["cpu_s"] for a, s in zip(
             [c for c in cost if c["kind"] == "all"], [c for c in cost if c["kind"] == "separate"]))
         summary["ratio_all_over_separate"] = ratio
+
+        def paired(a_kind, b_kind, field):
+            return statistics.median(a[field] / b[field] for a in cost if a["kind"] == a_kind for b in cost
+                                     if b["kind"] == b_kind and b["scene"] == a["scene"])
+
+        summary["batched"] = {f"batched_over_{name}": {f: paired(NOT_SHARED, other, f) for f in
+                                                      ("cpu_s", "model_cpu_s", "decoder_calls")}
+                              for name, other in (("not_batched", NOT_BATCHED), ("separate", "separate"))}
+        for name, r in summary["batched"].items():
+            print(f"{name}: " + ", ".join(f"{f} {v:.3f}" for f, v in r.items()))
         print()
         print(table(["query", "model passes (median)", "CPU s (median)", "all / separate (median of pairs)"],
                     [["to all cameras", summary["all"]["passes"], f"{summary['all']['cpu_s']:.2f}", f"{ratio:.3f}"],
@@ -396,7 +416,8 @@ def main(argv=None) -> int:
                       f"{summary[kind]['cpu_s']:.3f}"]
                      for name, kind in (("to all, text shared across clips", "all"),
                                         (f"{len(cameras)} separate", "separate"),
-                                        ("to all, text not shared", NOT_SHARED))]
+                                        ("to all, text not shared", NOT_SHARED),
+                                        ("to all, clips not batched", NOT_BATCHED))]
                     + [["shared / not shared (median of pairs)", "", "", f"{sh['decoded_positions']:.3f}",
                         f"{sh['model_cpu_s']:.3f}", "", f"{sh['cpu_s']:.3f}"]]))
     write_json(args.out, dict(machine=machine(), args=vars(args), cameras=cameras, accuracy=dict(

@@ -120,12 +120,28 @@ def child(model: str, streams: int, frames: int, real_layers: int, latency: bool
     starts: list[tuple[int, float]] = []  # (the grounding's stream number, process CPU s when it started)
     ground = grounder.ground
 
+    inside = [False]  # Grounder.ground is ground_many of one clip: count that clip once
+
     def counted(*a, frame_keys=None, **kw):
         passes[0] += 1
         starts.append((frame_keys[0][0] if frame_keys else -1, time.process_time()))
-        return ground(*a, frame_keys=frame_keys, **kw)
+        inside[0] = True
+        try:
+            return ground(*a, frame_keys=frame_keys, **kw)
+        finally:
+            inside[0] = False
 
     grounder.ground = counted
+    ground_many = grounder.ground_many
+
+    def counted_many(clips, *a, frame_keys=None, **kw):  # a query to all, the cameras' clips batched
+        if not inside[0]:
+            passes[0] += len(clips)
+            now = time.process_time()
+            starts.extend((keys[0][0] if keys else -1, now) for keys in (frame_keys or [None] * len(clips)))
+        return ground_many(clips, *a, frame_keys=frame_keys, **kw)
+
+    grounder.ground_many = counted_many
     release_freed_memory()
     out.update(label=label, rss_loaded_mib=rss_bytes() / MIB)
 

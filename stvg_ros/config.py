@@ -485,6 +485,12 @@ class ServingConfig:
     """How the window keeps frames: 'none' (arrays) or 'png' (lossless, decoded only for the frames a query
     samples: a camera's window takes 1.6-3.4x less RAM for ~2 ms CPU per kept 224 px frame; bench/README.md,
     'Several cameras')."""
+    batch_streams: bool = False
+    """A query to all cameras: ground the streams' clips together, their model passes batched where the clips'
+    token layouts agree (same frame count and size), each answer the same as alone (Grounder.ground_many).
+    Off by default: measured on CPU it saves 0-6 % of a query's CPU at 2 cameras and nothing at 4 on a
+    compute-bound decoder, while a batch holds N clips' activations at once (peak RSS 2-4x); a GPU, where it
+    should pay, was not measured (bench/README.md, "Several cameras")."""
 
     def __post_init__(self) -> None:
         self.validate()

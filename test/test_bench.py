@@ -143,6 +143,17 @@ def test_bench_multicam_quick(tmp_path):
     assert s["all"]["passes"] == s["separate"]["passes"] == 2 and s["ratio_all_over_separate"] > 0
 
 
+def test_bench_batch_clips_quick(tmp_path):
+    """A query to all cameras with the clips batched (issue 32): ground_many against separate groundings, model
+    passes and CPU stages apart, the same answers."""
+    stdout, data = _run("bench_batch_clips.py", "--peak", tmp_path=tmp_path)
+    assert "| model " in stdout and "| batched " in stdout
+    [r] = data["runs"]
+    assert r["cameras"] == 2 and r["p_yes_max_diff"] < 1e-4
+    assert r["batched"]["decodes"] < r["separate"]["decodes"] and r["ratio_cpu"] > 0 and r["ratio_model"] > 0
+    assert set(r["peak_mib"]) == {"separate", "batched"}
+
+
 def test_bench_multicam_memory_quick(tmp_path):
     """Several cameras, one model (issue 32): RSS per stream count in fresh subprocesses, queueing delay under
     load and all vs separate, with the shipped model, in CI (1 and 2 streams, 30-frame windows)."""

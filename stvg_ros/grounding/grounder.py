@@ -268,25 +268,51 @@ class Grounder:
         the same pixels) so that frames' preprocessing and visual tokens computed for an earlier query
         are reused (``config.feature_cache_mb``); the result is the same without them.
         """
+        return self.ground_many([(frames, stamps)], query, proposals=[proposals], sub_queries=sub_queries,
+                                checkpoint=checkpoint, frame_keys=[frame_keys])[0]
+
+    def ground_many(self, clips: Sequence[tuple[Sequence[np.ndarray], Sequence[float]]], query: str,
+                    proposals: Sequence[Proposals | None] | None = None,
+                    sub_queries: SubQueries | tuple[str, str] | dict | None = None,
+                    checkpoint: Callable[[str], None] | None = None,
+                    frame_keys: Sequence[Sequence | None] | None = None) -> list[GroundingResult]:
+        """:meth:`ground` of one query on several clips (e.g. every camera of a query to all), one result per
+        ``(frames, stamps)`` clip in order, each what :meth:`ground` gives that clip alone (within float
+        rounding: a batch sums in another order).  ``proposals`` and ``frame_keys``: one entry (or None) per
+        clip; ``checkpoint`` is called once per stage for all of them.
+
+        Why: the model passes of clips whose visual tokens have one layout (same frame count and size) run as
+        one batch: LRA's steps (each clip's latent prompts are independent problems, so one batched step gives
+        each its own gradient), the attention and existence passes, and the refine pass.  Clips of other
+        layouts run in a batch of their own.  Encoding, DSTH (once: one query) and the select stage stay per
+        clip.  A batched stage's time in each result's ``timings`` is the whole batch's; ``timings['clips']``
+        (only with more than one) is how many clips the call grounded."""
         cfg = self.config
         query = query_text(query) if isinstance(query, str) else query  # the one trusted value from here on
-        check_inputs(frames, stamps, query)
+        n = len(clips)
+        if n == 0:
+            raise ValueError("no clips: pass at least one (frames, stamps) pair")
+        proposals = [None] * n if proposals is None else list(proposals)
+        frame_keys = [None] * n if frame_keys is None else list(frame_keys)
+        if len(proposals) != n or len(frame_keys) != n:
+            raise ValueError(f"got {len(proposals)} proposal sets and {len(frame_keys)} frame-key lists for {n} "
+                             "clips: pass one (or None) per clip")
+        for frames, stamps in clips:
+            check_inputs(frames, stamps, query)
         self._sync_adapter()
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
-        all_stamps = [float(s) for s in stamps]
-        idx = sample_indices(len(frames), cfg.num_frames, stamps)
-        used = [frames[i] for i in idx]
-        used_stamps = [all_stamps[i] for i in idx]
-        H, W = used[0].shape[:2]
-        keyed = self._keyed(frame_keys, len(frames), idx)
+        runs = [_Clip(frames, [float(s) for s in stamps], keys, props, cfg.num_frames)
+                for (frames, stamps), keys, props in zip(clips, frame_keys, proposals)]
 
         with self._stage("encode", timings, checkpoint), torch.no_grad():
-            visual = self.adapter.encode_frames(used, stamps=used_stamps, **keyed)
-            # TAS: the clip as the model sees frames[::-1] (re-encoded where slots span several frames)
-            reversed_visual = self.adapter.encode_reversed(used, used_stamps, visual, **keyed) if cfg.use_tas \
-                else None
-        if visual.num_tokens == 0:
+            for c in runs:
+                keyed = self._keyed(c.frame_keys, len(c.frames), c.idx)
+                c.visual = self.adapter.encode_frames(c.used, stamps=c.used_stamps, **keyed)
+                # TAS: the clip as the model sees frames[::-1] (re-encoded where slots span several frames)
+                c.reversed_visual = self.adapter.encode_reversed(c.used, c.used_stamps, c.visual, **keyed) \
+                    if cfg.use_tas else None
+        if any(c.visual.num_tokens == 0 for c in runs):
             raise RuntimeError("the adapter produced no visual tokens for these frames")
 
         with self._stage("decompose", timings, checkpoint):
@@ -299,18 +325,13 @@ class Grounder:
                 subs = SubQueries(attribute=q, action=q, source="none")
 
         full_q = self._question(query)
+        groups = _same_layout(runs)
 
         with self._stage("lra", timings, checkpoint):
-            v_s = v_t = v_r = None
-            lra_trace = None
             if cfg.use_lra and cfg.lra_steps > 0:
-                # the existence question has no latent prompt: it runs on LRA's zero-latent first step
-                v_s, v_t, v_r, lra_trace = self._optimise(visual, reversed_visual, subs, query, checkpoint,
-                                                          also_ask=[(visual, full_q)] if cfg.reuse_passes else ())
-            exist = None
-            if lra_trace is not None and lra_trace.zero_logits is not None:
-                exist = ForwardOutput(yes_no_logits=lra_trace.zero_logits, attention=None, candidate_tokens=[],
-                                      candidate_offsets=[])
+                for group in groups:
+                    # the existence question has no latent prompt: it runs on LRA's zero-latent first step
+                    self._optimise(group, subs, query, checkpoint, also_ask=cfg.reuse_passes)
 
         with self._stage("attention", timings, checkpoint):
             if cfg.inference_query == "sub":
@@ -318,41 +339,48 @@ class Grounder:
                 q_t = self._sub_question(subs.action, query)
             else:
                 q_s = q_t = full_q
-            rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist)
+            for group in groups:
+                self._attention_runs(group, full_q, q_s, q_t)
 
         with self._stage("select", timings, checkpoint):
-            temporal_prompt = (q_t, v_t if v_t is not None else v_s)
-
-            maps = self._select_maps(rows, visual, reversed_visual, len(used_stamps))
+            for c in runs:
+                c.temporal_prompt = (q_t, c.v_t if c.v_t is not None else c.v_s)
+                c.maps = self._select_maps(c.rows, c.visual, c.reversed_visual, len(c.used_stamps))
+                c.refine = cfg.tube_frames == "refine" and len(c.frames) > len(c.idx)
 
             def select():
-                return self._select(maps, visual, query, subs, used_stamps, all_stamps, (H, W), proposals, used,
-                                    checkpoint)
+                return [self._select(c.maps, c.visual, query, subs, c.used_stamps, c.stamps, c.size, c.proposals,
+                                     c.used, checkpoint) for c in runs]
 
             def refine_pass():  # timed in its own thread's CPU: benchmarks tell it apart from the box stage
-                c = time.thread_time()
-                out = self._refine_pass(frames, all_stamps, idx, frame_keys, (H, W), temporal_prompt)
-                timings["refine_pass_cpu"] = time.thread_time() - c
+                t = time.thread_time()
+                out = self._refine_passes(runs)
+                timings["refine_pass_cpu"] = time.thread_time() - t
                 return out
 
-            second = None
-            refine = cfg.tube_frames == "refine" and len(frames) > len(idx)
+            refine = any(c.refine for c in runs)
             if refine and cfg.box_overlap and cfg.box_method != "cells":
                 # the refine pass needs no box: it runs here while a worker segments the boxes (OpenCV and
                 # torch release the GIL), which takes the box stage off the query's critical path
-                (result, track), second = self._overlapped(select, refine_pass, timings)
+                chosen, second = self._overlapped(select, refine_pass, timings)
             else:
-                result, track = select()
-                second = refine_pass() if refine else None
-            if cfg.tube_frames != "sampled" and len(frames) > len(idx):
-                t_dense = time.perf_counter()
-                self._dense_tube(result, track, all_stamps, idx, proposals, (H, W), second)
-                timings["dense_tube"] = time.perf_counter() - t_dense  # part of 'select'
-        result.timings = timings
+                chosen = select()
+                second = refine_pass() if refine else [None] * n
+            for c, (result, track), again in zip(runs, chosen, second):
+                if cfg.tube_frames != "sampled" and len(c.frames) > len(c.idx):
+                    t_dense = time.perf_counter()
+                    self._dense_tube(result, track, c.stamps, c.idx, c.proposals, c.size, again)
+                    timings["dense_tube"] = timings.get("dense_tube", 0.0) + time.perf_counter() - t_dense
         timings["total"] = time.perf_counter() - t_start
-        if lra_trace is not None:
-            log.debug("LRA losses per step %s, margins %s", lra_trace.losses, lra_trace.margins)
-        return result
+        if n > 1:
+            timings["clips"] = float(n)
+        results = []
+        for c, (result, _) in zip(runs, chosen):
+            result.timings = dict(timings)
+            if c.lra_trace is not None:
+                log.debug("LRA losses per step %s, margins %s", c.lra_trace.losses, c.lra_trace.margins)
+            results.append(result)
+        return results
 
     def existence(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
                   checkpoint: Callable[[str], None] | None = None, frame_keys: Sequence | None = None) -> float:
@@ -486,14 +514,16 @@ class Grounder:
                 torch.cuda.synchronize(device)
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-    def _optimise(self, visual: VisualTokens, reversed_visual: VisualTokens | None, subs: SubQueries, query: str,
-                  checkpoint: Callable[[str], None] | None = None, also_ask=()):
-        """V_s, V_t (and V_s' on the reversed clip) in one batched optimisation; identical problems
-        (e.g. attribute == action without DSTH) are solved once.  ``also_ask``: prompts without a latent
-        prompt answered on the first step's shared prefixes (``LRAResult.zero_logits``)."""
+    def _optimise(self, group: list["_Clip"], subs: SubQueries, query: str,
+                  checkpoint: Callable[[str], None] | None = None, also_ask: bool = False) -> None:
+        """V_s, V_t (and V_s' on the reversed clip) of every clip of ``group`` (one token layout) in one batched
+        optimisation, into each clip's ``v_s``/``v_t``/``v_r``; identical problems (e.g. attribute == action
+        without DSTH) are solved once.  ``also_ask``: each clip's existence question, without a latent prompt,
+        answered on the first step's shared prefixes (``LRAResult.zero_logits``) into its ``exist``."""
         cfg = self.config
         q_attr = self._sub_question(subs.attribute, query)
         q_act = self._sub_question(subs.action, query)
+        full_q = self._question(query)
         problems: list[tuple[VisualTokens, str]] = []
 
         def slot(vis, q):
@@ -503,71 +533,87 @@ class Grounder:
             problems.append((vis, q))
             return len(problems) - 1
 
-        i_s = slot(visual, q_attr)
-        i_t = slot(visual, q_act)
-        i_r = slot(reversed_visual, q_attr) if reversed_visual is not None else None
+        slots = []
+        for c in group:
+            i_s = slot(c.visual, q_attr)
+            i_t = slot(c.visual, q_act)
+            i_r = slot(c.reversed_visual, q_attr) if c.reversed_visual is not None else None
+            slots.append((i_s, i_t, i_r))
         trace = optimise_latent_prompts(
             self.adapter, [p[0] for p in problems], [p[1] for p in problems], steps=cfg.lra_steps, lr=cfg.lra_lr,
             loss=cfg.lra_loss, beta=cfg.lra_beta, caption_prompt=cfg.caption_prompt, max_batch=cfg.max_batch,
             before_step=None if checkpoint is None else (lambda step: checkpoint("lra")),
-            also_ask=also_ask, share_first_step=cfg.reuse_passes)
+            also_ask=[(c.visual, full_q) for c in group] if also_ask else (), share_first_step=cfg.reuse_passes,
+            batch_clips=len(group) > 1)
         d = trace.deltas
-        # V_t identical to V_s (attribute == action): None lets the temporal maps reuse the spatial run
-        return d[i_s], (d[i_t] if i_t != i_s else None), (d[i_r] if i_r is not None else None), trace
+        for k, (c, (i_s, i_t, i_r)) in enumerate(zip(group, slots)):
+            # V_t identical to V_s (attribute == action): None lets the temporal maps reuse the spatial run
+            c.v_s, c.v_t, c.v_r = d[i_s], (d[i_t] if i_t != i_s else None), (d[i_r] if i_r is not None else None)
+            c.lra_trace = trace
+            if trace.zero_logits is not None:
+                c.exist = ForwardOutput(yes_no_logits=trace.zero_logits[k:k + 1], attention=None,
+                                        candidate_tokens=[], candidate_offsets=[])
 
-    def _attention_runs(self, visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist=None) -> dict:
-        """All grounding prompts in as few forward passes as possible; returns tag → (out, row).
+    def _attention_runs(self, group: list["_Clip"], full_q: str, q_s: str, q_t: str) -> None:
+        """All grounding prompts of the clips of ``group`` (one token layout) in as few forward passes as
+        possible; each clip's ``rows``: tag → (out, row).
 
-        ``q_s`` / ``q_t``: the questions of the spatial (and TAS) / temporal prompts; ``full_q`` is
-        always the existence judgment's; ``exist``: its answer when already computed (LRA's first step)."""
+        ``q_s`` / ``q_t``: the questions of the spatial (and TAS) / temporal prompts; ``full_q`` is always the
+        existence judgment's; a clip's ``exist``: its answer when already computed (LRA's first step)."""
         cfg = self.config
         cap = cfg.caption_prompt
-        prompts: list[tuple[str, VisualTokens, str, torch.Tensor | None]] = [
-            ("spatial_q", visual, q_s, v_s), ("spatial_c", visual, cap, v_s)]
-        if v_t is not None:
-            prompts += [("temporal_q", visual, q_t, v_t), ("temporal_c", visual, cap, v_t)]
-        elif q_t != q_s:  # a different question without a latent prompt: the caption run is spatial_c's
-            prompts.append(("temporal_q", visual, q_t, None))
-        if reversed_visual is not None:
-            prompts += [("tas_q", reversed_visual, q_s, v_r), ("tas_c", reversed_visual, cap, v_r)]
-        if exist is None and (v_s is not None or q_s != full_q):  # the existence judgment: the plain full question
-            prompts.append(("exist", visual, full_q, None))
-        any_delta = any(p[3] is not None for p in prompts)
-        if any_delta:
+        prompts: list[tuple[int, str, VisualTokens, str, torch.Tensor | None]] = []  # (clip, tag, clip, text, V)
+        for k, c in enumerate(group):
+            visual, reversed_visual, v_s, v_t, v_r = c.visual, c.reversed_visual, c.v_s, c.v_t, c.v_r
+            mine = [("spatial_q", visual, q_s, v_s), ("spatial_c", visual, cap, v_s)]
+            if v_t is not None:
+                mine += [("temporal_q", visual, q_t, v_t), ("temporal_c", visual, cap, v_t)]
+            elif q_t != q_s:  # a different question without a latent prompt: the caption run is spatial_c's
+                mine.append(("temporal_q", visual, q_t, None))
+            if reversed_visual is not None:
+                mine += [("tas_q", reversed_visual, q_s, v_r), ("tas_c", reversed_visual, cap, v_r)]
+            if c.exist is None and (v_s is not None or q_s != full_q):  # the existence judgment: the plain question
+                mine.append(("exist", visual, full_q, None))
+            prompts += [(k, *p) for p in mine]
+        any_delta = any(p[4] is not None for p in prompts)
+        if any_delta:  # one batch for every clip's prompts
             groups = [list(range(len(prompts)))]
         else:  # no latent prompts: one call per clip for the caption prompt, which no query changes (the
             # adapter keeps its answer while the sampled frames stay), and one for the questions
             groups = []
-            for vis in (visual, reversed_visual):
-                for caption in (True, False):
-                    g = [i for i, p in enumerate(prompts) if p[1] is vis and (p[2] == cap) == caption]
-                    if g:
-                        groups.append(g)
+            for c in group:
+                for vis in (c.visual, c.reversed_visual):
+                    for caption in (True, False):
+                        g = [i for i, p in enumerate(prompts) if p[2] is vis and (p[3] == cap) == caption]
+                        if g:
+                            groups.append(g)
         size = cfg.max_batch or len(prompts)
-        rows = {}
+        rows: list[dict] = [{} for _ in group]
         with self.adapter.shared_prefixes():  # a clip's caption call and questions' call share its prefix
-            for group in groups:
-                for start in range(0, len(group), size):
-                    part = group[start:start + size]
-                    vis = [prompts[i][1] for i in part]
+            for part_of in groups:
+                for start in range(0, len(part_of), size):
+                    part = part_of[start:start + size]
+                    vis = [prompts[i][2] for i in part]
                     shared = all(v is vis[0] for v in vis)
                     delta = None
-                    if any(prompts[i][3] is not None for i in part):
-                        n, d = visual.embeds.shape
-                        delta = torch.stack([prompts[i][3] if prompts[i][3] is not None
-                                             else torch.zeros(n, d, device=visual.embeds.device) for i in part])
+                    if any(prompts[i][4] is not None for i in part):
+                        n, d = group[0].visual.embeds.shape
+                        delta = torch.stack([prompts[i][4] if prompts[i][4] is not None
+                                             else torch.zeros(n, d, device=group[0].visual.embeds.device)
+                                             for i in part])
                     with torch.no_grad():
-                        out = self.adapter.run(vis[0] if shared else vis, [prompts[i][2] for i in part],
+                        out = self.adapter.run(vis[0] if shared else vis, [prompts[i][3] for i in part],
                                                visual_delta=delta, capture=self.capture, with_grad=False)
                     for row, i in enumerate(part):
-                        rows[prompts[i][0]] = (out, row)
-        if exist is not None:
-            rows["exist"] = (exist, 0)
-        elif "exist" not in rows:
-            rows["exist"] = rows["spatial_q"]
-        rows.setdefault("temporal_q", rows["spatial_q"])
-        rows.setdefault("temporal_c", rows["spatial_c"])
-        return rows
+                        rows[prompts[i][0]][prompts[i][1]] = (out, row)
+        for c, mine in zip(group, rows):
+            if c.exist is not None:
+                mine["exist"] = (c.exist, 0)
+            elif "exist" not in mine:
+                mine["exist"] = mine["spatial_q"]
+            mine.setdefault("temporal_q", mine["spatial_q"])
+            mine.setdefault("temporal_c", mine["spatial_c"])
+            c.rows = mine
 
     def _relevance(self, rows: dict, q_tag: str, c_tag: str, vis: VisualTokens, tokens: dict) -> np.ndarray:
         """Grid relevance maps ``(T, rows, cols)`` of one question/caption pair (records the token used)."""
@@ -676,24 +722,43 @@ class Grounder:
         result.start, result.end = stamps[first], stamps[last]
         result.boxes = {stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), filled)}
 
-    def _refine_pass(self, frames, stamps, idx, frame_keys, image_size, temporal_prompt):
-        """The refine pass's temporal maps on the frames halfway between the sampled ones: ``(halfway given-frame
-        indices, (maps upsampled to the frame, their scale))``, or ``(False, None)`` where the window is too sparse
-        for distinct halfway frames.  Needs no box, so it may run while the boxes are segmented."""
+    def _refine_passes(self, runs: list["_Clip"]) -> list:
+        """Each clip's refine pass (None where ``c.refine`` is off): the temporal maps on the frames halfway
+        between the sampled ones, ``(halfway given-frame indices, (maps upsampled to the frame, their scale))``,
+        or ``(False, None)`` where the window is too sparse for distinct halfway frames.  The clips' passes of
+        one token layout run as one batch.  Needs no box, so it may run while the boxes are segmented."""
         cfg = self.config
-        idx2 = halfway_indices(len(stamps), idx, stamps)
-        if idx2 is None:
-            return False, None
-        question, delta = temporal_prompt
+        out: list = [None] * len(runs)
+        todo = []
         with torch.no_grad():
-            visual = self.adapter.encode_frames([frames[i] for i in idx2], stamps=[stamps[i] for i in idx2],
-                                                **self._keyed(frame_keys, len(frames), idx2))
-            d = None if delta is None else torch.stack([delta, delta])
-            out = self.adapter.run(visual, [question, cfg.caption_prompt], visual_delta=d, capture=self.capture,
-                                   with_grad=False)
-        rows = {"temporal_q": (out, 0), "temporal_c": (out, 1)}
-        maps = self._relevance(rows, "temporal_q", "temporal_c", visual, {})[:len(idx2)]
-        return idx2, upsample_maps(maps, visual.content_box, image_size)
+            for k, c in enumerate(runs):
+                if not c.refine:
+                    continue
+                idx2 = halfway_indices(len(c.stamps), c.idx, c.stamps)
+                if idx2 is None:
+                    out[k] = (False, None)
+                    continue
+                visual = self.adapter.encode_frames([c.frames[i] for i in idx2], stamps=[c.stamps[i] for i in idx2],
+                                                    **self._keyed(c.frame_keys, len(c.frames), idx2))
+                todo.append((k, idx2, visual))
+            per_pass = max(1, cfg.max_batch // 2) if cfg.max_batch else len(todo)
+            for group in _same_layout(todo, lambda t: t[2]):
+                for start in range(0, len(group), per_pass):
+                    part = group[start:start + per_pass]
+                    visuals = [v for _, _, v in part for _ in range(2)]
+                    questions = [q for k, _, _ in part for q in (runs[k].temporal_prompt[0], cfg.caption_prompt)]
+                    deltas = [runs[k].temporal_prompt[1] for k, _, _ in part]
+                    d = None
+                    if any(x is not None for x in deltas):
+                        zero = torch.zeros_like(next(x for x in deltas if x is not None))
+                        d = torch.stack([x if x is not None else zero for x in deltas for _ in range(2)])
+                    got = self.adapter.run(visuals[0] if len(part) == 1 else visuals, questions, visual_delta=d,
+                                           capture=self.capture, with_grad=False)
+                    for j, (k, idx2, visual) in enumerate(part):
+                        rows = {"temporal_q": (got, 2 * j), "temporal_c": (got, 2 * j + 1)}
+                        maps = self._relevance(rows, "temporal_q", "temporal_c", visual, {})[:len(idx2)]
+                        out[k] = (idx2, upsample_maps(maps, visual.content_box, runs[k].size))
+        return out
 
     def _refined_span(self, result, idx, refine_pass, boxes) -> tuple[int, int] | None:
         """Inclusive given-frame indices of the span on both passes' scores (None: no distinct halfway frames)."""
@@ -710,6 +775,36 @@ class Grounder:
         first, last = choose_span([float(np.mean(merged[i])) for i in grid], cfg.span_rule, cfg.span_topk_fraction,
                                   cfg.span_grow_fraction)
         return grid[first], grid[last]
+
+
+class _Clip:
+    """One clip of :meth:`Grounder.ground_many` on its way through the stages (what each stage leaves for the
+    next)."""
+
+    def __init__(self, frames, stamps: list[float], frame_keys, proposals, num_frames: int):
+        self.frames, self.stamps, self.frame_keys, self.proposals = frames, stamps, frame_keys, proposals
+        self.idx = sample_indices(len(frames), num_frames, stamps)
+        self.used = [frames[i] for i in self.idx]
+        self.used_stamps = [stamps[i] for i in self.idx]
+        self.size = tuple(self.used[0].shape[:2])  # (H, W)
+        self.visual: VisualTokens | None = None
+        self.reversed_visual: VisualTokens | None = None
+        self.v_s = self.v_t = self.v_r = None  # latent prompts (LRA)
+        self.lra_trace = None
+        self.exist: ForwardOutput | None = None  # the existence answer from LRA's first step
+        self.rows: dict = {}
+        self.temporal_prompt = None
+        self.maps = None
+        self.refine = False
+
+
+def _same_layout(items: list, visual_of: Callable = lambda c: c.visual) -> list[list]:
+    """``items`` grouped by their clip's visual token count, in order of first appearance: the clips one batched
+    pass can take (the adapter splices every prompt's clip at one length; positions are per prompt)."""
+    groups: dict[int, list] = {}
+    for item in items:
+        groups.setdefault(visual_of(item).num_tokens, []).append(item)
+    return list(groups.values())
 
 
 def _check_keys(frame_keys: Sequence, n: int) -> None:

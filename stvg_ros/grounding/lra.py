@@ -80,14 +80,17 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(n, i + size)) for i in range(0, n, size)]
 
 
-def _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_batch, also_ask):
+def _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_batch, also_ask, batch_clips=False):
     """LRA's first step with each clip's zero-latent prefix computed once (see ``share_first_step``):
     ``(losses, sub-query logits, gradients (B, N, D), also_ask logits)``, or None where nothing is shared
     or the adapter cannot.
 
-    One forward pass per clip (its problems' questions, one caption prompt for the official loss, the
-    ``also_ask`` prompts on it), on one zero leaf; each problem's gradient is a backward pass through its
-    own clip's graph only, so sharing a prefix costs no backward work beyond the unshared step's."""
+    One forward pass for all the clips (each clip's problems' questions, one caption prompt for the official
+    loss, the ``also_ask`` prompts on it) with ``batch_clips`` (one per number of problems on a clip), else one
+    per clip; each clip on its own zero leaf.  A problem's gradient is a backward pass through its own clip's
+    graph, and one backward pass serves a problem of every clip of a pass (their losses share no leaf), so
+    sharing a prefix costs no backward work beyond the unshared step's.  Where the prompts exceed ``max_batch`` together, or two clips have the same
+    tokens (their prefixes would merge, and with them their gradients), one pass per clip."""
     B = len(questions)
     clips: list[VisualTokens] = []
     for v in list(visuals) + [v for v, _ in also_ask]:
@@ -111,36 +114,70 @@ def _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_ba
         if len(prompts) > 1 and not adapter.shares_prefix_under_grad(clip, prompts):
             return None  # e.g. a template that puts the question before the video: nothing to share
         plans.append((clip, mine, asks, prompts))
-    for clip, mine, asks, prompts in plans:
-        leaf = torch.zeros(N, D, device=clip.embeds.device, dtype=torch.float32, requires_grad=True)
-        with torch.enable_grad():
-            out = adapter.run(clip, prompts, visual_delta=leaf.unsqueeze(0).expand(len(prompts), N, D),
-                              capture=None, with_grad=len(mine) > 0, share_prefix=True)
-            logits = out.yes_no_logits
+    together = batch_clips and (max_batch <= 0 or sum(len(p[3]) for p in plans) <= max_batch) and not any(
+        torch.equal(a.embeds, b.embeds) for i, a in enumerate(clips) for b in clips[i + 1:])
+    if together:  # one pass per problem count: a backward pass runs over its whole batch, so a clip with fewer
+        # problems (TAS's reversed clip: one) batched with clips of more would be differentiated in vain
+        parts: dict[int, list] = {}
+        for p in plans:
+            parts.setdefault(len(p[1]), []).append(p)
+        passes = list(parts.values())
+    else:
+        passes = [[p] for p in plans]
+    for part in passes:
+        _first_step_pass(adapter, part, loss, per, sub_logits, grads, extra, N, D)
+    return per, sub_logits, grads, extra
+
+
+def _first_step_pass(adapter, plans, loss, per, sub_logits, grads, extra, N, D) -> None:
+    """One forward pass of the first step over ``plans`` (clip, its problems, its also_ask prompts, the
+    prompts), each clip on its own zero leaf; fills ``per``, ``sub_logits``, ``grads`` and ``extra``."""
+    C = len(plans)
+    device = plans[0][0].embeds.device
+    leaf = torch.zeros(C, N, D, device=device, dtype=torch.float32, requires_grad=True)
+    counts = [len(p[3]) for p in plans]
+    rounds = max(len(p[1]) for p in plans)
+    with torch.enable_grad():
+        if C == 1:
+            clip_arg = plans[0][0]
+            delta = leaf[0].unsqueeze(0).expand(counts[0], N, D)
+        else:
+            clip_arg = [p[0] for p, n in zip(plans, counts) for _ in range(n)]
+            delta = leaf[torch.tensor([c for c, n in enumerate(counts) for _ in range(n)], device=device)]
+        out = adapter.run(clip_arg, [q for p in plans for q in p[3]], visual_delta=delta, capture=None,
+                          with_grad=rounds > 0, share_prefix=True)
+        logits = out.yes_no_logits
+        starts = [sum(counts[:c]) for c in range(C)]
+        losses = []
+        for (clip, mine, asks, prompts), s in zip(plans, starts):
             k = len(mine)
-            mine_logits = logits[:k]
-            if k:
-                if loss == "paper":
-                    losses = paper_loss(mine_logits)
-                else:
-                    losses = official_loss(mine_logits, logits[k:k + 1].expand(k, 2))
-                for n, i in enumerate(mine):
-                    grads[i] = torch.autograd.grad(losses[n], leaf, retain_graph=n < k - 1)[0].float()
-                    per[i] = float(losses[n].detach())
-                    sub_logits[i] = mine_logits[n].detach().float().cpu()
-        if asks:
-            first = k + (1 if loss == "official" and k else 0)
+            mine_logits = logits[s:s + k]
+            if not k:
+                losses.append(None)
+            elif loss == "paper":
+                losses.append(paper_loss(mine_logits))
+            else:
+                losses.append(official_loss(mine_logits, logits[s + k:s + k + 1].expand(k, 2)))
+            for n, i in enumerate(mine):
+                sub_logits[i] = mine_logits[n].detach().float().cpu()
+            first = s + k + (1 if loss == "official" and k else 0)
             for n, j in enumerate(asks):
                 extra[j] = logits[first + n].detach().float().cpu()
-    return per, sub_logits, grads, extra
+        for r in range(rounds):  # the r-th problem of every clip in one backward pass (their leaves differ)
+            took = [(c, plans[c][1][r]) for c in range(C) if len(plans[c][1]) > r]
+            total = sum(losses[c][r] for c, _ in took)
+            g = torch.autograd.grad(total, leaf, retain_graph=r < rounds - 1)[0]
+            for c, i in took:
+                grads[i] = g[c].float()
+                per[i] = float(losses[c][r].detach())
 
 
 def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualTokens], questions: Sequence[str],
                             *, steps: int, lr: float, loss: str = "paper", beta: float = 0.5,
                             caption_prompt: str = "Describe this video in details.",
                             max_batch: int = 0, before_step: Optional[Callable[[int], None]] = None,
-                            also_ask: Sequence[tuple[VisualTokens, str]] = (), share_first_step: bool = True
-                            ) -> LRAResult:
+                            also_ask: Sequence[tuple[VisualTokens, str]] = (), share_first_step: bool = True,
+                            batch_clips: bool = False) -> LRAResult:
     """Optimise one latent prompt per ``(visual, question)`` problem, all problems batched.
 
     ``share_first_step``: every latent prompt is zero before the first update, so problems on the same clip
@@ -148,6 +185,8 @@ def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualToken
     (``shares_prefix_under_grad``) it is computed once per clip, and the ``also_ask`` prompts (e.g. the
     existence question, which has no latent prompt) run on it too (:attr:`LRAResult.zero_logits`).  The
     result agrees with the unshared computation within float32 rounding (other batch shapes).
+    ``batch_clips``: that first step runs every clip's prompts in one pass (several cameras' clips), rather
+    than one pass per clip (a clip and its reversed copy, as a single grounding always did).
 
     ``before_step(step)``, when given, is called before each step; it may raise to stop the
     optimisation there (a cancelled query need not wait for the remaining steps).
@@ -181,7 +220,8 @@ def optimise_latent_prompts(adapter: ModelAdapter, visuals: Sequence[VisualToken
         step_losses, step_margins = [0.0] * B, [0.0] * B
         # max_batch counts prompts: the official loss runs a caption prompt beside each problem
         per_pass = max_batch if loss == "paper" or max_batch <= 0 else max(1, max_batch // 2)
-        shared = _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_batch, also_ask) \
+        shared = _shared_first_step(adapter, visuals, questions, loss, caption_prompt, max_batch, also_ask,
+                                    batch_clips) \
             if step == 0 and share_first_step else None
         if shared is not None:
             per, sub_logits, grad, result.zero_logits = shared

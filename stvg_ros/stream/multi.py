@@ -16,6 +16,11 @@ query wakes the one worker), with the one-stream API untouched as the one-stream
 * **fair scheduling**: the worker takes one-shot queries round-robin over the streams (a camera with a
   long queue cannot starve another's), then due standing evaluations round-robin, then idle pre-encoding;
   a standing evaluation on one stream is preempted by a query on any; the standing duty budget is shared.
+* **one batch for "all"** (``ServingConfig.batch_streams``, off by default): when the worker takes a stream's part of a query to
+  all, the same query's parts at the front of the other streams' queues come with it, and the grounder's
+  ``ground_many`` grounds them together (their model passes batched where the clips' token layouts agree),
+  each answer the same as alone; a part is cancelled alone (answered cancelled, the batch goes on), and a
+  batch that fails is grounded again one stream at a time, so each part gets its own answer.
 
 Frame keys for the grounder's cache are ``(stream number, seq)`` with a process-wide stream number per
 :class:`GroundingService`, so two cameras' frames never share cached work.  Queue size, ``min_frames`` and
@@ -33,11 +38,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from ..config import ServingConfig
+from ..grounding.result import Cancelled
 from ..proposals.tracks import Detections
 from .requests import ANSWERED, CANCELLED, FAILED, REJECTED, Answer, Counters, GroundingRequest, ProgressCallback, _Job
 from .seams import GroundingModel, ProposalStage
 from .service import SHUTTING_DOWN, GroundingService
 from .standing import ENDED, StandingRequest
+from .window import images_of
 from .worker import _STOPPED
 
 #: what ``stream`` says to ask every camera
@@ -285,18 +292,85 @@ class MultiStreamService:
                 work = s._take(s._generation)
                 if isinstance(work, (_Job, str)):
                     self._next = (i + 1) % len(self._order)
-                    return s, work
+                    together = self._together(s, work) if isinstance(work, _Job) else None
+                    return s, together or work
                 if isinstance(work, float):
                     waits.append(work)
         return None, (min(waits) if waits else None)
 
+    def _together(self, s: GroundingService, job: _Job) -> "Optional[_Batch]":
+        """(lock held) ``job``'s siblings: the same query to all at the front of the other streams' queues,
+        taken with it (``batch_streams``; a grounder with ``ground_many``); None when there are none."""
+        group = getattr(job.on_done, "__self__", None)
+        if not self.config.batch_streams or not isinstance(group, _AllStreams) or job.past or job.standing is not None \
+                or not hasattr(s.grounder, "ground_many"):
+            return None
+        parts = [(s, job)]
+        for _, x in self._rotation():
+            if x is s or not x._jobs or x.grounder is not s.grounder or x._stopping:
+                continue
+            head = x._jobs[0]
+            if getattr(head.on_done, "__self__", None) is group and not head.past and head.standing is None:
+                x._jobs.popleft()
+                x._current = head
+                parts.append((x, head))
+        return _Batch(parts) if len(parts) > 1 else None
+
     def _do(self, s: GroundingService, work) -> None:
+        if isinstance(work, _Batch):
+            try:
+                self._ground_together(work.parts)
+            finally:
+                with self._wake:
+                    for x, _ in work.parts:
+                        x._current = None
+            return
         s._do(work, s._generation)
         if isinstance(work, _Job) and work.standing is not None:  # one duty budget for all streams
             with self._wake:
                 not_before = max(x._standing._not_before for x in self._order)
                 for x in self._order:
                     x._standing._not_before = not_before
+
+    def _ground_together(self, parts: list) -> None:
+        """One query's parts on several streams, grounded in one ``ground_many`` call and answered each by its
+        stream (as :meth:`Worker._ground` answers one)."""
+        s0, first = parts[0]
+        grounder, r = s0.grounder, first.request
+        subs = r.sub_queries
+        subject = subs.attribute if subs else r.text
+        for s, job in parts:
+            job.started = s._clock()
+
+        def check(stage: str) -> None:  # the batch stops when every part was cancelled
+            live = [(s, job) for s, job in parts if job.cancel_reason is None]
+            if not live:
+                raise Cancelled(first.cancel_reason or "cancelled")
+            for s, job in live:
+                if stage != job.stage:
+                    s._progress(job, stage)
+
+        try:
+            check("queued")
+            if grounder is None:
+                raise Cancelled("no model loaded: configure the node first")
+            proposals = [s._proposals(job.frames, subject) for s, job in parts]
+            results = grounder.ground_many([(images_of(job.frames), [f.stamp for f in job.frames]) for _, job in parts],
+                                           r.text, proposals=[p or None for p in proposals], sub_queries=subs,
+                                           checkpoint=check, frame_keys=[s._keys(job.frames) for s, job in parts])
+        except Cancelled as e:
+            for s, job in parts:
+                s._finish(job, CANCELLED, job.cancel_reason or str(e))
+            return
+        except Exception as e:  # noqa: BLE001 - each part gets its own answer: ground them one at a time
+            self._warn(f"query {r.query_id}: grounding the cameras together failed ({type(e).__name__}: {e}); "
+                       "grounding them one at a time", "query")
+            for s, job in parts:
+                s._ground(job)
+            return
+        for (s, job), p, result in zip(parts, proposals, results):
+            s._note_boxes_from(result, p, subject)
+            s._conclude(job, result)
 
     def run_pending(self) -> int:
         """Do the worker's work on this thread until none is left (a service started with ``threaded=False``)."""
@@ -406,6 +480,13 @@ class _AllStreams:
     def cancel(self, reason: str = "cancelled by the caller") -> bool:
         """Cancel every stream's part (queued: at once; running: at its next stage)."""
         return any([h.cancel(reason) for h in self.handles])
+
+
+class _Batch:
+    """The worker's work of one query's parts on several streams (``(service, job)`` pairs), grounded together."""
+
+    def __init__(self, parts: list):
+        self.parts = parts
 
 
 class _OneEnded:

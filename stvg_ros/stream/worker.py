@@ -176,16 +176,20 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - report and keep serving
             self._finish(job, FAILED, f"grounding failed: {type(e).__name__}: {e}")
         else:
-            with self._lock:  # a cancel accepted (by _cancel, under this lock) until the claim is honoured
-                late = job.cancel_reason
-                claimed = late is None and job.claim()
-            if late is not None:
-                self._finish(job, CANCELLED, late)
-            elif claimed:
-                try:
-                    self._deliver(job, ANSWERED, "", result)
-                finally:
-                    job.answered.set()
+            self._conclude(job, result)
+
+    def _conclude(self, job: _Job, result: GroundingResult) -> None:
+        """Answer ``job`` with its grounding ``result``, or as cancelled when a cancel came in while it ran."""
+        with self._lock:  # a cancel accepted (by _cancel, under this lock) until the claim is honoured
+            late = job.cancel_reason
+            claimed = late is None and job.claim()
+        if late is not None:
+            self._finish(job, CANCELLED, late)
+        elif claimed:
+            try:
+                self._deliver(job, ANSWERED, "", result)
+            finally:
+                job.answered.set()
 
     def _grounding(self, grounder: GroundingModel, r: GroundingRequest, frames: Sequence[Frame],
                    check: Callable[[str], None]) -> GroundingResult:
