@@ -450,10 +450,9 @@ class ServingConfig:
     """Standing queries: consecutive evaluations past a threshold needed before found flips."""
     standing_change_on: float = 0.0
     """Standing queries: besides p_yes >= standing_found_on, an appearance needs the grounded target to
-    change by at least this much over the evaluated window (mean absolute pixel difference between
-    consecutive frames the model saw, inside the relevance map's peak cells on each, grey levels; 0 = p_yes
-    alone).  For models whose p_yes tells poorly *when* an action happens; costs the full grounding on such
-    evaluations (stvg-calibrate chooses it)."""
+    change by at least this much over the evaluated window (mean absolute pixel difference inside its
+    boxes between consecutive frames, grey levels; 0 = p_yes alone).  For models whose p_yes tells poorly
+    *when* an action happens; costs the full grounding on such evaluations (stvg-calibrate chooses it)."""
     standing_move_box: float = 0.5
     """Standing queries: a present target whose newest box's centre moved by more than this times the
     box's size (square root of its area) since the last event is reported as moved (the box only:

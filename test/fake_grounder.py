@@ -31,13 +31,11 @@ class FakeGrounder:
     ``on_stage(stage)`` runs after each stage's checkpoint (e.g. a query arriving mid-grounding).
     ``hold(stage)`` keeps the next call inside ``stage`` (any stage: None) until ``release`` is set, calling
     the checkpoint every ``check_every`` s (0: never, like one long forward pass).  ``renumber``: a new track
-    id at every grounding (a tracker losing a still object).  ``one_frame_span``: the tube boxes only the newest
-    frame, while ``cell_boxes`` (the relevance map's cells) carry the box on every frame."""
+    id at every grounding (a tracker losing a still object)."""
 
     def __init__(self, script: Callable[[float], tuple] = present, cost: float = 0.0, clock: Optional[Clock] = None,
-                 renumber: bool = False, one_frame_span: bool = False):
+                 renumber: bool = False):
         self.script, self.cost, self.clock, self.renumber = script, cost, clock, renumber
-        self.one_frame_span = one_frame_span
         self.calls: list[dict] = []
         self.grounds = self.exists = 0
         self.fail = False
@@ -81,13 +79,9 @@ class FakeGrounder:
         with self._lock:
             self.grounds += 1
         p, box = self.script(stamps[-1])
-        every = {s: tuple(box) for s in stamps}
-        return GroundingResult(query=query, found=p >= 0.5, score=1.0,
-                               start=stamps[-1] if self.one_frame_span else stamps[0], end=stamps[-1],
-                               boxes={stamps[-1]: tuple(box)} if self.one_frame_span else every,
-                               track_id=self.grounds if self.renumber else None,
-                               sub_queries=sub_queries or SubQueries(query, query, "none"), p_yes=p,
-                               cell_boxes=every if self.one_frame_span else {})
+        return GroundingResult(query=query, found=p >= 0.5, score=1.0, start=stamps[0], end=stamps[-1],
+                               boxes={s: tuple(box) for s in stamps}, track_id=self.grounds if self.renumber else None,
+                               sub_queries=sub_queries or SubQueries(query, query, "none"), p_yes=p)
 
     def existence(self, frames: Sequence[np.ndarray], stamps: Sequence[float], query: str,
                   checkpoint: Optional[Callable[[str], None]] = None,

@@ -148,40 +148,6 @@ def test_measure_labels_windows_by_the_spans():
     assert [q.present != [] for q in found.queries][0] and not any(q.present for q in found.queries[1:])
 
 
-def test_measure_reads_the_change_in_the_cell_boxes_and_keeps_the_spans_for_comparison(tmp_path):
-    """Issue 27: one grounding per window where p_yes reaches CHANGE_FLOOR gives the change the service reads
-    (inside the cell boxes on every frame) and the rule before's (inside the span's boxes); --compare-span
-    replays the old rule on the latter; traces measured before cell boxes are refused for a change rule."""
-    from stvg_ros.grounding.result import GroundingResult, SubQueries
-    from stvg_ros.stream.standing import target_change
-
-    clip = synthetic_clips("val", 1, kind="standing")[0]
-    grounded = []
-
-    def ground(frames, stamps, text):  # the span: the newest frame; the cells: a box on every frame
-        grounded.append((frames, stamps))
-        return GroundingResult(text, True, 1.0, stamps[-1], stamps[-1], {stamps[-1]: (0.0, 0.0, 60.0, 60.0)}, None,
-                               SubQueries(text, text, "none"), cell_boxes={s: (0.0, 0.0, 60.0, 60.0) for s in stamps})
-
-    ps = iter([0.2, 0.5] * 20)
-    (t,) = measure(lambda f, s, q: next(ps), [clip], 0.0, 0.0, ground=ground)
-    assert t.change_from == "cells" and len(grounded) == sum(p >= CHANGE_FLOOR for p in t.window_p) > 0
-    want = [target_change(f, s, ground(f, s, "q")) for f, s in list(grounded)]
-    assert [c for c in t.window_change if c is not None] == pytest.approx(want, abs=1e-9) and max(want) > 0
-    assert [c for c in t.window_span_change if c is not None] == [0.0] * len(want)  # a one-frame span: no pair
-    old = t.with_span_change()
-    assert old.window_change == t.window_span_change and old.change_from == "span"
-    assert standing_rates([old], 0.45, 0.45, 1, 0.5)["found"]["k"] == 0  # the span's change never reaches it
-    assert Trace(**json.loads(json.dumps(t.to_dict()))).change_from == "cells"
-    stale = tmp_path / "old.json"  # a file from before cell boxes (no change_from: the span's change)
-    d = t.to_dict()
-    del d["change_from"], d["window_span_change"]
-    stale.write_text(json.dumps([d]))
-    with pytest.raises(SystemExit, match="measured before cell boxes"):
-        main([str(Path(__file__).resolve().parent.parent / "models" / "stvg-synth-qwen"), "--synthetic", "val:1",
-              "--change", "--traces", str(stale), "--dry-run"])
-
-
 def test_the_command_writes_the_model_directory_and_the_service_and_node_use_it(tiny_model_dir, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir("qwen2_5_vl"), model)

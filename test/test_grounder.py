@@ -143,24 +143,6 @@ def test_end_to_end_with_proposals_picks_the_target_and_its_span():
     assert result.relevance.spatial.shape == (10, 4, 4)
 
 
-def test_cell_boxes_follow_the_relevance_on_every_frame_the_model_saw():
-    """Issue 27: besides the chosen track (here a proposal on one frame), the result carries the
-    relevance-only track's box on every sampled frame, the span's or not: where the model looks, computed
-    from the spatial maps this grounding made (the standing change reads the target's pixels there)."""
-    from stvg_ros.grounding.spatial import attention_track
-
-    frames, stamps, box = clip_with_square(num_frames=10, size=64, frames_on=range(2, 8), cell=(1, 2))
-    cfg = GroundingConfig(num_frames=10, keep_relevance=True, decomposer="rules", tube_frames="sampled")
-    result = Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square",
-                                                 proposals={"t": {stamps[5]: box}})
-    assert len(result.boxes) < len(stamps) and sorted(result.cell_boxes) == result.frame_stamps == stamps
-    rel = result.relevance
-    want = attention_track(rel.spatial, rel.spatial.shape[1:], rel.content_box, rel.image_size, cfg.box_threshold)
-    assert [result.cell_boxes[s] for s in stamps] == [pytest.approx(b) for b in want.boxes]
-    for s in stamps[2:8]:  # where the square is, its cell
-        assert result.cell_boxes[s] == pytest.approx(box)
-
-
 def test_absent_target_is_not_found_but_still_gets_a_tube():
     frames, stamps, _ = clip_with_square(num_frames=8, colour=(200, 50, 50))
     result = Grounder(FakeAdapter(), GroundingConfig(num_frames=8)).ground(frames, stamps, "the green ball")

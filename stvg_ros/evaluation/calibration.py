@@ -34,7 +34,6 @@ kept at ``rate`` per second as the node's window keeps them.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import time
@@ -92,22 +91,13 @@ class Trace:
     window_span: list[int] = field(default_factory=list)  # which span it overlaps (-1: none)
     spans: int = 0
     window_change: list = field(default_factory=list)  # grounded change per window (None: p_yes below CHANGE_FLOOR)
-    window_span_change: list = field(default_factory=list)  # the same inside the tube's span boxes (the rule before)
-    change_from: str = "span"  # where window_change was read: "cells" (target_change) or "span" (traces before it)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)  # p_yes to 4 decimals: a trace file small enough to keep beside the results
         d["window_p"] = [round(p, 4) for p in self.window_p]
         d["clip_p"] = None if self.clip_p is None else round(self.clip_p, 4)
-        for k in ("window_change", "window_span_change"):
-            d[k] = [None if c is None else round(c, 3) for c in d[k]]
+        d["window_change"] = [None if c is None else round(c, 3) for c in self.window_change]
         return d
-
-    def with_span_change(self) -> "Trace":
-        """This trace as the rule before cell boxes saw it: the change inside the tube's span boxes."""
-        if self.window_p and len(self.window_span_change) != len(self.window_p):
-            raise ValueError(f"{self.clip}: no span change measured (traces from before cell boxes: measure again)")
-        return dataclasses.replace(self, window_change=list(self.window_span_change), change_from="span")
 
 
 # --- sources -------------------------------------------------------------------------------------------
@@ -252,10 +242,9 @@ def measure(existence: Callable[[list, list, str], float], clips: Iterable[Label
     window (clips that inform the standing thresholds).  ``existence(frames, stamps, text)``: the
     model's judgment (:meth:`stvg_ros.grounding.grounder.Grounder.existence`).  ``ground(frames, stamps,
     text)`` (:meth:`~stvg_ros.grounding.grounder.Grounder.ground`, as the service runs it without a proposal
-    stage): also the window's grounded change (:func:`~stvg_ros.stream.standing.target_change`, the service's)
-    where p_yes reaches CHANGE_FLOOR, the only windows where a standing rule with a change asks for it, and
-    from the same grounding the change inside the tube's span boxes (the rule before, for comparisons)."""
-    from ..stream.standing import grounded_change, target_change
+    stage): also the window's grounded change (:func:`~stvg_ros.stream.standing.grounded_change`) where
+    p_yes reaches CHANGE_FLOOR, the only windows where a standing rule with a change asks for it."""
+    from ..stream.standing import grounded_change
 
     traces = []
     for clip in clips:
@@ -263,7 +252,7 @@ def measure(existence: Callable[[list, list, str], float], clips: Iterable[Label
         wins = window_ends(clip.stamps, clip.window_s if clip.window_s is not None else window_s,
                            clip.every_s if clip.every_s is not None else every_s) if clip.standing else []
         for q in clip.queries:
-            tr = Trace(clip.name, q.text, bool(q.present), None, spans=len(q.present), change_from="cells")
+            tr = Trace(clip.name, q.text, bool(q.present), None, spans=len(q.present))
             if clip.found:
                 tr.clip_p = float(existence(clip.frames, clip.stamps, q.text))
             for first, last in wins:
@@ -272,9 +261,8 @@ def measure(existence: Callable[[list, list, str], float], clips: Iterable[Label
                 frames, stamps = clip.frames[first:last + 1], clip.stamps[first:last + 1]
                 tr.window_p.append(float(existence(frames, stamps, q.text)))
                 if ground is not None:
-                    g = ground(frames, stamps, q.text) if tr.window_p[-1] >= CHANGE_FLOOR else None
-                    tr.window_change.append(None if g is None else target_change(frames, stamps, g))
-                    tr.window_span_change.append(None if g is None else grounded_change(frames, stamps, g.boxes))
+                    tr.window_change.append(grounded_change(frames, stamps, ground(frames, stamps, q.text).boxes)
+                                            if tr.window_p[-1] >= CHANGE_FLOOR else None)
                 tr.window_truth.append(span >= 0)
                 tr.window_span.append(span)
             traces.append(tr)
@@ -377,12 +365,10 @@ def _per_stream(traces: Sequence[Trace], on: float, off: float, confirm: int, ch
                      (standing_rates([t], on, off, confirm, change_on) for t in traces if t.window_p)], dtype=float)
 
 
-def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: int = 2000, seed: int = 0,
-                      b_traces: Optional[Sequence[Trace]] = None) -> dict:
+def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: int = 2000, seed: int = 0) -> dict:
     """Thresholds ``a`` (on, off, confirm[, change_on]) minus ``b`` on the same streams: appearances found (share of
-    spans) and false appearances per stream, with 95 % bootstrap intervals over streams.  ``b_traces``: the same
-    streams as rule ``b`` sees them (e.g. :meth:`Trace.with_span_change`; default ``traces``)."""
-    x, y = _per_stream(traces, *a), _per_stream(traces if b_traces is None else b_traces, *b)
+    spans) and false appearances per stream, with 95 % bootstrap intervals over streams."""
+    x, y = _per_stream(traces, *a), _per_stream(traces, *b)
     spans = np.array([len({s for s in t.window_span if s >= 0}) for t in traces if t.window_p], dtype=float)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(x), size=(resamples, len(x)))
@@ -592,9 +578,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--change", action="store_true",
                     help="also measure each window's grounded change (a full grounding where p_yes >= "
                          f"{CHANGE_FLOOR}) and choose standing_change_on (0 = p_yes alone stays a candidate)")
-    ap.add_argument("--compare-span", action="store_true",
-                    help="--compare's change is read inside the tube's span boxes (the rule before cell boxes, "
-                         "measured beside them with --change)")
     ap.add_argument("--jobs", type=int, default=1, help="processes measuring the synthetic standing streams")
     ap.add_argument("--dry-run", action="store_true", help="print, do not write grounding_defaults.json")
     args = ap.parse_args(argv)
@@ -621,11 +604,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     traces = _traces_io(args.traces, lambda: _gather(args, load, args.clips, args.synthetic, log))
     held = _traces_io(args.test_traces, lambda: _gather(args, load, args.test_clips, args.test_synthetic, log)) \
         if args.test_clips or args.test_synthetic else []
-    stale = [t.clip for t in [*traces, *held] if t.window_change and t.change_from != "cells"]
-    if stale:
-        raise SystemExit(f"{stale[0]} (and {len(stale) - 1} more): these traces read the change inside the tube's "
-                         "span boxes (measured before cell boxes); pass new --traces/--test-traces paths to measure "
-                         "again")
 
     found_threshold = choose_found_threshold(traces)
     grid = standing_grid(traces) if any(t.window_p for t in traces) else []
@@ -647,11 +625,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         other = (c[0], c[1], int(c[2]), c[3] if len(c) > 3 else 0.0)
         for name, trs in (("chosen on", traces), ("held out", held)):
             if any(t.window_p for t in trs):
-                base = [t.with_span_change() for t in trs] if args.compare_span else None
-                r = standing_rates(base or trs, *other)
-                print(f"{name}: {_name(r)}{' (span change)' if args.compare_span else ''}: appearances found "
-                      f"{fmt(r['found'])}; false appearances {r['false']} ({r['false_per_stream']:.2f} per stream)")
-                d = paired_difference(trs, _rule(standing), other, b_traces=base)
+                d = paired_difference(trs, _rule(standing), other)
                 print(f"{name}: chosen minus {_name(dict(zip(('found_on', 'found_off', 'confirm', 'change_on'), other)))}: appearances found "
                       f"{100 * d['found']:+.1f} points [{100 * d['found_ci'][0]:+.1f}, {100 * d['found_ci'][1]:+.1f}], "
                       f"false per stream {d['false_per_stream']:+.2f} [{d['false_ci'][0]:+.2f}, {d['false_ci'][1]:+.2f}]")

@@ -61,7 +61,7 @@ from .lra import optimise_latent_prompts, yes_probability
 from .relevance import (assemble_tas, grounding_attention, relative_attention, scaled_eps, token_grid_maps,
                         upsample_maps)
 from .result import Cancelled, GroundingResult, Proposals, RelevanceMaps, SubQueries
-from .spatial import attention_track, choose_track, tracks_from_proposals
+from .spatial import choose_track, tracks_from_proposals
 from .temporal import choose_span, frame_scores
 
 log = logging.getLogger("stvg_ros.grounding.grounder")
@@ -620,15 +620,8 @@ class Grounder:
             boxes={used_stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), boxes)},
             track_id=best.track_id, sub_queries=subs, p_yes=p_yes, frame_stamps=list(used_stamps),
             frame_scores=[float(s) for s in scores], track_scores={t.track_id: float(t.score) for t in tracks},
-            relevance=relevance, reason=reason, grounding_tokens=tokens,
-            cell_boxes=self._cell_boxes(spatial, visual, image_size, used_stamps))
+            relevance=relevance, reason=reason, grounding_tokens=tokens)
         return result, best
-
-    def _cell_boxes(self, spatial, visual, image_size, used_stamps) -> dict:
-        """{stamp: box} of the relevance-only track on every sampled frame (from the spatial maps this
-        grounding computed: no model pass, well under a millisecond)."""
-        track = attention_track(spatial, visual.grid, visual.content_box, image_size, self.config.box_threshold)
-        return {s: tuple(float(v) for v in b) for s, b in zip(used_stamps, track.boxes) if b is not None}
 
     def _overlapped(self, boxes: Callable, model_pass: Callable, timings: dict):
         """``(boxes(), model_pass())``, the first on the box worker thread while the second runs in this one.

@@ -71,10 +71,6 @@ class GroundingResult:
     """Why the result is degenerate, when it is (e.g. no proposal overlaps the sampled frames)."""
     grounding_tokens: dict[str, str] = field(default_factory=dict)
     """The grounding token each relevance map used ('spatial', 'temporal', 'tas' → token string)."""
-    cell_boxes: dict[float, Box] = field(default_factory=dict)
-    """The relevance-only track (each frame's peak token cells, :func:`~stvg_ros.grounding.spatial.attention_track`)
-    on every frame the model saw, whatever track was chosen and whatever the span: where the model looks on
-    frames outside the span too (a standing query's grounded change is read inside them)."""
     boxes_from: str = ""
     """Where the boxes came from when a service chose the proposals (e.g. 'hog tracks', or the fallback:
     'proposal-free boxes: hog found no person'); "" when the caller gave the proposals itself."""

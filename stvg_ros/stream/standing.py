@@ -6,8 +6,8 @@ The service re-evaluates it on the freshest window every ``period`` seconds of s
 allows (:class:`StandingScheduler`), and reports an event only when the answer changes in a way a
 user cares about (:class:`ChangeTracker`): the target *appeared*, its box *moved*, it
 *disappeared*.  ``found`` has hysteresis: two thresholds on p_yes and a number of consecutive
-evaluations past them; with ``standing_change_on`` > 0 an appearance also needs the grounded target
-to *change* (:func:`target_change`: the target acts, which a model's p_yes may tell poorly).  With
+evaluations past them; with ``standing_change_on`` > 0 an appearance also needs the grounded tube
+to *change* (:func:`grounded_change`: the target acts, which a model's p_yes may tell poorly).  With
 ``cheap_first`` an evaluation is the existence probability alone (one forward pass), and the full
 grounding runs only when it is needed (when p_yes reaches ``found_on`` while the change is asked for,
 on appearance, and every ``standing_refresh_every``-th evaluation while the target is present, to
@@ -93,8 +93,8 @@ class StandingRules:
                    c.standing_refresh_every, c.standing_change_on)
 
     def wants_change(self, found: bool, p_yes: float) -> bool:
-        """Whether an evaluation with this p_yes needs :func:`target_change` (the full grounding's
-        relevance) to decide: only while absent and p_yes reaches ``found_on``."""
+        """Whether an evaluation with this p_yes needs :func:`grounded_change` (the full grounding's
+        boxes) to decide: only while absent and p_yes reaches ``found_on``."""
         return self.change_on > 0 and not found and p_yes >= self.found_on
 
 
@@ -171,17 +171,6 @@ def grounded_change(images, stamps, boxes: dict) -> float:
         before = np.asarray(images[i - 1][y0:y1, x0:x1], dtype=np.float32)
         diffs.append(float(np.abs(np.asarray(images[i][y0:y1, x0:x1], dtype=np.float32) - before).mean()))
     return float(np.mean(diffs)) if diffs else 0.0
-
-
-def target_change(images, stamps, result) -> float:
-    """The change a standing rule reads from one grounding ``result`` of the window (``images``, ``stamps``):
-    :func:`grounded_change` inside its cell boxes (``cell_boxes``: the relevance map's peak cells on every frame
-    the model saw, consecutive ones paired), or inside its tube's ``boxes`` where it has none (a grounding
-    model without relevance maps).  The tube's boxes cover its span alone, often one or two of the
-    window's frames, so an acting target often read 0 there (issue 27); the cells are on every frame."""
-    boxes = getattr(result, "cell_boxes", None) or result.boxes
-    keep = [i for i, s in enumerate(stamps) if s in boxes]
-    return grounded_change([images[i] for i in keep], [stamps[i] for i in keep], boxes)
 
 
 def _newest_box(result) -> Optional[tuple]:
@@ -350,6 +339,5 @@ class StandingScheduler:
         return min(1.0, busy / span) if span > 0 else 0.0
 
 
-__all__ = ["StandingRequest", "StandingRules", "StandingQuery", "StandingScheduler", "ChangeTracker", "box_shift", "grounded_change",
-           "target_change", "EVENTS",
+__all__ = ["StandingRequest", "StandingRules", "StandingQuery", "StandingScheduler", "ChangeTracker", "box_shift", "grounded_change", "EVENTS",
            "APPEARED", "MOVED", "DISAPPEARED", "ENDED", "PREEMPTED", "MAX_FAILURES"]

@@ -15,7 +15,7 @@ from ..config import ServingConfig
 from ..presets import apply_model_serving_defaults
 from ..grounding.result import Cancelled, GroundingResult
 from .standing import (APPEARED, DISAPPEARED, ENDED, MAX_FAILURES, MOVED, PREEMPTED, StandingQuery, StandingRequest,
-                       target_change)
+                       grounded_change)
 from .window import NS
 from .requests import ANSWERED, CANCELLED, FAILED, REJECTED, Answer, GroundingRequest, _Job
 
@@ -149,7 +149,8 @@ class StandingEvaluation:
                 full = True
             change = None
             if result is not None and rules.wants_change(sq.tracker.found, p_yes):
-                change = target_change([f.image for f in frames], [f.stamp for f in frames], result)
+                change = grounded_change([f.image for f in frames], [f.stamp for f in frames],
+                                        result.boxes)
             flipped = sq.tracker.observe(p_yes, change)
             if cheap and result is None and sq.needs_full(flipped):
                 result, full = self._grounding(grounder, r, frames, check), True
