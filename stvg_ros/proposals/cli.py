@@ -277,7 +277,7 @@ def propose_motion(frames: Iterable[tuple[int, np.ndarray]], config: ProposalCon
     source = MotionTracks(config.replace(window_s=float("inf"), rate_hz=0.0))
     for index, frame in frames:
         source.add_frame(frame, index)
-    hold = config.hold_keyframes * config.detect_every
+    hold = config.hold_keyframes  # motion looks at every frame: its keyframe period is one frame
     interpolate = config.propagation == "interpolate"
     return [t.sampled(range(num_frames), hold, interpolate) for t in source.lasting() if t.boxes]
 

@@ -69,6 +69,8 @@ _GAIN_WARMUP = 5
 _FRAGMENT = 0.05
 #: a blob whose box lies this much inside a larger blob's box is a part of that object
 _NESTED = 0.8
+#: a track under this share of the largest concurrent track's box area is a fragment of it (see _PART_OF)
+_PART_FRAGMENT = 0.1
 #: a track that is a fragment or a part (as above) of a larger track on at least this share of its frames is
 #: not proposed: a hand's or arm's pieces next to the held object
 _PART_OF = 0.5
@@ -353,8 +355,8 @@ class MotionBlobs:
         return [out[k] for k in np.flatnonzero(~_parts(np.array(out, np.float32).reshape(-1, 4)))]
 
 
-def _parts(boxes: np.ndarray) -> np.ndarray:
-    """Which of one frame's boxes are fragments or parts of a larger one: under ``_FRAGMENT`` of the largest
+def _parts(boxes: np.ndarray, fragment: float = _FRAGMENT) -> np.ndarray:
+    """Which of one frame's boxes are fragments or parts of a larger one: under ``fragment`` of the largest
     box's area, or at least ``_NESTED`` inside a larger box."""
     from .tracker import _inside
 
@@ -362,7 +364,7 @@ def _parts(boxes: np.ndarray) -> np.ndarray:
     out = np.zeros(len(boxes), bool)
     if len(boxes) < 2:
         return out
-    out |= area < _FRAGMENT * area.max()
+    out |= area < fragment * area.max()
     for k in np.flatnonzero(~out):
         larger = boxes[area > area[k]]
         out[k] = len(larger) > 0 and _inside(boxes[k], larger) >= _NESTED
@@ -504,7 +506,7 @@ class MotionTracks(ProposalSource):
         for c in range(len(stamps)):
             rows = np.flatnonzero(~np.isnan(boxes[:, c, 0]))
             if len(rows) > 1:
-                part[rows] += _parts(boxes[rows, c])
+                part[rows] += _parts(boxes[rows, c], _PART_FRAGMENT)
         seen = (~np.isnan(boxes[:, :, 0])).sum(1)
         return [t for t, p, n in zip(tracks, part, seen) if p < _PART_OF * n]
 
