@@ -271,7 +271,8 @@ def _load_source(config: ProposalConfig):
 
 def propose_motion(frames: Iterable[tuple[int, np.ndarray]], config: ProposalConfig, num_frames: int) -> list[Track]:
     """Moving-object tracks from every ``(frame index, frame)`` of a still camera's clip, with a box on
-    every frame of each track's span (held ``hold_keyframes * detect_every`` frames at the ends)."""
+    every frame of each track's span (held ``hold_keyframes`` frames at the ends: motion's keyframe period is
+    one frame; holding an arm's pieces ``detect_every`` frames past their ends tripled cup.mp4's false boxes)."""
     from .motion import MotionTracks
 
     source = MotionTracks(config.replace(window_s=float("inf"), rate_hz=0.0))

@@ -6,6 +6,11 @@ background model; its foreground mask (shadows -- darker copies of the backgroun
 opened (specks) and closed (holes), its connected blobs above ``motion_min_area`` become boxes, and
 :class:`~stvg_ros.proposals.tracker.ByteTracker` links them frame to frame.
 
+A camera's auto exposure (a dark object filling the view brightens the wall) is undone first: the frame is
+scaled to the background model's brightness.  On each frame, a blob under ``_FRAGMENT`` of the largest one or
+lying inside a larger one is a piece of that mover (an arm's pieces, its shadow's edges), and a track that is
+such a piece on half its frames is not proposed (:meth:`MotionTracks.lasting`).
+
 What it cannot do, by construction: a camera that moves or shakes turns the whole image into
 foreground; an object that stands still for about ``motion_history`` frames fades into the
 background (its track ends, held ``hold_keyframes`` periods); an object present from the first
