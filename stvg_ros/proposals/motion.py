@@ -67,6 +67,9 @@ _REANCHOR = 0.25
 #: exposure: a frame whose brightness differs from the background model's by more than this share (a camera's
 #: auto exposure or white balance following a dark object into view) is scaled back to the model's first
 _GAIN_STEP = 0.01
+#: exposure: a change of brightness beyond this share is no exposure step but a new light or view (left to
+#: GLOBAL_CHANGE: no blobs)
+_GAIN_MAX = 0.25
 #: exposure: frames the background model learns before its exposure is compared (its image is noise before)
 _GAIN_WARMUP = 5
 #: a blob under this share of the frame's largest blob's box area is a fragment of a mover (pieces of an arm, its
@@ -202,7 +205,7 @@ class MotionBlobs:
         if np.count_nonzero(ok) < 0.1 * ok.size:
             return frame
         self.gain = float(np.median(now[ok] / was[ok]))
-        if abs(self.gain - 1.0) < _GAIN_STEP:
+        if not _GAIN_STEP <= abs(self.gain - 1.0) <= _GAIN_MAX:
             return frame
         return np.clip(frame.astype(np.float32) * (1.0 / self.gain), 0, 255).astype(np.uint8)
 
