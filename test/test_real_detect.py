@@ -216,7 +216,8 @@ def test_the_ros_tube_and_status_carry_the_fallback():
 def test_motion_tracks_on_a_handheld_camera_leave_out_the_flickers(vtest):
     """``stvg-proposals --source motion``'s tracks on vtest shaken and panned by hand (seed 1; the
     benchmark's is seed 0): flicker tracks (``motion_min_frames``) are not proposed.  Before: recall 0.73
-    at 19.1 false boxes a frame; now 0.75 at 7.6."""
+    at 19.1 false boxes a frame; then 0.75 at 7.6; with an object's pieces left out and tracks held one frame
+    past their ends (the hand-held cup's fixes), 0.79 at 3.0."""
     from stvg_ros.proposals.cli import propose_motion
 
     clip, frames = vtest
@@ -226,7 +227,7 @@ def test_motion_tracks_on_a_handheld_camera_leave_out_the_flickers(vtest):
     tracks = propose_motion(warp_frames(frames, path), ProposalConfig(source="motion"), len(frames))
     boxes = {f: [t.boxes[float(f)] for t in tracks if float(f) in t.boxes] for f in moved.boxes}
     r = proposal_recall(boxes, moved, 0.5)
-    assert r["recall"] >= 0.7 and r["false_per_frame"] <= 10.0, r
+    assert r["recall"] >= 0.7 and r["false_per_frame"] <= 5.0, r
 
 
 @pytest.mark.slow
