@@ -216,7 +216,8 @@ def test_the_ros_tube_and_status_carry_the_fallback():
 def test_motion_tracks_on_a_handheld_camera_leave_out_the_flickers(vtest):
     """``stvg-proposals --source motion``'s tracks on vtest shaken and panned by hand (seed 1; the
     benchmark's is seed 0): flicker tracks (``motion_min_frames``) are not proposed.  Before: recall 0.73
-    at 19.1 false boxes a frame; now 0.75 at 7.6."""
+    at 19.1 false boxes a frame; then 0.75 at 7.6; with an object's pieces left out and tracks held one frame
+    past their ends (the hand-held cup's fixes), 0.79 at 3.0."""
     from stvg_ros.proposals.cli import propose_motion
 
     clip, frames = vtest
@@ -226,4 +227,42 @@ def test_motion_tracks_on_a_handheld_camera_leave_out_the_flickers(vtest):
     tracks = propose_motion(warp_frames(frames, path), ProposalConfig(source="motion"), len(frames))
     boxes = {f: [t.boxes[float(f)] for t in tracks if float(f) in t.boxes] for f in moved.boxes}
     r = proposal_recall(boxes, moved, 0.5)
-    assert r["recall"] >= 0.7 and r["false_per_frame"] <= 10.0, r
+    assert r["recall"] >= 0.7 and r["false_per_frame"] <= 5.0, r
+
+
+@pytest.mark.slow
+def test_motion_on_the_hand_held_cup_proposes_the_cup_not_the_arms_pieces():
+    """Issue 26's hand-held target on cup.mp4 (a hand moves a black cup before a white wall; the boxed object is
+    the cup without the hand): recall@0.5 >= 0.5 at <= 3 false boxes a frame, for the blobs and for
+    ``stvg-proposals --source motion``'s tracks.  Before: blobs 0.53 at 7.1 false a frame, tracks 0.67 at 30.6
+    (the camera's auto exposure turned the wall into foreground streaks, the arm fell into a dozen pieces, each
+    a track held ``detect_every`` frames past its ends); now 0.73 at 2.5 and 0.73 at 2.4."""
+    from stvg_ros.proposals.cli import propose_motion
+
+    clip = next(c for c in load_annotations(DATA / "annotations.json") if c.name == "cup.mp4")
+    frames = list(iter_frames(clip.path, max(clip.frames) + 1))
+    boxes, blobs = _blob_boxes(frames, clip, ProposalConfig(source="motion"))
+    r = proposal_recall(boxes, clip, 0.5)
+    assert r["recall"] >= 0.6 and r["false_per_frame"] <= 3.0, r
+    tracks = propose_motion(iter(frames), ProposalConfig(source="motion"), len(frames))
+    by_frame = {f: [t.boxes[float(f)] for t in tracks if float(f) in t.boxes] for f in clip.boxes}
+    r = proposal_recall(by_frame, clip, 0.5)
+    assert r["recall"] >= 0.6 and r["false_per_frame"] <= 3.0, r
+
+
+def test_motion_blobs_ignore_a_change_of_exposure():
+    """A camera's auto exposure brightens the whole view by a few per cent (cup.mp4's wall: 220 → 231 of 255
+    while the dark cup fills the frame): the background model, nearly noise-free on a plain wall, took that for
+    foreground everywhere.  The frame is now scaled back to the model's brightness; a real mover still shows."""
+    rng = np.random.default_rng(0)
+    wall = np.clip(200 + rng.normal(0, 1.5, (120, 160, 3)), 0, 255).astype(np.uint8)
+    wall[:, :, 0] = np.clip(wall[:, :, 0].astype(int) + np.linspace(-20, 20, 160).astype(int), 0, 255)
+    blobs = MotionBlobs(ProposalConfig(source="motion", motion_people=False, motion_camera="fixed"))
+    for _ in range(30):
+        blobs.apply(wall)
+    brighter = np.clip(wall.astype(np.float32) * 1.06, 0, 255).astype(np.uint8)
+    assert np.count_nonzero(blobs.mask(brighter)) < 0.01 * wall.shape[0] * wall.shape[1]
+    assert abs(blobs.gain - 1.06) < 0.01
+    moved = brighter.copy()
+    moved[40:80, 60:90] = 20  # a dark object enters
+    assert len(blobs.apply(moved)) == 1

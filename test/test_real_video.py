@@ -94,7 +94,8 @@ def test_motion_tracks_on_the_fixed_camera(vtest):
     (the blobs find the small and split people, the tracker keeps them: more held boxes, fewer broken ones).
     Then the two who stand still from the first frame (``motion_people``, on by default since) and the
     flicker tracks left out (``motion_min_frames``): 0.854, 0.86, 2, 1.2 and 1.4 (before: 0.775, 0.78, 4,
-    1.3, 3.9)."""
+    1.3, 3.9).  Then exposure matched, an object's pieces left out and a track held one frame, not
+    ``detect_every``, past its ends (for the hand-held cup): 0.870, 0.88, 2, 1.2 and 0.57."""
     from stvg_ros.proposals.annotated import proposal_recall
     from stvg_ros.proposals.cli import propose_motion
 
@@ -109,7 +110,7 @@ def test_motion_tracks_on_the_fixed_camera(vtest):
     rec = proposal_recall(proposed, clip)
     assert cov["coverage_mean"] >= 0.85 and rec["recall"] >= 0.85, (cov, rec)  # the issue's targets
     assert cov["id_switches"] <= 3 and cov["tracks_per_object"] <= 1.3, cov
-    assert rec["false_per_frame"] <= 2.5, rec
+    assert rec["false_per_frame"] <= 1.0, rec
     still = [cov["objects"][o]["coverage"] for o in ("a", "b")]
     assert max(still) >= 0.5, ("one of the two who stand still has one track on half their frames", still)
 

@@ -6,6 +6,11 @@ background model; its foreground mask (shadows -- darker copies of the backgroun
 opened (specks) and closed (holes), its connected blobs above ``motion_min_area`` become boxes, and
 :class:`~stvg_ros.proposals.tracker.ByteTracker` links them frame to frame.
 
+A camera's auto exposure (a dark object filling the view brightens the wall) is undone first: the frame is
+scaled to the background model's brightness.  On each frame, a blob under ``_FRAGMENT`` of the largest one or
+lying inside a larger one is a piece of that mover (an arm's pieces, its shadow's edges), and a track that is
+such a piece on half its frames is not proposed (:meth:`MotionTracks.lasting`).
+
 What it cannot do, by construction: a camera that moves or shakes turns the whole image into
 foreground; an object that stands still for about ``motion_history`` frames fades into the
 background (its track ends, held ``hold_keyframes`` periods); an object present from the first
@@ -59,6 +64,24 @@ _STIRRING_BLOB = 0.5
 _SPLIT_VALLEY = 0.25
 #: the background model starts again when the view has moved this share of the frame's shorter side
 _REANCHOR = 0.25
+#: exposure: a frame whose brightness differs from the background model's by more than this share (a camera's
+#: auto exposure or white balance following a dark object into view) is scaled back to the model's first
+_GAIN_STEP = 0.01
+#: exposure: a change of brightness beyond this share is no exposure step but a new light or view (left to
+#: GLOBAL_CHANGE: no blobs)
+_GAIN_MAX = 0.25
+#: exposure: frames the background model learns before its exposure is compared (its image is noise before)
+_GAIN_WARMUP = 5
+#: a blob under this share of the frame's largest blob's box area is a fragment of a mover (pieces of an arm, its
+#: shadow's edge, registration noise of a hand-held camera), not an object of its own
+_FRAGMENT = 0.05
+#: a blob whose box lies this much inside a larger blob's box is a part of that object
+_NESTED = 0.8
+#: a track under this share of the largest concurrent track's box area is a fragment of it (see _PART_OF)
+_PART_FRAGMENT = 0.1
+#: a track that is a fragment or a part (as above) of a larger track on at least this share of its frames is
+#: not proposed: a hand's or arm's pieces next to the held object
+_PART_OF = 0.5
 
 
 class MotionBlobs:
@@ -89,6 +112,10 @@ class MotionBlobs:
         self._keyframes = 0
         self._frames = 0
         self._step: Optional[np.ndarray] = None  # the camera's motion since the previous frame (3x3), if any
+        self._fg: Optional[np.ndarray] = None  # the previous frame's cleaned mask (movers kept out of the exposure)
+        self._learned = 0  # frames the current background model has learned
+        self.gain = 1.0
+        """The last frame's brightness over the background model's (1: none measured or needed)."""
 
     def _camera(self, frame: np.ndarray) -> Optional[np.ndarray]:
         """The camera's motion since the previous frame as a 3x3 similarity (previous → this frame's
@@ -144,7 +171,9 @@ class MotionBlobs:
         if moved is not None:
             seen = cv2.warpAffine(np.full((h, w), 255, np.uint8), moved, (w, h), flags=cv2.INTER_NEAREST)
             frame = cv2.warpAffine(frame, moved, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        frame = self._exposure_matched(frame, moved)
         raw = self.subtractor.apply(frame)
+        self._learned += 1
         fg = np.where(raw == 255, 255, 0).astype(np.uint8)  # shadows (127) are not objects
         if moved is not None:  # back to this frame's pixels; what the model never saw is no object
             fg[cv2.erode(seen, np.ones((5, 5), np.uint8)) == 0] = 0
@@ -152,7 +181,33 @@ class MotionBlobs:
         if self.kernel is not None:
             fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self.kernel)
             fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, self.kernel)
+        self._fg = fg
         return fg
+
+    def _exposure_matched(self, frame: np.ndarray, moved: Optional[np.ndarray]) -> np.ndarray:
+        """The (already registered) frame scaled to the background model's brightness.  A camera's auto
+        exposure brightens or darkens the whole view when a dark or bright object fills part of it; a plain
+        wall's model, nearly noise-free, then turns to foreground in streaks.  The gain is the median
+        brightness ratio over the pixels that were background on the previous frame (movers left out)."""
+        if self._learned < _GAIN_WARMUP:
+            return frame
+        bg = self.subtractor.getBackgroundImage()
+        if bg is None or bg.shape != frame.shape:
+            return frame
+        s = 4  # every 4th pixel each way: plenty for one median
+        now = frame[::s, ::s].astype(np.float32).sum(2)
+        was = bg[::s, ::s].astype(np.float32).sum(2)
+        ok = (was > 60) & (now > 30)  # dark pixels' ratios are noise
+        if self._fg is not None and self._fg.shape == frame.shape[:2]:
+            fg = self._fg if moved is None else cv2.warpAffine(self._fg, moved, self._fg.shape[::-1],
+                                                               flags=cv2.INTER_NEAREST)
+            ok &= fg[::s, ::s] == 0
+        if np.count_nonzero(ok) < 0.1 * ok.size:
+            return frame
+        self.gain = float(np.median(now[ok] / was[ok]))
+        if not _GAIN_STEP <= abs(self.gain - 1.0) <= _GAIN_MAX:
+            return frame
+        return np.clip(frame.astype(np.float32) * (1.0 / self.gain), 0, 255).astype(np.uint8)
 
     def _restart(self) -> None:
         """A new background model from the current view (the camera left the old one)."""
@@ -305,7 +360,23 @@ class MotionBlobs:
             x1 = (stats[members, cv2.CC_STAT_LEFT] + stats[members, cv2.CC_STAT_WIDTH]).max()
             y1 = (stats[members, cv2.CC_STAT_TOP] + stats[members, cv2.CC_STAT_HEIGHT]).max()
             out.extend(_split_side_by_side(fg, (int(x0), int(y0), int(x1), int(y1)), cfg.motion_split))
+        return [out[k] for k in np.flatnonzero(~_parts(np.array(out, np.float32).reshape(-1, 4)))]
+
+
+def _parts(boxes: np.ndarray, fragment: float = _FRAGMENT) -> np.ndarray:
+    """Which of one frame's boxes are fragments or parts of a larger one: under ``fragment`` of the largest
+    box's area, or at least ``_NESTED`` inside a larger box."""
+    from .tracker import _inside
+
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    out = np.zeros(len(boxes), bool)
+    if len(boxes) < 2:
         return out
+    out |= area < fragment * area.max()
+    for k in np.flatnonzero(~out):
+        larger = boxes[area > area[k]]
+        out[k] = len(larger) > 0 and _inside(boxes[k], larger) >= _NESTED
+    return out
 
 
 class _StillPerson:
@@ -427,8 +498,25 @@ class MotionTracks(ProposalSource):
         return _rank(tracks, self.config.max_tracks)
 
     def lasting(self) -> list[Track]:
-        """The tracker's tracks seen on ``motion_min_frames`` frames or more (the others are flickers)."""
-        return [t for t in self.tracker.tracks() if len(t.boxes) >= self.config.motion_min_frames]
+        """The tracker's tracks seen on ``motion_min_frames`` frames or more (the others are flickers), less
+        those that are a fragment or a part of a larger track on ``_PART_OF`` of their frames or more (see
+        :func:`_parts`: a hand's and an arm's pieces around a held object; people walking apart are never parts)."""
+        tracks = [t for t in self.tracker.tracks() if len(t.boxes) >= self.config.motion_min_frames]
+        if len(tracks) < 2:
+            return tracks
+        stamps = sorted({s for t in tracks for s in t.boxes})
+        index = {s: i for i, s in enumerate(stamps)}
+        boxes = np.full((len(tracks), len(stamps), 4), np.nan, np.float32)
+        for r, t in enumerate(tracks):  # over its span (interpolated), as it is proposed
+            for s, b in t.at(stamps).items():
+                boxes[r, index[s]] = b
+        part = np.zeros(len(tracks))
+        for c in range(len(stamps)):
+            rows = np.flatnonzero(~np.isnan(boxes[:, c, 0]))
+            if len(rows) > 1:
+                part[rows] += _parts(boxes[rows, c], _PART_FRAGMENT)
+        seen = (~np.isnan(boxes[:, :, 0])).sum(1)
+        return [t for t, p, n in zip(tracks, part, seen) if p < _PART_OF * n]
 
     def stats(self) -> dict:
         with self._lock:
