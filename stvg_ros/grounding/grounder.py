@@ -41,9 +41,12 @@ Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -167,6 +170,9 @@ def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: s
         raise ValueError(f"stamps must increase strictly: stamp {i + 1} ({s[i + 1]}) follows {s[i]}; "
                          "sort the frames by time and drop duplicates")
 
+
+#: the prompts the spatial maps (all the box stage needs) are read from
+SPATIAL_TAGS = ("spatial_q", "spatial_c", "tas_q", "tas_c")
 
 #: the stages of :meth:`Grounder.ground`, in order (progress callbacks receive these names)
 STAGES = ("encode", "decompose", "lra", "attention", "select")
@@ -312,42 +318,71 @@ class Grounder:
                 exist = ForwardOutput(yes_no_logits=lra_trace.zero_logits, attention=None, candidate_tokens=[],
                                       candidate_offsets=[])
 
-        with self._stage("attention", timings, checkpoint):
-            if cfg.inference_query == "sub":
-                q_s = self._sub_question(subs.attribute, query)
-                q_t = self._sub_question(subs.action, query)
-            else:
-                q_s = q_t = full_q
-            rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist)
+        # the box stage needs only the spatial maps (the spatial and TAS prompts): with box_overlap it starts on a
+        # worker as soon as they are read, and the temporal and existence prompts and the refine pass run here
+        # meanwhile (OpenCV and torch release the GIL), which takes it off the query's critical path
+        refine = cfg.tube_frames == "refine" and len(frames) > len(idx)
+        overlap = cfg.box_overlap and cfg.box_method != "cells" and not proposals
+        spatial_maps: list = []
+        boxes_job = None
 
-        with self._stage("select", timings, checkpoint):
-            temporal_prompt = (q_t, v_t if v_t is not None else v_s)
+        def boxes(threads=None):  # the box stage: segmentation, tracks, their scores (numpy and OpenCV only)
+            c, pool_cpu = time.thread_time(), []
+            out = self._boxes(spatial_maps[0], visual, used_stamps, all_stamps, (H, W), proposals, used, checkpoint,
+                              threads, pool_cpu)
+            # its CPU in every thread it used (this one, and segment threads): benchmarks tell it from model passes
+            timings["box_cpu"] = time.thread_time() - c + sum(pool_cpu)
+            return out
 
-            maps = self._select_maps(rows, visual, reversed_visual, len(used_stamps))
+        def spatial_ready(rows, more: bool):
+            """Called with the spatial and TAS prompts' rows; ``more``: prompts still to run."""
+            nonlocal boxes_job
+            spatial_maps.append(self._spatial_maps(rows, visual, reversed_visual, len(used_stamps), tokens))
+            if overlap and (more or refine):
+                threads = self._box_threads()
+                boxes_job = self._start_boxes(lambda: boxes(threads))
 
-            def select():
-                return self._select(maps, visual, query, subs, used_stamps, all_stamps, (H, W), proposals, used,
-                                    checkpoint)
+        tokens: dict[str, str] = {}
+        try:
+            with self._stage("attention", timings, checkpoint):
+                if cfg.inference_query == "sub":
+                    q_s = self._sub_question(subs.attribute, query)
+                    q_t = self._sub_question(subs.action, query)
+                else:
+                    q_s = q_t = full_q
+                rows = self._attention_runs(visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist,
+                                            spatial_ready=spatial_ready if overlap else None)
+                if not spatial_maps:
+                    spatial_maps.append(self._spatial_maps(rows, visual, reversed_visual, len(used_stamps), tokens))
 
-            def refine_pass():  # timed in its own thread's CPU: benchmarks tell it apart from the box stage
-                c = time.thread_time()
-                out = self._refine_pass(frames, all_stamps, idx, frame_keys, (H, W), temporal_prompt)
-                timings["refine_pass_cpu"] = time.thread_time() - c
-                return out
+            with self._stage("select", timings, checkpoint):
+                temporal_prompt = (q_t, v_t if v_t is not None else v_s)
+                temporal, p_yes = self._temporal_maps(rows, visual, len(used_stamps), tokens)
 
-            second = None
-            refine = cfg.tube_frames == "refine" and len(frames) > len(idx)
-            if refine and cfg.box_overlap and cfg.box_method != "cells":
-                # the refine pass needs no box: it runs here while a worker segments the boxes (OpenCV and
-                # torch release the GIL), which takes the box stage off the query's critical path
-                (result, track), second = self._overlapped(select, refine_pass, timings)
-            else:
-                result, track = select()
-                second = refine_pass() if refine else None
-            if cfg.tube_frames != "sampled" and len(frames) > len(idx):
-                t_dense = time.perf_counter()
-                self._dense_tube(result, track, all_stamps, idx, proposals, (H, W), second)
-                timings["dense_tube"] = time.perf_counter() - t_dense  # part of 'select'
+                def refine_pass():  # timed in its own thread's CPU: benchmarks tell it apart from the box stage
+                    c = time.thread_time()
+                    out = self._refine_pass(frames, all_stamps, idx, frame_keys, (H, W), temporal_prompt)
+                    timings["refine_pass_cpu"] = time.thread_time() - c
+                    return out
+
+                if boxes_job is not None:
+                    second = refine_pass() if refine else None
+                    timings["box_beside_cpu"] = time.thread_time() - boxes_job.started_cpu
+                    best, tracks, reason = self._finish_boxes(boxes_job, timings)
+                    boxes_job = None
+                else:
+                    best, tracks, reason = boxes()
+                    second = refine_pass() if refine else None
+                result = self._span_result(best, tracks, reason, spatial_maps[0], temporal, p_yes,
+                                           {k: tokens[k] for k in ("spatial", "temporal", "tas") if k in tokens},
+                                           visual, query, subs, used_stamps, (H, W))
+                if cfg.tube_frames != "sampled" and len(frames) > len(idx):
+                    t_dense = time.perf_counter()
+                    self._dense_tube(result, best, all_stamps, idx, proposals, (H, W), second)
+                    timings["dense_tube"] = time.perf_counter() - t_dense  # part of 'select'
+        finally:
+            if boxes_job is not None:  # this thread failed (or was cancelled): the worker finishes before it leaves
+                self._abandon_boxes(boxes_job)
         result.timings = timings
         timings["total"] = time.perf_counter() - t_start
         if lra_trace is not None:
@@ -515,11 +550,15 @@ class Grounder:
         # V_t identical to V_s (attribute == action): None lets the temporal maps reuse the spatial run
         return d[i_s], (d[i_t] if i_t != i_s else None), (d[i_r] if i_r is not None else None), trace
 
-    def _attention_runs(self, visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist=None) -> dict:
+    def _attention_runs(self, visual, reversed_visual, full_q, q_s, q_t, v_s, v_t, v_r, exist=None,
+                        spatial_ready: Callable[[dict, bool], None] | None = None) -> dict:
         """All grounding prompts in as few forward passes as possible; returns tag → (out, row).
 
         ``q_s`` / ``q_t``: the questions of the spatial (and TAS) / temporal prompts; ``full_q`` is
-        always the existence judgment's; ``exist``: its answer when already computed (LRA's first step)."""
+        always the existence judgment's; ``exist``: its answer when already computed (LRA's first step).
+        ``spatial_ready(rows, more)``: when given, the prompts the spatial maps need (:data:`SPATIAL_TAGS`) run
+        first, in passes of their own, and it is called with their rows (``more``: whether prompts are left)
+        before the rest run (the box stage starts there); without it the rows are the same, in fewer passes."""
         cfg = self.config
         cap = cfg.caption_prompt
         prompts: list[tuple[str, VisualTokens, str, torch.Tensor | None]] = [
@@ -543,24 +582,33 @@ class Grounder:
                     g = [i for i, p in enumerate(prompts) if p[1] is vis and (p[2] == cap) == caption]
                     if g:
                         groups.append(g)
+        if spatial_ready is not None:  # each group's spatial prompts first, the rest after
+            first = [[i for i in g if prompts[i][0] in SPATIAL_TAGS] for g in groups]
+            later = [[i for i in g if prompts[i][0] not in SPATIAL_TAGS] for g in groups]
+            phases = [[g for g in first if g], [g for g in later if g]]
+        else:
+            phases = [groups]
         size = cfg.max_batch or len(prompts)
         rows = {}
         with self.adapter.shared_prefixes():  # a clip's caption call and questions' call share its prefix
-            for group in groups:
-                for start in range(0, len(group), size):
-                    part = group[start:start + size]
-                    vis = [prompts[i][1] for i in part]
-                    shared = all(v is vis[0] for v in vis)
-                    delta = None
-                    if any(prompts[i][3] is not None for i in part):
-                        n, d = visual.embeds.shape
-                        delta = torch.stack([prompts[i][3] if prompts[i][3] is not None
-                                             else torch.zeros(n, d, device=visual.embeds.device) for i in part])
-                    with torch.no_grad():
-                        out = self.adapter.run(vis[0] if shared else vis, [prompts[i][2] for i in part],
-                                               visual_delta=delta, capture=self.capture, with_grad=False)
-                    for row, i in enumerate(part):
-                        rows[prompts[i][0]] = (out, row)
+            for k, phase in enumerate(phases):
+                for group in phase:
+                    for start in range(0, len(group), size):
+                        part = group[start:start + size]
+                        vis = [prompts[i][1] for i in part]
+                        shared = all(v is vis[0] for v in vis)
+                        delta = None
+                        if any(prompts[i][3] is not None for i in part):
+                            n, d = visual.embeds.shape
+                            delta = torch.stack([prompts[i][3] if prompts[i][3] is not None
+                                                 else torch.zeros(n, d, device=visual.embeds.device) for i in part])
+                        with torch.no_grad():
+                            out = self.adapter.run(vis[0] if shared else vis, [prompts[i][2] for i in part],
+                                                   visual_delta=delta, capture=self.capture, with_grad=False)
+                        for row, i in enumerate(part):
+                            rows[prompts[i][0]] = (out, row)
+                if spatial_ready is not None and k == 0:
+                    spatial_ready(rows, bool(phases[1]))
         if exist is not None:
             rows["exist"] = (exist, 0)
         elif "exist" not in rows:
@@ -580,23 +628,29 @@ class Grounder:
         eps = scaled_eps(cfg.relevance_eps, cfg.relevance_eps_tokens, int(grid.sum()))
         return token_grid_maps(relative_attention(qa, ca, eps), vis)
 
-    def _select_maps(self, rows, visual, reversed_visual, T: int):
-        """What the select stage takes from the passes' outputs (tensors, read in the thread that ran the
-        passes): ``(spatial maps, temporal maps, p(yes), grounding tokens)``; the rest of the stage is numpy
-        and OpenCV (so on a GPU a box worker never waits on the device's queue)."""
-        tokens: dict[str, str] = {}
+    def _spatial_maps(self, rows, visual, reversed_visual, T: int, tokens: dict) -> np.ndarray:
+        """The spatial grid maps ``(T, rows, cols)`` (TAS-assembled) from the spatial (and TAS) prompts' rows: all
+        the box stage needs.  Tensors are read in the thread that ran the passes; the box stage is numpy and
+        OpenCV (so on a GPU a box worker never waits on the device's queue)."""
         spatial = self._relevance(rows, "spatial_q", "spatial_c", visual, tokens)[:T]
-        temporal = self._relevance(rows, "temporal_q", "temporal_c", visual, tokens)[:T]
         if reversed_visual is not None:
             spatial = assemble_tas(spatial, self._relevance(rows, "tas_q", "tas_c", reversed_visual, tokens)[:T])
+        return spatial
+
+    def _temporal_maps(self, rows, visual, T: int, tokens: dict) -> tuple[np.ndarray, float]:
+        """The temporal grid maps and p(yes) (the existence judgment) from the passes' rows."""
+        temporal = self._relevance(rows, "temporal_q", "temporal_c", visual, tokens)[:T]
         exist_out, exist_row = rows["exist"]
         p_yes = float(yes_probability(exist_out.yes_no_logits[exist_row:exist_row + 1].detach())[0])
-        return spatial, temporal, p_yes, tokens
+        return temporal, p_yes
 
-    def _select(self, maps, visual, query, subs, used_stamps, all_stamps, image_size,
-                proposals, frames=None, checkpoint: Callable[[str], None] | None = None):
+    def _boxes(self, spatial, visual, used_stamps, all_stamps, image_size, proposals, frames=None,
+               checkpoint: Callable[[str], None] | None = None, threads: int | None = None,
+               pool_cpu: list | None = None):
+        """The box stage: the candidate tracks (proposals, else segments of the sampled frames) scored on the
+        spatial maps; ``(best, all tracks, reason)``.  ``threads``: segment threads (None: the module's);
+        ``pool_cpu`` gets the segment threads' CPU seconds."""
         cfg = self.config
-        spatial, temporal, p_yes, tokens = maps
         gaps = np.diff(np.asarray(all_stamps)) if len(all_stamps) > 1 else np.array([1.0])
         tolerance = float(min(1e-3, 0.5 * gaps.min()))
         best, tracks, _, _, reason = choose_track(spatial, visual.grid, visual.content_box, image_size, used_stamps,
@@ -604,7 +658,15 @@ class Grounder:
                                                   box_method=cfg.box_method, box_seeds=cfg.box_seeds,
                                                   box_iterations=cfg.box_grabcut_iterations,
                                                   box_chain=cfg.box_grabcut_chain, track_score=cfg.track_score,
-                                                  check=(lambda: checkpoint("select")) if checkpoint else None)
+                                                  check=(lambda: checkpoint("select")) if checkpoint else None,
+                                                  threads=threads, box_stride=cfg.box_frame_stride,
+                                                  pool_cpu=pool_cpu)
+        return best, tracks, reason
+
+    def _span_result(self, best, tracks, reason, spatial, temporal, p_yes, tokens, visual, query, subs, used_stamps,
+                     image_size) -> GroundingResult:
+        """The result on the sampled frames: the chosen track's span on the temporal maps, its boxes."""
+        cfg = self.config
         t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
         scores = frame_scores(t_maps, t_scale, fill_interior(best.boxes, used_stamps))
         first, last = choose_span(scores, cfg.span_rule, cfg.span_topk_fraction, cfg.span_grow_fraction)
@@ -614,35 +676,52 @@ class Grounder:
             relevance = RelevanceMaps(spatial=spatial.astype(np.float32), temporal=temporal.astype(np.float32),
                                       content_box=tuple(float(v) for v in visual.content_box),
                                       image_size=tuple(int(v) for v in image_size))
-        result = GroundingResult(
+        return GroundingResult(
             query=query, found=p_yes >= cfg.found_threshold, score=float(best.score),
             start=used_stamps[first], end=used_stamps[last],
             boxes={used_stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), boxes)},
             track_id=best.track_id, sub_queries=subs, p_yes=p_yes, frame_stamps=list(used_stamps),
             frame_scores=[float(s) for s in scores], track_scores={t.track_id: float(t.score) for t in tracks},
             relevance=relevance, reason=reason, grounding_tokens=tokens)
-        return result, best
 
-    def _overlapped(self, boxes: Callable, model_pass: Callable, timings: dict):
-        """``(boxes(), model_pass())``, the first on the box worker thread while the second runs in this one.
-        Whatever happens, the worker has finished when this returns (no segmentation outlives the query);
-        ``timings['box_wait']``: how long this thread waited for the boxes after its pass (0: the box stage
-        was entirely off the critical path)."""
-        from concurrent.futures import ThreadPoolExecutor, wait
+    def _box_threads(self) -> int | None:
+        """Segment threads for a box stage that runs beside this thread's passes: on a CPU model the cores torch
+        leaves free (at least 1: the worker itself), so the two do not oversubscribe the cores; on a GPU the
+        module's default (None)."""
+        from . import spatial as _spatial
+
+        device = getattr(self.adapter, "device", None)
+        if isinstance(device, torch.device) and device.type != "cpu":
+            return None
+        if _spatial.SEGMENT_THREADS:
+            return _spatial.SEGMENT_THREADS
+        return max(1, min(8, (os.cpu_count() or 1) - torch.get_num_threads()))
+
+    def _start_boxes(self, boxes: Callable) -> "_BoxJob":
+        """Run ``boxes()`` on the box worker thread from now on (see :meth:`_finish_boxes`)."""
+        from concurrent.futures import ThreadPoolExecutor
 
         if self._box_worker is None:
             self._box_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stvg-boxes")
-        future = self._box_worker.submit(boxes)
-        try:
-            second = model_pass()
-        except BaseException:
-            future.cancel()
-            wait([future])  # the worker has finished before the pass's error leaves
-            raise
+        return _BoxJob(time.thread_time(), self._box_worker.submit(boxes))
+
+    @staticmethod
+    def _finish_boxes(job: "_BoxJob", timings: dict):
+        """The box stage's result (its error raises here); ``timings['box_wait']``: how long this thread waited for
+        it (wall; 0: it was entirely off the critical path)."""
         t_wait = time.perf_counter()
-        got = future.result()
+        got = job.future.result()
         timings["box_wait"] = time.perf_counter() - t_wait
-        return got, second
+        return got
+
+    @staticmethod
+    def _abandon_boxes(job: "_BoxJob") -> None:
+        """This thread failed while the box stage ran: cancel it if it has not started, else wait for it (no
+        segmentation outlives the query), leaving this thread's error to propagate."""
+        from concurrent.futures import wait
+
+        job.future.cancel()
+        wait([job.future])
 
     def _dense_tube(self, result: GroundingResult, track, stamps: list[float], idx: list[int], proposals, image_size,
                     second=None) -> None:
@@ -710,6 +789,14 @@ class Grounder:
         first, last = choose_span([float(np.mean(merged[i])) for i in grid], cfg.span_rule, cfg.span_topk_fraction,
                                   cfg.span_grow_fraction)
         return grid[first], grid[last]
+
+
+@dataclass
+class _BoxJob:
+    """A box stage running on the worker: this thread's CPU clock when it started, and its future."""
+
+    started_cpu: float
+    future: Future
 
 
 def _check_keys(frame_keys: Sequence, n: int) -> None:
