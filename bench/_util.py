@@ -129,7 +129,8 @@ def interleaved(cases: dict[str, Callable[[Callable[[str], None]], object]], dev
     """Time ``cases`` in rounds: every round runs each case once (the order rotated from round to round), so
     a slow spell of a shared machine hits all cases alike and the floor is measured in the same rounds as
     what is divided by it.  ``case(mark)`` runs once; it may call ``mark(stage)`` when a stage starts (the
-    grounder's ``checkpoint``): the time from ``mark(BOX_STAGE)`` to the end is the box stage, the rest the
+    grounder's ``checkpoint``): the box stage is the grounder's ``timings['box_cpu']`` where it records it (CPU in
+    every thread it ran in), else the time from ``mark(BOX_STAGE)`` to the end less the refine pass; the rest the
     model passes.  Clock: :func:`case_clock`.  Memory is measured afterwards, one untimed run per case
     (a sampling thread would add CPU time).  Returns per case the medians (``median_s``, ``model_s``,
     ``box_s``), every round's times, the peak memory and the last return value."""

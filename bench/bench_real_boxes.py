@@ -318,11 +318,13 @@ def select_quality(geometries, methods, cases, placements=PLACEMENTS, chain=None
     return rows
 
 
-#: ``--overlap``'s cases: (box_overlap, box_frame_stride, when the box stage starts); 'refine' = after all the
-#: attention passes, beside the refine pass only (the schedule before issue 26's fourth pass), 'spatial' = as
-#: soon as the spatial maps are read (beside the temporal prompts' pass and the refine pass)
-OVERLAP_CASES = {"serial": (False, 1, None), "beside refine": (True, 1, "refine"), "overlapped": (True, 1, "spatial"),
-                 "serial, stride 2": (False, 2, None), "overlapped, stride 2": (True, 2, "spatial")}
+#: ``--overlap``'s cases: (box_overlap, box_frame_stride, when the box stage starts, region growing retried on a
+#: coarse grid).  'refine' = after all the attention passes, beside the refine pass only, 'spatial' = as soon as
+#: the spatial maps are read (beside the temporal prompts' pass and the refine pass); the "before" cases are the
+#: code before issue 26's fourth pass (its schedule and its retries, :data:`regions.RETRY_FLOOD_ON_COARSE_GRIDS`)
+OVERLAP_CASES = {"serial (before)": (False, 1, None, True), "beside refine (before)": (True, 1, "refine", True),
+                 "serial": (False, 1, None, False), "overlapped": (True, 1, "spatial", False),
+                 "overlapped, stride 2": (True, 2, "spatial", False)}
 
 
 def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", window: int = 60, rounds: int = 3,
@@ -344,7 +346,7 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
     import torch
 
     from stvg_ros.grounding import grounder as grounder_module
-    from stvg_ros.grounding import spatial
+    from stvg_ros.grounding import regions, spatial
     from stvg_ros.config import GroundingConfig
     from stvg_ros.grounding.grounder import Grounder
     from stvg_ros.proposals.annotated import iter_frames, load_annotations
@@ -361,14 +363,14 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
     subs = SubQueries(attribute="the black cup", action="the cup moves", source="given")
     grounders = {name: Grounder(adapter, GroundingConfig(num_frames=FRAMES, decomposer="rules", box_overlap=on,
                                                          box_frame_stride=stride))
-                 for name, (on, stride, _) in OVERLAP_CASES.items() if name in cases}
+                 for name, (on, stride, *_) in OVERLAP_CASES.items() if name in cases}
     idx = sample_indices(len(frames), FRAMES, stamps)
     floor = floor_fn(adapter, [frames[i] for i in idx], [stamps[i] for i in idx],
                      format_question(GroundingConfig().question_template, "the black cup"))
     runs = {name: [] for name in list(grounders) + ["floor"]}
     results = {}
     spatial.SEGMENT_THREADS, threads = 1, spatial.SEGMENT_THREADS
-    tags = grounder_module.SPATIAL_TAGS
+    tags, retry = grounder_module.SPATIAL_TAGS, regions.RETRY_FLOOD_ON_COARSE_GRIDS
     try:
         for r in range(warmup + rounds):
             names = list(grounders) + ["floor"]
@@ -383,11 +385,12 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
                 # the old schedule: every attention prompt counts as the box stage's input, so it starts after them
                 grounder_module.SPATIAL_TAGS = tags if OVERLAP_CASES[name][2] != "refine" else (
                     "spatial_q", "spatial_c", "tas_q", "tas_c", "temporal_q", "temporal_c", "exist")
+                regions.RETRY_FLOOD_ON_COARSE_GRIDS = OVERLAP_CASES[name][3]
                 assert threading.current_thread() is threading.main_thread()
                 p0, t0 = time.process_time(), time.thread_time()
                 res = grounders[name].ground(frames, stamps, "the black cup", sub_queries=subs)
                 p1, t1 = time.process_time(), time.thread_time()
-                grounder_module.SPATIAL_TAGS = tags
+                grounder_module.SPATIAL_TAGS, regions.RETRY_FLOOD_ON_COARSE_GRIDS = tags, retry
                 results[name] = res
                 tm = res.timings
                 overlapped = "box_wait" in tm
@@ -401,7 +404,7 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
                                            refine_pass_cpu=tm.get("refine_pass_cpu", 0.0), model_cpu=(p1 - p0) - box - other))
     finally:
         spatial.SEGMENT_THREADS = threads
-        grounder_module.SPATIAL_TAGS = tags
+        grounder_module.SPATIAL_TAGS, regions.RETRY_FLOOD_ON_COARSE_GRIDS = tags, retry
     out = {"model": label, "clip": clip_name, "window": len(frames), "rounds": rounds, "cases": list(grounders)}
     floors = [x["process_cpu"] for x in runs["floor"]]
     for name, rs in runs.items():
@@ -414,10 +417,11 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
     def tube(res):
         return res.boxes, res.start, res.end, res.track_id
 
-    by_stride = defaultdict(list)
+    same = defaultdict(list)  # cases computing the same boxes: the same stride and retries
     for name in grounders:
-        by_stride[OVERLAP_CASES[name][1]].append(tube(results[name]))
-    out["same_result_per_stride"] = {str(k): all(v == tubes[0] for v in tubes) for k, tubes in by_stride.items()}
+        same[OVERLAP_CASES[name][1], OVERLAP_CASES[name][3]].append(tube(results[name]))
+    out["same_result"] = {f"stride {k[0]}, {'retry' if k[1] else 'no retry'}": all(v == tubes[0] for v in tubes)
+                          for k, tubes in same.items()}
     out["tubes"] = {name: {"start": results[name].start, "end": results[name].end,
                            "boxes": {str(k): v for k, v in results[name].boxes.items()}} for name in grounders}
     return out
@@ -448,9 +452,11 @@ def main(argv=None) -> int:
                          "(box_frame_stride): its share of the critical path, interleaved rounds")
     ap.add_argument("--model", default="small:qwen2_5_vl", help="--overlap's model (as bench_grounding.py's)")
     ap.add_argument("--rounds", type=int, default=3, help="--overlap's timed rounds")
+    ap.add_argument("--cases", nargs="+", default=list(OVERLAP_CASES), choices=list(OVERLAP_CASES),
+                    help="--overlap's cases")
     args = ap.parse_args(argv)
     if args.overlap:
-        out = overlap_cost(args.model, rounds=args.rounds)
+        out = overlap_cost(args.model, rounds=args.rounds, cases=args.cases)
         print(f"{out['model']}: a {out['window']}-frame window of cup.mp4 (640x480), {FRAMES} sampled, refine pass, "
               f"proposal-free auto boxes; median of {out['rounds']} interleaved rounds (CPU s), boxes in one thread\n")
         f = out["floor"]["process_cpu"]
@@ -463,7 +469,7 @@ def main(argv=None) -> int:
             print(f"| {name} | {m['process_cpu']:.3f} | {m['model_cpu']:.3f} | {m['box_cpu']:.3f} | {m['other_cpu']:.3f} | "
                   f"{m['beside_cpu']:.3f} | {m['on_path_cpu']:.3f} | {m['box_cpu_x_floor']:.2f}x | "
                   f"**{m['on_path_cpu_x_floor']:.2f}x** |")
-        print(f"\nsame tube for every case of one stride: {out['same_result_per_stride']}")
+        print(f"\nsame tube for the cases that compute the same boxes: {out['same_result']}")
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
         return 0

@@ -465,7 +465,7 @@ def _one_shot_run(monkeypatch, overlap: bool, stride: int = 1, waits: float = 10
 
     adapter.run = run
     cfg = GroundingConfig(num_frames=10, decomposer="rules", box_method="grabcut", box_overlap=overlap,
-                          box_frame_stride=stride)
+                          **({"box_frame_stride": stride} if stride != 1 else {}))
     with monkeypatch.context() as patch:
         patch.setattr(spatial, "segment_tracks", segment)
         result = Grounder(adapter, cfg).ground(frames, stamps, "the red square moves",

@@ -11,7 +11,9 @@ Stages (paper arXiv 2509.15178; timings per stage go into the result):
    with V_t (temporal), on the reversed clip with V_s' (TAS), each with its caption prompt, and
    the plain full question whose yes/no answer is the existence judgment.
 5. *select*: relevance maps (question / caption attention of the grounding token), track choice
-   (proposals or the attention-built track), time span, boxes.
+   (proposals or the attention-built track), time span, boxes.  The box stage (segmentation and track choice)
+   needs only the spatial maps: with ``box_overlap`` it starts on a worker thread as soon as the spatial and TAS
+   prompts are read, beside the temporal prompts' pass and the refine pass (issue 26).
 
 Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and why:
 
