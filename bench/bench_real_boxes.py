@@ -318,18 +318,16 @@ def select_quality(geometries, methods, cases, placements=PLACEMENTS, chain=None
     return rows
 
 
-#: ``--overlap``'s cases: (box_overlap, box_frame_stride, when the box stage starts, region growing retried on a
-#: coarse grid).  'refine' = after all the attention passes, beside the refine pass only, 'spatial' = as soon as
+#: ``--overlap``'s cases: (box_overlap, when the box stage starts, region growing retried on a coarse grid).  'refine' = after all the attention passes, beside the refine pass only, 'spatial' = as soon as
 #: the spatial maps are read (beside the temporal prompts' pass and the refine pass); the "before" cases are the
 #: code before issue 26's fourth pass (its schedule and its retries, :data:`regions.RETRY_FLOOD_ON_COARSE_GRIDS`)
-OVERLAP_CASES = {"serial (before)": (False, 1, None, True), "beside refine (before)": (True, 1, "refine", True),
-                 "serial": (False, 1, None, False), "overlapped": (True, 1, "spatial", False),
-                 "overlapped, stride 2": (True, 2, "spatial", False)}
+OVERLAP_CASES = {"serial (before)": (False, None, True), "beside refine (before)": (True, "refine", True),
+                 "serial": (False, None, False), "overlapped": (True, "spatial", False)}
 
 
 def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", window: int = 60, rounds: int = 3,
                  warmup: int = 1, annotations=DEFAULT_ANNOTATIONS, cases=tuple(OVERLAP_CASES)) -> dict:
-    """The box stage on the query's critical path (``box_overlap``, ``box_frame_stride``): a live-window query
+    """The box stage on the query's critical path (``box_overlap``): a live-window query
     (``window`` frames of the clip at camera rate, 20 sampled, ``tube_frames: refine``, proposal-free ``auto``
     boxes, sub-queries with distinct attribute and action, no frame keys: every pass encodes) in each of
     :data:`OVERLAP_CASES`, interleaved over ``rounds`` with the floor.  Segmentation in the box stage's own thread
@@ -361,9 +359,8 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
     stamps = [i / 27.0 for i in range(len(frames))]
     adapter, label = load_adapter(model, torch.device("cpu"), "float32")
     subs = SubQueries(attribute="the black cup", action="the cup moves", source="given")
-    grounders = {name: Grounder(adapter, GroundingConfig(num_frames=FRAMES, decomposer="rules", box_overlap=on,
-                                                         box_frame_stride=stride))
-                 for name, (on, stride, *_) in OVERLAP_CASES.items() if name in cases}
+    grounders = {name: Grounder(adapter, GroundingConfig(num_frames=FRAMES, decomposer="rules", box_overlap=on))
+                 for name, (on, *_) in OVERLAP_CASES.items() if name in cases}
     idx = sample_indices(len(frames), FRAMES, stamps)
     floor = floor_fn(adapter, [frames[i] for i in idx], [stamps[i] for i in idx],
                      format_question(GroundingConfig().question_template, "the black cup"))
@@ -383,9 +380,9 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
                         runs["floor"].append(dict(process_cpu=time.process_time() - p0))
                     continue
                 # the old schedule: every attention prompt counts as the box stage's input, so it starts after them
-                grounder_module.SPATIAL_TAGS = tags if OVERLAP_CASES[name][2] != "refine" else (
+                grounder_module.SPATIAL_TAGS = tags if OVERLAP_CASES[name][1] != "refine" else (
                     "spatial_q", "spatial_c", "tas_q", "tas_c", "temporal_q", "temporal_c", "exist")
-                regions.RETRY_FLOOD_ON_COARSE_GRIDS = OVERLAP_CASES[name][3]
+                regions.RETRY_FLOOD_ON_COARSE_GRIDS = OVERLAP_CASES[name][2]
                 assert threading.current_thread() is threading.main_thread()
                 p0, t0 = time.process_time(), time.thread_time()
                 res = grounders[name].ground(frames, stamps, "the black cup", sub_queries=subs)
@@ -417,11 +414,10 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
     def tube(res):
         return res.boxes, res.start, res.end, res.track_id
 
-    same = defaultdict(list)  # cases computing the same boxes: the same stride and retries
+    same = defaultdict(list)  # cases computing the same boxes: the same retries
     for name in grounders:
-        same[OVERLAP_CASES[name][1], OVERLAP_CASES[name][3]].append(tube(results[name]))
-    out["same_result"] = {f"stride {k[0]}, {'retry' if k[1] else 'no retry'}": all(v == tubes[0] for v in tubes)
-                          for k, tubes in same.items()}
+        same[OVERLAP_CASES[name][2]].append(tube(results[name]))
+    out["same_result"] = {"before" if k else "after": all(v == tubes[0] for v in tubes) for k, tubes in same.items()}
     out["tubes"] = {name: {"start": results[name].start, "end": results[name].end,
                            "boxes": {str(k): v for k, v in results[name].boxes.items()}} for name in grounders}
     return out
@@ -448,8 +444,8 @@ def main(argv=None) -> int:
                          "planted peaks): chosen track's IoU and CPU per query, one core")
     ap.add_argument("--overlap", action="store_true",
                     help="instead: a live-window query on --model, the box stage serial / beside the refine pass / "
-                         "from the spatial maps on (box_overlap), every frame or every 2nd segmented "
-                         "(box_frame_stride): its share of the critical path, interleaved rounds")
+                         "from the spatial maps on (box_overlap), before and after issue 26's fourth pass: its share "
+                         "of the critical path, interleaved rounds")
     ap.add_argument("--model", default="small:qwen2_5_vl", help="--overlap's model (as bench_grounding.py's)")
     ap.add_argument("--rounds", type=int, default=3, help="--overlap's timed rounds")
     ap.add_argument("--cases", nargs="+", default=list(OVERLAP_CASES), choices=list(OVERLAP_CASES),

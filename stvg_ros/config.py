@@ -271,10 +271,6 @@ class GroundingConfig:
     frame: the first cut of a run starts from k-means and runs ``box_grabcut_iterations``, the next ones run one
     graph cut with the previous frame's models (about a fifth of the CPU; docs/proposals.md).  1: every cut cold;
     10 (was 4, issue 26): two runs per 20-frame query, one per core where two are free."""
-    box_frame_stride: int = 1
-    """Proposal-free boxes: segment every n-th sampled frame (and the last); a track's boxes on the frames between
-    are interpolated in time from its segmented ones (as a track's gaps are).  1: every frame; 2 saves ~30 % of
-    the box stage's CPU but lost 5.9 m_vIoU points on the synthetic val split (bench/README.md, issue 26)."""
     box_overlap: bool = True
     """Proposal-free boxes: segment them on a worker thread as soon as the spatial maps are read (the spatial and
     TAS prompts run in a pass of their own), while the temporal and existence prompts and, on a window longer than
@@ -343,8 +339,6 @@ class GroundingConfig:
             raise bad("box_seeds", self.box_seeds, "use 1 or more relevance peaks per frame")
         if self.box_grabcut_iterations < 1:
             raise bad("box_grabcut_iterations", self.box_grabcut_iterations, "use 1 or more GrabCut iterations")
-        if self.box_frame_stride < 1:
-            raise bad("box_frame_stride", self.box_frame_stride, "use 1 (segment every sampled frame) or more")
         if self.box_grabcut_chain < 1:
             raise bad("box_grabcut_chain", self.box_grabcut_chain,
                       "use 1 (every frame's GrabCut cold) or more frames per chain of warm-started cuts")

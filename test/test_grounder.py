@@ -428,7 +428,7 @@ def test_a_cancel_inside_the_overlapped_box_stage_stops_the_query():
 
 # --- the box stage from the spatial maps on (issue 26 item 6, fourth pass) -----------------------------------
 
-def _one_shot_run(monkeypatch, overlap: bool, stride: int = 1, waits: float = 10.0):
+def _one_shot_run(monkeypatch, overlap: bool, waits: float = 10.0):
     """A proposal-free query given exactly ``num_frames`` frames (no refine pass) with LRA, TAS and distinct
     attribute and action (so the temporal prompts have their own latent prompt).  Returns the result and what
     the attention passes saw: per pass with attention captured, its batch and whether the segmentation had
@@ -464,8 +464,7 @@ def _one_shot_run(monkeypatch, overlap: bool, stride: int = 1, waits: float = 10
         return orig_run(visual, questions, visual_delta=visual_delta, capture=capture, with_grad=with_grad)
 
     adapter.run = run
-    cfg = GroundingConfig(num_frames=10, decomposer="rules", box_method="grabcut", box_overlap=overlap,
-                          **({"box_frame_stride": stride} if stride != 1 else {}))
+    cfg = GroundingConfig(num_frames=10, decomposer="rules", box_method="grabcut", box_overlap=overlap)
     with monkeypatch.context() as patch:
         patch.setattr(spatial, "segment_tracks", segment)
         result = Grounder(adapter, cfg).ground(frames, stamps, "the red square moves",
@@ -512,37 +511,3 @@ def test_the_box_stage_beside_torch_takes_only_the_cores_torch_leaves(monkeypatc
     assert g._box_threads() == 1
     g.adapter.device = torch.device("cuda")
     assert g._box_threads() is None
-
-
-def test_box_frame_stride_segments_every_nth_frame_and_interpolates_between(monkeypatch):
-    """``box_frame_stride: 2`` segments frames 0, 2, ..., and the last (6 of 10); the tube still has a box on every
-    frame of its span, the skipped ones interpolated from the track's neighbours."""
-    from stvg_ros.grounding import regions
-
-    seen = []
-    original = regions.frame_candidates
-
-    def candidates(image, *args, **kwargs):
-        seen.append(image)
-        return original(image, *args, **kwargs)
-
-    monkeypatch.setattr(regions, "frame_candidates", candidates)
-    frames, stamps, box = clip_with_square(num_frames=10, size=64, frames_on=range(10), cell=(1, 2))
-    got = {}
-    for stride in (1, 2):
-        seen.clear()
-        cfg = GroundingConfig(num_frames=10, decomposer="rules", box_method="grabcut", box_frame_stride=stride)
-        got[stride] = Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square")
-        got[stride, "segmented"] = [next(i for i, f in enumerate(frames) if f is s) for s in seen]
-    assert got[1, "segmented"] == list(range(10))
-    assert got[2, "segmented"] == [0, 2, 4, 6, 8, 9]
-    r1, r2 = got[1], got[2]
-    _check_contract(r2, stamps, (64, 64))
-    assert sorted(r2.boxes) == [s for s in r2.frame_stamps if r2.start <= s <= r2.end]
-    from stvg_ros.boxes import box_iou
-
-    # a still square: the interpolated boxes are its box, as the segmented ones are
-    assert all(box_iou(b, box) > 0.8 for b in r2.boxes.values())
-    assert all(box_iou(r2.boxes[s], r1.boxes[s]) > 0.9 for s in set(r1.boxes) & set(r2.boxes))
-    with pytest.raises(ConfigError, match="box_frame_stride"):
-        GroundingConfig(box_frame_stride=0)

@@ -661,8 +661,7 @@ class Grounder:
                                                   box_iterations=cfg.box_grabcut_iterations,
                                                   box_chain=cfg.box_grabcut_chain, track_score=cfg.track_score,
                                                   check=(lambda: checkpoint("select")) if checkpoint else None,
-                                                  threads=threads, box_stride=cfg.box_frame_stride,
-                                                  pool_cpu=pool_cpu)
+                                                  threads=threads, pool_cpu=pool_cpu)
         return best, tracks, reason
 
     def _span_result(self, best, tracks, reason, spatial, temporal, p_yes, tokens, visual, query, subs, used_stamps,

@@ -176,41 +176,34 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
                    method: str = "auto", seeds: int = 2, min_fraction: float = 0.3,
                    iterations: int = GRABCUT_ITERATIONS, chain: int = GRABCUT_CHAIN,
                    check: Callable[[], None] | None = None, threads: int | None = None,
-                   stride: int = 1, pool_cpu: list | None = None) -> list[SampledTrack]:
+                   pool_cpu: list | None = None) -> list[SampledTrack]:
     """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
     local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
     the IoU tracker (one stage, centre-shift fallback for fast movers).  Runs of ``chain`` consecutive
     frames carry GrabCut's colour models from frame to frame (:class:`~stvg_ros.grounding.regions.ColourChain`;
     1 = every cut cold).  ``check()`` is called before each frame's segmentation and may raise (a
     cancel) to stop there: segmentation is most of a grounding's CPU time.  ``threads``: how many segment the
-    chains (None: :data:`SEGMENT_THREADS`); the boxes are the same whatever it is.  ``stride``: only every n-th
-    frame (and the last) is segmented, chained and linked; the tracks have no box on the others (callers
-    interpolate a track's gaps in time).  ``pool_cpu``: gets the CPU seconds of each chain segmented on another
-    thread (the caller's thread CPU holds the rest)."""
+    chains (None: :data:`SEGMENT_THREADS`); the boxes are the same whatever it is.  ``pool_cpu``: gets the CPU
+    seconds of each chain segmented on another thread (the caller's thread CPU holds the rest)."""
     import time
 
     from ..proposals.tracks import Detections
     from ..proposals.tracker import ByteTracker
     from .regions import ColourChain, frame_candidates
 
-    T = len(grid_maps)
-    keys = list(range(0, T, max(1, stride)))
-    if keys[-1] != T - 1:
-        keys.append(T - 1)
-    full, _ = upsample_maps(grid_maps[keys], content_box, image_size, max_side=None)
+    full, _ = upsample_maps(grid_maps, content_box, image_size, max_side=None)
     tracker = ByteTracker(high=0.0, low=0.0, match_iou=0.3, max_lost=3, two_stage=False, max_center_shift=1.0)
-
+    T = len(grid_maps)
     caller = threading.get_ident()
 
-    def candidates(ks):
+    def candidates(ts):
         c = time.thread_time()
-        models = ColourChain() if len(ks) > 1 else None
+        models = ColourChain() if len(ts) > 1 else None
         out = []
-        for k in ks:
+        for t in ts:
             if check is not None:
                 check()
-            t = keys[k]
-            out.append(frame_candidates(frames[t], grid_maps[t], full[k], grid, content_box, method, seeds,
+            out.append(frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds,
                                         min_fraction, box_threshold, iterations=iterations, chain=models))
         if pool_cpu is not None and threading.get_ident() != caller:
             pool_cpu.append(time.thread_time() - c)
@@ -219,10 +212,10 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
     # chains are segmented independently (OpenCV releases the GIL, and seeds its RNG per thread): in parallel;
     # fixed-length chains, so the boxes are the same whatever the number of threads
     run = max(1, chain)
-    chains = [range(k, min(k + run, len(keys))) for k in range(0, len(keys), run)]
+    chains = [range(t, min(t + run, T)) for t in range(0, T, run)]
     pool = _segment_pool(threads) if len(chains) > 1 else None
     per_frame = [c for cs in (pool.map(candidates, chains) if pool is not None else map(candidates, chains)) for c in cs]
-    for t, cands in zip(keys, per_frame):
+    for t, cands in enumerate(per_frame):
         boxes = np.array([b for b, _ in cands], np.float32).reshape(-1, 4)
         tracker.update(t, Detections(boxes, np.array([v for _, v in cands], np.float32)))
     out = []
@@ -240,7 +233,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
                  box_iterations: int = GRABCUT_ITERATIONS,
                  box_chain: int = GRABCUT_CHAIN, check: Callable[[], None] | None = None,
                  track_score: str = "max", threads: int | None = None,
-                 box_stride: int = 1, pool_cpu: list | None = None) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
+                 pool_cpu: list | None = None) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
     Without usable proposals: with ``frames`` (the sampled frames) and a segmenting ``box_method``,
@@ -248,7 +241,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
     relevance-only :func:`attention_track`.
     Returns ``(best, all scored tracks, upsampled maps, their scale, reason)``; ``reason`` says
     why the proposal-free path was taken although proposals were given (empty otherwise).
-    ``check``, ``threads``, ``box_stride`` (its ``stride``), ``pool_cpu``: see :func:`segment_tracks`.
+    ``check``, ``threads``, ``pool_cpu``: see :func:`segment_tracks`.
     ``track_score``: 'max' = :func:`score_tracks` (maximum of the upsampled map inside the boxes); 'cells' =
     :func:`score_tracks_on_cells` (the official code's cell weights).
     """
@@ -262,7 +255,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
     if not tracks and frames is not None and box_method != "cells":
         tracks = segment_tracks(frames, grid_maps, grid, content_box, image_size, box_threshold, box_method,
                                 box_seeds, iterations=box_iterations, chain=box_chain, check=check, threads=threads,
-                                stride=box_stride, pool_cpu=pool_cpu)
+                                pool_cpu=pool_cpu)
     if not tracks:
         tracks = [attention_track(grid_maps, grid, content_box, image_size, box_threshold)]
     if track_score == "cells":
