@@ -138,9 +138,10 @@ def test_region_growing_is_not_retried_on_an_object_it_failed_on_in_the_chain(mo
 
 
 def test_region_growing_is_not_retried_on_a_coarse_grid_either(monkeypatch):
-    """Issue 26 item 6, fourth pass: the same rule on coarse grids (Qwen's default 9x7 here; the shipped model's 4x5,
-    where the failed tries were ~17 % of the box stage): 8 tries per 20-frame cup query instead of 20, and the
-    chosen track at least as good (0.504 retrying on every frame, 0.579 now)."""
+    """Issue 26 item 6, fourth pass: the same rule on coarse grids where region growing's ROI is larger than its
+    working size, as on a camera's frames (Qwen's default 9x7 here; the shipped model's 4x5, where the failed tries
+    were ~17 % of the box stage): 8 tries per 20-frame cup query instead of 20, and the chosen track at least as
+    good (0.504 retrying on every frame, 0.579 now)."""
     from stvg_ros.grounding import regions
 
     tries = []
