@@ -129,7 +129,8 @@ def interleaved(cases: dict[str, Callable[[Callable[[str], None]], object]], dev
     """Time ``cases`` in rounds: every round runs each case once (the order rotated from round to round), so
     a slow spell of a shared machine hits all cases alike and the floor is measured in the same rounds as
     what is divided by it.  ``case(mark)`` runs once; it may call ``mark(stage)`` when a stage starts (the
-    grounder's ``checkpoint``): the time from ``mark(BOX_STAGE)`` to the end is the box stage, the rest the
+    grounder's ``checkpoint``): the box stage is the grounder's ``timings['box_cpu']`` where it records it (CPU in
+    every thread it ran in), else the time from ``mark(BOX_STAGE)`` to the end less the refine pass; the rest the
     model passes.  Clock: :func:`case_clock`.  Memory is measured afterwards, one untimed run per case
     (a sampling thread would add CPU time).  Returns per case the medians (``median_s``, ``model_s``,
     ``box_s``), every round's times, the peak memory and the last return value."""
@@ -145,9 +146,11 @@ def interleaved(cases: dict[str, Callable[[Callable[[str], None]], object]], dev
             values[name] = cases[name](lambda stage: marks.append((stage, clock())))
             t1 = clock()
             box_start = next((t for stage, t in marks if stage == BOX_STAGE), t1)
-            refine = (getattr(values[name], "timings", None) or {}).get("refine_pass_cpu", 0.0)  # a model pass
+            timings = getattr(values[name], "timings", None) or {}
+            refine = timings.get("refine_pass_cpu", 0.0)  # a model pass
+            box = timings.get("box_cpu", max(0.0, t1 - box_start - refine))  # measured in its threads where run
             if r >= warmup:
-                runs[name].append((t1 - t0, max(0.0, t1 - box_start - refine)))
+                runs[name].append((t1 - t0, box))
     out = {}
     for name in names:
         with PeakMemory(device) as mem:
@@ -180,10 +183,13 @@ def staged(run: Callable[[Callable[[str], None]], object], clock: Callable[[], f
 
 
 def box_seconds(stages: dict, result=None) -> float:
-    """The box stage's seconds of a grounding timed by :func:`staged`: its ``select`` stage less the refine pass
-    (a model pass that runs inside it on a long window, overlapped with the boxes or after them; the grounder
-    records its CPU seconds in ``result.timings['refine_pass_cpu']``)."""
+    """The box stage's seconds of a grounding timed by :func:`staged`: the grounder's ``timings['box_cpu']`` (CPU
+    seconds in every thread it ran in) where recorded, else its ``select`` stage less the refine pass (a model
+    pass that runs inside it on a long window; the grounder records its CPU seconds in
+    ``result.timings['refine_pass_cpu']``)."""
     timings = getattr(result, "timings", None) or {}
+    if "box_cpu" in timings:  # the grounder's own count, in every thread the box stage used (it may start on a
+        return timings["box_cpu"]  # worker during the model's last passes: box_overlap)
     return max(0.0, stages.get(BOX_STAGE, 0.0) - timings.get("refine_pass_cpu", 0.0))
 
 

@@ -13,7 +13,7 @@ object: one garment of a person), and the CPU milliseconds per box.
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py [--geometries qwen-224 qwen-processor ...]
         [--methods cells flood grabcut auto] [--json bench/results/real-boxes.json] [--compare A B ...]
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --select   # the select stage's CPU per 20-frame query
-    OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --overlap  # the boxes beside the refine pass (box_overlap)
+    OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --overlap  # the box stage's share of the critical path
     OMP_NUM_THREADS=1 python bench/bench_real_boxes.py --tracks   # the select stage on every annotated object's track
 
 Geometries (``--geometries``; the default: all): ``qwen-<side>`` Qwen2.5-VL/Qwen2-VL with ``frame_resize:
@@ -318,20 +318,33 @@ def select_quality(geometries, methods, cases, placements=PLACEMENTS, chain=None
     return rows
 
 
+#: ``--overlap``'s cases: (box_overlap, when the box stage starts, region growing retried on a coarse grid).  'refine' = after all the attention passes, beside the refine pass only, 'spatial' = as soon as
+#: the spatial maps are read (beside the temporal prompts' pass and the refine pass); the "before" cases are the
+#: code before issue 26's fourth pass (its schedule and its retries, :data:`regions.RETRY_FLOOD_ON_COARSE_GRIDS`)
+OVERLAP_CASES = {"serial (before)": (False, None, True), "beside refine (before)": (True, "refine", True),
+                 "serial": (False, None, False), "overlapped": (True, "spatial", False)}
+
+
 def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", window: int = 60, rounds: int = 3,
-                 warmup: int = 1, annotations=DEFAULT_ANNOTATIONS) -> dict:
-    """The box stage beside the refine pass (``box_overlap``): a live-window query (``window`` frames of the clip at
-    camera rate, 20 sampled, ``tube_frames: refine``, proposal-free ``auto`` boxes, no frame keys: every pass
-    encodes) with the boxes segmented after the refine pass (serial) and during it (overlapped), interleaved over
-    ``rounds``.  Segmentation in the worker's own thread (``spatial.SEGMENT_THREADS = 1``) so that the calling
-    thread's CPU time is the query's critical path: model passes (+ the boxes when serial).  Per mode the medians
-    of: process CPU (all threads: the work), the calling thread's CPU, the select stage's CPU in the calling
-    thread, the wait for the boxes after the refine pass (wall), and the query's wall time."""
+                 warmup: int = 1, annotations=DEFAULT_ANNOTATIONS, cases=tuple(OVERLAP_CASES)) -> dict:
+    """The box stage on the query's critical path (``box_overlap``): a live-window query
+    (``window`` frames of the clip at camera rate, 20 sampled, ``tube_frames: refine``, proposal-free ``auto``
+    boxes, sub-queries with distinct attribute and action, no frame keys: every pass encodes) in each of
+    :data:`OVERLAP_CASES`, interleaved over ``rounds`` with the floor.  Segmentation in the box stage's own thread
+    (``spatial.SEGMENT_THREADS = 1``; torch has one thread with OMP_NUM_THREADS=1), so each thread's CPU time
+    (``time.thread_time``) is one core's work: the calling thread's CPU is the model passes (+ the boxes when
+    serial); ``timings['box_cpu']`` the box stage's in its thread; ``timings['box_beside_cpu']`` the calling
+    thread's CPU from the box stage's start to the moment it needs the boxes.  The box stage's share of the
+    critical path (the CPU the calling thread waits for, given a free core for the worker) is then the boxes when
+    serial, else ``max(0, boxes + other threads' CPU - beside)``, where "other threads" is the process CPU no
+    thread above accounts for (OpenCV's own worker threads; conservatively counted as serial to the boxes).
+    Wall times on a shared machine say nothing about it and are not used."""
     import threading
 
     import torch
 
-    from stvg_ros.grounding import spatial
+    from stvg_ros.grounding import grounder as grounder_module
+    from stvg_ros.grounding import regions, spatial
     from stvg_ros.config import GroundingConfig
     from stvg_ros.grounding.grounder import Grounder
     from stvg_ros.proposals.annotated import iter_frames, load_annotations
@@ -347,43 +360,66 @@ def overlap_cost(model: str = "small:qwen2_5_vl", clip_name: str = "cup.mp4", wi
     adapter, label = load_adapter(model, torch.device("cpu"), "float32")
     subs = SubQueries(attribute="the black cup", action="the cup moves", source="given")
     grounders = {name: Grounder(adapter, GroundingConfig(num_frames=FRAMES, decomposer="rules", box_overlap=on))
-                 for name, on in (("serial", False), ("overlapped", True))}
+                 for name, (on, *_) in OVERLAP_CASES.items() if name in cases}
     idx = sample_indices(len(frames), FRAMES, stamps)
     floor = floor_fn(adapter, [frames[i] for i in idx], [stamps[i] for i in idx],
                      format_question(GroundingConfig().question_template, "the black cup"))
     runs = {name: [] for name in list(grounders) + ["floor"]}
     results = {}
     spatial.SEGMENT_THREADS, threads = 1, spatial.SEGMENT_THREADS
+    tags, retry = grounder_module.SPATIAL_TAGS, regions.RETRY_FLOOD_ON_COARSE_GRIDS
     try:
         for r in range(warmup + rounds):
-            names = list(grounders)[r % 2:] + list(grounders)[:r % 2]
+            names = list(grounders) + ["floor"]
+            names = names[r % len(names):] + names[:r % len(names)]
             for name in names:
-                marks = {}
-
-                def mark(stage):
-                    if threading.current_thread() is threading.main_thread() and stage not in marks:
-                        marks[stage] = time.thread_time()
-
-                p0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
-                res = grounders[name].ground(frames, stamps, "the black cup", sub_queries=subs, checkpoint=mark)
-                p1, t1, w1 = time.process_time(), time.thread_time(), time.perf_counter()
+                if name == "floor":
+                    p0 = time.process_time()
+                    floor()  # the floor (encode + one prefill) in the same rounds
+                    if r >= warmup:
+                        runs["floor"].append(dict(process_cpu=time.process_time() - p0))
+                    continue
+                # the old schedule: every attention prompt counts as the box stage's input, so it starts after them
+                grounder_module.SPATIAL_TAGS = tags if OVERLAP_CASES[name][1] != "refine" else (
+                    "spatial_q", "spatial_c", "tas_q", "tas_c", "temporal_q", "temporal_c", "exist")
+                regions.RETRY_FLOOD_ON_COARSE_GRIDS = OVERLAP_CASES[name][2]
+                assert threading.current_thread() is threading.main_thread()
+                p0, t0 = time.process_time(), time.thread_time()
+                res = grounders[name].ground(frames, stamps, "the black cup", sub_queries=subs)
+                p1, t1 = time.process_time(), time.thread_time()
+                grounder_module.SPATIAL_TAGS, regions.RETRY_FLOOD_ON_COARSE_GRIDS = tags, retry
                 results[name] = res
+                tm = res.timings
+                overlapped = "box_wait" in tm
+                box = tm["box_cpu"]
+                other = max(0.0, (p1 - p0) - (t1 - t0) - (box if overlapped else 0.0))
+                beside = tm.get("box_beside_cpu", 0.0)
+                on_path = max(0.0, box + other - beside) if overlapped else box + other
                 if r >= warmup:
-                    runs[name].append(dict(process_cpu=p1 - p0, thread_cpu=t1 - t0, select_thread_cpu=t1 - marks["select"],
-                                           box_wait=res.timings.get("box_wait", 0.0), wall=w1 - w0,
-                                           refine_pass_cpu=res.timings.get("refine_pass_cpu", 0.0)))
-            p0 = time.process_time()
-            floor()  # the floor (encode + one prefill) in the same rounds
-            if r >= warmup:
-                runs["floor"].append(dict(process_cpu=time.process_time() - p0))
+                    runs[name].append(dict(process_cpu=p1 - p0, thread_cpu=t1 - t0, box_cpu=box, other_cpu=other,
+                                           beside_cpu=beside, on_path_cpu=on_path,
+                                           refine_pass_cpu=tm.get("refine_pass_cpu", 0.0), model_cpu=(p1 - p0) - box - other))
     finally:
         spatial.SEGMENT_THREADS = threads
-    a, b = results["serial"], results["overlapped"]
-    same = (a.boxes == b.boxes and (a.start, a.end, a.track_id) == (b.start, b.end, b.track_id))
-    out = {"model": label, "clip": clip_name, "window": len(frames), "rounds": rounds, "same_result": same}
+        grounder_module.SPATIAL_TAGS, regions.RETRY_FLOOD_ON_COARSE_GRIDS = tags, retry
+    out = {"model": label, "clip": clip_name, "window": len(frames), "rounds": rounds, "cases": list(grounders)}
+    floors = [x["process_cpu"] for x in runs["floor"]]
     for name, rs in runs.items():
         out[name] = {k: float(np.median([x[k] for x in rs])) for k in rs[0]}
+        if name != "floor":  # per-round ratios to the same round's floor, then the median
+            for k in ("box_cpu", "on_path_cpu"):
+                out[name][k + "_x_floor"] = float(np.median([x[k] / f for x, f in zip(rs, floors)]))
         out[name]["rounds_s"] = rs
+
+    def tube(res):
+        return res.boxes, res.start, res.end, res.track_id
+
+    same = defaultdict(list)  # cases computing the same boxes: the same retries
+    for name in grounders:
+        same[OVERLAP_CASES[name][2]].append(tube(results[name]))
+    out["same_result"] = {"before" if k else "after": all(v == tubes[0] for v in tubes) for k, tubes in same.items()}
+    out["tubes"] = {name: {"start": results[name].start, "end": results[name].end,
+                           "boxes": {str(k): v for k, v in results[name].boxes.items()}} for name in grounders}
     return out
 
 
@@ -407,30 +443,29 @@ def main(argv=None) -> int:
                     help="instead: the select stage on 20 frames of every object annotated on >= 5 frames (tracks of "
                          "planted peaks): chosen track's IoU and CPU per query, one core")
     ap.add_argument("--overlap", action="store_true",
-                    help="instead: a live-window query on small:qwen2_5_vl with the boxes segmented after / during "
-                         "the refine pass (box_overlap), interleaved rounds")
+                    help="instead: a live-window query on --model, the box stage serial / beside the refine pass / "
+                         "from the spatial maps on (box_overlap), before and after issue 26's fourth pass: its share "
+                         "of the critical path, interleaved rounds")
     ap.add_argument("--model", default="small:qwen2_5_vl", help="--overlap's model (as bench_grounding.py's)")
     ap.add_argument("--rounds", type=int, default=3, help="--overlap's timed rounds")
+    ap.add_argument("--cases", nargs="+", default=list(OVERLAP_CASES), choices=list(OVERLAP_CASES),
+                    help="--overlap's cases")
     args = ap.parse_args(argv)
     if args.overlap:
-        out = overlap_cost(args.model, rounds=args.rounds)
+        out = overlap_cost(args.model, rounds=args.rounds, cases=args.cases)
         print(f"{out['model']}: a {out['window']}-frame window of cup.mp4 (640x480), {FRAMES} sampled, refine pass, "
-              f"proposal-free auto boxes; median of {out['rounds']} interleaved rounds, segmentation in one thread\n")
-        print("| boxes | process CPU s (all threads) | calling thread CPU s (critical path) | of it: select stage | "
-              "wait for the boxes (wall s) | query wall s |\n|---|---|---|---|---|---|")
-        for name in ("serial", "overlapped"):
+              f"proposal-free auto boxes; median of {out['rounds']} interleaved rounds (CPU s), boxes in one thread\n")
+        f = out["floor"]["process_cpu"]
+        print(f"floor (encode + one prefill, same rounds): {f:.3f} CPU s\n")
+        print("| case | process CPU (all threads) | model passes | box stage (its thread) | other threads | "
+              "calling thread's CPU beside the boxes | box stage on the critical path | boxes / floor | "
+              "on the critical path / floor |\n|---|---|---|---|---|---|---|---|---|")
+        for name in out["cases"]:
             m = out[name]
-            print(f"| {name} | {m['process_cpu']:.3f} | {m['thread_cpu']:.3f} | {m['select_thread_cpu']:.3f} | "
-                  f"{m['box_wait']:.3f} | {m['wall']:.3f} |")
-        f, se, ov = out["floor"]["process_cpu"], out["serial"], out["overlapped"]
-        boxes = se["select_thread_cpu"] - ov["select_thread_cpu"]
-        refine = ov["refine_pass_cpu"]
-        left = max(0.0, boxes - refine)
-        print(f"\nfloor (encode + one prefill, same rounds): {f:.3f} CPU s; the boxes ~{boxes:.3f} CPU s, the refine "
-              f"pass {refine:.3f} CPU s.  The box stage on the query's critical path: {boxes / f:.2f}x the floor "
-              f"serially, ~{left / f:.2f}x overlapped (the boxes less the refine pass they run beside, given a free "
-              f"core; the measured wait above is wall time on this machine)")
-        print(f"\nsame tube serial and overlapped: {out['same_result']}")
+            print(f"| {name} | {m['process_cpu']:.3f} | {m['model_cpu']:.3f} | {m['box_cpu']:.3f} | {m['other_cpu']:.3f} | "
+                  f"{m['beside_cpu']:.3f} | {m['on_path_cpu']:.3f} | {m['box_cpu_x_floor']:.2f}x | "
+                  f"**{m['on_path_cpu_x_floor']:.2f}x** |")
+        print(f"\nsame tube for the cases that compute the same boxes: {out['same_result']}")
         if args.json:
             Path(args.json).write_text(json.dumps(out, indent=1))
         return 0

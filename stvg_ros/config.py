@@ -272,9 +272,11 @@ class GroundingConfig:
     graph cut with the previous frame's models (about a fifth of the CPU; docs/proposals.md).  1: every cut cold;
     10 (was 4, issue 26): two runs per 20-frame query, one per core where two are free."""
     box_overlap: bool = True
-    """With ``tube_frames: refine`` on a window longer than ``num_frames``: segment the boxes on a worker thread
-    while the refine pass (which needs no box) runs, so the box stage is off the query's critical path where
-    two cores or a GPU are free.  The result is the same; False runs one after the other."""
+    """Proposal-free boxes: segment them on a worker thread as soon as the spatial maps are read (the spatial and
+    TAS prompts run in a pass of their own), while the temporal and existence prompts and, on a window longer than
+    ``num_frames`` (``tube_frames: refine``), the refine pass run, none of which needs a box: the box stage is off
+    the query's critical path where a core or a GPU is free.  The result is the same; False runs one after the
+    other (the attention prompts in one pass)."""
     use_model_defaults: bool = True
     """Take the model directory's grounding_defaults.json as a layer (under the preset and what the user
     set, :func:`stvg_ros.presets.resolve`); false: ignore the file."""

@@ -182,9 +182,11 @@ def test_sub_query_inference_asks_the_sub_queries_and_the_caption_once():
     cfg = GroundingConfig(num_frames=6, use_lra=False, use_tas=False, inference_query="sub")
     result = Grounder(adapter, cfg).ground(frames, stamps, "the red square that moves",
                                            sub_queries=("the red square", "the square moves"))
-    caption, call = adapter.calls
+    # with box_overlap (the default) the spatial question runs first, the others beside the box stage
+    caption, *calls = adapter.calls
     assert caption["questions"] == [cfg.caption_prompt]
-    assert sorted(call["questions"]) == sorted([
+    assert [q for c in calls for q in c["questions"]][0] == format_question(cfg.question_template, "the red square")
+    assert sorted(q for c in calls for q in c["questions"]) == sorted([
         format_question(cfg.question_template, "the red square"),
         format_question(cfg.question_template, "the square moves"),
         format_question(cfg.question_template, "the red square that moves")])
@@ -422,3 +424,90 @@ def test_a_cancel_inside_the_overlapped_box_stage_stops_the_query():
     cfg = GroundingConfig(num_frames=12, decomposer="rules", box_method="grabcut")
     with pytest.raises(Cancelled):
         Grounder(FakeAdapter(), cfg).ground(frames, stamps, "the red square", checkpoint=checkpoint)
+
+
+# --- the box stage from the spatial maps on (issue 26 item 6, fourth pass) -----------------------------------
+
+def _one_shot_run(monkeypatch, overlap: bool, waits: float = 10.0):
+    """A proposal-free query given exactly ``num_frames`` frames (no refine pass) with LRA, TAS and distinct
+    attribute and action (so the temporal prompts have their own latent prompt).  Returns the result and what
+    the attention passes saw: per pass with attention captured, its batch and whether the segmentation had
+    started / finished when it began; the passes after the first wait up to ``waits`` s for the segmentation to
+    start, the segmentation waits for a later pass to start (so the test sees them run side by side)."""
+    import threading
+
+    from stvg_ros.grounding import spatial
+
+    frames, stamps, _ = clip_with_square(num_frames=10, size=64, frames_on=range(2, 8), cell=(1, 2))
+    started, later_pass, log = threading.Event(), threading.Event(), {"segmented": False, "passes": []}
+    original = spatial.segment_tracks
+
+    def segment(*args, **kwargs):
+        started.set()
+        log["segment_thread"] = threading.get_ident()
+        log["saw_a_later_pass"] = later_pass.wait(waits)
+        out = original(*args, **kwargs)
+        log["segmented"] = True
+        return out
+
+    adapter = FakeAdapter()
+    orig_run = adapter.run
+
+    def run(visual, questions, visual_delta=None, capture=None, with_grad=False):
+        if capture is not None and not with_grad:  # an attention pass (LRA's steps take gradients)
+            first = not log["passes"]
+            if not first:
+                later_pass.set()
+                started.wait(waits)
+            log["passes"].append({"batch": len(list(questions)), "segmenting": started.is_set() and not log["segmented"],
+                                  "thread": threading.get_ident()})
+        return orig_run(visual, questions, visual_delta=visual_delta, capture=capture, with_grad=with_grad)
+
+    adapter.run = run
+    cfg = GroundingConfig(num_frames=10, decomposer="rules", box_method="grabcut", box_overlap=overlap)
+    with monkeypatch.context() as patch:
+        patch.setattr(spatial, "segment_tracks", segment)
+        result = Grounder(adapter, cfg).ground(frames, stamps, "the red square moves",
+                                               sub_queries=("the red square", "the square moves"))
+    return result, log
+
+
+def test_the_box_stage_starts_from_the_spatial_maps_beside_the_temporal_prompts_pass(monkeypatch):
+    """The box stage needs only the spatial (and TAS) prompts: it starts as soon as they are read and runs while the
+    temporal prompts' pass does, with no refine pass to hide behind (before: after all the attention prompts, so a
+    query given exactly num_frames frames segmented with nothing beside it).  Same tube, scores and tokens."""
+    serial, s_log = _one_shot_run(monkeypatch, overlap=False, waits=0.0)
+    parallel, p_log = _one_shot_run(monkeypatch, overlap=True)
+    # overlapped: the spatial and TAS prompts (4) in one pass, then the temporal pair and the existence question
+    # (this fake has no clip prefix for LRA's first step to answer it on) beside the segmentation
+    assert [p["batch"] for p in p_log["passes"]] == [4, 3]
+    assert p_log["passes"][1]["segmenting"] and p_log["saw_a_later_pass"]
+    assert p_log["segment_thread"] != p_log["passes"][1]["thread"]
+    assert parallel.timings["box_beside_cpu"] >= 0.0 and parallel.timings["box_cpu"] > 0.0
+    # serially (box_overlap: false) the prompts keep their one pass and the boxes come after it, in this thread
+    assert [p["batch"] for p in s_log["passes"]] == [7] and not s_log["passes"][0]["segmenting"]
+    assert s_log["segment_thread"] == s_log["passes"][0]["thread"] and "box_wait" not in serial.timings
+    for r in (serial, parallel):
+        _check_contract(r, serial.frame_stamps, (64, 64))
+    assert (parallel.track_id, parallel.start, parallel.end, parallel.boxes) == \
+        (serial.track_id, serial.start, serial.end, serial.boxes)
+    assert parallel.frame_scores == serial.frame_scores and parallel.track_scores == serial.track_scores
+    assert parallel.p_yes == serial.p_yes and parallel.grounding_tokens == serial.grounding_tokens
+    assert list(parallel.grounding_tokens) == list(serial.grounding_tokens)
+
+
+def test_the_box_stage_beside_torch_takes_only_the_cores_torch_leaves(monkeypatch):
+    """No oversubscription: beside a CPU model's passes the box stage segments on the cores torch's threads leave
+    (at least its own one); beside a GPU model on the module's default."""
+    from stvg_ros.grounding import spatial
+
+    g = Grounder(FakeAdapter(), GroundingConfig())
+    monkeypatch.setattr(spatial, "SEGMENT_THREADS", 0)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    for torch_threads, want in ((8, 1), (16, 1), (6, 2), (1, 7)):
+        monkeypatch.setattr(torch, "get_num_threads", lambda n=torch_threads: n)
+        assert g._box_threads() == want
+    monkeypatch.setattr(spatial, "SEGMENT_THREADS", 1)
+    assert g._box_threads() == 1
+    g.adapter.device = torch.device("cuda")
+    assert g._box_threads() is None

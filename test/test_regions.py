@@ -332,3 +332,30 @@ def test_region_growing_on_a_working_size_is_unchanged_on_small_frames_and_close
     fast = _at_most(FLOOD_SIDE, flood_box, big, prior, (170.0, 120.0, 420.0, 360.0), 60.0)
     assert full is not None and fast is not None
     assert max(abs(a - b) for a, b in zip(full, fast)) <= 3.0, (full, fast)
+
+
+def test_failed_region_growing_is_retried_only_where_its_roi_fits_its_working_size(monkeypatch):
+    """Issue 26 item 6, fourth pass: on a coarse grid, region growing that failed on an object in the chain's
+    previous frame is tried again only where its ROI fits ``FLOOD_SIDE`` as it is (cheap: the synthetic world's 112 px
+    frames, where a retry often succeeds); on a camera's frame GrabCut takes the object (before: retried on every
+    frame, whatever the ROI).  Fine grids skip the retry anyway."""
+    from stvg_ros.grounding import regions
+
+    tries = []
+    monkeypatch.setattr(regions, "flood_parts_box", lambda image, *a, **k: tries.append(image.shape) or None)
+    monkeypatch.setattr(regions, "grabcut_box", lambda *a, **k: (1.0, 1.0, 5.0, 5.0))
+    for size, fine, want in ((112, False, 3), (640, False, 1), (112, True, 1)):
+        tries.clear()
+        image, prior = np.zeros((size, size, 3), np.uint8), np.ones((size, size), np.float32)
+        rect, chain = (0.25 * size, 0.25 * size, 0.5 * size, 0.5 * size), regions.ColourChain()
+        for _ in range(3):
+            assert regions.segment_box("auto", image, prior, rect, size / 8, fine_grid=fine, chain=chain) is not None
+            chain.next_frame()
+        assert len(tries) == want, (size, fine, tries)
+    monkeypatch.setattr(regions, "RETRY_FLOOD_ON_COARSE_GRIDS", True)  # before
+    tries.clear()
+    image, prior, chain = np.zeros((640, 640, 3), np.uint8), np.ones((640, 640), np.float32), regions.ColourChain()
+    for _ in range(3):
+        regions.segment_box("auto", image, prior, (160.0, 160.0, 320.0, 320.0), 80.0, fine_grid=False, chain=chain)
+        chain.next_frame()
+    assert len(tries) == 3

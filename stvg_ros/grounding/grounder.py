@@ -11,7 +11,9 @@ Stages (paper arXiv 2509.15178; timings per stage go into the result):
    with V_t (temporal), on the reversed clip with V_s' (TAS), each with its caption prompt, and
    the plain full question whose yes/no answer is the existence judgment.
 5. *select*: relevance maps (question / caption attention of the grounding token), track choice
-   (proposals or the attention-built track), time span, boxes.
+   (proposals or the attention-built track), time span, boxes.  The box stage (segmentation and track choice)
+   needs only the spatial maps: with ``box_overlap`` it starts on a worker thread as soon as the spatial and TAS
+   prompts are read, beside the temporal prompts' pass and the refine pass (issue 26).
 
 Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and why:
 
@@ -41,9 +43,12 @@ Where this departs from the official code (``zaiquanyang/LLaVA_Next_STVG``) and 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
+from concurrent.futures import Future
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -167,6 +172,9 @@ def check_inputs(frames: Sequence[np.ndarray], stamps: Sequence[float], query: s
         raise ValueError(f"stamps must increase strictly: stamp {i + 1} ({s[i + 1]}) follows {s[i]}; "
                          "sort the frames by time and drop duplicates")
 
+
+#: the prompts the spatial maps (all the box stage needs) are read from
+SPATIAL_TAGS = ("spatial_q", "spatial_c", "tas_q", "tas_c")
 
 #: the stages of :meth:`Grounder.ground`, in order (progress callbacks receive these names)
 STAGES = ("encode", "decompose", "lra", "attention", "select")
@@ -333,44 +341,73 @@ class Grounder:
                     # the existence question has no latent prompt: it runs on LRA's zero-latent first step
                     self._optimise(group, subs, query, checkpoint, also_ask=cfg.reuse_passes)
 
-        with self._stage("attention", timings, checkpoint):
-            if cfg.inference_query == "sub":
-                q_s = self._sub_question(subs.attribute, query)
-                q_t = self._sub_question(subs.action, query)
-            else:
-                q_s = q_t = full_q
-            for group in groups:
-                self._attention_runs(group, full_q, q_s, q_t)
+        # the box stage needs only the spatial maps (the spatial and TAS prompts): with box_overlap each clip's
+        # starts on a worker as soon as they are read, and the temporal and existence prompts and the refine pass
+        # run here meanwhile (OpenCV and torch release the GIL), which takes it off the query's critical path
+        for c in runs:
+            c.refine = cfg.tube_frames == "refine" and len(c.frames) > len(c.idx)
+        any_refine = any(c.refine for c in runs)
+        overlap = cfg.box_overlap and cfg.box_method != "cells"
+        box_threads = self._box_threads() if overlap else None
+        jobs: dict[int, _BoxJob] = {}
 
-        with self._stage("select", timings, checkpoint):
-            for c in runs:
-                c.temporal_prompt = (q_t, c.v_t if c.v_t is not None else c.v_s)
-                c.maps = self._select_maps(c.rows, c.visual, c.reversed_visual, len(c.used_stamps))
-                c.refine = cfg.tube_frames == "refine" and len(c.frames) > len(c.idx)
+        def boxes(c: _Clip, threads=None):  # the box stage: segmentation, tracks, their scores (numpy and OpenCV)
+            t, pool_cpu = time.thread_time(), []
+            out = self._boxes(c.spatial, c.visual, c.used_stamps, c.stamps, c.size, c.proposals, c.used, checkpoint,
+                              threads, pool_cpu)
+            # its CPU in every thread it used (this one, and segment threads): benchmarks tell it from model passes
+            timings["box_cpu"] = timings.get("box_cpu", 0.0) + time.thread_time() - t + sum(pool_cpu)
+            return out
 
-            def select():
-                return [self._select(c.maps, c.visual, query, subs, c.used_stamps, c.stamps, c.size, c.proposals,
-                                     c.used, checkpoint) for c in runs]
+        def spatial_ready(c: _Clip, rows: dict, more: bool):
+            """Called with a clip's spatial and TAS prompts' rows; ``more``: prompts still to run."""
+            c.spatial = self._spatial_maps(rows, c.visual, c.reversed_visual, len(c.used_stamps), c.tokens)
+            if not c.proposals and (more or any_refine):
+                jobs[id(c)] = self._start_boxes(lambda: boxes(c, box_threads))
 
-            def refine_pass():  # timed in its own thread's CPU: benchmarks tell it apart from the box stage
-                t = time.thread_time()
-                out = self._refine_passes(runs)
-                timings["refine_pass_cpu"] = time.thread_time() - t
-                return out
+        try:
+            with self._stage("attention", timings, checkpoint):
+                if cfg.inference_query == "sub":
+                    q_s = self._sub_question(subs.attribute, query)
+                    q_t = self._sub_question(subs.action, query)
+                else:
+                    q_s = q_t = full_q
+                for group in groups:
+                    self._attention_runs(group, full_q, q_s, q_t, spatial_ready=spatial_ready if overlap else None)
+                for c in runs:
+                    if c.spatial is None:
+                        c.spatial = self._spatial_maps(c.rows, c.visual, c.reversed_visual, len(c.used_stamps),
+                                                       c.tokens)
 
-            refine = any(c.refine for c in runs)
-            if refine and cfg.box_overlap and cfg.box_method != "cells":
-                # the refine pass needs no box: it runs here while a worker segments the boxes (OpenCV and
-                # torch release the GIL), which takes the box stage off the query's critical path
-                chosen, second = self._overlapped(select, refine_pass, timings)
-            else:
-                chosen = select()
-                second = refine_pass() if refine else [None] * n
-            for c, (result, track), again in zip(runs, chosen, second):
-                if cfg.tube_frames != "sampled" and len(c.frames) > len(c.idx):
-                    t_dense = time.perf_counter()
-                    self._dense_tube(result, track, c.stamps, c.idx, c.proposals, c.size, again)
-                    timings["dense_tube"] = timings.get("dense_tube", 0.0) + time.perf_counter() - t_dense
+            with self._stage("select", timings, checkpoint):
+                for c in runs:
+                    c.temporal_prompt = (q_t, c.v_t if c.v_t is not None else c.v_s)
+                    c.temporal, c.p_yes = self._temporal_maps(c.rows, c.visual, len(c.used_stamps), c.tokens)
+
+                def refine_pass():  # timed in its own thread's CPU: benchmarks tell it apart from the box stage
+                    t = time.thread_time()
+                    out = self._refine_passes(runs)
+                    timings["refine_pass_cpu"] = time.thread_time() - t
+                    return out
+
+                second = refine_pass() if any_refine else [None] * n
+                if jobs:
+                    timings["box_beside_cpu"] = time.thread_time() - min(j.started_cpu for j in jobs.values())
+                chosen = []
+                for c, again in zip(runs, second):
+                    job = jobs.pop(id(c), None)
+                    best, tracks, reason = self._finish_boxes(job, timings) if job is not None else boxes(c)
+                    result = self._span_result(best, tracks, reason, c.spatial, c.temporal, c.p_yes,
+                                               {k: c.tokens[k] for k in ("spatial", "temporal", "tas")
+                                                if k in c.tokens}, c.visual, query, subs, c.used_stamps, c.size)
+                    if cfg.tube_frames != "sampled" and len(c.frames) > len(c.idx):
+                        t_dense = time.perf_counter()
+                        self._dense_tube(result, best, c.stamps, c.idx, c.proposals, c.size, again)
+                        timings["dense_tube"] = timings.get("dense_tube", 0.0) + time.perf_counter() - t_dense
+                    chosen.append((result, best))
+        finally:
+            for job in jobs.values():  # this thread failed (or was cancelled): the workers finish before it leaves
+                self._abandon_boxes(job)
         timings["total"] = time.perf_counter() - t_start
         if n > 1:
             timings["clips"] = float(n)
@@ -554,12 +591,17 @@ class Grounder:
                 c.exist = ForwardOutput(yes_no_logits=trace.zero_logits[k:k + 1], attention=None,
                                         candidate_tokens=[], candidate_offsets=[])
 
-    def _attention_runs(self, group: list["_Clip"], full_q: str, q_s: str, q_t: str) -> None:
+    def _attention_runs(self, group: list["_Clip"], full_q: str, q_s: str, q_t: str,
+                        spatial_ready: Callable[["_Clip", dict, bool], None] | None = None) -> None:
         """All grounding prompts of the clips of ``group`` (one token layout) in as few forward passes as
         possible; each clip's ``rows``: tag → (out, row).
 
         ``q_s`` / ``q_t``: the questions of the spatial (and TAS) / temporal prompts; ``full_q`` is always the
-        existence judgment's; a clip's ``exist``: its answer when already computed (LRA's first step)."""
+        existence judgment's; a clip's ``exist``: its answer when already computed (LRA's first step).
+        ``spatial_ready(clip, rows, more)``: when given, the prompts the spatial maps need (:data:`SPATIAL_TAGS`)
+        run first, in passes of their own, and it is called with each clip's rows of them (``more``: whether
+        prompts are left) before the rest run (the box stage starts there); without it the rows are the same, in
+        fewer passes."""
         cfg = self.config
         cap = cfg.caption_prompt
         prompts: list[tuple[int, str, VisualTokens, str, torch.Tensor | None]] = []  # (clip, tag, clip, text, V)
@@ -587,25 +629,35 @@ class Grounder:
                         g = [i for i, p in enumerate(prompts) if p[2] is vis and (p[3] == cap) == caption]
                         if g:
                             groups.append(g)
+        if spatial_ready is not None:  # each group's spatial prompts first, the rest after
+            first = [[i for i in g if prompts[i][1] in SPATIAL_TAGS] for g in groups]
+            later = [[i for i in g if prompts[i][1] not in SPATIAL_TAGS] for g in groups]
+            phases = [[g for g in first if g], [g for g in later if g]]
+        else:
+            phases = [groups]
         size = cfg.max_batch or len(prompts)
         rows: list[dict] = [{} for _ in group]
         with self.adapter.shared_prefixes():  # a clip's caption call and questions' call share its prefix
-            for part_of in groups:
-                for start in range(0, len(part_of), size):
-                    part = part_of[start:start + size]
-                    vis = [prompts[i][2] for i in part]
-                    shared = all(v is vis[0] for v in vis)
-                    delta = None
-                    if any(prompts[i][4] is not None for i in part):
-                        n, d = group[0].visual.embeds.shape
-                        delta = torch.stack([prompts[i][4] if prompts[i][4] is not None
-                                             else torch.zeros(n, d, device=group[0].visual.embeds.device)
-                                             for i in part])
-                    with torch.no_grad():
-                        out = self.adapter.run(vis[0] if shared else vis, [prompts[i][3] for i in part],
-                                               visual_delta=delta, capture=self.capture, with_grad=False)
-                    for row, i in enumerate(part):
-                        rows[prompts[i][0]][prompts[i][1]] = (out, row)
+            for phase_no, phase in enumerate(phases):
+                for part_of in phase:
+                    for start in range(0, len(part_of), size):
+                        part = part_of[start:start + size]
+                        vis = [prompts[i][2] for i in part]
+                        shared = all(v is vis[0] for v in vis)
+                        delta = None
+                        if any(prompts[i][4] is not None for i in part):
+                            n, d = group[0].visual.embeds.shape
+                            delta = torch.stack([prompts[i][4] if prompts[i][4] is not None
+                                                 else torch.zeros(n, d, device=group[0].visual.embeds.device)
+                                                 for i in part])
+                        with torch.no_grad():
+                            out = self.adapter.run(vis[0] if shared else vis, [prompts[i][3] for i in part],
+                                                   visual_delta=delta, capture=self.capture, with_grad=False)
+                        for row, i in enumerate(part):
+                            rows[prompts[i][0]][prompts[i][1]] = (out, row)
+                if spatial_ready is not None and phase_no == 0:
+                    for c, mine in zip(group, rows):
+                        spatial_ready(c, mine, bool(phases[1]))
         for c, mine in zip(group, rows):
             if c.exist is not None:
                 mine["exist"] = (c.exist, 0)
@@ -626,23 +678,29 @@ class Grounder:
         eps = scaled_eps(cfg.relevance_eps, cfg.relevance_eps_tokens, int(grid.sum()))
         return token_grid_maps(relative_attention(qa, ca, eps), vis)
 
-    def _select_maps(self, rows, visual, reversed_visual, T: int):
-        """What the select stage takes from the passes' outputs (tensors, read in the thread that ran the
-        passes): ``(spatial maps, temporal maps, p(yes), grounding tokens)``; the rest of the stage is numpy
-        and OpenCV (so on a GPU a box worker never waits on the device's queue)."""
-        tokens: dict[str, str] = {}
+    def _spatial_maps(self, rows, visual, reversed_visual, T: int, tokens: dict) -> np.ndarray:
+        """The spatial grid maps ``(T, rows, cols)`` (TAS-assembled) from the spatial (and TAS) prompts' rows: all
+        the box stage needs.  Tensors are read in the thread that ran the passes; the box stage is numpy and
+        OpenCV (so on a GPU a box worker never waits on the device's queue)."""
         spatial = self._relevance(rows, "spatial_q", "spatial_c", visual, tokens)[:T]
-        temporal = self._relevance(rows, "temporal_q", "temporal_c", visual, tokens)[:T]
         if reversed_visual is not None:
             spatial = assemble_tas(spatial, self._relevance(rows, "tas_q", "tas_c", reversed_visual, tokens)[:T])
+        return spatial
+
+    def _temporal_maps(self, rows, visual, T: int, tokens: dict) -> tuple[np.ndarray, float]:
+        """The temporal grid maps and p(yes) (the existence judgment) from the passes' rows."""
+        temporal = self._relevance(rows, "temporal_q", "temporal_c", visual, tokens)[:T]
         exist_out, exist_row = rows["exist"]
         p_yes = float(yes_probability(exist_out.yes_no_logits[exist_row:exist_row + 1].detach())[0])
-        return spatial, temporal, p_yes, tokens
+        return temporal, p_yes
 
-    def _select(self, maps, visual, query, subs, used_stamps, all_stamps, image_size,
-                proposals, frames=None, checkpoint: Callable[[str], None] | None = None):
+    def _boxes(self, spatial, visual, used_stamps, all_stamps, image_size, proposals, frames=None,
+               checkpoint: Callable[[str], None] | None = None, threads: int | None = None,
+               pool_cpu: list | None = None):
+        """The box stage: the candidate tracks (proposals, else segments of the sampled frames) scored on the
+        spatial maps; ``(best, all tracks, reason)``.  ``threads``: segment threads (None: the module's);
+        ``pool_cpu`` gets the segment threads' CPU seconds."""
         cfg = self.config
-        spatial, temporal, p_yes, tokens = maps
         gaps = np.diff(np.asarray(all_stamps)) if len(all_stamps) > 1 else np.array([1.0])
         tolerance = float(min(1e-3, 0.5 * gaps.min()))
         best, tracks, _, _, reason = choose_track(spatial, visual.grid, visual.content_box, image_size, used_stamps,
@@ -650,7 +708,14 @@ class Grounder:
                                                   box_method=cfg.box_method, box_seeds=cfg.box_seeds,
                                                   box_iterations=cfg.box_grabcut_iterations,
                                                   box_chain=cfg.box_grabcut_chain, track_score=cfg.track_score,
-                                                  check=(lambda: checkpoint("select")) if checkpoint else None)
+                                                  check=(lambda: checkpoint("select")) if checkpoint else None,
+                                                  threads=threads, pool_cpu=pool_cpu)
+        return best, tracks, reason
+
+    def _span_result(self, best, tracks, reason, spatial, temporal, p_yes, tokens, visual, query, subs, used_stamps,
+                     image_size) -> GroundingResult:
+        """The result on the sampled frames: the chosen track's span on the temporal maps, its boxes."""
+        cfg = self.config
         t_maps, t_scale = upsample_maps(temporal, visual.content_box, image_size)
         scores = frame_scores(t_maps, t_scale, fill_interior(best.boxes, used_stamps))
         first, last = choose_span(scores, cfg.span_rule, cfg.span_topk_fraction, cfg.span_grow_fraction)
@@ -660,35 +725,52 @@ class Grounder:
             relevance = RelevanceMaps(spatial=spatial.astype(np.float32), temporal=temporal.astype(np.float32),
                                       content_box=tuple(float(v) for v in visual.content_box),
                                       image_size=tuple(int(v) for v in image_size))
-        result = GroundingResult(
+        return GroundingResult(
             query=query, found=p_yes >= cfg.found_threshold, score=float(best.score),
             start=used_stamps[first], end=used_stamps[last],
             boxes={used_stamps[i]: tuple(float(v) for v in b) for i, b in zip(range(first, last + 1), boxes)},
             track_id=best.track_id, sub_queries=subs, p_yes=p_yes, frame_stamps=list(used_stamps),
             frame_scores=[float(s) for s in scores], track_scores={t.track_id: float(t.score) for t in tracks},
             relevance=relevance, reason=reason, grounding_tokens=tokens)
-        return result, best
 
-    def _overlapped(self, boxes: Callable, model_pass: Callable, timings: dict):
-        """``(boxes(), model_pass())``, the first on the box worker thread while the second runs in this one.
-        Whatever happens, the worker has finished when this returns (no segmentation outlives the query);
-        ``timings['box_wait']``: how long this thread waited for the boxes after its pass (0: the box stage
-        was entirely off the critical path)."""
-        from concurrent.futures import ThreadPoolExecutor, wait
+    def _box_threads(self) -> int | None:
+        """Segment threads for a box stage that runs beside this thread's passes: on a CPU model the cores torch
+        leaves free (at least 1: the worker itself), so the two do not oversubscribe the cores; on a GPU the
+        module's default (None)."""
+        from . import spatial as _spatial
+
+        device = getattr(self.adapter, "device", None)
+        if isinstance(device, torch.device) and device.type != "cpu":
+            return None
+        if _spatial.SEGMENT_THREADS:
+            return _spatial.SEGMENT_THREADS
+        return max(1, min(8, (os.cpu_count() or 1) - torch.get_num_threads()))
+
+    def _start_boxes(self, boxes: Callable) -> "_BoxJob":
+        """Run ``boxes()`` on the box worker thread from now on (see :meth:`_finish_boxes`)."""
+        from concurrent.futures import ThreadPoolExecutor
 
         if self._box_worker is None:
             self._box_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stvg-boxes")
-        future = self._box_worker.submit(boxes)
-        try:
-            second = model_pass()
-        except BaseException:
-            future.cancel()
-            wait([future])  # the worker has finished before the pass's error leaves
-            raise
+        return _BoxJob(time.thread_time(), self._box_worker.submit(boxes))
+
+    @staticmethod
+    def _finish_boxes(job: "_BoxJob", timings: dict):
+        """The box stage's result (its error raises here); ``timings['box_wait']``: how long this thread waited for
+        it (wall; 0: it was entirely off the critical path)."""
         t_wait = time.perf_counter()
-        got = future.result()
-        timings["box_wait"] = time.perf_counter() - t_wait
-        return got, second
+        got = job.future.result()
+        timings["box_wait"] = timings.get("box_wait", 0.0) + time.perf_counter() - t_wait
+        return got
+
+    @staticmethod
+    def _abandon_boxes(job: "_BoxJob") -> None:
+        """This thread failed while the box stage ran: cancel it if it has not started, else wait for it (no
+        segmentation outlives the query), leaving this thread's error to propagate."""
+        from concurrent.futures import wait
+
+        job.future.cancel()
+        wait([job.future])
 
     def _dense_tube(self, result: GroundingResult, track, stamps: list[float], idx: list[int], proposals, image_size,
                     second=None) -> None:
@@ -777,6 +859,14 @@ class Grounder:
         return grid[first], grid[last]
 
 
+@dataclass
+class _BoxJob:
+    """A box stage running on the worker: this thread's CPU clock when it started, and its future."""
+
+    started_cpu: float
+    future: Future
+
+
 class _Clip:
     """One clip of :meth:`Grounder.ground_many` on its way through the stages (what each stage leaves for the
     next)."""
@@ -794,7 +884,10 @@ class _Clip:
         self.exist: ForwardOutput | None = None  # the existence answer from LRA's first step
         self.rows: dict = {}
         self.temporal_prompt = None
-        self.maps = None
+        self.spatial: np.ndarray | None = None  # the spatial grid maps (TAS-assembled): all the box stage needs
+        self.temporal: np.ndarray | None = None
+        self.p_yes = 0.0
+        self.tokens: dict[str, str] = {}  # the grounding token read per map
         self.refine = False
 
 

@@ -33,6 +33,12 @@ PRIOR_RESIZE = 1
 FLOOD_SIDE = 128
 #: a frame that region growing took (``auto``) passes the colour models of the cut before it on to the next frame
 CARRY_PAST_FLOOD = True
+#: region growing retried on every frame of a coarse grid after failing on the chain's previous frame, whatever its
+#: ROI (before issue 26's fourth pass; fine grids skip it since its third).  False: retried only where the ROI fits
+#: ``FLOOD_SIDE`` as it is (cheap: the synthetic world's 112 px frames, where a retry often succeeds: skipping there
+#: cost 0.7 m_vIoU on the test split); on a camera's frames the failed tries were ~17 % of the shipped model's box
+#: stage (4x5 grid over cup.mp4; bench/README.md)
+RETRY_FLOOD_ON_COARSE_GRIDS = False
 #: the working size (pixels, long side) of a cut with carried colour models (a cold cut's: ``work_side``, 96)
 CARRIED_SIDE = 80
 
@@ -127,7 +133,7 @@ class ColourChain:
         self._previous: list[tuple[Box, np.ndarray, np.ndarray]] = []
         self._current: list[tuple[Box, np.ndarray, np.ndarray]] = []
         # seed regions where ``auto``'s region growing failed (or was skipped after failing) on the previous
-        # frame / this one: on a fine grid it is not tried again for the same object in the chain
+        # frame / this one: it is not tried again for the same object in the chain
         self._no_flood_previous: list[Box] = []
         self._no_flood_current: list[Box] = []
 
@@ -369,6 +375,12 @@ def _squared_distance(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
     return np.einsum("...k,...k->...", d, d)
 
 
+def _fits(side: int, image: np.ndarray, rect: Box, margin: float) -> bool:
+    """Whether region growing's ROI around ``rect`` fits ``side`` pixels as it is (:func:`_at_most` does not shrink it)."""
+    ax0, ay0, ax1, ay1 = _roi(rect, margin, image.shape[:2])
+    return not side or max(ax1 - ax0, ay1 - ay0) <= side
+
+
 def _at_most(side: int, fn, image: np.ndarray, prior: np.ndarray, rect: Box, margin: float, **options) -> Box | None:
     """``fn``'s box (a region-growing function of ``(image, prior, rect, margin)``) with its ROI worked on at most
     ``side`` pixels (long side): its CPU goes with the ROI's pixels, and a real camera's object spans hundreds.
@@ -399,16 +411,18 @@ def segment_box(method: str, image: np.ndarray, prior: np.ndarray, rect: Box, ma
     ``fine_grid``: the token grid resolves an object's parts (:data:`FINE_GRID_CELLS`), so ``auto``'s region
     growing looks for the object's other parts (:func:`flood_parts_box`); on a coarse grid a region touching
     the first is as likely another object (the synthetic world's 4x4 grid), and one clean region is the box.
-    On a fine grid with a ``chain``, region growing is not tried again on an object it failed on in the
-    chain's previous frame (:meth:`ColourChain.flood_failed`): GrabCut takes it, as it would have."""
+    With a ``chain``, region growing is not tried again on an object it failed on in the chain's previous frame
+    (:meth:`ColourChain.flood_failed`; on a coarse grid where its ROI is larger than :data:`FLOOD_SIDE`, see
+    :data:`RETRY_FLOOD_ON_COARSE_GRIDS`): GrabCut takes it."""
     if method == "auto":
         chain = options.get("chain")
-        if fine_grid and chain is not None and chain.flood_failed(rect):
-            box = None  # it failed on this object's previous frame (cup.mp4: on every frame, ~13 % of the stage)
+        once = fine_grid or not (RETRY_FLOOD_ON_COARSE_GRIDS or _fits(FLOOD_SIDE, image, rect, margin))
+        if once and chain is not None and chain.flood_failed(rect):
+            box = None  # it failed on this object's previous frame (cup.mp4: on every frame, 13-17 % of the stage)
         else:
             box = _at_most(FLOOD_SIDE, flood_parts_box, image, prior, rect, margin, max_parts=4 if fine_grid else 1)
         if box is None:
-            if fine_grid and chain is not None:
+            if once and chain is not None:
                 chain.no_flood(rect)
             return grabcut_box(image, prior, rect, margin, **options)
         if chain is not None and CARRY_PAST_FLOOD:  # region growing took this frame: GrabCut's models skip it

@@ -13,6 +13,7 @@ from the relevance map alone: per frame, the peak's connected cells, smoothed ov
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Callable, Hashable, Sequence
 
@@ -159,8 +160,8 @@ SEGMENT_THREADS = 0
 _POOLS: dict = {}  # threads -> the pool of that size
 
 
-def _segment_pool():
-    n = SEGMENT_THREADS or min(8, os.cpu_count() or 1)
+def _segment_pool(threads: int | None = None):
+    n = threads or SEGMENT_THREADS or min(8, os.cpu_count() or 1)
     if n <= 1:
         return None
     if n not in _POOLS:
@@ -174,13 +175,18 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
                    content_box: Sequence[float], image_size: tuple[int, int], box_threshold: float,
                    method: str = "auto", seeds: int = 2, min_fraction: float = 0.3,
                    iterations: int = GRABCUT_ITERATIONS, chain: int = GRABCUT_CHAIN,
-                   check: Callable[[], None] | None = None) -> list[SampledTrack]:
+                   check: Callable[[], None] | None = None, threads: int | None = None,
+                   pool_cpu: list | None = None) -> list[SampledTrack]:
     """Proposal-free candidate tracks: per frame, one segment per relevance seed (at most ``seeds``
     local maxima at least ``min_fraction`` of the frame's range), linked over the sampled frames by
     the IoU tracker (one stage, centre-shift fallback for fast movers).  Runs of ``chain`` consecutive
     frames carry GrabCut's colour models from frame to frame (:class:`~stvg_ros.grounding.regions.ColourChain`;
     1 = every cut cold).  ``check()`` is called before each frame's segmentation and may raise (a
-    cancel) to stop there: segmentation is most of a grounding's CPU time."""
+    cancel) to stop there: segmentation is most of a grounding's CPU time.  ``threads``: how many segment the
+    chains (None: :data:`SEGMENT_THREADS`); the boxes are the same whatever it is.  ``pool_cpu``: gets the CPU
+    seconds of each chain segmented on another thread (the caller's thread CPU holds the rest)."""
+    import time
+
     from ..proposals.tracks import Detections
     from ..proposals.tracker import ByteTracker
     from .regions import ColourChain, frame_candidates
@@ -188,8 +194,10 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
     full, _ = upsample_maps(grid_maps, content_box, image_size, max_side=None)
     tracker = ByteTracker(high=0.0, low=0.0, match_iou=0.3, max_lost=3, two_stage=False, max_center_shift=1.0)
     T = len(grid_maps)
+    caller = threading.get_ident()
 
     def candidates(ts):
+        c = time.thread_time()
         models = ColourChain() if len(ts) > 1 else None
         out = []
         for t in ts:
@@ -197,13 +205,15 @@ def segment_tracks(frames: Sequence[np.ndarray], grid_maps: np.ndarray, grid: tu
                 check()
             out.append(frame_candidates(frames[t], grid_maps[t], full[t], grid, content_box, method, seeds,
                                         min_fraction, box_threshold, iterations=iterations, chain=models))
+        if pool_cpu is not None and threading.get_ident() != caller:
+            pool_cpu.append(time.thread_time() - c)
         return out
 
     # chains are segmented independently (OpenCV releases the GIL, and seeds its RNG per thread): in parallel;
     # fixed-length chains, so the boxes are the same whatever the number of threads
     run = max(1, chain)
     chains = [range(t, min(t + run, T)) for t in range(0, T, run)]
-    pool = _segment_pool() if len(chains) > 1 else None
+    pool = _segment_pool(threads) if len(chains) > 1 else None
     per_frame = [c for cs in (pool.map(candidates, chains) if pool is not None else map(candidates, chains)) for c in cs]
     for t, cands in enumerate(per_frame):
         boxes = np.array([b for b, _ in cands], np.float32).reshape(-1, 4)
@@ -222,7 +232,8 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
                  box_method: str = "cells", box_seeds: int = 2,
                  box_iterations: int = GRABCUT_ITERATIONS,
                  box_chain: int = GRABCUT_CHAIN, check: Callable[[], None] | None = None,
-                 track_score: str = "max") -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
+                 track_score: str = "max", threads: int | None = None,
+                 pool_cpu: list | None = None) -> tuple[SampledTrack, list[SampledTrack], np.ndarray, float, str]:
     """Best track for the spatial relevance ``grid_maps`` ``(T, rows, cols)``.
 
     Without usable proposals: with ``frames`` (the sampled frames) and a segmenting ``box_method``,
@@ -230,7 +241,7 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
     relevance-only :func:`attention_track`.
     Returns ``(best, all scored tracks, upsampled maps, their scale, reason)``; ``reason`` says
     why the proposal-free path was taken although proposals were given (empty otherwise).
-    ``check``: see :func:`segment_tracks`.
+    ``check``, ``threads``, ``pool_cpu``: see :func:`segment_tracks`.
     ``track_score``: 'max' = :func:`score_tracks` (maximum of the upsampled map inside the boxes); 'cells' =
     :func:`score_tracks_on_cells` (the official code's cell weights).
     """
@@ -243,7 +254,8 @@ def choose_track(grid_maps: np.ndarray, grid: tuple[int, int], content_box: Sequ
             reason = "no proposal track has a box in the sampled frames; used the attention-built track"
     if not tracks and frames is not None and box_method != "cells":
         tracks = segment_tracks(frames, grid_maps, grid, content_box, image_size, box_threshold, box_method,
-                                box_seeds, iterations=box_iterations, chain=box_chain, check=check)
+                                box_seeds, iterations=box_iterations, chain=box_chain, check=check, threads=threads,
+                                pool_cpu=pool_cpu)
     if not tracks:
         tracks = [attention_track(grid_maps, grid, content_box, image_size, box_threshold)]
     if track_score == "cells":
