@@ -238,7 +238,25 @@ def main(argv=None) -> int:
                     help="re-ranking windows as lo hi pairs in segments (default: the service's)")
     ap.add_argument("--json", "--out", dest="out", default="",
                     help="JSON results (default bench/results/memory-<time>.json)")
+    ap.add_argument("--summarize", default="", help="comma-separated result JSON files (finished or .partial.json): "
+                                                    "print their tables together, run nothing")
     a = ap.parse_args(argv)
+    if a.summarize:
+        rows = [r for f in a.summarize.split(",") for r in json.loads(Path(f).read_text())["rows"]]
+        print(storage_markdown(rows) + "\n")
+        summary = {}
+        for minutes, kind in sorted({(r["minutes"], r["kind"]) for r in rows}):
+            group = [r for r in rows if (r["minutes"], r["kind"]) == (minutes, kind)]
+            for mode in ("cold", "warm", "baseline"):
+                summary[f"{minutes:g}|{kind}|{mode}"] = summarize(group, mode)
+        print(markdown(summary))
+        for key, s in summary.items():
+            if s and "viou_vs_baseline" in s:
+                print(f"{key} vs baseline, paired: m_vIoU {100 * s['viou_vs_baseline']:+.1f} "
+                      f"[{100 * s['viou_vs_baseline_ci'][0]:+.1f}, {100 * s['viou_vs_baseline_ci'][1]:+.1f}], recall@1 "
+                      f"{100 * s['recall1_vs_baseline']:+.0f} [{100 * s['recall1_vs_baseline_ci'][0]:+.0f}, "
+                      f"{100 * s['recall1_vs_baseline_ci'][1]:+.0f}], recall@3 {100 * s['recall3_vs_baseline']:+.0f}")
+        return 0
     if a.quick:
         a.minutes, a.streams, a.events = [5.0], 1, 2
     torch.set_num_threads(1)
@@ -261,6 +279,10 @@ def main(argv=None) -> int:
                     row = run_stream(grounder, a.first_seed + s, minutes, a.events, kind, not a.no_warm, Path(tmp),
                                      rules, a.baseline, not a.no_cold)
                     group.append(row)
+                    partial = Path(a.out).with_suffix(".partial.json") if a.out else None
+                    if partial is not None:  # a long run stopped early keeps its finished streams
+                        partial.parent.mkdir(parents=True, exist_ok=True)
+                        partial.write_text(json.dumps({"args": vars(a), "rows": rows + group}, default=str))
                     print(f"# {minutes:g} min {kind} stream {s}: ranks "
                           f"{[e.get('warm', e.get('cold'))['rank'] for e in row['events']]}", flush=True)
                 rows += group
