@@ -312,6 +312,7 @@ def rerank_scores(cand: dict) -> dict[str, float]:
            "max shifts": max(shifts),
            "wide - neutral": lg.get("wide", -1e9) - logit(nu.get("wide", 0.5)),
            "mean shifts - neutral": statistics.mean(lg[k] - logit(nu[k]) for k in lg if k in nu),
+           "rank + neutral": logit(cand["p"]) + logit(nu.get("seg", 0.5)),
            }
     if g:
         out.update({"ground score": g["score"], "ground score gap": g["score"] - g["second"],

@@ -62,12 +62,17 @@ def test_colour_queries_rank_the_event_segment_first_and_answer_with_its_tube(gr
         ious = [_iou(boxes[i], event.boxes[i]) for i in boxes if i in event.boxes]
         assert ious and np.mean(ious) > 0.3, "the boxes are on the target"
         assert found.cost["grounded"] == 3 and found.cost["segments"] == 24
+        # the default re-ranking: the 5 best segments by p(yes) re-ordered by p(yes) of their widened window
+        assert recall.rerank_k == 5 and recall.rerank_windows == ((-0.5, 0.5),)
+        head = [o[2] for o in found.order[:5]]
+        assert head == sorted(head, reverse=True) and holds(found.order[0][:2], stream, event)
+        assert found.alternatives[0].score == pytest.approx(found.order[0][2])
 
 
 def test_contrast_ranking_widened_windows_and_neutral_answers_once(grounder, colour_stream):
     stream, store = colour_stream
     recall = MemoryRecall(grounder, store, segment_s=10.0, top_k=2, contrast="the shape", window="widen",
-                          choose="contrast")
+                          choose="contrast", rerank_k=0)  # the contrast alone decides which are grounded
     ranked = recall.rank(stream.events[0].query)
     assert len(recall.neutral) == len(ranked) == 24, "one neutral answer per segment"
     recall.rank(stream.events[1].query)
