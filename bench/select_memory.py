@@ -399,7 +399,8 @@ def main(argv=None) -> int:
         analyse_tubes(data)
         return 0
     if a.analyse_rerank:
-        analyse_rerank(dict(rows=[r for f in a.analyse_rerank.split(",") for r in json.loads(Path(f).read_text())["rows"]]))
+        files = a.analyse_rerank.split(",")
+        analyse_rerank(dict(rows=[r for f in files for r in json.loads(Path(f).read_text())["rows"]]))
         return 0
     torch.set_num_threads(1)
     grounder = load_model(str(shipped_model_dir()), GroundingConfig(feature_cache_mb=a.cache_mb)).grounder
