@@ -15,7 +15,9 @@ everything the candidate rules need, so that they are compared offline on the sa
 3. per event, its own window grounded directly (the oracle the tube is compared against).
 
 ``--analyse FILE`` then prints, for each rule, recall@1/@3 and the m_vIoU of the returned tube against the
-oracle, with bootstrap intervals (queries resampled).  Shipped model, CPU, one thread.
+oracle, with bootstrap intervals (queries resampled).  ``--rerank K`` records instead the signals for
+re-ranking the K best segments (:func:`collect_rerank`), and ``--analyse-rerank FILES`` replays the re-ranking
+rules on them offline.  Shipped model, CPU, one thread.
 
     nice env OMP_NUM_THREADS=1 .venv/bin/python bench/select_memory.py --minutes 60 --streams 4 --events 5
     .venv/bin/python bench/select_memory.py --analyse bench/results/memory-select-val.json
