@@ -92,8 +92,11 @@ def run_stream(grounder, seed: int, minutes: float, events: int, kind: str, warm
                disk_mb_per_hour=disk / 2**20 / hours, store_peak_ram_mb=peak_ram / 2**20,
                rebuild_s=again.rebuild_s, events=[])
     recall = MemoryRecall(grounder, again, **rules)
-    # the rules before validation (p(yes) ranking, best of three shifted windows, answer by p(yes)), paired
-    before = MemoryRecall(grounder, again, segment_s=10.0, top_k=3, contrast="", window="shift", choose="p")
+    # the rules compared, paired (``--baseline``): before validation (p(yes) ranking, best of three shifted
+    # windows, answer by p(yes)), or the previous defaults (widened windows, best-ranked, no re-ranking)
+    before = MemoryRecall(grounder, again, segment_s=10.0, top_k=3, contrast="", window="shift", choose="p") \
+        if baseline in (True, "before") else MemoryRecall(grounder, again, segment_s=10.0, top_k=3, contrast="",
+                                                           window="widen", choose="rank", rerank_k=0)
     grounder.feature_cache.clear()
     if warm:
         t = time.process_time()
@@ -113,7 +116,7 @@ def run_stream(grounder, seed: int, minutes: float, events: int, kind: str, warm
             total = time.process_time() - t
             if mode == "cold" and warm:
                 recall.prefetch()  # back to warm for the next events
-            order = sorted(found.ranking, key=lambda r: -r[2])
+            order = found.order  # the final order, re-ranked head first
             ranks = [i for i, (a, b, _) in enumerate(order) if overlaps(a, b, stream, event)]
             ev[mode] = dict(cost=dict(found.cost, total=total), rank=ranks[0] if ranks else None,
                             score=tube_score(found.result, stream, event),
@@ -148,7 +151,8 @@ def summarize(rows: list[dict], mode: str) -> dict:
                                    for r in rows for e in r["events"]])
     every = [e["segments"] * ground_cost for e in evs]
     totals = [e[mode]["cost"]["total"] for e in evs]
-    model = [e[mode]["cost"]["rank"] + e[mode]["cost"]["shift"] + e[mode]["cost"]["ground"] for e in evs]
+    model = [e[mode]["cost"]["rank"] + e[mode]["cost"].get("rerank", 0.0) + e[mode]["cost"]["shift"] +
+             e[mode]["cost"]["ground"] for e in evs]
     read = [e[mode]["cost"]["read"] for e in evs]
     found_direct = [e for e in evs if e["direct"]["score"]["viou"] > 0]
     return dict(
@@ -167,14 +171,16 @@ def summarize(rows: list[dict], mode: str) -> dict:
 
 
 def _versus_baseline(evs: list[dict], mode: str) -> dict:
-    """The paired differences against the rules before validation (``--baseline``), same queries."""
+    """The paired differences against the ``--baseline`` rules, same queries."""
     pairs = [e for e in evs if mode == "warm" and "baseline" in e]
     if not pairs:
         return {}
     dv = [e["warm"]["score"]["viou"] - e["baseline"]["score"]["viou"] for e in pairs]
     r3 = [float(e["warm"]["rank"] is not None and e["warm"]["rank"] < 3) -
           float(e["baseline"]["rank"] is not None and e["baseline"]["rank"] < 3) for e in pairs]
+    r1 = [float(e["warm"]["rank"] == 0) - float(e["baseline"]["rank"] == 0) for e in pairs]
     return dict(viou_vs_baseline=statistics.mean(dv), viou_vs_baseline_ci=bootstrap_ci(dv),
+                recall1_vs_baseline=statistics.mean(r1), recall1_vs_baseline_ci=bootstrap_ci(r1),
                 recall3_vs_baseline=statistics.mean(r3), recall3_vs_baseline_ci=bootstrap_ci(r3))
 
 
@@ -224,11 +230,33 @@ def main(argv=None) -> int:
     ap.add_argument("--contrast", default=None, help="neutral query of the ranking score ('' = p(yes))")
     ap.add_argument("--window", default=None, choices=["shift", "widen"])
     ap.add_argument("--choose", default=None, choices=["p", "contrast", "rank"])
-    ap.add_argument("--baseline", action="store_true",
-                    help="also answer each warm query with the rules before validation (paired differences)")
+    ap.add_argument("--baseline", nargs="?", const="before", default="", choices=["before", "previous"],
+                    help="also answer each warm query with other rules (paired differences): 'before' validation "
+                         "(the default when given alone) or the 'previous' defaults (no re-ranking)")
+    ap.add_argument("--rerank-k", type=int, default=None, help="segments re-ranked (default: the service's)")
+    ap.add_argument("--rerank-windows", type=float, nargs="+", default=None,
+                    help="re-ranking windows as lo hi pairs in segments (default: the service's)")
     ap.add_argument("--json", "--out", dest="out", default="",
                     help="JSON results (default bench/results/memory-<time>.json)")
+    ap.add_argument("--summarize", default="", help="comma-separated result JSON files (finished or .partial.json): "
+                                                    "print their tables together, run nothing")
     a = ap.parse_args(argv)
+    if a.summarize:
+        rows = [r for f in a.summarize.split(",") for r in json.loads(Path(f).read_text())["rows"]]
+        print(storage_markdown(rows) + "\n")
+        summary = {}
+        for minutes, kind in sorted({(r["minutes"], r["kind"]) for r in rows}):
+            group = [r for r in rows if (r["minutes"], r["kind"]) == (minutes, kind)]
+            for mode in ("cold", "warm", "baseline"):
+                summary[f"{minutes:g}|{kind}|{mode}"] = summarize(group, mode)
+        print(markdown(summary))
+        for key, s in summary.items():
+            if s and "viou_vs_baseline" in s:
+                print(f"{key} vs baseline, paired: m_vIoU {100 * s['viou_vs_baseline']:+.1f} "
+                      f"[{100 * s['viou_vs_baseline_ci'][0]:+.1f}, {100 * s['viou_vs_baseline_ci'][1]:+.1f}], recall@1 "
+                      f"{100 * s['recall1_vs_baseline']:+.0f} [{100 * s['recall1_vs_baseline_ci'][0]:+.0f}, "
+                      f"{100 * s['recall1_vs_baseline_ci'][1]:+.0f}], recall@3 {100 * s['recall3_vs_baseline']:+.0f}")
+        return 0
     if a.quick:
         a.minutes, a.streams, a.events = [5.0], 1, 2
     torch.set_num_threads(1)
@@ -237,8 +265,10 @@ def main(argv=None) -> int:
         print("bench_memory: the shipped model models/stvg-synth-qwen is missing", file=sys.stderr)
         return 2
     grounder = load_model(str(model), GroundingConfig(feature_cache_mb=a.cache_mb)).grounder
+    windows = None if a.rerank_windows is None else list(zip(a.rerank_windows[::2], a.rerank_windows[1::2]))
     rules = {k: v for k, v in dict(segment_s=a.segment_s, top_k=a.top_k, contrast=a.contrast, window=a.window,
-                                   choose=a.choose).items() if v is not None}
+                                   choose=a.choose, rerank_k=a.rerank_k, rerank_windows=windows).items()
+             if v is not None}
     rows, summary = [], {}
     t_all = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -249,6 +279,10 @@ def main(argv=None) -> int:
                     row = run_stream(grounder, a.first_seed + s, minutes, a.events, kind, not a.no_warm, Path(tmp),
                                      rules, a.baseline, not a.no_cold)
                     group.append(row)
+                    partial = Path(a.out).with_suffix(".partial.json") if a.out else None
+                    if partial is not None:  # a long run stopped early keeps its finished streams
+                        partial.parent.mkdir(parents=True, exist_ok=True)
+                        partial.write_text(json.dumps({"args": vars(a), "rows": rows + group}, default=str))
                     print(f"# {minutes:g} min {kind} stream {s}: ranks "
                           f"{[e.get('warm', e.get('cold'))['rank'] for e in row['events']]}", flush=True)
                 rows += group
@@ -259,12 +293,13 @@ def main(argv=None) -> int:
     print(markdown(summary))
     for key, s in summary.items():
         if s and "viou_vs_baseline" in s:
-            print(f"{key}: vs the rules before validation, same queries: m_vIoU {100 * s['viou_vs_baseline']:+.1f} "
+            print(f"{key}: vs the {a.baseline} rules, same queries: m_vIoU {100 * s['viou_vs_baseline']:+.1f} "
                   f"[{100 * s['viou_vs_baseline_ci'][0]:+.1f}, {100 * s['viou_vs_baseline_ci'][1]:+.1f}], recall@3 "
                   f"{100 * s['recall3_vs_baseline']:+.0f} [{100 * s['recall3_vs_baseline_ci'][0]:+.0f}, "
-                  f"{100 * s['recall3_vs_baseline_ci'][1]:+.0f}] points")
+                  f"{100 * s['recall3_vs_baseline_ci'][1]:+.0f}], recall@1 {100 * s['recall1_vs_baseline']:+.0f} "
+                  f"[{100 * s['recall1_vs_baseline_ci'][0]:+.0f}, {100 * s['recall1_vs_baseline_ci'][1]:+.0f}] points")
     shown = {k: getattr(MemoryRecall(grounder, None, **rules), k) for k in ("segment_ns", "top_k", "contrast", "window",
-                                                                             "choose")}
+                                                                             "choose", "rerank_k", "rerank_windows")}
     print(f"\nrules {shown}; total CPU {time.process_time() - t_all:.0f} s; model {model}; torch threads 1")
     out = Path(a.out) if a.out else ROOT / "bench" / "results" / f"memory-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,9 @@ everything the candidate rules need, so that they are compared offline on the sa
 3. per event, its own window grounded directly (the oracle the tube is compared against).
 
 ``--analyse FILE`` then prints, for each rule, recall@1/@3 and the m_vIoU of the returned tube against the
-oracle, with bootstrap intervals (queries resampled).  Shipped model, CPU, one thread.
+oracle, with bootstrap intervals (queries resampled).  ``--rerank K`` records instead the signals for
+re-ranking the K best segments (:func:`collect_rerank`), and ``--analyse-rerank FILES`` replays the re-ranking
+rules on them offline.  Shipped model, CPU, one thread.
 
     nice env OMP_NUM_THREADS=1 .venv/bin/python bench/select_memory.py --minutes 60 --streams 4 --events 5
     .venv/bin/python bench/select_memory.py --analyse bench/results/memory-select-val.json
@@ -225,6 +227,143 @@ def analyse_tubes(data: dict, rules=("p", "neutral"), top_ks=(1, 2, 3)) -> None:
                           f"{100 * statistics.mean(diff):+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] |")
 
 
+# -- re-ranking the top segments (issue 33's second round) -----------------------------------------
+#: windows judged around a candidate segment, as (start, end) offsets in segments: the segment, shifted by a
+#: quarter and a half either way, widened by half a segment either way (what the second stage grounds)
+RERANK_WINDOWS = {"seg": (0.0, 0.0), "m50": (-0.5, -0.5), "m25": (-0.25, -0.25), "p25": (0.25, 0.25),
+                  "p50": (0.5, 0.5), "wide": (-0.5, 0.5)}
+
+
+def collect_rerank(grounder, seed: int, minutes: float, events: int, tmp: Path, depth: int,
+                   segment_s: float = 10.0) -> dict:
+    """Per event, every signal a re-ranking rule might use on the ``depth`` best segments by p(yes), recorded
+    once so that rules are compared offline: p(yes) of the query and of the neutral prompt on each window of
+    :data:`RERANK_WINDOWS` (built as :class:`MemoryRecall` builds its widened window), the full method on the
+    widened window (its p(yes), track score and the runner-up's, temporal scores, vIoU), and which segment
+    overlaps the event.  Windows are cut by ``MemoryRecall._around`` itself, so the rules replay exactly."""
+    stream = make_stream(seed, minutes * 60.0, events=events, kind="colour", split="val")
+    store = MemoryStore(tmp / f"rerank-{seed}-{minutes}", rate=stream.fps, window_s=10.0, chunk_seconds=30.0,
+                        hours=0, mb=0)
+    for i, f in enumerate(stream.frames()):
+        store.add(Frame(stream.stamp_ns(i), f, 1.0, f.shape[:2], "camera"))
+    store.close()
+    grounder.feature_cache.clear()
+    recall = MemoryRecall(grounder, store, segment_s=segment_s)
+    t0 = time.process_time()
+    recall.prefetch()
+    row = dict(seed=seed, minutes=minutes, prefetch_cpu_s=time.process_time() - t0, events=[])
+    cell = recall.segment_ns
+    for k, event in enumerate(stream.events):
+        t0 = time.process_time()
+        ranked = recall.rank(event.query)
+        t_rank = time.process_time() - t0
+        order = sorted(range(len(ranked)), key=lambda i: -ranked[i][0])
+        own = store.frames(stream.stamp_ns(event.first), stream.stamp_ns(event.first + CLIP_FRAMES - 1))
+        direct = grounder.ground([f.image for f in own], [f.stamp for f in own], event.query,
+                                 frame_keys=[store.key(f.stamp_ns) for f in own])
+        ev = dict(query=event.query, first=event.first, span=list(event.span), rank_cpu_s=t_rank,
+                  direct=tube_score(direct, stream, event)["viou"], segments=len(ranked),
+                  event_ranks=[n for n, i in enumerate(order) if overlaps(ranked[i][1].start_ns, ranked[i][1].end_ns,
+                                                                          stream, event)],
+                  candidates=[])
+        t0 = time.process_time()
+        for n, i in enumerate(order[:depth]):
+            seg = ranked[i][1]
+            cand = dict(rank=n, start=seg.start_ns, end=seg.end_ns, p=ranked[i][0],
+                        event=overlaps(seg.start_ns, seg.end_ns, stream, event), win={}, neutral={})
+            for name, (lo, hi) in RERANK_WINDOWS.items():
+                w = recall._around(ranked, i, int(lo * cell), int(hi * cell))
+                if len(w.frames) < 2:
+                    continue
+                images, stamps = [f.image for f in w.frames], [f.stamp for f in w.frames]
+                cand["win"][name] = grounder.existence(images, stamps, event.query, frame_keys=w.keys)
+                cand["neutral"][name] = grounder.existence(images, stamps, NEUTRAL, frame_keys=w.keys)
+                if name == "wide":
+                    t1 = time.process_time()
+                    r = grounder.ground(images, stamps, event.query, frame_keys=w.keys)
+                    tracks = sorted(r.track_scores.values(), reverse=True)
+                    fs = r.frame_scores or [0.0]
+                    cand["ground"] = dict(p=float(r.p_yes), score=float(r.score),
+                                          second=float(tracks[1]) if len(tracks) > 1 else 0.0,
+                                          frame_max=float(max(fs)), frame_mean=float(statistics.mean(fs)),
+                                          span_s=float(r.end - r.start), cpu_s=time.process_time() - t1,
+                                          **tube_score(r, stream, event))
+            ev["candidates"].append(cand)
+        ev["candidates_cpu_s"] = time.process_time() - t0
+        row["events"].append(ev)
+        print(f"#  seed {seed} event {k} ({event.query}): direct {ev['direct']:.3f}, event ranks "
+              f"{ev['event_ranks'][:3]}, {time.process_time() - t0:.0f} s CPU for {depth} candidates", flush=True)
+    return row
+
+
+def rerank_scores(cand: dict) -> dict[str, float]:
+    """Every re-ranking rule's score of one candidate (higher = better); a rule missing a signal scores -inf."""
+    w, nu, g = cand["win"], cand["neutral"], cand.get("ground", {})
+    lg = {k: logit(v) for k, v in w.items()}
+    shifts = [lg[k] for k in ("m50", "m25", "seg", "p25", "p50") if k in lg]
+    best_pair = max((lg[a] + lg[b]) / 2 for a, b in (("m50", "m25"), ("m25", "seg"), ("seg", "p25"),
+                                                    ("p25", "p50")) if a in lg and b in lg) if len(lg) > 1 else -1e9
+    out = {"rank": logit(cand["p"]),
+           "wide": lg.get("wide", -1e9),
+           "rank+wide": logit(cand["p"]) + lg.get("wide", -1e9),
+           "min(rank,wide)": min(logit(cand["p"]), lg.get("wide", -1e9)),
+           "mean shifts": statistics.mean(shifts),
+           "mean shifts+wide": statistics.mean(shifts + [lg.get("wide", -1e9)]),
+           "median shifts": statistics.median(shifts),
+           "best adjacent pair": best_pair,
+           "max shifts": max(shifts),
+           "wide - neutral": lg.get("wide", -1e9) - logit(nu.get("wide", 0.5)),
+           "mean shifts - neutral": statistics.mean(lg[k] - logit(nu[k]) for k in lg if k in nu),
+           "rank + neutral": logit(cand["p"]) + logit(nu.get("seg", 0.5)),
+           }
+    if g:
+        out.update({"ground score": g["score"], "ground score gap": g["score"] - g["second"],
+                    "ground frame max": g["frame_max"],
+                    "rank+wide+score": logit(cand["p"]) + lg.get("wide", -1e9) + 4 * g["score"]})
+    return out
+
+
+def analyse_rerank(data: dict, depths=(3, 5, 8, 10)) -> None:
+    """Recall@1/@3 of the re-ranked list (the top ``K`` segments by p(yes) re-ranked by a rule; the rest keep their
+    order after them) and the m_vIoU of the widened grounding of the new first, against direct."""
+    evs = [e for r in data["rows"] for e in r["events"]]
+    rules = list(rerank_scores(evs[0]["candidates"][0]))
+    print(f"## Re-ranking the top K segments (n = {len(evs)} queries; event found by direct: "
+          f"{sum(e['direct'] > 0 for e in evs)})")
+    print("| rule | K | recall@1 | recall@3 [95% CI] | recall@3 where direct finds | m_vIoU | direct | "
+          "diff [95% CI] | vs rank, paired [95% CI] | groundings |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    base = None
+    for rule in rules:
+        for K in depths:
+            if rule == "rank" and K != depths[0]:
+                continue
+            r1, r3, r3f, got, direct = [], [], [], [], []
+            for e in evs:
+                cands = e["candidates"]
+                top = sorted(cands[:K], key=lambda c: -rerank_scores(c)[rule]) + cands[K:]
+                hits = [n for n, c in enumerate(top) if c["event"]]
+                rank = hits[0] if hits else (min(e["event_ranks"]) if e["event_ranks"] else 10**6)
+                r1.append(float(rank < 1))
+                r3.append(float(rank < 3))
+                if e["direct"] > 0:
+                    r3f.append(float(rank < 3))
+                got.append(top[0].get("ground", {}).get("viou", 0.0))
+                direct.append(e["direct"])
+            diff = [a - b for a, b in zip(got, direct)]
+            if base is None:
+                base = got
+            paired = [a - b for a, b in zip(got, base)]
+            ci, pci, rci = bootstrap_ci(diff), bootstrap_ci(paired), bootstrap_ci(r3)
+            needs = "wide" in rule or "ground" in rule or "score" in rule
+            print(f"| {rule} | {K} | {100 * statistics.mean(r1):.0f} | {100 * statistics.mean(r3):.0f} "
+                  f"[{100 * rci[0]:.0f}, {100 * rci[1]:.0f}] | {100 * statistics.mean(r3f):.0f} (n={len(r3f)}) | "
+                  f"{100 * statistics.mean(got):.1f} | {100 * statistics.mean(direct):.1f} | "
+                  f"{100 * statistics.mean(diff):+.1f} [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}] | "
+                  f"{100 * statistics.mean(paired):+.1f} [{100 * pci[0]:+.1f}, {100 * pci[1]:+.1f}] | "
+                  f"{K if 'ground' in rule or 'score' in rule else 3} |")
+
+
 def _rule_values(row: dict, length: str, rule: str, query: str) -> list[float]:
     segs = row["lengths"][length]["segments"]
     if rule != "max_halves":
@@ -251,6 +390,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-mb", type=float, default=1500.0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "memory-select-val.json"))
     ap.add_argument("--analyse", default="")
+    ap.add_argument("--rerank", type=int, default=0, metavar="K",
+                    help="record the re-ranking signals of the K best segments per query instead (see collect_rerank)")
+    ap.add_argument("--analyse-rerank", default="", help="comma-separated --rerank JSON files to compare rules on")
     a = ap.parse_args(argv)
     if a.analyse:
         parts = [json.loads(Path(f).read_text()) for f in a.analyse.split(",")]
@@ -258,10 +400,23 @@ def main(argv=None) -> int:
         analyse(data)
         analyse_tubes(data)
         return 0
+    if a.analyse_rerank:
+        files = a.analyse_rerank.split(",")
+        analyse_rerank(dict(rows=[r for f in files for r in json.loads(Path(f).read_text())["rows"]]))
+        return 0
     torch.set_num_threads(1)
     grounder = load_model(str(shipped_model_dir()), GroundingConfig(feature_cache_mb=a.cache_mb)).grounder
     rows = []
     out = Path(a.out)
+    if a.rerank:
+        with tempfile.TemporaryDirectory() as tmp:
+            for s in range(a.streams):
+                rows.append(collect_rerank(grounder, a.first_seed + s, a.minutes, a.events, Path(tmp), a.rerank))
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps({"args": vars(a), "rows": rows}))
+        analyse_rerank({"rows": rows})
+        print(f"results: {out}")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for s in range(a.streams):
             rows.append(collect_stream(grounder, a.first_seed + s, a.minutes, a.events, a.lengths, a.ground_length,

@@ -62,12 +62,17 @@ def test_colour_queries_rank_the_event_segment_first_and_answer_with_its_tube(gr
         ious = [_iou(boxes[i], event.boxes[i]) for i in boxes if i in event.boxes]
         assert ious and np.mean(ious) > 0.3, "the boxes are on the target"
         assert found.cost["grounded"] == 3 and found.cost["segments"] == 24
+        # the default re-ranking: the 5 best segments by p(yes) re-ordered by p(yes) of their widened window
+        assert recall.rerank_k == 5 and recall.rerank_windows == ((-0.5, 0.5),)
+        head = [o[2] for o in found.order[:5]]
+        assert head == sorted(head, reverse=True) and holds(found.order[0][:2], stream, event)
+        assert found.alternatives[0].score == pytest.approx(found.order[0][2])
 
 
 def test_contrast_ranking_widened_windows_and_neutral_answers_once(grounder, colour_stream):
     stream, store = colour_stream
     recall = MemoryRecall(grounder, store, segment_s=10.0, top_k=2, contrast="the shape", window="widen",
-                          choose="contrast")
+                          choose="contrast", rerank_k=0)  # the contrast alone decides which are grounded
     ranked = recall.rank(stream.events[0].query)
     assert len(recall.neutral) == len(ranked) == 24, "one neutral answer per segment"
     recall.rank(stream.events[1].query)
@@ -294,3 +299,60 @@ def test_the_idle_service_encodes_new_memory_segments_once(grounder, tmp_path):
     recall.rank(event.query, (stream.stamp_ns(0) // (10 * NS) + 1) * 10 * NS, done - 1)
     assert cache.stats().by_kind["visual"]["misses"] == before, "a query over them encodes nothing again"
     svc.stop()
+
+
+def _blank_store(directory, seconds: float = 100.0) -> MemoryStore:
+    """A store of blank 2 Hz keyframes from t = 1000 s: ``seconds / 10`` segments of 10 s."""
+    store = MemoryStore(directory, rate=2.0, window_s=10.0, chunk_seconds=30.0, hours=0, mb=0)
+    for k in range(int(seconds * 2)):
+        store.add(Frame(int((1000.0 + k / 2) * NS), np.zeros((8, 8, 3), np.uint8), 1.0, (8, 8), "cam"))
+    store.close()
+    return store
+
+
+def test_reranking_demotes_a_segment_whose_yes_does_not_hold_when_the_clip_moves(tmp_path):
+    from fake_grounder import FakeGrounder
+
+    store = _blank_store(tmp_path)
+    spike = 1000.0 + 39.5  # the last frame of segment 3 (1030-1039.5 s): only its own clip says yes, at 0.99
+
+    def script(newest: float):  # the answer depends on the judged window's newest stamp
+        if newest == spike:
+            return 0.99, (0.0, 0.0, 1.0, 1.0)
+        if 1060.0 <= newest <= 1079.5:  # the event, segments 6-7: every clip ending there says yes
+            return 0.9, (0.0, 0.0, 1.0, 1.0)
+        return 0.1, (0.0, 0.0, 1.0, 1.0)
+
+    windows = ((0, 0), (-0.5, -0.5), (0.5, 0.5), (-0.5, 0.5))
+    plain = MemoryRecall(FakeGrounder(script), store, segment_s=10.0, top_k=2, rerank_k=0).answer("the thing")
+    assert plain.order[0][0] == int(1030 * NS), "without re-ranking the one-clip yes is first"
+    fake = FakeGrounder(script)
+    found = MemoryRecall(fake, store, segment_s=10.0, top_k=2, rerank_k=3, rerank_windows=windows).answer("the thing")
+    assert [o[0] for o in found.order[:3]] == [int(1060 * NS), int(1070 * NS), int(1030 * NS)]
+    assert [o[2] for o in found.order[:3]] == sorted((o[2] for o in found.order[:3]), reverse=True)
+    assert found.order[0][2] == pytest.approx(0.9) and found.order[2][2] < 0.5, "a probability: mean logit"
+    assert len({o[0] for o in found.order}) == 10, "every segment once"
+    assert len(found.order) == len(found.ranking) == 10
+    assert found.alternatives[0].score == pytest.approx(0.9), "the answer: the re-ranked first, widened"
+    assert found.frames[0].stamp_ns == int(1055 * NS) and found.frames[-1].stamp_ns == int(1074.5 * NS)
+    # 10 segments ranked, 3 re-ranked with 3 more windows each (the segment's own answer is reused), 2 grounded
+    assert fake.exists == 10 + 3 * 3 and fake.grounds == 2
+    assert found.cost["rerank"] >= 0.0 and found.cost["grounded"] == 2
+
+
+def test_reranking_cancels_between_segments_and_checks_its_windows(tmp_path):
+    from fake_grounder import FakeGrounder
+
+    store = _blank_store(tmp_path, 60.0)
+    recall = MemoryRecall(FakeGrounder(), store, segment_s=10.0, rerank_k=4, rerank_windows=((0, 0), (-0.5, 0.5)))
+
+    def check(stage):
+        if stage == "rerank":
+            raise Cancelled("stop")
+
+    with pytest.raises(Cancelled):
+        recall.answer("the thing", checkpoint=check)
+    with pytest.raises(ValueError, match="rerank_windows"):
+        MemoryRecall(FakeGrounder(), store, rerank_k=3, rerank_windows=())
+    with pytest.raises(ValueError, match=r"within \[-1, 1\]"):
+        MemoryRecall(FakeGrounder(), store, rerank_k=3, rerank_windows=((-2, 0),))
