@@ -373,7 +373,8 @@ class Grounder:
                 else:
                     q_s = q_t = full_q
                 for group in groups:
-                    self._attention_runs(group, full_q, q_s, q_t, spatial_ready=spatial_ready if overlap else None)
+                    split = overlap and any(not c.proposals for c in group)  # proposals' boxes need no segmenting
+                    self._attention_runs(group, full_q, q_s, q_t, spatial_ready=spatial_ready if split else None)
                 for c in runs:
                     if c.spatial is None:
                         c.spatial = self._spatial_maps(c.rows, c.visual, c.reversed_visual, len(c.used_stamps),
@@ -390,13 +391,14 @@ class Grounder:
                     timings["refine_pass_cpu"] = time.thread_time() - t
                     return out
 
+                serial = {id(c): boxes(c) for c in runs if id(c) not in jobs}  # boxes first, then the refine pass
                 second = refine_pass() if any_refine else [None] * n
                 if jobs:
                     timings["box_beside_cpu"] = time.thread_time() - min(j.started_cpu for j in jobs.values())
                 chosen = []
                 for c, again in zip(runs, second):
                     job = jobs.pop(id(c), None)
-                    best, tracks, reason = self._finish_boxes(job, timings) if job is not None else boxes(c)
+                    best, tracks, reason = self._finish_boxes(job, timings) if job is not None else serial[id(c)]
                     result = self._span_result(best, tracks, reason, c.spatial, c.temporal, c.p_yes,
                                                {k: c.tokens[k] for k in ("spatial", "temporal", "tas")
                                                 if k in c.tokens}, c.visual, query, subs, c.used_stamps, c.size)
