@@ -113,14 +113,11 @@ def test_a_query_on_real_video_segments_with_few_cold_cuts_and_the_same_boxes(mo
         assert row["best_box_centred"] >= 0.8, row
 
 
-def test_region_growing_is_not_retried_on_an_object_it_failed_on_in_the_chain(monkeypatch):
-    """Issue 26 item 6: on cup.mp4 `auto`'s region growing fails on every frame (the cup's parts cannot be
-    delimited) and GrabCut takes each one; retrying it was ~13 % of the select stage on the fine grid. Within a
-    chain it is not retried on the seed region of an object it failed on in the previous frame: 7 tries per
-    20-frame query instead of 20, and the same chosen track (boxes identical to retrying on every frame)."""
+def _count_region_growing(monkeypatch) -> list:
+    """A list that gets one entry per region-growing try (``flood_parts_box`` call)."""
     from stvg_ros.grounding import regions
 
-    tries = []
+    tries: list = []
     real_flood = regions.flood_parts_box
 
     def spy(*args, **kwargs):
@@ -128,6 +125,17 @@ def test_region_growing_is_not_retried_on_an_object_it_failed_on_in_the_chain(mo
         return real_flood(*args, **kwargs)
 
     monkeypatch.setattr(regions, "flood_parts_box", spy)
+    return tries
+
+
+def test_region_growing_is_not_retried_on_an_object_it_failed_on_in_the_chain(monkeypatch):
+    """Issue 26 item 6: on cup.mp4 `auto`'s region growing fails on every frame (the cup's parts cannot be
+    delimited) and GrabCut takes each one; retrying it was ~13 % of the select stage on the fine grid. Within a
+    chain it is not retried on the seed region of an object it failed on in the previous frame: 7 tries per
+    20-frame query instead of 20, and the same chosen track (boxes identical to retrying on every frame)."""
+    from stvg_ros.grounding import regions
+
+    tries = _count_region_growing(monkeypatch)
     row, = real.select_cost(["qwen-fine"], ["auto"], repeats=1)
     now = len(tries)
     assert now <= 10, now  # before: 20, one per frame
@@ -144,14 +152,7 @@ def test_region_growing_is_not_retried_on_a_coarse_grid_either(monkeypatch):
     good (0.504 retrying on every frame, 0.579 now)."""
     from stvg_ros.grounding import regions
 
-    tries = []
-    real_flood = regions.flood_parts_box
-
-    def spy(*args, **kwargs):
-        tries.append(1)
-        return real_flood(*args, **kwargs)
-
-    monkeypatch.setattr(regions, "flood_parts_box", spy)
+    tries = _count_region_growing(monkeypatch)
     row, = real.select_cost(["qwen-224"], ["auto"], repeats=1)
     now = len(tries)
     assert now <= 10, now
