@@ -214,6 +214,18 @@ def storage_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def print_summary(summary: dict, baseline: str) -> None:
+    """The summary table, then each row's paired differences against the ``baseline`` rules (same queries)."""
+    print(markdown(summary))
+    for key, s in summary.items():
+        if s and "viou_vs_baseline" in s:
+            print(f"{key}: vs the {baseline} rules, same queries: m_vIoU {100 * s['viou_vs_baseline']:+.1f} "
+                  f"[{100 * s['viou_vs_baseline_ci'][0]:+.1f}, {100 * s['viou_vs_baseline_ci'][1]:+.1f}], recall@3 "
+                  f"{100 * s['recall3_vs_baseline']:+.0f} [{100 * s['recall3_vs_baseline_ci'][0]:+.0f}, "
+                  f"{100 * s['recall3_vs_baseline_ci'][1]:+.0f}], recall@1 {100 * s['recall1_vs_baseline']:+.0f} "
+                  f"[{100 * s['recall1_vs_baseline_ci'][0]:+.0f}, {100 * s['recall1_vs_baseline_ci'][1]:+.0f}] points")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0])
@@ -249,13 +261,7 @@ def main(argv=None) -> int:
             group = [r for r in rows if (r["minutes"], r["kind"]) == (minutes, kind)]
             for mode in ("cold", "warm", "baseline"):
                 summary[f"{minutes:g}|{kind}|{mode}"] = summarize(group, mode)
-        print(markdown(summary))
-        for key, s in summary.items():
-            if s and "viou_vs_baseline" in s:
-                print(f"{key} vs baseline, paired: m_vIoU {100 * s['viou_vs_baseline']:+.1f} "
-                      f"[{100 * s['viou_vs_baseline_ci'][0]:+.1f}, {100 * s['viou_vs_baseline_ci'][1]:+.1f}], recall@1 "
-                      f"{100 * s['recall1_vs_baseline']:+.0f} [{100 * s['recall1_vs_baseline_ci'][0]:+.0f}, "
-                      f"{100 * s['recall1_vs_baseline_ci'][1]:+.0f}], recall@3 {100 * s['recall3_vs_baseline']:+.0f}")
+        print_summary(summary, "baseline")
         return 0
     if a.quick:
         a.minutes, a.streams, a.events = [5.0], 1, 2
@@ -290,14 +296,7 @@ def main(argv=None) -> int:
                     summary[f"{minutes:g}|{kind}|{mode}"] = summarize(group, mode)
     print(storage_markdown(rows))
     print()
-    print(markdown(summary))
-    for key, s in summary.items():
-        if s and "viou_vs_baseline" in s:
-            print(f"{key}: vs the {a.baseline} rules, same queries: m_vIoU {100 * s['viou_vs_baseline']:+.1f} "
-                  f"[{100 * s['viou_vs_baseline_ci'][0]:+.1f}, {100 * s['viou_vs_baseline_ci'][1]:+.1f}], recall@3 "
-                  f"{100 * s['recall3_vs_baseline']:+.0f} [{100 * s['recall3_vs_baseline_ci'][0]:+.0f}, "
-                  f"{100 * s['recall3_vs_baseline_ci'][1]:+.0f}], recall@1 {100 * s['recall1_vs_baseline']:+.0f} "
-                  f"[{100 * s['recall1_vs_baseline_ci'][0]:+.0f}, {100 * s['recall1_vs_baseline_ci'][1]:+.0f}] points")
+    print_summary(summary, a.baseline)
     shown = {k: getattr(MemoryRecall(grounder, None, **rules), k) for k in ("segment_ns", "top_k", "contrast", "window",
                                                                              "choose", "rerank_k", "rerank_windows")}
     print(f"\nrules {shown}; total CPU {time.process_time() - t_all:.0f} s; model {model}; torch threads 1")

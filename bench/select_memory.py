@@ -70,14 +70,19 @@ def rank_scores(segs: list[dict], query: str) -> dict[str, list[float]]:
     return out
 
 
-def collect_stream(grounder, seed: int, minutes: float, events: int, lengths, ground_length: float, tmp: Path,
-                   top: int) -> dict:
+def stored_stream(seed: int, minutes: float, events: int, path: Path):
+    """A val-split colour stream of ``minutes`` with ``events`` events, written whole to a memory store at ``path``."""
     stream = make_stream(seed, minutes * 60.0, events=events, kind="colour", split="val")
-    store = MemoryStore(tmp / f"val-{seed}-{minutes}", rate=stream.fps, window_s=10.0, chunk_seconds=30.0,
-                        hours=0, mb=0)
+    store = MemoryStore(path, rate=stream.fps, window_s=10.0, chunk_seconds=30.0, hours=0, mb=0)
     for i, f in enumerate(stream.frames()):
         store.add(Frame(stream.stamp_ns(i), f, 1.0, f.shape[:2], "camera"))
     store.close()
+    return stream, store
+
+
+def collect_stream(grounder, seed: int, minutes: float, events: int, lengths, ground_length: float, tmp: Path,
+                   top: int) -> dict:
+    stream, store = stored_stream(seed, minutes, events, tmp / f"val-{seed}-{minutes}")
     grounder.feature_cache.clear()
     t0 = time.process_time()
     MemoryRecall(grounder, store, segment_s=10.0).prefetch()
@@ -241,12 +246,7 @@ def collect_rerank(grounder, seed: int, minutes: float, events: int, tmp: Path, 
     :data:`RERANK_WINDOWS` (built as :class:`MemoryRecall` builds its widened window), the full method on the
     widened window (its p(yes), track score and the runner-up's, temporal scores, vIoU), and which segment
     overlaps the event.  Windows are cut by ``MemoryRecall._around`` itself, so the rules replay exactly."""
-    stream = make_stream(seed, minutes * 60.0, events=events, kind="colour", split="val")
-    store = MemoryStore(tmp / f"rerank-{seed}-{minutes}", rate=stream.fps, window_s=10.0, chunk_seconds=30.0,
-                        hours=0, mb=0)
-    for i, f in enumerate(stream.frames()):
-        store.add(Frame(stream.stamp_ns(i), f, 1.0, f.shape[:2], "camera"))
-    store.close()
+    stream, store = stored_stream(seed, minutes, events, tmp / f"rerank-{seed}-{minutes}")
     grounder.feature_cache.clear()
     recall = MemoryRecall(grounder, store, segment_s=segment_s)
     t0 = time.process_time()
