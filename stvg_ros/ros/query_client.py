@@ -22,6 +22,10 @@ from stvg_ros.ros.bag_player import split_ros_args
 NS = 1_000_000_000
 
 
+#: seconds the client keeps listening for feedback after the result arrived
+LATE_FEEDBACK_S = 0.3
+
+
 def tube_dict(tube) -> dict:
     """A Tube message as plain data (times in seconds, boxes as centre and size in source pixels)."""
     def t(stamp) -> float:
@@ -165,6 +169,9 @@ def _ask(node, a, interrupted: threading.Event) -> int:
         _spin_until(node, cancel.done, time.monotonic() + 2.0, threading.Event())
         print(f"stvg_query: {why}: goal cancelled", file=sys.stderr)
         return 1
+    # feedback and result travel on different DDS entities: the last stage's feedback may arrive just after the
+    # result (seen on Jazzy once the select stage got short); take it before printing the answer
+    _spin_until(node, lambda: False, time.monotonic() + LATE_FEEDBACK_S, interrupted)
     from action_msgs.msg import GoalStatus
 
     answer = result.result()
