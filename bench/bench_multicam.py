@@ -127,7 +127,13 @@ CAMERA_RULES = {
     "p_yes x mean frame relevance in the tube": lambda f: f["p_yes"] * f["frame_relevance"],
     "found, then sum of logits (full, attribute, action)": lambda f: (
         f["found"], logit(f["p_yes"]) + logit(f["p_attribute"]) + logit(f["p_action"])),
+    "p_yes on the tube's frames": lambda f: f["p_tube"],
+    "logit p_yes + logit p_yes on the tube's frames": lambda f: logit(f["p_yes"]) + logit(f["p_tube"]),
+    "max(p_yes, p_yes on the tube's frames)": lambda f: max(f["p_yes"], f["p_tube"]),
 }
+
+#: the fewest frames the question on the tube's frames sees (the shipped model was trained on 6-10 frame windows)
+TUBE_WINDOW = 6
 
 #: the neutral question of the contrast rule: the synthetic world's every clip holds shapes
 NEUTRAL = "a shape"
@@ -151,10 +157,21 @@ def judgments(grounder, answer) -> dict:
                      grounder._sub_question(r.sub_queries.action, r.query),
                      format_question(grounder.config.question_template, NEUTRAL)]
         p = yes_probability(adapter.run(visual, questions).yes_no_logits).tolist()
+        # the query asked again on the frames of the answer's span, widened to TUBE_WINDOW frames around it
+        inside = [i for i, t in enumerate(stamps) if r.start - 1e-6 <= t <= r.end + 1e-6] or [len(stamps) - 1]
+        a, b = inside[0], inside[-1]
+        while b - a + 1 < min(TUBE_WINDOW, len(stamps)):
+            a, b = (a - 1, b) if (b - a) % 2 and a > 0 or b == len(stamps) - 1 else (a, b + 1)
+        tube = list(range(a, b + 1))
+        if len(tube) > grounder.config.num_frames:
+            tube = [tube[i] for i in sample_indices(len(tube), grounder.config.num_frames)]
+        seen = adapter.encode_frames([answer.frames[i].image for i in tube], stamps=[stamps[i] for i in tube])
+        p_tube = float(yes_probability(adapter.run(seen, [format_question(grounder.config.question_template,
+                                                                          r.query)]).yes_no_logits)[0])
     scores = [max(0.0, float(v)) for v in r.track_scores.values()]
     return dict(found=bool(r.found), p_yes=float(r.p_yes), score=float(r.score), p_attribute=p[0], p_action=p[1],
                 p_neutral=p[2], concentration=(max(0.0, float(r.score)) / sum(scores)) if sum(scores) > 0 else 0.0,
-                frame_relevance=float(np.mean(r.frame_scores)) if r.frame_scores else 0.0)
+                frame_relevance=float(np.mean(r.frame_scores)) if r.frame_scores else 0.0, p_tube=p_tube)
 
 
 def serve(grounder, cameras: list[str], clips: dict[str, np.ndarray]):

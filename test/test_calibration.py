@@ -259,15 +259,21 @@ def test_offline_replay_gives_the_services_events(change_on):
                                  config=GroundingConfig(num_frames=8, feature_cache_mb=0))
     clip = synthetic_clips("test", 1, first_seed=2, kind="standing")[0]
     (t,) = measure(g.existence, [clip], 0.0, 0.0, ground=g.ground if change_on else None)
-    rules = StandingRules(found_on=0.55, found_off=0.5, change_on=change_on)
-    tracker = ChangeTracker(rules)
     ends = [e for _, e in window_ends(clip.stamps, clip.window_s, clip.every_s)]
     changes = t.window_change or [None] * len(ends)
-    offline = [("appeared" if tracker.found else "disappeared", e) for p, c, e in zip(t.window_p, changes, ends)
-               if tracker.observe(p, c if rules.wants_change(tracker.found, p) else None)]
+
+    def offline_events(rules):
+        tracker = ChangeTracker(rules)
+        return [("appeared" if tracker.found else "disappeared", e) for p, c, e in zip(t.window_p, changes, ends)
+                if tracker.observe(p, c if rules.wants_change(tracker.found, p) else None)]
+
+    # the rule, from this model's own p_yes on the stream: a threshold that p_yes alone crosses, and with a change
+    # rule the smallest change that alters the events (so that the change is tested, whatever the checkpoint)
+    candidates = [StandingRules(found_on=on, found_off=on - 0.05, change_on=change_on and c)
+                  for on in (0.55, 0.6, 0.65, 0.7, 0.75, 0.5, 0.45) for c in (change_on, 2.0, 1.0, 6.0, 8.0)]
+    rules = next(r for r in candidates if offline_events(r) and (
+        not change_on or offline_events(r) != offline_events(StandingRules(found_on=r.found_on,
+                                                                           found_off=r.found_off))))
+    offline = offline_events(rules)
     events, _ = replay(g, clip.frames, 5.0, clip.queries[0].text, 8, 2, True, rules)
     assert offline and [e for e in events if e[0] != "moved"] == offline
-    if change_on:  # the rule changed something here: p_yes alone appears earlier on this stream
-        plain = ChangeTracker(StandingRules(found_on=0.55, found_off=0.5))
-        assert offline != [("appeared" if plain.found else "disappeared", e) for p, e in zip(t.window_p, ends)
-                           if plain.observe(p)]

@@ -94,6 +94,71 @@ def test_action_windows_show_part_of_the_clip():
     assert set(grid[:, 0].tolist()) == {10}
 
 
+def test_standing_pairs_ask_the_same_query_inside_and_outside_the_action():
+    """``--standing-pairs``: two 8-frame windows of one 48-frame stream asked the same question, yes where the
+    target's action overlaps the window by a temporal slot, no where it does not touch it (a standing query)."""
+    from stvg_ros.synthetic.train import STANDING_WINDOW, _batch, _standing_pair
+
+    _, grid, qs, labels, clips, _ = _batch(np.arange(4), "train", ["action"], 2, np.random.default_rng(0),
+                                           standing_pairs=1.0)
+    assert set(grid[:, 0].tolist()) == {STANDING_WINDOW // 2} and len(qs) == len(grid) >= 2
+    assert clips == list(range(len(qs)))  # one question per window
+    for k in range(0, len(qs), 2):
+        assert qs[k] == qs[k + 1] and labels[k:k + 2].tolist() == [0, 1]  # class 0 = yes
+    checked = 0
+    for seed in range(8):
+        frames, s = generate_sample(seed, "train", num_frames=48)
+        pair = _standing_pair(seed, "train", np.random.default_rng(seed))
+        if not pair:
+            continue
+        span = set(range(s["st_frame"], s["ed_frame"] + 1))
+        for start, window, _, answer in pair:
+            assert np.array_equal(window, frames[start:start + STANDING_WINDOW])
+            shown = set(range(start, start + STANDING_WINDOW))
+            assert (len(shown & span) >= 2) if answer else not (shown & span)
+        checked += 1
+    assert checked >= 4
+
+
+def test_init_starts_from_the_model_directory(tmp_path):
+    """``--init``: training starts from the directory's weights (read through ``from_pretrained``: the saved
+    names differ from the module's), so with a zero learning rate the written model is the one given."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from stvg_ros.synthetic.train import train
+
+    torch.manual_seed(3)
+    start, tok = build_model(seed=3)
+    init = save_model_dir(start.eval(), tok, tmp_path / "init")
+    summary = train(str(tmp_path / "m"), minutes=0.03, seed=0, clips_per_step=2, val_clips=1, eval_every=1000,
+                    threads=1, start_rung=3, init=str(init), lr=0.0, vision_lr=0.0)
+    assert summary["steps"] >= 1 and summary["init"] == str(init)
+    written = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(tmp_path / "m")).state_dict()
+    given = Qwen2_5_VLForConditionalGeneration.from_pretrained(str(init)).state_dict()
+    fresh = build_model(seed=0)[0].state_dict()
+    assert all(torch.equal(written[k], given[k]) for k in given)
+    assert not all(torch.equal(written[k], fresh[k]) for k in fresh)  # not the seed's own initialisation
+
+
+def test_a_model_trained_in_stages_lists_every_stage_and_its_command():
+    """A run started from an earlier model (``--init``) keeps that run's summary, so the card gives the whole
+    chain: one command per stage, each later one starting from the stage before."""
+    from stvg_ros.synthetic.card import _stages_text, stages, train_commands
+
+    first = dict(seed=0, steps=100, minutes=50.0, lr=2e-4, vision_lr=2e-4, rungs=["colour", "action"],
+                 compact_motion=True)
+    second = dict(first, seed=5, steps=40, minutes=22.0, start_rung=1, standing_pairs=0.3, init_from=first)
+    third = dict(second, seed=6, minutes=35.0, standing_pairs=0.6, init_from=second)
+    assert [s["seed"] for s in stages(third)] == [0, 5, 6] and stages(first) == [first]
+    cmds = train_commands(third)
+    assert cmds[0].startswith("python -m stvg_ros.synthetic.train --out stage-1 --minutes 50 --seed 0")
+    assert "--init" not in cmds[0] and "--standing-pairs" not in cmds[0]
+    assert "--out stage-2" in cmds[1] and cmds[1].endswith("--start-rung 1 --standing-pairs 0.3 --init stage-1")
+    assert "--out models/stvg-synth-qwen" in cmds[2] and cmds[2].endswith("--standing-pairs 0.6 --init stage-2")
+    assert "3 stages" in _stages_text(third) and "180 steps in 107.0 minutes" in _stages_text(third)
+    assert train_commands(first) == [cmds[0].replace("stage-1", "models/stvg-synth-qwen")]
+
+
 def test_bench_produces_the_table(random_model_dir):
     from stvg_ros.synthetic.bench import METHODS, markdown, run
 

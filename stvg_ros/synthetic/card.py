@@ -66,6 +66,11 @@ def _signal(summary: dict) -> str:
         text += (f"  {100 * summary['action_windows']:.0f} % of the action rung's clips are cut to a window of "
                  "6–10 frames, where an object whose action falls outside the window does not act (\"… that jumps\" "
                  "is then a no): the answer depends on *when*, still with yes/no answers only.")
+    pairs = [st["standing_pairs"] for st in stages(summary) if st.get("standing_pairs")]
+    if pairs:
+        text += ("  Later stages replace part of the action rung's clips by *standing pairs*: two 8-frame windows "
+                 "of one 48-frame clip asked the same query (the full description, or colour and action), yes where the target's action overlaps the "
+                 "window, no where it does not touch it (what a standing query asks of the newest frames).")
     return textwrap.fill(text, 108)
 
 
@@ -97,7 +102,51 @@ def train_command(summary: dict) -> str:
         cmd += f" --action-windows {summary['action_windows']:g}"
     if summary.get("colour_action"):
         cmd += f" --colour-action {summary['colour_action']:g}"
+    if summary.get("start_rung"):
+        cmd += f" --start-rung {summary['start_rung']}"
+    if summary.get("standing_pairs"):
+        cmd += f" --standing-pairs {summary['standing_pairs']:g}"
     return cmd
+
+
+def stages(summary: dict) -> list[dict]:
+    """The training runs that made this model, first to last (a run started ``--init`` from an earlier
+    model directory records that run's summary as ``init_from``)."""
+    chain = [summary]
+    while isinstance(chain[0].get("init_from"), dict):
+        chain.insert(0, chain[0]["init_from"])
+    return chain
+
+
+def train_commands(summary: dict) -> list[str]:
+    """The commands that reproduce a model, one per stage; each later stage starts from the one before
+    (``--init``), and only the last writes ``models/stvg-synth-qwen``."""
+    chain = stages(summary)
+    out = []
+    for k, stage in enumerate(chain):
+        cmd = train_command(stage)
+        if k < len(chain) - 1:
+            cmd = cmd.replace("--out models/stvg-synth-qwen", f"--out stage-{k + 1}")
+        if k > 0:
+            cmd += f" --init stage-{k}"
+        out.append(cmd)
+    return out
+
+
+def _stages_text(summary: dict) -> str:
+    """The recipe's lines for a model trained in several stages ('' for one)."""
+    chain = stages(summary)
+    if len(chain) == 1:
+        return ""
+    lines = [f"- Trained in {len(chain)} stages, each starting from the one before's weights "
+             f"({sum(s['steps'] for s in chain)} steps in {sum(s['minutes'] for s in chain):.1f} minutes in all):"]
+    for k, st in enumerate(chain):
+        extra = f", standing pairs {100 * st['standing_pairs']:.0f} % of the action rung's clips" \
+            if st.get("standing_pairs") else ""
+        lines.append(f"  {k + 1}. seed {st['seed']}, {st['steps']} steps in {st['minutes']} minutes, lr {st['lr']:g}"
+                     f" (vision {st['vision_lr']:g}), rungs {' → '.join(st.get('rungs', []))}"
+                     f"{' from rung ' + str(st['start_rung']) if st.get('start_rung') else ''}{extra}")
+    return "\n".join(lines) + "\n"
 
 
 def write_model_card(out_dir: str | Path, summary: dict, params: int, size_bytes: int) -> Path:
@@ -149,7 +198,7 @@ description so that nothing matches.  The answer is supervised at the last 6 pro
 end of the video block through the generation prompt).
 
 ## Recipe
-- Seed {summary['seed']}, {summary['steps']} steps in {summary['minutes']} minutes, {compute},
+- {"Last stage: seed" if len(stages(summary)) > 1 else "Seed"} {summary['seed']}, {summary['steps']} steps in {summary['minutes']} minutes, {compute},
   {summary['clips_per_step']} clips × {summary['questions_per_clip']} questions per step, AdamW
   (lr {summary['lr']}, vision {summary['vision_lr']}, betas 0.9/0.98, weight decay 0.01, warm-up 50 steps,
   cosine decay over the last quarter), gradient clipping 1.0.
@@ -168,8 +217,8 @@ end of the video block through the generation prompt).
   " and that the verbs mean change" if summary.get('motion_prior', False) else ""}; shapes, sizes,
   conjunctions and which action is which are learned.  Without priors and with a higher learning rate, from-scratch runs stayed
   at chance (see docs/synthetic.md).
-- Machine: {_machine()}{"; GPU: " + gpu if gpu else ""}.
-- Command: `{train_command(summary)}`
+{_stages_text(summary)}- Machine: {_machine()}{"; GPU: " + gpu if gpu else ""}.
+- Command{"s, in order" if len(stages(summary)) > 1 else ""}: {"; ".join(f"`{c}`" for c in train_commands(summary))}
 
 ## Yes/no accuracy (balanced questions, whole 20-frame clips, per rung; share of "yes" predictions)
 {_acc_table(summary['final'])}
@@ -182,7 +231,7 @@ end of the video block through the generation prompt).
 
 ## Limits
 Answers about anything outside this world (other words, real images) are meaningless; the tokenizer
-knows only this world's words.  Trained {summary['minutes']} minutes {"on " + gpu if gpu else "on a shared CPU"}: the accuracies above are
+knows only this world's words.  Trained {sum(st['minutes'] for st in stages(summary)):g} minutes {"on " + gpu if gpu else "on a shared CPU"}: the accuracies above are
 what it reached, not what the architecture can reach.  See the benchmark section for what its grounding
 achieves and docs/synthetic.md for the runs that led here.
 """

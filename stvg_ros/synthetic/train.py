@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .card import draw_curve, write_model_card
-from .generator import generate_sample
+from .generator import describe, generate_sample, target_object
 from .model import (MODEL_DIMS, PromptBuilder, build_model, frames_to_pixels, motion_pathway_masks, save_model_dir,
                     yes_no_logits)
 from .questions import RUNGS, action_window, clip_questions
@@ -47,6 +47,9 @@ STILL_FRAMES = {"colour": ((2, 4, 8, 20), (0.5, 0.25, 0.15, 0.1)),
                 "look": ((4, 8, 20), (0.3, 0.3, 0.4))}
 #: frames of the window an action question is asked about instead of the whole clip (``--action-windows``)
 WINDOW_FRAMES = (6, 8, 10)
+#: standing pairs (``--standing-pairs``): windows of this many frames cut from streams of this many
+#: (the calibration's standing streams: ``stvg_ros.evaluation.calibration.SYNTHETIC_STREAM``/``_WINDOW``)
+STANDING_STREAM, STANDING_WINDOW = 48, 8
 
 #: ``--recipe gpu``: the frames the look rungs see shift to whole clips (validation asks about whole clips,
 #: and run e9 found that what is learned on 2 frames does not transfer to 20); a GPU affords the tokens
@@ -71,14 +74,49 @@ DRY_RUN = dict(dims=dict(lm_hidden=96, lm_layers=2, lm_heads=3, lm_kv_heads=3, l
                clips_per_step=2, val_clips=2, eval_seconds=4.0, max_minutes=0.35, workers=2, device="cpu")
 
 
+def _standing_pair(seed: int, split: str, rng) -> list[tuple[int, np.ndarray, str, bool]]:
+    """Two windows of one standing stream (:data:`STANDING_STREAM` frames) and the target's query: a window
+    its action overlaps by at least one temporal slot (yes) and one it does not touch (no), so the only
+    difference between the answers is *when*, as a standing query asks it: (first frame, frames, question,
+    answer) each, or [] where one of the windows cannot be cut."""
+    frames, sample = generate_sample(int(seed), split, num_frames=STANDING_STREAM)
+    s, e = sample["st_frame"], sample["ed_frame"]
+    n, w = len(frames), STANDING_WINDOW
+    starts = range(0, n - w + 1, 2)
+    inside = [a for a in starts if len(set(range(a, a + w)) & set(range(s, e + 1))) >= 2]
+    outside = [a for a in starts if a + w - 1 < s or a > e]
+    if not inside or not outside:
+        return []
+    q = f"Is there {sample['query']} in this video?"
+    if rng.random() < 0.5:
+        t = target_object(sample)
+        q = f"Is there {describe(None, t['colour'], None, t['action'], article='a')} in this video?"
+    a, b = int(rng.choice(inside)), int(rng.choice(outside))
+    return [(a, frames[a:a + w], q, True), (b, frames[b:b + w], q, False)]
+
+
 def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0, colour_action=0.0,
-           still=None):
+           still=None, standing_pairs=0.0):
     """Clips (one rung each, drawn from ``rungs``) and their balanced yes/no questions; ``still``: the
-    frames the look rungs see (default :data:`STILL_FRAMES`)."""
+    frames the look rungs see (default :data:`STILL_FRAMES`); ``standing_pairs``: the share of the action
+    rung's clips replaced by a :func:`_standing_pair` (two windows, one question each)."""
     still = STILL_FRAMES if still is None else still
     pixels, grids, questions, labels, clips, qrungs = [], [], [], [], [], []
-    for c, seed in enumerate(seeds):
+    for seed in seeds:
         rung = rungs[int(rng.integers(len(rungs)))]
+        if still_frames and rung == "action" and standing_pairs > 0 and rng.random() < standing_pairs:
+            pair = _standing_pair(int(seed), split, rng)
+            for _, frames, q, a in pair:
+                px, grid = frames_to_pixels(frames)
+                pixels.append(px)
+                grids.append(grid)
+                questions.append(q)
+                labels.append(0 if a else 1)
+                clips.append(len(grids) - 1)
+                qrungs.append(rung)
+            if pair:
+                continue
+        c = len(grids)
         frames, sample = generate_sample(int(seed), split, num_distractors=DISTRACTORS[rung])
         objects = sample["objects"]
         count = int(rng.choice(still[rung][0], p=still[rung][1])) if rung in still else 0
@@ -138,9 +176,11 @@ class BatchStream(torch.utils.data.IterableDataset):
     shared memory (``rung``, set by the training loop), so a climb reaches the batches a few steps later
     (those already queued).  ``torch.utils.data.DataLoader`` moves the tensors through shared memory."""
 
-    def __init__(self, rung, rungs, seed, clips_per_step, per_answer, window_share, colour_action, still):
+    def __init__(self, rung, rungs, seed, clips_per_step, per_answer, window_share, colour_action, still,
+                 standing_pairs=0.0):
         self.rung, self.rungs, self.seed = rung, rungs, seed
-        self.kw = dict(per_answer=per_answer, window_share=window_share, colour_action=colour_action, still=still)
+        self.kw = dict(per_answer=per_answer, window_share=window_share, colour_action=colour_action, still=still,
+                       standing_pairs=standing_pairs)
         self.clips_per_step = clips_per_step
 
     def __iter__(self):
@@ -156,7 +196,8 @@ class BatchStream(torch.utils.data.IterableDataset):
             seeds = rng.integers(0, 2**31 - 1, size=self.clips_per_step)
             px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, self.kw["per_answer"], rng,
                                                     window_share=self.kw["window_share"],
-                                                    colour_action=self.kw["colour_action"], still=self.kw["still"])
+                                                    colour_action=self.kw["colour_action"], still=self.kw["still"],
+                                                    standing_pairs=self.kw["standing_pairs"])
             yield px, grid, qs, labels, clips, float(rng.choice(SECONDS_PER_SLOT))
 
 
@@ -182,7 +223,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
           motion_prior: bool = True, compact_motion: bool = False, action_windows: float = 0.0,
           freeze_motion: bool = False, colour_action: float = 0.0, conjunctive_motion: bool = False,
           device: str = "cpu", max_minutes: float | None = None, workers: int = 0, eval_seconds: float = 0.0,
-          still: str = "cpu", recipe: str = "cpu") -> dict:
+          still: str = "cpu", recipe: str = "cpu", standing_pairs: float = 0.0) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``.
 
     ``max_minutes``: a hard limit on the whole call (building, data, steps, evaluations, checkpoints, the
@@ -213,9 +254,9 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     model, tok = build_model(seed, dims, motion_prior=motion_prior, compact_motion=compact_motion,
                              conjunctive_motion=conjunctive_motion)
     if init:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(Path(init) / "model.safetensors")), strict=False)
+        # through from_pretrained: the checkpoint's names are the saved layout (transformers renames them on save),
+        # and strict, so that a directory of another architecture fails here instead of training from scratch
+        model.load_state_dict(type(model).from_pretrained(str(init)).state_dict(), strict=True)
     stream = pending = None
     if workers > 0:
         # data workers and the two evaluation sets start before CUDA does (they fork) and run beside training
@@ -224,7 +265,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
 
         shared_rung = mp.Value("i", start_rung)
         stream = _data_loader(BatchStream(shared_rung, rungs, seed, clips_per_step, per_answer, action_windows,
-                                          colour_action, still_frames), workers, pin=dev.type == "cuda")
+                                          colour_action, still_frames, standing_pairs), workers,
+                              pin=dev.type == "cuda")
         pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("fork"))
         pending = {"val": pool.submit(ValSet, "val", val_clips, seed), "test": pool.submit(ValSet, "test", val_clips, seed + 1)}
         pool.shutdown(wait=False)
@@ -312,7 +354,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
             seeds = rng.integers(0, 2**31 - 1, size=clips_per_step)
             px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng,
                                                     window_share=action_windows, colour_action=colour_action,
-                                                    still=still_frames)
+                                                    still=still_frames, standing_pairs=standing_pairs)
             # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
             # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
             seconds = float(rng.choice(SECONDS_PER_SLOT))
@@ -384,6 +426,15 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
                "motion_prior": motion_prior, "compact_motion": compact_motion,
                "action_windows": action_windows, "freeze_motion": freeze_motion,
                "colour_action": colour_action, "conjunctive_motion": conjunctive_motion}
+    if standing_pairs:
+        summary["standing_pairs"] = standing_pairs
+    if init:
+        summary["init"] = str(init)
+        earlier = Path(init) / "synthetic_training.json"
+        if earlier.is_file():  # the run this one continued (and so on back): the card lists every stage
+            summary["init_from"] = json.loads(earlier.read_text())
+    if start_rung:
+        summary["start_rung"] = start_rung
     # what the GPU recipe added (the CPU recipe's keys above are unchanged)
     summary.update(recipe=recipe, device=str(dev), dims=dict(MODEL_DIMS, **(dims or {})), workers=workers,
                    val_clips=val_clips, still_frames=still, train_minutes=round(train_s / 60, 2),
@@ -478,6 +529,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--colour-action", type=float, default=0.0, metavar="SHARE",
                    help="this share of action questions names colour and action only ('a red shape that jumps'): "
                         "a conjunction a model that knows colour can learn, and on action windows it needs *when*")
+    p.add_argument("--standing-pairs", type=float, default=0.0, metavar="SHARE",
+                   help="replace this share of the action rung's clips by two 8-frame windows of a 48-frame stream, "
+                        "one inside the target's action (yes) and one outside it (no), asked the same query: "
+                        "what a standing query asks")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     known, _ = p.parse_known_args(argv)
     defaults = {}
@@ -499,7 +554,7 @@ def main(argv: list[str] | None = None) -> None:
           action_windows=a.action_windows, freeze_motion=a.freeze_motion,
           colour_action=a.colour_action, conjunctive_motion=a.conjunctive_motion,
           device=a.device, max_minutes=a.max_minutes, workers=a.workers, eval_seconds=a.eval_seconds,
-          still=a.still, recipe=a.recipe)
+          still=a.still, recipe=a.recipe, standing_pairs=a.standing_pairs)
 
 
 if __name__ == "__main__":
