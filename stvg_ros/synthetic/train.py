@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..evaluation.calibration import SYNTHETIC_STREAM, SYNTHETIC_WINDOW
 from .card import draw_curve, write_model_card
 from .generator import describe, generate_sample, target_object
 from .model import (MODEL_DIMS, PromptBuilder, build_model, frames_to_pixels, motion_pathway_masks, save_model_dir,
@@ -47,9 +48,9 @@ STILL_FRAMES = {"colour": ((2, 4, 8, 20), (0.5, 0.25, 0.15, 0.1)),
                 "look": ((4, 8, 20), (0.3, 0.3, 0.4))}
 #: frames of the window an action question is asked about instead of the whole clip (``--action-windows``)
 WINDOW_FRAMES = (6, 8, 10)
-#: standing pairs (``--standing-pairs``): windows of this many frames cut from streams of this many
-#: (the calibration's standing streams: ``stvg_ros.evaluation.calibration.SYNTHETIC_STREAM``/``_WINDOW``)
-STANDING_STREAM, STANDING_WINDOW = 48, 8
+#: standing pairs (``--standing-pairs``) are cut from streams as long as the calibration's standing streams, in
+#: windows as long as the ones it evaluates
+STANDING_STREAM, STANDING_WINDOW = SYNTHETIC_STREAM, SYNTHETIC_WINDOW
 
 #: ``--recipe gpu``: the frames the look rungs see shift to whole clips (validation asks about whole clips,
 #: and run e9 found that what is learned on 2 frames does not transfer to 20); a GPU affords the tokens
