@@ -42,7 +42,10 @@ def test_the_node_answers_about_an_event_that_left_its_window(tmp_path):
     bag = bags.write_bag(tmp_path / "stream", stream.frames(), [stream.stamp(i) for i in range(stream.num_frames)],
                          storage="mcap", image_format="jpeg")
     memory = tmp_path / "memory"
+    # reliable frames (as the player publishes them): this test is about memory, not transport; once in a
+    # clean-clone CI run a best-effort subscription received none of the 300 frames a matched player sent
     proc = NodeProcess(unique_namespace(), {"device": "cpu", "status_rate": 5.0, "use_compressed": True,
+                                            "image_reliability": "reliable", "image_depth": 50,
                                             "memory": True, "memory_directory": str(memory),
                                             "memory_chunk_s": 10.0}, tmp_path / "node.log")
     client = Client(namespace=proc.namespace)
@@ -56,7 +59,9 @@ def test_the_node_answers_about_an_event_that_left_its_window(tmp_path):
                                "--wait-timeout", "30"], env=node_env(), capture_output=True, text=True, timeout=180)
         assert play.returncode == 0, play.stderr[-2000:]
         s = last_settled(status)
-        assert s.frames_received >= 0.95 * stream.num_frames, (s.frames_received, stream.num_frames)
+        assert s.frames_received >= 0.95 * stream.num_frames, \
+            (f"{s.frames_received} of {stream.num_frames} frames received\nplayer:\n{play.stderr[-2000:]}\n"
+             f"node log:\n{proc.log()[-3000:]}")
         assert sorted(p.name for p in memory.iterdir() if p.name.startswith("memory_")), "chunks on disk"
         assert stream.stamp_ns(event.span[1]) < stream.stamp_ns(stream.num_frames - 1) - 60 * 10**9, \
             "the event left the window more than a minute before the question"
