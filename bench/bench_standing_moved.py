@@ -40,13 +40,15 @@ def main(argv=None) -> int:
     ap.add_argument("--noise", type=float, default=3.0, help="sensor noise (std of grey levels) on every frame")
     ap.add_argument("--feature-cache-mb", type=int, default=0,
                     help="the grounder's feature cache (0: off; one grounder serves every stream's new service)")
+    ap.add_argument("--move-confirm", type=int, default=None,
+                    help="full evaluations in a row the box must be away before `moved` (default: the config's)")
     ap.add_argument("--json", default="")
     args = ap.parse_args(argv)
 
     import torch
 
     from bench.bench_stream import replay
-    from stvg_ros.config import GroundingConfig
+    from stvg_ros.config import GroundingConfig, ServingConfig
     from stvg_ros.stack import load_model
     from stvg_ros.stream.standing import StandingRules
     from stvg_ros.synthetic.generator import generate_sample, target_object
@@ -54,7 +56,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     grounder = load_model(args.model, GroundingConfig(num_frames=WINDOW, decomposer="rules", device="cpu",
                                                       feature_cache_mb=args.feature_cache_mb)).grounder
-    rules = StandingRules(found_on=0.5, found_off=0.5)
+    move_confirm = ServingConfig().standing_move_confirm if args.move_confirm is None else args.move_confirm
+    rules = StandingRules(found_on=0.5, found_off=0.5, move_confirm=move_confirm)
     out = dict(still=[], moving=[])
     seed = 0
     t0 = time.process_time()
@@ -81,7 +84,7 @@ def main(argv=None) -> int:
                                   appeared=sum(k == "appeared" for k, _ in events)))
     still, moving = out["still"], out["moving"]
     print(f"\n`moved` events, {args.model}, full groundings, {args.streams} streams each, noise {args.noise:g}, "
-          f"feature_cache_mb {args.feature_cache_mb} ({time.process_time() - t0:.0f} CPU s)\n")
+          f"feature_cache_mb {args.feature_cache_mb}, move_confirm {move_confirm} ({time.process_time() - t0:.0f} CPU s)\n")
     print("| streams | found (appeared) | `moved` events | per stream | streams with a `moved` while the target "
           "moved | `moved` while it stood still |")
     print("|---|---|---|---|---|---|")

@@ -370,7 +370,8 @@ def replay(grounder, frames, fps, query, window_frames, every_n, cheap_first: bo
     from stvg_ros.stream.standing import StandingRequest
 
     extra = {} if rules is None else dict(standing_found_on=rules.found_on, standing_found_off=rules.found_off,
-                                          standing_confirm=rules.confirm, standing_change_on=rules.change_on)
+                                          standing_confirm=rules.confirm, standing_change_on=rules.change_on,
+                                          standing_move_box=rules.move_box, standing_move_confirm=rules.move_confirm)
     cfg = ServingConfig(window_rate=0.0, window_duration=60.0, window_max_frames=64, min_frames=window_frames,
                         standing_duty_budget=1.0, standing_refresh_every=refresh_every, **extra)
     meter = CpuMeter(grounder)

@@ -459,6 +459,10 @@ class ServingConfig:
     """Standing queries: a present target whose newest box's centre moved by more than this times the
     box's size (square root of its area) since the last event is reported as moved (the box only:
     a new track id or span is no move)."""
+    standing_move_confirm: int = 2
+    """Standing queries: full evaluations in a row whose box is that far from the last reported one
+    before `moved` is reported (1 = at once): a box that flickers to another object for one evaluation
+    and back is no move."""
     standing_refresh_every: int = 4
     """Cheap-first standing queries: while the target is present, the full grounding runs every N-th
     evaluation to follow it (0 = only on appearance)."""
@@ -521,6 +525,8 @@ class ServingConfig:
             raise bad("standing_period", "use a positive number of seconds")
         if self.standing_confirm < 1:
             raise bad("standing_confirm", "use 1 or more evaluations")
+        if self.standing_move_confirm < 1:
+            raise bad("standing_move_confirm", "use 1 or more evaluations")
         for name in ("standing_found_on", "standing_found_off"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise bad(name, "use a value in [0, 1]")

@@ -42,7 +42,7 @@ def test_found_has_two_thresholds_and_a_confirmation_count():
 
 
 def test_moves_that_matter():
-    t = ChangeTracker(StandingRules(move_box=0.5))
+    t = ChangeTracker(StandingRules(move_box=0.5, move_confirm=1))
     assert t.moved(result()) == "first tube"
     t.report(result(start=5.0, end=8.0, box=(0, 0, 10, 10), track=None))
     assert t.moved(result(start=5.5, end=9.0, box=(1, 0, 11, 10))) == ""  # the span grew, box shifted 1 px
@@ -63,7 +63,7 @@ def test_a_still_target_renumbered_by_its_tracker_never_moves():
 def test_a_moving_target_is_reported_each_time_it_has_moved_half_its_size():
     """A target crossing the image 3 px per evaluation (box 20 px): a move every 4th evaluation, each
     measured from the last reported box (a slow drift adds up), and the track id plays no part."""
-    t = ChangeTracker(StandingRules(move_box=0.5))
+    t = ChangeTracker(StandingRules(move_box=0.5, move_confirm=1))
     t.report(result(box=(0, 0, 20, 20), track=7))
     moves = []
     for k in range(1, 17):
@@ -72,6 +72,27 @@ def test_a_moving_target_is_reported_each_time_it_has_moved_half_its_size():
             moves.append(k)
             t.report(r)
     assert moves == [4, 8, 12, 16]
+
+
+def test_a_box_that_flickers_to_another_object_and_back_is_no_move():
+    """The grounding picks another object for one evaluation now and then (a still scene, two red shapes):
+    with ``move_confirm`` 2 only a box that stays away, or keeps going, is a move."""
+    t = ChangeTracker(StandingRules(move_box=0.5, move_confirm=2))
+    here, there = (40, 30, 60, 50), (90, 30, 110, 50)
+    t.report(result(box=here))
+    assert [t.moved(result(box=b)) for b in (there, here, there, here, there, here)] == [""] * 6
+    assert t.moved(result(box=there)) == ""
+    why = t.moved(result(box=there))  # it stays away: a move
+    assert "box moved by 2.50 of its size" in why and "2 evaluations in a row" in why
+    fast = ChangeTracker(StandingRules(move_box=0.5, move_confirm=2))
+    fast.report(result(box=(0, 0, 20, 20)))
+    moves = []
+    for k in range(1, 9):  # 12 px per evaluation, more than half the box between any two evaluations
+        r = result(box=(12 * k, 0, 12 * k + 20, 20))
+        if fast.moved(r):
+            moves.append(k)
+            fast.report(r)
+    assert moves == [2, 4, 6, 8], "a target that keeps going is reported, one evaluation later"
 
 
 # --- schedule and budget (pure, with explicit times) -------------------------------------------------
@@ -192,7 +213,7 @@ def appears(i_on, i_off, x_of=lambda i: 0.0):
 @pytest.mark.parametrize("cheap_first", [False, True])
 def test_events_on_appearance_move_and_disappearance_only(cheap_first):
     g = FakeGrounder(appears(10, 30, x_of=lambda i: 0.0 if i < 20 else 40.0))
-    svc = service(g, min_frames=2, standing_refresh_every=2)
+    svc = service(g, min_frames=2, standing_refresh_every=2, standing_move_confirm=1)
     events = Events()
     assert svc.register(StandingRequest("s", "the red square", every_n_frames=1, cheap_first=cheap_first), events)
     frame(svc, 0)
@@ -277,12 +298,14 @@ def test_the_service_reports_an_appearance_only_when_the_grounded_target_changes
     svc.stop()
 
 
-@pytest.mark.parametrize("moving", [False, True])
-def test_moved_follows_the_box_not_the_track_id(moving):
+@pytest.mark.parametrize("moving, move_confirm, moves", [(False, 1, []), (True, 1, [15, 18, 21, 24, 27]),
+                                                         (False, 2, []), (True, 2, [16, 20, 24, 28])])
+def test_moved_follows_the_box_not_the_track_id(moving, move_confirm, moves):
     """Issue 29: a still target whose track id changes at every evaluation gives no `moved`; the same
-    target moving 1 px a frame (box 4 px: more than half its size every 3 frames) gives one every 3rd."""
+    target moving 1 px a frame (box 4 px: more than half its size every 3 frames) gives one every 3rd
+    (every 4th when the box must be away two evaluations in a row)."""
     g = FakeGrounder(appears(5, 30, x_of=lambda i: float(i) if moving and i >= 15 else 0.0), renumber=True)
-    svc = service(g, min_frames=2)
+    svc = service(g, min_frames=2, standing_move_confirm=move_confirm)
     events = Events()
     assert svc.register(StandingRequest("s", "the red square", every_n_frames=1), events)
     frame(svc, 0)
@@ -294,7 +317,7 @@ def test_moved_follows_the_box_not_the_track_id(moving):
         assert kinds == [APPEARED, DISAPPEARED]
     else:
         stamps = [round((a.frames[-1].stamp_ns - T0) / DT) for a in moved]
-        assert stamps == [15, 18, 21, 24, 27]
+        assert stamps == moves  # 2 in a row: one frame later each time
         assert all("box moved" in a.reason for a in moved)
     svc.stop()
 

@@ -86,11 +86,12 @@ class StandingRules:
     move_box: float = 0.5
     refresh_every: int = 4
     change_on: float = 0.0  # grounded change (grey levels) an appearance needs besides p_yes (0 = none)
+    move_confirm: int = 2  # full evaluations in a row the box must be away before `moved` (1 = at once)
 
     @classmethod
     def from_config(cls, c: ServingConfig) -> "StandingRules":
         return cls(c.standing_found_on, c.standing_found_off, c.standing_confirm, c.standing_move_box,
-                   c.standing_refresh_every, c.standing_change_on)
+                   c.standing_refresh_every, c.standing_change_on, c.standing_move_confirm)
 
     def wants_change(self, found: bool, p_yes: float) -> bool:
         """Whether an evaluation with this p_yes needs :func:`grounded_change` (the full grounding's
@@ -106,6 +107,7 @@ class ChangeTracker:
         self.found = False
         self._streak = 0
         self.reported: Optional[tuple[Optional[tuple]]] = None  # (newest box,) of the last tube reported
+        self._away = 0  # full evaluations in a row whose box was away from the reported one
 
     def observe(self, p_yes: float, change: Optional[float] = None) -> bool:
         """One evaluation's p_yes (and grounded change, when :meth:`StandingRules.wants_change`); True
@@ -135,20 +137,25 @@ class ChangeTracker:
         of its area, the mean of the two boxes').  Only the box counts: a new track id (trackers
         renumber a still object), a span that starts elsewhere or a box that grows or shrinks in
         place is no move.  Measured against the last *reported* box, so a slow drift is reported
-        once it adds up."""
+        once it adds up.  The box must be away for ``move_confirm`` evaluations in a row (each one
+        away from the reported box, wherever it went): a box that flickers to another object for one
+        evaluation and back is no move, a target that moves on or stays where it went is."""
         if self.reported is None:
             return "first tube"
         box, new_box = self.reported[0], _newest_box(result)
         if box is None or new_box is None:
             return ""
         shift = box_shift(box, new_box)
-        if shift > self.rules.move_box:
-            return f"box moved by {shift:.2f} of its size since the last report (more than {self.rules.move_box:g})"
-        return ""
+        self._away = self._away + 1 if shift > self.rules.move_box else 0
+        if self._away < self.rules.move_confirm:
+            return ""
+        confirmed = f", {self._away} evaluations in a row" if self.rules.move_confirm > 1 else ""
+        return (f"box moved by {shift:.2f} of its size since the last report (more than {self.rules.move_box:g}"
+                f"{confirmed})")
 
     def report(self, result) -> None:
         """``result`` was reported: later moves are measured against its newest box."""
-        self.reported = (_newest_box(result),)
+        self.reported, self._away = (_newest_box(result),), 0
 
 
 def grounded_change(images, stamps, boxes: dict) -> float:
