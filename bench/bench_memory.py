@@ -236,6 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-warm", action="store_true", help="skip the idle prefetch (cold queries only)")
     ap.add_argument("--no-cold", action="store_true", help="warm queries only (no cold first query per stream)")
     ap.add_argument("--cache-mb", type=float, default=1024.0, help="the grounder's feature_cache_mb")
+    ap.add_argument("--model", default="", help="model directory (default: the shipped model)")
     ap.add_argument("--quick", action="store_true", help="one 5-minute stream, 2 events (seconds)")
     ap.add_argument("--segment-s", type=float, default=None, help="segment length (default: the service's)")
     ap.add_argument("--top-k", type=int, default=None, help="segments grounded (default: the service's)")
@@ -266,9 +267,9 @@ def main(argv=None) -> int:
     if a.quick:
         a.minutes, a.streams, a.events = [5.0], 1, 2
     torch.set_num_threads(1)
-    model = shipped_model_dir()
+    model = a.model or shipped_model_dir()
     if model is None:
-        print("bench_memory: the shipped model models/stvg-synth-qwen is missing", file=sys.stderr)
+        print("bench_memory: the shipped model models/stvg-synth-qwen is missing (or give --model)", file=sys.stderr)
         return 2
     grounder = load_model(str(model), GroundingConfig(feature_cache_mb=a.cache_mb)).grounder
     windows = None if a.rerank_windows is None else list(zip(a.rerank_windows[::2], a.rerank_windows[1::2]))

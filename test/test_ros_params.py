@@ -251,7 +251,8 @@ def test_the_node_resolves_what_the_user_set_over_the_model_and_the_preset():
             (0.5, 3, "grow", 5)
         assert s.grounding.decomposer == load_model_defaults(model)["decomposer"]  # the model's, not set by anyone
         assert node.get_parameter("grounding.lra_steps").value == 3 and node.has_parameter("proposals.max_tracks")
-        assert any("found_threshold: 0.4 from model directory overridden by user: 0.5" in n for n in s.notes)
+        theirs = load_model_defaults(model)["found_threshold"]
+        assert any(f"found_threshold: {theirs!r} from model directory overridden by user: 0.5" in n for n in s.notes)
         assert node.set_parameters([Parameter("grounding.tube_frames", value="all")])[0].successful
         assert node._read_settings().grounding.tube_frames == "all"
         result = node.set_parameters([Parameter("grounding.tube_framez", value="all")])[0]

@@ -120,6 +120,21 @@ def test_standing_pairs_ask_the_same_query_inside_and_outside_the_action():
     assert checked >= 4
 
 
+def test_crowded_colour_clips_are_as_full_as_the_action_rungs_and_8_or_20_frames_long():
+    """``--crowded-colour``: colour questions on scenes as crowded as the action rung's, 8 or 20 frames (the colour
+    rung's own clips hold 0-1 distractors and mostly 2 frames): the scenes standing queries and the memory ask about."""
+    from stvg_ros.synthetic.train import CROWDED_FRAMES, DISTRACTORS, _batch
+
+    _, grid, qs, _, clips, rungs = _batch(np.arange(12), "train", ["colour"], 1, np.random.default_rng(0),
+                                          crowded_colour=1.0)
+    assert set(rungs) == {"colour"} and set(grid[:, 0].tolist()) <= {n // 2 for n in CROWDED_FRAMES[0]}
+    _, plain, _, _, _, _ = _batch(np.arange(12), "train", ["colour"], 1, np.random.default_rng(0))
+    assert (plain[:, 0] == 1).sum() > (grid[:, 0] == 1).sum() == 0, "plain colour clips are mostly one frame pair"
+    crowded = [len(generate_sample(int(s), "train", num_distractors=DISTRACTORS["action"])[1]["objects"])
+               for s in range(12)]
+    assert min(crowded) >= 1 + DISTRACTORS["action"][0] > 1 + DISTRACTORS["colour"][1]
+
+
 def test_init_starts_from_the_model_directory(tmp_path):
     """``--init``: training starts from the directory's weights (read through ``from_pretrained``: the saved
     names differ from the module's), so with a zero learning rate the written model is the one given."""

@@ -106,6 +106,8 @@ def train_command(summary: dict) -> str:
         cmd += f" --start-rung {summary['start_rung']}"
     if summary.get("standing_pairs"):
         cmd += f" --standing-pairs {summary['standing_pairs']:g}"
+    if summary.get("crowded_colour"):
+        cmd += f" --crowded-colour {summary['crowded_colour']:g}"
     return cmd
 
 
@@ -143,6 +145,8 @@ def _stages_text(summary: dict) -> str:
     for k, st in enumerate(chain):
         extra = f", standing pairs {100 * st['standing_pairs']:.0f} % of the action rung's clips" \
             if st.get("standing_pairs") else ""
+        if st.get("crowded_colour"):
+            extra += f", {100 * st['crowded_colour']:.0f} % of the colour rung's clips crowded"
         lines.append(f"  {k + 1}. seed {st['seed']}, {st['steps']} steps in {st['minutes']} minutes, lr {st['lr']:g}"
                      f" (vision {st['vision_lr']:g}), rungs {' → '.join(st.get('rungs', []))}"
                      f"{' from rung ' + str(st['start_rung']) if st.get('start_rung') else ''}{extra}")

@@ -51,6 +51,9 @@ WINDOW_FRAMES = (6, 8, 10)
 #: standing pairs (``--standing-pairs``) are cut from streams as long as the calibration's standing streams, in
 #: windows as long as the ones it evaluates
 STANDING_STREAM, STANDING_WINDOW = SYNTHETIC_STREAM, SYNTHETIC_WINDOW
+#: ``--crowded-colour``: frames of a crowded colour clip, (choices, probabilities): a standing window or a whole clip,
+#: what standing queries and memory segments show
+CROWDED_FRAMES = ((8, 20), (0.5, 0.5))
 
 #: ``--recipe gpu``: the frames the look rungs see shift to whole clips (validation asks about whole clips,
 #: and run e9 found that what is learned on 2 frames does not transfer to 20); a GPU affords the tokens
@@ -97,10 +100,12 @@ def _standing_pair(seed: int, split: str, rng) -> list[tuple[int, np.ndarray, st
 
 
 def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0, colour_action=0.0,
-           still=None, standing_pairs=0.0):
+           still=None, standing_pairs=0.0, crowded_colour=0.0):
     """Clips (one rung each, drawn from ``rungs``) and their balanced yes/no questions; ``still``: the
     frames the look rungs see (default :data:`STILL_FRAMES`); ``standing_pairs``: the share of the action
-    rung's clips replaced by a :func:`_standing_pair` (two windows, one question each)."""
+    rung's clips replaced by a :func:`_standing_pair` (two windows, one question each); ``crowded_colour``:
+    the share of the colour rung's clips drawn as crowded as the action rung's, 8 or 20 frames
+    (:data:`CROWDED_FRAMES`), where two colours side by side must not answer for a third."""
     still = STILL_FRAMES if still is None else still
     pixels, grids, questions, labels, clips, qrungs = [], [], [], [], [], []
     for seed in seeds:
@@ -118,9 +123,12 @@ def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share
             if pair:
                 continue
         c = len(grids)
-        frames, sample = generate_sample(int(seed), split, num_distractors=DISTRACTORS[rung])
+        crowded = still_frames and rung == "colour" and crowded_colour > 0 and rng.random() < crowded_colour
+        frames, sample = generate_sample(int(seed), split,
+                                         num_distractors=DISTRACTORS["action" if crowded else rung])
         objects = sample["objects"]
-        count = int(rng.choice(still[rung][0], p=still[rung][1])) if rung in still else 0
+        choices = CROWDED_FRAMES if crowded else still.get(rung)
+        count = int(rng.choice(choices[0], p=choices[1])) if choices else 0
         if still_frames and 0 < count < len(frames):
             # questions about looks need no motion: a few frame pairs cost a fraction of the clip
             starts = sorted(rng.choice(np.arange(0, len(frames) - 1, 2), size=count // 2, replace=False))
@@ -178,10 +186,10 @@ class BatchStream(torch.utils.data.IterableDataset):
     (those already queued).  ``torch.utils.data.DataLoader`` moves the tensors through shared memory."""
 
     def __init__(self, rung, rungs, seed, clips_per_step, per_answer, window_share, colour_action, still,
-                 standing_pairs=0.0):
+                 standing_pairs=0.0, crowded_colour=0.0):
         self.rung, self.rungs, self.seed = rung, rungs, seed
         self.kw = dict(per_answer=per_answer, window_share=window_share, colour_action=colour_action, still=still,
-                       standing_pairs=standing_pairs)
+                       standing_pairs=standing_pairs, crowded_colour=crowded_colour)
         self.clips_per_step = clips_per_step
 
     def __iter__(self):
@@ -198,7 +206,8 @@ class BatchStream(torch.utils.data.IterableDataset):
             px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, self.kw["per_answer"], rng,
                                                     window_share=self.kw["window_share"],
                                                     colour_action=self.kw["colour_action"], still=self.kw["still"],
-                                                    standing_pairs=self.kw["standing_pairs"])
+                                                    standing_pairs=self.kw["standing_pairs"],
+                                                    crowded_colour=self.kw["crowded_colour"])
             yield px, grid, qs, labels, clips, float(rng.choice(SECONDS_PER_SLOT))
 
 
@@ -224,7 +233,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
           motion_prior: bool = True, compact_motion: bool = False, action_windows: float = 0.0,
           freeze_motion: bool = False, colour_action: float = 0.0, conjunctive_motion: bool = False,
           device: str = "cpu", max_minutes: float | None = None, workers: int = 0, eval_seconds: float = 0.0,
-          still: str = "cpu", recipe: str = "cpu", standing_pairs: float = 0.0) -> dict:
+          still: str = "cpu", recipe: str = "cpu", standing_pairs: float = 0.0, crowded_colour: float = 0.0) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``.
 
     ``max_minutes``: a hard limit on the whole call (building, data, steps, evaluations, checkpoints, the
@@ -266,7 +275,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
 
         shared_rung = mp.Value("i", start_rung)
         stream = _data_loader(BatchStream(shared_rung, rungs, seed, clips_per_step, per_answer, action_windows,
-                                          colour_action, still_frames, standing_pairs), workers,
+                                          colour_action, still_frames, standing_pairs, crowded_colour), workers,
                               pin=dev.type == "cuda")
         pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("fork"))
         pending = {"val": pool.submit(ValSet, "val", val_clips, seed), "test": pool.submit(ValSet, "test", val_clips, seed + 1)}
@@ -355,7 +364,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
             seeds = rng.integers(0, 2**31 - 1, size=clips_per_step)
             px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng,
                                                     window_share=action_windows, colour_action=colour_action,
-                                                    still=still_frames, standing_pairs=standing_pairs)
+                                                    still=still_frames, standing_pairs=standing_pairs,
+                                                    crowded_colour=crowded_colour)
             # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
             # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
             seconds = float(rng.choice(SECONDS_PER_SLOT))
@@ -429,6 +439,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
                "colour_action": colour_action, "conjunctive_motion": conjunctive_motion}
     if standing_pairs:
         summary["standing_pairs"] = standing_pairs
+    if crowded_colour:
+        summary["crowded_colour"] = crowded_colour
     if init:
         summary["init"] = str(init)
         earlier = Path(init) / "synthetic_training.json"
@@ -534,6 +546,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="replace this share of the action rung's clips by two 8-frame windows of a 48-frame stream, "
                         "one inside the target's action (yes) and one outside it (no), asked the same query: "
                         "what a standing query asks")
+    p.add_argument("--crowded-colour", type=float, default=0.0, metavar="SHARE",
+                   help="draw this share of the colour rung's clips as crowded as the action rung's, 8 or 20 frames "
+                        "(the colour rung's clips are otherwise nearly empty and mostly 2 frames): colour answers "
+                        "on the scenes standing queries and the memory show")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     known, _ = p.parse_known_args(argv)
     defaults = {}
@@ -555,7 +571,7 @@ def main(argv: list[str] | None = None) -> None:
           action_windows=a.action_windows, freeze_motion=a.freeze_motion,
           colour_action=a.colour_action, conjunctive_motion=a.conjunctive_motion,
           device=a.device, max_minutes=a.max_minutes, workers=a.workers, eval_seconds=a.eval_seconds,
-          still=a.still, recipe=a.recipe, standing_pairs=a.standing_pairs)
+          still=a.still, recipe=a.recipe, standing_pairs=a.standing_pairs, crowded_colour=a.crowded_colour)
 
 
 if __name__ == "__main__":
