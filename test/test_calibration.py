@@ -257,23 +257,30 @@ def test_offline_replay_gives_the_services_events(change_on):
 
     g = Grounder.from_pretrained(str(root / "models" / "stvg-synth-qwen"), device="cpu",
                                  config=GroundingConfig(num_frames=8, feature_cache_mb=0))
-    clip = synthetic_clips("test", 1, first_seed=2, kind="standing")[0]
-    (t,) = measure(g.existence, [clip], 0.0, 0.0, ground=g.ground if change_on else None)
-    ends = [e for _, e in window_ends(clip.stamps, clip.window_s, clip.every_s)]
-    changes = t.window_change or [None] * len(ends)
 
-    def offline_events(rules):
+    def offline_events(rules, t, ends):
         tracker = ChangeTracker(rules)
+        changes = t.window_change or [None] * len(ends)
         return [("appeared" if tracker.found else "disappeared", e) for p, c, e in zip(t.window_p, changes, ends)
                 if tracker.observe(p, c if rules.wants_change(tracker.found, p) else None)]
 
     # the rule, from this model's own p_yes on the stream: a threshold that p_yes alone crosses, and with a change
-    # rule the smallest change that alters the events (so that the change is tested, whatever the checkpoint)
-    candidates = [StandingRules(found_on=on, found_off=on - 0.05, change_on=change_on and c)
-                  for on in (0.55, 0.6, 0.65, 0.7, 0.75, 0.5, 0.45) for c in (change_on, 2.0, 1.0, 6.0, 8.0)]
-    rules = next(r for r in candidates if offline_events(r) and (
-        not change_on or offline_events(r) != offline_events(StandingRules(found_on=r.found_on,
-                                                                           found_off=r.found_off))))
-    offline = offline_events(rules)
+    # rule the smallest change that alters the events (so that the change is tested, whatever the checkpoint); the
+    # first test stream from seed 2 (the ROS standing test's) where such a rule exists: on some streams the
+    # grounded boxes do not follow the target, its change is 0 in every window, and a change rule only silences
+    rules = None
+    for seed in range(2, 8):
+        clip = synthetic_clips("test", 1, first_seed=seed, kind="standing")[0]
+        (t,) = measure(g.existence, [clip], 0.0, 0.0, ground=g.ground if change_on else None)
+        ends = [e for _, e in window_ends(clip.stamps, clip.window_s, clip.every_s)]
+        candidates = [StandingRules(found_on=on, found_off=on - 0.05, change_on=change_on and c)
+                      for on in (0.55, 0.6, 0.65, 0.7, 0.75, 0.5, 0.45) for c in (change_on, 2.0, 1.0, 6.0, 8.0)]
+        rules = next((r for r in candidates if offline_events(r, t, ends) and (
+            not change_on or offline_events(r, t, ends) != offline_events(
+                StandingRules(found_on=r.found_on, found_off=r.found_off), t, ends))), None)
+        if rules is not None:
+            break
+    assert rules is not None, "no test stream from seed 2 to 7 where a threshold gives events"
+    offline = offline_events(rules, t, ends)
     events, _ = replay(g, clip.frames, 5.0, clip.queries[0].text, 8, 2, True, rules)
     assert offline and [e for e in events if e[0] != "moved"] == offline
