@@ -21,11 +21,17 @@ Queries: ``--kind colour`` ("the red shape": the world's colour rung, which the 
 well) and ``--kind full`` (size, colour, shape and action, whose existence answer the model has barely
 learned; reported as the limitation it is).  Shipped model (models/stvg-synth-qwen), CPU, one thread.
 
+``--colour-answers``: instead, each 10 s segment of each stream is asked "the <colour> shape" for the world's
+6 colours, and the yes answers (p_yes > 0.5) are counted where the colour is in view and where it is not: the
+model's colour false positives, which decide whether a distractor segment outranks the event.
+
 Examples::
 
     nice env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_memory.py --quick
     nice env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_memory.py --minutes 10 60 --streams 3 --events 4
     nice env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_memory.py --minutes 240 --streams 1 --events 2 --no-warm
+    nice env OMP_NUM_THREADS=1 .venv/bin/python bench/bench_memory.py --colour-answers --minutes 4 --streams 8 \
+        --first-seed 5 --events 2
 """
 
 from __future__ import annotations
@@ -135,6 +141,33 @@ def run_stream(grounder, seed: int, minutes: float, events: int, kind: str, warm
         ev["segments"] = len(found.ranking)
         row["events"].append(ev)
     return row
+
+
+def colour_answers(grounder, seed: int, minutes: float, events: int, tmp: Path) -> dict:
+    """Stream ``seed``'s segments asked "the <colour> shape" for every colour of the world: yes answers (p_yes >
+    0.5) where the colour is in view in the segment (any of its frames) and where it is not, with the false
+    ones listed (colour, first and last stream frame, p_yes)."""
+    from stvg_ros.synthetic.generator import COLOURS
+
+    stream = make_stream(seed, minutes * 60.0, events=events, kind="colour")
+    store = MemoryStore(tmp / f"colours-{seed}", rate=stream.fps, window_s=10.0, chunk_seconds=30.0, hours=0, mb=0)
+    in_view = []
+    for i, (f, objects) in enumerate(stream.frames_with_objects()):
+        store.add(Frame(stream.stamp_ns(i), f, 1.0, f.shape[:2], "camera"))
+        in_view.append({o["colour"] for o in objects})
+    store.close()
+    recall = MemoryRecall(grounder, store, segment_s=10.0)
+    out = dict(seed=seed, yes_present=0, present=0, yes_absent=0, absent=0, false=[])
+    for colour in COLOURS:
+        for p, seg in recall.rank(f"the {colour} shape"):
+            a, b = stream.index(seg.start_ns), stream.index(seg.end_ns)
+            here = any(colour in in_view[k] for k in range(a, min(b, len(in_view) - 1) + 1))
+            key = "present" if here else "absent"
+            out[key] += 1
+            out[f"yes_{key}"] += int(p > 0.5)
+            if p > 0.5 and not here:
+                out["false"].append((colour, a, b, round(float(p), 3)))
+    return out
 
 
 def summarize(rows: list[dict], mode: str) -> dict:
@@ -249,6 +282,9 @@ def main(argv=None) -> int:
     ap.add_argument("--rerank-k", type=int, default=None, help="segments re-ranked (default: the service's)")
     ap.add_argument("--rerank-windows", type=float, nargs="+", default=None,
                     help="re-ranking windows as lo hi pairs in segments (default: the service's)")
+    ap.add_argument("--colour-answers", action="store_true",
+                    help="only count the model's yes answers to 'the <colour> shape' on every segment, where the "
+                         "colour is in view and where it is not (the first of --minutes; --streams from --first-seed)")
     ap.add_argument("--json", "--out", dest="out", default="",
                     help="JSON results (default bench/results/memory-<time>.json)")
     ap.add_argument("--summarize", default="", help="comma-separated result JSON files (finished or .partial.json): "
@@ -276,6 +312,23 @@ def main(argv=None) -> int:
     rules = {k: v for k, v in dict(segment_s=a.segment_s, top_k=a.top_k, contrast=a.contrast, window=a.window,
                                    choose=a.choose, rerank_k=a.rerank_k, rerank_windows=windows).items()
              if v is not None}
+    if a.colour_answers:
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = []
+            for seed in range(a.first_seed, a.first_seed + a.streams):
+                rows.append(colour_answers(grounder, seed, a.minutes[0], a.events, Path(tmp)))
+                r = rows[-1]
+                print(f"# seed {seed}: yes where the colour is in view {r['yes_present']}/{r['present']}, where it "
+                      f"is not {r['yes_absent']}/{r['absent']} {r['false'][:6]}", flush=True)
+        total = {k: sum(r[k] for r in rows) for k in ("yes_present", "present", "yes_absent", "absent")}
+        print(f"\n| model | yes where the colour is not in view | yes where it is |\n|---|---|---|\n| {model} | "
+              f"{total['yes_absent']} / {total['absent']} ({100 * total['yes_absent'] / max(1, total['absent']):.1f} %)"
+              f" | {total['yes_present']} / {total['present']} |")
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps({"args": vars(a), "model": str(model), "total": total, "rows": rows},
+                                              indent=1, default=str))
+        return 0
     rows, summary = [], {}
     t_all = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:

@@ -130,7 +130,15 @@ CAMERA_RULES = {
     "p_yes on the tube's frames": lambda f: f["p_tube"],
     "logit p_yes + logit p_yes on the tube's frames": lambda f: logit(f["p_yes"]) + logit(f["p_tube"]),
     "max(p_yes, p_yes on the tube's frames)": lambda f: max(f["p_yes"], f["p_tube"]),
+    "max p_yes over consecutive-frame windows": lambda f: max(f["p_windows"]),
+    "found, then max p_yes over windows": lambda f: (f["found"], max(f["p_windows"])),
+    "logit p_yes + max window logit": lambda f: logit(f["p_yes"]) + max(logit(p) for p in f["p_windows"]),
+    "mean p_yes over windows": lambda f: float(np.mean(f["p_windows"])),
 }
+
+#: the windows of the window rules: WINDOW consecutive frames every WINDOW_STEP frames (the shipped model's
+#: standing pairs were 8-frame windows of consecutive generator frames: what a standing query asks)
+WINDOW, WINDOW_STEP = 8, 4
 
 #: the fewest frames the question on the tube's frames sees (the shipped model was trained on 6-10 frame windows)
 TUBE_WINDOW = 6
@@ -168,10 +176,21 @@ def judgments(grounder, answer) -> dict:
         seen = adapter.encode_frames([answer.frames[i].image for i in tube], stamps=[stamps[i] for i in tube])
         p_tube = float(yes_probability(adapter.run(seen, [format_question(grounder.config.question_template,
                                                                           r.query)]).yes_no_logits)[0])
+        # the query asked on each window of consecutive frames (the frames a standing query sees)
+        starts = list(range(0, max(1, len(stamps) - WINDOW + 1), WINDOW_STEP))
+        if starts[-1] + WINDOW < len(stamps):
+            starts.append(len(stamps) - WINDOW)
+        p_windows = []
+        for s0 in starts:
+            w = list(range(s0, min(len(stamps), s0 + WINDOW)))
+            v = adapter.encode_frames([answer.frames[i].image for i in w], stamps=[stamps[i] for i in w])
+            p_windows.append(float(yes_probability(adapter.run(v, [format_question(
+                grounder.config.question_template, r.query)]).yes_no_logits)[0]))
     scores = [max(0.0, float(v)) for v in r.track_scores.values()]
     return dict(found=bool(r.found), p_yes=float(r.p_yes), score=float(r.score), p_attribute=p[0], p_action=p[1],
                 p_neutral=p[2], concentration=(max(0.0, float(r.score)) / sum(scores)) if sum(scores) > 0 else 0.0,
-                frame_relevance=float(np.mean(r.frame_scores)) if r.frame_scores else 0.0, p_tube=p_tube)
+                frame_relevance=float(np.mean(r.frame_scores)) if r.frame_scores else 0.0, p_tube=p_tube,
+                p_windows=p_windows)
 
 
 def serve(grounder, cameras: list[str], clips: dict[str, np.ndarray]):

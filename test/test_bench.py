@@ -130,6 +130,17 @@ def test_bench_memory_quick(tmp_path):
     assert warm["cost_ratio"] > 0 and data["rows"][0]["disk_mb_per_hour"] > 0 and data["rows"][0]["chunks"] > 0
 
 
+def test_bench_memory_colour_answers_quick(tmp_path):
+    """The model's colour answers on every memory segment: each segment asked once per colour of the world,
+    counted where the colour is in view and where it is not, with the shipped model (which knows colour)."""
+    stdout, data = _run("bench_memory.py", "--colour-answers", tmp_path=tmp_path)
+    assert "| yes where the colour is not in view" in stdout
+    [row] = data["rows"]
+    assert row["present"] + row["absent"] == 6 * 30  # 6 colours x the 5-minute stream's 10 s segments
+    assert row["yes_present"] >= 0.8 * row["present"] and row["yes_absent"] <= 0.2 * row["absent"]
+    assert len(row["false"]) == row["yes_absent"]
+
+
 def test_bench_multicam_quick(tmp_path):
     """Several cameras, one model (issue 32): which-camera accuracy and the cost of a query to all, with the
     shipped model, in CI."""

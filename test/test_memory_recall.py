@@ -270,6 +270,15 @@ def test_synthetic_streams_place_events_with_one_answer_each():
         assert np.array_equal(frames[e.first], clip[0]) and np.array_equal(frames[e.first + 19], clip[19])
         assert e.first + 20 + 20 <= a.num_frames, "it has left a 10 s window by the end"
         assert e.query == f"the {e.look[1]} shape" and min(e.boxes) == e.span[0]
+    with_objects = list(a.frames_with_objects())
+    assert all(np.array_equal(f, g) for f, (g, _) in zip(frames, with_objects)), "the same frames"
+    for e in a.events:  # each event's frames carry its clip's objects; no other frame holds its colour
+        clip_objects = with_objects[e.first][1]
+        assert e.look[1] in {o["colour"] for o in clip_objects}
+        assert all(objs is clip_objects for _, objs in with_objects[e.first:e.first + 20])
+    others = [objs for i, (_, objs) in enumerate(with_objects)
+              if not any(e.first <= i < e.first + 20 for e in a.events)]
+    assert not any(o["colour"] == e.look[1] for objs in others for o in objs for e in a.events)
     with pytest.raises(ValueError, match="kind"):
         make_stream(0, 300.0, kind="nonsense")
 

@@ -61,28 +61,35 @@ class SyntheticStream:
 
     def frames(self) -> Iterator[np.ndarray]:
         """Every frame in order (distractor clips, events at their frames)."""
+        for frame, _ in self.frames_with_objects():
+            yield frame
+
+    def frames_with_objects(self) -> Iterator[tuple[np.ndarray, list[dict]]]:
+        """Every frame with the objects of the clip it belongs to (what a segment holds: e.g. which colours
+        are in view, the truth for a query that names only a colour)."""
         starts = {e.first: e for e in self.events}
         rng = np.random.default_rng([self.seed, 7])
-        clip, pos = None, CLIP_FRAMES
+        clip, objects, pos = None, [], CLIP_FRAMES
         i = 0
         while i < self.num_frames:
             if i in starts:
-                ev_frames, _ = generate_sample(starts[i].seed, self.split, CLIP_FRAMES)
+                ev_frames, sample = generate_sample(starts[i].seed, self.split, CLIP_FRAMES)
                 for f in ev_frames[: self.num_frames - i]:
-                    yield f
+                    yield f, sample["objects"]
                 i += len(ev_frames)
                 continue
             if pos >= CLIP_FRAMES:
-                clip, pos = self._distractor(rng), 0
-            yield clip[pos]
+                clip, objects = self._distractor(rng)
+                pos = 0
+            yield clip[pos], objects
             pos += 1
             i += 1
 
-    def _distractor(self, rng) -> np.ndarray:
+    def _distractor(self, rng) -> tuple[np.ndarray, list[dict]]:
         while True:
             frames, sample = generate_sample(int(rng.integers(10**6, 10**9)), self.split, CLIP_FRAMES)
             if not any(matches(o, *e.look) for o in sample["objects"] for e in self.events):
-                return frames
+                return frames, sample["objects"]
 
 
 #: what a stream's queries name of their target, and so what no other object of the stream may share
