@@ -268,13 +268,13 @@ def test_offline_replay_gives_the_services_events(change_on):
     # rule the smallest change that alters the events (so that the change is tested, whatever the checkpoint); the
     # first test stream from seed 2 (the ROS standing test's) where such a rule exists: on some streams the
     # grounded boxes do not follow the target, its change is 0 in every window, and a change rule only silences
+    candidates = [StandingRules(found_on=on, found_off=on - 0.05, change_on=change_on and c)
+                  for on in (0.55, 0.6, 0.65, 0.7, 0.75, 0.5, 0.45) for c in (change_on, 2.0, 1.0, 6.0, 8.0)]
     rules = None
     for seed in range(2, 8):
         clip = synthetic_clips("test", 1, first_seed=seed, kind="standing")[0]
         (t,) = measure(g.existence, [clip], 0.0, 0.0, ground=g.ground if change_on else None)
         ends = [e for _, e in window_ends(clip.stamps, clip.window_s, clip.every_s)]
-        candidates = [StandingRules(found_on=on, found_off=on - 0.05, change_on=change_on and c)
-                      for on in (0.55, 0.6, 0.65, 0.7, 0.75, 0.5, 0.45) for c in (change_on, 2.0, 1.0, 6.0, 8.0)]
         rules = next((r for r in candidates if offline_events(r, t, ends) and (
             not change_on or offline_events(r, t, ends) != offline_events(
                 StandingRules(found_on=r.found_on, found_off=r.found_off), t, ends))), None)

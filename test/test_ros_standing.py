@@ -3,10 +3,12 @@ synthetic stream in which the target's action starts mid-stream, events on ``sta
 the cap, and Status' report of their cost and duty.
 
 The stream is ``generate_sample(2, 'test', num_frames=48)`` at 5 fps: "the big red star that moves
-down" acts during frames 26-37.  On 8-frame windows the shipped model's p_yes is 0.01-0.35 before the
-action enters the window, 0.69-0.88 while it is in it and 0.007 once it has left (run N, the model before:
-0.43-0.45, 0.60-0.64, 0.47), so thresholds 0.55 / 0.5 separate them for both; the test asserts the appearance
-is reported after the action started, nothing before, and the disappearance after it.
+down" acts during frames 26-37.  On 8-frame windows the shipped model's p_yes (run T) is 0.004-0.22 while the
+window ends before frame 23, 0.28-0.56 on the windows ending at frames 23-26 (the star about to move; 0.56 on
+the one ending at 25), 0.59-0.92 from frame 27 to 44 and 0.006 once the action has left the window (run S,
+the model before: 0.01-0.35, 0.69-0.88, 0.007), so thresholds 0.65 / 0.5 (:data:`ON`, :data:`OFF`) separate
+them; the test asserts the appearance is reported after the action started, nothing before, and the
+disappearance after it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.ros
 NS = 1_000_000_000
 T0 = 2_000 * NS
 DT = NS // 5  # 5 fps, the synthetic world's rate
+ON, OFF = 0.65, 0.5  # the standing thresholds of this module's node (see the module docstring)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +47,8 @@ def node(tmp_path_factory):
         "image_depth": 100,
         "status_rate": 5.0,
         "max_standing_queries": 2,
-        "standing_found_on": 0.55,
-        "standing_found_off": 0.5,
+        "standing_found_on": ON,
+        "standing_found_off": OFF,
         "standing_duty_budget": 0.8,
     }, tmp_path_factory.mktemp("standing") / "stvg_node.log")
     client = Client(namespace=ns)
@@ -94,12 +97,12 @@ def test_appearance_mid_stream_is_reported_once_and_cancel_ends_it(node):
     assert [t.event for t in events] in (["appeared", "disappeared"], ["appeared", "moved", "disappeared"]), \
         [(t.event, t.p_yes, t.reason) for t in events]
     appeared = events[0]
-    assert appeared.found and appeared.p_yes >= 0.55 and appeared.boxes
+    assert appeared.found and appeared.p_yes >= ON and appeared.boxes
     newest = stamp_to_ns(appeared.header.stamp)
     assert T0 + 26 * DT <= newest <= T0 + 40 * DT, (newest - T0) / DT  # after the action started
     assert appeared.header.frame_id == "synth_cam" and appeared.query == sample["query"]
     gone = events[-1]
-    assert not gone.found and gone.p_yes < 0.5 and stamp_to_ns(gone.header.stamp) > newest
+    assert not gone.found and gone.p_yes < OFF and stamp_to_ns(gone.header.stamp) > newest
     assert gone.boxes  # where it was last seen
     assert not any(t.query_id == "star" for t in client.tubes), "standing events never go to `tube`"
     def reported(s):  # a Status published after the last event (status comes on its own timer)
@@ -131,10 +134,11 @@ def _still_scene(seed: int):
 
 def _steady_scene():
     """The first still scene (test seeds 1-8) on which the service itself, fed in lock step with the node's
-    rules, reports the target appeared and never moved: the model's box must stay on one object for that
-    (one scene's grounding alternates between two red objects for a few evaluations with one checkpoint, a
-    real jump of the box, which is a move; which scene depends on the checkpoint, bench_standing_moved.py
-    counts them).  The node over DDS must then add nothing: no `moved` from tracker renumbering or noise."""
+    thresholds, reports the target appeared and whose box never leaves the target: evaluated at every frame
+    with ``move_confirm`` 1, no ``moved`` at all.  A scene whose grounding alternates between two objects of
+    the target's colour (seeds 1, 5 and 8 with run T) is a real jump of the box, a move, and which frames
+    the node's evaluations see depends on its load; bench_standing_moved.py counts those.  The node over
+    DDS must then add nothing: no `moved` from tracker renumbering or noise."""
     import sys
     from pathlib import Path
 
@@ -152,7 +156,8 @@ def _steady_scene():
                                                                      feature_cache_mb=0)).grounder
     for seed in range(1, 9):
         frames, query = _still_scene(seed)
-        events, _ = replay(grounder, frames, 5.0, query, 8, 2, False, StandingRules(found_on=0.55, found_off=0.5))
+        events, _ = replay(grounder, frames, 5.0, query, 8, 1, False,
+                           StandingRules(found_on=ON, found_off=OFF, move_confirm=1))
         if [k for k, _ in events] == ["appeared"]:
             return frames, query
     raise AssertionError("no still test scene (seeds 1-8) that the service reports appeared and never moved")
