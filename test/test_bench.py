@@ -141,6 +141,17 @@ def test_bench_memory_colour_answers_quick(tmp_path):
     assert len(row["false"]) == row["yes_absent"]
 
 
+def test_calibration_cv_quick(tmp_path):
+    """Issue 27: the standing-threshold rules cross-validated on the shipped model's validation traces; every fold's
+    choice is a grid point of its family, and the rates are rates."""
+    stdout, data = _run("calibration_cv.py", "--smooth", "2", tmp_path=tmp_path)
+    assert "| margin (stvg-calibrate) | confirm 1-5 |" in stdout and "| edge (before) | confirm 1-3 |" in stdout
+    rows = {(r["rule"], r["grid"]): r for r in data["rows"]}
+    assert len(rows) == 6 and all(0 <= r["found"] <= 1 and r["false_per_stream"] >= 0 for r in rows.values())
+    assert rows[("margin (stvg-calibrate)", "confirm 1-3")]["chosen"][2] <= 3
+    assert rows[("margin (stvg-calibrate)", "mean of 2, confirm 1-3")]["chosen"][3] == 2
+
+
 def test_bench_multicam_quick(tmp_path):
     """Several cameras, one model (issue 32): which-camera accuracy and the cost of a query to all, with the
     shipped model, in CI."""

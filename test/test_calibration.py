@@ -5,6 +5,7 @@ model is not calibrated."""
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 
 from stvg_ros.evaluation.calibration import (CHANGE_FLOOR, RECORD_KEY, Trace, calibration_problem, choose_found_threshold,
                                              choose_standing, load_clips, main, measure, paired_difference, pareto,
-                                             standing_grid, standing_rates, synthetic_clips, wilson, window_ends)
+                                             standing_grid, standing_rates, synthetic_clips, target_margin, wilson,
+                                             window_ends)
 from stvg_ros.config import MODEL_DEFAULTS_FILE, ServingConfig, load_model_defaults, load_model_serving_defaults
 from stvg_ros.presets import apply_model_serving_defaults
 
@@ -100,6 +102,34 @@ def test_choices_keep_the_false_limit_then_find_the_most():
     assert choose_found_threshold(clips[:10]) is None  # no absent queries: nothing to balance
 
 
+def _point(found_k, spans, false, streams, false_sd, on=0.6, confirm=1):
+    return dict(found_on=on, found_off=on, confirm=confirm, change_on=0.0, streams=streams, false=false,
+                false_per_stream=false / streams, false_sd=false_sd,
+                found=dict(k=found_k, n=spans, rate=found_k / spans if spans else None))
+
+
+def test_the_choice_keeps_both_targets_with_a_margin_not_on_their_edge():
+    """Issue 27: a point on the found target's edge (80 %, fewest false) meets it on new streams about half the
+    time; the rule takes the point whose worse target has the larger margin in standard errors."""
+    edge = _point(80, 100, 2, 100, 0.14)  # 80 % found, 0.02 false per stream
+    inside = _point(90, 100, 5, 100, 0.22, on=0.55)  # 90 %, 0.05
+    outside = _point(97, 100, 15, 100, 0.36, on=0.5)  # 97 %, 0.15: over the false limit
+    assert target_margin(edge, 0.8, 0.1) == pytest.approx(0.0)
+    assert target_margin(inside, 0.8, 0.1) == pytest.approx(min(0.1 / 0.03, 0.05 / 0.022), rel=1e-6)
+    assert target_margin(outside, 0.8, 0.1) < 0
+    assert choose_standing([edge, inside, outside]) is inside
+    # neither target reachable: the point nearest to both, not the one that gives up found for the false limit
+    low = _point(30, 100, 9, 100, 0.3)
+    near = _point(75, 100, 12, 100, 0.33, on=0.5)
+    assert choose_standing([low, near]) is near
+    # no spans (absent streams only): the false target alone; a rate of 1 on few spans is no certainty
+    assert target_margin(_point(0, 0, 0, 10, 0.0), 0.8, 0.1) == pytest.approx(0.1 / (1 / math.sqrt(10) / math.sqrt(10)))
+    assert math.isfinite(target_margin(_point(3, 3, 0, 3, 0.0), 0.8, 0.1))
+    # standing_rates gives the per-stream spread the margin needs
+    r = standing_rates([trace([0.1, 0.7, 0.1], [-1, -1, -1]), trace([0.1, 0.2, 0.1], [-1, -1, -1])], 0.6, 0.4)
+    assert r["false"] == 1 and r["false_sd"] == pytest.approx(np.std([1, 0], ddof=1))
+
+
 def _write_clip(tmp_path: Path, frames: int = 30, fps: float = 10.0) -> Path:
     import cv2
 
@@ -154,8 +184,9 @@ def test_the_command_writes_the_model_directory_and_the_service_and_node_use_it(
     assert "not calibrated" in calibration_problem(model) and "stvg-calibrate" in calibration_problem(model)
     clips = _write_clip(tmp_path)
     assert main([str(model), "--clips", str(clips), "--test-clips", str(clips), "--window-s", "1.0",
-                 "--every-s", "0.5"]) == 0
+                 "--every-s", "0.5", "--max-confirm", "2"]) == 0
     data = json.loads((model / MODEL_DEFAULTS_FILE).read_text())
+    assert data["standing_confirm"] <= 2 and "confirm 1-2" in data[RECORD_KEY]["criteria"]["standing"]
     for key in ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm", "standing_change_on"):
         assert key in data, key
     assert data["standing_change_on"] == 0.0  # no --change: p_yes alone (a value left by an earlier run is replaced)
