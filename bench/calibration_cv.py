@@ -2,7 +2,7 @@
 
 ``stvg-calibrate`` chooses the standing thresholds on the streams it measured; this script asks how the choice
 fares on others, without measuring anything again: it replays every grid point once per stream (the node's own
-:class:`~stvg_ros.stream.standing.ChangeTracker`, via :func:`standing_rates`), then, for each fold, chooses on the
+:class:`~stvg_ros.stream.standing.ChangeTracker`, via the calibrator's replay), then, for each fold, chooses on the
 other folds and counts the appearances found and the false appearances on the held-out one.  Rules compared:
 
 * ``margin``: :func:`~stvg_ros.evaluation.calibration.choose_standing`, the calibrator's (the largest margin of the
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stvg_ros.evaluation.calibration import Trace, choose_standing, standing_rates  # noqa: E402
+from stvg_ros.evaluation.calibration import Trace, _per_stream, choose_standing  # noqa: E402
 
 DEFAULT_TRACES = ROOT / "bench" / "results" / "calibration-synth-val600-traces-runT.json"
 ONS = [round(float(x), 2) for x in np.arange(0.30, 0.951, 0.01)]
@@ -53,10 +53,10 @@ def replay(traces: list[Trace], confirms, smooth: int = 1):
         for gap in GAPS:
             for on in ONS:
                 off = round(max(0.0, on - gap), 2)
-                r = [standing_rates([t], on, off, c) for t in trs]
+                per_stream = _per_stream(trs, on, off, c)
                 keys.append((on, off, c, smooth))
-                hits.append([x["found"]["k"] for x in r])
-                false.append([x["false"] for x in r])
+                hits.append(per_stream[:, 0])
+                false.append(per_stream[:, 1])
     return keys, np.array(hits), np.array(false)
 
 

@@ -385,8 +385,9 @@ def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: in
 
 #: standing_change_on values tried when the traces carry the grounded change (grey levels)
 CHANGES = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
-#: standing_confirm values tried: up to 5 evaluations in a row (at 1 s a period, an appearance reported up to ~5 s
-#: after it enters the window); 4 and 5 keep both targets on 600 validation streams where 1-3 cannot (bench/README)
+#: standing_confirm values tried: up to 5 evaluations in a row (at the node's 2 s standing_period, an appearance
+#: reported up to ~10 s after it enters the window); 4 and 5 keep both targets on 600 validation streams where 1-3
+#: cannot (bench/README)
 CONFIRMS = (1, 2, 3, 4, 5)
 #: the gaps (found_on - found_off) tried with a change (fewer than with p_yes alone: the grid's time)
 CHANGE_GAPS = (0.0, 0.05, 0.1, 0.2)
