@@ -149,7 +149,7 @@ def test_calibration_cv_quick(tmp_path):
     rows = {(r["rule"], r["grid"]): r for r in data["rows"]}
     assert len(rows) == 6 and all(0 <= r["found"] <= 1 and r["false_per_stream"] >= 0 for r in rows.values())
     assert rows[("margin (stvg-calibrate)", "confirm 1-3")]["chosen"][2] <= 3
-    assert rows[("margin (stvg-calibrate)", "mean of 2, confirm 1-3")]["chosen"][3] == 2
+    assert rows[("margin (stvg-calibrate)", "mean of 2, confirm 1-3")]["chosen"][2] <= 3
 
 
 def test_bench_multicam_quick(tmp_path):

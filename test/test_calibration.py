@@ -16,7 +16,7 @@ import pytest
 from stvg_ros.evaluation.calibration import (CHANGE_FLOOR, RECORD_KEY, Trace, calibration_problem, choose_found_threshold,
                                              choose_standing, load_clips, main, measure, paired_difference, pareto,
                                              standing_grid, standing_rates, synthetic_clips, target_margin, wilson,
-                                             window_ends)
+                                             window_ends, cross_validate, per_stream_counts)
 from stvg_ros.config import MODEL_DEFAULTS_FILE, ServingConfig, load_model_defaults, load_model_serving_defaults
 from stvg_ros.presets import apply_model_serving_defaults
 
@@ -130,6 +130,32 @@ def test_the_choice_keeps_both_targets_with_a_margin_not_on_their_edge():
     assert r["false"] == 1 and r["false_sd"] == pytest.approx(np.std([1, 0], ddof=1))
 
 
+def test_cross_validation_counts_every_stream_once_per_repeat_on_thresholds_chosen_without_it():
+    """Issue 27: the rates to expect on new streams.  A rule that always takes the same point gives exactly that
+    point's rates on all the streams (each stream held out once per repeat); the calibrator's rule, on streams that
+    differ, chooses per fold among the grid's points; fewer than 2 streams: nothing to estimate."""
+    rng = np.random.default_rng(1)
+    traces = []
+    for k in range(12):
+        ps = list(0.3 + 0.1 * rng.standard_normal(12))
+        ps[4:8] = list(0.7 + 0.1 * rng.standard_normal(4))
+        traces.append(trace(ps, [-1] * 4 + [0] * 4 + [-1] * 4))
+    grid = standing_grid(traces, ons=[0.4, 0.5, 0.6, 0.7], gaps=(0.0, 0.1), confirms=(1, 2))
+    counts = per_stream_counts(traces, grid)
+    assert counts.shape == (len(grid), 12, 2)
+    for i in (0, 5, len(grid) - 1):
+        cv = cross_validate(traces, grid, folds=4, repeats=3, choose=lambda g, *_: g[i], counts=counts)
+        assert (cv["folds"], cv["repeats"]) == (4, 3)
+        assert cv["found"] == pytest.approx(grid[i]["found"]["rate"])
+        assert cv["false_per_stream"] == pytest.approx(grid[i]["false_per_stream"])
+    picked = []
+    cv = cross_validate(traces, grid, folds=4, repeats=2, choose=lambda g, lo, hi: picked.append(
+        choose_standing(g, lo, hi)) or picked[-1])
+    assert len(picked) == 8 and all(0 <= p["index"] < len(grid) and p["streams"] == 9 for p in picked)
+    assert 0 <= cv["found"] <= 1 and cv["false_per_stream"] >= 0
+    assert cross_validate(traces[:1], grid) is None
+
+
 def _write_clip(tmp_path: Path, frames: int = 30, fps: float = 10.0) -> Path:
     import cv2
 
@@ -187,6 +213,8 @@ def test_the_command_writes_the_model_directory_and_the_service_and_node_use_it(
                  "--every-s", "0.5", "--max-confirm", "2"]) == 0
     data = json.loads((model / MODEL_DEFAULTS_FILE).read_text())
     assert data["standing_confirm"] <= 2 and "confirm 1-2" in data[RECORD_KEY]["criteria"]["standing"]
+    cv = data[RECORD_KEY]["rates"]["standing_cross_validated"]  # two queries, two streams: 2 folds
+    assert cv["folds"] == 2 and 0 <= cv["found"] <= 1 and cv["false_per_stream"] >= 0
     for key in ("found_threshold", "standing_found_on", "standing_found_off", "standing_confirm", "standing_change_on"):
         assert key in data, key
     assert data["standing_change_on"] == 0.0  # no --change: p_yes alone (a value left by an earlier run is replaced)
