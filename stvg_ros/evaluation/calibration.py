@@ -94,6 +94,11 @@ class Trace:
     spans: int = 0
     window_change: list = field(default_factory=list)  # grounded change per window (None: p_yes below CHANGE_FLOOR)
 
+    @property
+    def windowed_spans(self) -> int:
+        """Labelled spans that some evaluated window overlaps: what a standing query on this stream can find."""
+        return len({s for s in self.window_span if s >= 0})
+
     def to_dict(self) -> dict:
         d = dict(self.__dict__)  # p_yes to 4 decimals: a trace file small enough to keep beside the results
         d["window_p"] = [round(p, 4) for p in self.window_p]
@@ -351,7 +356,7 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
                     hit_spans.add(span)
                 else:
                     f += 1
-        spans += len({s for s in t.window_span if s >= 0})
+        spans += t.windowed_spans
         hits += len(hit_spans)
         false += f
         per_stream_false.append(f)
@@ -373,7 +378,7 @@ def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: in
     """Thresholds ``a`` (on, off, confirm[, change_on]) minus ``b`` on the same streams: appearances found (share of
     spans) and false appearances per stream, with 95 % bootstrap intervals over streams."""
     x, y = _per_stream(traces, *a), _per_stream(traces, *b)
-    spans = np.array([len({s for s in t.window_span if s >= 0}) for t in traces if t.window_p], dtype=float)
+    spans = np.array([t.windowed_spans for t in traces if t.window_p], dtype=float)
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(x), size=(resamples, len(x)))
     d_found = ((x[:, 0] - y[:, 0])[idx].sum(1) / np.maximum(spans[idx].sum(1), 1))
@@ -453,7 +458,7 @@ def cross_validate(traces: Sequence[Trace], grid: Sequence[dict], min_found: flo
         return None
     choose = choose or choose_standing
     counts = per_stream_counts(streams, grid) if counts is None else counts
-    spans = np.array([len({s for s in t.window_span if s >= 0}) for t in streams])
+    spans = np.array([t.windowed_spans for t in streams])
     rng = np.random.default_rng(seed)
     hits = false = n = 0
     for _ in range(repeats):
@@ -461,7 +466,8 @@ def cross_validate(traces: Sequence[Trace], grid: Sequence[dict], min_found: flo
         for i, held in enumerate(parts):
             chosen_on = np.concatenate([q for j, q in enumerate(parts) if j != i])
             best = choose(grid_on_streams(grid, counts, spans, chosen_on), min_found, max_false)["index"]
-            hits, false, n = hits + counts[best, held, 0].sum(), false + counts[best, held, 1].sum(), n + spans[held].sum()
+            hits, false = hits + counts[best, held, 0].sum(), false + counts[best, held, 1].sum()
+            n += spans[held].sum()
     return dict(found=float(hits) / max(int(n), 1), false_per_stream=float(false) / (repeats * len(streams)), folds=k,
                 repeats=repeats)  # rates over the repeats: no interval (each stream is counted `repeats` times)
 
