@@ -152,6 +152,23 @@ def test_calibration_cv_quick(tmp_path):
     assert rows[("margin (stvg-calibrate)", "mean of 2, confirm 1-3")]["chosen"][2] <= 3
 
 
+def test_standing_false_causes_quick(tmp_path):
+    """Issue 27: every false appearance of the shipped thresholds on the stored val traces is attributed to one
+    cause, and they add up to the calibrator's own count on the same streams and thresholds."""
+    from stvg_ros.evaluation.calibration import Trace, standing_rates
+
+    stdout, data = _run("standing_false_causes.py", tmp_path=tmp_path)
+    r = data["calibration-synth-val600-traces-runT.json"]
+    assert "| same colour, same action |" in stdout and r["streams"] == 40
+    stored = json.loads((ROOT / "bench" / "results" / "calibration-synth-val600-traces-runT.json").read_text())
+    traces = [Trace(**t) for t in stored if t.get("window_p")][:40]
+    rates = standing_rates(traces, r["on"], r["off"], r["confirm"])
+    assert sum(c["false"] for c in r["causes"].values()) == rates["false"] == sum(r["when"].values())
+    outside = sum(1 for t in traces for s in t.window_span if s < 0)
+    assert sum(c["windows"] for c in r["causes"].values()) == outside
+    assert all(c["high"] <= c["windows"] for c in r["causes"].values())
+
+
 def test_bench_multicam_quick(tmp_path):
     """Several cameras, one model (issue 32): which-camera accuracy and the cost of a query to all, with the
     shipped model, in CI."""

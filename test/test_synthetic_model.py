@@ -120,6 +120,39 @@ def test_standing_pairs_ask_the_same_query_inside_and_outside_the_action():
     assert checked >= 4
 
 
+def test_standing_pairs_never_label_a_window_no_where_what_the_query_names_acts():
+    """A colour-and-action query ("a red shape that jumps") is true in a window where a red distractor jumps: such a
+    window is never a pair's no; ``hard_negatives=1`` takes the no from a window where an object of the target's
+    colour acts whenever the stream has one (the windows standing queries confuse most)."""
+    from stvg_ros.synthetic.generator import matches, target_object
+    from stvg_ros.synthetic.train import STANDING_WINDOW, _acts_in, _standing_pair
+
+    colour_action = hard = hard_possible = 0
+    for seed in range(60):
+        _, s = generate_sample(seed, "train", num_frames=48)
+        pair = _standing_pair(seed, "train", np.random.default_rng(seed), hard_negatives=1.0)
+        if not pair:
+            continue
+        t = target_object(s)
+        (_, _, q, _), (start, _, _, answer) = pair
+        assert answer is False
+        named = {"colour": t["colour"], "action": t["action"]}
+        if "shape that" in q:  # the colour-and-action form
+            colour_action += 1
+            named.update(size=None, shape=None)
+        else:
+            named.update(size=t["size"], shape=t["shape"])
+        assert not any(matches(o, **named) and _acts_in(o, start, STANDING_WINDOW) for o in s["objects"])
+        same_colour_acts = [o for o in s["objects"] if o["colour"] == t["colour"] and o is not t]
+        hard += any(_acts_in(o, start, STANDING_WINDOW) for o in same_colour_acts)
+        nos = [a for a in range(0, 48 - STANDING_WINDOW + 1, 2)
+               if (a + STANDING_WINDOW - 1 < s["st_frame"] or a > s["ed_frame"])
+               and not any(matches(o, **named) and _acts_in(o, a, STANDING_WINDOW) for o in s["objects"])]
+        hard_possible += any(_acts_in(o, a, STANDING_WINDOW) for o in same_colour_acts for a in nos)
+    assert colour_action >= 10 and hard >= 5
+    assert hard == hard_possible  # whenever the stream has one
+
+
 def test_crowded_colour_clips_are_as_full_as_the_action_rungs_and_8_or_20_frames_long():
     """``--crowded-colour``: colour questions on scenes as crowded as the action rung's, 8 or 20 frames (the colour
     rung's own clips hold 0-1 distractors and mostly 2 frames): the scenes standing queries and the memory ask about."""

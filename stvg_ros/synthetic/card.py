@@ -71,6 +71,9 @@ def _signal(summary: dict) -> str:
         text += ("  Later stages replace part of the action rung's clips by *standing pairs*: two 8-frame windows "
                  "of one 48-frame clip asked the same query (the full description, or colour and action), yes where the target's action overlaps the "
                  "window, no where it does not touch it (what a standing query asks of the newest frames).")
+        if any(st.get("standing_no") for st in stages(summary) if st.get("standing_pairs")):
+            text += ("  From the stages marked so, the no window is also one where nothing the question names acts "
+                     "(a same-coloured distractor doing the action makes \"a red shape that jumps\" true).")
     return textwrap.fill(text, 108)
 
 
@@ -108,6 +111,8 @@ def train_command(summary: dict) -> str:
         cmd += f" --standing-pairs {summary['standing_pairs']:g}"
     if summary.get("crowded_colour"):
         cmd += f" --crowded-colour {summary['crowded_colour']:g}"
+    if summary.get("hard_negatives"):
+        cmd += f" --hard-negatives {summary['hard_negatives']:g}"
     return cmd
 
 
@@ -147,6 +152,10 @@ def _stages_text(summary: dict) -> str:
             if st.get("standing_pairs") else ""
         if st.get("crowded_colour"):
             extra += f", {100 * st['crowded_colour']:.0f} % of the colour rung's clips crowded"
+        if st.get("standing_no"):
+            extra += " (each no a window where nothing named acts)"
+        if st.get("hard_negatives"):
+            extra += f", {100 * st['hard_negatives']:.0f} % of the pairs' no from a window where a same-coloured object acts"
         lines.append(f"  {k + 1}. seed {st['seed']}, {st['steps']} steps in {st['minutes']} minutes, lr {st['lr']:g}"
                      f" (vision {st['vision_lr']:g}), rungs {' → '.join(st.get('rungs', []))}"
                      f"{' from rung ' + str(st['start_rung']) if st.get('start_rung') else ''}{extra}")

@@ -28,7 +28,7 @@ import torch
 
 from ..evaluation.calibration import SYNTHETIC_STREAM, SYNTHETIC_WINDOW
 from .card import draw_curve, write_model_card
-from .generator import describe, generate_sample, target_object
+from .generator import describe, generate_sample, matches, target_object
 from .model import (MODEL_DIMS, PromptBuilder, build_model, frames_to_pixels, motion_pathway_masks, save_model_dir,
                     yes_no_logits)
 from .questions import RUNGS, action_window, clip_questions
@@ -78,11 +78,27 @@ DRY_RUN = dict(dims=dict(lm_hidden=96, lm_layers=2, lm_heads=3, lm_kv_heads=3, l
                clips_per_step=2, val_clips=2, eval_seconds=4.0, max_minutes=0.35, workers=2, device="cpu")
 
 
-def _standing_pair(seed: int, split: str, rng) -> list[tuple[int, np.ndarray, str, bool]]:
+def _acts_in(obj: dict, start: int, length: int) -> bool:
+    """Whether ``obj`` is seen doing its action in frames ``start .. start+length-1`` (one frame is enough)."""
+    if not obj["action"] or obj["span"] is None:
+        return False
+    shown = set(range(start, start + length))
+    return bool(shown & set(range(obj["span"][0], obj["span"][1] + 1)) & set(obj["visible"]))
+
+
+def _standing_pair(seed: int, split: str, rng, hard_negatives: float = 0.0) -> list[tuple[int, np.ndarray, str, bool]]:
     """Two windows of one standing stream (:data:`STANDING_STREAM` frames) and the target's query: a window
-    its action overlaps by at least one temporal slot (yes) and one it does not touch (no), so the only
-    difference between the answers is *when*, as a standing query asks it: (first frame, frames, question,
-    answer) each, or [] where one of the windows cannot be cut."""
+    its action overlaps by at least one temporal slot (yes) and one where nothing the query describes acts (no),
+    so the only difference between the answers is *when*, as a standing query asks it: (first frame, frames,
+    question, answer) each, or [] where one of the windows cannot be cut.
+
+    The query is the full description or, half the time, colour and action only; for the latter a same-coloured
+    distractor doing the target's action makes a window a yes, so such windows are never the no (before session 26
+    they could be: 15 % of the windows outside the action on 1,500 training streams, so one colour-and-action no
+    in seven was wrong).  ``hard_negatives``: the share of pairs whose no is a
+    window where an object of the target's colour acts (a different action, or the same one on another look), where
+    the stream has one: what a standing query confuses most (bench/README.md, "Where the false appearances come
+    from")."""
     frames, sample = generate_sample(int(seed), split, num_frames=STANDING_STREAM)
     s, e = sample["st_frame"], sample["ed_frame"]
     n, w = len(frames), STANDING_WINDOW
@@ -91,19 +107,28 @@ def _standing_pair(seed: int, split: str, rng) -> list[tuple[int, np.ndarray, st
     outside = [a for a in starts if a + w - 1 < s or a > e]
     if not inside or not outside:
         return []
+    t = target_object(sample)
     q = f"Is there {sample['query']} in this video?"
+    named = dict(size=t["size"], colour=t["colour"], shape=t["shape"], action=t["action"])
     if rng.random() < 0.5:
-        t = target_object(sample)
         q = f"Is there {describe(None, t['colour'], None, t['action'], article='a')} in this video?"
+        named.update(size=None, shape=None)
+    objects = sample["objects"]
+    outside = [a for a in outside if not any(matches(o, **named) and _acts_in(o, a, w) for o in objects)]
+    if not outside:
+        return []
+    hard = [a for a in outside if any(o["colour"] == t["colour"] and _acts_in(o, a, w) for o in objects)]
+    if hard and hard_negatives > 0 and rng.random() < hard_negatives:
+        outside = hard
     a, b = int(rng.choice(inside)), int(rng.choice(outside))
     return [(a, frames[a:a + w], q, True), (b, frames[b:b + w], q, False)]
 
 
 def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0, colour_action=0.0,
-           still=None, standing_pairs=0.0, crowded_colour=0.0):
+           still=None, standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0):
     """Clips (one rung each, drawn from ``rungs``) and their balanced yes/no questions; ``still``: the
     frames the look rungs see (default :data:`STILL_FRAMES`); ``standing_pairs``: the share of the action
-    rung's clips replaced by a :func:`_standing_pair` (two windows, one question each); ``crowded_colour``:
+    rung's clips replaced by a :func:`_standing_pair` (two windows, one question each; ``hard_negatives`` passed on); ``crowded_colour``:
     the share of the colour rung's clips drawn as crowded as the action rung's, 8 or 20 frames
     (:data:`CROWDED_FRAMES`), where two colours side by side must not answer for a third."""
     still = STILL_FRAMES if still is None else still
@@ -111,7 +136,7 @@ def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share
     for seed in seeds:
         rung = rungs[int(rng.integers(len(rungs)))]
         if still_frames and rung == "action" and standing_pairs > 0 and rng.random() < standing_pairs:
-            pair = _standing_pair(int(seed), split, rng)
+            pair = _standing_pair(int(seed), split, rng, hard_negatives)
             for _, frames, q, a in pair:
                 px, grid = frames_to_pixels(frames)
                 pixels.append(px)
@@ -186,10 +211,11 @@ class BatchStream(torch.utils.data.IterableDataset):
     (those already queued).  ``torch.utils.data.DataLoader`` moves the tensors through shared memory."""
 
     def __init__(self, rung, rungs, seed, clips_per_step, per_answer, window_share, colour_action, still,
-                 standing_pairs=0.0, crowded_colour=0.0):
+                 standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0):
         self.rung, self.rungs, self.seed = rung, rungs, seed
         self.kw = dict(per_answer=per_answer, window_share=window_share, colour_action=colour_action, still=still,
-                       standing_pairs=standing_pairs, crowded_colour=crowded_colour)
+                       standing_pairs=standing_pairs, crowded_colour=crowded_colour,
+                       hard_negatives=hard_negatives)
         self.clips_per_step = clips_per_step
 
     def __iter__(self):
@@ -207,7 +233,8 @@ class BatchStream(torch.utils.data.IterableDataset):
                                                     window_share=self.kw["window_share"],
                                                     colour_action=self.kw["colour_action"], still=self.kw["still"],
                                                     standing_pairs=self.kw["standing_pairs"],
-                                                    crowded_colour=self.kw["crowded_colour"])
+                                                    crowded_colour=self.kw["crowded_colour"],
+                                                    hard_negatives=self.kw["hard_negatives"])
             yield px, grid, qs, labels, clips, float(rng.choice(SECONDS_PER_SLOT))
 
 
@@ -233,7 +260,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
           motion_prior: bool = True, compact_motion: bool = False, action_windows: float = 0.0,
           freeze_motion: bool = False, colour_action: float = 0.0, conjunctive_motion: bool = False,
           device: str = "cpu", max_minutes: float | None = None, workers: int = 0, eval_seconds: float = 0.0,
-          still: str = "cpu", recipe: str = "cpu", standing_pairs: float = 0.0, crowded_colour: float = 0.0) -> dict:
+          still: str = "cpu", recipe: str = "cpu", standing_pairs: float = 0.0, crowded_colour: float = 0.0,
+          hard_negatives: float = 0.0) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``.
 
     ``max_minutes``: a hard limit on the whole call (building, data, steps, evaluations, checkpoints, the
@@ -275,7 +303,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
 
         shared_rung = mp.Value("i", start_rung)
         stream = _data_loader(BatchStream(shared_rung, rungs, seed, clips_per_step, per_answer, action_windows,
-                                          colour_action, still_frames, standing_pairs, crowded_colour), workers,
+                                          colour_action, still_frames, standing_pairs, crowded_colour,
+                                          hard_negatives), workers,
                               pin=dev.type == "cuda")
         pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("fork"))
         pending = {"val": pool.submit(ValSet, "val", val_clips, seed), "test": pool.submit(ValSet, "test", val_clips, seed + 1)}
@@ -365,7 +394,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
             px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng,
                                                     window_share=action_windows, colour_action=colour_action,
                                                     still=still_frames, standing_pairs=standing_pairs,
-                                                    crowded_colour=crowded_colour)
+                                                    crowded_colour=crowded_colour, hard_negatives=hard_negatives)
             # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
             # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
             seconds = float(rng.choice(SECONDS_PER_SLOT))
@@ -439,8 +468,11 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
                "colour_action": colour_action, "conjunctive_motion": conjunctive_motion}
     if standing_pairs:
         summary["standing_pairs"] = standing_pairs
+        summary["standing_no"] = "nothing named acts"  # the no window's rule since session 26 (the card says which)
     if crowded_colour:
         summary["crowded_colour"] = crowded_colour
+    if hard_negatives:
+        summary["hard_negatives"] = hard_negatives
     if init:
         summary["init"] = str(init)
         earlier = Path(init) / "synthetic_training.json"
@@ -550,6 +582,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="draw this share of the colour rung's clips as crowded as the action rung's, 8 or 20 frames "
                         "(the colour rung's clips are otherwise nearly empty and mostly 2 frames): colour answers "
                         "on the scenes standing queries and the memory show")
+    p.add_argument("--hard-negatives", type=float, default=0.0, metavar="SHARE",
+                   help="with --standing-pairs: this share of pairs takes its no from a window where an object of the "
+                        "target's colour acts (another action, or the same on another look), where there is one")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     known, _ = p.parse_known_args(argv)
     defaults = {}
@@ -571,7 +606,8 @@ def main(argv: list[str] | None = None) -> None:
           action_windows=a.action_windows, freeze_motion=a.freeze_motion,
           colour_action=a.colour_action, conjunctive_motion=a.conjunctive_motion,
           device=a.device, max_minutes=a.max_minutes, workers=a.workers, eval_seconds=a.eval_seconds,
-          still=a.still, recipe=a.recipe, standing_pairs=a.standing_pairs, crowded_colour=a.crowded_colour)
+          still=a.still, recipe=a.recipe, standing_pairs=a.standing_pairs, crowded_colour=a.crowded_colour,
+          hard_negatives=a.hard_negatives)
 
 
 if __name__ == "__main__":
