@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's stvg_ros, and `bench` as a package
 
 from bench._util import machine, table, write_json  # noqa: E402
+from bench.standing_false_causes import CAUSES, what_acts  # noqa: E402
 
 NS = 1_000_000_000
 SHIPPED = "models/stvg-synth-qwen"
@@ -87,22 +88,25 @@ def closest(target: dict, sample: dict) -> int:
     return max(sum(o[k] == target[k] for k in KINDS) for o in sample["objects"])
 
 
-def scene(k: int, cameras: list[str], split: str) -> tuple[str, str, dict[str, np.ndarray], dict[str, int]]:
-    """Scene ``k``: (query, the target's camera, camera → clip, other camera → :func:`closest`)."""
+def scene(k: int, cameras: list[str], split: str) -> tuple[str, str, dict[str, np.ndarray], dict[str, int],
+                                                           dict[str, str]]:
+    """Scene ``k``: (query, the target's camera, camera → clip, other camera → :func:`closest`, other camera →
+    what of the target's colour acts in its clip (:func:`bench.standing_false_causes.what_acts`))."""
     from stvg_ros.synthetic.generator import generate_sample, target_object
 
     frames, sample = generate_sample(k, split, num_frames=CLIP_FRAMES)
     where = cameras[k % len(cameras)]
     target = target_object(sample)
-    clips, near, other = {}, {}, 100_000 + 97 * k
+    clips, near, acts, other = {}, {}, {}, 100_000 + 97 * k
     for name in cameras:
         if name == where:
             clips[name] = frames
         else:
             clips[name], s = absent_clip(target, split, other)
             near[name] = closest(target, s)
+            acts[name] = what_acts(s["objects"], target, 0, CLIP_FRAMES - 1)
             other = s["seed"] + 1
-    return sample["query"], where, clips, near
+    return sample["query"], where, clips, near, acts
 
 
 def logit(p: float) -> float:
@@ -337,7 +341,7 @@ def main(argv=None) -> int:
 
     rows, cost = [], []
     for k in range(args.scenes):
-        query, where, clips, near = scene(k, cameras, args.split)
+        query, where, clips, near, acts = scene(k, cameras, args.split)
         svc = serve(grounder, cameras, clips)
         if k < args.cost_scenes:
             if k == 0:
@@ -368,7 +372,7 @@ def main(argv=None) -> int:
         features = {a.stream: judgments(grounder.grounder, a) for a in answer.per_stream}
         rows.append(dict(scene=k, query=query, target_camera=where, answered_camera=answer.stream,
                          single_found=bool(own.result.found), right=answer.stream == where,
-                         distractor_shares=near,
+                         distractor_shares=near, distractor_acts=acts,
                          p_yes={a.stream: round(float(a.result.p_yes), 4) for a in answer.per_stream},
                          score={a.stream: round(float(a.result.score), 4) for a in answer.per_stream},
                          features=features))
@@ -409,6 +413,15 @@ def main(argv=None) -> int:
     print()
     print(table(["closest distractor shares (of 4 attributes)", "scenes", "right camera"],
                 [[n, len(v), f"{100 * statistics.fmean(v):.1f} %"] for n, v in sorted(by_near.items())]))
+    by_acts = {}
+    for r in counted:  # the most confusable of the other cameras' clips
+        by_acts.setdefault(min(r["distractor_acts"].values(), key=CAUSES.index), []).append(r)
+    print()
+    print(table(["in another camera's clip, an object of the target's colour", "scenes (the most confusable camera)",
+                 "right camera there", "misses that answered a camera showing it"],
+                [[c, len(by_acts[c]), f"{100 * statistics.fmean(float(r['right']) for r in by_acts[c]):.1f} %",
+                  sum(1 for r in counted if not r["right"] and r["distractor_acts"][r["answered_camera"]] == c)]
+                 for c in CAUSES if c in by_acts]))
     print()
     print(table(["scenes", "cameras", "single-stream finds the target", "right camera there (95 % CI)",
                  "right camera, every scene (95 % CI)", "target >= 95 %"],
@@ -461,7 +474,11 @@ def main(argv=None) -> int:
         ci_every_scene=[lo_all, hi_all], camera_rules=rule_summary,
         rules={k: 100 * statistics.fmean(v) for k, v in rules.items() if v},
         by_closest_distractor={n: dict(scenes=len(v), right_pct=100 * statistics.fmean(v))
-                               for n, v in by_near.items()}),
+                               for n, v in by_near.items()},
+        by_distractor_acts={c: dict(scenes=len(v), right_pct=100 * statistics.fmean(float(r["right"]) for r in v),
+                                    misses_answered_there=sum(1 for r in counted if not r["right"]
+                                                              and r["distractor_acts"][r["answered_camera"]] == c))
+                            for c, v in by_acts.items()}),
         cost=cost, cost_summary=summary, scenes=rows))
     return 0
 

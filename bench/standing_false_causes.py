@@ -34,14 +34,13 @@ DEFAULTS = ROOT / "models" / "stvg-synth-qwen" / "grounding_defaults.json"
 CAUSES = ("same colour, same action", "same colour, other action", "nothing of its colour acting")
 
 
-def cause(sample: dict, first: int, last: int) -> str:
-    """What of the target's colour acts in frames ``first .. last`` (the target itself does not: the window is
-    outside its action)."""
-    t = target_object(sample)
+def what_acts(objects: list[dict], target: dict, first: int, last: int) -> str:
+    """What of ``target``'s colour, other than the target itself, acts in frames ``first .. last`` of a clip with
+    ``objects``: one of :data:`CAUSES` (the most confusable that applies)."""
     shown = set(range(first, last + 1))
-    acting = [o for o in sample["objects"] if o is not t and o["colour"] == t["colour"] and o["action"]
+    acting = [o for o in objects if o is not target and o["colour"] == target["colour"] and o["action"]
               and o["span"] is not None and shown & set(range(o["span"][0], o["span"][1] + 1)) & set(o["visible"])]
-    if any(o["action"] == t["action"] for o in acting):
+    if any(o["action"] == target["action"] for o in acting):
         return CAUSES[0]
     return CAUSES[1] if acting else CAUSES[2]
 
@@ -56,13 +55,14 @@ def analyse(traces: list[Trace], on: float, off: float, confirm: int) -> dict:
             continue
         split, seed = tr.clip.split("/")
         _, sample = generate_sample(int(seed), split, num_frames=SYNTHETIC_STREAM)
+        target = target_object(sample)
         tracker = ChangeTracker(rules)
         first_in = tr.window_span.index(0) if 0 in tr.window_span else None
         for i, (p, span) in enumerate(zip(tr.window_p, tr.window_span)):
             event = tracker.observe(p, None) and tracker.found
             if span >= 0:
                 continue
-            c = cause(sample, i * SYNTHETIC_EVERY, i * SYNTHETIC_EVERY + SYNTHETIC_WINDOW - 1)
+            c = what_acts(sample["objects"], target, i * SYNTHETIC_EVERY, i * SYNTHETIC_EVERY + SYNTHETIC_WINDOW - 1)
             windows[c] += 1
             high[c] += p >= on
             if event:

@@ -178,6 +178,10 @@ def test_bench_multicam_quick(tmp_path):
     for row in data["scenes"]:
         assert set(row["p_yes"]) == {"front", "rear"} and row["answered_camera"] in ("front", "rear")
         assert row["right"] == (row["answered_camera"] == row["target_camera"])
+        other = ({"front", "rear"} - {row["target_camera"]}).pop()
+        assert set(row["distractor_acts"]) == {other}  # what of the target's colour acts in the other camera's clip
+    by_acts = data["accuracy"]["by_distractor_acts"]
+    assert sum(v["scenes"] for v in by_acts.values()) == data["accuracy"]["counted"]
     s = data["cost_summary"]
     assert s["all"]["passes"] == s["separate"]["passes"] == 2 and s["ratio_all_over_separate"] > 0
 
