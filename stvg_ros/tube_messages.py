@@ -11,7 +11,8 @@ carries centre and size (:mod:`stvg_ros.boxes`).  Stamps are integer nanoseconds
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import math
+from typing import Any, Callable, Optional, Sequence
 
 from .boxes import Box, from_centre_size, to_centre_size
 from .stream.window import NS
@@ -37,11 +38,12 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
               action_query: str = "", sub_query_source: str = "", latency: float = 0.0,
               processing_time: float = 0.0, queue_time: float = 0.0, reason: str = "", event: str = "",
               boxes_from: str = "", positions: Sequence[Any] = (), position_frame_id: str = "", stream: str = "",
-              alternatives: Sequence[Any] = ()) -> Any:
+              alternatives: Sequence[Any] = (), camera_margin: Optional[float] = None) -> Any:
     """A ``Tube`` (defaults: the empty answer, ``found`` false); ``boxes``: ``(stamp_ns, corners, score)``;
     ``stream``: the camera's name (a multi-stream answer: the Tube's ``camera``);
     ``positions``: one :class:`~stvg_ros.stream.depth.Position3D` (or None) per box, when there is a 3-D stage;
-    ``alternatives``: a query over the past's other tubes (:class:`stvg_ros.memory.recall.Alternative`), best first."""
+    ``alternatives``: a query over the past's other tubes (:class:`stvg_ros.memory.recall.Alternative`), best first;
+    ``camera_margin``: a query to several cameras, how far this camera's p_yes is ahead of the others' (None: NaN)."""
     TubeBox = types("stvg_ros/msg/TubeBox")
     tube_boxes = []
     for i, (ns, box, box_score) in enumerate(boxes):
@@ -56,6 +58,7 @@ def make_tube(types: MessageTypes, query_id: str, text: str, *, frame_id: str = 
         attribute_query=attribute_query, action_query=action_query, sub_query_source=sub_query_source,
         latency=float(latency), processing_time=float(processing_time), queue_time=float(queue_time), reason=reason,
         boxes_from=boxes_from, position_frame_id=position_frame_id, camera=stream,
+        camera_margin=math.nan if camera_margin is None else float(camera_margin),
         alternatives=[types("stvg_ros/msg/TubeAlternative")(start=time_message(types, a.start_ns),
                                                            end=time_message(types, a.end_ns), score=float(a.score))
                       for a in alternatives])

@@ -47,6 +47,41 @@ def test_round_trip_raw_bytes_and_stamps(tmp_path, storage):
     assert contents.metadata["dataset"] == "unit" and contents.frame_id == "camera"
 
 
+@pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
+def test_a_bag_recorded_with_an_older_tube_definition_reads_with_its_own(tmp_path, monkeypatch, storage):
+    """A bag made before a field was added to Tube.msg (here: without camera_margin, in the middle of the message)
+    is read with the definitions it carries: the ground truth's boxes and span come back, not misread bytes."""
+    old = tmp_path / "old_msg"
+    old.mkdir()
+    for p in bags.find_msg_dir().glob("*.msg"):
+        text = p.read_text()
+        if p.stem == "Tube":
+            assert "float32 camera_margin\n" in text
+            text = text.replace("float32 camera_margin\n", "")
+        (old / p.name).write_text(text)
+    stamps = [50.0 + i / 5.0 for i in range(4)]
+    gt = {stamps[1]: (1.0, 2.0, 9.5, 11.0), stamps[2]: (2.0, 3.0, 10.0, 12.0)}
+    q = bags.QuerySpec("q1", "the red ball", gt_boxes=gt, gt_span=(stamps[1], stamps[2]))
+    today, make_gt = bags.typestore(), bags.ground_truth_message
+
+    def old_ground_truth(store, *args, **kw):  # what the older package wrote: its Tube, without the new field
+        tube, cls = make_gt(today, *args, **kw), store.types["stvg_ros/msg/Tube"]
+        return cls(**{f: getattr(tube, f) for f in cls.__dataclass_fields__ if f != "__msgtype__"})
+
+    monkeypatch.setenv("STVG_ROS_MSG_DIR", str(old))
+    monkeypatch.setattr(bags, "_TYPESTORE", None)
+    monkeypatch.setattr(bags, "ground_truth_message", old_ground_truth)
+    path = bags.write_bag(tmp_path / "old", _frames(4), stamps, [q], storage=storage)
+    monkeypatch.delenv("STVG_ROS_MSG_DIR")
+    monkeypatch.setattr(bags, "_TYPESTORE", None)
+    assert "camera_margin" in bags.typestore().generate_msgdef("stvg_ros/msg/Tube")[0]  # today's definitions
+    (bq,) = bags.read_bag(path).queries
+    assert bq.gt_span == pytest.approx((stamps[1], stamps[2]))
+    assert {round(t * 1e9): b for t, b in bq.gt_boxes.items()} == {round(t * 1e9): b for t, b in gt.items()}
+    [(_, _, _, tube)] = [m for m in bags.iter_messages(path) if m[1] == "stvg_ros/msg/Tube"]
+    assert tube.query == "the red ball" and not hasattr(tube, "camera_margin")
+
+
 def test_compressed_images_keep_their_bytes(tmp_path):
     frames = _frames(3)
     path = bags.write_bag(tmp_path / "c", frames, [1.0, 1.1, 1.2], image_format="png", storage="mcap")

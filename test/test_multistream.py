@@ -64,6 +64,7 @@ def test_a_query_to_all_answers_with_the_best_camera_and_names_it():
     assert tube.start_ns == START["rear"] and tube.end_ns == START["rear"] + 4 * DT  # the rear camera's own stamps
     assert [x.stream for x in a.per_stream] == ["rear", "front"] and not a.per_stream[1].result.found
     assert a.tubes == (tube,)  # the best tube only, unless asked for each camera's
+    assert tube.camera_margin == pytest.approx(0.9 - 0.2)  # how far the best camera's p_yes is ahead of the other's
 
 
 def test_one_tube_per_camera_when_asked():
@@ -75,6 +76,7 @@ def test_one_tube_per_camera_when_asked():
     svc.run_pending()
     tubes = answers[0].tubes
     assert [(t.stream, t.frame_id, t.found) for t in tubes] == [("rear", "rear_cam", True), ("front", "front_cam", False)]
+    assert [t.camera_margin for t in tubes] == pytest.approx([0.7, -0.7])  # each against the best of the others
 
 
 def test_a_query_to_one_camera_grounds_that_stream_only():
@@ -87,7 +89,7 @@ def test_a_query_to_one_camera_grounds_that_stream_only():
     assert g.grounds == 1 and stream_of(svc, g.calls[0]) == "front"
     [a] = answers
     assert a.status == ANSWERED and a.stream == "front" and a.tube.stream == "front" and not a.result.found
-    assert a.per_stream == ()
+    assert a.per_stream == () and a.tube.camera_margin is None  # one camera asked: no margin
 
 
 def test_all_grounds_only_streams_with_frames_and_unknown_or_empty_is_refused_with_the_fix():
@@ -118,6 +120,7 @@ def test_all_answers_once_even_when_some_streams_refuse():
     [a] = answers
     assert a.status == ANSWERED and a.stream == "rear"
     assert [(x.stream, x.status) for x in a.per_stream] == [("rear", ANSWERED), ("front", REJECTED)]
+    assert a.tube.camera_margin is None  # one camera answered: nothing to be ahead of
     svc2, _, _ = make(min_frames=9)
     feed(svc2, "front", 2)
     feed(svc2, "rear", 3)

@@ -9,6 +9,7 @@ camera is refused naming the cameras; then a bag with two camera topics is repla
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import time
@@ -179,9 +180,14 @@ def test_the_ground_action_answers_one_tube_per_camera(multi):
     result = wait(handle.get_result_async()).result
     assert sorted(t.camera for t in result.camera_tubes) == sorted(CAMERAS)
     assert result.tube.camera == result.camera_tubes[0].camera
+    for t in result.camera_tubes:  # each camera's p_yes against the best of the others', on the wire
+        others = max(o.p_yes for o in result.camera_tubes if o.camera != t.camera)
+        assert t.camera_margin == pytest.approx(t.p_yes - others, abs=1e-5)
+    assert result.camera_tubes[0].camera_margin >= 0
     handle = wait(ac.send_goal_async(Ground.Goal(id="goal_hd", text="the red square", camera="hd")))
     result = wait(handle.get_result_async()).result
     assert (result.tube.camera, result.tube.header.frame_id) == ("hd", "hd_cam") and not result.camera_tubes
+    assert math.isnan(result.tube.camera_margin)  # one camera asked
 
 
 def test_a_standing_query_on_one_camera_names_it(multi):

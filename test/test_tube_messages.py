@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from stvg_ros.boxes import from_centre_size, to_centre_size
@@ -24,12 +26,13 @@ def _check(tube):
     assert tube.queue_time == pytest.approx(0.75) and tube.sub_query_source == "caller"
     assert [(stamp_to_ns(a.start), stamp_to_ns(a.end), a.score) for a in tube.alternatives] == \
         [(a.start_ns, a.end_ns, a.score) for a in ALTERNATIVES], "a query over the past's alternatives"
+    assert tube.camera_margin == pytest.approx(0.25)
 
 
 def _tube(types):
     return make_tube(types, "q1", "the cat", frame_id="cam", stamp_ns=1_000_200_000_000, found=True, p_yes=0.9,
                      score=0.4, start_ns=BOXES[0][0], end_ns=BOXES[1][0], boxes=BOXES, track_id="7",
-                     sub_query_source="caller", queue_time=0.75, alternatives=ALTERNATIVES)
+                     sub_query_source="caller", queue_time=0.75, alternatives=ALTERNATIVES, camera_margin=0.25)
 
 
 def test_corners_and_centres_round_trip():
@@ -50,6 +53,7 @@ def test_rosbags_classes_and_a_serialisation_round_trip():
     empty = make_tube(store.types.__getitem__, "q2", "nothing", reason="no frames in the window")
     assert not empty.found and not empty.boxes and empty.reason == "no frames in the window"
     assert not empty.alternatives
+    assert math.isnan(empty.camera_margin)  # not a query to several cameras
     assert stamp_to_ns(time_message(store.types.__getitem__, -5)) == 0
 
 

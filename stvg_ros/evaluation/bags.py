@@ -24,7 +24,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -84,20 +84,53 @@ def find_msg_dir() -> Path:
 _TYPESTORE = None
 
 
+def _base_store():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(getattr(Stores, "ROS2_KILTED" if hasattr(Stores, "ROS2_KILTED") else "LATEST"))
+
+
+def _package_types() -> dict:
+    """This package's message types as rosbags parses them from ``msg/*.msg``."""
+    from rosbags.typesys import get_types_from_msg
+
+    types = {}
+    for p in sorted(find_msg_dir().glob("*.msg")):
+        types.update(get_types_from_msg(p.read_text(), f"stvg_ros/msg/{p.stem}"))
+    return types
+
+
 def typestore():
     """A rosbags typestore with the standard ROS 2 types plus ``stvg_ros/msg/*`` (cached)."""
     global _TYPESTORE
     if _TYPESTORE is None:
-        from rosbags.typesys import Stores, get_typestore, get_types_from_msg
-
-        store_name = "ROS2_KILTED" if hasattr(Stores, "ROS2_KILTED") else "LATEST"
-        store = get_typestore(getattr(Stores, store_name))
-        types = {}
-        for p in sorted(find_msg_dir().glob("*.msg")):
-            types.update(get_types_from_msg(p.read_text(), f"stvg_ros/msg/{p.stem}"))
-        store.register(types)
+        store = _base_store()
+        store.register(_package_types())
         _TYPESTORE = store
     return _TYPESTORE
+
+
+def _store_for(connections) -> Any:
+    """The typestore to read a bag with: :func:`typestore`, or, for a bag recorded with older definitions of this
+    package's messages (a field added since, e.g. Tube.camera_margin, would misread every message after it), one
+    that reads those with the definitions the bag carries."""
+    from rosbags.typesys import get_types_from_msg
+
+    ours, recorded = _package_types(), {}
+    for c in connections:
+        data = getattr(getattr(c, "msgdef", None), "data", "") or ""
+        if not c.msgtype.startswith("stvg_ros/") or not data.strip():
+            continue
+        try:
+            theirs = get_types_from_msg(data, c.msgtype)
+        except Exception:  # noqa: BLE001 - a definition rosbags cannot parse: read with ours
+            continue
+        recorded.update({k: v for k, v in theirs.items() if k.startswith("stvg_ros/") and ours.get(k) != v})
+    if not recorded:
+        return typestore()
+    store = _base_store()
+    store.register({**ours, **recorded})
+    return store
 
 
 def _time(store, seconds: float):
@@ -363,8 +396,8 @@ def iter_messages(path: str | Path, topics: Optional[Sequence[str]] = None):
     """``(topic, msgtype, log_time_ns, message)`` for every message (deserialized), in log order."""
     from rosbags.rosbag2 import Reader
 
-    store = typestore()
     with Reader(path) as reader:
+        store = _store_for(reader.connections)
         conns = [c for c in reader.connections if topics is None or c.topic in topics]
         if not conns:
             return
@@ -386,8 +419,8 @@ def read_bag(path: str | Path, frame_positions=None, image_topic: Optional[str] 
     path = Path(path)
     if not path.exists():
         raise BagError(f"bag {path} does not exist")
-    store = typestore()
     with Reader(path) as reader:
+        store = _store_for(reader.connections)
         image_conns = [c for c in reader.connections
                        if c.msgtype in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")]
         if image_topic:

@@ -131,7 +131,7 @@ class Cameras:
             return publish_one(a, self.frame_ids.get(a.stream, ""), self.depth.get(a.stream))
 
         if answer.request.each_stream and not answer.event:
-            return [one(a) for a in answer.per_stream or (answer,)]
+            return [one(a) for a in answer.stream_answers or (answer,)]
         return one(answer)
 
     # -- status -----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -37,7 +38,8 @@ def tube_dict(tube) -> dict:
                        "size_y": b.size_y} for b in tube.boxes],
             "track_id": tube.track_id, "attribute_query": tube.attribute_query, "action_query": tube.action_query,
             "sub_query_source": tube.sub_query_source, "latency": float(tube.latency),
-            "queue_time": float(tube.queue_time), "reason": tube.reason, "camera": tube.camera}
+            "queue_time": float(tube.queue_time), "reason": tube.reason, "camera": tube.camera,
+            "camera_margin": None if math.isnan(tube.camera_margin) else float(tube.camera_margin)}
 
 
 def format_tube(tube) -> str:
@@ -46,6 +48,8 @@ def format_tube(tube) -> str:
     lines = [f"Tube {d['query_id']!r}: {d['query']!r}",
              f"  found={d['found']}  p_yes={d['p_yes']:.3f}  score={d['score']:.3f}  frame_id={d['frame_id']}  "
              f"latency={d['latency']:.2f} s"]
+    if d["camera_margin"] is not None:
+        lines.append(f"  camera_margin={d['camera_margin']:+.3f} (p_yes ahead of the other cameras')")
     if d["reason"]:
         lines.append(f"  reason: {d['reason']}")
     if d["boxes"]:

@@ -53,6 +53,9 @@ class CameraTube:
     alternatives: tuple = ()
     """A query over the past (memory, issue 33): the tubes its second stage found, best first, as
     :class:`stvg_ros.memory.recall.Alternative` (start_ns, end_ns, score); () for a query about the window."""
+    camera_margin: Optional[float] = None
+    """A query to several streams: this stream's p_yes minus the highest of the other streams that answered (how
+    far the best camera is ahead; negative for the others); None when one stream answered."""
 
     @property
     def boxes_by_stamp(self) -> dict[int, Box]:

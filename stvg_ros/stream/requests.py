@@ -100,8 +100,22 @@ class Answer:
         """What to publish: :attr:`tube`, or one tube per camera (the best first) when the request asked
         for each stream's (``GroundingRequest.each_stream``)."""
         if self.request.each_stream and self.per_stream:
-            return tuple(a.tube for a in self.per_stream)
+            return tuple(a.tube for a in self.stream_answers)
         return (self.tube,)
+
+    @property
+    def stream_answers(self) -> tuple["Answer", ...]:
+        """Each stream's answer, best first, as part of this one (its tube then carries its camera margin); ()
+        for an answer about one stream."""
+        return tuple(dataclasses.replace(a, per_stream=self.per_stream) for a in self.per_stream)
+
+    def camera_margin(self, stream: str) -> Optional[float]:
+        """An answer to several streams: ``stream``'s p_yes minus the highest p_yes of the other streams that
+        answered (how far the best is ahead; negative for the others); None when fewer than two answered."""
+        p = {a.stream: float(a.result.p_yes) for a in self.per_stream if a.status == ANSWERED and a.result is not None}
+        if stream not in p or len(p) < 2:
+            return None
+        return p[stream] - max(v for s, v in p.items() if s != stream)
 
     @property
     def tube(self) -> CameraTube:
@@ -111,6 +125,7 @@ class Answer:
         common: dict = dict(latency=float(self.latency), queue_time=float(self.queue_time), event=self.event,
                             stream=self.stream)
         common["alternatives"] = tuple(self.alternatives)  # issue 33: on the topic answer too
+        common["camera_margin"] = self.camera_margin(self.stream) if self.per_stream else None
         if self.result is None or not self.frames:
             return empty_tube(r.query_id, r.text, self.newest, reason=self.reason, **common)
         tube = camera_tube(self.result, self.frames, r.query_id, r.text, **common)
