@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from stvg_ros.evaluation.calibration import SYNTHETIC_EVERY, SYNTHETIC_STREAM, SYNTHETIC_WINDOW, Trace  # noqa: E402
 from stvg_ros.stream.standing import ChangeTracker, StandingRules  # noqa: E402
-from stvg_ros.synthetic.generator import generate_sample, target_object  # noqa: E402
+from stvg_ros.synthetic.generator import acts_in, generate_sample, target_object  # noqa: E402
 
 DEFAULT_TRACES = ROOT / "bench" / "results" / "calibration-synth-val600-traces-runT.json"
 DEFAULTS = ROOT / "models" / "stvg-synth-qwen" / "grounding_defaults.json"
@@ -37,9 +37,7 @@ CAUSES = ("same colour, same action", "same colour, other action", "nothing of i
 def what_acts(objects: list[dict], target: dict, first: int, last: int) -> str:
     """What of ``target``'s colour, other than the target itself, acts in frames ``first .. last`` of a clip with
     ``objects``: one of :data:`CAUSES` (the most confusable that applies)."""
-    shown = set(range(first, last + 1))
-    acting = [o for o in objects if o is not target and o["colour"] == target["colour"] and o["action"]
-              and o["span"] is not None and shown & set(range(o["span"][0], o["span"][1] + 1)) & set(o["visible"])]
+    acting = [o for o in objects if o is not target and o["colour"] == target["colour"] and acts_in(o, first, last)]
     if any(o["action"] == target["action"] for o in acting):
         return CAUSES[0]
     return CAUSES[1] if acting else CAUSES[2]

@@ -124,8 +124,8 @@ def test_standing_pairs_never_label_a_window_no_where_what_the_query_names_acts(
     """A colour-and-action query ("a red shape that jumps") is true in a window where a red distractor jumps: such a
     window is never a pair's no; ``hard_negatives=1`` takes the no from a window where an object of the target's
     colour acts whenever the stream has one (the windows standing queries confuse most)."""
-    from stvg_ros.synthetic.generator import matches, target_object
-    from stvg_ros.synthetic.train import STANDING_WINDOW, _acts_in, _standing_pair
+    from stvg_ros.synthetic.generator import acts_in, matches, target_object
+    from stvg_ros.synthetic.train import STANDING_WINDOW, _standing_pair
 
     colour_action = hard = hard_possible = 0
     for seed in range(60):
@@ -142,13 +142,13 @@ def test_standing_pairs_never_label_a_window_no_where_what_the_query_names_acts(
             named.update(size=None, shape=None)
         else:
             named.update(size=t["size"], shape=t["shape"])
-        assert not any(matches(o, **named) and _acts_in(o, start, STANDING_WINDOW) for o in s["objects"])
+        assert not any(matches(o, **named) and acts_in(o, start, start + STANDING_WINDOW - 1) for o in s["objects"])
         same_colour_acts = [o for o in s["objects"] if o["colour"] == t["colour"] and o is not t]
-        hard += any(_acts_in(o, start, STANDING_WINDOW) for o in same_colour_acts)
+        hard += any(acts_in(o, start, start + STANDING_WINDOW - 1) for o in same_colour_acts)
         nos = [a for a in range(0, 48 - STANDING_WINDOW + 1, 2)
                if (a + STANDING_WINDOW - 1 < s["st_frame"] or a > s["ed_frame"])
-               and not any(matches(o, **named) and _acts_in(o, a, STANDING_WINDOW) for o in s["objects"])]
-        hard_possible += any(_acts_in(o, a, STANDING_WINDOW) for o in same_colour_acts for a in nos)
+               and not any(matches(o, **named) and acts_in(o, a, a + STANDING_WINDOW - 1) for o in s["objects"])]
+        hard_possible += any(acts_in(o, a, a + STANDING_WINDOW - 1) for o in same_colour_acts for a in nos)
     assert colour_action >= 10 and hard >= 5
     assert hard == hard_possible  # whenever the stream has one
 

@@ -442,6 +442,14 @@ def matches(obj: dict, size, colour, shape, action) -> bool:
             and (shape is None or obj["shape"] == shape) and (action is None or obj["action"] == action))
 
 
+def acts_in(obj: dict, first: int, last: int) -> bool:
+    """Whether ``obj`` (an entry of ``sample["objects"]``) is seen doing its action in frames ``first .. last``
+    (one frame is enough)."""
+    if not obj["action"] or obj["span"] is None:
+        return False
+    return bool(set(range(first, last + 1)) & set(range(obj["span"][0], obj["span"][1] + 1)) & set(obj["visible"]))
+
+
 # --- writing a split in the HC-STVG v2 style ---------------------------------------------------
 def _to_jsonable(sample: dict) -> dict:
     return {k: v for k, v in sample.items() if not k.startswith("_")}

@@ -28,7 +28,7 @@ import torch
 
 from ..evaluation.calibration import SYNTHETIC_STREAM, SYNTHETIC_WINDOW
 from .card import draw_curve, write_model_card
-from .generator import describe, generate_sample, matches, target_object
+from .generator import acts_in, describe, generate_sample, matches, target_object
 from .model import (MODEL_DIMS, PromptBuilder, build_model, frames_to_pixels, motion_pathway_masks, save_model_dir,
                     yes_no_logits)
 from .questions import RUNGS, action_window, clip_questions
@@ -78,14 +78,6 @@ DRY_RUN = dict(dims=dict(lm_hidden=96, lm_layers=2, lm_heads=3, lm_kv_heads=3, l
                clips_per_step=2, val_clips=2, eval_seconds=4.0, max_minutes=0.35, workers=2, device="cpu")
 
 
-def _acts_in(obj: dict, start: int, length: int) -> bool:
-    """Whether ``obj`` is seen doing its action in frames ``start .. start+length-1`` (one frame is enough)."""
-    if not obj["action"] or obj["span"] is None:
-        return False
-    shown = set(range(start, start + length))
-    return bool(shown & set(range(obj["span"][0], obj["span"][1] + 1)) & set(obj["visible"]))
-
-
 def _standing_pair(seed: int, split: str, rng, hard_negatives: float = 0.0) -> list[tuple[int, np.ndarray, str, bool]]:
     """Two windows of one standing stream (:data:`STANDING_STREAM` frames) and the target's query: a window
     its action overlaps by at least one temporal slot (yes) and one where nothing the query describes acts (no),
@@ -114,10 +106,10 @@ def _standing_pair(seed: int, split: str, rng, hard_negatives: float = 0.0) -> l
         q = f"Is there {describe(None, t['colour'], None, t['action'], article='a')} in this video?"
         named.update(size=None, shape=None)
     objects = sample["objects"]
-    outside = [a for a in outside if not any(matches(o, **named) and _acts_in(o, a, w) for o in objects)]
+    outside = [a for a in outside if not any(matches(o, **named) and acts_in(o, a, a + w - 1) for o in objects)]
     if not outside:
         return []
-    hard = [a for a in outside if any(o["colour"] == t["colour"] and _acts_in(o, a, w) for o in objects)]
+    hard = [a for a in outside if any(o["colour"] == t["colour"] and acts_in(o, a, a + w - 1) for o in objects)]
     if hard and hard_negatives > 0 and rng.random() < hard_negatives:
         outside = hard
     a, b = int(rng.choice(inside)), int(rng.choice(outside))
