@@ -30,6 +30,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -416,12 +417,12 @@ def main(argv=None) -> int:
     by_acts = {}
     for r in counted:  # the most confusable of the other cameras' clips
         by_acts.setdefault(min(r["distractor_acts"].values(), key=CAUSES.index), []).append(r)
+    missed_on = Counter(r["distractor_acts"][r["answered_camera"]] for r in counted if not r["right"])
     print()
     print(table(["in another camera's clip, an object of the target's colour", "scenes (the most confusable camera)",
                  "right camera there", "misses that answered a camera showing it"],
                 [[c, len(by_acts[c]), f"{100 * statistics.fmean(float(r['right']) for r in by_acts[c]):.1f} %",
-                  sum(1 for r in counted if not r["right"] and r["distractor_acts"][r["answered_camera"]] == c)]
-                 for c in CAUSES if c in by_acts]))
+                  missed_on[c]] for c in CAUSES if c in by_acts]))
     print()
     print(table(["scenes", "cameras", "single-stream finds the target", "right camera there (95 % CI)",
                  "right camera, every scene (95 % CI)", "target >= 95 %"],
@@ -476,9 +477,7 @@ def main(argv=None) -> int:
         by_closest_distractor={n: dict(scenes=len(v), right_pct=100 * statistics.fmean(v))
                                for n, v in by_near.items()},
         by_distractor_acts={c: dict(scenes=len(v), right_pct=100 * statistics.fmean(float(r["right"]) for r in v),
-                                    misses_answered_there=sum(1 for r in counted if not r["right"]
-                                                              and r["distractor_acts"][r["answered_camera"]] == c))
-                            for c, v in by_acts.items()}),
+                                    misses_answered_there=missed_on[c]) for c, v in by_acts.items()}),
         cost=cost, cost_summary=summary, scenes=rows))
     return 0
 

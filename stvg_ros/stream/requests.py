@@ -125,7 +125,7 @@ class Answer:
         common: dict = dict(latency=float(self.latency), queue_time=float(self.queue_time), event=self.event,
                             stream=self.stream)
         common["alternatives"] = tuple(self.alternatives)  # issue 33: on the topic answer too
-        common["camera_margin"] = self.camera_margin(self.stream) if self.per_stream else None
+        common["camera_margin"] = self.camera_margin(self.stream)
         if self.result is None or not self.frames:
             return empty_tube(r.query_id, r.text, self.newest, reason=self.reason, **common)
         tube = camera_tube(self.result, self.frames, r.query_id, r.text, **common)
