@@ -24,8 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stvg_ros.evaluation.calibration import SYNTHETIC_EVERY, SYNTHETIC_STREAM, SYNTHETIC_WINDOW, Trace  # noqa: E402
-from stvg_ros.stream.standing import ChangeTracker, StandingRules  # noqa: E402
+from stvg_ros.evaluation.calibration import (SYNTHETIC_EVERY, SYNTHETIC_STREAM, SYNTHETIC_WINDOW, Trace,  # noqa: E402
+                                             appearances)
+from stvg_ros.stream.standing import StandingRules  # noqa: E402
 from stvg_ros.synthetic.generator import acts_in, generate_sample, target_object  # noqa: E402
 
 DEFAULT_TRACES = ROOT / "bench" / "results" / "calibration-synth-val600-traces-runT.json"
@@ -54,10 +55,10 @@ def analyse(traces: list[Trace], on: float, off: float, confirm: int) -> dict:
         split, seed = tr.clip.split("/")
         _, sample = generate_sample(int(seed), split, num_frames=SYNTHETIC_STREAM)
         target = target_object(sample)
-        tracker = ChangeTracker(rules)
+        events = set(appearances(tr, rules))
         first_in = tr.window_span.index(0) if 0 in tr.window_span else None
         for i, (p, span) in enumerate(zip(tr.window_p, tr.window_span)):
-            event = tracker.observe(p, None) and tracker.found
+            event = i in events
             if span >= 0:
                 continue
             c = what_acts(sample["objects"], target, i * SYNTHETIC_EVERY, i * SYNTHETIC_EVERY + SYNTHETIC_WINDOW - 1)

@@ -324,6 +324,22 @@ def choose_found_threshold(traces: Sequence[Trace]) -> Optional[float]:
     return max(cands, key=lambda th: (round(balanced(th), 9), -abs(th - 0.5)))
 
 
+def appearances(t: Trace, rules) -> list[int]:
+    """The windows of ``t`` at which a standing query with ``rules`` (:class:`~stvg_ros.stream.standing.StandingRules`)
+    reports ``appeared``: the node's own :class:`~stvg_ros.stream.standing.ChangeTracker` replayed on the trace."""
+    from ..stream.standing import ChangeTracker
+
+    if rules.change_on > 0 and not t.window_change:
+        raise ValueError(f"{t.clip}: no grounded change measured (measure with ground=...)")
+    tracker, out = ChangeTracker(rules), []
+    changes = t.window_change or [None] * len(t.window_p)
+    for i, p in enumerate(t.window_p):
+        change = changes[i] if rules.wants_change(tracker.found, p) else None
+        if tracker.observe(p, change) and tracker.found:
+            out.append(i)
+    return out
+
+
 def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, confirm: int = 1,
                    change_on: float = 0.0) -> dict:
     """The hysteresis replayed on every window trace: appearances found (labelled spans with an
@@ -331,7 +347,7 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
     overlap none) per stream and as a share of events, disappearances reported.  ``change_on`` > 0 needs
     traces measured with their grounded change (``measure(..., ground=...)``) and ``found_on`` at or
     above CHANGE_FLOOR."""
-    from ..stream.standing import ChangeTracker, StandingRules
+    from ..stream.standing import StandingRules
 
     if change_on > 0 and found_on < CHANGE_FLOOR - 1e-9:
         raise ValueError(f"found_on={found_on} with a change: the change is measured only from p_yes {CHANGE_FLOOR}")
@@ -342,20 +358,16 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
         if not t.window_p:
             continue
         streams += 1
-        tracker, hit_spans, f = ChangeTracker(rules), set(), 0
-        changes = t.window_change or [None] * len(t.window_p)
-        if change_on > 0 and not t.window_change:
-            raise ValueError(f"{t.clip}: no grounded change measured (measure with ground=...)")
-        for i, (p, span) in enumerate(zip(t.window_p, t.window_span)):
-            change = changes[i] if rules.wants_change(tracker.found, p) else None
-            if tracker.observe(p, change) and tracker.found:
-                events += 1
-                if span >= 0:
-                    if span not in hit_spans:  # evaluations since the span's first window
-                        lags.append(i - t.window_span.index(span))
-                    hit_spans.add(span)
-                else:
-                    f += 1
+        hit_spans, f = set(), 0
+        for i in appearances(t, rules):
+            events += 1
+            span = t.window_span[i]
+            if span >= 0:
+                if span not in hit_spans:  # evaluations since the span's first window
+                    lags.append(i - t.window_span.index(span))
+                hit_spans.add(span)
+            else:
+                f += 1
         spans += t.windowed_spans
         hits += len(hit_spans)
         false += f
