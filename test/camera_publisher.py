@@ -9,7 +9,9 @@ Prints ``published N`` and exits 0, or exits 2 when no subscriber came."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 import time
 
 NS = 1_000_000_000
@@ -68,10 +70,22 @@ def main() -> int:
         pub.publish(msg)
         time.sleep(1.0 / a.rate)
     time.sleep(1.0)  # the last frames leave before the participant goes
-    print(f"published {a.frames}")
-    node.destroy_node()
-    rclpy.try_shutdown()
-    return 0
+    print(f"published {a.frames}", flush=True)
+    # Seen once in CI on Jazzy (Fast DDS 2, a reliable writer): "published 30" came out at interpreter exit and
+    # the process then hung past 90 s in the finalisation of the DDS objects.  The frames are out: tear down
+    # within a bound on a daemon thread, then leave without the interpreter's finalisation.
+    done = threading.Event()
+
+    def teardown():
+        node.destroy_node()
+        rclpy.try_shutdown()
+        done.set()
+
+    threading.Thread(target=teardown, daemon=True).start()
+    if not done.wait(10.0):
+        print("teardown took over 10 s; exiting without it", file=sys.stderr, flush=True)
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
