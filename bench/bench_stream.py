@@ -574,7 +574,10 @@ def in_window(end: int, st: int, ed: int) -> bool:
 
 
 def traces(grounder, seeds, split, n):
-    """The p_yes trace per window on each stream (hysteresis is replayed on it offline)."""
+    """The p_yes per window on each stream, as the calibrator's traces (the hysteresis is replayed on them offline
+    by :func:`stvg_ros.evaluation.calibration.standing_rates`, the node's own rules)."""
+    from stvg_ros.evaluation.calibration import Trace
+
     out = []
     for seed in seeds:
         frames, s = stream(seed, split, n)
@@ -582,7 +585,9 @@ def traces(grounder, seeds, split, n):
         ends = list(range(WINDOW_FRAMES - 1, n, EVERY_N))
         ps = [grounder.existence(list(frames[e - WINDOW_FRAMES + 1:e + 1]), st[e - WINDOW_FRAMES + 1:e + 1], s["query"])
               for e in ends]
-        out.append((ends, ps, s["st_frame"], s["ed_frame"]))
+        inside = [in_window(e, s["st_frame"], s["ed_frame"]) for e in ends]
+        out.append(Trace(clip=f"{split}/{seed}", query=s["query"], present=True, clip_p=None, window_p=ps,
+                         window_truth=inside, window_span=[0 if w else -1 for w in inside], spans=1))
     return out
 
 
@@ -594,21 +599,19 @@ def score_events(events, st, ed):
 
 
 def choose_thresholds(trs):
-    from stvg_ros.stream.standing import ChangeTracker, StandingRules
+    """This bench's own choice on its small grid (most appearances found minus false, then the narrower gap);
+    ``stvg-calibrate`` chooses the node's defaults by another rule."""
+    from stvg_ros.evaluation.calibration import standing_rates
+    from stvg_ros.stream.standing import StandingRules
 
     best = None
     for on in (0.5, 0.52, 0.55, 0.58, 0.6, 0.65):
         for gap in (0.0, 0.03, 0.05, 0.1):
-            rules = StandingRules(found_on=on, found_off=max(0.0, on - gap))
-            hits = false = 0
-            for ends, ps, st, ed in trs:
-                t = ChangeTracker(rules)
-                ev = [("appeared" if t.found else "disappeared", e) for e, p in zip(ends, ps) if t.observe(p)]
-                h, f, _ = score_events(ev, st, ed)
-                hits, false = hits + h, false + f
+            r = standing_rates(trs, on, max(0.0, on - gap))
+            hits, false = r["found"]["k"], r["false"]
             key = (hits - false, -gap)
             if best is None or key > best[0]:
-                best = (key, rules, hits, false)
+                best = (key, StandingRules(found_on=on, found_off=max(0.0, on - gap)), hits, false)
     return best[1], best[2], best[3]
 
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from stvg_ros.evaluation.calibration import (Trace, choose_standing, cross_validate,  # noqa: E402
-                                             per_stream_counts, standing_grid)
+                                             replay_grid)
 
 DEFAULT_TRACES = ROOT / "bench" / "results" / "calibration-synth-val600-traces-runT.json"
 
@@ -82,8 +82,7 @@ def main(argv=None) -> int:
     print("| rule | grid | held-out folds: found | held-out folds: false / stream | on all: chosen | on all: found, false |")
     print("|---|---|---|---|---|---|")
     for fam, (trs, confirms) in families.items():
-        grid = standing_grid(trs, confirms=confirms)  # the calibrator's grid, its rates on all the streams
-        counts = per_stream_counts(trs, grid)
+        grid, counts = replay_grid(trs, confirms=confirms)  # the calibrator's grid, its rates on all the streams
         for name, rule in rules.items():
             cv = cross_validate(trs, grid, args.min_found, args.max_false, args.folds, args.repeats, choose=rule,
                                 counts=counts)

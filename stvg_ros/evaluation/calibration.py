@@ -340,6 +340,44 @@ def appearances(t: Trace, rules) -> list[int]:
     return out
 
 
+def _rules(found_on: float, found_off: float, confirm: int = 1, change_on: float = 0.0):
+    from ..stream.standing import StandingRules
+
+    if change_on > 0 and found_on < CHANGE_FLOOR - 1e-9:
+        raise ValueError(f"found_on={found_on} with a change: the change is measured only from p_yes {CHANGE_FLOOR}")
+    return StandingRules(found_on=found_on, found_off=found_off, confirm=confirm, change_on=change_on)
+
+
+def _replay(t: Trace, rules) -> tuple[int, int, int, list[int]]:
+    """One stream under ``rules``: (labelled spans found, false appearances, appearances, the lag of each span
+    found in evaluations since its first window)."""
+    hit_spans, false, events, lags = set(), 0, 0, []
+    for i in appearances(t, rules):
+        events += 1
+        span = t.window_span[i]
+        if span < 0:
+            false += 1
+        elif span not in hit_spans:
+            lags.append(i - t.window_span.index(span))
+            hit_spans.add(span)
+    return len(hit_spans), false, events, lags
+
+
+def _rates(streams: Sequence[Trace], replayed: Sequence[tuple], found_on: float, found_off: float, confirm: int,
+           change_on: float) -> dict:
+    """:func:`standing_rates`'s figures from the streams' :func:`_replay` records."""
+    n = len(streams)
+    per_stream_false = [r[1] for r in replayed]
+    false, events = sum(per_stream_false), sum(r[2] for r in replayed)
+    lags = [lag for r in replayed for lag in r[3]]
+    return dict(found_on=found_on, found_off=found_off, confirm=confirm, change_on=change_on,
+                found=rate(sum(r[0] for r in replayed), sum(t.windowed_spans for t in streams)),
+                false=false, streams=n, false_per_stream=false / n if n else None,
+                false_sd=float(np.std(per_stream_false, ddof=1)) if n > 1 else 0.0,
+                false_streams=rate(sum(f > 0 for f in per_stream_false), n), false_share=rate(false, events),
+                lag=float(np.mean(lags)) if lags else None)
+
+
 def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, confirm: int = 1,
                    change_on: float = 0.0) -> dict:
     """The hysteresis replayed on every window trace: appearances found (labelled spans with an
@@ -347,43 +385,15 @@ def standing_rates(traces: Sequence[Trace], found_on: float, found_off: float, c
     overlap none) per stream and as a share of events, disappearances reported.  ``change_on`` > 0 needs
     traces measured with their grounded change (``measure(..., ground=...)``) and ``found_on`` at or
     above CHANGE_FLOOR."""
-    from ..stream.standing import StandingRules
-
-    if change_on > 0 and found_on < CHANGE_FLOOR - 1e-9:
-        raise ValueError(f"found_on={found_on} with a change: the change is measured only from p_yes {CHANGE_FLOOR}")
-    rules = StandingRules(found_on=found_on, found_off=found_off, confirm=confirm, change_on=change_on)
-    hits = spans = false = events = streams = false_streams = 0
-    lags, per_stream_false = [], []
-    for t in traces:
-        if not t.window_p:
-            continue
-        streams += 1
-        hit_spans, f = set(), 0
-        for i in appearances(t, rules):
-            events += 1
-            span = t.window_span[i]
-            if span >= 0:
-                if span not in hit_spans:  # evaluations since the span's first window
-                    lags.append(i - t.window_span.index(span))
-                hit_spans.add(span)
-            else:
-                f += 1
-        spans += t.windowed_spans
-        hits += len(hit_spans)
-        false += f
-        per_stream_false.append(f)
-        false_streams += f > 0
-    return dict(found_on=found_on, found_off=found_off, confirm=confirm, change_on=change_on, found=rate(hits, spans),
-                false=false, streams=streams, false_per_stream=false / streams if streams else None,
-                false_sd=float(np.std(per_stream_false, ddof=1)) if streams > 1 else 0.0,
-                false_streams=rate(false_streams, streams), false_share=rate(false, events),
-                lag=float(np.mean(lags)) if lags else None)
+    rules = _rules(found_on, found_off, confirm, change_on)
+    streams = [t for t in traces if t.window_p]
+    return _rates(streams, [_replay(t, rules) for t in streams], found_on, found_off, confirm, change_on)
 
 
 def _per_stream(traces: Sequence[Trace], on: float, off: float, confirm: int, change_on: float = 0.0) -> np.ndarray:
     """(spans found, false appearances) per stream."""
-    return np.array([[r["found"]["k"], r["false"]] for r in
-                     (standing_rates([t], on, off, confirm, change_on) for t in traces if t.window_p)], dtype=float)
+    rules = _rules(on, off, confirm, change_on)
+    return np.array([_replay(t, rules)[:2] for t in traces if t.window_p], dtype=float).reshape(-1, 2)
 
 
 def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: int = 2000, seed: int = 0) -> dict:
@@ -411,18 +421,38 @@ CONFIRMS = (1, 2, 3, 4, 5)
 CHANGE_GAPS = (0.0, 0.05, 0.1, 0.2)
 
 
+def replay_grid(traces: Sequence[Trace], ons: Optional[Sequence[float]] = None,
+                gaps: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2),
+                confirms: Sequence[int] = CONFIRMS, changes: Optional[Sequence[float]] = None
+                ) -> tuple[list[dict], np.ndarray]:
+    """Every (found_on, gap, confirm) with p_yes alone and, when every stream was measured with its grounded
+    change, with each of ``changes`` (found_on from CHANGE_FLOOR): the grid's rates on all the streams and its
+    :func:`per_stream_counts`, from one replay of each point on each stream."""
+    if ons is None:
+        ons = [round(float(x), 2) for x in np.arange(0.30, 0.951, 0.01)]
+    streams = [t for t in traces if t.window_p]
+    if changes is None:
+        changes = CHANGES if all(t.window_change for t in streams) else ()
+    grid, counts = [], []
+    for ch in (0.0, *changes):
+        for c in confirms:
+            for gap in gaps:
+                for on in ons:
+                    if ch and (on < CHANGE_FLOOR - 1e-9 or gap not in CHANGE_GAPS):
+                        continue
+                    off = round(max(0.0, on - gap), 2)
+                    rules = _rules(on, off, c, ch)
+                    replayed = [_replay(t, rules) for t in streams]
+                    grid.append(_rates(streams, replayed, on, off, c, ch))
+                    counts.append([r[:2] for r in replayed])
+    return grid, np.array(counts, dtype=float).reshape(len(grid), len(streams), 2)
+
+
 def standing_grid(traces: Sequence[Trace], ons: Optional[Sequence[float]] = None,
                   gaps: Sequence[float] = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2),
                   confirms: Sequence[int] = CONFIRMS, changes: Optional[Sequence[float]] = None) -> list[dict]:
-    """Every (found_on, gap, confirm) with p_yes alone and, when every stream was measured with its grounded
-    change, with each of ``changes`` (found_on from CHANGE_FLOOR)."""
-    if ons is None:
-        ons = [round(float(x), 2) for x in np.arange(0.30, 0.951, 0.01)]
-    if changes is None:
-        changes = CHANGES if all(t.window_change for t in traces if t.window_p) else ()
-    return [standing_rates(traces, on, round(max(0.0, on - gap), 2), c, ch) for ch in (0.0, *changes)
-            for c in confirms for gap in gaps for on in ons
-            if ch == 0 or (on >= CHANGE_FLOOR - 1e-9 and gap in CHANGE_GAPS)]
+    """:func:`replay_grid`'s rates alone."""
+    return replay_grid(traces, ons, gaps, confirms, changes)[0]
 
 
 def choose_standing(grid: Sequence[dict], min_found: float = 0.8, max_false: float = 0.1) -> dict:
@@ -698,7 +728,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     found_threshold = choose_found_threshold(traces)
     if args.max_confirm < 1:
         ap.error("--max-confirm: at least 1 (one evaluation at or above found_on)")
-    grid = standing_grid(traces, confirms=range(1, args.max_confirm + 1)) if any(t.window_p for t in traces) else []
+    grid, counts = replay_grid(traces, confirms=range(1, args.max_confirm + 1)) \
+        if any(t.window_p for t in traces) else ([], None)
     if not grid:
         print(f"note: no standing windows (every clip is shorter than --window-s {args.window_s:g} s): the standing "
               "thresholds are not chosen; pass the window your standing queries use, e.g. --window-s 4")
@@ -707,7 +738,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     standing = choose_standing(grid, args.min_found, args.max_false) if grid else {}
     print(f"\nchosen on {len(traces)} labelled queries:")
     print(report(traces, found_threshold, standing))
-    cv = cross_validate(traces, grid, args.min_found, args.max_false) if standing else None
+    cv = cross_validate(traces, grid, args.min_found, args.max_false, counts=counts) if standing else None
     if cv:
         print(f"  standing, on streams not chosen on ({cv['repeats']} x {cv['folds']}-fold cross-validation: chosen on "
               f"the other folds, counted on each): appearances found {100 * cv['found']:.1f} %, "
