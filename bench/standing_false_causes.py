@@ -35,20 +35,36 @@ DEFAULTS = ROOT / "models" / "stvg-synth-qwen" / "grounding_defaults.json"
 CAUSES = ("same colour, same action", "same colour, other action", "nothing of its colour acting")
 
 
+def _acting(objects: list[dict], target: dict, first: int, last: int) -> list[dict]:
+    return [o for o in objects if o is not target and o["colour"] == target["colour"] and acts_in(o, first, last)]
+
+
 def what_acts(objects: list[dict], target: dict, first: int, last: int) -> str:
     """What of ``target``'s colour, other than the target itself, acts in frames ``first .. last`` of a clip with
     ``objects``: one of :data:`CAUSES` (the most confusable that applies)."""
-    acting = [o for o in objects if o is not target and o["colour"] == target["colour"] and acts_in(o, first, last)]
+    acting = _acting(objects, target, first, last)
     if any(o["action"] == target["action"] for o in acting):
         return CAUSES[0]
     return CAUSES[1] if acting else CAUSES[2]
 
 
+def what_differs(acting: list[dict], target: dict) -> str:
+    """How the objects of the first of :data:`CAUSES` (the target's colour and action) differ from the target: "size",
+    "shape" or "size and shape" (the most different of them), what a model must see to tell them apart."""
+    same = [o for o in acting if o["action"] == target["action"]]
+    size = any(o["size"] != target["size"] for o in same)
+    shape = any(o["shape"] != target["shape"] for o in same)
+    return "size and shape" if size and shape else "size" if size else "shape"
+
+
 def analyse(traces: list[Trace], on: float, off: float, confirm: int) -> dict:
-    """Per cause: windows outside the action, those with p_yes >= ``on``, and false appearances; and when each false
-    appearance comes (before or after the target's action)."""
+    """Per cause: windows outside the action, those with p_yes >= ``on``, and false appearances; when each false
+    appearance comes (before or after the target's action); for the false appearances of the first cause, what the
+    model would have had to see (:func:`what_differs`); for the windows of the second, each (target's action, the
+    other object's action) pair: windows and those with p_yes >= ``on`` (which actions the model confuses)."""
     rules = StandingRules(found_on=on, found_off=off, confirm=confirm)
-    windows, high, false, when = Counter(), Counter(), Counter(), Counter()
+    windows, high, false, when, differs = Counter(), Counter(), Counter(), Counter(), Counter()
+    pairs: dict[str, list[int]] = {}
     for tr in traces:
         if not tr.window_p:
             continue
@@ -61,17 +77,27 @@ def analyse(traces: list[Trace], on: float, off: float, confirm: int) -> dict:
             event = i in events
             if span >= 0:
                 continue
-            c = what_acts(sample["objects"], target, i * SYNTHETIC_EVERY, i * SYNTHETIC_EVERY + SYNTHETIC_WINDOW - 1)
+            first, last = i * SYNTHETIC_EVERY, i * SYNTHETIC_EVERY + SYNTHETIC_WINDOW - 1
+            c = what_acts(sample["objects"], target, first, last)
             windows[c] += 1
             high[c] += p >= on
+            if c == CAUSES[1]:
+                for action in sorted({o["action"] for o in _acting(sample["objects"], target, first, last)}):
+                    k = pairs.setdefault(f"{target['action']} / {action}", [0, 0])
+                    k[0], k[1] = k[0] + 1, k[1] + (p >= on)
             if event:
                 false[c] += 1
                 when["before the action" if first_in is None or i < first_in else "after the action"] += 1
+                if c == CAUSES[0]:
+                    differs[what_differs(_acting(sample["objects"], target, first, last), target)] += 1
     return dict(on=on, off=off, confirm=confirm, streams=sum(1 for t in traces if t.window_p),
-                causes={c: dict(windows=windows[c], high=high[c], false=false[c]) for c in CAUSES}, when=dict(when))
+                causes={c: dict(windows=windows[c], high=high[c], false=false[c]) for c in CAUSES}, when=dict(when),
+                same_action_differs=dict(differs),
+                action_pairs=dict(sorted(pairs.items(), key=lambda kv: (-kv[1][1], kv[0]))))
 
 
-def table(r: dict) -> str:
+def table(r: dict, top: int = 8) -> str:
+    """The causes table, what the same-action ones differ in, and the ``top`` action pairs most often scored >= on."""
     total = sum(v["false"] for v in r["causes"].values())
     lines = [f"{r['streams']} streams, thresholds {r['on']:.2f} / {r['off']:.2f} / confirm {r['confirm']}: "
              f"{total} false appearances ({total / max(r['streams'], 1):.3f} per stream); "
@@ -81,6 +107,12 @@ def table(r: dict) -> str:
     for c, v in r["causes"].items():
         share = v["high"] / v["windows"] if v["windows"] else 0.0
         lines.append(f"| {c} | {v['windows']} | {v['high']} ({100 * share:.1f} %) | {v['false']} |")
+    if r["same_action_differs"]:
+        lines.append(f"\nfalse appearances from the same colour and action, the other object differs from the target "
+                     "in: " + ", ".join(f"{k} {v}" for k, v in sorted(r["same_action_differs"].items())))
+    if r["action_pairs"]:
+        lines += ["\n| the target's action / the other object's (same colour) | windows | p_yes >= on |", "|---|---|---|"]
+        lines += [f"| {k} | {n} | {h} ({100 * h / n:.0f} %) |" for k, (n, h) in list(r["action_pairs"].items())[:top]]
     return "\n".join(lines)
 
 

@@ -167,6 +167,12 @@ def test_standing_false_causes_quick(tmp_path):
     outside = sum(1 for t in traces for s in t.window_span if s < 0)
     assert sum(c["windows"] for c in r["causes"].values()) == outside
     assert all(c["high"] <= c["windows"] for c in r["causes"].values())
+    same, other = r["causes"]["same colour, same action"], r["causes"]["same colour, other action"]
+    assert sum(r["same_action_differs"].values()) == same["false"]
+    assert set(r["same_action_differs"]) <= {"size", "shape", "size and shape"}
+    # each other-action window counts once per distinct other action of the target's colour acting in it
+    assert sum(n for n, _ in r["action_pairs"].values()) >= other["windows"] > 0
+    assert all(" / " in k and h <= n for k, (n, h) in r["action_pairs"].items())
 
 
 def test_bench_multicam_quick(tmp_path):
