@@ -175,6 +175,18 @@ def test_standing_false_causes_quick(tmp_path):
     assert all(" / " in k and h <= n for k, (n, h) in r["action_pairs"].items())
 
 
+def test_action_probe_quick(tmp_path):
+    """Issues 27 and 32: the shipped model's answer about which action a clip shows, against a linear probe on its
+    visual tokens, on 40 validation clips whose target acts."""
+    from stvg_ros.synthetic.generator import ACTIONS
+
+    stdout, data = _run("action_probe.py", tmp_path=tmp_path)
+    assert "linear probe" in stdout and data["clips"] == 40 and data["seeds"] >= 40
+    assert 0 <= data["answered"] <= 1 and 0 <= data["probe"] <= 1 and 0 <= data["beats_confusable"] <= 1
+    assert set(data["per_action"]) == set(ACTIONS)
+    assert sum(r["clips"] for r in data["per_action"].values()) == 40
+
+
 def test_bench_multicam_quick(tmp_path):
     """Several cameras, one model (issue 32): which-camera accuracy and the cost of a query to all, with the
     shipped model, in CI."""

@@ -132,6 +132,32 @@ def test_questions_are_balanced_and_answers_true(colour_action):
     assert (shapeless > 0) == (colour_action > 0)
 
 
+def test_contrasting_no_questions_ask_the_action_the_model_confuses_and_are_still_true():
+    """``--contrast-actions``: the action rung's "no" questions swap an object's action for one in CONFUSABLE (the
+    opposite direction, say), and each answer is still what the clip shows; without it nothing changes."""
+    from stvg_ros.synthetic.generator import ACTIONS, matches
+    from stvg_ros.synthetic.questions import CONFUSABLE
+
+    assert set(CONFUSABLE) == set(ACTIONS) and all(set(v) <= set(ACTIONS) - {k} for k, v in CONFUSABLE.items())
+    described = _question_descriptions()
+    swapped = asked = 0
+    for contrast in (0.0, 1.0):
+        rng = np.random.default_rng(1)
+        for seed in range(30):
+            _, s = generate_sample(seed, "train")
+            for q, a, _ in clip_questions(s["objects"], ["action"], 2, rng, colour_action=0.8,
+                                          contrast_actions=contrast):
+                d = described[q]
+                assert any(matches(o, d["size"], d["colour"], d["shape"], d["action"]) for o in s["objects"]) == a, q
+                if a or not contrast:
+                    continue
+                asked += 1
+                # an object the question otherwise describes does an action the asked one is confusable with
+                swapped += any(o["action"] and d["action"] in CONFUSABLE[o["action"]]
+                               and matches(o, d["size"], d["colour"], d["shape"], None) for o in s["objects"])
+    assert asked > 20 and swapped >= 0.9 * asked, (swapped, asked)
+
+
 def test_written_split_reads_as_hcstvg_v2(tmp_path):
     import cv2
 

@@ -205,6 +205,9 @@ def test_a_model_trained_in_stages_lists_every_stage_and_its_command():
     assert "--out models/stvg-synth-qwen" in cmds[2] and cmds[2].endswith("--standing-pairs 0.6 --init stage-2")
     assert "3 stages" in _stages_text(third) and "180 steps in 107.0 minutes" in _stages_text(third)
     assert train_commands(first) == [cmds[0].replace("stage-1", "models/stvg-synth-qwen")]
+    contrast = dict(third, seed=7, contrast_actions=0.5, init_from=third)  # a flag of session 27's stages
+    assert train_commands(contrast)[3].endswith("--standing-pairs 0.6 --contrast-actions 0.5 --init stage-3")
+    assert "50 % of the action rung's no asking a confusable action" in _stages_text(contrast)
 
 
 def test_bench_produces_the_table(random_model_dir):

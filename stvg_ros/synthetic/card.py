@@ -113,6 +113,8 @@ def train_command(summary: dict) -> str:
         cmd += f" --crowded-colour {summary['crowded_colour']:g}"
     if summary.get("hard_negatives"):
         cmd += f" --hard-negatives {summary['hard_negatives']:g}"
+    if summary.get("contrast_actions"):
+        cmd += f" --contrast-actions {summary['contrast_actions']:g}"
     return cmd
 
 
@@ -156,6 +158,8 @@ def _stages_text(summary: dict) -> str:
             extra += " (each no a window where nothing named acts)"
         if st.get("hard_negatives"):
             extra += f", {100 * st['hard_negatives']:.0f} % of the pairs' no from a window where a same-coloured object acts"
+        if st.get("contrast_actions"):
+            extra += f", {100 * st['contrast_actions']:.0f} % of the action rung's no asking a confusable action"
         lines.append(f"  {k + 1}. seed {st['seed']}, {st['steps']} steps in {st['minutes']} minutes, lr {st['lr']:g}"
                      f" (vision {st['vision_lr']:g}), rungs {' → '.join(st.get('rungs', []))}"
                      f"{' from rung ' + str(st['start_rung']) if st.get('start_rung') else ''}{extra}")

@@ -23,6 +23,11 @@ _FIELDS = {
     "action": ("shape", "action"),
 }
 _VALUES = {"size": list(SIZES), "colour": list(COLOURS), "shape": list(SHAPES), "action": list(ACTIONS)}
+#: for each action, those the shipped model most often takes for it (bench/standing_false_causes.py: opposite
+#: directions, a jump for a vertical move, a spin for growing): what a contrasting "no" swaps in
+CONFUSABLE = {"moves up": ("moves down", "jumps"), "moves down": ("moves up", "jumps"),
+              "moves left": ("moves right",), "moves right": ("moves left",),
+              "jumps": ("moves up", "moves down"), "spins": ("grows",), "grows": ("spins",)}
 
 
 def _fields(rung: str, rng: np.random.Generator, colour_action: float = 0.0) -> list[str]:
@@ -63,9 +68,11 @@ def _allowed(desc: dict, split: str) -> bool:
 
 
 def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.Generator,
-                  split: str = "train", colour_action: float = 0.0) -> str | None:
+                  split: str = "train", colour_action: float = 0.0, contrast_actions: float = 0.0) -> str | None:
     """A question of ``rung`` about a clip whose answer is ``answer`` (None if none can be made);
-    ``colour_action`` as in :func:`_fields`."""
+    ``colour_action`` as in :func:`_fields`; ``contrast_actions``: the share of the action rung's "no"
+    questions made by swapping the object's action for one in :data:`CONFUSABLE` (the same window asked with
+    the opposite direction, say), the rest changing a field at random."""
     pool = [o for o in objects if rung != "action" or o["action"]]
     # on a window of the clip (``action_window``), an object whose action happens outside it is asked
     # about with its real action and the answer is no: the action must be seen in the frames shown
@@ -87,6 +94,8 @@ def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.G
         if not answer:
             change = fields[int(rng.integers(len(fields)))]
             options = [v for v in _VALUES[change] if v != obj[change]]
+            if "action" in fields and contrast_actions > 0 and rng.random() < contrast_actions:
+                change, options = "action", list(CONFUSABLE[obj["action"]])
             desc[change] = options[int(rng.integers(len(options)))]
         if desc.get("action") == "spins" and desc.get("shape") == "circle":
             continue
@@ -113,15 +122,16 @@ def action_window(num_frames: int, objects: list[dict], length: int, start: int)
 
 
 def clip_questions(objects: list[dict], rungs: list[str], per_answer: int, rng: np.random.Generator,
-                   split: str = "train", colour_action: float = 0.0) -> list[tuple[str, bool, str]]:
+                   split: str = "train", colour_action: float = 0.0,
+                   contrast_actions: float = 0.0) -> list[tuple[str, bool, str]]:
     """Balanced questions for one clip: ``per_answer`` yes and as many no, (question, answer, rung);
-    ``colour_action`` as in :func:`_fields`."""
+    ``colour_action`` as in :func:`_fields`, ``contrast_actions`` as in :func:`make_question`."""
     out = []
     for answer in (True, False):
         made = 0
         for _ in range(4 * per_answer):
             rung = rungs[int(rng.integers(len(rungs)))]
-            q = make_question(objects, rung, answer, rng, split, colour_action)
+            q = make_question(objects, rung, answer, rng, split, colour_action, contrast_actions)
             if q is not None:
                 out.append((q, answer, rung))
                 made += 1

@@ -117,12 +117,13 @@ def _standing_pair(seed: int, split: str, rng, hard_negatives: float = 0.0) -> l
 
 
 def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0, colour_action=0.0,
-           still=None, standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0):
+           still=None, standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0, contrast_actions=0.0):
     """Clips (one rung each, drawn from ``rungs``) and their balanced yes/no questions; ``still``: the
     frames the look rungs see (default :data:`STILL_FRAMES`); ``standing_pairs``: the share of the action
     rung's clips replaced by a :func:`_standing_pair` (two windows, one question each; ``hard_negatives`` passed on); ``crowded_colour``:
     the share of the colour rung's clips drawn as crowded as the action rung's, 8 or 20 frames
-    (:data:`CROWDED_FRAMES`), where two colours side by side must not answer for a third."""
+    (:data:`CROWDED_FRAMES`), where two colours side by side must not answer for a third; ``contrast_actions``:
+    :func:`~stvg_ros.synthetic.questions.make_question`'s."""
     still = STILL_FRAMES if still is None else still
     pixels, grids, questions, labels, clips, qrungs = [], [], [], [], [], []
     for seed in seeds:
@@ -161,7 +162,7 @@ def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share
         px, grid = frames_to_pixels(frames)
         pixels.append(px)
         grids.append(grid)
-        for q, a, r in clip_questions(objects, [rung], per_answer, rng, split, colour_action):
+        for q, a, r in clip_questions(objects, [rung], per_answer, rng, split, colour_action, contrast_actions):
             questions.append(q)
             labels.append(0 if a else 1)  # class 0 = "yes", 1 = "no"
             clips.append(c)
@@ -203,11 +204,11 @@ class BatchStream(torch.utils.data.IterableDataset):
     (those already queued).  ``torch.utils.data.DataLoader`` moves the tensors through shared memory."""
 
     def __init__(self, rung, rungs, seed, clips_per_step, per_answer, window_share, colour_action, still,
-                 standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0):
+                 standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0, contrast_actions=0.0):
         self.rung, self.rungs, self.seed = rung, rungs, seed
         self.kw = dict(per_answer=per_answer, window_share=window_share, colour_action=colour_action, still=still,
                        standing_pairs=standing_pairs, crowded_colour=crowded_colour,
-                       hard_negatives=hard_negatives)
+                       hard_negatives=hard_negatives, contrast_actions=contrast_actions)
         self.clips_per_step = clips_per_step
 
     def __iter__(self):
@@ -226,7 +227,8 @@ class BatchStream(torch.utils.data.IterableDataset):
                                                     colour_action=self.kw["colour_action"], still=self.kw["still"],
                                                     standing_pairs=self.kw["standing_pairs"],
                                                     crowded_colour=self.kw["crowded_colour"],
-                                                    hard_negatives=self.kw["hard_negatives"])
+                                                    hard_negatives=self.kw["hard_negatives"],
+                                                    contrast_actions=self.kw["contrast_actions"])
             yield px, grid, qs, labels, clips, float(rng.choice(SECONDS_PER_SLOT))
 
 
@@ -253,7 +255,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
           freeze_motion: bool = False, colour_action: float = 0.0, conjunctive_motion: bool = False,
           device: str = "cpu", max_minutes: float | None = None, workers: int = 0, eval_seconds: float = 0.0,
           still: str = "cpu", recipe: str = "cpu", standing_pairs: float = 0.0, crowded_colour: float = 0.0,
-          hard_negatives: float = 0.0) -> dict:
+          hard_negatives: float = 0.0, contrast_actions: float = 0.0) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``.
 
     ``max_minutes``: a hard limit on the whole call (building, data, steps, evaluations, checkpoints, the
@@ -296,7 +298,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         shared_rung = mp.Value("i", start_rung)
         stream = _data_loader(BatchStream(shared_rung, rungs, seed, clips_per_step, per_answer, action_windows,
                                           colour_action, still_frames, standing_pairs, crowded_colour,
-                                          hard_negatives), workers,
+                                          hard_negatives, contrast_actions), workers,
                               pin=dev.type == "cuda")
         pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("fork"))
         pending = {"val": pool.submit(ValSet, "val", val_clips, seed), "test": pool.submit(ValSet, "test", val_clips, seed + 1)}
@@ -386,7 +388,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
             px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng,
                                                     window_share=action_windows, colour_action=colour_action,
                                                     still=still_frames, standing_pairs=standing_pairs,
-                                                    crowded_colour=crowded_colour, hard_negatives=hard_negatives)
+                                                    crowded_colour=crowded_colour, hard_negatives=hard_negatives,
+                                                    contrast_actions=contrast_actions)
             # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
             # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
             seconds = float(rng.choice(SECONDS_PER_SLOT))
@@ -465,6 +468,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         summary["crowded_colour"] = crowded_colour
     if hard_negatives:
         summary["hard_negatives"] = hard_negatives
+    if contrast_actions:
+        summary["contrast_actions"] = contrast_actions
     if init:
         summary["init"] = str(init)
         earlier = Path(init) / "synthetic_training.json"
@@ -577,6 +582,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--hard-negatives", type=float, default=0.0, metavar="SHARE",
                    help="with --standing-pairs: this share of pairs takes its no from a window where an object of the "
                         "target's colour acts (another action, or the same on another look), where there is one")
+    p.add_argument("--contrast-actions", type=float, default=0.0, metavar="SHARE",
+                   help="this share of the action rung's no questions swaps the object's action for one the model "
+                        "confuses with it (questions.CONFUSABLE: the opposite direction, a jump for a vertical move)")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     known, _ = p.parse_known_args(argv)
     defaults = {}
@@ -599,7 +607,7 @@ def main(argv: list[str] | None = None) -> None:
           colour_action=a.colour_action, conjunctive_motion=a.conjunctive_motion,
           device=a.device, max_minutes=a.max_minutes, workers=a.workers, eval_seconds=a.eval_seconds,
           still=a.still, recipe=a.recipe, standing_pairs=a.standing_pairs, crowded_colour=a.crowded_colour,
-          hard_negatives=a.hard_negatives)
+          hard_negatives=a.hard_negatives, contrast_actions=a.contrast_actions)
 
 
 if __name__ == "__main__":

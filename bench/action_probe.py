@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Which action does the model see? Its own answers against a linear probe on its visual tokens (issues 27, 32).
+
+For synthetic clips whose target acts, an 8-frame window inside the action is shown to the model, which is asked
+"Is there a <colour> shape that <action> in this video?" for every action of the world: the action with the
+highest yes-logit is its answer (and, per action, whether the true one beats those it is most often taken for,
+``questions.CONFUSABLE``).  A linear probe (multinomial logistic regression, 5-fold) reads the same window's
+visual tokens at the target's box (the vision tower's output, mean over the temporal slots): when the probe
+beats the answers, the action is in what the tower gives the language model and the answers do not read it.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/action_probe.py                       # the shipped model, 400 val clips
+    OMP_NUM_THREADS=1 .venv/bin/python bench/action_probe.py --model DIR --split train --count 2000
+    OMP_NUM_THREADS=1 .venv/bin/python bench/action_probe.py --quick                                # 40 clips (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from stvg_ros.synthetic.generator import ACTIONS, generate_sample, target_object  # noqa: E402
+from stvg_ros.synthetic.model import IMAGE_SIZE, MERGE, PATCH, PromptBuilder, frames_to_pixels, yes_no_logits  # noqa: E402
+from stvg_ros.synthetic.questions import CONFUSABLE  # noqa: E402
+
+WINDOW = 8  # frames shown: the standing streams' window
+TOKEN = PATCH * MERGE  # pixels per merged visual token
+
+
+def clip_features(model, tok, seed: int, split: str):
+    """(the target's action, its visual tokens' mean, yes-minus-no logit per action), or None when the target does
+    not act or is not visible in the window."""
+    frames, s = generate_sample(seed, split, num_frames=20)
+    t = target_object(s)
+    if not t["action"] or t["span"] is None:
+        return None
+    a, b = t["span"]
+    first = max(0, min(len(frames) - WINDOW, (a + b) // 2 - WINDOW // 2))
+    pixels, grid = frames_to_pixels(frames[first:first + WINDOW])
+    feats = model.model.get_video_features(pixels, grid, return_dict=True).pooler_output[0]
+    side = IMAGE_SIZE // TOKEN
+    grid_feats = feats.view(-1, side, side, feats.shape[-1])
+    track = s["tracks"][s["target"]]
+    tokens = []
+    for slot in range(grid_feats.shape[0]):
+        box = next((track[f] for f in (first + 2 * slot, first + 2 * slot + 1) if f in track), None)
+        if box is not None:
+            cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+            tokens.append(grid_feats[slot, min(side - 1, int(cy // TOKEN)), min(side - 1, int(cx // TOKEN))])
+    if not tokens:
+        return None
+    questions = [f"Is there a {t['colour']} shape that {act} in this video?" for act in ACTIONS]
+    logits = yes_no_logits(model, PromptBuilder(tok, feats.shape[0]), pixels, grid, questions, [0] * len(ACTIONS))
+    return ACTIONS.index(t["action"]), torch.stack(tokens).mean(0).numpy(), (logits[:, 0] - logits[:, 1]).numpy()
+
+
+def probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int = 5, l2: float = 1e-2, seed: int = 0) -> float:
+    """Held-out accuracy of a multinomial logistic regression on standardised ``x`` (``folds``-fold)."""
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(y)), folds)
+    right = 0
+    for k, held in enumerate(parts):
+        fit = np.concatenate([p for j, p in enumerate(parts) if j != k])
+        xt, yt = torch.tensor(x[fit], dtype=torch.float32), torch.tensor(y[fit])
+        w = torch.zeros(x.shape[1], len(ACTIONS), requires_grad=True)
+        b = torch.zeros(len(ACTIONS), requires_grad=True)
+        opt = torch.optim.LBFGS([w, b], max_iter=200)
+
+        def loss():
+            opt.zero_grad()
+            v = torch.nn.functional.cross_entropy(xt @ w + b, yt) + l2 * (w ** 2).sum()
+            v.backward()
+            return v
+        opt.step(loss)
+        with torch.no_grad():
+            right += int(((torch.tensor(x[held], dtype=torch.float32) @ w + b).argmax(1).numpy() == y[held]).sum())
+    return right / len(y)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(ROOT / "models" / "stvg-synth-qwen"))
+    ap.add_argument("--split", default="val", choices=("train", "val", "test"))
+    ap.add_argument("--count", type=int, default=400, help="clips whose target acts")
+    ap.add_argument("--quick", action="store_true", help="40 clips (CI)")
+    ap.add_argument("--json", help="write the figures here")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.count = 40
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    torch.set_num_threads(1)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.model).eval()
+    tok = AutoTokenizer.from_pretrained(a.model)
+    t0 = time.process_time()
+    ys, xs, answers, seed = [], [], [], 0
+    with torch.no_grad():
+        while len(ys) < a.count:
+            got = clip_features(model, tok, seed, a.split)
+            seed += 1
+            if got is not None:
+                ys.append(got[0])
+                xs.append(got[1])
+                answers.append(got[2])
+    y, x, ans = np.array(ys), np.array(xs), np.array(answers)
+    per_action = {}
+    for i, act in enumerate(ACTIONS):
+        rows = np.flatnonzero(y == i)
+        rivals = [ACTIONS.index(c) for c in CONFUSABLE[act]]
+        per_action[act] = dict(clips=int(len(rows)), answered=float((ans[rows].argmax(1) == i).mean()) if len(rows) else None,
+                               beats_confusable=float((ans[rows, i][:, None] > ans[rows][:, rivals]).all(1).mean())
+                               if len(rows) else None)
+    out = dict(model=a.model, split=a.split, clips=len(y), seeds=seed, chance=1 / len(ACTIONS),
+               answered=float((ans.argmax(1) == y).mean()),
+               beats_confusable=float(np.mean([ans[k, y[k]] > max(ans[k, ACTIONS.index(c)] for c in CONFUSABLE[ACTIONS[y[k]]])
+                                               for k in range(len(y))])),
+               probe=probe_accuracy(x, y), per_action=per_action, cpu_s=round(time.process_time() - t0, 1))
+    print(f"{a.model}, {a.split}: {len(y)} clips whose target acts (8-frame windows inside the action)")
+    print(f"  the model's answer (the action with the highest yes-logit of {len(ACTIONS)}): {100 * out['answered']:.1f} % "
+          f"(chance {100 * out['chance']:.0f} %); the true action above those it is confused with: "
+          f"{100 * out['beats_confusable']:.1f} %")
+    print(f"  linear probe on the target's visual tokens, 5-fold: {100 * out['probe']:.1f} %")
+    print("| action | clips | answered | above its confusable |\n|---|---|---|---|")
+    for act, r in per_action.items():
+        if r["clips"]:
+            print(f"| {act} | {r['clips']} | {100 * r['answered']:.0f} % | {100 * r['beats_confusable']:.0f} % |")
+    print(f"({out['cpu_s']} CPU s)")
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
