@@ -341,6 +341,7 @@ def appearances(t: Trace, rules) -> list[int]:
 
 
 def _rules(found_on: float, found_off: float, confirm: int = 1, change_on: float = 0.0):
+    """The node's StandingRules for one grid point (a change is measured only from CHANGE_FLOOR)."""
     from ..stream.standing import StandingRules
 
     if change_on > 0 and found_on < CHANGE_FLOOR - 1e-9:
