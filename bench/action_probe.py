@@ -111,17 +111,15 @@ def main(argv=None) -> int:
                 xs.append(got[1])
                 answers.append(got[2])
     y, x, ans = np.array(ys), np.array(xs), np.array(answers)
-    per_action = {}
-    for i, act in enumerate(ACTIONS):
-        rows = np.flatnonzero(y == i)
-        rivals = [ACTIONS.index(c) for c in CONFUSABLE[act]]
-        per_action[act] = dict(clips=int(len(rows)), answered=float((ans[rows].argmax(1) == i).mean()) if len(rows) else None,
-                               beats_confusable=float((ans[rows, i][:, None] > ans[rows][:, rivals]).all(1).mean())
-                               if len(rows) else None)
+    answered = ans.argmax(1) == y
+    beats = np.array([ans[k, y[k]] > max(ans[k, ACTIONS.index(c)] for c in CONFUSABLE[ACTIONS[y[k]]])
+                      for k in range(len(y))])  # per clip: the true action's yes above each it is confused with
+    per_action = {act: dict(clips=int((y == i).sum()),
+                            answered=float(answered[y == i].mean()) if (y == i).any() else None,
+                            beats_confusable=float(beats[y == i].mean()) if (y == i).any() else None)
+                  for i, act in enumerate(ACTIONS)}
     out = dict(model=a.model, split=a.split, clips=len(y), seeds=seed, chance=1 / len(ACTIONS),
-               answered=float((ans.argmax(1) == y).mean()),
-               beats_confusable=float(np.mean([ans[k, y[k]] > max(ans[k, ACTIONS.index(c)] for c in CONFUSABLE[ACTIONS[y[k]]])
-                                               for k in range(len(y))])),
+               answered=float(answered.mean()), beats_confusable=float(beats.mean()),
                probe=probe_accuracy(x, y), per_action=per_action, cpu_s=round(time.process_time() - t0, 1))
     print(f"{a.model}, {a.split}: {len(y)} clips whose target acts (8-frame windows inside the action)")
     print(f"  the model's answer (the action with the highest yes-logit of {len(ACTIONS)}): {100 * out['answered']:.1f} % "
