@@ -42,7 +42,10 @@ def _acting(objects: list[dict], target: dict, first: int, last: int) -> list[di
 def what_acts(objects: list[dict], target: dict, first: int, last: int) -> str:
     """What of ``target``'s colour, other than the target itself, acts in frames ``first .. last`` of a clip with
     ``objects``: one of :data:`CAUSES` (the most confusable that applies)."""
-    acting = _acting(objects, target, first, last)
+    return _cause(_acting(objects, target, first, last), target)
+
+
+def _cause(acting: list[dict], target: dict) -> str:
     if any(o["action"] == target["action"] for o in acting):
         return CAUSES[0]
     return CAUSES[1] if acting else CAUSES[2]
@@ -78,18 +81,19 @@ def analyse(traces: list[Trace], on: float, off: float, confirm: int) -> dict:
             if span >= 0:
                 continue
             first, last = i * SYNTHETIC_EVERY, i * SYNTHETIC_EVERY + SYNTHETIC_WINDOW - 1
-            c = what_acts(sample["objects"], target, first, last)
+            acting = _acting(sample["objects"], target, first, last)
+            c = _cause(acting, target)
             windows[c] += 1
             high[c] += p >= on
             if c == CAUSES[1]:
-                for action in sorted({o["action"] for o in _acting(sample["objects"], target, first, last)}):
+                for action in sorted({o["action"] for o in acting}):
                     k = pairs.setdefault(f"{target['action']} / {action}", [0, 0])
                     k[0], k[1] = k[0] + 1, k[1] + (p >= on)
             if event:
                 false[c] += 1
                 when["before the action" if first_in is None or i < first_in else "after the action"] += 1
                 if c == CAUSES[0]:
-                    differs[what_differs(_acting(sample["objects"], target, first, last), target)] += 1
+                    differs[what_differs(acting, target)] += 1
     return dict(on=on, off=off, confirm=confirm, streams=sum(1 for t in traces if t.window_p),
                 causes={c: dict(windows=windows[c], high=high[c], false=false[c]) for c in CAUSES}, when=dict(when),
                 same_action_differs=dict(differs),
