@@ -19,6 +19,7 @@ bags carry the same definitions and hashes as the colcon-built interfaces.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -91,11 +92,17 @@ def _base_store():
 
 
 def _package_types() -> dict:
-    """This package's message types as rosbags parses them from ``msg/*.msg``."""
+    """This package's message types as rosbags parses them from ``msg/*.msg`` (parsed once per directory: every
+    bag read compares the definitions it carries with these)."""
+    return dict(_parse_msg_dir(find_msg_dir()))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_msg_dir(msg_dir: Path) -> dict:
     from rosbags.typesys import get_types_from_msg
 
     types = {}
-    for p in sorted(find_msg_dir().glob("*.msg")):
+    for p in sorted(msg_dir.glob("*.msg")):
         types.update(get_types_from_msg(p.read_text(), f"stvg_ros/msg/{p.stem}"))
     return types
 
