@@ -175,16 +175,20 @@ def test_standing_false_causes_quick(tmp_path):
     assert all(" / " in k and h <= n for k, (n, h) in r["action_pairs"].items())
 
 
-def test_action_probe_quick(tmp_path):
-    """Issues 27 and 32: the shipped model's answer about which action a clip shows, against a linear probe on its
-    visual tokens, on 40 validation clips whose target acts."""
+def test_attribute_probe_quick(tmp_path):
+    """Issues 27 and 32: the shipped model's answers about which action and shape a clip shows, against linear probes
+    on its visual tokens, on 40 validation clips whose target acts, and its answer about the target's size."""
     from stvg_ros.synthetic.generator import ACTIONS
 
-    stdout, data = _run("action_probe.py", tmp_path=tmp_path)
+    stdout, data = _run("attribute_probe.py", tmp_path=tmp_path)
     assert "linear probe" in stdout and data["clips"] == 40 and data["seeds"] >= 40
     assert 0 <= data["answered"] <= 1 and 0 <= data["probe"] <= 1 and 0 <= data["beats_confusable"] <= 1
     assert set(data["per_action"]) == set(ACTIONS)
     assert sum(r["clips"] for r in data["per_action"].values()) == 40
+    size = data["size"]  # and which size: the true size's yes above the other's, where the other is absent
+    assert 0 < size["clips"] <= size["seeds"] == 40 and 0 <= size["colour"] <= 1 and 0 <= size["full_query"] <= 1
+    assert 0 <= size["probe"] <= 1 and 0 <= data["shape"]["answered"] <= 1 and 0 <= data["shape"]["probe"] <= 1
+    assert "true size's yes above" in stdout
 
 
 def test_bench_multicam_quick(tmp_path):

@@ -132,6 +132,29 @@ def test_questions_are_balanced_and_answers_true(colour_action):
     assert (shapeless > 0) == (colour_action > 0)
 
 
+def test_size_questions_name_the_size_and_their_no_swaps_it():
+    """``--size-questions``: that share of questions, yes and no alike, names the object's size (so naming a size
+    says nothing of the answer), their no is the size swapped, and each answer is still what the clip shows."""
+    from stvg_ros.synthetic.generator import matches
+
+    described = _question_descriptions()
+    sized = {True: 0, False: 0}
+    swapped = 0
+    rng = np.random.default_rng(2)
+    for seed in range(30):
+        _, s = generate_sample(seed, "train")
+        for q, a, _ in clip_questions(s["objects"], ["colour", "action"], 2, rng, colour_action=0.8,
+                                      size_questions=1.0):
+            d = described[q]
+            assert any(matches(o, d["size"], d["colour"], d["shape"], d["action"]) for o in s["objects"]) == a, q
+            assert d["size"] is not None, q
+            sized[a] += 1
+            # a no describes an object of the clip but for its size
+            swapped += not a and any(matches(o, None, d["colour"], d["shape"], d["action"]) for o in s["objects"])
+    assert sized[True] >= 40 and sized[False] >= 40 and abs(sized[True] - sized[False]) <= 0.1 * sized[True], sized
+    assert swapped == sized[False]
+
+
 def test_contrasting_no_questions_ask_the_action_the_model_confuses_and_are_still_true():
     """``--contrast-actions``: the action rung's "no" questions swap an object's action for one in CONFUSABLE (the
     opposite direction, say), and each answer is still what the clip shows; without it nothing changes."""

@@ -82,6 +82,46 @@ def test_freeze_motion_holds_the_hand_set_pathway(tmp_path):
     assert moved > 0.0  # the free entries of the same tensors did train
 
 
+def test_readout_training_changes_the_answers_and_no_attention_weight(tmp_path):
+    """``--train-only readout``: after training steps every parameter but the readout's is the init's, and the
+    attention weights of every layer on a clip (what the grounding reads) are the init model's, while the yes/no
+    logits moved."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from stvg_ros.synthetic.model import readout_parameters
+    from stvg_ros.synthetic.train import train
+
+    init = tmp_path / "init"
+    fresh, tok = build_model(seed=3, compact_motion=True, conjunctive_motion=True)
+    save_model_dir(fresh, tok, init)
+    out = tmp_path / "m"
+    summary = train(str(out), minutes=0.05, seed=0, clips_per_step=2, val_clips=2, eval_every=1000, threads=1,
+                    start_rung=1, rungs=("colour", "action"), compact_motion=True, conjunctive_motion=True,
+                    lr=3e-3, train_only="readout", size_questions=0.5, init=str(init))
+    assert summary["steps"] >= 2 and summary["train_only"] == "readout" and summary["size_questions"] == 0.5
+    models = [Qwen2_5_VLForConditionalGeneration.from_pretrained(str(d), attn_implementation="eager").eval()
+              for d in (init, out)]
+    readout = readout_parameters(models[0])
+    before, after = (dict(m.named_parameters()) for m in models)
+    assert all(torch.equal(before[n], after[n]) for n in before if n not in readout)
+    assert any(not torch.equal(before[n], after[n]) for n in readout)
+
+    frames, s = generate_sample(4, "val")
+    pixels, grid = frames_to_pixels(frames)
+    prompts = PromptBuilder(tok, 160)
+    ids = torch.tensor([prompts.ids(f"Is there {s['query']} in this video?", 160)])
+    attentions, answers = [], []
+    with torch.no_grad():
+        for m in models:
+            o = m(input_ids=ids, pixel_values_videos=pixels, video_grid_thw=grid, output_attentions=True)
+            attentions.append(o.attentions)
+            answers.append(yes_no_logits(m, prompts, pixels, grid, [f"Is there {s['query']} in this video?"], [0]))
+    assert len(attentions[0]) == models[0].config.text_config.num_hidden_layers
+    for a, b in zip(*attentions):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert not torch.allclose(answers[0], answers[1], atol=1e-4)
+
+
 def test_action_windows_show_part_of_the_clip():
     """With ``--action-windows``, action questions are asked about 6-10 frames of the clip (3-5 temporal
     slots); without, about the whole clip (10 slots)."""
@@ -208,6 +248,9 @@ def test_a_model_trained_in_stages_lists_every_stage_and_its_command():
     contrast = dict(third, seed=7, contrast_actions=0.5, init_from=third)  # a flag of session 27's stages
     assert train_commands(contrast)[3].endswith("--standing-pairs 0.6 --contrast-actions 0.5 --init stage-3")
     assert "50 % of the action rung's no asking a confusable action" in _stages_text(contrast)
+    readout = dict(third, seed=17, size_questions=0.5, train_only="readout", init_from=third)  # session 28's
+    assert train_commands(readout)[3].endswith("--size-questions 0.5 --train-only readout --init stage-3")
+    assert "only the readout trained" in _stages_text(readout)
 
 
 def test_bench_produces_the_table(random_model_dir):

@@ -115,6 +115,10 @@ def train_command(summary: dict) -> str:
         cmd += f" --hard-negatives {summary['hard_negatives']:g}"
     if summary.get("contrast_actions"):
         cmd += f" --contrast-actions {summary['contrast_actions']:g}"
+    if summary.get("size_questions"):
+        cmd += f" --size-questions {summary['size_questions']:g}"
+    if summary.get("train_only", "all") != "all":
+        cmd += f" --train-only {summary['train_only']}"
     return cmd
 
 
@@ -160,6 +164,10 @@ def _stages_text(summary: dict) -> str:
             extra += f", {100 * st['hard_negatives']:.0f} % of the pairs' no from a window where a same-coloured object acts"
         if st.get("contrast_actions"):
             extra += f", {100 * st['contrast_actions']:.0f} % of the action rung's no asking a confusable action"
+        if st.get("size_questions"):
+            extra += f", {100 * st['size_questions']:.0f} % of the questions naming the size (their no the other size)"
+        if st.get("train_only", "all") != "all":
+            extra += f", only the {st['train_only']} trained (attention weights unchanged)"
         lines.append(f"  {k + 1}. seed {st['seed']}, {st['steps']} steps in {st['minutes']} minutes, lr {st['lr']:g}"
                      f" (vision {st['vision_lr']:g}), rungs {' → '.join(st.get('rungs', []))}"
                      f"{' from rung ' + str(st['start_rung']) if st.get('start_rung') else ''}{extra}")

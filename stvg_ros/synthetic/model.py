@@ -383,6 +383,21 @@ def motion_pathway_masks(model, tok, compact: bool, head: int = 2) -> dict[str, 
     return {n: m for n, m in masks.items() if m.any()}
 
 
+def readout_parameters(model) -> set[str]:
+    """Names of the parameters that act after the last decoder layer's attention weights: its value and output
+    projections, its MLP and norm after attention, the final norm and the LM head.
+
+    Why: the grounding reads attention weights (every layer's, at the answer position), and those depend only on
+    the query and key projections and on what the earlier layers write; training these alone (``train
+    --train-only readout``) changes what the answer makes of the tokens it attends to, never where it attends.
+    """
+    last = model.config.text_config.num_hidden_layers - 1
+    layer = f"model.language_model.layers.{last}."
+    keep = (layer + "self_attn.v_proj.", layer + "self_attn.o_proj.", layer + "post_attention_layernorm.",
+            layer + "mlp.", "model.language_model.norm.", "lm_head.")
+    return {n for n, _ in model.named_parameters() if n.startswith(keep)}
+
+
 #: patch-embedding channels that ``init_colour_patch_filters(motion=True)`` sets to temporal differences
 DIFF_CHANNELS = tuple(range(26, 44))
 #: of those, the per-quadrant differences: R of quadrants 0-3, then G, then B

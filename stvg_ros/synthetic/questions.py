@@ -68,11 +68,14 @@ def _allowed(desc: dict, split: str) -> bool:
 
 
 def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.Generator,
-                  split: str = "train", colour_action: float = 0.0, contrast_actions: float = 0.0) -> str | None:
+                  split: str = "train", colour_action: float = 0.0, contrast_actions: float = 0.0,
+                  size_questions: float = 0.0) -> str | None:
     """A question of ``rung`` about a clip whose answer is ``answer`` (None if none can be made);
     ``colour_action`` as in :func:`_fields`; ``contrast_actions``: the share of the action rung's "no"
     questions made by swapping the object's action for one in :data:`CONFUSABLE` (the same window asked with
-    the opposite direction, say), the rest changing a field at random."""
+    the opposite direction, say), the rest changing a field at random; ``size_questions``: the share of
+    questions (yes and no alike) that also name the object's size, their "no" made by swapping the size
+    (a "big red shape" where the red one is small: the standing queries name sizes)."""
     pool = [o for o in objects if rung != "action" or o["action"]]
     # on a window of the clip (``action_window``), an object whose action happens outside it is asked
     # about with its real action and the answer is no: the action must be seen in the frames shown
@@ -90,11 +93,14 @@ def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.G
             return phrase(desc, rng)
         obj = pool[int(rng.integers(len(pool)))]
         fields = _fields(rung, rng, colour_action)
+        sized = size_questions > 0 and rng.random() < size_questions
+        if sized and "size" not in fields:
+            fields.append("size")
         desc = {f: obj[f] for f in fields}
         if not answer:
-            change = fields[int(rng.integers(len(fields)))]
+            change = "size" if sized else fields[int(rng.integers(len(fields)))]
             options = [v for v in _VALUES[change] if v != obj[change]]
-            if "action" in fields and contrast_actions > 0 and rng.random() < contrast_actions:
+            if not sized and "action" in fields and contrast_actions > 0 and rng.random() < contrast_actions:
                 change, options = "action", list(CONFUSABLE[obj["action"]])
             desc[change] = options[int(rng.integers(len(options)))]
         if desc.get("action") == "spins" and desc.get("shape") == "circle":
@@ -122,16 +128,17 @@ def action_window(num_frames: int, objects: list[dict], length: int, start: int)
 
 
 def clip_questions(objects: list[dict], rungs: list[str], per_answer: int, rng: np.random.Generator,
-                   split: str = "train", colour_action: float = 0.0,
-                   contrast_actions: float = 0.0) -> list[tuple[str, bool, str]]:
+                   split: str = "train", colour_action: float = 0.0, contrast_actions: float = 0.0,
+                   size_questions: float = 0.0) -> list[tuple[str, bool, str]]:
     """Balanced questions for one clip: ``per_answer`` yes and as many no, (question, answer, rung);
-    ``colour_action`` as in :func:`_fields`, ``contrast_actions`` as in :func:`make_question`."""
+    ``colour_action`` as in :func:`_fields`, ``contrast_actions`` and ``size_questions`` as in
+    :func:`make_question`."""
     out = []
     for answer in (True, False):
         made = 0
         for _ in range(4 * per_answer):
             rung = rungs[int(rng.integers(len(rungs)))]
-            q = make_question(objects, rung, answer, rng, split, colour_action, contrast_actions)
+            q = make_question(objects, rung, answer, rng, split, colour_action, contrast_actions, size_questions)
             if q is not None:
                 out.append((q, answer, rung))
                 made += 1

@@ -29,8 +29,8 @@ import torch
 from ..evaluation.calibration import SYNTHETIC_STREAM, SYNTHETIC_WINDOW
 from .card import draw_curve, write_model_card
 from .generator import acts_in, describe, generate_sample, matches, target_object
-from .model import (MODEL_DIMS, PromptBuilder, build_model, frames_to_pixels, motion_pathway_masks, save_model_dir,
-                    yes_no_logits)
+from .model import (MODEL_DIMS, PromptBuilder, build_model, frames_to_pixels, motion_pathway_masks, readout_parameters,
+                    save_model_dir, yes_no_logits)
 from .questions import RUNGS, action_window, clip_questions
 
 
@@ -117,13 +117,14 @@ def _standing_pair(seed: int, split: str, rng, hard_negatives: float = 0.0) -> l
 
 
 def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0, colour_action=0.0,
-           still=None, standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0, contrast_actions=0.0):
+           still=None, standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0, contrast_actions=0.0,
+           size_questions=0.0):
     """Clips (one rung each, drawn from ``rungs``) and their balanced yes/no questions; ``still``: the
     frames the look rungs see (default :data:`STILL_FRAMES`); ``standing_pairs``: the share of the action
     rung's clips replaced by a :func:`_standing_pair` (two windows, one question each; ``hard_negatives`` passed on); ``crowded_colour``:
     the share of the colour rung's clips drawn as crowded as the action rung's, 8 or 20 frames
-    (:data:`CROWDED_FRAMES`), where two colours side by side must not answer for a third; ``contrast_actions``:
-    :func:`~stvg_ros.synthetic.questions.make_question`'s."""
+    (:data:`CROWDED_FRAMES`), where two colours side by side must not answer for a third; ``contrast_actions``
+    and ``size_questions``: :func:`~stvg_ros.synthetic.questions.make_question`'s."""
     still = STILL_FRAMES if still is None else still
     pixels, grids, questions, labels, clips, qrungs = [], [], [], [], [], []
     for seed in seeds:
@@ -162,7 +163,8 @@ def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share
         px, grid = frames_to_pixels(frames)
         pixels.append(px)
         grids.append(grid)
-        for q, a, r in clip_questions(objects, [rung], per_answer, rng, split, colour_action, contrast_actions):
+        for q, a, r in clip_questions(objects, [rung], per_answer, rng, split, colour_action, contrast_actions,
+                                      size_questions):
             questions.append(q)
             labels.append(0 if a else 1)  # class 0 = "yes", 1 = "no"
             clips.append(c)
@@ -204,11 +206,13 @@ class BatchStream(torch.utils.data.IterableDataset):
     (those already queued).  ``torch.utils.data.DataLoader`` moves the tensors through shared memory."""
 
     def __init__(self, rung, rungs, seed, clips_per_step, per_answer, window_share, colour_action, still,
-                 standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0, contrast_actions=0.0):
+                 standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0, contrast_actions=0.0,
+                 size_questions=0.0):
         self.rung, self.rungs, self.seed = rung, rungs, seed
         self.kw = dict(per_answer=per_answer, window_share=window_share, colour_action=colour_action, still=still,
                        standing_pairs=standing_pairs, crowded_colour=crowded_colour,
-                       hard_negatives=hard_negatives, contrast_actions=contrast_actions)
+                       hard_negatives=hard_negatives, contrast_actions=contrast_actions,
+                       size_questions=size_questions)
         self.clips_per_step = clips_per_step
 
     def __iter__(self):
@@ -228,7 +232,8 @@ class BatchStream(torch.utils.data.IterableDataset):
                                                     standing_pairs=self.kw["standing_pairs"],
                                                     crowded_colour=self.kw["crowded_colour"],
                                                     hard_negatives=self.kw["hard_negatives"],
-                                                    contrast_actions=self.kw["contrast_actions"])
+                                                    contrast_actions=self.kw["contrast_actions"],
+                                                    size_questions=self.kw["size_questions"])
             yield px, grid, qs, labels, clips, float(rng.choice(SECONDS_PER_SLOT))
 
 
@@ -255,7 +260,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
           freeze_motion: bool = False, colour_action: float = 0.0, conjunctive_motion: bool = False,
           device: str = "cpu", max_minutes: float | None = None, workers: int = 0, eval_seconds: float = 0.0,
           still: str = "cpu", recipe: str = "cpu", standing_pairs: float = 0.0, crowded_colour: float = 0.0,
-          hard_negatives: float = 0.0, contrast_actions: float = 0.0) -> dict:
+          hard_negatives: float = 0.0, contrast_actions: float = 0.0, size_questions: float = 0.0,
+          train_only: str = "all") -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``.
 
     ``max_minutes``: a hard limit on the whole call (building, data, steps, evaluations, checkpoints, the
@@ -263,7 +269,9 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     if it and the final evaluation are expected to fit (:class:`stvg_ros.synthetic.budget.TimeBudget`, from the
     largest duration seen of each).  ``device``: where the model trains; ``workers``: data worker
     processes (:class:`BatchStream`); ``eval_seconds``: evaluate every so many seconds instead of every
-    ``eval_every`` steps; ``still``: ``"gpu"`` shows the look rungs longer clips (:data:`STILL_FRAMES_GPU`).
+    ``eval_every`` steps; ``still``: ``"gpu"`` shows the look rungs longer clips (:data:`STILL_FRAMES_GPU`);
+    ``train_only``: ``"readout"`` trains only :func:`~stvg_ros.synthetic.model.readout_parameters` (every
+    attention weight, and so the grounding's maps, stays the init's).
     """
     from tqdm import tqdm
 
@@ -298,7 +306,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         shared_rung = mp.Value("i", start_rung)
         stream = _data_loader(BatchStream(shared_rung, rungs, seed, clips_per_step, per_answer, action_windows,
                                           colour_action, still_frames, standing_pairs, crowded_colour,
-                                          hard_negatives, contrast_actions), workers,
+                                          hard_negatives, contrast_actions, size_questions), workers,
                               pin=dev.type == "cuda")
         pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("fork"))
         pending = {"val": pool.submit(ValSet, "val", val_clips, seed), "test": pool.submit(ValSet, "test", val_clips, seed + 1)}
@@ -310,10 +318,15 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     frozen = {n: (m, params[n].detach()[m].clone())
               for n, m in motion_pathway_masks(model, tok, compact_motion).items()} if freeze_motion else {}
     prompts = PromptBuilder(tok, num_visual_tokens=160)
-    vision = [p for n, p in model.named_parameters() if n.startswith("model.visual.")]
-    other = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")]
-    opt = torch.optim.AdamW([{"params": vision, "lr": vision_lr}, {"params": other, "lr": lr}],
-                            weight_decay=0.01, betas=(0.9, 0.98))
+    if train_only not in ("all", "readout"):
+        raise ValueError(f"train_only={train_only!r}: use 'all' or 'readout'")
+    trained = readout_parameters(model) if train_only == "readout" else set(params)
+    for n, p in params.items():
+        p.requires_grad_(n in trained)
+    vision = [p for n, p in params.items() if n in trained and n.startswith("model.visual.")]
+    other = [p for n, p in params.items() if n in trained and not n.startswith("model.visual.")]
+    opt = torch.optim.AdamW([g for g in ({"params": vision, "lr": vision_lr}, {"params": other, "lr": lr})
+                             if g["params"]], weight_decay=0.01, betas=(0.9, 0.98))
     base_lrs = [g["lr"] for g in opt.param_groups]
     if pending is None:
         t_val = time.time()
@@ -389,7 +402,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
                                                     window_share=action_windows, colour_action=colour_action,
                                                     still=still_frames, standing_pairs=standing_pairs,
                                                     crowded_colour=crowded_colour, hard_negatives=hard_negatives,
-                                                    contrast_actions=contrast_actions)
+                                                    contrast_actions=contrast_actions,
+                                                    size_questions=size_questions)
             # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
             # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
             seconds = float(rng.choice(SECONDS_PER_SLOT))
@@ -470,6 +484,10 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         summary["hard_negatives"] = hard_negatives
     if contrast_actions:
         summary["contrast_actions"] = contrast_actions
+    if size_questions:
+        summary["size_questions"] = size_questions
+    if train_only != "all":
+        summary["train_only"] = train_only
     if init:
         summary["init"] = str(init)
         earlier = Path(init) / "synthetic_training.json"
@@ -585,6 +603,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--contrast-actions", type=float, default=0.0, metavar="SHARE",
                    help="this share of the action rung's no questions swaps the object's action for one the model "
                         "confuses with it (questions.CONFUSABLE: the opposite direction, a jump for a vertical move)")
+    p.add_argument("--size-questions", type=float, default=0.0, metavar="SHARE",
+                   help="this share of questions also names the object's size, their no swapping it ('a big red "
+                        "shape' where the red one is small): the standing queries name sizes")
+    p.add_argument("--train-only", choices=("all", "readout"), default="all",
+                   help="'readout': train only what the last decoder layer does after its attention weights (value "
+                        "and output projections, MLP, norms, LM head), so every attention map the grounding reads "
+                        "stays the init's")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     known, _ = p.parse_known_args(argv)
     defaults = {}
@@ -607,7 +632,8 @@ def main(argv: list[str] | None = None) -> None:
           colour_action=a.colour_action, conjunctive_motion=a.conjunctive_motion,
           device=a.device, max_minutes=a.max_minutes, workers=a.workers, eval_seconds=a.eval_seconds,
           still=a.still, recipe=a.recipe, standing_pairs=a.standing_pairs, crowded_colour=a.crowded_colour,
-          hard_negatives=a.hard_negatives, contrast_actions=a.contrast_actions)
+          hard_negatives=a.hard_negatives, contrast_actions=a.contrast_actions, size_questions=a.size_questions,
+          train_only=a.train_only)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,23 @@
 #!/usr/bin/env python3
-"""Which action does the model see? Its own answers against a linear probe on its visual tokens (issues 27, 32).
+"""What does the model see of a target's action, shape and size? Its answers against linear probes on its visual
+tokens (issues 27, 32).
 
 For synthetic clips whose target acts, an 8-frame window inside the action is shown to the model, which is asked
-"Is there a <colour> shape that <action> in this video?" for every action of the world: the action with the
-highest yes-logit is its answer (and, per action, whether the true one beats those it is most often taken for,
-``questions.CONFUSABLE``).  A linear probe (multinomial logistic regression, 5-fold) reads the same window's
-visual tokens at the target's box (the vision tower's output, mean over the temporal slots): when the probe
-beats the answers, the action is in what the tower gives the language model and the answers do not read it.
+"Is there a <colour> shape that <action> in this video?" for every action of the world and "Is there a <colour>
+<shape> in this video?" for every shape: the one with the highest yes-logit is its answer (and, per action, whether
+the true one beats those it is most often taken for, ``questions.CONFUSABLE``).  Linear probes (multinomial
+logistic regression, 5-fold) read the same window's visual tokens at the target's box (the vision tower's output,
+mean over the temporal slots) for its action, shape and size: where a probe beats the answers, the attribute is in
+what the tower gives the language model and the answers do not read it; where the probe is at chance, the tower
+does not give it.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/action_probe.py                       # the shipped model, 400 val clips
-    OMP_NUM_THREADS=1 .venv/bin/python bench/action_probe.py --model DIR --split train --count 2000
-    OMP_NUM_THREADS=1 .venv/bin/python bench/action_probe.py --quick                                # 40 clips (CI)
+Size (``--sizes N`` seeds, whole 20-frame clips where no object of the target's colour has the other size, so that
+the swapped question is a no): "Is there a big red shape?" against "a small red shape?", and the full query
+with the size swapped; the share of clips where the true size's yes-logit is the higher (chance 50 %).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/attribute_probe.py                   # the shipped model, 400 val clips
+    OMP_NUM_THREADS=1 .venv/bin/python bench/attribute_probe.py --model DIR --split train --count 2000
+    OMP_NUM_THREADS=1 .venv/bin/python bench/attribute_probe.py --quick                            # 40 clips (CI)
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from stvg_ros.synthetic.generator import ACTIONS, generate_sample, target_object  # noqa: E402
+from stvg_ros.synthetic.generator import ACTIONS, SHAPES, SIZES, describe, generate_sample, target_object  # noqa: E402
 from stvg_ros.synthetic.model import IMAGE_SIZE, MERGE, PATCH, PromptBuilder, frames_to_pixels, yes_no_logits  # noqa: E402
 from stvg_ros.synthetic.questions import CONFUSABLE  # noqa: E402
 
@@ -36,8 +43,8 @@ TOKEN = PATCH * MERGE  # pixels per merged visual token
 
 
 def clip_features(model, tok, seed: int, split: str):
-    """(the target's action, its visual tokens' mean, yes-minus-no logit per action), or None when the target does
-    not act or is not visible in the window."""
+    """(the target's action, shape and size indices, its visual tokens' mean, yes-minus-no logit per action, per
+    shape), or None when the target does not act or is not visible in the window."""
     frames, s = generate_sample(seed, split, num_frames=20)
     t = target_object(s)
     if not t["action"] or t["span"] is None:
@@ -58,20 +65,43 @@ def clip_features(model, tok, seed: int, split: str):
     if not tokens:
         return None
     questions = [f"Is there a {t['colour']} shape that {act} in this video?" for act in ACTIONS]
-    logits = yes_no_logits(model, PromptBuilder(tok, feats.shape[0]), pixels, grid, questions, [0] * len(ACTIONS))
-    return ACTIONS.index(t["action"]), torch.stack(tokens).mean(0).numpy(), (logits[:, 0] - logits[:, 1]).numpy()
+    questions += [f"Is there a {t['colour']} {shape} in this video?" for shape in SHAPES]
+    logits = yes_no_logits(model, PromptBuilder(tok, feats.shape[0]), pixels, grid, questions, [0] * len(questions))
+    yes = (logits[:, 0] - logits[:, 1]).numpy()
+    labels = (ACTIONS.index(t["action"]), SHAPES.index(t["shape"]), list(SIZES).index(t["size"]))
+    return labels, torch.stack(tokens).mean(0).numpy(), yes[:len(ACTIONS)], yes[len(ACTIONS):]
+
+
+def size_answers(model, tok, seed: int, split: str):
+    """(true size above the other, colour and size only; the same in the full query), or None when an object of
+    the target's colour has the other size (the swapped question would be a yes)."""
+    frames, s = generate_sample(seed, split, num_frames=20)
+    t = target_object(s)
+    other = next(z for z in SIZES if z != t["size"])
+    if any(o["colour"] == t["colour"] and o["size"] == other for o in s["objects"]):
+        return None
+    pixels, grid = frames_to_pixels(frames)
+    questions = [f"Is there {describe(z, t['colour'], None, None, article='a')} in this video?"
+                 for z in (t["size"], other)]
+    questions += [f"Is there {describe(z, t['colour'], t['shape'], t['action'], article='the')} in this video?"
+                  for z in (t["size"], other)]
+    logits = yes_no_logits(model, PromptBuilder(tok, int(grid[0].prod()) // MERGE ** 2), pixels, grid, questions,
+                           [0] * len(questions))
+    d = (logits[:, 0] - logits[:, 1]).numpy()
+    return bool(d[0] > d[1]), bool(d[2] > d[3])
 
 
 def probe_accuracy(x: np.ndarray, y: np.ndarray, folds: int = 5, l2: float = 1e-2, seed: int = 0) -> float:
     """Held-out accuracy of a multinomial logistic regression on standardised ``x`` (``folds``-fold)."""
+    classes = int(y.max()) + 1
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     parts = np.array_split(np.random.default_rng(seed).permutation(len(y)), folds)
     right = 0
     for k, held in enumerate(parts):
         fit = np.concatenate([p for j, p in enumerate(parts) if j != k])
         xt, yt = torch.tensor(x[fit], dtype=torch.float32), torch.tensor(y[fit])
-        w = torch.zeros(x.shape[1], len(ACTIONS), requires_grad=True)
-        b = torch.zeros(len(ACTIONS), requires_grad=True)
+        w = torch.zeros(x.shape[1], classes, requires_grad=True)
+        b = torch.zeros(classes, requires_grad=True)
         opt = torch.optim.LBFGS([w, b], max_iter=200)
 
         def loss():
@@ -90,27 +120,29 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(ROOT / "models" / "stvg-synth-qwen"))
     ap.add_argument("--split", default="val", choices=("train", "val", "test"))
     ap.add_argument("--count", type=int, default=400, help="clips whose target acts")
-    ap.add_argument("--quick", action="store_true", help="40 clips (CI)")
+    ap.add_argument("--sizes", type=int, default=400, help="seeds tried for the size answers (0: none)")
+    ap.add_argument("--quick", action="store_true", help="40 clips and 40 size seeds (CI)")
     ap.add_argument("--json", help="write the figures here")
     a = ap.parse_args(argv)
     if a.quick:
-        a.count = 40
+        a.count, a.sizes = 40, 40
     from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
     torch.set_num_threads(1)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.model).eval()
     tok = AutoTokenizer.from_pretrained(a.model)
     t0 = time.process_time()
-    ys, xs, answers, seed = [], [], [], 0
+    labels, xs, answers, shape_answers, seed = [], [], [], [], 0
     with torch.no_grad():
-        while len(ys) < a.count:
+        while len(labels) < a.count:
             got = clip_features(model, tok, seed, a.split)
             seed += 1
             if got is not None:
-                ys.append(got[0])
+                labels.append(got[0])
                 xs.append(got[1])
                 answers.append(got[2])
-    y, x, ans = np.array(ys), np.array(xs), np.array(answers)
+                shape_answers.append(got[3])
+    (y, y_shape, y_size), x, ans = np.array(labels).T, np.array(xs), np.array(answers)
     answered = ans.argmax(1) == y
     beats = np.array([ans[k, y[k]] > max(ans[k, ACTIONS.index(c)] for c in CONFUSABLE[ACTIONS[y[k]]])
                       for k in range(len(y))])  # per clip: the true action's yes above each it is confused with
@@ -120,16 +152,32 @@ def main(argv=None) -> int:
                   for i, act in enumerate(ACTIONS)}
     out = dict(model=a.model, split=a.split, clips=len(y), seeds=seed, chance=1 / len(ACTIONS),
                answered=float(answered.mean()), beats_confusable=float(beats.mean()),
-               probe=probe_accuracy(x, y), per_action=per_action, cpu_s=round(time.process_time() - t0, 1))
+               probe=probe_accuracy(x, y), per_action=per_action,
+               shape=dict(answered=float((np.array(shape_answers).argmax(1) == y_shape).mean()),
+                          probe=probe_accuracy(x, y_shape), chance=1 / len(SHAPES)))
+    with torch.no_grad():
+        sizes = [r for r in (size_answers(model, tok, k, a.split) for k in range(a.sizes)) if r is not None]
+    if sizes:
+        out["size"] = dict(clips=len(sizes), seeds=a.sizes, colour=float(np.mean([r[0] for r in sizes])),
+                           full_query=float(np.mean([r[1] for r in sizes])))
+    out.setdefault("size", {})["probe"] = probe_accuracy(x, y_size)
+    out["cpu_s"] = round(time.process_time() - t0, 1)
     print(f"{a.model}, {a.split}: {len(y)} clips whose target acts (8-frame windows inside the action)")
     print(f"  the model's answer (the action with the highest yes-logit of {len(ACTIONS)}): {100 * out['answered']:.1f} % "
           f"(chance {100 * out['chance']:.0f} %); the true action above those it is confused with: "
           f"{100 * out['beats_confusable']:.1f} %")
     print(f"  linear probe on the target's visual tokens, 5-fold: {100 * out['probe']:.1f} %")
+    print(f"  shape: its answer (of {len(SHAPES)}) {100 * out['shape']['answered']:.1f} %, the probe "
+          f"{100 * out['shape']['probe']:.1f} % (chance {100 * out['shape']['chance']:.0f} %); size: the probe "
+          f"{100 * out['size']['probe']:.1f} % (chance 50 %)")
     print("| action | clips | answered | above its confusable |\n|---|---|---|---|")
     for act, r in per_action.items():
         if r["clips"]:
             print(f"| {act} | {r['clips']} | {100 * r['answered']:.0f} % | {100 * r['beats_confusable']:.0f} % |")
+    if sizes:
+        z = out["size"]
+        print(f"size, {z['clips']} clips: the true size's yes above the other's, colour and size only "
+              f"{100 * z['colour']:.1f} %, in the full query {100 * z['full_query']:.1f} % (chance 50 %)")
     print(f"({out['cpu_s']} CPU s)")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
