@@ -77,6 +77,29 @@ def _signal(summary: dict) -> str:
     return textwrap.fill(text, 108)
 
 
+#: the options of the later stages, each as (summary key, the train flag that sets it, what the recipe's stage line
+#: says of it): the command and the stage line both read this table
+_STAGE_OPTIONS = (
+    ("standing_pairs", "--standing-pairs",
+     lambda st: f"standing pairs {100 * st['standing_pairs']:.0f} % of the action rung's clips"
+                + (" (each no a window where nothing named acts)" if st.get("standing_no") else "")),
+    ("crowded_colour", "--crowded-colour",
+     lambda st: f"{100 * st['crowded_colour']:.0f} % of the colour rung's clips crowded"),
+    ("hard_negatives", "--hard-negatives",
+     lambda st: f"{100 * st['hard_negatives']:.0f} % of the pairs' no from a window where a same-coloured object acts"),
+    ("contrast_actions", "--contrast-actions",
+     lambda st: f"{100 * st['contrast_actions']:.0f} % of the action rung's no asking a confusable action"),
+    ("size_questions", "--size-questions",
+     lambda st: f"{100 * st['size_questions']:.0f} % of the questions naming the size (their no the other size)"),
+    ("train_only", "--train-only", lambda st: f"only the {st['train_only']} trained (attention weights unchanged)"),
+)
+
+
+def _active(summary: dict, key: str) -> bool:
+    """Whether a stage option was set away from its default (0, or 'all' for ``train_only``)."""
+    return bool(summary.get(key)) and summary.get(key) != "all"
+
+
 def train_command(summary: dict) -> str:
     """The one command that reproduces a training run from its summary."""
     from .questions import RUNGS
@@ -107,18 +130,10 @@ def train_command(summary: dict) -> str:
         cmd += f" --colour-action {summary['colour_action']:g}"
     if summary.get("start_rung"):
         cmd += f" --start-rung {summary['start_rung']}"
-    if summary.get("standing_pairs"):
-        cmd += f" --standing-pairs {summary['standing_pairs']:g}"
-    if summary.get("crowded_colour"):
-        cmd += f" --crowded-colour {summary['crowded_colour']:g}"
-    if summary.get("hard_negatives"):
-        cmd += f" --hard-negatives {summary['hard_negatives']:g}"
-    if summary.get("contrast_actions"):
-        cmd += f" --contrast-actions {summary['contrast_actions']:g}"
-    if summary.get("size_questions"):
-        cmd += f" --size-questions {summary['size_questions']:g}"
-    if summary.get("train_only", "all") != "all":
-        cmd += f" --train-only {summary['train_only']}"
+    for key, flag, _ in _STAGE_OPTIONS:
+        if _active(summary, key):
+            value = summary[key]
+            cmd += f" {flag} {value:g}" if isinstance(value, float) else f" {flag} {value}"
     return cmd
 
 
@@ -154,20 +169,7 @@ def _stages_text(summary: dict) -> str:
     lines = [f"- Trained in {len(chain)} stages, each starting from the one before's weights "
              f"({sum(s['steps'] for s in chain)} steps in {sum(s['minutes'] for s in chain):.1f} minutes in all):"]
     for k, st in enumerate(chain):
-        extra = f", standing pairs {100 * st['standing_pairs']:.0f} % of the action rung's clips" \
-            if st.get("standing_pairs") else ""
-        if st.get("crowded_colour"):
-            extra += f", {100 * st['crowded_colour']:.0f} % of the colour rung's clips crowded"
-        if st.get("standing_no"):
-            extra += " (each no a window where nothing named acts)"
-        if st.get("hard_negatives"):
-            extra += f", {100 * st['hard_negatives']:.0f} % of the pairs' no from a window where a same-coloured object acts"
-        if st.get("contrast_actions"):
-            extra += f", {100 * st['contrast_actions']:.0f} % of the action rung's no asking a confusable action"
-        if st.get("size_questions"):
-            extra += f", {100 * st['size_questions']:.0f} % of the questions naming the size (their no the other size)"
-        if st.get("train_only", "all") != "all":
-            extra += f", only the {st['train_only']} trained (attention weights unchanged)"
+        extra = "".join(f", {describe(st)}" for key, _, describe in _STAGE_OPTIONS if _active(st, key))
         lines.append(f"  {k + 1}. seed {st['seed']}, {st['steps']} steps in {st['minutes']} minutes, lr {st['lr']:g}"
                      f" (vision {st['vision_lr']:g}), rungs {' → '.join(st.get('rungs', []))}"
                      f"{' from rung ' + str(st['start_rung']) if st.get('start_rung') else ''}{extra}")
