@@ -7,7 +7,7 @@ import pytest
 
 from stvg_ros.synthetic.generator import (COLOURS, HELD_OUT, draw_object, generate_sample, target_object,
                                           write_split)
-from stvg_ros.synthetic.questions import RUNGS, clip_questions
+from stvg_ros.synthetic.questions import RUNGS, QuestionMix, clip_questions
 
 
 def test_same_seed_same_clip_and_different_seed_differs():
@@ -122,7 +122,7 @@ def test_questions_are_balanced_and_answers_true(colour_action):
     shapeless = 0
     for seed in range(20):
         _, s = generate_sample(seed, "train")
-        qs = clip_questions(s["objects"], list(RUNGS), 2, rng, colour_action=colour_action)
+        qs = clip_questions(s["objects"], list(RUNGS), 2, rng, mix=QuestionMix(colour_action=colour_action))
         shapeless += sum(r == "action" and described[q]["shape"] is None for q, _, r in qs)
         answers = [a for _, a, _ in qs]
         assert answers.count(True) == answers.count(False)
@@ -143,8 +143,8 @@ def test_size_questions_name_the_size_and_their_no_swaps_it():
     rng = np.random.default_rng(2)
     for seed in range(30):
         _, s = generate_sample(seed, "train")
-        for q, a, _ in clip_questions(s["objects"], ["colour", "action"], 2, rng, colour_action=0.8,
-                                      size_questions=1.0):
+        for q, a, _ in clip_questions(s["objects"], ["colour", "action"], 2, rng,
+                                      mix=QuestionMix(colour_action=0.8, size_questions=1.0)):
             d = described[q]
             assert any(matches(o, d["size"], d["colour"], d["shape"], d["action"]) for o in s["objects"]) == a, q
             assert d["size"] is not None, q
@@ -168,8 +168,8 @@ def test_contrasting_no_questions_ask_the_action_the_model_confuses_and_are_stil
         rng = np.random.default_rng(1)
         for seed in range(30):
             _, s = generate_sample(seed, "train")
-            for q, a, _ in clip_questions(s["objects"], ["action"], 2, rng, colour_action=0.8,
-                                          contrast_actions=contrast):
+            for q, a, _ in clip_questions(s["objects"], ["action"], 2, rng,
+                                          mix=QuestionMix(colour_action=0.8, contrast_actions=contrast)):
                 d = described[q]
                 assert any(matches(o, d["size"], d["colour"], d["shape"], d["action"]) for o in s["objects"]) == a, q
                 if a or not contrast:

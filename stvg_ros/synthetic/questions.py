@@ -11,6 +11,8 @@ makes a no, so the answer needs *when* the named object acts, not only whether i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .generator import ACTION_VERB, ACTIONS, COLOURS, HELD_OUT, SHAPES, SIZES, describe, matches
@@ -28,6 +30,22 @@ _VALUES = {"size": list(SIZES), "colour": list(COLOURS), "shape": list(SHAPES), 
 CONFUSABLE = {"moves up": ("moves down", "jumps"), "moves down": ("moves up", "jumps"),
               "moves left": ("moves right",), "moves right": ("moves left",),
               "jumps": ("moves up", "moves down"), "spins": ("grows",), "grows": ("spins",)}
+
+
+@dataclass(frozen=True)
+class QuestionMix:
+    """How questions are drawn beyond their rung (``train``'s question options; all 0: the ladder alone).
+
+    ``colour_action``: the share of action questions that name colour and action only ("a red shape that jumps");
+    ``contrast_actions``: the share of the action rung's "no" questions made by swapping the object's action for one
+    in :data:`CONFUSABLE` (the same window asked with the opposite direction, say), the rest changing a field at
+    random; ``size_questions``: the share of questions (yes and no alike) that also name the object's size, their
+    "no" made by swapping the size (a "big red shape" where the red one is small: the standing queries name sizes).
+    """
+
+    colour_action: float = 0.0
+    contrast_actions: float = 0.0
+    size_questions: float = 0.0
 
 
 def _fields(rung: str, rng: np.random.Generator, colour_action: float = 0.0) -> list[str]:
@@ -68,14 +86,9 @@ def _allowed(desc: dict, split: str) -> bool:
 
 
 def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.Generator,
-                  split: str = "train", colour_action: float = 0.0, contrast_actions: float = 0.0,
-                  size_questions: float = 0.0) -> str | None:
-    """A question of ``rung`` about a clip whose answer is ``answer`` (None if none can be made);
-    ``colour_action`` as in :func:`_fields`; ``contrast_actions``: the share of the action rung's "no"
-    questions made by swapping the object's action for one in :data:`CONFUSABLE` (the same window asked with
-    the opposite direction, say), the rest changing a field at random; ``size_questions``: the share of
-    questions (yes and no alike) that also name the object's size, their "no" made by swapping the size
-    (a "big red shape" where the red one is small: the standing queries name sizes)."""
+                  split: str = "train", mix: QuestionMix = QuestionMix()) -> str | None:
+    """A question of ``rung`` about a clip whose answer is ``answer`` (None if none can be made), drawn as ``mix``
+    says."""
     pool = [o for o in objects if rung != "action" or o["action"]]
     # on a window of the clip (``action_window``), an object whose action happens outside it is asked
     # about with its real action and the answer is no: the action must be seen in the frames shown
@@ -85,22 +98,22 @@ def make_question(objects: list[dict], rung: str, answer: bool, rng: np.random.G
     for _ in range(30):
         if lapsed and (not pool or rng.random() < 0.5):
             obj = lapsed[int(rng.integers(len(lapsed)))]
-            fields = _fields(rung, rng, colour_action)
+            fields = _fields(rung, rng, mix.colour_action)
             desc = {f: obj[f] for f in fields}
             desc["action"] = obj["action_outside"]
             if _present(objects, desc) or not _allowed(desc, split):
                 continue
             return phrase(desc, rng)
         obj = pool[int(rng.integers(len(pool)))]
-        fields = _fields(rung, rng, colour_action)
-        sized = size_questions > 0 and rng.random() < size_questions
+        fields = _fields(rung, rng, mix.colour_action)
+        sized = mix.size_questions > 0 and rng.random() < mix.size_questions
         if sized and "size" not in fields:
             fields.append("size")
         desc = {f: obj[f] for f in fields}
         if not answer:
             change = "size" if sized else fields[int(rng.integers(len(fields)))]
             options = [v for v in _VALUES[change] if v != obj[change]]
-            if not sized and "action" in fields and contrast_actions > 0 and rng.random() < contrast_actions:
+            if not sized and "action" in fields and mix.contrast_actions > 0 and rng.random() < mix.contrast_actions:
                 change, options = "action", list(CONFUSABLE[obj["action"]])
             desc[change] = options[int(rng.integers(len(options)))]
         if desc.get("action") == "spins" and desc.get("shape") == "circle":
@@ -128,17 +141,15 @@ def action_window(num_frames: int, objects: list[dict], length: int, start: int)
 
 
 def clip_questions(objects: list[dict], rungs: list[str], per_answer: int, rng: np.random.Generator,
-                   split: str = "train", colour_action: float = 0.0, contrast_actions: float = 0.0,
-                   size_questions: float = 0.0) -> list[tuple[str, bool, str]]:
-    """Balanced questions for one clip: ``per_answer`` yes and as many no, (question, answer, rung);
-    ``colour_action`` as in :func:`_fields`, ``contrast_actions`` and ``size_questions`` as in
-    :func:`make_question`."""
+                   split: str = "train", mix: QuestionMix = QuestionMix()) -> list[tuple[str, bool, str]]:
+    """Balanced questions for one clip: ``per_answer`` yes and as many no, (question, answer, rung), drawn as
+    ``mix`` says."""
     out = []
     for answer in (True, False):
         made = 0
         for _ in range(4 * per_answer):
             rung = rungs[int(rng.integers(len(rungs)))]
-            q = make_question(objects, rung, answer, rng, split, colour_action, contrast_actions, size_questions)
+            q = make_question(objects, rung, answer, rng, split, mix)
             if q is not None:
                 out.append((q, answer, rung))
                 made += 1

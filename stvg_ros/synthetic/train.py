@@ -31,7 +31,7 @@ from .card import draw_curve, write_model_card
 from .generator import acts_in, describe, generate_sample, matches, target_object
 from .model import (MODEL_DIMS, PromptBuilder, build_model, frames_to_pixels, motion_pathway_masks, readout_parameters,
                     save_model_dir, yes_no_logits)
-from .questions import RUNGS, action_window, clip_questions
+from .questions import RUNGS, QuestionMix, action_window, clip_questions
 
 
 #: distractors per clip on each rung: the first rungs see emptier scenes
@@ -116,15 +116,14 @@ def _standing_pair(seed: int, split: str, rng, hard_negatives: float = 0.0) -> l
     return [(a, frames[a:a + w], q, True), (b, frames[b:b + w], q, False)]
 
 
-def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0, colour_action=0.0,
-           still=None, standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0, contrast_actions=0.0,
-           size_questions=0.0):
+def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share=0.0, mix=QuestionMix(),
+           still=None, standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0):
     """Clips (one rung each, drawn from ``rungs``) and their balanced yes/no questions; ``still``: the
     frames the look rungs see (default :data:`STILL_FRAMES`); ``standing_pairs``: the share of the action
     rung's clips replaced by a :func:`_standing_pair` (two windows, one question each; ``hard_negatives`` passed on); ``crowded_colour``:
     the share of the colour rung's clips drawn as crowded as the action rung's, 8 or 20 frames
-    (:data:`CROWDED_FRAMES`), where two colours side by side must not answer for a third; ``contrast_actions``
-    and ``size_questions``: :func:`~stvg_ros.synthetic.questions.make_question`'s."""
+    (:data:`CROWDED_FRAMES`), where two colours side by side must not answer for a third; ``mix``: how the
+    questions are drawn (:class:`~stvg_ros.synthetic.questions.QuestionMix`)."""
     still = STILL_FRAMES if still is None else still
     pixels, grids, questions, labels, clips, qrungs = [], [], [], [], [], []
     for seed in seeds:
@@ -163,8 +162,7 @@ def _batch(seeds, split, rungs, per_answer, rng, still_frames=True, window_share
         px, grid = frames_to_pixels(frames)
         pixels.append(px)
         grids.append(grid)
-        for q, a, r in clip_questions(objects, [rung], per_answer, rng, split, colour_action, contrast_actions,
-                                      size_questions):
+        for q, a, r in clip_questions(objects, [rung], per_answer, rng, split, mix):
             questions.append(q)
             labels.append(0 if a else 1)  # class 0 = "yes", 1 = "no"
             clips.append(c)
@@ -203,16 +201,12 @@ class BatchStream(torch.utils.data.IterableDataset):
 
     Each worker draws its own seeds (``[seed, worker id]``) and reads the ladder's current rung from
     shared memory (``rung``, set by the training loop), so a climb reaches the batches a few steps later
-    (those already queued).  ``torch.utils.data.DataLoader`` moves the tensors through shared memory."""
+    (those already queued).  ``torch.utils.data.DataLoader`` moves the tensors through shared memory.
+    ``options``: :func:`_batch`'s (the training loop's own batches take the same)."""
 
-    def __init__(self, rung, rungs, seed, clips_per_step, per_answer, window_share, colour_action, still,
-                 standing_pairs=0.0, crowded_colour=0.0, hard_negatives=0.0, contrast_actions=0.0,
-                 size_questions=0.0):
-        self.rung, self.rungs, self.seed = rung, rungs, seed
-        self.kw = dict(per_answer=per_answer, window_share=window_share, colour_action=colour_action, still=still,
-                       standing_pairs=standing_pairs, crowded_colour=crowded_colour,
-                       hard_negatives=hard_negatives, contrast_actions=contrast_actions,
-                       size_questions=size_questions)
+    def __init__(self, rung, rungs, seed, clips_per_step, per_answer, **options):
+        self.rung, self.rungs, self.seed, self.per_answer = rung, rungs, seed, per_answer
+        self.kw = options
         self.clips_per_step = clips_per_step
 
     def __iter__(self):
@@ -224,16 +218,9 @@ class BatchStream(torch.utils.data.IterableDataset):
         rng = np.random.default_rng([self.seed, 11, info.id if info else 0])
         while True:
             active = list(self.rungs[: self.rung.value + 1])
-            mix = [active[-1]] * max(1, len(active)) + active
+            drawn = [active[-1]] * max(1, len(active)) + active
             seeds = rng.integers(0, 2**31 - 1, size=self.clips_per_step)
-            px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, self.kw["per_answer"], rng,
-                                                    window_share=self.kw["window_share"],
-                                                    colour_action=self.kw["colour_action"], still=self.kw["still"],
-                                                    standing_pairs=self.kw["standing_pairs"],
-                                                    crowded_colour=self.kw["crowded_colour"],
-                                                    hard_negatives=self.kw["hard_negatives"],
-                                                    contrast_actions=self.kw["contrast_actions"],
-                                                    size_questions=self.kw["size_questions"])
+            px, grid, qs, labels, clips, _ = _batch(seeds, "train", drawn, self.per_answer, rng, **self.kw)
             yield px, grid, qs, labels, clips, float(rng.choice(SECONDS_PER_SLOT))
 
 
@@ -297,6 +284,9 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         # through from_pretrained: the checkpoint's names are the saved layout (transformers renames them on save),
         # and strict, so that a directory of another architecture fails here instead of training from scratch
         model.load_state_dict(type(model).from_pretrained(str(init)).state_dict(), strict=True)
+    batch_options = dict(window_share=action_windows, mix=QuestionMix(colour_action, contrast_actions, size_questions),
+                         still=still_frames, standing_pairs=standing_pairs, crowded_colour=crowded_colour,
+                         hard_negatives=hard_negatives)
     stream = pending = None
     if workers > 0:
         # data workers and the two evaluation sets start before CUDA does (they fork) and run beside training
@@ -304,10 +294,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         from concurrent.futures import ProcessPoolExecutor
 
         shared_rung = mp.Value("i", start_rung)
-        stream = _data_loader(BatchStream(shared_rung, rungs, seed, clips_per_step, per_answer, action_windows,
-                                          colour_action, still_frames, standing_pairs, crowded_colour,
-                                          hard_negatives, contrast_actions, size_questions), workers,
-                              pin=dev.type == "cuda")
+        stream = _data_loader(BatchStream(shared_rung, rungs, seed, clips_per_step, per_answer, **batch_options),
+                              workers, pin=dev.type == "cuda")
         pool = ProcessPoolExecutor(max_workers=2, mp_context=mp.get_context("fork"))
         pending = {"val": pool.submit(ValSet, "val", val_clips, seed), "test": pool.submit(ValSet, "test", val_clips, seed + 1)}
         pool.shutdown(wait=False)
@@ -396,14 +384,9 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         else:
             active = list(rungs[: rung + 1])
             # the current rung gets most questions, earlier rungs stay in the mix
-            mix = [active[-1]] * max(1, len(active)) + active
+            drawn = [active[-1]] * max(1, len(active)) + active
             seeds = rng.integers(0, 2**31 - 1, size=clips_per_step)
-            px, grid, qs, labels, clips, _ = _batch(seeds, "train", mix, per_answer, rng,
-                                                    window_share=action_windows, colour_action=colour_action,
-                                                    still=still_frames, standing_pairs=standing_pairs,
-                                                    crowded_colour=crowded_colour, hard_negatives=hard_negatives,
-                                                    contrast_actions=contrast_actions,
-                                                    size_questions=size_questions)
+            px, grid, qs, labels, clips, _ = _batch(seeds, "train", drawn, per_answer, rng, **batch_options)
             # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
             # 5 fps) or the processor's default 1 s; train on both so rotary time positions match either
             seconds = float(rng.choice(SECONDS_PER_SLOT))
