@@ -195,6 +195,13 @@ class ValSet:
         return out
 
 
+def _rungs_drawn(rungs, rung: int) -> list[str]:
+    """The rungs a step's clips are drawn from, up to the current one: the current rung gets most of them (as many
+    entries as all the active rungs together), earlier rungs stay in the mix."""
+    active = list(rungs[: rung + 1])
+    return [active[-1]] * len(active) + active
+
+
 class BatchStream(torch.utils.data.IterableDataset):
     """Training batches made by data worker processes (``--workers``), so that a GPU is not left waiting
     for the CPU generator (≈50-70 ms per clip and core, measured on the shared 2-core machine).
@@ -217,8 +224,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         rng = np.random.default_rng([self.seed, 11, info.id if info else 0])
         while True:
-            active = list(self.rungs[: self.rung.value + 1])
-            drawn = [active[-1]] * max(1, len(active)) + active
+            drawn = _rungs_drawn(self.rungs, self.rung.value)
             seeds = rng.integers(0, 2**31 - 1, size=self.clips_per_step)
             px, grid, qs, labels, clips, _ = _batch(seeds, "train", drawn, self.per_answer, rng, **self.kw)
             yield px, grid, qs, labels, clips, float(rng.choice(SECONDS_PER_SLOT))
@@ -382,9 +388,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
         if batch is not None:
             px, grid, qs, labels, clips, seconds = batch
         else:
-            active = list(rungs[: rung + 1])
-            # the current rung gets most questions, earlier rungs stay in the mix
-            drawn = [active[-1]] * max(1, len(active)) + active
+            drawn = _rungs_drawn(rungs, rung)
             seeds = rng.integers(0, 2**31 - 1, size=clips_per_step)
             px, grid, qs, labels, clips, _ = _batch(seeds, "train", drawn, per_answer, rng, **batch_options)
             # the grounder may or may not pass frame times to the adapter: 0.4 s per slot (this world's
