@@ -157,10 +157,10 @@ def main(argv=None) -> int:
                           probe=probe_accuracy(x, y_shape), chance=1 / len(SHAPES)))
     with torch.no_grad():
         sizes = [r for r in (size_answers(model, tok, k, a.split) for k in range(a.sizes)) if r is not None]
+    out["size"] = dict(probe=probe_accuracy(x, y_size))
     if sizes:
-        out["size"] = dict(clips=len(sizes), seeds=a.sizes, colour=float(np.mean([r[0] for r in sizes])),
+        out["size"].update(clips=len(sizes), seeds=a.sizes, colour=float(np.mean([r[0] for r in sizes])),
                            full_query=float(np.mean([r[1] for r in sizes])))
-    out.setdefault("size", {})["probe"] = probe_accuracy(x, y_size)
     out["cpu_s"] = round(time.process_time() - t0, 1)
     print(f"{a.model}, {a.split}: {len(y)} clips whose target acts (8-frame windows inside the action)")
     print(f"  the model's answer (the action with the highest yes-logit of {len(ACTIONS)}): {100 * out['answered']:.1f} % "
