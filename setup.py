@@ -4,6 +4,7 @@
 node, its messages and launch files are built with colcon (see README, "ROS 2 workspace").
 """
 
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -21,13 +22,14 @@ CONSOLE_SCRIPTS = [
 
 
 def requirements() -> list[str]:
-    """Core requirements by name (pins live in requirements/core.txt; torch is installed apart)."""
+    """Core requirements by name (pins live in requirements/core.txt, one per Python where they differ; torch is
+    installed apart)."""
     names = []
     for line in (HERE / "requirements" / "core.txt").read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line and not line.startswith("-"):
-            name = line.split("==")[0].split(">=")[0].strip()
-            if name != "pytest":
+            name = re.split(r"[=<>!~;\s]", line, maxsplit=1)[0]
+            if name != "pytest" and name not in names:
                 names.append(name)
     return ["torch>=2.4"] + names
 
