@@ -29,8 +29,12 @@ class FakeClock:
 
 
 def _env(tmp_path, **extra):
-    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-                STVG_ROS_CACHE=str(tmp_path / "cache"), **extra)
+    """The children's environment: this interpreter (the scripts' $PYTHON), one thread, offline, their caches and
+    temporary files under ``tmp_path`` (a child killed at its deadline runs no exit handler, so the model directory
+    it built would stay in /tmp)."""
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    return dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+                STVG_ROS_CACHE=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"), **extra)
 
 
 # --- the time budget ------------------------------------------------------------------------------------

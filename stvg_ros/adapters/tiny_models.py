@@ -519,6 +519,7 @@ def _llava_next_video_tokenizer(chat_template: str | None = None):
     tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in _LLAVA_SPECIALS[::-1]],
                    special_tokens=True)
     tok.pad_token = tok.unk_token
+    tok.add_bos_token = True  # as the released tokenizer_config.json says (transformers < 5.21 reads the GGUF's as off)
     tok.chat_template = chat_template or VICUNA_VIDEO_CHAT_TEMPLATE
     return tok
 
