@@ -18,20 +18,7 @@ python=$(dirname "$pip")/python
 [ -x "$python" ] || python=python3
 for py in 3.10 3.11 3.12; do
     log="$out/$py.log"
-    # pip evaluates `; python_version < "3.11"` markers for the Python it runs on, not --python-version's:
-    # keep the lines whose marker holds on $py first
-    "$python" - "$py" requirements/core.txt requirements/test.txt > "$out/req-$py.txt" <<'PY' || exit 1
-import sys
-from packaging.requirements import Requirement
-env = {"python_version": sys.argv[1], "python_full_version": sys.argv[1] + ".0"}
-for path in sys.argv[2:]:
-    for line in open(path):
-        line = line.split("#", 1)[0].strip()
-        if line and not line.startswith("-"):
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate(env):
-                print(f"{req.name}{req.specifier}")
-PY
+    "$python" scripts/requirement_pins.py "$py" requirements/core.txt requirements/test.txt > "$out/req-$py.txt" || exit 1
     if "$pip" download --quiet --no-deps --only-binary :all: --python-version "$py" --implementation cp \
             --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
             --platform manylinux2014_x86_64 --platform linux_x86_64 \

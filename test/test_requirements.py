@@ -5,6 +5,7 @@ Where Humble's Python (3.10) needs other releases than Kilted's and Jazzy's, req
 silently.  (Whether each pin has a wheel there is scripts/check_requirements.sh's job: it needs the index.)
 """
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,24 +13,17 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHONS = ("3.10", "3.11", "3.12")
-
-
-def _requirements(name: str) -> list[Requirement]:
-    out = []
-    for line in (ROOT / "requirements" / name).read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line and not line.startswith("-"):
-            out.append(Requirement(line))
-    return out
+_spec = importlib.util.spec_from_file_location("requirement_pins", ROOT / "scripts" / "requirement_pins.py")
+pins = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(pins)
+REQ = ROOT / "requirements"
 
 
 @pytest.mark.parametrize("name", ["core.txt", "test.txt", "torch.txt"])
 @pytest.mark.parametrize("python", PYTHONS)
 def test_each_package_is_pinned_once_for_each_python(name, python):
-    env = {"python_version": python, "python_full_version": python + ".0"}
-    reqs = _requirements(name)
-    names = {r.name.lower() for r in reqs}
-    active = [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
+    names = {r.name.lower() for r in pins.requirements(REQ / name)}
+    active = pins.pins_for(python, REQ / name)
     counts = {n: sum(r.name.lower() == n for r in active) for n in names}
     # tomli is needed only before 3.11 (mypy reads its config with tomllib from 3.11 on)
     missing = [n for n, c in counts.items() if c == 0 and n != "tomli"]
@@ -41,11 +35,9 @@ def test_each_package_is_pinned_once_for_each_python(name, python):
 
 def test_humbles_python_gets_numpy_1_and_an_opencv_built_for_it():
     """Humble's binaries (cv_bridge) were built against NumPy 1 and fail under NumPy 2; OpenCV 5 needs NumPy 2."""
-    env = {"python_version": "3.10", "python_full_version": "3.10.0"}
-    pins = {r.name.lower(): str(next(iter(r.specifier)).version) for r in _requirements("core.txt")
-            if r.marker is None or r.marker.evaluate(env)}
-    assert pins["numpy"].startswith("1.")
-    assert pins["opencv-contrib-python-headless"].startswith("4.")
+    versions = {r.name.lower(): next(iter(r.specifier)).version for r in pins.pins_for("3.10", REQ / "core.txt")}
+    assert versions["numpy"].startswith("1.")
+    assert versions["opencv-contrib-python-headless"].startswith("4.")
 
 
 def test_setup_requires_each_core_package_once():
@@ -62,4 +54,4 @@ def test_setup_requires_each_core_package_once():
         setuptools.setup = real
     names = [Requirement(r).name.lower() for r in seen["install_requires"]]
     assert len(names) == len(set(names))
-    assert set(names) >= {r.name.lower() for r in _requirements("core.txt")} - {"pytest"}
+    assert set(names) >= {r.name.lower() for r in pins.requirements(REQ / "core.txt")} - {"pytest"}
