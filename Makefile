@@ -77,7 +77,7 @@ $(LLAMA_VOCAB): requirements/test.txt | $(STAMP)
 
 $(STAMP): $(REQ_FILES)
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	@echo "setup: installing torch (CPU) and the pinned requirements ($(DISTRO)) into $(VENV) (log: $(VENV)/setup.log)"
+	@echo "setup: installing torch (requirements/torch.txt) and the pinned requirements ($(DISTRO)) into $(VENV) (log: $(VENV)/setup.log)"
 	@# torch first, alone, from the pinned CPU wheel: nothing after it may pull another torch
 	@$(VENV)/bin/pip install -r requirements/torch.txt > $(VENV)/setup.log 2>&1 \
 		|| { tail -30 $(VENV)/setup.log; echo "setup: installing torch failed (full log: $(VENV)/setup.log)"; exit 1; }
