@@ -11,6 +11,12 @@ mean over the temporal slots) for its action, shape and size: where a probe beat
 what the tower gives the language model and the answers do not read it; where the probe is at chance, the tower
 does not give it.
 
+Direction (what a hand-set pathway could add): per 14-px patch of the target's token, the x- and y-moments of each
+colour channel's frame difference within a temporal pair (``frame_moments``: a linear function of the patch's pixels,
+so a patch-embedding filter can compute it; the motion prior's differences carry no position).  The action probe is
+run again on the tokens with these moments and their absolute values (the rectification the merger's motion pairs
+do) appended: where it gains, a tower with such filters would hand the language model more of the action.
+
 Size (``--sizes N`` seeds, whole 20-frame clips where no object of the target's colour has the other size, so that
 the swapped question is a no): "Is there a big red shape?" against "a small red shape?", and the full query
 with the size swapped; the share of clips where the true size's yes-logit is the higher (chance 50 %).
@@ -56,12 +62,15 @@ def clip_features(model, tok, seed: int, split: str):
     side = IMAGE_SIZE // TOKEN
     grid_feats = feats.view(-1, side, side, feats.shape[-1])
     track = s["tracks"][s["target"]]
-    tokens = []
+    tokens, moments = [], []
     for slot in range(grid_feats.shape[0]):
         box = next((track[f] for f in (first + 2 * slot, first + 2 * slot + 1) if f in track), None)
         if box is not None:
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-            tokens.append(grid_feats[slot, min(side - 1, int(cy // TOKEN)), min(side - 1, int(cx // TOKEN))])
+            row, col = min(side - 1, int(cy // TOKEN)), min(side - 1, int(cx // TOKEN))
+            tokens.append(grid_feats[slot, row, col])
+            pair = frames[first + 2 * slot: first + 2 * slot + 2]
+            moments.append(frame_moments(pair[0], pair[-1], row, col))
     if not tokens:
         return None
     questions = [f"Is there a {t['colour']} shape that {act} in this video?" for act in ACTIONS]
@@ -69,7 +78,23 @@ def clip_features(model, tok, seed: int, split: str):
     logits = yes_no_logits(model, PromptBuilder(tok, feats.shape[0]), pixels, grid, questions, [0] * len(questions))
     yes = (logits[:, 0] - logits[:, 1]).numpy()
     labels = (ACTIONS.index(t["action"]), SHAPES.index(t["shape"]), list(SIZES).index(t["size"]))
-    return labels, torch.stack(tokens).mean(0).numpy(), yes[:len(ACTIONS)], yes[len(ACTIONS):]
+    return (labels, torch.stack(tokens).mean(0).numpy(), yes[:len(ACTIONS)], yes[len(ACTIONS):],
+            np.mean(moments, axis=0))
+
+
+def frame_moments(before: np.ndarray, after: np.ndarray, row: int, col: int) -> np.ndarray:
+    """(24,): for each 14-px patch of the merged token at (``row``, ``col``), the x- and y-moments (about the patch's
+    centre) of the R, G and B frame difference ``after - before`` (0-1 units): linear in the patch's pixels, like a
+    patch-embedding filter, and signed by where in the patch the colour came and went."""
+    diff = (after.astype(np.float32) - before.astype(np.float32)) / 255.0
+    token = diff[row * TOKEN:(row + 1) * TOKEN, col * TOKEN:(col + 1) * TOKEN]
+    offset = np.arange(PATCH) - (PATCH - 1) / 2
+    out = []
+    for top in (0, PATCH):
+        for left in (0, PATCH):
+            patch = token[top:top + PATCH, left:left + PATCH]
+            out += [(patch * offset[None, :, None]).sum((0, 1)), (patch * offset[:, None, None]).sum((0, 1))]
+    return np.concatenate(out)
 
 
 def size_answers(model, tok, seed: int, split: str):
@@ -132,7 +157,7 @@ def main(argv=None) -> int:
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.model).eval()
     tok = AutoTokenizer.from_pretrained(a.model)
     t0 = time.process_time()
-    labels, xs, answers, shape_answers, seed = [], [], [], [], 0
+    labels, xs, answers, shape_answers, moments, seed = [], [], [], [], [], 0
     with torch.no_grad():
         while len(labels) < a.count:
             got = clip_features(model, tok, seed, a.split)
@@ -142,6 +167,7 @@ def main(argv=None) -> int:
                 xs.append(got[1])
                 answers.append(got[2])
                 shape_answers.append(got[3])
+                moments.append(got[4])
     (y, y_shape, y_size), x, ans = np.array(labels).T, np.array(xs), np.array(answers)
     answered = ans.argmax(1) == y
     beats = np.array([ans[k, y[k]] > max(ans[k, ACTIONS.index(c)] for c in CONFUSABLE[ACTIONS[y[k]]])
@@ -155,6 +181,14 @@ def main(argv=None) -> int:
                probe=probe_accuracy(x, y), per_action=per_action,
                shape=dict(answered=float((np.array(shape_answers).argmax(1) == y_shape).mean()),
                           probe=probe_accuracy(x, y_shape), chance=1 / len(SHAPES)))
+    vertical = [ACTIONS.index(a) for a in ("moves up", "moves down")]
+    directions = np.isin(y, [ACTIONS.index(a) for a in ("moves left", "moves right")] + vertical)
+    axis = np.isin(y[directions], vertical).astype(int)
+    with_moments = np.hstack([x, np.array(moments), np.abs(moments)])
+    out["directions"] = {
+        name: dict(all_actions=probe_accuracy(f, y), four_directions=probe_accuracy(f[directions], y[directions]),
+                   axis=probe_accuracy(f[directions], axis))
+        for name, f in (("tokens", x), ("tokens_and_frame_moments", with_moments))}
     with torch.no_grad():
         sizes = [r for r in (size_answers(model, tok, k, a.split) for k in range(a.sizes)) if r is not None]
     out["size"] = dict(probe=probe_accuracy(x, y_size))
@@ -170,6 +204,11 @@ def main(argv=None) -> int:
     print(f"  shape: its answer (of {len(SHAPES)}) {100 * out['shape']['answered']:.1f} %, the probe "
           f"{100 * out['shape']['probe']:.1f} % (chance {100 * out['shape']['chance']:.0f} %); size: the probe "
           f"{100 * out['size']['probe']:.1f} % (chance 50 %)")
+    d = out["directions"]
+    print("  linear probes, the tokens / with the frame moments appended: all actions "
+          + " / ".join(f"{100 * d[k]['all_actions']:.1f} %" for k in d) + ", the 4 directions "
+          + " / ".join(f"{100 * d[k]['four_directions']:.1f} %" for k in d) + ", horizontal or vertical "
+          + " / ".join(f"{100 * d[k]['axis']:.1f} %" for k in d))
     print("| action | clips | answered | above its confusable |\n|---|---|---|---|")
     for act, r in per_action.items():
         if r["clips"]:

@@ -189,6 +189,8 @@ def test_attribute_probe_quick(tmp_path):
     assert 0 < size["clips"] <= size["seeds"] == 40 and 0 <= size["colour"] <= 1 and 0 <= size["full_query"] <= 1
     assert 0 <= size["probe"] <= 1 and 0 <= data["shape"]["answered"] <= 1 and 0 <= data["shape"]["probe"] <= 1
     assert "true size's yes above" in stdout
+    for probes in data["directions"].values():  # the action probes with and without the frame moments
+        assert set(probes) == {"all_actions", "four_directions", "axis"} and all(0 <= v <= 1 for v in probes.values())
 
 
 def test_bench_multicam_quick(tmp_path):
