@@ -13,8 +13,8 @@ does not give it.
 
 Direction (what a hand-set pathway could add): per 14-px patch of the target's token, the x- and y-moments of each
 colour channel's frame difference within a temporal pair (``frame_moments``: a linear function of the patch's pixels,
-so a patch-embedding filter can compute it; the motion prior's differences carry no position).  The action probe is
-run again on the tokens with these moments and their absolute values (the rectification the merger's motion pairs
+so a patch-embedding filter can compute it; the motion prior's difference filters are plain sums over the patch or
+its quadrants, which place a change no finer than a quadrant).  The action probe is run again on the tokens with these moments and their absolute values (the rectification the merger's motion pairs
 do) appended: where it gains, a tower with such filters would hand the language model more of the action.
 
 Size (``--sizes N`` seeds, whole 20-frame clips where no object of the target's colour has the other size, so that
