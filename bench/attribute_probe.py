@@ -14,8 +14,9 @@ does not give it.
 Direction (what a hand-set pathway could add): per 14-px patch of the target's token, the x- and y-moments of each
 colour channel's frame difference within a temporal pair (``frame_moments``: a linear function of the patch's pixels,
 so a patch-embedding filter can compute it; the motion prior's difference filters are plain sums over the patch or
-its quadrants, which place a change no finer than a quadrant).  The action probe is run again on the tokens with these moments and their absolute values (the rectification the merger's motion pairs
-do) appended: where it gains, a tower with such filters would hand the language model more of the action.
+its quadrants, which place a change no finer than a quadrant).  The action probe is run again on the tokens with
+these moments and their absolute values (the rectification the merger's motion pairs do) appended: where it gains, a
+tower with such filters would hand the language model more of the action.
 
 Size (``--sizes N`` seeds, whole 20-frame clips where no object of the target's colour has the other size, so that
 the swapped question is a no): "Is there a big red shape?" against "a small red shape?", and the full query
@@ -186,7 +187,8 @@ def main(argv=None) -> int:
     axis = np.isin(y[directions], vertical).astype(int)
     with_moments = np.hstack([x, np.array(moments), np.abs(moments)])
     out["directions"] = {
-        name: dict(all_actions=probe_accuracy(f, y), four_directions=probe_accuracy(f[directions], y[directions]),
+        name: dict(all_actions=out["probe"] if f is x else probe_accuracy(f, y),  # the tokens' probe: fitted above
+                   four_directions=probe_accuracy(f[directions], y[directions]),
                    axis=probe_accuracy(f[directions], axis))
         for name, f in (("tokens", x), ("tokens_and_frame_moments", with_moments))}
     with torch.no_grad():
