@@ -18,6 +18,10 @@ its quadrants, which place a change no finer than a quadrant).  The action probe
 these moments and their absolute values (the rectification the merger's motion pairs do) appended: where it gains, a
 tower with such filters would hand the language model more of the action.
 
+Shape (what a hand-set pathway would have to compute): probes on rotation-invariant descriptors of the target on
+the window's middle frame, from its pixels, no model (``shape_descriptors``): the k-fold symmetry of all its edges'
+orientations together, and the same from linear patch filters' brightness moments per 14-px or 7-px cell.
+
 Size (``--sizes N`` seeds, whole 20-frame clips where no object of the target's colour has the other size, so that
 the swapped question is a no): "Is there a big red shape?" against "a small red shape?", and the full query
 with the size swapped; the share of clips where the true size's yes-logit is the higher (chance 50 %).
@@ -74,13 +78,52 @@ def clip_features(model, tok, seed: int, split: str):
             moments.append(frame_moments(pair[0], pair[-1], row, col))
     if not tokens:
         return None
+    middle = first + WINDOW // 2
+    box = track.get(middle) or next(track[f] for f in range(first, first + WINDOW) if f in track)
     questions = [f"Is there a {t['colour']} shape that {act} in this video?" for act in ACTIONS]
     questions += [f"Is there a {t['colour']} {shape} in this video?" for shape in SHAPES]
     logits = yes_no_logits(model, PromptBuilder(tok, feats.shape[0]), pixels, grid, questions, [0] * len(questions))
     yes = (logits[:, 0] - logits[:, 1]).numpy()
     labels = (ACTIONS.index(t["action"]), SHAPES.index(t["shape"]), list(SIZES).index(t["size"]))
     return (labels, torch.stack(tokens).mean(0).numpy(), yes[:len(ACTIONS)], yes[len(ACTIONS):],
-            np.mean(moments, axis=0))
+            np.mean(moments, axis=0), shape_descriptors(frames[middle if middle in track else first], box))
+
+
+#: the rotation-invariant descriptors of :func:`shape_descriptors`, by name
+SHAPE_DESCRIPTORS = ("object edge harmonics", "patch moment harmonics, 14 px", "patch moment harmonics, 7 px")
+
+
+def _harmonics(weight: np.ndarray, angle: np.ndarray, orders) -> list[float]:
+    """|sum w e^(i k angle)| / sum w for each order k: how k-fold symmetric the angles are, whatever the rotation."""
+    total = float(weight.sum()) + 1e-9
+    return [float(abs((weight * np.exp(1j * k * angle)).sum())) / total for k in orders]
+
+
+def shape_descriptors(frame: np.ndarray, box) -> dict[str, list[float]]:
+    """Rotation-invariant shape descriptors of the object in ``box`` (pixel edges) on one frame (what a hand-set
+    shape pathway would have to compute): ``object edge harmonics``, the k-fold symmetry (k = 1-6 of the
+    180-degree-periodic edge orientation, each pixel's brightness gradient weighted by its magnitude) of all the
+    object's edges together, as a head averaging the object's tokens could gather it if each token carried its
+    edges' harmonic components; ``patch moment harmonics``, the same from what linear patch filters give: each
+    14-px (or 7-px) cell's brightness moment about its centre (which points across the edge it holds), weighted by
+    its length, over the cells the box touches (k = 1-10 of the 360-degree-periodic angle)."""
+    import cv2
+
+    grey = frame.astype(np.float32).mean(2) / 255.0
+    x0, y0, x1, y1 = (int(v) for v in box)
+    ys, xs = slice(max(0, y0 - 1), y1 + 1), slice(max(0, x0 - 1), x1 + 1)
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)[ys, xs], cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)[ys, xs]
+    out = {SHAPE_DESCRIPTORS[0]: _harmonics(np.hypot(gx, gy).ravel(), 2 * np.arctan2(gy, gx).ravel(), range(1, 7))}
+    for name, cell in zip(SHAPE_DESCRIPTORS[1:], (PATCH, PATCH // 2)):
+        offset = np.arange(cell) - (cell - 1) / 2
+        moments = []
+        for r in range(y0 // cell, (y1 - 1) // cell + 1):
+            for c in range(x0 // cell, (x1 - 1) // cell + 1):
+                p = grey[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell]
+                moments.append(((p * offset[None, :]).sum(), (p * offset[:, None]).sum()))
+        m = np.array(moments)
+        out[name] = _harmonics(np.hypot(m[:, 0], m[:, 1]), np.arctan2(m[:, 1], m[:, 0]), range(1, 11))
+    return out
 
 
 def frame_moments(before: np.ndarray, after: np.ndarray, row: int, col: int) -> np.ndarray:
@@ -158,7 +201,7 @@ def main(argv=None) -> int:
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(a.model).eval()
     tok = AutoTokenizer.from_pretrained(a.model)
     t0 = time.process_time()
-    labels, xs, answers, shape_answers, moments, seed = [], [], [], [], [], 0
+    labels, xs, answers, shape_answers, moments, descriptors, seed = [], [], [], [], [], [], 0
     with torch.no_grad():
         while len(labels) < a.count:
             got = clip_features(model, tok, seed, a.split)
@@ -169,6 +212,7 @@ def main(argv=None) -> int:
                 answers.append(got[2])
                 shape_answers.append(got[3])
                 moments.append(got[4])
+                descriptors.append(got[5])
     (y, y_shape, y_size), x, ans = np.array(labels).T, np.array(xs), np.array(answers)
     answered = ans.argmax(1) == y
     beats = np.array([ans[k, y[k]] > max(ans[k, ACTIONS.index(c)] for c in CONFUSABLE[ACTIONS[y[k]]])
@@ -191,6 +235,8 @@ def main(argv=None) -> int:
                    four_directions=probe_accuracy(f[directions], y[directions]),
                    axis=probe_accuracy(f[directions], axis))
         for name, f in (("tokens", x), ("tokens_and_frame_moments", with_moments))}
+    out["shape"]["descriptors"] = {name: probe_accuracy(np.array([d[name] for d in descriptors]), y_shape)
+                                   for name in SHAPE_DESCRIPTORS}
     with torch.no_grad():
         sizes = [r for r in (size_answers(model, tok, k, a.split) for k in range(a.sizes)) if r is not None]
     out["size"] = dict(probe=probe_accuracy(x, y_size))
@@ -206,6 +252,8 @@ def main(argv=None) -> int:
     print(f"  shape: its answer (of {len(SHAPES)}) {100 * out['shape']['answered']:.1f} %, the probe "
           f"{100 * out['shape']['probe']:.1f} % (chance {100 * out['shape']['chance']:.0f} %); size: the probe "
           f"{100 * out['size']['probe']:.1f} % (chance 50 %)")
+    print("  shape, linear probes on rotation-invariant descriptors of the target: " + ", ".join(
+        f"{name} {100 * v:.1f} %" for name, v in out["shape"]["descriptors"].items()))
     d = out["directions"]
     print("  linear probes, the tokens / with the frame moments appended: all actions "
           + " / ".join(f"{100 * d[k]['all_actions']:.1f} %" for k in d) + ", the 4 directions "

@@ -27,6 +27,7 @@ ingested into its stream of a :class:`stvg_ros.stream.multi.MultiStreamService` 
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 import time
@@ -41,6 +42,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's stvg_ros, and `bench` as a pack
 
 from bench._util import machine, table, write_json  # noqa: E402
 from bench.standing_false_causes import CAUSES, what_acts  # noqa: E402
+from stvg_ros.synthetic.generator import ACTIONS  # noqa: E402
 
 NS = 1_000_000_000
 SHIPPED = "models/stvg-synth-qwen"
@@ -139,7 +141,21 @@ CAMERA_RULES = {
     "found, then max p_yes over windows": lambda f: (f["found"], max(f["p_windows"])),
     "logit p_yes + max window logit": lambda f: logit(f["p_yes"]) + max(logit(p) for p in f["p_windows"]),
     "mean p_yes over windows": lambda f: float(np.mean(f["p_windows"])),
+    "action contrast: logit p(query) - logsumexp of the other actions'": lambda f: action_contrast(f),
+    "found, then action contrast": lambda f: (f["found"], action_contrast(f)),
 }
+
+
+def action_contrast(f: dict) -> float:
+    """The query's yes-logit against the same description doing each other action of the synthetic world (its
+    yes-logit minus the log-sum-exp of theirs, on the same frames, no latent prompt): is it *this* action the model
+    sees?  -inf-safe: a query without a known action gives its plain logit."""
+    logits = f.get("action_logits")
+    if not logits:
+        return logit(f["p_yes"])
+    own, others = logits[f["action_index"]], [x for i, x in enumerate(logits) if i != f["action_index"]]
+    m = max(others)
+    return own - (m + float(np.log(sum(np.exp(x - m) for x in others))))
 
 #: the windows of the window rules: WINDOW consecutive frames every WINDOW_STEP frames (the shipped model's
 #: standing pairs were 8-frame windows of consecutive generator frames: what a standing query asks)
@@ -170,6 +186,13 @@ def judgments(grounder, answer) -> dict:
                      grounder._sub_question(r.sub_queries.action, r.query),
                      format_question(grounder.config.question_template, NEUTRAL)]
         p = yes_probability(adapter.run(visual, questions).yes_no_logits).tolist()
+        # the query with its action swapped for each of the world's actions (the action contrast rule)
+        m = re.match(r"(.*) that (%s)$" % "|".join(ACTIONS), r.query)
+        action_logits, action_index = [], -1
+        if m:
+            yn = adapter.run(visual, [format_question(grounder.config.question_template, f"{m.group(1)} that {a}")
+                                      for a in ACTIONS]).yes_no_logits.float()
+            action_logits, action_index = (yn[:, 0] - yn[:, 1]).tolist(), ACTIONS.index(m.group(2))
         # the query asked again on the frames of the answer's span, widened to TUBE_WINDOW frames around it
         inside = [i for i, t in enumerate(stamps) if r.start - 1e-6 <= t <= r.end + 1e-6] or [len(stamps) - 1]
         a, b = inside[0], inside[-1]
@@ -195,7 +218,7 @@ def judgments(grounder, answer) -> dict:
     return dict(found=bool(r.found), p_yes=float(r.p_yes), score=float(r.score), p_attribute=p[0], p_action=p[1],
                 p_neutral=p[2], concentration=(max(0.0, float(r.score)) / sum(scores)) if sum(scores) > 0 else 0.0,
                 frame_relevance=float(np.mean(r.frame_scores)) if r.frame_scores else 0.0, p_tube=p_tube,
-                p_windows=p_windows)
+                p_windows=p_windows, action_logits=[round(x, 4) for x in action_logits], action_index=action_index)
 
 
 def serve(grounder, cameras: list[str], clips: dict[str, np.ndarray]):

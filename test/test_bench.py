@@ -5,6 +5,7 @@ equality of our relevance maps with the official path is tested for real in test
 """
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -189,6 +190,9 @@ def test_attribute_probe_quick(tmp_path):
     assert 0 < size["clips"] <= size["seeds"] == 40 and 0 <= size["colour"] <= 1 and 0 <= size["full_query"] <= 1
     assert 0 <= size["probe"] <= 1 and 0 <= data["shape"]["answered"] <= 1 and 0 <= data["shape"]["probe"] <= 1
     assert "true size's yes above" in stdout
+    descriptors = data["shape"]["descriptors"]  # the rotation-invariant shape descriptors' probes
+    assert len(descriptors) == 3 and all(0 <= v <= 1 for v in descriptors.values())
+    assert descriptors["object edge harmonics"] > 0.5  # 85 % on these 40 clips: the edges tell the shape
     for probes in data["directions"].values():  # the action probes with and without the frame moments
         assert set(probes) == {"all_actions", "four_directions", "axis"} and all(0 <= v <= 1 for v in probes.values())
 
@@ -236,3 +240,22 @@ def test_bench_multicam_memory_quick(tmp_path):
     # one worker serves the streams in turn: the second stream's grounding waits for the first one's CPU
     delays = sorted(p["queue_cpu_s"] for p in two["load"]["per_stream"].values())
     assert delays[0] < delays[1]
+
+
+def test_standing_contrast_quick(tmp_path):
+    """Issue 27: the action-contrast scores for standing queries, chosen on val streams and counted on test; the
+    query's own logit is the existence judgment a standing query uses (the stored calibration traces' p_yes)."""
+    from stvg_ros.evaluation.calibration import Trace
+
+    stdout, data = _run("standing_contrast.py", "--logits", str(tmp_path / "logits"), tmp_path=tmp_path)
+    assert "| p_yes (the node's) " in stdout
+    rows = data["rows"]
+    assert len(rows) >= 2 and all(r["test_streams"] == 12 and 0 <= r["test_found"]["rate"] <= 1 for r in rows)
+    assert "paired_vs_p_yes" not in rows[0] and all("paired_vs_p_yes" in r for r in rows[1:])
+    val = json.loads((tmp_path / "logits" / "contrast-val-12.json").read_text())
+    stored = [Trace(**t) for t in json.loads((ROOT / "bench" / "results" /
+                                              "calibration-synth-val600-traces-runT.json").read_text()) if t["window_p"]]
+    for row, trace in zip(val, stored[:12]):
+        assert row["clip"] == trace.clip and row["truth"] == trace.window_truth
+        own = [1 / (1 + math.exp(-w[row["action"]])) for w in row["logits"]]
+        assert own == pytest.approx(trace.window_p, abs=2e-4)
