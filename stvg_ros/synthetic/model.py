@@ -13,6 +13,7 @@ generation prompt appended.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -76,11 +77,13 @@ def build_tokenizer(question_first: bool = True):
 
 
 def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, question_first: bool = True,
-                motion_prior: bool = True, compact_motion: bool = False, conjunctive_motion: bool = False):
+                motion_prior: bool = True, compact_motion: bool = False, conjunctive_motion: bool = False,
+                shape_prior: bool = False):
     """A freshly initialised small Qwen2.5-VL and its tokenizer (deterministic by ``seed``).
 
     ``priors`` applies the three initialisations below (colour patch filters, recency heads, colour
-    word prior); without them the model is a plain random init (for ablations).
+    word prior); without them the model is a plain random init (for ablations).  ``shape_prior`` (with
+    ``priors``, question first) adds :func:`init_shape_pathway`.
     """
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -107,6 +110,9 @@ def build_model(seed: int = 0, dims: dict | None = None, priors: bool = True, qu
         init_recency_heads(model)
         if question_first:
             motion = init_motion_merger(model, compact=compact_motion) if motion_prior else None
+            if shape_prior:
+                init_shape_pathway(model, first_merger_unit=_motion_units(compact_motion) if motion_prior else 0,
+                                   avoid=motion)
             init_match_and_collect(model, tok, motion=motion, conjunctive=conjunctive_motion)
         else:
             init_colour_word_prior(model, tok)
@@ -365,7 +371,7 @@ def motion_pathway_masks(model, tok, compact: bool, head: int = 2) -> dict[str, 
     vis = "model.visual."
     masks[vis + "patch_embed.proj.weight"][list(DIFF_CHANNELS)] = True
     masks[vis + "merger.ln_q.weight"][list(DIFF_CHANNELS)] = True
-    units = MERGE * MERGE * (4 if compact else len(DIFF_CHANNELS)) * 2  # pairs per merged patch
+    units = _motion_units(compact)
     masks[vis + "merger.mlp.0.weight"][:units] = True
     masks[vis + "merger.mlp.0.bias"][:units] = True
     masks[vis + "merger.mlp.2.weight"][:, :units] = True
@@ -396,6 +402,110 @@ def readout_parameters(model) -> set[str]:
     keep = (layer + "self_attn.v_proj.", layer + "self_attn.o_proj.", layer + "post_attention_layernorm.",
             layer + "mlp.", "model.language_model.norm.", "lm_head.")
     return {n for n, _ in model.named_parameters() if n.startswith(keep)}
+
+
+def _motion_units(compact: bool) -> int:
+    """The merger units :func:`init_motion_merger` takes (the first ones): a pair per difference read per patch."""
+    return MERGE * MERGE * (4 if compact else len(DIFF_CHANNELS)) * 2
+
+
+#: the shape pathway (:func:`init_shape_pathway`): patch-embedding channels of the brightness moments of each 7-px
+#: quadrant of a patch (x then y, quadrants in init_colour_patch_filters' order), the k-fold symmetries it measures,
+#: and the residual channels where the first vision block writes their components (cos, sin per k)
+SHAPE_MOMENT_CHANNELS = tuple(range(44, 52))
+SHAPE_HARMONICS = (1, 2, 3, 4, 5, 6)
+SHAPE_HARMONIC_CHANNELS = tuple(range(52, 52 + 2 * len(SHAPE_HARMONICS)))
+#: directions per quadrant of the first block's rectified moment population, and per harmonic of the merger's
+SHAPE_DIRECTIONS = 8
+#: per harmonic, the gain of its magnitude in the decoder's space: about 0.5 on an object's tokens for each (the
+#: 1st and 2nd harmonics of a token's edges are 10-30 times the 3rd-5th; measured at initialisation on val clips)
+SHAPE_OUTPUT_GAINS = (0.2, 0.5, 5.0, 2.0, 5.0, 0.5)
+
+
+@torch.no_grad()
+def init_shape_pathway(model, first_merger_unit: int = 32, moment_scale: float = 4.0, gain: float = 40.0,
+                       threshold: float = 0.15, write_gain: float = 0.05, merger_gain: float = 200.0,
+                       output_gains: Sequence[float] = SHAPE_OUTPUT_GAINS, avoid: torch.Tensor | None = None,
+                       seed: int = 3) -> torch.Tensor:
+    """Let the tower hand the language model how k-fold symmetric the edges in each token are (k = 1-6).
+
+    Initialisation, not supervision.  The shapes differ in the symmetry of their outlines (a square's edges point 4
+    ways, a triangle's 3, a star's 5, a circle's every way), whatever their rotation; a linear probe reads the shape
+    from the magnitudes of those orientation harmonics of an object's edges 92 % of the time, and from the plain
+    tower's tokens 33-36 % (chance 25 %; ``bench/attribute_probe.py``, docs/synthetic.md).  No linear patch filter
+    gives them, so:
+
+    - patch embedding: the brightness moment (x, y) of each 7-px quadrant of a patch, which points across the edge
+      the quadrant holds (``SHAPE_MOMENT_CHANNELS``);
+    - first vision block's MLP: per quadrant, ``SHAPE_DIRECTIONS`` units tuned to the moment's angle (SiLU above a
+      threshold: a narrow tuning, so that the population has odd harmonics too), whose outputs sum into the cos and
+      sin component of each harmonic (``SHAPE_HARMONIC_CHANNELS``; nothing else writes to those channels or to the
+      moments');
+    - merger: per harmonic, units that project the 2x2 patches' summed component on ``SHAPE_DIRECTIONS`` angles; the
+      GELU rectifies them, and their sum, about the component's magnitude, goes to one direction of the decoder's
+      space per harmonic (cleared from every other merger unit's output), at ``SHAPE_OUTPUT_GAINS``.
+
+    The pathway's channels are written small (``write_gain``) so that they do not change the RMS that the blocks'
+    and the merger's norms divide every channel of a patch by (colour's among them).
+
+    ``avoid`` (rows): directions the pathway's must be orthogonal to (the motion prior's change direction: an edge
+    must not read as a change).  Returns the pathway's directions (len(SHAPE_HARMONICS), hidden).  Which magnitudes
+    make which shape is left to training.
+    """
+    vis = model.model.visual
+    w = vis.patch_embed.proj.weight  # (hidden, 3, 2, P, P)
+    half = PATCH // 2
+    offset = torch.arange(half, dtype=torch.float32) - (half - 1) / 2
+    ch = iter(SHAPE_MOMENT_CHANNELS)
+    for top, left in ((0, 0), (0, half), (half, 0), (half, half)):
+        for along in (offset[None, :].expand(half, half), offset[:, None].expand(half, half)):
+            f = torch.zeros(w.shape[1:])
+            f[:, :, top:top + half, left:left + half] = along
+            w[next(ch)] = f / f.norm() * moment_scale
+    pathway = list(SHAPE_MOMENT_CHANNELS + SHAPE_HARMONIC_CHANNELS)
+    w[list(SHAPE_HARMONIC_CHANNELS)] = 0.0
+    for block in vis.blocks:
+        for out in (block.attn.proj, block.mlp.down_proj):
+            out.weight[pathway] = 0.0
+            out.bias[pathway] = 0.0
+    mlp = vis.blocks[0].mlp
+    angles = [2 * math.pi * j / SHAPE_DIRECTIONS for j in range(SHAPE_DIRECTIONS)]
+    row = 0
+    for q in range(4):
+        mx, my = SHAPE_MOMENT_CHANNELS[2 * q], SHAPE_MOMENT_CHANNELS[2 * q + 1]
+        for a in angles:
+            mlp.gate_proj.weight[row] = 0.0
+            mlp.gate_proj.weight[row, mx], mlp.gate_proj.weight[row, my] = gain * math.cos(a), gain * math.sin(a)
+            mlp.gate_proj.bias[row] = -gain * threshold
+            mlp.up_proj.weight[row] = 0.0
+            mlp.up_proj.bias[row] = 1.0
+            mlp.down_proj.weight[:, row] = 0.0
+            for i, k in enumerate(SHAPE_HARMONICS):
+                mlp.down_proj.weight[SHAPE_HARMONIC_CHANNELS[2 * i], row] = write_gain * math.cos(k * a)
+                mlp.down_proj.weight[SHAPE_HARMONIC_CHANNELS[2 * i + 1], row] = write_gain * math.sin(k * a)
+            row += 1
+    fc1, fc2 = vis.merger.mlp[0], vis.merger.mlp[2]
+    width = fc1.in_features // (MERGE * MERGE)
+    units = range(first_merger_unit, first_merger_unit + len(SHAPE_HARMONICS) * SHAPE_DIRECTIONS)
+    gen = torch.Generator().manual_seed(seed)
+    draw = torch.randn(fc2.out_features, len(SHAPE_HARMONICS), generator=gen)
+    fixed = torch.zeros(fc2.out_features, 0) if avoid is None else avoid.reshape(-1, fc2.out_features).T
+    directions = torch.linalg.qr(torch.cat([fixed, draw], 1))[0][:, fixed.shape[1]:].T
+    others = [u for u in range(fc2.weight.shape[1]) if u not in units]
+    fc2.weight[:, others] -= directions.T @ (directions @ fc2.weight[:, others])
+    fc2.bias -= directions.T @ (directions @ fc2.bias)
+    unit = iter(units)
+    for i in range(len(SHAPE_HARMONICS)):
+        re, im = SHAPE_HARMONIC_CHANNELS[2 * i], SHAPE_HARMONIC_CHANNELS[2 * i + 1]
+        for a in angles:
+            u = next(unit)
+            fc1.weight[u] = 0.0
+            fc1.bias[u] = 0.0
+            for patch in range(MERGE * MERGE):
+                fc1.weight[u, patch * width + re] = merger_gain * math.cos(a)
+                fc1.weight[u, patch * width + im] = merger_gain * math.sin(a)
+            fc2.weight[:, u] = directions[i] * output_gains[i] / merger_gain
+    return directions
 
 
 #: patch-embedding channels that ``init_colour_patch_filters(motion=True)`` sets to temporal differences

@@ -254,7 +254,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
           device: str = "cpu", max_minutes: float | None = None, workers: int = 0, eval_seconds: float = 0.0,
           still: str = "cpu", recipe: str = "cpu", standing_pairs: float = 0.0, crowded_colour: float = 0.0,
           hard_negatives: float = 0.0, contrast_actions: float = 0.0, size_questions: float = 0.0,
-          train_only: str = "all") -> dict:
+          train_only: str = "all", shape_prior: bool = False) -> dict:
     """Run the ladder for ``minutes`` of wall-clock time and save the model directory to ``out``.
 
     ``max_minutes``: a hard limit on the whole call (building, data, steps, evaluations, checkpoints, the
@@ -264,7 +264,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     processes (:class:`BatchStream`); ``eval_seconds``: evaluate every so many seconds instead of every
     ``eval_every`` steps; ``still``: ``"gpu"`` shows the look rungs longer clips (:data:`STILL_FRAMES_GPU`);
     ``train_only``: ``"readout"`` trains only :func:`~stvg_ros.synthetic.model.readout_parameters` (every
-    attention weight, and so the grounding's maps, stays the init's).
+    attention weight, and so the grounding's maps, stays the init's); ``shape_prior``: the hand-set shape pathway
+    (:func:`~stvg_ros.synthetic.model.init_shape_pathway`).
     """
     from tqdm import tqdm
 
@@ -285,7 +286,7 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model, tok = build_model(seed, dims, motion_prior=motion_prior, compact_motion=compact_motion,
-                             conjunctive_motion=conjunctive_motion)
+                             conjunctive_motion=conjunctive_motion, shape_prior=shape_prior)
     if init:
         # through from_pretrained: the checkpoint's names are the saved layout (transformers renames them on save),
         # and strict, so that a directory of another architecture fails here instead of training from scratch
@@ -462,6 +463,8 @@ def train(out: str, minutes: float, seed: int = 0, clips_per_step: int = 8, per_
                "motion_prior": motion_prior, "compact_motion": compact_motion,
                "action_windows": action_windows, "freeze_motion": freeze_motion,
                "colour_action": colour_action, "conjunctive_motion": conjunctive_motion}
+    if shape_prior:
+        summary["shape_prior"] = True
     if standing_pairs:
         summary["standing_pairs"] = standing_pairs
         summary["standing_no"] = "nothing named acts"  # the no window's rule since session 26 (the card says which)
@@ -597,6 +600,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="'readout': train only what the last decoder layer does after its attention weights (value "
                         "and output projections, MLP, norms, LM head), so every attention map the grounding reads "
                         "stays the init's")
+    p.add_argument("--shape-prior", action="store_true",
+                   help="hand-set a shape pathway in the tower: how k-fold symmetric each token's edges are (k = 1-6), "
+                        "on directions of the decoder's space (model.init_shape_pathway)")
     p.add_argument("--dims", default=None, help='JSON overrides of the model sizes, e.g. {"lm_layers": 2}')
     known, _ = p.parse_known_args(argv)
     defaults = {}
@@ -620,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
           device=a.device, max_minutes=a.max_minutes, workers=a.workers, eval_seconds=a.eval_seconds,
           still=a.still, recipe=a.recipe, standing_pairs=a.standing_pairs, crowded_colour=a.crowded_colour,
           hard_negatives=a.hard_negatives, contrast_actions=a.contrast_actions, size_questions=a.size_questions,
-          train_only=a.train_only)
+          train_only=a.train_only, shape_prior=a.shape_prior)
 
 
 if __name__ == "__main__":
