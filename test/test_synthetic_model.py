@@ -244,6 +244,7 @@ def test_a_model_trained_in_stages_lists_every_stage_and_its_command():
     assert "--out stage-2" in cmds[1] and cmds[1].endswith("--start-rung 1 --standing-pairs 0.3 --init stage-1")
     assert "--out models/stvg-synth-qwen" in cmds[2] and cmds[2].endswith("--standing-pairs 0.6 --init stage-2")
     assert "3 stages" in _stages_text(third) and "180 steps in 107.0 minutes" in _stages_text(third)
+    assert "--shape-prior" not in cmds[0] and "--shape-prior" in train_commands(dict(first, shape_prior=True))[0]
     assert train_commands(first) == [cmds[0].replace("stage-1", "models/stvg-synth-qwen")]
     contrast = dict(third, seed=7, contrast_actions=0.5, init_from=third)  # a flag of session 27's stages
     assert train_commands(contrast)[3].endswith("--standing-pairs 0.6 --contrast-actions 0.5 --init stage-3")

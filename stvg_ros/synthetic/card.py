@@ -48,6 +48,9 @@ _CONJUNCTIVE = """  Conjunctive motion collect: head 2 of the
   later layers keys on "matched" *plus* "moved", so under "a red shape that jumps" it attends to tokens that
   are red and changing; the marker and word directions are cleared from every other word and from the
   merger's output, so that only a named colour or verb writes a marker."""
+_SHAPE = """  Shape prior: the patch embedding's 7-px quadrant
+  brightness moments, an angle-tuned population in the first vision block and merger units hand the decoder,
+  per token, how k-fold symmetric its edges are (k = 1-6), on directions of their own (`--shape-prior`)."""
 _FROZEN = """  The motion prior's hand-set weights were held at
   their initial values during training (`--freeze-motion`)."""
 
@@ -107,7 +110,8 @@ def train_command(summary: dict) -> str:
     if summary.get("recipe") == "gpu":  # the recipe sets every other option (train.GPU_RECIPE)
         return (f"python -m stvg_ros.synthetic.train --recipe gpu --device {summary.get('device', 'cuda')} "
                 f"--out models/stvg-synth-qwen "
-                f"--seed {summary['seed']} --max-minutes {summary.get('max_minutes', 6):g}")
+                f"--seed {summary['seed']} --max-minutes {summary.get('max_minutes', 6):g}"
+                + (" --shape-prior" if summary.get("shape_prior") else ""))
     cmd = (f"python -m stvg_ros.synthetic.train --out models/stvg-synth-qwen --minutes {round(summary['minutes'])} "
            f"--seed {summary['seed']}")
     if tuple(summary.get("rungs", RUNGS)) != tuple(RUNGS):
@@ -122,6 +126,8 @@ def train_command(summary: dict) -> str:
         cmd += " --compact-motion"
     if summary.get("conjunctive_motion"):
         cmd += " --conjunctive-motion"
+    if summary.get("shape_prior"):
+        cmd += " --shape-prior"
     if summary.get("freeze_motion"):
         cmd += " --freeze-motion"
     if summary.get("action_windows"):
@@ -239,7 +245,8 @@ end of the video block through the generation prompt).
   layer 0 starts as a "match" head (a visual token attends to the question's word of its own colour and
   writes a common "matched" direction) and head 1 of the later layers as a "collect" head (every position
   attends to tokens carrying "matched").{_MOTION if summary.get('motion_prior', False) else ''}{
-  _CONJUNCTIVE if summary.get('conjunctive_motion') else ''}{_FROZEN if summary.get('freeze_motion') else ''}  This uses the
+  _CONJUNCTIVE if summary.get('conjunctive_motion') else ''}{_SHAPE if summary.get('shape_prior') else ''}{
+  _FROZEN if summary.get('freeze_motion') else ''}  This uses the
   generator's colour table as a prior on what colour names mean{
   " and that the verbs mean change" if summary.get('motion_prior', False) else ""}; shapes, sizes,
   conjunctions and which action is which are learned.  Without priors and with a higher learning rate, from-scratch runs stayed
