@@ -27,7 +27,6 @@ ingested into its stream of a :class:`stvg_ros.stream.multi.MultiStreamService` 
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's stvg_ros, and `bench` as a package
 
 from bench._util import machine, table, write_json  # noqa: E402
+from bench.standing_contrast import questions as action_questions  # noqa: E402
 from bench.standing_false_causes import CAUSES, what_acts  # noqa: E402
 from stvg_ros.synthetic.generator import ACTIONS  # noqa: E402
 
@@ -149,7 +149,7 @@ CAMERA_RULES = {
 def action_contrast(f: dict) -> float:
     """The query's yes-logit against the same description doing each other action of the synthetic world (its
     yes-logit minus the log-sum-exp of theirs, on the same frames, no latent prompt): is it *this* action the model
-    sees?  -inf-safe: a query without a known action gives its plain logit."""
+    sees?  A query without one of the world's actions gives its plain logit."""
     logits = f.get("action_logits")
     if not logits:
         return logit(f["p_yes"])
@@ -187,12 +187,15 @@ def judgments(grounder, answer) -> dict:
                      format_question(grounder.config.question_template, NEUTRAL)]
         p = yes_probability(adapter.run(visual, questions).yes_no_logits).tolist()
         # the query with its action swapped for each of the world's actions (the action contrast rule)
-        m = re.match(r"(.*) that (%s)$" % "|".join(ACTIONS), r.query)
-        action_logits, action_index = [], -1
-        if m:
-            yn = adapter.run(visual, [format_question(grounder.config.question_template, f"{m.group(1)} that {a}")
-                                      for a in ACTIONS]).yes_no_logits.float()
-            action_logits, action_index = (yn[:, 0] - yn[:, 1]).tolist(), ACTIONS.index(m.group(2))
+        try:
+            swapped, action_index = action_questions(r.query)
+        except ValueError:
+            swapped, action_index = [], -1
+        action_logits = []
+        if swapped:
+            yn = adapter.run(visual, [format_question(grounder.config.question_template, q)
+                                      for q in swapped[:len(ACTIONS)]]).yes_no_logits.float()
+            action_logits = (yn[:, 0] - yn[:, 1]).tolist()
         # the query asked again on the frames of the answer's span, widened to TUBE_WINDOW frames around it
         inside = [i for i, t in enumerate(stamps) if r.start - 1e-6 <= t <= r.end + 1e-6] or [len(stamps) - 1]
         a, b = inside[0], inside[-1]

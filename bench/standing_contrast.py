@@ -110,17 +110,6 @@ def traces(rows: list[dict], score) -> list[C.Trace]:
                     r["truth"], r["span"], r["spans"]) for r in rows]
 
 
-def _paired(a: np.ndarray, b: np.ndarray, spans: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
-    """(found, false) per stream of ``a`` minus ``b`` on the same streams, 95 % bootstrap intervals."""
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
-    d_found = (a[:, 0] - b[:, 0])[idx].sum(1) / np.maximum(spans[idx].sum(1), 1)
-    d_false = (a[:, 1] - b[:, 1])[idx].mean(1)
-    return dict(found=float((a[:, 0] - b[:, 0]).sum() / max(spans.sum(), 1)),
-                found_ci=[float(v) for v in np.percentile(d_found, [2.5, 97.5])],
-                false_per_stream=float((a[:, 1] - b[:, 1]).mean()),
-                false_ci=[float(v) for v in np.percentile(d_false, [2.5, 97.5])])
-
-
 def compare(val: list[dict], test: list[dict], repeats: int = 3) -> list[dict]:
     """Each score chosen on ``val`` (calibrator's rule), cross-validated there, counted on ``test``, paired there
     against the first score (p_yes) at its own choice; and the best val curve point's false rate at 80 % found."""
@@ -142,7 +131,7 @@ def compare(val: list[dict], test: list[dict], repeats: int = 3) -> list[dict]:
             base = per
         else:
             spans = np.array([t.windowed_spans for t in tt if t.window_p], dtype=float)
-            row["paired_vs_p_yes"] = _paired(per, base, spans)
+            row["paired_vs_p_yes"] = C.paired_counts(per, base, spans)
         out.append(row)
     return out
 

@@ -400,8 +400,13 @@ def _per_stream(traces: Sequence[Trace], on: float, off: float, confirm: int, ch
 def paired_difference(traces: Sequence[Trace], a: tuple, b: tuple, resamples: int = 2000, seed: int = 0) -> dict:
     """Thresholds ``a`` (on, off, confirm[, change_on]) minus ``b`` on the same streams: appearances found (share of
     spans) and false appearances per stream, with 95 % bootstrap intervals over streams."""
-    x, y = _per_stream(traces, *a), _per_stream(traces, *b)
     spans = np.array([t.windowed_spans for t in traces if t.window_p], dtype=float)
+    return paired_counts(_per_stream(traces, *a), _per_stream(traces, *b), spans, resamples, seed)
+
+
+def paired_counts(x: np.ndarray, y: np.ndarray, spans: np.ndarray, resamples: int = 2000, seed: int = 0) -> dict:
+    """Per-stream (spans found, false appearances) ``x`` minus ``y`` on the same streams (``spans``: each stream's
+    windowed spans): the found share and false appearances per stream, with 95 % bootstrap intervals over streams."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(x), size=(resamples, len(x)))
     d_found = ((x[:, 0] - y[:, 0])[idx].sum(1) / np.maximum(spans[idx].sum(1), 1))
