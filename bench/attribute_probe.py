@@ -78,15 +78,15 @@ def clip_features(model, tok, seed: int, split: str):
             moments.append(frame_moments(pair[0], pair[-1], row, col))
     if not tokens:
         return None
-    middle = first + WINDOW // 2
-    box = track.get(middle) or next(track[f] for f in range(first, first + WINDOW) if f in track)
+    middle = first + WINDOW // 2  # the frame of the shape descriptors: the window's middle, else its first with the target
+    at = middle if middle in track else next(f for f in range(first, first + WINDOW) if f in track)
     questions = [f"Is there a {t['colour']} shape that {act} in this video?" for act in ACTIONS]
     questions += [f"Is there a {t['colour']} {shape} in this video?" for shape in SHAPES]
     logits = yes_no_logits(model, PromptBuilder(tok, feats.shape[0]), pixels, grid, questions, [0] * len(questions))
     yes = (logits[:, 0] - logits[:, 1]).numpy()
     labels = (ACTIONS.index(t["action"]), SHAPES.index(t["shape"]), list(SIZES).index(t["size"]))
     return (labels, torch.stack(tokens).mean(0).numpy(), yes[:len(ACTIONS)], yes[len(ACTIONS):],
-            np.mean(moments, axis=0), shape_descriptors(frames[middle if middle in track else first], box))
+            np.mean(moments, axis=0), shape_descriptors(frames[at], track[at]))
 
 
 #: the rotation-invariant descriptors of :func:`shape_descriptors`, by name
